@@ -1,0 +1,50 @@
+// The daemon's log: one JSON object per line (time, level, event name, fields). The only
+// hidden singleton in berth; nothing else writes diagnostics to the console.
+import { randomBytes } from 'node:crypto';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogFields = Record<string, unknown>;
+export type LogSink = (line: string) => void;
+
+const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+let sink: LogSink = (line) => process.stderr.write(line + '\n');
+let threshold: LogLevel = (process.env.BERTH_LOG_LEVEL as LogLevel | undefined) ?? 'info';
+
+export const log = {
+  debug: (event: string, fields?: LogFields) => write('debug', event, fields),
+  info: (event: string, fields?: LogFields) => write('info', event, fields),
+  warn: (event: string, fields?: LogFields) => write('warn', event, fields),
+  error: (event: string, fields?: LogFields) => write('error', event, fields),
+};
+
+/** Redirects the log (tests capture it; the CLI sends it nowhere). */
+export function setLogSink(next: LogSink): void {
+  sink = next;
+}
+
+export function setLogLevel(level: LogLevel): void {
+  threshold = level;
+}
+
+/** A short random id that ties a user-visible error line to its full log entry. */
+export function newErrorId(): string {
+  return randomBytes(4).toString('hex');
+}
+
+function write(level: LogLevel, event: string, fields?: LogFields): void {
+  if (ORDER[level] < ORDER[threshold]) return;
+  const entry: LogFields = { time: new Date().toISOString(), level, event };
+  if (fields) for (const [k, v] of Object.entries(fields)) entry[k] = serialise(v);
+  sink(JSON.stringify(entry));
+}
+
+function serialise(value: unknown): unknown {
+  if (value instanceof Error) {
+    const out: LogFields = { message: value.message, stack: value.stack };
+    if ('code' in value) out.code = (value as { code: unknown }).code;
+    if (value.cause !== undefined) out.cause = serialise(value.cause);
+    return out;
+  }
+  return value;
+}
