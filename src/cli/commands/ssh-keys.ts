@@ -1,0 +1,82 @@
+// ssh-keys:add, ssh-keys:list, ssh-keys:remove: who may push and run commands.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { UserError } from '../../errors.ts';
+import { log } from '../../log.ts';
+import { expectPositionals, parseArgs } from '../args.ts';
+import type { Command, CommandContext } from '../command.ts';
+
+export const sshKeyCommands: Command[] = [
+  {
+    name: 'ssh-keys:add',
+    usage: 'NAME [KEYFILE|-] [--apps APP,APP]',
+    summary: 'allow a public key to push and run commands',
+    help: 'KEYFILE is a public key file (such as ~/.ssh/id_ed25519.pub); - or nothing reads it from standard input.\nOver SSH, pipe the key in: ssh -p 2222 berth@HOST ssh-keys:add NAME < key.pub\nWithout --apps the key is an admin key; with it, the key may use those apps only.',
+    adminOnly: true,
+    async run(ctx, words) {
+      const { positional, flags } = parseArgs(this.name, this.usage, words, { apps: 'string' });
+      expectPositionals(this.name, this.usage, positional, ['NAME', 'KEYFILE'], 1);
+      const [name, file = '-'] = positional as [string, string?];
+      const text = await readKeyInput(ctx, file);
+      const apps = typeof flags.apps === 'string' ? flags.apps.split(',').map((a) => a.trim()).filter(Boolean) : undefined;
+      const record = await ctx.services.keys.add(name, text, apps);
+      log.info('ssh_key_added', { name: record.name, fingerprint: record.fingerprint, by: callerName(ctx) });
+      ctx.out.step(`Added key ${record.name} (${record.fingerprint})${record.apps ? ` for ${record.apps.join(', ')}` : ' as an admin key'}`);
+    },
+  },
+  {
+    name: 'ssh-keys:list',
+    usage: '',
+    summary: 'list the keys that may push and run commands',
+    adminOnly: true,
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, []);
+      const keys = ctx.services.keys.list();
+      if (keys.length === 0) {
+        ctx.out.line('no keys; add one with `ssh-keys:add NAME KEYFILE`');
+        return;
+      }
+      const rows = keys.map((k) => [k.name, k.fingerprint, k.apps ? `apps: ${k.apps.join(',')}` : 'admin']);
+      ctx.out.line(table([['NAME', 'FINGERPRINT', 'SCOPE'], ...rows]));
+    },
+  },
+  {
+    name: 'ssh-keys:remove',
+    usage: 'NAME',
+    summary: 'remove a key; it is refused from the next connection on',
+    adminOnly: true,
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['NAME']);
+      const record = await ctx.services.keys.remove(positional[0]!);
+      log.info('ssh_key_removed', { name: record.name, fingerprint: record.fingerprint, by: callerName(ctx) });
+      ctx.out.step(`Removed key ${record.name} (${record.fingerprint})`);
+    },
+  },
+];
+
+async function readKeyInput(ctx: CommandContext, file: string): Promise<string> {
+  if (file === '-') return (await ctx.readStdin()).toString('utf8');
+  if (ctx.caller.kind === 'ssh') {
+    throw new UserError('key_file_over_ssh', 'over SSH the key is read from standard input, not from a file on the server', {
+      hint: 'run: ssh -p PORT berth@HOST ssh-keys:add NAME < key.pub',
+    });
+  }
+  try {
+    return await fs.readFile(path.resolve(ctx.cwd, file), 'utf8');
+  } catch (e) {
+    throw new UserError('key_file_unreadable', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+export function callerName(ctx: CommandContext): string {
+  return ctx.caller.kind === 'ssh' ? `ssh:${ctx.caller.key.name}` : 'local';
+}
+
+/** Left-aligned columns separated by two spaces. */
+export function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n');
+}

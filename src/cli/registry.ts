@@ -1,0 +1,107 @@
+// Every admin command in one registry, run the same way for the local CLI and for SSH: help,
+// unknown commands, key scopes and error rendering are decided here, once.
+import { describeForUser, UserError } from '../errors.ts';
+import { log } from '../log.ts';
+import { VERSION } from '../version.ts';
+import type { Command, CommandContext } from './command.ts';
+import { appCommands } from './commands/apps.ts';
+import { sshKeyCommands } from './commands/ssh-keys.ts';
+
+const versionCommand: Command = {
+  name: 'version',
+  usage: '',
+  summary: "print berth's version",
+  adminOnly: false,
+  async run(ctx) {
+    ctx.out.line(`berth ${VERSION}`);
+  },
+};
+
+const helpCommand: Command = {
+  name: 'help',
+  usage: '[COMMAND]',
+  summary: 'list the commands, or explain one',
+  adminOnly: false,
+  async run(ctx, words) {
+    const name = words.find((w) => !w.startsWith('-'));
+    if (name) {
+      ctx.out.line(commandHelp(findCommand(name)));
+      return;
+    }
+    ctx.out.line(overview(ctx.caller.kind === 'ssh' ? 'ssh' : 'local'));
+  },
+};
+
+export const COMMANDS: readonly Command[] = [helpCommand, versionCommand, ...appCommands, ...sshKeyCommands];
+
+/** Runs one command line (already split into words) and returns its exit status. Never throws. */
+export async function runCommand(words: readonly string[], ctx: CommandContext): Promise<number> {
+  const [name, ...rest] = words;
+  try {
+    if (name === undefined || name === '--help' || name === '-h') {
+      ctx.out.line(overview(ctx.caller.kind === 'ssh' ? 'ssh' : 'local'));
+      return 0;
+    }
+    const command = findCommand(name === '--version' ? 'version' : name);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      ctx.out.line(commandHelp(command));
+      return 0;
+    }
+    authorize(command, rest, ctx);
+    const code = await command.run(ctx, [...rest]);
+    return typeof code === 'number' ? code : 0;
+  } catch (e) {
+    const { lines, exitCode } = describeForUser(e, `command ${name ?? ''}`);
+    for (const line of lines) ctx.out.error(line);
+    return exitCode;
+  }
+}
+
+export function findCommand(name: string): Command {
+  const command = COMMANDS.find((c) => c.name === name);
+  if (command) return command;
+  const near = COMMANDS.filter((c) => c.name.split(':')[0] === name.split(':')[0] || distance(c.name, name) <= 2).map((c) => c.name);
+  throw new UserError('unknown_command', `unknown command "${name}"`, {
+    hint: near.length ? `did you mean: ${near.join(', ')}? (\`help\` lists all commands)` : 'run `help` for the list of commands',
+    exitCode: 2,
+  });
+}
+
+// A key scoped to apps may run app commands on those apps only, and no admin command.
+function authorize(command: Command, words: readonly string[], ctx: CommandContext): void {
+  if (ctx.caller.kind !== 'ssh' || !ctx.caller.key.apps) return;
+  const key = ctx.caller.key;
+  if (command.adminOnly) {
+    log.warn('command_refused', { key: key.name, command: command.name, reason: 'admin_only' });
+    throw new UserError('forbidden', `key "${key.name}" may not run ${command.name}: it is limited to ${key.apps!.join(', ')}`);
+  }
+}
+
+function overview(surface: 'local' | 'ssh'): string {
+  const width = Math.max(...COMMANDS.map((c) => `${c.name} ${c.usage}`.length));
+  const lines = [
+    surface === 'local' ? 'Usage: berth [--data-dir DIR] COMMAND [ARGS...]' : 'Usage: ssh -p PORT berth@HOST COMMAND [ARGS...]',
+    '',
+    'berth: git push to deploy, on your own server.',
+    '',
+  ];
+  if (surface === 'local') {
+    lines.push('  ' + 'serve [FLAGS]'.padEnd(width) + '  run the platform (see `berth serve --help`)');
+  }
+  for (const c of COMMANDS) lines.push('  ' + `${c.name} ${c.usage}`.trimEnd().padEnd(width) + '  ' + c.summary);
+  lines.push('', 'Run `help COMMAND` or `COMMAND --help` for details.');
+  return lines.join('\n');
+}
+
+function commandHelp(c: Command): string {
+  return [`Usage: ${c.name} ${c.usage}`.trimEnd(), '', c.summary, ...(c.help ? ['', c.help] : [])].join('\n');
+}
+
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++)
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+  return d[a.length]![b.length]!;
+}

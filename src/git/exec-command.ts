@@ -1,0 +1,26 @@
+// What an SSH exec string asks for: git's receive-pack or upload-pack for an app, or an admin
+// command. The app name is validated here, where it enters.
+import { validateAppName } from '../app-name.ts';
+import { shellWords } from '../cli/shell-words.ts';
+
+export type ExecCommand =
+  | { kind: 'receive-pack'; app: string }
+  | { kind: 'upload-pack'; app: string }
+  | { kind: 'command'; words: string[] };
+
+export function parseExecCommand(line: string): ExecCommand {
+  const words = shellWords(line);
+  let service: string | undefined;
+  let rest = words;
+  if (words[0] === 'git-receive-pack' || words[0] === 'git-upload-pack') {
+    service = words[0].slice(4);
+    rest = words.slice(1);
+  } else if (words[0] === 'git' && (words[1] === 'receive-pack' || words[1] === 'upload-pack')) {
+    service = words[1];
+    rest = words.slice(2);
+  }
+  if (!service) return { kind: 'command', words };
+  if (rest.length !== 1) return { kind: 'command', words };
+  const app = validateAppName(rest[0]!.replace(/^\/+/, '').replace(/\/+$/, '').replace(/\.git$/, ''));
+  return service === 'receive-pack' ? { kind: 'receive-pack', app } : { kind: 'upload-pack', app };
+}

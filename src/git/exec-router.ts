@@ -1,0 +1,134 @@
+// Routes each SSH exec: a git push goes to receive-pack and, for the deploy branch, through
+// the build-and-deploy pipeline as git's pre-receive step; anything else is an admin command.
+import type { Services } from '../cli/command.ts';
+import { StreamOutput } from '../cli/output.ts';
+import { runCommand } from '../cli/registry.ts';
+import { describeForUser, UserError } from '../errors.ts';
+import { log } from '../log.ts';
+import type { BuildSource } from '../orchestrator/builder.ts';
+import { parseExecCommand } from './exec-command.ts';
+import type { KeyRecord } from './key-store.ts';
+import { serveReceivePack, type RefUpdate } from './receive-pack.ts';
+import { Repository } from './repository.ts';
+import type { ExecHandler, ExecRequest } from './ssh-server.ts';
+import { treeArchive } from './tree-archive.ts';
+
+/** Branches whose push deploys the app; any other ref is stored only. */
+export const DEPLOY_BRANCHES = ['refs/heads/main', 'refs/heads/master'] as const;
+const ZERO_OID = '0'.repeat(40);
+
+export function createExecHandler(services: Services): ExecHandler {
+  return async (request) => {
+    const { channel } = request;
+    const abort = new AbortController();
+    channel.on('close', () => abort.abort());
+    const out = new StreamOutput(
+      (s) => {
+        if (!channel.destroyed) channel.write(s);
+      },
+      (s) => {
+        if (!channel.destroyed) channel.stderr.write(s);
+      },
+    );
+    let parsed;
+    try {
+      parsed = parseExecCommand(request.command);
+    } catch (e) {
+      const { lines, exitCode } = describeForUser(e, 'ssh exec');
+      for (const line of lines) out.error(line);
+      log.warn('ssh_exec_refused', { key: request.key.name, address: request.address, command: request.command.slice(0, 200), error: (e as Error).message });
+      return exitCode;
+    }
+    if (parsed.kind === 'command') {
+      log.info('ssh_command', { key: request.key.name, address: request.address, command: parsed.words[0] });
+      return runCommand(parsed.words, {
+        out,
+        caller: { kind: 'ssh', key: request.key, address: request.address },
+        services,
+        cwd: '/',
+        signal: abort.signal,
+        readStdin: () => readAll(channel),
+      });
+    }
+    try {
+      if (parsed.kind === 'upload-pack') {
+        throw new UserError('fetch_not_served', `berth does not serve clones or fetches of ${parsed.app}; it receives pushes only`, {
+          hint: 'keep your own clone as the source of truth; berth stores what you push',
+        });
+      }
+      await receive(services, request, parsed.app, abort.signal);
+      return 0;
+    } catch (e) {
+      const { lines, exitCode } = describeForUser(e, `push to ${parsed.app}`);
+      for (const line of lines) out.error(line);
+      return exitCode;
+    }
+  };
+}
+
+async function receive(services: Services, request: ExecRequest, app: string, signal: AbortSignal): Promise<void> {
+  authorizeApp(request.key, app);
+  const orchestrator = services.orchestrator;
+  if (!orchestrator) throw new Error('receive-pack without a running orchestrator');
+  if (!services.apps.get(app)) {
+    await services.apps.create(app);
+    log.info('app_created', { app, by: `ssh:${request.key.name}`, via: 'push' });
+  }
+  const repo = await Repository.open(services.paths.repos, app, { create: true });
+  log.info('push_started', { app, key: request.key.name, address: request.address });
+  await serveReceivePack({ input: request.channel, output: request.channel }, repo, {
+    preReceive: async (updates, progress) => {
+      const out = new StreamOutput((s) => progress(s.toString()));
+      const verdicts = new Map<string, string>();
+      const deploy = chooseDeployUpdate(updates);
+      for (const u of updates) {
+        if (u === deploy) continue;
+        if (u.newOid === ZERO_OID) out.step(`${u.ref} deleted`);
+        else out.step(`${u.ref} stored; only main or master is deployed`);
+      }
+      if (!deploy) return verdicts;
+      const source: BuildSource = {
+        app,
+        commit: deploy.newOid,
+        readFile: (p) => repo.readFileAtCommit(deploy.newOid, p),
+        archive: () => treeArchive(repo.gitdir, deploy.newOid),
+      };
+      try {
+        await orchestrator.deploy({ source, pushedBy: request.key.name, out, signal });
+        log.info('push_deployed', { app, commit: deploy.newOid, key: request.key.name });
+      } catch (e) {
+        const { lines } = describeForUser(e, `deploy of ${app}`);
+        for (const line of lines) out.error(line);
+        out.error(`${app} was not deployed; the previous release keeps serving`);
+        verdicts.set(deploy.ref, lines[0] ?? 'deploy failed');
+        log.warn('push_deploy_failed', { app, commit: deploy.newOid, key: request.key.name, error: e });
+      }
+      return verdicts;
+    },
+  });
+}
+
+// main wins over master when both arrive in one push; deletions never deploy.
+function chooseDeployUpdate(updates: RefUpdate[]): RefUpdate | undefined {
+  for (const branch of DEPLOY_BRANCHES) {
+    const u = updates.find((x) => x.ref === branch && x.newOid !== ZERO_OID);
+    if (u) return u;
+  }
+  return undefined;
+}
+
+function authorizeApp(key: KeyRecord, app: string): void {
+  if (key.apps && !key.apps.includes(app)) {
+    log.warn('push_refused', { key: key.name, app, reason: 'scope' });
+    throw new UserError('forbidden', `key "${key.name}" may not push to ${app}: it is limited to ${key.apps.join(', ')}`);
+  }
+}
+
+function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(Buffer.from(c)));
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+    stream.on('error', reject);
+  });
+}

@@ -1,0 +1,28 @@
+// One deploy at a time per app: a later caller waits its turn (and is told so); different
+// apps proceed in parallel.
+export class AppLock {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  /** Runs `fn` once every earlier holder of `app` is done; `onWait` is called if it has to wait. */
+  async run<T>(app: string, fn: () => Promise<T>, onWait?: () => void): Promise<T> {
+    const previous = this.tails.get(app);
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const tail = (previous ?? Promise.resolve()).then(() => mine);
+    this.tails.set(app, tail);
+    if (previous) {
+      onWait?.();
+      await previous;
+    }
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.tails.get(app) === tail) this.tails.delete(app);
+    }
+  }
+
+  isBusy(app: string): boolean {
+    return this.tails.has(app);
+  }
+}

@@ -1,0 +1,34 @@
+// Builds an app from the Dockerfile at the root of its repository through the engine's classic
+// builder, streaming the build's own output to the pusher.
+import type { Engine } from './engine.ts';
+import { LABEL } from './engine.ts';
+import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Builder } from './builder.ts';
+
+export class DockerfileBuilder implements Builder {
+  readonly name = 'dockerfile' as const;
+  private readonly engine: Engine;
+
+  constructor(engine: Engine) {
+    this.engine = engine;
+  }
+
+  async detect(source: BuildSource): Promise<boolean> {
+    return (await source.readFile('Dockerfile')) !== undefined;
+  }
+
+  async build(job: BuildJob): Promise<BuildResult> {
+    const { source, out } = job;
+    const tag = imageTag(source.app, job.release);
+    out.step(`Building ${source.app} from Dockerfile`);
+    await this.engine.build({
+      context: source.archive(),
+      tag,
+      labels: { [LABEL.managed]: '1', [LABEL.app]: source.app, [LABEL.release]: String(job.release), 'berth.commit': source.commit },
+      onLine: (line) => {
+        if (line.trim()) out.detail(line);
+      },
+      ...(job.signal ? { signal: job.signal } : {}),
+    });
+    return { image: tag, builder: this.name };
+  }
+}

@@ -1,0 +1,142 @@
+// Apps and their releases: one JSON document per app under state/apps, restored app by app
+// (a document that cannot be read is quarantined and reported, the others load).
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { isValidAppName, validateAppName } from '../app-name.ts';
+import { UserError } from '../errors.ts';
+import { log } from '../log.ts';
+import { check, JsonDocument, type DocumentSpec } from './json-document.ts';
+
+export interface Release {
+  /** 1, 2, 3 ... per app; never reused. */
+  number: number;
+  /** Docker image reference, e.g. berth/app:r3. */
+  image: string;
+  /** Commit the release was built from. */
+  commit: string;
+  builder: 'dockerfile';
+  createdAt: string;
+  /** Name of the SSH key that pushed it. */
+  createdBy: string;
+}
+
+export interface AppRecord {
+  name: string;
+  createdAt: string;
+  releases: Release[];
+  /** Number of the release that is serving, or null before the first successful deploy. */
+  current: number | null;
+}
+
+const APP_SCHEMA = 1;
+
+const appSpec = (name: string): DocumentSpec<AppRecord> => ({
+  schema: APP_SCHEMA,
+  empty: () => ({ name, createdAt: new Date().toISOString(), releases: [], current: null }),
+  parse(raw) {
+    const recName = check.string(raw.name, 'name');
+    if (recName !== name) throw new Error(`name "${recName}" does not match the file name`);
+    const releases = check.array(raw.releases, 'releases').map((r, i) => {
+      const o = check.object(r, `releases[${i}]`);
+      const builder = check.string(o.builder, `releases[${i}].builder`);
+      if (builder !== 'dockerfile') throw new Error(`releases[${i}].builder "${builder}" is unknown`);
+      return {
+        number: check.number(o.number, `releases[${i}].number`),
+        image: check.string(o.image, `releases[${i}].image`),
+        commit: check.string(o.commit, `releases[${i}].commit`),
+        builder,
+        createdAt: check.string(o.createdAt, `releases[${i}].createdAt`),
+        createdBy: check.string(o.createdBy, `releases[${i}].createdBy`),
+      } satisfies Release;
+    });
+    const current = raw.current === null ? null : check.number(raw.current, 'current');
+    return { name: recName, createdAt: check.string(raw.createdAt, 'createdAt'), releases, current };
+  },
+});
+
+export class AppStore {
+  private readonly dir: string;
+  private readonly apps = new Map<string, AppRecord>();
+  private readonly docs = new Map<string, JsonDocument<AppRecord>>();
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Loads every app document; returns the names of documents that were quarantined. */
+  async load(): Promise<string[]> {
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const quarantined: string[] = [];
+    for (const file of (await fs.readdir(this.dir)).sort()) {
+      if (!file.endsWith('.json')) continue;
+      const name = file.slice(0, -'.json'.length);
+      const doc = new JsonDocument(path.join(this.dir, file), appSpec(name));
+      try {
+        if (!isValidAppName(name)) throw new Error(`"${name}" is not a valid app name`);
+        this.apps.set(name, await doc.read());
+        this.docs.set(name, doc);
+      } catch (e) {
+        const dest = await doc.quarantine().catch(() => undefined);
+        log.error('state_app_quarantined', { app: name, file, movedTo: dest, error: e });
+        quarantined.push(name);
+      }
+    }
+    return quarantined;
+  }
+
+  list(): AppRecord[] {
+    return [...this.apps.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  get(name: string): AppRecord | undefined {
+    return this.apps.get(name);
+  }
+
+  /** The app, or a UserError that says how to create it. */
+  require(name: string): AppRecord {
+    validateAppName(name);
+    const app = this.apps.get(name);
+    if (!app) throw new UserError('app_not_found', `app "${name}" does not exist`, { hint: `create it with \`apps:create ${name}\` or by pushing to it` });
+    return app;
+  }
+
+  async create(name: string): Promise<AppRecord> {
+    validateAppName(name);
+    if (this.apps.has(name)) throw new UserError('app_exists', `app "${name}" already exists`);
+    const doc = this.doc(name);
+    const record: AppRecord = { name, createdAt: new Date().toISOString(), releases: [], current: null };
+    await doc.write(record);
+    this.apps.set(name, record);
+    return record;
+  }
+
+  /** Applies `change` to a copy of the app's record, writes it, then makes it the live copy. */
+  async update(name: string, change: (draft: AppRecord) => void): Promise<AppRecord> {
+    const current = this.require(name);
+    const draft = structuredClone(current);
+    change(draft);
+    await this.doc(name).write(draft);
+    this.apps.set(name, draft);
+    return draft;
+  }
+
+  async remove(name: string): Promise<void> {
+    this.require(name);
+    await this.doc(name).remove();
+    this.apps.delete(name);
+    this.docs.delete(name);
+  }
+
+  private doc(name: string): JsonDocument<AppRecord> {
+    let doc = this.docs.get(name);
+    if (!doc) {
+      doc = new JsonDocument(path.join(this.dir, `${name}.json`), appSpec(name));
+      this.docs.set(name, doc);
+    }
+    return doc;
+  }
+}
+
+export function currentRelease(app: AppRecord): Release | undefined {
+  return app.current === null ? undefined : app.releases.find((r) => r.number === app.current);
+}
