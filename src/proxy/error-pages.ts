@@ -1,0 +1,75 @@
+// The proxy's one error renderer: the small HTML pages a visitor sees when berth itself answers.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+
+export type ErrorStatus = 400 | 404 | 500 | 502 | 503 | 504;
+
+export interface ErrorPage {
+  readonly status: ErrorStatus;
+  readonly headers: Readonly<Record<string, string>>;
+  /** Empty for HEAD; `content-length` still gives the length a GET would get. */
+  readonly body: string;
+}
+
+/** The page for `status`; `detail` is plain text (it is escaped here, so Host headers may go in as is). */
+export function errorPage(status: ErrorStatus, detail: string, method = 'GET'): ErrorPage {
+  const title = `${status} ${TITLES[status]}`;
+  const html =
+    '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8"><title>' + title + '</title>' +
+    '<meta name="viewport" content="width=device-width, initial-scale=1"><style>' + STYLE + '</style></head>\n' +
+    '<body><main><h1>' + title + '</h1><p>' + escapeHtml(detail) + '</p><p class="by">berth</p></main></body>\n</html>\n';
+  return {
+    status,
+    headers: {
+      'content-type': 'text/html; charset=utf-8',
+      'content-length': String(Buffer.byteLength(html)),
+      // An error from the proxy says nothing about the app's content; never let it be cached.
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+    },
+    body: method === 'HEAD' ? '' : html,
+  };
+}
+
+/** Answers with the page, or cuts the response when the upstream's headers already went out. */
+export function sendErrorPage(req: IncomingMessage, res: ServerResponse, status: ErrorStatus, detail: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const page = errorPage(status, detail, req.method);
+  res.writeHead(page.status, page.headers);
+  res.end(page.body);
+}
+
+/** Answers on a socket that has left the HTTP server (an upgrade), then closes it. */
+export function sendRawErrorPage(socket: Duplex, status: ErrorStatus, detail: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const page = errorPage(status, detail);
+  let head = `HTTP/1.1 ${status} ${TITLES[status]}\r\n`;
+  for (const [name, value] of Object.entries(page.headers)) head += `${name}: ${value}\r\n`;
+  socket.end(head + 'connection: close\r\n\r\n' + page.body, () => socket.destroy());
+}
+
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ESCAPES[c] ?? c);
+}
+
+const TITLES: Record<ErrorStatus, string> = {
+  400: 'Bad Request',
+  404: 'Not Found',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+const STYLE =
+  'body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#222;background:#f6f6f4}' +
+  'main{max-width:36rem;margin:15vh auto;padding:0 1.5rem}h1{font-size:1.4rem;margin:0 0 .5rem}' +
+  '.by{color:#888;font-size:.85rem}';
