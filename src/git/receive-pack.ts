@@ -1,0 +1,429 @@
+// The receiving side of `git push` (git's receive-pack, protocol v0): advertise refs, read the
+// commands and the pack, run the pre-receive hook, move refs by compare-and-swap, report.
+import type { Readable, Writable } from 'node:stream';
+import { StreamOutput } from '../cli/output.ts';
+import { describeForUser, isUserError, UserError } from '../errors.ts';
+import { log } from '../log.ts';
+import { PackReceiver, type StoredPack } from './pack-receiver.ts';
+import { FLUSH, packetText, pkt, PktLineReader, sideband } from './pkt-line.ts';
+import { checkRefName, type Repository, ZERO_OID } from './repository.ts';
+
+export interface RefUpdate {
+  ref: string;
+  oldOid: string;
+  newOid: string;
+}
+
+export interface ReceivePackHooks {
+  /** Runs after the pack is stored and indexed and before any ref moves (git's pre-receive). `progress` writes lines the client shows as `remote: ...` (band 2) immediately. Return a reason string per ref to reject it (that ref is then not updated), or nothing to accept. */
+  preReceive?(updates: RefUpdate[], progress: (text: string) => void): Promise<Map<string, string> | void>;
+  /** Runs after refs moved, with the updates that were applied. */
+  postReceive?(applied: RefUpdate[], progress: (text: string) => void): Promise<void>;
+}
+
+export interface ReceivePackOptions {
+  /** The largest pack accepted, in bytes. Default 2 GiB. */
+  maxPackBytes?: number;
+  /** Give up when the client sends nothing for this long while berth waits for commands or pack bytes; 0 never. Default 10 minutes. */
+  idleTimeoutMs?: number;
+}
+
+/** What berth's receive-pack offers. `no-thin` makes git send self-contained packs. */
+export const CAPABILITIES = 'report-status delete-refs side-band-64k quiet ofs-delta no-thin agent=berth object-format=sha1';
+
+/**
+ * Serves one `git-receive-pack` exchange over `io` (an SSH exec channel's streams): advertise,
+ * receive, pre-receive, update refs, post-receive, report. Resolves when the report has been
+ * written (or the client asked for nothing); never ends or destroys the streams.
+ *
+ * Rejects with a UserError when the exchange fails: `git_protocol_error` (garbage, lying
+ * lengths), `git_pack_invalid` / `git_pack_too_large` (the pack; refs are then left alone),
+ * `git_client_disconnected`, `git_client_idle`. The client has already been told (a band-3 or
+ * ERR packet, or an `unpack` status) when it could be; temp files are removed.
+ *
+ * Once the pack is in, a client that goes away does not stop the push: hooks and ref updates
+ * run to the end and only the report is lost (as with git).
+ */
+export async function serveReceivePack(
+  io: { input: Readable; output: Writable },
+  repo: Repository,
+  hooks: ReceivePackHooks,
+  options: ReceivePackOptions = {},
+): Promise<void> {
+  const session = new Session(io, repo, hooks, options);
+  try {
+    await session.run();
+  } finally {
+    session.input.release();
+  }
+}
+
+interface Command extends RefUpdate {
+  /** Why the update is refused; undefined while it is still going ahead. */
+  error?: string;
+}
+
+const MAX_COMMANDS = 10_000;
+const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000;
+
+class Session {
+  readonly input: InputReader;
+  private readonly output: Writable;
+  private readonly repo: Repository;
+  private readonly hooks: ReceivePackHooks;
+  private readonly options: ReceivePackOptions;
+  private readonly started = performance.now();
+  private clientCaps = new Set<string>();
+  private sideband = false;
+  private reportDone = false;
+  private outputBroken = false;
+  private progressPhase = '';
+  private progressTotal = 0;
+  private indexMs = 0;
+
+  constructor(io: { input: Readable; output: Writable }, repo: Repository, hooks: ReceivePackHooks, options: ReceivePackOptions) {
+    this.input = new InputReader(io.input, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+    this.output = io.output;
+    this.repo = repo;
+    this.hooks = hooks;
+    this.options = options;
+    // Left in place on purpose: a write that fails after the client left must not crash berth.
+    this.output.on('error', (e) => {
+      if (!this.outputBroken) log.debug('git_receive_pack_output_error', { app: repo.app, error: e.message });
+      this.outputBroken = true;
+    });
+  }
+
+  async run(): Promise<void> {
+    const reader = new PktLineReader();
+    let commands: Command[] | undefined;
+    try {
+      await this.advertise();
+      commands = await this.readCommands(reader);
+    } catch (e) {
+      throw this.fatal(e, 'reading the command list');
+    }
+    if (commands === undefined) return; // the client had nothing to push
+
+    let stored: StoredPack | undefined;
+    if (commands.some((c) => c.newOid !== ZERO_OID)) {
+      const receiver = new PackReceiver(this.repo.gitdir, { maxPackBytes: this.options.maxPackBytes });
+      try {
+        await this.receivePack(receiver, reader.leftover());
+      } catch (e) {
+        await receiver.abort();
+        throw this.fatal(e, `receiving the pack (${receiver.bytesReceived} bytes in)`);
+      }
+      const indexStarted = performance.now();
+      try {
+        stored = await receiver.store(this.caps('quiet') ? undefined : (phase, loaded, total) => this.indexProgress(phase, loaded, total));
+        this.endIndexProgress();
+        this.indexMs = Math.round(performance.now() - indexStarted);
+      } catch (e) {
+        await receiver.abort();
+        this.endIndexProgress();
+        // The whole pack is in, so the client is listening: tell it the git way.
+        const message = e instanceof Error ? e.message : String(e);
+        for (const c of commands) c.error = 'unpacker error';
+        await this.report(commands, isUserError(e) ? message : 'internal error in berth while storing the pack');
+        log.warn('git_receive_pack_failed', { app: this.repo.app, during: 'storing the pack', error: message });
+        throw isUserError(e) ? e : new Error(`receive-pack storing the pack: ${message}`, { cause: e });
+      }
+    } else if (reader.buffered > 0) {
+      throw this.fatal(new UserError('git_protocol_error', `${reader.buffered} unexpected bytes after a delete-only command list`), 'reading the command list');
+    }
+
+    let applied: RefUpdate[];
+    try {
+      await this.checkObjects(commands);
+      await this.runPreReceive(commands);
+      applied = await this.applyUpdates(commands);
+      await this.runPostReceive(applied);
+    } catch (e) {
+      throw this.fatal(e, 'updating refs');
+    }
+    await this.report(commands, undefined);
+    log.info('git_push_received', {
+      app: this.repo.app,
+      updated: applied.map((u) => u.ref),
+      rejected: commands.filter((c) => c.error !== undefined).map((c) => `${c.ref}: ${c.error}`),
+      packBytes: stored?.bytes ?? 0,
+      objects: stored?.oids.length ?? 0,
+      indexMs: this.indexMs,
+      ms: Math.round(performance.now() - this.started),
+    });
+  }
+
+  private async advertise(): Promise<void> {
+    const refs = await this.repo.listRefs();
+    const lines = refs.length === 0 ? [{ ref: 'capabilities^{}', oid: ZERO_OID }] : refs;
+    const out = lines.map((r, i) => pkt(i === 0 ? `${r.oid} ${r.ref}\0${CAPABILITIES}\n` : `${r.oid} ${r.ref}\n`));
+    out.push(FLUSH);
+    this.send(Buffer.concat(out));
+  }
+
+  /** The commands up to the flush, or undefined when the client sent none (nothing to push). */
+  private async readCommands(reader: PktLineReader): Promise<Command[] | undefined> {
+    const commands: Command[] = [];
+    const seen = new Set<string>();
+    for (;;) {
+      const packet = reader.next();
+      if (packet === undefined) {
+        const chunk = await this.input.read();
+        if (chunk === null) {
+          if (commands.length === 0 && reader.buffered === 0) return undefined;
+          throw new UserError('git_client_disconnected', 'the client closed the connection in the middle of the command list');
+        }
+        reader.push(chunk);
+        continue;
+      }
+      if (packet.type === 'flush') return commands.length === 0 ? undefined : commands;
+
+      let data = packet.data;
+      if (commands.length === 0) {
+        const nul = data.indexOf(0);
+        if (nul >= 0) {
+          this.clientCaps = new Set(packetText(data.subarray(nul + 1)).split(' ').filter((c) => c !== ''));
+          this.sideband = this.clientCaps.has('side-band-64k');
+          data = data.subarray(0, nul);
+        }
+      }
+      const line = packetText(data);
+      if (line.startsWith('shallow ')) {
+        throw new UserError('git_shallow_push', 'pushing from a shallow clone is not supported', {
+          hint: 'run `git fetch --unshallow` and push again',
+        });
+      }
+      const match = /^([0-9a-f]{40}) ([0-9a-f]{40}) ([^\0]+)$/.exec(line);
+      if (!match || match[1] === undefined || match[2] === undefined || match[3] === undefined) {
+        throw new UserError('git_protocol_error', `invalid command line ${JSON.stringify(line.slice(0, 200))}`);
+      }
+      if (commands.length >= MAX_COMMANDS) throw new UserError('git_protocol_error', `more than ${MAX_COMMANDS} ref updates in one push`);
+      const command: Command = { oldOid: match[1], newOid: match[2], ref: match[3] };
+      const problem = checkRefName(command.ref);
+      if (problem !== undefined) command.error = problem.startsWith('only ') ? problem : `invalid ref name: ${problem}`;
+      else if (seen.has(command.ref)) command.error = 'duplicate update of this ref';
+      seen.add(command.ref);
+      commands.push(command);
+    }
+  }
+
+  private async receivePack(receiver: PackReceiver, first: Buffer): Promise<void> {
+    let chunk: Buffer | null = first;
+    while (!(await receiver.write(chunk))) {
+      chunk = await this.input.read();
+      if (chunk === null) {
+        throw new UserError(
+          'git_pack_invalid',
+          receiver.bytesReceived === 0
+            ? 'the client closed the connection before sending the pack'
+            : `the pack ended early or its checksum is wrong: the client closed the connection after ${receiver.bytesReceived} bytes`,
+        );
+      }
+    }
+  }
+
+  private async checkObjects(commands: Command[]): Promise<void> {
+    const cache = {};
+    for (const c of commands) {
+      if (c.error !== undefined || c.newOid === ZERO_OID) continue;
+      const type = await this.repo.objectType(c.newOid, cache);
+      if (type === undefined) c.error = 'missing necessary objects';
+      else if (c.ref.startsWith('refs/heads/') && type !== 'commit') c.error = `a branch must point to a commit, not a ${type}`;
+    }
+  }
+
+  private async runPreReceive(commands: Command[]): Promise<void> {
+    const pending = commands.filter((c) => c.error === undefined);
+    if (!this.hooks.preReceive || pending.length === 0) return;
+    try {
+      const verdicts = await this.hooks.preReceive(pending.map(toUpdate), (text) => this.progress(text));
+      if (verdicts) {
+        for (const c of pending) {
+          const reason = verdicts.get(c.ref);
+          if (reason !== undefined) c.error = oneLine(reason) || 'rejected';
+        }
+      }
+    } catch (e) {
+      const reason = oneLine(describeForUser(e, `pre-receive of ${this.repo.app}`).lines[0] ?? 'pre-receive failed');
+      for (const c of pending) c.error = reason;
+    }
+  }
+
+  private async applyUpdates(commands: Command[]): Promise<RefUpdate[]> {
+    const applied: RefUpdate[] = [];
+    for (const c of commands) {
+      if (c.error !== undefined) continue;
+      try {
+        await this.repo.updateRef(c.ref, c.oldOid, c.newOid);
+        applied.push(toUpdate(c));
+      } catch (e) {
+        if (isUserError(e)) c.error = e.code === 'git_ref_stale' ? 'stale info' : oneLine(e.message);
+        else c.error = oneLine(describeForUser(e, `updating ${c.ref} of ${this.repo.app}`).lines[0] ?? 'failed to update ref');
+      }
+    }
+    return applied;
+  }
+
+  private async runPostReceive(applied: RefUpdate[]): Promise<void> {
+    if (!this.hooks.postReceive || applied.length === 0) return;
+    try {
+      await this.hooks.postReceive(applied, (text) => this.progress(text));
+    } catch (e) {
+      const out = new StreamOutput((s) => this.progress(s.toString()));
+      for (const line of describeForUser(e, `post-receive of ${this.repo.app}`).lines) out.error(line);
+    }
+  }
+
+  /** report-status (when asked for), then the final flush. */
+  private async report(commands: Command[], unpackError: string | undefined): Promise<void> {
+    const parts: Buffer[] = [];
+    if (this.caps('report-status')) {
+      const lines = [unpackError === undefined ? 'unpack ok' : `unpack ${oneLine(unpackError)}`];
+      for (const c of commands) lines.push(c.error === undefined ? `ok ${c.ref}` : `ng ${c.ref} ${oneLine(c.error)}`);
+      const status = Buffer.concat([...lines.map((l) => pkt(`${l}\n`)), FLUSH]);
+      if (this.sideband) parts.push(...sideband(1, status));
+      else parts.push(status);
+    }
+    if (this.sideband) parts.push(FLUSH);
+    this.reportDone = true;
+    if (parts.length > 0) await this.sendAndWait(Buffer.concat(parts));
+  }
+
+  /** Band-2 text for the client, one or more lines; dropped when there is no side band or no client. */
+  private progress(text: string): void {
+    if (!this.sideband || this.reportDone || text === '') return;
+    this.endIndexProgress();
+    const line = text.endsWith('\n') || text.endsWith('\r') ? text : `${text}\n`;
+    this.send(Buffer.concat(sideband(2, line)));
+  }
+
+  private indexProgress(phase: string, loaded: number, total: number): void {
+    if (!this.sideband || total === 0) return;
+    const name = phase === 'Receiving objects' ? 'Indexing objects' : phase;
+    if (this.progressPhase !== '' && this.progressPhase !== name) this.endIndexProgress();
+    this.progressPhase = name;
+    const percent = Math.floor((loaded * 100) / total);
+    this.send(Buffer.concat(sideband(2, `${name}: ${String(percent).padStart(3)}% (${loaded}/${total})\r`)));
+    this.progressTotal = total;
+  }
+
+  private endIndexProgress(): void {
+    if (this.progressPhase === '') return;
+    const name = this.progressPhase;
+    this.progressPhase = '';
+    this.send(Buffer.concat(sideband(2, `${name}: 100% (${this.progressTotal}/${this.progressTotal}), done.\n`)));
+  }
+
+  /**
+   * Tells the client about a failure that ends the exchange (band 3, or an ERR packet before
+   * side-band was agreed), logs one line, and returns the error to throw.
+   */
+  private fatal(e: unknown, during: string): Error {
+    const message = e instanceof Error ? e.message : String(e);
+    if (!(isUserError(e) && e.code === 'git_client_disconnected')) {
+      // A bug's details go to the log (the caller reports it with an id), not to the client.
+      const shown = oneLine(isUserError(e) ? message : `internal error in berth while ${during}`);
+      if (this.sideband) this.send(Buffer.concat(sideband(3, `${shown}\n`)));
+      else this.send(pkt(`ERR ${shown}`));
+    }
+    log.warn('git_receive_pack_failed', { app: this.repo.app, during, error: message });
+    return isUserError(e) ? e : new Error(`receive-pack ${during}: ${message}`, { cause: e });
+  }
+
+  private caps(name: string): boolean {
+    return this.clientCaps.has(name);
+  }
+
+  private writable(): boolean {
+    return !this.outputBroken && !this.output.destroyed && !this.output.writableEnded;
+  }
+
+  private send(data: Buffer): void {
+    if (this.writable()) this.output.write(data);
+  }
+
+  private sendAndWait(data: Buffer): Promise<void> {
+    if (!this.writable()) return Promise.resolve();
+    return new Promise((resolve) => this.output.write(data, () => resolve()));
+  }
+}
+
+/**
+ * Pulls chunks from the client's stream on demand (paused mode), so nothing is read past the
+ * pack and the stream is never destroyed by us. `read` resolves null at the end of the stream.
+ */
+class InputReader {
+  private readonly input: Readable;
+  private readonly idleTimeoutMs: number;
+  private ended = false;
+  private failure: Error | undefined;
+  private wake: (() => void) | undefined;
+  private readonly onChange = () => this.wake?.();
+  private readonly onEnd = () => {
+    this.ended = true;
+    this.onChange();
+  };
+  private readonly onError = (e: Error) => {
+    this.failure ??= new UserError('git_client_disconnected', `the client connection failed: ${e.message}`, { cause: e });
+    this.onChange();
+  };
+
+  constructor(input: Readable, idleTimeoutMs: number) {
+    this.input = input;
+    this.idleTimeoutMs = idleTimeoutMs;
+    this.ended = input.readableEnded || input.destroyed;
+    input.on('readable', this.onChange);
+    input.on('end', this.onEnd);
+    input.on('close', this.onEnd);
+    input.on('error', this.onError);
+  }
+
+  async read(): Promise<Buffer | null> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      const chunk = this.input.read() as Buffer | string | null;
+      if (chunk !== null) return typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      if (this.ended) return null;
+      await this.waitForChange();
+    }
+  }
+
+  /** Stops listening for data; the error listener stays so a late failure cannot crash berth. */
+  release(): void {
+    this.input.off('readable', this.onChange);
+    this.input.off('end', this.onEnd);
+    this.input.off('close', this.onEnd);
+    this.input.off('error', this.onError);
+    this.input.on('error', () => undefined);
+  }
+
+  private waitForChange(): Promise<void> {
+    return new Promise((resolve) => {
+      const timer =
+        this.idleTimeoutMs > 0
+          ? setTimeout(() => {
+              this.failure ??= new UserError('git_client_idle', `the client sent nothing for ${Math.round(this.idleTimeoutMs / 1000)} s`);
+              this.onChange();
+            }, this.idleTimeoutMs)
+          : undefined;
+      this.wake = () => {
+        if (timer) clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+    });
+  }
+}
+
+function toUpdate(c: Command): RefUpdate {
+  return { ref: c.ref, oldOid: c.oldOid, newOid: c.newOid };
+}
+
+/** A reason as git shows it: one line of printable text, not too long. */
+function oneLine(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  const flat = text.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
+  return flat.length > 500 ? `${flat.slice(0, 500)}…` : flat;
+}
+
