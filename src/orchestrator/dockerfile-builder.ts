@@ -1,7 +1,6 @@
 // Builds an app from the Dockerfile at the root of its repository through the engine's classic
 // builder, streaming the build's own output to the pusher.
 import type { Engine } from './engine.ts';
-import { LABEL } from './engine.ts';
 import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Builder } from './builder.ts';
 
 export class DockerfileBuilder implements Builder {
@@ -23,7 +22,6 @@ export class DockerfileBuilder implements Builder {
     await this.engine.build({
       context: source.archive(),
       tag,
-      labels: { [LABEL.managed]: '1', [LABEL.app]: source.app, [LABEL.release]: String(job.release), 'berth.commit': source.commit },
       onLine: (line) => {
         if (line.trim()) out.detail(line);
       },

@@ -87,10 +87,11 @@ export class Engine {
    * Builds an image from a tar build context with the classic builder, streaming output lines.
    * The engine reports a failed step as an event, not as an error, so any `error` event rejects.
    */
-  async build(options: { context: Readable; tag: string; labels: Record<string, string>; onLine: (line: string) => void; timeoutMs?: number; signal?: AbortSignal }): Promise<string> {
+  async build(options: { context: Readable; tag: string; onLine: (line: string) => void; timeoutMs?: number; signal?: AbortSignal }): Promise<string> {
     const stream = (await this.docker.buildImage(options.context as unknown as NodeJS.ReadableStream, {
+      // No build-time labels: the classic builder turns each into an extra step with its own
+      // container. Images are found by their tag, berth/APP:rN.
       t: options.tag,
-      labels: { ...options.labels, [LABEL.instance]: this.instance },
       rm: true,
       forcerm: true,
     })) as unknown as Readable;
