@@ -59,6 +59,8 @@ export function createExecHandler(services: Services): ExecHandler {
       await receive(services, request, parsed.app, abort.signal);
       return 0;
     } catch (e) {
+      // receive-pack has already told the client about protocol and pack errors in git's own terms.
+      if (e instanceof UserError && e.code.startsWith('git_')) return 1;
       const { lines, exitCode } = describeForUser(e, `push to ${parsed.app}`);
       for (const line of lines) out.error(line);
       return exitCode;
