@@ -65,9 +65,15 @@ export class AppStore {
 
   /** Loads every app document; returns the names of documents that were quarantined. */
   async load(): Promise<string[]> {
-    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
     const quarantined: string[] = [];
-    for (const file of (await fs.readdir(this.dir)).sort()) {
+    let files: string[];
+    try {
+      files = (await fs.readdir(this.dir)).sort();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return quarantined;
+      throw e;
+    }
+    for (const file of files) {
       if (!file.endsWith('.json')) continue;
       const name = file.slice(0, -'.json'.length);
       const doc = new JsonDocument(path.join(this.dir, file), appSpec(name));

@@ -1,0 +1,131 @@
+// The daemon: wires every long-lived component in order (state, Docker engine, orchestrator,
+// proxy, SSH, control socket), stops them in reverse on SIGTERM/SIGINT or after a failed start.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import { ControlServer } from './cli/control-server.ts';
+import { StreamOutput } from './cli/output.ts';
+import { dataPaths, loadConfig, SERVE_FLAGS } from './config.ts';
+import { UserError } from './errors.ts';
+import { createExecHandler } from './git/exec-router.ts';
+import { loadOrCreateHostKey } from './git/host-key.ts';
+import { SshServer } from './git/ssh-server.ts';
+import { log } from './log.ts';
+import { Engine } from './orchestrator/engine.ts';
+import { Orchestrator } from './orchestrator/orchestrator.ts';
+import { EdgeServer } from './proxy/edge-server.ts';
+import { writeFileAtomic } from './state/atomic-file.ts';
+import { loadServices } from './services.ts';
+import { VERSION } from './version.ts';
+
+const stdout = new StreamOutput(process.stdout, process.stderr);
+
+export async function serve(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    stdout.line(serveHelp());
+    return 0;
+  }
+  const config = loadConfig(argv);
+  const paths = dataPaths(config.dataDir);
+  await fs.mkdir(paths.root, { recursive: true, mode: 0o700 });
+  await fs.mkdir(paths.tmp, { recursive: true, mode: 0o700 });
+  await claimDataDir(paths.lock);
+
+  const stops: Array<() => Promise<void>> = [async () => fs.rm(paths.lock, { force: true })];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop().catch((e) => log.error('stop_failed', { error: e }));
+  };
+  try {
+    const services = await loadServices(config);
+    const hostKey = await loadOrCreateHostKey(paths.hostKeys);
+    const engine = await Engine.connect(config.dockerHost, await instanceId(paths.instance));
+    const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost });
+    stops.push(() => edge.stop());
+    const orchestrator = new Orchestrator({
+      engine,
+      apps: services.apps,
+      config,
+      paths,
+      publisher: {
+        publish: (app, hostnames, targets) => edge.swap(edge.routes.withApp(app, hostnames, targets)),
+        unpublish: (app) => edge.swap(edge.routes.withoutApp(app)),
+      },
+    });
+    services.orchestrator = orchestrator;
+    await orchestrator.start();
+    stops.push(() => orchestrator.stop());
+    await edge.start();
+    const ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, hostKey: hostKey.privateKey, keys: services.keys, onExec: createExecHandler(services) });
+    stops.push(() => ssh.stop());
+    await ssh.start();
+    const control = new ControlServer(paths.socket, services);
+    stops.push(() => control.stop());
+    await control.start();
+
+    log.info('berth_started', { version: VERSION, node: process.version, dataDir: config.dataDir, httpPort: edge.httpPort, sshPort: ssh.port, domain: config.domain, docker: config.dockerHost, hostKey: hostKey.fingerprint });
+    stdout.section(`berth ${VERSION} is serving`);
+    stdout.detail(`apps:     http://APP.${config.domain}${edge.httpPort === 80 ? '' : `:${edge.httpPort}`}`);
+    stdout.detail(`git push: ssh://berth@HOST:${ssh.port}/APP   (host key ${hostKey.fingerprint})`);
+    stdout.detail(`data:     ${config.dataDir}`);
+    if (services.keys.list().length === 0) stdout.detail(`no SSH keys yet: berth --data-dir ${config.dataDir} ssh-keys:add NAME ~/.ssh/id_ed25519.pub`);
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: string) => {
+      log.info('berth_stopping', { signal });
+      resolve();
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+  await stopAll();
+  log.info('berth_stopped', {});
+  // Pooled sockets to the engine may linger; nothing is left to finish once the components stopped.
+  setTimeout(() => process.exit(0), 2000).unref();
+  return 0;
+}
+
+// One daemon per data dir: a pid file that a live process holds.
+async function claimDataDir(lockFile: string): Promise<void> {
+  let pid: number | undefined;
+  try {
+    pid = Number((await fs.readFile(lockFile, 'utf8')).trim());
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  if (pid && pid !== process.pid && isAlive(pid)) {
+    throw new UserError('data_dir_in_use', `another berth serve (pid ${pid}) is using this data dir`, { hint: 'stop it first, or give another --data-dir' });
+  }
+  await fs.writeFile(lockFile, `${process.pid}\n`, { mode: 0o600 });
+}
+
+// A random id made once per data dir; it labels this daemon's Docker objects.
+async function instanceId(file: string): Promise<string> {
+  try {
+    const id = (await fs.readFile(file, 'utf8')).trim();
+    if (/^[a-f0-9]{12}$/.test(id)) return id;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const id = randomBytes(6).toString('hex');
+  await writeFileAtomic(file, id + '\n');
+  return id;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function serveHelp(): string {
+  const lines = ['Usage: berth serve [FLAGS]', '', 'Runs the platform: SSH for git push and commands, the HTTP proxy, the deploy pipeline.', '', 'Flags (each also settable as the environment variable shown):'];
+  for (const f of SERVE_FLAGS) lines.push(`  ${(f.flag + ' ' + (f.kind === 'port' ? 'PORT' : 'VALUE')).padEnd(22)} ${f.env.padEnd(18)} ${f.describe}`);
+  return lines.join('\n');
+}
+
