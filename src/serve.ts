@@ -49,6 +49,7 @@ export async function serve(argv: string[]): Promise<number> {
         publish: (app, hostnames, targets) => edge.swap(edge.routes.withApp(app, hostnames, targets)),
         unpublish: (app) => edge.swap(edge.routes.withoutApp(app)),
       },
+      appUrl: (app) => `http://${app}.${config.domain}${edge.httpPort === 80 ? '' : `:${edge.httpPort}`}`,
     });
     services.orchestrator = orchestrator;
     await orchestrator.start();

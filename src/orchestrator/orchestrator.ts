@@ -21,6 +21,8 @@ export interface OrchestratorDeps {
   config: Config;
   paths: DataPaths;
   publisher: RoutePublisher;
+  /** The URL users reach an app at (scheme, host name, and the port when it is not the default). */
+  appUrl(app: string): string;
 }
 
 export class Orchestrator {
@@ -63,6 +65,7 @@ export class Orchestrator {
             apps: this.deps.apps,
             builders: this.builders,
             deploy: { engine: this.deps.engine, network: this.deps.config.network, publisher: this.deps.publisher, hostnames: this.hostnames(app) },
+            appUrl: this.deps.appUrl(app),
           },
           input,
         ),

@@ -16,6 +16,8 @@ export interface PipelineDeps {
   apps: AppStore;
   builders: readonly Builder[];
   deploy: Omit<DeployContext, 'out'>;
+  /** Where users reach the app, for the last line of the output. */
+  appUrl: string;
 }
 
 export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Promise<Release> {
@@ -30,7 +32,7 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
     app.current = release.number;
   });
   await retireOthers(ctx, source.app, release.number);
-  out.step(`Released v${release.number} of ${source.app}: http://${deps.deploy.hostnames[0]}`);
+  out.step(`Released v${release.number} of ${source.app}: ${deps.appUrl}`);
   return release;
 }
 
