@@ -39,8 +39,11 @@ export interface Command {
   summary: string;
   /** Longer help text, shown by `help COMMAND` and `COMMAND --help`. */
   help?: string;
-  /** Admin-only commands are refused to keys scoped to apps. */
-  adminOnly: boolean;
+  /**
+   * Who may run it. `admin`: admin keys only. `app`: the first positional is an APP, and a key
+   * scoped to apps may run it on those apps only. `any`: everyone (help, version, apps:list).
+   */
+  scope: 'admin' | 'app' | 'any';
   run(ctx: CommandContext, args: string[]): Promise<number | void>;
 }
 

@@ -11,7 +11,7 @@ const versionCommand: Command = {
   name: 'version',
   usage: '',
   summary: "print berth's version",
-  adminOnly: false,
+  scope: 'any',
   async run(ctx) {
     ctx.out.line(`berth ${VERSION}`);
   },
@@ -21,7 +21,7 @@ const helpCommand: Command = {
   name: 'help',
   usage: '[COMMAND]',
   summary: 'list the commands, or explain one',
-  adminOnly: false,
+  scope: 'any',
   async run(ctx, words) {
     const name = words.find((w) => !w.startsWith('-'));
     if (name) {
@@ -69,11 +69,17 @@ export function findCommand(name: string): Command {
 
 // A key scoped to apps may run app commands on those apps only, and no admin command.
 function authorize(command: Command, words: readonly string[], ctx: CommandContext): void {
-  if (ctx.caller.kind !== 'ssh' || !ctx.caller.key.apps) return;
+  if (ctx.caller.kind !== 'ssh' || !ctx.caller.key.apps || command.scope === 'any') return;
   const key = ctx.caller.key;
-  if (command.adminOnly) {
+  const allowed = key.apps!;
+  if (command.scope === 'admin') {
     log.warn('command_refused', { key: key.name, command: command.name, reason: 'admin_only' });
-    throw new UserError('forbidden', `key "${key.name}" may not run ${command.name}: it is limited to ${key.apps!.join(', ')}`);
+    throw new UserError('forbidden', `key "${key.name}" may not run ${command.name}: it is limited to the apps ${allowed.join(', ')}`);
+  }
+  const app = words.find((w) => !w.startsWith('-'));
+  if (app === undefined || !allowed.includes(app)) {
+    log.warn('command_refused', { key: key.name, command: command.name, app, reason: 'app_scope' });
+    throw new UserError('forbidden', `key "${key.name}" may not run ${command.name} on ${app ?? 'that app'}: it is limited to the apps ${allowed.join(', ')}`);
   }
 }
 

@@ -12,7 +12,7 @@ export const appCommands: Command[] = [
     name: 'apps:list',
     usage: '',
     summary: 'list the apps',
-    adminOnly: false,
+    scope: 'any',
     async run(ctx, words) {
       const { positional } = parseArgs(this.name, this.usage, words);
       expectPositionals(this.name, this.usage, positional, []);
@@ -33,7 +33,7 @@ export const appCommands: Command[] = [
     name: 'apps:create',
     usage: 'APP',
     summary: 'create an app (a first push creates it too)',
-    adminOnly: true,
+    scope: 'admin',
     async run(ctx, words) {
       const { positional } = parseArgs(this.name, this.usage, words);
       expectPositionals(this.name, this.usage, positional, ['APP']);
@@ -47,7 +47,7 @@ export const appCommands: Command[] = [
     name: 'apps:destroy',
     usage: 'APP --force',
     summary: 'stop and delete an app: containers, images, repository and state',
-    adminOnly: true,
+    scope: 'admin',
     async run(ctx, words) {
       const { positional, flags } = parseArgs(this.name, this.usage, words, { force: 'boolean' });
       expectPositionals(this.name, this.usage, positional, ['APP']);

@@ -12,7 +12,7 @@ export const sshKeyCommands: Command[] = [
     usage: 'NAME [KEYFILE|-] [--apps APP,APP]',
     summary: 'allow a public key to push and run commands',
     help: 'KEYFILE is a public key file (such as ~/.ssh/id_ed25519.pub); - or nothing reads it from standard input.\nOver SSH, pipe the key in: ssh -p 2222 berth@HOST ssh-keys:add NAME < key.pub\nWithout --apps the key is an admin key; with it, the key may use those apps only.',
-    adminOnly: true,
+    scope: 'admin',
     async run(ctx, words) {
       const { positional, flags } = parseArgs(this.name, this.usage, words, { apps: 'string' });
       expectPositionals(this.name, this.usage, positional, ['NAME', 'KEYFILE'], 1);
@@ -28,7 +28,7 @@ export const sshKeyCommands: Command[] = [
     name: 'ssh-keys:list',
     usage: '',
     summary: 'list the keys that may push and run commands',
-    adminOnly: true,
+    scope: 'admin',
     async run(ctx, words) {
       const { positional } = parseArgs(this.name, this.usage, words);
       expectPositionals(this.name, this.usage, positional, []);
@@ -45,7 +45,7 @@ export const sshKeyCommands: Command[] = [
     name: 'ssh-keys:remove',
     usage: 'NAME',
     summary: 'remove a key; it is refused from the next connection on',
-    adminOnly: true,
+    scope: 'admin',
     async run(ctx, words) {
       const { positional } = parseArgs(this.name, this.usage, words);
       expectPositionals(this.name, this.usage, positional, ['NAME']);
