@@ -7,6 +7,7 @@ import { dataPaths, defaultConfig } from './config.ts';
 import { describeForUser, UserError } from './errors.ts';
 import { setLogSink } from './log.ts';
 import { VERSION } from './version.ts';
+import { readAll } from './read-all.ts';
 
 const stdout = new StreamOutput(process.stdout, process.stderr);
 
@@ -51,15 +52,6 @@ async function runAdminCommand(dataDir: string, words: string[]): Promise<number
     cwd: process.cwd(),
     signal: new AbortController().signal,
     readStdin: () => readAll(process.stdin),
-  });
-}
-
-function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(Buffer.from(c)));
-    stream.on('end', () => resolve(Buffer.concat(chunks)));
-    stream.on('error', reject);
   });
 }
 

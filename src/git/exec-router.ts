@@ -12,6 +12,7 @@ import { serveReceivePack, type RefUpdate } from './receive-pack.ts';
 import { Repository } from './repository.ts';
 import type { ExecHandler, ExecRequest } from './ssh-server.ts';
 import { treeArchive } from './tree-archive.ts';
+import { readAll } from '../read-all.ts';
 
 /** Branches whose push deploys the app; any other ref is stored only. */
 export const DEPLOY_BRANCHES = ['refs/heads/main', 'refs/heads/master'] as const;
@@ -126,11 +127,3 @@ function authorizeApp(key: KeyRecord, app: string): void {
   }
 }
 
-function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(Buffer.from(c)));
-    stream.on('end', () => resolve(Buffer.concat(chunks)));
-    stream.on('error', reject);
-  });
-}
