@@ -78,9 +78,9 @@ export class BuildpackBuilder implements Builder {
     const stack = app.stack ?? this.o.stackImage;
     const choice = await chooseBuildpacks(source, app, this.o.defaultBuildpacks);
     out.step(`Building ${source.app} with buildpacks (from ${choice.from}) on ${stack}`);
-    const stackConfig = await this.ensureStack(stack, out);
     const { fetched, unreachable } = await this.fetchAll(choice, out);
     if (fetched.length === 0) throw noneDetected(choice, [], unreachable);
+    const stackConfig = await this.ensureStack(stack, out);
 
     const volume = cacheVolume(engine.instance, source.app);
     await engine.ensureVolume(volume, { 'berth.app': source.app });

@@ -79,7 +79,7 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
     for (const dyno of dynos) {
       const reusable = existing.find((c) => c.labels[LABEL.release] === String(release.number) && c.labels[LABEL.dyno] === dyno.name && c.running && !kept.includes(c));
       if (reusable) {
-        const ok = await waitUntilReady(ctx.engine, reusable.id, dyno, 5_000).then(
+        const ok = await waitUntilReady(ctx.engine, reusable.id, dyno, 5_000, { fresh: false }).then(
           (s) => s,
           () => undefined,
         );
@@ -142,24 +142,25 @@ export async function processContainers(engine: Engine, app: string): Promise<Co
 
 /**
  * Resolves once the container can take work: a web process accepts TCP on $PORT; any other
- * process is still running after SETTLE_MS. This is the one gate a deploy waits on.
+ * process is still running after SETTLE_MS. This is the one gate a deploy waits on. A `fresh`
+ * container (just started by this deploy) fails as soon as it has restarted once.
  */
-export async function waitUntilReady(engine: Engine, id: string, dyno: Pick<Dyno, 'type'>, timeoutMs = START_TIMEOUT_MS): Promise<ContainerState> {
-  if (dyno.type === 'web') return waitUntilListening(engine, id, WEB_PORT, timeoutMs);
+export async function waitUntilReady(engine: Engine, id: string, dyno: Pick<Dyno, 'type'>, timeoutMs = START_TIMEOUT_MS, options: { fresh: boolean } = { fresh: true }): Promise<ContainerState> {
+  if (dyno.type === 'web') return waitUntilListening(engine, id, WEB_PORT, timeoutMs, options);
   await new Promise((r) => setTimeout(r, SETTLE_MS));
   const state = await engine.inspect(id);
-  if (!state.running || state.restartCount > 0 || state.status === 'restarting') {
+  if (!state.running || (options.fresh && state.restartCount > 0) || state.status === 'restarting') {
     throw new UserError('container_exited', `the container exited at start (status ${state.status}, exit code ${state.exitCode})`, { hint: 'the process must keep running' });
   }
   return state;
 }
 
 /** Polls until the container accepts TCP on `port`; fails if it exits or restarts first. */
-export async function waitUntilListening(engine: Engine, id: string, port: number, timeoutMs: number): Promise<ContainerState> {
+export async function waitUntilListening(engine: Engine, id: string, port: number, timeoutMs: number, options: { fresh: boolean } = { fresh: true }): Promise<ContainerState> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const state = await engine.inspect(id);
-    if (!state.running || state.restartCount > 0 || state.status === 'restarting') {
+    if (!state.running || (options.fresh && state.restartCount > 0) || state.status === 'restarting') {
       throw new UserError('container_exited', `the container exited at start (status ${state.status}, exit code ${state.exitCode})`, {
         hint: `the app must keep running and listen on $PORT (${port})`,
       });

@@ -13,7 +13,7 @@ import type { Builder } from './builder.ts';
 import { BuildLogs } from './build-log.ts';
 import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack-builder.ts';
 import { BuildpackFetcher } from './buildpack-fetcher.ts';
-import { type RoutePublisher } from './deployment.ts';
+import { processContainers, waitUntilReady, WEB_PORT, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
 import { LABEL, type Engine } from './engine.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
@@ -34,6 +34,7 @@ export class Orchestrator {
   private readonly builders: readonly Builder[];
   private readonly lock = new AppLock();
   readonly buildLogs: BuildLogs;
+  private events: NodeJS.ReadableStream | undefined;
 
   constructor(deps: OrchestratorDeps) {
     this.deps = deps;
@@ -88,6 +89,7 @@ export class Orchestrator {
   async start(): Promise<void> {
     await this.deps.engine.ensureNetwork(this.deps.config.network);
     await this.removeStaleBuilds();
+    await this.watchRestarts();
     for (const app of this.deps.apps.list()) {
       try {
         await this.lock.run(app.name, () => this.adopt(app.name));
@@ -99,6 +101,8 @@ export class Orchestrator {
 
   async stop(): Promise<void> {
     // App containers keep running while the daemon is down; a restart adopts them.
+    (this.events as { destroy?: () => void } | undefined)?.destroy?.();
+    this.events = undefined;
   }
 
   /** Builds and deploys a pushed commit; waits (and says so) while another deploy of the app runs. */
@@ -147,6 +151,54 @@ export class Orchestrator {
     await redeployCurrent(this.releaseDeps(app), app, out, { reuse: true });
     const started = out.text().match(/Starting \S+/g) ?? [];
     log.info('app_adopted', { app, release: release.number, started: started.map((s) => s.slice('Starting '.length)) });
+  }
+
+  /**
+   * A container its restart policy brought back may have a new address: once it is ready
+   * again, the app's routes are published anew (under the app's lock, after any deploy).
+   */
+  private async watchRestarts(): Promise<void> {
+    const engine = this.deps.engine;
+    const stream = (await engine.docker.getEvents({
+      filters: { type: ['container'], event: ['start'], label: [`${LABEL.managed}=1`, `${LABEL.instance}=${engine.instance}`] },
+    })) as NodeJS.ReadableStream;
+    this.events = stream;
+    let partial = '';
+    stream.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        try {
+          const event = JSON.parse(line) as { id?: string; Actor?: { Attributes?: Record<string, string> } };
+          const attrs = event.Actor?.Attributes ?? {};
+          const app = attrs[LABEL.app];
+          if (!app || !event.id || (attrs[LABEL.role] ?? 'process') !== 'process') continue;
+          void this.refreshRoutes(app, event.id, attrs[LABEL.process] ?? 'web');
+        } catch (e) {
+          log.warn('docker_event_unreadable', { error: e });
+        }
+      }
+    });
+    stream.on('error', (e: Error) => log.warn('docker_events_failed', { error: e }));
+  }
+
+  private async refreshRoutes(app: string, id: string, type: string): Promise<void> {
+    try {
+      await waitUntilReady(this.deps.engine, id, { type }, 60_000, { fresh: false });
+    } catch {
+      return; // not ready (yet); a later start event tries again
+    }
+    await this.lock.run(app, async () => {
+      const record = this.deps.apps.get(app);
+      const release = record && currentRelease(record);
+      if (!record || !release || record.stopped) return;
+      const web = (await processContainers(this.deps.engine, app))
+        .filter((c) => c.running && c.ip && c.labels[LABEL.process] === 'web' && c.labels[LABEL.release] === String(release.number))
+        .sort((a, b) => (a.labels[LABEL.dyno] ?? '').localeCompare(b.labels[LABEL.dyno] ?? ''));
+      this.deps.publisher.publish(app, this.hostnames(app), web.map((c) => ({ id: c.name, host: c.ip!, port: WEB_PORT })));
+      log.info('routes_refreshed', { app, reason: 'container_restarted', targets: web.map((c) => `${c.name}@${c.ip}`) });
+    }).catch((e) => log.warn('routes_refresh_failed', { app, error: e }));
   }
 
   // A build the daemon was running when it stopped will never finish: its container goes.
