@@ -14,7 +14,8 @@ const APPS = ['shop', 'worky', 'fromimg'];
 let daemon: Daemon;
 let key: { privateKey: string; publicKey: string };
 const bpDir = writeBuildpack(path.join(work, 'buildpacks', 'nodejs'), NODE_FIXTURE_BUILDPACK);
-const daemonEnv = { BERTH_STACK_IMAGE: STACK_IMAGE, BERTH_BUILDPACKS: bpDir, BERTH_KEEP_IMAGES: '3' };
+const hungryDir = writeBuildpack(path.join(work, 'buildpacks', 'hungry'), { detect: 'echo Hungry', compile: `node -e 'const a = []; for (;;) a.push(Buffer.alloc(8 << 20, 1))'` });
+const daemonEnv = { BERTH_STACK_IMAGE: STACK_IMAGE, BERTH_BUILDPACKS: bpDir, BERTH_KEEP_IMAGES: '3', BERTH_BUILD_MEMORY: '128m' };
 
 before(async () => {
   daemon = await startDaemon({ env: daemonEnv });
@@ -103,6 +104,9 @@ test('a second push restores the build cache, and releases:rollback brings the o
   assert.match(releases, /v4 \*\s+Rollback to v2/);
   assert.match(releases, /v3\s+Deploy [0-9a-f]{7}\s+buildpacks/);
   assert.match(releases, /v2\s+Set GREETING, API_URL/);
+  const output = ssh('releases:output shop 3');
+  assert.equal(output.code, 0, output.stderr);
+  assert.match(output.stdout, /restoring node_modules from the build cache[\s\S]*Released v3 of shop/, 'the build output of v3 is kept');
 });
 
 test('logs interleave the containers with a type.N prefix; -p, -n and -t narrow and follow them', async () => {
@@ -200,6 +204,19 @@ test('Procfile types: a worker runs when scaled and is not routed; a bad Procfil
   assert.equal((await get('worky')).body, 'worky  web.1\n', 'the previous release keeps serving');
 });
 
+test('a build that runs out of its memory limit fails the push with that reason; the daemon and the apps keep serving', async () => {
+  assert.equal(ssh(`config:set worky BUILDPACK_URL=${hungryDir} --no-restart`).code, 0);
+  const repo = path.join(work, 'worky');
+  gitRepo(repo, { ...nodeBuildpackApp('worky'), Procfile: 'web: node server.js\n' }, 'fixed procfile');
+  const p = push('worky', repo);
+  assert.notEqual(p.code, 0);
+  assert.match(p.stderr, /the build ran out of memory \(limit 128 MiB\) and was stopped/);
+  assert.match(p.stderr, /! \[remote rejected\] main -> main/);
+  assert.equal((await get('worky')).body, 'worky  web.1\n');
+  assert.match((await get('shop')).body, /^shop v1/);
+  assert.equal(ssh('config:unset worky BUILDPACK_URL --no-restart').code, 0);
+});
+
 test('git:from-image deploys an image the engine already has', async () => {
   const image = 'berth/shop:r1';
   const r = ssh(`apps:create fromimg`);
@@ -234,6 +251,7 @@ test('after SIGKILL the apps keep serving; a restarted daemon adopts them and st
   const removedDyno = mustRun('docker', ['inspect', webBefore[1]!, '--format', '{{index .Config.Labels "berth.dyno"}}']).trim();
   daemon.process.kill('SIGKILL');
   await new Promise((r) => daemon.process.once('exit', r));
+  assert.equal(mustRun('docker', ['inspect', webBefore[0]!, '--format', '{{.State.Running}}']).trim(), 'true', 'containers keep running while the daemon is down');
   mustRun('docker', ['rm', '-f', webBefore[1]!]);
   daemon = await startDaemon({ dataDir: daemon.dataDir, env: daemonEnv });
   const seen = new Set<string>();
