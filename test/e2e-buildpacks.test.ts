@@ -137,6 +137,9 @@ test('run starts a one-off container with the config, passes stdin, returns the 
   assert.equal(echo.code, 0, echo.stderr);
   assert.match(echo.stdout, /^hello world = yes\nrun\.\d+\n$/);
   assert.equal(ssh('run shop "exit 7"').code, 7);
+  const local = daemon.cli(['run', 'shop', 'echo local $DYNO']);
+  assert.equal(local.code, 0, local.stderr);
+  assert.match(local.stdout, /^local run\.\d+\n$/);
   assert.equal(ssh('run shop cat', 'from stdin\n').stdout, 'from stdin\n');
   assert.match(ssh('run shop "test -t 0 && echo tty || echo no tty"').stdout, /^no tty/);
   const tty = run('ssh', ['-tt', ...sshArgs(), 'berth@127.0.0.1', 'run shop "test -t 0 && echo tty:$TERM || echo no tty"'], { input: '' });

@@ -29,7 +29,8 @@ export async function changeConfig(
     const current = currentRelease(record);
     if (!options.restart || !current || record.stopped) {
       await orch.apps.update(app, (a) => void (a.config = config));
-      if (current) options.out.step(record.stopped ? `${app} is stopped; the change applies when it starts` : `Not restarting ${app}; the change applies at the next deploy or ps:restart`);
+      if (!current) options.out.step(`${description}; it applies at the first deploy of ${app}`);
+      else options.out.step(record.stopped ? `${description}; ${app} is stopped, the change applies when it starts` : `${description}; not restarting ${app}: the change applies at the next deploy or ps:restart`);
       return undefined;
     }
     const release = deriveRelease(record, current, { config, description, by: options.by });

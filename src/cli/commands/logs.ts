@@ -12,9 +12,9 @@ const SHORT: Record<string, string> = { '-t': '--tail', '-n': '--num', '-p': '--
 export const logCommands: Command[] = [
   {
     name: 'logs',
-    usage: 'APP [-t|--tail] [-n|--num N] [-p|--ps TYPE] [-q|--quiet]',
+    usage: 'APP [-t] [-n N] [-p TYPE] [-q]',
     summary: "show an app's logs, every container interleaved by time; -t follows them",
-    help: 'Each line reads TIME app[TYPE.N]: TEXT. -n N shows the last N lines first (default 100); -p TYPE only that process type; -q the bare lines.',
+    help: 'Each line reads TIME app[TYPE.N]: TEXT. -t (--tail) follows; -n N (--num) shows the last N lines first (default 100); -p TYPE (--ps) only that process type; -q (--quiet) the bare lines.',
     scope: 'app',
     async run(ctx, words) {
       const { positional, flags } = parseArgs(this.name, this.usage, words.map((w) => SHORT[w] ?? w), { tail: 'boolean', num: 'string', ps: 'string', quiet: 'boolean' });

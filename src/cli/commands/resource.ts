@@ -15,9 +15,9 @@ import { callerName, table } from './ssh-keys.ts';
 export const resourceCommands: Command[] = [
   {
     name: 'resource:limit',
-    usage: 'APP [--process TYPE] [--memory SIZE] [--cpu N] [--no-restart]',
+    usage: 'APP [--process T] [--memory M] [--cpu N]',
     summary: 'limit memory (such as 256m) and CPUs (such as 0.5) of the containers; without limits: show them',
-    help: 'Without --process the limit applies to every process type that has no limit of its own (one-offs run with the limit of type `run`, else this one). Changing a limit restarts the app.',
+    help: 'Without --process the limit applies to every process type that has no limit of its own (one-offs run with the limit of type `run`, else this one). Changing a limit restarts the app, unless --no-restart.',
     scope: 'app',
     async run(ctx, words) {
       const { positional, flags } = parseArgs(this.name, this.usage, words, { process: 'string', memory: 'string', cpu: 'string', 'no-restart': 'boolean' });

@@ -13,7 +13,7 @@ import { callerName } from './ssh-keys.ts';
 export const storageCommands: Command[] = [
   {
     name: 'storage:mount',
-    usage: 'APP /host/path:/container/path[:ro] [--no-restart]',
+    usage: 'APP /HOST:/CONTAINER[:ro] [--no-restart]',
     summary: "bind-mount a server folder into the app's containers; restarts the app",
     scope: 'admin',
     async run(ctx, words) {
@@ -30,7 +30,7 @@ export const storageCommands: Command[] = [
   },
   {
     name: 'storage:unmount',
-    usage: 'APP /host/path:/container/path[:ro] [--no-restart]',
+    usage: 'APP /HOST:/CONTAINER[:ro] [--no-restart]',
     summary: 'remove a bind mount; restarts the app',
     scope: 'admin',
     async run(ctx, words) {
