@@ -35,6 +35,7 @@ export class Orchestrator {
   private readonly lock = new AppLock();
   readonly buildLogs: BuildLogs;
   private events: NodeJS.ReadableStream | undefined;
+  private stopped = false;
 
   constructor(deps: OrchestratorDeps) {
     this.deps = deps;
@@ -101,6 +102,7 @@ export class Orchestrator {
 
   async stop(): Promise<void> {
     // App containers keep running while the daemon is down; a restart adopts them.
+    this.stopped = true;
     (this.events as { destroy?: () => void } | undefined)?.destroy?.();
     this.events = undefined;
   }
@@ -180,7 +182,25 @@ export class Orchestrator {
         }
       }
     });
-    stream.on('error', (e: Error) => log.warn('docker_events_failed', { error: e }));
+    // The engine may restart under a running daemon: listen again while the daemon runs.
+    const lost = (error?: Error) => {
+      if (this.events !== stream) return;
+      this.events = undefined;
+      log.warn('docker_events_lost', { error });
+      this.retryWatch();
+    };
+    stream.on('error', (e: Error) => lost(e));
+    stream.on('end', () => lost());
+  }
+
+  private retryWatch(): void {
+    setTimeout(() => {
+      if (this.stopped) return;
+      this.watchRestarts().catch((e) => {
+        log.warn('docker_events_failed', { error: e });
+        this.retryWatch();
+      });
+    }, 5_000).unref();
   }
 
   private async refreshRoutes(app: string, id: string, type: string): Promise<void> {
