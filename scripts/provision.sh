@@ -9,6 +9,9 @@
 set -euo pipefail
 
 BASE_IMAGE="${BERTH_TEST_BASE_IMAGE:-berth-test/base:latest}"
+# The stack image buildpack tests build in (berth serve --stack-image): the same files as the base
+# image, with /app empty and HOME=/app as on Heroku's stacks.
+STACK_IMAGE="${BERTH_TEST_STACK_IMAGE:-berth-test/stack:latest}"
 DOCKER_LOG="${BERTH_DOCKERD_LOG:-/var/log/berth-dockerd.log}"
 only_engine=0
 [[ "${1:-}" == "--engine" ]] && only_engine=1
@@ -47,9 +50,21 @@ start_engine() {
 build_base_image() {
   if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then return 0; fi
   say "building $BASE_IMAGE from this machine's busybox, bash and node (no registry)"
-  local root node_bin
+  import_rootfs "$BASE_IMAGE" --change 'WORKDIR /app'
+}
+
+build_stack_image() {
+  if docker image inspect "$STACK_IMAGE" >/dev/null 2>&1; then return 0; fi
+  say "building $STACK_IMAGE from this machine's busybox, bash and node (no registry)"
+  import_rootfs "$STACK_IMAGE" --change 'ENV HOME=/app' --change 'WORKDIR /'
+}
+
+# import_rootfs IMAGE [--change ...]: busybox, bash, node and their libraries, imported as IMAGE.
+import_rootfs() {
+  local image="$1" root node_bin
+  shift
   root="$(mktemp -d)"
-  trap 'rm -rf "$root"' RETURN
+  trap "rm -rf '$root'; trap - RETURN" RETURN
   node_bin="$(command -v node)"
   mkdir -p "$root"/{bin,usr/bin,etc,tmp,root,app,www,lib64}
   chmod 1777 "$root/tmp"
@@ -58,6 +73,7 @@ build_base_image() {
     [[ -e "$root/bin/$applet" ]] || ln -s busybox "$root/bin/$applet"
   done
   cp "$(command -v bash)" "$root/bin/bash"
+  ln -s /bin/busybox "$root/usr/bin/env"  # for #!/usr/bin/env bash, as buildpack scripts start
   cp "$node_bin" "$root/usr/bin/node"
   for bin in "$(command -v bash)" "$node_bin"; do
     for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
@@ -70,8 +86,8 @@ build_base_image() {
   printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
   tar -C "$root" -c . | docker import \
     --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
-    --change 'WORKDIR /app' \
-    - "$BASE_IMAGE" >/dev/null || die "docker import of $BASE_IMAGE failed"
+    "$@" \
+    - "$image" >/dev/null || die "docker import of $image failed"
 }
 
 if ((only_engine)); then
@@ -87,3 +103,4 @@ command -v wrk >/dev/null || apt_install wrk
 command -v pebble >/dev/null || apt_install pebble
 start_engine
 build_base_image
+build_stack_image

@@ -21,13 +21,32 @@ export interface Config {
   dockerHost: string;
   /** Docker bridge network that app containers join. Default: berth. */
   network: string;
+  /**
+   * The image buildpack builds run in, and the base of the images they make (Heroku's stack).
+   * Default: heroku/heroku:24-build. An app may use another (buildpacks:set-stack).
+   */
+  stackImage: string;
+  /**
+   * Buildpacks tried in order when an app names none: git URLs (`#ref` allowed), file:// URLs or
+   * absolute paths. Default: the official Heroku buildpacks, as herokuish lists them (DEFAULT_BUILDPACKS).
+   */
+  buildpacks: string[];
+  /** Memory limit of a build (buildpack container or Dockerfile build), in bytes. Default 1 GiB. */
+  buildMemory: number;
+  /** Release images kept per app; older ones are removed after a deploy. Default 5. */
+  keepImages: number;
 }
+
+/** The official Heroku buildpacks, in herokuish's detection order. */
+export const DEFAULT_BUILDPACKS: readonly string[] = ['ruby', 'nodejs', 'clojure', 'python', 'java', 'gradle', 'scala', 'php', 'go'].map(
+  (name) => `https://github.com/heroku/heroku-buildpack-${name}.git`,
+);
 
 interface FlagSpec {
   key: keyof Config;
   flag: string;
   env: string;
-  kind: 'string' | 'port';
+  kind: 'string' | 'port' | 'list' | 'bytes' | 'count';
   describe: string;
 }
 
@@ -40,6 +59,10 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'domain', flag: '--domain', env: 'BERTH_DOMAIN', kind: 'string', describe: 'apps are served at APP.DOMAIN (default localhost)' },
   { key: 'dockerHost', flag: '--docker-host', env: 'BERTH_DOCKER_HOST', kind: 'string', describe: 'Docker engine socket or tcp://host:port (default $DOCKER_HOST or /var/run/docker.sock)' },
   { key: 'network', flag: '--network', env: 'BERTH_NETWORK', kind: 'string', describe: 'Docker network app containers join (default berth)' },
+  { key: 'stackImage', flag: '--stack-image', env: 'BERTH_STACK_IMAGE', kind: 'string', describe: 'image buildpack builds run in and build on (default heroku/heroku:24-build)' },
+  { key: 'buildpacks', flag: '--buildpacks', env: 'BERTH_BUILDPACKS', kind: 'list', describe: 'comma-separated buildpack URLs tried when an app names none (default: the official Heroku buildpacks)' },
+  { key: 'buildMemory', flag: '--build-memory', env: 'BERTH_BUILD_MEMORY', kind: 'bytes', describe: 'memory limit of a build, e.g. 512m or 2g (default 1g)' },
+  { key: 'keepImages', flag: '--keep-images', env: 'BERTH_KEEP_IMAGES', kind: 'count', describe: 'release images kept per app for rollback (default 5)' },
 ];
 
 export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = process.getuid?.() === 0): Config {
@@ -52,6 +75,10 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     domain: 'localhost',
     dockerHost: env.DOCKER_HOST || '/var/run/docker.sock',
     network: 'berth',
+    stackImage: 'heroku/heroku:24-build',
+    buildpacks: [...DEFAULT_BUILDPACKS],
+    buildMemory: 1024 ** 3,
+    keepImages: 5,
   };
 }
 
@@ -66,6 +93,18 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     if (spec.kind === 'port') {
       const n = Number(raw);
       if (!/^\d+$/.test(raw) || n < 0 || n > 65535) problems.push(`${from}: "${raw}" is not a port number (0-65535)`);
+      else (config[spec.key] as number) = n;
+    } else if (spec.kind === 'list') {
+      const items = raw.split(',').map((x) => x.trim()).filter(Boolean);
+      if (items.length === 0) problems.push(`${from}: empty list`);
+      else (config[spec.key] as string[]) = items;
+    } else if (spec.kind === 'bytes') {
+      const n = parseBytes(raw);
+      if (n === undefined || n < 4 * 1024 ** 2) problems.push(`${from}: "${raw}" is not a memory size of at least 4m (such as 512m or 2g)`);
+      else (config[spec.key] as number) = n;
+    } else if (spec.kind === 'count') {
+      const n = Number(raw);
+      if (!/^\d+$/.test(raw) || n < 1 || n > 1000) problems.push(`${from}: "${raw}" is not a whole number from 1 to 1000`);
       else (config[spec.key] as number) = n;
     } else if (raw === '') problems.push(`${from}: empty value`);
     else (config[spec.key] as string) = raw;
@@ -102,6 +141,14 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   return config;
 }
 
+/** `512m`, `2g`, `1024k`, `300000000` (bytes) → bytes; undefined when it is not a size. */
+export function parseBytes(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)([bkmg]?)b?$/i.exec(text.trim());
+  if (!m) return undefined;
+  const unit = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'b' | 'k' | 'm' | 'g'];
+  return Math.round(Number(m[1]) * unit);
+}
+
 /** Data dir layout: every path berth writes lives under the data dir. */
 export function dataPaths(dataDir: string) {
   return {
@@ -115,6 +162,10 @@ export function dataPaths(dataDir: string) {
     hostKeys: path.join(dataDir, 'ssh'),
     repos: path.join(dataDir, 'repos'),
     tmp: path.join(dataDir, 'tmp'),
+    /** Git buildpacks fetched for builds, one folder per URL#ref. */
+    buildpacks: path.join(dataDir, 'buildpacks'),
+    /** Build and deploy output, per app: release-N.log and failed-TIME.log. */
+    buildLogs: path.join(dataDir, 'logs'),
   };
 }
 export type DataPaths = ReturnType<typeof dataPaths>;

@@ -25,3 +25,17 @@ test('every problem with the configuration is reported at once', () => {
 test('a flag without a value is an error', () => {
   assert.throws(() => loadConfig(['--ssh-port'], {}), /--ssh-port needs a value/);
 });
+
+test('the stack image, buildpack list, build memory and kept images have documented defaults and flags', () => {
+  const d = loadConfig([], {});
+  assert.equal(d.stackImage, 'heroku/heroku:24-build');
+  assert.equal(d.buildpacks[1], 'https://github.com/heroku/heroku-buildpack-nodejs.git');
+  assert.equal(d.buildMemory, 1024 ** 3);
+  assert.equal(d.keepImages, 5);
+  const c = loadConfig(['--stack-image', 'my/stack:1', '--build-memory=512m', '--keep-images', '2'], { BERTH_BUILDPACKS: '/bp/a, file:///bp/b' });
+  assert.equal(c.stackImage, 'my/stack:1');
+  assert.deepEqual(c.buildpacks, ['/bp/a', 'file:///bp/b']);
+  assert.equal(c.buildMemory, 512 * 1024 ** 2);
+  assert.equal(c.keepImages, 2);
+  assert.throws(() => loadConfig(['--build-memory', 'lots', '--keep-images', '0'], {}), /2 problems/);
+});

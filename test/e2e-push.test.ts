@@ -85,12 +85,14 @@ test('a push to another branch is stored but not deployed, and the output says s
   assert.equal(mustRun('git', ['--git-dir', gitdir, 'rev-parse', 'refs/heads/feature']).trim(), mustRun('git', ['rev-parse', 'HEAD'], { cwd: repo }).trim());
 });
 
-test('a repository without a Dockerfile is refused with a clear message', () => {
+test('a repository without a Dockerfile goes to the buildpacks; when the default ones cannot be fetched, the error names them', () => {
   const repo = path.join(work, 'nodocker');
   gitRepo(repo, { 'index.js': 'console.log(1)\n' });
   const push = run('git', ['push', daemon.remote('nodocker'), 'main'], { cwd: repo, env: daemon.gitEnv(key.privateKey) });
   assert.notEqual(push.code, 0);
-  assert.match(push.stderr, /no Dockerfile at the root/);
+  assert.match(push.stderr, /Building nodocker with buildpacks \(from the default list\)/);
+  assert.match(push.stderr, /no buildpack detected; tried https:\/\/github\.com\/heroku\/heroku-buildpack-ruby\.git \(could not be fetched\), .*heroku-buildpack-nodejs\.git \(could not be fetched\)/);
+  assert.match(push.stderr, /none of the default buildpacks could be fetched from this server/);
   assert.match(push.stderr, /! \[remote rejected\] main -> main/);
 });
 

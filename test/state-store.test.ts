@@ -58,3 +58,28 @@ test('an app update whose change throws leaves the live record and the file as t
   assert.equal(apps.get('app')!.current, null);
   assert.equal(fs.readFileSync(path.join(dir, 'apps', 'app.json'), 'utf8'), before);
 });
+
+test('an app document of schema 1 is migrated to schema 2: settings added, releases keep their image as the web process', async () => {
+  const dir = tmp();
+  fs.mkdirSync(path.join(dir, 'apps'));
+  const v1 = { schema: 1, name: 'old', createdAt: '2026-01-01T00:00:00.000Z', current: 1, releases: [{ number: 1, image: 'berth/old:r1', commit: 'abcdef1234', builder: 'dockerfile', createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'admin' }] };
+  fs.writeFileSync(path.join(dir, 'apps', 'old.json'), JSON.stringify(v1));
+  const apps = new AppStore(path.join(dir, 'apps'));
+  assert.deepEqual(await apps.load(), []);
+  const app = apps.get('old')!;
+  assert.deepEqual(app.config, {});
+  assert.deepEqual(app.formation, {});
+  assert.deepEqual(app.buildpacks, []);
+  assert.equal(app.stopped, false);
+  assert.deepEqual(app.releases[0], { ...v1.releases[0], config: {}, processTypes: { web: '' }, description: 'Deploy abcdef1' });
+  await apps.update('old', (a) => void (a.config.X = '1'));
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'apps', 'old.json'), 'utf8')).schema, 2, 'written back as schema 2');
+});
+
+test('a document with a version that has no migration path is still refused', async () => {
+  const dir = tmp();
+  const file = path.join(dir, 'doc.json');
+  fs.writeFileSync(file, JSON.stringify({ schema: 1, n: 1 }));
+  const doc = new JsonDocument(file, { schema: 3, migrate: { 1: (r) => ({ ...r, n: 2 }) }, empty: () => ({ n: 0 }), parse: (r) => ({ n: check.number(r.n, 'n') }) });
+  await assert.rejects(doc.read(), /schema version 2 is not the supported version 3/);
+});

@@ -29,6 +29,20 @@ export interface CommandContext {
   cwd: string;
   /** Aborted when the client goes away. */
   signal: AbortSignal;
+  /** Standard input as a stream, for commands that pass it on as it comes (run). */
+  stdin?: () => NodeJS.ReadableStream;
+  /** Raw bytes to standard error (run). */
+  stderr?: (data: string | Buffer) => void;
+  /** The client's terminal, when it asked for one (`ssh -t`). */
+  terminal?: Terminal;
+}
+
+export interface Terminal {
+  term: string;
+  rows: number;
+  cols: number;
+  /** Called with the new size when the client's window changes. */
+  onResize(listener: (rows: number, cols: number) => void): void;
 }
 
 export interface Command {
@@ -44,6 +58,8 @@ export interface Command {
    * scoped to apps may run it on those apps only. `any`: everyone (help, version, apps:list).
    */
   scope: 'admin' | 'app' | 'any';
+  /** The words after the APP are a command of their own (run): `--help` among them is not berth's. */
+  passThrough?: boolean;
   run(ctx: CommandContext, args: string[]): Promise<number | void>;
 }
 

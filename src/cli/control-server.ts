@@ -2,6 +2,7 @@
 // local CLI runs one command per connection through the same registry as SSH.
 import fs from 'node:fs/promises';
 import net from 'node:net';
+import { PassThrough } from 'node:stream';
 import { log } from '../log.ts';
 import type { Services } from './command.ts';
 import { StreamOutput } from './output.ts';
@@ -55,6 +56,13 @@ export class ControlServer {
     let stdinEnded = false;
     const stdinPromise = new Promise<void>((resolve) => (stdinDone = resolve));
     let asked = false;
+    const ask = () => {
+      if (!asked) {
+        asked = true;
+        send({ wantStdin: true });
+      }
+    };
+    let stream: PassThrough | undefined;
 
     readFrames<ClientFrame>(socket, (frame) => {
       if ('run' in frame && !started) {
@@ -71,21 +79,31 @@ export class ControlServer {
           cwd,
           signal: abort.signal,
           readStdin: async () => {
-            if (!asked) {
-              asked = true;
-              send({ wantStdin: true });
-            }
+            ask();
             await stdinPromise;
             return Buffer.concat(stdin);
           },
+          stdin: () => {
+            if (!stream) {
+              stream = new PassThrough();
+              for (const chunk of stdin) stream.write(chunk);
+              if (stdinEnded) stream.end();
+              ask();
+            }
+            return stream;
+          },
+          stderr: (d) => send({ err: d.toString() }),
         }).then((code) => {
           send({ exit: code });
           socket.end();
         });
       } else if ('stdin' in frame) {
-        stdin.push(Buffer.from(frame.stdin, 'base64'));
+        const chunk = Buffer.from(frame.stdin, 'base64');
+        if (stream) stream.write(chunk);
+        else stdin.push(chunk);
       } else if ('stdinEnd' in frame && !stdinEnded) {
         stdinEnded = true;
+        stream?.end();
         stdinDone?.();
       }
     }, (e) => {

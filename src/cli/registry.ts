@@ -6,6 +6,15 @@ import { VERSION } from '../version.ts';
 import type { Command, CommandContext } from './command.ts';
 import { appCommands } from './commands/apps.ts';
 import { sshKeyCommands } from './commands/ssh-keys.ts';
+import { configCommands } from './commands/config.ts';
+import { psCommands } from './commands/ps.ts';
+import { releaseCommands } from './commands/releases.ts';
+import { buildpackCommands } from './commands/buildpacks.ts';
+import { logCommands } from './commands/logs.ts';
+import { runCommands } from './commands/run.ts';
+import { storageCommands } from './commands/storage.ts';
+import { resourceCommands } from './commands/resource.ts';
+import { gitFromImageCommands } from './commands/git-from-image.ts';
 
 const versionCommand: Command = {
   name: 'version',
@@ -32,7 +41,21 @@ const helpCommand: Command = {
   },
 };
 
-export const COMMANDS: readonly Command[] = [helpCommand, versionCommand, ...appCommands, ...sshKeyCommands];
+export const COMMANDS: readonly Command[] = [
+  helpCommand,
+  versionCommand,
+  ...appCommands,
+  ...sshKeyCommands,
+  ...configCommands,
+  ...psCommands,
+  ...releaseCommands,
+  ...buildpackCommands,
+  ...logCommands,
+  ...runCommands,
+  ...storageCommands,
+  ...resourceCommands,
+  ...gitFromImageCommands,
+];
 
 /** Runs one command line (already split into words) and returns its exit status. Never throws. */
 export async function runCommand(words: readonly string[], ctx: CommandContext): Promise<number> {
@@ -43,7 +66,7 @@ export async function runCommand(words: readonly string[], ctx: CommandContext):
       return 0;
     }
     const command = findCommand(name === '--version' ? 'version' : name);
-    if (rest.includes('--help') || rest.includes('-h')) {
+    if (command.passThrough ? rest[0] === '--help' || rest[0] === '-h' : rest.includes('--help') || rest.includes('-h')) {
       ctx.out.line(commandHelp(command));
       return 0;
     }

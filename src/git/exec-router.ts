@@ -23,12 +23,14 @@ export function createExecHandler(services: Services): ExecHandler {
     const { channel } = request;
     const abort = new AbortController();
     channel.on('close', () => abort.abort());
+    // A terminal (ssh -t) does not turn \n into \r\n for us.
+    const crlf = (s: string | Buffer) => (request.terminal ? Buffer.from(s.toString('latin1').replace(/(?<!\r)\n/g, '\r\n'), 'latin1') : s);
     const out = new StreamOutput(
       (s) => {
-        if (!channel.destroyed) channel.write(s);
+        if (!channel.destroyed) channel.write(crlf(s));
       },
       (s) => {
-        if (!channel.destroyed) channel.stderr.write(s);
+        if (!channel.destroyed) channel.stderr.write(crlf(s));
       },
     );
     let parsed;
@@ -49,6 +51,11 @@ export function createExecHandler(services: Services): ExecHandler {
         cwd: '/',
         signal: abort.signal,
         readStdin: () => readAll(channel),
+        stdin: () => channel,
+        stderr: (d) => {
+          if (!channel.destroyed) channel.stderr.write(crlf(d));
+        },
+        ...(request.terminal ? { terminal: request.terminal } : {}),
       });
     }
     try {

@@ -1,5 +1,6 @@
 // The embedded SSH server: public-key auth against the key store only, exec requests only (no
-// shell, no subsystems, no forwarding of any kind), each exec handed to one handler.
+// shell, no subsystems, no forwarding of any kind), each exec handed to one handler. A client
+// may ask for a terminal (ssh -t) for its exec; its size and changes are passed on.
 import type { AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection, ServerChannel } from 'ssh2';
@@ -12,6 +13,15 @@ export interface ExecRequest {
   key: KeyRecord;
   address: string;
   channel: ServerChannel;
+  /** Present when the client asked for a terminal before the exec. */
+  terminal?: RequestedTerminal;
+}
+
+export interface RequestedTerminal {
+  term: string;
+  rows: number;
+  cols: number;
+  onResize(listener: (rows: number, cols: number) => void): void;
 }
 
 /** Handles one exec; resolves to the exit status to send. The handler owns the channel's data. */
@@ -81,9 +91,20 @@ export class SshServer {
       log.info('ssh_connected', { address, key: key?.name });
       client.on('session', (acceptSession) => {
         const session = acceptSession();
+        let terminal: RequestedTerminal | undefined;
+        const resizeListeners: ((rows: number, cols: number) => void)[] = [];
+        session.on('pty', (acceptPty, _reject, info) => {
+          terminal = { term: info.term, rows: info.rows, cols: info.cols, onResize: (l) => void resizeListeners.push(l) };
+          acceptPty?.();
+        });
+        session.on('window-change', (acceptChange, _reject, info) => {
+          if (terminal) Object.assign(terminal, { rows: info.rows, cols: info.cols });
+          for (const l of resizeListeners) l(info.rows, info.cols);
+          acceptChange?.();
+        });
         session.on('exec', (acceptExec, _reject, info) => {
           const channel = acceptExec();
-          this.exec({ command: info.command, key: key!, address, channel });
+          this.exec({ command: info.command, key: key!, address, channel, ...(terminal ? { terminal } : {}) });
         });
         session.on('shell', (acceptShell) => {
           const channel = acceptShell();

@@ -1,7 +1,8 @@
 // How source becomes an image: a Builder per strategy, chosen by detect() in a fixed order.
 import type { Readable } from 'node:stream';
 import type { Output } from '../cli/output.ts';
-import { UserError } from '../errors.ts';
+import type { AppRecord } from '../state/app-store.ts';
+import type { BuilderName } from '../state/app-settings.ts';
 
 /** The pushed commit, as a builder sees it. */
 export interface BuildSource {
@@ -15,6 +16,8 @@ export interface BuildSource {
 
 export interface BuildJob {
   source: BuildSource;
+  /** The app as it is before this build: config vars, buildpacks, stack. */
+  app: AppRecord;
   /** The release number the image is built for; part of its tag. */
   release: number;
   out: Output;
@@ -23,7 +26,9 @@ export interface BuildJob {
 
 export interface BuildResult {
   image: string;
-  builder: 'dockerfile';
+  builder: BuilderName;
+  /** Process types the builder found (a buildpack's default_process_types); the Procfile overrides them. */
+  processTypes: Record<string, string>;
 }
 
 export interface Builder {
@@ -32,12 +37,10 @@ export interface Builder {
   build(job: BuildJob): Promise<BuildResult>;
 }
 
-/** The first builder whose detect() accepts the source. */
+/** The first builder whose detect() accepts the source (the buildpack builder accepts any). */
 export async function chooseBuilder(builders: readonly Builder[], source: BuildSource): Promise<Builder> {
   for (const b of builders) if (await b.detect(source)) return b;
-  throw new UserError('no_builder', `no Dockerfile at the root of ${source.commit.slice(0, 7)}: berth builds apps from a Dockerfile`, {
-    hint: 'add a Dockerfile at the repository root and push again (buildpack builds are not available yet)',
-  });
+  throw new Error(`no builder accepts ${source.commit.slice(0, 7)}`);
 }
 
 export function imageTag(app: string, release: number): string {

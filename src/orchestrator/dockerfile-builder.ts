@@ -6,9 +6,11 @@ import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Build
 export class DockerfileBuilder implements Builder {
   readonly name = 'dockerfile' as const;
   private readonly engine: Engine;
+  private readonly memory: number;
 
-  constructor(engine: Engine) {
+  constructor(engine: Engine, memory: number) {
     this.engine = engine;
+    this.memory = memory;
   }
 
   async detect(source: BuildSource): Promise<boolean> {
@@ -25,8 +27,9 @@ export class DockerfileBuilder implements Builder {
       onLine: (line) => {
         if (line.trim()) out.detail(line);
       },
+      memory: this.memory,
       ...(job.signal ? { signal: job.signal } : {}),
     });
-    return { image: tag, builder: this.name };
+    return { image: tag, builder: this.name, processTypes: { web: '' } };
   }
 }

@@ -12,7 +12,11 @@ export const LABEL = {
   process: 'berth.process',
   release: 'berth.release',
   dyno: 'berth.dyno',
+  /** `process` (a dyno of the formation), `run` (a one-off) or `build` (a buildpack build). */
+  role: 'berth.role',
 } as const;
+
+export type Role = 'process' | 'run' | 'build';
 
 /** Longest a build may run before it is stopped and the push fails. */
 export const BUILD_TIMEOUT_MS = 30 * 60_000;
@@ -24,6 +28,23 @@ export interface ContainerSpec {
   labels: Record<string, string>;
   network: string;
   aliases: string[];
+  /** Overrides the image's CMD. */
+  cmd?: string[];
+  /** Overrides the image's ENTRYPOINT ([] clears it). */
+  entrypoint?: string[];
+  /** Bytes of memory (swap included: no swap beyond it). */
+  memory?: number;
+  /** CPUs, such as 0.5. */
+  cpus?: number;
+  /** Bind mounts, `/host:/container[:ro]`, and named volumes, `name:/container`. */
+  binds?: string[];
+  /** Restart when it exits (dynos); one-offs and builds do not. Default true. */
+  restart?: boolean;
+  user?: string;
+  workingDir?: string;
+  /** For one-offs: keep stdin open, and give a terminal when asked. */
+  stdin?: boolean;
+  tty?: boolean;
 }
 
 export interface ContainerState {
@@ -87,13 +108,14 @@ export class Engine {
    * Builds an image from a tar build context with the classic builder, streaming output lines.
    * The engine reports a failed step as an event, not as an error, so any `error` event rejects.
    */
-  async build(options: { context: Readable; tag: string; onLine: (line: string) => void; timeoutMs?: number; signal?: AbortSignal }): Promise<string> {
+  async build(options: { context: Readable; tag: string; onLine: (line: string) => void; timeoutMs?: number; signal?: AbortSignal; memory?: number }): Promise<string> {
     const stream = (await this.docker.buildImage(options.context as unknown as NodeJS.ReadableStream, {
       // No build-time labels: the classic builder turns each into an extra step with its own
       // container. Images are found by their tag, berth/APP:rN.
       t: options.tag,
       rm: true,
       forcerm: true,
+      ...(options.memory ? { memory: options.memory, memswap: options.memory } : {}),
     })) as unknown as Readable;
     return new Promise<string>((resolve, reject) => {
       let imageId: string | undefined;
@@ -107,7 +129,12 @@ export class Engine {
         options.signal?.removeEventListener('abort', onAbort);
         if (partial) options.onLine(partial);
         if (err) return reject(err);
-        if (failure) return reject(new UserError('build_failed', `the Docker build failed: ${failure.trim()}`));
+        if (failure) {
+          const oom = /returned a non-zero code: 137/.test(failure) && options.memory;
+          return reject(
+            new UserError('build_failed', `the Docker build failed: ${failure.trim()}${oom ? ` (killed: the build ran out of memory, limit ${Math.round(options.memory! / 1024 ** 2)} MiB)` : ''}`, oom ? { hint: 'raise --build-memory, or make the build use less memory' } : {}),
+          );
+        }
         if (!imageId) return reject(new Error('the Docker build ended without an image id'));
         resolve(imageId);
       };
@@ -138,20 +165,122 @@ export class Engine {
   }
 
   async run(spec: ContainerSpec): Promise<ContainerState> {
-    const container = await this.docker.createContainer({
+    const container = await this.create(spec);
+    await container.start();
+    return this.inspect(container.id);
+  }
+
+  /** Creates (does not start) a labelled container. */
+  async create(spec: ContainerSpec): Promise<Dockerode.Container> {
+    return this.docker.createContainer({
       name: spec.name,
       Image: spec.image,
       Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
       Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...spec.labels },
+      ...(spec.cmd ? { Cmd: spec.cmd } : {}),
+      ...(spec.entrypoint ? { Entrypoint: spec.entrypoint } : {}),
+      ...(spec.user !== undefined ? { User: spec.user } : {}),
+      ...(spec.workingDir ? { WorkingDir: spec.workingDir } : {}),
+      ...(spec.stdin ? { OpenStdin: true, StdinOnce: true, AttachStdin: true, AttachStdout: true, AttachStderr: true } : {}),
+      Tty: spec.tty === true,
       HostConfig: {
         NetworkMode: spec.network,
-        RestartPolicy: { Name: 'unless-stopped' },
+        RestartPolicy: spec.restart === false ? { Name: 'no' } : { Name: 'unless-stopped' },
         Init: true,
+        ...(spec.memory ? { Memory: spec.memory, MemorySwap: spec.memory } : {}),
+        ...(spec.cpus ? { NanoCpus: Math.round(spec.cpus * 1e9) } : {}),
+        ...(spec.binds?.length ? { Binds: spec.binds } : {}),
       },
       NetworkingConfig: { EndpointsConfig: { [spec.network]: { Aliases: spec.aliases } } },
     });
-    await container.start();
-    return this.inspect(container.id);
+  }
+
+  /** Attaches to a created container's output (and input when it has stdin), before it starts. */
+  async attach(id: string, withStdin: boolean): Promise<NodeJS.ReadWriteStream> {
+    return (await this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: withStdin })) as NodeJS.ReadWriteStream;
+  }
+
+  /** Waits for the container to exit; its status code. */
+  async wait(id: string): Promise<{ code: number; oomKilled: boolean }> {
+    const r = (await this.docker.getContainer(id).wait()) as { StatusCode: number };
+    const info = await this.docker.getContainer(id).inspect();
+    return { code: r.StatusCode, oomKilled: info.State.OOMKilled === true };
+  }
+
+  async resize(id: string, rows: number, cols: number): Promise<void> {
+    await this.docker.getContainer(id).resize({ h: rows, w: cols });
+  }
+
+  /** Extracts a tar stream into a directory of the container (which must exist). */
+  async putArchive(id: string, dir: string, tar: Readable | Buffer): Promise<void> {
+    await this.docker.getContainer(id).putArchive(tar as unknown as NodeJS.ReadableStream, { path: dir });
+  }
+
+  /** A path of a container (running or not) as a tar stream. */
+  async getArchive(id: string, file: string): Promise<Readable> {
+    return (await this.docker.getContainer(id).getArchive({ path: file })) as unknown as Readable;
+  }
+
+  /** Makes an image of a stopped container's filesystem; `config` replaces the fields it names. */
+  async commit(id: string, repo: string, tag: string, config: Record<string, unknown>): Promise<string> {
+    const r = (await this.docker.getContainer(id).commit({ _query: { container: id, repo, tag }, _body: config } as never)) as unknown as { Id?: string };
+    return r.Id ?? `${repo}:${tag}`;
+  }
+
+  async tagImage(source: string, repo: string, tag: string): Promise<void> {
+    await this.docker.getImage(source).tag({ repo, tag });
+  }
+
+  /** The parts of an image's config berth needs, or undefined when the engine does not have it. */
+  async imageConfig(ref: string): Promise<{ user: string; entrypoint: string[]; cmd: string[]; env: string[] } | undefined> {
+    try {
+      const info = await this.docker.getImage(ref).inspect();
+      const list = (v: string | string[] | undefined | null) => (v == null ? [] : Array.isArray(v) ? v : [v]);
+      return { user: info.Config?.User ?? '', entrypoint: list(info.Config?.Entrypoint), cmd: list(info.Config?.Cmd), env: info.Config?.Env ?? [] };
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return undefined;
+      throw e;
+    }
+  }
+
+  /** Pulls an image from its registry; rejects with the engine's reason. */
+  async pull(ref: string): Promise<void> {
+    const stream = (await this.docker.pull(ref)) as NodeJS.ReadableStream;
+    await new Promise<void>((resolve, reject) => {
+      let failure: string | undefined;
+      this.docker.modem.followProgress(
+        stream,
+        (err) => (err ? reject(err) : failure ? reject(new Error(failure)) : resolve()),
+        (event: { error?: string }) => {
+          if (event.error) failure = event.error;
+        },
+      );
+    });
+  }
+
+  /** A labelled named volume (created when missing). */
+  async ensureVolume(name: string, labels: Record<string, string>): Promise<void> {
+    await this.docker.createVolume({ Name: name, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
+  }
+
+  async removeVolume(name: string): Promise<void> {
+    try {
+      await this.docker.getVolume(name).remove();
+    } catch (e) {
+      const code = (e as { statusCode?: number }).statusCode;
+      if (code !== 404 && code !== 409) throw e;
+    }
+  }
+
+  /** A container's log stream (multiplexed unless it has a TTY), with timestamps. */
+  async logStream(id: string, options: { follow: boolean; tail: number; since?: number }): Promise<NodeJS.ReadableStream> {
+    const c = this.docker.getContainer(id);
+    if (options.follow) {
+      return (await c.logs({ stdout: true, stderr: true, timestamps: true, follow: true, tail: options.tail, ...(options.since ? { since: options.since } : {}) })) as NodeJS.ReadableStream;
+    }
+    const raw = (await c.logs({ stdout: true, stderr: true, timestamps: true, follow: false, tail: options.tail })) as unknown as Buffer;
+    const { Readable: R } = await import('node:stream');
+    return R.from([raw]);
   }
 
   async inspect(id: string): Promise<ContainerState> {

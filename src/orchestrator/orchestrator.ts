@@ -10,10 +10,14 @@ import type { AppStore, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
 import { AppLock } from './app-lock.ts';
 import type { Builder } from './builder.ts';
-import { deployRelease, WEB_PORT, type RoutePublisher } from './deployment.ts';
+import { BuildLogs } from './build-log.ts';
+import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack-builder.ts';
+import { BuildpackFetcher } from './buildpack-fetcher.ts';
+import { processContainers, waitUntilReady, WEB_PORT, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
 import { LABEL, type Engine } from './engine.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
+import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
 
 export interface OrchestratorDeps {
   engine: Engine;
@@ -29,10 +33,54 @@ export class Orchestrator {
   private readonly deps: OrchestratorDeps;
   private readonly builders: readonly Builder[];
   private readonly lock = new AppLock();
+  readonly buildLogs: BuildLogs;
+  private events: NodeJS.ReadableStream | undefined;
+  private stopped = false;
 
   constructor(deps: OrchestratorDeps) {
     this.deps = deps;
-    this.builders = [new DockerfileBuilder(deps.engine)];
+    this.buildLogs = new BuildLogs(deps.paths.buildLogs);
+    this.builders = [
+      new DockerfileBuilder(deps.engine, deps.config.buildMemory),
+      new BuildpackBuilder({
+        engine: deps.engine,
+        fetcher: new BuildpackFetcher(deps.paths.buildpacks),
+        stackImage: deps.config.stackImage,
+        defaultBuildpacks: deps.config.buildpacks,
+        memory: deps.config.buildMemory,
+      }),
+    ];
+  }
+
+  get engine(): Engine {
+    return this.deps.engine;
+  }
+
+  get apps(): AppStore {
+    return this.deps.apps;
+  }
+
+  get config(): Config {
+    return this.deps.config;
+  }
+
+  /** What deploying a release of `app` needs. */
+  releaseDeps(app: string): ReleaseDeps {
+    return {
+      apps: this.deps.apps,
+      engine: this.deps.engine,
+      deploy: { engine: this.deps.engine, network: this.deps.config.network, publisher: this.deps.publisher, hostnames: this.hostnames(app) },
+      keepImages: this.deps.config.keepImages,
+    };
+  }
+
+  /** Runs `fn` while no other deploy or change of `app` runs; says so when it has to wait. */
+  exclusive<T>(app: string, out: Output, fn: () => Promise<T>): Promise<T> {
+    return this.lock.run(app, fn, () => out.step(`Another deploy of ${app} is running; waiting for it to finish`));
+  }
+
+  publisher(): RoutePublisher {
+    return this.deps.publisher;
   }
 
   hostnames(app: string): string[] {
@@ -41,6 +89,8 @@ export class Orchestrator {
 
   async start(): Promise<void> {
     await this.deps.engine.ensureNetwork(this.deps.config.network);
+    await this.removeStaleBuilds();
+    await this.watchRestarts();
     for (const app of this.deps.apps.list()) {
       try {
         await this.lock.run(app.name, () => this.adopt(app.name));
@@ -52,6 +102,9 @@ export class Orchestrator {
 
   async stop(): Promise<void> {
     // App containers keep running while the daemon is down; a restart adopts them.
+    this.stopped = true;
+    (this.events as { destroy?: () => void } | undefined)?.destroy?.();
+    this.events = undefined;
   }
 
   /** Builds and deploys a pushed commit; waits (and says so) while another deploy of the app runs. */
@@ -61,12 +114,7 @@ export class Orchestrator {
       app,
       () =>
         runPipeline(
-          {
-            apps: this.deps.apps,
-            builders: this.builders,
-            deploy: { engine: this.deps.engine, network: this.deps.config.network, publisher: this.deps.publisher, hostnames: this.hostnames(app) },
-            appUrl: this.deps.appUrl(app),
-          },
+          { ...this.releaseDeps(app), builders: this.builders, logs: this.buildLogs, appUrl: this.deps.appUrl(app) },
           input,
         ),
       () => input.out.step(`Another deploy of ${app} is running; waiting for it to finish`),
@@ -81,30 +129,106 @@ export class Orchestrator {
       if (containers.length) out.detail(`removed ${containers.length} container${containers.length === 1 ? '' : 's'}`);
       const record = this.deps.apps.require(app);
       for (const r of record.releases) await this.deps.engine.removeImage(r.image);
+      await this.deps.engine.removeVolume(cacheVolume(this.deps.engine.instance, app));
+      await this.buildLogs.removeApp(app);
       await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
       await this.deps.apps.remove(app);
     });
   }
 
-  // Routes to the current release's running web container, or starts one if none runs.
+  /**
+   * At daemon start: re-checks the current release's running containers (a web one must accept
+   * TCP on $PORT) before routing to them, starts the dynos the formation wants that do not run,
+   * and removes containers of other releases (left by a deploy the daemon did not finish).
+   */
   private async adopt(app: string): Promise<void> {
     const record = this.deps.apps.get(app);
     const release = record && currentRelease(record);
-    if (!release) return;
-    const containers = await this.deps.engine.list({ [LABEL.app]: app, [LABEL.process]: 'web', [LABEL.release]: String(release.number) });
-    const running = containers.filter((c) => c.running && c.ip);
-    if (running.length) {
-      this.deps.publisher.publish(app, this.hostnames(app), running.map((c) => ({ id: c.name, host: c.ip!, port: WEB_PORT })));
-      log.info('app_adopted', { app, release: release.number, containers: running.map((c) => c.name) });
+    if (!record || !release) return;
+    if (record.stopped) {
+      this.deps.publisher.publish(app, this.hostnames(app), []);
       return;
     }
-    log.info('app_restarting', { app, release: release.number });
     const out = new MemoryOutput();
-    for (const c of containers) await this.deps.engine.stopAndRemove(c.id, 0);
-    await deployRelease(
-      { engine: this.deps.engine, network: this.deps.config.network, publisher: this.deps.publisher, hostnames: this.hostnames(app), out },
-      app,
-      release,
-    );
+    await redeployCurrent(this.releaseDeps(app), app, out, { reuse: true });
+    const started = out.text().match(/Starting \S+/g) ?? [];
+    log.info('app_adopted', { app, release: release.number, started: started.map((s) => s.slice('Starting '.length)) });
+  }
+
+  /**
+   * A container its restart policy brought back may have a new address: once it is ready
+   * again, the app's routes are published anew (under the app's lock, after any deploy).
+   */
+  private async watchRestarts(): Promise<void> {
+    const engine = this.deps.engine;
+    const stream = (await engine.docker.getEvents({
+      filters: { type: ['container'], event: ['start'], label: [`${LABEL.managed}=1`, `${LABEL.instance}=${engine.instance}`] },
+    })) as NodeJS.ReadableStream;
+    this.events = stream;
+    let partial = '';
+    stream.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        try {
+          const event = JSON.parse(line) as { id?: string; Actor?: { Attributes?: Record<string, string> } };
+          const attrs = event.Actor?.Attributes ?? {};
+          const app = attrs[LABEL.app];
+          if (!app || !event.id || (attrs[LABEL.role] ?? 'process') !== 'process') continue;
+          void this.refreshRoutes(app, event.id, attrs[LABEL.process] ?? 'web');
+        } catch (e) {
+          log.warn('docker_event_unreadable', { error: e });
+        }
+      }
+    });
+    // The engine may restart under a running daemon: listen again while the daemon runs.
+    const lost = (error?: Error) => {
+      if (this.events !== stream) return;
+      this.events = undefined;
+      log.warn('docker_events_lost', { error });
+      this.retryWatch();
+    };
+    stream.on('error', (e: Error) => lost(e));
+    stream.on('end', () => lost());
+  }
+
+  private retryWatch(): void {
+    setTimeout(() => {
+      if (this.stopped) return;
+      this.watchRestarts().catch((e) => {
+        log.warn('docker_events_failed', { error: e });
+        this.retryWatch();
+      });
+    }, 5_000).unref();
+  }
+
+  private async refreshRoutes(app: string, id: string, type: string): Promise<void> {
+    try {
+      await waitUntilReady(this.deps.engine, id, { type }, 60_000, { fresh: false });
+    } catch {
+      return; // not ready (yet); a later start event tries again
+    }
+    await this.lock.run(app, async () => {
+      const record = this.deps.apps.get(app);
+      const release = record && currentRelease(record);
+      if (!record || !release || record.stopped) return;
+      const web = (await processContainers(this.deps.engine, app))
+        .filter((c) => c.running && c.ip && c.labels[LABEL.process] === 'web' && c.labels[LABEL.release] === String(release.number))
+        .sort((a, b) => (a.labels[LABEL.dyno] ?? '').localeCompare(b.labels[LABEL.dyno] ?? ''));
+      this.deps.publisher.publish(app, this.hostnames(app), web.map((c) => ({ id: c.name, host: c.ip!, port: WEB_PORT })));
+      log.info('routes_refreshed', { app, reason: 'container_restarted', targets: web.map((c) => `${c.name}@${c.ip}`) });
+    }).catch((e) => log.warn('routes_refresh_failed', { app, error: e }));
+  }
+
+  // A build the daemon was running when it stopped will never finish: its container goes.
+  private async removeStaleBuilds(): Promise<void> {
+    const prefix = buildContainerPrefix(this.deps.engine.instance);
+    const found = await this.deps.engine.docker.listContainers({ all: true, filters: { name: [prefix] } });
+    for (const c of found) {
+      if (!c.Names.some((n) => n.replace(/^\//, '').startsWith(prefix))) continue;
+      await this.deps.engine.stopAndRemove(c.Id, 0).catch((e) => log.warn('build_container_remove_failed', { id: c.Id, error: e }));
+      log.info('stale_build_removed', { container: c.Names[0] });
+    }
   }
 }

@@ -1,9 +1,13 @@
 // Dokku's pipeline as typed stages: receive (done by the git side) → build → release → deploy
-// → retire. Each stage takes what the previous one produced.
+// → retire. Each stage takes what the previous one produced; the output is kept as the
+// release's build log, or as the app's last failed deploy.
 import type { Output } from '../cli/output.ts';
-import type { AppStore, Release } from '../state/app-store.ts';
+import { describeForUser } from '../errors.ts';
+import type { Release } from '../state/app-store.ts';
 import { chooseBuilder, type BuildResult, type BuildSource, type Builder } from './builder.ts';
-import { deployRelease, retireOthers, type DeployContext } from './deployment.ts';
+import { TeeOutput, type BuildLogs } from './build-log.ts';
+import { parseProcfile } from './procfile.ts';
+import { deployNewRelease, nextReleaseNumber, type ReleaseDeps } from './release-flow.ts';
 
 export interface PipelineInput {
   source: BuildSource;
@@ -12,47 +16,58 @@ export interface PipelineInput {
   signal?: AbortSignal;
 }
 
-export interface PipelineDeps {
-  apps: AppStore;
+export interface PipelineDeps extends ReleaseDeps {
   builders: readonly Builder[];
-  deploy: Omit<DeployContext, 'out'>;
+  logs: BuildLogs;
   /** Where users reach the app, for the last line of the output. */
   appUrl: string;
 }
 
 export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Promise<Release> {
-  const { source, out } = input;
-  const number = nextReleaseNumber(deps.apps, source.app);
-  const built = await build(deps, input, number);
-  const release = makeRelease(number, built, input);
-  const ctx: DeployContext = { ...deps.deploy, out };
-  await deployRelease(ctx, source.app, release);
-  await deps.apps.update(source.app, (app) => {
-    app.releases.push(release);
-    app.current = release.number;
-  });
-  await retireOthers(ctx, source.app, release.number);
-  out.step(`Released v${release.number} of ${source.app}: ${deps.appUrl}`);
-  return release;
+  const { source } = input;
+  const out = new TeeOutput(input.out);
+  try {
+    const record = deps.apps.require(source.app);
+    const number = nextReleaseNumber(record);
+    const procfileText = await source.readFile('Procfile');
+    const procfile = procfileText === undefined ? undefined : parseProcfile(procfileText.toString('utf8'));
+    const built = await build(deps, { ...input, out }, number);
+    const release = makeRelease(number, built, procfile, input, record.config);
+    describeProcesses(out, release, procfile !== undefined);
+    await deployNewRelease(deps, source.app, release, out);
+    out.step(`Released v${release.number} of ${source.app}: ${deps.appUrl}`);
+    await deps.logs.saveRelease(source.app, release.number, out.copy.text());
+    return release;
+  } catch (e) {
+    const { lines } = describeForUser(e, `deploy of ${source.app}`);
+    for (const line of lines) out.copy.error(line);
+    await deps.logs.saveFailed(source.app, out.copy.text()).catch(() => {});
+    throw e;
+  }
 }
 
 async function build(deps: PipelineDeps, input: PipelineInput, number: number): Promise<BuildResult> {
   const builder = await chooseBuilder(deps.builders, input.source);
-  return builder.build({ source: input.source, release: number, out: input.out, ...(input.signal ? { signal: input.signal } : {}) });
+  const app = deps.apps.require(input.source.app);
+  return builder.build({ source: input.source, app, release: number, out: input.out, ...(input.signal ? { signal: input.signal } : {}) });
 }
 
-function makeRelease(number: number, built: BuildResult, input: PipelineInput): Release {
+function makeRelease(number: number, built: BuildResult, procfile: Record<string, string> | undefined, input: PipelineInput, config: Record<string, string>): Release {
   return {
     number,
     image: built.image,
     commit: input.source.commit,
     builder: built.builder,
+    processTypes: { ...built.processTypes, ...procfile },
+    config: { ...config },
+    description: `Deploy ${input.source.commit.slice(0, 7)}`,
     createdAt: new Date().toISOString(),
     createdBy: input.pushedBy,
   };
 }
 
-function nextReleaseNumber(apps: AppStore, app: string): number {
-  const record = apps.require(app);
-  return record.releases.reduce((max, r) => Math.max(max, r.number), 0) + 1;
+function describeProcesses(out: Output, release: Release, fromProcfile: boolean): void {
+  const types = Object.keys(release.processTypes);
+  out.step(`Process types${fromProcfile ? ' (Procfile)' : ''}: ${types.length ? types.join(', ') : '(none)'}`);
+  if (!types.includes('web')) out.detail('no web process: nothing is routed to this app');
 }

@@ -5,22 +5,23 @@ import path from 'node:path';
 import { isValidAppName, validateAppName } from '../app-name.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { defaultSettings, migrateAppFrom1, parseReleaseDetails, parseSettings, type AppSettings, type BuilderName, type ReleaseDetails } from './app-settings.ts';
 import { check, JsonDocument, type DocumentSpec } from './json-document.ts';
 
-export interface Release {
+export interface Release extends ReleaseDetails {
   /** 1, 2, 3 ... per app; never reused. */
   number: number;
   /** Docker image reference, e.g. berth/app:r3. */
   image: string;
   /** Commit the release was built from. */
   commit: string;
-  builder: 'dockerfile';
+  builder: BuilderName;
   createdAt: string;
   /** Name of the SSH key that pushed it. */
   createdBy: string;
 }
 
-export interface AppRecord {
+export interface AppRecord extends AppSettings {
   name: string;
   createdAt: string;
   releases: Release[];
@@ -28,29 +29,28 @@ export interface AppRecord {
   current: number | null;
 }
 
-const APP_SCHEMA = 1;
+const APP_SCHEMA = 2;
 
 const appSpec = (name: string): DocumentSpec<AppRecord> => ({
   schema: APP_SCHEMA,
-  empty: () => ({ name, createdAt: new Date().toISOString(), releases: [], current: null }),
+  empty: () => ({ name, createdAt: new Date().toISOString(), releases: [], current: null, ...defaultSettings() }),
+  migrate: { 1: migrateAppFrom1 },
   parse(raw) {
     const recName = check.string(raw.name, 'name');
     if (recName !== name) throw new Error(`name "${recName}" does not match the file name`);
     const releases = check.array(raw.releases, 'releases').map((r, i) => {
       const o = check.object(r, `releases[${i}]`);
-      const builder = check.string(o.builder, `releases[${i}].builder`);
-      if (builder !== 'dockerfile') throw new Error(`releases[${i}].builder "${builder}" is unknown`);
       return {
         number: check.number(o.number, `releases[${i}].number`),
         image: check.string(o.image, `releases[${i}].image`),
         commit: check.string(o.commit, `releases[${i}].commit`),
-        builder,
+        ...parseReleaseDetails(o, `releases[${i}]`),
         createdAt: check.string(o.createdAt, `releases[${i}].createdAt`),
         createdBy: check.string(o.createdBy, `releases[${i}].createdBy`),
       } satisfies Release;
     });
     const current = raw.current === null ? null : check.number(raw.current, 'current');
-    return { name: recName, createdAt: check.string(raw.createdAt, 'createdAt'), releases, current };
+    return { name: recName, createdAt: check.string(raw.createdAt, 'createdAt'), releases, current, ...parseSettings(raw) };
   },
 });
 
@@ -110,7 +110,7 @@ export class AppStore {
     validateAppName(name);
     if (this.apps.has(name)) throw new UserError('app_exists', `app "${name}" already exists`);
     const doc = this.doc(name);
-    const record: AppRecord = { name, createdAt: new Date().toISOString(), releases: [], current: null };
+    const record: AppRecord = { name, createdAt: new Date().toISOString(), releases: [], current: null, ...defaultSettings() };
     await doc.write(record);
     this.apps.set(name, record);
     return record;

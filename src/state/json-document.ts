@@ -20,6 +20,11 @@ export interface DocumentSpec<T> {
   parse(raw: Record<string, unknown>): T;
   /** The value of a document that does not exist yet. */
   empty(): T;
+  /**
+   * Upgrades from older versions: `migrate[n]` turns a version-n document (without `schema`)
+   * into a version n+1 one. A document is refused unless every step up to `schema` is here.
+   */
+  migrate?: Record<number, (raw: Record<string, unknown>) => Record<string, unknown>>;
 }
 
 export class JsonDocument<T extends object> {
@@ -54,7 +59,15 @@ export class JsonDocument<T extends object> {
       throw new StateError(this.file, `not valid JSON: ${(e as Error).message}`, e);
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new StateError(this.file, 'not a JSON object');
-    const { schema, ...rest } = raw as Record<string, unknown>;
+    let { schema, ...rest } = raw as Record<string, unknown>;
+    while (typeof schema === 'number' && schema < this.spec.schema && this.spec.migrate?.[schema]) {
+      try {
+        rest = this.spec.migrate[schema]!(rest);
+      } catch (e) {
+        throw new StateError(this.file, `cannot migrate from schema version ${schema}: ${(e as Error).message}`, e);
+      }
+      schema += 1;
+    }
     if (schema !== this.spec.schema) {
       throw new StateError(this.file, `schema version ${JSON.stringify(schema)} is not the supported version ${this.spec.schema}`);
     }

@@ -1,0 +1,69 @@
+// releases, releases:rollback, releases:output: an app's numbered, immutable releases.
+import { UserError } from '../../errors.ts';
+import { rollback } from '../../orchestrator/app-operations.ts';
+import { expectPositionals, parseArgs } from '../args.ts';
+import { requireDaemon, type Command } from '../command.ts';
+import { appArg, byName } from './config.ts';
+import { table } from './ssh-keys.ts';
+
+export const releaseCommands: Command[] = [
+  {
+    name: 'releases',
+    usage: 'APP',
+    summary: "list an app's releases, newest first",
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP']);
+      const record = ctx.services.apps.require(appArg(this.name, this.usage, positional));
+      ctx.out.section(`${record.name} releases`);
+      if (record.releases.length === 0) {
+        ctx.out.line('no releases yet');
+        return;
+      }
+      const engine = ctx.services.orchestrator?.engine;
+      const rows: string[][] = [];
+      for (const r of [...record.releases].sort((a, b) => b.number - a.number)) {
+        const image = engine ? ((await engine.imageExists(r.image)) ? r.image : `${r.image} (pruned)`) : r.image;
+        rows.push([`v${r.number}${r.number === record.current ? ' *' : ''}`, r.description, r.builder, r.createdBy, r.createdAt.replace(/\.\d+Z$/, 'Z'), image]);
+      }
+      ctx.out.line(table([['RELEASE', 'DESCRIPTION', 'BUILDER', 'BY', 'CREATED', 'IMAGE'], ...rows]));
+      ctx.out.line('* current');
+    },
+  },
+  {
+    name: 'releases:rollback',
+    usage: 'APP [N]',
+    summary: 'bring back release N (default: the previous) as a new release, without rebuilding',
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP', 'N'], 1);
+      const app = appArg(this.name, this.usage, positional);
+      const n = positional[1] === undefined ? undefined : releaseNumber(this.name, positional[1]);
+      await rollback(requireDaemon(ctx.services), app, n, { by: byName(ctx), out: ctx.out });
+    },
+  },
+  {
+    name: 'releases:output',
+    usage: 'APP [N]',
+    summary: 'show the build and deploy output of release N (default: the current one)',
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP', 'N'], 1);
+      const record = ctx.services.apps.require(appArg(this.name, this.usage, positional));
+      const n = positional[1] === undefined ? record.current : releaseNumber(this.name, positional[1]);
+      if (n === null) throw new UserError('no_release', `${record.name} has no release yet`);
+      const text = await requireDaemon(ctx.services).buildLogs.readRelease(record.name, n);
+      if (text === undefined) throw new UserError('no_release_output', `no output is kept for v${n} of ${record.name}`, { hint: 'output is kept for releases made by a push; config changes and rollbacks have none' });
+      ctx.out.raw(text);
+    },
+  },
+];
+
+function releaseNumber(command: string, text: string): number {
+  const m = /^v?(\d{1,9})$/.exec(text);
+  if (!m) throw new UserError('bad_arguments', `${command}: "${text}" is not a release number`, { hint: 'give it as 3 or v3', exitCode: 2 });
+  return Number(m[1]);
+}

@@ -1,0 +1,79 @@
+// resource:limit, resource:limit-clear: memory and CPU limits of an app's containers, for one
+// process type or (without --process) for every type that has none of its own.
+import { parseBytes } from '../../config.ts';
+import { UserError } from '../../errors.ts';
+import { log } from '../../log.ts';
+import { changeSettings } from '../../orchestrator/app-operations.ts';
+import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
+import type { AppRecord } from '../../state/app-store.ts';
+import type { ResourceLimit } from '../../state/app-settings.ts';
+import { expectPositionals, parseArgs } from '../args.ts';
+import { requireDaemon, type Command, type CommandContext } from '../command.ts';
+import { appArg } from './config.ts';
+import { callerName, table } from './ssh-keys.ts';
+
+export const resourceCommands: Command[] = [
+  {
+    name: 'resource:limit',
+    usage: 'APP [--process T] [--memory M] [--cpu N]',
+    summary: 'limit memory (such as 256m) and CPUs (such as 0.5) of the containers; without limits: show them',
+    help: 'Without --process the limit applies to every process type that has no limit of its own (one-offs run with the limit of type `run`, else this one). Changing a limit restarts the app, unless --no-restart.',
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional, flags } = parseArgs(this.name, this.usage, words, { process: 'string', memory: 'string', cpu: 'string', 'no-restart': 'boolean' });
+      expectPositionals(this.name, this.usage, positional, ['APP']);
+      const app = appArg(this.name, this.usage, positional);
+      const record = ctx.services.apps.require(app);
+      const type = processType(flags.process);
+      if (flags.memory === undefined && flags.cpu === undefined) {
+        show(ctx, record);
+        return;
+      }
+      const limit: ResourceLimit = {};
+      if (flags.memory !== undefined) {
+        const bytes = parseBytes(String(flags.memory));
+        if (bytes === undefined || bytes < 6 * 1024 ** 2) throw new UserError('invalid_limit', `--memory ${String(flags.memory)} is not a size of at least 6m`, { hint: 'such as 256m or 1g' });
+        limit.memory = bytes;
+      }
+      if (flags.cpu !== undefined) {
+        const cpus = Number(flags.cpu);
+        if (!/^\d+(\.\d+)?$/.test(String(flags.cpu)) || cpus < 0.01 || cpus > 1024) throw new UserError('invalid_limit', `--cpu ${String(flags.cpu)} is not a number of CPUs`, { hint: 'such as 0.5 or 2' });
+        limit.cpus = cpus;
+      }
+      await change(ctx, app, !flags['no-restart'], (a) => void (a.limits[type] = { ...a.limits[type], ...limit }));
+    },
+  },
+  {
+    name: 'resource:limit-clear',
+    usage: 'APP [--process TYPE] [--no-restart]',
+    summary: 'remove the limits of a process type (without --process: the default limits)',
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional, flags } = parseArgs(this.name, this.usage, words, { process: 'string', 'no-restart': 'boolean' });
+      expectPositionals(this.name, this.usage, positional, ['APP']);
+      const app = appArg(this.name, this.usage, positional);
+      const type = processType(flags.process);
+      await change(ctx, app, !flags['no-restart'], (a) => void delete a.limits[type]);
+    },
+  },
+];
+
+function processType(flag: string | boolean | undefined): string {
+  if (flag === undefined) return '*';
+  const type = String(flag);
+  if (!PROCESS_TYPE_PATTERN.test(type)) throw new UserError('bad_arguments', `--process "${type}" is not a process type`, { exitCode: 2 });
+  return type;
+}
+
+async function change(ctx: CommandContext, app: string, restart: boolean, fn: (a: AppRecord) => void): Promise<void> {
+  await changeSettings(requireDaemon(ctx.services), app, fn, { restart, out: ctx.out });
+  const record = ctx.services.apps.require(app);
+  log.info('limits_changed', { app, limits: record.limits, by: callerName(ctx) });
+  show(ctx, record);
+}
+
+function show(ctx: CommandContext, record: AppRecord): void {
+  ctx.out.section(`${record.name} resource limits`);
+  const rows = Object.entries(record.limits).map(([type, l]) => [type === '*' ? '(default)' : type, l.memory ? `${Math.round(l.memory / 1024 ** 2)}m` : '-', l.cpus ? String(l.cpus) : '-']);
+  ctx.out.line(rows.length ? table([['PROCESS', 'MEMORY', 'CPU'], ...rows]) : '(no limits)');
+}

@@ -1,0 +1,100 @@
+// An app's logs as one stream: every process container's output with its timestamp and a
+// `app[type.N]:` prefix, interleaved by time; with `follow`, new lines as they come (and the
+// containers a later deploy starts).
+import { Writable } from 'node:stream';
+import { demux, LABEL, type ContainerState, type Engine } from './engine.ts';
+import { processContainers } from './deployment.ts';
+
+export interface LogOptions {
+  follow: boolean;
+  /** Lines of history to show first. */
+  lines: number;
+  /** Only this process type. */
+  type?: string;
+  /** The bare lines, without time and dyno. */
+  quiet: boolean;
+}
+
+/** How often a followed app is checked for containers a deploy started. */
+export const RESCAN_MS = 2_000;
+
+interface LogLine {
+  time: string;
+  dyno: string;
+  text: string;
+}
+
+/** Writes the app's logs; with `follow`, keeps going until `signal` aborts. */
+export async function writeAppLogs(engine: Engine, app: string, options: LogOptions, write: (line: string) => void, signal: AbortSignal): Promise<void> {
+  const format = (l: LogLine) => (options.quiet ? l.text : `${l.time} app[${l.dyno}]: ${l.text}`);
+  const containers = await matching(engine, app, options.type);
+  const history: LogLine[] = [];
+  for (const c of containers) {
+    const raw = (await engine.docker.getContainer(c.id).logs({ stdout: true, stderr: true, timestamps: true, follow: false, tail: options.lines })) as unknown as Buffer;
+    for (const line of demux(raw).split('\n')) if (line) history.push(parseLine(line, dynoOf(c)));
+  }
+  history.sort((a, b) => compareTimes(a.time, b.time));
+  for (const l of history.slice(-options.lines)) write(format(l));
+  if (!options.follow || signal.aborted) return;
+
+  const followed = new Map<string, NodeJS.ReadableStream>();
+  const follow = async (c: ContainerState, fromStart: boolean) => {
+    if (followed.has(c.id)) return;
+    const stream = (await engine.docker.getContainer(c.id).logs({ stdout: true, stderr: true, timestamps: true, follow: true, tail: fromStart ? 10_000 : 0 })) as NodeJS.ReadableStream;
+    followed.set(c.id, stream);
+    let partial = '';
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        const lines = (partial + chunk.toString('utf8')).split('\n');
+        partial = lines.pop() ?? '';
+        for (const line of lines) if (line) write(format(parseLine(line, dynoOf(c))));
+        done();
+      },
+    });
+    engine.docker.modem.demuxStream(stream, sink, sink);
+  };
+  for (const c of containers) await follow(c, false);
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      void matching(engine, app, options.type)
+        .then(async (now) => {
+          for (const c of now) if (!followed.has(c.id)) await follow(c, true);
+        })
+        .catch(() => {});
+    }, RESCAN_MS);
+    const stop = () => {
+      clearInterval(timer);
+      for (const s of followed.values()) (s as unknown as { destroy?: () => void }).destroy?.();
+      resolve();
+    };
+    if (signal.aborted) stop();
+    else signal.addEventListener('abort', stop, { once: true });
+  });
+}
+
+async function matching(engine: Engine, app: string, type: string | undefined): Promise<ContainerState[]> {
+  const all = await processContainers(engine, app);
+  return all.filter((c) => c.running && (!type || c.labels[LABEL.process] === type)).sort((a, b) => dynoOf(a).localeCompare(dynoOf(b)));
+}
+
+function dynoOf(c: ContainerState): string {
+  return c.labels[LABEL.dyno] ?? c.name;
+}
+
+function parseLine(line: string, dyno: string): LogLine {
+  const sp = line.indexOf(' ');
+  const clean = line.replace(/\r$/, '');
+  if (sp > 0 && /^\d{4}-\d\d-\d\dT/.test(line)) return { time: clean.slice(0, sp), dyno, text: clean.slice(sp + 1) };
+  return { time: '', dyno, text: clean };
+}
+
+// RFC 3339 times with up to nine fraction digits: compare the seconds, then the fraction as digits.
+function compareTimes(a: string, b: string): number {
+  const split = (t: string) => {
+    const m = /^(.*?)(?:\.(\d+))?Z$/.exec(t);
+    return m ? [m[1]!, (m[2] ?? '').padEnd(9, '0')] : [t, ''];
+  };
+  const [as, af] = split(a);
+  const [bs, bf] = split(b);
+  return as! < bs! ? -1 : as! > bs! ? 1 : af! < bf! ? -1 : af! > bf! ? 1 : 0;
+}

@@ -1,0 +1,102 @@
+// One-off processes (`run APP CMD`): a container of the current release's image with the app's
+// config, its standard streams wired to the caller (a terminal when the caller has one), removed
+// when it exits; the command's exit status is the caller's.
+import { randomInt } from 'node:crypto';
+import { Writable } from 'node:stream';
+import type { Terminal } from '../cli/command.ts';
+import { log } from '../log.ts';
+import { limitFor } from './deployment.ts';
+import { LABEL } from './engine.ts';
+import type { Orchestrator } from './orchestrator.ts';
+import { requireCurrent } from './release-flow.ts';
+
+export interface OneOffIo {
+  stdin?: NodeJS.ReadableStream;
+  stdout(data: Buffer): void;
+  stderr(data: Buffer): void;
+  terminal?: Terminal;
+  signal: AbortSignal;
+}
+
+/** Runs `words` (or an interactive shell when empty) and resolves to its exit status. */
+export async function runOneOff(orch: Orchestrator, app: string, words: readonly string[], io: OneOffIo): Promise<number> {
+  const engine = orch.engine;
+  const record = orch.apps.require(app);
+  const release = requireCurrent(record);
+  const command = joinCommand(words);
+  const dyno = `run.${randomInt(1000, 10000)}`;
+  const entrypoint = (await engine.imageConfig(release.image))?.entrypoint ?? [];
+  const cmd =
+    release.builder === 'buildpacks'
+      ? command ? [command] : []
+      : entrypoint.length
+        ? [...words]
+        : command ? ['/bin/sh', '-c', command] : ['/bin/sh'];
+  const limit = limitFor(record.limits, 'run');
+  const container = await engine.create({
+    name: `${app}.${dyno}.r${release.number}`,
+    image: release.image,
+    env: { ...record.config, DYNO: dyno, ...(io.terminal ? { TERM: io.terminal.term || 'xterm' } : {}) },
+    labels: { [LABEL.app]: app, [LABEL.process]: 'run', [LABEL.release]: String(release.number), [LABEL.dyno]: dyno, [LABEL.role]: 'run' },
+    network: orch.config.network,
+    aliases: [],
+    cmd,
+    restart: false,
+    stdin: io.stdin !== undefined,
+    tty: io.terminal !== undefined,
+    binds: record.mounts,
+    ...(limit.memory ? { memory: limit.memory } : {}),
+    ...(limit.cpus ? { cpus: limit.cpus } : {}),
+  });
+  log.info('run_started', { app, dyno, release: release.number, tty: io.terminal !== undefined });
+  const onAbort = () => void engine.stopAndRemove(container.id, 1).catch(() => {});
+  io.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const stream = await engine.attach(container.id, io.stdin !== undefined);
+    const drained = new Promise<void>((resolve) => {
+      stream.once('end', resolve);
+      stream.once('close', resolve);
+      stream.once('error', () => resolve());
+    });
+    if (io.terminal) stream.on('data', (d: Buffer) => io.stdout(Buffer.from(d)));
+    else engine.docker.modem.demuxStream(stream, sink(io.stdout), sink(io.stderr));
+    if (io.stdin) {
+      io.stdin.on('data', (d: Buffer) => stream.write(d));
+      // On a terminal, end of input is a ^D the client sends as a byte; closing the attach early
+      // would cut the output off.
+      if (!io.terminal) io.stdin.once('end', () => (stream as unknown as { end(): void }).end());
+    }
+    await container.start();
+    if (io.terminal) {
+      const t = io.terminal;
+      await engine.resize(container.id, t.rows, t.cols).catch(() => {});
+      t.onResize((rows, cols) => void engine.resize(container.id, rows, cols).catch(() => {}));
+    }
+    const { code } = await engine.wait(container.id);
+    await Promise.race([drained, new Promise((r) => setTimeout(r, 2000))]);
+    log.info('run_finished', { app, dyno, code });
+    return code;
+  } finally {
+    io.signal.removeEventListener('abort', onAbort);
+    await engine.stopAndRemove(container.id, 0).catch((e) => log.warn('run_remove_failed', { app, dyno, error: e }));
+  }
+}
+
+/**
+ * The command line a one-off runs in a shell: one word is taken as written (so `run APP 'echo
+ * $HOME'` expands in the container); several are joined, quoting the words that hold spaces or quotes.
+ */
+export function joinCommand(words: readonly string[]): string {
+  if (words.length === 1) return words[0]!;
+  return words.map((w) => (w === '' || /[\s'"\\]/.test(w) ? `'${w.replace(/'/g, `'\\''`)}'` : w)).join(' ');
+}
+
+function sink(write: (data: Buffer) => void): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, done) {
+      write(Buffer.from(chunk));
+      done();
+    },
+  });
+}
+

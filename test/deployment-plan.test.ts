@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { commandFor, dynosOf, limitFor } from '../src/orchestrator/deployment.ts';
+import { chooseBuildpacks } from '../src/orchestrator/buildpack-builder.ts';
+import { buildpackName, parseBuildpackUrl } from '../src/orchestrator/buildpack-fetcher.ts';
+import { defaultSettings } from '../src/state/app-settings.ts';
+import type { Release } from '../src/state/app-store.ts';
+
+const release = (processTypes: Record<string, string>, builder: Release['builder'] = 'buildpacks'): Release => ({
+  number: 3, image: 'berth/a:r3', commit: 'c', builder, createdAt: '', createdBy: '', config: {}, processTypes, description: '',
+});
+
+test('web runs once unless scaled, other types only when scaled; each dyno is named type.N', () => {
+  const r = release({ web: 'node s.js', worker: 'node w.js', clock: 'node c.js' });
+  assert.deepEqual(dynosOf(r, {}).map((d) => d.name), ['web.1']);
+  assert.deepEqual(dynosOf(r, { web: 2, worker: 1 }).map((d) => d.name), ['web.1', 'web.2', 'worker.1']);
+  assert.deepEqual(dynosOf(r, { web: 0, clock: 1 }).map((d) => d.name), ['clock.1']);
+});
+
+test('a process command runs through the launcher of a buildpack image, through sh -c otherwise, and an empty one keeps the image CMD', () => {
+  assert.deepEqual(commandFor(release({}), 'node s.js', ['/berth/launch']), { cmd: ['node s.js'] });
+  assert.deepEqual(commandFor(release({}, 'dockerfile'), 'node s.js --x "a b"', []), { cmd: ['/bin/sh', '-c', 'node s.js --x "a b"'] });
+  assert.deepEqual(commandFor(release({}, 'dockerfile'), 'serve --x "a b"', ['/entry']), { cmd: ['serve', '--x', 'a b'] });
+  assert.deepEqual(commandFor(release({}, 'image'), '', []), {});
+});
+
+test('a process type limit wins over the default one', () => {
+  const limits = { '*': { memory: 1 }, web: { cpus: 0.5 } };
+  assert.deepEqual(limitFor(limits, 'web'), { cpus: 0.5 });
+  assert.deepEqual(limitFor(limits, 'worker'), { memory: 1 });
+  assert.deepEqual(limitFor({}, 'web'), {});
+});
+
+test('buildpack URLs: git with #ref, heroku/NAME, file:// and absolute paths; anything else is refused', () => {
+  assert.deepEqual(parseBuildpackUrl('https://example.test/bp.git#v1.2'), { kind: 'git', url: 'https://example.test/bp.git', ref: 'v1.2' });
+  assert.deepEqual(parseBuildpackUrl('heroku/nodejs'), { kind: 'git', url: 'https://github.com/heroku/heroku-buildpack-nodejs.git', ref: undefined });
+  assert.deepEqual(parseBuildpackUrl('file:///srv/bp/node'), { kind: 'dir', dir: '/srv/bp/node' });
+  assert.deepEqual(parseBuildpackUrl('/srv/bp/x/'), { kind: 'dir', dir: '/srv/bp/x/' });
+  assert.equal(buildpackName('https://example.test/org/heroku-buildpack-go.git#main'), 'heroku-buildpack-go');
+  for (const bad of ['ftp://x/y', 'relative/path', 'https://x/y#bad ref']) assert.throws(() => parseBuildpackUrl(bad), /buildpack/, bad);
+});
+
+test('BUILDPACK_URL wins over buildpacks:set, which wins over .buildpacks, which wins over detection', async () => {
+  const source = (buildpacks?: string) => ({ app: 'a', commit: 'c', archive: () => { throw new Error('unused'); }, readFile: async (p: string) => (p === '.buildpacks' && buildpacks !== undefined ? Buffer.from(buildpacks) : undefined) });
+  const app = (over: object) => ({ name: 'a', createdAt: '', releases: [], current: null, ...defaultSettings(), ...over });
+  const defaults = ['/bp/default'];
+  assert.deepEqual(await chooseBuildpacks(source('/bp/file\n'), app({ config: { BUILDPACK_URL: '/bp/env' }, buildpacks: ['/bp/set'] }), defaults), { urls: ['/bp/env'], mode: 'all', from: 'BUILDPACK_URL' });
+  assert.deepEqual(await chooseBuildpacks(source('/bp/file\n'), app({ buildpacks: ['/bp/set', '/bp/set2'] }), defaults), { urls: ['/bp/set', '/bp/set2'], mode: 'all', from: 'buildpacks:set' });
+  assert.deepEqual(await chooseBuildpacks(source('# mine\n/bp/one\n\n/bp/two\n'), app({}), defaults), { urls: ['/bp/one', '/bp/two'], mode: 'all', from: '.buildpacks' });
+  assert.deepEqual(await chooseBuildpacks(source(), app({}), defaults), { urls: ['/bp/default'], mode: 'detect', from: 'the default list' });
+});
