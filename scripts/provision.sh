@@ -13,6 +13,8 @@ BASE_IMAGE="${BERTH_TEST_BASE_IMAGE:-berth-test/base:latest}"
 # image, with /app empty and HOME=/app as on Heroku's stacks.
 STACK_IMAGE="${BERTH_TEST_STACK_IMAGE:-berth-test/stack:latest}"
 DOCKER_LOG="${BERTH_DOCKERD_LOG:-/var/log/berth-dockerd.log}"
+# Bumped whenever the images' content changes, so machines provisioned earlier rebuild them.
+IMAGE_REVISION=2
 only_engine=0
 [[ "${1:-}" == "--engine" ]] && only_engine=1
 
@@ -48,15 +50,19 @@ start_engine() {
 }
 
 build_base_image() {
-  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then return 0; fi
+  image_current "$BASE_IMAGE" && return 0
   say "building $BASE_IMAGE from this machine's busybox, bash and node (no registry)"
   import_rootfs "$BASE_IMAGE" --change 'WORKDIR /app'
 }
 
 build_stack_image() {
-  if docker image inspect "$STACK_IMAGE" >/dev/null 2>&1; then return 0; fi
+  image_current "$STACK_IMAGE" && return 0
   say "building $STACK_IMAGE from this machine's busybox, bash and node (no registry)"
   import_rootfs "$STACK_IMAGE" --change 'ENV HOME=/app' --change 'WORKDIR /'
+}
+
+image_current() {
+  [[ "$(docker image inspect -f '{{index .Config.Labels "berth.provision"}}' "$1" 2>/dev/null)" == "$IMAGE_REVISION" ]]
 }
 
 # import_rootfs IMAGE [--change ...]: busybox, bash, node and their libraries, imported as IMAGE.
@@ -86,6 +92,7 @@ import_rootfs() {
   printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
   tar -C "$root" -c . | docker import \
     --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+    --change "LABEL berth.provision=$IMAGE_REVISION" \
     "$@" \
     - "$image" >/dev/null || die "docker import of $image failed"
 }

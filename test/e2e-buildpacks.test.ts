@@ -145,7 +145,7 @@ test('run starts a one-off container with the config, passes stdin, returns the 
   const tty = run('ssh', ['-tt', ...sshArgs(), 'berth@127.0.0.1', 'run shop "test -t 0 && echo tty:$TERM || echo no tty"'], { input: '' });
   assert.equal(tty.code, 0, tty.stderr);
   assert.match(tty.stdout, /tty:\S+\r\n/, `stdout ${JSON.stringify(tty.stdout)} stderr ${JSON.stringify(tty.stderr)}`);
-  const left = mustRun('docker', ['ps', '-a', '--filter', 'label=berth.role=run', '--filter', 'label=berth.app=shop', '--format', '{{.Names}}']).trim();
+  const left = mustRun('docker', ['ps', '-a', '--filter', 'label=berth.role=run', '--filter', `label=berth.instance=${daemon.instance}`, '--filter', 'label=berth.app=shop', '--format', '{{.Names}}']).trim();
   assert.equal(left, '', 'one-off containers are removed');
 });
 
@@ -172,7 +172,7 @@ test('storage:mount and resource:limit apply to the containers after the restart
   assert.equal(ssh('run shop "cat /data/note.txt"').stdout, 'from the host\n');
   const limit = ssh('resource:limit shop --process web --memory 96m --cpu 0.5');
   assert.equal(limit.code, 0, limit.stderr);
-  const ids = mustRun('docker', ['ps', '-q', '--filter', 'label=berth.app=shop', '--filter', 'label=berth.process=web']).trim().split('\n');
+  const ids = mustRun('docker', ['ps', '-q', '--filter', `label=berth.instance=${daemon.instance}`, '--filter', 'label=berth.app=shop', '--filter', 'label=berth.process=web']).trim().split('\n');
   assert.equal(ids.length, 2);
   for (const id of ids) {
     assert.equal(mustRun('docker', ['inspect', id, '--format', '{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}']).trim(), `${96 * 1024 * 1024} 500000000`);
@@ -221,12 +221,12 @@ test('a build that runs out of its memory limit fails the push with that reason;
 });
 
 test('git:from-image deploys an image the engine already has', async () => {
-  const image = 'berth/shop:r1';
+  const image = `${daemon.imageRepo('shop')}:r1`;
   const r = ssh(`apps:create fromimg`);
   assert.equal(r.code, 0, r.stderr);
   const d = ssh(`git:from-image fromimg ${image}`);
   assert.equal(d.code, 0, d.stderr);
-  assert.match(d.stdout, /Deploying image berth\/shop:r1 as v1 of fromimg/);
+  assert.match(d.stdout, new RegExp(`Deploying image ${daemon.imageRepo('shop')}:r1 as v1 of fromimg`));
   assert.equal((await get('fromimg')).body, 'shop v1  web.1\n');
   const missing = ssh('git:from-image fromimg no-such-image:1');
   assert.match(missing.stderr, /the Docker engine has no image no-such-image:1/);
@@ -240,16 +240,16 @@ test('old release images are pruned beyond --keep-images, and a rollback to a pr
     gitRepo(repo, nodeBuildpackApp(`shop ${v}`), v);
     assert.equal(push('shop', repo).code, 0);
   }
-  const images = mustRun('docker', ['images', 'berth/shop', '--format', '{{.Tag}}']).trim().split('\n').sort();
+  const images = mustRun('docker', ['images', daemon.imageRepo('shop'), '--format', '{{.Tag}}']).trim().split('\n').sort();
   assert.deepEqual(images, ['r1', 'r8', 'r9']);
-  assert.match(ssh('releases shop').stdout, /v3\s+Deploy .*berth\/shop:r3 \(pruned\)/);
+  assert.match(ssh('releases shop').stdout, new RegExp(`v3\\s+Deploy .*${daemon.imageRepo('shop')}:r3 \\(pruned\\)`));
   const rb = ssh('releases:rollback shop 3');
   assert.notEqual(rb.code, 0);
-  assert.match(rb.stderr, /the image of v3 \(berth\/shop:r3\) is no longer on the engine/);
+  assert.match(rb.stderr, new RegExp(`the image of v3 \\(${daemon.imageRepo('shop')}:r3\\) is no longer on the engine`));
 });
 
 test('after SIGKILL the apps keep serving; a restarted daemon adopts them and starts what is missing', async () => {
-  const webBefore = mustRun('docker', ['ps', '-q', '--filter', 'label=berth.app=shop', '--filter', 'label=berth.process=web']).trim().split('\n');
+  const webBefore = mustRun('docker', ['ps', '-q', '--filter', `label=berth.instance=${daemon.instance}`, '--filter', 'label=berth.app=shop', '--filter', 'label=berth.process=web']).trim().split('\n');
   assert.equal(webBefore.length, 2);
   const removedDyno = mustRun('docker', ['inspect', webBefore[1]!, '--format', '{{index .Config.Labels "berth.dyno"}}']).trim();
   daemon.process.kill('SIGKILL');
@@ -260,7 +260,7 @@ test('after SIGKILL the apps keep serving; a restarted daemon adopts them and st
   const seen = new Set<string>();
   for (let i = 0; i < 6; i++) seen.add((await get('shop')).body.trim().replace(/ +/g, ' '));
   assert.deepEqual([...seen].sort(), ['shop v4 web.1', 'shop v4 web.2']);
-  const webAfter = mustRun('docker', ['ps', '-q', '--filter', 'label=berth.app=shop', '--filter', 'label=berth.process=web']).trim().split('\n');
+  const webAfter = mustRun('docker', ['ps', '-q', '--filter', `label=berth.instance=${daemon.instance}`, '--filter', 'label=berth.app=shop', '--filter', 'label=berth.process=web']).trim().split('\n');
   assert.ok(webAfter.some((id) => webBefore[0]!.startsWith(id) || id.startsWith(webBefore[0]!)), 'the surviving container was adopted, not replaced');
   assert.equal((await get('worky')).body, 'worky  web.1\n');
   assert.match(daemon.logs(), new RegExp(`"app_adopted".*"app":"shop".*"started":\\["${removedDyno.replace('.', '\\.')}"\\]`));

@@ -51,7 +51,7 @@ test('a second push replaces the running container with the new version', async 
   assert.equal(push.code, 0, push.stderr);
   assert.match(push.stderr, /Released v2 of hello/);
   assert.equal((await request(daemon.httpPort, `hello.${daemon.domain}`)).body, 'hello v2\n');
-  const containers = mustRun('docker', ['ps', '-a', '--filter', 'label=berth.app=hello', '--format', '{{.Names}}']).trim().split('\n');
+  const containers = mustRun('docker', ['ps', '-a', '--filter', `label=berth.instance=${daemon.instance}`, '--filter', 'label=berth.app=hello', '--format', '{{.Names}}']).trim().split('\n');
   assert.equal(containers.length, 1, `only the new container is left: ${containers.join(', ')}`);
   assert.match(containers[0]!, /^hello\.web\.1\.r2\./);
 });
@@ -119,6 +119,6 @@ test('a container that exits at start rejects the push with its exit status and 
   assert.match(push.stderr, /the container exited at start/);
   assert.match(push.stderr, /cannot connect to the database/);
   assert.match(push.stderr, /! \[remote rejected\] main -> main/);
-  const left = mustRun('docker', ['ps', '-a', '--filter', 'label=berth.app=crashes', '--format', '{{.Names}}']).trim();
+  const left = mustRun('docker', ['ps', '-a', '--filter', `label=berth.instance=${daemon.instance}`, '--filter', 'label=berth.app=crashes', '--format', '{{.Names}}']).trim();
   assert.equal(left, '', 'the failed container is removed');
 });

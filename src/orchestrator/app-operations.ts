@@ -74,7 +74,7 @@ export async function deployImage(orch: Orchestrator, app: string, image: string
       throw new UserError('image_not_found', `the Docker engine has no image ${image}`, { hint: 'build, pull or load it onto the engine first (berth does not pull for git:from-image)' });
     }
     const number = nextReleaseNumber(record);
-    const tag = imageTag(app, number);
+    const tag = imageTag(orch.engine.instance, app, number);
     const [repo, version] = [tag.slice(0, tag.lastIndexOf(':')), tag.slice(tag.lastIndexOf(':') + 1)];
     await orch.engine.tagImage(image, repo, version);
     const release: Release = {

@@ -43,6 +43,11 @@ export async function chooseBuilder(builders: readonly Builder[], source: BuildS
   throw new Error(`no builder accepts ${source.commit.slice(0, 7)}`);
 }
 
-export function imageTag(app: string, release: number): string {
-  return `berth/${app}:r${release}`;
+/** berth-INSTANCE/APP: the instance id keeps two daemons on one engine from sharing tags. */
+export function imageRepository(instance: string, app: string): string {
+  return `berth-${instance}/${app}`;
+}
+
+export function imageTag(instance: string, app: string, release: number): string {
+  return `${imageRepository(instance, app)}:r${release}`;
 }

@@ -115,7 +115,7 @@ export class BuildpackBuilder implements Builder {
       }
       if (result.code !== 0) throw runnerFailure(result.code, choice, fetched, unreachable);
       const releaseInfo = await this.readReleaseInfo(id);
-      const tag = imageTag(source.app, job.release);
+      const tag = imageTag(engine.instance, source.app, job.release);
       const [repo, version] = splitTag(tag);
       const web = releaseInfo.processTypes.web;
       const configEnv = Object.entries(releaseInfo.configVars)

@@ -19,7 +19,7 @@ export class DockerfileBuilder implements Builder {
 
   async build(job: BuildJob): Promise<BuildResult> {
     const { source, out } = job;
-    const tag = imageTag(source.app, job.release);
+    const tag = imageTag(this.engine.instance, source.app, job.release);
     out.step(`Building ${source.app} from Dockerfile`);
     await this.engine.build({
       context: source.archive(),

@@ -337,6 +337,12 @@ export class Engine {
     }
   }
 
+  /** Every tag of a repository (berth-INSTANCE/APP:*), for tearing an app down. */
+  async imagesOf(repository: string): Promise<string[]> {
+    const images = await this.docker.listImages({ filters: { reference: [repository] } });
+    return images.flatMap((i) => (i.RepoTags ?? []).filter((t) => t.startsWith(`${repository}:`)));
+  }
+
   async removeImage(ref: string): Promise<void> {
     try {
       await this.docker.getImage(ref).remove({ force: false });

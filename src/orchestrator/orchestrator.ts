@@ -9,7 +9,7 @@ import { log } from '../log.ts';
 import type { AppStore, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
 import { AppLock } from './app-lock.ts';
-import type { Builder } from './builder.ts';
+import { imageRepository, type Builder } from './builder.ts';
 import { BuildLogs } from './build-log.ts';
 import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack-builder.ts';
 import { BuildpackFetcher } from './buildpack-fetcher.ts';
@@ -128,7 +128,8 @@ export class Orchestrator {
       await Promise.all(containers.map((c) => this.deps.engine.stopAndRemove(c.id, 10)));
       if (containers.length) out.detail(`removed ${containers.length} container${containers.length === 1 ? '' : 's'}`);
       const record = this.deps.apps.require(app);
-      for (const r of record.releases) await this.deps.engine.removeImage(r.image);
+      const images = new Set([...record.releases.map((r) => r.image), ...(await this.deps.engine.imagesOf(imageRepository(this.deps.engine.instance, app)))]);
+      for (const image of images) await this.deps.engine.removeImage(image);
       await this.deps.engine.removeVolume(cacheVolume(this.deps.engine.instance, app));
       await this.buildLogs.removeApp(app);
       await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });

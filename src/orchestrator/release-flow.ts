@@ -7,6 +7,7 @@ import { log } from '../log.ts';
 import type { AppRecord, AppStore, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
 import { deployRelease, retireOthers, type DeployContext } from './deployment.ts';
+import { imageRepository } from './builder.ts';
 import type { Engine } from './engine.ts';
 
 export interface ReleaseDeps {
@@ -84,7 +85,7 @@ export async function pruneImages(deps: ReleaseDeps, app: string, out: Output): 
     if (keep.size >= deps.keepImages && !keep.has(r.image)) continue;
     keep.add(r.image);
   }
-  const prunable = [...new Set(record.releases.map((r) => r.image))].filter((image) => !keep.has(image) && image.startsWith(`berth/${app}:`));
+  const prunable = [...new Set(record.releases.map((r) => r.image))].filter((image) => !keep.has(image) && image.startsWith(`${imageRepository(deps.engine.instance, app)}:`));
   const removed: string[] = [];
   for (const image of prunable) {
     if (!(await deps.engine.imageExists(image))) continue;

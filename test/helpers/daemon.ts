@@ -52,6 +52,10 @@ export interface Daemon {
   httpPort: number;
   sshPort: number;
   domain: string;
+  /** This daemon's instance id: it labels its containers and names its image repositories. */
+  instance: string;
+  /** The image repository of an app, berth-INSTANCE/APP. */
+  imageRepo(app: string): string;
   process: ChildProcess;
   logs(): string;
   /** `berth --data-dir D ...` through the real binary. */
@@ -103,6 +107,8 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
   const daemon: Daemon = {
     dataDir,
     domain,
+    instance: fs.readFileSync(path.join(dataDir, 'state', 'instance'), 'utf8').trim(),
+    imageRepo: (app) => `berth-${fs.readFileSync(path.join(dataDir, 'state', 'instance'), 'utf8').trim()}/${app}`,
     httpPort: started.httpPort,
     sshPort: started.sshPort,
     process: child,
