@@ -21,13 +21,32 @@ export interface Config {
   dockerHost: string;
   /** Docker bridge network that app containers join. Default: berth. */
   network: string;
+  /** ACME directory certificates come from. Default: Let's Encrypt's production directory. */
+  acmeDirectory: string;
+  /** Contact address of the ACME account; automatic HTTPS is on only when it is set. Default: unset (''). */
+  acmeEmail: string;
+  /** PEM file of extra CA certificates to trust when talking to the ACME server (a private CA, Pebble). Default: unset (''). */
+  acmeCaFile: string;
+  /**
+   * For tests only (environment variable BERTH_TEST_RENEW_AFTER_MS, no flag): a managed
+   * certificate is due for renewal this many milliseconds after its notBefore, instead of when a
+   * third of its lifetime remains. Default: undefined.
+   */
+  renewAfterMs: number | undefined;
+  /** First delay before retrying a failed certificate order; it doubles up to 6 h (env BERTH_ACME_RETRY_BASE_MS). Default 60 000. */
+  acmeRetryBaseMs: number;
 }
+
+/** Let's Encrypt's production ACME directory: the default --acme-directory. */
+export const LETS_ENCRYPT_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
 
 interface FlagSpec {
   key: keyof Config;
   flag: string;
   env: string;
   kind: 'string' | 'port';
+  /** For flags whose value may be empty to mean "unset" (they default to unset). */
+  optional?: boolean;
   describe: string;
 }
 
@@ -40,6 +59,9 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'domain', flag: '--domain', env: 'BERTH_DOMAIN', kind: 'string', describe: 'apps are served at APP.DOMAIN (default localhost)' },
   { key: 'dockerHost', flag: '--docker-host', env: 'BERTH_DOCKER_HOST', kind: 'string', describe: 'Docker engine socket or tcp://host:port (default $DOCKER_HOST or /var/run/docker.sock)' },
   { key: 'network', flag: '--network', env: 'BERTH_NETWORK', kind: 'string', describe: 'Docker network app containers join (default berth)' },
+  { key: 'acmeEmail', flag: '--acme-email', env: 'BERTH_ACME_EMAIL', kind: 'string', optional: true, describe: 'contact address for the ACME account; turns on automatic HTTPS (default unset: HTTP only)' },
+  { key: 'acmeDirectory', flag: '--acme-directory', env: 'BERTH_ACME_DIRECTORY', kind: 'string', describe: `ACME directory URL (default ${LETS_ENCRYPT_DIRECTORY})` },
+  { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
 ];
 
 export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = process.getuid?.() === 0): Config {
@@ -52,6 +74,11 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     domain: 'localhost',
     dockerHost: env.DOCKER_HOST || '/var/run/docker.sock',
     network: 'berth',
+    acmeDirectory: LETS_ENCRYPT_DIRECTORY,
+    acmeEmail: '',
+    acmeCaFile: '',
+    renewAfterMs: undefined,
+    acmeRetryBaseMs: 60_000,
   };
 }
 
@@ -67,7 +94,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       const n = Number(raw);
       if (!/^\d+$/.test(raw) || n < 0 || n > 65535) problems.push(`${from}: "${raw}" is not a port number (0-65535)`);
       else (config[spec.key] as number) = n;
-    } else if (raw === '') problems.push(`${from}: empty value`);
+    } else if (raw === '' && !spec.optional) problems.push(`${from}: empty value`);
     else (config[spec.key] as string) = raw;
   };
   for (const spec of SERVE_FLAGS) {
@@ -93,6 +120,11 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     problems.push(`--domain: "${config.domain}" is not a valid DNS name`);
   }
   if (!/^[a-z][a-z0-9_.-]{0,62}$/i.test(config.network)) problems.push(`--network: "${config.network}" is not a valid Docker network name`);
+  if (config.acmeEmail !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.acmeEmail)) problems.push(`--acme-email: "${config.acmeEmail}" is not an email address`);
+  if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
+  if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);
+  config.renewAfterMs = durationMs(env.BERTH_TEST_RENEW_AFTER_MS, 'BERTH_TEST_RENEW_AFTER_MS', problems);
+  config.acmeRetryBaseMs = durationMs(env.BERTH_ACME_RETRY_BASE_MS, 'BERTH_ACME_RETRY_BASE_MS', problems) ?? config.acmeRetryBaseMs;
   if (problems.length) {
     throw new UserError('invalid_config', `berth serve: ${problems.length === 1 ? 'a problem' : `${problems.length} problems`} with the configuration:\n${problems.map((p) => '  ' + p).join('\n')}`, {
       hint: 'run `berth serve --help` for the flags and their BERTH_* variables',
@@ -100,6 +132,15 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     });
   }
   return config;
+}
+
+function durationMs(raw: string | undefined, name: string, problems: string[]): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1) {
+    problems.push(`${name}: "${raw}" is not a positive number of milliseconds`);
+    return undefined;
+  }
+  return Number(raw);
 }
 
 /** Data dir layout: every path berth writes lives under the data dir. */
@@ -112,6 +153,9 @@ export function dataPaths(dataDir: string) {
     state: path.join(dataDir, 'state'),
     apps: path.join(dataDir, 'state', 'apps'),
     keys: path.join(dataDir, 'state', 'keys.json'),
+    domains: path.join(dataDir, 'state', 'domains.json'),
+    certState: path.join(dataDir, 'state', 'certs.json'),
+    certs: path.join(dataDir, 'certs'),
     hostKeys: path.join(dataDir, 'ssh'),
     repos: path.join(dataDir, 'repos'),
     tmp: path.join(dataDir, 'tmp'),

@@ -7,6 +7,7 @@ import { MemoryOutput } from '../cli/output.ts';
 import type { Config, DataPaths } from '../config.ts';
 import { log } from '../log.ts';
 import type { AppStore, Release } from '../state/app-store.ts';
+import type { DomainStore } from '../state/domain-store.ts';
 import { currentRelease } from '../state/app-store.ts';
 import { AppLock } from './app-lock.ts';
 import type { Builder } from './builder.ts';
@@ -18,6 +19,7 @@ import { runPipeline, type PipelineInput } from './pipeline.ts';
 export interface OrchestratorDeps {
   engine: Engine;
   apps: AppStore;
+  domains: DomainStore;
   config: Config;
   paths: DataPaths;
   publisher: RoutePublisher;
@@ -36,7 +38,7 @@ export class Orchestrator {
   }
 
   hostnames(app: string): string[] {
-    return [`${app}.${this.deps.config.domain}`];
+    return this.deps.domains.hostnames(app);
   }
 
   async start(): Promise<void> {
@@ -83,6 +85,7 @@ export class Orchestrator {
       for (const r of record.releases) await this.deps.engine.removeImage(r.image);
       await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
       await this.deps.apps.remove(app);
+      await this.deps.domains.forget(app);
     });
   }
 
