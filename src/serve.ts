@@ -162,7 +162,7 @@ function isAlive(pid: number): boolean {
 
 function serveHelp(): string {
   const lines = ['Usage: berth serve [FLAGS]', '', 'Runs the platform: SSH for git push and commands, the HTTP proxy, the deploy pipeline.', '', 'Flags (each also settable as the environment variable shown):'];
-  for (const f of SERVE_FLAGS) lines.push(`  ${(f.flag + ' ' + (f.kind === 'port' ? 'PORT' : 'VALUE')).padEnd(22)} ${f.env.padEnd(18)} ${f.describe}`);
+  for (const f of SERVE_FLAGS) lines.push(`  ${(f.flag + ' ' + (f.kind === 'port' ? 'PORT' : 'VALUE')).padEnd(22)} ${f.env.padEnd(20)} ${f.describe}`);
   return lines.join('\n');
 }
 

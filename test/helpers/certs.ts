@@ -2,6 +2,7 @@
 // private CA, and leaf certificates it signs for given names and validity dates.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import tls from 'node:tls';
 import { mustRun, tempDir } from './daemon.ts';
@@ -88,5 +89,21 @@ export function handshake(port: number, servername: string, options: { ca?: stri
       socket.destroy();
     });
     socket.once('error', reject);
+  });
+}
+
+/** An HTTPS GET to 127.0.0.1:port with SNI and Host `host`, verified against `ca` (rejects if it does not verify). */
+export function httpsGet(port: number, host: string, urlPath: string, ca: string | string[]): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined>; serial: string | undefined; issuer: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port, path: urlPath, servername: host, headers: { host }, ca, agent: false }, (res) => {
+      const cert = (res.socket as tls.TLSSocket).getPeerCertificate();
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers, serial: cert.serialNumber?.toLowerCase(), issuer: typeof cert.issuer?.CN === 'string' ? cert.issuer.CN : undefined }));
+    });
+    req.on('error', reject);
+    req.setTimeout(15_000, () => req.destroy(new Error('request timed out')));
+    req.end();
   });
 }
