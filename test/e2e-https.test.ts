@@ -147,6 +147,9 @@ test('HTTP redirects to HTTPS once a domain has a certificate, except the challe
   assert.equal(plain.status, 200, 'no certificate yet (or ever, for .localhost): served over HTTP');
   await assert.rejects(handshake(daemon.httpsPort, 'tlsweb.localhost'), 'and no TLS handshake for it');
   assert.match(domainReport('tlsweb', 'tlsweb.localhost').acme, /no public CA/);
+  assert.equal(daemon.cli(['domains:remove', 'tlsweb', 'tlsweb.localhost']).code, 0);
+  assert.equal((await request(daemon.httpPort, 'tlsweb.localhost', '/')).status, 404, 'a removed domain is no longer routed');
+  assert.equal(daemon.cli(['domains:add', 'tlsweb', 'tlsweb.localhost']).code, 0);
 });
 
 test('a custom certificate is refused when its key does not match or it misses a domain, and otherwise served instead of ACME', async () => {
@@ -189,6 +192,9 @@ test('when HTTP-01 cannot reach berth, the order falls back to TLS-ALPN-01 on th
   await pebble.startCa({ httpPort: closedPort });
   roots.push(await pebble.root());
   assert.equal(daemon.cli(['apps:create', 'tlsapi']).code, 0);
+  const taken = daemon.cli(['domains:add', 'tlsapi', 'shop.example.test']);
+  assert.notEqual(taken.code, 0);
+  assert.match(taken.stderr, /shop\.example\.test already belongs to app tlsweb/);
   assert.equal(daemon.cli(['domains:add', 'tlsapi', 'alpn.example.test']).code, 0);
   await waitFor('a TLS-ALPN-01 certificate', async () => (await handshake(daemon.httpsPort, 'alpn.example.test', { ca: roots })).authorized, 60_000);
   const entry = domainReport('tlsapi', 'alpn.example.test');
@@ -229,6 +235,7 @@ test('certificates renew in-process when due, and the new one is served', async 
 test('with the CA down while renewals are due, berth backs off and keeps serving the old certificates; other apps are unaffected', async () => {
   await pebble.stopCa();
   const stoppedAt = new Date().toISOString();
+  await new Promise((r) => setTimeout(r, 500)); // an order that finished just before the stop is swapped in by now
   const served = await handshake(daemon.httpsPort, 'ok.example.test', { ca: roots });
   await waitFor('two failed renewals of ok.example.test', () => {
     const entry = domainReport('tlsapi', 'ok.example.test');

@@ -79,6 +79,8 @@ interface Fixture {
   apps: string[];
   calls: Array<{ domain: string; at: number; ok: boolean }>;
   failing: Set<string>;
+  /** While true, every order for a domain that already got a certificate fails. */
+  renewalsFail: { value: boolean };
   dir: string;
 }
 
@@ -89,11 +91,13 @@ async function fixture(options: { renewAfterMs?: number; dir?: string; apps?: st
   await domains.load();
   const calls: Fixture['calls'] = [];
   const failing = new Set<string>();
+  const renewalsFail = { value: false };
   const issuer: Issuer = {
     directory: 'https://ca.example.test/dir',
     async issue(domain): Promise<Issued> {
       await new Promise((r) => setTimeout(r, 5));
-      const ok = !failing.has(domain);
+      const renewal = calls.some((c) => c.domain === domain && c.ok);
+      const ok = !failing.has(domain) && !(renewal && renewalsFail.value);
       calls.push({ domain, at: Date.now(), ok });
       if (!ok) throw new Error(`test CA refuses ${domain}`);
       const cert = issueCert(ca, [domain]);
@@ -110,7 +114,7 @@ async function fixture(options: { renewAfterMs?: number; dir?: string; apps?: st
   });
   await manager.load();
   await manager.start();
-  return { manager, domains, apps, calls, failing, dir };
+  return { manager, domains, apps, calls, failing, renewalsFail, dir };
 }
 
 test('every domain of an app gets its own certificate, stored with mode 0600 and served from memory', async (t) => {
@@ -146,9 +150,10 @@ test('an order failing for one domain neither delays nor breaks another, and bac
   await f.domains.add('api', ['bad.example.test']);
   await waitFor('the good domains', () => f.manager.hasCertificate('web.example.test') && f.manager.hasCertificate('api.example.test'), 10_000);
   await waitFor('four failed orders', () => f.calls.filter((c) => c.domain === 'bad.example.test').length >= 4, 10_000);
+  const waits = logLines.filter((l) => l.event === 'certificate_order_failed' && l.domain === 'bad.example.test').map((l) => l.retryInMs as number);
+  assert.ok(waits[2]! > waits[0]! && waits[1]! >= waits[0]!, `the waits grow: ${waits.join(', ')} ms`);
   const times = f.calls.filter((c) => c.domain === 'bad.example.test').map((c) => c.at);
-  const gaps = times.slice(1).map((t, i) => t - times[i]!);
-  assert.ok(gaps[2]! > gaps[0]!, `the waits grow: ${gaps.join(', ')} ms`);
+  assert.ok(times[3]! - times[0]! >= waits[0]! + waits[1]! + waits[2]! - 5, 'and each retry waited for its delay');
   const bad = f.manager.report('api').find((r) => r.domain === 'bad.example.test')!;
   assert.equal(bad.certificate, null);
   assert.match(bad.attempts.lastError ?? '', /test CA refuses bad\.example\.test/);
@@ -161,13 +166,13 @@ test('an order failing for one domain neither delays nor breaks another, and bac
 test('a renewal that fails keeps the old certificate serving until a new one is in', async (t) => {
   const f = await fixture({ renewAfterMs: 400 });
   t.after(() => f.manager.stop());
+  f.renewalsFail.value = true;
   await waitFor('the first certificate', () => f.manager.hasCertificate('web.example.test'), 10_000);
   const first = f.manager.cache.lookup('web.example.test')!.bundle.info.serial;
-  f.failing.add('web.example.test');
   await waitFor('two failed renewals', () => f.calls.filter((c) => !c.ok).length >= 2, 10_000);
   assert.equal(f.manager.cache.lookup('web.example.test')?.bundle.info.serial, first, 'the old certificate is still served');
   assert.ok(f.manager.report('web')[0]!.attempts.failures >= 2);
-  f.failing.clear();
+  f.renewalsFail.value = false;
   await waitFor('a renewed certificate', () => f.manager.cache.lookup('web.example.test')?.bundle.info.serial !== first, 10_000);
   assert.equal(f.manager.report('web')[0]!.attempts.failures, 0);
   assert.ok(logLines.some((l) => l.event === 'certificate_renewed' && l.domain === 'web.example.test'));

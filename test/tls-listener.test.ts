@@ -132,6 +132,21 @@ test('HTTP/2 is chosen by ALPN and its requests are forwarded as HTTP/1.1, bodie
   assert.equal(post.json.method, 'POST');
   assert.equal(post.json.bytes, 200_000);
   assert.equal(client.alpnProtocol, 'h2');
+
+  const other = http2.connect(`https://other.example.test:${listener.port}`, { createConnection: () => tls.connect({ host: '127.0.0.1', port: listener.port, servername: 'other.example.test', ca: ca.pem, ALPNProtocols: ['h2'] }) });
+  t.after(() => other.close());
+  const page = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const stream = other.request({ ':path': '/' });
+    let status = 0;
+    let body = '';
+    stream.on('response', (h) => (status = Number(h[':status'])));
+    stream.setEncoding('utf8');
+    stream.on('data', (d: string) => (body += d));
+    stream.on('end', () => resolve({ status, body }));
+    stream.on('error', reject);
+  });
+  assert.equal(page.status, 404, "berth's own error pages work over HTTP/2");
+  assert.match(page.body, /No app is served at other\.example\.test/);
 });
 
 test('a WebSocket-style upgrade over TLS is spliced through to the app', async (t) => {
