@@ -3,7 +3,8 @@
 //     chains to Pebble's root (real HTTP-01 validation against a local Pebble);
 //  2. TLS handshakes per second on berth's HTTPS listener, new connections without session
 //     resumption, beside nginx (Debian's, installed here if missing) serving the same
-//     certificate, one worker each; also handshakes per CPU-second of the server process.
+//     certificate, one worker each; also handshakes per CPU-second of the server process, and
+//     the same for a bare node:tls server (no SNI or ALPN callbacks, no HTTP) as a reference.
 //   ROUNDS=5 HANDSHAKE_SECONDS=8 npm run bench:tls
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -138,31 +139,40 @@ async function main(): Promise<void> {
     const [nginxPort] = await freePorts(1);
     const server = await startNginx(nginx, path.join(work, 'nginx'), nginxPort!, certFile, keyFile);
     const berthPid = d.process.pid!;
-    const results: Record<'berth' | 'nginx', { rate: number[]; perCpu: number[]; errors: number }> = {
+    const bare = spawn(NODE, [path.join(ROOT, 'bench', 'tls-bare-server.ts'), certFile, keyFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const barePort = await new Promise<number>((resolve, reject) => {
+      bare.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      bare.once('exit', (code) => reject(new Error(`the bare node:tls server exited with ${code}`)));
+    });
+    const results: Record<'berth' | 'nginx' | 'node:tls', { rate: number[]; perCpu: number[]; errors: number }> = {
       berth: { rate: [], perCpu: [], errors: 0 },
       nginx: { rate: [], perCpu: [], errors: 0 },
+      'node:tls': { rate: [], perCpu: [], errors: 0 },
     };
     try {
       // Warm-up: both servers, a short run each.
-      for (const port of [d.httpsPort, nginxPort!]) mustRun(NODE, [path.join(ROOT, 'bench', 'tls-handshake-client.ts'), String(port), domain, '2']);
+      for (const port of [d.httpsPort, nginxPort!, barePort]) mustRun(NODE, [path.join(ROOT, 'bench', 'tls-handshake-client.ts'), String(port), domain, '2']);
       for (let round = 0; round < HANDSHAKE_ROUNDS; round++) {
-        for (const [name, port, pids] of [['berth', d.httpsPort, () => [berthPid]], ['nginx', nginxPort!, server.pids]] as const) {
+        const targets = [['berth', d.httpsPort, () => [berthPid]], ['nginx', nginxPort!, server.pids], ['node:tls', barePort, () => [bare.pid!]]] as const;
+        for (const [name, port, pids] of targets) {
           const cpuBefore = cpuSeconds(pids());
           const load = handshakeLoad(port, domain);
           const cpu = cpuSeconds(pids()) - cpuBefore;
           results[name].rate.push(load.handshakes / (load.ms / 1000));
           results[name].perCpu.push(load.handshakes / cpu);
           results[name].errors += load.errors;
-          console.log(`       round ${round + 1} ${name.padEnd(5)}: ${(load.handshakes / (load.ms / 1000)).toFixed(0)} handshakes/s, server CPU ${((cpu / (load.ms / 1000)) * 100).toFixed(0)}%, ${(load.handshakes / cpu).toFixed(0)} handshakes per CPU-second, ${load.errors} errors`);
+          console.log(`       round ${round + 1} ${name.padEnd(8)}: ${(load.handshakes / (load.ms / 1000)).toFixed(0)} handshakes/s, server CPU ${((cpu / (load.ms / 1000)) * 100).toFixed(0)}%, ${(load.handshakes / cpu).toFixed(0)} handshakes per CPU-second, ${load.errors} errors`);
         }
       }
     } finally {
       await server.stop();
+      bare.kill('SIGTERM');
     }
     const cert = certs[0] ? new (await import('node:crypto')).X509Certificate(certs[0]) : undefined;
     console.log(`TLS handshakes, new connections without resumption (TLS 1.3, ${cert?.publicKey.asymmetricKeyDetails?.namedCurve ?? cert?.publicKey.asymmetricKeyType} certificate from Pebble, ${HANDSHAKE_SECONDS} s runs, client: 2 worker threads x 16 connections in flight):`);
-    for (const name of ['berth', 'nginx'] as const) {
-      console.log(`  ${name.padEnd(5)} ${name === 'nginx' ? '(1 worker)' : '(1 thread) '}: ${stats(results[name].rate, 'handshakes/s')}; ${stats(results[name].perCpu, 'handshakes per server CPU-second')}; errors ${results[name].errors}`);
+    const labels = { berth: 'berth (1 thread)   ', nginx: 'nginx (1 worker)   ', 'node:tls': 'bare node:tls (ref)' } as const;
+    for (const name of ['berth', 'nginx', 'node:tls'] as const) {
+      console.log(`  ${labels[name]}: ${stats(results[name].rate, 'handshakes/s')}; ${stats(results[name].perCpu, 'handshakes per server CPU-second')}; errors ${results[name].errors}`);
     }
     d.cli(['apps:destroy', 'benchtls', '--force']);
   } finally {
