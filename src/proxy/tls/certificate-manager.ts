@@ -1,6 +1,7 @@
 // Automatic HTTPS: decides which certificate each app domain is served with (a custom one given
 // with certs:add, else one obtained from the ACME directory), keeps the SNI cache in step, and
-// runs one independent order/renewal loop per domain, so a failing domain never holds up another.
+// decides when each domain is due; the renewal scheduler runs one independent loop per domain,
+// so a failing domain never holds up another.
 import fs from 'node:fs/promises';
 import type { SecureContext } from 'node:tls';
 import type { Config } from '../../config.ts';
@@ -14,12 +15,11 @@ import { AcmeIssuer, type Issued } from './acme-issuer.ts';
 import { covers, isCurrent, parseCertificateBundle, splitPem, type CertificateBundle } from './certificate.ts';
 import { CertificateStore } from './certificate-store.ts';
 import { renewalTime, retryDelay } from './renewal-schedule.ts';
+import { RenewalScheduler } from './renewal-scheduler.ts';
 import { SniCache, type CertificateSource } from './sni-cache.ts';
 
 /** One order (all its requests and polling) gets this long before it counts as failed. */
 export const ATTEMPT_TIMEOUT_MS = 5 * 60 * 1000;
-/** Timers wake at least this often to look again (clock jumps, and setTimeout's 24-day limit). */
-const MAX_TIMER_MS = 60 * 60 * 1000;
 /** Everything is looked at again this often, so nothing depends on a missed event. */
 const RESYNC_INTERVAL_MS = 10 * 60 * 1000;
 
@@ -61,11 +61,6 @@ export interface DomainCertificateReport {
   ordering: boolean;
 }
 
-interface Task {
-  timer: NodeJS.Timeout | undefined;
-  running: Promise<void> | undefined;
-}
-
 export class CertificateManager {
   readonly cache = new SniCache();
   readonly challenges = new AcmeChallenges();
@@ -79,7 +74,7 @@ export class CertificateManager {
   readonly #looked = new Set<string>();
   /** Custom certificates by app. */
   readonly #custom = new Map<string, CertificateBundle>();
-  readonly #tasks = new Map<string, Task>();
+  readonly #scheduler: RenewalScheduler;
   /** Domain → app, for every domain that berth keeps a certificate for. */
   #desired = new Map<string, string>();
   #syncing: Promise<void> | undefined;
@@ -108,6 +103,11 @@ export class CertificateManager {
             challenges: this.challenges,
           })
         : undefined);
+    this.#scheduler = new RenewalScheduler({
+      dueAt: (domain) => this.#dueAt(domain),
+      run: (domain) => this.#order(domain),
+      settled: () => void this.sync(),
+    });
   }
 
   /** Whether certificates are ordered at all (--acme-email is set). */
@@ -144,7 +144,7 @@ export class CertificateManager {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#resync);
-    for (const task of this.#tasks.values()) clearTimeout(task.timer);
+    this.#scheduler.stop();
   }
 
   /**
@@ -273,7 +273,7 @@ export class CertificateManager {
         acme,
         renewAt: acme === 'on' && managed ? new Date(renewalTime(managed.info, this.#options.config.renewAfterMs)).toISOString() : null,
         attempts: this.#state.attempts(domain),
-        ordering: this.#tasks.get(domain)?.running !== undefined,
+        ordering: this.#scheduler.isRunning(domain),
       };
     });
   }
@@ -302,18 +302,14 @@ export class CertificateManager {
     const first = !this.#scheduledOnce;
     this.#scheduledOnce = true;
     this.#desired = desired;
-    for (const [domain, task] of this.#tasks) {
-      if (desired.has(domain)) continue;
-      clearTimeout(task.timer);
-      if (!task.running) this.#tasks.delete(domain);
-    }
+    this.#scheduler.retain(desired.keys());
     for (const domain of desired.keys()) {
       // A domain that comes (back) while running is tried at once, whatever an earlier failure
       // left; at start-up the stored backoff stands, so restarts do not hammer the CA.
       if (!first && !previous.has(domain) && this.#state.attempts(domain).failures > 0) {
         await this.#state.setAttempts(domain, { ...this.#state.attempts(domain), failures: 0 });
       }
-      this.#schedule(domain);
+      this.#scheduler.schedule(domain);
     }
   }
 
@@ -329,25 +325,6 @@ export class CertificateManager {
     return this.#managed.get(domain);
   }
 
-  #schedule(domain: string): void {
-    if (this.#stopped) return;
-    let task = this.#tasks.get(domain);
-    if (!task) {
-      task = { timer: undefined, running: undefined };
-      this.#tasks.set(domain, task);
-    }
-    if (task.running) return; // it schedules the next run when it ends
-    clearTimeout(task.timer);
-    const wait = Math.max(0, this.#dueAt(domain) - Date.now());
-    task.timer = setTimeout(() => {
-      task.timer = undefined;
-      if (!this.#desired.has(domain)) return;
-      if (this.#dueAt(domain) <= Date.now()) this.#attempt(domain, task);
-      else this.#schedule(domain);
-    }, Math.min(wait, MAX_TIMER_MS));
-    task.timer.unref();
-  }
-
   /** When the next order for a domain should start: now without a usable certificate, at renewal time with one, never before the backoff ends. */
   #dueAt(domain: string): number {
     const managed = this.#managed.get(domain);
@@ -357,22 +334,12 @@ export class CertificateManager {
     return due;
   }
 
-  #attempt(domain: string, task: Task): void {
+  /** One order for a domain; its result (certificate, or failure and backoff) is stored, never thrown. */
+  async #order(domain: string): Promise<void> {
     const issuer = this.#issuer;
-    if (!issuer || task.running) return;
+    if (!issuer) return;
     const renewing = this.#managed.has(domain);
     log.info('certificate_order_started', { domain, app: this.#desired.get(domain), renewing });
-    task.running = this.#order(issuer, domain, renewing)
-      .catch((e) => log.error('certificate_order_bookkeeping_failed', { domain, error: e }))
-      .finally(() => {
-        task.running = undefined;
-        if (this.#stopped) return;
-        if (!this.#desired.has(domain)) this.#tasks.delete(domain);
-        void this.sync();
-      });
-  }
-
-  async #order(issuer: Issuer, domain: string, renewing: boolean): Promise<void> {
     const started = Date.now();
     const before = this.#state.attempts(domain);
     try {
