@@ -35,6 +35,20 @@ export interface Config {
   buildMemory: number;
   /** Release images kept per app; older ones are removed after a deploy. Default 5. */
   keepImages: number;
+  /** ACME directory certificates come from. Default: Let's Encrypt's production directory. */
+  acmeDirectory: string;
+  /** Contact address of the ACME account; automatic HTTPS is on only when it is set. Default: unset (''). */
+  acmeEmail: string;
+  /** PEM file of extra CA certificates to trust when talking to the ACME server (a private CA, Pebble). Default: unset (''). */
+  acmeCaFile: string;
+  /**
+   * For tests only (environment variable BERTH_TEST_RENEW_AFTER_MS, no flag): a managed
+   * certificate is due for renewal this many milliseconds after its notBefore, instead of when a
+   * third of its lifetime remains. Default: undefined.
+   */
+  renewAfterMs: number | undefined;
+  /** First delay before retrying a failed certificate order; it doubles up to 6 h (env BERTH_ACME_RETRY_BASE_MS). Default 60 000. */
+  acmeRetryBaseMs: number;
 }
 
 /** The official Heroku buildpacks, in herokuish's detection order. */
@@ -42,11 +56,16 @@ export const DEFAULT_BUILDPACKS: readonly string[] = ['ruby', 'nodejs', 'clojure
   (name) => `https://github.com/heroku/heroku-buildpack-${name}.git`,
 );
 
+/** Let's Encrypt's production ACME directory: the default --acme-directory. */
+export const LETS_ENCRYPT_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
+
 interface FlagSpec {
   key: keyof Config;
   flag: string;
   env: string;
   kind: 'string' | 'port' | 'list' | 'bytes' | 'count';
+  /** For flags whose value may be empty to mean "unset" (they default to unset). */
+  optional?: boolean;
   describe: string;
 }
 
@@ -63,6 +82,9 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'buildpacks', flag: '--buildpacks', env: 'BERTH_BUILDPACKS', kind: 'list', describe: 'comma-separated buildpack URLs tried when an app names none (default: the official Heroku buildpacks)' },
   { key: 'buildMemory', flag: '--build-memory', env: 'BERTH_BUILD_MEMORY', kind: 'bytes', describe: 'memory limit of a build, e.g. 512m or 2g (default 1g)' },
   { key: 'keepImages', flag: '--keep-images', env: 'BERTH_KEEP_IMAGES', kind: 'count', describe: 'release images kept per app for rollback (default 5)' },
+  { key: 'acmeEmail', flag: '--acme-email', env: 'BERTH_ACME_EMAIL', kind: 'string', optional: true, describe: 'contact address for the ACME account; turns on automatic HTTPS (default unset: HTTP only)' },
+  { key: 'acmeDirectory', flag: '--acme-directory', env: 'BERTH_ACME_DIRECTORY', kind: 'string', describe: `ACME directory URL (default ${LETS_ENCRYPT_DIRECTORY})` },
+  { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
 ];
 
 export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = process.getuid?.() === 0): Config {
@@ -79,6 +101,11 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     buildpacks: [...DEFAULT_BUILDPACKS],
     buildMemory: 1024 ** 3,
     keepImages: 5,
+    acmeDirectory: LETS_ENCRYPT_DIRECTORY,
+    acmeEmail: '',
+    acmeCaFile: '',
+    renewAfterMs: undefined,
+    acmeRetryBaseMs: 60_000,
   };
 }
 
@@ -106,7 +133,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       const n = Number(raw);
       if (!/^\d+$/.test(raw) || n < 1 || n > 1000) problems.push(`${from}: "${raw}" is not a whole number from 1 to 1000`);
       else (config[spec.key] as number) = n;
-    } else if (raw === '') problems.push(`${from}: empty value`);
+    } else if (raw === '' && !spec.optional) problems.push(`${from}: empty value`);
     else (config[spec.key] as string) = raw;
   };
   for (const spec of SERVE_FLAGS) {
@@ -132,6 +159,11 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     problems.push(`--domain: "${config.domain}" is not a valid DNS name`);
   }
   if (!/^[a-z][a-z0-9_.-]{0,62}$/i.test(config.network)) problems.push(`--network: "${config.network}" is not a valid Docker network name`);
+  if (config.acmeEmail !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.acmeEmail)) problems.push(`--acme-email: "${config.acmeEmail}" is not an email address`);
+  if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
+  if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);
+  config.renewAfterMs = durationMs(env.BERTH_TEST_RENEW_AFTER_MS, 'BERTH_TEST_RENEW_AFTER_MS', problems);
+  config.acmeRetryBaseMs = durationMs(env.BERTH_ACME_RETRY_BASE_MS, 'BERTH_ACME_RETRY_BASE_MS', problems) ?? config.acmeRetryBaseMs;
   if (problems.length) {
     throw new UserError('invalid_config', `berth serve: ${problems.length === 1 ? 'a problem' : `${problems.length} problems`} with the configuration:\n${problems.map((p) => '  ' + p).join('\n')}`, {
       hint: 'run `berth serve --help` for the flags and their BERTH_* variables',
@@ -149,6 +181,15 @@ export function parseBytes(text: string): number | undefined {
   return Math.round(Number(m[1]) * unit);
 }
 
+function durationMs(raw: string | undefined, name: string, problems: string[]): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1) {
+    problems.push(`${name}: "${raw}" is not a positive number of milliseconds`);
+    return undefined;
+  }
+  return Number(raw);
+}
+
 /** Data dir layout: every path berth writes lives under the data dir. */
 export function dataPaths(dataDir: string) {
   return {
@@ -159,6 +200,9 @@ export function dataPaths(dataDir: string) {
     state: path.join(dataDir, 'state'),
     apps: path.join(dataDir, 'state', 'apps'),
     keys: path.join(dataDir, 'state', 'keys.json'),
+    domains: path.join(dataDir, 'state', 'domains.json'),
+    certState: path.join(dataDir, 'state', 'certs.json'),
+    certs: path.join(dataDir, 'certs'),
     hostKeys: path.join(dataDir, 'ssh'),
     repos: path.join(dataDir, 'repos'),
     tmp: path.join(dataDir, 'tmp'),

@@ -13,7 +13,11 @@ import { log } from './log.ts';
 import { Engine } from './orchestrator/engine.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
 import { EdgeServer } from './proxy/edge-server.ts';
+import { CertificateManager } from './proxy/tls/certificate-manager.ts';
+import { createHttpResponder } from './proxy/tls/https-redirect.ts';
+import { TlsListener } from './proxy/tls/tls-listener.ts';
 import { writeFileAtomic } from './state/atomic-file.ts';
+import type { Target } from './proxy/route-table.ts';
 import { loadServices } from './services.ts';
 import { VERSION } from './version.ts';
 
@@ -40,21 +44,52 @@ export async function serve(argv: string[]): Promise<number> {
     const engine = await Engine.connect(config.dockerHost, await instanceId(paths.instance));
     const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost });
     stops.push(() => edge.stop());
+    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: services.apps, domains: services.domains });
+    services.certificates = certificates;
+    stops.push(() => certificates.stop());
+    await certificates.load();
+    const tls = new TlsListener({ port: config.httpsPort, bindHost: config.bindHost, handler: edge, secureContext: (name, acmeTls) => certificates.secureContext(name, acmeTls) });
+    edge.setChallengeResponder(createHttpResponder({ challenges: certificates.challenges, hasCertificate: (host) => certificates.hasCertificate(host), httpsPort: () => tls.port }));
+    const publisher = {
+      // Host names are read when the routes are swapped, so a domain change made while a deploy
+      // runs is not undone by the deploy's earlier copy.
+      publish: (app: string, _hostnames: string[], targets: Target[]) => {
+        edge.swap(edge.routes.withApp(app, services.domains.hostnames(app), targets));
+        void certificates.sync();
+      },
+      unpublish: (app: string) => edge.swap(edge.routes.withoutApp(app)),
+    };
     const orchestrator = new Orchestrator({
       engine,
       apps: services.apps,
+      domains: services.domains,
       config,
       paths,
-      publisher: {
-        publish: (app, hostnames, targets) => edge.swap(edge.routes.withApp(app, hostnames, targets)),
-        unpublish: (app) => edge.swap(edge.routes.withoutApp(app)),
+      publisher,
+      appUrl: (app) => {
+        const host = services.domains.hostnames(app)[0] ?? `${app}.${config.domain}`;
+        if (certificates.hasCertificate(host)) return `https://${host}${tls.port === 443 ? '' : `:${tls.port}`}`;
+        return `http://${host}${edge.httpPort === 80 ? '' : `:${edge.httpPort}`}`;
       },
-      appUrl: (app) => `http://${app}.${config.domain}${edge.httpPort === 80 ? '' : `:${edge.httpPort}`}`,
     });
     services.orchestrator = orchestrator;
+    services.domains.onChange((app, forgotten) => {
+      const route = edge.routes.route(app);
+      if (route) {
+        try {
+          publisher.publish(app, services.domains.hostnames(app), [...route.targets]);
+        } catch (e) {
+          log.error('domains_republish_failed', { app, error: e });
+        }
+      }
+      void (forgotten ? certificates.forgetApp(app) : certificates.sync());
+    });
     await orchestrator.start();
     stops.push(() => orchestrator.stop());
     await edge.start();
+    stops.push(() => tls.stop());
+    await tls.start();
+    await certificates.start();
     const ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, hostKey: hostKey.privateKey, keys: services.keys, onExec: createExecHandler(services) });
     stops.push(() => ssh.stop());
     await ssh.start();
@@ -62,9 +97,10 @@ export async function serve(argv: string[]): Promise<number> {
     stops.push(() => control.stop());
     await control.start();
 
-    log.info('berth_started', { version: VERSION, node: process.version, dataDir: config.dataDir, httpPort: edge.httpPort, sshPort: ssh.port, domain: config.domain, docker: config.dockerHost, hostKey: hostKey.fingerprint });
+    log.info('berth_started', { version: VERSION, node: process.version, dataDir: config.dataDir, httpPort: edge.httpPort, httpsPort: tls.port, sshPort: ssh.port, domain: config.domain, docker: config.dockerHost, hostKey: hostKey.fingerprint });
     stdout.section(`berth ${VERSION} is serving`);
     stdout.detail(`apps:     http://APP.${config.domain}${edge.httpPort === 80 ? '' : `:${edge.httpPort}`}`);
+    stdout.detail(`https:    ${certificates.acmeEnabled ? `port ${tls.port}, certificates from ${config.acmeDirectory} for ${config.acmeEmail}` : `port ${tls.port}, certificates only from certs:add (set --acme-email for automatic ones)`}`);
     stdout.detail(`git push: ssh://berth@HOST:${ssh.port}/APP   (host key ${hostKey.fingerprint})`);
     stdout.detail(`data:     ${config.dataDir}`);
     if (services.keys.list().length === 0) stdout.detail(`no SSH keys yet: berth --data-dir ${config.dataDir} ssh-keys:add NAME ~/.ssh/id_ed25519.pub`);
@@ -126,7 +162,7 @@ function isAlive(pid: number): boolean {
 
 function serveHelp(): string {
   const lines = ['Usage: berth serve [FLAGS]', '', 'Runs the platform: SSH for git push and commands, the HTTP proxy, the deploy pipeline.', '', 'Flags (each also settable as the environment variable shown):'];
-  for (const f of SERVE_FLAGS) lines.push(`  ${(f.flag + ' ' + (f.kind === 'port' ? 'PORT' : 'VALUE')).padEnd(22)} ${f.env.padEnd(18)} ${f.describe}`);
+  for (const f of SERVE_FLAGS) lines.push(`  ${(f.flag + ' ' + (f.kind === 'port' ? 'PORT' : 'VALUE')).padEnd(22)} ${f.env.padEnd(20)} ${f.describe}`);
   return lines.join('\n');
 }
 

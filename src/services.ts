@@ -1,8 +1,9 @@
-// The state every command works on (keys, apps), loaded from the data dir.
+// The state every command works on (keys, apps, domains), loaded from the data dir.
 import type { Services } from './cli/command.ts';
 import { dataPaths, type Config } from './config.ts';
 import { KeyStore } from './git/key-store.ts';
 import { AppStore } from './state/app-store.ts';
+import { DomainStore } from './state/domain-store.ts';
 
 export async function loadServices(config: Config): Promise<Services> {
   const paths = dataPaths(config.dataDir);
@@ -10,5 +11,7 @@ export async function loadServices(config: Config): Promise<Services> {
   await keys.load();
   const apps = new AppStore(paths.apps);
   await apps.load();
-  return { config, paths, keys, apps };
+  const domains = new DomainStore(paths.domains, { domain: config.domain, apps: () => apps.list().map((a) => a.name) });
+  await domains.load();
+  return { config, paths, keys, apps, domains };
 }

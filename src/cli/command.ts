@@ -3,7 +3,9 @@
 import type { Config, DataPaths } from '../config.ts';
 import type { KeyRecord, KeyStore } from '../git/key-store.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
+import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { AppStore } from '../state/app-store.ts';
+import type { DomainStore } from '../state/domain-store.ts';
 import type { Output } from './output.ts';
 import { UserError } from '../errors.ts';
 
@@ -15,8 +17,11 @@ export interface Services {
   paths: DataPaths;
   keys: KeyStore;
   apps: AppStore;
+  domains: DomainStore;
   /** Present only inside the running daemon; commands that touch containers need it. */
   orchestrator?: Orchestrator;
+  /** Present only inside the running daemon: certificates and automatic HTTPS. */
+  certificates?: CertificateManager;
 }
 
 export interface CommandContext {

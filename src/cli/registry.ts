@@ -5,6 +5,8 @@ import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import type { Command, CommandContext } from './command.ts';
 import { appCommands } from './commands/apps.ts';
+import { certCommands } from './commands/certs.ts';
+import { domainCommands } from './commands/domains.ts';
 import { sshKeyCommands } from './commands/ssh-keys.ts';
 import { configCommands } from './commands/config.ts';
 import { psCommands } from './commands/ps.ts';
@@ -55,6 +57,8 @@ export const COMMANDS: readonly Command[] = [
   ...storageCommands,
   ...resourceCommands,
   ...gitFromImageCommands,
+  ...domainCommands,
+  ...certCommands,
 ];
 
 /** Runs one command line (already split into words) and returns its exit status. Never throws. */

@@ -8,6 +8,7 @@ import type { Config, DataPaths } from '../config.ts';
 import { log } from '../log.ts';
 import type { AppStore, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
+import type { DomainStore } from '../state/domain-store.ts';
 import { AppLock } from './app-lock.ts';
 import { imageRepository, type Builder } from './builder.ts';
 import { BuildLogs } from './build-log.ts';
@@ -22,6 +23,7 @@ import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
 export interface OrchestratorDeps {
   engine: Engine;
   apps: AppStore;
+  domains: DomainStore;
   config: Config;
   paths: DataPaths;
   publisher: RoutePublisher;
@@ -84,7 +86,7 @@ export class Orchestrator {
   }
 
   hostnames(app: string): string[] {
-    return [`${app}.${this.deps.config.domain}`];
+    return this.deps.domains.hostnames(app);
   }
 
   async start(): Promise<void> {
@@ -134,6 +136,7 @@ export class Orchestrator {
       await this.buildLogs.removeApp(app);
       await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
       await this.deps.apps.remove(app);
+      await this.deps.domains.forget(app);
     });
   }
 

@@ -19,6 +19,12 @@ export const DRAIN_TIMEOUT_MS = 10_000;
 /** Given every request on the HTTP listener first; returns true when it answered (ACME HTTP-01). */
 export type ChallengeResponder = (req: IncomingMessage, res: ServerResponse) => boolean;
 
+/** The listener a request arrived on: the HTTP one, or another that hands its requests over (TLS). */
+export interface Via {
+  proto: ForwardInfo['proto'];
+  port: number;
+}
+
 export interface EdgeServerOptions {
   /** 0 picks a free port (tests); `httpPort` then reports the bound one. */
   httpPort: number;
@@ -87,6 +93,16 @@ export class EdgeServer {
     this.#challengeResponder = responder;
   }
 
+  /** Routes and forwards a request from another listener (the TLS one) as the HTTP listener does its own. */
+  handleRequest(req: IncomingMessage, res: ServerResponse, via: Via): void {
+    this.#onRequest(req, res, via);
+  }
+
+  /** Routes and forwards an upgrade (WebSocket) from another listener. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, via: Via): void {
+    this.#onUpgrade(req, socket, head, via);
+  }
+
   async #start(): Promise<void> {
     const server = createServer({
       headersTimeout: CLIENT_HEADERS_TIMEOUT_MS,
@@ -140,11 +156,11 @@ export class EdgeServer {
     await this.#forwarder.close();
   }
 
-  #onRequest(req: IncomingMessage, res: ServerResponse): void {
-    // Tell a client that arrives while stopping not to reuse the connection.
-    if (this.#draining) res.setHeader('connection', 'close');
+  #onRequest(req: IncomingMessage, res: ServerResponse, via: Via = { proto: 'http', port: this.httpPort }): void {
+    // Tell a client that arrives while stopping not to reuse the connection (HTTP/2 has no such header).
+    if (this.#draining && req.httpVersionMajor < 2) res.setHeader('connection', 'close');
     res.once('finish', () => this.#closeIdleWhileDraining());
-    const responder = this.#challengeResponder;
+    const responder = via.proto === 'http' ? this.#challengeResponder : undefined;
     if (responder) {
       try {
         if (responder(req, res)) return;
@@ -154,7 +170,7 @@ export class EdgeServer {
         return;
       }
     }
-    const resolved = this.#resolve(req, 'http');
+    const resolved = this.#resolve(req, via);
     if ('status' in resolved) {
       sendErrorPage(req, res, resolved.status, resolved.detail);
       return;
@@ -167,7 +183,7 @@ export class EdgeServer {
     }
   }
 
-  #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, via: Via = { proto: 'http', port: this.httpPort }): void {
     // A socket without an error listener would take the whole process down with it.
     socket.on('error', () => socket.destroy());
     this.#tunnels.add(socket);
@@ -176,7 +192,7 @@ export class EdgeServer {
       sendRawErrorPage(socket, 503, 'This server is shutting down. Try again in a moment.');
       return;
     }
-    const resolved = this.#resolve(req, 'http');
+    const resolved = this.#resolve(req, via);
     if ('status' in resolved) {
       sendRawErrorPage(socket, resolved.status, resolved.detail);
       return;
@@ -189,7 +205,7 @@ export class EdgeServer {
     }
   }
 
-  #resolve(req: IncomingMessage, proto: ForwardInfo['proto']): Resolved | Refused {
+  #resolve(req: IncomingMessage, via: Via): Resolved | Refused {
     const host = requestHost(req);
     if (host === undefined) return { status: 404, detail: 'No app is served at this address (the request named no host).' };
     const hostname = normaliseHostname(stripPort(host));
@@ -201,7 +217,7 @@ export class EdgeServer {
     }
     const index = (this.#nextTarget.get(route.app) ?? 0) % route.targets.length;
     this.#nextTarget.set(route.app, (index + 1) % route.targets.length);
-    return { target: route.targets[index]!, info: { app: route.app, proto, host, port: this.httpPort } };
+    return { target: route.targets[index]!, info: { app: route.app, proto: via.proto, host, port: via.port } };
   }
 
   /** Keep-alive connections that finish their last response while stopping would otherwise idle until their timeout. */

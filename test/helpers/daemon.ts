@@ -50,6 +50,7 @@ export function makeKey(dir: string, name: string): { privateKey: string; public
 export interface Daemon {
   dataDir: string;
   httpPort: number;
+  httpsPort: number;
   sshPort: number;
   domain: string;
   /** This daemon's instance id: it labels its containers and names its image repositories. */
@@ -67,23 +68,23 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
-export async function startDaemon(options: { dataDir?: string; domain?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Daemon> {
+export async function startDaemon(options: { dataDir?: string; domain?: string; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<Daemon> {
   if (!fs.existsSync(BINARY)) throw new Error(`${BINARY} is missing: run \`npm run build\` first (npm test does)`);
   const dataDir = options.dataDir ?? tempDir('data');
   const domain = options.domain ?? 'berth.test';
   let output = '';
-  const child = spawn(BINARY, ['serve', '--data-dir', dataDir, '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--bind', '127.0.0.1', '--domain', domain, '--network', 'berth-test'], {
+  const child = spawn(BINARY, ['serve', '--data-dir', dataDir, '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--bind', '127.0.0.1', '--domain', domain, '--network', 'berth-test', ...(options.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
   });
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const started = await new Promise<{ httpPort: number; sshPort: number }>((resolve, reject) => {
+  const started = await new Promise<{ httpPort: number; httpsPort: number; sshPort: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`berth serve did not start within 60 s:\n${output}`)), 60_000);
     const check = () => {
       for (const line of output.split('\n')) {
         if (!line.includes('"berth_started"')) continue;
-        const entry = JSON.parse(line) as { httpPort: number; sshPort: number };
+        const entry = JSON.parse(line) as { httpPort: number; httpsPort: number; sshPort: number };
         clearTimeout(timer);
         resolve(entry);
         return;
@@ -110,6 +111,7 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
     instance: fs.readFileSync(path.join(dataDir, 'state', 'instance'), 'utf8').trim(),
     imageRepo: (app) => `berth-${fs.readFileSync(path.join(dataDir, 'state', 'instance'), 'utf8').trim()}/${app}`,
     httpPort: started.httpPort,
+    httpsPort: started.httpsPort,
     sshPort: started.sshPort,
     process: child,
     logs: () => output,

@@ -21,12 +21,11 @@ export const appCommands: Command[] = [
         ctx.out.line('no apps; push to ssh://berth@HOST:PORT/NAME or run `apps:create NAME`');
         return;
       }
-      const domain = ctx.services.config.domain;
       const rows = visible.map((a) => {
         const r = currentRelease(a);
-        return [a.name, r ? `v${r.number}` : '-', r ? r.commit.slice(0, 7) : '-', `${a.name}.${domain}`];
+        return [a.name, r ? `v${r.number}` : '-', r ? r.commit.slice(0, 7) : '-', ctx.services.domains.hostnames(a.name).join(', ') || '-'];
       });
-      ctx.out.line(table([['APP', 'RELEASE', 'COMMIT', 'HOSTNAME'], ...rows]));
+      ctx.out.line(table([['APP', 'RELEASE', 'COMMIT', 'DOMAINS'], ...rows]));
     },
   },
   {

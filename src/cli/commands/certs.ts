@@ -1,0 +1,153 @@
+// certs:report, certs:auto, certs:add, certs:remove: an app's HTTPS certificates.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { validateAppName } from '../../app-name.ts';
+import { UserError } from '../../errors.ts';
+import { log } from '../../log.ts';
+import type { CertificateManager, DomainCertificateReport } from '../../proxy/tls/certificate-manager.ts';
+import { splitPem } from '../../proxy/tls/certificate.ts';
+import { expectPositionals, parseArgs } from '../args.ts';
+import type { Command, CommandContext } from '../command.ts';
+import { callerName } from './ssh-keys.ts';
+
+export const certCommands: Command[] = [
+  {
+    name: 'certs:report',
+    usage: 'APP [--json]',
+    summary: "show each domain's certificate: issuer, expiry, renewal, last attempt and error",
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional, flags } = parseArgs(this.name, this.usage, words, { json: 'boolean' });
+      expectPositionals(this.name, this.usage, positional, ['APP']);
+      const app = requireApp(ctx, positional[0]!);
+      const certs = requireCertificates(ctx);
+      const report = certs.report(app);
+      if (flags.json) {
+        ctx.out.line(JSON.stringify({ app, auto: certs.isAuto(app), acme: certs.acmeEnabled ? certs.directory : null, domains: report }, null, 2));
+        return;
+      }
+      ctx.out.section(`${app} certificates`);
+      ctx.out.detail(`automatic certificates: ${certs.isAuto(app) ? 'on' : 'off'}${certs.acmeEnabled ? ` (from ${certs.directory})` : ' (berth serve has no --acme-email)'}`);
+      if (report.length === 0) ctx.out.detail(`${app} has no domains`);
+      for (const entry of report) ctx.out.line(describe(entry));
+    },
+  },
+  {
+    name: 'certs:auto',
+    usage: 'APP [on|off]',
+    summary: 'turn automatic certificates for an app on or off (on by default)',
+    help: 'Off: berth orders and renews no certificate for the app, and serves it over HTTPS only with a certificate added with certs:add.',
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP', 'on|off'], 1);
+      const app = requireApp(ctx, positional[0]!);
+      const certs = requireCertificates(ctx);
+      const value = positional[1];
+      if (value === undefined) {
+        ctx.out.line(certs.isAuto(app) ? 'on' : 'off');
+        return;
+      }
+      if (value !== 'on' && value !== 'off') {
+        throw new UserError('bad_arguments', `certs:auto: "${value}" is neither on nor off`, { hint: `usage: certs:auto ${app} on|off`, exitCode: 2 });
+      }
+      await certs.setAuto(app, value === 'on');
+      log.info('certs_auto_set', { app, on: value === 'on', by: callerName(ctx) });
+      ctx.out.step(`Automatic certificates for ${app}: ${value}`);
+    },
+  },
+  {
+    name: 'certs:add',
+    usage: 'APP CERTFILE KEYFILE | APP -',
+    summary: "serve an app with your own certificate instead of automatic ones",
+    help: 'CERTFILE is the PEM chain (server certificate first), KEYFILE its unencrypted private key.\nWith -, both are read from standard input: cat cert.pem key.pem | ssh -p 2222 berth@HOST certs:add APP -\nRefused when the key does not match or the certificate does not cover every domain of the app.',
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP', 'CERTFILE', 'KEYFILE'], 1);
+      const app = requireApp(ctx, positional[0]!);
+      const certs = requireCertificates(ctx);
+      const [, certFile = '-', keyFile] = positional;
+      let certText: string;
+      let keyText: string;
+      if (certFile === '-') {
+        if (keyFile !== undefined) throw new UserError('bad_arguments', 'certs:add: with -, give no KEYFILE: the certificate and key both come from standard input', { exitCode: 2 });
+        const input = (await ctx.readStdin()).toString('utf8');
+        certText = splitPem(input).certs.join('');
+        keyText = splitPem(input).keys.join('');
+      } else {
+        if (keyFile === undefined) throw new UserError('bad_arguments', 'certs:add: missing KEYFILE', { hint: `usage: certs:add ${app} CERTFILE KEYFILE`, exitCode: 2 });
+        certText = await readInputFile(ctx, certFile);
+        keyText = await readInputFile(ctx, keyFile);
+      }
+      const bundle = await certs.addCustom(app, certText, keyText);
+      log.info('certs_added', { app, by: callerName(ctx) });
+      ctx.out.step(`Added a certificate to ${app}: ${bundle.info.names.join(', ')}, issued by ${bundle.info.issuer}, expires ${bundle.info.notAfter.toISOString()}`);
+    },
+  },
+  {
+    name: 'certs:remove',
+    usage: 'APP',
+    summary: 'remove the certificate added with certs:add (automatic certificates take over)',
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP']);
+      const app = requireApp(ctx, positional[0]!);
+      await requireCertificates(ctx).removeCustom(app);
+      log.info('certs_removed', { app, by: callerName(ctx) });
+      ctx.out.step(`Removed the certificate of ${app}`);
+    },
+  },
+];
+
+function describe(entry: DomainCertificateReport): string {
+  const rows: Array<[string, string]> = [];
+  const cert = entry.certificate;
+  rows.push(['certificate', cert ? `${cert.source === 'custom' ? 'custom (certs:add)' : 'automatic (ACME)'}, serial ${cert.serial}` : 'none: served over HTTP only']);
+  if (cert) {
+    rows.push(['issuer', cert.issuer]);
+    rows.push(['expires', `${cert.notAfter}${relative(cert.notAfter)}`]);
+  }
+  rows.push(['acme', entry.acme]);
+  if (entry.renewAt) rows.push(['renews', `${entry.renewAt}${relative(entry.renewAt)}`]);
+  const a = entry.attempts;
+  if (a.lastAttemptAt) rows.push(['last attempt', `${a.lastAttemptAt} ${a.lastError ? 'failed' : `succeeded (${a.challenge ?? 'cached validation'})`}`]);
+  if (a.lastError) rows.push(['last error', a.lastError]);
+  if (a.failures > 0) rows.push(['failures', `${a.failures} in a row${a.nextAttemptAt ? `, next attempt ${a.nextAttemptAt}${relative(a.nextAttemptAt)}` : ''}`]);
+  if (entry.ordering) rows.push(['status', 'ordering now']);
+  return [entry.domain, ...rows.map(([k, v]) => `  ${(k + ':').padEnd(14)} ${v}`)].join('\n');
+}
+
+function relative(iso: string): string {
+  const ms = Date.parse(iso) - Date.now();
+  const abs = Math.abs(ms);
+  const text = abs < 120_000 ? `${Math.round(abs / 1000)} s` : abs < 7_200_000 ? `${Math.round(abs / 60_000)} min` : abs < 172_800_000 ? `${Math.round(abs / 3_600_000)} h` : `${Math.round(abs / 86_400_000)} days`;
+  return ms >= 0 ? ` (in ${text})` : ` (${text} ago)`;
+}
+
+function requireApp(ctx: CommandContext, name: string): string {
+  const app = validateAppName(name);
+  ctx.services.apps.require(app);
+  return app;
+}
+
+function requireCertificates(ctx: CommandContext): CertificateManager {
+  if (ctx.services.certificates) return ctx.services.certificates;
+  throw new UserError('daemon_not_running', `berth serve is not running for ${ctx.services.paths.root}`, {
+    hint: `start it with \`berth serve --data-dir ${ctx.services.paths.root}\`, then run the command again`,
+  });
+}
+
+async function readInputFile(ctx: CommandContext, file: string): Promise<string> {
+  if (ctx.caller.kind === 'ssh') {
+    throw new UserError('file_over_ssh', 'over SSH the certificate and key are read from standard input, not from files on the server', {
+      hint: 'run: cat cert.pem key.pem | ssh -p PORT berth@HOST certs:add APP -',
+    });
+  }
+  try {
+    return await fs.readFile(path.resolve(ctx.cwd, file), 'utf8');
+  } catch (e) {
+    throw new UserError('file_unreadable', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}

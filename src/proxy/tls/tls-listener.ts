@@ -1,0 +1,172 @@
+// The HTTPS listener: TLS with the certificate picked by SNI from memory, HTTP/2 or HTTP/1.1 by
+// ALPN, TLS-ALPN-01 answers to clients that offer only `acme-tls/1`; every request then goes
+// through the edge server's routing and forwarding with X-Forwarded-Proto: https.
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { SecureContext, TLSSocket } from 'node:tls';
+import { UserError, wrapError } from '../../errors.ts';
+import { log } from '../../log.ts';
+import { CLIENT_HEADERS_TIMEOUT_MS, CLIENT_KEEP_ALIVE_TIMEOUT_MS, CLIENT_REQUEST_TIMEOUT_MS, DRAIN_TIMEOUT_MS, type Via } from '../edge-server.ts';
+import { ACME_TLS_PROTOCOL } from './acme-challenges.ts';
+import { adaptHttp2Request } from './http2-request.ts';
+
+/** A client gets this long to finish its TLS handshake. */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export interface RequestHandler {
+  handleRequest(req: IncomingMessage, res: ServerResponse, via: Via): void;
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, via: Via): void;
+}
+
+export interface TlsListenerOptions {
+  /** 0 picks a free port (tests); `port` then reports the bound one. */
+  port: number;
+  /** Default '0.0.0.0'. */
+  bindHost?: string;
+  /** The certificate for a handshake, from memory; `acmeTls` when the client offered only acme-tls/1. */
+  secureContext(servername: string, acmeTls: boolean): SecureContext | undefined;
+  /** Where requests go once decrypted: the edge server. */
+  handler: RequestHandler;
+  /** Offer HTTP/2 by ALPN. Default true. */
+  http2?: boolean;
+  /** Default DRAIN_TIMEOUT_MS. */
+  drainTimeoutMs?: number;
+}
+
+/** Set on a socket whose client asked for acme-tls/1 (ALPN is decided before the certificate in TLS 1.3). */
+const ACME_TLS = Symbol('berth.acmeTls');
+
+export class TlsListener {
+  readonly #options: TlsListenerOptions;
+  readonly #sockets = new Set<TLSSocket>();
+  #server: Http2SecureServer | undefined;
+  #boundPort: number | undefined;
+  #starting: Promise<void> | undefined;
+  #stopped: Promise<void> | undefined;
+
+  constructor(options: TlsListenerOptions) {
+    this.#options = options;
+  }
+
+  /** The bound port once started (so port 0 works), the configured one before. */
+  get port(): number {
+    return this.#boundPort ?? this.#options.port;
+  }
+
+  start(): Promise<void> {
+    if (this.#starting) throw new Error('TLS listener: start() may be called only once');
+    this.#starting = this.#start();
+    return this.#starting;
+  }
+
+  /** Stops accepting, lets requests in flight finish (up to the drain timeout), then cuts what is left. Safe after a failed start. */
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #start(): Promise<void> {
+    const { secureContext, handler } = this.#options;
+    const offerH2 = this.#options.http2 ?? true;
+    const server = createSecureServer({
+      allowHTTP1: true,
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      // ALPN comes before the certificate in TLS 1.3, so the certificate can follow the protocol.
+      ALPNCallback: function (this: TLSSocket, { protocols }: { servername: string; protocols: string[] }) {
+        if (protocols.length === 1 && protocols[0] === ACME_TLS_PROTOCOL) {
+          (this as TLSSocket & { [ACME_TLS]?: boolean })[ACME_TLS] = true;
+          return ACME_TLS_PROTOCOL;
+        }
+        if (offerH2 && protocols.includes('h2')) return 'h2';
+        if (protocols.includes('http/1.1')) return 'http/1.1';
+        return undefined; // nothing we speak: the handshake ends with no_application_protocol
+      } as (arg: { servername: string; protocols: string[] }) => string | undefined,
+      SNICallback: function (this: TLSSocket, servername: string, done: (err: Error | null, ctx?: SecureContext) => void) {
+        const acmeTls = (this as TLSSocket & { [ACME_TLS]?: boolean })[ACME_TLS] === true;
+        const context = secureContext(servername, acmeTls);
+        if (context) done(null, context);
+        else done(new Error(`no certificate for ${JSON.stringify(servername.slice(0, 253))}${acmeTls ? ' (acme-tls/1)' : ''}`));
+      },
+      // HTTP/1.1 connections get the same limits as on the HTTP listener.
+      headersTimeout: CLIENT_HEADERS_TIMEOUT_MS,
+      requestTimeout: CLIENT_REQUEST_TIMEOUT_MS,
+    } as Parameters<typeof createSecureServer>[0]);
+    (server as unknown as { keepAliveTimeout: number }).keepAliveTimeout = CLIENT_KEEP_ALIVE_TIMEOUT_MS;
+    // Runs before http2's own listener: a validation connection has nothing more to say.
+    server.prependListener('secureConnection', (socket: TLSSocket) => {
+      if ((socket as TLSSocket & { [ACME_TLS]?: boolean })[ACME_TLS]) {
+        socket.destroy();
+        return;
+      }
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+    });
+    server.on('request', (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse) => {
+      const request = req.httpVersionMajor === 2 ? adaptHttp2Request(req as Http2ServerRequest) : (req as IncomingMessage);
+      handler.handleRequest(request, res as ServerResponse, this.#via());
+    });
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => handler.handleUpgrade(req, socket, head, this.#via()));
+    server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+      log.debug('tls_handshake_failed', { code: error.code, message: error.message, servername: (socket as TLSSocket & { servername?: string }).servername });
+    });
+    server.on('sessionError', (error: Error) => log.debug('tls_http2_session_error', { message: error.message }));
+    this.#server = server;
+    const { port } = this.#options;
+    const host = this.#options.bindHost ?? '0.0.0.0';
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: NodeJS.ErrnoException) => {
+        server.off('listening', onListening);
+        reject(listenError(e, host, port));
+      };
+      const onListening = () => {
+        server.off('error', onError);
+        const address = server.address();
+        this.#boundPort = address && typeof address === 'object' ? address.port : port;
+        resolve();
+      };
+      server.once('error', onError);
+      server.once('listening', onListening);
+      server.listen(port, host);
+    });
+    server.on('error', (e) => log.error('tls_listener_error', { port: this.port, error: e }));
+    log.info('tls_listening', { host, port: this.port, http2: offerH2 });
+  }
+
+  async #stop(): Promise<void> {
+    await this.#starting?.catch(() => undefined);
+    const server = this.#server;
+    if (!server?.listening) return;
+    // close() also sends HTTP/2 clients GOAWAY and closes idle HTTP/1.1 connections.
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS);
+    });
+    await Promise.race([closed, deadline]);
+    clearTimeout(timer);
+    for (const socket of this.#sockets) socket.destroy();
+    await closed;
+    log.info('tls_stopped', { port: this.port });
+  }
+
+  #via(): Via {
+    return { proto: 'https', port: this.port };
+  }
+}
+
+function listenError(e: NodeJS.ErrnoException, host: string, port: number): Error {
+  if (e.code === 'EADDRINUSE') {
+    return new UserError('port_in_use', `cannot listen on ${host}:${port}: the port is already in use`, {
+      hint: 'stop the other server on that port, or choose another with --https-port',
+      cause: e,
+    });
+  }
+  if (e.code === 'EACCES') {
+    return new UserError('port_not_permitted', `cannot listen on ${host}:${port}: permission denied`, {
+      hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE; or choose another with --https-port',
+      cause: e,
+    });
+  }
+  return wrapError(`TLS listener: listening on ${host}:${port}`, e);
+}
