@@ -112,6 +112,8 @@ export function dataPaths(dataDir: string) {
     state: path.join(dataDir, 'state'),
     apps: path.join(dataDir, 'state', 'apps'),
     keys: path.join(dataDir, 'state', 'keys.json'),
+    proxySettings: path.join(dataDir, 'state', 'proxy.json'),
+    accessLog: path.join(dataDir, 'logs', 'access.log'),
     hostKeys: path.join(dataDir, 'ssh'),
     repos: path.join(dataDir, 'repos'),
     tmp: path.join(dataDir, 'tmp'),

@@ -38,7 +38,9 @@ export async function serve(argv: string[]): Promise<number> {
     const services = await loadServices(config);
     const hostKey = await loadOrCreateHostKey(paths.hostKeys);
     const engine = await Engine.connect(config.dockerHost, await instanceId(paths.instance));
-    const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost });
+    const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost, accessLogFile: paths.accessLog });
+    edge.setAppSettings(services.proxySettings.resolved());
+    services.proxySettings.onChange((settings) => edge.setAppSettings(settings));
     stops.push(() => edge.stop());
     const orchestrator = new Orchestrator({
       engine,

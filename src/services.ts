@@ -3,6 +3,7 @@ import type { Services } from './cli/command.ts';
 import { dataPaths, type Config } from './config.ts';
 import { KeyStore } from './git/key-store.ts';
 import { AppStore } from './state/app-store.ts';
+import { ProxySettingsStore } from './state/proxy-settings-store.ts';
 
 export async function loadServices(config: Config): Promise<Services> {
   const paths = dataPaths(config.dataDir);
@@ -10,5 +11,7 @@ export async function loadServices(config: Config): Promise<Services> {
   await keys.load();
   const apps = new AppStore(paths.apps);
   await apps.load();
-  return { config, paths, keys, apps };
+  const proxySettings = new ProxySettingsStore(paths.proxySettings);
+  await proxySettings.load();
+  return { config, paths, keys, apps, proxySettings };
 }

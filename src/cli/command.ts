@@ -4,6 +4,7 @@ import type { Config, DataPaths } from '../config.ts';
 import type { KeyRecord, KeyStore } from '../git/key-store.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import type { AppStore } from '../state/app-store.ts';
+import type { ProxySettingsStore } from '../state/proxy-settings-store.ts';
 import type { Output } from './output.ts';
 import { UserError } from '../errors.ts';
 
@@ -15,6 +16,8 @@ export interface Services {
   paths: DataPaths;
   keys: KeyStore;
   apps: AppStore;
+  /** Per-app proxy limits (state/proxy.json). */
+  proxySettings: ProxySettingsStore;
   /** Present only inside the running daemon; commands that touch containers need it. */
   orchestrator?: Orchestrator;
 }

@@ -5,6 +5,7 @@ import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import type { Command, CommandContext } from './command.ts';
 import { appCommands } from './commands/apps.ts';
+import { proxyCommands } from './commands/proxy.ts';
 import { sshKeyCommands } from './commands/ssh-keys.ts';
 
 const versionCommand: Command = {
@@ -32,7 +33,7 @@ const helpCommand: Command = {
   },
 };
 
-export const COMMANDS: readonly Command[] = [helpCommand, versionCommand, ...appCommands, ...sshKeyCommands];
+export const COMMANDS: readonly Command[] = [helpCommand, versionCommand, ...appCommands, ...sshKeyCommands, ...proxyCommands];
 
 /** Runs one command line (already split into words) and returns its exit status. Never throws. */
 export async function runCommand(words: readonly string[], ctx: CommandContext): Promise<number> {
