@@ -127,12 +127,18 @@ export class AccessLog {
   }
 }
 
-/** One JSON line; strings that come from clients go through JSON.stringify, numbers as they are. */
+/** One JSON line; strings from clients are escaped only when they hold something JSON must escape. */
 export function formatRecord(r: AccessRecord): string {
   return (
-    `{"time":"${new Date().toISOString()}","id":${JSON.stringify(r.id)},"client":${JSON.stringify(r.client)},"proto":"${r.proto}",` +
-    `"host":${JSON.stringify(r.host)},"method":${JSON.stringify(r.method)},"path":${JSON.stringify(r.path)},"status":${r.status},` +
-    `"bytes":${r.bytes},"ms":${Math.round(r.ms * 100) / 100},"app":${r.app === undefined ? 'null' : JSON.stringify(r.app)},` +
-    `"target":${r.target === undefined ? 'null' : JSON.stringify(r.target)}}\n`
+    `{"time":"${new Date().toISOString()}","id":${str(r.id)},"client":${str(r.client)},"proto":"${r.proto}",` +
+    `"host":${str(r.host)},"method":${str(r.method)},"path":${str(r.path)},"status":${r.status},` +
+    `"bytes":${r.bytes},"ms":${Math.round(r.ms * 100) / 100},"app":${r.app === undefined ? 'null' : str(r.app)},` +
+    `"target":${r.target === undefined ? 'null' : str(r.target)}}\n`
   );
+}
+
+const NEEDS_ESCAPE = /["\\\x00-\x1f\x7f-\uffff]/;
+
+function str(value: string): string {
+  return NEEDS_ESCAPE.test(value) ? JSON.stringify(value) : `"${value}"`;
 }

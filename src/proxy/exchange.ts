@@ -28,6 +28,8 @@ import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.ts
 export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 
 const CRLF2 = Buffer.from('\r\n\r\n');
+/** Bodies up to this size that arrive with their head go out in the same write. */
+const SMALL_BODY = 16 * 1024;
 
 const RES_HEAD = 0;
 const RES_BODY = 1;
@@ -382,6 +384,14 @@ export class Exchange implements UpstreamOwner {
     if (res.bodyKind === BODY_CHUNKED) this.#resChunked = new ChunkedBody();
     if (bodyStart === buf.length) {
       this.#write(out);
+      return;
+    }
+    // The usual small answer arrives whole with its head: one write of one string, not a writev.
+    if (res.bodyKind === BODY_LENGTH && res.contentLength <= SMALL_BODY && buf.length - bodyStart >= res.contentLength) {
+      const end = bodyStart + res.contentLength;
+      this.#write(out + buf.toString('latin1', bodyStart, end));
+      this.#resLeft = 0;
+      this.#finish(end === buf.length);
       return;
     }
     conn.socket.cork();
