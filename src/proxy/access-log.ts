@@ -12,6 +12,8 @@ export const FLUSH_MS = 200;
 export const ROTATE_BYTES = 64 * 1024 * 1024;
 /** Lines waiting while the disk is slow are capped; beyond it they are counted and dropped, never held. */
 export const MAX_PENDING_BYTES = 8 * 1024 * 1024;
+/** Lines are encoded into buffers of this size. */
+const BUFFER_BYTES = 256 * 1024;
 
 export interface AccessRecord {
   /** Request id: the one the app saw in X-Request-Id. */
@@ -37,8 +39,11 @@ export class AccessLog {
   readonly #rotateBytes: number;
   #fd: number | undefined;
   #size = 0;
-  #pending: string[] = [];
-  #pendingBytes = 0;
+  /** Lines are encoded straight into this buffer; a full one joins the queue and a fresh one takes its place. */
+  #buf = Buffer.allocUnsafe(BUFFER_BYTES);
+  #len = 0;
+  #queue: Buffer[] = [];
+  #queuedBytes = 0;
   #dropped = 0;
   #timer: NodeJS.Timeout | undefined;
   #writing: Promise<void> | undefined;
@@ -61,14 +66,19 @@ export class AccessLog {
   write(record: AccessRecord): void {
     if (this.#closed) return;
     const line = formatRecord(record);
-    if (this.#pendingBytes > MAX_PENDING_BYTES) {
-      this.#dropped++;
-      return;
+    // A UTF-16 unit never takes more than 3 bytes in UTF-8.
+    if (this.#len + line.length * 3 > this.#buf.length) {
+      if (this.#queuedBytes > MAX_PENDING_BYTES) {
+        this.#dropped++;
+        return;
+      }
+      this.#enqueue();
     }
-    this.#pending.push(line);
-    this.#pendingBytes += line.length;
-    this.#timer ??= setTimeout(this.#flushSoon, FLUSH_MS);
-    this.#timer.unref?.();
+    this.#len += this.#buf.write(line, this.#len, 'utf8');
+    if (!this.#timer) {
+      this.#timer = setTimeout(this.#flushSoon, FLUSH_MS);
+      this.#timer.unref();
+    }
   }
 
   /** Writes what is queued; resolves when it is in the file. */
@@ -76,11 +86,12 @@ export class AccessLog {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     while (this.#writing) await this.#writing;
-    if (this.#pending.length === 0 || this.#fd === undefined) return;
-    const text = this.#pending.join('');
-    this.#pending = [];
-    this.#pendingBytes = 0;
-    this.#writing = this.#append(text);
+    this.#enqueue();
+    if (this.#queue.length === 0 || this.#fd === undefined) return;
+    const chunks = this.#queue;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#writing = this.#append(chunks);
     try {
       await this.#writing;
     } finally {
@@ -95,22 +106,31 @@ export class AccessLog {
     this.#fd = undefined;
   }
 
+  #enqueue(): void {
+    if (this.#len === 0) return;
+    this.#queue.push(this.#buf.subarray(0, this.#len));
+    this.#queuedBytes += this.#len;
+    this.#buf = Buffer.allocUnsafe(BUFFER_BYTES);
+    this.#len = 0;
+  }
+
   readonly #flushSoon = (): void => {
     this.#timer = undefined;
     this.flush().catch((e) => log.error('access_log_write_failed', { file: this.file, error: e }));
   };
 
-  async #append(text: string): Promise<void> {
-    const data = Buffer.from(text, 'utf8');
+  async #append(chunks: Buffer[]): Promise<void> {
     const fd = this.#fd!;
-    let offset = 0;
-    while (offset < data.length) {
-      const { bytesWritten } = await new Promise<{ bytesWritten: number }>((resolve, reject) =>
-        fs.write(fd, data, offset, data.length - offset, null, (e, bytesWritten) => (e ? reject(e) : resolve({ bytesWritten }))),
-      );
-      offset += bytesWritten;
+    for (const data of chunks) {
+      let offset = 0;
+      while (offset < data.length) {
+        const written = await new Promise<number>((resolve, reject) =>
+          fs.write(fd, data, offset, data.length - offset, null, (e, bytesWritten) => (e ? reject(e) : resolve(bytesWritten))),
+        );
+        offset += written;
+      }
+      this.#size += data.length;
     }
-    this.#size += data.length;
     if (this.#dropped > 0) {
       log.warn('access_log_lines_dropped', { file: this.file, lines: this.#dropped, reason: 'the disk did not keep up' });
       this.#dropped = 0;
@@ -127,13 +147,16 @@ export class AccessLog {
   }
 }
 
-/** One JSON line; strings from clients are escaped only when they hold something JSON must escape. */
+/**
+ * One JSON line. The id, client address, method and app were checked on the way in (request-id
+ * characters, an address, token characters, an app name) and go in as they are; the host, path
+ * and target are escaped when they hold anything JSON must escape.
+ */
 export function formatRecord(r: AccessRecord): string {
   return (
-    `{"time":"${new Date().toISOString()}","id":${str(r.id)},"client":${str(r.client)},"proto":"${r.proto}",` +
-    `"host":${str(r.host)},"method":${str(r.method)},"path":${str(r.path)},"status":${r.status},` +
-    `"bytes":${r.bytes},"ms":${Math.round(r.ms * 100) / 100},"app":${r.app === undefined ? 'null' : str(r.app)},` +
-    `"target":${r.target === undefined ? 'null' : str(r.target)}}\n`
+    `{"time":"${isoNow()}","id":"${r.id}","client":"${r.client}","proto":"${r.proto}","host":${str(r.host)},"method":"${r.method}",` +
+    `"path":${str(r.path)},"status":${r.status},"bytes":${r.bytes},"ms":${Math.round(r.ms * 100) / 100},` +
+    `"app":${r.app === undefined ? 'null' : `"${r.app}"`},"target":${r.target === undefined ? 'null' : str(r.target)}}\n`
   );
 }
 
@@ -141,4 +164,17 @@ const NEEDS_ESCAPE = /["\\\x00-\x1f\x7f-\uffff]/;
 
 function str(value: string): string {
   return NEEDS_ESCAPE.test(value) ? JSON.stringify(value) : `"${value}"`;
+}
+
+let lastMs = 0;
+let lastIso = '';
+
+/** The time as ISO 8601, formatted once per millisecond however many lines share it. */
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastIso = new Date(now).toISOString();
+  }
+  return lastIso;
 }

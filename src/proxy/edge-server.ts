@@ -45,6 +45,8 @@ export interface EdgeServerOptions {
   accessLogFile?: string;
   /** Default SWEEP_INTERVAL_MS. */
   sweepIntervalMs?: number;
+  /** Bind with SO_REUSEPORT, so several proxy loops (threads or processes) can share the port. Default false. */
+  reusePort?: boolean;
 }
 
 /** What a drain found: see EdgeServer.drain(). */
@@ -63,6 +65,7 @@ export class EdgeServer {
   readonly #forwarder: Forwarder;
   readonly #drainTimeoutMs: number;
   readonly #sweepIntervalMs: number;
+  readonly #reusePort: boolean;
   readonly #limits: ClientLimits;
   readonly #accessLogFile: string | undefined;
   #accessLog: AccessLog | undefined;
@@ -90,6 +93,7 @@ export class EdgeServer {
     this.#forwarder = options.forwarder ?? new UndiciForwarder();
     this.#drainTimeoutMs = options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? SWEEP_INTERVAL_MS;
+    this.#reusePort = options.reusePort ?? false;
     this.#limits = Object.freeze({ ...DEFAULT_CLIENT_LIMITS, ...options.limits });
     this.#accessLogFile = options.accessLogFile;
     const edge = this;
@@ -219,7 +223,7 @@ export class EdgeServer {
       };
       server.once('error', onError);
       server.once('listening', onListening);
-      server.listen(this.#port, this.#bindHost);
+      server.listen({ port: this.#port, host: this.#bindHost, reusePort: this.#reusePort });
     });
     server.on('error', (e) => log.error('proxy_listener_error', { port: this.httpPort, error: e }));
     this.#sweep = setInterval(() => this.#sweepDeadlines(), this.#sweepIntervalMs);
