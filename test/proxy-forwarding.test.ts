@@ -210,3 +210,36 @@ test("berth's own error pages are small", async (t) => {
   assert.ok(reply.body.length < 1024, `${reply.body.length} bytes`);
   assert.match(reply.headers['x-request-id'] as string, UUID);
 });
+
+test('an app that answers before the whole body arrived gets its answer through, then the connection closes', async (t) => {
+  const up = await startUpstream(t, 'web-1', (_req, res) => {
+    res.statusCode = 413;
+    res.end('too big for me');
+  });
+  const proxy = await startProxy(t, shop([up.target]));
+  const socket = net.connect(proxy.httpPort, '127.0.0.1');
+  t.after(() => socket.destroy());
+  let text = '';
+  socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+  socket.on('error', () => undefined);
+  socket.write('POST / HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 100000\r\n\r\n' + 'x'.repeat(1000));
+  await new Promise((r) => socket.once('close', r));
+  assert.match(text, /^HTTP\/1\.1 413 Payload Too Large\r\n/);
+  assert.match(text, /\r\nConnection: close\r\n/);
+  assert.ok(text.endsWith('too big for me'));
+});
+
+test('a client that leaves in the middle of an answer takes the upstream connection with it', async (t) => {
+  const closed = deferred();
+  const up = await startUpstream(t, 'web-1', (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('first part');
+    req.socket.once('close', () => closed.resolve());
+  });
+  const proxy = await startProxy(t, shop([up.target]));
+  const socket = net.connect(proxy.httpPort, '127.0.0.1');
+  socket.write('GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n');
+  await new Promise<void>((resolve) => socket.on('data', (d: Buffer) => d.toString().includes('first part') && resolve()));
+  socket.destroy();
+  await closed.promise;
+});

@@ -136,11 +136,17 @@ export class Exchange implements UpstreamOwner {
     this.#forwardBody(chunk);
   }
 
+  /**
+   * The client sent FIN in the middle of the exchange. Like nginx, berth takes that for the
+   * client leaving (a half-closing client that still waits for its answer is rare, and a request
+   * whose body stops short must never reach the app as whole): the app's connection is dropped.
+   */
   onClientEnd(): void {
-    if (this.#done || this.#reqDone) return;
-    // The body can never be completed: the app must not take half of it for the whole.
+    if (this.#done) return;
     this.#dropUpstream();
-    this.#respond(400, 'The request body ended before its declared length.', false);
+    if (!this.#headSent) this.status = 499;
+    this.conn.destroy();
+    this.#complete(false);
   }
 
   onClientClose(): void {
