@@ -62,7 +62,8 @@ export interface DrainReport {
 export class EdgeServer {
   readonly #port: number;
   readonly #bindHost: string;
-  readonly #forwarder: Forwarder;
+  /** Made on first use: only the node:http path needs it. */
+  #forwarder: Forwarder | undefined;
   readonly #drainTimeoutMs: number;
   readonly #sweepIntervalMs: number;
   readonly #reusePort: boolean;
@@ -90,7 +91,7 @@ export class EdgeServer {
   constructor(options: EdgeServerOptions) {
     this.#port = options.httpPort;
     this.#bindHost = options.bindHost ?? '0.0.0.0';
-    this.#forwarder = options.forwarder ?? new UndiciForwarder();
+    this.#forwarder = options.forwarder;
     this.#drainTimeoutMs = options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? SWEEP_INTERVAL_MS;
     this.#reusePort = options.reusePort ?? false;
@@ -262,7 +263,7 @@ export class EdgeServer {
     }
     if (this.#sweep) clearInterval(this.#sweep);
     await this.#accessLog?.close();
-    await this.#forwarder.close();
+    await this.#forwarder?.close();
   }
 
   #sweepDeadlines(): void {
@@ -296,6 +297,11 @@ export class EdgeServer {
 
   // --- the node:http-shaped path --------------------------------------------------------------
 
+  #compatForwarder(): Forwarder {
+    this.#forwarder ??= new UndiciForwarder();
+    return this.#forwarder;
+  }
+
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     // Tell a client that arrives while stopping not to reuse the connection.
     if (this.#draining) res.setHeader('connection', 'close');
@@ -318,7 +324,7 @@ export class EdgeServer {
     target.begin();
     res.once('close', () => target.end());
     try {
-      this.#forwarder.web(req, res, resolved.target, resolved.info);
+      this.#compatForwarder().web(req, res, resolved.target, resolved.info);
     } catch (e) {
       log.error('proxy_forward_error', { app: resolved.info.app, target: resolved.target.id, error: e });
       sendErrorPage(req, res, 502, 'The app behind this address could not be reached.');
@@ -340,7 +346,7 @@ export class EdgeServer {
       return;
     }
     try {
-      this.#forwarder.upgrade(req, socket, head, resolved.target, resolved.info);
+      this.#compatForwarder().upgrade(req, socket, head, resolved.target, resolved.info);
     } catch (e) {
       log.error('proxy_forward_error', { app: resolved.info.app, target: resolved.target.id, error: e });
       sendRawErrorPage(socket, 502, 'The app behind this address could not be reached.');
