@@ -78,7 +78,7 @@ test('the app sees an X-Request-Id, and the access log in the data dir records t
   const host = `${APP}.${daemon.domain}`;
   const headers = JSON.parse((await request(daemon.httpPort, host, '/headers')).body) as Record<string, string>;
   const id = headers['x-request-id']!;
-  assert.match(id, /^[0-9a-f-]{36}$/);
+  assert.match(id, /^[0-9a-f]{16}-[0-9a-f]{8}$/);
   const file = path.join(daemon.dataDir, 'logs', 'access.log');
   let line: Record<string, unknown> | undefined;
   await waitFor('the access log line', () => {

@@ -3,7 +3,6 @@
 // removed, then give the connection back to its pool. Retries on another target when nothing
 // reached the app yet, or when a reused connection turned out closed and the request is safe to
 // repeat. Timeouts are deadlines checked by the edge server's sweep, not timers per request.
-import { randomUUID } from 'node:crypto';
 import { log } from '../log.ts';
 import { ChunkedBody } from './chunked-body.ts';
 import type { ClientConnection } from './client-connection.ts';
@@ -19,6 +18,7 @@ import {
   type ResponseHead,
 } from './http1-head.ts';
 import type { AppProxySettings } from './proxy-settings.ts';
+import { newRequestId } from './request-id.ts';
 import { normaliseHostname, type AppRoute } from './route-table.ts';
 import type { TargetState } from './target-state.ts';
 import { Tunnel } from './tunnel.ts';
@@ -117,7 +117,7 @@ export class Exchange implements UpstreamOwner {
       this.#respond(413, `The request body is larger than this app accepts (${settings.maxBodySize} bytes).`, false);
       return;
     }
-    this.#requestId = head.requestId ?? randomUUID();
+    this.#requestId = head.requestId ?? newRequestId();
     this.#connect();
   }
 
