@@ -8,11 +8,13 @@ import { TargetState, targetKey } from './target-state.ts';
 export class TargetRegistry {
   readonly #byKey = new Map<string, TargetState>();
   #byObject = new WeakMap<Target, TargetState>();
+  /** The addresses the route table holds, as of the last prune. */
+  #live: ReadonlySet<string> = new Set();
 
   /** The state of a target, made on first use. */
   state(target: Target): TargetState {
     let state = this.#byObject.get(target);
-    if (state) return state;
+    if (state && this.#byKey.get(state.key) === state) return state;
     const key = targetKey(target);
     state = this.#byKey.get(key);
     if (state) state.id = target.id;
@@ -33,13 +35,17 @@ export class TargetRegistry {
     return this.#byKey.values();
   }
 
-  /** Closes pooled connections idle past their time. */
+  /** Closes pooled connections idle past their time, and forgets unrouted targets whose last connection closed. */
   expireIdle(now: number): void {
-    for (const state of this.#byKey.values()) if (state.idleCount > 0) state.expireIdle(now);
+    for (const [key, state] of this.#byKey) {
+      if (state.idleCount > 0) state.expireIdle(now);
+      if (state.open === 0 && state.quiet && !this.#live.has(key)) this.#byKey.delete(key);
+    }
   }
 
   /** Forgets targets no longer routed to (`live` holds the keys still in the table) once nothing uses them. */
   prune(live: ReadonlySet<string>): void {
+    this.#live = live;
     for (const [key, state] of this.#byKey) {
       if (live.has(key) || !state.quiet) continue;
       state.expireIdle(Infinity);
