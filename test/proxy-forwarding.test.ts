@@ -244,3 +244,25 @@ test('a client that leaves in the middle of an answer takes the upstream connect
   socket.destroy();
   await closed.promise;
 });
+
+test('a client that stops reading a large answer is cut after the body timeout, and so is the app connection', async (t) => {
+  const closed = deferred();
+  const up = await startUpstream(t, 'web-1', (req, res) => {
+    req.socket.once('close', () => closed.resolve());
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    const pump = () => {
+      while (res.write(chunk));
+      res.once('drain', pump);
+    };
+    pump();
+  });
+  const proxy = await startProxy(t, shop([up.target]), { limits: { bodyTimeout: 300 }, sweepIntervalMs: 20 });
+  const socket = net.connect(proxy.httpPort, '127.0.0.1');
+  t.after(() => socket.destroy());
+  socket.write('GET /big HTTP/1.1\r\nHost: shop.example.com\r\n\r\n');
+  await new Promise((r) => socket.once('data', r));
+  socket.pause(); // never reads again
+  const started = Date.now();
+  await closed.promise;
+  assert.ok(Date.now() - started < 5000, `${Date.now() - started} ms`);
+});

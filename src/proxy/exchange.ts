@@ -39,6 +39,7 @@ const NO_DEADLINE = 0;
 const CONNECT = 1;
 const CLIENT_BODY = 2;
 const RESPONSE = 3;
+const CLIENT_SEND = 4;
 
 /** Methods whose bodiless requests may be sent twice (RFC 9110 §9.2.2; POST and PATCH never). */
 const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -158,6 +159,7 @@ export class Exchange implements UpstreamOwner {
 
   onClientDrain(): void {
     this.#upstream?.socket.resume();
+    if (this.#deadlineKind === CLIENT_SEND) this.#clearDeadline();
   }
 
   // --- upstream side -----------------------------------------------------------------------
@@ -167,7 +169,9 @@ export class Exchange implements UpstreamOwner {
   }
 
   onUpstreamDrain(upstream: UpstreamConnection): void {
-    if (upstream === this.#upstream && !this.#reqDone) this.conn.socket.resume();
+    if (upstream !== this.#upstream || this.#reqDone || !this.#sent) return;
+    this.conn.socket.resume();
+    this.#setDeadline(CLIENT_BODY, this.conn.ctx.limits.bodyTimeout);
   }
 
   onUpstreamData(upstream: UpstreamConnection, chunk: Buffer): void {
@@ -241,6 +245,11 @@ export class Exchange implements UpstreamOwner {
     } else if (kind === CLIENT_BODY) {
       this.#dropUpstream();
       this.#respond(408, 'The request body was not sent in time.', false);
+    } else if (kind === CLIENT_SEND) {
+      // Headers went out long ago; all that is left is to cut both sides.
+      this.#dropUpstream();
+      this.conn.destroy();
+      this.#complete(false);
     } else if (kind === RESPONSE) {
       this.#dropUpstream();
       this.#logUpstreamError('response', 504, 'ETIMEDOUT', `no answer within ${this.#settings?.readTimeout} ms`);
@@ -336,9 +345,12 @@ export class Exchange implements UpstreamOwner {
     if (this.#reqDone) {
       if (this.#resPhase === RES_HEAD) this.#setDeadline(RESPONSE, this.#settings!.readTimeout);
       else this.#clearDeadline();
-    } else {
+    } else if (ok) {
       this.#setDeadline(CLIENT_BODY, this.conn.ctx.limits.bodyTimeout);
-      if (!ok) this.conn.socket.pause();
+    } else {
+      // The app reads slowly: berth stops reading the client, and the client's silence is not its fault.
+      this.conn.socket.pause();
+      this.#clearDeadline();
     }
   }
 
@@ -439,11 +451,17 @@ export class Exchange implements UpstreamOwner {
     } else {
       ok = this.#write(start === 0 ? buf : buf.subarray(start));
     }
-    if (!ok) this.#upstream?.socket.pause();
+    if (!ok) this.#clientBackpressure();
+  }
+
+  /** The client reads slower than the app writes: the app waits, and a client that stops reading for good is cut. */
+  #clientBackpressure(): void {
+    this.#upstream?.socket.pause();
+    if (this.#reqDone && this.#deadlineKind === NO_DEADLINE) this.#setDeadline(CLIENT_SEND, this.conn.ctx.limits.bodyTimeout);
   }
 
   readonly #writeDecoded = (buf: Buffer, start: number, end: number): void => {
-    if (end > start && !this.#write(buf.subarray(start, end))) this.#upstream?.socket.pause();
+    if (end > start && !this.#write(buf.subarray(start, end))) this.#clientBackpressure();
   };
 
   /** The answer is complete. `inStep`: the app sent nothing beyond it, so its connection may be reused. */

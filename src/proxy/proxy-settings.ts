@@ -23,7 +23,11 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppProxySettings> = Object.freeze({
 export interface ClientLimits {
   /** A client gets this long to send a whole request head (from its first byte, or from connecting): the slowloris guard. 408 after. Default 30 s. */
   headerTimeout: number;
-  /** Longest silence while a client sends a request body. 408 (or a cut connection) after. Default 60 s. */
+  /**
+   * Longest silence while a client sends a request body (408 after), and longest a client may
+   * leave an answer unread while berth has more of it to send (the connection is cut after).
+   * Default 60 s.
+   */
   bodyTimeout: number;
   /** Largest request head (request line and headers). 431 above it. Default 32 KiB. */
   maxHeaderBytes: number;
