@@ -96,6 +96,8 @@ export class Exchange implements UpstreamOwner {
   start(): void {
     const head = this.head;
     const ctx = this.conn.ctx;
+    // Every answer gets an id, berth's own error pages too.
+    this.#requestId = head.requestId ?? newRequestId();
     if (head.host === undefined || head.host === '') {
       this.#respond(404, 'No app is served at this address (the request named no host).');
       return;
@@ -118,7 +120,6 @@ export class Exchange implements UpstreamOwner {
       this.#respond(413, `The request body is larger than this app accepts (${settings.maxBodySize} bytes).`, false);
       return;
     }
-    this.#requestId = head.requestId ?? newRequestId();
     this.#connect();
   }
 
@@ -551,7 +552,7 @@ export class Exchange implements UpstreamOwner {
     const keep = keepAlive && this.#reqDone && this.head.keepAlive && this.head.upgrade === undefined && !this.conn.closing && !this.conn.ctx.draining;
     this.status = status;
     this.#headSent = true;
-    this.#write(errorResponse(status, detail, { method: this.head.method, keepAlive: keep, ...(this.#requestId ? { requestId: this.#requestId } : {}) }));
+    this.#write(errorResponse(status, detail, { method: this.head.method, keepAlive: keep, requestId: this.#requestId }));
     this.#complete(keep);
   }
 
