@@ -203,6 +203,8 @@ export function dataPaths(dataDir: string) {
     domains: path.join(dataDir, 'state', 'domains.json'),
     certState: path.join(dataDir, 'state', 'certs.json'),
     certs: path.join(dataDir, 'certs'),
+    proxySettings: path.join(dataDir, 'state', 'proxy.json'),
+    accessLog: path.join(dataDir, 'logs', 'access.log'),
     hostKeys: path.join(dataDir, 'ssh'),
     repos: path.join(dataDir, 'repos'),
     tmp: path.join(dataDir, 'tmp'),

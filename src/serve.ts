@@ -14,7 +14,7 @@ import { Engine } from './orchestrator/engine.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
 import { EdgeServer } from './proxy/edge-server.ts';
 import { CertificateManager } from './proxy/tls/certificate-manager.ts';
-import { createHttpResponder } from './proxy/tls/https-redirect.ts';
+import { createChallengeResponder, createHttpsRedirect } from './proxy/tls/https-redirect.ts';
 import { TlsListener } from './proxy/tls/tls-listener.ts';
 import { writeFileAtomic } from './state/atomic-file.ts';
 import type { Target } from './proxy/route-table.ts';
@@ -42,14 +42,17 @@ export async function serve(argv: string[]): Promise<number> {
     const services = await loadServices(config);
     const hostKey = await loadOrCreateHostKey(paths.hostKeys);
     const engine = await Engine.connect(config.dockerHost, await instanceId(paths.instance));
-    const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost });
+    const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost, accessLogFile: paths.accessLog });
+    edge.setAppSettings(services.proxySettings.resolved());
+    services.proxySettings.onChange((settings) => edge.setAppSettings(settings));
     stops.push(() => edge.stop());
     const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: services.apps, domains: services.domains });
     services.certificates = certificates;
     stops.push(() => certificates.stop());
     await certificates.load();
     const tls = new TlsListener({ port: config.httpsPort, bindHost: config.bindHost, handler: edge, secureContext: (name, acmeTls) => certificates.secureContext(name, acmeTls) });
-    edge.setChallengeResponder(createHttpResponder({ challenges: certificates.challenges, hasCertificate: (host) => certificates.hasCertificate(host), httpsPort: () => tls.port }));
+    edge.setChallengeResponder(createChallengeResponder(certificates.challenges));
+    edge.setHttpsRedirect(createHttpsRedirect({ hasCertificate: (host) => certificates.hasCertificate(host), httpsPort: () => tls.port }));
     const publisher = {
       // Host names are read when the routes are swapped, so a domain change made while a deploy
       // runs is not undone by the deploy's earlier copy.

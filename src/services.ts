@@ -4,6 +4,7 @@ import { dataPaths, type Config } from './config.ts';
 import { KeyStore } from './git/key-store.ts';
 import { AppStore } from './state/app-store.ts';
 import { DomainStore } from './state/domain-store.ts';
+import { ProxySettingsStore } from './state/proxy-settings-store.ts';
 
 export async function loadServices(config: Config): Promise<Services> {
   const paths = dataPaths(config.dataDir);
@@ -13,5 +14,7 @@ export async function loadServices(config: Config): Promise<Services> {
   await apps.load();
   const domains = new DomainStore(paths.domains, { domain: config.domain, apps: () => apps.list().map((a) => a.name) });
   await domains.load();
-  return { config, paths, keys, apps, domains };
+  const proxySettings = new ProxySettingsStore(paths.proxySettings);
+  await proxySettings.load();
+  return { config, paths, keys, apps, domains, proxySettings };
 }

@@ -12,7 +12,7 @@ import tls, { createSecureContext, type SecureContext } from 'node:tls';
 import { setLogSink } from '../src/log.ts';
 import { EdgeServer } from '../src/proxy/edge-server.ts';
 import { AcmeChallenges } from '../src/proxy/tls/acme-challenges.ts';
-import { createHttpResponder } from '../src/proxy/tls/https-redirect.ts';
+import { createChallengeResponder, createHttpsRedirect } from '../src/proxy/tls/https-redirect.ts';
 import { TlsListener } from '../src/proxy/tls/tls-listener.ts';
 import { RouteTable } from '../src/proxy/route-table.ts';
 import { handshake, issueCert, makeCa, type TestCa } from './helpers/certs.ts';
@@ -72,7 +72,8 @@ async function startStack(t: TestContext, certified: Set<string> = new Set()): P
   });
   await listener.start();
   t.after(() => listener.stop());
-  edge.setChallengeResponder(createHttpResponder({ challenges, hasCertificate: (h) => certified.has(h), httpsPort: () => listener.port }));
+  edge.setChallengeResponder(createChallengeResponder(challenges));
+  edge.setHttpsRedirect(createHttpsRedirect({ hasCertificate: (h) => certified.has(h), httpsPort: () => listener.port }));
   return { edge, listener, challenges };
 }
 

@@ -6,6 +6,7 @@ import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { AppStore } from '../state/app-store.ts';
 import type { DomainStore } from '../state/domain-store.ts';
+import type { ProxySettingsStore } from '../state/proxy-settings-store.ts';
 import type { Output } from './output.ts';
 import { UserError } from '../errors.ts';
 
@@ -18,6 +19,8 @@ export interface Services {
   keys: KeyStore;
   apps: AppStore;
   domains: DomainStore;
+  /** Per-app proxy limits (state/proxy.json). */
+  proxySettings: ProxySettingsStore;
   /** Present only inside the running daemon; commands that touch containers need it. */
   orchestrator?: Orchestrator;
   /** Present only inside the running daemon: certificates and automatic HTTPS. */

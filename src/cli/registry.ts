@@ -7,6 +7,7 @@ import type { Command, CommandContext } from './command.ts';
 import { appCommands } from './commands/apps.ts';
 import { certCommands } from './commands/certs.ts';
 import { domainCommands } from './commands/domains.ts';
+import { proxyCommands } from './commands/proxy.ts';
 import { sshKeyCommands } from './commands/ssh-keys.ts';
 import { configCommands } from './commands/config.ts';
 import { psCommands } from './commands/ps.ts';
@@ -59,6 +60,7 @@ export const COMMANDS: readonly Command[] = [
   ...gitFromImageCommands,
   ...domainCommands,
   ...certCommands,
+  ...proxyCommands,
 ];
 
 /** Runs one command line (already split into words) and returns its exit status. Never throws. */

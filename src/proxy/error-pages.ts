@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 
-export type ErrorStatus = 400 | 404 | 500 | 502 | 503 | 504;
+export type ErrorStatus = 400 | 404 | 408 | 413 | 431 | 500 | 501 | 502 | 503 | 504 | 505;
 
 export interface ErrorPage {
   readonly status: ErrorStatus;
@@ -54,6 +54,29 @@ export function sendRawErrorPage(socket: Duplex, status: ErrorStatus, detail: st
   socket.end(head + 'connection: close\r\n\r\n' + page.body, () => socket.destroy());
 }
 
+/**
+ * The whole response (status line, headers, page) as one latin1-safe string, for the fast path
+ * that writes to sockets itself. `keepAlive` false adds `connection: close`.
+ */
+export function errorResponse(status: ErrorStatus, detail: string, options: { method?: string; keepAlive?: boolean; requestId?: string } = {}): string {
+  const page = errorPage(status, detail, options.method);
+  let head = `HTTP/1.1 ${status} ${TITLES[status]}\r\n`;
+  for (const [name, value] of Object.entries(page.headers)) head += `${name}: ${value}\r\n`;
+  if (options.requestId) head += `x-request-id: ${options.requestId}\r\n`;
+  if (!options.keepAlive) head += 'connection: close\r\n';
+  // The page is ASCII apart from what escapeHtml passed through; encode it so the length holds.
+  return head + '\r\n' + Buffer.from(page.body, 'utf8').toString('latin1');
+}
+
+/** A 308 to `location` as one latin1 string for the fast path; `location` is built by berth, never raw input. */
+export function redirectResponse(location: string, options: { method?: string; keepAlive?: boolean; requestId?: string } = {}): string {
+  const body = `Moved to ${location}\n`;
+  let head = `HTTP/1.1 308 Permanent Redirect\r\nlocation: ${location}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n`;
+  if (options.requestId) head += `x-request-id: ${options.requestId}\r\n`;
+  if (!options.keepAlive) head += 'connection: close\r\n';
+  return head + '\r\n' + (options.method === 'HEAD' ? '' : Buffer.from(body, 'utf8').toString('latin1'));
+}
+
 export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ESCAPES[c] ?? c);
 }
@@ -61,10 +84,15 @@ export function escapeHtml(text: string): string {
 const TITLES: Record<ErrorStatus, string> = {
   400: 'Bad Request',
   404: 'Not Found',
+  408: 'Request Timeout',
+  413: 'Content Too Large',
+  431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
+  501: 'Not Implemented',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
 };
 
 const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };

@@ -60,6 +60,7 @@ export const appCommands: Command[] = [
       const orchestrator = requireDaemon(ctx.services);
       ctx.out.step(`Destroying ${app}`);
       await orchestrator.destroyApp(app, ctx.out);
+      await ctx.services.proxySettings.removeApp(app);
       log.info('app_destroyed', { app, by: callerName(ctx) });
       ctx.out.step(`Destroyed ${app}`);
     },

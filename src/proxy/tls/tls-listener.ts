@@ -1,13 +1,14 @@
 // The HTTPS listener: TLS with the certificate picked by SNI from memory, HTTP/2 or HTTP/1.1 by
-// ALPN, TLS-ALPN-01 answers to clients that offer only `acme-tls/1`; every request then goes
-// through the edge server's routing and forwarding with X-Forwarded-Proto: https.
-import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+// ALPN, TLS-ALPN-01 answers to clients that offer only `acme-tls/1`. Decrypted HTTP/1.1
+// connections take the edge server's fast path; HTTP/2 requests its node:http-shaped path; both
+// forward with X-Forwarded-Proto: https.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer as createHttp2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import type { SecureContext, TLSSocket } from 'node:tls';
+import { createServer as createTlsServer, type SecureContext, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { UserError, wrapError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { CLIENT_HEADERS_TIMEOUT_MS, CLIENT_KEEP_ALIVE_TIMEOUT_MS, CLIENT_REQUEST_TIMEOUT_MS, DRAIN_TIMEOUT_MS, type Via } from '../edge-server.ts';
+import { DRAIN_TIMEOUT_MS, type Via } from '../edge-server.ts';
 import { ACME_TLS_PROTOCOL } from './acme-challenges.ts';
 import { adaptHttp2Request } from './http2-request.ts';
 
@@ -15,6 +16,9 @@ import { adaptHttp2Request } from './http2-request.ts';
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export interface RequestHandler {
+  /** HTTP/1.x connections, once decrypted: the edge server's fast path. */
+  serveConnection(socket: TLSSocket, proto: 'https', port: number): void;
+  /** HTTP/2 requests, adapted to node:http's shape. */
   handleRequest(req: IncomingMessage, res: ServerResponse, via: Via): void;
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, via: Via): void;
 }
@@ -40,7 +44,8 @@ const ACME_TLS = Symbol('berth.acmeTls');
 export class TlsListener {
   readonly #options: TlsListenerOptions;
   readonly #sockets = new Set<TLSSocket>();
-  #server: Http2SecureServer | undefined;
+  #server: TlsServer | undefined;
+  #h2: Http2Server | undefined;
   #boundPort: number | undefined;
   #starting: Promise<void> | undefined;
   #stopped: Promise<void> | undefined;
@@ -69,8 +74,7 @@ export class TlsListener {
   async #start(): Promise<void> {
     const { secureContext, handler } = this.#options;
     const offerH2 = this.#options.http2 ?? true;
-    const server = createSecureServer({
-      allowHTTP1: true,
+    const server = createTlsServer({
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
       // ALPN comes before the certificate in TLS 1.3, so the certificate can follow the protocol.
       ALPNCallback: function (this: TLSSocket, { protocols }: { servername: string; protocols: string[] }) {
@@ -88,29 +92,30 @@ export class TlsListener {
         if (context) done(null, context);
         else done(new Error(`no certificate for ${JSON.stringify(servername.slice(0, 253))}${acmeTls ? ' (acme-tls/1)' : ''}`));
       },
-      // HTTP/1.1 connections get the same limits as on the HTTP listener.
-      headersTimeout: CLIENT_HEADERS_TIMEOUT_MS,
-      requestTimeout: CLIENT_REQUEST_TIMEOUT_MS,
-    } as Parameters<typeof createSecureServer>[0]);
-    (server as unknown as { keepAliveTimeout: number }).keepAliveTimeout = CLIENT_KEEP_ALIVE_TIMEOUT_MS;
-    // Runs before http2's own listener: a validation connection has nothing more to say.
-    server.prependListener('secureConnection', (socket: TLSSocket) => {
+    } as Parameters<typeof createTlsServer>[0]);
+    // HTTP/2 sessions run on a plain http2 server fed the decrypted sockets; its requests are
+    // adapted to the node:http shape the edge server's compat path forwards.
+    const h2 = createHttp2Server();
+    h2.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+      handler.handleRequest(adaptHttp2Request(req), res as unknown as ServerResponse, this.#via());
+    });
+    h2.on('sessionError', (error: Error) => log.debug('tls_http2_session_error', { message: error.message }));
+    this.#h2 = h2;
+    server.on('secureConnection', (socket: TLSSocket) => {
+      // A validation connection has nothing more to say once the handshake showed the certificate.
       if ((socket as TLSSocket & { [ACME_TLS]?: boolean })[ACME_TLS]) {
         socket.destroy();
         return;
       }
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
+      // HTTP/1.1 (or no ALPN) takes the same fast path as the HTTP listener.
+      if (socket.alpnProtocol === 'h2') h2.emit('connection', socket);
+      else handler.serveConnection(socket, 'https', this.port);
     });
-    server.on('request', (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse) => {
-      const request = req.httpVersionMajor === 2 ? adaptHttp2Request(req as Http2ServerRequest) : (req as IncomingMessage);
-      handler.handleRequest(request, res as ServerResponse, this.#via());
-    });
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => handler.handleUpgrade(req, socket, head, this.#via()));
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
       log.debug('tls_handshake_failed', { code: error.code, message: error.message, servername: (socket as TLSSocket & { servername?: string }).servername });
     });
-    server.on('sessionError', (error: Error) => log.debug('tls_http2_session_error', { message: error.message }));
     this.#server = server;
     const { port } = this.#options;
     const host = this.#options.bindHost ?? '0.0.0.0';
@@ -137,8 +142,9 @@ export class TlsListener {
     await this.#starting?.catch(() => undefined);
     const server = this.#server;
     if (!server?.listening) return;
-    // close() also sends HTTP/2 clients GOAWAY and closes idle HTTP/1.1 connections.
+    // HTTP/2 clients get GOAWAY; HTTP/1.1 connections are drained by the edge server's stop().
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    this.#h2?.close();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.#options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS);

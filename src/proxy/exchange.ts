@@ -1,0 +1,658 @@
+// One request and its answer on the fast path: route by Host, pick a target, send the head and
+// stream the body to a pooled upstream connection, stream the answer back with hop-by-hop headers
+// removed, then give the connection back to its pool. Retries on another target when nothing
+// reached the app yet, or when a reused connection turned out closed and the request is safe to
+// repeat. Timeouts are deadlines checked by the edge server's sweep, not timers per request.
+import { log } from '../log.ts';
+import { ChunkedBody } from './chunked-body.ts';
+import type { ClientConnection } from './client-connection.ts';
+import { errorResponse, redirectResponse, type ErrorStatus } from './error-pages.ts';
+import {
+  BODY_CHUNKED,
+  BODY_LENGTH,
+  BODY_NONE,
+  BODY_UNTIL_CLOSE,
+  HttpError,
+  parseResponseHead,
+  type RequestHead,
+  type ResponseHead,
+} from './http1-head.ts';
+import type { AppProxySettings } from './proxy-settings.ts';
+import { newRequestId } from './request-id.ts';
+import { normaliseHostname, type AppRoute } from './route-table.ts';
+import type { TargetState } from './target-state.ts';
+import { Tunnel } from './tunnel.ts';
+import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.ts';
+
+/** Largest response head berth accepts from an app; 502 above it. */
+export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+/** Bodies up to this size that arrive with their head go out in the same write. */
+const SMALL_BODY = 16 * 1024;
+
+const RES_HEAD = 0;
+const RES_BODY = 1;
+const RES_DONE = 2;
+
+const NO_DEADLINE = 0;
+const CONNECT = 1;
+const CLIENT_BODY = 2;
+const RESPONSE = 3;
+const CLIENT_SEND = 4;
+
+/** Methods whose bodiless requests may be sent twice (RFC 9110 §9.2.2; POST and PATCH never). */
+const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+const UNREACHABLE = 'The app behind this address could not be reached. Try again in a moment.';
+const TOO_SLOW = 'The app behind this address took too long to answer.';
+
+export class Exchange implements UpstreamOwner {
+  readonly conn: ClientConnection;
+  readonly head: RequestHead;
+  /** performance.now() when the head was complete. */
+  readonly #started: number;
+  #route: AppRoute | undefined;
+  #settings: AppProxySettings | undefined;
+  #requestId = '';
+  target: TargetState | undefined;
+  #upstream: UpstreamConnection | undefined;
+  /** Targets that refused this request; a retry goes elsewhere. */
+  #tried: TargetState[] | undefined;
+  #staleRetried = false;
+  #sent = false;
+  #reqDone: boolean;
+  #reqLeft: number;
+  readonly #reqChunked: ChunkedBody | undefined;
+  /** Body bytes read while no upstream connection was ready. */
+  #held: Buffer | undefined;
+  #resPhase = RES_HEAD;
+  #resBuf: Buffer | undefined;
+  #res: ResponseHead | undefined;
+  #resLeft = 0;
+  #resChunked: ChunkedBody | undefined;
+  #decode = false;
+  #keepClient = false;
+  #headSent = false;
+  #bytesOut = 0;
+  status = 0;
+  #deadline = 0;
+  #deadlineKind = NO_DEADLINE;
+  #done = false;
+
+  constructor(conn: ClientConnection, head: RequestHead) {
+    this.conn = conn;
+    this.head = head;
+    this.#started = performance.now();
+    this.#reqDone = head.bodyKind === BODY_NONE;
+    this.#reqLeft = head.contentLength;
+    this.#reqChunked = head.bodyKind === BODY_CHUNKED ? new ChunkedBody() : undefined;
+  }
+
+  get app(): string | undefined {
+    return this.#route?.app;
+  }
+
+  start(): void {
+    const head = this.head;
+    const ctx = this.conn.ctx;
+    // Every answer gets an id, berth's own error pages too.
+    this.#requestId = head.requestId ?? newRequestId();
+    if (head.host === undefined || head.host === '') {
+      this.#respond(404, 'No app is served at this address (the request named no host).');
+      return;
+    }
+    const hostname = normaliseHostname(stripPort(head.host));
+    if (this.conn.proto === 'http') {
+      const httpsPort = ctx.httpsPortFor(hostname);
+      if (httpsPort !== undefined) {
+        this.#redirectToHttps(hostname, httpsPort);
+        return;
+      }
+    }
+    const route = ctx.routes().lookup(hostname);
+    if (!route) {
+      this.#respond(404, `No app is served at ${hostname}.`);
+      return;
+    }
+    this.#route = route;
+    if (route.targets.length === 0) {
+      log.warn('proxy_no_targets', { app: route.app, host: hostname });
+      this.#respond(503, `The app at ${hostname} has no running web process. Try again in a moment.`);
+      return;
+    }
+    const settings = ctx.settings(route.app);
+    this.#settings = settings;
+    if (settings.maxBodySize > 0 && head.bodyKind === BODY_LENGTH && head.contentLength > settings.maxBodySize) {
+      this.#respond(413, `The request body is larger than this app accepts (${settings.maxBodySize} bytes).`, false);
+      return;
+    }
+    this.#connect();
+  }
+
+  // --- client side -------------------------------------------------------------------------
+
+  onClientData(chunk: Buffer): void {
+    if (this.#done) return;
+    if (this.#reqDone) {
+      this.conn.stash(chunk);
+      return;
+    }
+    if (!this.#sent) {
+      this.#held = this.#held ? Buffer.concat([this.#held, chunk]) : chunk;
+      return;
+    }
+    this.#forwardBody(chunk);
+  }
+
+  /**
+   * The client sent FIN in the middle of the exchange. Like nginx, berth takes that for the
+   * client leaving (a half-closing client that still waits for its answer is rare, and a request
+   * whose body stops short must never reach the app as whole): the app's connection is dropped.
+   */
+  onClientEnd(): void {
+    if (this.#done) return;
+    this.#dropUpstream();
+    if (!this.#headSent) this.status = 499;
+    this.conn.destroy();
+    this.#complete(false);
+  }
+
+  onClientClose(): void {
+    if (this.#done) return;
+    this.#dropUpstream();
+    if (!this.#headSent) this.status = 499;
+    this.#complete(false);
+  }
+
+  onClientDrain(): void {
+    this.#upstream?.socket.resume();
+    if (this.#deadlineKind === CLIENT_SEND) this.#clearDeadline();
+  }
+
+  // --- upstream side -----------------------------------------------------------------------
+
+  onUpstreamConnect(upstream: UpstreamConnection): void {
+    if (upstream === this.#upstream) this.#send();
+  }
+
+  onUpstreamDrain(upstream: UpstreamConnection): void {
+    if (upstream !== this.#upstream || this.#reqDone || !this.#sent) return;
+    this.conn.socket.resume();
+    this.#setDeadline(CLIENT_BODY, this.conn.ctx.limits.bodyTimeout);
+  }
+
+  onUpstreamData(upstream: UpstreamConnection, chunk: Buffer): void {
+    if (upstream !== this.#upstream) return;
+    if (this.#resPhase === RES_BODY) this.#relay(chunk, 0);
+    else if (this.#resPhase === RES_HEAD) this.#readHead(chunk);
+    else this.#dropUpstream();
+  }
+
+  onUpstreamEnd(upstream: UpstreamConnection): void {
+    if (upstream !== this.#upstream) return;
+    if (this.#resPhase === RES_BODY && this.#res?.bodyKind === BODY_UNTIL_CLOSE) this.#finish(true);
+    // Otherwise 'close' follows at once and decides.
+  }
+
+  onUpstreamClose(upstream: UpstreamConnection, error: NodeJS.ErrnoException | undefined): void {
+    if (upstream !== this.#upstream || this.#done) return;
+    this.#upstream = undefined;
+    const code = error?.code ?? 'ECONNRESET';
+    if (this.#resPhase === RES_BODY) {
+      if (this.#res?.bodyKind === BODY_UNTIL_CLOSE && !error) {
+        this.#finish(true);
+        return;
+      }
+      // The answer is cut short: the client must see a cut, never a clean end.
+      this.#logUpstreamError('body', undefined, code, error?.message ?? 'the app closed the connection in the middle of the body');
+      this.conn.destroy();
+      this.#complete(false);
+      return;
+    }
+    const ctx = this.conn.ctx;
+    const target = upstream.target;
+    if (!upstream.connected) {
+      // Nothing reached the app: any request may go to another target.
+      target.markDown(Date.now(), ctx.limits.targetDownFor);
+      this.#logUpstreamError('connect', undefined, code, error?.message ?? 'connection closed');
+      this.#retryElsewhere(502, UNREACHABLE);
+      return;
+    }
+    // Closed after the request went out and before any answer. On a fresh connection that is the
+    // app resetting it (passive health takes the target out); on a reused one, usually the
+    // keep-alive race: the app closed it just as berth reused it.
+    const fresh = upstream.served <= 1;
+    if (fresh) target.markDown(Date.now(), ctx.limits.targetDownFor);
+    const safe = this.#resBuf === undefined && this.head.bodyKind === BODY_NONE && RETRYABLE_METHODS.has(this.head.method);
+    if (safe && !this.#staleRetried) {
+      this.#staleRetried = true;
+      log.debug('proxy_upstream_retry', { app: this.app, target: target.id, code, fresh });
+      // Another target if there is one; the same one (on a new connection) otherwise.
+      if (fresh && this.#route!.targets.length > 1) (this.#tried ??= []).push(target);
+      this.#release();
+      this.#connect();
+      return;
+    }
+    this.#logUpstreamError('response', 502, code, error?.message ?? 'the app closed the connection before answering');
+    this.#respond(502, UNREACHABLE, false);
+  }
+
+  /** Called by the connection's sweep. */
+  checkDeadline(now: number): void {
+    if (this.#deadline === 0 || now < this.#deadline || this.#done) return;
+    const kind = this.#deadlineKind;
+    this.#deadline = 0;
+    this.#deadlineKind = NO_DEADLINE;
+    if (kind === CONNECT) {
+      const target = this.target;
+      this.#dropUpstream();
+      target?.markDown(now, this.conn.ctx.limits.targetDownFor);
+      this.#logUpstreamError('connect', 504, 'ETIMEDOUT', `no connection within ${this.conn.ctx.limits.connectTimeout} ms`);
+      this.#retryElsewhere(504, TOO_SLOW);
+    } else if (kind === CLIENT_BODY) {
+      this.#dropUpstream();
+      this.#respond(408, 'The request body was not sent in time.', false);
+    } else if (kind === CLIENT_SEND) {
+      // Headers went out long ago; all that is left is to cut both sides.
+      this.#dropUpstream();
+      this.conn.destroy();
+      this.#complete(false);
+    } else if (kind === RESPONSE) {
+      this.#dropUpstream();
+      this.#logUpstreamError('response', 504, 'ETIMEDOUT', `no answer within ${this.#settings?.readTimeout} ms`);
+      this.#respond(504, TOO_SLOW, false);
+    }
+  }
+
+  // --- internals ---------------------------------------------------------------------------
+
+  #connect(): void {
+    const ctx = this.conn.ctx;
+    const target = ctx.balancer.pick(this.#route!, Date.now(), this.#tried);
+    if (!target) {
+      this.#respond(502, UNREACHABLE, this.#reqDone);
+      return;
+    }
+    this.target = target;
+    target.begin();
+    const upstream = target.acquire();
+    upstream.owner = this;
+    this.#upstream = upstream;
+    if (upstream.connected) {
+      this.#send();
+      return;
+    }
+    this.#setDeadline(CONNECT, ctx.limits.connectTimeout);
+    if (!this.#reqDone) this.conn.socket.pause();
+  }
+
+  /** The upstream connection is ready: the head goes out, with whatever body has arrived. */
+  #send(): void {
+    const upstream = this.#upstream!;
+    const head = this.head;
+    const conn = this.conn;
+    upstream.served++;
+    this.#sent = true;
+    let out = `${head.method} ${head.path} HTTP/1.1\r\n${head.forwardLines}`;
+    if (head.upgrade !== undefined) out += `Connection: Upgrade\r\nUpgrade: ${head.upgrade}\r\n`;
+    out +=
+      `X-Forwarded-For: ${head.forwardedFor === '' ? conn.clientIp : `${head.forwardedFor}, ${conn.clientIp}`}\r\n` +
+      `X-Forwarded-Proto: ${conn.proto}\r\nX-Forwarded-Host: ${head.host}\r\nX-Forwarded-Port: ${conn.port}\r\n` +
+      `X-Request-Id: ${this.#requestId}\r\n\r\n`;
+    if (this.#reqDone) {
+      upstream.write(out);
+      this.#setDeadline(RESPONSE, this.#settings!.readTimeout);
+      return;
+    }
+    let body = this.#held;
+    this.#held = undefined;
+    const buffered = conn.takeBuffered();
+    if (buffered) body = body ? Buffer.concat([buffered, body]) : buffered;
+    upstream.socket.cork();
+    upstream.write(out);
+    if (body) this.#forwardBody(body);
+    upstream.socket.uncork();
+    if (!this.#reqDone) {
+      this.#setDeadline(CLIENT_BODY, conn.ctx.limits.bodyTimeout);
+      conn.socket.resume();
+    }
+  }
+
+  #forwardBody(buf: Buffer): void {
+    const upstream = this.#upstream;
+    if (!upstream || this.#done) return;
+    let end = buf.length;
+    if (this.#reqChunked) {
+      let found: number;
+      try {
+        found = this.#reqChunked.feed(buf, 0);
+      } catch (e) {
+        if (!(e instanceof HttpError)) throw e;
+        this.#dropUpstream();
+        this.#respond(400, `The request body could not be read: ${e.message}.`, false);
+        return;
+      }
+      const max = this.#settings!.maxBodySize;
+      if (max > 0 && this.#reqChunked.dataBytes > max) {
+        this.#dropUpstream();
+        this.#respond(413, `The request body is larger than this app accepts (${max} bytes).`, false);
+        return;
+      }
+      if (found !== -1) {
+        end = found;
+        this.#reqDone = true;
+      }
+    } else {
+      if (this.#reqLeft < end) end = this.#reqLeft;
+      this.#reqLeft -= end;
+      if (this.#reqLeft === 0) this.#reqDone = true;
+    }
+    const ok = upstream.write(end === buf.length ? buf : buf.subarray(0, end));
+    if (end < buf.length) this.conn.stash(buf.subarray(end));
+    if (this.#reqDone) {
+      if (this.#resPhase === RES_HEAD) this.#setDeadline(RESPONSE, this.#settings!.readTimeout);
+      else this.#clearDeadline();
+    } else if (ok) {
+      this.#setDeadline(CLIENT_BODY, this.conn.ctx.limits.bodyTimeout);
+    } else {
+      // The app reads slowly: berth stops reading the client, and the client's silence is not its fault.
+      this.conn.socket.pause();
+      this.#clearDeadline();
+    }
+  }
+
+  #readHead(chunk: Buffer): void {
+    const buf = this.#resBuf ? Buffer.concat([this.#resBuf, chunk]) : chunk;
+    const end = buf.indexOf(CRLF2);
+    if (end === -1) {
+      if (buf.length > MAX_RESPONSE_HEAD_BYTES) this.#badResponse('the response head is too large');
+      else this.#resBuf = buf;
+      return;
+    }
+    this.#resBuf = undefined;
+    let res: ResponseHead;
+    try {
+      res = parseResponseHead(buf.toString('latin1', 0, end), this.head.method, this.conn.ctx.limits);
+    } catch (e) {
+      if (!(e instanceof HttpError)) throw e;
+      this.#badResponse(e.message);
+      return;
+    }
+    const bodyStart = end + 4;
+    if (res.status < 200) {
+      if (res.status === 101) {
+        if (this.head.upgrade === undefined) this.#badResponse('101 Switching Protocols to a request that asked for no upgrade');
+        else this.#switchProtocols(res, buf.subarray(bodyStart));
+        return;
+      }
+      // 100 Continue, 103 Early Hints: passed on to HTTP/1.1 clients; the final answer follows.
+      if (this.head.minor === 1) this.#write(res.forwardHead + '\r\n');
+      if (bodyStart < buf.length) this.#readHead(buf.subarray(bodyStart));
+      return;
+    }
+    this.#res = res;
+    this.status = res.status;
+    this.#resPhase = RES_BODY;
+    if (this.#reqDone) this.#clearDeadline();
+    const conn = this.conn;
+    this.#decode = res.bodyKind === BODY_CHUNKED && this.head.minor === 0;
+    this.#keepClient = this.head.keepAlive && this.#reqDone && !conn.closing && !conn.ctx.draining && res.bodyKind !== BODY_UNTIL_CLOSE && !this.#decode;
+    let out = this.#decode ? res.forwardHead.replace(/^transfer-encoding:[^\r]*\r\n/im, '') : res.forwardHead;
+    out += this.#keepClient ? (this.head.minor === 0 ? 'Connection: keep-alive\r\n\r\n' : '\r\n') : 'Connection: close\r\n\r\n';
+    this.#headSent = true;
+    if (res.bodyKind === BODY_NONE) {
+      this.#write(out);
+      this.#finish(bodyStart === buf.length);
+      return;
+    }
+    this.#resLeft = res.contentLength;
+    if (res.bodyKind === BODY_CHUNKED) this.#resChunked = new ChunkedBody();
+    if (bodyStart === buf.length) {
+      this.#write(out);
+      return;
+    }
+    // The usual small answer arrives whole with its head: one write of one string, not a writev.
+    if (res.bodyKind === BODY_LENGTH && res.contentLength <= SMALL_BODY && buf.length - bodyStart >= res.contentLength) {
+      const end = bodyStart + res.contentLength;
+      this.#write(out + buf.toString('latin1', bodyStart, end));
+      this.#resLeft = 0;
+      this.#finish(end === buf.length);
+      return;
+    }
+    conn.socket.cork();
+    this.#write(out);
+    this.#relay(buf, bodyStart);
+    conn.socket.uncork();
+  }
+
+  #relay(buf: Buffer, start: number): void {
+    const res = this.#res!;
+    let ok: boolean;
+    if (res.bodyKind === BODY_LENGTH) {
+      const available = buf.length - start;
+      const take = available < this.#resLeft ? available : this.#resLeft;
+      ok = this.#write(start === 0 && take === buf.length ? buf : buf.subarray(start, start + take));
+      this.#resLeft -= take;
+      if (this.#resLeft === 0) {
+        this.#finish(start + take === buf.length);
+        return;
+      }
+    } else if (res.bodyKind === BODY_CHUNKED) {
+      let end: number;
+      try {
+        end = this.#resChunked!.feed(buf, start, this.#decode ? this.#writeDecoded : undefined);
+      } catch (e) {
+        if (!(e instanceof HttpError)) throw e;
+        this.#logUpstreamError('body', undefined, 'EPROTO', `malformed chunked body: ${e.message}`);
+        this.#dropUpstream();
+        this.conn.destroy();
+        this.#complete(false);
+        return;
+      }
+      const stop = end === -1 ? buf.length : end;
+      ok = this.#decode ? true : this.#write(start === 0 && stop === buf.length ? buf : buf.subarray(start, stop));
+      if (end !== -1) {
+        this.#finish(end === buf.length);
+        return;
+      }
+    } else {
+      ok = this.#write(start === 0 ? buf : buf.subarray(start));
+    }
+    if (!ok) this.#clientBackpressure();
+  }
+
+  /** The client reads slower than the app writes: the app waits, and a client that stops reading for good is cut. */
+  #clientBackpressure(): void {
+    this.#upstream?.socket.pause();
+    if (this.#reqDone && this.#deadlineKind === NO_DEADLINE) this.#setDeadline(CLIENT_SEND, this.conn.ctx.limits.bodyTimeout);
+  }
+
+  readonly #writeDecoded = (buf: Buffer, start: number, end: number): void => {
+    if (end > start && !this.#write(buf.subarray(start, end))) this.#clientBackpressure();
+  };
+
+  /** The answer is complete. `inStep`: the app sent nothing beyond it, so its connection may be reused. */
+  #finish(inStep: boolean): void {
+    this.#resPhase = RES_DONE;
+    const upstream = this.#upstream;
+    this.#upstream = undefined;
+    if (upstream) {
+      const res = this.#res!;
+      if (inStep && res.keepAlive && this.#reqDone && !upstream.socket.destroyed) {
+        const limits = this.conn.ctx.limits;
+        const hinted = res.keepAliveHint === undefined ? limits.upstreamIdle : Math.min(limits.upstreamIdle, res.keepAliveHint * 1000 - 500);
+        if (hinted > 0) upstream.target.release(upstream, Date.now() + hinted);
+        else this.#discard(upstream);
+      } else this.#discard(upstream);
+    }
+    this.#complete(this.#keepClient);
+  }
+
+  /** 101: the client's and the app's sockets are spliced from here on. */
+  #switchProtocols(res: ResponseHead, fromUpstream: Buffer): void {
+    const upstream = this.#upstream!;
+    const target = upstream.target;
+    this.#upstream = undefined;
+    this.status = 101;
+    this.#headSent = true;
+    this.#write(res.forwardHead + '\r\n');
+    const fromClient = this.conn.takeBuffered();
+    const held = this.#held;
+    this.#held = undefined;
+    const client = this.conn.detach();
+    new Tunnel({
+      client,
+      upstream: upstream.detach(),
+      target,
+      websocket: this.head.upgrade!.toLowerCase() === 'websocket',
+      fromClient: held && fromClient ? Buffer.concat([fromClient, held]) : (fromClient ?? held),
+      fromUpstream,
+    });
+    this.#complete(false);
+  }
+
+  #retryElsewhere(status: ErrorStatus, detail: string): void {
+    if (this.target) (this.#tried ??= []).push(this.target);
+    this.#release();
+    const route = this.#route!;
+    if (this.#tried!.length >= route.targets.length) {
+      this.#respond(status, detail, false);
+      return;
+    }
+    this.#connect();
+  }
+
+  /** Lets go of the current target without answering (before a retry). */
+  #release(): void {
+    this.#dropUpstream();
+    if (this.target) this.target.end();
+    this.target = undefined;
+  }
+
+  #dropUpstream(): void {
+    const upstream = this.#upstream;
+    this.#upstream = undefined;
+    if (upstream) this.#discard(upstream);
+  }
+
+  #discard(upstream: UpstreamConnection): void {
+    upstream.owner = undefined;
+    upstream.destroy();
+  }
+
+  #badResponse(reason: string): void {
+    this.#logUpstreamError('response', 502, 'EPROTO', `invalid response: ${reason}`);
+    this.#dropUpstream();
+    this.#respond(502, 'The app behind this address sent an invalid answer.', false);
+  }
+
+  /** A host with a certificate is served over HTTPS: 308 keeps the method and body of the request. */
+  #redirectToHttps(hostname: string, port: number): void {
+    const path = originForm(this.head.path);
+    if (path === undefined) {
+      this.#respond(400, 'The request target is not a path.');
+      return;
+    }
+    const keep = this.#reqDone && this.head.keepAlive && this.head.upgrade === undefined && !this.conn.closing && !this.conn.ctx.draining;
+    this.status = 308;
+    this.#headSent = true;
+    this.#write(redirectResponse(`https://${hostname}${port === 443 ? '' : `:${port}`}${path}`, { method: this.head.method, keepAlive: keep, requestId: this.#requestId }));
+    this.#complete(keep);
+  }
+
+  /** berth answers itself (an error page). Keeps the connection when the request was read whole. */
+  #respond(status: ErrorStatus, detail: string, keepAlive = true): void {
+    if (this.#done) return;
+    if (this.#headSent) {
+      this.conn.destroy();
+      this.#complete(false);
+      return;
+    }
+    // A refused upgrade closes: the client asked to leave HTTP on this connection.
+    const keep = keepAlive && this.#reqDone && this.head.keepAlive && this.head.upgrade === undefined && !this.conn.closing && !this.conn.ctx.draining;
+    this.status = status;
+    this.#headSent = true;
+    this.#write(errorResponse(status, detail, { method: this.head.method, keepAlive: keep, requestId: this.#requestId }));
+    this.#complete(keep);
+  }
+
+  #complete(keepClient: boolean): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#clearDeadline();
+    const target = this.target;
+    if (target) target.end();
+    const ctx = this.conn.ctx;
+    const head = this.head;
+    if (ctx.accessLog) {
+      const q = head.path.indexOf('?');
+      ctx.accessLog.write({
+        id: this.#requestId,
+        client: this.conn.clientIp,
+        proto: this.conn.proto,
+        host: head.host ?? '',
+        method: head.method,
+        path: q === -1 ? head.path : head.path.slice(0, q),
+        status: this.status,
+        bytes: this.#bytesOut,
+        ms: performance.now() - this.#started,
+        app: this.#route?.app,
+        target: target?.id,
+      });
+    }
+    if (this.status !== 101) this.conn.finished(keepClient, this.#settings?.idleTimeout ?? 60_000);
+  }
+
+  #write(data: string | Buffer): boolean {
+    this.#bytesOut += data.length;
+    return this.conn.write(data);
+  }
+
+  #setDeadline(kind: number, ms: number): void {
+    this.#deadlineKind = kind;
+    this.#deadline = ms > 0 ? Date.now() + ms : 0;
+  }
+
+  #clearDeadline(): void {
+    this.#deadline = 0;
+    this.#deadlineKind = NO_DEADLINE;
+  }
+
+  #logUpstreamError(phase: 'connect' | 'response' | 'body', status: number | undefined, code: string, message: string): void {
+    const target = this.target;
+    log.warn('proxy_upstream_error', {
+      app: this.app,
+      host: this.head.host,
+      method: this.head.method,
+      target: target?.id,
+      address: target ? `${target.host}:${target.port}` : undefined,
+      phase,
+      status,
+      code,
+      message,
+      id: this.#requestId,
+    });
+  }
+}
+
+/** `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`. */
+export function stripPort(host: string): string {
+  if (host.charCodeAt(0) === 91 /* [ */) {
+    const end = host.indexOf(']');
+    return end === -1 ? host : host.slice(0, end + 1);
+  }
+  const colon = host.indexOf(':');
+  return colon === -1 ? host : host.slice(0, colon);
+}
+
+/** The path and query of a request target in origin form or absolute form. */
+function originForm(target: string): string | undefined {
+  if (target.startsWith('/')) return target;
+  try {
+    const url = new URL(target);
+    return url.pathname + url.search;
+  } catch {
+    return undefined;
+  }
+}

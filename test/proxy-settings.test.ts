@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { isUserError } from '../src/errors.ts';
+import { setLogSink } from '../src/log.ts';
+import { DEFAULT_APP_SETTINGS, normaliseSetting, parseDuration, parseSize, resolveSettings } from '../src/proxy/proxy-settings.ts';
+import { ProxySettingsStore } from '../src/state/proxy-settings-store.ts';
+
+test('sizes take k, m and g units (powers of 1024), and 0 means no limit', () => {
+  assert.equal(parseSize('10m'), 10 * 1024 * 1024);
+  assert.equal(parseSize('512K'), 512 * 1024);
+  assert.equal(parseSize('1gb'), 1024 ** 3);
+  assert.equal(parseSize('1.5m'), 1.5 * 1024 * 1024);
+  assert.equal(parseSize('2048'), 2048);
+  assert.equal(parseSize('0'), 0);
+  for (const bad of ['', 'ten', '-1m', '10x', '1e9']) assert.throws(() => parseSize(bad, 'max-body-size'), (e: unknown) => isUserError(e) && /max-body-size/.test(e.message));
+});
+
+test('durations take ms, s, m and h units, and a bare number is seconds', () => {
+  assert.equal(parseDuration('90'), 90_000);
+  assert.equal(parseDuration('90s'), 90_000);
+  assert.equal(parseDuration('5m'), 300_000);
+  assert.equal(parseDuration('1h'), 3_600_000);
+  assert.equal(parseDuration('250ms'), 250);
+  for (const bad of ['', 'soon', '5d', '-1s']) assert.throws(() => parseDuration(bad, 'read-timeout'), (e: unknown) => isUserError(e) && /read-timeout/.test(e.message));
+});
+
+test('a setting is normalised, an unknown key is refused with the list of keys', () => {
+  assert.equal(normaliseSetting('max-body-size', ' 10M '), '10m');
+  assert.equal(normaliseSetting('read-timeout', '90'), '90s');
+  assert.throws(
+    () => normaliseSetting('max-body', '1m'),
+    (e: unknown) => isUserError(e) && e.code === 'unknown_proxy_setting' && /max-body-size, read-timeout, idle-timeout/.test(e.hint ?? ''),
+  );
+});
+
+test('overrides replace only their own keys', () => {
+  assert.deepEqual(resolveSettings(undefined), DEFAULT_APP_SETTINGS);
+  assert.deepEqual(resolveSettings({ 'max-body-size': '1k' }), { ...DEFAULT_APP_SETTINGS, maxBodySize: 1024 });
+});
+
+test('the store keeps overrides in state/proxy.json, tells listeners, and resets a key without a value', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-proxy-settings-'));
+  const file = path.join(dir, 'state', 'proxy.json');
+  const store = new ProxySettingsStore(file);
+  await store.load();
+  const seen: number[] = [];
+  store.onChange((settings) => seen.push(settings.get('shop')?.maxBodySize ?? -1));
+  assert.equal(await store.set('shop', 'max-body-size', '10M'), '10m');
+  await store.set('shop', 'read-timeout', '2m');
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')), { schema: 1, apps: { shop: { 'max-body-size': '10m', 'read-timeout': '2m' } } });
+  assert.equal((fs.statSync(file).mode & 0o777).toString(8), '600');
+
+  const reloaded = new ProxySettingsStore(file);
+  await reloaded.load();
+  assert.deepEqual(reloaded.resolved().get('shop'), { ...DEFAULT_APP_SETTINGS, maxBodySize: 10 * 1024 * 1024, readTimeout: 120_000 });
+
+  await store.set('shop', 'max-body-size', undefined);
+  assert.deepEqual(store.overrides('shop'), { 'read-timeout': '2m' });
+  await store.set('shop', 'read-timeout', undefined);
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')).apps, {});
+  assert.deepEqual(seen, [10 * 1024 * 1024, 10 * 1024 * 1024, DEFAULT_APP_SETTINGS.maxBodySize, -1]);
+  await assert.rejects(store.set('shop', 'max-body-size', 'lots'), (e: unknown) => isUserError(e) && e.code === 'invalid_proxy_setting');
+});
+
+test('a proxy.json that cannot be read is quarantined and the defaults apply', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-proxy-settings-'));
+  fs.mkdirSync(path.join(dir, 'state'));
+  const file = path.join(dir, 'state', 'proxy.json');
+  fs.writeFileSync(file, JSON.stringify({ schema: 1, apps: { shop: { 'max-body-size': 'huge' } } }));
+  const lines: string[] = [];
+  setLogSink((line) => lines.push(line));
+  try {
+    const store = new ProxySettingsStore(file);
+    await store.load();
+    assert.equal(store.resolved().size, 0);
+  } finally {
+    setLogSink((line) => process.stderr.write(line + '\n'));
+  }
+  assert.equal(fs.existsSync(file), false);
+  assert.equal(fs.readdirSync(path.join(dir, 'quarantine')).length, 1);
+  assert.match(lines.join('\n'), /state_proxy_settings_quarantined/);
+});
