@@ -273,6 +273,7 @@ async function keepRunning(ctx: DeployContext, plan: ProcessPlan, checks: Resolv
       try {
         const list = quickChecks(checksFor(plan.release, dyno.type, checks));
         kept.set(dyno.name, await passGate({ engine: ctx.engine, container: candidate, dyno: dyno.name, checks: list, port: checkPort(dyno.type), hostHeader }));
+        log.info('container_kept', { app: plan.name, container: candidate.name, checks: list.map((c) => c.name) });
       } catch (e) {
         log.info('container_not_kept', { app: plan.name, container: candidate.name, reason: (e as Error).message });
       }

@@ -120,7 +120,9 @@ function exitedError(state: ContainerState | undefined, baseline: number): UserE
   if (!state) return new UserError('container_exited', 'the container was removed while it was being checked', { hint });
   const how = state.oomKilled ? ', killed: out of memory' : '';
   if (state.restartCount > baseline) {
-    return new UserError('container_exited', `the container exited at start and was restarted (exit code ${state.exitCode}${how})`, { hint });
+    // Once restarted, the engine no longer shows the exit code (the log above says why it exited).
+    const code = state.running ? '' : ` (exit code ${state.exitCode}${how})`;
+    return new UserError('container_exited', `the container exited at start and was restarted${code}`, { hint });
   }
   return new UserError('container_exited', `the container exited at start (status ${state.status}, exit code ${state.exitCode}${how})`, { hint });
 }
