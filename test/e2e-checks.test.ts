@@ -150,13 +150,17 @@ test("a rollback checks with the app.json of the release it brings back", () => 
   assert.match(report.stdout, /^web \(1\) in v\d+$/m);
 });
 
-test("git:from-image checks with the app.json in the image's working directory", () => {
+test("git:from-image checks with the app.json in the image's working directory, and checks:run runs them on demand", () => {
   const dir = path.join(work, 'image');
   writeFiles(dir, { ...zeroDowntimeApp({ message: 'from image' }), Dockerfile: `FROM ${BASE_IMAGE}\nCOPY server.js app.json /app/\nCMD ["node", "/app/server.js"]\n` });
   mustRun('docker', ['build', '-q', '-t', IMAGE, dir]);
   const r = daemon.cli(['git:from-image', APP, IMAGE]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /Checking web\.1: ready/);
+  const checked = daemon.cli(['checks:run', APP, 'web']);
+  assert.equal(checked.code, 0, checked.stderr);
+  assert.match(checked.stdout, /Running checks for web\.1: ready\n\s+web\.1 passed \(status 200 in \d+ ms\)/);
+  assert.equal(daemon.cli(['checks:run', APP, 'worker']).code, 1);
 });
 
 test("a restarted daemon adopts the running container after checking it with the release's checks", async () => {
