@@ -1,7 +1,7 @@
 // Zero-downtime deploys on real parts, under real load: dist/berth serve, real pushes over OpenSSH,
 // the Docker engine, wrk and Node clients through berth's proxy. Ten redeploys of every kind under
 // 16 connections, a slow request across a swap, a WebSocket across a swap, a deploy whose health
-// check fails, and a container killed under load.
+// check fails, a container killed under load, and one its image's HEALTHCHECK reports unhealthy.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
@@ -173,4 +173,19 @@ test('a web container killed with docker kill leaves the route when the engine r
   const served = records.filter((x) => x.at > Date.parse(withdrawn.time));
   assert.ok(served.length > 0, 'requests kept being served by web.1');
   assert.equal((await cli(['ps:scale', APP, 'web=1'])).code, 0);
+});
+
+test("a web container its image's HEALTHCHECK reports unhealthy leaves the route, and comes back once healthy and checked", async () => {
+  version++;
+  gitRepo(repo, zeroDowntimeApp({ message: `v${version}`, dockerHealthcheck: true }), 'with a Docker HEALTHCHECK');
+  const pushed = await push();
+  assert.equal(pushed.code, 0, pushed.stderr);
+  const name = mustRun('docker', ['ps', '--filter', `label=berth.instance=${daemon.instance}`, '--filter', `label=berth.app=${APP}`, '--format', '{{.Names}}']).trim();
+  assert.match(name, /^zd\.web\.1\./);
+  mustRun('docker', ['exec', name, 'touch', '/tmp/sick']);
+  await waitFor('the withdrawal', () => logEvents(daemon.logs()).some((e) => e.event === 'route_target_withdrawn' && e.container === name && e.reason === 'health_status: unhealthy'), 15_000);
+  assert.equal((await get('/')).status, 503, 'its only web container is out of the route');
+  mustRun('docker', ['exec', name, 'rm', '/tmp/sick']);
+  await waitFor('the route back', async () => (await get('/')).status === 200, 15_000);
+  assert.ok(logEvents(daemon.logs()).some((e) => e.event === 'routes_refreshed' && e.app === APP && (e.targets as string[]).some((t) => t.startsWith(name))));
 });

@@ -35,6 +35,8 @@ export interface AppOptions {
   /** Attempts of the app.json check, and seconds between them. */
   attempts?: number;
   wait?: number;
+  /** Give the image a Docker HEALTHCHECK (every second): unhealthy while /tmp/sick exists. */
+  dockerHealthcheck?: boolean;
 }
 
 /**
@@ -45,7 +47,7 @@ export interface AppOptions {
 export function zeroDowntimeApp(options: AppOptions): Record<string, string> {
   const appJson = { healthchecks: { web: [{ type: 'startup', name: 'ready', path: '/health', content: 'ok', attempts: options.attempts ?? 20, timeout: 2, wait: options.wait ?? 0.25 }] } };
   return {
-    Dockerfile: `FROM ${BASE_IMAGE}\nCOPY . /app\nCMD ["node", "/app/server.js"]\n`,
+    Dockerfile: `FROM ${BASE_IMAGE}\nCOPY . /app\n${options.dockerHealthcheck ? 'HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD ["sh", "-c", "test ! -f /tmp/sick"]\n' : ''}CMD ["node", "/app/server.js"]\n`,
     'app.json': JSON.stringify(appJson, null, 2) + '\n',
     'server.js': `const http = require('http');
 const crypto = require('crypto');
