@@ -47,7 +47,8 @@ async function bundle() {
     minifyWhitespace: true,
     minifySyntax: true,
     legalComments: 'none',
-    define: { __BERTH_VERSION__: JSON.stringify(pkg.version) },
+    // The bundle is CommonJS: code that asks where its source file is learns that there is none.
+    define: { __BERTH_VERSION__: JSON.stringify(pkg.version), 'import.meta.filename': 'undefined' },
     plugins: [stubOptionalNative],
     metafile: true,
     logLevel: 'warning',

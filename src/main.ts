@@ -17,6 +17,11 @@ export async function main(argv: string[]): Promise<number> {
     stdout.line(`berth ${VERSION} (node ${process.version})`);
     return 0;
   }
+  if (command === '__index-pack') {
+    // The daemon runs itself with this hidden sub-command to index a large push off its main thread.
+    const { runIndexPackCommand } = await import('./git/index-pack-process.ts');
+    return runIndexPackCommand(args);
+  }
   if (command === 'serve') {
     const { serve } = await import('./serve.ts');
     return serve(dataDir ? ['--data-dir', dataDir, ...args] : args);

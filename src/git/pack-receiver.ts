@@ -1,11 +1,11 @@
 // Receives a pushed packfile: streams it to a temp file under objects/pack/, finds its end by its
-// own trailing checksum, then moves it into place and indexes it with isomorphic-git.
+// own trailing checksum, indexes it with berth's own index-pack (off the main thread when it is
+// large), then moves pack and index into place.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import fs from 'node:fs';
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import git from 'isomorphic-git';
 import { UserError } from '../errors.ts';
+import { indexPackOffThread } from './index-pack-process.ts';
 
 export interface PackReceiverOptions {
   /** The largest pack accepted, in bytes. Default 2 GiB. */
@@ -17,11 +17,14 @@ export interface StoredPack {
   name: string;
   /** Bytes received, the trailer included. */
   bytes: number;
-  /** The object ids the pack holds. */
-  oids: string[];
+  /** How many objects the pack holds. */
+  objects: number;
+  /** Where it was indexed, and the indexer child's peak memory (0 when in-process). */
+  indexedIn: 'in-process' | 'child' | 'none';
+  indexerMaxRssBytes: number;
 }
 
-export type IndexProgress = (phase: string, loaded: number, total: number) => void | Promise<void>;
+export type IndexProgress = (phase: string, loaded: number, total: number) => void;
 
 export const DEFAULT_MAX_PACK_BYTES = 2 * 1024 ** 3;
 
@@ -107,10 +110,11 @@ export class PackReceiver {
   }
 
   /**
-   * Moves the completed pack to `objects/pack/pack-<checksum>.pack` with its `.idx` (written
-   * last, so readers never see a pack without a complete index). An empty pack is dropped.
-   * Fails with a UserError `git_pack_invalid` when the pack cannot be indexed, holds fewer
-   * objects than it announced, or is thin (deltas against objects outside it).
+   * Indexes the completed pack and moves it to `objects/pack/pack-<checksum>.pack` with its
+   * `.idx` (moved last, so readers never see a pack without a complete index). An empty pack
+   * is dropped. Fails with a UserError `git_pack_invalid` when the pack cannot be indexed: a
+   * corrupt object, fewer or more objects than announced, or a thin pack (deltas against
+   * objects outside it).
    */
   async store(onProgress?: IndexProgress): Promise<StoredPack> {
     if (!this.done) throw new Error('pack is not complete');
@@ -122,7 +126,7 @@ export class PackReceiver {
       await file.close();
     }
     try {
-      if (this.objectCount === 0) return { name: '', bytes: this.received, oids: [] };
+      if (this.objectCount === 0) return { name: '', bytes: this.received, objects: 0, indexedIn: 'none', indexerMaxRssBytes: 0 };
       const packDir = path.join(this.gitdir, 'objects', 'pack');
       const finalPack = path.join(packDir, `pack-${name}.pack`);
       const finalIdx = path.join(packDir, `pack-${name}.idx`);
@@ -130,32 +134,12 @@ export class PackReceiver {
       const tempIdx = path.join(this.tempDir, `pack-${name}.idx`);
       await rename(path.join(this.tempDir, 'incoming'), tempPack);
 
-      let oids: string[];
-      try {
-        const result = await git.indexPack({
-          fs,
-          dir: this.tempDir,
-          gitdir: this.gitdir,
-          filepath: `pack-${name}.pack`,
-          onProgress: onProgress ? (e) => onProgress(e.phase, e.loaded, e.total ?? 0) : undefined,
-        });
-        oids = result.oids;
-      } catch (e) {
-        throw packError(`the pack could not be indexed: ${isomorphicGitDetail(e)}`, e);
-      }
-      if (oids.length !== this.objectCount) {
-        throw packError(`the pack announced ${this.objectCount} objects but only ${oids.length} could be read`);
-      }
-      const external = await externalDeltaBases(tempPack, tempIdx, new Set(oids));
-      if (external > 0) {
-        throw packError(`thin pack: ${external} deltas refer to objects outside the pack (berth asks for no-thin packs)`);
-      }
-
-      if (await exists(finalIdx)) return { name, bytes: this.received, oids }; // the same pack was pushed before
-      await syncFile(tempIdx);
+      const summary = await indexPackOffThread(tempPack, tempIdx, onProgress ? { onProgress } : {});
+      const stored: StoredPack = { name, bytes: this.received, objects: summary.objects, indexedIn: summary.where, indexerMaxRssBytes: summary.childMaxRssBytes };
+      if (await exists(finalIdx)) return stored; // the same pack was pushed before
       await rename(tempPack, finalPack);
       await rename(tempIdx, finalIdx);
-      return { name, bytes: this.received, oids };
+      return stored;
     } finally {
       await this.abort();
     }
@@ -197,59 +181,10 @@ export class PackReceiver {
   }
 }
 
-/**
- * Counts ref-deltas whose base is not in the pack. isomorphic-git resolves such bases from the
- * repository and indexes the pack anyway, but real git then finds "unresolved deltas" in it.
- * Reads the idx's offset table and the few header bytes at each object's offset.
- */
-async function externalDeltaBases(packPath: string, idxPath: string, inPack: Set<string>): Promise<number> {
-  const offsets = await readIdxOffsets(idxPath, inPack.size);
-  const pack = await open(packPath, 'r');
-  try {
-    const buf = Buffer.alloc(32);
-    let external = 0;
-    for (const offset of offsets) {
-      const { bytesRead } = await pack.read(buf, 0, buf.length, offset);
-      let p = 0;
-      let c = buf[p++] ?? 0;
-      const type = (c >> 4) & 7;
-      if (type !== 7) continue;
-      while (c & 0x80 && p < bytesRead) c = buf[p++] ?? 0;
-      if (p + 20 > bytesRead) throw packError(`truncated ref-delta at offset ${offset}`);
-      if (!inPack.has(buf.toString('hex', p, p + 20))) external++;
-    }
-    return external;
-  } finally {
-    await pack.close();
-  }
-}
-
-async function readIdxOffsets(idxPath: string, count: number): Promise<number[]> {
-  const idx = await fs.promises.readFile(idxPath);
-  // v2: magic, version, 256 fanout words, then per object a 20-byte id, a crc, a 4-byte offset.
-  const table = 8 + 256 * 4 + count * 24;
-  const large = table + count * 4;
-  const offsets: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const word = idx.readUInt32BE(table + i * 4);
-    offsets.push(word & 0x80000000 ? Number(idx.readBigUInt64BE(large + (word & 0x7fffffff) * 8)) : word);
-  }
-  return offsets;
-}
-
 async function writeAll(file: FileHandle, data: Buffer): Promise<void> {
   for (let at = 0; at < data.length; ) {
     const { bytesWritten } = await file.write(data, at, data.length - at);
     at += bytesWritten;
-  }
-}
-
-async function syncFile(p: string): Promise<void> {
-  const handle = await open(p, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 
@@ -258,12 +193,6 @@ async function exists(p: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-/** isomorphic-git wraps unexpected failures in a long "please report this" text; keep the cause. */
-function isomorphicGitDetail(e: unknown): string {
-  const message = e instanceof Error ? e.message : String(e);
-  return message.replace(/^An internal error caused this command to fail\.[\s\S]*?this error message: /, '');
 }
 
 function packError(message: string, cause?: unknown): UserError {

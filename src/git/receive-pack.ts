@@ -148,8 +148,10 @@ class Session {
       updated: applied.map((u) => u.ref),
       rejected: commands.filter((c) => c.error !== undefined).map((c) => `${c.ref}: ${c.error}`),
       packBytes: stored?.bytes ?? 0,
-      objects: stored?.oids.length ?? 0,
+      objects: stored?.objects ?? 0,
       indexMs: this.indexMs,
+      indexedIn: stored?.indexedIn ?? 'none',
+      indexerMaxRssMb: stored ? Math.round(stored.indexerMaxRssBytes / 1e6) : 0,
       ms: Math.round(performance.now() - this.started),
     });
   }
@@ -224,12 +226,16 @@ class Session {
   }
 
   private async checkObjects(commands: Command[]): Promise<void> {
-    const cache = {};
-    for (const c of commands) {
-      if (c.error !== undefined || c.newOid === ZERO_OID) continue;
-      const type = await this.repo.objectType(c.newOid, cache);
-      if (type === undefined) c.error = 'missing necessary objects';
-      else if (c.ref.startsWith('refs/heads/') && type !== 'commit') c.error = `a branch must point to a commit, not a ${type}`;
+    const store = this.repo.objects();
+    try {
+      for (const c of commands) {
+        if (c.error !== undefined || c.newOid === ZERO_OID) continue;
+        const type = await this.repo.objectType(c.newOid, store);
+        if (type === undefined) c.error = 'missing necessary objects';
+        else if (c.ref.startsWith('refs/heads/') && type !== 'commit') c.error = `a branch must point to a commit, not a ${type}`;
+      }
+    } finally {
+      await store.close();
     }
   }
 
