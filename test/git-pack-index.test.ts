@@ -172,7 +172,7 @@ describe('index-pack', () => {
 
   test('an object whose zlib data is damaged is refused with its offset', async () => {
     const pack = Buffer.from(fs.readFileSync(makePack('zlib', { ofs: true })));
-    const head = parseEntryHeader(pack.subarray(12, 44), 12);
+    const head = parseEntryHeader(pack.subarray(12, 44), 12)!;
     pack[12 + head.headerLength + 1]! ^= 0xff; // inside the first object's zlib header
     assert.match(await refusal(withChecksum(pack.subarray(0, pack.length - 20))), /the object at offset 12/);
   });

@@ -4,7 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { applyDelta, OBJECT_TYPE_NAMES, OBJ_OFS_DELTA, OBJ_REF_DELTA, parseEntryHeader } from './pack-format.ts';
+import { applyDelta, OBJECT_TYPE_NAMES, OBJ_OFS_DELTA, OBJ_REF_DELTA, parseEntryHeader, type EntryHeader } from './pack-format.ts';
 
 export type ObjectType = 'commit' | 'tree' | 'blob' | 'tag';
 
@@ -252,10 +252,12 @@ class PackReader {
     return { type: base.type, content };
   }
 
-  private async header(offset: number): Promise<ReturnType<typeof parseEntryHeader>> {
+  private async header(offset: number): Promise<EntryHeader> {
     const buf = Buffer.alloc(32);
     const { bytesRead } = await this.file.read(buf, 0, 32, offset);
-    return parseEntryHeader(buf.subarray(0, bytesRead), offset);
+    const head = parseEntryHeader(buf.subarray(0, bytesRead), offset);
+    if (!head) throw new Error(`the pack ends inside the object header at offset ${offset}`);
+    return head;
   }
 
   private async inflate(offset: number, headerLength: number, size: number): Promise<Buffer> {

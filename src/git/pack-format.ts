@@ -88,14 +88,22 @@ export interface EntryHeader {
 
 /**
  * Parses an entry header: type and size varint, then an ofs-delta's offset or a ref-delta's base id.
- * Throws a plain Error saying what is wrong; `b` holds the bytes from the entry on (32 are plenty).
+ * `b` holds the bytes from the entry on (32 are plenty); undefined means they end inside the
+ * header. Throws a plain Error saying what is wrong with a bad header.
  */
-export function parseEntryHeader(b: Buffer, offset: number): EntryHeader {
+export function parseEntryHeader(b: Buffer, offset: number): EntryHeader | undefined {
   let p = 0;
   const next = () => {
-    if (p >= b.length) throw new Error(`the object header at offset ${offset} is truncated`);
+    if (p >= b.length) throw TRUNCATED;
     return b[p++]!;
   };
+  try {
+    return parse();
+  } catch (e) {
+    if (e === TRUNCATED) return undefined;
+    throw e;
+  }
+  function parse(): EntryHeader {
   let c = next();
   const kind = (c >> 4) & 7;
   let size = c & 15;
@@ -120,10 +128,13 @@ export function parseEntryHeader(b: Buffer, offset: number): EntryHeader {
     baseOffset = offset - distance;
     if (distance <= 0 || baseOffset < PACK_HEADER_BYTES) throw new Error(`the delta at offset ${offset} points outside the pack`);
   } else if (kind === OBJ_REF_DELTA) {
-    if (p + 20 > b.length) throw new Error(`the object header at offset ${offset} is truncated`);
+    if (p + 20 > b.length) throw TRUNCATED;
     baseOid = b.subarray(p, p + 20);
     p += 20;
   }
   return { kind, size, headerLength: p, baseOffset, baseOid };
+  }
 }
+
+const TRUNCATED = new Error('truncated entry header');
 

@@ -2,11 +2,12 @@
 // inflate, SHA-1 and CRC32 per object, the pack's own checksum), then delta resolution that
 // reads bases back from the file through a cache bounded in bytes, then a version 2 .idx that
 // git accepts. Memory is bounded by the largest objects, never by the size of the pack.
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { UserError } from '../errors.ts';
-import { applyDelta, deflateBound, OBJECT_TYPE_NAMES, OBJ_OFS_DELTA, OBJ_REF_DELTA, parseEntryHeader } from './pack-format.ts';
+import { applyDelta, deflateBound, OBJECT_TYPE_NAMES, OBJ_OFS_DELTA, OBJ_REF_DELTA, parseEntryHeader, type EntryHeader } from './pack-format.ts';
+import { concatSources, fileSource, PackWindow, type PackSource } from './pack-window.ts';
 
 export interface IndexSummary {
   /** Objects in the pack. */
@@ -32,9 +33,10 @@ export interface IndexOptions {
 
 const HEADER_BYTES = 12;
 const TRAILER_BYTES = 20;
-const READ_CHUNK = 1 << 20;
 const DEFAULT_STREAM_ABOVE = 16 << 20;
 const DEFAULT_CACHE_BYTES = 64 << 20;
+/** An object this small that straddles the bytes received so far is retried whole when more arrive. */
+const RETRY_WHOLE_MAX = 256 << 10;
 const PROGRESS_EVERY_MS = 100;
 
 /**
@@ -48,11 +50,52 @@ export async function indexPack(packPath: string, idxPath: string, options: Inde
   try {
     const size = fs.fstatSync(fd).size;
     if (size < HEADER_BYTES + TRAILER_BYTES) throw corrupt(`the pack is ${size} bytes, too short to be a pack`);
-    const indexer = new Indexer(fd, size, options);
-    const table = await indexer.scan();
+    const indexer = new Indexer(fd, options);
+    const table = await indexer.scan(fileSource((into, at) => fs.readSync(fd, into, 0, into.length, at), 0, size), size);
     indexer.resolveDeltas();
     writeIdx(idxPath, table, indexer.checksum);
-    return { objects: table.count, deltas: indexer.deltaCount, checksum: indexer.checksum.toString('hex'), bytes: size };
+    return { objects: table.count, deltas: indexer.deltaCount, checksum: indexer.checksum.toString('hex'), bytes: indexer.bytes };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Indexes a pack while it arrives, as `git index-pack --stdin` does: the first `have` bytes are
+ * already in `packPath`, the rest come from `input` and are appended to it. The end of the pack
+ * is found by walking its objects, so `input` may stay open: `onComplete` is called as soon as
+ * the trailer has arrived and checks out, before deltas are resolved. Bytes after the trailer
+ * are refused.
+ */
+export async function indexPackStream(
+  packPath: string,
+  idxPath: string,
+  have: number,
+  input: AsyncIterable<Buffer>,
+  options: IndexOptions & { onComplete?: (bytes: number) => void } = {},
+): Promise<IndexSummary> {
+  const fd = fs.openSync(packPath, 'r+');
+  try {
+    let written = have;
+    const iterator = input[Symbol.asyncIterator]();
+    const incoming: PackSource = {
+      complete: false,
+      async next() {
+        const r = await iterator.next();
+        if (r.done) return null;
+        const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
+        for (let at = 0; at < chunk.length; ) at += fs.writeSync(fd, chunk, at, chunk.length - at, written + at);
+        written += chunk.length;
+        return chunk;
+      },
+    };
+    const indexer = new Indexer(fd, options);
+    const table = await indexer.scan(concatSources(fileSource((into, at) => fs.readSync(fd, into, 0, into.length, at), 0, have), incoming), undefined);
+    fs.fsyncSync(fd);
+    options.onComplete?.(indexer.bytes);
+    indexer.resolveDeltas();
+    writeIdx(idxPath, table, indexer.checksum);
+    return { objects: table.count, deltas: indexer.deltaCount, checksum: indexer.checksum.toString('hex'), bytes: indexer.bytes };
   } finally {
     fs.closeSync(fd);
   }
@@ -85,34 +128,40 @@ interface ObjectTable {
 
 class Indexer {
   readonly fd: number;
-  readonly size: number;
-  readonly end: number;
   readonly options: IndexOptions;
   checksum: Buffer = Buffer.alloc(20);
   deltaCount = 0;
+  /** The pack's size, trailer included, once scanned. */
+  bytes = 0;
   private table!: ObjectTable;
   private lastProgress = 0;
   private readonly cache: ContentCache;
 
-  constructor(fd: number, size: number, options: IndexOptions) {
+  constructor(fd: number, options: IndexOptions) {
     this.fd = fd;
-    this.size = size;
-    this.end = size - TRAILER_BYTES;
     this.options = options;
     this.cache = new ContentCache(options.cacheBytes ?? DEFAULT_CACHE_BYTES);
   }
 
-  /** Pass 1: every object's header, extent, CRC32 and (when not a delta) id; the pack checksum. */
-  async scan(): Promise<ObjectTable> {
+  /**
+   * Pass 1 over `source`: every object's header, extent, CRC32 and (when not a delta) id, then
+   * the trailer, checked against the hash of everything before it. `size` is the whole pack's
+   * size when known (a file); a pack still arriving ends at its trailer.
+   */
+  async scan(source: PackSource, size: number | undefined): Promise<ObjectTable> {
     const hash = createHash('sha1');
-    const reader = new SequentialReader(this.fd, this.end, hash);
-    const header = reader.view(0, HEADER_BYTES);
-    if (header.length < HEADER_BYTES || header.toString('latin1', 0, 4) !== 'PACK') throw corrupt('the file does not start with a pack header');
+    const w = new PackWindow(source, hash, size);
+    await w.fillTo(HEADER_BYTES);
+    const header = w.view(0, HEADER_BYTES);
+    if (header.length < 4 || header.toString('latin1', 0, 4) !== 'PACK') throw corrupt('the data does not start with a pack header');
+    if (header.length < HEADER_BYTES) throw corrupt('the pack ends inside its header');
     const version = header.readUInt32BE(4);
     if (version !== 2 && version !== 3) throw corrupt(`unsupported pack version ${version}`);
     const count = header.readUInt32BE(8);
     // Every object takes at least two bytes, so a count beyond that is a lie told before any allocation.
-    if (count * 2 > this.end - HEADER_BYTES) throw corrupt(`the pack announces ${count} objects but holds only ${this.end - HEADER_BYTES} bytes of them`);
+    if (size !== undefined && count * 2 > size - HEADER_BYTES - TRAILER_BYTES) {
+      throw corrupt(`the pack announces ${count} objects but holds only ${size - HEADER_BYTES - TRAILER_BYTES} bytes of them`);
+    }
     const t: ObjectTable = {
       count,
       offsets: new Float64Array(count),
@@ -129,57 +178,69 @@ class Indexer {
       baseIndex: new Int32Array(count).fill(-1),
     };
     this.table = t;
-    const streamAbove = this.options.streamAbove ?? DEFAULT_STREAM_ABOVE;
     let pos = HEADER_BYTES;
     for (let i = 0; i < count; i++) {
-      if (pos >= this.end) throw corrupt(`the pack ends after ${i} of the ${count} objects it announces`);
-      let head;
-      try {
-        head = parseEntryHeader(reader.view(pos, 32), pos);
-      } catch (e) {
-        throw corrupt((e as Error).message, e);
-      }
+      w.release(pos);
+      const head = await readEntryHeader(w, pos, i, count);
       t.offsets[i] = pos;
       t.kinds[i] = head.kind;
       t.sizes[i] = head.size;
-      t.dataStarts[i] = pos + head.headerLength;
+      const dataStart = pos + head.headerLength;
+      t.dataStarts[i] = dataStart;
+      const isDelta = head.kind === OBJ_OFS_DELTA || head.kind === OBJ_REF_DELTA;
       if (head.kind === OBJ_OFS_DELTA) t.baseOffsets[i] = head.baseOffset;
       if (head.kind === OBJ_REF_DELTA) t.baseOids.set(i, Buffer.from(head.baseOid!));
-      const dataStart = pos + head.headerLength;
-      // The CRC32 covers the whole entry: header, then the compressed bytes the inflater consumed.
-      const headerCrc = zlib.crc32(reader.view(pos, head.headerLength));
-      let stream: { consumed: number; crc: number };
-      if (head.kind === OBJ_OFS_DELTA || head.kind === OBJ_REF_DELTA) {
-        this.deltaCount++;
-        stream = inflateFrom(reader, dataStart, head.size, this.end, pos, headerCrc);
-      } else {
+      const objectHash = isDelta ? undefined : createHash('sha1').update(`${OBJECT_TYPE_NAMES[head.kind]} ${head.size}\0`);
+      const stream = await this.inflateArriving(w, pos, dataStart, head.size, objectHash);
+      if (isDelta) this.deltaCount++;
+      else {
         t.types[i] = head.kind;
-        const objectHash = createHash('sha1').update(`${OBJECT_TYPE_NAMES[head.kind]} ${head.size}\0`);
-        if (head.size > streamAbove) {
-          stream = await inflateStreaming(reader, dataStart, head.size, this.end, pos, headerCrc, (chunk) => objectHash.update(chunk));
-        } else {
-          const r = inflateFrom(reader, dataStart, head.size, this.end, pos, headerCrc);
-          objectHash.update(r.content);
-          stream = r;
-        }
-        objectHash.digest().copy(t.oids, i * 20);
+        objectHash!.digest().copy(t.oids, i * 20);
         t.resolved[i] = 1;
       }
-      const next = dataStart + stream.consumed;
-      t.ends[i] = next;
+      t.ends[i] = dataStart + stream.consumed;
       t.crcs[i] = stream.crc;
-      pos = next;
+      pos = dataStart + stream.consumed;
       this.progress('Indexing objects', i + 1, count);
     }
-    if (pos !== this.end) throw corrupt(`${this.end - pos} bytes of garbage after the last object`);
-    reader.finish();
-    const trailer = Buffer.alloc(TRAILER_BYTES);
-    fs.readSync(this.fd, trailer, 0, TRAILER_BYTES, this.end);
+    w.release(pos);
+    if (!(await w.fillTo(pos + TRAILER_BYTES))) throw corrupt(`the pack ends ${w.end - pos} bytes after its last object, before its 20-byte checksum`);
+    if (w.complete) while (await w.fill());
+    if (w.end > pos + TRAILER_BYTES) throw corrupt(`${w.end - pos - TRAILER_BYTES} bytes of garbage after the last object`);
+    const trailer = Buffer.from(w.view(pos, pos + TRAILER_BYTES));
     const digest = hash.digest();
     if (!digest.equals(trailer)) throw corrupt(`the pack's checksum is wrong (it says ${trailer.toString('hex')}, its content gives ${digest.toString('hex')})`);
     this.checksum = trailer;
+    this.bytes = pos + TRAILER_BYTES;
     this.progress('Indexing objects', count, count, true);
     return t;
+  }
+
+  /**
+   * Inflates the zlib stream of one entry, feeding `objectHash` the inflated bytes; returns the
+   * compressed length and the entry's CRC32. An object that is all there, or small, is inflated
+   * in one call; a large one that is still arriving is inflated as a stream, chunk by chunk.
+   */
+  private async inflateArriving(w: PackWindow, entry: number, dataStart: number, size: number, objectHash: Hash | undefined): Promise<{ consumed: number; crc: number }> {
+    const streamAbove = this.options.streamAbove ?? DEFAULT_STREAM_ABOVE;
+    // From a file, read far enough that one call can inflate the whole object.
+    if (w.complete && size <= streamAbove) await w.fillTo(dataStart + deflateBound(size));
+    for (;;) {
+      const wholeAvailable = w.view(dataStart, w.end);
+      if (size <= streamAbove) {
+        const r = inflateWhole(wholeAvailable, size, entry, w.complete || w.eof);
+        if (r !== 'more') {
+          objectHash?.update(r.content);
+          return { consumed: r.consumed, crc: zlib.crc32(w.view(dataStart, dataStart + r.consumed), zlib.crc32(w.view(entry, dataStart))) };
+        }
+        if (w.eof) throw corrupt(`the object at offset ${entry} is truncated`);
+        if (w.complete || size <= RETRY_WHOLE_MAX) {
+          await w.fill();
+          continue;
+        }
+      }
+      return inflateStreaming(w, entry, dataStart, size, objectHash);
+    }
   }
 
   /** Pass 2: resolves every delta from its base, depth first, each base read back from the file when not cached. */
@@ -274,41 +335,57 @@ class Indexer {
   }
 }
 
-/** Inflates one zlib stream starting at `start` held whole in memory; returns it with the compressed length. */
-function inflateFrom(reader: SequentialReader, start: number, size: number, end: number, entry: number, crc: number): { content: Buffer; consumed: number; crc: number } {
-  let want = Math.min(end - start, deflateBound(size));
+/** Reads an entry's header, waiting for more bytes while it is incomplete. */
+async function readEntryHeader(w: PackWindow, pos: number, index: number, count: number): Promise<EntryHeader> {
   for (;;) {
-    const input = reader.view(start, want);
+    if ((w.trailerAt !== undefined && pos >= w.trailerAt) || w.isTrailerAt(pos)) throw corrupt(`the pack ends after ${index} of the ${count} objects it announces`);
+    let head: EntryHeader | undefined;
     try {
-      const r = zlib.inflateSync(input, { info: true, maxOutputLength: Math.max(size, 1), chunkSize: outputChunk(size) }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
-      if (r.buffer.length !== size) throw corrupt(`the object at offset ${entry} inflates to ${r.buffer.length} bytes, not the ${size} its header says`);
-      const consumed = r.engine.bytesWritten;
-      return { content: r.buffer, consumed, crc: zlib.crc32(input.subarray(0, consumed), crc) };
+      head = parseEntryHeader(w.view(pos, pos + 32), pos);
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      // A stream that is valid but longer than the usual bound: read further and try again.
-      if (code === 'Z_BUF_ERROR' && input.length < end - start) {
-        want = Math.min(end - start, want * 2);
-        continue;
-      }
-      if (e instanceof UserError) throw e;
-      if (code === 'ERR_BUFFER_TOO_LARGE') throw corrupt(`the object at offset ${entry} inflates to more than the ${size} bytes its header says`, e);
-      if (code === 'Z_BUF_ERROR') throw corrupt(`the object at offset ${entry} is truncated`, e);
-      throw corrupt(`the object at offset ${entry} does not inflate: ${(e as Error).message}`, e);
+      throw corrupt((e as Error).message, e);
+    }
+    if (head) return head;
+    if (!(await w.fill()) && !(w.trailerAt !== undefined && pos >= w.trailerAt)) {
+      throw corrupt(w.end === pos ? `the pack ends after ${index} of the ${count} objects it announces` : `the object header at offset ${pos} is truncated`);
     }
   }
 }
 
-/** Inflates a large zlib stream chunk by chunk, handing each inflated chunk on; returns the compressed length. */
-async function inflateStreaming(
-  reader: SequentialReader,
-  start: number,
-  size: number,
-  end: number,
-  entry: number,
-  crc: number,
-  onData: (chunk: Buffer) => void,
-): Promise<{ consumed: number; crc: number }> {
+/**
+ * One zlib stream inflated in one call, or 'more' when the bytes given may end inside it. Unless
+ * `final` (no more bytes will come), a stream cut short is not an error: zlib is asked to flush
+ * what it has, and the stream is known complete only when it stopped before the input's end
+ * (its checksum then checked out). That avoids an exception, which costs more than the inflate,
+ * for every object that straddles two chunks of a push.
+ */
+function inflateWhole(input: Buffer, size: number, entry: number, final: boolean): { content: Buffer; consumed: number } | 'more' {
+  let r: { buffer: Buffer; engine: { bytesWritten: number } };
+  try {
+    r = zlib.inflateSync(input, {
+      info: true,
+      maxOutputLength: Math.max(size, 1),
+      chunkSize: outputChunk(size),
+      ...(final ? {} : { finishFlush: zlib.constants.Z_SYNC_FLUSH }),
+    }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'Z_BUF_ERROR') return 'more';
+    if (code === 'ERR_BUFFER_TOO_LARGE') throw corrupt(`the object at offset ${entry} inflates to more than the ${size} bytes its header says`, e);
+    throw corrupt(`the object at offset ${entry} does not inflate: ${(e as Error).message}`, e);
+  }
+  const consumed = r.engine.bytesWritten;
+  if (!final && consumed === input.length) return 'more';
+  if (r.buffer.length !== size) throw corrupt(`the object at offset ${entry} inflates to ${r.buffer.length} bytes, not the ${size} its header says`);
+  return { content: r.buffer, consumed };
+}
+
+/**
+ * Inflates a large zlib stream chunk by chunk as the window fills, handing the inflated bytes
+ * to `objectHash`; returns the compressed length and the entry's CRC32. Fully consumed chunks
+ * are released as it goes, so a huge object never sits whole in the window.
+ */
+async function inflateStreaming(w: PackWindow, entry: number, dataStart: number, size: number, objectHash: Hash | undefined): Promise<{ consumed: number; crc: number }> {
   const inflate = zlib.createInflate();
   let produced = 0;
   let ended = false;
@@ -316,21 +393,16 @@ async function inflateStreaming(
   inflate.on('data', (chunk: Buffer) => {
     produced += chunk.length;
     if (produced > size) failure ??= corrupt(`the object at offset ${entry} inflates to more than the ${size} bytes its header says`);
-    else onData(chunk);
+    else objectHash?.update(chunk);
   });
   inflate.on('end', () => (ended = true));
   inflate.on('error', (e: Error) => (failure ??= corrupt(`the object at offset ${entry} does not inflate: ${e.message}`, e)));
-  let fed = 0;
-  // The last chunk fed may hold bytes past the stream's end: its CRC is settled at the end.
-  let crcBeforeLast = crc;
-  let last: Buffer = Buffer.alloc(0);
+  let crc = zlib.crc32(w.view(entry, dataStart));
+  // [lastFrom, fedTo) is the last piece fed; it may hold bytes past the stream's end.
+  let lastFrom = dataStart;
+  let fedTo = dataStart;
   while (!ended && !failure) {
-    // The stream did not end in the previous chunk, so all of it was consumed. Fold it into the
-    // CRC now: the reader may reuse its memory once it reads on.
-    crcBeforeLast = zlib.crc32(last, crcBeforeLast);
-    last = Buffer.alloc(0);
-    const chunk = reader.view(start + fed, READ_CHUNK);
-    if (chunk.length === 0) {
+    if (fedTo === w.end && !(await w.fill())) {
       // No more input: the stream either ends exactly here or is truncated.
       await new Promise<void>((resolve) => {
         inflate.once('end', resolve);
@@ -340,65 +412,20 @@ async function inflateStreaming(
       if (!ended) failure ??= corrupt(`the object at offset ${entry} is truncated`);
       break;
     }
-    last = chunk;
-    fed += chunk.length;
-    await new Promise<void>((resolve) => inflate.write(chunk, () => resolve()));
+    // The stream did not end in the previous piece, so all of it belongs to this object.
+    crc = zlib.crc32(w.view(lastFrom, fedTo), crc);
+    w.release(fedTo);
+    lastFrom = fedTo;
+    fedTo = w.end;
+    const piece = Buffer.from(w.view(lastFrom, fedTo));
+    await new Promise<void>((resolve) => inflate.write(piece, () => resolve()));
     await new Promise((resolve) => setImmediate(resolve));
   }
   inflate.destroy();
   if (failure) throw failure;
   if (produced !== size) throw corrupt(`the object at offset ${entry} inflates to ${produced} bytes, not the ${size} its header says`);
   const consumed = inflate.bytesWritten;
-  return { consumed, crc: zlib.crc32(last.subarray(0, consumed - (fed - last.length)), crcBeforeLast) };
-}
-
-/**
- * Reads the pack front to back through a window of about a megabyte, hashing every byte once
- * as it is first read. `view` may only move forward (a view may start inside the current
- * window). Two buffers take turns, so a view stays valid until the second refill after it.
- */
-class SequentialReader {
-  private readonly fd: number;
-  private readonly end: number;
-  private readonly hash: ReturnType<typeof createHash>;
-  private buf: Buffer = Buffer.alloc(0);
-  private spare: Buffer = Buffer.alloc(0);
-  private length = 0;
-  private start = 0;
-  /** File offset up to which bytes have been read (and hashed). */
-  private readUpTo = 0;
-
-  constructor(fd: number, end: number, hash: ReturnType<typeof createHash>) {
-    this.fd = fd;
-    this.end = end;
-    this.hash = hash;
-  }
-
-  /** Bytes [pos, pos + length), fewer at the end of the pack's body. */
-  view(pos: number, length: number): Buffer {
-    const want = Math.min(pos + length, this.end);
-    if (pos < this.start) throw new Error(`sequential reader moved back from ${this.start} to ${pos}`);
-    if (want <= this.start + this.length) return this.buf.subarray(pos - this.start, want - this.start);
-    const readTo = Math.min(this.end, Math.max(want, pos + READ_CHUNK));
-    const size = readTo - pos;
-    const next = this.spare.length >= size ? this.spare : Buffer.allocUnsafe(Math.max(size, READ_CHUNK));
-    const kept = Math.max(0, this.start + this.length - pos);
-    if (kept > 0) this.buf.copy(next, 0, pos - this.start, this.length);
-    const fresh = next.subarray(kept, size);
-    readFully(this.fd, fresh, pos + kept);
-    this.hash.update(fresh);
-    this.readUpTo = readTo;
-    this.spare = this.buf;
-    this.buf = next;
-    this.length = size;
-    this.start = pos;
-    return next.subarray(0, want - pos);
-  }
-
-  /** Reads and hashes whatever of the body has not been read yet. */
-  finish(): void {
-    while (this.readUpTo < this.end) this.view(this.readUpTo, READ_CHUNK);
-  }
+  return { consumed, crc: zlib.crc32(w.view(lastFrom, dataStart + consumed), crc) };
 }
 
 /** Inflated contents kept for delta resolution, evicted oldest first beyond a byte budget. */

@@ -1,15 +1,17 @@
-// Receives a pushed packfile: streams it to a temp file under objects/pack/, finds its end by its
-// own trailing checksum, indexes it with berth's own index-pack (off the main thread when it is
-// large), then moves pack and index into place.
+// Receives a pushed packfile into a temp file under objects/pack/ and indexes it with berth's own
+// index-pack: a small pack in place once it is complete, a large one in a child process that
+// indexes it while it arrives. Then pack and index move into place.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { chmod, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
-import { indexPackOffThread } from './index-pack-process.ts';
+import { IN_PROCESS_MAX_BYTES, indexPackOffThread, StreamingIndexer, type OffThreadSummary } from './index-pack-process.ts';
 
 export interface PackReceiverOptions {
   /** The largest pack accepted, in bytes. Default 2 GiB. */
   maxPackBytes?: number;
+  /** Beyond this many bytes the pack streams into a child process that indexes it as it arrives. Default 1 MiB. */
+  inProcessMaxBytes?: number;
 }
 
 export interface StoredPack {
@@ -33,16 +35,19 @@ const TRAILER_BYTES = 20;
 const SIGNATURE = Buffer.from('PACK', 'latin1');
 
 /**
- * One pushed pack. Feed it with `write` until that returns true, then `store` it; `abort`
- * removes everything it wrote and is safe to call at any time, also after `store`.
+ * One pushed pack. Feed it with `write` until that returns true, or until `completion`
+ * resolves, then `store` it; `abort` removes everything it wrote and is safe to call at any
+ * time, also after `store`.
  *
- * The push's channel stays open after the pack (the client waits for the report), so its end
- * is found from its own trailer: a running SHA-1 covers everything but the last 20 bytes
- * received, and the pack is complete when that digest equals those 20 bytes.
+ * The push's channel stays open after the pack (the client waits for the report), so the end
+ * is found from the pack itself. While it is small, a running SHA-1 covers everything but the
+ * last 20 bytes received, and the pack is complete when that digest equals those 20 bytes.
+ * Once it is large, the child that indexes it walks its objects and says when the trailer came.
  */
 export class PackReceiver {
   private readonly gitdir: string;
   private readonly maxPackBytes: number;
+  private readonly inProcessMaxBytes: number;
   private readonly tempDir: string;
   private readonly hash: Hash = createHash('sha1');
   private file: FileHandle | undefined;
@@ -52,13 +57,24 @@ export class PackReceiver {
   private objectCount = -1;
   private done = false;
   private finished = false;
+  private indexer: StreamingIndexer | undefined;
+  private settle: ((value: boolean) => void) | undefined;
+  private fail: ((e: Error) => void) | undefined;
+  /** Resolves true when a pack handed to the child has completed; rejects when the child finds it bad. */
+  readonly completion: Promise<boolean>;
 
   constructor(gitdir: string, options: PackReceiverOptions = {}) {
     this.gitdir = gitdir;
     this.maxPackBytes = options.maxPackBytes ?? DEFAULT_MAX_PACK_BYTES;
+    this.inProcessMaxBytes = options.inProcessMaxBytes ?? IN_PROCESS_MAX_BYTES;
     // Under objects/pack/ so the final renames stay on one file system; readers only look for
     // `*.idx` files there, so a directory in progress is invisible to them.
     this.tempDir = path.join(gitdir, 'objects', 'pack', `tmp_pack_${randomBytes(6).toString('hex')}`);
+    this.completion = new Promise<boolean>((resolve, reject) => {
+      this.settle = resolve;
+      this.fail = reject;
+    });
+    this.completion.catch(() => undefined);
   }
 
   /** Bytes received so far. */
@@ -77,9 +93,9 @@ export class PackReceiver {
   }
 
   /**
-   * Appends pack bytes. Resolves true once the pack is complete. Rejects with a UserError
-   * (`git_pack_invalid`, `git_pack_too_large`) on a bad header, on bytes past the trailer,
-   * or when the pack grows beyond the maximum size.
+   * Appends pack bytes. Resolves true once the pack is known to be complete. Rejects with a
+   * UserError (`git_pack_invalid`, `git_pack_too_large`) on a bad header, on bytes past the
+   * trailer, when the pack grows beyond the maximum size, or when the indexing child finds it bad.
    */
   async write(chunk: Buffer): Promise<boolean> {
     if (chunk.length === 0) return this.done;
@@ -92,6 +108,10 @@ export class PackReceiver {
     }
     this.checkHeader(chunk);
     this.received += chunk.length;
+    if (this.indexer) {
+      await this.indexer.write(chunk);
+      return this.done;
+    }
 
     // Hold back the last 20 bytes: they are the trailer if the pack ends here.
     const all = this.tail.length === 0 ? chunk : Buffer.concat([this.tail, chunk]);
@@ -104,21 +124,32 @@ export class PackReceiver {
     }
     if (this.received >= HEADER_BYTES + TRAILER_BYTES && this.hash.copy().digest().equals(this.tail)) {
       await writeAll(await this.openFile(), this.tail);
-      this.done = true;
+      this.markDone();
+    } else if (this.received > this.inProcessMaxBytes) {
+      await this.handToChild();
     }
     return this.done;
   }
 
   /**
-   * Indexes the completed pack and moves it to `objects/pack/pack-<checksum>.pack` with its
-   * `.idx` (moved last, so readers never see a pack without a complete index). An empty pack
-   * is dropped. Fails with a UserError `git_pack_invalid` when the pack cannot be indexed: a
-   * corrupt object, fewer or more objects than announced, or a thin pack (deltas against
-   * objects outside it).
+   * The client closed its side. Resolves true when a child indexing the pack finds it complete
+   * in what came; rejects with the child's reason when it does not; false without a child.
+   */
+  async endOfInput(): Promise<boolean> {
+    if (!this.indexer) return false;
+    this.indexer.endInput();
+    return this.completion;
+  }
+
+  /**
+   * Indexes the completed pack (or waits for the child that does) and moves it to
+   * `objects/pack/pack-<checksum>.pack` with its `.idx` (moved last, so readers never see a pack
+   * without a complete index). An empty pack is dropped. Fails with a UserError
+   * `git_pack_invalid` when the pack cannot be indexed: a corrupt object, fewer or more objects
+   * than announced, or a thin pack (deltas against objects outside it).
    */
   async store(onProgress?: IndexProgress): Promise<StoredPack> {
     if (!this.done) throw new Error('pack is not complete');
-    const name = this.tail.toString('hex');
     const file = this.file;
     this.file = undefined;
     if (file) {
@@ -126,39 +157,68 @@ export class PackReceiver {
       await file.close();
     }
     try {
-      if (this.objectCount === 0) return { name: '', bytes: this.received, objects: 0, indexedIn: 'none', indexerMaxRssBytes: 0 };
-      const packDir = path.join(this.gitdir, 'objects', 'pack');
-      const finalPack = path.join(packDir, `pack-${name}.pack`);
-      const finalIdx = path.join(packDir, `pack-${name}.idx`);
-      const tempPack = path.join(this.tempDir, `pack-${name}.pack`);
-      const tempIdx = path.join(this.tempDir, `pack-${name}.idx`);
-      await rename(path.join(this.tempDir, 'incoming'), tempPack);
-
-      const summary = await indexPackOffThread(tempPack, tempIdx, onProgress ? { onProgress } : {});
+      const incoming = path.join(this.tempDir, 'incoming');
+      let summary: OffThreadSummary;
+      if (this.indexer) summary = await this.indexer.finish(onProgress);
+      else if (this.objectCount === 0) return { name: '', bytes: this.received, objects: 0, indexedIn: 'none', indexerMaxRssBytes: 0 };
+      else summary = await indexPackOffThread(incoming, `${incoming}.idx`, onProgress ? { onProgress } : {});
+      const name = summary.checksum;
       const stored: StoredPack = { name, bytes: this.received, objects: summary.objects, indexedIn: summary.where, indexerMaxRssBytes: summary.childMaxRssBytes };
+      if (summary.objects === 0) return { ...stored, name: '' };
+      const packDir = path.join(this.gitdir, 'objects', 'pack');
+      const finalIdx = path.join(packDir, `pack-${name}.idx`);
       if (await exists(finalIdx)) return stored; // the same pack was pushed before
-      await rename(tempPack, finalPack);
-      await rename(tempIdx, finalIdx);
+      await chmod(incoming, 0o444); // as git keeps packs: read-only
+      await rename(incoming, path.join(packDir, `pack-${name}.pack`));
+      await rename(`${incoming}.idx`, finalIdx);
       return stored;
     } finally {
       await this.abort();
     }
   }
 
-  /** Removes the temp directory and anything in it; idempotent. */
+  /** Stops any indexing child and removes the temp directory and anything in it; idempotent. */
   async abort(): Promise<void> {
     this.finished = true;
+    this.indexer?.kill();
     const file = this.file;
     this.file = undefined;
     if (file) await file.close().catch(() => undefined);
     await rm(this.tempDir, { recursive: true, force: true });
   }
 
+  /** From here on the child process gets every byte: it writes, hashes and indexes them. */
+  private async handToChild(): Promise<void> {
+    const file = await this.openFile();
+    await writeAll(file, this.tail);
+    this.tail = Buffer.alloc(0);
+    await file.sync();
+    await file.close();
+    this.file = undefined;
+    const indexer = new StreamingIndexer(path.join(this.tempDir, 'incoming'), path.join(this.tempDir, 'incoming.idx'), this.received);
+    this.indexer = indexer;
+    indexer.complete.then(
+      (bytes) => {
+        if (bytes !== this.received) {
+          this.fail?.(packError(`${this.received - bytes} unexpected bytes after the end of the pack`));
+          return;
+        }
+        this.markDone();
+      },
+      (e: Error) => this.fail?.(e),
+    );
+  }
+
+  private markDone(): void {
+    this.done = true;
+    this.settle?.(true);
+  }
+
   private async openFile(): Promise<FileHandle> {
     if (this.file) return this.file;
     if (this.finished) throw new Error('pack receiver already stored or aborted');
     await mkdir(this.tempDir, { recursive: true });
-    this.file = await open(path.join(this.tempDir, 'incoming'), 'wx', 0o444);
+    this.file = await open(path.join(this.tempDir, 'incoming'), 'wx', 0o644);
     return this.file;
   }
 
