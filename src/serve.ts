@@ -58,6 +58,7 @@ export async function serve(argv: string[]): Promise<number> {
     const ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, hostKey: hostKey.privateKey, keys: services.keys, onExec: createExecHandler(services) });
     stops.push(() => ssh.stop());
     await ssh.start();
+    config.sshPort = ssh.port; // the port bound, when 0 asked for any free one: commands print it
     const control = new ControlServer(paths.socket, services);
     stops.push(() => control.stop());
     await control.start();

@@ -2,6 +2,7 @@
 import type { Services } from './cli/command.ts';
 import { dataPaths, type Config } from './config.ts';
 import { KeyStore } from './git/key-store.ts';
+import { AppLock } from './orchestrator/app-lock.ts';
 import { AppStore } from './state/app-store.ts';
 
 export async function loadServices(config: Config): Promise<Services> {
@@ -10,5 +11,5 @@ export async function loadServices(config: Config): Promise<Services> {
   await keys.load();
   const apps = new AppStore(paths.apps);
   await apps.load();
-  return { config, paths, keys, apps };
+  return { config, paths, keys, apps, locks: new AppLock() };
 }

@@ -208,6 +208,12 @@ export class Engine {
     }
   }
 
+  /** Gives an image a second name (`repo:tag`); the image itself is not copied. */
+  async tagImage(ref: string, target: string): Promise<void> {
+    const at = target.lastIndexOf(':');
+    await this.docker.getImage(ref).tag({ repo: target.slice(0, at), tag: target.slice(at + 1) });
+  }
+
   async removeImage(ref: string): Promise<void> {
     try {
       await this.docker.getImage(ref).remove({ force: false });

@@ -10,7 +10,8 @@ import type { AppStore, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
 import { AppLock } from './app-lock.ts';
 import type { Builder } from './builder.ts';
-import { deployRelease, WEB_PORT, type RoutePublisher } from './deployment.ts';
+import { imageTag } from './builder.ts';
+import { deployRelease, STOP_TIMEOUT_S, WEB_PORT, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
 import { LABEL, type Engine } from './engine.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
@@ -33,6 +34,11 @@ export class Orchestrator {
   constructor(deps: OrchestratorDeps) {
     this.deps = deps;
     this.builders = [new DockerfileBuilder(deps.engine)];
+  }
+
+  /** Where users reach the app. */
+  appUrl(app: string): string {
+    return this.deps.appUrl(app);
   }
 
   hostnames(app: string): string[] {
@@ -84,6 +90,53 @@ export class Orchestrator {
       await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
       await this.deps.apps.remove(app);
     });
+  }
+
+  /**
+   * Renames an app. Its images get tags under the new name and its current release starts under
+   * the new name, routed at the new host names; only then do state and repository move and the
+   * old containers, routes and tags go. If the new container does not come up, nothing of the
+   * old app has changed.
+   */
+  async renameApp(from: string, to: string, out: Output): Promise<void> {
+    const [first, second] = [from, to].sort() as [string, string];
+    await this.lock.run(first, () =>
+      this.lock.run(second, async () => {
+        const record = this.deps.apps.require(from);
+        const renamed = record.releases.map((r) => ({ ...r, image: imageTag(to, r.number) }));
+        const tagged: string[] = [];
+        try {
+          for (const [i, r] of record.releases.entries()) {
+            if (!(await this.deps.engine.imageExists(r.image))) continue;
+            await this.deps.engine.tagImage(r.image, renamed[i]!.image);
+            tagged.push(renamed[i]!.image);
+          }
+          const current = currentRelease(record);
+          if (current) {
+            await deployRelease(
+              { engine: this.deps.engine, network: this.deps.config.network, publisher: this.deps.publisher, hostnames: this.hostnames(to), out },
+              to,
+              { ...current, image: imageTag(to, current.number) },
+            );
+          }
+        } catch (e) {
+          for (const t of tagged) await this.deps.engine.removeImage(t).catch(() => undefined);
+          throw e;
+        }
+        await this.deps.apps.rename(from, to, (draft) => {
+          draft.releases = renamed;
+        });
+        const repos = this.deps.paths.repos;
+        await fs.rename(path.join(repos, `${from}.git`), path.join(repos, `${to}.git`)).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw e;
+        });
+        this.deps.publisher.unpublish(from);
+        const old = await this.deps.engine.list({ [LABEL.app]: from });
+        await Promise.all(old.map((c) => this.deps.engine.stopAndRemove(c.id, STOP_TIMEOUT_S)));
+        if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);
+        for (const r of record.releases) await this.deps.engine.removeImage(r.image);
+      }),
+    );
   }
 
   // Routes to the current release's running web container, or starts one if none runs.
