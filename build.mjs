@@ -75,6 +75,10 @@ async function bundle() {
     target: `node${runtimePkg.version.split('.')[0]}`,
     minifyWhitespace: true,
     minifySyntax: true,
+    // Bundling renames classes that share a name (ssh2's Session becomes Session2), and ssh2
+    // tells its channels apart by constructor.name: without this, a client that opens a session
+    // and closes it without an exec crashed the daemon.
+    keepNames: true,
     legalComments: 'none',
     // The bundle is CommonJS: code that asks where its source file is learns that there is none.
     define: { __BERTH_VERSION__: JSON.stringify(pkg.version), 'import.meta.filename': 'undefined' },

@@ -64,7 +64,8 @@ export class SshServer {
     const server = this.server;
     this.server = undefined;
     for (const c of this.clients) c.end();
-    if (server?.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+    // ssh2's Server has no `listening`; close() reports an error when it was not (harmless here).
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   private accept(client: Connection, address: string): void {
