@@ -42,7 +42,7 @@ export function createExecHandler(services: Services): ExecHandler {
     }
     if (parsed.kind === 'command') {
       log.info('ssh_command', { key: request.key.name, address: request.address, command: parsed.words[0] });
-      return runCommand(parsed.words, {
+      const code = await runCommand(parsed.words, {
         out,
         caller: { kind: 'ssh', key: request.key, address: request.address },
         services,
@@ -50,6 +50,8 @@ export function createExecHandler(services: Services): ExecHandler {
         signal: abort.signal,
         readStdin: () => readAll(channel),
       });
+      if (code !== 0) log.warn('ssh_command_failed', { key: request.key.name, address: request.address, command: parsed.words[0]?.slice(0, 100), code });
+      return code;
     }
     try {
       if (parsed.kind === 'upload-pack') {

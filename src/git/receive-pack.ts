@@ -185,7 +185,12 @@ class Session {
         reader.push(chunk);
         continue;
       }
-      if (packet.type === 'flush') return commands.length === 0 ? undefined : commands;
+      if (packet.type === 'flush') {
+        if (commands.length > 0) return commands;
+        // An empty list ends the exchange; anything already sent after it is not git.
+        if (reader.buffered > 0) throw new UserError('git_protocol_error', `${reader.buffered} unexpected bytes after the flush that ended an empty command list`);
+        return undefined;
+      }
 
       let data = packet.data;
       if (commands.length === 0) {
@@ -341,12 +346,12 @@ class Session {
    */
   private fatal(e: unknown, during: string): Error {
     const message = e instanceof Error ? e.message : String(e);
-    if (!(isUserError(e) && e.code === 'git_client_disconnected')) {
-      // A bug's details go to the log (the caller reports it with an id), not to the client.
-      const shown = oneLine(isUserError(e) ? message : `internal error in berth while ${during}`);
-      if (this.sideband) this.send(Buffer.concat(sideband(3, `${shown}\n`)));
-      else this.send(pkt(`ERR ${shown}`));
-    }
+    // Said even when the client closed its side: it may still be listening for the answer (and
+    // when it is gone, the write is dropped). A bug's details go to the log (the caller reports
+    // it with an id), not to the client.
+    const shown = oneLine(isUserError(e) ? message : `internal error in berth while ${during}`);
+    if (this.sideband) this.send(Buffer.concat(sideband(3, `${shown}\n`)));
+    else this.send(pkt(`ERR ${shown}`));
     log.warn('git_receive_pack_failed', { app: this.repo.app, during, error: message });
     return isUserError(e) ? e : new Error(`receive-pack ${during}: ${message}`, { cause: e });
   }
