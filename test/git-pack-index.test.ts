@@ -162,7 +162,9 @@ describe('index-pack', () => {
 
   test('a pack cut short is refused', async () => {
     const pack = fs.readFileSync(makePack('short', { ofs: true }));
-    assert.match(await refusal(withChecksum(pack.subarray(0, Math.floor(pack.length / 2)))), /truncated|ends after|does not inflate/);
+    // Where the cut falls differs from run to run (commit times change the pack): whatever the
+    // bytes there look like, the object they start or cut is refused by its offset.
+    assert.match(await refusal(withChecksum(pack.subarray(0, Math.floor(pack.length / 2)))), /offset \d+|ends after \d+ of the \d+ objects/);
   });
 
   test('bytes after the last object are refused', async () => {

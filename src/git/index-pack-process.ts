@@ -27,6 +27,8 @@ export interface OffThreadSummary extends IndexSummary {
   where: 'in-process' | 'child';
   /** Peak resident memory of the child process, in bytes (0 in-process). */
   childMaxRssBytes: number;
+  /** CPU time the child used, user and system, in milliseconds (0 in-process). */
+  childCpuMs: number;
 }
 
 /**
@@ -42,7 +44,7 @@ export async function indexPackOffThread(
   const { size } = await stat(packPath);
   if (size <= (options.inProcessMaxBytes ?? IN_PROCESS_MAX_BYTES)) {
     const summary = await indexPack(packPath, idxPath, options.onProgress ? { onProgress: options.onProgress } : {});
-    return { ...summary, where: 'in-process', childMaxRssBytes: 0 };
+    return { ...summary, where: 'in-process', childMaxRssBytes: 0, childCpuMs: 0 };
   }
   const child = new IndexerChild([packPath, idxPath], options.onProgress);
   child.child.stdin.end();
@@ -167,7 +169,7 @@ class IndexerChild {
   async finish(): Promise<OffThreadSummary> {
     const exit = await this.exited;
     const result = this.result;
-    if (result && 'summary' in result && exit.code === 0) return { ...result.summary, where: 'child', childMaxRssBytes: result.maxRssBytes };
+    if (result && 'summary' in result && exit.code === 0) return { ...result.summary, where: 'child', childMaxRssBytes: result.maxRssBytes, childCpuMs: result.cpuMs };
     throw this.error(exit);
   }
 
@@ -206,7 +208,8 @@ export async function runIndexPackCommand(args: string[]): Promise<number> {
     const summary = streaming
       ? await indexPackStream(packPath, idxPath, have, process.stdin, { onProgress, onComplete: (bytes) => send({ complete: bytes }) })
       : await indexPack(packPath, idxPath, { onProgress });
-    send({ summary, maxRssBytes: process.resourceUsage().maxRSS * 1024 });
+    const usage = process.resourceUsage();
+    send({ summary, maxRssBytes: usage.maxRSS * 1024, cpuMs: Math.round((usage.userCPUTime + usage.systemCPUTime) / 1000) });
     return 0;
   } catch (e) {
     if (e instanceof UserError) {
@@ -222,7 +225,7 @@ export async function runIndexPackCommand(args: string[]): Promise<number> {
 type ChildMessage =
   | { progress: [IndexPhase, number, number] }
   | { complete: number }
-  | { summary: IndexSummary; maxRssBytes: number }
+  | { summary: IndexSummary; maxRssBytes: number; cpuMs: number }
   | { error: { code: string; message: string } };
 
 /**

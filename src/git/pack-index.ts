@@ -465,10 +465,13 @@ class ContentCache {
 
 /** Writes a version 2 pack index: fan-out, sorted ids, CRC32s, offsets (large ones in a 64-bit table), checksums. */
 function writeIdx(idxPath: string, t: ObjectTable, packChecksum: Buffer): void {
+  const oids = t.oids;
+  // Sort by the ids' first six bytes as a number (exact in a double), whole ids only on a tie.
+  const prefix = new Float64Array(t.count);
+  for (let i = 0; i < t.count; i++) prefix[i] = oids.readUIntBE(i * 20, 6);
   const order = new Uint32Array(t.count);
   for (let i = 0; i < t.count; i++) order[i] = i;
-  const oids = t.oids;
-  order.sort((a, b) => oids.compare(oids, b * 20, b * 20 + 20, a * 20, a * 20 + 20));
+  order.sort((a, b) => prefix[a]! - prefix[b]! || oids.compare(oids, b * 20, b * 20 + 20, a * 20, a * 20 + 20));
   for (let i = 1; i < t.count; i++) {
     if (oids.compare(oids, order[i]! * 20, order[i]! * 20 + 20, order[i - 1]! * 20, order[i - 1]! * 20 + 20) === 0) {
       throw corrupt(`the pack holds the object ${oidHex(t, order[i]!)} twice`);

@@ -21,9 +21,10 @@ export interface StoredPack {
   bytes: number;
   /** How many objects the pack holds. */
   objects: number;
-  /** Where it was indexed, and the indexer child's peak memory (0 when in-process). */
+  /** Where it was indexed, and the indexer child's peak memory and CPU time (0 when in-process). */
   indexedIn: 'in-process' | 'child' | 'none';
   indexerMaxRssBytes: number;
+  indexerCpuMs: number;
 }
 
 export type IndexProgress = (phase: string, loaded: number, total: number) => void;
@@ -160,10 +161,17 @@ export class PackReceiver {
       const incoming = path.join(this.tempDir, 'incoming');
       let summary: OffThreadSummary;
       if (this.indexer) summary = await this.indexer.finish(onProgress);
-      else if (this.objectCount === 0) return { name: '', bytes: this.received, objects: 0, indexedIn: 'none', indexerMaxRssBytes: 0 };
+      else if (this.objectCount === 0) return { name: '', bytes: this.received, objects: 0, indexedIn: 'none', indexerMaxRssBytes: 0, indexerCpuMs: 0 };
       else summary = await indexPackOffThread(incoming, `${incoming}.idx`, onProgress ? { onProgress } : {});
       const name = summary.checksum;
-      const stored: StoredPack = { name, bytes: this.received, objects: summary.objects, indexedIn: summary.where, indexerMaxRssBytes: summary.childMaxRssBytes };
+      const stored: StoredPack = {
+        name,
+        bytes: this.received,
+        objects: summary.objects,
+        indexedIn: summary.where,
+        indexerMaxRssBytes: summary.childMaxRssBytes,
+        indexerCpuMs: summary.childCpuMs,
+      };
       if (summary.objects === 0) return { ...stored, name: '' };
       const packDir = path.join(this.gitdir, 'objects', 'pack');
       const finalIdx = path.join(packDir, `pack-${name}.idx`);

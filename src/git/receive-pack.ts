@@ -158,6 +158,7 @@ class Session {
       indexMs: this.indexMs,
       indexedIn: stored?.indexedIn ?? 'none',
       indexerMaxRssMb: stored ? Math.round(stored.indexerMaxRssBytes / 1e6) : 0,
+      indexerCpuMs: stored?.indexerCpuMs ?? 0,
       ms: Math.round(performance.now() - this.started),
     });
   }
