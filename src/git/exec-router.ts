@@ -152,11 +152,19 @@ function authorizeApp(key: KeyRecord, app: string): void {
   }
 }
 
+/** All of the client's standard input; fails when the client goes away before sending its end. */
 function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    let ended = false;
     stream.on('data', (c: Buffer) => chunks.push(Buffer.from(c)));
-    stream.on('end', () => resolve(Buffer.concat(chunks)));
+    stream.on('end', () => {
+      ended = true;
+      resolve(Buffer.concat(chunks));
+    });
+    stream.on('close', () => {
+      if (!ended) reject(new UserError('client_disconnected', 'the client went away before it finished sending standard input'));
+    });
     stream.on('error', reject);
   });
 }

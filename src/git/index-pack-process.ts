@@ -233,7 +233,9 @@ type ChildMessage =
  * the entry is the bundle (process.argv[1]) or, when running from source, src/main.ts.
  */
 function selfCommand(): string[] {
-  if (sea.isSea()) return [process.execPath];
+  // On Linux, /proc/self/exe is the very file this process runs, even if an upgrade has since
+  // replaced or deleted it at its path: the child always speaks the parent's protocol.
+  if (sea.isSea()) return [process.platform === 'linux' ? '/proc/self/exe' : process.execPath];
   const here = import.meta.filename as string | undefined;
   const entry = here ? path.join(path.dirname(here), '..', 'main.ts') : process.argv[1];
   if (!entry) throw new Error('cannot tell which script to run the index-pack child with');
