@@ -1,5 +1,6 @@
-// An app's bare git repository on disk: creating it, its branch and tag refs (read, and moved by
-// compare-and-swap), and reading objects through isomorphic-git. Never runs the system git.
+// An app's bare git repository on disk: creating it (with isomorphic-git), its branch and tag refs
+// (read, and moved by compare-and-swap), and reading objects one at a time (object-store.ts).
+// Never runs the system git.
 import fs from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
