@@ -19,6 +19,9 @@ import { indexPack, indexPackStream, type IndexPhase, type IndexProgress, type I
 /** The hidden sub-command the daemon runs itself with; not listed in help. */
 export const INDEX_PACK_COMMAND = '__index-pack';
 
+/** Bytes the daemon may hold for a child that is behind, before it stops reading the client. */
+const PIPE_AHEAD_BYTES = 4 << 20;
+
 /** Packs up to this size are indexed on the calling thread (a few milliseconds of work). */
 export const IN_PROCESS_MAX_BYTES = 1 << 20;
 
@@ -68,11 +71,16 @@ export class StreamingIndexer {
     return this.child.complete;
   }
 
-  /** Passes pack bytes on, waiting while the child is behind. Rejects when the child has failed. */
+  /**
+   * Passes pack bytes on, waiting while the child is more than PIPE_AHEAD_BYTES behind. Rejects
+   * when the child has failed. (A pipe holds 64 KiB: waiting for it at stream's usual 16 KiB mark
+   * left both processes idle by turns.)
+   */
   async write(chunk: Buffer): Promise<void> {
     const stdin = this.child.child.stdin;
     if (stdin.destroyed || stdin.writableEnded) return this.child.failure();
-    if (stdin.write(chunk)) return;
+    stdin.write(chunk);
+    if (stdin.writableLength <= PIPE_AHEAD_BYTES) return;
     await new Promise<void>((resolve) => {
       const done = () => {
         stdin.off('drain', done);
