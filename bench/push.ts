@@ -180,6 +180,7 @@ console.log(`repository: ${FILES} files of ${FILE_BYTES} bytes, pack ${(packByte
 
 const daemon = await startDaemon();
 const pid = daemon.process.pid!;
+let pushes = 0;
 try {
   const key = makeKey(work, 'bench');
   daemon.cli(['ssh-keys:add', 'bench', key.publicKey]);
@@ -201,7 +202,6 @@ try {
   const daemonCpu: number[] = [];
   const during: Latencies[] = [];
   let hwmReset = true;
-  let pushes = 0;
   /** One push of the repository to a new app on berth, with its memory and CPU watched. */
   const pushToBerth = async (withLoad: boolean) => {
     hwmReset = resetPeak(pid) && hwmReset;
@@ -243,8 +243,6 @@ try {
     .filter((l) => l.includes('"git_push_received"') && l.includes('bigpush'))
     .map((l) => JSON.parse(l) as { ms: number; receiveMs: number; indexMs: number; indexedIn: string; indexerMaxRssMb: number; indexerCpuMs: number });
   const timedLogs = received.slice(0, ROUNDS);
-  for (let n = 1; n <= pushes; n++) daemon.cli(['apps:destroy', `bigpush${n}`, '--force']);
-  daemon.cli(['apps:destroy', 'benchweb', '--force']);
 
   const ratio = median(berthMs) / median(gitMs);
   console.log('');
@@ -266,6 +264,9 @@ try {
   console.log(`  proxy while no push runs:   ${fmt(idleLatency)}`);
   console.log(`  proxy while a push is received: p99 ${median(during.map((l) => l.p99)).toFixed(1)} ms (median of rounds; worst ${Math.max(...during.map((l) => l.p99)).toFixed(1)} ms), p50 ${median(during.map((l) => l.p50)).toFixed(1)} ms, ${during.reduce((s, l) => s + l.errors, 0)} errors`);
 } finally {
+  // Also after a failure: the apps' containers and images go with them.
+  for (let n = 1; n <= pushes; n++) daemon.cli(['apps:destroy', `bigpush${n}`, '--force']);
+  daemon.cli(['apps:destroy', 'benchweb', '--force']);
   await daemon.stop();
   fs.rmSync(work, { recursive: true, force: true });
 }
