@@ -30,6 +30,35 @@ const stubOptionalNative = {
   },
 };
 
+// ssh2's pure-JS chacha20-poly1305 and AES-GCM create a cipher per packet from a raw key Buffer.
+// Node 24 spends about 30 us turning a Buffer into key material on every call (6 us from a
+// KeyObject), which made receiving a 100 MB push over SSH cost over a second of main-thread time
+// in key handling alone. Hand those ciphers KeyObjects made once per key exchange. The exact
+// lines are required: a new ssh2 that changes them fails the build instead of going slow.
+const ssh2KeyObjects = {
+  name: 'ssh2-key-objects',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]ssh2[\\/]lib[\\/]protocol[\\/]crypto\.js$/ }, async (args) => {
+      let source = await fs.promises.readFile(args.path, 'utf8');
+      const edits = [
+        ['createCipheriv, createDecipheriv, createHmac, randomFillSync, timingSafeEqual\n} = require(\'crypto\');', 'createCipheriv, createDecipheriv, createHmac, randomFillSync, timingSafeEqual, createSecretKey\n} = require(\'crypto\');'],
+        ['this._encKeyMain = enc.cipherKey.slice(0, 32);', 'this._encKeyMain = createSecretKey(enc.cipherKey.slice(0, 32));'],
+        ['this._encKeyPktLen = enc.cipherKey.slice(32);', 'this._encKeyPktLen = createSecretKey(enc.cipherKey.slice(32));'],
+        ['this._decKeyMain = dec.decipherKey.slice(0, 32);', 'this._decKeyMain = createSecretKey(dec.decipherKey.slice(0, 32));'],
+        ['this._decKeyPktLen = dec.decipherKey.slice(32);', 'this._decKeyPktLen = createSecretKey(dec.decipherKey.slice(32));'],
+        ['this._encKey = enc.cipherKey;', 'this._encKey = createSecretKey(enc.cipherKey);'],
+        ['this._decipherKey = dec.decipherKey;', 'this._decipherKey = createSecretKey(dec.decipherKey);'],
+      ];
+      for (const [from, to] of edits) {
+        const at = source.indexOf(from);
+        if (at < 0 || source.indexOf(from, at + 1) >= 0) throw new Error(`ssh2-key-objects: expected exactly one "${from}" in ${args.path}`);
+        source = source.replace(from, to);
+      }
+      return { contents: source, loader: 'js' };
+    });
+  },
+};
+
 function step(text) {
   process.stdout.write(`-----> ${text}\n`);
 }
@@ -46,9 +75,14 @@ async function bundle() {
     target: `node${runtimePkg.version.split('.')[0]}`,
     minifyWhitespace: true,
     minifySyntax: true,
+    // Bundling renames classes that share a name (ssh2's Session becomes Session2), and ssh2
+    // tells its channels apart by constructor.name: without this, a client that opens a session
+    // and closes it without an exec crashed the daemon.
+    keepNames: true,
     legalComments: 'none',
-    define: { __BERTH_VERSION__: JSON.stringify(pkg.version) },
-    plugins: [stubOptionalNative],
+    // The bundle is CommonJS: code that asks where its source file is learns that there is none.
+    define: { __BERTH_VERSION__: JSON.stringify(pkg.version), 'import.meta.filename': 'undefined' },
+    plugins: [stubOptionalNative, ssh2KeyObjects],
     metafile: true,
     logLevel: 'warning',
   });

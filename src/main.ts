@@ -14,9 +14,15 @@ const stdout = new StreamOutput(process.stdout, process.stderr);
 export async function main(argv: string[]): Promise<number> {
   const { dataDir, rest } = takeGlobalFlags(argv);
   const [command, ...args] = rest;
-  if (command === '--version' || command === '-v' || command === 'version') {
+  // Answered here, without the daemon, so it is fast; the registry's `version` prints the same.
+  if (command === '--version' || command === '-v' || (command === 'version' && args.length === 0)) {
     stdout.line(`berth ${VERSION} (node ${process.version})`);
     return 0;
+  }
+  if (command === '__index-pack') {
+    // The daemon runs itself with this hidden sub-command to index a large push off its main thread.
+    const { runIndexPackCommand } = await import('./git/index-pack-process.ts');
+    return runIndexPackCommand(args);
   }
   if (command === 'serve') {
     const { serve } = await import('./serve.ts');

@@ -57,7 +57,15 @@ export async function serve(argv: string[]): Promise<number> {
       // Host names are read when the routes are swapped, so a domain change made while a deploy
       // runs is not undone by the deploy's earlier copy.
       publish: (app: string, _hostnames: string[], targets: Target[]) => {
-        edge.swap(edge.routes.withApp(app, services.domains.hostnames(app), targets));
+        const hostnames = services.domains.hostnames(app);
+        // A renamed app's old routes hold its domains until the new name is ready: they go in
+        // the same swap that brings the new routes.
+        let routes = edge.routes;
+        for (const name of hostnames) {
+          const holder = routes.lookup(name)?.app;
+          if (holder !== undefined && holder !== app && !services.apps.get(holder)) routes = routes.withoutApp(holder);
+        }
+        edge.swap(routes.withApp(app, hostnames, targets));
         void certificates.sync();
       },
       unpublish: (app: string) => edge.swap(edge.routes.withoutApp(app)),
@@ -98,6 +106,7 @@ export async function serve(argv: string[]): Promise<number> {
     const ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, hostKey: hostKey.privateKey, keys: services.keys, onExec: createExecHandler(services) });
     stops.push(() => ssh.stop());
     await ssh.start();
+    config.sshPort = ssh.port; // the port bound, when 0 asked for any free one: commands print it
     const control = new ControlServer(paths.socket, services);
     stops.push(() => control.stop());
     await control.start();

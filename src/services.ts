@@ -2,6 +2,7 @@
 import type { Services } from './cli/command.ts';
 import { dataPaths, type Config } from './config.ts';
 import { KeyStore } from './git/key-store.ts';
+import { AppLock } from './orchestrator/app-lock.ts';
 import { AppStore } from './state/app-store.ts';
 import { DomainStore } from './state/domain-store.ts';
 import { ProxySettingsStore } from './state/proxy-settings-store.ts';
@@ -16,5 +17,5 @@ export async function loadServices(config: Config): Promise<Services> {
   await domains.load();
   const proxySettings = new ProxySettingsStore(paths.proxySettings);
   await proxySettings.load();
-  return { config, paths, keys, apps, domains, proxySettings };
+  return { config, paths, keys, apps, domains, proxySettings, locks: new AppLock() };
 }

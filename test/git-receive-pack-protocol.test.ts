@@ -61,7 +61,7 @@ interface Exchange {
 async function exchange(
   repo: Repository,
   chunks: Buffer[],
-  opts: { end?: boolean; hooks?: ReceivePackHooks; options?: ReceivePackOptions; input?: PassThrough; output?: PassThrough } = {},
+  opts: { end?: boolean; hooks?: ReceivePackHooks; options?: ReceivePackOptions; input?: PassThrough; output?: PassThrough; gapMs?: number } = {},
 ): Promise<Exchange> {
   const input = opts.input ?? new PassThrough();
   const output = opts.output ?? new PassThrough();
@@ -71,7 +71,7 @@ async function exchange(
   for (const c of chunks) {
     if (input.destroyed) break;
     input.write(c);
-    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => (opts.gapMs ? setTimeout(resolve, opts.gapMs) : setImmediate(resolve)));
   }
   if (opts.end !== false && !input.destroyed) input.end();
   const error = await done.then(
@@ -92,6 +92,12 @@ function packObjects(cwd: string, revs: string[], extra: string[] = []): Promise
     child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`pack-objects exited ${code}`))));
     child.stdin.end(revs.join('\n') + '\n');
   });
+}
+
+/** Splits bytes into `parts` chunks of about equal size. */
+function split(bytes: Buffer, parts: number): Buffer[] {
+  const size = Math.ceil(bytes.length / parts);
+  return Array.from({ length: parts }, (_, i) => bytes.subarray(i * size, (i + 1) * size)).filter((b) => b.length > 0);
 }
 
 function errorCode(e: unknown): string | undefined {
@@ -326,6 +332,64 @@ describe('receive-pack protocol', () => {
     assert.match(r.out.report[0]!, /^unpack thin pack: \d+ deltas refer to objects outside the pack/);
     assert.equal(await repo.resolveRef('refs/heads/main'), base);
     await f.verifyStore();
+  });
+
+  describe('a pack indexed by the child process while it arrives', () => {
+    const streamed: ReceivePackOptions = { inProcessMaxBytes: 64 };
+    // Chunks a moment apart, so each arrives on its own and the pack is handed to the child part way.
+    const gapMs = 30;
+
+    test('completes on its trailer while the client keeps the stream open, and git verifies it', async () => {
+      const pack = await packObjects(f.work, [head]);
+      const chunks = [commands([`${ZERO_OID} ${head} refs/heads/main`]), ...split(pack, 7)];
+      const r = await exchange(repo, chunks, { end: false, options: streamed, gapMs });
+      assert.equal(r.error, undefined);
+      assert.deepEqual(r.out.report, ['unpack ok', 'ok refs/heads/main']);
+      assert.equal(await repo.resolveRef('refs/heads/main'), head);
+      await f.verifyStore();
+      assert.deepEqual(await leftovers(), []);
+    });
+
+    test('a pack announcing more objects than it holds is refused at once, not waited for', async () => {
+      const pack = await packObjects(f.work, [head]);
+      const body = Buffer.from(pack.subarray(0, pack.length - 20));
+      body.writeUInt32BE(body.readUInt32BE(8) + 1, 8);
+      const lying = Buffer.concat([body, createHash('sha1').update(body).digest()]);
+      const r = await exchange(repo, [commands([`${ZERO_OID} ${head} refs/heads/main`]), ...split(lying, 3)], { end: false, options: streamed, gapMs });
+      assert.equal(errorCode(r.error), 'git_pack_invalid');
+      assert.match(r.out.fatal, /the pack ends after \d+ of the \d+ objects it announces/);
+      assert.deepEqual(await repo.listRefs(), []);
+      assert.deepEqual(await leftovers(), []);
+    });
+
+    test('a damaged object is refused while the pack is still arriving', async () => {
+      const pack = Buffer.from(await packObjects(f.work, [head]));
+      pack[14]! ^= 0xff; // inside the first object's zlib stream
+      const r = await exchange(repo, [commands([`${ZERO_OID} ${head} refs/heads/main`]), pack.subarray(0, 100)], { end: false, options: streamed, gapMs });
+      assert.equal(errorCode(r.error), 'git_pack_invalid');
+      assert.match(r.out.fatal, /the object at offset 12/);
+      assert.deepEqual(await leftovers(), []);
+    });
+
+    test('a wrong checksum and a pack cut short are refused when the client closes', async () => {
+      const pack = await packObjects(f.work, [head]);
+      const wrong = Buffer.from(pack);
+      wrong[wrong.length - 1]! ^= 1;
+      for (const bytes of [wrong, pack.subarray(0, pack.length - 30)]) {
+        const r = await exchange(repo, [commands([`${ZERO_OID} ${head} refs/heads/main`]), ...split(bytes, 2)], { options: streamed, gapMs });
+        assert.equal(errorCode(r.error), 'git_pack_invalid');
+        assert.deepEqual(await repo.listRefs(), []);
+        assert.deepEqual(await leftovers(), []);
+      }
+    });
+
+    test('bytes after the trailer are refused', async () => {
+      const pack = await packObjects(f.work, [head]);
+      const r = await exchange(repo, [commands([`${ZERO_OID} ${head} refs/heads/main`]), Buffer.concat([pack, Buffer.from('extra')])], { end: false, options: streamed, gapMs });
+      assert.equal(errorCode(r.error), 'git_pack_invalid');
+      assert.deepEqual(await repo.listRefs(), []);
+      assert.deepEqual(await leftovers(), []);
+    });
   });
 
   test('a preReceive that throws rejects every ref with its message', async () => {

@@ -2,6 +2,7 @@
 // same command objects serve the local CLI (over the daemon's unix socket) and SSH.
 import type { Config, DataPaths } from '../config.ts';
 import type { KeyRecord, KeyStore } from '../git/key-store.ts';
+import type { AppLock } from '../orchestrator/app-lock.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { AppStore } from '../state/app-store.ts';
@@ -21,6 +22,8 @@ export interface Services {
   domains: DomainStore;
   /** Per-app proxy limits (state/proxy.json). */
   proxySettings: ProxySettingsStore;
+  /** Per app, one push, rename or destroy at a time (deploys have their own lock inside the orchestrator). */
+  locks: AppLock;
   /** Present only inside the running daemon; commands that touch containers need it. */
   orchestrator?: Orchestrator;
   /** Present only inside the running daemon: certificates and automatic HTTPS. */

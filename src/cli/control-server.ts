@@ -4,22 +4,29 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { log } from '../log.ts';
-import type { Services } from './command.ts';
+import type { CommandContext, Services } from './command.ts';
 import { StreamOutput } from './output.ts';
 import { runCommand } from './registry.ts';
 import { readFrames, type ClientFrame, type ServerFrame } from './control-frames.ts';
 
+/** Runs one command line; the registry's runCommand, or another for a test of this module alone. */
+export type CommandRunner = (words: readonly string[], ctx: CommandContext) => Promise<number>;
 
-
+/**
+ * One command per connection. When the CLI goes away (Ctrl-C, a closed pipe) the command's
+ * signal aborts, so a command that streams stops; what it still writes is dropped.
+ */
 export class ControlServer {
   private readonly socketPath: string;
   private readonly services: Services;
+  private readonly run: CommandRunner;
   private server: net.Server | undefined;
   private readonly connections = new Set<net.Socket>();
 
-  constructor(socketPath: string, services: Services) {
+  constructor(socketPath: string, services: Services, run: CommandRunner = runCommand) {
     this.socketPath = socketPath;
     this.services = services;
+    this.run = run;
   }
 
   async start(): Promise<void> {
@@ -63,16 +70,19 @@ export class ControlServer {
       }
     };
     let stream: PassThrough | undefined;
+    let finished = false;
+    let command = '';
 
     readFrames<ClientFrame>(socket, (frame) => {
       if ('run' in frame && !started) {
         started = true;
         const { words, cwd } = frame.run;
+        command = words[0] ?? '';
         const out = new StreamOutput(
           (s) => send({ out: s.toString() }),
           (s) => send({ err: s.toString() }),
         );
-        runCommand(words, {
+        this.run(words, {
           out,
           caller: { kind: 'local' },
           services: this.services,
@@ -94,6 +104,7 @@ export class ControlServer {
           },
           stderr: (d) => send({ err: d.toString() }),
         }).then((code) => {
+          finished = true;
           send({ exit: code });
           socket.end();
         });
@@ -112,6 +123,7 @@ export class ControlServer {
     });
     socket.on('close', () => {
       this.connections.delete(socket);
+      if (started && !finished) log.info('control_client_gone', { command, reason: 'the CLI disconnected; stopping the command' });
       abort.abort();
       stdinDone?.();
     });

@@ -26,7 +26,7 @@ const versionCommand: Command = {
   summary: "print berth's version",
   scope: 'any',
   async run(ctx) {
-    ctx.out.line(`berth ${VERSION}`);
+    ctx.out.line(`berth ${VERSION} (node ${process.version})`);
   },
 };
 

@@ -6,6 +6,7 @@ import { runCommand } from '../cli/registry.ts';
 import { describeForUser, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { BuildSource } from '../orchestrator/builder.ts';
+import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { parseExecCommand } from './exec-command.ts';
 import type { KeyRecord } from './key-store.ts';
 import { serveReceivePack, type RefUpdate } from './receive-pack.ts';
@@ -44,7 +45,7 @@ export function createExecHandler(services: Services): ExecHandler {
     }
     if (parsed.kind === 'command') {
       log.info('ssh_command', { key: request.key.name, address: request.address, command: parsed.words[0] });
-      return runCommand(parsed.words, {
+      const code = await runCommand(parsed.words, {
         out,
         caller: { kind: 'ssh', key: request.key, address: request.address },
         services,
@@ -57,9 +58,12 @@ export function createExecHandler(services: Services): ExecHandler {
         },
         ...(request.terminal ? { terminal: request.terminal } : {}),
       });
+      if (code !== 0) log.warn('ssh_command_failed', { key: request.key.name, address: request.address, command: parsed.words[0]?.slice(0, 100), code });
+      return code;
     }
     try {
       if (parsed.kind === 'upload-pack') {
+        log.warn('fetch_refused', { key: request.key.name, address: request.address, app: parsed.app });
         throw new UserError('fetch_not_served', `berth does not serve clones or fetches of ${parsed.app}; it receives pushes only`, {
           hint: 'keep your own clone as the source of truth; berth stores what you push',
         });
@@ -80,6 +84,27 @@ async function receive(services: Services, request: ExecRequest, app: string, si
   authorizeApp(request.key, app);
   const orchestrator = services.orchestrator;
   if (!orchestrator) throw new Error('receive-pack without a running orchestrator');
+  // The whole push holds the app: refs are advertised only once an earlier push is done with
+  // them, so a second push is computed against what the first left, and git itself refuses it
+  // when it is no longer a fast-forward. Standard error is the one place git shows text before
+  // the protocol starts.
+  const waiting = new StreamOutput((s) => {
+    if (!request.channel.destroyed) request.channel.stderr.write(s);
+  });
+  await services.locks.run(
+    app,
+    async () => {
+      if (signal.aborted) return; // the client gave up while it waited
+      await receiveLocked(services, orchestrator, request, app, signal);
+    },
+    () => {
+      waiting.step(`Another push to ${app} is running; waiting for it to finish`);
+      log.info('push_waiting', { app, key: request.key.name, address: request.address });
+    },
+  );
+}
+
+async function receiveLocked(services: Services, orchestrator: Orchestrator, request: ExecRequest, app: string, signal: AbortSignal): Promise<void> {
   if (!services.apps.get(app)) {
     await services.apps.create(app);
     log.info('app_created', { app, by: `ssh:${request.key.name}`, via: 'push' });
@@ -111,7 +136,8 @@ async function receive(services: Services, request: ExecRequest, app: string, si
         for (const line of lines) out.error(line);
         out.error(`${app} was not deployed; the previous release keeps serving`);
         verdicts.set(deploy.ref, lines[0] ?? 'deploy failed');
-        log.warn('push_deploy_failed', { app, commit: deploy.newOid, key: request.key.name, error: e });
+        if (signal.aborted) log.warn('push_cancelled', { app, commit: deploy.newOid, key: request.key.name, reason: 'the client disconnected' });
+        else log.warn('push_deploy_failed', { app, commit: deploy.newOid, key: request.key.name, error: e });
       }
       return verdicts;
     },
@@ -130,7 +156,7 @@ function chooseDeployUpdate(updates: RefUpdate[]): RefUpdate | undefined {
 function authorizeApp(key: KeyRecord, app: string): void {
   if (key.apps && !key.apps.includes(app)) {
     log.warn('push_refused', { key: key.name, app, reason: 'scope' });
-    throw new UserError('forbidden', `key "${key.name}" may not push to ${app}: it is limited to ${key.apps.join(', ')}`);
+    throw new UserError('forbidden', `key "${key.name}" may not push to ${app}: it is limited to the apps ${key.apps.join(', ')}`);
   }
 }
 

@@ -1,15 +1,17 @@
-// Receives a pushed packfile: streams it to a temp file under objects/pack/, finds its end by its
-// own trailing checksum, then moves it into place and indexes it with isomorphic-git.
+// Receives a pushed packfile into a temp file under objects/pack/ and indexes it with berth's own
+// index-pack: a small pack in place once it is complete, a large one in a child process that
+// indexes it while it arrives. Then pack and index move into place.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import fs from 'node:fs';
-import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { chmod, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import git from 'isomorphic-git';
 import { UserError } from '../errors.ts';
+import { IN_PROCESS_MAX_BYTES, indexPackOffThread, StreamingIndexer, type OffThreadSummary } from './index-pack-process.ts';
 
 export interface PackReceiverOptions {
   /** The largest pack accepted, in bytes. Default 2 GiB. */
   maxPackBytes?: number;
+  /** Beyond this many bytes the pack streams into a child process that indexes it as it arrives. Default 1 MiB. */
+  inProcessMaxBytes?: number;
 }
 
 export interface StoredPack {
@@ -17,11 +19,15 @@ export interface StoredPack {
   name: string;
   /** Bytes received, the trailer included. */
   bytes: number;
-  /** The object ids the pack holds. */
-  oids: string[];
+  /** How many objects the pack holds. */
+  objects: number;
+  /** Where it was indexed, and the indexer child's peak memory and CPU time (0 when in-process). */
+  indexedIn: 'in-process' | 'child' | 'none';
+  indexerMaxRssBytes: number;
+  indexerCpuMs: number;
 }
 
-export type IndexProgress = (phase: string, loaded: number, total: number) => void | Promise<void>;
+export type IndexProgress = (phase: string, loaded: number, total: number) => void;
 
 export const DEFAULT_MAX_PACK_BYTES = 2 * 1024 ** 3;
 
@@ -30,16 +36,19 @@ const TRAILER_BYTES = 20;
 const SIGNATURE = Buffer.from('PACK', 'latin1');
 
 /**
- * One pushed pack. Feed it with `write` until that returns true, then `store` it; `abort`
- * removes everything it wrote and is safe to call at any time, also after `store`.
+ * One pushed pack. Feed it with `write` until that returns true, or until `completion`
+ * resolves, then `store` it; `abort` removes everything it wrote and is safe to call at any
+ * time, also after `store`.
  *
- * The push's channel stays open after the pack (the client waits for the report), so its end
- * is found from its own trailer: a running SHA-1 covers everything but the last 20 bytes
- * received, and the pack is complete when that digest equals those 20 bytes.
+ * The push's channel stays open after the pack (the client waits for the report), so the end
+ * is found from the pack itself. While it is small, a running SHA-1 covers everything but the
+ * last 20 bytes received, and the pack is complete when that digest equals those 20 bytes.
+ * Once it is large, the child that indexes it walks its objects and says when the trailer came.
  */
 export class PackReceiver {
   private readonly gitdir: string;
   private readonly maxPackBytes: number;
+  private readonly inProcessMaxBytes: number;
   private readonly tempDir: string;
   private readonly hash: Hash = createHash('sha1');
   private file: FileHandle | undefined;
@@ -49,13 +58,24 @@ export class PackReceiver {
   private objectCount = -1;
   private done = false;
   private finished = false;
+  private indexer: StreamingIndexer | undefined;
+  private settle: ((value: boolean) => void) | undefined;
+  private fail: ((e: Error) => void) | undefined;
+  /** Resolves true when a pack handed to the child has completed; rejects when the child finds it bad. */
+  readonly completion: Promise<boolean>;
 
   constructor(gitdir: string, options: PackReceiverOptions = {}) {
     this.gitdir = gitdir;
     this.maxPackBytes = options.maxPackBytes ?? DEFAULT_MAX_PACK_BYTES;
+    this.inProcessMaxBytes = options.inProcessMaxBytes ?? IN_PROCESS_MAX_BYTES;
     // Under objects/pack/ so the final renames stay on one file system; readers only look for
     // `*.idx` files there, so a directory in progress is invisible to them.
     this.tempDir = path.join(gitdir, 'objects', 'pack', `tmp_pack_${randomBytes(6).toString('hex')}`);
+    this.completion = new Promise<boolean>((resolve, reject) => {
+      this.settle = resolve;
+      this.fail = reject;
+    });
+    this.completion.catch(() => undefined);
   }
 
   /** Bytes received so far. */
@@ -74,9 +94,9 @@ export class PackReceiver {
   }
 
   /**
-   * Appends pack bytes. Resolves true once the pack is complete. Rejects with a UserError
-   * (`git_pack_invalid`, `git_pack_too_large`) on a bad header, on bytes past the trailer,
-   * or when the pack grows beyond the maximum size.
+   * Appends pack bytes. Resolves true once the pack is known to be complete. Rejects with a
+   * UserError (`git_pack_invalid`, `git_pack_too_large`) on a bad header, on bytes past the
+   * trailer, when the pack grows beyond the maximum size, or when the indexing child finds it bad.
    */
   async write(chunk: Buffer): Promise<boolean> {
     if (chunk.length === 0) return this.done;
@@ -89,6 +109,10 @@ export class PackReceiver {
     }
     this.checkHeader(chunk);
     this.received += chunk.length;
+    if (this.indexer) {
+      await this.indexer.write(chunk);
+      return this.done;
+    }
 
     // Hold back the last 20 bytes: they are the trailer if the pack ends here.
     const all = this.tail.length === 0 ? chunk : Buffer.concat([this.tail, chunk]);
@@ -101,20 +125,32 @@ export class PackReceiver {
     }
     if (this.received >= HEADER_BYTES + TRAILER_BYTES && this.hash.copy().digest().equals(this.tail)) {
       await writeAll(await this.openFile(), this.tail);
-      this.done = true;
+      this.markDone();
+    } else if (this.received > this.inProcessMaxBytes) {
+      await this.handToChild();
     }
     return this.done;
   }
 
   /**
-   * Moves the completed pack to `objects/pack/pack-<checksum>.pack` with its `.idx` (written
-   * last, so readers never see a pack without a complete index). An empty pack is dropped.
-   * Fails with a UserError `git_pack_invalid` when the pack cannot be indexed, holds fewer
-   * objects than it announced, or is thin (deltas against objects outside it).
+   * The client closed its side. Resolves true when a child indexing the pack finds it complete
+   * in what came; rejects with the child's reason when it does not; false without a child.
+   */
+  async endOfInput(): Promise<boolean> {
+    if (!this.indexer) return false;
+    this.indexer.endInput();
+    return this.completion;
+  }
+
+  /**
+   * Indexes the completed pack (or waits for the child that does) and moves it to
+   * `objects/pack/pack-<checksum>.pack` with its `.idx` (moved last, so readers never see a pack
+   * without a complete index). An empty pack is dropped. Fails with a UserError
+   * `git_pack_invalid` when the pack cannot be indexed: a corrupt object, fewer or more objects
+   * than announced, or a thin pack (deltas against objects outside it).
    */
   async store(onProgress?: IndexProgress): Promise<StoredPack> {
     if (!this.done) throw new Error('pack is not complete');
-    const name = this.tail.toString('hex');
     const file = this.file;
     this.file = undefined;
     if (file) {
@@ -122,59 +158,75 @@ export class PackReceiver {
       await file.close();
     }
     try {
-      if (this.objectCount === 0) return { name: '', bytes: this.received, oids: [] };
+      const incoming = path.join(this.tempDir, 'incoming');
+      let summary: OffThreadSummary;
+      if (this.indexer) summary = await this.indexer.finish(onProgress);
+      else if (this.objectCount === 0) return { name: '', bytes: this.received, objects: 0, indexedIn: 'none', indexerMaxRssBytes: 0, indexerCpuMs: 0 };
+      else summary = await indexPackOffThread(incoming, `${incoming}.idx`, onProgress ? { onProgress } : {});
+      const name = summary.checksum;
+      const stored: StoredPack = {
+        name,
+        bytes: this.received,
+        objects: summary.objects,
+        indexedIn: summary.where,
+        indexerMaxRssBytes: summary.childMaxRssBytes,
+        indexerCpuMs: summary.childCpuMs,
+      };
+      if (summary.objects === 0) return { ...stored, name: '' };
       const packDir = path.join(this.gitdir, 'objects', 'pack');
-      const finalPack = path.join(packDir, `pack-${name}.pack`);
       const finalIdx = path.join(packDir, `pack-${name}.idx`);
-      const tempPack = path.join(this.tempDir, `pack-${name}.pack`);
-      const tempIdx = path.join(this.tempDir, `pack-${name}.idx`);
-      await rename(path.join(this.tempDir, 'incoming'), tempPack);
-
-      let oids: string[];
-      try {
-        const result = await git.indexPack({
-          fs,
-          dir: this.tempDir,
-          gitdir: this.gitdir,
-          filepath: `pack-${name}.pack`,
-          onProgress: onProgress ? (e) => onProgress(e.phase, e.loaded, e.total ?? 0) : undefined,
-        });
-        oids = result.oids;
-      } catch (e) {
-        throw packError(`the pack could not be indexed: ${isomorphicGitDetail(e)}`, e);
-      }
-      if (oids.length !== this.objectCount) {
-        throw packError(`the pack announced ${this.objectCount} objects but only ${oids.length} could be read`);
-      }
-      const external = await externalDeltaBases(tempPack, tempIdx, new Set(oids));
-      if (external > 0) {
-        throw packError(`thin pack: ${external} deltas refer to objects outside the pack (berth asks for no-thin packs)`);
-      }
-
-      if (await exists(finalIdx)) return { name, bytes: this.received, oids }; // the same pack was pushed before
-      await syncFile(tempIdx);
-      await rename(tempPack, finalPack);
-      await rename(tempIdx, finalIdx);
-      return { name, bytes: this.received, oids };
+      if (await exists(finalIdx)) return stored; // the same pack was pushed before
+      await chmod(incoming, 0o444); // as git keeps packs: read-only
+      await rename(incoming, path.join(packDir, `pack-${name}.pack`));
+      await rename(`${incoming}.idx`, finalIdx);
+      return stored;
     } finally {
       await this.abort();
     }
   }
 
-  /** Removes the temp directory and anything in it; idempotent. */
+  /** Stops any indexing child and removes the temp directory and anything in it; idempotent. */
   async abort(): Promise<void> {
     this.finished = true;
+    this.indexer?.kill();
     const file = this.file;
     this.file = undefined;
     if (file) await file.close().catch(() => undefined);
     await rm(this.tempDir, { recursive: true, force: true });
   }
 
+  /** From here on the child process gets every byte: it writes, hashes and indexes them. */
+  private async handToChild(): Promise<void> {
+    const file = await this.openFile();
+    await writeAll(file, this.tail);
+    this.tail = Buffer.alloc(0);
+    await file.sync();
+    await file.close();
+    this.file = undefined;
+    const indexer = new StreamingIndexer(path.join(this.tempDir, 'incoming'), path.join(this.tempDir, 'incoming.idx'), this.received);
+    this.indexer = indexer;
+    indexer.complete.then(
+      (bytes) => {
+        if (bytes !== this.received) {
+          this.fail?.(packError(`${this.received - bytes} unexpected bytes after the end of the pack`));
+          return;
+        }
+        this.markDone();
+      },
+      (e: Error) => this.fail?.(e),
+    );
+  }
+
+  private markDone(): void {
+    this.done = true;
+    this.settle?.(true);
+  }
+
   private async openFile(): Promise<FileHandle> {
     if (this.file) return this.file;
     if (this.finished) throw new Error('pack receiver already stored or aborted');
     await mkdir(this.tempDir, { recursive: true });
-    this.file = await open(path.join(this.tempDir, 'incoming'), 'wx', 0o444);
+    this.file = await open(path.join(this.tempDir, 'incoming'), 'wx', 0o644);
     return this.file;
   }
 
@@ -197,59 +249,10 @@ export class PackReceiver {
   }
 }
 
-/**
- * Counts ref-deltas whose base is not in the pack. isomorphic-git resolves such bases from the
- * repository and indexes the pack anyway, but real git then finds "unresolved deltas" in it.
- * Reads the idx's offset table and the few header bytes at each object's offset.
- */
-async function externalDeltaBases(packPath: string, idxPath: string, inPack: Set<string>): Promise<number> {
-  const offsets = await readIdxOffsets(idxPath, inPack.size);
-  const pack = await open(packPath, 'r');
-  try {
-    const buf = Buffer.alloc(32);
-    let external = 0;
-    for (const offset of offsets) {
-      const { bytesRead } = await pack.read(buf, 0, buf.length, offset);
-      let p = 0;
-      let c = buf[p++] ?? 0;
-      const type = (c >> 4) & 7;
-      if (type !== 7) continue;
-      while (c & 0x80 && p < bytesRead) c = buf[p++] ?? 0;
-      if (p + 20 > bytesRead) throw packError(`truncated ref-delta at offset ${offset}`);
-      if (!inPack.has(buf.toString('hex', p, p + 20))) external++;
-    }
-    return external;
-  } finally {
-    await pack.close();
-  }
-}
-
-async function readIdxOffsets(idxPath: string, count: number): Promise<number[]> {
-  const idx = await fs.promises.readFile(idxPath);
-  // v2: magic, version, 256 fanout words, then per object a 20-byte id, a crc, a 4-byte offset.
-  const table = 8 + 256 * 4 + count * 24;
-  const large = table + count * 4;
-  const offsets: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const word = idx.readUInt32BE(table + i * 4);
-    offsets.push(word & 0x80000000 ? Number(idx.readBigUInt64BE(large + (word & 0x7fffffff) * 8)) : word);
-  }
-  return offsets;
-}
-
 async function writeAll(file: FileHandle, data: Buffer): Promise<void> {
   for (let at = 0; at < data.length; ) {
     const { bytesWritten } = await file.write(data, at, data.length - at);
     at += bytesWritten;
-  }
-}
-
-async function syncFile(p: string): Promise<void> {
-  const handle = await open(p, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 
@@ -258,12 +261,6 @@ async function exists(p: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-/** isomorphic-git wraps unexpected failures in a long "please report this" text; keep the cause. */
-function isomorphicGitDetail(e: unknown): string {
-  const message = e instanceof Error ? e.message : String(e);
-  return message.replace(/^An internal error caused this command to fail\.[\s\S]*?this error message: /, '');
 }
 
 function packError(message: string, cause?: unknown): UserError {

@@ -26,6 +26,8 @@ export interface ReceivePackOptions {
   maxPackBytes?: number;
   /** Give up when the client sends nothing for this long while berth waits for commands or pack bytes; 0 never. Default 10 minutes. */
   idleTimeoutMs?: number;
+  /** Packs larger than this are indexed by a child process while they arrive. Default 1 MiB. */
+  inProcessMaxBytes?: number;
 }
 
 /** What berth's receive-pack offers. `no-thin` makes git send self-contained packs. */
@@ -80,6 +82,7 @@ class Session {
   private progressPhase = '';
   private progressTotal = 0;
   private indexMs = 0;
+  private receiveMs = 0;
 
   constructor(io: { input: Readable; output: Writable }, repo: Repository, hooks: ReceivePackHooks, options: ReceivePackOptions) {
     this.input = new InputReader(io.input, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
@@ -107,13 +110,15 @@ class Session {
 
     let stored: StoredPack | undefined;
     if (commands.some((c) => c.newOid !== ZERO_OID)) {
-      const receiver = new PackReceiver(this.repo.gitdir, { maxPackBytes: this.options.maxPackBytes });
+      const receiveStarted = performance.now();
+      const receiver = new PackReceiver(this.repo.gitdir, { maxPackBytes: this.options.maxPackBytes, inProcessMaxBytes: this.options.inProcessMaxBytes });
       try {
         await this.receivePack(receiver, reader.leftover());
       } catch (e) {
         await receiver.abort();
         throw this.fatal(e, `receiving the pack (${receiver.bytesReceived} bytes in)`);
       }
+      this.receiveMs = Math.round(performance.now() - receiveStarted);
       const indexStarted = performance.now();
       try {
         stored = await receiver.store(this.caps('quiet') ? undefined : (phase, loaded, total) => this.indexProgress(phase, loaded, total));
@@ -148,8 +153,12 @@ class Session {
       updated: applied.map((u) => u.ref),
       rejected: commands.filter((c) => c.error !== undefined).map((c) => `${c.ref}: ${c.error}`),
       packBytes: stored?.bytes ?? 0,
-      objects: stored?.oids.length ?? 0,
+      objects: stored?.objects ?? 0,
+      receiveMs: this.receiveMs,
       indexMs: this.indexMs,
+      indexedIn: stored?.indexedIn ?? 'none',
+      indexerMaxRssMb: stored ? Math.round(stored.indexerMaxRssBytes / 1e6) : 0,
+      indexerCpuMs: stored?.indexerCpuMs ?? 0,
       ms: Math.round(performance.now() - this.started),
     });
   }
@@ -177,7 +186,12 @@ class Session {
         reader.push(chunk);
         continue;
       }
-      if (packet.type === 'flush') return commands.length === 0 ? undefined : commands;
+      if (packet.type === 'flush') {
+        if (commands.length > 0) return commands;
+        // An empty list ends the exchange; anything already sent after it is not git.
+        if (reader.buffered > 0) throw new UserError('git_protocol_error', `${reader.buffered} unexpected bytes after the flush that ended an empty command list`);
+        return undefined;
+      }
 
       let data = packet.data;
       if (commands.length === 0) {
@@ -211,8 +225,16 @@ class Session {
   private async receivePack(receiver: PackReceiver, first: Buffer): Promise<void> {
     let chunk: Buffer | null = first;
     while (!(await receiver.write(chunk))) {
-      chunk = await this.input.read();
+      // A large pack's end is found by the child indexing it, which may say so between chunks.
+      const next = await this.input.read(receiver.completion);
+      if (next === STOPPED) {
+        await receiver.completion;
+        return;
+      }
+      chunk = next;
       if (chunk === null) {
+        // The client sent everything it had; the child may still be working through it.
+        if (await receiver.endOfInput()) return;
         throw new UserError(
           'git_pack_invalid',
           receiver.bytesReceived === 0
@@ -224,12 +246,16 @@ class Session {
   }
 
   private async checkObjects(commands: Command[]): Promise<void> {
-    const cache = {};
-    for (const c of commands) {
-      if (c.error !== undefined || c.newOid === ZERO_OID) continue;
-      const type = await this.repo.objectType(c.newOid, cache);
-      if (type === undefined) c.error = 'missing necessary objects';
-      else if (c.ref.startsWith('refs/heads/') && type !== 'commit') c.error = `a branch must point to a commit, not a ${type}`;
+    const store = this.repo.objects();
+    try {
+      for (const c of commands) {
+        if (c.error !== undefined || c.newOid === ZERO_OID) continue;
+        const type = await this.repo.objectType(c.newOid, store);
+        if (type === undefined) c.error = 'missing necessary objects';
+        else if (c.ref.startsWith('refs/heads/') && type !== 'commit') c.error = `a branch must point to a commit, not a ${type}`;
+      }
+    } finally {
+      await store.close();
     }
   }
 
@@ -321,12 +347,12 @@ class Session {
    */
   private fatal(e: unknown, during: string): Error {
     const message = e instanceof Error ? e.message : String(e);
-    if (!(isUserError(e) && e.code === 'git_client_disconnected')) {
-      // A bug's details go to the log (the caller reports it with an id), not to the client.
-      const shown = oneLine(isUserError(e) ? message : `internal error in berth while ${during}`);
-      if (this.sideband) this.send(Buffer.concat(sideband(3, `${shown}\n`)));
-      else this.send(pkt(`ERR ${shown}`));
-    }
+    // Said even when the client closed its side: it may still be listening for the answer (and
+    // when it is gone, the write is dropped). A bug's details go to the log (the caller reports
+    // it with an id), not to the client.
+    const shown = oneLine(isUserError(e) ? message : `internal error in berth while ${during}`);
+    if (this.sideband) this.send(Buffer.concat(sideband(3, `${shown}\n`)));
+    else this.send(pkt(`ERR ${shown}`));
     log.warn('git_receive_pack_failed', { app: this.repo.app, during, error: message });
     return isUserError(e) ? e : new Error(`receive-pack ${during}: ${message}`, { cause: e });
   }
@@ -349,17 +375,34 @@ class Session {
   }
 }
 
+/** Bytes of client input held before the stream is paused. */
+const QUEUE_HIGH = 1 << 20;
+
+/** What InputReader.read returns when told to stop waiting. */
+const STOPPED = Symbol('stopped');
+
 /**
- * Pulls chunks from the client's stream on demand (paused mode), so nothing is read past the
- * pack and the stream is never destroyed by us. `read` resolves null at the end of the stream.
+ * Takes the client's chunks as they come, one by one as the stream delivered them (no copying
+ * into larger buffers), pausing the stream while more than QUEUE_HIGH bytes wait, so a slow
+ * consumer holds the client back. `read` resolves null at the end of the stream. The stream is
+ * never destroyed by us.
  */
 class InputReader {
   private readonly input: Readable;
   private readonly idleTimeoutMs: number;
+  private readonly queue: Buffer[] = [];
+  private queued = 0;
   private ended = false;
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
   private readonly onChange = () => this.wake?.();
+  private readonly onData = (chunk: Buffer | string) => {
+    const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    this.queue.push(data);
+    this.queued += data.length;
+    if (this.queued > QUEUE_HIGH) this.input.pause();
+    this.onChange();
+  };
   private readonly onEnd = () => {
     this.ended = true;
     this.onChange();
@@ -373,25 +416,40 @@ class InputReader {
     this.input = input;
     this.idleTimeoutMs = idleTimeoutMs;
     this.ended = input.readableEnded || input.destroyed;
-    input.on('readable', this.onChange);
+    input.on('data', this.onData);
     input.on('end', this.onEnd);
     input.on('close', this.onEnd);
     input.on('error', this.onError);
   }
 
-  async read(): Promise<Buffer | null> {
+  /** The next chunk, null at the end of the stream, or STOPPED once `until` has settled. */
+  read(): Promise<Buffer | null>;
+  read(until: Promise<unknown>): Promise<Buffer | null | typeof STOPPED>;
+  async read(until?: Promise<unknown>): Promise<Buffer | null | typeof STOPPED> {
+    let stopped = false;
+    const stop = () => {
+      stopped = true;
+      this.onChange();
+    };
+    until?.then(stop, stop);
     for (;;) {
       if (this.failure) throw this.failure;
-      const chunk = this.input.read() as Buffer | string | null;
-      if (chunk !== null) return typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      if (stopped) return STOPPED;
+      const chunk = this.queue.shift();
+      if (chunk !== undefined) {
+        this.queued -= chunk.length;
+        if (this.queued <= QUEUE_HIGH && this.input.isPaused() && !this.ended) this.input.resume();
+        return chunk;
+      }
       if (this.ended) return null;
       await this.waitForChange();
     }
   }
 
-  /** Stops listening for data; the error listener stays so a late failure cannot crash berth. */
+  /** Stops taking data; the error listener stays so a late failure cannot crash berth. */
   release(): void {
-    this.input.off('readable', this.onChange);
+    this.input.off('data', this.onData);
+    this.input.pause();
     this.input.off('end', this.onEnd);
     this.input.off('close', this.onEnd);
     this.input.off('error', this.onError);

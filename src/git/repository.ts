@@ -1,5 +1,6 @@
-// An app's bare git repository on disk: creating it, its branch and tag refs (read, and moved by
-// compare-and-swap), and reading objects through isomorphic-git. Never runs the system git.
+// An app's bare git repository on disk: creating it (with isomorphic-git), its branch and tag refs
+// (read, and moved by compare-and-swap), and reading objects one at a time (object-store.ts).
+// Never runs the system git.
 import fs from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -8,15 +9,16 @@ import type { Readable } from 'node:stream';
 import git from 'isomorphic-git';
 import { validateAppName } from '../app-name.ts';
 import { UserError } from '../errors.ts';
+import { ObjectNotFoundError, ObjectStore, parseCommit, parseTag, parseTree, type ObjectType } from './object-store.ts';
 import { treeArchive } from './tree-archive.ts';
+
+export type { ObjectType } from './object-store.ts';
 
 /** The all-zero object id: "no object" in ref updates (create when old, delete when new). */
 export const ZERO_OID = '0'.repeat(40);
 
 /** Only branches and tags live in an app's repository. */
 export const REF_PREFIXES = ['refs/heads/', 'refs/tags/'] as const;
-
-export type ObjectType = 'commit' | 'tree' | 'blob' | 'tag';
 
 export class Repository {
   readonly app: string;
@@ -79,16 +81,24 @@ export class Repository {
     return (await this.objectType(oid)) !== undefined;
   }
 
-  /** The type of the object `oid`, or undefined when the repository does not have it. */
-  async objectType(oid: string, cache: object = {}): Promise<ObjectType | undefined> {
+  /**
+   * The type of the object `oid`, or undefined when the repository does not have it. Pass a
+   * `store` to share loaded pack indexes across calls; it must have been created after the last
+   * pack was stored.
+   */
+  async objectType(oid: string, store?: ObjectStore): Promise<ObjectType | undefined> {
     if (!isOid(oid)) return undefined;
+    const objects = store ?? this.objects();
     try {
-      const result = await git.readObject({ fs, gitdir: this.gitdir, oid, format: 'content', cache });
-      return result.type as ObjectType;
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
+      return await objects.type(oid);
+    } finally {
+      if (!store) await objects.close();
     }
+  }
+
+  /** A reader of this repository's objects as they are now; close it when done. */
+  objects(): ObjectStore {
+    return new ObjectStore(this.gitdir);
   }
 
   /**
@@ -139,12 +149,25 @@ export class Repository {
 
   /** The content of the file at `filePath` (slash-separated) in a commit, or undefined when there is none. */
   async readFileAtCommit(commitOid: string, filePath: string): Promise<Buffer | undefined> {
+    const store = this.objects();
     try {
-      const { blob } = await git.readBlob({ fs, gitdir: this.gitdir, oid: commitOid, filepath: filePath });
-      return Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
-    } catch (e) {
-      if (isNotFound(e) || (e as { code?: unknown }).code === 'ObjectTypeError') return undefined;
-      throw e;
+      let object = await store.read(commitOid);
+      for (let depth = 0; object?.type === 'tag' && depth < 10; depth++) object = await store.read(parseTag(object.content).object);
+      if (!object) throw new ObjectNotFoundError(commitOid);
+      if (object.type !== 'commit') return undefined;
+      let oid = parseCommit(object.content).tree;
+      let type = 'tree';
+      for (const part of filePath.split('/').filter((p) => p !== '')) {
+        if (type !== 'tree') return undefined;
+        const entry = parseTree(await store.expect(oid, 'tree')).find((e) => e.name === part);
+        if (!entry) return undefined;
+        oid = entry.oid;
+        type = entry.type;
+      }
+      if (type !== 'blob') return undefined;
+      return await store.expect(oid, 'blob');
+    } finally {
+      await store.close();
     }
   }
 
@@ -348,8 +371,4 @@ async function isFile(p: string): Promise<boolean> {
 function isMissing(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
-}
-
-function isNotFound(e: unknown): boolean {
-  return (e as { code?: unknown }).code === 'NotFoundError';
 }

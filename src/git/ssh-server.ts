@@ -1,11 +1,14 @@
-// The embedded SSH server: public-key auth against the key store only, exec requests only (no
-// shell, no subsystems, no forwarding of any kind), each exec handed to one handler. A client
-// may ask for a terminal (ssh -t) for its exec; its size and changes are passed on.
+// The embedded SSH server: public-key auth against the key store only, failed logins limited
+// per source address, exec requests only (no shell, no subsystems, no forwarding of any kind,
+// each refusal logged with the key's name), each exec handed to one handler. A client may ask
+// for a terminal (ssh -t) for its exec; its size and changes are passed on.
+import { createHash } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection, ServerChannel } from 'ssh2';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
+import { AuthLimiter, type AuthLimits } from './auth-limiter.ts';
 import type { KeyRecord, KeyStore } from './key-store.ts';
 
 export interface ExecRequest {
@@ -33,15 +36,21 @@ export interface SshServerOptions {
   hostKey: string;
   keys: KeyStore;
   onExec: ExecHandler;
+  /** Failed-login limits per source address; see auth-limiter.ts for the defaults. */
+  authLimits?: Partial<AuthLimits>;
 }
 
 export class SshServer {
   private readonly options: SshServerOptions;
   private server: ssh2.Server | undefined;
   private readonly clients = new Set<Connection>();
+  private readonly limiter: AuthLimiter;
+  /** Addresses whose turned-away connections were logged in the current block, to keep the log short. */
+  private readonly loggedBlocks = new Set<string>();
 
   constructor(options: SshServerOptions) {
     this.options = options;
+    this.limiter = new AuthLimiter(options.authLimits);
   }
 
   get port(): number {
@@ -65,30 +74,55 @@ export class SshServer {
     const server = this.server;
     this.server = undefined;
     for (const c of this.clients) c.end();
-    if (server?.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+    // ssh2's Server has no `listening`; close() reports an error when it was not (harmless here).
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   private accept(client: Connection, address: string): void {
+    client.on('error', (e: Error) => log.debug('ssh_client_error', { address, error: e.message }));
+    const blocked = this.limiter.blockedFor(address);
+    if (blocked > 0) {
+      if (!this.loggedBlocks.has(address)) {
+        this.loggedBlocks.add(address);
+        log.warn('ssh_connection_refused', { address, reason: 'too_many_failed_logins', blockedForS: Math.ceil(blocked / 1000) });
+      }
+      client.end();
+      return;
+    }
+    this.loggedBlocks.delete(address);
     this.clients.add(client);
     let key: KeyRecord | undefined;
+    let failed = 0;
     client.on('authentication', (ctx) => {
-      if (ctx.method !== 'publickey') return ctx.reject(['publickey']);
+      const refuse = (fields: Record<string, unknown>) => {
+        failed++;
+        log.warn('ssh_auth_refused', { address, ...fields });
+        if (failed >= this.limiter.limits.maxAttemptsPerConnection) {
+          log.warn('ssh_auth_refused', { address, reason: 'too_many_attempts', attempts: failed });
+          ctx.reject();
+          client.end();
+          return;
+        }
+        ctx.reject(['publickey']);
+      };
+      // 'none' is how every client opens, asking which methods exist: not an attempt.
+      if (ctx.method === 'none') return ctx.reject(['publickey']);
+      if (ctx.method !== 'publickey') return refuse({ reason: 'method_not_allowed', method: ctx.method, user: ctx.username });
       const match = this.options.keys.match(ctx.key.algo, ctx.key.data);
-      if (!match) {
-        log.warn('ssh_auth_refused', { address, reason: 'unknown_key', algo: ctx.key.algo });
-        return ctx.reject(['publickey']);
-      }
+      if (!match) return refuse({ reason: 'unknown_key', algo: ctx.key.algo, fingerprint: keyFingerprint(ctx.key.data) });
       // Without a signature the client only asks whether this key would do.
       if (!ctx.signature || !ctx.blob) return ctx.accept();
-      if (match.key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) !== true) {
-        log.warn('ssh_auth_refused', { address, reason: 'bad_signature', key: match.record.name });
-        return ctx.reject(['publickey']);
-      }
+      if (match.key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) !== true) return refuse({ reason: 'bad_signature', key: match.record.name });
       key = match.record;
       ctx.accept();
     });
     client.on('ready', () => {
+      this.limiter.recordSuccess(address);
       log.info('ssh_connected', { address, key: key?.name });
+      const refuse = (what: string, reject: (() => void) | undefined, detail: Record<string, unknown> = {}) => {
+        log.warn('ssh_request_refused', { address, key: key?.name, request: what, ...detail });
+        reject?.();
+      };
       client.on('session', (acceptSession) => {
         const session = acceptSession();
         let terminal: RequestedTerminal | undefined;
@@ -107,15 +141,27 @@ export class SshServer {
           this.exec({ command: info.command, key: key!, address, channel, ...(terminal ? { terminal } : {}) });
         });
         session.on('shell', (acceptShell) => {
+          log.warn('ssh_request_refused', { address, key: key?.name, request: 'shell' });
           const channel = acceptShell();
           channel.stderr.write(`berth has no interactive shell. Push with git, or run a command: ssh -p PORT berth@HOST help\r\n`);
           channel.exit(1);
           channel.end();
         });
+        session.on('subsystem', (_accept, reject, info) => refuse('subsystem', reject, { name: info.name }));
+        session.on('sftp', (_accept, reject) => refuse('subsystem', reject, { name: 'sftp' }));
+        session.on('auth-agent', (_accept, reject) => refuse('agent forwarding', reject));
+        session.on('x11', (_accept, reject) => refuse('X11 forwarding', reject));
       });
+      client.on('tcpip', (_accept, reject, info) => refuse('port forwarding', reject, { to: `${info.destIP}:${info.destPort}` }));
+      client.on('openssh.streamlocal', (_accept, reject, info) => refuse('socket forwarding', reject, { to: info.socketPath }));
+      client.on('request', (_accept, reject, name) => refuse(name === 'tcpip-forward' ? 'remote port forwarding' : name, reject));
     });
-    client.on('error', (e: Error) => log.debug('ssh_client_error', { address, error: e.message }));
-    client.on('close', () => this.clients.delete(client));
+    client.on('close', () => {
+      this.clients.delete(client);
+      if (key === undefined && failed > 0 && this.limiter.recordFailure(address)) {
+        log.warn('ssh_address_blocked', { address, failures: this.limiter.limits.maxFailures, windowS: this.limiter.limits.windowMs / 1000, blockedForS: this.limiter.limits.blockMs / 1000 });
+      }
+    });
   }
 
   private exec(request: ExecRequest): void {
@@ -134,4 +180,8 @@ export class SshServer {
         channel.end();
       });
   }
+}
+
+function keyFingerprint(blob: Buffer): string {
+  return 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
 }

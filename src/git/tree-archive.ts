@@ -1,9 +1,8 @@
 // A commit's tree as a tar stream (the Docker build context), read straight from the object
-// database with isomorphic-git: no checkout, no index file, nothing written into the repository.
-import fs from 'node:fs';
+// database one object at a time: no checkout, no index file, nothing written into the repository.
 import { Readable } from 'node:stream';
-import git from 'isomorphic-git';
 import tar from 'tar-stream';
+import { ObjectStore, parseCommit, parseTree } from './object-store.ts';
 
 /**
  * Streams the tree of `commitOid` (an annotated tag is peeled) as a tar: directories 0755,
@@ -15,7 +14,7 @@ import tar from 'tar-stream';
 export function treeArchive(gitdir: string, commitOid: string): Readable {
   const packer = tar.pack();
   const out = Readable.from(packer, { objectMode: false });
-  const cache = {};
+  const store = new ObjectStore(gitdir);
   let stopped = false;
   out.once('close', () => {
     stopped = true;
@@ -31,10 +30,10 @@ export function treeArchive(gitdir: string, commitOid: string): Readable {
     });
 
   const walk = async (treeOid: string, prefix: string, mtime: Date): Promise<void> => {
-    const { tree } = await git.readTree({ fs, gitdir, oid: treeOid, cache });
+    const tree = parseTree(await store.expect(treeOid, 'tree'));
     for (const entry of tree) {
-      if (!isSafeName(entry.path)) throw new Error(`tree ${treeOid} has an unsafe entry name ${JSON.stringify(entry.path)}`);
-      const name = prefix + entry.path;
+      if (!isSafeName(entry.name)) throw new Error(`tree ${treeOid} has an unsafe entry name ${JSON.stringify(entry.name)}`);
+      const name = prefix + entry.name;
       switch (entry.type) {
         case 'tree':
           await add({ name: name + '/', type: 'directory', mode: 0o755, mtime });
@@ -43,8 +42,7 @@ export function treeArchive(gitdir: string, commitOid: string): Readable {
         case 'commit':
           break; // a submodule: its commit is in another repository
         case 'blob': {
-          const { blob } = await git.readBlob({ fs, gitdir, oid: entry.oid, cache });
-          const content = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
+          const content = await store.expect(entry.oid, 'blob');
           if (entry.mode === '120000') {
             await add({ name, type: 'symlink', linkname: content.toString('utf8'), mode: 0o777, mtime });
           } else {
@@ -52,21 +50,21 @@ export function treeArchive(gitdir: string, commitOid: string): Readable {
           }
           break;
         }
-        default:
-          throw new Error(`tree ${treeOid} has an entry of unknown type ${String(entry.type)}`);
       }
     }
   };
 
   void (async () => {
-    const { commit } = await git.readCommit({ fs, gitdir, oid: commitOid, cache });
-    await walk(commit.tree, '', new Date(commit.committer.timestamp * 1000));
+    const commit = parseCommit(await store.expect(commitOid, 'commit'));
+    await walk(commit.tree, '', new Date(commit.committerTime * 1000));
     packer.finalize();
-  })().catch((e: unknown) => {
-    if (stopped) return;
-    const error = new Error(`archive of commit ${commitOid}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
-    out.destroy(error);
-  });
+  })()
+    .catch((e: unknown) => {
+      if (stopped) return;
+      const error = new Error(`archive of commit ${commitOid}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+      out.destroy(error);
+    })
+    .finally(() => store.close());
 
   return out;
 }

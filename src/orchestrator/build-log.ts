@@ -71,6 +71,12 @@ export class BuildLogs {
     return { at: last.slice('failed-'.length, -'.log'.length), text: await fs.readFile(path.join(this.appDir(app), last), 'utf8') };
   }
 
+  async renameApp(from: string, to: string): Promise<void> {
+    await fs.rename(this.appDir(from), this.appDir(to)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+  }
+
   async removeApp(app: string): Promise<void> {
     await fs.rm(this.appDir(app), { recursive: true, force: true });
   }

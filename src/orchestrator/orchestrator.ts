@@ -10,7 +10,7 @@ import type { AppStore, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
 import type { DomainStore } from '../state/domain-store.ts';
 import { AppLock } from './app-lock.ts';
-import { imageRepository, type Builder } from './builder.ts';
+import { imageRepository, imageTag, type Builder } from './builder.ts';
 import { BuildLogs } from './build-log.ts';
 import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack-builder.ts';
 import { BuildpackFetcher } from './buildpack-fetcher.ts';
@@ -90,6 +90,11 @@ export class Orchestrator {
     return this.routes;
   }
 
+  /** Where users reach the app. */
+  appUrl(app: string): string {
+    return this.deps.appUrl(app);
+  }
+
   hostnames(app: string): string[] {
     return this.deps.domains.hostnames(app);
   }
@@ -147,8 +152,65 @@ export class Orchestrator {
   }
 
   /**
-   * At daemon start: re-checks the current release's running containers (a web one must accept
-   * TCP on $PORT) before routing to them, starts the dynos the formation wants that do not run,
+   * Renames an app. Its images get tags under the new name, its state and domains move, and its
+   * current release starts under the new name; the new routes replace the old ones in one swap
+   * once the new containers are ready. Only then do the old containers, tags, repository and
+   * logs go. If the new containers do not come up, everything is put back as it was and the
+   * old app kept serving throughout.
+   */
+  async renameApp(from: string, to: string, out: Output): Promise<void> {
+    const [first, second] = [from, to].sort() as [string, string];
+    await this.lock.run(first, () =>
+      this.lock.run(second, async () => {
+        const engine = this.deps.engine;
+        const record = this.deps.apps.require(from);
+        const ours = `${imageRepository(engine.instance, from)}:`;
+        const renamed = record.releases.map((r) => (r.image.startsWith(ours) ? { ...r, image: imageTag(engine.instance, to, r.number) } : r));
+        const tagged: string[] = [];
+        const restore = async () => {
+          await this.deps.apps.rename(to, from, (draft) => void (draft.releases = record.releases));
+          await this.deps.domains.rename(to, from);
+          for (const t of tagged) await engine.removeImage(t).catch(() => undefined);
+        };
+        for (const [i, r] of record.releases.entries()) {
+          const next = renamed[i]!.image;
+          if (next === r.image || !(await engine.imageExists(r.image))) continue;
+          await engine.tagImage(r.image, imageRepository(engine.instance, to), `r${r.number}`);
+          tagged.push(next);
+        }
+        const oldTargets = [...this.routes.routed(from)];
+        await this.deps.apps.rename(from, to, (draft) => void (draft.releases = renamed));
+        await this.deps.domains.rename(from, to);
+        if (currentRelease(record) && !record.stopped) {
+          try {
+            await redeployCurrent(this.releaseDeps(to), to, out, { reuse: false });
+          } catch (e) {
+            await restore();
+            throw e;
+          }
+        }
+        // Whatever the new routes did not take over already (the old default domain) goes now;
+        // requests in flight on the old containers finish before they stop, as in any deploy.
+        this.routes.unpublish(from);
+        const checks = checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, record);
+        if (oldTargets.length > 0) await this.routes.drain(oldTargets, { deadlineMs: checks.drainTimeoutMs, reason: 'the app was renamed' });
+        const old = await engine.list({ [LABEL.app]: from });
+        await Promise.all(old.map((c) => engine.stopAndRemove(c.id, Math.ceil(checks.stopTimeoutMs / 1000))));
+        if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);
+        for (const r of record.releases) if (r.image.startsWith(ours)) await engine.removeImage(r.image);
+        await engine.removeVolume(cacheVolume(engine.instance, from));
+        await this.buildLogs.renameApp(from, to);
+        const repos = this.deps.paths.repos;
+        await fs.rename(path.join(repos, `${from}.git`), path.join(repos, `${to}.git`)).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw e;
+        });
+      }),
+    );
+  }
+
+  /**
+   * At daemon start: re-checks the current release's running containers (once, with the
+   * release's checks) before routing to them, starts the dynos the formation wants that do not run,
    * and removes containers of other releases (left by a deploy the daemon did not finish).
    */
   private async adopt(app: string): Promise<void> {

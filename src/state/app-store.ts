@@ -126,6 +126,24 @@ export class AppStore {
     return draft;
   }
 
+  /**
+   * Moves an app's record to a new name: the new document is written (after `change`, given the
+   * renamed copy) before the old one is removed, so a crash in between leaves both, never none.
+   */
+  async rename(from: string, to: string, change: (draft: AppRecord) => void = () => {}): Promise<AppRecord> {
+    const current = this.require(from);
+    validateAppName(to);
+    if (this.apps.has(to)) throw new UserError('app_exists', `app "${to}" already exists`);
+    const draft = { ...structuredClone(current), name: to };
+    change(draft);
+    await this.doc(to).write(draft);
+    this.apps.set(to, draft);
+    await this.doc(from).remove();
+    this.apps.delete(from);
+    this.docs.delete(from);
+    return draft;
+  }
+
   async remove(name: string): Promise<void> {
     this.require(name);
     await this.doc(name).remove();

@@ -77,6 +77,12 @@ export class CertStateStore {
     await this.#write({ ...this.#state, domains: { ...this.#state.domains, [domain]: attempts } });
   }
 
+  /** Carries an app's settings over to its new name (apps:rename). */
+  async renameApp(from: string, to: string): Promise<void> {
+    if (!this.#state.autoOff.includes(from)) return;
+    await this.#write({ ...this.#state, autoOff: [...this.#state.autoOff.filter((a) => a !== from), to].sort() });
+  }
+
   /** Drops an app's settings (the app is destroyed). */
   async forgetApp(app: string): Promise<void> {
     if (!this.#state.autoOff.includes(app)) return;

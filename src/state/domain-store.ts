@@ -162,6 +162,21 @@ export class DomainStore {
     return this.hostnames(app);
   }
 
+  /**
+   * Moves an app's domains to its new name (apps:rename): added domains go along, and the default
+   * follows the name (TO.DOMAIN instead of FROM.DOMAIN). No change is announced: the rename
+   * publishes the new routes itself, replacing the old ones in one swap.
+   */
+  async rename(from: string, to: string): Promise<void> {
+    const record = this.#records.get(from);
+    if (!record) return;
+    const next = new Map(this.#records);
+    next.delete(from);
+    next.set(to, record);
+    await this.#doc.write({ apps: Object.fromEntries(next) });
+    this.#records = next;
+  }
+
   /** Forgets an app that is destroyed, releasing its domains. */
   async forget(app: string): Promise<void> {
     if (this.#records.has(app)) {

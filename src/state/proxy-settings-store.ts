@@ -72,6 +72,16 @@ export class ProxySettingsStore {
     return stored;
   }
 
+  /** Carries an app's overrides over to its new name (apps:rename). */
+  async renameApp(from: string, to: string): Promise<void> {
+    const overrides = this.#apps.get(from);
+    if (!overrides) return;
+    const apps = new Map(this.#apps);
+    apps.delete(from);
+    apps.set(to, overrides);
+    await this.#write(apps);
+  }
+
   async removeApp(app: string): Promise<void> {
     if (!this.#apps.has(app)) return;
     const apps = new Map(this.#apps);

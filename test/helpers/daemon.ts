@@ -65,6 +65,8 @@ export interface Daemon {
   gitEnv(privateKey: string): NodeJS.ProcessEnv;
   remote(app: string): string;
   ssh(privateKey: string, command: string, input?: string): RunResult;
+  /** The OpenSSH client options that reach this daemon with the key (port included, no host). */
+  sshArgs(privateKey: string): string[];
   stop(): Promise<void>;
 }
 
@@ -119,6 +121,7 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
     gitEnv: (privateKey) => ({ ...process.env, GIT_SSH_COMMAND: ['ssh', ...sshArgs(privateKey)].join(' '), GIT_TERMINAL_PROMPT: '0' }),
     remote: (app) => `ssh://berth@127.0.0.1:${started.sshPort}/${app}`,
     ssh: (privateKey, command, input) => run('ssh', [...sshArgs(privateKey), 'berth@127.0.0.1', command], input === undefined ? {} : { input }),
+    sshArgs,
     stop: async () => {
       if (child.exitCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));

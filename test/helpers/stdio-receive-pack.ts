@@ -9,6 +9,7 @@
 //   BERTH_TEST_RACE_TO=<oid>       preReceive moves every pushed ref to <oid> first (a concurrent push)
 //   BERTH_TEST_POST_LOG=<file>     postReceive appends the applied updates to this file as JSON lines
 //   BERTH_TEST_MAX_PACK=<bytes>    the maximum pack size
+//   BERTH_TEST_IN_PROCESS_MAX=<n>  packs larger than this are indexed by the child process as they arrive
 //   BERTH_TEST_LOG_FILE=<file>     where berth's JSON log goes (instead of the pusher's terminal)
 import { spawn } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
@@ -149,6 +150,7 @@ async function main(argv: string[]): Promise<number> {
   const raceTo = process.env.BERTH_TEST_RACE_TO;
   const postLog = process.env.BERTH_TEST_POST_LOG;
   const maxPackBytes = process.env.BERTH_TEST_MAX_PACK ? Number(process.env.BERTH_TEST_MAX_PACK) : undefined;
+  const inProcessMaxBytes = process.env.BERTH_TEST_IN_PROCESS_MAX ? Number(process.env.BERTH_TEST_IN_PROCESS_MAX) : undefined;
   try {
     const repo = await Repository.open(reposDir, match[1], { create: true });
     const hooks: ReceivePackHooks = {
@@ -169,7 +171,7 @@ async function main(argv: string[]): Promise<number> {
         for (const u of applied) appendFileSync(postLog, JSON.stringify(u) + '\n');
       };
     }
-    await serveReceivePack({ input: process.stdin, output: process.stdout }, repo, hooks, { maxPackBytes });
+    await serveReceivePack({ input: process.stdin, output: process.stdout }, repo, hooks, { maxPackBytes, inProcessMaxBytes });
     return 0;
   } catch (e) {
     process.stderr.write(`stdio-receive-pack: ${e instanceof Error ? e.message : String(e)}\n`);

@@ -1,4 +1,4 @@
-// apps:list, apps:create, apps:destroy.
+// apps:list, apps:create, apps:destroy, apps:rename.
 import { validateAppName } from '../../app-name.ts';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
@@ -12,6 +12,7 @@ export const appCommands: Command[] = [
     name: 'apps:list',
     usage: '',
     summary: 'list the apps',
+    help: 'A key limited to some apps sees those apps only.',
     scope: 'any',
     async run(ctx, words) {
       const { positional } = parseArgs(this.name, this.usage, words);
@@ -32,7 +33,8 @@ export const appCommands: Command[] = [
     name: 'apps:create',
     usage: 'APP',
     summary: 'create an app (a first push creates it too)',
-    scope: 'admin',
+    help: 'A key limited to some apps (ssh-keys:add --apps) may create those names only.',
+    scope: 'app',
     async run(ctx, words) {
       const { positional } = parseArgs(this.name, this.usage, words);
       expectPositionals(this.name, this.usage, positional, ['APP']);
@@ -46,6 +48,7 @@ export const appCommands: Command[] = [
     name: 'apps:destroy',
     usage: 'APP --force',
     summary: 'stop and delete an app: containers, images, repository and state',
+    help: 'Nothing of the app can be recovered afterwards, so it asks for --force. A push to the app that is running finishes first.',
     scope: 'admin',
     async run(ctx, words) {
       const { positional, flags } = parseArgs(this.name, this.usage, words, { force: 'boolean' });
@@ -58,11 +61,61 @@ export const appCommands: Command[] = [
         });
       }
       const orchestrator = requireDaemon(ctx.services);
-      ctx.out.step(`Destroying ${app}`);
-      await orchestrator.destroyApp(app, ctx.out);
-      await ctx.services.proxySettings.removeApp(app);
-      log.info('app_destroyed', { app, by: callerName(ctx) });
-      ctx.out.step(`Destroyed ${app}`);
+      await ctx.services.locks.run(
+        app,
+        async () => {
+          ctx.services.apps.require(app);
+          ctx.out.step(`Destroying ${app}`);
+          await orchestrator.destroyApp(app, ctx.out);
+          await ctx.services.proxySettings.removeApp(app);
+          log.info('app_destroyed', { app, by: callerName(ctx) });
+          ctx.out.step(`Destroyed ${app}`);
+        },
+        () => ctx.out.step(`A push or another change to ${app} is running; waiting for it to finish`),
+      );
+    },
+  },
+  {
+    name: 'apps:rename',
+    usage: 'APP NEW-NAME',
+    summary: 'rename an app: its repository, releases, containers and host name',
+    help: [
+      'The app keeps serving throughout: its current release starts under the new name at',
+      'http://NEW-NAME.DOMAIN, and only then do the old containers and http://APP.DOMAIN stop.',
+      'Afterwards, point your git remote at the new name:',
+      '  git remote set-url berth ssh://berth@HOST:PORT/NEW-NAME',
+    ].join('\n'),
+    scope: 'admin',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP', 'NEW-NAME']);
+      const from = validateAppName(positional[0]!);
+      const to = validateAppName(positional[1]!);
+      ctx.services.apps.require(from);
+      if (ctx.services.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`, { hint: 'choose another name, or destroy that app first' });
+      const orchestrator = requireDaemon(ctx.services);
+      const [first, second] = [from, to].sort() as [string, string];
+      const wait = (app: string) => () => ctx.out.step(`A push or another change to ${app} is running; waiting for it to finish`);
+      await ctx.services.locks.run(
+        first,
+        () =>
+          ctx.services.locks.run(
+            second,
+            async () => {
+              ctx.services.apps.require(from);
+              if (ctx.services.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`);
+              ctx.out.step(`Renaming ${from} to ${to}`);
+              await orchestrator.renameApp(from, to, ctx.out);
+              await ctx.services.proxySettings.renameApp(from, to);
+              await ctx.services.certificates?.renameApp(from, to);
+              log.info('app_renamed', { from, to, by: callerName(ctx) });
+            },
+            wait(second),
+          ),
+        wait(first),
+      );
+      ctx.out.step(`Renamed ${from} to ${to}: ${orchestrator.appUrl(to)}`);
+      ctx.out.detail(`point your git remote at the new name: git remote set-url berth ssh://berth@HOST:${ctx.services.config.sshPort}/${to}`);
     },
   },
 ];

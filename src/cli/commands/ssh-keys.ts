@@ -28,6 +28,7 @@ export const sshKeyCommands: Command[] = [
     name: 'ssh-keys:list',
     usage: '',
     summary: 'list the keys that may push and run commands',
+    help: 'SCOPE is "admin" (everything) or the apps a key is limited to (ssh-keys:add --apps).',
     scope: 'admin',
     async run(ctx, words) {
       const { positional } = parseArgs(this.name, this.usage, words);
@@ -45,6 +46,7 @@ export const sshKeyCommands: Command[] = [
     name: 'ssh-keys:remove',
     usage: 'NAME',
     summary: 'remove a key; it is refused from the next connection on',
+    help: 'Connections already open with the key finish what they are doing.',
     scope: 'admin',
     async run(ctx, words) {
       const { positional } = parseArgs(this.name, this.usage, words);

@@ -231,6 +231,18 @@ export class CertificateManager {
     log.info('certificate_custom_removed', { app });
   }
 
+  /** Carries a renamed app's custom certificate and settings over, then fetches what the new names need. */
+  async renameApp(from: string, to: string): Promise<void> {
+    const custom = this.#custom.get(from);
+    if (custom) {
+      await this.#store.renameCustom(from, to);
+      this.#custom.delete(from);
+      this.#custom.set(to, custom);
+    }
+    await this.#state.renameApp(from, to);
+    await this.sync();
+  }
+
   /** Forgets a destroyed app's custom certificate and settings. */
   async forgetApp(app: string): Promise<void> {
     if (this.#custom.delete(app)) await this.#store.removeCustom(app);

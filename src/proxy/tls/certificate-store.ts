@@ -47,6 +47,13 @@ export class CertificateStore {
     return writeBundle(this.customFile(app), bundle);
   }
 
+  /** Moves an app's custom certificate to its new name (apps:rename); none is fine. */
+  async renameCustom(from: string, to: string): Promise<void> {
+    await fs.rename(this.customFile(from), this.customFile(to)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+  }
+
   async removeCustom(app: string): Promise<void> {
     await fs.rm(this.customFile(app), { force: true });
   }
