@@ -1,4 +1,4 @@
-// What an app carries besides its releases (config vars, scale, buildpacks, stack, limits,
+// What an app carries besides its releases (config vars, scale, buildpacks, stack, limits, checks,
 // mounts) and what a release records beyond its image: the shapes, their defaults, their checks,
 // and the migration of app documents from schema 1.
 import { defaultCheckSettings, parseCheckSettings, type CheckSettings } from './check-settings.ts';
