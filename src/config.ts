@@ -35,6 +35,12 @@ export interface Config {
   buildMemory: number;
   /** Release images kept per app; older ones are removed after a deploy. Default 5. */
   keepImages: number;
+  /**
+   * The uptime, in ms, that the default health checks wait for (a web process without app.json
+   * healthchecks, after it accepts connections; any other process) unless the app sets its own
+   * (`checks:set APP wait N`). Default 10 s, as Dokku's DOKKU_DEFAULT_CHECKS_WAIT.
+   */
+  checksWait: number;
   /** ACME directory certificates come from. Default: Let's Encrypt's production directory. */
   acmeDirectory: string;
   /** Contact address of the ACME account; automatic HTTPS is on only when it is set. Default: unset (''). */
@@ -63,7 +69,7 @@ interface FlagSpec {
   key: keyof Config;
   flag: string;
   env: string;
-  kind: 'string' | 'port' | 'list' | 'bytes' | 'count';
+  kind: 'string' | 'port' | 'list' | 'bytes' | 'count' | 'seconds';
   /** For flags whose value may be empty to mean "unset" (they default to unset). */
   optional?: boolean;
   describe: string;
@@ -82,6 +88,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'buildpacks', flag: '--buildpacks', env: 'BERTH_BUILDPACKS', kind: 'list', describe: 'comma-separated buildpack URLs tried when an app names none (default: the official Heroku buildpacks)' },
   { key: 'buildMemory', flag: '--build-memory', env: 'BERTH_BUILD_MEMORY', kind: 'bytes', describe: 'memory limit of a build, e.g. 512m or 2g (default 1g)' },
   { key: 'keepImages', flag: '--keep-images', env: 'BERTH_KEEP_IMAGES', kind: 'count', describe: 'release images kept per app for rollback (default 5)' },
+  { key: 'checksWait', flag: '--checks-wait', env: 'BERTH_CHECKS_WAIT', kind: 'seconds', describe: 'seconds a new container must stay up when its app.json has no health checks; per app: checks:set APP wait N (default 10)' },
   { key: 'acmeEmail', flag: '--acme-email', env: 'BERTH_ACME_EMAIL', kind: 'string', optional: true, describe: 'contact address for the ACME account; turns on automatic HTTPS (default unset: HTTP only)' },
   { key: 'acmeDirectory', flag: '--acme-directory', env: 'BERTH_ACME_DIRECTORY', kind: 'string', describe: `ACME directory URL (default ${LETS_ENCRYPT_DIRECTORY})` },
   { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
@@ -101,6 +108,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     buildpacks: [...DEFAULT_BUILDPACKS],
     buildMemory: 1024 ** 3,
     keepImages: 5,
+    checksWait: 10_000,
     acmeDirectory: LETS_ENCRYPT_DIRECTORY,
     acmeEmail: '',
     acmeCaFile: '',
@@ -133,6 +141,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       const n = Number(raw);
       if (!/^\d+$/.test(raw) || n < 1 || n > 1000) problems.push(`${from}: "${raw}" is not a whole number from 1 to 1000`);
       else (config[spec.key] as number) = n;
+    } else if (spec.kind === 'seconds') {
+      const n = Number(raw);
+      if (!/^\d+(\.\d+)?$/.test(raw) || n > 3600) problems.push(`${from}: "${raw}" is not a number of seconds from 0 to 3600`);
+      else (config[spec.key] as number) = Math.round(n * 1000);
     } else if (raw === '' && !spec.optional) problems.push(`${from}: empty value`);
     else (config[spec.key] as string) = raw;
   };

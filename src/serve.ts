@@ -69,6 +69,8 @@ export async function serve(argv: string[]): Promise<number> {
         void certificates.sync();
       },
       unpublish: (app: string) => edge.swap(edge.routes.withoutApp(app)),
+      routed: (app: string) => edge.routes.route(app)?.targets ?? [],
+      drain: (targets: readonly Target[], options: { deadlineMs: number; reason: string }) => edge.drain(targets, options),
     };
     const orchestrator = new Orchestrator({
       engine,

@@ -18,6 +18,7 @@ import { runCommands } from './commands/run.ts';
 import { storageCommands } from './commands/storage.ts';
 import { resourceCommands } from './commands/resource.ts';
 import { gitFromImageCommands } from './commands/git-from-image.ts';
+import { checksCommands } from './commands/checks.ts';
 
 const versionCommand: Command = {
   name: 'version',
@@ -61,6 +62,7 @@ export const COMMANDS: readonly Command[] = [
   ...domainCommands,
   ...certCommands,
   ...proxyCommands,
+  ...checksCommands,
 ];
 
 /** Runs one command line (already split into words) and returns its exit status. Never throws. */

@@ -5,8 +5,9 @@ import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { AppRecord, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
+import { healthchecksOfImage } from './app-json.ts';
 import { imageTag } from './builder.ts';
-import { dynosOf, processContainers } from './deployment.ts';
+import { checkSettingsOf, dynosOf, processContainers } from './deployment.ts';
 import type { Orchestrator } from './orchestrator.ts';
 import { deployNewRelease, deriveRelease, nextReleaseNumber, redeployCurrent, requireCurrent } from './release-flow.ts';
 
@@ -73,6 +74,8 @@ export async function deployImage(orch: Orchestrator, app: string, image: string
     if (!config) {
       throw new UserError('image_not_found', `the Docker engine has no image ${image}`, { hint: 'build, pull or load it onto the engine first (berth does not pull for git:from-image)' });
     }
+    // As for a push, a bad app.json (here: in the image's working directory) fails before anything starts.
+    const healthchecks = await healthchecksOfImage(orch.engine, image);
     const number = nextReleaseNumber(record);
     const tag = imageTag(orch.engine.instance, app, number);
     const [repo, version] = [tag.slice(0, tag.lastIndexOf(':')), tag.slice(tag.lastIndexOf(':') + 1)];
@@ -85,6 +88,7 @@ export async function deployImage(orch: Orchestrator, app: string, image: string
       processTypes: { web: '' },
       config: { ...record.config },
       description: `Deploy image ${image}`,
+      ...(healthchecks ? { healthchecks } : {}),
       createdAt: new Date().toISOString(),
       createdBy: options.by,
     };
@@ -154,7 +158,8 @@ export async function stop(orch: Orchestrator, app: string, out: Output): Promis
     await orch.apps.update(app, (a) => void (a.stopped = true));
     orch.publisher().publish(app, orch.hostnames(app), []);
     const containers = await processContainers(orch.engine, app);
-    await Promise.all(containers.map((c) => orch.engine.stopAndRemove(c.id, 10)));
+    const stopS = Math.ceil(checkSettingsOf({ checksWaitMs: orch.config.checksWait }, orch.apps.require(app)).stopTimeoutMs / 1000);
+    await Promise.all(containers.map((c) => orch.engine.stopAndRemove(c.id, stopS)));
     log.info('app_stopped', { app, containers: containers.length });
     out.step(`Stopped ${app} (${containers.length} container${containers.length === 1 ? '' : 's'})`);
   });

@@ -1,6 +1,8 @@
-// One deploy of one release: start the containers its formation asks for, wait until each is
-// ready, route to all web containers in one swap, then retire every other process container.
-import net from 'node:net';
+// One deploy of one release, kamal-proxy's way: start every new container the formation asks for,
+// health-gate all of them, swap the app's route to the new web targets in one publish(), then
+// (retireOthers) drain the old targets with the app's drain-timeout and stop the old containers,
+// SIGTERM then SIGKILL after its stop-timeout. A failed gate removes the new containers and leaves
+// the route and the old containers untouched.
 import { randomBytes } from 'node:crypto';
 import type { Output } from '../cli/output.ts';
 import { shellWords } from '../cli/shell-words.ts';
@@ -9,21 +11,35 @@ import { log } from '../log.ts';
 import type { Target } from '../proxy/route-table.ts';
 import type { AppRecord, Release } from '../state/app-store.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
+import { formatMs, resolveChecks, type ResolvedChecks } from '../state/check-settings.ts';
 import { LABEL, type ContainerState, type Engine } from './engine.ts';
+import type { CheckAttempt } from './health-check.ts';
+import { checksFor, passGate, quickChecks } from './health-gate.ts';
 
 /** The port every web process listens on, given to it as $PORT (Heroku's and Dokku's 5000). */
 export const WEB_PORT = 5000;
-/** How long a new container has to become ready (web: listen on $PORT). */
-export const START_TIMEOUT_MS = 60_000;
-/** How long a non-web process must stay up to count as started. */
-export const SETTLE_MS = 1_000;
-/** Grace between SIGTERM and SIGKILL for a retired container. */
-export const STOP_TIMEOUT_S = 10;
 
+/** What a drain of swapped-out targets found. */
+export interface DrainResult {
+  waitedMs: number;
+  /** Requests still in flight at the deadline. */
+  requestsLeft: number;
+  /** WebSockets closed (cleanly) at the deadline. */
+  tunnelsClosed: number;
+}
+
+/** How the orchestrator reaches the edge proxy. */
 export interface RoutePublisher {
   /** Replaces the app's routing in one synchronous swap. */
   publish(app: string, hostnames: string[], targets: Target[]): void;
   unpublish(app: string): void;
+  /** The web targets the app is routed to now ([] when none). */
+  routed(app: string): readonly Target[];
+  /**
+   * For targets already swapped out: waits until their requests in flight finish (up to
+   * `deadlineMs`), then closes their WebSockets with a close frame to both sides.
+   */
+  drain(targets: readonly Target[], options: { deadlineMs: number; reason: string }): Promise<DrainResult>;
 }
 
 export interface DeployContext {
@@ -32,6 +48,8 @@ export interface DeployContext {
   publisher: RoutePublisher;
   hostnames: string[];
   out: Output;
+  /** The uptime the default checks wait for when the app sets no `wait` (--checks-wait), ms. */
+  checksWaitMs: number;
 }
 
 /** One container the formation wants: web.1, web.2, worker.1 ... */
@@ -44,11 +62,13 @@ export interface Dyno {
 }
 
 /** What runs for an app: the release, how many of each type, and the settings containers get. */
-export type ProcessPlan = Pick<AppRecord, 'name' | 'formation' | 'limits' | 'mounts'> & { release: Release };
+export type ProcessPlan = Pick<AppRecord, 'name' | 'formation' | 'limits' | 'mounts' | 'checks'> & { release: Release };
 
 export interface Deployed {
-  /** Every container of the new formation, kept or new, by dyno name. */
+  /** Every container of the new formation, kept or new. */
   containers: ContainerState[];
+  /** Web targets routed before the swap and not after it: retireOthers drains them. */
+  replaced: Target[];
 }
 
 /** The dynos of a release under a formation: a type not scaled runs once if it is web, else not at all. */
@@ -61,38 +81,35 @@ export function dynosOf(release: Release, formation: Record<string, number>): Dy
   return dynos;
 }
 
+export function checkSettingsOf(ctx: Pick<DeployContext, 'checksWaitMs'>, plan: Pick<ProcessPlan, 'checks'>): ResolvedChecks {
+  return resolveChecks(plan.checks, { waitMs: ctx.checksWaitMs });
+}
+
 /**
- * Brings the app to `plan`: starts each dyno (with `reuse`, a running container of the same
- * release and dyno that is still ready is kept instead), waits until every new one is ready, then
- * routes to all web containers in one publish() call. When a new container does not come up, the
- * new ones are removed and the error thrown; routing and the old containers are untouched.
+ * Brings the app to `plan` up to the swap: starts every dyno (with `reuse`, a running container
+ * of the same release and dyno that still passes its checks once is kept instead), gates every new
+ * one, then routes to all web containers in one publish() call. The old containers are left for
+ * retireOthers. When a gate fails, the new containers are removed and the error (with the failing
+ * container's last log lines printed) is thrown; routing and the old containers are untouched.
  */
 export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, options: { reuse: boolean }): Promise<Deployed> {
   const app = plan.name;
   const release = plan.release;
+  const checks = checkSettingsOf(ctx, plan);
   const dynos = dynosOf(release, plan.formation);
-  const existing = options.reuse ? await processContainers(ctx.engine, app) : [];
-  const entrypoint = dynos.some((d) => d.command !== '') ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
-  const kept: ContainerState[] = [];
-  const started: { dyno: Dyno; id: string }[] = [];
+  const existing = await processContainers(ctx.engine, app);
+  const kept = options.reuse ? await keepRunning(ctx, plan, checks, dynos, existing) : new Map<string, ContainerState>();
+  const keptIds = new Set([...kept.values()].map((c) => c.id));
+  await stopDisabledFirst(ctx, app, checks, existing.filter((c) => !keptIds.has(c.id)));
+  const toStart = dynos.filter((d) => !kept.has(d.name));
+  const entrypoint = toStart.some((d) => d.command !== '') ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
+  const started: Started[] = [];
   try {
-    for (const dyno of dynos) {
-      const reusable = existing.find((c) => c.labels[LABEL.release] === String(release.number) && c.labels[LABEL.dyno] === dyno.name && c.running && !kept.includes(c));
-      if (reusable) {
-        const ok = await waitUntilReady(ctx.engine, reusable.id, dyno, 5_000, { fresh: false }).then(
-          (s) => s,
-          () => undefined,
-        );
-        if (ok) {
-          kept.push(ok);
-          continue;
-        }
-      }
+    for (const dyno of toStart) {
       ctx.out.step(`Starting ${dyno.name} (release v${release.number})`);
-      const name = `${app}.${dyno.name}.r${release.number}.${randomBytes(2).toString('hex')}`;
       const limit = limitFor(plan.limits, dyno.type);
       const state = await ctx.engine.run({
-        name,
+        name: `${app}.${dyno.name}.r${release.number}.${randomBytes(2).toString('hex')}`,
         image: release.image,
         env: { ...release.config, ...(dyno.type === 'web' ? { PORT: String(WEB_PORT) } : {}), DYNO: dyno.name },
         labels: { [LABEL.app]: app, [LABEL.process]: dyno.type, [LABEL.release]: String(release.number), [LABEL.dyno]: dyno.name, [LABEL.role]: 'process' },
@@ -103,76 +120,54 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
         ...(limit.cpus ? { cpus: limit.cpus } : {}),
         binds: plan.mounts,
       });
-      started.push({ dyno, id: state.id });
+      started.push({ dyno, state });
     }
-    const ready = await Promise.all(started.map((s) => readyOrReport(ctx, s.dyno, s.id)));
-    for (const r of ready) if (r.labels[LABEL.process] === 'web') ctx.out.detail(`${r.labels[LABEL.dyno]} is listening on ${r.ip}:${WEB_PORT}`);
-    const containers = [...kept, ...ready];
+    const ready = await gateAll(ctx, plan, checks, started);
+    const containers = [...kept.values(), ...ready];
     const web = containers.filter((c) => c.labels[LABEL.process] === 'web' && c.ip).sort((a, b) => dynoOrder(a) - dynoOrder(b));
-    ctx.publisher.publish(app, ctx.hostnames, web.map((c) => ({ id: c.name, host: c.ip!, port: WEB_PORT })));
+    const targets = web.map((c): Target => ({ id: c.name, host: c.ip!, port: WEB_PORT }));
+    const before = ctx.publisher.routed(app);
+    // The swap: one synchronous assignment of the app's whole new target set.
+    ctx.publisher.publish(app, ctx.hostnames, targets);
+    log.info('route_swapped', {
+      app,
+      release: release.number,
+      mono: performance.now(),
+      added: targets.filter((t) => !before.some((b) => b.id === t.id)).map((t) => t.id),
+      removed: before.filter((b) => !targets.some((t) => t.id === b.id)).map((b) => b.id),
+    });
     if (web.length) ctx.out.step(`Routing ${ctx.hostnames.join(', ')} to ${web.length} web container${web.length === 1 ? '' : 's'} of release v${release.number}`);
-    return { containers };
+    const replaced = before.filter((t) => !targets.some((n) => n.id === t.id && n.host === t.host && n.port === t.port));
+    return { containers, replaced };
   } catch (e) {
-    await Promise.all(started.map((s) => ctx.engine.stopAndRemove(s.id, 0).catch((err) => log.warn('container_remove_failed', { id: s.id, error: err }))));
+    await Promise.all(started.map((s) => ctx.engine.stopAndRemove(s.state.id, 0).catch((err) => log.warn('container_remove_failed', { id: s.state.id, error: err }))));
     throw e;
   }
 }
 
-/** Stops and removes the app's process containers that are not in `keep` (one-offs and builds are left alone). */
-export async function retireOthers(ctx: DeployContext, app: string, keep: readonly ContainerState[]): Promise<void> {
-  const ids = new Set(keep.map((c) => c.id));
-  const old = (await processContainers(ctx.engine, app)).filter((c) => !ids.has(c.id));
-  if (old.length === 0) return;
-  ctx.out.step(`Retiring ${old.length} old container${old.length === 1 ? '' : 's'}`);
-  await Promise.all(
-    old.map((c) =>
-      ctx.engine.stopAndRemove(c.id, STOP_TIMEOUT_S).catch((e) => {
-        log.warn('container_retire_failed', { app, container: c.name, error: e });
-        ctx.out.error(`could not remove ${c.name}: ${(e as Error).message}`);
-      }),
-    ),
-  );
+/**
+ * After a swap: drains the replaced web targets (requests in flight finish, WebSockets keep their
+ * grace until the app's drain-timeout and are then closed cleanly), then stops the app's process
+ * containers that are not in the new formation: SIGTERM, SIGKILL after the app's stop-timeout.
+ */
+export async function retireOthers(ctx: DeployContext, plan: ProcessPlan, deployed: Deployed): Promise<void> {
+  const checks = checkSettingsOf(ctx, plan);
+  const keep = new Set(deployed.containers.map((c) => c.id));
+  if (deployed.replaced.length > 0) {
+    const n = deployed.replaced.length;
+    ctx.out.step(`Draining ${n} old web container${n === 1 ? '' : 's'} (up to ${formatMs(checks.drainTimeoutMs)})`);
+    const report = await ctx.publisher.drain(deployed.replaced, { deadlineMs: checks.drainTimeoutMs, reason: 'the app is being redeployed' });
+    if (report.tunnelsClosed > 0) ctx.out.detail(`closed ${report.tunnelsClosed} WebSocket${report.tunnelsClosed === 1 ? '' : 's'} after ${(report.waitedMs / 1000).toFixed(1)}s`);
+    if (report.requestsLeft > 0) ctx.out.detail(`${report.requestsLeft} request${report.requestsLeft === 1 ? ' was' : 's were'} still running at the deadline`);
+  }
+  const old = (await processContainers(ctx.engine, plan.name)).filter((c) => !keep.has(c.id));
+  await stopContainers(ctx, plan.name, old, checks);
 }
 
 /** The app's dyno containers (not one-offs, not builds), running or not. */
 export async function processContainers(engine: Engine, app: string): Promise<ContainerState[]> {
   const all = await engine.list({ [LABEL.app]: app });
   return all.filter((c) => (c.labels[LABEL.role] ?? 'process') === 'process');
-}
-
-/**
- * Resolves once the container can take work: a web process accepts TCP on $PORT; any other
- * process is still running after SETTLE_MS. This is the one gate a deploy waits on. A `fresh`
- * container (just started by this deploy) fails as soon as it has restarted once.
- */
-export async function waitUntilReady(engine: Engine, id: string, dyno: Pick<Dyno, 'type'>, timeoutMs = START_TIMEOUT_MS, options: { fresh: boolean } = { fresh: true }): Promise<ContainerState> {
-  if (dyno.type === 'web') return waitUntilListening(engine, id, WEB_PORT, timeoutMs, options);
-  await new Promise((r) => setTimeout(r, SETTLE_MS));
-  const state = await engine.inspect(id);
-  if (!state.running || (options.fresh && state.restartCount > 0) || state.status === 'restarting') {
-    throw new UserError('container_exited', `the container exited at start (status ${state.status}, exit code ${state.exitCode})`, { hint: 'the process must keep running' });
-  }
-  return state;
-}
-
-/** Polls until the container accepts TCP on `port`; fails if it exits or restarts first. */
-export async function waitUntilListening(engine: Engine, id: string, port: number, timeoutMs: number, options: { fresh: boolean } = { fresh: true }): Promise<ContainerState> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const state = await engine.inspect(id);
-    if (!state.running || (options.fresh && state.restartCount > 0) || state.status === 'restarting') {
-      throw new UserError('container_exited', `the container exited at start (status ${state.status}, exit code ${state.exitCode})`, {
-        hint: `the app must keep running and listen on $PORT (${port})`,
-      });
-    }
-    if (state.ip && (await canConnect(state.ip, port, 1000))) return state;
-    if (Date.now() > deadline) {
-      throw new UserError('container_not_listening', `the container did not listen on port ${port} within ${Math.round(timeoutMs / 1000)} s`, {
-        hint: 'make the web process listen on $PORT on all addresses (0.0.0.0)',
-      });
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 /**
@@ -191,33 +186,132 @@ export function limitFor(limits: Record<string, ResourceLimit>, type: string): R
   return limits[type] ?? limits['*'] ?? {};
 }
 
-async function readyOrReport(ctx: DeployContext, dyno: Dyno, id: string): Promise<ContainerState> {
-  try {
-    return await waitUntilReady(ctx.engine, id, dyno);
-  } catch (e) {
-    const logs = await ctx.engine.logs(id, 50).catch(() => '');
-    if (logs.trim()) {
-      ctx.out.error(`the last lines ${dyno.name} wrote:`);
-      ctx.out.detail(logs.trimEnd());
-    }
-    if (e instanceof UserError) throw new UserError(e.code, `${dyno.name}: ${e.message}`, { ...(e.hint ? { hint: e.hint } : {}), cause: e });
-    throw e;
+/** The port a process type's checks probe when they name none. */
+export function checkPort(type: string): number | undefined {
+  return type === 'web' ? WEB_PORT : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface Started {
+  dyno: Dyno;
+  state: ContainerState;
+}
+
+/**
+ * Gates every started container at once. The first failure aborts the others' checks, prints the
+ * failing container's last 50 log lines and is thrown, named after its dyno.
+ */
+async function gateAll(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedChecks, started: readonly Started[]): Promise<ContainerState[]> {
+  const abort = new AbortController();
+  let failure: { s: Started; error: unknown } | undefined;
+  const hostHeader = ctx.hostnames[0] ?? plan.name;
+  const ready = await Promise.all(
+    started.map(async (s): Promise<ContainerState> => {
+      const { dyno } = s;
+      if (checks.isDisabled(dyno.type) || checks.isSkipped(dyno.type)) {
+        ctx.out.detail(`${dyno.name}: checks ${checks.isDisabled(dyno.type) ? 'disabled' : 'skipped'} for ${dyno.type}`);
+        return s.state;
+      }
+      const list = checksFor(plan.release, dyno.type, checks);
+      ctx.out.step(`Checking ${dyno.name}: ${list.map((c) => c.name).join(', then ')}`);
+      let last = '';
+      try {
+        const state = await passGate({
+          engine: ctx.engine,
+          container: s.state,
+          dyno: dyno.name,
+          checks: list,
+          port: checkPort(dyno.type),
+          hostHeader,
+          baselineRestarts: 0,
+          signal: abort.signal,
+          onAttempt: (a: CheckAttempt) => {
+            last = a.detail;
+            if (!a.ok && a.check.attempts <= 20) ctx.out.detail(`${dyno.name}: ${a.check.name}: attempt ${a.attempt}/${a.check.attempts} failed: ${a.detail}`);
+          },
+        });
+        log.info('health_check_passed', { app: plan.name, release: plan.release.number, container: state.name, address: state.ip ? `${state.ip}:${WEB_PORT}` : undefined, mono: performance.now() });
+        ctx.out.detail(`${dyno.name} passed its checks${state.ip && dyno.type === 'web' ? ` at ${state.ip}:${WEB_PORT}` : ''}${last ? ` (${last})` : ''}`);
+        return state;
+      } catch (error) {
+        if (!failure) {
+          failure = { s, error };
+          abort.abort(error);
+        }
+        return s.state;
+      }
+    }),
+  );
+  if (!failure) return ready;
+  const { s, error } = failure;
+  const logs = await ctx.engine.logs(s.state.id, 50).catch(() => '');
+  if (logs.trim()) {
+    ctx.out.error(`the last lines ${s.dyno.name} wrote:`);
+    ctx.out.detail(logs.trimEnd());
   }
+  log.info('health_check_failed', { app: plan.name, release: plan.release.number, container: s.state.name, error });
+  if (error instanceof UserError) throw new UserError(error.code, `${s.dyno.name}: ${error.message}`, { ...(error.hint ? { hint: error.hint } : {}), cause: error });
+  throw error;
+}
+
+/**
+ * With `reuse`: the running containers of this release, one per wanted dyno, that pass their
+ * checks once (uptime counted from their start). The others will be replaced.
+ */
+async function keepRunning(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedChecks, dynos: readonly Dyno[], existing: readonly ContainerState[]): Promise<Map<string, ContainerState>> {
+  const kept = new Map<string, ContainerState>();
+  const hostHeader = ctx.hostnames[0] ?? plan.name;
+  await Promise.all(
+    dynos.map(async (dyno) => {
+      const candidate = existing.find((c) => c.labels[LABEL.release] === String(plan.release.number) && c.labels[LABEL.dyno] === dyno.name && c.running);
+      if (!candidate) return;
+      if (checks.isDisabled(dyno.type) || checks.isSkipped(dyno.type)) {
+        kept.set(dyno.name, candidate);
+        return;
+      }
+      try {
+        const list = quickChecks(checksFor(plan.release, dyno.type, checks));
+        kept.set(dyno.name, await passGate({ engine: ctx.engine, container: candidate, dyno: dyno.name, checks: list, port: checkPort(dyno.type), hostHeader }));
+        log.info('container_kept', { app: plan.name, container: candidate.name, checks: list.map((c) => c.name) });
+      } catch (e) {
+        log.info('container_not_kept', { app: plan.name, container: candidate.name, reason: (e as Error).message });
+      }
+    }),
+  );
+  return kept;
+}
+
+/** checks:disable: the old containers of those types leave routing and stop before new ones start (downtime, as in Dokku). */
+async function stopDisabledFirst(ctx: DeployContext, app: string, checks: ResolvedChecks, old: readonly ContainerState[]): Promise<void> {
+  const disabled = old.filter((c) => checks.isDisabled(c.labels[LABEL.process] ?? ''));
+  if (disabled.length === 0) return;
+  const types = [...new Set(disabled.map((c) => c.labels[LABEL.process]))].join(', ');
+  ctx.out.step(`Zero-downtime deploys are disabled for ${types}: stopping the old containers first`);
+  const names = new Set(disabled.map((c) => c.name));
+  const routed = ctx.publisher.routed(app);
+  const leaving = routed.filter((t) => names.has(t.id));
+  if (leaving.length > 0) {
+    ctx.publisher.publish(app, ctx.hostnames, routed.filter((t) => !names.has(t.id)));
+    await ctx.publisher.drain(leaving, { deadlineMs: checks.drainTimeoutMs, reason: 'the app is being redeployed' });
+  }
+  await stopContainers(ctx, app, disabled, checks);
+}
+
+async function stopContainers(ctx: DeployContext, app: string, containers: readonly ContainerState[], checks: ResolvedChecks): Promise<void> {
+  if (containers.length === 0) return;
+  const seconds = Math.ceil(checks.stopTimeoutMs / 1000);
+  ctx.out.step(`Stopping ${containers.length} old container${containers.length === 1 ? '' : 's'} (SIGTERM, then SIGKILL after ${seconds}s)`);
+  await Promise.all(
+    containers.map((c) =>
+      ctx.engine.stopAndRemove(c.id, seconds).catch((e) => {
+        log.warn('container_retire_failed', { app, container: c.name, error: e });
+        ctx.out.error(`could not remove ${c.name}: ${(e as Error).message}`);
+      }),
+    ),
+  );
 }
 
 function dynoOrder(c: ContainerState): number {
   return Number((c.labels[LABEL.dyno] ?? '').split('.')[1] ?? 0);
-}
-
-function canConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
 }

@@ -56,6 +56,10 @@ export interface ContainerState {
   exitCode: number;
   restartCount: number;
   ip: string | undefined;
+  /** When the container last started (ms since the epoch); undefined when it never did. */
+  startedAt: number | undefined;
+  /** The kernel killed it for running out of memory. */
+  oomKilled: boolean;
 }
 
 export class Engine {
@@ -232,11 +236,11 @@ export class Engine {
   }
 
   /** The parts of an image's config berth needs, or undefined when the engine does not have it. */
-  async imageConfig(ref: string): Promise<{ user: string; entrypoint: string[]; cmd: string[]; env: string[] } | undefined> {
+  async imageConfig(ref: string): Promise<{ user: string; entrypoint: string[]; cmd: string[]; env: string[]; workingDir: string } | undefined> {
     try {
       const info = await this.docker.getImage(ref).inspect();
       const list = (v: string | string[] | undefined | null) => (v == null ? [] : Array.isArray(v) ? v : [v]);
-      return { user: info.Config?.User ?? '', entrypoint: list(info.Config?.Entrypoint), cmd: list(info.Config?.Cmd), env: info.Config?.Env ?? [] };
+      return { user: info.Config?.User ?? '', entrypoint: list(info.Config?.Entrypoint), cmd: list(info.Config?.Cmd), env: info.Config?.Env ?? [], workingDir: info.Config?.WorkingDir ?? '' };
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode === 404) return undefined;
       throw e;
@@ -287,6 +291,7 @@ export class Engine {
     const info = await this.docker.getContainer(id).inspect();
     const networks = info.NetworkSettings?.Networks ?? {};
     const ip = Object.values(networks).map((n) => n?.IPAddress).find((a) => a) || undefined;
+    const startedAt = Date.parse(info.State.StartedAt ?? '');
     return {
       id: info.Id,
       name: info.Name.replace(/^\//, ''),
@@ -296,6 +301,8 @@ export class Engine {
       exitCode: info.State.ExitCode,
       restartCount: info.RestartCount ?? 0,
       ip,
+      startedAt: Number.isFinite(startedAt) && startedAt > 0 ? startedAt : undefined,
+      oomKilled: info.State.OOMKilled === true,
     };
   }
 

@@ -55,9 +55,9 @@ export type HealthCheck = HttpCheck | ListeningCheck | UptimeCheck;
 
 /** Where and how to probe one new container. */
 export interface ProbeTarget {
-  /** The container's address on berth's network, and its $PORT. */
+  /** The container's address on berth's network, and its $PORT (undefined: a process without one, such as a worker). */
   host: string;
-  port: number;
+  port: number | undefined;
   /** The app's real host name, sent as the Host header. */
   hostHeader: string;
   /** The container's state now; uptime checks use it to see that it is running and never restarted. */
@@ -74,6 +74,8 @@ export interface CheckAttempt {
 
 export interface RunOptions {
   signal?: AbortSignal;
+  /** When the container started (ms since the epoch): uptime counts from it. Default: when the checks begin. */
+  startedAt?: number;
   /** Told of every attempt, for deploy output. */
   onAttempt?: (attempt: CheckAttempt) => void;
 }
@@ -84,6 +86,17 @@ export interface RunOptions {
  * field (`healthchecks.web[1].attempts`) and what it must be.
  */
 export function parseHealthchecks(appJson: string, processType = 'web'): HealthCheck[] {
+  return checksOf(healthchecksSection(appJson), processType);
+}
+
+/** The `healthchecks` object of an app.json as a release keeps it: process type → list of checks as written. */
+export type HealthchecksSection = Record<string, unknown[]>;
+
+/**
+ * The `healthchecks` of an app.json's text, every process type's checks validated (the first
+ * bad field throws, as parseHealthchecks does); undefined when it declares none.
+ */
+export function healthchecksSection(appJson: string): HealthchecksSection | undefined {
   let doc: unknown;
   try {
     doc = JSON.parse(appJson);
@@ -91,9 +104,20 @@ export function parseHealthchecks(appJson: string, processType = 'web'): HealthC
     throw invalid(`app.json is not valid JSON: ${(e as Error).message}`, e);
   }
   if (!isObject(doc)) throw invalid('app.json must hold a JSON object');
-  if (doc.healthchecks === undefined) return [];
+  if (doc.healthchecks === undefined) return undefined;
   if (!isObject(doc.healthchecks)) throw invalid('app.json: healthchecks must be an object of process types, e.g. {"web": [...]}');
-  const list = doc.healthchecks[processType];
+  const section: HealthchecksSection = {};
+  for (const [type, list] of Object.entries(doc.healthchecks)) {
+    if (!Array.isArray(list)) throw invalid(`app.json: healthchecks.${type} must be a list of checks`);
+    section[type] = list;
+    checksOf(section, type);
+  }
+  return section;
+}
+
+/** The startup checks of one process type from a validated section ([] when it has none). */
+export function checksOf(section: HealthchecksSection | undefined, processType: string): HealthCheck[] {
+  const list = section?.[processType];
   if (list === undefined) return [];
   const where = `healthchecks.${processType}`;
   if (!Array.isArray(list)) throw invalid(`app.json: ${where} must be a list of checks`);
@@ -105,8 +129,11 @@ export function parseHealthchecks(appJson: string, processType = 'web'): HealthC
   return checks;
 }
 
-/** The checks berth runs when app.json declares none: a TCP connect to $PORT, then `uptimeMs` of staying up. */
-export function defaultHealthChecks(options: { uptimeMs: number }): HealthCheck[] {
+/**
+ * The checks berth runs when app.json declares none: a TCP connect to $PORT, then `uptimeMs` of
+ * staying up. A process without a port (`listening: false`, such as a worker) only has to stay up.
+ */
+export function defaultHealthChecks(options: { uptimeMs: number; listening?: boolean }): HealthCheck[] {
   const listening: ListeningCheck = {
     kind: 'listening',
     name: 'port listening',
@@ -116,8 +143,9 @@ export function defaultHealthChecks(options: { uptimeMs: number }): HealthCheck[
     initialDelayMs: 0,
     port: undefined,
   };
+  const uptime: UptimeCheck = { kind: 'uptime', name: `uptime ${formatSeconds(Math.max(0, options.uptimeMs))}`, attempts: 1, timeoutMs: 0, waitMs: 0, initialDelayMs: 0, port: undefined, uptimeMs: Math.max(0, options.uptimeMs) };
+  if (options.listening === false) return [uptime];
   if (options.uptimeMs <= 0) return [listening];
-  const uptime: UptimeCheck = { kind: 'uptime', name: `uptime ${formatSeconds(options.uptimeMs)}`, attempts: 1, timeoutMs: 0, waitMs: 0, initialDelayMs: 0, port: undefined, uptimeMs: options.uptimeMs };
   return [listening, uptime];
 }
 
@@ -127,7 +155,7 @@ export function defaultHealthChecks(options: { uptimeMs: number }): HealthCheck[
  * attempts; an abort rejects with the signal's reason.
  */
 export async function runHealthChecks(checks: readonly HealthCheck[], target: ProbeTarget, options: RunOptions = {}): Promise<void> {
-  const started = Date.now();
+  const started = options.startedAt ?? Date.now();
   for (const check of checks) {
     if (check.initialDelayMs > 0) await sleep(check.initialDelayMs, options.signal);
     let last = '';
@@ -155,7 +183,10 @@ export async function runHealthChecks(checks: readonly HealthCheck[], target: Pr
 /** One attempt of one check. `final`: failing again cannot help (the container stopped). */
 export async function probeOnce(check: HealthCheck, target: ProbeTarget, checksStarted = Date.now(), signal?: AbortSignal): Promise<{ ok: boolean; detail: string; final?: boolean }> {
   const port = check.port ?? target.port;
-  if (check.kind === 'listening') return connectOnce(target.host, port, check.timeoutMs);
+  if (port === undefined && check.kind !== 'uptime') {
+    return { ok: false, detail: `this process has no $PORT: give the check a "port"`, final: true };
+  }
+  if (check.kind === 'listening') return connectOnce(target.host, port!, check.timeoutMs);
   if (check.kind === 'uptime') {
     const remaining = checksStarted + check.uptimeMs - Date.now();
     if (remaining > 0) await sleep(remaining, signal);
@@ -164,10 +195,12 @@ export async function probeOnce(check: HealthCheck, target: ProbeTarget, checksS
       if (!state.running) return { ok: false, detail: 'the container stopped', final: true };
       if (state.restartCount > 0) return { ok: false, detail: `the container restarted ${state.restartCount} time${state.restartCount === 1 ? '' : 's'}`, final: true };
     }
+    const up = { ok: true, detail: `up for ${formatSeconds(Math.round((Date.now() - checksStarted) / 100) * 100)}` };
+    if (port === undefined) return up;
     const connected = await connectOnce(target.host, port, 1000);
-    return connected.ok ? { ok: true, detail: `up for ${formatSeconds(Date.now() - checksStarted)}` } : { ...connected, final: true };
+    return connected.ok ? up : { ...connected, final: true };
   }
-  return httpOnce(check, target.host, port, target.hostHeader);
+  return httpOnce(check, target.host, port!, target.hostHeader);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ import { imageRepository, imageTag, type Builder } from './builder.ts';
 import { BuildLogs } from './build-log.ts';
 import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack-builder.ts';
 import { BuildpackFetcher } from './buildpack-fetcher.ts';
-import { processContainers, STOP_TIMEOUT_S, waitUntilReady, WEB_PORT, type RoutePublisher } from './deployment.ts';
+import { checkPort, checkSettingsOf, processContainers, WEB_PORT, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
 import { LABEL, type Engine } from './engine.ts';
+import { checksFor, passGate } from './health-gate.ts';
+import { RouteGuard } from './route-guard.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
 import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
 
@@ -35,12 +37,15 @@ export class Orchestrator {
   private readonly deps: OrchestratorDeps;
   private readonly builders: readonly Builder[];
   private readonly lock = new AppLock();
+  /** Every publish goes through it: containers the engine reports dead stay out of routing. */
+  private readonly routes: RouteGuard;
   readonly buildLogs: BuildLogs;
   private events: NodeJS.ReadableStream | undefined;
   private stopped = false;
 
   constructor(deps: OrchestratorDeps) {
     this.deps = deps;
+    this.routes = new RouteGuard(deps.publisher);
     this.buildLogs = new BuildLogs(deps.paths.buildLogs);
     this.builders = [
       new DockerfileBuilder(deps.engine, deps.config.buildMemory),
@@ -71,7 +76,7 @@ export class Orchestrator {
     return {
       apps: this.deps.apps,
       engine: this.deps.engine,
-      deploy: { engine: this.deps.engine, network: this.deps.config.network, publisher: this.deps.publisher, hostnames: this.hostnames(app) },
+      deploy: { engine: this.deps.engine, network: this.deps.config.network, publisher: this.routes, hostnames: this.hostnames(app), checksWaitMs: this.deps.config.checksWait },
       keepImages: this.deps.config.keepImages,
     };
   }
@@ -82,7 +87,7 @@ export class Orchestrator {
   }
 
   publisher(): RoutePublisher {
-    return this.deps.publisher;
+    return this.routes;
   }
 
   /** Where users reach the app. */
@@ -97,7 +102,7 @@ export class Orchestrator {
   async start(): Promise<void> {
     await this.deps.engine.ensureNetwork(this.deps.config.network);
     await this.removeStaleBuilds();
-    await this.watchRestarts();
+    await this.watchContainers();
     for (const app of this.deps.apps.list()) {
       try {
         await this.lock.run(app.name, () => this.adopt(app.name));
@@ -130,9 +135,10 @@ export class Orchestrator {
 
   async destroyApp(app: string, out: Output): Promise<void> {
     await this.lock.run(app, async () => {
-      this.deps.publisher.unpublish(app);
+      this.routes.unpublish(app);
+      const stopS = Math.ceil(checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, this.deps.apps.require(app)).stopTimeoutMs / 1000);
       const containers = await this.deps.engine.list({ [LABEL.app]: app });
-      await Promise.all(containers.map((c) => this.deps.engine.stopAndRemove(c.id, 10)));
+      await Promise.all(containers.map((c) => this.deps.engine.stopAndRemove(c.id, stopS)));
       if (containers.length) out.detail(`removed ${containers.length} container${containers.length === 1 ? '' : 's'}`);
       const record = this.deps.apps.require(app);
       const images = new Set([...record.releases.map((r) => r.image), ...(await this.deps.engine.imagesOf(imageRepository(this.deps.engine.instance, app)))]);
@@ -172,6 +178,7 @@ export class Orchestrator {
           await engine.tagImage(r.image, imageRepository(engine.instance, to), `r${r.number}`);
           tagged.push(next);
         }
+        const oldTargets = [...this.routes.routed(from)];
         await this.deps.apps.rename(from, to, (draft) => void (draft.releases = renamed));
         await this.deps.domains.rename(from, to);
         if (currentRelease(record) && !record.stopped) {
@@ -182,10 +189,13 @@ export class Orchestrator {
             throw e;
           }
         }
-        // Whatever the new routes did not take over already (the old default domain) goes now.
-        this.deps.publisher.unpublish(from);
+        // Whatever the new routes did not take over already (the old default domain) goes now;
+        // requests in flight on the old containers finish before they stop, as in any deploy.
+        this.routes.unpublish(from);
+        const checks = checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, record);
+        if (oldTargets.length > 0) await this.routes.drain(oldTargets, { deadlineMs: checks.drainTimeoutMs, reason: 'the app was renamed' });
         const old = await engine.list({ [LABEL.app]: from });
-        await Promise.all(old.map((c) => engine.stopAndRemove(c.id, STOP_TIMEOUT_S)));
+        await Promise.all(old.map((c) => engine.stopAndRemove(c.id, Math.ceil(checks.stopTimeoutMs / 1000))));
         if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);
         for (const r of record.releases) if (r.image.startsWith(ours)) await engine.removeImage(r.image);
         await engine.removeVolume(cacheVolume(engine.instance, from));
@@ -199,8 +209,8 @@ export class Orchestrator {
   }
 
   /**
-   * At daemon start: re-checks the current release's running containers (a web one must accept
-   * TCP on $PORT) before routing to them, starts the dynos the formation wants that do not run,
+   * At daemon start: re-checks the current release's running containers (once, with the
+   * release's checks) before routing to them, starts the dynos the formation wants that do not run,
    * and removes containers of other releases (left by a deploy the daemon did not finish).
    */
   private async adopt(app: string): Promise<void> {
@@ -208,7 +218,7 @@ export class Orchestrator {
     const release = record && currentRelease(record);
     if (!record || !release) return;
     if (record.stopped) {
-      this.deps.publisher.publish(app, this.hostnames(app), []);
+      this.routes.publish(app, this.hostnames(app), []);
       return;
     }
     const out = new MemoryOutput();
@@ -218,13 +228,19 @@ export class Orchestrator {
   }
 
   /**
-   * A container its restart policy brought back may have a new address: once it is ready
-   * again, the app's routes are published anew (under the app's lock, after any deploy).
+   * Follows the engine's container events. A web container reported dead (die, stop, oom, or
+   * unhealthy by its image's HEALTHCHECK) leaves its app's route at once, without waiting for the
+   * app's lock; once the engine starts it again (its restart policy) or reports it healthy again,
+   * it is checked and the app's routes are published anew under the lock.
    */
-  private async watchRestarts(): Promise<void> {
+  private async watchContainers(): Promise<void> {
     const engine = this.deps.engine;
     const stream = (await engine.docker.getEvents({
-      filters: { type: ['container'], event: ['start'], label: [`${LABEL.managed}=1`, `${LABEL.instance}=${engine.instance}`] },
+      filters: {
+        type: ['container'],
+        event: ['start', 'die', 'stop', 'oom', 'health_status', 'destroy'],
+        label: [`${LABEL.managed}=1`, `${LABEL.instance}=${engine.instance}`],
+      },
     })) as NodeJS.ReadableStream;
     this.events = stream;
     let partial = '';
@@ -234,11 +250,7 @@ export class Orchestrator {
       for (const line of lines) {
         if (!line.trim()) continue;
         try {
-          const event = JSON.parse(line) as { id?: string; Actor?: { Attributes?: Record<string, string> } };
-          const attrs = event.Actor?.Attributes ?? {};
-          const app = attrs[LABEL.app];
-          if (!app || !event.id || (attrs[LABEL.role] ?? 'process') !== 'process') continue;
-          void this.refreshRoutes(app, event.id, attrs[LABEL.process] ?? 'web');
+          this.onContainerEvent(JSON.parse(line) as ContainerEvent);
         } catch (e) {
           log.warn('docker_event_unreadable', { error: e });
         }
@@ -255,21 +267,53 @@ export class Orchestrator {
     stream.on('end', () => lost());
   }
 
+  private onContainerEvent(event: ContainerEvent): void {
+    const attrs = event.Actor?.Attributes ?? {};
+    const app = attrs[LABEL.app];
+    const name = attrs.name;
+    if (!app || !name || !event.id || (attrs[LABEL.role] ?? 'process') !== 'process') return;
+    const action = event.Action ?? event.status ?? '';
+    const type = attrs[LABEL.process] ?? 'web';
+    if (action === 'destroy') {
+      this.routes.forget(name);
+    } else if (action === 'start' || action === 'health_status: healthy') {
+      // Only a container that went down comes back here; a deploy routes the ones it starts.
+      if (this.routes.revive(name)) void this.refreshRoutes(app, event.id, type);
+    } else if (action === 'die' || action === 'stop' || action === 'oom' || action === 'health_status: unhealthy') {
+      if (type !== 'web') return;
+      const withdrawn = this.routes.withdraw(app, this.hostnames(app), name, action);
+      if (withdrawn) {
+        const reportedAt = event.timeNano ? event.timeNano / 1e6 : (event.time ?? 0) * 1000;
+        log.info('route_target_withdrawn', { app, container: name, reason: action, engineTime: new Date(reportedAt).toISOString(), lagMs: Math.round((Date.now() - reportedAt) * 10) / 10 });
+      }
+    }
+  }
+
   private retryWatch(): void {
     setTimeout(() => {
       if (this.stopped) return;
-      this.watchRestarts().catch((e) => {
+      this.watchContainers().catch((e) => {
         log.warn('docker_events_failed', { error: e });
         this.retryWatch();
       });
     }, 5_000).unref();
   }
 
+  /** A container that came back (restart policy, or healthy again) passes its checks, then the app's routes are published anew. */
   private async refreshRoutes(app: string, id: string, type: string): Promise<void> {
+    const record = this.deps.apps.get(app);
+    const release = record && currentRelease(record);
+    if (!record || !release) return;
+    const checks = checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, record);
     try {
-      await waitUntilReady(this.deps.engine, id, { type }, 60_000, { fresh: false });
-    } catch {
-      return; // not ready (yet); a later start event tries again
+      const container = await this.deps.engine.inspect(id);
+      if (container.labels[LABEL.release] !== String(release.number)) return;
+      if (!checks.isSkipped(type) && !checks.isDisabled(type)) {
+        await passGate({ engine: this.deps.engine, container, dyno: container.labels[LABEL.dyno] ?? type, checks: checksFor(release, type, checks), port: checkPort(type), hostHeader: this.hostnames(app)[0] ?? app });
+      }
+    } catch (e) {
+      log.info('routes_refresh_skipped', { app, id, reason: (e as Error).message });
+      return; // not healthy (yet); a later start event tries again
     }
     await this.lock.run(app, async () => {
       const record = this.deps.apps.get(app);
@@ -278,7 +322,7 @@ export class Orchestrator {
       const web = (await processContainers(this.deps.engine, app))
         .filter((c) => c.running && c.ip && c.labels[LABEL.process] === 'web' && c.labels[LABEL.release] === String(release.number))
         .sort((a, b) => (a.labels[LABEL.dyno] ?? '').localeCompare(b.labels[LABEL.dyno] ?? ''));
-      this.deps.publisher.publish(app, this.hostnames(app), web.map((c) => ({ id: c.name, host: c.ip!, port: WEB_PORT })));
+      this.routes.publish(app, this.hostnames(app), web.map((c) => ({ id: c.name, host: c.ip!, port: WEB_PORT })));
       log.info('routes_refreshed', { app, reason: 'container_restarted', targets: web.map((c) => `${c.name}@${c.ip}`) });
     }).catch((e) => log.warn('routes_refresh_failed', { app, error: e }));
   }
@@ -293,4 +337,15 @@ export class Orchestrator {
       log.info('stale_build_removed', { container: c.Names[0] });
     }
   }
+}
+
+/** One line of the engine's event stream, as berth reads it. */
+interface ContainerEvent {
+  id?: string;
+  /** The event: start, die, `health_status: unhealthy` ... (`status` in older engines). */
+  Action?: string;
+  status?: string;
+  time?: number;
+  timeNano?: number;
+  Actor?: { Attributes?: Record<string, string> };
 }

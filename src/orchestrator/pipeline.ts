@@ -5,7 +5,9 @@ import type { Output } from '../cli/output.ts';
 import { describeForUser } from '../errors.ts';
 import type { Release } from '../state/app-store.ts';
 import { chooseBuilder, type BuildResult, type BuildSource, type Builder } from './builder.ts';
+import { healthchecksOfSource } from './app-json.ts';
 import { TeeOutput, type BuildLogs } from './build-log.ts';
+import type { HealthchecksSection } from './health-check.ts';
 import { parseProcfile } from './procfile.ts';
 import { deployNewRelease, nextReleaseNumber, type ReleaseDeps } from './release-flow.ts';
 
@@ -31,8 +33,10 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
     const number = nextReleaseNumber(record);
     const procfileText = await source.readFile('Procfile');
     const procfile = procfileText === undefined ? undefined : parseProcfile(procfileText.toString('utf8'));
+    // Read before the build, so a bad app.json fails the push at once.
+    const healthchecks = await healthchecksOfSource(source);
     const built = await build(deps, { ...input, out }, number);
-    const release = makeRelease(number, built, procfile, input, record.config);
+    const release = makeRelease(number, built, procfile, input, record.config, healthchecks);
     describeProcesses(out, release, procfile !== undefined);
     await deployNewRelease(deps, source.app, release, out);
     out.step(`Released v${release.number} of ${source.app}: ${deps.appUrl}`);
@@ -52,7 +56,7 @@ async function build(deps: PipelineDeps, input: PipelineInput, number: number): 
   return builder.build({ source: input.source, app, release: number, out: input.out, ...(input.signal ? { signal: input.signal } : {}) });
 }
 
-function makeRelease(number: number, built: BuildResult, procfile: Record<string, string> | undefined, input: PipelineInput, config: Record<string, string>): Release {
+function makeRelease(number: number, built: BuildResult, procfile: Record<string, string> | undefined, input: PipelineInput, config: Record<string, string>, healthchecks: HealthchecksSection | undefined): Release {
   return {
     number,
     image: built.image,
@@ -61,6 +65,7 @@ function makeRelease(number: number, built: BuildResult, procfile: Record<string
     processTypes: { ...built.processTypes, ...procfile },
     config: { ...config },
     description: `Deploy ${input.source.commit.slice(0, 7)}`,
+    ...(healthchecks ? { healthchecks } : {}),
     createdAt: new Date().toISOString(),
     createdBy: input.pushedBy,
   };
@@ -70,4 +75,6 @@ function describeProcesses(out: Output, release: Release, fromProcfile: boolean)
   const types = Object.keys(release.processTypes);
   out.step(`Process types${fromProcfile ? ' (Procfile)' : ''}: ${types.length ? types.join(', ') : '(none)'}`);
   if (!types.includes('web')) out.detail('no web process: nothing is routed to this app');
+  const checked = Object.keys(release.healthchecks ?? {}).filter((t) => types.includes(t));
+  if (checked.length) out.detail(`app.json health checks for ${checked.join(', ')}`);
 }

@@ -32,6 +32,7 @@ export function deriveRelease(record: AppRecord, base: Release, change: { config
     processTypes: { ...base.processTypes },
     config: { ...change.config },
     description: change.description,
+    ...(base.healthchecks ? { healthchecks: base.healthchecks } : {}),
     createdAt: new Date().toISOString(),
     createdBy: change.by,
   };
@@ -40,8 +41,8 @@ export function deriveRelease(record: AppRecord, base: Release, change: { config
 /** Deploys `release` and, once it runs, records it as the app's current release. */
 export async function deployNewRelease(deps: ReleaseDeps, app: string, release: Release, out: Output): Promise<void> {
   const ctx: DeployContext = { ...deps.deploy, out };
-  const record = deps.apps.require(app);
-  const deployed = await deployRelease(ctx, { ...record, release }, { reuse: false });
+  const plan = { ...deps.apps.require(app), release };
+  const deployed = await deployRelease(ctx, plan, { reuse: false });
   await deps.apps.update(app, (a) => {
     a.releases.push(release);
     a.current = release.number;
@@ -49,7 +50,7 @@ export async function deployNewRelease(deps: ReleaseDeps, app: string, release: 
     a.stopped = false;
   });
   log.info('release_deployed', { app, release: release.number, image: release.image, description: release.description });
-  await retireOthers(ctx, app, deployed.containers);
+  await retireOthers(ctx, plan, deployed);
   await pruneImages(deps, app, out);
 }
 
@@ -58,9 +59,10 @@ export async function redeployCurrent(deps: ReleaseDeps, app: string, out: Outpu
   const record = deps.apps.require(app);
   const release = requireCurrent(record);
   const ctx: DeployContext = { ...deps.deploy, out };
-  const deployed = await deployRelease(ctx, { ...record, release }, options);
+  const plan = { ...record, release };
+  const deployed = await deployRelease(ctx, plan, options);
   if (record.stopped) await deps.apps.update(app, (a) => void (a.stopped = false));
-  await retireOthers(ctx, app, deployed.containers);
+  await retireOthers(ctx, plan, deployed);
   return release;
 }
 

@@ -1,6 +1,7 @@
 // Which of an app's web targets gets the next request: the one with the fewest requests in flight
 // (least-connections), taking turns among equals (round-robin), skipping targets that recently
 // refused a connection (passive health) unless every target did.
+import { log } from '../log.ts';
 import type { AppRoute, Target } from './route-table.ts';
 import { TargetState, targetKey } from './target-state.ts';
 
@@ -74,7 +75,9 @@ export class LoadBalancer {
     if (count === 0) return undefined;
     if (count === 1) {
       const only = this.#registry.state(targets[0]!);
-      return tried?.includes(only) ? undefined : only;
+      if (tried?.includes(only)) return undefined;
+      if (!only.announced) announce(only);
+      return only;
     }
     const start = this.#turn.get(route.app) ?? 0;
     let best: TargetState | undefined;
@@ -96,8 +99,17 @@ export class LoadBalancer {
     }
     if (best) {
       this.#turn.set(route.app, (bestIndex + 1) % count);
+      if (!best.announced) announce(best);
       return best;
     }
+    if (fallback && !fallback.announced) announce(fallback);
     return fallback;
   }
+}
+
+// The first request routed to an address, with a monotonic time: what a deploy's swap is measured
+// against (the deploy logs its health pass and swap on the same clock).
+function announce(state: TargetState): void {
+  state.announced = true;
+  log.info('proxy_target_first_request', { target: state.id, address: state.key, mono: performance.now() });
 }

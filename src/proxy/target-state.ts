@@ -23,6 +23,8 @@ export class TargetState {
   downUntil = 0;
   /** Connections opened and not yet closed, idle or busy. */
   open = 0;
+  /** Set once the first request routed here was logged. */
+  announced = false;
   readonly #idle: UpstreamConnection[] = [];
   #quietWaiters: Array<() => void> = [];
   #requestWaiters: Array<() => void> = [];

@@ -1,6 +1,7 @@
-// What an app carries besides its releases (config vars, scale, buildpacks, stack, limits,
+// What an app carries besides its releases (config vars, scale, buildpacks, stack, limits, checks,
 // mounts) and what a release records beyond its image: the shapes, their defaults, their checks,
 // and the migration of app documents from schema 1.
+import { defaultCheckSettings, parseCheckSettings, type CheckSettings } from './check-settings.ts';
 import { check } from './json-document.ts';
 
 export type BuilderName = 'dockerfile' | 'buildpacks' | 'image';
@@ -27,6 +28,8 @@ export interface AppSettings {
   mounts: string[];
   /** Set by ps:stop: nothing runs and a restarted daemon starts nothing until ps:start. */
   stopped: boolean;
+  /** Deploy checks: checks:disable, checks:skip, checks:set. Absent in older documents: the defaults. */
+  checks: CheckSettings;
 }
 
 export interface ReleaseDetails {
@@ -36,10 +39,15 @@ export interface ReleaseDetails {
   processTypes: Record<string, string>;
   /** What made the release: "Deploy 1a2b3c4", "Set FOO", "Rollback to v3". */
   description: string;
+  /**
+   * The `healthchecks` of the app.json it was built from (process type → checks as written,
+   * validated when it was made), so a rollback or a config change checks with the release's own.
+   */
+  healthchecks?: Record<string, unknown[]>;
 }
 
 export function defaultSettings(): AppSettings {
-  return { config: {}, formation: {}, buildpacks: [], stack: undefined, limits: {}, mounts: [], stopped: false };
+  return { config: {}, formation: {}, buildpacks: [], stack: undefined, limits: {}, mounts: [], stopped: false, checks: defaultCheckSettings() };
 }
 
 export function parseSettings(raw: Record<string, unknown>): AppSettings {
@@ -59,6 +67,7 @@ export function parseSettings(raw: Record<string, unknown>): AppSettings {
     limits,
     mounts: check.array(raw.mounts, 'mounts').map((m, i) => check.string(m, `mounts[${i}]`)),
     stopped: raw.stopped === true,
+    checks: parseCheckSettings(raw.checks),
   };
 }
 
@@ -70,7 +79,14 @@ export function parseReleaseDetails(o: Record<string, unknown>, what: string): R
     config: stringMap(o.config, `${what}.config`),
     processTypes: stringMap(o.processTypes, `${what}.processTypes`),
     description: check.string(o.description, `${what}.description`),
+    ...(o.healthchecks === undefined || o.healthchecks === null ? {} : { healthchecks: healthchecksOf(o.healthchecks, `${what}.healthchecks`) }),
   };
+}
+
+function healthchecksOf(v: unknown, what: string): Record<string, unknown[]> {
+  const out: Record<string, unknown[]> = {};
+  for (const [type, list] of Object.entries(check.object(v, what))) out[type] = check.array(list, `${what}.${type}`);
+  return out;
 }
 
 /**

@@ -1,0 +1,192 @@
+// checks:report, checks:set, checks:disable, checks:enable, checks:skip, checks:run: an app's
+// deploy checks, as Dokku's checks plugin has them. Settings live in the app's document and apply
+// from the next deploy (push, config:set, ps:scale, ps:restart, rollback ...).
+import { UserError } from '../../errors.ts';
+import { log } from '../../log.ts';
+import { checkPort, checkSettingsOf, processContainers } from '../../orchestrator/deployment.ts';
+import { LABEL } from '../../orchestrator/engine.ts';
+import { checksFor, passGate } from '../../orchestrator/health-gate.ts';
+import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
+import { currentRelease, type AppRecord } from '../../state/app-store.ts';
+import {
+  ALL_TYPES,
+  changeCheckLists,
+  checkPropertyKey,
+  formatCheckProperty,
+  formatMs,
+  formatTypeList,
+  resolveChecks,
+  setCheckProperty,
+  type CheckPropertyKey,
+} from '../../state/check-settings.ts';
+import { expectPositionals, parseArgs } from '../args.ts';
+import { requireDaemon, type Command } from '../command.ts';
+import { appArg } from './config.ts';
+import { callerName } from './ssh-keys.ts';
+
+const PROPERTY_HELP = [
+  'Properties (without VALUE a property goes back to its default):',
+  '  wait           seconds a new container must stay up when app.json has no health checks for its',
+  '                 process type (web: after it accepts connections on $PORT) (default: berth serve --checks-wait, 10)',
+  '  drain-timeout  after the swap, how long requests in flight on the old containers may run and their',
+  '                 WebSockets stay open before a clean close (default 30); wait-to-retire is the same',
+  '  stop-timeout   seconds between SIGTERM and SIGKILL when an old container stops (default 10)',
+  '  attempts       overrides the attempts of every app.json check',
+  '  timeout        overrides the per-attempt timeout (seconds) of every app.json check',
+  'Durations take seconds, or a unit: 5, 30s, 2m, 500ms.',
+].join('\n');
+
+const LIST_HELP = 'TYPES is a comma-separated list of process types (web,worker); without it, every type.';
+
+export const checksCommands: Command[] = [
+  {
+    name: 'checks:report',
+    usage: 'APP [--checks-FLAG]',
+    summary: "show an app's deploy checks settings (with a flag: only that value)",
+    help: `Flags: ${reportRows(undefined).map(([flag]) => flag).join(', ')}`,
+    scope: 'app',
+    async run(ctx, words) {
+      const flag = words.find((w) => w.startsWith('--'));
+      const { positional } = parseArgs(this.name, this.usage, words.filter((w) => w !== flag));
+      expectPositionals(this.name, this.usage, positional, ['APP']);
+      const app = appArg(this.name, this.usage, positional);
+      const record = ctx.services.apps.require(app);
+      const rows = reportRows(record, ctx.services.config.checksWait);
+      if (flag) {
+        const row = rows.find(([f]) => f === flag || (flag === '--checks-wait-to-retire' && f === '--checks-drain-timeout'));
+        if (!row) throw new UserError('bad_arguments', `${this.name}: unknown flag ${flag}`, { hint: `the flags are: ${rows.map(([f]) => f).join(', ')}`, exitCode: 2 });
+        ctx.out.line(row[2]);
+        return;
+      }
+      ctx.out.section(`${app} checks information`);
+      const width = Math.max(...rows.map(([, label]) => label.length)) + 2;
+      for (const [, label, value] of rows) ctx.out.detail(`${(label + ':').padEnd(width)}${value}`);
+    },
+  },
+  {
+    name: 'checks:set',
+    usage: 'APP KEY [VALUE]',
+    summary: "set one of an app's checks properties (no VALUE: back to the default)",
+    help: PROPERTY_HELP,
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP', 'KEY', 'VALUE'], 1);
+      const app = appArg(this.name, this.usage, positional);
+      const [, rawKey, value] = positional as [string, string, string?];
+      ctx.services.apps.require(app);
+      const key = checkPropertyKey(rawKey);
+      const updated = await ctx.services.apps.update(app, (a) => void (a.checks = { ...a.checks, properties: setCheckProperty(a.checks.properties, key, value) }));
+      const shown = formatCheckProperty(key, updated.checks.properties);
+      log.info('checks_property_changed', { app, key, value: shown ?? null, by: callerName(ctx) });
+      if (shown === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultOf(key, ctx.services.config.checksWait)})`);
+      else ctx.out.step(`Set ${key} of ${app} to ${shown}; it applies from the next deploy`);
+    },
+  },
+  listCommand('checks:disable', 'disable zero-downtime deploys for all or some process types (causes downtime: old containers stop first)', 'disable'),
+  listCommand('checks:enable', 'enable zero-downtime deploys and checks again for all or some process types', 'enable'),
+  listCommand('checks:skip', 'skip the checks of all or some process types (deploys stay zero-downtime)', 'skip'),
+  {
+    name: 'checks:run',
+    usage: 'APP [TYPE|TYPE.N]',
+    summary: "run the current release's checks against the app's running containers",
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP', 'TYPE'], 1);
+      const app = appArg(this.name, this.usage, positional);
+      const which = positional[1];
+      const record = ctx.services.apps.require(app);
+      const orch = requireDaemon(ctx.services);
+      const release = currentRelease(record);
+      if (!release) throw new UserError('no_release', `${app} has no release yet`, { hint: 'push to it first' });
+      const settings = checkSettingsOf({ checksWaitMs: orch.config.checksWait }, record);
+      const containers = (await processContainers(orch.engine, app))
+        .filter((c) => c.running && c.labels[LABEL.release] === String(release.number))
+        .filter((c) => which === undefined || c.labels[LABEL.process] === which || c.labels[LABEL.dyno] === which)
+        .sort((a, b) => (a.labels[LABEL.dyno] ?? '').localeCompare(b.labels[LABEL.dyno] ?? ''));
+      if (containers.length === 0) {
+        throw new UserError('no_containers', `${app} has no running container${which ? ` for ${which}` : ''} of v${release.number}`, { hint: `\`ps:report ${app}\` shows what runs` });
+      }
+      const failed: string[] = [];
+      for (const container of containers) {
+        const type = container.labels[LABEL.process] ?? 'web';
+        const dyno = container.labels[LABEL.dyno] ?? type;
+        const checks = checksFor(release, type, settings);
+        ctx.out.step(`Running checks for ${dyno}: ${checks.map((c) => c.name).join(', then ')}`);
+        try {
+          let last = '';
+          await passGate({ engine: orch.engine, container, dyno, checks, port: checkPort(type), hostHeader: orch.hostnames(app)[0] ?? app, signal: ctx.signal, onAttempt: (a) => void (last = a.detail) });
+          ctx.out.detail(`${dyno} passed${last ? ` (${last})` : ''}`);
+        } catch (e) {
+          failed.push(dyno);
+          ctx.out.error(`${dyno}: ${(e as Error).message}`);
+        }
+      }
+      if (failed.length) throw new UserError('checks_failed', `checks failed for ${failed.join(', ')}`);
+    },
+  },
+];
+
+function listCommand(name: string, summary: string, verb: 'enable' | 'disable' | 'skip'): Command {
+  return {
+    name,
+    usage: 'APP [TYPES]',
+    summary,
+    help: LIST_HELP,
+    scope: 'app',
+    async run(ctx, words) {
+      const { positional } = parseArgs(this.name, this.usage, words);
+      expectPositionals(this.name, this.usage, positional, ['APP', 'TYPES'], 1);
+      const app = appArg(this.name, this.usage, positional);
+      const types = parseTypes(this.name, positional[1]);
+      const record = ctx.services.apps.require(app);
+      const known = Object.keys(currentRelease(record)?.processTypes ?? { web: '' });
+      const updated = await ctx.services.apps.update(app, (a) => void (a.checks = changeCheckLists(a.checks, verb, types, known)));
+      log.info('checks_lists_changed', { app, verb, types: types.length ? types : [ALL_TYPES], disabled: updated.checks.disabled, skipped: updated.checks.skipped, by: callerName(ctx) });
+      const what = types.length ? types.join(', ') : 'every process type';
+      const done = { enable: 'Enabled zero-downtime checks', disable: 'Disabled zero-downtime deploys', skip: 'Skipping the checks' }[verb];
+      ctx.out.step(`${done} for ${what} of ${app}`);
+      ctx.out.detail(`disabled: ${formatTypeList(updated.checks.disabled)}; skipped: ${formatTypeList(updated.checks.skipped)}`);
+      if (verb === 'disable') ctx.out.detail('deploys now stop the old containers of these types before the new ones start: expect downtime');
+    },
+  };
+}
+
+function parseTypes(command: string, text: string | undefined): string[] {
+  if (text === undefined || text === ALL_TYPES) return [];
+  const types = text.split(',').map((t) => t.trim()).filter(Boolean);
+  for (const t of types) {
+    if (!PROCESS_TYPE_PATTERN.test(t)) {
+      throw new UserError('bad_arguments', `${command}: "${t}" is not a process type`, { hint: 'give process types separated by commas, such as web,worker', exitCode: 2 });
+    }
+  }
+  return [...new Set(types)];
+}
+
+/** [flag, label, value] for each line of checks:report. */
+function reportRows(record: AppRecord | undefined, serverWaitMs = 10_000): Array<[string, string, string]> {
+  const settings = record?.checks ?? { disabled: [], skipped: [], properties: {} };
+  const resolved = resolveChecks(settings, { waitMs: serverWaitMs });
+  const prop = (key: CheckPropertyKey, fallback: string) => {
+    const set = formatCheckProperty(key, settings.properties);
+    return set ?? `${fallback} (default)`;
+  };
+  const release = record ? currentRelease(record) : undefined;
+  const declared = Object.entries(release?.healthchecks ?? {}).map(([type, list]) => `${type} (${list.length})`);
+  return [
+    ['--checks-disabled-list', 'Checks disabled list', formatTypeList(settings.disabled)],
+    ['--checks-skipped-list', 'Checks skipped list', formatTypeList(settings.skipped)],
+    ['--checks-wait', 'Checks wait', prop('wait', formatMs(resolved.waitMs))],
+    ['--checks-drain-timeout', 'Checks drain timeout', prop('drain-timeout', formatMs(resolved.drainTimeoutMs))],
+    ['--checks-stop-timeout', 'Checks stop timeout', prop('stop-timeout', formatMs(resolved.stopTimeoutMs))],
+    ['--checks-attempts', 'Checks attempts', prop('attempts', "app.json's")],
+    ['--checks-timeout', 'Checks timeout', prop('timeout', "app.json's")],
+    ['--checks-app-json', 'Checks from app.json', release ? (declared.length ? `${declared.join(', ')} in v${release.number}` : `none in v${release.number}`) : 'no release yet'],
+  ];
+}
+
+function defaultOf(key: CheckPropertyKey, serverWaitMs: number): string {
+  const resolved = resolveChecks({ disabled: [], skipped: [], properties: {} }, { waitMs: serverWaitMs });
+  return { wait: formatMs(resolved.waitMs), 'drain-timeout': formatMs(resolved.drainTimeoutMs), 'stop-timeout': formatMs(resolved.stopTimeoutMs), attempts: "app.json's", timeout: "app.json's" }[key];
+}
