@@ -6,6 +6,9 @@ import path from 'node:path';
 import { BINARY, gitRepo, makeKey, nodeApp, request, run, startDaemon, tempDir } from '../test/helpers/daemon.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
+// Without app.json checks a deploy waits --checks-wait seconds of uptime before the swap
+// (Dokku's default is 10). The test harness uses 1; CHECKS_WAIT=10 measures the default.
+const CHECKS_WAIT = process.env.CHECKS_WAIT ?? '1';
 
 function stats(ms: number[]): string {
   const sorted = [...ms].sort((a, b) => a - b);
@@ -41,7 +44,8 @@ for (let i = 0; i < 20; i++) {
 console.log(`dist/berth --version: ${stats(versionTimes)}`);
 
 const work = tempDir('bench-deploy');
-const daemon = await startDaemon();
+const daemon = await startDaemon({ args: ['--checks-wait', CHECKS_WAIT] });
+console.log(`deploys below wait --checks-wait ${CHECKS_WAIT} s of uptime before the swap (the fixture app has no app.json checks)`);
 try {
   await new Promise((r) => setTimeout(r, 2000));
   console.log(`idle RSS of berth serve after start: ${(rssKb(daemon.process.pid!) / 1024).toFixed(1)} MB`);
