@@ -120,6 +120,7 @@ export function defineCommand<const A extends readonly string[] = [], const F ex
     run(ctx: CommandContext, input: CommandInput<A, F, D>): Promise<number | void>;
   },
 ): Command {
+  // Sound because the registry builds `input` from this same declaration (args, flags, needsDaemon).
   return spec as Command;
 }
 
