@@ -10,6 +10,7 @@ import type { DomainStore } from '../state/domain-store.ts';
 import type { ProxySettingsStore } from '../state/proxy-settings-store.ts';
 import type { Output } from './output.ts';
 import { UserError } from '../errors.ts';
+import type { ArgumentSpec, FlagSpecs } from './args.ts';
 
 /** Who runs the command: the local operator (over the unix socket, or in-process) or an SSH key. */
 export type Caller = { kind: 'local' } | { kind: 'ssh'; key: KeyRecord; address: string };
@@ -56,22 +57,71 @@ export interface Terminal {
   onResize(listener: (rows: number, cols: number) => void): void;
 }
 
-export interface Command {
+/** A command as the registry keeps it: its declaration, and what it does with the parsed words. */
+export interface Command extends ArgumentSpec {
   /** `noun:verb`, or a single word such as `help`. */
   name: string;
-  /** Positional arguments and flags, as shown in help: `NAME [KEYFILE|-]`. */
-  usage: string;
   summary: string;
   /** Longer help text, shown by `help COMMAND` and `COMMAND --help`. */
   help?: string;
   /**
-   * Who may run it. `admin`: admin keys only. `app`: the first positional is an APP, and a key
+   * Who may run it. `admin`: admin keys only. `app`: the first argument is the APP, and a key
    * scoped to apps may run it on those apps only. `any`: everyone (help, version, apps:list).
    */
   scope: 'admin' | 'app' | 'any';
-  /** The words after the APP are a command of their own (run): `--help` among them is not berth's. */
-  passThrough?: boolean;
-  run(ctx: CommandContext, args: string[]): Promise<number | void>;
+  /** It works on containers: `run` gets `daemon()`, which returns the running daemon's orchestrator. */
+  needsDaemon?: boolean;
+  /** Written through defineCommand, which types `input` from the declaration. */
+  run(ctx: CommandContext, input: ParsedInput): Promise<number | void>;
+}
+
+/** The input as the registry builds it, before the declaration narrows its types. */
+export interface ParsedInput {
+  args: Array<string | string[] | undefined>;
+  flags: Record<string, string | boolean | undefined>;
+  otherFlags: readonly string[];
+  words: readonly string[];
+  app?: string;
+  daemon?: () => Orchestrator;
+}
+
+/**
+ * What `run` gets: the declared arguments after the APP (`args: ['APP', 'KEY', '[VALUE]']` gives
+ * `app` and `args: [key, value]`), the flags (a switch is true or false, a flag with a value its
+ * string or undefined), and `daemon()` when the command needs the daemon.
+ */
+export type CommandInput<A extends readonly string[], F extends FlagSpecs, D extends boolean> = {
+  args: ArgumentValues<A extends readonly ['APP', ...infer Rest extends readonly string[]] ? Rest : A>;
+  flags: { -readonly [K in keyof F]: F[K] extends 'boolean' ? boolean : string | undefined };
+  /** Flags the command did not declare, as they came (with `looseFlags` only). */
+  otherFlags: readonly string[];
+  /** The words after the command's name, as they came. */
+  words: readonly string[];
+} & (A extends readonly ['APP', ...string[]] ? { app: string } : {}) &
+  (D extends true
+    ? {
+        /**
+         * The running daemon's orchestrator, or (no daemon) the UserError that says how to start
+         * it: a command calls it where it needs the daemon, after checking its own input.
+         */
+        daemon: () => Orchestrator;
+      }
+    : {});
+
+type ArgumentValues<A extends readonly string[]> = { -readonly [K in keyof A]: ArgumentValue<A[K]> };
+type ArgumentValue<S> = S extends `${string}...` | `${string}...]` ? string[] : S extends `[${string}]` ? string | undefined : string;
+
+/** A command with its words' types inferred from its declaration (`args`, `flags`, `needsDaemon`). */
+export function defineCommand<const A extends readonly string[] = [], const F extends FlagSpecs = {}, const D extends boolean = false>(
+  spec: Omit<Command, 'args' | 'flags' | 'needsDaemon' | 'run'> & {
+    args?: A;
+    flags?: F;
+    needsDaemon?: D;
+    run(ctx: CommandContext, input: CommandInput<A, F, D>): Promise<number | void>;
+  },
+): Command {
+  // Sound because the registry builds `input` from this same declaration (args, flags, needsDaemon).
+  return spec as Command;
 }
 
 /** Returns the running daemon's orchestrator, or a UserError saying how to start it. */

@@ -3,7 +3,8 @@
 import { describeForUser, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
-import type { Command, CommandContext } from './command.ts';
+import { argumentValues, checkArguments, parseWords, usageOf } from './args.ts';
+import { defineCommand, requireDaemon, type Command, type CommandContext } from './command.ts';
 import { appCommands } from './commands/apps.ts';
 import { certCommands } from './commands/certs.ts';
 import { domainCommands } from './commands/domains.ts';
@@ -20,22 +21,22 @@ import { resourceCommands } from './commands/resource.ts';
 import { gitFromImageCommands } from './commands/git-from-image.ts';
 import { checksCommands } from './commands/checks.ts';
 
-const versionCommand: Command = {
+// These two declare no `args`: they take whatever words come, as they always have.
+const versionCommand = defineCommand({
   name: 'version',
-  usage: '',
   summary: "print berth's version",
   scope: 'any',
   async run(ctx) {
     ctx.out.line(`berth ${VERSION} (node ${process.version})`);
   },
-};
+});
 
-const helpCommand: Command = {
+const helpCommand = defineCommand({
   name: 'help',
   usage: '[COMMAND]',
   summary: 'list the commands, or explain one',
   scope: 'any',
-  async run(ctx, words) {
+  async run(ctx, { words }) {
     const name = words.find((w) => !w.startsWith('-'));
     if (name) {
       ctx.out.line(commandHelp(findCommand(name)));
@@ -43,7 +44,7 @@ const helpCommand: Command = {
     }
     ctx.out.line(overview(ctx.caller.kind === 'ssh' ? 'ssh' : 'local'));
   },
-};
+});
 
 export const COMMANDS: readonly Command[] = [
   helpCommand,
@@ -78,14 +79,33 @@ export async function runCommand(words: readonly string[], ctx: CommandContext):
       ctx.out.line(commandHelp(command));
       return 0;
     }
-    authorize(command, rest, ctx);
-    const code = await command.run(ctx, [...rest]);
+    const code = await invoke(command, rest, ctx);
     return typeof code === 'number' ? code : 0;
   } catch (e) {
     const { lines, exitCode } = describeForUser(e, `command ${name ?? ''}`);
     for (const line of lines) ctx.out.error(line);
     return exitCode;
   }
+}
+
+/**
+ * Runs one command on its words (after its name): parses them against its declaration, checks
+ * the caller's scope against the APP, then the arguments, then the APP's name, and calls `run`.
+ */
+export async function invoke(command: Command, words: readonly string[], ctx: CommandContext): Promise<number | void> {
+  const parsed = parseWords(command, words);
+  const takesApp = command.args?.[0] === 'APP';
+  authorize(command, takesApp ? parsed.positional[0] : undefined, ctx);
+  const app = checkArguments(command, parsed);
+  const values = argumentValues(command, parsed.positional);
+  return command.run(ctx, {
+    args: takesApp ? values.slice(1) : values,
+    flags: parsed.flags,
+    otherFlags: parsed.otherFlags,
+    words,
+    ...(takesApp ? { app } : {}),
+    ...(command.needsDaemon ? { daemon: () => requireDaemon(ctx.services) } : {}),
+  });
 }
 
 export function findCommand(name: string): Command {
@@ -99,7 +119,7 @@ export function findCommand(name: string): Command {
 }
 
 // A key scoped to apps may run app commands on those apps only, and no admin command.
-function authorize(command: Command, words: readonly string[], ctx: CommandContext): void {
+function authorize(command: Command, app: string | undefined, ctx: CommandContext): void {
   if (ctx.caller.kind !== 'ssh' || !ctx.caller.key.apps || command.scope === 'any') return;
   const key = ctx.caller.key;
   const allowed = key.apps!;
@@ -107,7 +127,6 @@ function authorize(command: Command, words: readonly string[], ctx: CommandConte
     log.warn('command_refused', { key: key.name, command: command.name, reason: 'admin_only' });
     throw new UserError('forbidden', `key "${key.name}" may not run ${command.name}: it is limited to the apps ${allowed.join(', ')}`);
   }
-  const app = words.find((w) => !w.startsWith('-'));
   if (app === undefined || !allowed.includes(app)) {
     log.warn('command_refused', { key: key.name, command: command.name, app, reason: 'app_scope' });
     throw new UserError('forbidden', `key "${key.name}" may not run ${command.name} on ${app ?? 'that app'}: it is limited to the apps ${allowed.join(', ')}`);
@@ -115,7 +134,7 @@ function authorize(command: Command, words: readonly string[], ctx: CommandConte
 }
 
 function overview(surface: 'local' | 'ssh'): string {
-  const width = Math.max(...COMMANDS.map((c) => `${c.name} ${c.usage}`.length));
+  const width = Math.max(...COMMANDS.map((c) => `${c.name} ${usageOf(c)}`.length));
   const lines = [
     surface === 'local' ? 'Usage: berth [--data-dir DIR] COMMAND [ARGS...]' : 'Usage: ssh -p PORT berth@HOST COMMAND [ARGS...]',
     '',
@@ -125,13 +144,13 @@ function overview(surface: 'local' | 'ssh'): string {
   if (surface === 'local') {
     lines.push('  ' + 'serve [FLAGS]'.padEnd(width) + '  run the platform (see `berth serve --help`)');
   }
-  for (const c of COMMANDS) lines.push('  ' + `${c.name} ${c.usage}`.trimEnd().padEnd(width) + '  ' + c.summary);
+  for (const c of COMMANDS) lines.push('  ' + `${c.name} ${usageOf(c)}`.trimEnd().padEnd(width) + '  ' + c.summary);
   lines.push('', 'Run `help COMMAND` or `COMMAND --help` for details.');
   return lines.join('\n');
 }
 
 function commandHelp(c: Command): string {
-  return [`Usage: ${c.name} ${c.usage}`.trimEnd(), '', c.summary, ...(c.help ? ['', c.help] : [])].join('\n');
+  return [`Usage: ${c.name} ${usageOf(c)}`.trimEnd(), '', c.summary, ...(c.help ? ['', c.help] : [])].join('\n');
 }
 
 function distance(a: string, b: string): number {

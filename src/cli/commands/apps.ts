@@ -3,20 +3,17 @@ import { validateAppName } from '../../app-name.ts';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { currentRelease } from '../../state/app-store.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import { requireDaemon, type Command } from '../command.ts';
+import { defineCommand, type Command } from '../command.ts';
 import { callerName, table } from './ssh-keys.ts';
 
 export const appCommands: Command[] = [
-  {
+  defineCommand({
     name: 'apps:list',
-    usage: '',
+    args: [],
     summary: 'list the apps',
     help: 'A key limited to some apps sees those apps only.',
     scope: 'any',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, []);
+    async run(ctx) {
       const visible = ctx.services.apps.list().filter((a) => ctx.caller.kind === 'local' || !ctx.caller.key.apps || ctx.caller.key.apps.includes(a.name));
       if (visible.length === 0) {
         ctx.out.line('no apps; push to ssh://berth@HOST:PORT/NAME or run `apps:create NAME`');
@@ -28,39 +25,37 @@ export const appCommands: Command[] = [
       });
       ctx.out.line(table([['APP', 'RELEASE', 'COMMIT', 'DOMAINS'], ...rows]));
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'apps:create',
-    usage: 'APP',
+    args: ['APP'],
     summary: 'create an app (a first push creates it too)',
     help: 'A key limited to some apps (ssh-keys:add --apps) may create those names only.',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = validateAppName(positional[0]!);
+    async run(ctx, { app }) {
       await ctx.services.apps.create(app);
       log.info('app_created', { app, by: callerName(ctx) });
       ctx.out.step(`Created ${app}; push to it: git remote add berth ssh://berth@HOST:${ctx.services.config.sshPort}/${app}`);
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'apps:destroy',
+    args: ['APP'],
+    flags: { force: 'boolean' },
+    // Not `[--force]`: without it the command only says what it would delete.
     usage: 'APP --force',
     summary: 'stop and delete an app: containers, images, repository and state',
     help: 'Nothing of the app can be recovered afterwards, so it asks for --force. A push to the app that is running finishes first.',
     scope: 'admin',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words, { force: 'boolean' });
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = validateAppName(positional[0]!);
+    needsDaemon: true,
+    async run(ctx, { app, flags, daemon }) {
       ctx.services.apps.require(app);
       if (!flags.force) {
         throw new UserError('confirmation_needed', `apps:destroy deletes ${app}, its containers, images, repository and releases`, {
           hint: `run \`apps:destroy ${app} --force\` to confirm`,
         });
       }
-      const orchestrator = requireDaemon(ctx.services);
+      const orchestrator = daemon();
       await ctx.services.locks.run(
         app,
         async () => {
@@ -74,10 +69,10 @@ export const appCommands: Command[] = [
         () => ctx.out.step(`A push or another change to ${app} is running; waiting for it to finish`),
       );
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'apps:rename',
-    usage: 'APP NEW-NAME',
+    args: ['APP', 'NEW-NAME'],
     summary: 'rename an app: its repository, releases, containers and host name',
     help: [
       'The app keeps serving throughout: its current release starts under the new name at',
@@ -86,14 +81,12 @@ export const appCommands: Command[] = [
       '  git remote set-url berth ssh://berth@HOST:PORT/NEW-NAME',
     ].join('\n'),
     scope: 'admin',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'NEW-NAME']);
-      const from = validateAppName(positional[0]!);
-      const to = validateAppName(positional[1]!);
+    needsDaemon: true,
+    async run(ctx, { app: from, args: [newName], daemon }) {
+      const to = validateAppName(newName);
       ctx.services.apps.require(from);
       if (ctx.services.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`, { hint: 'choose another name, or destroy that app first' });
-      const orchestrator = requireDaemon(ctx.services);
+      const orchestrator = daemon();
       const [first, second] = [from, to].sort() as [string, string];
       const wait = (app: string) => () => ctx.out.step(`A push or another change to ${app} is running; waiting for it to finish`);
       await ctx.services.locks.run(
@@ -117,5 +110,5 @@ export const appCommands: Command[] = [
       ctx.out.step(`Renamed ${from} to ${to}: ${orchestrator.appUrl(to)}`);
       ctx.out.detail(`point your git remote at the new name: git remote set-url berth ssh://berth@HOST:${ctx.services.config.sshPort}/${to}`);
     },
-  },
+  }),
 ];

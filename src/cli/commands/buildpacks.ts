@@ -4,105 +4,89 @@ import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { parseBuildpackUrl } from '../../orchestrator/buildpack-fetcher.ts';
 import type { AppRecord } from '../../state/app-store.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import type { Command, CommandContext } from '../command.ts';
-import { appArg } from './config.ts';
+import { defineCommand, type Command, type CommandContext } from '../command.ts';
 import { callerName } from './ssh-keys.ts';
 
 const ORDER_HELP =
   'A build uses, in order of precedence: the BUILDPACK_URL config var, the buildpacks set here, the .buildpacks file of the repository, else the first of the default list (--buildpacks) that detects the app.\nA URL is a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a file:// URL or an absolute path on the server.';
 
 export const buildpackCommands: Command[] = [
-  {
+  defineCommand({
     name: 'buildpacks:add',
-    usage: 'APP URL [--index N]',
+    args: ['APP', 'URL'],
+    flags: { index: 'N' },
     summary: "add a buildpack to the app's list (at position N, counted from 1; default: last)",
     help: ORDER_HELP,
     scope: 'app',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words, { index: 'string' });
-      expectPositionals(this.name, this.usage, positional, ['APP', 'URL']);
-      const app = appArg(this.name, this.usage, positional);
-      const url = checkUrl(positional[1]!);
+    async run(ctx, { app, args: [rawUrl], flags }) {
+      const url = checkUrl(rawUrl);
       await update(ctx, app, (a) => {
         if (a.buildpacks.includes(url)) throw new UserError('buildpack_exists', `${app} already uses ${url}`);
-        const at = flags.index === undefined ? a.buildpacks.length : index(String(flags.index), a.buildpacks.length + 1);
+        const at = flags.index === undefined ? a.buildpacks.length : index(flags.index, a.buildpacks.length + 1);
         a.buildpacks.splice(at, 0, url);
       });
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'buildpacks:set',
-    usage: 'APP URL [--index N]',
+    args: ['APP', 'URL'],
+    flags: { index: 'N' },
     summary: 'set the buildpack at position N (default 1), or the only one',
     help: ORDER_HELP,
     scope: 'app',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words, { index: 'string' });
-      expectPositionals(this.name, this.usage, positional, ['APP', 'URL']);
-      const app = appArg(this.name, this.usage, positional);
-      const url = checkUrl(positional[1]!);
+    async run(ctx, { app, args: [rawUrl], flags }) {
+      const url = checkUrl(rawUrl);
       await update(ctx, app, (a) => {
-        const at = flags.index === undefined ? 0 : index(String(flags.index), a.buildpacks.length + 1);
+        const at = flags.index === undefined ? 0 : index(flags.index, a.buildpacks.length + 1);
         if (at === a.buildpacks.length) a.buildpacks.push(url);
         else a.buildpacks[at] = url;
       });
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'buildpacks:remove',
-    usage: 'APP URL',
+    args: ['APP', 'URL'],
     summary: "remove a buildpack from the app's list",
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'URL']);
-      const app = appArg(this.name, this.usage, positional);
+    async run(ctx, { app, args: [url] }) {
       await update(ctx, app, (a) => {
-        const i = a.buildpacks.indexOf(positional[1]!);
-        if (i < 0) throw new UserError('buildpack_not_set', `${app} does not use ${positional[1]}`, { hint: `\`buildpacks:list ${app}\` shows its buildpacks` });
+        const i = a.buildpacks.indexOf(url);
+        if (i < 0) throw new UserError('buildpack_not_set', `${app} does not use ${url}`, { hint: `\`buildpacks:list ${app}\` shows its buildpacks` });
         a.buildpacks.splice(i, 1);
       });
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'buildpacks:clear',
-    usage: 'APP',
+    args: ['APP'],
     summary: "clear the app's buildpacks (back to .buildpacks or detection)",
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      await update(ctx, appArg(this.name, this.usage, positional), (a) => void (a.buildpacks = []));
+    async run(ctx, { app }) {
+      await update(ctx, app, (a) => void (a.buildpacks = []));
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'buildpacks:list',
-    usage: 'APP',
+    args: ['APP'],
     summary: "list the app's buildpacks and its stack image",
     help: ORDER_HELP,
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      show(ctx, ctx.services.apps.require(appArg(this.name, this.usage, positional)));
+    async run(ctx, { app }) {
+      show(ctx, ctx.services.apps.require(app));
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'buildpacks:set-stack',
-    usage: 'APP [IMAGE]',
+    args: ['APP', '[IMAGE]'],
     summary: "set the stack image of the app's buildpack builds (without IMAGE: back to --stack-image)",
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'IMAGE'], 1);
-      const image = positional[1];
+    async run(ctx, { app, args: [image] }) {
       if (image !== undefined && !/^[a-z0-9][a-z0-9._/:@-]{0,254}$/i.test(image)) {
         throw new UserError('invalid_image', `"${image}" is not an image reference`, { hint: 'such as heroku/heroku:24-build or registry.example.com/stack:1' });
       }
-      await update(ctx, appArg(this.name, this.usage, positional), (a) => void (a.stack = image));
+      await update(ctx, app, (a) => void (a.stack = image));
     },
-  },
+  }),
 ];
 
 async function update(ctx: CommandContext, app: string, change: (a: AppRecord) => void): Promise<void> {

@@ -1,25 +1,22 @@
 // certs:report, certs:auto, certs:add, certs:remove: an app's HTTPS certificates.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { validateAppName } from '../../app-name.ts';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import type { CertificateManager, DomainCertificateReport } from '../../proxy/tls/certificate-manager.ts';
 import { splitPem } from '../../proxy/tls/certificate.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import type { Command, CommandContext } from '../command.ts';
+import { defineCommand, type Command, type CommandContext } from '../command.ts';
 import { callerName } from './ssh-keys.ts';
 
 export const certCommands: Command[] = [
-  {
+  defineCommand({
     name: 'certs:report',
-    usage: 'APP [--json]',
+    args: ['APP'],
+    flags: { json: 'boolean' },
     summary: "show each domain's certificate: issuer, expiry, renewal, last attempt and error",
     scope: 'app',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words, { json: 'boolean' });
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = requireApp(ctx, positional[0]!);
+    async run(ctx, { app, flags }) {
+      ctx.services.apps.require(app);
       const certs = requireCertificates(ctx);
       const report = certs.report(app);
       if (flags.json) {
@@ -31,19 +28,16 @@ export const certCommands: Command[] = [
       if (report.length === 0) ctx.out.detail(`${app} has no domains`);
       for (const entry of report) ctx.out.line(describe(entry));
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'certs:auto',
-    usage: 'APP [on|off]',
+    args: ['APP', '[on|off]'],
     summary: 'turn automatic certificates for an app on or off (on by default)',
     help: 'Off: berth orders and renews no certificate for the app, and serves it over HTTPS only with a certificate added with certs:add.',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'on|off'], 1);
-      const app = requireApp(ctx, positional[0]!);
+    async run(ctx, { app, args: [value] }) {
+      ctx.services.apps.require(app);
       const certs = requireCertificates(ctx);
-      const value = positional[1];
       if (value === undefined) {
         ctx.out.line(certs.isAuto(app) ? 'on' : 'off');
         return;
@@ -55,19 +49,18 @@ export const certCommands: Command[] = [
       log.info('certs_auto_set', { app, on: value === 'on', by: callerName(ctx) });
       ctx.out.step(`Automatic certificates for ${app}: ${value}`);
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'certs:add',
+    args: ['APP', 'CERTFILE', '[KEYFILE]'],
+    // Two forms: files, or both from standard input.
     usage: 'APP CERTFILE KEYFILE | APP -',
     summary: "serve an app with your own certificate instead of automatic ones",
     help: 'CERTFILE is the PEM chain (server certificate first), KEYFILE its unencrypted private key.\nWith -, both are read from standard input: cat cert.pem key.pem | ssh -p 2222 berth@HOST certs:add APP -\nRefused when the key does not match or the certificate does not cover every domain of the app.',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'CERTFILE', 'KEYFILE'], 1);
-      const app = requireApp(ctx, positional[0]!);
+    async run(ctx, { app, args: [certFile, keyFile] }) {
+      ctx.services.apps.require(app);
       const certs = requireCertificates(ctx);
-      const [, certFile = '-', keyFile] = positional;
       let certText: string;
       let keyText: string;
       if (certFile === '-') {
@@ -84,21 +77,19 @@ export const certCommands: Command[] = [
       log.info('certs_added', { app, by: callerName(ctx) });
       ctx.out.step(`Added a certificate to ${app}: ${bundle.info.names.join(', ')}, issued by ${bundle.info.issuer}, expires ${bundle.info.notAfter.toISOString()}`);
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'certs:remove',
-    usage: 'APP',
+    args: ['APP'],
     summary: 'remove the certificate added with certs:add (automatic certificates take over)',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = requireApp(ctx, positional[0]!);
+    async run(ctx, { app }) {
+      ctx.services.apps.require(app);
       await requireCertificates(ctx).removeCustom(app);
       log.info('certs_removed', { app, by: callerName(ctx) });
       ctx.out.step(`Removed the certificate of ${app}`);
     },
-  },
+  }),
 ];
 
 function describe(entry: DomainCertificateReport): string {
@@ -124,12 +115,6 @@ function relative(iso: string): string {
   const abs = Math.abs(ms);
   const text = abs < 120_000 ? `${Math.round(abs / 1000)} s` : abs < 7_200_000 ? `${Math.round(abs / 60_000)} min` : abs < 172_800_000 ? `${Math.round(abs / 3_600_000)} h` : `${Math.round(abs / 86_400_000)} days`;
   return ms >= 0 ? ` (in ${text})` : ` (${text} ago)`;
-}
-
-function requireApp(ctx: CommandContext, name: string): string {
-  const app = validateAppName(name);
-  ctx.services.apps.require(app);
-  return app;
 }
 
 function requireCertificates(ctx: CommandContext): CertificateManager {

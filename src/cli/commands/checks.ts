@@ -19,9 +19,8 @@ import {
   setCheckProperty,
   type CheckPropertyKey,
 } from '../../state/check-settings.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import { requireDaemon, type Command } from '../command.ts';
-import { appArg } from './config.ts';
+import { usageError } from '../args.ts';
+import { defineCommand, type Command } from '../command.ts';
 import { callerName } from './ssh-keys.ts';
 
 const PROPERTY_HELP = [
@@ -39,17 +38,18 @@ const PROPERTY_HELP = [
 const LIST_HELP = 'TYPES is a comma-separated list of process types (web,worker); without it, every type.';
 
 export const checksCommands: Command[] = [
-  {
+  defineCommand({
     name: 'checks:report',
+    args: ['APP'],
+    // Its flag names one row of the report: read here, so an unknown one is answered with the list.
+    looseFlags: true,
     usage: 'APP [--checks-FLAG]',
     summary: "show an app's deploy checks settings (with a flag: only that value)",
     help: `Flags: ${reportRows(undefined).map(([flag]) => flag).join(', ')}`,
     scope: 'app',
-    async run(ctx, words) {
-      const flag = words.find((w) => w.startsWith('--'));
-      const { positional } = parseArgs(this.name, this.usage, words.filter((w) => w !== flag));
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = appArg(this.name, this.usage, positional);
+    async run(ctx, { app, otherFlags: [flag, ...more] }) {
+      const second = more.find((f) => f !== flag);
+      if (second !== undefined) throw usageError(this, `unknown flag ${second.split('=')[0]}`);
       const record = ctx.services.apps.require(app);
       const rows = reportRows(record, ctx.services.config.checksWait);
       if (flag) {
@@ -62,18 +62,14 @@ export const checksCommands: Command[] = [
       const width = Math.max(...rows.map(([, label]) => label.length)) + 2;
       for (const [, label, value] of rows) ctx.out.detail(`${(label + ':').padEnd(width)}${value}`);
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'checks:set',
-    usage: 'APP KEY [VALUE]',
+    args: ['APP', 'KEY', '[VALUE]'],
     summary: "set one of an app's checks properties (no VALUE: back to the default)",
     help: PROPERTY_HELP,
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'KEY', 'VALUE'], 1);
-      const app = appArg(this.name, this.usage, positional);
-      const [, rawKey, value] = positional as [string, string, string?];
+    async run(ctx, { app, args: [rawKey, value] }) {
       ctx.services.apps.require(app);
       const key = checkPropertyKey(rawKey);
       const updated = await ctx.services.apps.update(app, (a) => void (a.checks = { ...a.checks, properties: setCheckProperty(a.checks.properties, key, value) }));
@@ -82,22 +78,19 @@ export const checksCommands: Command[] = [
       if (shown === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultOf(key, ctx.services.config.checksWait)})`);
       else ctx.out.step(`Set ${key} of ${app} to ${shown}; it applies from the next deploy`);
     },
-  },
+  }),
   listCommand('checks:disable', 'disable zero-downtime deploys for all or some process types (causes downtime: old containers stop first)', 'disable'),
   listCommand('checks:enable', 'enable zero-downtime deploys and checks again for all or some process types', 'enable'),
   listCommand('checks:skip', 'skip the checks of all or some process types (deploys stay zero-downtime)', 'skip'),
-  {
+  defineCommand({
     name: 'checks:run',
-    usage: 'APP [TYPE|TYPE.N]',
+    args: ['APP', '[TYPE|TYPE.N]'],
     summary: "run the current release's checks against the app's running containers",
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'TYPE'], 1);
-      const app = appArg(this.name, this.usage, positional);
-      const which = positional[1];
+    needsDaemon: true,
+    async run(ctx, { app, args: [which], daemon }) {
       const record = ctx.services.apps.require(app);
-      const orch = requireDaemon(ctx.services);
+      const orch = daemon();
       const release = currentRelease(record);
       if (!release) throw new UserError('no_release', `${app} has no release yet`, { hint: 'push to it first' });
       const settings = checkSettingsOf({ checksWaitMs: orch.config.checksWait }, record);
@@ -125,21 +118,18 @@ export const checksCommands: Command[] = [
       }
       if (failed.length) throw new UserError('checks_failed', `checks failed for ${failed.join(', ')}`);
     },
-  },
+  }),
 ];
 
 function listCommand(name: string, summary: string, verb: 'enable' | 'disable' | 'skip'): Command {
-  return {
+  return defineCommand({
     name,
-    usage: 'APP [TYPES]',
+    args: ['APP', '[TYPES]'],
     summary,
     help: LIST_HELP,
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'TYPES'], 1);
-      const app = appArg(this.name, this.usage, positional);
-      const types = parseTypes(this.name, positional[1]);
+    async run(ctx, { app, args: [typeList] }) {
+      const types = parseTypes(name, typeList);
       const record = ctx.services.apps.require(app);
       const known = Object.keys(currentRelease(record)?.processTypes ?? { web: '' });
       const updated = await ctx.services.apps.update(app, (a) => void (a.checks = changeCheckLists(a.checks, verb, types, known)));
@@ -150,7 +140,7 @@ function listCommand(name: string, summary: string, verb: 'enable' | 'disable' |
       ctx.out.detail(`disabled: ${formatTypeList(updated.checks.disabled)}; skipped: ${formatTypeList(updated.checks.skipped)}`);
       if (verb === 'disable') ctx.out.detail('deploys now stop the old containers of these types before the new ones start: expect downtime');
     },
-  };
+  });
 }
 
 function parseTypes(command: string, text: string | undefined): string[] {

@@ -3,48 +3,42 @@
 import { UserError } from '../../errors.ts';
 import { writeAppLogs } from '../../orchestrator/app-logs.ts';
 import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import { requireDaemon, type Command } from '../command.ts';
-import { appArg } from './config.ts';
-
-const SHORT: Record<string, string> = { '-t': '--tail', '-n': '--num', '-p': '--ps', '-q': '--quiet' };
+import { defineCommand, type Command } from '../command.ts';
 
 export const logCommands: Command[] = [
-  {
+  defineCommand({
     name: 'logs',
-    usage: 'APP [-t] [-n N] [-p TYPE] [-q]',
+    args: ['APP'],
+    flags: { tail: 'boolean', num: 'N', ps: 'TYPE', quiet: 'boolean' },
+    short: { t: 'tail', n: 'num', p: 'ps', q: 'quiet' },
     summary: "show an app's logs, every container interleaved by time; -t follows them",
     help: 'Each line reads TIME app[TYPE.N]: TEXT. -t (--tail) follows; -n N (--num) shows the last N lines first (default 100); -p TYPE (--ps) only that process type; -q (--quiet) the bare lines.',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words.map((w) => SHORT[w] ?? w), { tail: 'boolean', num: 'string', ps: 'string', quiet: 'boolean' });
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = appArg(this.name, this.usage, positional);
+    needsDaemon: true,
+    async run(ctx, { app, flags, daemon }) {
       ctx.services.apps.require(app);
       const lines = flags.num === undefined ? 100 : Number(flags.num);
       if (!Number.isInteger(lines) || lines < 0 || lines > 100_000) throw new UserError('bad_arguments', `${this.name}: -n takes a number of lines from 0 to 100000`, { exitCode: 2 });
-      const type = flags.ps === undefined ? undefined : String(flags.ps);
+      const type = flags.ps;
       if (type !== undefined && !PROCESS_TYPE_PATTERN.test(type)) throw new UserError('bad_arguments', `${this.name}: "${type}" is not a process type`, { exitCode: 2 });
       await writeAppLogs(
-        requireDaemon(ctx.services).engine,
+        daemon().engine,
         app,
-        { follow: flags.tail === true, lines, quiet: flags.quiet === true, ...(type ? { type } : {}) },
+        { follow: flags.tail, lines, quiet: flags.quiet, ...(type ? { type } : {}) },
         (line) => ctx.out.line(line),
         ctx.signal,
       );
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'logs:failed',
-    usage: 'APP',
+    args: ['APP'],
     summary: "show the output of the app's last failed deploy",
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = appArg(this.name, this.usage, positional);
+    needsDaemon: true,
+    async run(ctx, { app, daemon }) {
       ctx.services.apps.require(app);
-      const failed = await requireDaemon(ctx.services).buildLogs.lastFailed(app);
+      const failed = await daemon().buildLogs.lastFailed(app);
       if (!failed) {
         ctx.out.line(`no failed deploys of ${app} are kept`);
         return;
@@ -52,5 +46,5 @@ export const logCommands: Command[] = [
       ctx.out.section(`${app}: the deploy that failed at ${failed.at}`);
       ctx.out.raw(failed.text);
     },
-  },
+  }),
 ];

@@ -1,9 +1,7 @@
 // proxy:set, proxy:report: an app's limits at the proxy (body size, read and idle timeouts).
-import { validateAppName } from '../../app-name.ts';
 import { log } from '../../log.ts';
 import { defaultText, SETTING_KEYS, type SettingKey } from '../../proxy/proxy-settings.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import type { Command } from '../command.ts';
+import { defineCommand, type Command } from '../command.ts';
 import { callerName, table } from './ssh-keys.ts';
 
 const KEY_HELP = [
@@ -14,39 +12,32 @@ const KEY_HELP = [
 ].join('\n');
 
 export const proxyCommands: Command[] = [
-  {
+  defineCommand({
     name: 'proxy:set',
-    usage: 'APP KEY [VALUE]',
+    args: ['APP', 'KEY', '[VALUE]'],
     summary: "set one of an app's proxy limits (no VALUE: back to the default)",
     help: KEY_HELP,
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'KEY', 'VALUE'], 1);
-      const [appName, key, value] = positional as [string, string, string?];
-      const app = validateAppName(appName);
+    async run(ctx, { app, args: [key, value] }) {
       ctx.services.apps.require(app);
       const stored = await ctx.services.proxySettings.set(app, key, value);
       log.info('proxy_setting_changed', { app, key, value: stored ?? null, by: callerName(ctx) });
       if (stored === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultText(key as SettingKey)})`);
       else ctx.out.step(`Set ${key} of ${app} to ${stored}`);
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'proxy:report',
-    usage: 'APP',
+    args: ['APP'],
     summary: "show an app's proxy limits and where each comes from",
     help: KEY_HELP,
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = validateAppName(positional[0]!);
+    async run(ctx, { app }) {
       ctx.services.apps.require(app);
       const overrides = ctx.services.proxySettings.overrides(app);
       ctx.out.section(`${app} proxy settings`);
       const rows = SETTING_KEYS.map((key) => [key, overrides[key] ?? defaultText(key), overrides[key] === undefined ? 'default' : 'set for the app']);
       ctx.out.detail(table(rows));
     },
-  },
+  }),
 ];

@@ -5,26 +5,25 @@ import { processContainers, WEB_PORT } from '../../orchestrator/deployment.ts';
 import { LABEL } from '../../orchestrator/engine.ts';
 import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
 import { currentRelease } from '../../state/app-store.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import { requireDaemon, type Command } from '../command.ts';
-import { appArg, byName } from './config.ts';
+import { usageOf } from '../args.ts';
+import { defineCommand, type Command } from '../command.ts';
+import { byName } from './config.ts';
 import { table } from './ssh-keys.ts';
 
 /** Most containers of one process type ps:scale allows. */
 export const MAX_SCALE = 100;
 
 export const psCommands: Command[] = [
-  {
+  defineCommand({
     name: 'ps:scale',
-    usage: 'APP [TYPE=COUNT...]',
+    args: ['APP', '[TYPE=COUNT...]'],
     summary: 'set how many containers of each process type run (without counts: show them)',
     help: 'Only web containers are routed. A type not scaled runs once if it is web, else not at all.',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      const app = appArg(this.name, this.usage, positional);
+    needsDaemon: true,
+    async run(ctx, { app, args: [assignments], daemon }) {
       const record = ctx.services.apps.require(app);
-      if (positional.length === 1) {
+      if (assignments.length === 0) {
         const current = currentRelease(record);
         const types = new Set([...Object.keys(current?.processTypes ?? {}), ...Object.keys(record.formation)]);
         ctx.out.section(`${app} scale`);
@@ -32,27 +31,25 @@ export const psCommands: Command[] = [
         return;
       }
       const counts: Record<string, number> = {};
-      for (const w of positional.slice(1)) {
+      for (const w of assignments) {
         const m = /^([^=]+)=(\d+)$/.exec(w);
         if (!m || !PROCESS_TYPE_PATTERN.test(m[1]!) || Number(m[2]) > MAX_SCALE) {
-          throw new UserError('bad_arguments', `${this.name}: "${w}" is not TYPE=COUNT (COUNT from 0 to ${MAX_SCALE})`, { hint: `usage: ${this.name} ${this.usage}, such as web=2 worker=1`, exitCode: 2 });
+          throw new UserError('bad_arguments', `${this.name}: "${w}" is not TYPE=COUNT (COUNT from 0 to ${MAX_SCALE})`, { hint: `usage: ${this.name} ${usageOf(this)}, such as web=2 worker=1`, exitCode: 2 });
         }
         counts[m[1]!] = Number(m[2]);
       }
-      await scale(requireDaemon(ctx.services), app, counts, ctx.out);
+      await scale(daemon(), app, counts, ctx.out);
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'ps:report',
-    usage: 'APP',
+    args: ['APP'],
     summary: "show an app's containers, their state and release",
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = appArg(this.name, this.usage, positional);
+    needsDaemon: true,
+    async run(ctx, { app, daemon }) {
       const record = ctx.services.apps.require(app);
-      const orch = requireDaemon(ctx.services);
+      const orch = daemon();
       const current = currentRelease(record);
       const containers = (await processContainers(orch.engine, app)).sort((a, b) => (a.labels[LABEL.dyno] ?? '').localeCompare(b.labels[LABEL.dyno] ?? ''));
       ctx.out.section(`${app} processes`);
@@ -68,39 +65,35 @@ export const psCommands: Command[] = [
       ]);
       ctx.out.line(rows.length ? table([['DYNO', 'STATE', 'RELEASE', 'RESTARTS', 'ADDRESS', 'CONTAINER'], ...rows]) : 'no containers');
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'ps:restart',
-    usage: 'APP',
+    args: ['APP'],
     summary: 'start all processes of the current release afresh (and apply deferred config)',
     scope: 'app',
-    async run(ctx, words) {
-      const app = one(this, words);
-      await restart(requireDaemon(ctx.services), app, { by: byName(ctx), out: ctx.out });
+    needsDaemon: true,
+    async run(ctx, { app, daemon }) {
+      await restart(daemon(), app, { by: byName(ctx), out: ctx.out });
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'ps:stop',
-    usage: 'APP',
+    args: ['APP'],
     summary: 'stop all processes; nothing runs until ps:start or a deploy',
     scope: 'app',
-    async run(ctx, words) {
-      await stop(requireDaemon(ctx.services), one(this, words), ctx.out);
+    needsDaemon: true,
+    async run(ctx, { app, daemon }) {
+      await stop(daemon(), app, ctx.out);
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'ps:start',
-    usage: 'APP',
+    args: ['APP'],
     summary: 'start the processes of the current release',
     scope: 'app',
-    async run(ctx, words) {
-      await start(requireDaemon(ctx.services), one(this, words), ctx.out);
+    needsDaemon: true,
+    async run(ctx, { app, daemon }) {
+      await start(daemon(), app, ctx.out);
     },
-  },
+  }),
 ];
-
-function one(command: Command, words: string[]): string {
-  const { positional } = parseArgs(command.name, command.usage, words);
-  expectPositionals(command.name, command.usage, positional, ['APP']);
-  return appArg(command.name, command.usage, positional);
-}

@@ -1,21 +1,18 @@
 // releases, releases:rollback, releases:output: an app's numbered, immutable releases.
 import { UserError } from '../../errors.ts';
 import { rollback } from '../../orchestrator/app-operations.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import { requireDaemon, type Command } from '../command.ts';
-import { appArg, byName } from './config.ts';
+import { defineCommand, type Command } from '../command.ts';
+import { byName } from './config.ts';
 import { table } from './ssh-keys.ts';
 
 export const releaseCommands: Command[] = [
-  {
+  defineCommand({
     name: 'releases',
-    usage: 'APP',
+    args: ['APP'],
     summary: "list an app's releases, newest first",
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const record = ctx.services.apps.require(appArg(this.name, this.usage, positional));
+    async run(ctx, { app }) {
+      const record = ctx.services.apps.require(app);
       ctx.out.section(`${record.name} releases`);
       if (record.releases.length === 0) {
         ctx.out.line('no releases yet');
@@ -30,36 +27,33 @@ export const releaseCommands: Command[] = [
       ctx.out.line(table([['RELEASE', 'DESCRIPTION', 'BUILDER', 'BY', 'CREATED', 'IMAGE'], ...rows]));
       ctx.out.line('* current');
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'releases:rollback',
-    usage: 'APP [N]',
+    args: ['APP', '[N]'],
     summary: 'bring back release N (default: the previous) as a new release, without rebuilding',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'N'], 1);
-      const app = appArg(this.name, this.usage, positional);
-      const n = positional[1] === undefined ? undefined : releaseNumber(this.name, positional[1]);
-      await rollback(requireDaemon(ctx.services), app, n, { by: byName(ctx), out: ctx.out });
+    needsDaemon: true,
+    async run(ctx, { app, args: [number], daemon }) {
+      const n = number === undefined ? undefined : releaseNumber(this.name, number);
+      await rollback(daemon(), app, n, { by: byName(ctx), out: ctx.out });
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'releases:output',
-    usage: 'APP [N]',
+    args: ['APP', '[N]'],
     summary: 'show the build and deploy output of release N (default: the current one)',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP', 'N'], 1);
-      const record = ctx.services.apps.require(appArg(this.name, this.usage, positional));
-      const n = positional[1] === undefined ? record.current : releaseNumber(this.name, positional[1]);
+    needsDaemon: true,
+    async run(ctx, { app, args: [number], daemon }) {
+      const record = ctx.services.apps.require(app);
+      const n = number === undefined ? record.current : releaseNumber(this.name, number);
       if (n === null) throw new UserError('no_release', `${record.name} has no release yet`);
-      const text = await requireDaemon(ctx.services).buildLogs.readRelease(record.name, n);
+      const text = await daemon().buildLogs.readRelease(record.name, n);
       if (text === undefined) throw new UserError('no_release_output', `no output is kept for v${n} of ${record.name}`, { hint: 'output is kept for releases made by a push; config changes and rollbacks have none' });
       ctx.out.raw(text);
     },
-  },
+  }),
 ];
 
 function releaseNumber(command: string, text: string): number {

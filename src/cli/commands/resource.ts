@@ -7,22 +7,20 @@ import { changeSettings } from '../../orchestrator/app-operations.ts';
 import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
 import type { AppRecord } from '../../state/app-store.ts';
 import type { ResourceLimit } from '../../state/app-settings.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import { requireDaemon, type Command, type CommandContext } from '../command.ts';
-import { appArg } from './config.ts';
+import type { Orchestrator } from '../../orchestrator/orchestrator.ts';
+import { defineCommand, type Command, type CommandContext } from '../command.ts';
 import { callerName, table } from './ssh-keys.ts';
 
 export const resourceCommands: Command[] = [
-  {
+  defineCommand({
     name: 'resource:limit',
-    usage: 'APP [--process T] [--memory M] [--cpu N]',
+    args: ['APP'],
+    flags: { process: 'T', memory: 'M', cpu: 'N', 'no-restart': 'boolean' },
     summary: 'limit memory (such as 256m) and CPUs (such as 0.5) of the containers; without limits: show them',
     help: 'Without --process the limit applies to every process type that has no limit of its own (one-offs run with the limit of type `run`, else this one). Changing a limit restarts the app, unless --no-restart.',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words, { process: 'string', memory: 'string', cpu: 'string', 'no-restart': 'boolean' });
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = appArg(this.name, this.usage, positional);
+    needsDaemon: true,
+    async run(ctx, { app, flags, daemon }) {
       const record = ctx.services.apps.require(app);
       const type = processType(flags.process);
       if (flags.memory === undefined && flags.cpu === undefined) {
@@ -31,42 +29,40 @@ export const resourceCommands: Command[] = [
       }
       const limit: ResourceLimit = {};
       if (flags.memory !== undefined) {
-        const bytes = parseBytes(String(flags.memory));
-        if (bytes === undefined || bytes < 6 * 1024 ** 2) throw new UserError('invalid_limit', `--memory ${String(flags.memory)} is not a size of at least 6m`, { hint: 'such as 256m or 1g' });
+        const bytes = parseBytes(flags.memory);
+        if (bytes === undefined || bytes < 6 * 1024 ** 2) throw new UserError('invalid_limit', `--memory ${flags.memory} is not a size of at least 6m`, { hint: 'such as 256m or 1g' });
         limit.memory = bytes;
       }
       if (flags.cpu !== undefined) {
         const cpus = Number(flags.cpu);
-        if (!/^\d+(\.\d+)?$/.test(String(flags.cpu)) || cpus < 0.01 || cpus > 1024) throw new UserError('invalid_limit', `--cpu ${String(flags.cpu)} is not a number of CPUs`, { hint: 'such as 0.5 or 2' });
+        if (!/^\d+(\.\d+)?$/.test(flags.cpu) || cpus < 0.01 || cpus > 1024) throw new UserError('invalid_limit', `--cpu ${flags.cpu} is not a number of CPUs`, { hint: 'such as 0.5 or 2' });
         limit.cpus = cpus;
       }
-      await change(ctx, app, !flags['no-restart'], (a) => void (a.limits[type] = { ...a.limits[type], ...limit }));
+      await change(ctx, app, daemon, !flags['no-restart'], (a) => void (a.limits[type] = { ...a.limits[type], ...limit }));
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'resource:limit-clear',
-    usage: 'APP [--process TYPE] [--no-restart]',
+    args: ['APP'],
+    flags: { process: 'TYPE', 'no-restart': 'boolean' },
     summary: 'remove the limits of a process type (without --process: the default limits)',
     scope: 'app',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words, { process: 'string', 'no-restart': 'boolean' });
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const app = appArg(this.name, this.usage, positional);
+    needsDaemon: true,
+    async run(ctx, { app, flags, daemon }) {
       const type = processType(flags.process);
-      await change(ctx, app, !flags['no-restart'], (a) => void delete a.limits[type]);
+      await change(ctx, app, daemon, !flags['no-restart'], (a) => void delete a.limits[type]);
     },
-  },
+  }),
 ];
 
-function processType(flag: string | boolean | undefined): string {
-  if (flag === undefined) return '*';
-  const type = String(flag);
+function processType(type: string | undefined): string {
+  if (type === undefined) return '*';
   if (!PROCESS_TYPE_PATTERN.test(type)) throw new UserError('bad_arguments', `--process "${type}" is not a process type`, { exitCode: 2 });
   return type;
 }
 
-async function change(ctx: CommandContext, app: string, restart: boolean, fn: (a: AppRecord) => void): Promise<void> {
-  await changeSettings(requireDaemon(ctx.services), app, fn, { restart, out: ctx.out });
+async function change(ctx: CommandContext, app: string, daemon: () => Orchestrator, restart: boolean, fn: (a: AppRecord) => void): Promise<void> {
+  await changeSettings(daemon(), app, fn, { restart, out: ctx.out });
   const record = ctx.services.apps.require(app);
   log.info('limits_changed', { app, limits: record.limits, by: callerName(ctx) });
   show(ctx, record);

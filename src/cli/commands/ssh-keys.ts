@@ -3,36 +3,31 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import type { Command, CommandContext } from '../command.ts';
+import { defineCommand, type Command, type CommandContext } from '../command.ts';
 
 export const sshKeyCommands: Command[] = [
-  {
+  defineCommand({
     name: 'ssh-keys:add',
-    usage: 'NAME [KEYFILE|-] [--apps APP,APP]',
+    args: ['NAME', '[KEYFILE|-]'],
+    flags: { apps: 'APP,APP' },
     summary: 'allow a public key to push and run commands',
     help: 'KEYFILE is a public key file (such as ~/.ssh/id_ed25519.pub); - or nothing reads it from standard input.\nOver SSH, pipe the key in: ssh -p 2222 berth@HOST ssh-keys:add NAME < key.pub\nWithout --apps the key is an admin key; with it, the key may use those apps only.',
     scope: 'admin',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words, { apps: 'string' });
-      expectPositionals(this.name, this.usage, positional, ['NAME', 'KEYFILE'], 1);
-      const [name, file = '-'] = positional as [string, string?];
+    async run(ctx, { args: [name, file = '-'], flags }) {
       const text = await readKeyInput(ctx, file);
-      const apps = typeof flags.apps === 'string' ? flags.apps.split(',').map((a) => a.trim()).filter(Boolean) : undefined;
+      const apps = flags.apps?.split(',').map((a) => a.trim()).filter(Boolean);
       const record = await ctx.services.keys.add(name, text, apps);
       log.info('ssh_key_added', { name: record.name, fingerprint: record.fingerprint, by: callerName(ctx) });
       ctx.out.step(`Added key ${record.name} (${record.fingerprint})${record.apps ? ` for ${record.apps.join(', ')}` : ' as an admin key'}`);
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'ssh-keys:list',
-    usage: '',
+    args: [],
     summary: 'list the keys that may push and run commands',
     help: 'SCOPE is "admin" (everything) or the apps a key is limited to (ssh-keys:add --apps).',
     scope: 'admin',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, []);
+    async run(ctx) {
       const keys = ctx.services.keys.list();
       if (keys.length === 0) {
         ctx.out.line('no keys; add one with `ssh-keys:add NAME KEYFILE`');
@@ -41,21 +36,19 @@ export const sshKeyCommands: Command[] = [
       const rows = keys.map((k) => [k.name, k.fingerprint, k.apps ? `apps: ${k.apps.join(',')}` : 'admin']);
       ctx.out.line(table([['NAME', 'FINGERPRINT', 'SCOPE'], ...rows]));
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'ssh-keys:remove',
-    usage: 'NAME',
+    args: ['NAME'],
     summary: 'remove a key; it is refused from the next connection on',
     help: 'Connections already open with the key finish what they are doing.',
     scope: 'admin',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['NAME']);
-      const record = await ctx.services.keys.remove(positional[0]!);
+    async run(ctx, { args: [name] }) {
+      const record = await ctx.services.keys.remove(name);
       log.info('ssh_key_removed', { name: record.name, fingerprint: record.fingerprint, by: callerName(ctx) });
       ctx.out.step(`Removed key ${record.name} (${record.fingerprint})`);
     },
-  },
+  }),
 ];
 
 async function readKeyInput(ctx: CommandContext, file: string): Promise<string> {

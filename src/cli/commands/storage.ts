@@ -4,59 +4,59 @@ import path from 'node:path';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { changeSettings } from '../../orchestrator/app-operations.ts';
-import { expectPositionals, parseArgs } from '../args.ts';
-import { requireDaemon, type Command, type CommandContext } from '../command.ts';
+import type { Orchestrator } from '../../orchestrator/orchestrator.ts';
+import { defineCommand, type Command, type CommandContext } from '../command.ts';
 import type { AppRecord } from '../../state/app-store.ts';
-import { appArg } from './config.ts';
 import { callerName } from './ssh-keys.ts';
 
+// The MOUNT argument's form, which its name alone does not say.
+const MOUNT_USAGE = 'APP /HOST:/CONTAINER[:ro] [--no-restart]';
+
 export const storageCommands: Command[] = [
-  {
+  defineCommand({
     name: 'storage:mount',
-    usage: 'APP /HOST:/CONTAINER[:ro] [--no-restart]',
+    args: ['APP', 'MOUNT'],
+    flags: { 'no-restart': 'boolean' },
+    usage: MOUNT_USAGE,
     summary: "bind-mount a server folder into the app's containers; restarts the app",
     scope: 'admin',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words, { 'no-restart': 'boolean' });
-      expectPositionals(this.name, this.usage, positional, ['APP', 'MOUNT']);
-      const app = appArg(this.name, this.usage, positional);
-      const mount = parseMount(positional[1]!);
-      await change(ctx, app, !flags['no-restart'], (a) => {
+    needsDaemon: true,
+    async run(ctx, { app, args: [text], flags, daemon }) {
+      const mount = parseMount(text);
+      await change(ctx, app, daemon, !flags['no-restart'], (a) => {
         const target = mount.split(':')[1];
         if (a.mounts.some((m) => m.split(':')[1] === target)) throw new UserError('mount_exists', `${app} already mounts something at ${target}`, { hint: `remove it first: storage:unmount ${app} ${a.mounts.find((m) => m.split(':')[1] === target)}` });
         a.mounts.push(mount);
       });
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'storage:unmount',
-    usage: 'APP /HOST:/CONTAINER[:ro] [--no-restart]',
+    args: ['APP', 'MOUNT'],
+    flags: { 'no-restart': 'boolean' },
+    usage: MOUNT_USAGE,
     summary: 'remove a bind mount; restarts the app',
     scope: 'admin',
-    async run(ctx, words) {
-      const { positional, flags } = parseArgs(this.name, this.usage, words, { 'no-restart': 'boolean' });
-      expectPositionals(this.name, this.usage, positional, ['APP', 'MOUNT']);
-      const app = appArg(this.name, this.usage, positional);
-      const mount = parseMount(positional[1]!);
-      await change(ctx, app, !flags['no-restart'], (a) => {
+    needsDaemon: true,
+    async run(ctx, { app, args: [text], flags, daemon }) {
+      const mount = parseMount(text);
+      await change(ctx, app, daemon, !flags['no-restart'], (a) => {
         if (!a.mounts.includes(mount)) throw new UserError('mount_not_found', `${app} has no mount ${mount}`, { hint: `\`storage:list ${app}\` shows its mounts` });
         a.mounts = a.mounts.filter((m) => m !== mount);
       });
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'storage:list',
-    usage: 'APP',
+    args: ['APP'],
     summary: "list the app's bind mounts",
     scope: 'app',
-    async run(ctx, words) {
-      const { positional } = parseArgs(this.name, this.usage, words);
-      expectPositionals(this.name, this.usage, positional, ['APP']);
-      const record = ctx.services.apps.require(appArg(this.name, this.usage, positional));
+    async run(ctx, { app }) {
+      const record = ctx.services.apps.require(app);
       ctx.out.section(`${record.name} mounts`);
       ctx.out.line(record.mounts.length ? record.mounts.join('\n') : '(none)');
     },
-  },
+  }),
 ];
 
 /** `/host:/container[:ro|:rw]`, both absolute and normalised; returned in canonical form. */
@@ -77,9 +77,9 @@ export function parseMount(text: string): string {
   return `${normal(host)}:${normal(container)}${mode === 'ro' ? ':ro' : ''}`;
 }
 
-async function change(ctx: CommandContext, app: string, restart: boolean, fn: (a: AppRecord) => void): Promise<void> {
+async function change(ctx: CommandContext, app: string, daemon: () => Orchestrator, restart: boolean, fn: (a: AppRecord) => void): Promise<void> {
   ctx.services.apps.require(app);
-  await changeSettings(requireDaemon(ctx.services), app, fn, { restart, out: ctx.out });
+  await changeSettings(daemon(), app, fn, { restart, out: ctx.out });
   log.info('mounts_changed', { app, mounts: ctx.services.apps.require(app).mounts, by: callerName(ctx) });
   ctx.out.step(`Mounts of ${app}: ${ctx.services.apps.require(app).mounts.join(', ') || '(none)'}`);
 }
