@@ -30,7 +30,7 @@ export async function loadOrCreateHostKey(dir: string): Promise<{ privateKey: st
  * ssh2 1.17 drops leading zero bytes of an ed25519 public key when it generates one, so about one
  * key in 256 cannot be read back (mscdex/ssh2#1513). Keep only a pair that parses both ways.
  */
-function generateUsableEd25519(): { private: string; public: string } {
+export function generateUsableEd25519(): { private: string; public: string } {
   for (let attempt = 0; attempt < 32; attempt++) {
     const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'berth host key' });
     if (!(ssh2.utils.parseKey(pair.private) instanceof Error) && !(ssh2.utils.parseKey(pair.public) instanceof Error)) return pair;
