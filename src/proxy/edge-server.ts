@@ -293,7 +293,8 @@ export class EdgeServer {
   }
 
   #sweepDeadlines(): void {
-    const now = Date.now();
+    // Every proxy deadline is on the monotonic clock of performance.now().
+    const now = performance.now();
     for (const conn of this.#connections) conn.checkDeadline(now);
     this.#targets.expireIdle(now);
   }
@@ -402,7 +403,7 @@ export class EdgeServer {
     const hostname = normaliseHostname(stripPort(host));
     const route = this.#routes.lookup(hostname);
     if (!route) return { status: 404, detail: `No app is served at ${hostname}.` };
-    const state = this.#balancer.pick(route, Date.now());
+    const state = this.#balancer.pick(route, performance.now());
     if (!state) {
       log.warn('proxy_no_targets', { app: route.app, host: hostname });
       return { status: 503, detail: `The app at ${hostname} has no running web process. Try again in a moment.` };

@@ -20,7 +20,7 @@ export class UpstreamConnection {
   /** Requests this connection has carried; a reused connection may have been closed by the app meanwhile. */
   served = 0;
   connected = false;
-  /** When an idle pooled connection is closed (ms since the epoch); 0 while in use. */
+  /** When an idle pooled connection is closed (performance.now() ms); 0 while in use. */
   idleUntil = 0;
   #error: NodeJS.ErrnoException | undefined;
   #detached = false;
