@@ -3,9 +3,10 @@
 // keep-alive idle, lingering close: deadlines on performance.now()'s monotonic clock). Its listeners
 // are set once, for the connection's life, and so are the forwarded headers that describe it.
 import type { Socket } from 'node:net';
+import { adoptDirect } from './direct-read.ts';
 import { errorResponse, type ErrorStatus } from './error-pages.ts';
 import { Exchange } from './exchange.ts';
-import { HttpError, parseRequestHead } from './http1-head.ts';
+import { findHeadEnd, HttpError, parseRequestHead } from './http1-head.ts';
 import type { ProxyContext } from './proxy-context.ts';
 
 /** After berth closes its side, how long it keeps reading (and dropping) what the client still sends, so its answer is not lost to a reset. */
@@ -15,8 +16,6 @@ const NO_DEADLINE = 0;
 const HEADER = 1;
 const IDLE = 2;
 const LINGER = 3;
-
-const CRLF2 = Buffer.from('\r\n\r\n');
 
 export class ClientConnection {
   readonly socket: Socket;
@@ -43,7 +42,18 @@ export class ClientConnection {
   #gone = false;
   #detached = false;
 
-  constructor(socket: Socket, ctx: ProxyContext, proto: 'http' | 'https', port: number) {
+  /**
+   * `direct`: the socket was just accepted by a net.Server made with `pauseOnConnect` and is taken
+   * over to read directly (see direct-read.ts); otherwise (a decrypted TLS socket) it is read
+   * through 'data' events.
+   */
+  constructor(socket: Socket, ctx: ProxyContext, proto: 'http' | 'https', port: number, direct = false) {
+    const adopted = direct ? adoptDirect(socket, this.#onRead) : undefined;
+    if (adopted) socket = adopted;
+    else {
+      socket.on('data', this.#onData);
+      if (direct) socket.resume();
+    }
     this.socket = socket;
     this.ctx = ctx;
     this.proto = proto;
@@ -54,7 +64,6 @@ export class ClientConnection {
     this.forwardedProto = `X-Forwarded-Proto: ${proto}\r\n`;
     this.forwardedForAndProto = `X-Forwarded-For: ${this.clientIp}\r\n${this.forwardedProto}`;
     this.forwardedPortAndId = `\r\nX-Forwarded-Port: ${port}\r\nX-Request-Id: `;
-    socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
@@ -151,6 +160,12 @@ export class ClientConnection {
     if (!this.exchange && !this.#detached) this.close();
   }
 
+  /** A direct read: ours until the socket is handed on, then its new owner's, as a 'data' event. */
+  readonly #onRead = (chunk: Buffer): void => {
+    if (this.#detached) this.socket.emit('data', chunk);
+    else this.#onData(chunk);
+  };
+
   readonly #onData = (chunk: Buffer): void => {
     if (this.exchange) {
       this.exchange.onClientData(chunk);
@@ -173,7 +188,7 @@ export class ClientConnection {
       this.#buffered = buf;
       if (!buf) return;
     }
-    const end = buf.indexOf(CRLF2, this.#scanFrom > 3 ? this.#scanFrom - 3 : 0);
+    const end = findHeadEnd(buf, this.#scanFrom > 3 ? this.#scanFrom - 3 : 0);
     const max = this.ctx.limits.maxHeaderBytes;
     if (end === -1) {
       // The head is incomplete: its time runs from the first byte (a whole head needs no deadline).
