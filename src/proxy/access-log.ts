@@ -162,9 +162,9 @@ export class AccessLog {
  */
 export function formatRecord(r: AccessRecord, time = Date.now()): string {
   return (
-    `{"time":"${isoAt(time)}","id":"${r.id}","client":"${r.client}","proto":"${r.proto}","host":${str(r.host)},"method":"${r.method}",` +
+    `{"time":"${isoAt(time)}","id":"${r.id}","client":"${r.client}","proto":"${r.proto}","host":${host(r.host)},"method":"${r.method}",` +
     `"path":${str(r.path)},"status":${r.status},"bytes":${r.bytes},"ms":${hundredths(r.ms)},` +
-    `"app":${r.app === undefined ? 'null' : `"${r.app}"`},"target":${r.target === undefined ? 'null' : str(r.target)}}\n`
+    `"app":${r.app === undefined ? 'null' : `"${r.app}"`},"target":${r.target === undefined ? 'null' : target(r.target)}}\n`
   );
 }
 
@@ -172,6 +172,38 @@ const NEEDS_ESCAPE = /["\\\x00-\x1f\x7f-\uffff]/;
 
 /** Set by str() when a value went through JSON.stringify (and so may hold non-ASCII characters). */
 let escaped = false;
+
+// The host and the target repeat from line to line: the last one of each is kept quoted.
+let lastHost = '';
+let lastHostQuoted = '""';
+let lastHostEscaped = false;
+let lastTarget = '';
+let lastTargetQuoted = '""';
+let lastTargetEscaped = false;
+
+function host(value: string): string {
+  if (value !== lastHost) {
+    const before = escaped;
+    escaped = false;
+    lastHostQuoted = str(value);
+    lastHostEscaped = escaped;
+    lastHost = value;
+    escaped ||= before;
+  } else if (lastHostEscaped) escaped = true;
+  return lastHostQuoted;
+}
+
+function target(value: string): string {
+  if (value !== lastTarget) {
+    const before = escaped;
+    escaped = false;
+    lastTargetQuoted = str(value);
+    lastTargetEscaped = escaped;
+    lastTarget = value;
+    escaped ||= before;
+  } else if (lastTargetEscaped) escaped = true;
+  return lastTargetQuoted;
+}
 
 function str(value: string): string {
   if (!NEEDS_ESCAPE.test(value)) return `"${value}"`;
@@ -192,15 +224,21 @@ function hundredths(ms: number): string {
   return part < 10 ? `${whole}.0${part}` : `${whole}.${part}`;
 }
 
-let lastMs = 0;
-let lastIso = '';
+let lastSecond = -1;
+/** `2026-11-27T10:00:00.` of lastSecond. */
+let secondPrefix = '';
+const MILLIS = Array.from({ length: 1000 }, (_, i) => `${String(i).padStart(3, '0')}Z`);
 
-/** The time as ISO 8601, formatted once per millisecond however many lines share it. */
+/** The time as ISO 8601: the date and second formatted once per second, the milliseconds looked up. */
 function isoAt(time: number): string {
   const ms = Math.floor(time);
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
+  const second = Math.floor(ms / 1000);
+  if (second !== lastSecond) {
+    const iso = new Date(ms).toISOString();
+    // Years beyond 9999 make toISOString longer; those keep the whole string.
+    if (iso.length !== 24) return iso;
+    lastSecond = second;
+    secondPrefix = iso.slice(0, 20);
   }
-  return lastIso;
+  return secondPrefix + MILLIS[ms - second * 1000]!;
 }

@@ -14,6 +14,7 @@ import {
   BODY_LENGTH,
   BODY_NONE,
   BODY_UNTIL_CLOSE,
+  findHeadEnd,
   HttpError,
   parseResponseHead,
   type RequestHead,
@@ -29,7 +30,6 @@ import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.ts
 /** Largest response head berth accepts from an app; 502 above it. */
 export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 
-const CRLF2 = Buffer.from('\r\n\r\n');
 /** Bodies up to this size that arrive with their head go out in the same write. */
 const SMALL_BODY = 16 * 1024;
 
@@ -372,7 +372,7 @@ export class Exchange implements UpstreamOwner {
 
   #readHead(chunk: Buffer): void {
     const buf = this.#resBuf ? Buffer.concat([this.#resBuf, chunk]) : chunk;
-    const end = buf.indexOf(CRLF2);
+    const end = findHeadEnd(buf, 0);
     if (end === -1) {
       if (buf.length > MAX_RESPONSE_HEAD_BYTES) this.#badResponse('the response head is too large');
       else this.#resBuf = buf;

@@ -64,6 +64,23 @@ export interface HeadLimits {
 /** A client's X-Request-Id is passed on when it is 20-200 of these characters (Heroku's rule); otherwise berth makes one. */
 export const REQUEST_ID_PATTERN = /^[A-Za-z0-9+=/_.:-]{20,200}$/;
 
+const CRLF2 = Buffer.from('\r\n\r\n');
+
+/**
+ * Where the blank line ending a head starts in `buf` (the index of its CR LF CR LF), searching
+ * from `from`; -1 when it is not there yet. A short search is a loop here: Buffer.indexOf costs
+ * a call into C++ that is dearer than looking at a few hundred bytes.
+ */
+export function findHeadEnd(buf: Buffer, from: number): number {
+  const len = buf.length;
+  if (len - from > 512) return buf.indexOf(CRLF2, from);
+  for (let i = from + 3; i < len; i++) {
+    // Look at every LF: the last byte of CR LF CR LF.
+    if (buf[i] === 10 && buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i - 3;
+  }
+  return -1;
+}
+
 /**
  * Parses a request head: `text` is everything before the blank line (latin1), without the final
  * CRLF CRLF. Throws an HttpError for anything berth will not forward.
@@ -139,10 +156,9 @@ function readRequestHead(text: string, maxHeaders: number): RequestHead {
   let runEnd = runStart;
   let lines = 0;
   for (let pos = lineEnd + 2; pos < len + 2; ) {
-    let eol = text.indexOf('\r\n', pos);
-    if (eol === -1) eol = len;
     if (++lines > maxHeaders) throw new HttpError(431, `more than ${maxHeaders} header lines`);
-    const colon = headerColon(text, pos, eol);
+    const colon = scanHeaderLine(text, pos);
+    const eol = scannedLineEnd;
     const kind = requestHeaderKind(text, pos, colon - pos);
     if (kind === H_FORWARD) {
       if (runEnd !== pos) {
@@ -275,10 +291,9 @@ function readResponseHead(text: string, requestMethod: string, maxHeaders: numbe
   let runEnd = lineEnd + 2;
   let lines = 0;
   for (let pos = lineEnd + 2; pos < len + 2; ) {
-    let eol = text.indexOf('\r\n', pos);
-    if (eol === -1) eol = len;
     if (++lines > maxHeaders) throw new HttpError(400, `more than ${maxHeaders} header lines`);
-    const colon = headerColon(text, pos, eol);
+    const colon = scanHeaderLine(text, pos);
+    const eol = scannedLineEnd;
     const kind = responseHeaderKind(text, pos, colon - pos);
     let keep = kind === H_FORWARD || kind === H_TRANSFER_ENCODING || switching;
     if (kind !== H_FORWARD) {
@@ -442,14 +457,36 @@ function charClass(c: number): number {
   return c < 256 ? CHAR_CLASS[c]! : 0;
 }
 
-/** The colon ending a header line's name; throws unless the line is a token, a colon and field-value characters. */
-function headerColon(text: string, start: number, end: number): number {
+/** Where the line scanHeaderLine() read last ends: at its CRLF, or at the end of the text. */
+let scannedLineEnd = 0;
+
+/**
+ * Reads the header line starting at `start` in one pass: returns the colon that ends its name and
+ * leaves the line's end in scannedLineEnd. Throws unless the line is a token, a colon, then
+ * field-value characters up to a CRLF (or the end of the text).
+ */
+function scanHeaderLine(text: string, start: number): number {
+  const len = text.length;
   let i = start;
-  while (i < end && (charClass(text.charCodeAt(i)) & TOKEN) !== 0) i++;
+  while (i < len && (charClass(text.charCodeAt(i)) & TOKEN) !== 0) i++;
   const colon = i;
-  if (colon === start || colon === end || text.charCodeAt(colon) !== 58) throw new HttpError(400, lineProblem(text.slice(start, end)));
-  for (i = colon + 1; i < end; i++) if ((charClass(text.charCodeAt(i)) & VALUE) === 0) throw new HttpError(400, lineProblem(text.slice(start, end)));
+  if (colon === start || colon === len || text.charCodeAt(colon) !== 58) throw badHeaderLine(text, start);
+  for (i = colon + 1; i < len; i++) {
+    const c = text.charCodeAt(i);
+    if ((charClass(c) & VALUE) === 0) {
+      // CR ends the line when LF follows it; any other control character is refused.
+      if (c === 13 && text.charCodeAt(i + 1) === 10) break;
+      throw badHeaderLine(text, start);
+    }
+  }
+  scannedLineEnd = i;
   return colon;
+}
+
+/** The error for the malformed line starting at `start` (the line runs to the next CRLF). */
+function badHeaderLine(text: string, start: number): HttpError {
+  const end = text.indexOf('\r\n', start);
+  return new HttpError(400, lineProblem(text.slice(start, end === -1 ? text.length : end)));
 }
 
 /** What String.prototype.trim removes from a header value that passed headerColon: SP, HTAB, NBSP. */
