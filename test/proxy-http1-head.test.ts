@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ChunkedBody } from '../src/proxy/chunked-body.ts';
-import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, BODY_UNTIL_CLOSE, HttpError, parseRequestHead, parseResponseHead } from '../src/proxy/http1-head.ts';
+import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, BODY_UNTIL_CLOSE, findHeadEnd, HttpError, parseRequestHead, parseResponseHead } from '../src/proxy/http1-head.ts';
 
 const LIMITS = { maxHeaders: 50 };
 
@@ -167,5 +167,19 @@ test('a chunked body is found across any split, with extensions and trailers, an
 test('broken chunked framing is refused', () => {
   for (const text of ['x\r\n', '4 \r\nWiki\r\n', '4\nWiki\r\n', '4\r\nWikiXX', '4;a\0b\r\n', '11111111111111111\r\n', '0\r\n\r\r']) {
     assert.throws(() => new ChunkedBody().feed(Buffer.from(text), 0), HttpError, JSON.stringify(text));
+  }
+});
+
+test('the end of a head is found where Buffer.indexOf finds CR LF CR LF, short or long, from any start', () => {
+  const pieces = ['\r', '\n', '\r\n', 'a', 'GET / HTTP/1.1', '\r\n\r\n', 'x'.repeat(300)];
+  let seed = 7;
+  const next = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff);
+  for (let n = 0; n < 3000; n++) {
+    let text = '';
+    const count = next() % 12;
+    for (let i = 0; i < count; i++) text += pieces[next() % pieces.length];
+    const buf = Buffer.from(text, 'latin1');
+    const from = buf.length === 0 ? 0 : next() % buf.length;
+    assert.equal(findHeadEnd(buf, from), buf.indexOf('\r\n\r\n', from), JSON.stringify({ text, from }));
   }
 });

@@ -1,10 +1,12 @@
 // One client connection on the fast path (HTTP/1.1 over TCP, or over TLS once decrypted): finds
 // each request head, hands it to an Exchange, and keeps the connection's own timeouts (header,
-// keep-alive idle, lingering close). Its listeners are set once, for the connection's life.
+// keep-alive idle, lingering close: deadlines on performance.now()'s monotonic clock). Its listeners
+// are set once, for the connection's life, and so are the forwarded headers that describe it.
 import type { Socket } from 'node:net';
+import { adoptDirect } from './direct-read.ts';
 import { errorResponse, type ErrorStatus } from './error-pages.ts';
 import { Exchange } from './exchange.ts';
-import { HttpError, parseRequestHead } from './http1-head.ts';
+import { findHeadEnd, HttpError, parseRequestHead } from './http1-head.ts';
 import type { ProxyContext } from './proxy-context.ts';
 
 /** After berth closes its side, how long it keeps reading (and dropping) what the client still sends, so its answer is not lost to a reset. */
@@ -15,8 +17,6 @@ const HEADER = 1;
 const IDLE = 2;
 const LINGER = 3;
 
-const CRLF2 = Buffer.from('\r\n\r\n');
-
 export class ClientConnection {
   readonly socket: Socket;
   readonly ctx: ProxyContext;
@@ -24,6 +24,12 @@ export class ClientConnection {
   /** The port of the listener the connection arrived on (X-Forwarded-Port). */
   readonly port: number;
   readonly clientIp: string;
+  /** `X-Forwarded-For: CLIENT` and `X-Forwarded-Proto: PROTO` lines, for a request that brought no X-Forwarded-For. */
+  readonly forwardedForAndProto: string;
+  /** The `X-Forwarded-Proto: PROTO` line. */
+  readonly forwardedProto: string;
+  /** Ends the X-Forwarded-Host line, then the `X-Forwarded-Port: PORT` line and the start of X-Request-Id's. */
+  readonly forwardedPortAndId: string;
   exchange: Exchange | undefined;
   /** Bytes read and not yet consumed: the start of the next request (pipelined or partial). */
   #buffered: Buffer | undefined;
@@ -36,7 +42,18 @@ export class ClientConnection {
   #gone = false;
   #detached = false;
 
-  constructor(socket: Socket, ctx: ProxyContext, proto: 'http' | 'https', port: number) {
+  /**
+   * `direct`: the socket was just accepted by a net.Server made with `pauseOnConnect` and is taken
+   * over to read directly (see direct-read.ts); otherwise (a decrypted TLS socket) it is read
+   * through 'data' events.
+   */
+  constructor(socket: Socket, ctx: ProxyContext, proto: 'http' | 'https', port: number, direct = false) {
+    const adopted = direct ? adoptDirect(socket, this.#onRead) : undefined;
+    if (adopted) socket = adopted;
+    else {
+      socket.on('data', this.#onData);
+      if (direct) socket.resume();
+    }
     this.socket = socket;
     this.ctx = ctx;
     this.proto = proto;
@@ -44,12 +61,14 @@ export class ClientConnection {
     const address = socket.remoteAddress ?? '';
     // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; apps expect a.b.c.d.
     this.clientIp = address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-    socket.on('data', this.#onData);
+    this.forwardedProto = `X-Forwarded-Proto: ${proto}\r\n`;
+    this.forwardedForAndProto = `X-Forwarded-For: ${this.clientIp}\r\n${this.forwardedProto}`;
+    this.forwardedPortAndId = `\r\nX-Forwarded-Port: ${port}\r\nX-Request-Id: `;
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
     socket.on('drain', this.#onDrain);
-    this.#setDeadline(HEADER, ctx.limits.headerTimeout);
+    this.#setDeadline(HEADER, ctx.limits.headerTimeout, performance.now());
   }
 
   get closing(): boolean {
@@ -78,15 +97,15 @@ export class ClientConnection {
     return buffered;
   }
 
-  /** The exchange is over: close, or wait for (or start on) the next request. */
-  finished(keepAlive: boolean, idleTimeout: number): void {
+  /** The exchange is over: close, or wait for (or start on) the next request. `now`: performance.now(). */
+  finished(keepAlive: boolean, idleTimeout: number, now: number): void {
     this.exchange = undefined;
     if (this.#gone || this.#detached) return;
     if (!keepAlive || this.#ended || this.ctx.draining) {
       this.close();
       return;
     }
-    this.#setDeadline(IDLE, idleTimeout);
+    this.#setDeadline(IDLE, idleTimeout, now);
     if (this.socket.isPaused()) this.socket.resume();
     if (this.#buffered) this.#next();
   }
@@ -103,7 +122,7 @@ export class ClientConnection {
     this.#closing = true;
     this.#buffered = undefined;
     this.socket.end();
-    this.#setDeadline(LINGER, LINGER_MS);
+    this.#setDeadline(LINGER, LINGER_MS, performance.now());
     if (this.socket.isPaused()) this.socket.resume();
   }
 
@@ -141,6 +160,12 @@ export class ClientConnection {
     if (!this.exchange && !this.#detached) this.close();
   }
 
+  /** A direct read: ours until the socket is handed on, then its new owner's, as a 'data' event. */
+  readonly #onRead = (chunk: Buffer): void => {
+    if (this.#detached) this.socket.emit('data', chunk);
+    else this.#onData(chunk);
+  };
+
   readonly #onData = (chunk: Buffer): void => {
     if (this.exchange) {
       this.exchange.onClientData(chunk);
@@ -163,10 +188,11 @@ export class ClientConnection {
       this.#buffered = buf;
       if (!buf) return;
     }
-    if (this.#deadlineKind !== HEADER) this.#setDeadline(HEADER, this.ctx.limits.headerTimeout);
-    const end = buf.indexOf(CRLF2, this.#scanFrom > 3 ? this.#scanFrom - 3 : 0);
+    const end = findHeadEnd(buf, this.#scanFrom > 3 ? this.#scanFrom - 3 : 0);
     const max = this.ctx.limits.maxHeaderBytes;
     if (end === -1) {
+      // The head is incomplete: its time runs from the first byte (a whole head needs no deadline).
+      if (this.#deadlineKind !== HEADER) this.#setDeadline(HEADER, this.ctx.limits.headerTimeout, performance.now());
       if (buf.length > max) this.refuse(431, 'The request head is too large.');
       else this.#scanFrom = buf.length;
       return;
@@ -194,9 +220,9 @@ export class ClientConnection {
     exchange.start();
   }
 
-  #setDeadline(kind: number, ms: number): void {
+  #setDeadline(kind: number, ms: number, now: number): void {
     this.#deadlineKind = kind;
-    this.#deadline = ms > 0 ? Date.now() + ms : 0;
+    this.#deadline = ms > 0 ? now + ms : 0;
   }
 
   readonly #onEnd = (): void => {

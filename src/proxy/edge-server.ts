@@ -194,12 +194,7 @@ export class EdgeServer {
    * handshake is done) hands over its decrypted HTTP/1.x sockets. `port` is that listener's port.
    */
   serveConnection(socket: Socket, proto: 'http' | 'https', port: number): void {
-    if (this.#draining) {
-      socket.destroy();
-      return;
-    }
-    socket.setNoDelay(true);
-    this.#connections.add(new ClientConnection(socket, this.#context, proto, port));
+    this.#serve(socket, proto, port, false);
   }
 
   /**
@@ -232,10 +227,20 @@ export class EdgeServer {
     return { waitedMs, requestsLeft, tunnelsClosed: closing.length };
   }
 
+  #serve(socket: Socket, proto: 'http' | 'https', port: number, direct: boolean): void {
+    if (this.#draining) {
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    this.#connections.add(new ClientConnection(socket, this.#context, proto, port, direct));
+  }
+
   async #start(): Promise<void> {
     if (this.#accessLogFile) this.#accessLog = await AccessLog.open(this.#accessLogFile);
-    const server = createNetServer({ allowHalfOpen: true, noDelay: true });
-    server.on('connection', (socket: Socket) => this.serveConnection(socket, 'http', this.httpPort));
+    // Accepted paused, so the connection can be taken over to read directly (direct-read.ts).
+    const server = createNetServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true });
+    server.on('connection', (socket: Socket) => this.#serve(socket, 'http', this.httpPort, true));
     this.#server = server;
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => {
@@ -293,7 +298,8 @@ export class EdgeServer {
   }
 
   #sweepDeadlines(): void {
-    const now = Date.now();
+    // Every proxy deadline is on the monotonic clock of performance.now().
+    const now = performance.now();
     for (const conn of this.#connections) conn.checkDeadline(now);
     this.#targets.expireIdle(now);
   }
@@ -402,7 +408,7 @@ export class EdgeServer {
     const hostname = normaliseHostname(stripPort(host));
     const route = this.#routes.lookup(hostname);
     if (!route) return { status: 404, detail: `No app is served at ${hostname}.` };
-    const state = this.#balancer.pick(route, Date.now());
+    const state = this.#balancer.pick(route, performance.now());
     if (!state) {
       log.warn('proxy_no_targets', { app: route.app, host: hostname });
       return { status: 503, detail: `The app at ${hostname} has no running web process. Try again in a moment.` };

@@ -19,7 +19,7 @@ export class TargetState {
   /** HTTP exchanges using this target right now. */
   inflight = 0;
   readonly tunnels = new Set<Closable>();
-  /** Until when (ms since the epoch) the balancer avoids this target; 0 when healthy. */
+  /** Until when (performance.now() ms, like every proxy deadline) the balancer avoids this target; 0 when healthy. */
   downUntil = 0;
   /** Connections opened and not yet closed, idle or busy. */
   open = 0;

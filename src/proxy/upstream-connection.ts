@@ -1,7 +1,8 @@
 // One TCP connection from berth to a container: its listeners are set once, for the connection's
 // whole life, and hand events to whoever uses it right now (an exchange), or keep it idle in its
-// target's pool. No listener is added or removed per request.
-import { connect, type Socket } from 'node:net';
+// target's pool. No listener is added or removed per request. It reads directly (direct-read.ts).
+import type { Socket } from 'node:net';
+import { connectDirect } from './direct-read.ts';
 import type { TargetState } from './target-state.ts';
 
 /** Whoever is using the connection: an exchange, between acquire and release. */
@@ -20,16 +21,15 @@ export class UpstreamConnection {
   /** Requests this connection has carried; a reused connection may have been closed by the app meanwhile. */
   served = 0;
   connected = false;
-  /** When an idle pooled connection is closed (ms since the epoch); 0 while in use. */
+  /** When an idle pooled connection is closed (performance.now() ms); 0 while in use. */
   idleUntil = 0;
   #error: NodeJS.ErrnoException | undefined;
   #detached = false;
 
   constructor(target: TargetState) {
     this.target = target;
-    this.socket = connect({ host: target.host, port: target.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 });
+    this.socket = connectDirect({ host: target.host, port: target.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 }, this.#onRead);
     this.socket.on('connect', this.#onConnect);
-    this.socket.on('data', this.#onData);
     this.socket.on('end', this.#onEnd);
     this.socket.on('error', this.#onError);
     this.socket.on('close', this.#onClose);
@@ -49,7 +49,6 @@ export class UpstreamConnection {
     this.#detached = true;
     this.owner = undefined;
     this.socket.off('connect', this.#onConnect);
-    this.socket.off('data', this.#onData);
     this.socket.off('end', this.#onEnd);
     this.socket.off('close', this.#onClose);
     this.socket.off('drain', this.#onDrain);
@@ -63,8 +62,10 @@ export class UpstreamConnection {
     this.owner?.onUpstreamConnect(this);
   };
 
-  readonly #onData = (chunk: Buffer): void => {
-    if (this.owner) this.owner.onUpstreamData(this, chunk);
+  /** A direct read: ours until the socket is handed to a tunnel, then the tunnel's, as a 'data' event. */
+  readonly #onRead = (chunk: Buffer): void => {
+    if (this.#detached) this.socket.emit('data', chunk);
+    else if (this.owner) this.owner.onUpstreamData(this, chunk);
     else this.socket.destroy(); // bytes on an idle connection: the app is out of step; never reuse it
   };
 
