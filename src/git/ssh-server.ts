@@ -3,7 +3,7 @@
 // each refusal logged with the key's name), each exec handed to one handler. A client may ask
 // for a terminal (ssh -t) for its exec; its size and changes are passed on.
 import { createHash } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection, ServerChannel } from 'ssh2';
 import { log } from '../log.ts';
@@ -42,7 +42,7 @@ export interface SshServerOptions {
 
 export class SshServer {
   private readonly options: SshServerOptions;
-  private server: ssh2.Server | undefined;
+  private listener: net.Server | undefined;
   private readonly clients = new Set<Connection>();
   private readonly limiter: AuthLimiter;
   /** Addresses whose turned-away connections were logged in the current block, to keep the log short. */
@@ -54,28 +54,31 @@ export class SshServer {
   }
 
   get port(): number {
-    return (this.server?.address() as AddressInfo | null)?.port ?? 0;
+    return (this.listener?.address() as AddressInfo | null)?.port ?? 0;
   }
 
   async start(): Promise<void> {
-    const server = new ssh2.Server({ hostKeys: [this.options.hostKey], ident: `berth_${VERSION}` }, (client, info) => this.accept(client, info.ip));
-    this.server = server;
+    const ssh = new ssh2.Server({ hostKeys: [this.options.hostKey], ident: `berth_${VERSION}` }, (client, info) => this.accept(client, info.ip));
+    // ssh2 would listen with Nagle's algorithm on: each of the seven round trips before an exec
+    // runs then waits for the client's delayed ACK, about 40 ms each here. berth listens itself
+    // with TCP_NODELAY, as OpenSSH's sshd does, and hands each connection to ssh2.
+    const listener = net.createServer({ noDelay: true }, (socket) => ssh.injectSocket(socket));
+    this.listener = listener;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.options.port, this.options.bindHost, () => {
-        server.off('error', reject);
+      listener.once('error', reject);
+      listener.listen(this.options.port, this.options.bindHost, () => {
+        listener.off('error', reject);
         resolve();
       });
     });
-    server.on('error', (e: Error) => log.error('ssh_server_error', { error: e }));
+    listener.on('error', (e: Error) => log.error('ssh_server_error', { error: e }));
   }
 
   async stop(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
+    const listener = this.listener;
+    this.listener = undefined;
     for (const c of this.clients) c.end();
-    // ssh2's Server has no `listening`; close() reports an error when it was not (harmless here).
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (listener?.listening) await new Promise<void>((resolve) => listener.close(() => resolve()));
   }
 
   private accept(client: Connection, address: string): void {
