@@ -6,10 +6,11 @@ import net from 'node:net';
 import { after, before, beforeEach, test, type TestContext } from 'node:test';
 import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
-import { EdgeServer, type EdgeServerOptions } from '../src/proxy/edge-server.ts';
+import { EdgeServer } from '../src/proxy/edge-server.ts';
 import { errorPage } from '../src/proxy/error-pages.ts';
 import { DEFAULT_APP_SETTINGS } from '../src/proxy/proxy-settings.ts';
 import { RouteTable, type Target } from '../src/proxy/route-table.ts';
+import { call, deferred, freePort, startNamedUpstream, startProxy, startUpstream } from './helpers/loopback.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures: real loopback upstreams, a real EdgeServer, a plain node:http client.
@@ -23,69 +24,6 @@ after(() => setLogSink((line) => process.stderr.write(line + '\n')));
 
 function logged(event: string): Array<Record<string, unknown>> {
   return logLines.filter((l) => l.event === event);
-}
-
-interface Upstream {
-  target: Target;
-  server: http.Server;
-}
-
-async function startUpstream(t: TestContext, id: string, handler: http.RequestListener): Promise<Upstream> {
-  const server = http.createServer(handler);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  return { server, target: { id, host: '127.0.0.1', port: (server.address() as net.AddressInfo).port } };
-}
-
-/** An upstream that answers every request with its id as the body. */
-function startNamedUpstream(t: TestContext, id: string): Promise<Upstream> {
-  return startUpstream(t, id, (req, res) => {
-    req.resume();
-    res.end(id);
-  });
-}
-
-async function startProxy(t: TestContext, table: RouteTable, options: Partial<EdgeServerOptions> = {}): Promise<EdgeServer> {
-  const proxy = new EdgeServer({ httpPort: 0, bindHost: '127.0.0.1', ...options });
-  await proxy.start();
-  t.after(() => proxy.stop());
-  proxy.swap(table);
-  return proxy;
-}
-
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-}
-
-interface Call {
-  host?: string;
-  method?: string;
-  path?: string;
-  headers?: http.OutgoingHttpHeaders;
-  body?: Buffer | Buffer[];
-}
-
-function call(port: number, c: Call = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: '127.0.0.1', port, method: c.method ?? 'GET', path: c.path ?? '/', agent: false, headers: { ...(c.host ? { host: c.host } : {}), ...c.headers } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (d: Buffer) => chunks.push(d));
-        res.on('error', reject);
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      },
-    );
-    req.on('error', reject);
-    for (const chunk of c.body === undefined ? [] : Array.isArray(c.body) ? c.body : [c.body]) req.write(chunk);
-    req.end();
-  });
 }
 
 /** Reads from a raw socket until `done` holds for everything read so far. */
@@ -108,25 +46,10 @@ function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise
   });
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as net.AddressInfo).port;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
-
 function sha256(data: Buffer | Buffer[]): string {
   const hash = createHash('sha256');
   for (const chunk of Array.isArray(data) ? data : [data]) hash.update(chunk);
   return hash.digest('hex');
-}
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
 }
 
 // ---------------------------------------------------------------------------------------------
