@@ -15,6 +15,16 @@ import type { ArgumentSpec, FlagSpecs } from './args.ts';
 /** Who runs the command: the local operator (over the unix socket, or in-process) or an SSH key. */
 export type Caller = { kind: 'local' } | { kind: 'ssh'; key: KeyRecord; address: string };
 
+/** Who runs a command, for log lines: `ssh:KEYNAME` or `local`. */
+export function callerName(ctx: CommandContext): string {
+  return ctx.caller.kind === 'ssh' ? `ssh:${ctx.caller.key.name}` : 'local';
+}
+
+/** Who a release records as its maker: the SSH key's name, or `local`. */
+export function byName(ctx: CommandContext): string {
+  return ctx.caller.kind === 'ssh' ? ctx.caller.key.name : 'local';
+}
+
 export interface Services {
   config: Config;
   paths: DataPaths;

@@ -3,8 +3,8 @@ import { validateAppName } from '../../app-name.ts';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { currentRelease } from '../../state/app-store.ts';
-import { defineCommand, type Command } from '../command.ts';
-import { callerName, table } from './ssh-keys.ts';
+import { callerName, defineCommand, type Command } from '../command.ts';
+import { table } from '../output.ts';
 
 export const appCommands: Command[] = [
   defineCommand({

@@ -4,8 +4,7 @@ import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { parseBuildpackUrl } from '../../orchestrator/buildpack-fetcher.ts';
 import type { AppRecord } from '../../state/app-store.ts';
-import { defineCommand, type Command, type CommandContext } from '../command.ts';
-import { callerName } from './ssh-keys.ts';
+import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
 
 const ORDER_HELP =
   'A build uses, in order of precedence: the BUILDPACK_URL config var, the buildpacks set here, the .buildpacks file of the repository, else the first of the default list (--buildpacks) that detects the app.\nA URL is a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a file:// URL or an absolute path on the server.';

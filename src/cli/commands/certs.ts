@@ -5,8 +5,7 @@ import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import type { CertificateManager, DomainCertificateReport } from '../../proxy/tls/certificate-manager.ts';
 import { splitPem } from '../../proxy/tls/certificate.ts';
-import { defineCommand, type Command, type CommandContext } from '../command.ts';
-import { callerName } from './ssh-keys.ts';
+import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
 
 export const certCommands: Command[] = [
   defineCommand({

@@ -20,8 +20,7 @@ import {
   type CheckPropertyKey,
 } from '../../state/check-settings.ts';
 import { usageError } from '../args.ts';
-import { defineCommand, type Command } from '../command.ts';
-import { callerName } from './ssh-keys.ts';
+import { callerName, defineCommand, type Command } from '../command.ts';
 
 const PROPERTY_HELP = [
   'Properties (without VALUE a property goes back to its default):',

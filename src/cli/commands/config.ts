@@ -5,8 +5,7 @@ import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { changeConfig } from '../../orchestrator/app-operations.ts';
 import type { Orchestrator } from '../../orchestrator/orchestrator.ts';
-import { defineCommand, type Command, type CommandContext } from '../command.ts';
-import { callerName } from './ssh-keys.ts';
+import { byName, callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
 
 export const configCommands: Command[] = [
   defineCommand({
@@ -75,9 +74,4 @@ async function change(ctx: CommandContext, app: string, daemon: () => Orchestrat
   ctx.services.apps.require(app);
   await changeConfig(daemon(), app, what, { restart, by: byName(ctx), out: ctx.out });
   log.info('config_changed', { app, set: Object.keys(what.set ?? {}), unset: what.unset ?? [], by: callerName(ctx) });
-}
-
-/** Who a release records as its maker: the SSH key's name, or `local`. */
-export function byName(ctx: CommandContext): string {
-  return ctx.caller.kind === 'ssh' ? ctx.caller.key.name : 'local';
 }

@@ -1,7 +1,6 @@
 // domains:list, domains:add, domains:remove, domains:set: the names an app is served at.
 import { log } from '../../log.ts';
-import { defineCommand, type Command } from '../command.ts';
-import { callerName } from './ssh-keys.ts';
+import { callerName, defineCommand, type Command } from '../command.ts';
 
 export const domainCommands: Command[] = [
   defineCommand({

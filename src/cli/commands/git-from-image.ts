@@ -1,8 +1,7 @@
 // git:from-image: deploy an image the Docker engine already has as the app's next release.
 import { UserError } from '../../errors.ts';
 import { deployImage } from '../../orchestrator/app-operations.ts';
-import { defineCommand, type Command } from '../command.ts';
-import { byName } from './config.ts';
+import { byName, defineCommand, type Command } from '../command.ts';
 
 export const gitFromImageCommands: Command[] = [
   defineCommand({

@@ -1,8 +1,8 @@
 // proxy:set, proxy:report: an app's limits at the proxy (body size, read and idle timeouts).
 import { log } from '../../log.ts';
 import { defaultText, SETTING_KEYS, type SettingKey } from '../../proxy/proxy-settings.ts';
-import { defineCommand, type Command } from '../command.ts';
-import { callerName, table } from './ssh-keys.ts';
+import { callerName, defineCommand, type Command } from '../command.ts';
+import { table } from '../output.ts';
 
 const KEY_HELP = [
   'Keys (a value of 0 means no limit; without VALUE the key goes back to its default):',

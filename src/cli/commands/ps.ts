@@ -6,9 +6,8 @@ import { LABEL } from '../../orchestrator/engine.ts';
 import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
 import { currentRelease } from '../../state/app-store.ts';
 import { usageOf } from '../args.ts';
-import { defineCommand, type Command } from '../command.ts';
-import { byName } from './config.ts';
-import { table } from './ssh-keys.ts';
+import { byName, defineCommand, type Command } from '../command.ts';
+import { table } from '../output.ts';
 
 /** Most containers of one process type ps:scale allows. */
 export const MAX_SCALE = 100;

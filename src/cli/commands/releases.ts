@@ -1,9 +1,8 @@
 // releases, releases:rollback, releases:output: an app's numbered, immutable releases.
 import { UserError } from '../../errors.ts';
 import { rollback } from '../../orchestrator/app-operations.ts';
-import { defineCommand, type Command } from '../command.ts';
-import { byName } from './config.ts';
-import { table } from './ssh-keys.ts';
+import { byName, defineCommand, type Command } from '../command.ts';
+import { table } from '../output.ts';
 
 export const releaseCommands: Command[] = [
   defineCommand({

@@ -8,8 +8,8 @@ import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
 import type { AppRecord } from '../../state/app-store.ts';
 import type { ResourceLimit } from '../../state/app-settings.ts';
 import type { Orchestrator } from '../../orchestrator/orchestrator.ts';
-import { defineCommand, type Command, type CommandContext } from '../command.ts';
-import { callerName, table } from './ssh-keys.ts';
+import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
+import { table } from '../output.ts';
 
 export const resourceCommands: Command[] = [
   defineCommand({

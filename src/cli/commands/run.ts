@@ -2,8 +2,7 @@
 // with `ssh -t`); exits with the command's status.
 import { log } from '../../log.ts';
 import { runOneOff } from '../../orchestrator/one-off.ts';
-import { defineCommand, type Command } from '../command.ts';
-import { callerName } from './ssh-keys.ts';
+import { callerName, defineCommand, type Command } from '../command.ts';
 
 export const runCommands: Command[] = [
   defineCommand({

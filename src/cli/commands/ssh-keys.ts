@@ -3,7 +3,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { defineCommand, type Command, type CommandContext } from '../command.ts';
+import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
+import { table } from '../output.ts';
 
 export const sshKeyCommands: Command[] = [
   defineCommand({
@@ -63,15 +64,4 @@ async function readKeyInput(ctx: CommandContext, file: string): Promise<string> 
   } catch (e) {
     throw new UserError('key_file_unreadable', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-}
-
-export function callerName(ctx: CommandContext): string {
-  return ctx.caller.kind === 'ssh' ? `ssh:${ctx.caller.key.name}` : 'local';
-}
-
-/** Left-aligned columns separated by two spaces. */
-export function table(rows: string[][]): string {
-  const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n');
 }

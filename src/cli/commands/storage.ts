@@ -5,9 +5,8 @@ import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { changeSettings } from '../../orchestrator/app-operations.ts';
 import type { Orchestrator } from '../../orchestrator/orchestrator.ts';
-import { defineCommand, type Command, type CommandContext } from '../command.ts';
+import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
 import type { AppRecord } from '../../state/app-store.ts';
-import { callerName } from './ssh-keys.ts';
 
 // The MOUNT argument's form, which its name alone does not say.
 const MOUNT_USAGE = 'APP /HOST:/CONTAINER[:ro] [--no-restart]';
