@@ -50,11 +50,11 @@ test('lines reach the file in order on flush, mode 0600, and a full file is rota
   assert.equal(old.length, 10);
 });
 
-test('lines with characters beyond ASCII reach the file as UTF-8, between plain ones', async () => {
+test('lines with characters beyond ASCII reach the file as UTF-8, between plain ones and when only a repeated host holds them', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-access-log-'));
   const file = path.join(dir, 'access.log');
   const accessLog = await AccessLog.open(file);
-  const hosts = ['shop.example.com', 'h\u00e9.example.com', 'shop.example.com', '\u4e2d.example.com', 'a"b'];
+  const hosts = ['shop.example.com', 'h\u00e9.example.com', 'h\u00e9.example.com', 'shop.example.com', '\u4e2d.example.com', 'a"b'];
   const written = hosts.map((host, i) => ({ ...record, host, path: i % 2 ? '/caf\u00e9' : '/', target: hosts[(i + 1) % hosts.length]!, at: performance.now() }));
   for (const r of written) accessLog.write(r);
   await accessLog.close();

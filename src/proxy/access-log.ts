@@ -162,9 +162,9 @@ export class AccessLog {
  */
 export function formatRecord(r: AccessRecord, time = Date.now()): string {
   return (
-    `{"time":"${isoAt(time)}","id":"${r.id}","client":"${r.client}","proto":"${r.proto}","host":${host(r.host)},"method":"${r.method}",` +
+    `{"time":"${isoAt(time)}","id":"${r.id}","client":"${r.client}","proto":"${r.proto}","host":${lastHost.quote(r.host)},"method":"${r.method}",` +
     `"path":${str(r.path)},"status":${r.status},"bytes":${r.bytes},"ms":${hundredths(r.ms)},` +
-    `"app":${r.app === undefined ? 'null' : `"${r.app}"`},"target":${r.target === undefined ? 'null' : target(r.target)}}\n`
+    `"app":${r.app === undefined ? 'null' : `"${r.app}"`},"target":${r.target === undefined ? 'null' : lastTarget.quote(r.target)}}\n`
   );
 }
 
@@ -173,37 +173,25 @@ const NEEDS_ESCAPE = /["\\\x00-\x1f\x7f-\uffff]/;
 /** Set by str() when a value went through JSON.stringify (and so may hold non-ASCII characters). */
 let escaped = false;
 
-// The host and the target repeat from line to line: the last one of each is kept quoted.
-let lastHost = '';
-let lastHostQuoted = '""';
-let lastHostEscaped = false;
-let lastTarget = '';
-let lastTargetQuoted = '""';
-let lastTargetEscaped = false;
+/** A value quoted as a JSON string by str(), kept while it repeats from line to line (as hosts and targets do). */
+class RepeatedValue {
+  #value = '';
+  #quoted = '""';
+  #escaped = false;
 
-function host(value: string): string {
-  if (value !== lastHost) {
-    const before = escaped;
-    escaped = false;
-    lastHostQuoted = str(value);
-    lastHostEscaped = escaped;
-    lastHost = value;
-    escaped ||= before;
-  } else if (lastHostEscaped) escaped = true;
-  return lastHostQuoted;
+  quote(value: string): string {
+    if (value !== this.#value) {
+      this.#value = value;
+      this.#escaped = NEEDS_ESCAPE.test(value);
+      this.#quoted = this.#escaped ? JSON.stringify(value) : `"${value}"`;
+    }
+    if (this.#escaped) escaped = true;
+    return this.#quoted;
+  }
 }
 
-function target(value: string): string {
-  if (value !== lastTarget) {
-    const before = escaped;
-    escaped = false;
-    lastTargetQuoted = str(value);
-    lastTargetEscaped = escaped;
-    lastTarget = value;
-    escaped ||= before;
-  } else if (lastTargetEscaped) escaped = true;
-  return lastTargetQuoted;
-}
+const lastHost = new RepeatedValue();
+const lastTarget = new RepeatedValue();
 
 function str(value: string): string {
   if (!NEEDS_ESCAPE.test(value)) return `"${value}"`;
