@@ -1,82 +1,40 @@
-// The Docker engine as berth uses it: connect, build from a tar stream, run and inspect labelled
-// containers, read their logs. dockerode is loaded lazily so CLI commands start fast.
-import type { Readable } from 'node:stream';
+// The Engine over the Docker API (dockerode, loaded lazily so CLI commands start fast): the only
+// module that speaks Docker. Containers and volumes carry berth's labels; the engine's
+// multiplexed streams, progress events and event lines are turned into berth's terms here.
+import { Readable, Writable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import { UserError } from '../errors.ts';
+import { log } from '../log.ts';
+import {
+  BUILD_TIMEOUT_MS,
+  LABEL,
+  NotFoundError,
+  type AttachOptions,
+  type Attachment,
+  type BuildOptions,
+  type ContainerEvent,
+  type ContainerEventHandlers,
+  type ContainerSpec,
+  type ContainerState,
+  type Engine,
+  type ImageConfig,
+  type Role,
+  type Subscription,
+} from './engine.ts';
 
-export const LABEL = {
-  managed: 'berth.managed',
-  /** Which berth data dir owns the object, so two daemons can share one engine. */
-  instance: 'berth.instance',
-  app: 'berth.app',
-  process: 'berth.process',
-  release: 'berth.release',
-  dyno: 'berth.dyno',
-  /** `process` (a dyno of the formation), `run` (a one-off) or `build` (a buildpack build). */
-  role: 'berth.role',
-} as const;
-
-export type Role = 'process' | 'run' | 'build';
-
-/** Longest a build may run before it is stopped and the push fails. */
-export const BUILD_TIMEOUT_MS = 30 * 60_000;
-
-export interface ContainerSpec {
-  name: string;
-  image: string;
-  env: Record<string, string>;
-  labels: Record<string, string>;
-  network: string;
-  aliases: string[];
-  /** Overrides the image's CMD. */
-  cmd?: string[];
-  /** Overrides the image's ENTRYPOINT ([] clears it). */
-  entrypoint?: string[];
-  /** Bytes of memory (swap included: no swap beyond it). */
-  memory?: number;
-  /** CPUs, such as 0.5. */
-  cpus?: number;
-  /** Bind mounts, `/host:/container[:ro]`, and named volumes, `name:/container`. */
-  binds?: string[];
-  /** Restart when it exits (dynos); one-offs and builds do not. Default true. */
-  restart?: boolean;
-  user?: string;
-  workingDir?: string;
-  /** For one-offs: keep stdin open, and give a terminal when asked. */
-  stdin?: boolean;
-  tty?: boolean;
-}
-
-export interface ContainerState {
-  id: string;
-  name: string;
-  labels: Record<string, string>;
-  running: boolean;
-  status: string;
-  exitCode: number;
-  restartCount: number;
-  ip: string | undefined;
-  /** When the container last started (ms since the epoch); undefined when it never did. */
-  startedAt: number | undefined;
-  /** The kernel killed it for running out of memory. */
-  oomKilled: boolean;
-}
-
-export class Engine {
-  readonly docker: Dockerode;
-  readonly where: string;
+export class DockerEngine implements Engine {
+  readonly #docker: Dockerode;
   readonly instance: string;
 
-  private constructor(docker: Dockerode, where: string, instance: string) {
-    this.docker = docker;
-    this.where = where;
+  private constructor(docker: Dockerode, instance: string) {
+    this.#docker = docker;
     this.instance = instance;
   }
 
-  static async connect(dockerHost: string, instance: string): Promise<Engine> {
+  static async connect(dockerHost: string, instance: string): Promise<DockerEngine> {
     const { default: Docker } = await import('dockerode');
     const docker = new Docker(dockerOptions(dockerHost));
-    const engine = new Engine(docker, dockerHost, instance);
+    const engine = new DockerEngine(docker, instance);
     try {
       await docker.ping();
     } catch (e) {
@@ -89,10 +47,10 @@ export class Engine {
   }
 
   async ensureNetwork(name: string): Promise<void> {
-    const existing = await this.docker.listNetworks({ filters: { name: [name] } });
+    const existing = await this.#docker.listNetworks({ filters: { name: [name] } });
     if (existing.some((n) => n.Name === name)) return;
     try {
-      await this.docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1' } });
+      await this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1' } });
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode !== 409) throw new Error(`creating Docker network ${name}: ${(e as Error).message}`, { cause: e });
     }
@@ -100,7 +58,7 @@ export class Engine {
 
   async imageExists(ref: string): Promise<boolean> {
     try {
-      await this.docker.getImage(ref).inspect();
+      await this.#docker.getImage(ref).inspect();
       return true;
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode === 404) return false;
@@ -112,8 +70,8 @@ export class Engine {
    * Builds an image from a tar build context with the classic builder, streaming output lines.
    * The engine reports a failed step as an event, not as an error, so any `error` event rejects.
    */
-  async build(options: { context: Readable; tag: string; onLine: (line: string) => void; timeoutMs?: number; signal?: AbortSignal; memory?: number }): Promise<string> {
-    const stream = (await this.docker.buildImage(options.context as unknown as NodeJS.ReadableStream, {
+  async build(options: BuildOptions): Promise<string> {
+    const stream = (await this.#docker.buildImage(options.context as unknown as NodeJS.ReadableStream, {
       // No build-time labels: the classic builder turns each into an extra step with its own
       // container. Images are found by their tag, berth/APP:rN.
       t: options.tag,
@@ -152,7 +110,7 @@ export class Engine {
         finish(new UserError('build_aborted', 'the build was cancelled'));
       };
       options.signal?.addEventListener('abort', onAbort, { once: true });
-      this.docker.modem.followProgress(
+      this.#docker.modem.followProgress(
         stream as unknown as NodeJS.ReadableStream,
         (err) => finish(err ?? undefined),
         (event: { stream?: string; error?: string; errorDetail?: { message?: string }; aux?: { ID?: string }; status?: string }) => {
@@ -169,14 +127,13 @@ export class Engine {
   }
 
   async run(spec: ContainerSpec): Promise<ContainerState> {
-    const container = await this.create(spec);
-    await container.start();
-    return this.inspect(container.id);
+    const id = await this.create(spec);
+    await this.start(id);
+    return this.inspect(id);
   }
 
-  /** Creates (does not start) a labelled container. */
-  async create(spec: ContainerSpec): Promise<Dockerode.Container> {
-    return this.docker.createContainer({
+  async create(spec: ContainerSpec): Promise<string> {
+    const container = await this.#docker.createContainer({
       name: spec.name,
       Image: spec.image,
       Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
@@ -197,48 +154,65 @@ export class Engine {
       },
       NetworkingConfig: { EndpointsConfig: { [spec.network]: { Aliases: spec.aliases } } },
     });
+    return container.id;
   }
 
-  /** Attaches to a created container's output (and input when it has stdin), before it starts. */
-  async attach(id: string, withStdin: boolean): Promise<NodeJS.ReadWriteStream> {
-    return (await this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: withStdin })) as NodeJS.ReadWriteStream;
+  async start(id: string): Promise<void> {
+    await this.#docker.getContainer(id).start();
   }
 
-  /** Waits for the container to exit; its status code. */
+  async attach(id: string, options: AttachOptions): Promise<Attachment> {
+    const stream = (await this.#docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, stdin: options.stdin, hijack: options.stdin })) as NodeJS.ReadWriteStream;
+    const ended = new Promise<void>((resolve) => {
+      stream.once('end', resolve);
+      stream.once('close', resolve);
+      stream.once('error', () => resolve());
+    });
+    // Without a terminal the engine frames stdout and stderr in one stream.
+    if (options.tty) stream.on('data', (d: Buffer) => options.onStdout(Buffer.from(d)));
+    else this.#docker.modem.demuxStream(stream, sink(options.onStdout), sink(options.onStderr));
+    return {
+      write: (data) => void stream.write(data),
+      end: () => void stream.end(),
+      ended,
+    };
+  }
+
   async wait(id: string): Promise<{ code: number; oomKilled: boolean }> {
-    const r = (await this.docker.getContainer(id).wait()) as { StatusCode: number };
-    const info = await this.docker.getContainer(id).inspect();
+    const r = (await this.#docker.getContainer(id).wait()) as { StatusCode: number };
+    const info = await this.#docker.getContainer(id).inspect();
     return { code: r.StatusCode, oomKilled: info.State.OOMKilled === true };
   }
 
   async resize(id: string, rows: number, cols: number): Promise<void> {
-    await this.docker.getContainer(id).resize({ h: rows, w: cols });
+    await this.#docker.getContainer(id).resize({ h: rows, w: cols });
   }
 
-  /** Extracts a tar stream into a directory of the container (which must exist). */
   async putArchive(id: string, dir: string, tar: Readable | Buffer): Promise<void> {
-    await this.docker.getContainer(id).putArchive(tar as unknown as NodeJS.ReadableStream, { path: dir });
+    await this.#docker.getContainer(id).putArchive(tar as unknown as NodeJS.ReadableStream, { path: dir });
   }
 
-  /** A path of a container (running or not) as a tar stream. */
   async getArchive(id: string, file: string): Promise<Readable> {
-    return (await this.docker.getContainer(id).getArchive({ path: file })) as unknown as Readable;
+    try {
+      return (await this.#docker.getContainer(id).getArchive({ path: file })) as unknown as Readable;
+    } catch (e) {
+      throw notFound(e, `${file} in container ${id}`);
+    }
   }
 
-  /** Makes an image of a stopped container's filesystem; `config` replaces the fields it names. */
-  async commit(id: string, repo: string, tag: string, config: Record<string, unknown>): Promise<string> {
-    const r = (await this.docker.getContainer(id).commit({ _query: { container: id, repo, tag }, _body: config } as never)) as unknown as { Id?: string };
+  async commit(id: string, repo: string, tag: string, config: ImageConfig): Promise<string> {
+    const body = { Entrypoint: config.entrypoint, Cmd: config.cmd, WorkingDir: config.workingDir, User: config.user, Env: config.env };
+    const r = (await this.#docker.getContainer(id).commit({ _query: { container: id, repo, tag }, _body: body } as never)) as unknown as { Id?: string };
     return r.Id ?? `${repo}:${tag}`;
   }
 
   async tagImage(source: string, repo: string, tag: string): Promise<void> {
-    await this.docker.getImage(source).tag({ repo, tag });
+    await this.#docker.getImage(source).tag({ repo, tag });
   }
 
-  /** The parts of an image's config berth needs, or undefined when the engine does not have it. */
-  async imageConfig(ref: string): Promise<{ user: string; entrypoint: string[]; cmd: string[]; env: string[]; workingDir: string } | undefined> {
+  async imageConfig(ref: string): Promise<ImageConfig | undefined> {
     try {
-      const info = await this.docker.getImage(ref).inspect();
+      const info = await this.#docker.getImage(ref).inspect();
       const list = (v: string | string[] | undefined | null) => (v == null ? [] : Array.isArray(v) ? v : [v]);
       return { user: info.Config?.User ?? '', entrypoint: list(info.Config?.Entrypoint), cmd: list(info.Config?.Cmd), env: info.Config?.Env ?? [], workingDir: info.Config?.WorkingDir ?? '' };
     } catch (e) {
@@ -247,12 +221,11 @@ export class Engine {
     }
   }
 
-  /** Pulls an image from its registry; rejects with the engine's reason. */
   async pull(ref: string): Promise<void> {
-    const stream = (await this.docker.pull(ref)) as NodeJS.ReadableStream;
+    const stream = (await this.#docker.pull(ref)) as NodeJS.ReadableStream;
     await new Promise<void>((resolve, reject) => {
       let failure: string | undefined;
-      this.docker.modem.followProgress(
+      this.#docker.modem.followProgress(
         stream,
         (err) => (err ? reject(err) : failure ? reject(new Error(failure)) : resolve()),
         (event: { error?: string }) => {
@@ -262,33 +235,26 @@ export class Engine {
     });
   }
 
-  /** A labelled named volume (created when missing). */
   async ensureVolume(name: string, labels: Record<string, string>): Promise<void> {
-    await this.docker.createVolume({ Name: name, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
+    await this.#docker.createVolume({ Name: name, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
   }
 
   async removeVolume(name: string): Promise<void> {
     try {
-      await this.docker.getVolume(name).remove();
+      await this.#docker.getVolume(name).remove();
     } catch (e) {
       const code = (e as { statusCode?: number }).statusCode;
       if (code !== 404 && code !== 409) throw e;
     }
   }
 
-  /** A container's log stream (multiplexed unless it has a TTY), with timestamps. */
-  async logStream(id: string, options: { follow: boolean; tail: number; since?: number }): Promise<NodeJS.ReadableStream> {
-    const c = this.docker.getContainer(id);
-    if (options.follow) {
-      return (await c.logs({ stdout: true, stderr: true, timestamps: true, follow: true, tail: options.tail, ...(options.since ? { since: options.since } : {}) })) as NodeJS.ReadableStream;
-    }
-    const raw = (await c.logs({ stdout: true, stderr: true, timestamps: true, follow: false, tail: options.tail })) as unknown as Buffer;
-    const { Readable: R } = await import('node:stream');
-    return R.from([raw]);
-  }
-
   async inspect(id: string): Promise<ContainerState> {
-    const info = await this.docker.getContainer(id).inspect();
+    let info: Dockerode.ContainerInspectInfo;
+    try {
+      info = await this.#docker.getContainer(id).inspect();
+    } catch (e) {
+      throw notFound(e, `container ${id}`);
+    }
     const networks = info.NetworkSettings?.Networks ?? {};
     const ip = Object.values(networks).map((n) => n?.IPAddress).find((a) => a) || undefined;
     const startedAt = Date.parse(info.State.StartedAt ?? '');
@@ -306,30 +272,81 @@ export class Engine {
     };
   }
 
-  /** Containers berth made, narrowed by labels, running or not. */
   async list(labels: Record<string, string> = {}): Promise<ContainerState[]> {
     const filters = [`${LABEL.managed}=1`, `${LABEL.instance}=${this.instance}`, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)];
-    const found = await this.docker.listContainers({ all: true, filters: { label: filters } });
+    const found = await this.#docker.listContainers({ all: true, filters: { label: filters } });
     const states: ContainerState[] = [];
     for (const c of found) {
       try {
         states.push(await this.inspect(c.Id));
       } catch (e) {
-        if ((e as { statusCode?: number }).statusCode !== 404) throw e;
+        if (!(e instanceof NotFoundError)) throw e;
       }
     }
     return states;
   }
 
-  /** The last lines a container wrote to stdout and stderr, for failure reports. */
-  async logs(id: string, tail = 50): Promise<string> {
-    const raw = (await this.docker.getContainer(id).logs({ stdout: true, stderr: true, tail, follow: false })) as unknown as Buffer;
+  async containersNamed(prefix: string): Promise<Array<{ id: string; name: string }>> {
+    // The engine's name filter matches anywhere in the name: keep the ones that start with it.
+    const found = await this.#docker.listContainers({ all: true, filters: { name: [prefix] } });
+    return found.flatMap((c) => {
+      const name = c.Names.map((n) => n.replace(/^\//, '')).find((n) => n.startsWith(prefix));
+      return name ? [{ id: c.Id, name }] : [];
+    });
+  }
+
+  async logs(id: string, tail = 50, options: { timestamps?: boolean } = {}): Promise<string> {
+    const raw = (await this.#docker.getContainer(id).logs({ stdout: true, stderr: true, tail, follow: false, timestamps: options.timestamps === true })) as unknown as Buffer;
     return demux(raw);
   }
 
-  /** SIGTERM, SIGKILL after `timeoutSec`, then remove. A container already gone is not an error. */
+  async followLogs(id: string, options: { tail: number; onData(data: Buffer): void }): Promise<Subscription> {
+    const stream = (await this.#docker.getContainer(id).logs({ stdout: true, stderr: true, timestamps: true, follow: true, tail: options.tail })) as NodeJS.ReadableStream;
+    const out = sink(options.onData);
+    this.#docker.modem.demuxStream(stream, out, out);
+    return { stop: () => (stream as Readable).destroy() };
+  }
+
+  async watchContainers(handlers: ContainerEventHandlers): Promise<Subscription> {
+    const stream = (await this.#docker.getEvents({
+      filters: {
+        type: ['container'],
+        event: ['start', 'die', 'stop', 'oom', 'health_status', 'destroy'],
+        label: [`${LABEL.managed}=1`, `${LABEL.instance}=${this.instance}`],
+      },
+    })) as unknown as Readable;
+    let stopped = false;
+    let partial = '';
+    stream.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        try {
+          const event = parseContainerEvent(JSON.parse(line) as EngineEvent);
+          if (event) handlers.onEvent(event);
+        } catch (e) {
+          log.warn('docker_event_unreadable', { error: e });
+        }
+      }
+    });
+    const lost = (error?: Error) => {
+      if (stopped) return;
+      stopped = true;
+      handlers.onLost(error);
+    };
+    stream.on('error', (e: Error) => lost(e));
+    stream.on('end', () => lost());
+    return {
+      stop: () => {
+        stopped = true;
+        stream.destroy();
+      },
+    };
+  }
+
   async stopAndRemove(id: string, timeoutSec = 10): Promise<void> {
-    const c = this.docker.getContainer(id);
+    const c = this.#docker.getContainer(id);
     try {
       await c.stop({ t: timeoutSec });
     } catch (e) {
@@ -344,15 +361,14 @@ export class Engine {
     }
   }
 
-  /** Every tag of a repository (berth-INSTANCE/APP:*), for tearing an app down. */
   async imagesOf(repository: string): Promise<string[]> {
-    const images = await this.docker.listImages({ filters: { reference: [repository] } });
+    const images = await this.#docker.listImages({ filters: { reference: [repository] } });
     return images.flatMap((i) => (i.RepoTags ?? []).filter((t) => t.startsWith(`${repository}:`)));
   }
 
   async removeImage(ref: string): Promise<void> {
     try {
-      await this.docker.getImage(ref).remove({ force: false });
+      await this.#docker.getImage(ref).remove({ force: false });
     } catch (e) {
       const code = (e as { statusCode?: number }).statusCode;
       if (code !== 404 && code !== 409) throw e;
@@ -380,4 +396,63 @@ export function demux(raw: Buffer): string {
     i += 8 + size;
   }
   return Buffer.concat(parts).toString('utf8');
+}
+
+/** One line of the engine's event stream, as berth reads it. */
+export interface EngineEvent {
+  id?: string;
+  /** The event: start, die, `health_status: unhealthy` ... (`status` in older engines). */
+  Action?: string;
+  status?: string;
+  time?: number;
+  timeNano?: number;
+  Actor?: { Attributes?: Record<string, string> };
+}
+
+const CHANGES: Record<string, ContainerEvent['change']> = {
+  start: 'started',
+  die: 'died',
+  stop: 'died',
+  oom: 'died',
+  'health_status: unhealthy': 'unhealthy',
+  'health_status: healthy': 'healthy',
+  destroy: 'removed',
+};
+
+/** An engine event about a container of an app, in berth's terms; undefined for any other. */
+export function parseContainerEvent(event: EngineEvent): ContainerEvent | undefined {
+  const attrs = event.Actor?.Attributes ?? {};
+  const reason = event.Action ?? event.status ?? '';
+  const change = Object.hasOwn(CHANGES, reason) ? CHANGES[reason] : undefined;
+  const app = attrs[LABEL.app];
+  const name = attrs.name;
+  if (!change || !app || !name || !event.id) return undefined;
+  const release = Number(attrs[LABEL.release]);
+  return {
+    change,
+    reason,
+    id: event.id,
+    name,
+    app,
+    process: attrs[LABEL.process] ?? 'web',
+    release: attrs[LABEL.release] !== undefined && Number.isInteger(release) ? release : undefined,
+    dyno: attrs[LABEL.dyno],
+    role: (attrs[LABEL.role] ?? 'process') as Role,
+    at: event.timeNano ? event.timeNano / 1e6 : (event.time ?? 0) * 1000,
+  };
+}
+
+function sink(write: (data: Buffer) => void): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, done) {
+      write(Buffer.from(chunk));
+      done();
+    },
+  });
+}
+
+/** A 404 of the engine as a NotFoundError; any other error as it is. */
+function notFound(e: unknown, what: string): unknown {
+  if ((e as { statusCode?: number }).statusCode === 404) return new NotFoundError(`the Docker engine has no ${what}`, { cause: e });
+  return e;
 }

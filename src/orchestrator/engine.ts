@@ -1,0 +1,211 @@
+// The container engine as the orchestrator uses it, in its own terms: labelled containers and
+// what happens to them, images, builds, logs, archives, networks and volumes. DockerEngine
+// (docker-engine.ts) implements it over the Docker API; nothing else knows Docker's wire format.
+import type { Readable } from 'node:stream';
+
+export const LABEL = {
+  managed: 'berth.managed',
+  /** Which berth data dir owns the object, so two daemons can share one engine. */
+  instance: 'berth.instance',
+  app: 'berth.app',
+  process: 'berth.process',
+  release: 'berth.release',
+  dyno: 'berth.dyno',
+  /** `process` (a dyno of the formation), `run` (a one-off) or `build` (a buildpack build). */
+  role: 'berth.role',
+} as const;
+
+export type Role = 'process' | 'run' | 'build';
+
+/** Longest a build may run before it is stopped and the push fails. */
+export const BUILD_TIMEOUT_MS = 30 * 60_000;
+
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  network: string;
+  aliases: string[];
+  /** Overrides the image's CMD. */
+  cmd?: string[];
+  /** Overrides the image's ENTRYPOINT ([] clears it). */
+  entrypoint?: string[];
+  /** Bytes of memory (swap included: no swap beyond it). */
+  memory?: number;
+  /** CPUs, such as 0.5. */
+  cpus?: number;
+  /** Bind mounts, `/host:/container[:ro]`, and named volumes, `name:/container`. */
+  binds?: string[];
+  /** Restart when it exits (dynos); one-offs and builds do not. Default true. */
+  restart?: boolean;
+  user?: string;
+  workingDir?: string;
+  /** For one-offs: keep stdin open, and give a terminal when asked. */
+  stdin?: boolean;
+  tty?: boolean;
+}
+
+export interface ContainerState {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  running: boolean;
+  status: string;
+  exitCode: number;
+  restartCount: number;
+  ip: string | undefined;
+  /** When the container last started (ms since the epoch); undefined when it never did. */
+  startedAt: number | undefined;
+  /** The kernel killed it for running out of memory. */
+  oomKilled: boolean;
+}
+
+/** The parts of an image's config berth reads, and (for a commit) sets. */
+export interface ImageConfig {
+  user: string;
+  entrypoint: string[];
+  cmd: string[];
+  env: string[];
+  workingDir: string;
+}
+
+export interface BuildOptions {
+  /** The build context as a tar stream. */
+  context: Readable;
+  tag: string;
+  onLine: (line: string) => void;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Bytes of memory each build step may use. */
+  memory?: number;
+}
+
+/** What happened to a container of one of berth's apps, its labels read once. */
+export interface ContainerEvent {
+  /**
+   * `died`: it stopped running (killed, exited, out of memory); `unhealthy` and `healthy`: its
+   * image's HEALTHCHECK changed its mind; `started`: it runs (again); `removed`: it is gone.
+   */
+  change: 'died' | 'unhealthy' | 'started' | 'healthy' | 'removed';
+  /** The engine's own word for it (die, stop, oom, health_status: unhealthy ...), for logs. */
+  reason: string;
+  id: string;
+  name: string;
+  app: string;
+  /** The process type (web, worker, run ...); web when unlabelled. */
+  process: string;
+  /** The release number it runs; undefined when unlabelled. */
+  release: number | undefined;
+  /** The dyno (web.1) it is; undefined when unlabelled. */
+  dyno: string | undefined;
+  role: Role;
+  /** When the engine saw it, ms since the epoch (with a fraction when the engine gives one). */
+  at: number;
+}
+
+export interface ContainerEventHandlers {
+  onEvent(event: ContainerEvent): void;
+  /** The stream ended or broke (not after stop()): subscribe again to go on. */
+  onLost(error?: Error): void;
+}
+
+/** Something that keeps going until stopped: an event subscription, a followed log. */
+export interface Subscription {
+  stop(): void;
+}
+
+/** A created container's standard streams, wired before it starts. */
+export interface Attachment {
+  /** To its stdin (attached with `stdin`). */
+  write(data: Buffer): void;
+  /** Ends its stdin. */
+  end(): void;
+  /** Settles once its output ended or the connection broke. */
+  readonly ended: Promise<void>;
+}
+
+export interface AttachOptions {
+  stdin: boolean;
+  /** It was created with a terminal: its output is one stream, given to onStdout. */
+  tty: boolean;
+  onStdout(data: Buffer): void;
+  onStderr(data: Buffer): void;
+}
+
+/** An object the engine does not have (a container removed meanwhile, a path not in a container). */
+export class NotFoundError extends Error {
+  override readonly name = 'NotFoundError';
+}
+
+export interface Engine {
+  /** The berth instance whose objects this engine labels and lists. */
+  readonly instance: string;
+
+  // Networks and volumes
+  /** A bridge network (created when missing). */
+  ensureNetwork(name: string): Promise<void>;
+  /** A labelled named volume (created when missing). */
+  ensureVolume(name: string, labels: Record<string, string>): Promise<void>;
+  /** Removes a volume; one missing or in use is left alone. */
+  removeVolume(name: string): Promise<void>;
+
+  // Images
+  imageExists(ref: string): Promise<boolean>;
+  /** The image's config, or undefined when the engine does not have it. */
+  imageConfig(ref: string): Promise<ImageConfig | undefined>;
+  /**
+   * Builds an image from a tar build context, streaming output lines; resolves to its id. A
+   * failed step rejects with a UserError, as do the timeout and the signal.
+   */
+  build(options: BuildOptions): Promise<string>;
+  /** Pulls an image from its registry; rejects with the engine's reason. */
+  pull(ref: string): Promise<void>;
+  tagImage(source: string, repo: string, tag: string): Promise<void>;
+  /** Makes an image `repo:tag` of a stopped container's filesystem with this config; its id. */
+  commit(id: string, repo: string, tag: string, config: ImageConfig): Promise<string>;
+  /** Every tag of a repository (berth-INSTANCE/APP:*), for tearing an app down. */
+  imagesOf(repository: string): Promise<string[]>;
+  /** Removes an image; one missing or in use is left alone. */
+  removeImage(ref: string): Promise<void>;
+
+  // Containers
+  /** Creates and starts a labelled container; its state once started. */
+  run(spec: ContainerSpec): Promise<ContainerState>;
+  /** Creates (does not start) a labelled container; its id. */
+  create(spec: ContainerSpec): Promise<string>;
+  start(id: string): Promise<void>;
+  /** Wires a created container's output (and input) to the caller; call before start(). */
+  attach(id: string, options: AttachOptions): Promise<Attachment>;
+  /** Waits for the container to exit; its status code. */
+  wait(id: string): Promise<{ code: number; oomKilled: boolean }>;
+  /** Resizes the container's terminal. */
+  resize(id: string, rows: number, cols: number): Promise<void>;
+  /** Rejects with NotFoundError when the container is gone. */
+  inspect(id: string): Promise<ContainerState>;
+  /** Containers berth made, narrowed by labels, running or not. */
+  list(labels?: Record<string, string>): Promise<ContainerState[]>;
+  /** Containers (berth's or not, running or not) whose name starts with `prefix`. */
+  containersNamed(prefix: string): Promise<Array<{ id: string; name: string }>>;
+  /** SIGTERM, SIGKILL after `timeoutSec`, then remove. A container already gone is not an error. */
+  stopAndRemove(id: string, timeoutSec?: number): Promise<void>;
+
+  // Archives
+  /** Extracts a tar stream into a directory of the container (which must exist). */
+  putArchive(id: string, dir: string, tar: Readable | Buffer): Promise<void>;
+  /** A path of a container (running or not) as a tar stream; NotFoundError when it has none. */
+  getArchive(id: string, file: string): Promise<Readable>;
+
+  // Logs
+  /**
+   * The last `tail` lines the container wrote to stdout and stderr; with `timestamps`, each line
+   * starts with its RFC 3339 time and a space.
+   */
+  logs(id: string, tail?: number, options?: { timestamps?: boolean }): Promise<string>;
+  /** From its last `tail` lines on, what the container writes (stdout and stderr, timestamped), until stopped. */
+  followLogs(id: string, options: { tail: number; onData(data: Buffer): void }): Promise<Subscription>;
+
+  // Events
+  /** Follows what happens to the containers of berth's apps on this instance. */
+  watchContainers(handlers: ContainerEventHandlers): Promise<Subscription>;
+}
