@@ -1,7 +1,7 @@
 // The orchestrator's decisions over a fake engine, fast: what a deploy starts, keeps and routes
 // (in dyno order), what adoption reports it started, and what the typed container events do to
 // routing. The same paths run on the real Docker engine in e2e-push, e2e-buildpacks, e2e-checks
-// and e2e-zero-downtime; DockerEngine's reading of the engine's event lines is checked here too.
+// and e2e-zero-downtime; the reading of the engine's event lines (docker-wire.ts) is checked here too.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,7 +11,7 @@ import { dataPaths, defaultConfig } from '../src/config.ts';
 import { setLogSink } from '../src/log.ts';
 import { sleep } from '../src/sleep.ts';
 import { deployRelease, retireOthers, type DeployContext, type DrainResult, type ProcessPlan, type RoutePublisher } from '../src/orchestrator/deployment.ts';
-import { parseContainerEvent } from '../src/orchestrator/docker-engine.ts';
+import { parseContainerEvent } from '../src/orchestrator/docker-wire.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
 import type { Target } from '../src/proxy/route-table.ts';
@@ -76,7 +76,7 @@ test('adoption starts the missing dyno and names it; a web container that dies l
   assert.deepEqual(dynosOf(engine, publisher.routed('shop')), ELEVEN, 'a restart republishes in the order a deploy and an adoption use');
 });
 
-test("DockerEngine reads the engine's container events once, in berth's terms, and leaves out others", () => {
+test("the engine's container events are read once, in berth's terms, and events of other containers are left out", () => {
   const attrs = { name: 'shop.web.2.r7.ab12', [LABEL.app]: 'shop', [LABEL.process]: 'web', [LABEL.release]: '7', [LABEL.dyno]: 'web.2', [LABEL.role]: 'process' };
   const event = parseContainerEvent({ id: 'c2', Action: 'health_status: unhealthy', timeNano: 1_700_000_000_123_500_000, Actor: { Attributes: attrs } });
   assert.deepEqual(event, { change: 'unhealthy', reason: 'health_status: unhealthy', id: 'c2', name: 'shop.web.2.r7.ab12', app: 'shop', process: 'web', release: 7, dyno: 'web.2', role: 'process', at: 1_700_000_000_123.5 });

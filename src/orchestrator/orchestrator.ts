@@ -232,17 +232,21 @@ export class Orchestrator {
    * it is checked and the app's routes are published anew under the lock.
    */
   private async watchContainers(): Promise<void> {
+    let lost = false;
     const subscription = await this.deps.engine.watchContainers({
       onEvent: (event) => this.onContainerEvent(event),
       // The engine may restart under a running daemon: listen again while the daemon runs.
       onLost: (error) => {
-        if (this.events !== subscription) return;
+        if (lost || this.stopped) return;
+        lost = true;
         this.events = undefined;
         log.warn('docker_events_lost', { error });
         this.retryWatch();
       },
     });
-    this.events = subscription;
+    // stop() may have come while the subscription was being made.
+    if (this.stopped) subscription.stop();
+    else if (!lost) this.events = subscription;
   }
 
   private onContainerEvent(event: ContainerEvent): void {
