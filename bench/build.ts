@@ -6,7 +6,7 @@ import path from 'node:path';
 import { MemoryOutput } from '../src/cli/output.ts';
 import { BuildpackBuilder, cacheVolume } from '../src/orchestrator/buildpack-builder.ts';
 import { BuildpackFetcher } from '../src/orchestrator/buildpack-fetcher.ts';
-import { Engine } from '../src/orchestrator/engine.ts';
+import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { makeTar } from '../src/orchestrator/tar-files.ts';
 import { defaultSettings } from '../src/state/app-settings.ts';
 import { NODE_FIXTURE_BUILDPACK, STACK_IMAGE, nodeBuildpackApp, writeBuildpack } from '../test/helpers/buildpacks.ts';
@@ -27,7 +27,7 @@ console.log('note: the fixture buildpack sleeps 1 s when its cache is cold (its 
 
 // 1. The builder alone, in-process against the engine: what a push waits for before its deploy.
 const instance = `bench${process.pid.toString(16)}`.slice(0, 12);
-const engine = await Engine.connect(process.env.DOCKER_HOST ?? '/var/run/docker.sock', instance);
+const engine = await DockerEngine.connect(process.env.DOCKER_HOST ?? '/var/run/docker.sock', instance);
 const builder = new BuildpackBuilder({ engine, fetcher: new BuildpackFetcher(path.join(work, 'fetched')), stackImage: STACK_IMAGE, defaultBuildpacks: [bp], memory: 1024 ** 3 });
 const files = nodeBuildpackApp('bench');
 const source = (app: string) => ({

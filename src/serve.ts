@@ -10,7 +10,7 @@ import { createExecHandler } from './git/exec-router.ts';
 import { loadOrCreateHostKey } from './git/host-key.ts';
 import { SshServer } from './git/ssh-server.ts';
 import { log } from './log.ts';
-import { Engine } from './orchestrator/engine.ts';
+import { DockerEngine } from './orchestrator/docker-engine.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
 import { EdgeServer } from './proxy/edge-server.ts';
 import { CertificateManager } from './proxy/tls/certificate-manager.ts';
@@ -41,7 +41,7 @@ export async function serve(argv: string[]): Promise<number> {
   try {
     const services = await loadServices(config);
     const hostKey = await loadOrCreateHostKey(paths.hostKeys);
-    const engine = await Engine.connect(config.dockerHost, await instanceId(paths.instance));
+    const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
     const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost, accessLogFile: paths.accessLog });
     edge.setAppSettings(services.proxySettings.resolved());
     services.proxySettings.onChange((settings) => edge.setAppSettings(settings));

@@ -13,7 +13,7 @@ import { UserError } from '../src/errors.ts';
 import type { BuildSource } from '../src/orchestrator/builder.ts';
 import { BuildpackBuilder, cacheVolume } from '../src/orchestrator/buildpack-builder.ts';
 import { BuildpackFetcher } from '../src/orchestrator/buildpack-fetcher.ts';
-import { Engine } from '../src/orchestrator/engine.ts';
+import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { makeTar } from '../src/orchestrator/tar-files.ts';
 import { defaultSettings } from '../src/state/app-settings.ts';
 import type { AppRecord } from '../src/state/app-store.ts';
@@ -22,7 +22,7 @@ import { mustRun, tempDir, writeFiles } from './helpers/daemon.ts';
 
 const work = tempDir('bp-builder');
 const instance = `bpt${process.pid.toString(16)}`.slice(0, 12);
-let engine: Engine;
+let engine: DockerEngine;
 const images: string[] = [];
 let gitServer: http.Server;
 let gitUrl: string;
@@ -34,7 +34,7 @@ const otherNode = writeBuildpack(path.join(work, 'bp', 'other-node'), { detect: 
 const failing = writeBuildpack(path.join(work, 'bp', 'failing'), { detect: 'echo Failing', compile: 'echo "compile exploded: missing lockfile" >&2; exit 7' });
 
 before(async () => {
-  engine = await Engine.connect(process.env.DOCKER_HOST ?? '/var/run/docker.sock', instance);
+  engine = await DockerEngine.connect(process.env.DOCKER_HOST ?? '/var/run/docker.sock', instance);
   // A bare repository holding a buildpack, served by git http-backend (CGI) on loopback.
   const src = path.join(work, 'git-bp-src');
   writeBuildpack(src, { detect: 'echo "From git"', compile: 'echo "compiled by the git buildpack"; echo "web: node server.js" > /dev/null', release: 'printf "default_process_types:\\n  web: node server.js\\n"' });

@@ -15,6 +15,7 @@ import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { RouteGuard } from '../src/orchestrator/route-guard.ts';
 import type { Target } from '../src/proxy/route-table.ts';
 import { ALL_TYPES, changeCheckLists, defaultCheckSettings, parseCheckSettings, resolveChecks, setCheckProperty } from '../src/state/check-settings.ts';
+import { FakeEngine } from './helpers/fake-engine.ts';
 
 const settings = (over: Partial<ReturnType<typeof defaultCheckSettings>> = {}) => ({ ...defaultCheckSettings(), ...over });
 
@@ -72,15 +73,15 @@ test("a process type gets app.json's checks with checks:set overrides, else bert
 /** An engine whose container state follows a script of [ms after the first inspect, changes]. */
 function scriptedEngine(base: ContainerState, script: Array<[number, Partial<ContainerState>]> = []): Engine {
   let first: number | undefined;
-  return {
-    async inspect() {
+  return new (class extends FakeEngine {
+    override async inspect(): Promise<ContainerState> {
       first ??= Date.now();
       const elapsed = Date.now() - first;
       let state = { ...base };
       for (const [at, change] of script) if (elapsed >= at) state = { ...state, ...change };
       return state;
-    },
-  } as unknown as Engine;
+    }
+  })();
 }
 
 function container(over: Partial<ContainerState> = {}): ContainerState {

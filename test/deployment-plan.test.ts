@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { commandFor, dynosOf, limitFor } from '../src/orchestrator/deployment.ts';
+import { commandFor, compareDynos, dynosOf, limitFor, webTargets } from '../src/orchestrator/deployment.ts';
+import { LABEL, type ContainerState } from '../src/orchestrator/engine.ts';
 import { chooseBuildpacks } from '../src/orchestrator/buildpack-builder.ts';
 import { buildpackName, parseBuildpackUrl } from '../src/orchestrator/buildpack-fetcher.ts';
 import { defaultSettings } from '../src/state/app-settings.ts';
@@ -48,4 +49,17 @@ test('BUILDPACK_URL wins over buildpacks:set, which wins over .buildpacks, which
   assert.deepEqual(await chooseBuildpacks(source('/bp/file\n'), app({ buildpacks: ['/bp/set', '/bp/set2'] }), defaults), { urls: ['/bp/set', '/bp/set2'], mode: 'all', from: 'buildpacks:set' });
   assert.deepEqual(await chooseBuildpacks(source('# mine\n/bp/one\n\n/bp/two\n'), app({}), defaults), { urls: ['/bp/one', '/bp/two'], mode: 'all', from: '.buildpacks' });
   assert.deepEqual(await chooseBuildpacks(source(), app({}), defaults), { urls: ['/bp/default'], mode: 'detect', from: 'the default list' });
+});
+
+test('dynos sort naturally, by type and then by number (web.2 before web.10), and web targets follow that order', () => {
+  assert.deepEqual(['web.10', 'worker.1', 'web.2', 'web.1', 'clock.3', 'web.11'].sort(compareDynos), ['clock.3', 'web.1', 'web.2', 'web.10', 'web.11', 'worker.1']);
+  const container = (dyno: string, ip: string | undefined): ContainerState => ({
+    id: dyno, name: `shop.${dyno}.r3.ab12`, labels: { [LABEL.process]: dyno.split('.')[0]!, [LABEL.dyno]: dyno }, running: true, status: 'running', exitCode: 0, restartCount: 0, ip, startedAt: 1, oomKilled: false,
+  });
+  const targets = webTargets([container('web.10', '10.0.0.10'), container('worker.1', '10.0.0.20'), container('web.2', '10.0.0.2'), container('web.3', undefined), container('web.1', '10.0.0.1')]);
+  assert.deepEqual(targets, [
+    { id: 'shop.web.1.r3.ab12', host: '10.0.0.1', port: 5000 },
+    { id: 'shop.web.2.r3.ab12', host: '10.0.0.2', port: 5000 },
+    { id: 'shop.web.10.r3.ab12', host: '10.0.0.10', port: 5000 },
+  ]);
 });

@@ -9,11 +9,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { FLUSH, pkt, PktLineReader } from '../src/git/pkt-line.ts';
+import { ZERO_OID } from '../src/git/repository.ts';
 import { gitRepo, makeKey, mustRun, run, startDaemon, tempDir, waitFor, writeFiles, type Daemon, type RunResult } from './helpers/daemon.ts';
 
 const SECONDS = Number(process.env.BERTH_FUZZ_SECONDS ?? 8);
 const SEED = Number(process.env.BERTH_FUZZ_SEED ?? Date.now() % 1_000_000);
-const ZERO = '0'.repeat(40);
 const APP = 'fuzz';
 
 let daemon: Daemon;
@@ -36,7 +36,7 @@ before(async () => {
   const pack = spawnSync('git', ['pack-objects', '--revs', '--stdout', '-q'], { cwd: repo, input: `${next}\n^${base}\n` });
   assert.equal(pack.status, 0);
   valid = {
-    commands: Buffer.concat([pkt(`${ZERO} ${next} refs/heads/main\0report-status side-band-64k agent=fuzz\n`), pkt(`${base} ${next} refs/heads/base\n`), FLUSH]),
+    commands: Buffer.concat([pkt(`${ZERO_OID} ${next} refs/heads/main\0report-status side-band-64k agent=fuzz\n`), pkt(`${base} ${next} refs/heads/base\n`), FLUSH]),
     pack: pack.stdout,
   };
 });

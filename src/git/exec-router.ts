@@ -10,14 +10,13 @@ import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { parseExecCommand } from './exec-command.ts';
 import type { KeyRecord } from './key-store.ts';
 import { serveReceivePack, type RefUpdate } from './receive-pack.ts';
-import { Repository } from './repository.ts';
+import { Repository, ZERO_OID } from './repository.ts';
 import type { ExecHandler, ExecRequest } from './ssh-server.ts';
 import { treeArchive } from './tree-archive.ts';
 import { readAll } from '../read-all.ts';
 
 /** Branches whose push deploys the app; any other ref is stored only. */
 export const DEPLOY_BRANCHES = ['refs/heads/main', 'refs/heads/master'] as const;
-const ZERO_OID = '0'.repeat(40);
 
 export function createExecHandler(services: Services): ExecHandler {
   return async (request) => {

@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import git from 'isomorphic-git';
 import { validateAppName } from '../app-name.ts';
 import { UserError } from '../errors.ts';
+import { sleep } from '../sleep.ts';
 import { ObjectNotFoundError, ObjectStore, parseCommit, parseTag, parseTree, type ObjectType } from './object-store.ts';
 import { treeArchive } from './tree-archive.ts';
 
@@ -329,7 +330,7 @@ class LockFile {
             hint: 'try the push again in a moment',
           });
         }
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50);
       }
     }
   }

@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { log } from '../log.ts';
 import type { BuildSource } from './builder.ts';
 import { buildContainerPrefix } from './buildpack-builder.ts';
-import type { Engine } from './engine.ts';
+import { NotFoundError, type Engine } from './engine.ts';
 import { healthchecksSection, type HealthchecksSection } from './health-check.ts';
 import { readTarFiles } from './tar-files.ts';
 
@@ -33,7 +33,7 @@ export async function healthchecksOfImage(engine: Engine, image: string): Promis
 // A container that is created and never started gives the image's files through the archive API.
 // It is named like a build container, so one left behind by a crash is removed at start-up.
 async function readImageFile(engine: Engine, image: string, file: string): Promise<Buffer | undefined> {
-  const container = await engine.create({
+  const id = await engine.create({
     name: `${buildContainerPrefix(engine.instance)}appjson.${randomBytes(3).toString('hex')}`,
     image,
     env: {},
@@ -46,14 +46,14 @@ async function readImageFile(engine: Engine, image: string, file: string): Promi
   try {
     let archive: Readable;
     try {
-      archive = await engine.getArchive(container.id, file);
+      archive = await engine.getArchive(id, file);
     } catch (e) {
-      if ((e as { statusCode?: number }).statusCode === 404) return undefined;
+      if (e instanceof NotFoundError) return undefined;
       throw e;
     }
     const files = await readTarFiles(archive, MAX_APP_JSON_BYTES);
     return files.get('app.json');
   } finally {
-    await engine.stopAndRemove(container.id, 0).catch((e) => log.warn('container_remove_failed', { id: container.id, error: e }));
+    await engine.stopAndRemove(id, 0).catch((e) => log.warn('container_remove_failed', { id, error: e }));
   }
 }

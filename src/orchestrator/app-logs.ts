@@ -1,9 +1,8 @@
 // An app's logs as one stream: every process container's output with its timestamp and a
 // `app[type.N]:` prefix, interleaved by time; with `follow`, new lines as they come (and the
 // containers a later deploy starts).
-import { Writable } from 'node:stream';
-import { demux, LABEL, type ContainerState, type Engine } from './engine.ts';
-import { processContainers } from './deployment.ts';
+import { LABEL, type ContainerState, type Engine, type Subscription } from './engine.ts';
+import { byDyno, processContainers } from './deployment.ts';
 
 export interface LogOptions {
   follow: boolean;
@@ -30,28 +29,27 @@ export async function writeAppLogs(engine: Engine, app: string, options: LogOpti
   const containers = await matching(engine, app, options.type);
   const history: LogLine[] = [];
   for (const c of containers) {
-    const raw = (await engine.docker.getContainer(c.id).logs({ stdout: true, stderr: true, timestamps: true, follow: false, tail: options.lines })) as unknown as Buffer;
-    for (const line of demux(raw).split('\n')) if (line) history.push(parseLine(line, dynoOf(c)));
+    const text = await engine.logs(c.id, options.lines, { timestamps: true });
+    for (const line of text.split('\n')) if (line) history.push(parseLine(line, dynoOf(c)));
   }
   history.sort((a, b) => compareTimes(a.time, b.time));
   for (const l of history.slice(-options.lines)) write(format(l));
   if (!options.follow || signal.aborted) return;
 
-  const followed = new Map<string, NodeJS.ReadableStream>();
+  const followed = new Map<string, Subscription>();
   const follow = async (c: ContainerState, fromStart: boolean) => {
     if (followed.has(c.id)) return;
-    const stream = (await engine.docker.getContainer(c.id).logs({ stdout: true, stderr: true, timestamps: true, follow: true, tail: fromStart ? 10_000 : 0 })) as NodeJS.ReadableStream;
-    followed.set(c.id, stream);
     let partial = '';
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        const lines = (partial + chunk.toString('utf8')).split('\n');
+    const subscription = await engine.followLogs(c.id, {
+      tail: fromStart ? 10_000 : 0,
+      onData(data) {
+        const lines = (partial + data.toString('utf8')).split('\n');
         partial = lines.pop() ?? '';
         for (const line of lines) if (line) write(format(parseLine(line, dynoOf(c))));
-        done();
       },
     });
-    engine.docker.modem.demuxStream(stream, sink, sink);
+    if (signal.aborted) return subscription.stop();
+    followed.set(c.id, subscription);
   };
   for (const c of containers) await follow(c, false);
   await new Promise<void>((resolve) => {
@@ -64,7 +62,7 @@ export async function writeAppLogs(engine: Engine, app: string, options: LogOpti
     }, RESCAN_MS);
     const stop = () => {
       clearInterval(timer);
-      for (const s of followed.values()) (s as unknown as { destroy?: () => void }).destroy?.();
+      for (const s of followed.values()) s.stop();
       resolve();
     };
     if (signal.aborted) stop();
@@ -74,7 +72,7 @@ export async function writeAppLogs(engine: Engine, app: string, options: LogOpti
 
 async function matching(engine: Engine, app: string, type: string | undefined): Promise<ContainerState[]> {
   const all = await processContainers(engine, app);
-  return all.filter((c) => c.running && (!type || c.labels[LABEL.process] === type)).sort((a, b) => dynoOf(a).localeCompare(dynoOf(b)));
+  return all.filter((c) => c.running && (!type || c.labels[LABEL.process] === type)).sort(byDyno);
 }
 
 function dynoOf(c: ContainerState): string {

@@ -3,14 +3,13 @@
 // fetched, and run by berth's runner in a container made from the stack image, with the app's
 // cache volume and its config in ENV_DIR. The container, committed, is the release's image.
 import { randomBytes } from 'node:crypto';
-import { Writable } from 'node:stream';
 import type { Output } from '../cli/output.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Builder } from './builder.ts';
 import { BuildpackFetcher, buildpackName, type FetchedBuildpack } from './buildpack-fetcher.ts';
 import { LAUNCHER, RUNNER, RUNNER_EXIT } from './buildpack-scripts.ts';
-import { BUILD_TIMEOUT_MS, type Engine } from './engine.ts';
+import { BUILD_TIMEOUT_MS, LABEL, type Engine } from './engine.ts';
 import { parseReleaseYaml } from './procfile.ts';
 import { makeTar, readTarFiles, type TarEntry } from './tar-files.ts';
 
@@ -83,8 +82,8 @@ export class BuildpackBuilder implements Builder {
     const stackConfig = await this.ensureStack(stack, out);
 
     const volume = cacheVolume(engine.instance, source.app);
-    await engine.ensureVolume(volume, { 'berth.app': source.app });
-    const container = await engine.create({
+    await engine.ensureVolume(volume, { [LABEL.app]: source.app });
+    const id = await engine.create({
       name: `${buildContainerPrefix(engine.instance)}${source.app}.r${job.release}.${randomBytes(2).toString('hex')}`,
       image: stack,
       env: {},
@@ -99,15 +98,13 @@ export class BuildpackBuilder implements Builder {
       memory: this.o.memory,
       binds: [`${volume}:/tmp/cache`],
     });
-    const id = container.id;
     try {
       await engine.putArchive(id, '/', makeTar(setupEntries(app.config, fetched)));
       await engine.putArchive(id, '/tmp/build', source.archive());
-      const output = await engine.attach(id, false);
-      const streamed = streamLines(engine, output, (line) => out.line(line));
-      await container.start();
+      const output = await attachLines(engine, id, (line) => out.line(line));
+      await engine.start(id);
       const result = await this.waitWithLimits(id, job.signal);
-      await streamed;
+      await output.ended;
       if (result.oomKilled || result.code === 137) {
         throw new UserError('build_out_of_memory', `the build ran out of memory (limit ${Math.round(this.o.memory / 1024 ** 2)} MiB) and was stopped`, {
           hint: 'make the build use less memory, or raise the limit with --build-memory (BERTH_BUILD_MEMORY)',
@@ -122,11 +119,11 @@ export class BuildpackBuilder implements Builder {
         .filter(([k]) => !stackConfig.env.some((e) => e.startsWith(`${k}=`)))
         .map(([k, v]) => `${k}=${v}`);
       await engine.commit(id, repo, version, {
-        Entrypoint: ['/berth/launch'],
-        Cmd: web ? [web] : [],
-        WorkingDir: '/app',
-        User: stackConfig.user,
-        Env: [...stackConfig.env.filter((e) => !e.startsWith('HOME=')), 'HOME=/app', ...configEnv],
+        entrypoint: ['/berth/launch'],
+        cmd: web ? [web] : [],
+        workingDir: '/app',
+        user: stackConfig.user,
+        env: [...stackConfig.env.filter((e) => !e.startsWith('HOME=')), 'HOME=/app', ...configEnv],
       });
       out.step(`Built image ${tag}`);
       return { image: tag, builder: this.name, processTypes: releaseInfo.processTypes };
@@ -217,27 +214,20 @@ function setupEntries(config: Record<string, string>, buildpacks: readonly Fetch
   return entries;
 }
 
-function streamLines(engine: Engine, stream: NodeJS.ReadableStream, onLine: (line: string) => void): Promise<void> {
+// The build container's stdout and stderr as lines; `ended` settles once its output ended.
+async function attachLines(engine: Engine, id: string, onLine: (line: string) => void): Promise<{ ended: Promise<void> }> {
   let partial = '';
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      const lines = (partial + chunk.toString('utf8')).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) onLine(line.replace(/\r$/, ''));
-      done();
-    },
+  const onData = (data: Buffer) => {
+    const lines = (partial + data.toString('utf8')).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) onLine(line.replace(/\r$/, ''));
+  };
+  const attachment = await engine.attach(id, { stdin: false, tty: false, onStdout: onData, onStderr: onData });
+  const ended = attachment.ended.then(() => {
+    if (partial) onLine(partial);
+    partial = '';
   });
-  engine.docker.modem.demuxStream(stream, sink, sink);
-  return new Promise((resolve) => {
-    const end = () => {
-      if (partial) onLine(partial);
-      partial = '';
-      resolve();
-    };
-    stream.once('end', end);
-    stream.once('close', end);
-    stream.once('error', end);
-  });
+  return { ended };
 }
 
 function noneDetected(choice: BuildpackChoice, tried: readonly FetchedBuildpack[], unreachable: readonly string[]): UserError {

@@ -67,6 +67,8 @@ export type ProcessPlan = Pick<AppRecord, 'name' | 'formation' | 'limits' | 'mou
 export interface Deployed {
   /** Every container of the new formation, kept or new. */
   containers: ContainerState[];
+  /** The containers this deploy started (and gated), in dyno order; the others were kept. */
+  started: ContainerState[];
   /** Web targets routed before the swap and not after it: retireOthers drains them. */
   replaced: Target[];
 }
@@ -124,8 +126,7 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
     }
     const ready = await gateAll(ctx, plan, checks, started);
     const containers = [...kept.values(), ...ready];
-    const web = containers.filter((c) => c.labels[LABEL.process] === 'web' && c.ip).sort((a, b) => dynoOrder(a) - dynoOrder(b));
-    const targets = web.map((c): Target => ({ id: c.name, host: c.ip!, port: WEB_PORT }));
+    const targets = webTargets(containers);
     const before = ctx.publisher.routed(app);
     // The swap: one synchronous assignment of the app's whole new target set.
     ctx.publisher.publish(app, ctx.hostnames, targets);
@@ -136,9 +137,9 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
       added: targets.filter((t) => !before.some((b) => b.id === t.id)).map((t) => t.id),
       removed: before.filter((b) => !targets.some((t) => t.id === b.id)).map((b) => b.id),
     });
-    if (web.length) ctx.out.step(`Routing ${ctx.hostnames.join(', ')} to ${web.length} web container${web.length === 1 ? '' : 's'} of release v${release.number}`);
+    if (targets.length) ctx.out.step(`Routing ${ctx.hostnames.join(', ')} to ${targets.length} web container${targets.length === 1 ? '' : 's'} of release v${release.number}`);
     const replaced = before.filter((t) => !targets.some((n) => n.id === t.id && n.host === t.host && n.port === t.port));
-    return { containers, replaced };
+    return { containers, started: [...ready].sort(byDyno), replaced };
   } catch (e) {
     await Promise.all(started.map((s) => ctx.engine.stopAndRemove(s.state.id, 0).catch((err) => log.warn('container_remove_failed', { id: s.state.id, error: err }))));
     throw e;
@@ -162,6 +163,26 @@ export async function retireOthers(ctx: DeployContext, plan: ProcessPlan, deploy
   }
   const old = (await processContainers(ctx.engine, plan.name)).filter((c) => !keep.has(c.id));
   await stopContainers(ctx, plan.name, old, checks);
+}
+
+/** The route targets of the web containers among `containers` (those with an address), in dyno order. */
+export function webTargets(containers: readonly ContainerState[]): Target[] {
+  return containers
+    .filter((c) => c.labels[LABEL.process] === 'web' && c.ip)
+    .sort(byDyno)
+    .map((c): Target => ({ id: c.name, host: c.ip!, port: WEB_PORT }));
+}
+
+/** Natural dyno order, by process type and then by number: web.2 before web.10. */
+export function byDyno(a: ContainerState, b: ContainerState): number {
+  return compareDynos(a.labels[LABEL.dyno] ?? a.name, b.labels[LABEL.dyno] ?? b.name);
+}
+
+export function compareDynos(a: string, b: string): number {
+  const [ta, na] = splitDyno(a);
+  const [tb, nb] = splitDyno(b);
+  if (ta !== tb) return ta < tb ? -1 : 1;
+  return Number(na) - Number(nb) || (na < nb ? -1 : na > nb ? 1 : 0);
 }
 
 /** The app's dyno containers (not one-offs, not builds), running or not. */
@@ -312,6 +333,7 @@ async function stopContainers(ctx: DeployContext, app: string, containers: reado
   );
 }
 
-function dynoOrder(c: ContainerState): number {
-  return Number((c.labels[LABEL.dyno] ?? '').split('.')[1] ?? 0);
+function splitDyno(dyno: string): [string, string] {
+  const dot = dyno.lastIndexOf('.');
+  return dot < 0 ? [dyno, ''] : [dyno.slice(0, dot), dyno.slice(dot + 1)];
 }

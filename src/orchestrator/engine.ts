@@ -1,8 +1,7 @@
-// The Docker engine as berth uses it: connect, build from a tar stream, run and inspect labelled
-// containers, read their logs. dockerode is loaded lazily so CLI commands start fast.
+// The container engine as the orchestrator uses it, in its own terms: labelled containers and
+// what happens to them, images, builds, logs, archives, networks and volumes. DockerEngine
+// (docker-engine.ts) implements it over the Docker API; nothing else knows Docker's wire format.
 import type { Readable } from 'node:stream';
-import type Dockerode from 'dockerode';
-import { UserError } from '../errors.ts';
 
 export const LABEL = {
   managed: 'berth.managed',
@@ -62,322 +61,151 @@ export interface ContainerState {
   oomKilled: boolean;
 }
 
-export class Engine {
-  readonly docker: Dockerode;
-  readonly where: string;
+/** The parts of an image's config berth reads, and (for a commit) sets. */
+export interface ImageConfig {
+  user: string;
+  entrypoint: string[];
+  cmd: string[];
+  env: string[];
+  workingDir: string;
+}
+
+export interface BuildOptions {
+  /** The build context as a tar stream. */
+  context: Readable;
+  tag: string;
+  onLine: (line: string) => void;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Bytes of memory each build step may use. */
+  memory?: number;
+}
+
+/** What happened to a container of one of berth's apps, its labels read once. */
+export interface ContainerEvent {
+  /**
+   * `died`: it stopped running (killed, exited, out of memory); `unhealthy` and `healthy`: its
+   * image's HEALTHCHECK changed its mind; `started`: it runs (again); `removed`: it is gone.
+   */
+  change: 'died' | 'unhealthy' | 'started' | 'healthy' | 'removed';
+  /** The engine's own word for it (die, stop, oom, health_status: unhealthy ...), for logs. */
+  reason: string;
+  id: string;
+  name: string;
+  app: string;
+  /** The process type (web, worker, run ...); web when unlabelled. */
+  process: string;
+  /** The release number it runs; undefined when unlabelled. */
+  release: number | undefined;
+  /** The dyno (web.1) it is; undefined when unlabelled. */
+  dyno: string | undefined;
+  role: Role;
+  /** When the engine saw it, ms since the epoch (with a fraction when the engine gives one). */
+  at: number;
+}
+
+export interface ContainerEventHandlers {
+  onEvent(event: ContainerEvent): void;
+  /** The stream ended or broke (not after stop()): subscribe again to go on. */
+  onLost(error?: Error): void;
+}
+
+/** Something that keeps going until stopped: an event subscription, a followed log. */
+export interface Subscription {
+  stop(): void;
+}
+
+/** A created container's standard streams, wired before it starts. */
+export interface Attachment {
+  /** To its stdin (attached with `stdin`). */
+  write(data: Buffer): void;
+  /** Ends its stdin. */
+  end(): void;
+  /** Settles once its output ended or the connection broke. */
+  readonly ended: Promise<void>;
+}
+
+export interface AttachOptions {
+  stdin: boolean;
+  /** It was created with a terminal: its output is one stream, given to onStdout. */
+  tty: boolean;
+  onStdout(data: Buffer): void;
+  onStderr(data: Buffer): void;
+}
+
+/** An object the engine does not have (a container removed meanwhile, a path not in a container). */
+export class NotFoundError extends Error {
+  override readonly name = 'NotFoundError';
+}
+
+export interface Engine {
+  /** The berth instance whose objects this engine labels and lists. */
   readonly instance: string;
 
-  private constructor(docker: Dockerode, where: string, instance: string) {
-    this.docker = docker;
-    this.where = where;
-    this.instance = instance;
-  }
-
-  static async connect(dockerHost: string, instance: string): Promise<Engine> {
-    const { default: Docker } = await import('dockerode');
-    const docker = new Docker(dockerOptions(dockerHost));
-    const engine = new Engine(docker, dockerHost, instance);
-    try {
-      await docker.ping();
-    } catch (e) {
-      throw new UserError('docker_unreachable', `no Docker engine answers at ${dockerHost}: ${(e as Error).message}`, {
-        cause: e,
-        hint: 'start one (as root: apt-get install -y docker.io iptables && dockerd &), or point --docker-host / BERTH_DOCKER_HOST at it',
-      });
-    }
-    return engine;
-  }
-
-  async ensureNetwork(name: string): Promise<void> {
-    const existing = await this.docker.listNetworks({ filters: { name: [name] } });
-    if (existing.some((n) => n.Name === name)) return;
-    try {
-      await this.docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1' } });
-    } catch (e) {
-      if ((e as { statusCode?: number }).statusCode !== 409) throw new Error(`creating Docker network ${name}: ${(e as Error).message}`, { cause: e });
-    }
-  }
-
-  async imageExists(ref: string): Promise<boolean> {
-    try {
-      await this.docker.getImage(ref).inspect();
-      return true;
-    } catch (e) {
-      if ((e as { statusCode?: number }).statusCode === 404) return false;
-      throw e;
-    }
-  }
-
-  /**
-   * Builds an image from a tar build context with the classic builder, streaming output lines.
-   * The engine reports a failed step as an event, not as an error, so any `error` event rejects.
-   */
-  async build(options: { context: Readable; tag: string; onLine: (line: string) => void; timeoutMs?: number; signal?: AbortSignal; memory?: number }): Promise<string> {
-    const stream = (await this.docker.buildImage(options.context as unknown as NodeJS.ReadableStream, {
-      // No build-time labels: the classic builder turns each into an extra step with its own
-      // container. Images are found by their tag, berth/APP:rN.
-      t: options.tag,
-      rm: true,
-      forcerm: true,
-      ...(options.memory ? { memory: options.memory, memswap: options.memory } : {}),
-    })) as unknown as Readable;
-    return new Promise<string>((resolve, reject) => {
-      let imageId: string | undefined;
-      let failure: string | undefined;
-      let partial = '';
-      let settled = false;
-      const finish = (err?: Error) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        options.signal?.removeEventListener('abort', onAbort);
-        if (partial) options.onLine(partial);
-        if (err) return reject(err);
-        if (failure) {
-          const oom = /returned a non-zero code: 137/.test(failure) && options.memory;
-          return reject(
-            new UserError('build_failed', `the Docker build failed: ${failure.trim()}${oom ? ` (killed: the build ran out of memory, limit ${Math.round(options.memory! / 1024 ** 2)} MiB)` : ''}`, oom ? { hint: 'raise --build-memory, or make the build use less memory' } : {}),
-          );
-        }
-        if (!imageId) return reject(new Error('the Docker build ended without an image id'));
-        resolve(imageId);
-      };
-      const timeoutMs = options.timeoutMs ?? BUILD_TIMEOUT_MS;
-      const timer = setTimeout(() => {
-        stream.destroy();
-        finish(new UserError('build_timeout', `the build did not finish within ${Math.round(timeoutMs / 1000)} s`));
-      }, timeoutMs);
-      const onAbort = () => {
-        stream.destroy();
-        finish(new UserError('build_aborted', 'the build was cancelled'));
-      };
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      this.docker.modem.followProgress(
-        stream as unknown as NodeJS.ReadableStream,
-        (err) => finish(err ?? undefined),
-        (event: { stream?: string; error?: string; errorDetail?: { message?: string }; aux?: { ID?: string }; status?: string }) => {
-          if (event.error || event.errorDetail) failure = event.errorDetail?.message ?? event.error;
-          if (event.aux?.ID) imageId = event.aux.ID;
-          const text = event.stream ?? (event.status ? event.status + '\n' : '');
-          if (!text) return;
-          const lines = (partial + text).split('\n');
-          partial = lines.pop() ?? '';
-          for (const line of lines) options.onLine(line.replace(/\r$/, ''));
-        },
-      );
-    });
-  }
-
-  async run(spec: ContainerSpec): Promise<ContainerState> {
-    const container = await this.create(spec);
-    await container.start();
-    return this.inspect(container.id);
-  }
-
-  /** Creates (does not start) a labelled container. */
-  async create(spec: ContainerSpec): Promise<Dockerode.Container> {
-    return this.docker.createContainer({
-      name: spec.name,
-      Image: spec.image,
-      Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
-      Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...spec.labels },
-      ...(spec.cmd ? { Cmd: spec.cmd } : {}),
-      ...(spec.entrypoint ? { Entrypoint: spec.entrypoint } : {}),
-      ...(spec.user !== undefined ? { User: spec.user } : {}),
-      ...(spec.workingDir ? { WorkingDir: spec.workingDir } : {}),
-      ...(spec.stdin ? { OpenStdin: true, StdinOnce: true, AttachStdin: true, AttachStdout: true, AttachStderr: true } : {}),
-      Tty: spec.tty === true,
-      HostConfig: {
-        NetworkMode: spec.network,
-        RestartPolicy: spec.restart === false ? { Name: 'no' } : { Name: 'unless-stopped' },
-        Init: true,
-        ...(spec.memory ? { Memory: spec.memory, MemorySwap: spec.memory } : {}),
-        ...(spec.cpus ? { NanoCpus: Math.round(spec.cpus * 1e9) } : {}),
-        ...(spec.binds?.length ? { Binds: spec.binds } : {}),
-      },
-      NetworkingConfig: { EndpointsConfig: { [spec.network]: { Aliases: spec.aliases } } },
-    });
-  }
-
-  /** Attaches to a created container's output (and input when it has stdin), before it starts. */
-  async attach(id: string, withStdin: boolean): Promise<NodeJS.ReadWriteStream> {
-    return (await this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: withStdin })) as NodeJS.ReadWriteStream;
-  }
-
-  /** Waits for the container to exit; its status code. */
-  async wait(id: string): Promise<{ code: number; oomKilled: boolean }> {
-    const r = (await this.docker.getContainer(id).wait()) as { StatusCode: number };
-    const info = await this.docker.getContainer(id).inspect();
-    return { code: r.StatusCode, oomKilled: info.State.OOMKilled === true };
-  }
-
-  async resize(id: string, rows: number, cols: number): Promise<void> {
-    await this.docker.getContainer(id).resize({ h: rows, w: cols });
-  }
-
-  /** Extracts a tar stream into a directory of the container (which must exist). */
-  async putArchive(id: string, dir: string, tar: Readable | Buffer): Promise<void> {
-    await this.docker.getContainer(id).putArchive(tar as unknown as NodeJS.ReadableStream, { path: dir });
-  }
-
-  /** A path of a container (running or not) as a tar stream. */
-  async getArchive(id: string, file: string): Promise<Readable> {
-    return (await this.docker.getContainer(id).getArchive({ path: file })) as unknown as Readable;
-  }
-
-  /** Makes an image of a stopped container's filesystem; `config` replaces the fields it names. */
-  async commit(id: string, repo: string, tag: string, config: Record<string, unknown>): Promise<string> {
-    const r = (await this.docker.getContainer(id).commit({ _query: { container: id, repo, tag }, _body: config } as never)) as unknown as { Id?: string };
-    return r.Id ?? `${repo}:${tag}`;
-  }
-
-  async tagImage(source: string, repo: string, tag: string): Promise<void> {
-    await this.docker.getImage(source).tag({ repo, tag });
-  }
-
-  /** The parts of an image's config berth needs, or undefined when the engine does not have it. */
-  async imageConfig(ref: string): Promise<{ user: string; entrypoint: string[]; cmd: string[]; env: string[]; workingDir: string } | undefined> {
-    try {
-      const info = await this.docker.getImage(ref).inspect();
-      const list = (v: string | string[] | undefined | null) => (v == null ? [] : Array.isArray(v) ? v : [v]);
-      return { user: info.Config?.User ?? '', entrypoint: list(info.Config?.Entrypoint), cmd: list(info.Config?.Cmd), env: info.Config?.Env ?? [], workingDir: info.Config?.WorkingDir ?? '' };
-    } catch (e) {
-      if ((e as { statusCode?: number }).statusCode === 404) return undefined;
-      throw e;
-    }
-  }
-
-  /** Pulls an image from its registry; rejects with the engine's reason. */
-  async pull(ref: string): Promise<void> {
-    const stream = (await this.docker.pull(ref)) as NodeJS.ReadableStream;
-    await new Promise<void>((resolve, reject) => {
-      let failure: string | undefined;
-      this.docker.modem.followProgress(
-        stream,
-        (err) => (err ? reject(err) : failure ? reject(new Error(failure)) : resolve()),
-        (event: { error?: string }) => {
-          if (event.error) failure = event.error;
-        },
-      );
-    });
-  }
-
+  // Networks and volumes
+  /** A bridge network (created when missing). */
+  ensureNetwork(name: string): Promise<void>;
   /** A labelled named volume (created when missing). */
-  async ensureVolume(name: string, labels: Record<string, string>): Promise<void> {
-    await this.docker.createVolume({ Name: name, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
-  }
+  ensureVolume(name: string, labels: Record<string, string>): Promise<void>;
+  /** Removes a volume; one missing or in use is left alone. */
+  removeVolume(name: string): Promise<void>;
 
-  async removeVolume(name: string): Promise<void> {
-    try {
-      await this.docker.getVolume(name).remove();
-    } catch (e) {
-      const code = (e as { statusCode?: number }).statusCode;
-      if (code !== 404 && code !== 409) throw e;
-    }
-  }
-
-  /** A container's log stream (multiplexed unless it has a TTY), with timestamps. */
-  async logStream(id: string, options: { follow: boolean; tail: number; since?: number }): Promise<NodeJS.ReadableStream> {
-    const c = this.docker.getContainer(id);
-    if (options.follow) {
-      return (await c.logs({ stdout: true, stderr: true, timestamps: true, follow: true, tail: options.tail, ...(options.since ? { since: options.since } : {}) })) as NodeJS.ReadableStream;
-    }
-    const raw = (await c.logs({ stdout: true, stderr: true, timestamps: true, follow: false, tail: options.tail })) as unknown as Buffer;
-    const { Readable: R } = await import('node:stream');
-    return R.from([raw]);
-  }
-
-  async inspect(id: string): Promise<ContainerState> {
-    const info = await this.docker.getContainer(id).inspect();
-    const networks = info.NetworkSettings?.Networks ?? {};
-    const ip = Object.values(networks).map((n) => n?.IPAddress).find((a) => a) || undefined;
-    const startedAt = Date.parse(info.State.StartedAt ?? '');
-    return {
-      id: info.Id,
-      name: info.Name.replace(/^\//, ''),
-      labels: info.Config.Labels ?? {},
-      running: info.State.Running,
-      status: info.State.Status,
-      exitCode: info.State.ExitCode,
-      restartCount: info.RestartCount ?? 0,
-      ip,
-      startedAt: Number.isFinite(startedAt) && startedAt > 0 ? startedAt : undefined,
-      oomKilled: info.State.OOMKilled === true,
-    };
-  }
-
-  /** Containers berth made, narrowed by labels, running or not. */
-  async list(labels: Record<string, string> = {}): Promise<ContainerState[]> {
-    const filters = [`${LABEL.managed}=1`, `${LABEL.instance}=${this.instance}`, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)];
-    const found = await this.docker.listContainers({ all: true, filters: { label: filters } });
-    const states: ContainerState[] = [];
-    for (const c of found) {
-      try {
-        states.push(await this.inspect(c.Id));
-      } catch (e) {
-        if ((e as { statusCode?: number }).statusCode !== 404) throw e;
-      }
-    }
-    return states;
-  }
-
-  /** The last lines a container wrote to stdout and stderr, for failure reports. */
-  async logs(id: string, tail = 50): Promise<string> {
-    const raw = (await this.docker.getContainer(id).logs({ stdout: true, stderr: true, tail, follow: false })) as unknown as Buffer;
-    return demux(raw);
-  }
-
-  /** SIGTERM, SIGKILL after `timeoutSec`, then remove. A container already gone is not an error. */
-  async stopAndRemove(id: string, timeoutSec = 10): Promise<void> {
-    const c = this.docker.getContainer(id);
-    try {
-      await c.stop({ t: timeoutSec });
-    } catch (e) {
-      const code = (e as { statusCode?: number }).statusCode;
-      if (code !== 304 && code !== 404) throw e;
-    }
-    try {
-      await c.remove({ force: true });
-    } catch (e) {
-      const code = (e as { statusCode?: number }).statusCode;
-      if (code !== 404 && code !== 409) throw e;
-    }
-  }
-
+  // Images
+  imageExists(ref: string): Promise<boolean>;
+  /** The image's config, or undefined when the engine does not have it. */
+  imageConfig(ref: string): Promise<ImageConfig | undefined>;
+  /**
+   * Builds an image from a tar build context, streaming output lines; resolves to its id. A
+   * failed step rejects with a UserError, as do the timeout and the signal.
+   */
+  build(options: BuildOptions): Promise<string>;
+  /** Pulls an image from its registry; rejects with the engine's reason. */
+  pull(ref: string): Promise<void>;
+  tagImage(source: string, repo: string, tag: string): Promise<void>;
+  /** Makes an image `repo:tag` of a stopped container's filesystem with this config; its id. */
+  commit(id: string, repo: string, tag: string, config: ImageConfig): Promise<string>;
   /** Every tag of a repository (berth-INSTANCE/APP:*), for tearing an app down. */
-  async imagesOf(repository: string): Promise<string[]> {
-    const images = await this.docker.listImages({ filters: { reference: [repository] } });
-    return images.flatMap((i) => (i.RepoTags ?? []).filter((t) => t.startsWith(`${repository}:`)));
-  }
+  imagesOf(repository: string): Promise<string[]>;
+  /** Removes an image; one missing or in use is left alone. */
+  removeImage(ref: string): Promise<void>;
 
-  async removeImage(ref: string): Promise<void> {
-    try {
-      await this.docker.getImage(ref).remove({ force: false });
-    } catch (e) {
-      const code = (e as { statusCode?: number }).statusCode;
-      if (code !== 404 && code !== 409) throw e;
-    }
-  }
-}
+  // Containers
+  /** Creates and starts a labelled container; its state once started. */
+  run(spec: ContainerSpec): Promise<ContainerState>;
+  /** Creates (does not start) a labelled container; its id. */
+  create(spec: ContainerSpec): Promise<string>;
+  start(id: string): Promise<void>;
+  /** Wires a created container's output (and input) to the caller; call before start(). */
+  attach(id: string, options: AttachOptions): Promise<Attachment>;
+  /** Waits for the container to exit; its status code. */
+  wait(id: string): Promise<{ code: number; oomKilled: boolean }>;
+  /** Resizes the container's terminal. */
+  resize(id: string, rows: number, cols: number): Promise<void>;
+  /** Rejects with NotFoundError when the container is gone. */
+  inspect(id: string): Promise<ContainerState>;
+  /** Containers berth made, narrowed by labels, running or not. */
+  list(labels?: Record<string, string>): Promise<ContainerState[]>;
+  /** Containers (berth's or not, running or not) whose name starts with `prefix`. */
+  containersNamed(prefix: string): Promise<Array<{ id: string; name: string }>>;
+  /** SIGTERM, SIGKILL after `timeoutSec`, then remove. A container already gone is not an error. */
+  stopAndRemove(id: string, timeoutSec?: number): Promise<void>;
 
-function dockerOptions(dockerHost: string): Dockerode.DockerOptions {
-  if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length) };
-  if (dockerHost.startsWith('/')) return { socketPath: dockerHost };
-  const url = new URL(dockerHost.replace(/^tcp:/, 'http:'));
-  return { host: url.hostname, port: url.port || '2375', protocol: url.protocol === 'https:' ? 'https' : 'http' };
-}
+  // Archives
+  /** Extracts a tar stream into a directory of the container (which must exist). */
+  putArchive(id: string, dir: string, tar: Readable | Buffer): Promise<void>;
+  /** A path of a container (running or not) as a tar stream; NotFoundError when it has none. */
+  getArchive(id: string, file: string): Promise<Readable>;
 
-/** Docker's multiplexed log format: 8-byte frames (stream, 0, 0, 0, size32) before each chunk. */
-export function demux(raw: Buffer): string {
-  if (!Buffer.isBuffer(raw)) return String(raw);
-  const parts: Buffer[] = [];
-  let i = 0;
-  while (i + 8 <= raw.length) {
-    const kind = raw[i]!;
-    const size = raw.readUInt32BE(i + 4);
-    if (kind > 2 || raw[i + 1] !== 0 || raw[i + 2] !== 0 || raw[i + 3] !== 0) return raw.toString('utf8');
-    parts.push(raw.subarray(i + 8, i + 8 + size));
-    i += 8 + size;
-  }
-  return Buffer.concat(parts).toString('utf8');
+  // Logs
+  /**
+   * The last `tail` lines the container wrote to stdout and stderr; with `timestamps`, each line
+   * starts with its RFC 3339 time and a space.
+   */
+  logs(id: string, tail?: number, options?: { timestamps?: boolean }): Promise<string>;
+  /** From its last `tail` lines on, what the container writes (stdout and stderr, timestamped), until stopped. */
+  followLogs(id: string, options: { tail: number; onData(data: Buffer): void }): Promise<Subscription>;
+
+  // Events
+  /** Follows what happens to the containers of berth's apps on this instance. */
+  watchContainers(handlers: ContainerEventHandlers): Promise<Subscription>;
 }

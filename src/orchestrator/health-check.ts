@@ -7,6 +7,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { UserError } from '../errors.ts';
+import { sleep } from '../sleep.ts';
 
 /** Dokku's defaults (docker-container-healthchecker): 3 attempts, 5 s per attempt, 5 s between attempts, no initial delay, path `/`. */
 export const DEFAULT_ATTEMPTS = 3;
@@ -307,21 +308,6 @@ function connectOnce(host: string, port: number, timeoutMs: number): Promise<{ o
     const timer = setTimeout(() => done(false, `no connection to port ${port} within ${formatSeconds(timeoutMs)}`), timeoutMs);
     socket.once('connect', () => done(true, `port ${port} accepts connections`));
     socket.once('error', (e: NodeJS.ErrnoException) => done(false, e.code === 'ECONNREFUSED' ? `nothing listens on port ${port}` : `${e.code ?? 'error'} connecting to port ${port}`));
-  });
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 

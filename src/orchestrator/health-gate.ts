@@ -4,9 +4,10 @@
 // watched, so a container that exits or restarts fails the gate at once instead of at a timeout.
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { sleep } from '../sleep.ts';
 import type { Release } from '../state/app-store.ts';
 import type { ResolvedChecks } from '../state/check-settings.ts';
-import type { ContainerState, Engine } from './engine.ts';
+import { NotFoundError, type ContainerState, type Engine } from './engine.ts';
 import { checksOf, defaultHealthChecks, runHealthChecks, type CheckAttempt, type HealthCheck } from './health-check.ts';
 
 /** How often the container's state is read while its checks run. */
@@ -63,13 +64,16 @@ export async function passGate(req: GateRequest): Promise<ContainerState> {
     while (!stop.signal.aborted) {
       await sleep(WATCH_INTERVAL_MS, stop.signal);
       if (stop.signal.aborted) return;
-      const state = await engine.inspect(container.id).catch((e: { statusCode?: number }) => {
-        if (e.statusCode === 404) return undefined;
+      const state = await engine.inspect(container.id).catch((e: unknown) => {
+        if (e instanceof NotFoundError) return undefined;
         throw e;
       });
       if (!state || !stillUp(state, baseline)) return fail(state);
     }
-  })().catch((e: unknown) => log.warn('health_gate_watch_failed', { container: container.name, error: e }));
+  })().catch((e: unknown) => {
+    // The end of the checks aborts the watcher's sleep: that is no failure.
+    if (!stop.signal.aborted) log.warn('health_gate_watch_failed', { container: container.name, error: e });
+  });
   try {
     let ip = container.ip;
     if (!ip) {
@@ -125,16 +129,4 @@ function exitedError(state: ContainerState | undefined, baseline: number): UserE
     return new UserError('container_exited', `the container exited at start and was restarted${code}`, { hint });
   }
   return new UserError('container_exited', `the container exited at start (status ${state.status}, exit code ${state.exitCode}${how})`, { hint });
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

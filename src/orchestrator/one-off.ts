@@ -2,9 +2,9 @@
 // config, its standard streams wired to the caller (a terminal when the caller has one), removed
 // when it exits; the command's exit status is the caller's.
 import { randomInt } from 'node:crypto';
-import { Writable } from 'node:stream';
 import type { Terminal } from '../cli/command.ts';
 import { log } from '../log.ts';
+import { sleep } from '../sleep.ts';
 import { limitFor } from './deployment.ts';
 import { LABEL } from './engine.ts';
 import type { Orchestrator } from './orchestrator.ts';
@@ -33,7 +33,7 @@ export async function runOneOff(orch: Orchestrator, app: string, words: readonly
         ? [...words]
         : command ? ['/bin/sh', '-c', command] : ['/bin/sh'];
   const limit = limitFor(record.limits, 'run');
-  const container = await engine.create({
+  const id = await engine.create({
     name: `${app}.${dyno}.r${release.number}`,
     image: release.image,
     env: { ...record.config, DYNO: dyno, ...(io.terminal ? { TERM: io.terminal.term || 'xterm' } : {}) },
@@ -49,36 +49,32 @@ export async function runOneOff(orch: Orchestrator, app: string, words: readonly
     ...(limit.cpus ? { cpus: limit.cpus } : {}),
   });
   log.info('run_started', { app, dyno, release: release.number, tty: io.terminal !== undefined });
-  const onAbort = () => void engine.stopAndRemove(container.id, 1).catch(() => {});
+  const onAbort = () => void engine.stopAndRemove(id, 1).catch(() => {});
   io.signal.addEventListener('abort', onAbort, { once: true });
   try {
-    const stream = await engine.attach(container.id, io.stdin !== undefined);
-    const drained = new Promise<void>((resolve) => {
-      stream.once('end', resolve);
-      stream.once('close', resolve);
-      stream.once('error', () => resolve());
-    });
-    if (io.terminal) stream.on('data', (d: Buffer) => io.stdout(Buffer.from(d)));
-    else engine.docker.modem.demuxStream(stream, sink(io.stdout), sink(io.stderr));
+    const attached = await engine.attach(id, { stdin: io.stdin !== undefined, tty: io.terminal !== undefined, onStdout: io.stdout, onStderr: io.stderr });
     if (io.stdin) {
-      io.stdin.on('data', (d: Buffer) => stream.write(d));
+      io.stdin.on('data', (d: Buffer) => attached.write(d));
       // On a terminal, end of input is a ^D the client sends as a byte; closing the attach early
       // would cut the output off.
-      if (!io.terminal) io.stdin.once('end', () => (stream as unknown as { end(): void }).end());
+      if (!io.terminal) io.stdin.once('end', () => attached.end());
     }
-    await container.start();
+    await engine.start(id);
     if (io.terminal) {
       const t = io.terminal;
-      await engine.resize(container.id, t.rows, t.cols).catch(() => {});
-      t.onResize((rows, cols) => void engine.resize(container.id, rows, cols).catch(() => {}));
+      await engine.resize(id, t.rows, t.cols).catch(() => {});
+      t.onResize((rows, cols) => void engine.resize(id, rows, cols).catch(() => {}));
     }
-    const { code } = await engine.wait(container.id);
-    await Promise.race([drained, new Promise((r) => setTimeout(r, 2000))]);
+    const { code } = await engine.wait(id);
+    // The last output may still be on its way; a connection that never ends is not waited for.
+    const grace = new AbortController();
+    await Promise.race([attached.ended, sleep(2000, grace.signal).catch(() => {})]);
+    grace.abort();
     log.info('run_finished', { app, dyno, code });
     return code;
   } finally {
     io.signal.removeEventListener('abort', onAbort);
-    await engine.stopAndRemove(container.id, 0).catch((e) => log.warn('run_remove_failed', { app, dyno, error: e }));
+    await engine.stopAndRemove(id, 0).catch((e) => log.warn('run_remove_failed', { app, dyno, error: e }));
   }
 }
 
@@ -89,14 +85,5 @@ export async function runOneOff(orch: Orchestrator, app: string, words: readonly
 export function joinCommand(words: readonly string[]): string {
   if (words.length === 1) return words[0]!;
   return words.map((w) => (w === '' || /[\s'"\\]/.test(w) ? `'${w.replace(/'/g, `'\\''`)}'` : w)).join(' ');
-}
-
-function sink(write: (data: Buffer) => void): Writable {
-  return new Writable({
-    write(chunk: Buffer, _enc, done) {
-      write(Buffer.from(chunk));
-      done();
-    },
-  });
 }
 

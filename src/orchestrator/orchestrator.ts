@@ -3,7 +3,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Output } from '../cli/output.ts';
-import { MemoryOutput } from '../cli/output.ts';
 import type { Config, DataPaths } from '../config.ts';
 import { log } from '../log.ts';
 import type { AppStore, Release } from '../state/app-store.ts';
@@ -14,9 +13,9 @@ import { imageRepository, imageTag, type Builder } from './builder.ts';
 import { BuildLogs } from './build-log.ts';
 import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack-builder.ts';
 import { BuildpackFetcher } from './buildpack-fetcher.ts';
-import { checkPort, checkSettingsOf, processContainers, WEB_PORT, type RoutePublisher } from './deployment.ts';
+import { checkPort, checkSettingsOf, processContainers, webTargets, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
-import { LABEL, type Engine } from './engine.ts';
+import { LABEL, type ContainerEvent, type Engine, type Subscription } from './engine.ts';
 import { checksFor, passGate } from './health-gate.ts';
 import { RouteGuard } from './route-guard.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
@@ -40,7 +39,7 @@ export class Orchestrator {
   /** Every publish goes through it: containers the engine reports dead stay out of routing. */
   private readonly routes: RouteGuard;
   readonly buildLogs: BuildLogs;
-  private events: NodeJS.ReadableStream | undefined;
+  private events: Subscription | undefined;
   private stopped = false;
 
   constructor(deps: OrchestratorDeps) {
@@ -115,7 +114,7 @@ export class Orchestrator {
   async stop(): Promise<void> {
     // App containers keep running while the daemon is down; a restart adopts them.
     this.stopped = true;
-    (this.events as { destroy?: () => void } | undefined)?.destroy?.();
+    this.events?.stop();
     this.events = undefined;
   }
 
@@ -221,10 +220,9 @@ export class Orchestrator {
       this.routes.publish(app, this.hostnames(app), []);
       return;
     }
-    const out = new MemoryOutput();
-    await redeployCurrent(this.releaseDeps(app), app, out, { reuse: true });
-    const started = out.text().match(/Starting \S+/g) ?? [];
-    log.info('app_adopted', { app, release: release.number, started: started.map((s) => s.slice('Starting '.length)) });
+    // Nobody watches a start-up: what adoption did is the app_adopted log line.
+    const deployed = await redeployCurrent(this.releaseDeps(app), app, UNWATCHED, { reuse: true });
+    log.info('app_adopted', { app, release: release.number, started: deployed.started.map((c) => c.labels[LABEL.dyno] ?? c.name) });
   }
 
   /**
@@ -234,57 +232,42 @@ export class Orchestrator {
    * it is checked and the app's routes are published anew under the lock.
    */
   private async watchContainers(): Promise<void> {
-    const engine = this.deps.engine;
-    const stream = (await engine.docker.getEvents({
-      filters: {
-        type: ['container'],
-        event: ['start', 'die', 'stop', 'oom', 'health_status', 'destroy'],
-        label: [`${LABEL.managed}=1`, `${LABEL.instance}=${engine.instance}`],
+    let lost = false;
+    const subscription = await this.deps.engine.watchContainers({
+      onEvent: (event) => this.onContainerEvent(event),
+      // The engine may restart under a running daemon: listen again while the daemon runs.
+      onLost: (error) => {
+        if (lost || this.stopped) return;
+        lost = true;
+        this.events = undefined;
+        log.warn('docker_events_lost', { error });
+        this.retryWatch();
       },
-    })) as NodeJS.ReadableStream;
-    this.events = stream;
-    let partial = '';
-    stream.on('data', (chunk: Buffer) => {
-      const lines = (partial + chunk.toString('utf8')).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        if (!line.trim()) continue;
-        try {
-          this.onContainerEvent(JSON.parse(line) as ContainerEvent);
-        } catch (e) {
-          log.warn('docker_event_unreadable', { error: e });
-        }
-      }
     });
-    // The engine may restart under a running daemon: listen again while the daemon runs.
-    const lost = (error?: Error) => {
-      if (this.events !== stream) return;
-      this.events = undefined;
-      log.warn('docker_events_lost', { error });
-      this.retryWatch();
-    };
-    stream.on('error', (e: Error) => lost(e));
-    stream.on('end', () => lost());
+    // stop() may have come while the subscription was being made.
+    if (this.stopped) subscription.stop();
+    else if (!lost) this.events = subscription;
   }
 
   private onContainerEvent(event: ContainerEvent): void {
-    const attrs = event.Actor?.Attributes ?? {};
-    const app = attrs[LABEL.app];
-    const name = attrs.name;
-    if (!app || !name || !event.id || (attrs[LABEL.role] ?? 'process') !== 'process') return;
-    const action = event.Action ?? event.status ?? '';
-    const type = attrs[LABEL.process] ?? 'web';
-    if (action === 'destroy') {
-      this.routes.forget(name);
-    } else if (action === 'start' || action === 'health_status: healthy') {
-      // Only a container that went down comes back here; a deploy routes the ones it starts.
-      if (this.routes.revive(name)) void this.refreshRoutes(app, event.id, type);
-    } else if (action === 'die' || action === 'stop' || action === 'oom' || action === 'health_status: unhealthy') {
-      if (type !== 'web') return;
-      const withdrawn = this.routes.withdraw(app, this.hostnames(app), name, action);
-      if (withdrawn) {
-        const reportedAt = event.timeNano ? event.timeNano / 1e6 : (event.time ?? 0) * 1000;
-        log.info('route_target_withdrawn', { app, container: name, reason: action, engineTime: new Date(reportedAt).toISOString(), lagMs: Math.round((Date.now() - reportedAt) * 10) / 10 });
+    if (event.role !== 'process') return;
+    const { app, name } = event;
+    switch (event.change) {
+      case 'removed':
+        this.routes.forget(name);
+        return;
+      case 'started':
+      case 'healthy':
+        // Only a container that went down comes back here; a deploy routes the ones it starts.
+        if (this.routes.revive(name)) void this.refreshRoutes(app, event.id, event.process);
+        return;
+      case 'died':
+      case 'unhealthy': {
+        if (event.process !== 'web') return;
+        if (this.routes.withdraw(app, this.hostnames(app), name, event.reason)) {
+          log.info('route_target_withdrawn', { app, container: name, reason: event.reason, engineTime: new Date(event.at).toISOString(), lagMs: Math.round((Date.now() - event.at) * 10) / 10 });
+        }
+        return;
       }
     }
   }
@@ -319,33 +302,21 @@ export class Orchestrator {
       const record = this.deps.apps.get(app);
       const release = record && currentRelease(record);
       if (!record || !release || record.stopped) return;
-      const web = (await processContainers(this.deps.engine, app))
-        .filter((c) => c.running && c.ip && c.labels[LABEL.process] === 'web' && c.labels[LABEL.release] === String(release.number))
-        .sort((a, b) => (a.labels[LABEL.dyno] ?? '').localeCompare(b.labels[LABEL.dyno] ?? ''));
-      this.routes.publish(app, this.hostnames(app), web.map((c) => ({ id: c.name, host: c.ip!, port: WEB_PORT })));
-      log.info('routes_refreshed', { app, reason: 'container_restarted', targets: web.map((c) => `${c.name}@${c.ip}`) });
+      const targets = webTargets((await processContainers(this.deps.engine, app)).filter((c) => c.running && c.labels[LABEL.release] === String(release.number)));
+      this.routes.publish(app, this.hostnames(app), targets);
+      log.info('routes_refreshed', { app, reason: 'container_restarted', targets: targets.map((t) => `${t.id}@${t.host}`) });
     }).catch((e) => log.warn('routes_refresh_failed', { app, error: e }));
   }
 
   // A build the daemon was running when it stopped will never finish: its container goes.
   private async removeStaleBuilds(): Promise<void> {
     const prefix = buildContainerPrefix(this.deps.engine.instance);
-    const found = await this.deps.engine.docker.listContainers({ all: true, filters: { name: [prefix] } });
-    for (const c of found) {
-      if (!c.Names.some((n) => n.replace(/^\//, '').startsWith(prefix))) continue;
-      await this.deps.engine.stopAndRemove(c.Id, 0).catch((e) => log.warn('build_container_remove_failed', { id: c.Id, error: e }));
-      log.info('stale_build_removed', { container: c.Names[0] });
+    for (const c of await this.deps.engine.containersNamed(prefix)) {
+      await this.deps.engine.stopAndRemove(c.id, 0).catch((e) => log.warn('build_container_remove_failed', { id: c.id, error: e }));
+      log.info('stale_build_removed', { container: c.name });
     }
   }
 }
 
-/** One line of the engine's event stream, as berth reads it. */
-interface ContainerEvent {
-  id?: string;
-  /** The event: start, die, `health_status: unhealthy` ... (`status` in older engines). */
-  Action?: string;
-  status?: string;
-  time?: number;
-  timeNano?: number;
-  Actor?: { Attributes?: Record<string, string> };
-}
+/** Output nobody reads. */
+const UNWATCHED: Output = { step() {}, section() {}, detail() {}, error() {}, line() {}, raw() {} };

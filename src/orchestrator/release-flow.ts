@@ -6,7 +6,7 @@ import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { AppRecord, AppStore, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
-import { deployRelease, retireOthers, type DeployContext } from './deployment.ts';
+import { deployRelease, retireOthers, type DeployContext, type Deployed } from './deployment.ts';
 import { imageRepository } from './builder.ts';
 import type { Engine } from './engine.ts';
 
@@ -38,8 +38,11 @@ export function deriveRelease(record: AppRecord, base: Release, change: { config
   };
 }
 
+/** A deploy of a release that ran to the end: the release, and what its deploy started and kept. */
+export type ReleaseDeployed = Deployed & { release: Release };
+
 /** Deploys `release` and, once it runs, records it as the app's current release. */
-export async function deployNewRelease(deps: ReleaseDeps, app: string, release: Release, out: Output): Promise<void> {
+export async function deployNewRelease(deps: ReleaseDeps, app: string, release: Release, out: Output): Promise<ReleaseDeployed> {
   const ctx: DeployContext = { ...deps.deploy, out };
   const plan = { ...deps.apps.require(app), release };
   const deployed = await deployRelease(ctx, plan, { reuse: false });
@@ -52,10 +55,11 @@ export async function deployNewRelease(deps: ReleaseDeps, app: string, release: 
   log.info('release_deployed', { app, release: release.number, image: release.image, description: release.description });
   await retireOthers(ctx, plan, deployed);
   await pruneImages(deps, app, out);
+  return { ...deployed, release };
 }
 
 /** Runs the current release again under the app's formation and settings (reuse: keep what already runs and is ready). */
-export async function redeployCurrent(deps: ReleaseDeps, app: string, out: Output, options: { reuse: boolean }): Promise<Release> {
+export async function redeployCurrent(deps: ReleaseDeps, app: string, out: Output, options: { reuse: boolean }): Promise<ReleaseDeployed> {
   const record = deps.apps.require(app);
   const release = requireCurrent(record);
   const ctx: DeployContext = { ...deps.deploy, out };
@@ -63,7 +67,7 @@ export async function redeployCurrent(deps: ReleaseDeps, app: string, out: Outpu
   const deployed = await deployRelease(ctx, plan, options);
   if (record.stopped) await deps.apps.update(app, (a) => void (a.stopped = false));
   await retireOthers(ctx, plan, deployed);
-  return release;
+  return { ...deployed, release };
 }
 
 export function requireCurrent(record: AppRecord): Release {

@@ -1,0 +1,389 @@
+// The Engine over the Docker API (dockerode, loaded lazily so CLI commands start fast): the only
+// module that speaks Docker. Containers and volumes carry berth's labels; the engine's
+// multiplexed streams, progress events and event lines are turned into berth's terms here.
+import type { Readable } from 'node:stream';
+import type Dockerode from 'dockerode';
+import { UserError } from '../errors.ts';
+import { log } from '../log.ts';
+import {
+  BUILD_TIMEOUT_MS,
+  LABEL,
+  NotFoundError,
+  type AttachOptions,
+  type Attachment,
+  type BuildOptions,
+  type ContainerEventHandlers,
+  type ContainerSpec,
+  type ContainerState,
+  type Engine,
+  type ImageConfig,
+  type Subscription,
+} from './engine.ts';
+import { demux, parseContainerEvent, sink, type EngineEvent } from './docker-wire.ts';
+
+export class DockerEngine implements Engine {
+  readonly #docker: Dockerode;
+  readonly instance: string;
+
+  private constructor(docker: Dockerode, instance: string) {
+    this.#docker = docker;
+    this.instance = instance;
+  }
+
+  static async connect(dockerHost: string, instance: string): Promise<DockerEngine> {
+    const { default: Docker } = await import('dockerode');
+    const docker = new Docker(dockerOptions(dockerHost));
+    const engine = new DockerEngine(docker, instance);
+    try {
+      await docker.ping();
+    } catch (e) {
+      throw new UserError('docker_unreachable', `no Docker engine answers at ${dockerHost}: ${(e as Error).message}`, {
+        cause: e,
+        hint: 'start one (as root: apt-get install -y docker.io iptables && dockerd &), or point --docker-host / BERTH_DOCKER_HOST at it',
+      });
+    }
+    return engine;
+  }
+
+  async ensureNetwork(name: string): Promise<void> {
+    const existing = await this.#docker.listNetworks({ filters: { name: [name] } });
+    if (existing.some((n) => n.Name === name)) return;
+    try {
+      await this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1' } });
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode !== 409) throw new Error(`creating Docker network ${name}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    try {
+      await this.#docker.getImage(ref).inspect();
+      return true;
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Builds an image from a tar build context with the classic builder, streaming output lines.
+   * The engine reports a failed step as an event, not as an error, so any `error` event rejects.
+   */
+  async build(options: BuildOptions): Promise<string> {
+    const stream = (await this.#docker.buildImage(options.context as unknown as NodeJS.ReadableStream, {
+      // No build-time labels: the classic builder turns each into an extra step with its own
+      // container. Images are found by their tag, berth/APP:rN.
+      t: options.tag,
+      rm: true,
+      forcerm: true,
+      ...(options.memory ? { memory: options.memory, memswap: options.memory } : {}),
+    })) as unknown as Readable;
+    return new Promise<string>((resolve, reject) => {
+      let imageId: string | undefined;
+      let failure: string | undefined;
+      let partial = '';
+      let settled = false;
+      const finish = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        if (partial) options.onLine(partial);
+        if (err) return reject(err);
+        if (failure) {
+          const oom = /returned a non-zero code: 137/.test(failure) && options.memory;
+          return reject(
+            new UserError('build_failed', `the Docker build failed: ${failure.trim()}${oom ? ` (killed: the build ran out of memory, limit ${Math.round(options.memory! / 1024 ** 2)} MiB)` : ''}`, oom ? { hint: 'raise --build-memory, or make the build use less memory' } : {}),
+          );
+        }
+        if (!imageId) return reject(new Error('the Docker build ended without an image id'));
+        resolve(imageId);
+      };
+      const timeoutMs = options.timeoutMs ?? BUILD_TIMEOUT_MS;
+      const timer = setTimeout(() => {
+        stream.destroy();
+        finish(new UserError('build_timeout', `the build did not finish within ${Math.round(timeoutMs / 1000)} s`));
+      }, timeoutMs);
+      const onAbort = () => {
+        stream.destroy();
+        finish(new UserError('build_aborted', 'the build was cancelled'));
+      };
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      this.#docker.modem.followProgress(
+        stream as unknown as NodeJS.ReadableStream,
+        (err) => finish(err ?? undefined),
+        (event: { stream?: string; error?: string; errorDetail?: { message?: string }; aux?: { ID?: string }; status?: string }) => {
+          if (event.error || event.errorDetail) failure = event.errorDetail?.message ?? event.error;
+          if (event.aux?.ID) imageId = event.aux.ID;
+          const text = event.stream ?? (event.status ? event.status + '\n' : '');
+          if (!text) return;
+          const lines = (partial + text).split('\n');
+          partial = lines.pop() ?? '';
+          for (const line of lines) options.onLine(line.replace(/\r$/, ''));
+        },
+      );
+    });
+  }
+
+  async run(spec: ContainerSpec): Promise<ContainerState> {
+    const id = await this.create(spec);
+    await this.start(id);
+    return this.inspect(id);
+  }
+
+  async create(spec: ContainerSpec): Promise<string> {
+    const container = await this.#docker.createContainer({
+      name: spec.name,
+      Image: spec.image,
+      Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+      Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...spec.labels },
+      ...(spec.cmd ? { Cmd: spec.cmd } : {}),
+      ...(spec.entrypoint ? { Entrypoint: spec.entrypoint } : {}),
+      ...(spec.user !== undefined ? { User: spec.user } : {}),
+      ...(spec.workingDir ? { WorkingDir: spec.workingDir } : {}),
+      ...(spec.stdin ? { OpenStdin: true, StdinOnce: true, AttachStdin: true, AttachStdout: true, AttachStderr: true } : {}),
+      Tty: spec.tty === true,
+      HostConfig: {
+        NetworkMode: spec.network,
+        RestartPolicy: spec.restart === false ? { Name: 'no' } : { Name: 'unless-stopped' },
+        Init: true,
+        ...(spec.memory ? { Memory: spec.memory, MemorySwap: spec.memory } : {}),
+        ...(spec.cpus ? { NanoCpus: Math.round(spec.cpus * 1e9) } : {}),
+        ...(spec.binds?.length ? { Binds: spec.binds } : {}),
+      },
+      NetworkingConfig: { EndpointsConfig: { [spec.network]: { Aliases: spec.aliases } } },
+    });
+    return container.id;
+  }
+
+  async start(id: string): Promise<void> {
+    await this.#docker.getContainer(id).start();
+  }
+
+  async attach(id: string, options: AttachOptions): Promise<Attachment> {
+    const stream = (await this.#docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, stdin: options.stdin, hijack: options.stdin })) as NodeJS.ReadWriteStream;
+    const ended = new Promise<void>((resolve) => {
+      stream.once('end', resolve);
+      stream.once('close', resolve);
+      stream.once('error', () => resolve());
+    });
+    // Without a terminal the engine frames stdout and stderr in one stream.
+    if (options.tty) stream.on('data', (d: Buffer) => options.onStdout(Buffer.from(d)));
+    else this.#docker.modem.demuxStream(stream, sink(options.onStdout), sink(options.onStderr));
+    return {
+      write: (data) => void stream.write(data),
+      end: () => void stream.end(),
+      ended,
+    };
+  }
+
+  async wait(id: string): Promise<{ code: number; oomKilled: boolean }> {
+    const r = (await this.#docker.getContainer(id).wait()) as { StatusCode: number };
+    const info = await this.#docker.getContainer(id).inspect();
+    return { code: r.StatusCode, oomKilled: info.State.OOMKilled === true };
+  }
+
+  async resize(id: string, rows: number, cols: number): Promise<void> {
+    await this.#docker.getContainer(id).resize({ h: rows, w: cols });
+  }
+
+  async putArchive(id: string, dir: string, tar: Readable | Buffer): Promise<void> {
+    await this.#docker.getContainer(id).putArchive(tar as unknown as NodeJS.ReadableStream, { path: dir });
+  }
+
+  async getArchive(id: string, file: string): Promise<Readable> {
+    try {
+      return (await this.#docker.getContainer(id).getArchive({ path: file })) as unknown as Readable;
+    } catch (e) {
+      throw notFound(e, `${file} in container ${id}`);
+    }
+  }
+
+  async commit(id: string, repo: string, tag: string, config: ImageConfig): Promise<string> {
+    const body = { Entrypoint: config.entrypoint, Cmd: config.cmd, WorkingDir: config.workingDir, User: config.user, Env: config.env };
+    const r = (await this.#docker.getContainer(id).commit({ _query: { container: id, repo, tag }, _body: body } as never)) as unknown as { Id?: string };
+    return r.Id ?? `${repo}:${tag}`;
+  }
+
+  async tagImage(source: string, repo: string, tag: string): Promise<void> {
+    await this.#docker.getImage(source).tag({ repo, tag });
+  }
+
+  async imageConfig(ref: string): Promise<ImageConfig | undefined> {
+    try {
+      const info = await this.#docker.getImage(ref).inspect();
+      const list = (v: string | string[] | undefined | null) => (v == null ? [] : Array.isArray(v) ? v : [v]);
+      return { user: info.Config?.User ?? '', entrypoint: list(info.Config?.Entrypoint), cmd: list(info.Config?.Cmd), env: info.Config?.Env ?? [], workingDir: info.Config?.WorkingDir ?? '' };
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return undefined;
+      throw e;
+    }
+  }
+
+  async pull(ref: string): Promise<void> {
+    const stream = (await this.#docker.pull(ref)) as NodeJS.ReadableStream;
+    await new Promise<void>((resolve, reject) => {
+      let failure: string | undefined;
+      this.#docker.modem.followProgress(
+        stream,
+        (err) => (err ? reject(err) : failure ? reject(new Error(failure)) : resolve()),
+        (event: { error?: string }) => {
+          if (event.error) failure = event.error;
+        },
+      );
+    });
+  }
+
+  async ensureVolume(name: string, labels: Record<string, string>): Promise<void> {
+    await this.#docker.createVolume({ Name: name, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
+  }
+
+  async removeVolume(name: string): Promise<void> {
+    try {
+      await this.#docker.getVolume(name).remove();
+    } catch (e) {
+      const code = (e as { statusCode?: number }).statusCode;
+      if (code !== 404 && code !== 409) throw e;
+    }
+  }
+
+  async inspect(id: string): Promise<ContainerState> {
+    let info: Dockerode.ContainerInspectInfo;
+    try {
+      info = await this.#docker.getContainer(id).inspect();
+    } catch (e) {
+      throw notFound(e, `container ${id}`);
+    }
+    const networks = info.NetworkSettings?.Networks ?? {};
+    const ip = Object.values(networks).map((n) => n?.IPAddress).find((a) => a) || undefined;
+    const startedAt = Date.parse(info.State.StartedAt ?? '');
+    return {
+      id: info.Id,
+      name: info.Name.replace(/^\//, ''),
+      labels: info.Config.Labels ?? {},
+      running: info.State.Running,
+      status: info.State.Status,
+      exitCode: info.State.ExitCode,
+      restartCount: info.RestartCount ?? 0,
+      ip,
+      startedAt: Number.isFinite(startedAt) && startedAt > 0 ? startedAt : undefined,
+      oomKilled: info.State.OOMKilled === true,
+    };
+  }
+
+  async list(labels: Record<string, string> = {}): Promise<ContainerState[]> {
+    const filters = [`${LABEL.managed}=1`, `${LABEL.instance}=${this.instance}`, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)];
+    const found = await this.#docker.listContainers({ all: true, filters: { label: filters } });
+    const states: ContainerState[] = [];
+    for (const c of found) {
+      try {
+        states.push(await this.inspect(c.Id));
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+      }
+    }
+    return states;
+  }
+
+  async containersNamed(prefix: string): Promise<Array<{ id: string; name: string }>> {
+    // The engine's name filter matches anywhere in the name: keep the ones that start with it.
+    const found = await this.#docker.listContainers({ all: true, filters: { name: [prefix] } });
+    return found.flatMap((c) => {
+      const name = c.Names.map((n) => n.replace(/^\//, '')).find((n) => n.startsWith(prefix));
+      return name ? [{ id: c.Id, name }] : [];
+    });
+  }
+
+  async logs(id: string, tail = 50, options: { timestamps?: boolean } = {}): Promise<string> {
+    const raw = (await this.#docker.getContainer(id).logs({ stdout: true, stderr: true, tail, follow: false, timestamps: options.timestamps === true })) as unknown as Buffer;
+    return demux(raw);
+  }
+
+  async followLogs(id: string, options: { tail: number; onData(data: Buffer): void }): Promise<Subscription> {
+    const stream = (await this.#docker.getContainer(id).logs({ stdout: true, stderr: true, timestamps: true, follow: true, tail: options.tail })) as NodeJS.ReadableStream;
+    const out = sink(options.onData);
+    this.#docker.modem.demuxStream(stream, out, out);
+    return { stop: () => (stream as Readable).destroy() };
+  }
+
+  async watchContainers(handlers: ContainerEventHandlers): Promise<Subscription> {
+    const stream = (await this.#docker.getEvents({
+      filters: {
+        type: ['container'],
+        event: ['start', 'die', 'stop', 'oom', 'health_status', 'destroy'],
+        label: [`${LABEL.managed}=1`, `${LABEL.instance}=${this.instance}`],
+      },
+    })) as unknown as Readable;
+    let stopped = false;
+    let partial = '';
+    stream.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        try {
+          const event = parseContainerEvent(JSON.parse(line) as EngineEvent);
+          if (event) handlers.onEvent(event);
+        } catch (e) {
+          log.warn('docker_event_unreadable', { error: e });
+        }
+      }
+    });
+    const lost = (error?: Error) => {
+      if (stopped) return;
+      stopped = true;
+      handlers.onLost(error);
+    };
+    stream.on('error', (e: Error) => lost(e));
+    stream.on('end', () => lost());
+    return {
+      stop: () => {
+        stopped = true;
+        stream.destroy();
+      },
+    };
+  }
+
+  async stopAndRemove(id: string, timeoutSec = 10): Promise<void> {
+    const c = this.#docker.getContainer(id);
+    try {
+      await c.stop({ t: timeoutSec });
+    } catch (e) {
+      const code = (e as { statusCode?: number }).statusCode;
+      if (code !== 304 && code !== 404) throw e;
+    }
+    try {
+      await c.remove({ force: true });
+    } catch (e) {
+      const code = (e as { statusCode?: number }).statusCode;
+      if (code !== 404 && code !== 409) throw e;
+    }
+  }
+
+  async imagesOf(repository: string): Promise<string[]> {
+    const images = await this.#docker.listImages({ filters: { reference: [repository] } });
+    return images.flatMap((i) => (i.RepoTags ?? []).filter((t) => t.startsWith(`${repository}:`)));
+  }
+
+  async removeImage(ref: string): Promise<void> {
+    try {
+      await this.#docker.getImage(ref).remove({ force: false });
+    } catch (e) {
+      const code = (e as { statusCode?: number }).statusCode;
+      if (code !== 404 && code !== 409) throw e;
+    }
+  }
+}
+
+function dockerOptions(dockerHost: string): Dockerode.DockerOptions {
+  if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length) };
+  if (dockerHost.startsWith('/')) return { socketPath: dockerHost };
+  const url = new URL(dockerHost.replace(/^tcp:/, 'http:'));
+  return { host: url.hostname, port: url.port || '2375', protocol: url.protocol === 'https:' ? 'https' : 'http' };
+}
+
+/** A 404 of the engine as a NotFoundError; any other error as it is. */
+function notFound(e: unknown, what: string): unknown {
+  if ((e as { statusCode?: number }).statusCode === 404) return new NotFoundError(`the Docker engine has no ${what}`, { cause: e });
+  return e;
+}

@@ -1,0 +1,73 @@
+// Docker's wire formats as berth reads them: the lines of the engine's event stream, turned
+// into ContainerEvents, and the 8-byte frames that multiplex a container's stdout and stderr.
+import { Writable } from 'node:stream';
+import { LABEL, type ContainerEvent, type Role } from './engine.ts';
+
+/** One line of the engine's event stream, as berth reads it. */
+export interface EngineEvent {
+  id?: string;
+  /** The event: start, die, `health_status: unhealthy` ... (`status` in older engines). */
+  Action?: string;
+  status?: string;
+  time?: number;
+  timeNano?: number;
+  Actor?: { Attributes?: Record<string, string> };
+}
+
+const CHANGES: Record<string, ContainerEvent['change']> = {
+  start: 'started',
+  die: 'died',
+  stop: 'died',
+  oom: 'died',
+  'health_status: unhealthy': 'unhealthy',
+  'health_status: healthy': 'healthy',
+  destroy: 'removed',
+};
+
+/** An engine event about a container of an app, in berth's terms; undefined for any other. */
+export function parseContainerEvent(event: EngineEvent): ContainerEvent | undefined {
+  const attrs = event.Actor?.Attributes ?? {};
+  const reason = event.Action ?? event.status ?? '';
+  const change = Object.hasOwn(CHANGES, reason) ? CHANGES[reason] : undefined;
+  const app = attrs[LABEL.app];
+  const name = attrs.name;
+  if (!change || !app || !name || !event.id) return undefined;
+  const release = Number(attrs[LABEL.release]);
+  return {
+    change,
+    reason,
+    id: event.id,
+    name,
+    app,
+    process: attrs[LABEL.process] ?? 'web',
+    release: attrs[LABEL.release] !== undefined && Number.isInteger(release) ? release : undefined,
+    dyno: attrs[LABEL.dyno],
+    role: (attrs[LABEL.role] ?? 'process') as Role,
+    at: event.timeNano ? event.timeNano / 1e6 : (event.time ?? 0) * 1000,
+  };
+}
+
+/** Docker's multiplexed log format: 8-byte frames (stream, 0, 0, 0, size32) before each chunk. */
+export function demux(raw: Buffer): string {
+  if (!Buffer.isBuffer(raw)) return String(raw);
+  const parts: Buffer[] = [];
+  let i = 0;
+  while (i + 8 <= raw.length) {
+    const kind = raw[i]!;
+    const size = raw.readUInt32BE(i + 4);
+    if (kind > 2 || raw[i + 1] !== 0 || raw[i + 2] !== 0 || raw[i + 3] !== 0) return raw.toString('utf8');
+    parts.push(raw.subarray(i + 8, i + 8 + size));
+    i += 8 + size;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** A Writable that hands each chunk to `write`, for demultiplexing into. */
+export function sink(write: (data: Buffer) => void): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, done) {
+      write(Buffer.from(chunk));
+      done();
+    },
+  });
+}

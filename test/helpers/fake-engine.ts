@@ -1,0 +1,177 @@
+// An in-memory Engine for fast unit tests of the orchestrator's decisions (which containers to
+// start, keep and route; what an event changes). Containers are records that run until stopped;
+// what it does not model (builds, pulls, archives, attached streams) throws. The same paths run
+// against the real Docker engine in the end-to-end tests.
+import type { Readable } from 'node:stream';
+import {
+  LABEL,
+  NotFoundError,
+  type Attachment,
+  type ContainerEvent,
+  type ContainerEventHandlers,
+  type ContainerSpec,
+  type ContainerState,
+  type Engine,
+  type ImageConfig,
+  type Subscription,
+} from '../../src/orchestrator/engine.ts';
+
+export class FakeEngine implements Engine {
+  readonly instance: string;
+  readonly containers = new Map<string, ContainerState>();
+  readonly images = new Map<string, ImageConfig>();
+  readonly networks = new Set<string>();
+  readonly volumes = new Set<string>();
+  #next = 1;
+  #watchers = new Set<ContainerEventHandlers>();
+
+  constructor(instance = 'fake') {
+    this.instance = instance;
+  }
+
+  /** Adds an image the engine has. */
+  addImage(ref: string, config: Partial<ImageConfig> = {}): void {
+    this.images.set(ref, { user: '', entrypoint: [], cmd: [], env: [], workingDir: '', ...config });
+  }
+
+  /** Tells every watcher of `event`, as the engine's event stream would. */
+  emit(event: ContainerEvent): void {
+    for (const w of this.#watchers) w.onEvent(event);
+  }
+
+  /** An event about container `id` in berth's terms, its labels read from the container. */
+  eventOf(id: string, change: ContainerEvent['change'], reason: string = change): ContainerEvent {
+    const c = this.#require(id);
+    const release = c.labels[LABEL.release];
+    return {
+      change,
+      reason,
+      id,
+      name: c.name,
+      app: c.labels[LABEL.app] ?? '',
+      process: c.labels[LABEL.process] ?? 'web',
+      release: release === undefined ? undefined : Number(release),
+      dyno: c.labels[LABEL.dyno],
+      role: (c.labels[LABEL.role] ?? 'process') as ContainerEvent['role'],
+      at: Date.now(),
+    };
+  }
+
+  /** Changes a container's state, as a crash or a restart policy would. */
+  set(id: string, change: Partial<ContainerState>): void {
+    this.containers.set(id, { ...this.#require(id), ...change });
+  }
+
+  async ensureNetwork(name: string): Promise<void> {
+    this.networks.add(name);
+  }
+  async ensureVolume(name: string): Promise<void> {
+    this.volumes.add(name);
+  }
+  async removeVolume(name: string): Promise<void> {
+    this.volumes.delete(name);
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    return this.images.has(ref);
+  }
+  async imageConfig(ref: string): Promise<ImageConfig | undefined> {
+    return this.images.get(ref);
+  }
+  async build(): Promise<string> {
+    throw new Error('FakeEngine does not build images');
+  }
+  async pull(ref: string): Promise<void> {
+    throw new Error(`FakeEngine cannot pull ${ref}`);
+  }
+  async tagImage(source: string, repo: string, tag: string): Promise<void> {
+    const config = this.images.get(source);
+    if (!config) throw new NotFoundError(`no image ${source}`);
+    this.images.set(`${repo}:${tag}`, config);
+  }
+  async commit(): Promise<string> {
+    throw new Error('FakeEngine does not commit containers');
+  }
+  async imagesOf(repository: string): Promise<string[]> {
+    return [...this.images.keys()].filter((ref) => ref.startsWith(`${repository}:`));
+  }
+  async removeImage(ref: string): Promise<void> {
+    this.images.delete(ref);
+  }
+
+  async run(spec: ContainerSpec): Promise<ContainerState> {
+    const id = await this.create(spec);
+    await this.start(id);
+    return this.inspect(id);
+  }
+  async create(spec: ContainerSpec): Promise<string> {
+    if (!this.images.has(spec.image)) throw new NotFoundError(`no image ${spec.image}`);
+    if ([...this.containers.values()].some((c) => c.name === spec.name)) throw new Error(`the name ${spec.name} is taken`);
+    const n = this.#next++;
+    const id = `fake${String(n).padStart(8, '0')}`;
+    this.containers.set(id, {
+      id,
+      name: spec.name,
+      labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...spec.labels },
+      running: false,
+      status: 'created',
+      exitCode: 0,
+      restartCount: 0,
+      ip: undefined,
+      startedAt: undefined,
+      oomKilled: false,
+    });
+    return id;
+  }
+  async start(id: string): Promise<void> {
+    const n = Number(id.slice(4));
+    this.set(id, { running: true, status: 'running', ip: `10.9.${Math.floor(n / 250)}.${(n % 250) + 2}`, startedAt: Date.now() });
+  }
+  async attach(): Promise<Attachment> {
+    throw new Error('FakeEngine does not attach to containers');
+  }
+  async wait(): Promise<{ code: number; oomKilled: boolean }> {
+    throw new Error('FakeEngine does not wait for containers');
+  }
+  async resize(): Promise<void> {
+    throw new Error('FakeEngine has no terminals');
+  }
+  async inspect(id: string): Promise<ContainerState> {
+    return { ...this.#require(id) };
+  }
+  async list(labels: Record<string, string> = {}): Promise<ContainerState[]> {
+    const wanted = Object.entries({ [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
+    return [...this.containers.values()].filter((c) => wanted.every(([k, v]) => c.labels[k] === v)).map((c) => ({ ...c }));
+  }
+  async containersNamed(prefix: string): Promise<Array<{ id: string; name: string }>> {
+    return [...this.containers.values()].filter((c) => c.name.startsWith(prefix)).map((c) => ({ id: c.id, name: c.name }));
+  }
+  async stopAndRemove(id: string): Promise<void> {
+    this.containers.delete(id);
+  }
+
+  async putArchive(): Promise<void> {
+    throw new Error('FakeEngine has no container filesystems');
+  }
+  async getArchive(): Promise<Readable> {
+    throw new Error('FakeEngine has no container filesystems');
+  }
+
+  async logs(): Promise<string> {
+    return '';
+  }
+  async followLogs(): Promise<Subscription> {
+    throw new Error('FakeEngine does not follow logs');
+  }
+
+  async watchContainers(handlers: ContainerEventHandlers): Promise<Subscription> {
+    this.#watchers.add(handlers);
+    return { stop: () => void this.#watchers.delete(handlers) };
+  }
+
+  #require(id: string): ContainerState {
+    const c = this.containers.get(id);
+    if (!c) throw new NotFoundError(`no container ${id}`);
+    return c;
+  }
+}
