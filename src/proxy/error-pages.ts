@@ -30,15 +30,19 @@ export function errorPage(status: ErrorStatus, detail: string, method = 'GET'): 
   };
 }
 
-/** Answers with the page (node:http2's compatibility response), or cuts the stream when the app's headers already went out. */
-export function sendErrorPage(res: Http2ServerResponse, method: string, status: ErrorStatus, detail: string, requestId: string): void {
+/**
+ * Answers with the page (node:http2's compatibility response), or cuts the stream when the app's
+ * headers already went out. Returns the body bytes sent.
+ */
+export function sendErrorPage(res: Http2ServerResponse, method: string, status: ErrorStatus, detail: string, requestId: string): number {
   if (res.headersSent) {
     res.destroy();
-    return;
+    return 0;
   }
   const page = errorPage(status, detail, method);
   res.writeHead(page.status, { ...page.headers, 'x-request-id': requestId });
   res.end(page.body);
+  return Buffer.byteLength(page.body);
 }
 
 /**

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { Readable, Transform } from 'node:stream';
 import { Agent } from 'undici';
 import { log } from '../log.ts';
-import { errorPage, sendErrorPage, type ErrorStatus } from './error-pages.ts';
+import { sendErrorPage, type ErrorStatus } from './error-pages.ts';
 import type { ProxyContext } from './proxy-context.ts';
 import {
   acceptedRequestId,
@@ -176,7 +176,7 @@ export class Http2FrontEnd {
         return counter;
       },
       (err) => {
-        if (!err || x.abort.signal.aborted && !x.tooLarge) return; // done, or the client left
+        if (!err || (x.abort.signal.aborted && !x.tooLarge)) return; // done, or the client left
         this.#failed(x, target, err, headersReceived);
       },
     );
@@ -231,9 +231,7 @@ export class Http2FrontEnd {
   }
 
   #respond(x: H2Exchange, status: ErrorStatus, detail: string): void {
-    if (x.closed) return;
-    if (!x.res.headersSent) x.bytes += errorPage(status, detail, x.method).body.length;
-    sendErrorPage(x.res, x.method, status, detail, x.d.requestId);
+    if (!x.closed) x.bytes += sendErrorPage(x.res, x.method, status, detail, x.d.requestId);
   }
 
   /** berth's own answer: an ACME challenge (200, `body` the key authorization) or a redirect. */

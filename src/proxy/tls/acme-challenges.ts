@@ -1,4 +1,4 @@
-// The answers to ACME challenges in flight: HTTP-01 tokens served on the HTTP listener, and
+// The answers to ACME challenges in flight: HTTP-01 tokens, answered by the request policy, and
 // TLS-ALPN-01 certificates served on the TLS listener to clients that offer only `acme-tls/1`.
 import type { SecureContext } from 'node:tls';
 
