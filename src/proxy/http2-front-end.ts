@@ -108,7 +108,8 @@ export class Http2FrontEnd {
     const h = req.headers;
     const authority = h[':authority'] ?? h.host;
     const length = h['content-length'];
-    const bodyLength = length !== undefined ? Number(length) : req.stream.endAfterHeaders ? 0 : UNKNOWN_LENGTH;
+    const declared = length === undefined ? NaN : Number(length);
+    const bodyLength = Number.isSafeInteger(declared) && declared >= 0 ? declared : req.stream.endAfterHeaders ? 0 : UNKNOWN_LENGTH;
     const d = new Decision();
     const x: H2Exchange = {
       req,
@@ -132,8 +133,11 @@ export class Http2FrontEnd {
     res.once('close', () => this.#closed(x, state));
     const requestId = typeof h['x-request-id'] === 'string' ? acceptedRequestId(h['x-request-id']) : undefined;
     const verdict = decide(this.#ctx, d, 'https', x.method, x.host, x.path, bodyLength, requestId);
-    if (verdict === 'forward') this.#forward(x);
-    else if (verdict === 'refuse') this.#respond(x, d.status, d.text);
+    if (verdict === 'forward') {
+      // CONNECT (no :path) and `OPTIONS *` have no form undici sends on.
+      if (x.path.charCodeAt(0) === 47 /* / */) this.#forward(x);
+      else this.#respond(x, 400, 'The request target is not a path.');
+    } else if (verdict === 'refuse') this.#respond(x, d.status, d.text);
     else if (verdict === 'redirect') this.#answer(x, 308, `Moved to ${d.text}\n`, d.text);
     else this.#answer(x, 200, d.text);
   }
