@@ -243,9 +243,12 @@ export class Http2FrontEnd {
     const headers: Record<string, string> = { 'content-type': status === 200 ? 'text/plain' : 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store', 'x-request-id': x.d.requestId };
     if (location !== undefined) headers.location = location;
     x.res.writeHead(status, headers);
-    if (x.method !== 'HEAD') x.bytes += Buffer.byteLength(body);
-    if (x.method === 'HEAD') x.res.end();
-    else x.res.end(body);
+    if (x.method === 'HEAD') {
+      x.res.end();
+      return;
+    }
+    x.bytes += Buffer.byteLength(body);
+    x.res.end(body);
   }
 
   #closed(x: H2Exchange, state: SessionState | undefined): void {
