@@ -2,7 +2,7 @@
 // against the daemon of a data dir. Heavy modules load only on the path that needs them, so
 // `berth --version` and CLI commands start fast.
 import { runRemote } from './cli/control-client.ts';
-import { StreamOutput } from './cli/output.ts';
+import { StreamOutput } from './ui/output.ts';
 import { dataPaths, defaultConfig } from './config.ts';
 import { describeForUser, UserError } from './errors.ts';
 import { setLogSink } from './log.ts';

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from './cli/control-server.ts';
-import { StreamOutput } from './cli/output.ts';
+import { StreamOutput } from './ui/output.ts';
 import { dataPaths, loadConfig, SERVE_FLAGS } from './config.ts';
 import { UserError } from './errors.ts';
 import { createExecHandler } from './git/exec-router.ts';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { usageOf } from '../src/cli/args.ts';
 import { defineCommand, type Command, type CommandContext, type Services } from '../src/cli/command.ts';
-import { MemoryOutput } from '../src/cli/output.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
 import { COMMANDS, invoke, runCommand } from '../src/cli/registry.ts';
 import { defaultConfig } from '../src/config.ts';
 import { UserError } from '../src/errors.ts';

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { CommandContext, Services } from '../src/cli/command.ts';
-import { MemoryOutput } from '../src/cli/output.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
 import { COMMANDS, runCommand } from '../src/cli/registry.ts';
 import { defaultConfig } from '../src/config.ts';
 import type { KeyRecord } from '../src/git/key-store.ts';

@@ -8,7 +8,8 @@ import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { AppStore } from '../state/app-store.ts';
 import type { DomainStore } from '../state/domain-store.ts';
 import type { ProxySettingsStore } from '../state/proxy-settings-store.ts';
-import type { Output } from './output.ts';
+import type { Output } from '../ui/output.ts';
+import type { Terminal } from '../ui/terminal.ts';
 import { UserError } from '../errors.ts';
 import type { ArgumentSpec, FlagSpecs } from './args.ts';
 
@@ -59,13 +60,6 @@ export interface CommandContext {
   terminal?: Terminal;
 }
 
-export interface Terminal {
-  term: string;
-  rows: number;
-  cols: number;
-  /** Called with the new size when the client's window changes. */
-  onResize(listener: (rows: number, cols: number) => void): void;
-}
 
 /** A command as the registry keeps it: its declaration, and what it does with the parsed words. */
 export interface Command extends ArgumentSpec {

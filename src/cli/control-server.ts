@@ -5,7 +5,7 @@ import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { log } from '../log.ts';
 import type { CommandContext, Services } from './command.ts';
-import { StreamOutput } from './output.ts';
+import { StreamOutput } from '../ui/output.ts';
 import { runCommand } from './registry.ts';
 import { readFrames, type ClientFrame, type ServerFrame } from './control-frames.ts';
 

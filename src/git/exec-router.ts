@@ -1,7 +1,7 @@
 // Routes each SSH exec: a git push goes to receive-pack and, for the deploy branch, through
 // the build-and-deploy pipeline as git's pre-receive step; anything else is an admin command.
 import type { Services } from '../cli/command.ts';
-import { StreamOutput } from '../cli/output.ts';
+import { StreamOutput } from '../ui/output.ts';
 import { runCommand } from '../cli/registry.ts';
 import { describeForUser, UserError } from '../errors.ts';
 import { log } from '../log.ts';

@@ -1,6 +1,6 @@
 // Changes to a running app that go through the normal deploy path, each under the app's lock:
 // config changes and rollbacks (new releases), prebuilt images, scale, restart, stop and start.
-import type { Output } from '../cli/output.ts';
+import type { Output } from '../ui/output.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { AppRecord, Release } from '../state/app-store.ts';

@@ -3,7 +3,7 @@
 // when it exits; the command's exit status is the caller's.
 import { randomInt } from 'node:crypto';
 import { Writable } from 'node:stream';
-import type { Terminal } from '../cli/command.ts';
+import type { Terminal } from '../ui/terminal.ts';
 import { log } from '../log.ts';
 import { limitFor } from './deployment.ts';
 import { LABEL } from './engine.ts';

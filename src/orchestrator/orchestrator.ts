@@ -2,8 +2,8 @@
 // is already running when the daemon starts, and tears apps down.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Output } from '../cli/output.ts';
-import { MemoryOutput } from '../cli/output.ts';
+import type { Output } from '../ui/output.ts';
+import { MemoryOutput } from '../ui/output.ts';
 import type { Config, DataPaths } from '../config.ts';
 import { log } from '../log.ts';
 import type { AppStore, Release } from '../state/app-store.ts';

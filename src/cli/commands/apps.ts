@@ -4,7 +4,7 @@ import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { currentRelease } from '../../state/app-store.ts';
 import { callerName, defineCommand, type Command } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 export const appCommands: Command[] = [
   defineCommand({

@@ -2,7 +2,7 @@
 import { log } from '../../log.ts';
 import { defaultText, SETTING_KEYS, type SettingKey } from '../../proxy/proxy-settings.ts';
 import { callerName, defineCommand, type Command } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 const KEY_HELP = [
   'Keys (a value of 0 means no limit; without VALUE the key goes back to its default):',

@@ -7,7 +7,7 @@ import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
 import { currentRelease } from '../../state/app-store.ts';
 import { usageOf } from '../args.ts';
 import { byName, defineCommand, type Command } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 /** Most containers of one process type ps:scale allows. */
 export const MAX_SCALE = 100;

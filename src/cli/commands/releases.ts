@@ -2,7 +2,7 @@
 import { UserError } from '../../errors.ts';
 import { rollback } from '../../orchestrator/app-operations.ts';
 import { byName, defineCommand, type Command } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 export const releaseCommands: Command[] = [
   defineCommand({

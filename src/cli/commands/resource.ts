@@ -9,7 +9,7 @@ import type { AppRecord } from '../../state/app-store.ts';
 import type { ResourceLimit } from '../../state/app-settings.ts';
 import type { Orchestrator } from '../../orchestrator/orchestrator.ts';
 import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 export const resourceCommands: Command[] = [
   defineCommand({

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 export const sshKeyCommands: Command[] = [
   defineCommand({
