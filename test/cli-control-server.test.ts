@@ -12,14 +12,14 @@ import { ControlServer } from '../src/cli/control-server.ts';
 import { runRemote } from '../src/cli/control-client.ts';
 import { defaultConfig } from '../src/config.ts';
 import { setLogSink } from '../src/log.ts';
-import { loadServices } from '../src/services.ts';
+import { loadState } from '../src/platform/state.ts';
 import { PassThrough } from 'node:stream';
 
 test('a streaming command stops when the CLI disconnects, and the next command is served', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-control-'));
   const logged: Record<string, unknown>[] = [];
   setLogSink((line) => logged.push(JSON.parse(line) as Record<string, unknown>));
-  const services = await loadServices({ ...defaultConfig(), dataDir: dir });
+  const services = await loadState({ ...defaultConfig(), dataDir: dir });
   let stopped: (reason: string) => void;
   const streamStopped = new Promise<string>((resolve) => (stopped = resolve));
   // A command like `logs -t`: writes until its signal says the client is gone.
@@ -37,7 +37,7 @@ test('a streaming command stops when the CLI disconnects, and the next command i
     return 0;
   };
   const socketPath = path.join(dir, 'control.sock');
-  const server = new ControlServer(socketPath, services, run);
+  const server = new ControlServer(socketPath, { state: services, daemon: undefined }, run);
   await server.start();
   try {
     const socket = net.connect(socketPath);

@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer as createHttp2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type SecureContext, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import { UserError, wrapError } from '../../errors.ts';
+import { listenError } from '../../listen-error.ts';
 import { log } from '../../log.ts';
 import { DRAIN_TIMEOUT_MS, type Via } from '../edge-server.ts';
 import { ACME_TLS_PROTOCOL } from './acme-challenges.ts';
@@ -122,7 +122,7 @@ export class TlsListener {
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => {
         server.off('listening', onListening);
-        reject(listenError(e, host, port));
+        reject(listenError(e, { what: 'HTTPS', address: `${host}:${port}`, flag: '--https-port' }));
       };
       const onListening = () => {
         server.off('error', onError);
@@ -159,20 +159,4 @@ export class TlsListener {
   #via(): Via {
     return { proto: 'https', port: this.port };
   }
-}
-
-function listenError(e: NodeJS.ErrnoException, host: string, port: number): Error {
-  if (e.code === 'EADDRINUSE') {
-    return new UserError('port_in_use', `cannot listen on ${host}:${port}: the port is already in use`, {
-      hint: 'stop the other server on that port, or choose another with --https-port',
-      cause: e,
-    });
-  }
-  if (e.code === 'EACCES') {
-    return new UserError('port_not_permitted', `cannot listen on ${host}:${port}: permission denied`, {
-      hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE; or choose another with --https-port',
-      cause: e,
-    });
-  }
-  return wrapError(`TLS listener: listening on ${host}:${port}`, e);
 }
