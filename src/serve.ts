@@ -1,5 +1,6 @@
-// The daemon: wires every long-lived component in order (state, Docker engine, orchestrator,
-// proxy, SSH, control socket), stops them in reverse on SIGTERM/SIGINT or after a failed start.
+// The daemon, and berth's composition root: wires every long-lived component in order (state,
+// Docker engine, proxy, orchestrator, the application layer around the one per-app lock, SSH,
+// control socket), stops them in reverse on SIGTERM/SIGINT or after a failed start.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from './cli/control-server.ts';
