@@ -92,6 +92,19 @@ test('berth serve with an HTTP port in use stops with a message that names the p
   }
 });
 
+test('berth serve with an HTTPS port in use stops with a message that names the port', async () => {
+  const taken = await boundPort();
+  try {
+    const r = serveFails(path.join(work, 'https-busy'), ['--https-port', String(taken.port)]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(` !     cannot listen on 127\\.0\\.0\\.1:${taken.port} \\(HTTPS\\): the port is already in use`));
+    assert.match(r.stderr, /choose another with --https-port/);
+    assert.doesNotMatch(r.stderr, /internal error|this is a bug/);
+  } finally {
+    await taken.close();
+  }
+});
+
 test('berth serve whose control socket path another process listens on stops with a message that names the path, and leaves that socket alone', async () => {
   const dataDir = path.join(work, 'socket-busy');
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
