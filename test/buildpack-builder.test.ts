@@ -8,7 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { MemoryOutput } from '../src/cli/output.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
 import { UserError } from '../src/errors.ts';
 import type { BuildSource } from '../src/orchestrator/builder.ts';
 import { BuildpackBuilder, cacheVolume } from '../src/orchestrator/buildpack-builder.ts';

@@ -1,6 +1,6 @@
 // How source becomes an image: a Builder per strategy, chosen by detect() in a fixed order.
 import type { Readable } from 'node:stream';
-import type { Output } from '../cli/output.ts';
+import type { Output } from '../ui/output.ts';
 import type { AppRecord } from '../state/app-store.ts';
 import type { BuilderName } from '../state/app-settings.ts';
 

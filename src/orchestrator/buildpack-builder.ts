@@ -3,7 +3,7 @@
 // fetched, and run by berth's runner in a container made from the stack image, with the app's
 // cache volume and its config in ENV_DIR. The container, committed, is the release's image.
 import { randomBytes } from 'node:crypto';
-import type { Output } from '../cli/output.ts';
+import type { Output } from '../ui/output.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Builder } from './builder.ts';

@@ -4,8 +4,8 @@
 // SIGTERM then SIGKILL after its stop-timeout. A failed gate removes the new containers and leaves
 // the route and the old containers untouched.
 import { randomBytes } from 'node:crypto';
-import type { Output } from '../cli/output.ts';
-import { shellWords } from '../cli/shell-words.ts';
+import type { Output } from '../ui/output.ts';
+import { shellWords } from '../ui/shell-words.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { Target } from '../proxy/route-table.ts';

@@ -2,7 +2,7 @@
 // config, its standard streams wired to the caller (a terminal when the caller has one), removed
 // when it exits; the command's exit status is the caller's.
 import { randomInt } from 'node:crypto';
-import type { Terminal } from '../cli/command.ts';
+import type { Terminal } from '../ui/terminal.ts';
 import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
 import { limitFor } from './deployment.ts';

@@ -1,7 +1,7 @@
 // Dokku's pipeline as typed stages: receive (done by the git side) → build → release → deploy
 // → retire. Each stage takes what the previous one produced; the output is kept as the
 // release's build log, or as the app's last failed deploy.
-import type { Output } from '../cli/output.ts';
+import type { Output } from '../ui/output.ts';
 import { describeForUser } from '../errors.ts';
 import type { Release } from '../state/app-store.ts';
 import { chooseBuilder, type BuildResult, type BuildSource, type Builder } from './builder.ts';

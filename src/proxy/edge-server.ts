@@ -4,7 +4,7 @@
 // Http2FrontEnd. Both ask the one request policy (request-policy.ts) what to do with each request;
 // ACME HTTP-01 challenges are answered there too, from the tokens in memory.
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
-import { UserError, wrapError } from '../errors.ts';
+import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
 import { AccessLog } from './access-log.ts';
 import { ClientConnection } from './client-connection.ts';
@@ -229,7 +229,7 @@ export class EdgeServer {
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => {
         server.off('listening', onListening);
-        reject(listenError(e, this.#bindHost, this.#port));
+        reject(listenError(e, { what: 'HTTP', address: `${this.#bindHost}:${this.#port}`, flag: '--http-port' }));
       };
       const onListening = () => {
         server.off('error', onError);
@@ -296,20 +296,4 @@ async function untilOrDeadline(done: Promise<unknown>, deadline: number): Promis
   const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))));
   await Promise.race([done, late]);
   clearTimeout(timer);
-}
-
-function listenError(e: NodeJS.ErrnoException, host: string, port: number): Error {
-  if (e.code === 'EADDRINUSE') {
-    return new UserError('port_in_use', `cannot listen on ${host}:${port}: the port is already in use`, {
-      hint: 'stop the other server on that port, or choose another with --http-port',
-      cause: e,
-    });
-  }
-  if (e.code === 'EACCES') {
-    return new UserError('port_not_permitted', `cannot listen on ${host}:${port}: permission denied`, {
-      hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE; or choose another with --http-port',
-      cause: e,
-    });
-  }
-  return wrapError(`edge server: listening on ${host}:${port}`, e);
 }

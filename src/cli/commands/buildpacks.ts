@@ -71,7 +71,7 @@ export const buildpackCommands: Command[] = [
     help: ORDER_HELP,
     scope: 'app',
     async run(ctx, { app }) {
-      show(ctx, ctx.services.apps.require(app));
+      show(ctx, ctx.state.apps.require(app));
     },
   }),
   defineCommand({
@@ -89,7 +89,7 @@ export const buildpackCommands: Command[] = [
 ];
 
 async function update(ctx: CommandContext, app: string, change: (a: AppRecord) => void): Promise<void> {
-  const record = await ctx.services.apps.update(app, change);
+  const record = await ctx.state.apps.update(app, change);
   log.info('buildpacks_changed', { app, buildpacks: record.buildpacks, stack: record.stack, by: callerName(ctx) });
   show(ctx, record);
   ctx.out.detail('the next push builds with these');
@@ -100,7 +100,7 @@ function show(ctx: CommandContext, record: AppRecord): void {
   if (record.buildpacks.length === 0) ctx.out.line('(none set: .buildpacks or detection)');
   record.buildpacks.forEach((b, i) => ctx.out.line(`${i + 1}. ${b}`));
   if (record.config.BUILDPACK_URL) ctx.out.line(`BUILDPACK_URL is set and wins: ${record.config.BUILDPACK_URL}`);
-  ctx.out.line(`stack: ${record.stack ?? `${ctx.services.config.stackImage} (default)`}`);
+  ctx.out.line(`stack: ${record.stack ?? `${ctx.state.config.stackImage} (default)`}`);
 }
 
 function checkUrl(url: string): string {

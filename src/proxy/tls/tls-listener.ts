@@ -3,7 +3,7 @@
 // the edge server: HTTP/1.1 to its fast path, HTTP/2 to its HTTP/2 front end; both forward with
 // X-Forwarded-Proto: https.
 import { createServer as createTlsServer, type SecureContext, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import { UserError, wrapError } from '../../errors.ts';
+import { listenError } from '../../listen-error.ts';
 import { log } from '../../log.ts';
 import { DRAIN_TIMEOUT_MS } from '../edge-server.ts';
 import { ACME_TLS_PROTOCOL } from './acme-challenges.ts';
@@ -110,7 +110,7 @@ export class TlsListener {
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => {
         server.off('listening', onListening);
-        reject(listenError(e, host, port));
+        reject(listenError(e, { what: 'HTTPS', address: `${host}:${port}`, flag: '--https-port' }));
       };
       const onListening = () => {
         server.off('error', onError);
@@ -143,20 +143,4 @@ export class TlsListener {
     await closed;
     log.info('tls_stopped', { port: this.port });
   }
-}
-
-function listenError(e: NodeJS.ErrnoException, host: string, port: number): Error {
-  if (e.code === 'EADDRINUSE') {
-    return new UserError('port_in_use', `cannot listen on ${host}:${port}: the port is already in use`, {
-      hint: 'stop the other server on that port, or choose another with --https-port',
-      cause: e,
-    });
-  }
-  if (e.code === 'EACCES') {
-    return new UserError('port_not_permitted', `cannot listen on ${host}:${port}: permission denied`, {
-      hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE; or choose another with --https-port',
-      cause: e,
-    });
-  }
-  return wrapError(`TLS listener: listening on ${host}:${port}`, e);
 }
