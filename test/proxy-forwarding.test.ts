@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, test } from 'node:test';
 import { setLogSink } from '../src/log.ts';
-import { DEFAULT_APP_SETTINGS } from '../src/proxy/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS } from '../src/state/proxy-settings.ts';
 import { GENERATED_ID } from '../src/proxy/request-id.ts';
 import { RouteTable } from '../src/proxy/route-table.ts';
 import { call, deferred, freePort, rawExchange, startNamedUpstream, startProxy, startUpstream } from './helpers/loopback.ts';

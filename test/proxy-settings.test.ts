@@ -5,7 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
-import { DEFAULT_APP_SETTINGS, normaliseSetting, parseDuration, parseSize, resolveSettings } from '../src/proxy/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS, normaliseSetting, parseDuration, parseSize, resolveSettings } from '../src/state/proxy-settings.ts';
 import { ProxySettingsStore } from '../src/state/proxy-settings-store.ts';
 
 test('sizes take k, m and g units (powers of 1024), and 0 means no limit', () => {

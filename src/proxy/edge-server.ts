@@ -8,6 +8,7 @@ import { createServer as createNetServer, type Server as NetServer, type Socket 
 import type { Duplex } from 'node:stream';
 import { UserError, wrapError } from '../errors.ts';
 import { log } from '../log.ts';
+import { DEFAULT_APP_SETTINGS, type AppProxySettings } from '../state/proxy-settings.ts';
 import { AccessLog } from './access-log.ts';
 import { ClientConnection } from './client-connection.ts';
 import { sendErrorPage, sendRawErrorPage, type ErrorStatus } from './error-pages.ts';
@@ -16,7 +17,7 @@ import { UndiciForwarder, type ForwardInfo, type Forwarder } from './forwarder.t
 import type { RequestHead } from './http1-head.ts';
 import { LoadBalancer, TargetRegistry } from './load-balancer.ts';
 import type { ProxyContext } from './proxy-context.ts';
-import { DEFAULT_APP_SETTINGS, DEFAULT_CLIENT_LIMITS, type AppProxySettings, type ClientLimits } from './proxy-settings.ts';
+import { DEFAULT_CLIENT_LIMITS, type ClientLimits } from './proxy-settings.ts';
 import { RouteTable, normaliseHostname, type Target } from './route-table.ts';
 import { targetKey, type TargetState } from './target-state.ts';
 

@@ -1,9 +1,10 @@
 // What a client connection and its exchanges need from the edge server that accepted them.
+import type { AppProxySettings } from '../state/proxy-settings.ts';
 import type { AccessLog } from './access-log.ts';
 import type { ClientConnection } from './client-connection.ts';
 import type { RequestHead } from './http1-head.ts';
 import type { LoadBalancer, TargetRegistry } from './load-balancer.ts';
-import type { AppProxySettings, ClientLimits } from './proxy-settings.ts';
+import type { ClientLimits } from './proxy-settings.ts';
 import type { RouteTable } from './route-table.ts';
 
 export interface ProxyContext {

@@ -1,7 +1,7 @@
 // Per-app proxy settings (`proxy:set`): one JSON document, state/proxy.json, holding only what was
 // overridden, as the user wrote it. The proxy reads the resolved settings and is told of changes.
 import { log } from '../log.ts';
-import { isSettingKey, normaliseSetting, resolveSettings, type AppProxySettings, type SettingKey, type StoredOverrides } from '../proxy/proxy-settings.ts';
+import { isSettingKey, normaliseSetting, resolveSettings, type AppProxySettings, type SettingKey, type StoredOverrides } from './proxy-settings.ts';
 import { check, JsonDocument, type DocumentSpec } from './json-document.ts';
 
 interface ProxyDocument {
