@@ -156,3 +156,16 @@ test('a document with a version that has no migration path is still refused', as
   const doc = new JsonDocument(file, { schema: 3, migrate: { 1: (r) => ({ ...r, n: 2 }) }, empty: () => ({ n: 0 }), parse: (r) => ({ n: check.number(r.n, 'n') }) });
   await assert.rejects(doc.read(), /schema version 2 is not the supported version 3/);
 });
+
+test('src/state/ imports nothing from the proxy, the orchestrator, git, the CLI or the application layer', () => {
+  const state = path.join(import.meta.dirname, '..', 'src', 'state');
+  const violations: string[] = [];
+  for (const file of fs.readdirSync(state).filter((f) => f.endsWith('.ts'))) {
+    const text = fs.readFileSync(path.join(state, file), 'utf8');
+    for (const [, spec] of text.matchAll(/^\s*(?:import|export)\b[^;]*?\bfrom\s+'([^']+)'/gm)) {
+      const target = path.relative(path.join(state, '..'), path.resolve(state, spec!));
+      if (/^(proxy|orchestrator|git|cli|platform)\//.test(target) || /^(serve|services|main)\.ts$/.test(target)) violations.push(`src/state/${file} imports ${spec}`);
+    }
+  }
+  assert.deepEqual(violations, []);
+});

@@ -37,8 +37,9 @@ export interface DocumentSpec<T> {
 export interface BadEntry {
   /** Where it is in the document: `apps.shop`, `autoOff[2]`. */
   path: string;
-  /** What its name is (app, domain, key), and the name: the log reports `{ app: 'shop' }`. */
+  /** What the entry's name names (app, domain, key): the log and the quarantine file say `{ app: 'shop' }`. */
   kind: string;
+  /** The entry's name: its key in an object, or for an array element what `nameOf` made of it. */
   name: string;
   reason: string;
   value: unknown;
