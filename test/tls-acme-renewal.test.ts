@@ -3,7 +3,6 @@
 // that), validated over HTTP-01 on a real HTTP listener and served by the real TLS listener. The
 // daemon end to end, on the default policy, is in e2e-https.test.ts.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -78,7 +77,6 @@ after(async () => {
   await new Promise((r) => (httpServer ? httpServer.close(r) : r(undefined)));
   await pebble?.stop();
   setLogSink((line) => process.stderr.write(line + '\n'));
-  fs.rmSync(work, { recursive: true, force: true });
 });
 
 function served(domain: string): Promise<Handshake> {
