@@ -11,7 +11,7 @@ import { UserError } from './errors.ts';
 import { createExecHandler } from './git/exec-router.ts';
 import { loadOrCreateHostKey } from './git/host-key.ts';
 import { SshServer } from './git/ssh-server.ts';
-import { log } from './log.ts';
+import { log, setLogLevel } from './log.ts';
 import { DockerEngine } from './orchestrator/docker-engine.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
 import { EdgeServer } from './proxy/edge-server.ts';
@@ -34,6 +34,7 @@ export async function serve(argv: string[]): Promise<number> {
     return 0;
   }
   const config = loadConfig(argv);
+  setLogLevel(config.logLevel);
   const paths = dataPaths(config.dataDir);
   await fs.mkdir(paths.root, { recursive: true, mode: 0o700 });
   await fs.mkdir(paths.tmp, { recursive: true, mode: 0o700 });

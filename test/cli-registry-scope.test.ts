@@ -3,7 +3,6 @@
 // refused and is logged with the key's name. (End to end over SSH: e2e-keys.test.ts.)
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { CommandContext } from '../src/cli/command.ts';
@@ -14,11 +13,12 @@ import { defaultConfig } from '../src/config.ts';
 import type { KeyRecord } from '../src/git/key-store.ts';
 import { setLogSink } from '../src/log.ts';
 import { loadState } from '../src/platform/state.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const scoped: KeyRecord = { name: 'deployer', fingerprint: 'SHA256:x', publicKey: 'ssh-ed25519 AAAA', addedAt: '2026-01-01T00:00:00Z', apps: ['mine'] };
 
 async function services(): Promise<State> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-scope-'));
+  const dir = tempDir('scope');
   return loadState({ ...defaultConfig(), dataDir: dir });
 }
 

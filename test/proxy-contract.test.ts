@@ -15,7 +15,7 @@ import tls, { createSecureContext, type SecureContext } from 'node:tls';
 import { setLogSink } from '../src/log.ts';
 import { EdgeServer } from '../src/proxy/edge-server.ts';
 import { HTTP2_MAX_CONCURRENT_STREAMS } from '../src/proxy/http2-front-end.ts';
-import { DEFAULT_APP_SETTINGS, type AppProxySettings } from '../src/proxy/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS, type AppProxySettings } from '../src/state/proxy-settings.ts';
 import { GENERATED_ID } from '../src/proxy/request-id.ts';
 import { RouteTable, type Target } from '../src/proxy/route-table.ts';
 import { AcmeChallenges } from '../src/proxy/tls/acme-challenges.ts';

@@ -8,7 +8,7 @@ import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import { EdgeServer } from '../src/proxy/edge-server.ts';
 import { errorPage } from '../src/proxy/error-pages.ts';
-import { DEFAULT_APP_SETTINGS } from '../src/proxy/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS } from '../src/state/proxy-settings.ts';
 import { RouteTable, type Target } from '../src/proxy/route-table.ts';
 import { call, deferred, freePort, startNamedUpstream, startProxy, startUpstream } from './helpers/loopback.ts';
 

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setLogSink } from '../src/log.ts';
-import { DEFAULT_APP_SETTINGS, type AppProxySettings } from '../src/proxy/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS, type AppProxySettings } from '../src/state/proxy-settings.ts';
 import { GENERATED_ID } from '../src/proxy/request-id.ts';
 import {
   acceptedRequestId,

@@ -6,12 +6,13 @@
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
+import { DEFAULT_APP_SETTINGS, type AppProxySettings } from '../state/proxy-settings.ts';
 import { AccessLog } from './access-log.ts';
 import { ClientConnection } from './client-connection.ts';
 import { Http2FrontEnd } from './http2-front-end.ts';
 import { LoadBalancer, TargetRegistry } from './load-balancer.ts';
 import type { ProxyContext } from './proxy-context.ts';
-import { DEFAULT_APP_SETTINGS, DEFAULT_CLIENT_LIMITS, type AppProxySettings, type ClientLimits } from './proxy-settings.ts';
+import { DEFAULT_CLIENT_LIMITS, type ClientLimits } from './proxy-settings.ts';
 import { RouteTable, type Target } from './route-table.ts';
 import { targetKey, type TargetState } from './target-state.ts';
 

@@ -6,6 +6,7 @@
 // every proxy deadline they are on the monotonic clock of performance.now(), read once per event
 // where possible (a clock read costs about as much as parsing a short header line).
 import { log } from '../log.ts';
+import type { AppProxySettings } from '../state/proxy-settings.ts';
 import { ChunkedBody } from './chunked-body.ts';
 import type { ClientConnection } from './client-connection.ts';
 import { errorResponse, plainResponse, redirectResponse, type ErrorStatus } from './error-pages.ts';
@@ -20,7 +21,6 @@ import {
   type RequestHead,
   type ResponseHead,
 } from './http1-head.ts';
-import type { AppProxySettings } from './proxy-settings.ts';
 import {
   bodyTooLarge,
   decide,

@@ -1,4 +1,5 @@
 // What a client connection and its exchanges need from the edge server that accepted them.
+import type { AppProxySettings } from '../state/proxy-settings.ts';
 import type { AccessLog } from './access-log.ts';
 import type { ClientConnection } from './client-connection.ts';
 import type { LoadBalancer, TargetRegistry } from './load-balancer.ts';

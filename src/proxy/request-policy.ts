@@ -7,7 +7,7 @@ import { log } from '../log.ts';
 import type { AccessLog } from './access-log.ts';
 import type { ErrorStatus } from './error-pages.ts';
 import { REQUEST_ID_PATTERN } from './http1-head.ts';
-import { DEFAULT_APP_SETTINGS, type AppProxySettings } from './proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS, type AppProxySettings } from '../state/proxy-settings.ts';
 import { newRequestId } from './request-id.ts';
 import { normaliseHostname, type AppRoute, type RouteTable } from './route-table.ts';
 import { CHALLENGE_PATH } from './tls/acme-challenges.ts';

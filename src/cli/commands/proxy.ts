@@ -1,6 +1,6 @@
 // proxy:set, proxy:report: an app's limits at the proxy (body size, read and idle timeouts).
 import { log } from '../../log.ts';
-import { defaultText, SETTING_KEYS, type SettingKey } from '../../proxy/proxy-settings.ts';
+import { defaultText, SETTING_KEYS, type SettingKey } from '../../state/proxy-settings.ts';
 import { callerName, defineCommand, type Command } from '../command.ts';
 import { table } from '../../ui/output.ts';
 
