@@ -247,6 +247,16 @@ export class Engine {
     }
   }
 
+  /** An image's labels, or undefined when the engine does not have it. */
+  async imageLabels(ref: string): Promise<Record<string, string> | undefined> {
+    try {
+      return (await this.docker.getImage(ref).inspect()).Config?.Labels ?? {};
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return undefined;
+      throw e;
+    }
+  }
+
   /** Pulls an image from its registry; rejects with the engine's reason. */
   async pull(ref: string): Promise<void> {
     const stream = (await this.docker.pull(ref)) as NodeJS.ReadableStream;

@@ -1,7 +1,12 @@
 // Buildpacks the tests write (the Heroku buildpack API: bin/detect, bin/compile, bin/release),
-// and the fixture Node.js app they build. They run in the local stack image (bash + busybox + node).
+// the fixture Node.js app they build, and a loopback git server that publishes buildpacks as
+// git URLs. They run in the local stack image (bash + busybox + node + setpriv).
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { mustRun } from './daemon.ts';
 
 export const STACK_IMAGE = process.env.BERTH_TEST_STACK_IMAGE ?? 'berth-test/stack:latest';
 
@@ -75,4 +80,79 @@ http.createServer((req, res) => {
 `,
     ...extra,
   };
+}
+
+/** Bare repositories under `root` served over git's smart HTTP on loopback (the daemon never runs git; the tests do). */
+export interface GitServer {
+  url(repo: string): string;
+  /** While down, every request is answered 503, as by a remote that is down. */
+  setDown(down: boolean): void;
+  close(): Promise<void>;
+}
+
+export async function serveGit(root: string): Promise<GitServer> {
+  let down = false;
+  const server = http.createServer((req, res) => {
+    if (down) return void res.writeHead(503).end('down\n');
+    gitHttpBackend(root, req, res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: (repo) => `http://127.0.0.1:${port}/${repo}`,
+    setDown: (d) => void (down = d),
+    close: () => new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
+  };
+}
+
+/** Commits the buildpack folder `src` (a git repository after the first call) and pushes it to the bare repository `bare`, made when missing. */
+export function publishBuildpack(src: string, bare: string, message = 'buildpack'): void {
+  const git = (...args: string[]) => mustRun('git', ['-C', src, '-c', 'user.email=t@example.test', '-c', 'user.name=t', ...args]);
+  if (!fs.existsSync(path.join(src, '.git'))) mustRun('git', ['init', '-q', '-b', 'main', src]);
+  git('add', '-A');
+  git('commit', '-qm', message);
+  if (!fs.existsSync(bare)) mustRun('git', ['init', '-q', '--bare', '-b', 'main', bare]);
+  git('push', '-q', '--force', bare, 'main');
+}
+
+// git's smart HTTP server as a CGI program.
+function gitHttpBackend(root: string, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const url = new URL(req.url ?? '/', 'http://x');
+  const child = spawn('git', ['http-backend'], {
+    env: {
+      ...process.env,
+      GIT_PROJECT_ROOT: root,
+      GIT_HTTP_EXPORT_ALL: '1',
+      REQUEST_METHOD: req.method ?? 'GET',
+      PATH_INFO: url.pathname,
+      QUERY_STRING: url.search.slice(1),
+      CONTENT_TYPE: req.headers['content-type'] ?? '',
+      ...(req.headers['content-length'] ? { CONTENT_LENGTH: req.headers['content-length'] } : {}),
+      ...(req.headers['git-protocol'] ? { GIT_PROTOCOL: String(req.headers['git-protocol']) } : {}),
+    },
+  });
+  req.pipe(child.stdin);
+  let head = Buffer.alloc(0);
+  let headersDone = false;
+  child.stdout.on('data', (chunk: Buffer) => {
+    if (headersDone) return void res.write(chunk);
+    head = Buffer.concat([head, chunk]);
+    const end = head.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    headersDone = true;
+    let status = 200;
+    for (const line of head.subarray(0, end).toString('latin1').split('\r\n')) {
+      const i = line.indexOf(':');
+      const name = line.slice(0, i).trim();
+      const value = line.slice(i + 1).trim();
+      if (name.toLowerCase() === 'status') status = Number(value.split(' ')[0]);
+      else res.setHeader(name, value);
+    }
+    res.writeHead(status);
+    res.write(head.subarray(end + 4));
+  });
+  child.on('close', () => res.end());
 }
