@@ -3,8 +3,6 @@
 // git URLs. They run in the local stack image (bash + busybox + node + setpriv).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { mustRun } from './daemon.ts';
 
@@ -82,7 +80,10 @@ http.createServer((req, res) => {
   };
 }
 
-/** Bare repositories under `root` served over git's smart HTTP on loopback (the daemon never runs git; the tests do). */
+/**
+ * Bare repositories under `root` served over git's smart HTTP on loopback, by a child process (so
+ * a test that blocks on a synchronous `git push` does not block the server the daemon fetches from).
+ */
 export interface GitServer {
   url(repo: string): string;
   /** While down, every request is answered 503, as by a remote that is down. */
@@ -91,22 +92,32 @@ export interface GitServer {
 }
 
 export async function serveGit(root: string): Promise<GitServer> {
-  let down = false;
-  const server = http.createServer((req, res) => {
-    if (down) return void res.writeHead(503).end('down\n');
-    gitHttpBackend(root, req, res);
+  fs.mkdirSync(root, { recursive: true });
+  const child = spawn(process.execPath, [path.join(import.meta.dirname, 'git-http-server.ts'), root], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let said = '';
+    child.stdout.on('data', (d: Buffer) => {
+      said += d.toString();
+      const m = /listening on (\d+)\n/.exec(said);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once('exit', (code) => reject(new Error(`the git server exited with ${code}`)));
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
+  const marker = path.join(root, DOWN_MARKER);
   return {
     url: (repo) => `http://127.0.0.1:${port}/${repo}`,
-    setDown: (d) => void (down = d),
-    close: () => new Promise<void>((r) => {
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
+    setDown: (down) => (down ? fs.writeFileSync(marker, '') : fs.rmSync(marker, { force: true })),
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
   };
 }
+
+/** The file under the served root whose presence makes the git server answer 503. */
+export const DOWN_MARKER = 'DOWN';
 
 /** Commits the buildpack folder `src` (a git repository after the first call) and pushes it to the bare repository `bare`, made when missing. */
 export function publishBuildpack(src: string, bare: string, message = 'buildpack'): void {
@@ -116,43 +127,4 @@ export function publishBuildpack(src: string, bare: string, message = 'buildpack
   git('commit', '-qm', message);
   if (!fs.existsSync(bare)) mustRun('git', ['init', '-q', '--bare', '-b', 'main', bare]);
   git('push', '-q', '--force', bare, 'main');
-}
-
-// git's smart HTTP server as a CGI program.
-function gitHttpBackend(root: string, req: http.IncomingMessage, res: http.ServerResponse): void {
-  const url = new URL(req.url ?? '/', 'http://x');
-  const child = spawn('git', ['http-backend'], {
-    env: {
-      ...process.env,
-      GIT_PROJECT_ROOT: root,
-      GIT_HTTP_EXPORT_ALL: '1',
-      REQUEST_METHOD: req.method ?? 'GET',
-      PATH_INFO: url.pathname,
-      QUERY_STRING: url.search.slice(1),
-      CONTENT_TYPE: req.headers['content-type'] ?? '',
-      ...(req.headers['content-length'] ? { CONTENT_LENGTH: req.headers['content-length'] } : {}),
-      ...(req.headers['git-protocol'] ? { GIT_PROTOCOL: String(req.headers['git-protocol']) } : {}),
-    },
-  });
-  req.pipe(child.stdin);
-  let head = Buffer.alloc(0);
-  let headersDone = false;
-  child.stdout.on('data', (chunk: Buffer) => {
-    if (headersDone) return void res.write(chunk);
-    head = Buffer.concat([head, chunk]);
-    const end = head.indexOf('\r\n\r\n');
-    if (end < 0) return;
-    headersDone = true;
-    let status = 200;
-    for (const line of head.subarray(0, end).toString('latin1').split('\r\n')) {
-      const i = line.indexOf(':');
-      const name = line.slice(0, i).trim();
-      const value = line.slice(i + 1).trim();
-      if (name.toLowerCase() === 'status') status = Number(value.split(' ')[0]);
-      else res.setHeader(name, value);
-    }
-    res.writeHead(status);
-    res.write(head.subarray(end + 4));
-  });
-  child.on('close', () => res.end());
 }
