@@ -178,7 +178,7 @@ test('the locally made stack image carries CNB_STACK_ID=heroku-24, and a buildpa
   const env = JSON.parse(mustRun('docker', ['image', 'inspect', STACK_IMAGE, '--format', '{{json .Config.Env}}'])) as string[];
   assert.ok(env.includes('CNB_STACK_ID=heroku-24'), env.join(' '));
   const { text } = await build(builder([stackStrict]), 'bpstack', { 'x.txt': 'x' }, 1);
-  assert.match(text, /on berth-test\/stack:latest \(stack heroku-24\)/);
+  assert.match(text, /on berth-test\/stack:latest\n[\s\S]*STACK=heroku-24 \(from the image's CNB_STACK_ID\)/);
   assert.match(text, /downloading https:\/\/example\.test\/heroku-24\/runtime\.tar\.gz/);
 });
 
@@ -187,7 +187,7 @@ test("the app's STACK config var overrides the stack id, and reaches the buildpa
     const output = (e as { output?: string }).output ?? '';
     assert.ok(e instanceof UserError);
     assert.equal(e.code, 'buildpack_compile_failed');
-    assert.match(output, /\(stack cedar-14\)/);
+    assert.match(output, /STACK=cedar-14 \(from the app's STACK config var\)/);
     assert.match(output, /The 'cedar-14' stack isn't recognised/);
     return true;
   });
@@ -231,12 +231,14 @@ rm -rf "$staging"
 echo "       moved $base to the root"`,
 });
 
-test('buildpacks run in order, each detected against the build dir as the one before left it (a monorepo buildpack first)', async () => {
-  const app = Object.fromEntries(Object.entries(nodeBuildpackApp('mono')).map(([name, content]) => [`packages/web/${name}`, content]));
+test('buildpacks run in order, each detected against the build dir as the one before left it (a monorepo buildpack first), and Procfile and app.json come from the built app', async () => {
+  const appJson = JSON.stringify({ healthchecks: { web: [{ type: 'startup', path: '/' }] } });
+  const app = Object.fromEntries(Object.entries({ ...nodeBuildpackApp('mono'), 'app.json': appJson, Procfile: 'web: node server.js\n' }).map(([name, content]) => [`packages/web/${name}`, content]));
   const { result, text } = await build(builder([]), 'bpmono', { ...app, 'README.md': 'monorepo\n' }, 1, { buildpacks: [monorepo, node], config: { APP_BASE: 'packages/web' } });
   assert.match(text, /-----> Monorepo app detected[\s\S]*moved packages\/web to the root[\s\S]*-----> Node\.js fixture app detected/);
   assert.deepEqual(result.processTypes, { web: 'node server.js' });
-  assert.equal(runInImage(result.image, 'ls'), 'node_modules\npackage.json\nserver.js');
+  assert.deepEqual(result.appFiles, { procfile: 'web: node server.js\n', appJson }, 'the Procfile and app.json the first buildpack moved to the root are the ones read');
+  assert.equal(runInImage(result.image, 'ls'), 'Procfile\napp.json\nnode_modules\npackage.json\nserver.js');
 });
 
 // Heroku and herokuish compile as an unprivileged user whose HOME is /app, with REQUEST_ID,

@@ -109,6 +109,9 @@ test('a git buildpack whose remote is down after a first build: the next push bu
   const refreshed = ssh('buildpacks:update remote');
   assert.equal(refreshed.code, 0, refreshed.stderr);
   assert.match(refreshed.stdout, /nodejs: fetched http:\/\/127\.0\.0\.1:\d+\/nodejs\.git/);
+  const all = daemon.cli(['buildpacks:update-all']);
+  assert.equal(all.code, 0, all.stderr);
+  assert.match(all.stdout, /Updating every buildpack kept on this server[\s\S]*nodejs: fetched/);
 });
 
 test('config:set with spaces, = and a newline makes a new release the app sees; config:get and --format json show it', async () => {

@@ -81,12 +81,12 @@ export class BuildpackBuilder implements Builder {
     const engine = this.o.engine;
     const stack = app.stack ?? this.o.stackImage;
     const choice = await chooseBuildpacks(source, app, this.o.defaultBuildpacks);
-    const stackConfig = await this.ensureStack(stack, out);
-    const stackId = stackIdFor(app.config, stack, stackConfig.env, stackConfig.labels);
-    out.step(`Building ${source.app} with buildpacks (from ${choice.from}) on ${stack} (stack ${stackId.id})`);
-    if (stackId.from.startsWith('a default')) out.detail(`STACK=${stackId.id}: ${stackId.from}`);
+    out.step(`Building ${source.app} with buildpacks (from ${choice.from}) on ${stack}`);
     const { fetched, unreachable } = await this.fetchAll(choice, out);
     if (fetched.length === 0) throw noneDetected(choice, [], unreachable);
+    const stackConfig = await this.ensureStack(stack, out);
+    const stackId = stackIdFor(app.config, stack, stackConfig.env, stackConfig.labels);
+    out.detail(`STACK=${stackId.id} (from ${stackId.from})`);
     await this.o.fetcher.remember(source.app, fetched.map((b) => b.url)).catch((e) => log.warn('buildpacks_remember_failed', { app: source.app, error: e }));
 
     const volume = cacheVolume(engine.instance, source.app);
@@ -108,7 +108,6 @@ export class BuildpackBuilder implements Builder {
       binds: [`${volume}:/tmp/cache`],
     });
     const id = container.id;
-    let slugId: string | undefined;
     try {
       await engine.putArchive(id, '/', makeTar(setupEntries(app.config, fetched)));
       await engine.putArchive(id, '/tmp/build', source.archive());
@@ -127,29 +126,37 @@ export class BuildpackBuilder implements Builder {
       const procfile = built.procfile === undefined ? {} : parseProcfile(built.procfile);
       const processTypes = { ...built.release.processTypes, ...procfile };
 
-      // The release image: a fresh container of the stack image that gets the built app and
-      // berth's launch scripts, nothing else the build left behind.
-      const slug = await engine.create({ name: `${name}.slug`, image: stack, env: {}, labels: {}, network: 'none', aliases: [], entrypoint: [], cmd: ['/exec'], restart: false });
-      slugId = slug.id;
-      await engine.putArchive(slugId, '/', await engine.getArchive(id, '/app'));
-      await engine.putArchive(slugId, '/', makeTar(launchEntries(processTypes, built.passwd, built.group)));
       const tag = imageTag(engine.instance, source.app, job.release);
-      const [repo, version] = splitTag(tag);
-      const configEnv = Object.entries(built.release.configVars)
-        .filter(([k]) => !stackConfig.env.some((e) => e.startsWith(`${k}=`)))
-        .map(([k, v]) => `${k}=${v}`);
-      await engine.commit(slugId, repo, version, {
-        Entrypoint: [],
-        Cmd: processTypes.web ? ['/start', 'web'] : ['/exec'],
-        WorkingDir: '/app',
-        User: built.user,
-        Env: [...stackConfig.env.filter((e) => !e.startsWith('HOME=')), 'HOME=/app', ...configEnv],
-      });
+      await this.makeImage(id, `${name}.slug`, tag, stack, stackConfig.env, built, processTypes);
       out.step(`Built image ${tag}`);
       return { image: tag, builder: this.name, processTypes, appFiles: { procfile: built.procfile, appJson: built.appJson } };
     } finally {
       await engine.stopAndRemove(id, 0).catch((e) => log.warn('build_container_remove_failed', { id, error: e }));
-      if (slugId) await engine.stopAndRemove(slugId, 0).catch((e) => log.warn('build_container_remove_failed', { id: slugId, error: e }));
+    }
+  }
+
+  // The release image: a fresh container of the stack image that gets the built app (/app of the
+  // build container) and berth's launch scripts, nothing else the build left behind, committed.
+  private async makeImage(buildId: string, name: string, tag: string, stack: string, stackEnv: readonly string[], built: BuildOutput, processTypes: Record<string, string>): Promise<void> {
+    const engine = this.o.engine;
+    const slug = await engine.create({ name, image: stack, env: {}, labels: {}, network: 'none', aliases: [], entrypoint: [], cmd: ['/exec'], restart: false });
+    try {
+      await engine.putArchive(slug.id, '/', await engine.getArchive(buildId, '/app'));
+      await engine.putArchive(slug.id, '/', makeTar(launchEntries(processTypes, built.passwd, built.group)));
+      const [repo, version] = splitTag(tag);
+      // bin/release config_vars are defaults: the image's env, which the app's config overrides.
+      const configEnv = Object.entries(built.release.configVars)
+        .filter(([k]) => !stackEnv.some((e) => e.startsWith(`${k}=`)))
+        .map(([k, v]) => `${k}=${v}`);
+      await engine.commit(slug.id, repo, version, {
+        Entrypoint: [],
+        Cmd: processTypes.web ? ['/start', 'web'] : ['/exec'],
+        WorkingDir: '/app',
+        User: built.user,
+        Env: [...stackEnv.filter((e) => !e.startsWith('HOME=')), 'HOME=/app', ...configEnv],
+      });
+    } finally {
+      await engine.stopAndRemove(slug.id, 0).catch((e) => log.warn('build_container_remove_failed', { id: slug.id, error: e }));
     }
   }
 

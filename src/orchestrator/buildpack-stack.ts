@@ -31,5 +31,5 @@ export function stackIdOfImage(image: string, env: readonly string[], labels: Re
 export function stackIdFor(appConfig: Record<string, string>, image: string, env: readonly string[], labels: Record<string, string>): StackId {
   const own = appConfig.STACK?.trim();
   if (own) return { id: own, from: "the app's STACK config var" };
-  return stackIdOfImage(image, env, labels) ?? { id: FALLBACK_STACK_ID, from: `a default: ${image} names no stack id (STACK, CNB_STACK_ID or io.buildpacks.stack.id); set the app's STACK config var to choose` };
+  return stackIdOfImage(image, env, labels) ?? { id: FALLBACK_STACK_ID, from: `a default: ${image} names no stack id (STACK, CNB_STACK_ID or io.buildpacks.stack.id); set the app's STACK config var to choose one` };
 }
