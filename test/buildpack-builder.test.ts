@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { after, before, test } from 'node:test';
 import { MemoryOutput } from '../src/cli/output.ts';
 import { UserError } from '../src/errors.ts';
@@ -47,9 +48,14 @@ before(async () => {
   // A buildpack as a tarball with one top-level folder, as GitHub's archives have it.
   const tgzSrc = writeBuildpack(path.join(work, 'tgz-src', 'heroku-buildpack-tarred-1.0'), { detect: 'echo Tarred', compile: 'echo "compiled by the tarball buildpack"', release: 'printf -- "---\\ndefault_process_types:\\n  web: node server.js\\n"' });
   mustRun('tar', ['-C', path.dirname(tgzSrc), '-czf', path.join(work, 'tarred.tgz'), path.basename(tgzSrc)]);
+  // And one whose entry climbs out of its folder.
+  const chunks: Buffer[] = [];
+  for await (const c of makeTar([{ name: 'bin/detect', type: 'file', content: 'echo Evil', mode: 0o755 }, { name: '../escaped.txt', type: 'file', content: 'out' }])) chunks.push(c as Buffer);
+  fs.writeFileSync(path.join(work, 'evil.tgz'), zlib.gzipSync(Buffer.concat(chunks)));
   tarballServer = http.createServer((req, res) => {
-    if (req.url !== '/buildpacks/tarred.tgz') return void res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': 'application/gzip' }).end(fs.readFileSync(path.join(work, 'tarred.tgz')));
+    const file = { '/buildpacks/tarred.tgz': 'tarred.tgz', '/buildpacks/evil.tgz': 'evil.tgz' }[req.url ?? ''];
+    if (!file) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'application/gzip' }).end(fs.readFileSync(path.join(work, file)));
   });
   await new Promise<void>((r) => tarballServer.listen(0, '127.0.0.1', r));
 });
@@ -322,4 +328,17 @@ test('a tarball URL buildpack (.tgz with one top-level folder) is downloaded, un
   assert.match(text, /-----> Tarred app detected/);
   assert.match(text, /compiled by the tarball buildpack/);
   assert.deepEqual(result.processTypes, { web: 'node server.js' });
+});
+
+test('a tarball whose entries climb out of its folder is refused, and nothing lands outside', async () => {
+  const fetchedDir = path.join(work, 'fetched-evil');
+  const url = `http://127.0.0.1:${(tarballServer.address() as AddressInfo).port}/buildpacks/evil.tgz`;
+  await assert.rejects(new BuildpackFetcher(fetchedDir).fetch(url), (e: Error) => {
+    assert.ok(e instanceof UserError);
+    assert.equal(e.code, 'buildpack_fetch_failed');
+    assert.match(e.message, /an entry outside its folder: \.\.\/escaped\.txt/);
+    return true;
+  });
+  assert.deepEqual(fs.readdirSync(fetchedDir), [], 'no copy and no temp folder are left');
+  assert.equal(fs.existsSync(path.join(work, 'escaped.txt')), false);
 });
