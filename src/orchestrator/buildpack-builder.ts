@@ -329,7 +329,7 @@ function runnerFailure(code: number, choice: BuildpackChoice, fetched: readonly 
   if (code === RUNNER_EXIT.noneDetected) return noneDetected(choice, fetched, unreachable);
   if (code === RUNNER_EXIT.noSetpriv || code === RUNNER_EXIT.unknownUser) {
     return new UserError('stack_image_unsupported', `the stack image ${stack} cannot run buildpacks as an unprivileged user (see the line above)`, {
-      hint: "use a Heroku stack image (heroku/heroku:24-build), or one with util-linux's setpriv and its user in /etc/passwd",
+      hint: "use a Heroku stack image (heroku/heroku:24-build), or one with util-linux's setpriv (or su) and its user in /etc/passwd",
     });
   }
   if (code >= RUNNER_EXIT.notCompatible && code < RUNNER_EXIT.compileFailed) {

@@ -7,7 +7,7 @@
 export const RUNNER_EXIT = {
   /** The stack image's user is not in its /etc/passwd. */
   unknownUser: 3,
-  /** The stack image has no setpriv that can change users (util-linux's). */
+  /** The stack image has no way to change users (util-linux's setpriv, or su). */
   noSetpriv: 4,
   noneDetected: 10,
   /** + index of the buildpack (0-based) */
@@ -40,10 +40,6 @@ else
   uid="$(id -u "$user" 2>/dev/null)" && gid="$(id -g "$user")" || { echo " !     the stack image's user $user is not in its /etc/passwd"; exit 3; }
 fi
 if [[ $image_user == *:* && \${image_user#*:} =~ ^[0-9]+$ ]]; then gid="\${image_user#*:}"; fi
-if ! setpriv --help 2>&1 | grep -q -- --reuid; then
-  echo " !     the stack image has no setpriv that can change users (util-linux's): berth runs buildpacks as an unprivileged user with it"
-  exit 4
-fi
 # The build user gets a name, as herokuish's does: some tools look their user up.
 grep -q "^[^:]*:[^:]*:$gid:" /etc/group || echo "berth:x:$gid:" >> /etc/group
 grep -q "^[^:]*:[^:]*:$uid:" /etc/passwd || echo "berth:x:$uid:$gid:berth:/app:/bin/bash" >> /etc/passwd
@@ -51,7 +47,16 @@ mkdir -p /app "$cache_dir" "$env_dir" "$out"
 chown -R "$uid:$gid" /app "$build_dir" "$env_dir" /tmp/buildpacks "$out"
 # Caches of earlier builds are the build user's already; a new volume (or an older one) is not.
 [[ $(stat -c %u:%g "$cache_dir") == "$uid:$gid" ]] || chown -R "$uid:$gid" "$cache_dir"
-setpriv --reuid="$uid" --regid="$gid" --clear-groups bash /berth/steps "$mode" || exit $?
+# util-linux's setpriv (Heroku's stacks have it), else su with the environment kept.
+if setpriv --help 2>&1 | grep -q -- --reuid; then
+  setpriv --reuid="$uid" --regid="$gid" --clear-groups bash /berth/steps "$mode" || exit $?
+elif command -v su >/dev/null; then
+  name="$(awk -F: -v u="$uid" '$3 == u { print $1; exit }' /etc/passwd)"
+  su -p -s /bin/bash "$name" -c "bash /berth/steps $mode" || exit $?
+else
+  echo " !     the stack image has neither setpriv (util-linux's) nor su: berth runs buildpacks as an unprivileged user with one of them"
+  exit 4
+fi
 rm -rf /app && mv "$build_dir" /app || exit 1
 echo "$uid:$gid" > "$out/user"
 for f in Procfile app.json; do if [[ -f /app/$f ]]; then cp "/app/$f" "$out/$f"; fi; done
