@@ -29,6 +29,11 @@ export interface BuildResult {
   builder: BuilderName;
   /** Process types the builder found (a buildpack's default_process_types); the Procfile overrides them. */
   processTypes: Record<string, string>;
+  /**
+   * The Procfile and app.json of the built app, for a builder whose build may write or move
+   * them (buildpacks); without it, the pipeline reads the pushed source's.
+   */
+  appFiles?: { procfile: string | undefined; appJson: string | undefined };
 }
 
 export interface Builder {
