@@ -3,6 +3,7 @@
 import type { Services } from '../cli/command.ts';
 import { StreamOutput } from '../cli/output.ts';
 import { runCommand } from '../cli/registry.ts';
+import { pushLimitsOf } from '../config.ts';
 import { describeForUser, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { BuildSource } from '../orchestrator/builder.ts';
@@ -110,6 +111,7 @@ async function receiveLocked(services: Services, orchestrator: Orchestrator, req
   }
   const repo = await Repository.open(services.paths.repos, app, { create: true });
   log.info('push_started', { app, key: request.key.name, address: request.address });
+  const limits = pushLimitsOf(services.config);
   await serveReceivePack({ input: request.channel, output: request.channel }, repo, {
     preReceive: async (updates, progress) => {
       const out = new StreamOutput((s) => progress(s.toString()));
@@ -140,7 +142,7 @@ async function receiveLocked(services: Services, orchestrator: Orchestrator, req
       }
       return verdicts;
     },
-  });
+  }, { limits });
 }
 
 // main wins over master when both arrive in one push; deletions never deploy.

@@ -4,7 +4,8 @@ import type { Readable, Writable } from 'node:stream';
 import { StreamOutput } from '../cli/output.ts';
 import { describeForUser, isUserError, UserError } from '../errors.ts';
 import { log } from '../log.ts';
-import { PackReceiver, type StoredPack } from './pack-receiver.ts';
+import { PackReceiver, removePack, type StoredPack } from './pack-receiver.ts';
+import { pushLimitError, pushLimits, type PushLimits } from './push-limits.ts';
 import { FLUSH, packetText, pkt, PktLineReader, sideband } from './pkt-line.ts';
 import { checkRefName, type Repository, ZERO_OID } from './repository.ts';
 
@@ -22,12 +23,10 @@ export interface ReceivePackHooks {
 }
 
 export interface ReceivePackOptions {
-  /** The largest pack accepted, in bytes. Default 2 GiB. */
-  maxPackBytes?: number;
+  /** The caps on one push (pack bytes, objects, refs, object size, delta depth); see push-limits.ts. Default DEFAULT_PUSH_LIMITS. */
+  limits?: Partial<PushLimits>;
   /** Give up when the client sends nothing for this long while berth waits for commands or pack bytes; 0 never. Default 10 minutes. */
   idleTimeoutMs?: number;
-  /** Packs larger than this are indexed by a child process while they arrive. Default 1 MiB. */
-  inProcessMaxBytes?: number;
 }
 
 /** What berth's receive-pack offers. `no-thin` makes git send self-contained packs. */
@@ -39,7 +38,7 @@ export const CAPABILITIES = 'report-status delete-refs side-band-64k quiet ofs-d
  * written (or the client asked for nothing); never ends or destroys the streams.
  *
  * Rejects with a UserError when the exchange fails: `git_protocol_error` (garbage, lying
- * lengths), `git_pack_invalid` / `git_pack_too_large` (the pack; refs are then left alone),
+ * lengths), `git_pack_invalid` / `git_push_limit` (the pack, or a cap; refs are then left alone),
  * `git_client_disconnected`, `git_client_idle`. The client has already been told (a band-3 or
  * ERR packet, or an `unpack` status) when it could be; temp files are removed.
  *
@@ -65,7 +64,6 @@ interface Command extends RefUpdate {
   error?: string;
 }
 
-const MAX_COMMANDS = 10_000;
 const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000;
 
 class Session {
@@ -74,6 +72,7 @@ class Session {
   private readonly repo: Repository;
   private readonly hooks: ReceivePackHooks;
   private readonly options: ReceivePackOptions;
+  private readonly limits: PushLimits;
   private readonly started = performance.now();
   private clientCaps = new Set<string>();
   private sideband = false;
@@ -90,6 +89,7 @@ class Session {
     this.repo = repo;
     this.hooks = hooks;
     this.options = options;
+    this.limits = pushLimits(options.limits);
     // Left in place on purpose: a write that fails after the client left must not crash berth.
     this.output.on('error', (e) => {
       if (!this.outputBroken) log.debug('git_receive_pack_output_error', { app: repo.app, error: e.message });
@@ -111,7 +111,7 @@ class Session {
     let stored: StoredPack | undefined;
     if (commands.some((c) => c.newOid !== ZERO_OID)) {
       const receiveStarted = performance.now();
-      const receiver = new PackReceiver(this.repo.gitdir, { maxPackBytes: this.options.maxPackBytes, inProcessMaxBytes: this.options.inProcessMaxBytes });
+      const receiver = new PackReceiver(this.repo.gitdir, { limits: this.limits });
       try {
         await this.receivePack(receiver, reader.leftover());
       } catch (e) {
@@ -143,6 +143,7 @@ class Session {
       await this.checkObjects(commands);
       await this.runPreReceive(commands);
       applied = await this.applyUpdates(commands);
+      if (applied.length === 0 && stored?.created) await this.dropPack(stored);
       await this.runPostReceive(applied);
     } catch (e) {
       throw this.fatal(e, 'updating refs');
@@ -212,7 +213,7 @@ class Session {
       if (!match || match[1] === undefined || match[2] === undefined || match[3] === undefined) {
         throw new UserError('git_protocol_error', `invalid command line ${JSON.stringify(line.slice(0, 200))}`);
       }
-      if (commands.length >= MAX_COMMANDS) throw new UserError('git_protocol_error', `more than ${MAX_COMMANDS} ref updates in one push`);
+      if (commands.length >= this.limits.refs) throw pushLimitError('refs', `the push updates more than ${this.limits.refs} refs`, this.limits);
       const command: Command = { oldOid: match[1], newOid: match[2], ref: match[3] };
       const problem = checkRefName(command.ref);
       if (problem !== undefined) command.error = problem.startsWith('only ') ? problem : `invalid ref name: ${problem}`;
@@ -242,6 +243,19 @@ class Session {
             : `the pack ended early or its checksum is wrong: the client closed the connection after ${receiver.bytesReceived} bytes`,
         );
       }
+    }
+  }
+
+  /**
+   * Removes the pack this push stored when none of its commands went through: nothing refers to
+   * its objects. The app's lock holds the whole push, so no other push can have come to need them.
+   */
+  private async dropPack(stored: StoredPack): Promise<void> {
+    try {
+      await removePack(this.repo.gitdir, stored.name);
+      log.info('git_pack_dropped', { app: this.repo.app, pack: stored.name, reason: 'every command was refused' });
+    } catch (e) {
+      log.warn('git_pack_drop_failed', { app: this.repo.app, pack: stored.name, error: (e as Error).message });
     }
   }
 
