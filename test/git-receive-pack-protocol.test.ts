@@ -302,6 +302,25 @@ describe('receive-pack protocol', () => {
     assert.deepEqual(await leftovers(), []);
   });
 
+  test('a push updating more refs than --max-push-refs is refused with the cap named, before any pack', async () => {
+    const lines = ['a', 'b', 'c'].map((b) => `${ZERO_OID} ${head} refs/heads/${b}`);
+    const r = await exchange(repo, [commands(lines), await packObjects(f.work, [head])], { end: false, options: { limits: { refs: 2 } } });
+    assert.equal(errorCode(r.error), 'git_push_limit');
+    assert.match(r.out.fatal, /push refused: the push updates more than 2 refs, over the cap of 2 set by berth serve --max-push-refs/);
+    assert.deepEqual(await repo.listRefs(), []);
+    assert.deepEqual(await readdir(path.join(repo.gitdir, 'objects', 'pack')), []);
+  });
+
+  test('a pack whose every command is refused is not kept; one with a command applied is', async () => {
+    const pack = await packObjects(f.work, [head]);
+    const refuseAll: ReceivePackHooks = { preReceive: async (updates) => new Map(updates.map((u) => [u.ref, 'not today'])) };
+    const r = await exchange(repo, [commands([`${ZERO_OID} ${head} refs/heads/main`]), pack], { hooks: refuseAll });
+    assert.deepEqual(r.out.report, ['unpack ok', 'ng refs/heads/main not today']);
+    assert.deepEqual(await readdir(path.join(repo.gitdir, 'objects', 'pack')), []);
+    await pushHead();
+    assert.equal((await readdir(path.join(repo.gitdir, 'objects', 'pack'))).filter((n) => n.endsWith('.pack')).length, 1);
+  });
+
   test('a pack that announces more objects than it holds is refused as it arrives and moves no ref', async () => {
     const pack = await packObjects(f.work, [head]);
     const body = Buffer.from(pack.subarray(0, pack.length - 20));
