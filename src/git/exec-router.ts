@@ -13,7 +13,6 @@ import type { KeyRecord } from './key-store.ts';
 import { serveReceivePack, type RefUpdate } from './receive-pack.ts';
 import { Repository, ZERO_OID } from './repository.ts';
 import type { ExecHandler, ExecRequest } from './ssh-server.ts';
-import { treeArchive } from './tree-archive.ts';
 import { readAll } from '../read-all.ts';
 
 /** Branches whose push deploys the app; any other ref is stored only. */
@@ -123,11 +122,13 @@ async function receiveLocked(services: Services, orchestrator: Orchestrator, req
         else out.step(`${u.ref} stored; only main or master is deployed`);
       }
       if (!deploy) return verdicts;
+      // Objects are inflated and resolved in a child process, under the push's caps.
+      const contents = repo.contents(limits);
       const source: BuildSource = {
         app,
         commit: deploy.newOid,
-        readFile: (p) => repo.readFileAtCommit(deploy.newOid, p),
-        archive: () => treeArchive(repo.gitdir, deploy.newOid),
+        readFile: (p) => contents.readFile(deploy.newOid, p),
+        archive: () => contents.archive(deploy.newOid),
       };
       try {
         await orchestrator.deploy({ source, pushedBy: request.key.name, out, signal });
@@ -139,6 +140,8 @@ async function receiveLocked(services: Services, orchestrator: Orchestrator, req
         verdicts.set(deploy.ref, lines[0] ?? 'deploy failed');
         if (signal.aborted) log.warn('push_cancelled', { app, commit: deploy.newOid, key: request.key.name, reason: 'the client disconnected' });
         else log.warn('push_deploy_failed', { app, commit: deploy.newOid, key: request.key.name, error: e });
+      } finally {
+        contents.close();
       }
       return verdicts;
     },
