@@ -9,6 +9,7 @@ import { log } from '../log.ts';
 import type { BuildSource } from '../orchestrator/builder.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { parseExecCommand } from './exec-command.ts';
+import { channelSink } from './channel-sink.ts';
 import type { KeyRecord } from './key-store.ts';
 import { serveReceivePack, type RefUpdate } from './receive-pack.ts';
 import { Repository, ZERO_OID } from './repository.ts';
@@ -25,14 +26,10 @@ export function createExecHandler(services: Services): ExecHandler {
     channel.on('close', () => abort.abort());
     // A terminal (ssh -t) does not turn \n into \r\n for us.
     const crlf = (s: string | Buffer) => (request.terminal ? Buffer.from(s.toString('latin1').replace(/(?<!\r)\n/g, '\r\n'), 'latin1') : s);
-    const out = new StreamOutput(
-      (s) => {
-        if (!channel.destroyed) channel.write(crlf(s));
-      },
-      (s) => {
-        if (!channel.destroyed) channel.stderr.write(crlf(s));
-      },
-    );
+    // Output waits for the client: a write the channel cannot take returns a promise to its producer.
+    const toStdout = channelSink(channel, crlf);
+    const toStderr = channelSink(channel.stderr, crlf);
+    const out = new StreamOutput(toStdout, toStderr);
     let parsed;
     try {
       parsed = parseExecCommand(request.command);
@@ -52,9 +49,7 @@ export function createExecHandler(services: Services): ExecHandler {
         signal: abort.signal,
         readStdin: () => readAll(channel),
         stdin: () => channel,
-        stderr: (d) => {
-          if (!channel.destroyed) channel.stderr.write(crlf(d));
-        },
+        stderr: toStderr,
         ...(request.terminal ? { terminal: request.terminal } : {}),
       });
       if (code !== 0) log.warn('ssh_command_failed', { key: request.key.name, address: request.address, command: parsed.words[0]?.slice(0, 100), code });

@@ -16,11 +16,14 @@ export interface RefUpdate {
 }
 
 export interface ReceivePackHooks {
-  /** Runs after the pack is stored and indexed and before any ref moves (git's pre-receive). `progress` writes lines the client shows as `remote: ...` (band 2) immediately. Return a reason string per ref to reject it (that ref is then not updated), or nothing to accept. */
-  preReceive?(updates: RefUpdate[], progress: (text: string) => void): Promise<Map<string, string> | void>;
+  /** Runs after the pack is stored and indexed and before any ref moves (git's pre-receive). `progress` writes lines the client shows as `remote: ...` (band 2) immediately, and returns a promise while the client has not read what came before (wait for it before producing more). Return a reason string per ref to reject it (that ref is then not updated), or nothing to accept. */
+  preReceive?(updates: RefUpdate[], progress: Progress): Promise<Map<string, string> | void>;
   /** Runs after refs moved, with the updates that were applied. */
-  postReceive?(applied: RefUpdate[], progress: (text: string) => void): Promise<void>;
+  postReceive?(applied: RefUpdate[], progress: Progress): Promise<void>;
 }
+
+/** Writes progress text to the client; a promise while the client has not caught up. */
+export type Progress = (text: string) => void | Promise<void>;
 
 export interface ReceivePackOptions {
   /** The caps on one push (pack bytes, objects, refs, object size, delta depth); see push-limits.ts. Default DEFAULT_PUSH_LIMITS. */
@@ -82,6 +85,7 @@ class Session {
   private progressTotal = 0;
   private indexMs = 0;
   private receiveMs = 0;
+  private draining: Promise<void> | undefined;
 
   constructor(io: { input: Readable; output: Writable }, repo: Repository, hooks: ReceivePackHooks, options: ReceivePackOptions) {
     this.input = new InputReader(io.input, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
@@ -331,11 +335,11 @@ class Session {
   }
 
   /** Band-2 text for the client, one or more lines; dropped when there is no side band or no client. */
-  private progress(text: string): void {
+  private progress(text: string): void | Promise<void> {
     if (!this.sideband || this.reportDone || text === '') return;
     this.endIndexProgress();
     const line = text.endsWith('\n') || text.endsWith('\r') ? text : `${text}\n`;
-    this.send(Buffer.concat(sideband(2, line)));
+    return this.send(Buffer.concat(sideband(2, line)));
   }
 
   private indexProgress(phase: string, loaded: number, total: number): void {
@@ -379,8 +383,20 @@ class Session {
     return !this.outputBroken && !this.output.destroyed && !this.output.writableEnded;
   }
 
-  private send(data: Buffer): void {
-    if (this.writable()) this.output.write(data);
+  /** Writes to the client; returns a promise, settled once the output drains, when it is full. */
+  private send(data: Buffer): void | Promise<void> {
+    if (!this.writable() || this.output.write(data)) return;
+    this.draining ??= new Promise<void>((resolve) => {
+      const done = () => {
+        this.output.off('drain', done);
+        this.output.off('close', done);
+        this.draining = undefined;
+        resolve();
+      };
+      this.output.on('drain', done);
+      this.output.on('close', done);
+    });
+    return this.draining;
   }
 
   private sendAndWait(data: Buffer): Promise<void> {
