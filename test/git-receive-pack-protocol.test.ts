@@ -321,6 +321,32 @@ describe('receive-pack protocol', () => {
     assert.equal((await readdir(path.join(repo.gitdir, 'objects', 'pack'))).filter((n) => n.endsWith('.pack')).length, 1);
   });
 
+  test('packs no ref needs are pruned after a deletion or a force push, and a fast-forward keeps every pack', async () => {
+    const packs = async () => (await readdir(path.join(repo.gitdir, 'objects', 'pack'))).filter((n) => n.endsWith('.pack')).sort();
+    await pushHead();
+    const [first] = await packs();
+    await f.write('feature.txt', 'a feature\n');
+    const feature = await f.commitAll('feature');
+    const r1 = await exchange(repo, [commands([`${ZERO_OID} ${feature} refs/heads/feature`]), await packObjects(f.work, [feature, `^${head}`])]);
+    assert.deepEqual(r1.out.report, ['unpack ok', 'ok refs/heads/feature']);
+    assert.equal((await packs()).length, 2);
+
+    const r2 = await exchange(repo, [commands([`${feature} ${ZERO_OID} refs/heads/feature`])]);
+    assert.deepEqual(r2.out.report, ['unpack ok', 'ok refs/heads/feature']);
+    assert.deepEqual(await packs(), [first], 'the feature pack went with its branch');
+    await f.verifyStore();
+
+    const r3 = await exchange(repo, [commands([`${head} ${feature} refs/heads/main`]), await packObjects(f.work, [feature, `^${head}`])]);
+    assert.deepEqual(r3.out.report, ['unpack ok', 'ok refs/heads/main']);
+    assert.equal((await packs()).length, 2, 'a fast-forward keeps every pack');
+
+    const empty = Buffer.from('5041434b0000000200000000', 'hex'); // what git sends when the server has every object
+    const r4 = await exchange(repo, [commands([`${feature} ${head} refs/heads/main`]), Buffer.concat([empty, createHash('sha1').update(empty).digest()])]);
+    assert.deepEqual(r4.out.report, ['unpack ok', 'ok refs/heads/main']);
+    assert.deepEqual(await packs(), [first], 'a force push back drops the pack only the old tip needed');
+    await f.verifyStore();
+  });
+
   test('a pack that announces more objects than it holds is refused as it arrives and moves no ref', async () => {
     const pack = await packObjects(f.work, [head]);
     const body = Buffer.from(pack.subarray(0, pack.length - 20));

@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { isUserError, UserError } from '../errors.ts';
 import { lowerPriority, selfCommand } from './index-pack-process.ts';
 import { ObjectNotFoundError, ObjectStore, parseCommit, parseTag, parseTree } from './object-store.ts';
+import { onlyFastForwards, pruneUnreachablePacks, type PruneResult } from './pack-prune.ts';
 import { pushLimits, type PushLimits } from './push-limits.ts';
 import { treeArchive } from './tree-archive.ts';
 
@@ -65,6 +66,32 @@ export class ObjectReader {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     });
     return out;
+  }
+
+  /**
+   * After a push (under the app's lock): removes the packs no ref needs, unless the push can
+   * only have added objects (nothing deleted, every move a fast-forward through the pack it
+   * stored), which spares the walk of the whole history on an ordinary push. Resolves with
+   * what was removed, or undefined when no walk was needed.
+   */
+  async prune(request: PruneRequest): Promise<PruneResult | undefined> {
+    const child = spawnReader(['prune', this.gitdir], this.limits);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d: string) => {
+      if (stderr.length < 10_000) stderr += d;
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(JSON.stringify(request));
+    const code = await new Promise<number | null>((resolve) => {
+      child.once('error', () => resolve(null));
+      child.once('close', (c) => resolve(c));
+    });
+    if (code !== 0) throw new Error(`pruning packs: ${stderr.trim().split('\n').pop() || `the reader exited with ${code}`}`);
+    return (JSON.parse(stdout) as { result: PruneResult | null }).result ?? undefined;
   }
 
   /** Stops the file reader child, if one runs. */
@@ -169,6 +196,15 @@ class ReaderChild {
   }
 }
 
+/** What a push did, for `prune`: the refs' objects now, and the updates it applied. */
+export interface PruneRequest {
+  tips: string[];
+  /** Updates applied: a zero new id is a deletion. */
+  applied: { oldOid: string; newOid: string }[];
+  /** The pack the push stored, if any. */
+  pack: string;
+}
+
 type Answer = { found: boolean; size: number } | { error: { code?: string; message: string; oid?: string } };
 
 function answerError(e: { code?: string; message: string; oid?: string }): Error {
@@ -191,9 +227,20 @@ function spawnReader(args: string[], limits: PushLimits): ChildProcessByStdio<Wr
 export async function runGitReadCommand(argv: string[]): Promise<number> {
   const [limitsArg, mode, gitdir, commit, extra] = argv;
   const limits = limitsArg?.startsWith('--limits=') ? parseLimits(limitsArg.slice('--limits='.length)) : undefined;
-  if (!limits || !gitdir || extra !== undefined || !((mode === 'serve' && commit === undefined) || (mode === 'archive' && commit !== undefined))) {
-    process.stderr.write(`usage: berth ${GIT_READ_COMMAND} --limits=JSON (serve GITDIR | archive GITDIR COMMIT) (used by berth itself)\n`);
+  if (!limits || !gitdir || extra !== undefined || !(((mode === 'serve' || mode === 'prune') && commit === undefined) || (mode === 'archive' && commit !== undefined))) {
+    process.stderr.write(`usage: berth ${GIT_READ_COMMAND} --limits=JSON (serve GITDIR | archive GITDIR COMMIT | prune GITDIR) (used by berth itself)\n`);
     return 2;
+  }
+  if (mode === 'prune') {
+    try {
+      const request = JSON.parse((await readStdin()).toString('utf8')) as PruneRequest;
+      const result = (await needsPrune(gitdir, request, limits)) ? await pruneUnreachablePacks(gitdir, request.tips, limits) : null;
+      await writeOut(Buffer.from(JSON.stringify({ result }) + '\n'));
+      return 0;
+    } catch (e) {
+      process.stderr.write(`${(e as Error).message}\n`);
+      return 1;
+    }
   }
   if (mode === 'archive') {
     try {
@@ -249,6 +296,29 @@ export async function readFileAtCommit(store: ObjectStore, commitOid: string, fi
   } finally {
     await store.close();
   }
+}
+
+const ZERO_OID = '0'.repeat(40);
+
+async function needsPrune(gitdir: string, request: PruneRequest, limits: PushLimits): Promise<boolean> {
+  if (request.applied.some((u) => u.newOid === ZERO_OID)) return true;
+  const moves = request.applied.filter((u) => u.oldOid !== ZERO_OID);
+  if (moves.length === 0) return false;
+  const store = new ObjectStore(gitdir, limits);
+  let packOids: Set<string>;
+  try {
+    const pack = (await store.packIndexes()).find((p) => p.name === request.pack);
+    packOids = new Set(pack ? pack.oids() : []);
+  } finally {
+    await store.close();
+  }
+  return !(await onlyFastForwards(gitdir, moves, packOids, limits));
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
 }
 
 function writeOut(data: Buffer): Promise<void> {

@@ -50,6 +50,11 @@ export class ObjectStore {
     for (const p of this.packs ?? []) await p.close();
   }
 
+  /** Each indexed pack's name (its checksum in hex) and the ids of its objects. */
+  async packIndexes(): Promise<{ name: string; oids(): Generator<string> }[]> {
+    return (await this.loadPacks()).map((p) => ({ name: p.name, oids: () => p.oids() }));
+  }
+
   /** The object's type, or undefined when the repository does not have it. Reads headers only. */
   async type(oid: string): Promise<ObjectType | undefined> {
     const loose = await this.readLoose(oid, true);
@@ -126,8 +131,8 @@ export class ObjectNotFoundError extends Error {
   }
 }
 
-/** The tree id and the committer's time (seconds) of a commit. */
-export function parseCommit(content: Buffer): { tree: string; committerTime: number } {
+/** The tree id, the parents and the committer's time (seconds) of a commit. */
+export function parseCommit(content: Buffer): { tree: string; parents: string[]; committerTime: number } {
   const text = content.toString('utf8', 0, Math.min(content.length, 64 * 1024));
   const headerEnd = text.indexOf('\n\n');
   const headers = (headerEnd < 0 ? text : text.slice(0, headerEnd)).split('\n');
@@ -135,7 +140,8 @@ export function parseCommit(content: Buffer): { tree: string; committerTime: num
   if (!tree) throw new Error('commit without a tree line');
   const committer = headers.find((h) => h.startsWith('committer '));
   const time = committer ? /> (\d+) [+-]\d{4}$/.exec(committer)?.[1] : undefined;
-  return { tree, committerTime: time ? Number(time) : 0 };
+  const parents = headers.flatMap((h) => /^parent ([0-9a-f]{40})$/.exec(h)?.[1] ?? []);
+  return { tree, parents, committerTime: time ? Number(time) : 0 };
 }
 
 /** The object a tag points at. */
@@ -173,9 +179,12 @@ class PackReader {
   private readonly packSize: number;
   private readonly limits: ReadLimits;
   private sortedOffsets: Float64Array | undefined;
+  /** The pack's checksum in hex: its name. */
+  readonly name: string;
 
   private constructor(idx: Buffer, file: fs.FileHandle, packSize: number, limits: ReadLimits) {
     this.limits = limits;
+    this.name = idx.toString('hex', idx.length - 40, idx.length - 20);
     this.idx = idx;
     this.count = idx.readUInt32BE(8 + 255 * 4);
     this.file = file;
@@ -194,6 +203,11 @@ class PackReader {
 
   async close(): Promise<void> {
     await this.file.close().catch(() => undefined);
+  }
+
+  /** The ids of the pack's objects, in id order. */
+  *oids(): Generator<string> {
+    for (let i = 0; i < this.count; i++) yield this.idx.toString('hex', 8 + 1024 + i * 20, 8 + 1024 + i * 20 + 20);
   }
 
   /** The offset of `oid` in the pack, by binary search within its fan-out bucket. */

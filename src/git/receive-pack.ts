@@ -153,6 +153,8 @@ class Session {
       throw this.fatal(e, 'updating refs');
     }
     await this.report(commands, undefined);
+    // After the report, so the client does not wait for it; before returning, so the app's lock still holds.
+    const pruned = applied.length > 0 ? await this.prunePacks(applied, stored) : undefined;
     log.info('git_push_received', {
       app: this.repo.app,
       updated: applied.map((u) => u.ref),
@@ -165,7 +167,23 @@ class Session {
       indexerMaxRssMb: stored ? Math.round(stored.indexerMaxRssBytes / 1e6) : 0,
       indexerCpuMs: stored?.indexerCpuMs ?? 0,
       ms: Math.round(performance.now() - this.started),
+      ...(pruned ? { packsPruned: pruned } : {}),
     });
+  }
+
+  /**
+   * Removes the packs no ref needs any more, in a child process (see ObjectReader.prune); a
+   * failure is logged and leaves every pack in place.
+   */
+  private async prunePacks(applied: RefUpdate[], stored: StoredPack | undefined): Promise<number | undefined> {
+    try {
+      const tips = (await this.repo.listRefs()).map((r) => r.oid);
+      const result = await this.repo.contents(this.limits).prune({ tips, applied: applied.map((u) => ({ oldOid: u.oldOid, newOid: u.newOid })), pack: stored?.name ?? '' });
+      return result?.removed.length;
+    } catch (e) {
+      log.warn('git_pack_prune_failed', { app: this.repo.app, error: (e as Error).message });
+      return undefined;
+    }
   }
 
   private async advertise(): Promise<void> {
