@@ -139,3 +139,61 @@ test('after the refusals the scoped key still pushes a real app, and the neighbo
   assert.equal((await request(daemon.httpPort, `${NEIGHBOUR}.${daemon.domain}`)).body, 'steady\n');
   mustRun('git', ['--git-dir', path.join(daemon.dataDir, 'repos', `${APP}.git`), 'fsck', '--strict']);
 });
+
+/** The daemon's resident memory, in bytes. */
+function daemonRss(): number {
+  const status = fs.readFileSync(`/proc/${daemon.process.pid}/status`, 'utf8');
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) * 1024;
+}
+
+test('a client that stops reading `run` output holds the container back: the daemon does not buffer the output', async () => {
+  const total = 300 * 1024 * 1024;
+  const client = spawn('ssh', [...daemon.sshArgs(admin.privateKey), 'berth@127.0.0.1', `run ${NEIGHBOUR} 'head -c ${total} /dev/zero'`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let received = 0;
+  let stopped = false;
+  const reachedTenMb = new Promise<void>((resolve) => {
+    client.stdout.on('data', (d: Buffer) => {
+      received += d.length;
+      if (received >= 10_000_000 && !stopped) resolve();
+    });
+  });
+  const exited = new Promise<number>((resolve) => client.once('close', (code) => resolve(code ?? -1)));
+  await reachedTenMb;
+  // The client stops reading (as a stalled terminal or network would): the SSH window fills.
+  client.kill('SIGSTOP');
+  stopped = true;
+  await new Promise((r) => setTimeout(r, 1000));
+  const before = daemonRss();
+  await new Promise((r) => setTimeout(r, 3000));
+  const grown = daemonRss() - before;
+  client.kill('SIGCONT');
+  assert.equal(await exited, 0);
+  assert.equal(received, total, 'every byte arrived once the client read again');
+  assert.ok(grown < 32 * 1024 ** 2, `the daemon grew by ${Math.round(grown / 1024 ** 2)} MB while the client did not read`);
+  process.stdout.write(`# run output: the daemon grew by ${Math.round(grown / 1024 ** 2)} MB in 3 s of a stopped client\n`);
+});
+
+test('`run` input a container does not read is held back at the client, not buffered in the daemon', async () => {
+  const total = 300 * 1024 * 1024;
+  const client = spawn('ssh', [...daemon.sshArgs(admin.privateKey), 'berth@127.0.0.1', `run ${NEIGHBOUR} 'sleep 8; wc -c'`], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  client.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  client.stdin.on('error', () => undefined);
+  const exited = new Promise<number>((resolve) => client.once('close', (code) => resolve(code ?? -1)));
+  const feeding = (async () => {
+    const chunk = Buffer.alloc(1 << 20);
+    for (let sent = 0; sent < total; sent += chunk.length) {
+      if (!client.stdin.write(chunk)) await new Promise((r) => client.stdin.once('drain', r));
+    }
+    client.stdin.end();
+  })();
+  await new Promise((r) => setTimeout(r, 1500));
+  const before = daemonRss();
+  await new Promise((r) => setTimeout(r, 5000));
+  const grown = daemonRss() - before;
+  await feeding;
+  assert.equal(await exited, 0);
+  assert.equal(out.trim(), String(total));
+  assert.ok(grown < 32 * 1024 ** 2, `the daemon grew by ${Math.round(grown / 1024 ** 2)} MB while the container did not read`);
+  process.stdout.write(`# run input: the daemon grew by ${Math.round(grown / 1024 ** 2)} MB in 5 s of a container not reading\n`);
+});
