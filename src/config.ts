@@ -60,6 +60,8 @@ export interface Config {
   maxPackBytes: number;
   /** Inflated bytes of one pushed object, a delta's result included; refused from its header, before inflating. Default 256 MiB. */
   maxObjectBytes: number;
+  /** Inflated bytes of all objects of one push together, deltas' results included; refused as the pack arrives. Default 16 GiB. */
+  maxPushInflatedBytes: number;
   /** Deltas between a pushed object and the whole object it is rebuilt from (git's own packs stay under 4096, 50 by default). Default 1000. */
   maxDeltaDepth: number;
   /** Objects in one push's pack; refused from the pack's header. Default 1 000 000. */
@@ -106,6 +108,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'acmeDirectory', flag: '--acme-directory', env: 'BERTH_ACME_DIRECTORY', kind: 'string', describe: `ACME directory URL (default ${LETS_ENCRYPT_DIRECTORY})` },
   { key: 'maxPackBytes', flag: '--max-pack-size', env: 'BERTH_MAX_PACK_SIZE', kind: 'bytes', describe: 'largest pack one git push may send, e.g. 500m (default 2g)' },
   { key: 'maxObjectBytes', flag: '--max-object-size', env: 'BERTH_MAX_OBJECT_SIZE', kind: 'bytes', describe: 'largest object a git push may hold once inflated, a delta\'s result included (default 256m)' },
+  { key: 'maxPushInflatedBytes', flag: '--max-push-inflated-size', env: 'BERTH_MAX_PUSH_INFLATED_SIZE', kind: 'bytes', describe: 'most bytes the objects of one git push may inflate to together, deltas\' results included (default 16g)' },
   { key: 'maxDeltaDepth', flag: '--max-delta-depth', env: 'BERTH_MAX_DELTA_DEPTH', kind: 'count', max: 4095, describe: 'longest delta chain a git push may hold (default 1000; git makes at most 4095)' },
   { key: 'maxPushObjects', flag: '--max-push-objects', env: 'BERTH_MAX_PUSH_OBJECTS', kind: 'count', max: 100_000_000, describe: 'most objects one git push may send (default 1000000)' },
   { key: 'maxPushRefs', flag: '--max-push-refs', env: 'BERTH_MAX_PUSH_REFS', kind: 'count', max: 1_000_000, describe: 'most refs one git push may update (default 10000)' },
@@ -134,6 +137,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     acmeRetryBaseMs: 60_000,
     maxPackBytes: DEFAULT_PUSH_LIMITS.packBytes,
     maxObjectBytes: DEFAULT_PUSH_LIMITS.objectBytes,
+    maxPushInflatedBytes: DEFAULT_PUSH_LIMITS.inflatedBytes,
     maxDeltaDepth: DEFAULT_PUSH_LIMITS.deltaDepth,
     maxPushObjects: DEFAULT_PUSH_LIMITS.objects,
     maxPushRefs: DEFAULT_PUSH_LIMITS.refs,
@@ -231,6 +235,7 @@ export function pushLimitsOf(config: Config): PushLimits {
   return {
     packBytes: config.maxPackBytes,
     objectBytes: config.maxObjectBytes,
+    inflatedBytes: config.maxPushInflatedBytes,
     deltaDepth: config.maxDeltaDepth,
     objects: config.maxPushObjects,
     refs: config.maxPushRefs,

@@ -84,6 +84,12 @@ describe('the caps in the pack indexer', () => {
     assert.ok(fs.readFileSync(copy.replace(/\.pack$/, '.idx')).equals(atCap.idx), 'git builds the same index');
   });
 
+  test('deltas each under the object cap are refused once their results together pass --max-push-inflated-size', async () => {
+    const r = await refusal(deltaBombPack(8, 1024 ** 2), { limits: { objectBytes: 2 * 1024 ** 2, inflatedBytes: 4 * 1024 ** 2 } });
+    assert.equal(r.code, 'git_push_limit');
+    assert.match(r.message, /^push refused: the objects up to offset \d+ inflate to [\d.]+ MiB together, over the cap of 4 MiB set by berth serve --max-push-inflated-size$/);
+  });
+
   test('a pack of more objects than --max-push-objects is refused from its header', async () => {
     const r = await refusal(deltaChainPack(10), { limits: { objects: 5 } });
     assert.equal(r.code, 'git_push_limit');

@@ -35,7 +35,7 @@ export interface IndexOptions {
    * before the work it would cost: a push beyond one fails with a UserError `git_push_limit`
    * naming the cap. Default DEFAULT_PUSH_LIMITS.
    */
-  limits?: Partial<Pick<PushLimits, 'objectBytes' | 'deltaDepth' | 'objects'>>;
+  limits?: Partial<Pick<PushLimits, 'objectBytes' | 'inflatedBytes' | 'deltaDepth' | 'objects'>>;
 }
 
 /** What inflated bytes are fed to: an object's hash, or the reader of a delta's sizes. */
@@ -151,6 +151,8 @@ class Indexer {
   private lastProgress = 0;
   private readonly cache: ContentCache;
   private readonly limits: PushLimits;
+  /** What the objects declared so far inflate to, deltas' results included. */
+  private inflated = 0;
 
   constructor(fd: number, options: IndexOptions) {
     this.fd = fd;
@@ -209,6 +211,7 @@ class Indexer {
       if (head.size > this.limits.objectBytes) {
         throw pushLimitError('objectBytes', `the ${isDelta ? 'delta' : OBJECT_TYPE_NAMES[head.kind]} at offset ${pos} inflates to ${formatBytes(head.size)}`, this.limits);
       }
+      if (!isDelta) this.countInflated(head.size, pos);
       if (head.kind === OBJ_OFS_DELTA) {
         t.baseOffsets[i] = head.baseOffset;
         t.depths[i] = this.ofsDeltaDepth(i, head.baseOffset);
@@ -227,6 +230,7 @@ class Indexer {
         if (sizes.resultSize > this.limits.objectBytes) {
           throw pushLimitError('objectBytes', `the delta at offset ${pos} declares a result of ${formatBytes(sizes.resultSize)}`, this.limits);
         }
+        this.countInflated(sizes.resultSize, pos);
       } else {
         t.types[i] = head.kind;
         (objectHash as Hash).digest().copy(t.oids, i * 20);
@@ -327,6 +331,14 @@ class Indexer {
       throw corrupt(`${this.deltaCount - done} deltas could not be resolved; the first is at offset ${t.offsets[first]}`);
     }
     this.progress('Resolving deltas', done, this.deltaCount, true);
+  }
+
+  /** Adds an object's inflated size to the push's total, refused beyond --max-push-inflated-size. */
+  private countInflated(size: number, offset: number): void {
+    this.inflated += size;
+    if (this.inflated > this.limits.inflatedBytes) {
+      throw pushLimitError('inflatedBytes', `the objects up to offset ${offset} inflate to ${formatBytes(this.inflated)} together`, this.limits);
+    }
   }
 
   /**
