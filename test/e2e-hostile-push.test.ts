@@ -5,6 +5,7 @@
 // request through the proxy to another app waits over a second (a stall check, not a speed figure).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -35,6 +36,7 @@ before(async () => {
 after(async () => {
   for (const app of [NEIGHBOUR, APP]) daemon?.cli(['apps:destroy', app, '--force']);
   await daemon?.stop();
+  if (daemon) fs.rmSync(daemon.dataDir, { recursive: true, force: true });
   fs.rmSync(work, { recursive: true, force: true });
 });
 
@@ -196,4 +198,39 @@ test('`run` input a container does not read is held back at the client, not buff
   assert.equal(out.trim(), String(total));
   assert.ok(grown < 32 * 1024 ** 2, `the daemon grew by ${Math.round(grown / 1024 ** 2)} MB while the container did not read`);
   process.stdout.write(`# run input: the daemon grew by ${Math.round(grown / 1024 ** 2)} MB in 5 s of a container not reading\n`);
+});
+
+test('the caps are berth serve flags: a daemon started with small ones refuses a plain push by objects, refs and pack size, naming each', async () => {
+  const small = await startDaemon({ args: ['--max-push-objects', '3', '--max-push-refs', '2'] });
+  const tiny = await startDaemon({ args: ['--max-pack-size', '4m'] });
+  try {
+    const key = makeKey(work, 'small-admin');
+    for (const d of [small, tiny]) assert.equal(d.cli(['ssh-keys:add', 'admin', key.publicKey]).code, 0);
+    const repo = path.join(work, 'plain');
+    gitRepo(repo, { 'a.txt': 'a\n', 'b.txt': 'b\n', 'c.txt': 'c\n' });
+    const objects = run('git', ['push', small.remote('plain'), 'main'], { cwd: repo, env: small.gitEnv(key.privateKey) });
+    assert.notEqual(objects.code, 0);
+    assert.match(objects.stderr, /push refused: the pack holds 5 objects, over the cap of 3 set by berth serve --max-push-objects/);
+    const refs = run('git', ['push', small.remote('plain'), 'main:a', 'main:b', 'main:c'], { cwd: repo, env: small.gitEnv(key.privateKey) });
+    assert.notEqual(refs.code, 0);
+    assert.match(refs.stderr, /push refused: the push updates more than 2 refs, over the cap of 2 set by berth serve --max-push-refs/);
+
+    fs.writeFileSync(path.join(repo, 'noise.bin'), crypto.randomBytes(6 * 1024 * 1024));
+    mustRun('git', ['add', 'noise.bin'], { cwd: repo });
+    mustRun('git', ['commit', '-qm', 'noise'], { cwd: repo });
+    const big = run('git', ['push', tiny.remote('plain'), 'main'], { cwd: repo, env: tiny.gitEnv(key.privateKey) });
+    assert.notEqual(big.code, 0);
+    assert.match(big.stderr, /push refused: the pack has reached [\d.]+ MiB, over the cap of 4 MiB set by berth serve --max-pack-size/);
+    for (const d of [small, tiny]) {
+      const gitdir = path.join(d.dataDir, 'repos', 'plain.git');
+      assert.equal(mustRun('git', ['--git-dir', gitdir, 'for-each-ref']).trim(), '');
+      assert.deepEqual(fs.readdirSync(path.join(gitdir, 'objects', 'pack')), []);
+    }
+  } finally {
+    for (const d of [small, tiny]) {
+      d.cli(['apps:destroy', 'plain', '--force']);
+      await d.stop();
+      fs.rmSync(d.dataDir, { recursive: true, force: true });
+    }
+  }
 });
