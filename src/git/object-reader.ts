@@ -143,7 +143,7 @@ class ReaderChild {
 
   /** An idle reader must not keep the event loop alive; one with a request out must. */
   private hold(busy: boolean): void {
-    for (const handle of [this.child, this.child.stdout, this.child.stderr] as unknown as { ref?: () => void; unref?: () => void }[]) {
+    for (const handle of [this.child, this.child.stdin, this.child.stdout, this.child.stderr] as unknown as { ref?: () => void; unref?: () => void }[]) {
       if (busy) handle.ref?.();
       else handle.unref?.();
     }
