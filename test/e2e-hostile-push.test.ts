@@ -58,9 +58,9 @@ function clientRepo(name: string, hostile: HostilePack): string {
 }
 
 /** The real git push, run without blocking this process, so requests can run beside it. */
-function pushAsync(dir: string, gitArgs: string[] = []): Promise<RunResult> {
+function pushAsync(dir: string, gitArgs: string[] = [], refspec = 'main'): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('git', [...gitArgs, 'push', daemon.remote(APP), 'main'], { cwd: dir, env: daemon.gitEnv(mallory.privateKey), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('git', [...gitArgs, 'push', daemon.remote(APP), refspec], { cwd: dir, env: daemon.gitEnv(mallory.privateKey), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -71,7 +71,7 @@ function pushAsync(dir: string, gitArgs: string[] = []): Promise<RunResult> {
 }
 
 /** Pushes while a loop of requests to the neighbour app runs; returns the push and the slowest request. */
-async function pushWhileServing(dir: string, gitArgs: string[] = []): Promise<{ push: RunResult; slowestMs: number; requests: number; statuses: Set<number> }> {
+async function pushWhileServing(dir: string, gitArgs: string[] = [], refspec = 'main'): Promise<{ push: RunResult; slowestMs: number; requests: number; statuses: Set<number> }> {
   let stop = false;
   let slowestMs = 0;
   let requests = 0;
@@ -87,7 +87,7 @@ async function pushWhileServing(dir: string, gitArgs: string[] = []): Promise<{ 
     }
   })();
   try {
-    const push = await pushAsync(dir, gitArgs);
+    const push = await pushAsync(dir, gitArgs, refspec);
     return { push, slowestMs, requests, statuses };
   } finally {
     stop = true;
@@ -115,7 +115,7 @@ function check(name: string, result: Awaited<ReturnType<typeof pushWhileServing>
   process.stdout.write(`# ${name}: ${requests} requests to ${NEIGHBOUR} during the push, slowest ${Math.round(slowestMs)} ms\n`);
 }
 
-test('a delta bomb (four deltas declaring 1 GiB each, in a pack of a few KiB) is refused by --max-object-size, and the proxy never stalls', async () => {
+test('a delta bomb (four deltas declaring 1 GiB each, in a pack of under 1 KiB) is refused by --max-object-size, and the proxy never stalls', async () => {
   const bomb = deltaBombPack(4, 1024 ** 3);
   const r = await pushWhileServing(clientRepo('delta-bomb', bomb));
   check('delta bomb', r, /the delta at offset \d+ declares a result of 1 GiB, over the cap of 256 MiB set by berth serve --max-object-size/);
@@ -130,6 +130,24 @@ test('a delta chain deeper than the cap is refused by --max-delta-depth, and the
 test('a zlib bomb (a blob declaring 4 GiB) is refused by --max-object-size, and the proxy never stalls', async () => {
   const r = await pushWhileServing(clientRepo('zlib-bomb', zlibBombPack(4 * 1024 ** 3)));
   check('zlib bomb', r, /the blob at offset \d+ inflates to 4 GiB, over the cap of 256 MiB set by berth serve --max-object-size/);
+});
+
+test('deltas under every cap (eight results of 128 MiB from a pack of under 1 KiB) are resolved off the main thread, and the pack goes with its branch', async () => {
+  const heavy = deltaBombPack(8, 128 * 1024 ** 2, { realIds: true });
+  const dir = clientRepo('heavy', heavy);
+  const r = await pushWhileServing(dir, [], 'main:refs/heads/heavy');
+  assert.equal(r.push.code, 0, r.push.stderr);
+  assert.match(r.push.stderr, /refs\/heads\/heavy stored; only main or master is deployed/);
+  assert.deepEqual([...r.statuses], [200]);
+  assert.ok(r.slowestMs < 1000, `the slowest request to ${NEIGHBOUR} during the push took ${Math.round(r.slowestMs)} ms`);
+  process.stdout.write(`# deltas under the caps: ${r.requests} requests to ${NEIGHBOUR} during the push, slowest ${Math.round(r.slowestMs)} ms\n`);
+  const gitdir = path.join(daemon.dataDir, 'repos', `${APP}.git`);
+  mustRun('git', ['--git-dir', gitdir, 'fsck', '--strict', '--no-dangling']);
+  assert.equal(fs.readdirSync(path.join(gitdir, 'objects', 'pack')).filter((n) => n.endsWith('.pack')).length, 1);
+
+  const deleted = run('git', ['push', daemon.remote(APP), ':refs/heads/heavy'], { cwd: dir, env: daemon.gitEnv(mallory.privateKey) });
+  assert.equal(deleted.code, 0, deleted.stderr);
+  assertUntouched();
 });
 
 test('after the refusals the scoped key still pushes a real app, and the neighbour kept serving', async () => {
@@ -233,4 +251,11 @@ test('the caps are berth serve flags: a daemon started with small ones refuses a
       fs.rmSync(d.dataDir, { recursive: true, force: true });
     }
   }
+});
+
+test('certs:add reads at most 64 KiB of standard input over SSH, and says so', () => {
+  const r = daemon.ssh(admin.privateKey, `certs:add ${NEIGHBOUR} -`, '-----BEGIN CERTIFICATE-----\n'.repeat(4000));
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /the certificate and key on standard input: more than 64 KiB, the most accepted/);
+  assert.match(daemon.ssh(admin.privateKey, `certs:report ${NEIGHBOUR}`).stdout, /certificate:\s+none/);
 });

@@ -45,14 +45,23 @@ export function deltaEntry(baseIndex: number, baseSize: number, resultSize: numb
  * spelling it out with one-byte "copy the whole base" instructions: a valid delta whose result
  * is 65536 times its size, and whose zlib stream is a few bytes more.
  */
-export function deltaBombPack(count: number, resultBytes: number): HostilePack {
+export function deltaBombPack(count: number, resultBytes: number, options: { realIds?: boolean } = {}): HostilePack {
   const base = Buffer.alloc(65536);
   const entries: HostileEntry[] = [blobEntry(base)];
   for (let i = 0; i < count; i++) {
     const copies = Math.ceil(resultBytes / 65536) + i;
-    entries.push(deltaEntry(0, base.length, copies * 65536, Buffer.alloc(copies, 0x80), madeUpId(`delta bomb ${i}`)));
+    const oid = options.realIds ? zerosId(copies * 65536) : madeUpId(`delta bomb ${i}`);
+    entries.push(deltaEntry(0, base.length, copies * 65536, Buffer.alloc(copies, 0x80), oid));
   }
   return buildPack(entries);
+}
+
+/** The id of a blob of `size` zero bytes, hashed without holding it. */
+function zerosId(size: number): Buffer {
+  const hash = createHash('sha1').update(`blob ${size}\0`);
+  const chunk = Buffer.alloc(1 << 20);
+  for (let left = size; left > 0; left -= chunk.length) hash.update(left >= chunk.length ? chunk : chunk.subarray(0, left));
+  return hash.digest();
 }
 
 /** A chain of `depth` deltas, each the one before plus a byte; every id is real. */
