@@ -4,6 +4,7 @@
 import path from 'node:path';
 import { UserError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './log.ts';
+import { DEFAULT_PUSH_LIMITS, type PushLimits } from './push-limits.ts';
 
 export interface Config {
   /** All state: keys, apps, repositories, certificates. Default: /var/lib/berth as root, ./.berth otherwise. */
@@ -50,6 +51,18 @@ export interface Config {
   acmeCaFile: string;
   /** The least important lines the daemon's log writes: debug, info, warn or error. Default: info. */
   logLevel: LogLevel;
+  /** Pack bytes one push may send; a larger pack is refused as it arrives. Default 2 GiB. */
+  maxPackBytes: number;
+  /** Inflated bytes of one pushed object, a delta's result included; refused from its header, before inflating. Default 256 MiB. */
+  maxObjectBytes: number;
+  /** Inflated bytes of all objects of one push together, deltas' results included; refused as the pack arrives. Default 16 GiB. */
+  maxPushInflatedBytes: number;
+  /** Deltas between a pushed object and the whole object it is rebuilt from (git's own packs stay under 4096, 50 by default). Default 1000. */
+  maxDeltaDepth: number;
+  /** Objects in one push's pack; refused from the pack's header. Default 1 000 000. */
+  maxPushObjects: number;
+  /** Ref updates in one push. Default 10 000. */
+  maxPushRefs: number;
 }
 
 /** The official Heroku buildpacks, in herokuish's detection order. */
@@ -65,6 +78,8 @@ interface FlagSpec {
   flag: string;
   env: string;
   kind: 'string' | 'port' | 'list' | 'bytes' | 'count' | 'seconds' | 'level';
+  /** The largest value of a 'count' flag. Default 1000. */
+  max?: number;
   /** For flags whose value may be empty to mean "unset" (they default to unset). */
   optional?: boolean;
   describe: string;
@@ -86,6 +101,12 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'checksWait', flag: '--checks-wait', env: 'BERTH_CHECKS_WAIT', kind: 'seconds', describe: 'seconds a new container must stay up when its app.json has no health checks; per app: checks:set APP wait N (default 10)' },
   { key: 'acmeEmail', flag: '--acme-email', env: 'BERTH_ACME_EMAIL', kind: 'string', optional: true, describe: 'contact address for the ACME account; turns on automatic HTTPS (default unset: HTTP only)' },
   { key: 'acmeDirectory', flag: '--acme-directory', env: 'BERTH_ACME_DIRECTORY', kind: 'string', describe: `ACME directory URL (default ${LETS_ENCRYPT_DIRECTORY})` },
+  { key: 'maxPackBytes', flag: '--max-pack-size', env: 'BERTH_MAX_PACK_SIZE', kind: 'bytes', describe: 'largest pack one git push may send, e.g. 500m (default 2g)' },
+  { key: 'maxObjectBytes', flag: '--max-object-size', env: 'BERTH_MAX_OBJECT_SIZE', kind: 'bytes', describe: 'largest object a git push may hold once inflated, a delta\'s result included (default 256m)' },
+  { key: 'maxPushInflatedBytes', flag: '--max-push-inflated-size', env: 'BERTH_MAX_PUSH_INFLATED_SIZE', kind: 'bytes', describe: 'most bytes the objects of one git push may inflate to together, deltas\' results included (default 16g)' },
+  { key: 'maxDeltaDepth', flag: '--max-delta-depth', env: 'BERTH_MAX_DELTA_DEPTH', kind: 'count', max: 4095, describe: 'longest delta chain a git push may hold (default 1000; git makes at most 4095)' },
+  { key: 'maxPushObjects', flag: '--max-push-objects', env: 'BERTH_MAX_PUSH_OBJECTS', kind: 'count', max: 100_000_000, describe: 'most objects one git push may send (default 1000000)' },
+  { key: 'maxPushRefs', flag: '--max-push-refs', env: 'BERTH_MAX_PUSH_REFS', kind: 'count', max: 1_000_000, describe: 'most refs one git push may update (default 10000)' },
   { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
   { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
 ];
@@ -109,6 +130,12 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     acmeEmail: '',
     acmeCaFile: '',
     logLevel: 'info',
+    maxPackBytes: DEFAULT_PUSH_LIMITS.packBytes,
+    maxObjectBytes: DEFAULT_PUSH_LIMITS.objectBytes,
+    maxPushInflatedBytes: DEFAULT_PUSH_LIMITS.inflatedBytes,
+    maxDeltaDepth: DEFAULT_PUSH_LIMITS.deltaDepth,
+    maxPushObjects: DEFAULT_PUSH_LIMITS.objects,
+    maxPushRefs: DEFAULT_PUSH_LIMITS.refs,
   };
 }
 
@@ -134,7 +161,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       else (config[spec.key] as number) = n;
     } else if (spec.kind === 'count') {
       const n = Number(raw);
-      if (!/^\d+$/.test(raw) || n < 1 || n > 1000) problems.push(`${from}: "${raw}" is not a whole number from 1 to 1000`);
+      const max = spec.max ?? 1000;
+      if (!/^\d+$/.test(raw) || n < 1 || n > max) problems.push(`${from}: "${raw}" is not a whole number from 1 to ${max}`);
       else (config[spec.key] as number) = n;
     } else if (spec.kind === 'seconds') {
       const n = Number(raw);
@@ -187,6 +215,18 @@ export function parseBytes(text: string): number | undefined {
   if (!m) return undefined;
   const unit = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'b' | 'k' | 'm' | 'g'];
   return Math.round(Number(m[1]) * unit);
+}
+
+/** The caps on one git push, from the config (see src/push-limits.ts). */
+export function pushLimitsOf(config: Config): PushLimits {
+  return {
+    packBytes: config.maxPackBytes,
+    objectBytes: config.maxObjectBytes,
+    inflatedBytes: config.maxPushInflatedBytes,
+    deltaDepth: config.maxDeltaDepth,
+    objects: config.maxPushObjects,
+    refs: config.maxPushRefs,
+  };
 }
 
 /** Data dir layout: every path berth writes lives under the data dir. */

@@ -24,6 +24,11 @@ export async function main(argv: string[]): Promise<number> {
     const { runIndexPackCommand } = await import('./git/index-pack-process.ts');
     return runIndexPackCommand(args);
   }
+  if (command === '__git-read') {
+    // ... and to read pushed objects (files of a commit, the build context) off its main thread.
+    const { runGitReadCommand } = await import('./git/object-reader.ts');
+    return runGitReadCommand(args);
+  }
   if (command === 'serve') {
     const { serve } = await import('./serve.ts');
     return serve(dataDir ? ['--data-dir', dataDir, ...args] : args);

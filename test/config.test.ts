@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { loadConfig, SERVE_FLAGS } from '../src/config.ts';
+import { loadConfig, pushLimitsOf, SERVE_FLAGS } from '../src/config.ts';
 import { UserError } from '../src/errors.ts';
+import { DEFAULT_PUSH_LIMITS } from '../src/push-limits.ts';
 
 test('flags override BERTH_* variables, which override the defaults', () => {
   const c = loadConfig(['--http-port', '9000', '--domain=Apps.Example.COM.'], { BERTH_HTTP_PORT: '8000', BERTH_SSH_PORT: '2300', BERTH_DATA_DIR: '/tmp/x' });
@@ -64,4 +65,20 @@ test('every BERTH_* variable named in src/ mirrors a flag, and the README lists 
   const section = /## `berth serve` flags\n([\s\S]*?)\n## /.exec(readme)?.[1] ?? '';
   const listed = [...section.matchAll(/`(--[a-z-]+)`/g)].map((m) => m[1]);
   assert.deepEqual(listed.sort(), SERVE_FLAGS.map((f) => f.flag).sort(), "the README's flag list is the flag table");
+});
+
+test('the caps on one git push have documented defaults, flags and BERTH_* variables, and become the push limits', () => {
+  const d = loadConfig([], {});
+  assert.deepEqual(pushLimitsOf(d), DEFAULT_PUSH_LIMITS);
+  const c = loadConfig(['--max-pack-size', '500m', '--max-object-size=64m', '--max-delta-depth', '50', '--max-push-objects', '5000000'], {
+    BERTH_MAX_PUSH_REFS: '100',
+    BERTH_MAX_PUSH_INFLATED_SIZE: '2g',
+  });
+  assert.deepEqual(pushLimitsOf(c), { packBytes: 500 * 1024 ** 2, objectBytes: 64 * 1024 ** 2, inflatedBytes: 2 * 1024 ** 3, deltaDepth: 50, objects: 5_000_000, refs: 100 });
+  assert.throws(() => loadConfig(['--max-delta-depth', '5000', '--max-push-refs', '0', '--max-object-size', 'big'], {}), (e: unknown) => {
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, /3 problems/);
+    assert.match(e.message, /--max-delta-depth: "5000" is not a whole number from 1 to 4095/);
+    return true;
+  });
 });

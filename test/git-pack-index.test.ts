@@ -107,7 +107,7 @@ describe('index-pack', () => {
     const pack = makePack('child', { ofs: true });
     const out = idxPath();
     const seen = new Map<string, [number, number]>();
-    const summary = await indexPackOffThread(pack, out, { inProcessMaxBytes: 0, onProgress: (phase, done, total) => seen.set(phase, [done, total]) });
+    const summary = await indexPackOffThread(pack, out, { onProgress: (phase, done, total) => seen.set(phase, [done, total]) });
     assert.equal(summary.where, 'child');
     assert.ok(summary.childMaxRssBytes > 0);
     assert.ok(fs.readFileSync(out).equals(gitIdx(pack)));
@@ -123,7 +123,7 @@ describe('index-pack', () => {
     body.writeUInt32BE(body.readUInt32BE(8) + 1, 8);
     const file = path.join(root, 'child-bad-count.pack');
     fs.writeFileSync(file, withChecksum(body));
-    await assert.rejects(indexPackOffThread(file, idxPath(), { inProcessMaxBytes: 0 }), (e: unknown) => {
+    await assert.rejects(indexPackOffThread(file, idxPath()), (e: unknown) => {
       assert.ok(isUserError(e) && e.code === 'git_pack_invalid');
       assert.match((e as Error).message, /the pack ends after \d+ of the \d+ objects it announces/);
       return true;

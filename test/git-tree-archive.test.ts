@@ -4,6 +4,8 @@ import { readdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import tar from 'tar-stream';
+import { isUserError } from '../src/errors.ts';
+import { ObjectNotFoundError } from '../src/git/object-store.ts';
 import { Repository } from '../src/git/repository.ts';
 import { treeArchive } from '../src/git/tree-archive.ts';
 import { GitFixture } from './helpers/stdio-receive-pack.ts';
@@ -124,5 +126,21 @@ describe('tree archive', () => {
     assert.equal((await repo.readFileAtCommit(head, 'app/lib/util.js'))?.toString(), 'export const x = 1;\n');
     assert.equal(await repo.readFileAtCommit(head, 'Procfile'), undefined);
     assert.equal(await repo.readFileAtCommit(head, 'app'), undefined);
+  });
+
+  test('contents are read by a child process under the caps: an object beyond them is refused with the cap named', async () => {
+    const { repo, head } = await pushed();
+    const contents = repo.contents({ objectBytes: 10 });
+    try {
+      await assert.rejects(contents.readFile(head, 'app/lib/util.js'), (e: unknown) => {
+        assert.ok(isUserError(e) && e.code === 'git_push_limit', String(e));
+        assert.match(e.message, /over the cap of 10 bytes set by berth serve --max-object-size/);
+        return true;
+      });
+      await assert.rejects(untar(contents.archive(head)), /over the cap of 10 bytes set by berth serve --max-object-size/);
+      await assert.rejects(contents.readFile('2'.repeat(40), 'Procfile'), (e: unknown) => e instanceof ObjectNotFoundError);
+    } finally {
+      contents.close();
+    }
   });
 });

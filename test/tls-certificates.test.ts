@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import type { Issued } from '../src/proxy/tls/acme-issuer.ts';
-import { covers, parseCertificateBundle } from '../src/proxy/tls/certificate.ts';
+import { covers, parseCertificateBundle, splitPem } from '../src/proxy/tls/certificate.ts';
 import { CertificateManager, type Issuer } from '../src/proxy/tls/certificate-manager.ts';
 import { directorySlug } from '../src/proxy/tls/certificate-store.ts';
 import { DEFAULT_RENEWAL_POLICY, MAX_RETRY_DELAY_MS, RETRY_BASE_MS, renewalTime, retryDelay, type RenewalPolicy } from '../src/proxy/tls/renewal-schedule.ts';
@@ -45,6 +45,18 @@ test('a bundle is checked with X.509: the key must match, the leaf goes first, n
   assert.throws(() => parseCertificateBundle('not a certificate', leaf.keyPem), refusedWith('invalid_certificate'));
   assert.throws(() => parseCertificateBundle(leaf.certPem, 'no key here'), refusedWith('invalid_key'));
   assert.throws(() => parseCertificateBundle(leaf.certPem, leaf.keyPem + other.keyPem), refusedWith('invalid_key', /one private key/));
+});
+
+test('PEM blocks are split as the PEM grammar says, and 64 KiB of BEGIN lines without an END give nothing', () => {
+  const cert = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----';
+  const key = '-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----';
+  assert.deepEqual(splitPem(`junk\n${cert}\n${key}\n${cert}\n`), { certs: [`${cert}\n`, `${cert}\n`], keys: [`${key}\n`] });
+  // A BEGIN without its END is skipped; an END of another label does not close a block.
+  const open = '-----BEGIN CERTIFICATE-----\nxx\n-----END PRIVATE KEY-----\n';
+  assert.deepEqual(splitPem(open + key), { certs: [], keys: [key + '\n'] });
+  assert.deepEqual(splitPem('-----BEGIN CERTIFICATE----------END CERTIFICATE-----'), { certs: [], keys: [] });
+  const hostile = '-----BEGIN CERTIFICATE-----\n'.repeat(Math.floor((64 * 1024) / 28)) + '-----BEGIN A-----'.repeat(100);
+  assert.deepEqual(splitPem(hostile), { certs: [], keys: [] });
 });
 
 test('a wildcard certificate covers one label below its name and no more', () => {

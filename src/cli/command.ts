@@ -40,7 +40,7 @@ export interface CommandContext {
   /** Standard input as a stream, for commands that pass it on as it comes (run). */
   stdin?: () => NodeJS.ReadableStream;
   /** Raw bytes to standard error (run). */
-  stderr?: (data: string | Buffer) => void;
+  stderr?: (data: string | Buffer) => void | Promise<void>;
   /** The client's terminal, when it asked for one (`ssh -t`). */
   terminal?: Terminal;
 }

@@ -3,6 +3,7 @@
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
+import { channelSink } from '../git/channel-sink.ts';
 import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
 import type { CommandContext } from './command.ts';
@@ -64,8 +65,10 @@ export class ControlServer {
   private serve(socket: net.Socket): void {
     this.connections.add(socket);
     const abort = new AbortController();
+    // Returns a promise while the CLI has not read what came before: output producers wait for it.
+    const toSocket = channelSink(socket);
     const send = (frame: ServerFrame) => {
-      if (!socket.destroyed) socket.write(JSON.stringify(frame) + '\n');
+      if (!socket.destroyed) return toSocket(JSON.stringify(frame) + '\n');
     };
     let started = false;
     const stdin: Buffer[] = [];

@@ -5,6 +5,7 @@ import { describeForUser, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { StreamOutput, type Output } from '../ui/output.ts';
 import { parseExecCommand } from './exec-command.ts';
+import { channelSink } from './channel-sink.ts';
 import type { KeyRecord } from './key-store.ts';
 import type { ExecHandler, RequestedTerminal } from './ssh-server.ts';
 import type { ServerChannel } from 'ssh2';
@@ -17,7 +18,7 @@ export interface ExecSession {
   /** Decorated output to the client (`-----> `, ` !     `). */
   out: Output;
   /** Raw bytes to the client's standard error. */
-  stderr(data: string | Buffer): void;
+  stderr(data: string | Buffer): void | Promise<void>;
   /** Present when the client asked for a terminal (ssh -t). */
   terminal?: RequestedTerminal;
   /** Aborted when the client goes away. */
@@ -38,12 +39,9 @@ export function createExecHandler(routes: ExecRoutes): ExecHandler {
     channel.on('close', () => abort.abort());
     // A terminal (ssh -t) does not turn \n into \r\n for us.
     const crlf = (s: string | Buffer) => (request.terminal ? Buffer.from(s.toString('latin1').replace(/(?<!\r)\n/g, '\r\n'), 'latin1') : s);
-    const stderr = (s: string | Buffer) => {
-      if (!channel.destroyed) channel.stderr.write(crlf(s));
-    };
-    const out = new StreamOutput((s) => {
-      if (!channel.destroyed) channel.write(crlf(s));
-    }, stderr);
+    // Output waits for the client: a write the channel cannot take returns a promise to its producer.
+    const stderr = channelSink(channel.stderr, crlf);
+    const out = new StreamOutput(channelSink(channel, crlf), stderr);
     const session: ExecSession = { key: request.key, address: request.address, channel, out, stderr, signal: abort.signal, ...(request.terminal ? { terminal: request.terminal } : {}) };
     let parsed;
     try {

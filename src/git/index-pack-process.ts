@@ -1,20 +1,21 @@
 // Runs berth's index-pack off the daemon's main thread: in a child process of the same
-// executable (the hidden `__index-pack` sub-command). A large push streams into the child while
-// it arrives, so indexing overlaps receiving (as git's `index-pack --stdin` does) and the proxy
-// never waits for it. Small packs are indexed in place, where starting a process would cost more
-// than the work.
+// executable (the hidden `__index-pack` sub-command), at a lower CPU priority than the daemon.
+// Every push streams into the child while it arrives, so indexing overlaps receiving (as git's
+// `index-pack --stdin` does) and neither the proxy nor SSH ever waits for it: a small pack too,
+// since a crafted one of a few KiB can cost seconds of work.
 //
 // Why a child process and not a worker thread (measured on a 2-core machine, 100 MB pack of
 // 10,000 objects): both start in about 60-80 ms and index in about 0.5 s, but a worker leaves the
 // daemon's resident memory at its peak (about +100 MB that malloc keeps), while a child returns
 // all of it when it exits, and a crash or runaway in it cannot take the daemon down.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import sea from 'node:sea';
 import type { Readable, Writable } from 'node:stream';
 import { UserError } from '../errors.ts';
 import { indexPack, indexPackStream, type IndexPhase, type IndexProgress, type IndexSummary } from './pack-index.ts';
+import { pushLimits, type PushLimits } from '../push-limits.ts';
 
 /** The hidden sub-command the daemon runs itself with; not listed in help. */
 export const INDEX_PACK_COMMAND = '__index-pack';
@@ -22,34 +23,29 @@ export const INDEX_PACK_COMMAND = '__index-pack';
 /** Bytes the daemon may hold for a child that is behind, before it stops reading the client. */
 const PIPE_AHEAD_BYTES = 4 << 20;
 
-/** Packs up to this size are indexed on the calling thread (a few milliseconds of work). */
-export const IN_PROCESS_MAX_BYTES = 1 << 20;
+/** How much nicer than the daemon the children run: on a busy machine the proxy gets the CPU first. */
+const CHILD_NICENESS = 10;
 
 export interface OffThreadSummary extends IndexSummary {
   /** Where the indexing ran. */
-  where: 'in-process' | 'child';
-  /** Peak resident memory of the child process, in bytes (0 in-process). */
+  where: 'child';
+  /** Peak resident memory of the child process, in bytes. */
   childMaxRssBytes: number;
-  /** CPU time the child used, user and system, in milliseconds (0 in-process). */
+  /** CPU time the child used, user and system, in milliseconds. */
   childCpuMs: number;
 }
 
 /**
- * Indexes the complete pack at `packPath` into `idxPath`, in a child process unless it is small
- * (`inProcessMaxBytes`, default IN_PROCESS_MAX_BYTES). Rejects with the indexer's UserError
- * (`git_pack_invalid`) for a bad pack, with a plain Error when the child cannot run.
+ * Indexes the complete pack at `packPath` into `idxPath` in a child process. Rejects with the
+ * indexer's UserError (`git_pack_invalid`, `git_push_limit`) for a bad pack, with a plain Error
+ * when the child cannot run.
  */
 export async function indexPackOffThread(
   packPath: string,
   idxPath: string,
-  options: { onProgress?: IndexProgress; inProcessMaxBytes?: number } = {},
+  options: { onProgress?: IndexProgress; limits?: Partial<PushLimits> } = {},
 ): Promise<OffThreadSummary> {
-  const { size } = await stat(packPath);
-  if (size <= (options.inProcessMaxBytes ?? IN_PROCESS_MAX_BYTES)) {
-    const summary = await indexPack(packPath, idxPath, options.onProgress ? { onProgress: options.onProgress } : {});
-    return { ...summary, where: 'in-process', childMaxRssBytes: 0, childCpuMs: 0 };
-  }
-  const child = new IndexerChild([packPath, idxPath], options.onProgress);
+  const child = new IndexerChild([limitsArg(options.limits), packPath, idxPath], options.onProgress);
   child.child.stdin.end();
   return child.finish();
 }
@@ -62,8 +58,8 @@ export async function indexPackOffThread(
 export class StreamingIndexer {
   private readonly child: IndexerChild;
 
-  constructor(packPath: string, idxPath: string, have: number) {
-    this.child = new IndexerChild(['--stdin', String(have), packPath, idxPath], undefined);
+  constructor(packPath: string, idxPath: string, have: number, limits?: Partial<PushLimits>) {
+    this.child = new IndexerChild([limitsArg(limits), '--stdin', String(have), packPath, idxPath], undefined);
   }
 
   /** Resolves with the pack's size when its trailer has arrived; rejects when the pack is bad or the child fails. */
@@ -128,6 +124,7 @@ class IndexerChild {
       // keeps the child's peak memory near its working set.
       env: { ...process.env, NODE_OPTIONS: '--max-semi-space-size=1' },
     });
+    lowerPriority(this.child.pid);
     let onComplete!: (bytes: number) => void;
     let onIncomplete!: (e: Error) => void;
     this.complete = new Promise<number>((resolve, reject) => {
@@ -202,20 +199,26 @@ class IndexerChild {
  * The body of `berth __index-pack [--stdin HAVE] PACK IDX`: index a pack file, or one arriving
  * on standard input after its first HAVE bytes, and report on stdout as JSON lines.
  */
-export async function runIndexPackCommand(args: string[]): Promise<number> {
+export async function runIndexPackCommand(argv: string[]): Promise<number> {
+  let limits: Partial<PushLimits> = {};
+  let args = argv;
+  if (args[0]?.startsWith('--limits=')) {
+    limits = parseLimits(args[0].slice('--limits='.length));
+    args = args.slice(1);
+  }
   const streaming = args[0] === '--stdin';
   const [packPath, idxPath, extra] = streaming ? args.slice(2) : args;
   const have = streaming ? Number(args[1]) : 0;
   if (!packPath || !idxPath || extra !== undefined || !Number.isSafeInteger(have) || have < 0) {
-    process.stderr.write(`usage: berth ${INDEX_PACK_COMMAND} [--stdin HAVE] PACK IDX (used by berth itself)\n`);
+    process.stderr.write(`usage: berth ${INDEX_PACK_COMMAND} [--limits=JSON] [--stdin HAVE] PACK IDX (used by berth itself)\n`);
     return 2;
   }
   const send = (message: ChildMessage) => process.stdout.write(JSON.stringify(message) + '\n');
   const onProgress: IndexProgress = (phase, done, total) => send({ progress: [phase, done, total] });
   try {
     const summary = streaming
-      ? await indexPackStream(packPath, idxPath, have, process.stdin, { onProgress, onComplete: (bytes) => send({ complete: bytes }) })
-      : await indexPack(packPath, idxPath, { onProgress });
+      ? await indexPackStream(packPath, idxPath, have, process.stdin, { onProgress, limits, onComplete: (bytes) => send({ complete: bytes }) })
+      : await indexPack(packPath, idxPath, { onProgress, limits });
     const usage = process.resourceUsage();
     send({ summary, maxRssBytes: usage.maxRSS * 1024, cpuMs: Math.round((usage.userCPUTime + usage.systemCPUTime) / 1000) });
     return 0;
@@ -236,11 +239,39 @@ type ChildMessage =
   | { summary: IndexSummary; maxRssBytes: number; cpuMs: number }
   | { error: { code: string; message: string } };
 
+/** The caps as the child's first argument. */
+function limitsArg(limits: Partial<PushLimits> | undefined): string {
+  return `--limits=${JSON.stringify(pushLimits(limits))}`;
+}
+
+function parseLimits(text: string): Partial<PushLimits> {
+  const parsed = JSON.parse(text) as Record<string, unknown>;
+  const out: Partial<PushLimits> = {};
+  for (const key of Object.keys(pushLimits()) as (keyof PushLimits)[]) {
+    const v = parsed[key];
+    if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) out[key] = v;
+  }
+  return out;
+}
+
+/**
+ * Runs a child of the daemon at CHILD_NICENESS. Best effort: where the system refuses, the
+ * child keeps the daemon's priority and only its memory and time caps bound it.
+ */
+export function lowerPriority(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    os.setPriority(pid, Math.min(19, os.getPriority(process.pid) + CHILD_NICENESS));
+  } catch {
+    // not permitted here (some containers): the caps still hold
+  }
+}
+
 /**
  * How to start this program again: the single executable is its own entry point; under Node
  * the entry is the bundle (process.argv[1]) or, when running from source, src/main.ts.
  */
-function selfCommand(): string[] {
+export function selfCommand(): string[] {
   // On Linux, /proc/self/exe is the very file this process runs, even if an upgrade has since
   // replaced or deleted it at its path: the child always speaks the parent's protocol.
   if (sea.isSea()) return [process.platform === 'linux' ? '/proc/self/exe' : process.execPath];

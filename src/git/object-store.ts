@@ -4,7 +4,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { applyDelta, OBJECT_TYPE_NAMES, OBJ_OFS_DELTA, OBJ_REF_DELTA, parseEntryHeader, type EntryHeader } from './pack-format.ts';
+import { applyDelta, DeltaTooLargeError, OBJECT_TYPE_NAMES, OBJ_OFS_DELTA, OBJ_REF_DELTA, parseEntryHeader, type EntryHeader } from './pack-format.ts';
+import { formatBytes, pushLimitError, pushLimits, type PushLimits } from '../push-limits.ts';
 
 export type ObjectType = 'commit' | 'tree' | 'blob' | 'tag';
 
@@ -20,8 +21,8 @@ export interface TreeEntry {
   type: 'blob' | 'tree' | 'commit';
 }
 
-/** Delta chains longer than this are refused rather than followed (git's own packs stay under 4096). */
-const MAX_CHAIN = 10_000;
+/** What reading one object may cost: its inflated size, a delta result's included, and its delta chain. */
+export type ReadLimits = Pick<PushLimits, 'objectBytes' | 'deltaDepth'>;
 
 /**
  * The object database of one repository. Pack indexes are loaded on first use and kept;
@@ -30,10 +31,13 @@ const MAX_CHAIN = 10_000;
  */
 export class ObjectStore {
   readonly gitdir: string;
+  private readonly limits: ReadLimits;
   private packs: PackReader[] | undefined;
 
-  constructor(gitdir: string) {
+  /** `limits`: the caps an object read here must stay within (default DEFAULT_PUSH_LIMITS's). */
+  constructor(gitdir: string, limits?: Partial<ReadLimits>) {
     this.gitdir = gitdir;
+    this.limits = pushLimits(limits);
   }
 
   /** Forgets the known packs, so packs stored since are found. */
@@ -44,6 +48,11 @@ export class ObjectStore {
 
   async close(): Promise<void> {
     for (const p of this.packs ?? []) await p.close();
+  }
+
+  /** Each indexed pack's name (its checksum in hex) and the ids of its objects. */
+  async packIndexes(): Promise<{ name: string; oids(): Generator<string> }[]> {
+    return (await this.loadPacks()).map((p) => ({ name: p.name, oids: () => p.oids() }));
   }
 
   /** The object's type, or undefined when the repository does not have it. Reads headers only. */
@@ -85,7 +94,9 @@ export class ObjectStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;
     }
-    const data = headerOnly ? zlib.inflateSync(raw.subarray(0, 64), { finishFlush: zlib.constants.Z_SYNC_FLUSH }) : zlib.inflateSync(raw);
+    const data = headerOnly
+      ? zlib.inflateSync(raw.subarray(0, 64), { finishFlush: zlib.constants.Z_SYNC_FLUSH })
+      : zlib.inflateSync(raw, { maxOutputLength: this.limits.objectBytes + 64 });
     const nul = data.indexOf(0);
     const match = /^(commit|tree|blob|tag) (\d+)$/.exec(data.toString('latin1', 0, nul < 0 ? Math.min(data.length, 32) : nul));
     if (nul < 0 || !match) throw new Error(`loose object ${oid} has a bad header`);
@@ -105,7 +116,7 @@ export class ObjectStore {
       else throw e;
     }
     const packs: PackReader[] = [];
-    for (const name of names) packs.push(await PackReader.open(path.join(dir, name)));
+    for (const name of names) packs.push(await PackReader.open(path.join(dir, name), this.limits));
     this.packs = packs;
     return packs;
   }
@@ -120,8 +131,8 @@ export class ObjectNotFoundError extends Error {
   }
 }
 
-/** The tree id and the committer's time (seconds) of a commit. */
-export function parseCommit(content: Buffer): { tree: string; committerTime: number } {
+/** The tree id, the parents and the committer's time (seconds) of a commit. */
+export function parseCommit(content: Buffer): { tree: string; parents: string[]; committerTime: number } {
   const text = content.toString('utf8', 0, Math.min(content.length, 64 * 1024));
   const headerEnd = text.indexOf('\n\n');
   const headers = (headerEnd < 0 ? text : text.slice(0, headerEnd)).split('\n');
@@ -129,7 +140,8 @@ export function parseCommit(content: Buffer): { tree: string; committerTime: num
   if (!tree) throw new Error('commit without a tree line');
   const committer = headers.find((h) => h.startsWith('committer '));
   const time = committer ? /> (\d+) [+-]\d{4}$/.exec(committer)?.[1] : undefined;
-  return { tree, committerTime: time ? Number(time) : 0 };
+  const parents = headers.flatMap((h) => /^parent ([0-9a-f]{40})$/.exec(h)?.[1] ?? []);
+  return { tree, parents, committerTime: time ? Number(time) : 0 };
 }
 
 /** The object a tag points at. */
@@ -165,27 +177,37 @@ class PackReader {
   private readonly count: number;
   private readonly file: fs.FileHandle;
   private readonly packSize: number;
+  private readonly limits: ReadLimits;
   private sortedOffsets: Float64Array | undefined;
+  /** The pack's checksum in hex: its name. */
+  readonly name: string;
 
-  private constructor(idx: Buffer, file: fs.FileHandle, packSize: number) {
+  private constructor(idx: Buffer, file: fs.FileHandle, packSize: number, limits: ReadLimits) {
+    this.limits = limits;
+    this.name = idx.toString('hex', idx.length - 40, idx.length - 20);
     this.idx = idx;
     this.count = idx.readUInt32BE(8 + 255 * 4);
     this.file = file;
     this.packSize = packSize;
   }
 
-  static async open(idxPath: string): Promise<PackReader> {
+  static async open(idxPath: string, limits: ReadLimits): Promise<PackReader> {
     const idx = await fs.readFile(idxPath);
     if (idx.length < 8 + 1024 + 40 || idx.readUInt32BE(0) !== 0xff744f63 || idx.readUInt32BE(4) !== 2) {
       throw new Error(`${path.basename(idxPath)} is not a version 2 pack index`);
     }
     const file = await fs.open(idxPath.replace(/\.idx$/, '.pack'), 'r');
     const { size } = await file.stat();
-    return new PackReader(idx, file, size);
+    return new PackReader(idx, file, size, limits);
   }
 
   async close(): Promise<void> {
     await this.file.close().catch(() => undefined);
+  }
+
+  /** The ids of the pack's objects, in id order. */
+  *oids(): Generator<string> {
+    for (let i = 0; i < this.count; i++) yield this.idx.toString('hex', 8 + 1024 + i * 20, 8 + 1024 + i * 20 + 20);
   }
 
   /** The offset of `oid` in the pack, by binary search within its fan-out bucket. */
@@ -209,7 +231,7 @@ class PackReader {
   /** The type at `offset`, following delta bases by their headers alone. */
   async typeAt(offset: number, typeById: (oid: string) => Promise<ObjectType | undefined>): Promise<ObjectType | undefined> {
     let at = offset;
-    for (let depth = 0; depth < MAX_CHAIN; depth++) {
+    for (let depth = 0; depth <= this.limits.deltaDepth; depth++) {
       const head = await this.header(at);
       if (head.kind === OBJ_OFS_DELTA) at = head.baseOffset;
       else if (head.kind === OBJ_REF_DELTA) {
@@ -219,7 +241,7 @@ class PackReader {
         at = local;
       } else return OBJECT_TYPE_NAMES[head.kind] as ObjectType;
     }
-    throw new Error(`delta chain longer than ${MAX_CHAIN} at offset ${offset}`);
+    throw this.tooDeep(offset);
   }
 
   /** The object at `offset`, its delta chain applied. */
@@ -228,8 +250,9 @@ class PackReader {
     let at = offset;
     let base: GitObject | undefined;
     for (let depth = 0; !base; depth++) {
-      if (depth >= MAX_CHAIN) throw new Error(`delta chain longer than ${MAX_CHAIN} at offset ${offset}`);
+      if (depth > this.limits.deltaDepth) throw this.tooDeep(offset);
       const head = await this.header(at);
+      if (head.size > this.limits.objectBytes) throw pushLimitError('objectBytes', `the object at offset ${at} inflates to ${formatBytes(head.size)}`, pushLimits(this.limits));
       const data = await this.inflate(at, head.headerLength, head.size);
       if (head.kind === OBJ_OFS_DELTA) {
         deltas.push(data);
@@ -248,8 +271,17 @@ class PackReader {
       }
     }
     let content = base.content;
-    for (let i = deltas.length - 1; i >= 0; i--) content = applyDelta(content, deltas[i]!);
+    try {
+      for (let i = deltas.length - 1; i >= 0; i--) content = applyDelta(content, deltas[i]!, this.limits.objectBytes);
+    } catch (e) {
+      if (e instanceof DeltaTooLargeError) throw pushLimitError('objectBytes', `a delta of the object at offset ${offset} declares a result of ${formatBytes(e.resultSize)}`, pushLimits(this.limits));
+      throw e;
+    }
     return { type: base.type, content };
+  }
+
+  private tooDeep(offset: number): Error {
+    return pushLimitError('deltaDepth', `the object at offset ${offset} is more than ${this.limits.deltaDepth} deltas away from a whole object`, pushLimits(this.limits));
   }
 
   private async header(offset: number): Promise<EntryHeader> {

@@ -15,16 +15,17 @@ export const PACK_HEADER_BYTES = 12;
 export const OBJECT_TYPE_NAMES: readonly string[] = ['', 'commit', 'tree', 'blob', 'tag', '', 'ofs-delta', 'ref-delta'];
 
 /**
- * Applies a git delta to its base: two size varints (base, result), then instructions that
- * copy a range of the base or insert literal bytes. Throws on any inconsistency.
+ * The two sizes a delta starts with (its base's and its result's) and where its instructions
+ * begin, read without touching the rest: a result is checked against the caps before any of it
+ * is allocated. Undefined while `delta` ends inside the sizes (a delta still arriving).
  */
-export function applyDelta(base: Buffer, delta: Buffer): Buffer {
+export function deltaSizes(delta: Uint8Array): { baseSize: number; resultSize: number; headerLength: number } | undefined {
   let p = 0;
-  const varint = (): number => {
+  const varint = (): number | undefined => {
     let value = 0;
     let scale = 1;
     for (;;) {
-      if (p >= delta.length) throw new Error('truncated delta header');
+      if (p >= delta.length) return undefined;
       const c = delta[p++]!;
       value += (c & 0x7f) * scale;
       scale *= 128;
@@ -33,8 +34,23 @@ export function applyDelta(base: Buffer, delta: Buffer): Buffer {
     }
   };
   const baseSize = varint();
+  const resultSize = baseSize === undefined ? undefined : varint();
+  if (baseSize === undefined || resultSize === undefined) return undefined;
+  return { baseSize, resultSize, headerLength: p };
+}
+
+/**
+ * Applies a git delta to its base: two size varints (base, result), then instructions that
+ * copy a range of the base or insert literal bytes. Throws on any inconsistency, and before
+ * allocating anything when the declared result is larger than `maxResultBytes`.
+ */
+export function applyDelta(base: Buffer, delta: Buffer, maxResultBytes = Number.MAX_SAFE_INTEGER): Buffer {
+  const sizes = deltaSizes(delta);
+  if (!sizes) throw new Error('truncated delta header');
+  const { baseSize, resultSize } = sizes;
+  let p = sizes.headerLength;
   if (baseSize !== base.length) throw new Error(`delta expects a base of ${baseSize} bytes, the base has ${base.length}`);
-  const resultSize = varint();
+  if (resultSize > maxResultBytes) throw new DeltaTooLargeError(resultSize);
   const out = Buffer.allocUnsafe(resultSize);
   let o = 0;
   while (p < delta.length) {
@@ -71,6 +87,16 @@ export function applyDelta(base: Buffer, delta: Buffer): Buffer {
   }
   if (o !== resultSize) throw new Error(`delta produced ${o} bytes, not the declared ${resultSize}`);
   return out;
+}
+
+/** A delta whose declared result is beyond the cap it was applied with. */
+export class DeltaTooLargeError extends Error {
+  readonly resultSize: number;
+  constructor(resultSize: number) {
+    super(`the delta declares a result of ${resultSize} bytes`);
+    this.name = 'DeltaTooLargeError';
+    this.resultSize = resultSize;
+  }
 }
 
 /** zlib's deflateBound for its default settings: the longest stream deflate writes for n bytes. */

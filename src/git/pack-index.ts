@@ -6,7 +6,8 @@ import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { UserError } from '../errors.ts';
-import { applyDelta, deflateBound, OBJECT_TYPE_NAMES, OBJ_OFS_DELTA, OBJ_REF_DELTA, parseEntryHeader, type EntryHeader } from './pack-format.ts';
+import { applyDelta, deflateBound, DeltaTooLargeError, deltaSizes, OBJECT_TYPE_NAMES, OBJ_OFS_DELTA, OBJ_REF_DELTA, parseEntryHeader, type EntryHeader } from './pack-format.ts';
+import { formatBytes, pushLimitError, pushLimits, type PushLimits } from '../push-limits.ts';
 import { concatSources, fileSource, PackWindow, type PackSource } from './pack-window.ts';
 
 export interface IndexSummary {
@@ -29,6 +30,17 @@ export interface IndexOptions {
   streamAbove?: number;
   /** Bytes of inflated objects kept for delta resolution. Default 64 MiB. */
   cacheBytes?: number;
+  /**
+   * The caps on objects (count, inflated size, delta depth), each enforced as the pack is walked,
+   * before the work it would cost: a push beyond one fails with a UserError `git_push_limit`
+   * naming the cap. Default DEFAULT_PUSH_LIMITS.
+   */
+  limits?: Partial<Pick<PushLimits, 'objectBytes' | 'inflatedBytes' | 'deltaDepth' | 'objects'>>;
+}
+
+/** What inflated bytes are fed to: an object's hash, or the reader of a delta's sizes. */
+interface Sink {
+  update(data: Buffer): unknown;
 }
 
 const HEADER_BYTES = 12;
@@ -124,6 +136,8 @@ interface ObjectTable {
   baseOids: Map<number, Buffer>;
   /** For a resolved delta, the index of its base. */
   baseIndex: Int32Array;
+  /** Deltas between the object and a whole one: exact once resolved, a lower bound before. */
+  depths: Uint32Array;
 }
 
 class Indexer {
@@ -136,10 +150,14 @@ class Indexer {
   private table!: ObjectTable;
   private lastProgress = 0;
   private readonly cache: ContentCache;
+  private readonly limits: PushLimits;
+  /** What the objects declared so far inflate to, deltas' results included. */
+  private inflated = 0;
 
   constructor(fd: number, options: IndexOptions) {
     this.fd = fd;
     this.options = options;
+    this.limits = pushLimits(options.limits);
     this.cache = new ContentCache(options.cacheBytes ?? DEFAULT_CACHE_BYTES);
   }
 
@@ -158,6 +176,7 @@ class Indexer {
     const version = header.readUInt32BE(4);
     if (version !== 2 && version !== 3) throw corrupt(`unsupported pack version ${version}`);
     const count = header.readUInt32BE(8);
+    if (count > this.limits.objects) throw pushLimitError('objects', `the pack holds ${count} objects`, this.limits);
     // Every object takes at least two bytes, so a count beyond that is a lie told before any allocation.
     if (size !== undefined && count * 2 > size - HEADER_BYTES - TRAILER_BYTES) {
       throw corrupt(`the pack announces ${count} objects but holds only ${size - HEADER_BYTES - TRAILER_BYTES} bytes of them`);
@@ -176,6 +195,7 @@ class Indexer {
       baseOffsets: new Float64Array(count).fill(-1),
       baseOids: new Map(),
       baseIndex: new Int32Array(count).fill(-1),
+      depths: new Uint32Array(count),
     };
     this.table = t;
     let pos = HEADER_BYTES;
@@ -188,14 +208,32 @@ class Indexer {
       const dataStart = pos + head.headerLength;
       t.dataStarts[i] = dataStart;
       const isDelta = head.kind === OBJ_OFS_DELTA || head.kind === OBJ_REF_DELTA;
-      if (head.kind === OBJ_OFS_DELTA) t.baseOffsets[i] = head.baseOffset;
-      if (head.kind === OBJ_REF_DELTA) t.baseOids.set(i, Buffer.from(head.baseOid!));
-      const objectHash = isDelta ? undefined : createHash('sha1').update(`${OBJECT_TYPE_NAMES[head.kind]} ${head.size}\0`);
+      if (head.size > this.limits.objectBytes) {
+        throw pushLimitError('objectBytes', `the ${isDelta ? 'delta' : OBJECT_TYPE_NAMES[head.kind]} at offset ${pos} inflates to ${formatBytes(head.size)}`, this.limits);
+      }
+      if (!isDelta) this.countInflated(head.size, pos);
+      if (head.kind === OBJ_OFS_DELTA) {
+        t.baseOffsets[i] = head.baseOffset;
+        t.depths[i] = this.ofsDeltaDepth(i, head.baseOffset);
+      }
+      if (head.kind === OBJ_REF_DELTA) {
+        t.baseOids.set(i, Buffer.from(head.baseOid!));
+        t.depths[i] = 1;
+      }
+      const deltaHead = isDelta ? new DeltaHead() : undefined;
+      const objectHash = isDelta ? deltaHead : createHash('sha1').update(`${OBJECT_TYPE_NAMES[head.kind]} ${head.size}\0`);
       const stream = await this.inflateArriving(w, pos, dataStart, head.size, objectHash);
-      if (isDelta) this.deltaCount++;
-      else {
+      if (isDelta) {
+        this.deltaCount++;
+        const sizes = deltaHead!.sizes();
+        if (!sizes) throw corrupt(`the delta at offset ${pos} is too short to hold its sizes`);
+        if (sizes.resultSize > this.limits.objectBytes) {
+          throw pushLimitError('objectBytes', `the delta at offset ${pos} declares a result of ${formatBytes(sizes.resultSize)}`, this.limits);
+        }
+        this.countInflated(sizes.resultSize, pos);
+      } else {
         t.types[i] = head.kind;
-        objectHash!.digest().copy(t.oids, i * 20);
+        (objectHash as Hash).digest().copy(t.oids, i * 20);
         t.resolved[i] = 1;
       }
       t.ends[i] = dataStart + stream.consumed;
@@ -221,7 +259,7 @@ class Indexer {
    * compressed length and the entry's CRC32. An object that is all there, or small, is inflated
    * in one call; a large one that is still arriving is inflated as a stream, chunk by chunk.
    */
-  private async inflateArriving(w: PackWindow, entry: number, dataStart: number, size: number, objectHash: Hash | undefined): Promise<{ consumed: number; crc: number }> {
+  private async inflateArriving(w: PackWindow, entry: number, dataStart: number, size: number, objectHash: Sink | undefined): Promise<{ consumed: number; crc: number }> {
     const streamAbove = this.options.streamAbove ?? DEFAULT_STREAM_ABOVE;
     // From a file, read far enough that one call can inflate the whole object.
     if (w.complete && size <= streamAbove) await w.fillTo(dataStart + deflateBound(size));
@@ -266,10 +304,14 @@ class Indexer {
       for (const child of children) {
         if (t.resolved[child]) continue;
         const delta = this.inflateEntry(child);
+        const depth = t.depths[base]! + 1;
+        if (depth > this.limits.deltaDepth) throw pushLimitError('deltaDepth', `the delta at offset ${t.offsets[child]} is ${depth} deltas away from a whole object`, this.limits);
+        t.depths[child] = depth;
         let result: Buffer;
         try {
-          result = applyDelta(baseContent, delta);
+          result = applyDelta(baseContent, delta, this.limits.objectBytes);
         } catch (e) {
+          if (e instanceof DeltaTooLargeError) throw pushLimitError('objectBytes', `the delta at offset ${t.offsets[child]} declares a result of ${formatBytes(e.resultSize)}`, this.limits);
           throw corrupt(`the delta at offset ${t.offsets[child]} does not apply to its base: ${(e as Error).message}`, e);
         }
         t.types[child] = t.types[base]!;
@@ -291,6 +333,34 @@ class Indexer {
     this.progress('Resolving deltas', done, this.deltaCount, true);
   }
 
+  /** Adds an object's inflated size to the push's total, refused beyond --max-push-inflated-size. */
+  private countInflated(size: number, offset: number): void {
+    this.inflated += size;
+    if (this.inflated > this.limits.inflatedBytes) {
+      throw pushLimitError('inflatedBytes', `the objects up to offset ${offset} inflate to ${formatBytes(this.inflated)} together`, this.limits);
+    }
+  }
+
+  /**
+   * The depth of the ofs-delta at index `i` whose base starts at `baseOffset`, from its base's
+   * (a lower bound when the chain ends in a ref-delta, exact otherwise); beyond the cap it is
+   * refused here, while the pack still arrives.
+   */
+  private ofsDeltaDepth(i: number, baseOffset: number): number {
+    const t = this.table;
+    let lo = 0;
+    let hi = i;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (t.offsets[mid]! < baseOffset) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo >= i || t.offsets[lo] !== baseOffset) throw corrupt(`the delta at offset ${t.offsets[i]} points at offset ${baseOffset}, where no object starts`);
+    const depth = t.depths[lo]! + 1;
+    if (depth > this.limits.deltaDepth) throw pushLimitError('deltaDepth', `the delta at offset ${t.offsets[i]} is ${depth} deltas away from a whole object`, this.limits);
+    return depth;
+  }
+
   /** An object's full content: from the cache, or rebuilt from the file along its delta chain. */
   private content(index: number): Buffer {
     const cached = this.cache.get(index);
@@ -306,7 +376,7 @@ class Indexer {
     content ??= this.inflateEntry(at);
     this.cache.set(at, content);
     for (let i = chain.length - 1; i >= 0; i--) {
-      content = applyDelta(content, this.inflateEntry(chain[i]!));
+      content = applyDelta(content, this.inflateEntry(chain[i]!), this.limits.objectBytes);
       this.cache.set(chain[i]!, content);
     }
     return content;
@@ -385,15 +455,18 @@ function inflateWhole(input: Buffer, size: number, entry: number, final: boolean
  * to `objectHash`; returns the compressed length and the entry's CRC32. Fully consumed chunks
  * are released as it goes, so a huge object never sits whole in the window.
  */
-async function inflateStreaming(w: PackWindow, entry: number, dataStart: number, size: number, objectHash: Hash | undefined): Promise<{ consumed: number; crc: number }> {
+async function inflateStreaming(w: PackWindow, entry: number, dataStart: number, size: number, objectHash: Sink | undefined): Promise<{ consumed: number; crc: number }> {
   const inflate = zlib.createInflate();
   let produced = 0;
   let ended = false;
   let failure: Error | undefined;
   inflate.on('data', (chunk: Buffer) => {
     produced += chunk.length;
-    if (produced > size) failure ??= corrupt(`the object at offset ${entry} inflates to more than the ${size} bytes its header says`);
-    else objectHash?.update(chunk);
+    if (produced > size) {
+      // A stream that inflates past its header is cut off here, not inflated to its end.
+      failure ??= corrupt(`the object at offset ${entry} inflates to more than the ${size} bytes its header says`);
+      inflate.destroy();
+    } else objectHash?.update(chunk);
   });
   inflate.on('end', () => (ended = true));
   inflate.on('error', (e: Error) => (failure ??= corrupt(`the object at offset ${entry} does not inflate: ${e.message}`, e)));
@@ -418,7 +491,14 @@ async function inflateStreaming(w: PackWindow, entry: number, dataStart: number,
     lastFrom = fedTo;
     fedTo = w.end;
     const piece = Buffer.from(w.view(lastFrom, fedTo));
-    await new Promise<void>((resolve) => inflate.write(piece, () => resolve()));
+    await new Promise<void>((resolve) => {
+      if (inflate.destroyed) return resolve();
+      inflate.once('close', resolve);
+      inflate.write(piece, () => {
+        inflate.off('close', resolve);
+        resolve();
+      });
+    });
     await new Promise((resolve) => setImmediate(resolve));
   }
   inflate.destroy();
@@ -426,6 +506,23 @@ async function inflateStreaming(w: PackWindow, entry: number, dataStart: number,
   if (produced !== size) throw corrupt(`the object at offset ${entry} inflates to ${produced} bytes, not the ${size} its header says`);
   const consumed = inflate.bytesWritten;
   return { consumed, crc: zlib.crc32(w.view(lastFrom, dataStart + consumed), crc) };
+}
+
+/** Keeps a delta's first bytes, which hold its base and result sizes. */
+class DeltaHead implements Sink {
+  private head = Buffer.alloc(0);
+
+  update(data: Buffer): void {
+    if (this.head.length < 20) this.head = Buffer.concat([this.head, data.subarray(0, 20 - this.head.length)]);
+  }
+
+  sizes(): ReturnType<typeof deltaSizes> {
+    try {
+      return deltaSizes(this.head);
+    } catch {
+      return undefined;
+    }
+  }
 }
 
 /** Inflated contents kept for delta resolution, evicted oldest first beyond a byte budget. */

@@ -1,35 +1,34 @@
-// Receives a pushed packfile into a temp file under objects/pack/ and indexes it with berth's own
-// index-pack: a small pack in place once it is complete, a large one in a child process that
-// indexes it while it arrives. Then pack and index move into place.
-import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { chmod, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+// Receives a pushed packfile into a temp file under objects/pack/ while a child process (never
+// the daemon's main thread) writes, hashes and indexes it as it arrives, under the push's caps.
+// Then pack and index move into place.
+import { chmod, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { UserError } from '../errors.ts';
-import { IN_PROCESS_MAX_BYTES, indexPackOffThread, StreamingIndexer, type OffThreadSummary } from './index-pack-process.ts';
+import { StreamingIndexer } from './index-pack-process.ts';
+import { formatBytes, pushLimitError, pushLimits, type PushLimits } from '../push-limits.ts';
 
 export interface PackReceiverOptions {
-  /** The largest pack accepted, in bytes. Default 2 GiB. */
-  maxPackBytes?: number;
-  /** Beyond this many bytes the pack streams into a child process that indexes it as it arrives. Default 1 MiB. */
-  inProcessMaxBytes?: number;
+  /** The caps on the pack and its objects; see push-limits.ts. Default DEFAULT_PUSH_LIMITS. */
+  limits?: Partial<PushLimits>;
 }
 
 export interface StoredPack {
   /** The pack's checksum in hex, also its name: `objects/pack/pack-<name>.pack`. Empty for an empty pack. */
   name: string;
+  /** Whether this push put the pack there (false when the same pack was there already, or it is empty). */
+  created: boolean;
   /** Bytes received, the trailer included. */
   bytes: number;
   /** How many objects the pack holds. */
   objects: number;
-  /** Where it was indexed, and the indexer child's peak memory and CPU time (0 when in-process). */
-  indexedIn: 'in-process' | 'child' | 'none';
+  /** Where it was indexed, and the indexer child's peak memory and CPU time. */
+  indexedIn: 'child' | 'none';
   indexerMaxRssBytes: number;
   indexerCpuMs: number;
 }
 
 export type IndexProgress = (phase: string, loaded: number, total: number) => void;
-
-export const DEFAULT_MAX_PACK_BYTES = 2 * 1024 ** 3;
 
 const HEADER_BYTES = 12;
 const TRAILER_BYTES = 20;
@@ -41,19 +40,15 @@ const SIGNATURE = Buffer.from('PACK', 'latin1');
  * time, also after `store`.
  *
  * The push's channel stays open after the pack (the client waits for the report), so the end
- * is found from the pack itself. While it is small, a running SHA-1 covers everything but the
- * last 20 bytes received, and the pack is complete when that digest equals those 20 bytes.
- * Once it is large, the child that indexes it walks its objects and says when the trailer came.
+ * is found from the pack itself: the child that indexes it walks its objects and says when the
+ * trailer came. The header is also checked here, so a pack beyond the caps is refused before
+ * a child starts.
  */
 export class PackReceiver {
   private readonly gitdir: string;
-  private readonly maxPackBytes: number;
-  private readonly inProcessMaxBytes: number;
+  private readonly limits: PushLimits;
   private readonly tempDir: string;
-  private readonly hash: Hash = createHash('sha1');
-  private file: FileHandle | undefined;
   private header = Buffer.alloc(0);
-  private tail = Buffer.alloc(0);
   private received = 0;
   private objectCount = -1;
   private done = false;
@@ -61,13 +56,12 @@ export class PackReceiver {
   private indexer: StreamingIndexer | undefined;
   private settle: ((value: boolean) => void) | undefined;
   private fail: ((e: Error) => void) | undefined;
-  /** Resolves true when a pack handed to the child has completed; rejects when the child finds it bad. */
+  /** Resolves true when the pack has completed; rejects when the child finds it bad. */
   readonly completion: Promise<boolean>;
 
   constructor(gitdir: string, options: PackReceiverOptions = {}) {
     this.gitdir = gitdir;
-    this.maxPackBytes = options.maxPackBytes ?? DEFAULT_MAX_PACK_BYTES;
-    this.inProcessMaxBytes = options.inProcessMaxBytes ?? IN_PROCESS_MAX_BYTES;
+    this.limits = pushLimits(options.limits);
     // Under objects/pack/ so the final renames stay on one file system; readers only look for
     // `*.idx` files there, so a directory in progress is invisible to them.
     this.tempDir = path.join(gitdir, 'objects', 'pack', `tmp_pack_${randomBytes(6).toString('hex')}`);
@@ -95,40 +89,19 @@ export class PackReceiver {
 
   /**
    * Appends pack bytes. Resolves true once the pack is known to be complete. Rejects with a
-   * UserError (`git_pack_invalid`, `git_pack_too_large`) on a bad header, on bytes past the
-   * trailer, when the pack grows beyond the maximum size, or when the indexing child finds it bad.
+   * UserError on a bad header or bytes past the trailer (`git_pack_invalid`), on a pack beyond a
+   * cap (`git_push_limit`), or when the indexing child finds it bad.
    */
   async write(chunk: Buffer): Promise<boolean> {
     if (chunk.length === 0) return this.done;
     if (this.finished) throw new Error('pack receiver already stored or aborted');
     if (this.done) throw packError(`${chunk.length} unexpected bytes after the end of the pack`);
-    if (this.received + chunk.length > this.maxPackBytes) {
-      throw new UserError('git_pack_too_large', `pack exceeds the maximum size of ${formatBytes(this.maxPackBytes)}`, {
-        hint: 'push a smaller history, or keep large files out of the repository',
-      });
+    if (this.received + chunk.length > this.limits.packBytes) {
+      throw pushLimitError('packBytes', `the pack has reached ${formatBytes(this.received + chunk.length)}`, this.limits);
     }
     this.checkHeader(chunk);
     this.received += chunk.length;
-    if (this.indexer) {
-      await this.indexer.write(chunk);
-      return this.done;
-    }
-
-    // Hold back the last 20 bytes: they are the trailer if the pack ends here.
-    const all = this.tail.length === 0 ? chunk : Buffer.concat([this.tail, chunk]);
-    const keep = Math.min(TRAILER_BYTES, all.length);
-    const body = all.subarray(0, all.length - keep);
-    this.tail = Buffer.from(all.subarray(all.length - keep));
-    if (body.length > 0) {
-      this.hash.update(body);
-      await writeAll(await this.openFile(), body);
-    }
-    if (this.received >= HEADER_BYTES + TRAILER_BYTES && this.hash.copy().digest().equals(this.tail)) {
-      await writeAll(await this.openFile(), this.tail);
-      this.markDone();
-    } else if (this.received > this.inProcessMaxBytes) {
-      await this.handToChild();
-    }
+    await (this.indexer ?? (await this.startIndexer())).write(chunk);
     return this.done;
   }
 
@@ -151,21 +124,14 @@ export class PackReceiver {
    */
   async store(onProgress?: IndexProgress): Promise<StoredPack> {
     if (!this.done) throw new Error('pack is not complete');
-    const file = this.file;
-    this.file = undefined;
-    if (file) {
-      await file.sync();
-      await file.close();
-    }
     try {
       const incoming = path.join(this.tempDir, 'incoming');
-      let summary: OffThreadSummary;
-      if (this.indexer) summary = await this.indexer.finish(onProgress);
-      else if (this.objectCount === 0) return { name: '', bytes: this.received, objects: 0, indexedIn: 'none', indexerMaxRssBytes: 0, indexerCpuMs: 0 };
-      else summary = await indexPackOffThread(incoming, `${incoming}.idx`, onProgress ? { onProgress } : {});
+      if (!this.indexer) return { name: '', created: false, bytes: this.received, objects: 0, indexedIn: 'none', indexerMaxRssBytes: 0, indexerCpuMs: 0 };
+      const summary = await this.indexer.finish(onProgress);
       const name = summary.checksum;
       const stored: StoredPack = {
         name,
+        created: false,
         bytes: this.received,
         objects: summary.objects,
         indexedIn: summary.where,
@@ -179,7 +145,7 @@ export class PackReceiver {
       await chmod(incoming, 0o444); // as git keeps packs: read-only
       await rename(incoming, path.join(packDir, `pack-${name}.pack`));
       await rename(`${incoming}.idx`, finalIdx);
-      return stored;
+      return { ...stored, created: true };
     } finally {
       await this.abort();
     }
@@ -189,21 +155,16 @@ export class PackReceiver {
   async abort(): Promise<void> {
     this.finished = true;
     this.indexer?.kill();
-    const file = this.file;
-    this.file = undefined;
-    if (file) await file.close().catch(() => undefined);
     await rm(this.tempDir, { recursive: true, force: true });
   }
 
-  /** From here on the child process gets every byte: it writes, hashes and indexes them. */
-  private async handToChild(): Promise<void> {
-    const file = await this.openFile();
-    await writeAll(file, this.tail);
-    this.tail = Buffer.alloc(0);
-    await file.sync();
-    await file.close();
-    this.file = undefined;
-    const indexer = new StreamingIndexer(path.join(this.tempDir, 'incoming'), path.join(this.tempDir, 'incoming.idx'), this.received);
+  /** Starts the child that writes, hashes and indexes every byte of the pack. */
+  private async startIndexer(): Promise<StreamingIndexer> {
+    if (this.finished) throw new Error('pack receiver already stored or aborted');
+    await mkdir(this.tempDir, { recursive: true });
+    const incoming = path.join(this.tempDir, 'incoming');
+    await (await open(incoming, 'wx', 0o644)).close();
+    const indexer = new StreamingIndexer(incoming, path.join(this.tempDir, 'incoming.idx'), 0, this.limits);
     this.indexer = indexer;
     indexer.complete.then(
       (bytes) => {
@@ -215,19 +176,12 @@ export class PackReceiver {
       },
       (e: Error) => this.fail?.(e),
     );
+    return indexer;
   }
 
   private markDone(): void {
     this.done = true;
     this.settle?.(true);
-  }
-
-  private async openFile(): Promise<FileHandle> {
-    if (this.file) return this.file;
-    if (this.finished) throw new Error('pack receiver already stored or aborted');
-    await mkdir(this.tempDir, { recursive: true });
-    this.file = await open(path.join(this.tempDir, 'incoming'), 'wx', 0o644);
-    return this.file;
   }
 
   private checkHeader(chunk: Buffer): void {
@@ -241,18 +195,12 @@ export class PackReceiver {
     const version = this.header.readUInt32BE(4);
     if (version !== 2 && version !== 3) throw packError(`unsupported pack version ${version}`);
     this.objectCount = this.header.readUInt32BE(8);
+    if (this.objectCount > this.limits.objects) throw pushLimitError('objects', `the pack holds ${this.objectCount} objects`, this.limits);
     // Each object takes at least 2 bytes (a header byte and some zlib stream), so the count
     // alone can rule a pack out before it is stored.
-    if (HEADER_BYTES + TRAILER_BYTES + this.objectCount * 2 > this.maxPackBytes) {
-      throw new UserError('git_pack_too_large', `pack announces ${this.objectCount} objects, more than fit in ${formatBytes(this.maxPackBytes)}`);
+    if (HEADER_BYTES + TRAILER_BYTES + this.objectCount * 2 > this.limits.packBytes) {
+      throw pushLimitError('packBytes', `the pack announces ${this.objectCount} objects, more than fit in ${formatBytes(this.limits.packBytes)}`, this.limits);
     }
-  }
-}
-
-async function writeAll(file: FileHandle, data: Buffer): Promise<void> {
-  for (let at = 0; at < data.length; ) {
-    const { bytesWritten } = await file.write(data, at, data.length - at);
-    at += bytesWritten;
   }
 }
 
@@ -267,9 +215,13 @@ function packError(message: string, cause?: unknown): UserError {
   return new UserError('git_pack_invalid', message, { cause });
 }
 
-function formatBytes(n: number): string {
-  if (n >= 1024 ** 3) return `${+(n / 1024 ** 3).toFixed(1)} GiB`;
-  if (n >= 1024 ** 2) return `${+(n / 1024 ** 2).toFixed(1)} MiB`;
-  if (n >= 1024) return `${+(n / 1024).toFixed(1)} KiB`;
-  return `${n} bytes`;
+/**
+ * Removes `objects/pack/pack-<name>.*`: the index first, so no reader finds a pack without one.
+ * The caller makes sure nothing refers to its objects (it holds the app's lock).
+ */
+export async function removePack(gitdir: string, name: string): Promise<void> {
+  if (!/^[0-9a-f]{40}$/.test(name)) throw new Error(`not a pack name: ${JSON.stringify(name)}`);
+  const base = path.join(gitdir, 'objects', 'pack', `pack-${name}`);
+  await rm(`${base}.idx`, { force: true });
+  await rm(`${base}.pack`, { force: true });
 }

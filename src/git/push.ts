@@ -4,6 +4,7 @@
 import type { Readable, Writable } from 'node:stream';
 import type { Output } from '../ui/output.ts';
 import { StreamOutput } from '../ui/output.ts';
+import type { PushLimits } from '../push-limits.ts';
 import { serveReceivePack, type RefUpdate } from './receive-pack.ts';
 import { ZERO_OID, type Repository } from './repository.ts';
 
@@ -16,7 +17,7 @@ export const DEPLOY_BRANCHES = ['refs/heads/main', 'refs/heads/master'] as const
  */
 export type DeployStep = (commit: string, out: Output) => Promise<string | undefined>;
 
-export async function receivePush(streams: { input: Readable; output: Writable }, repo: Repository, deploy: DeployStep): Promise<void> {
+export async function receivePush(streams: { input: Readable; output: Writable }, repo: Repository, limits: PushLimits, deploy: DeployStep): Promise<void> {
   await serveReceivePack(streams, repo, {
     preReceive: async (updates, progress) => {
       const out = new StreamOutput((s) => progress(s.toString()));
@@ -32,7 +33,7 @@ export async function receivePush(streams: { input: Readable; output: Writable }
       if (rejected !== undefined) verdicts.set(chosen.ref, rejected);
       return verdicts;
     },
-  });
+  }, { limits });
 }
 
 // main wins over master when both arrive in one push; deletions never deploy.

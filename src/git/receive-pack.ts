@@ -4,7 +4,8 @@ import type { Readable, Writable } from 'node:stream';
 import { StreamOutput } from '../ui/output.ts';
 import { describeForUser, isUserError, UserError } from '../errors.ts';
 import { log } from '../log.ts';
-import { PackReceiver, type StoredPack } from './pack-receiver.ts';
+import { PackReceiver, removePack, type StoredPack } from './pack-receiver.ts';
+import { pushLimitError, pushLimits, type PushLimits } from '../push-limits.ts';
 import { FLUSH, packetText, pkt, PktLineReader, sideband } from './pkt-line.ts';
 import { checkRefName, type Repository, ZERO_OID } from './repository.ts';
 
@@ -15,19 +16,20 @@ export interface RefUpdate {
 }
 
 export interface ReceivePackHooks {
-  /** Runs after the pack is stored and indexed and before any ref moves (git's pre-receive). `progress` writes lines the client shows as `remote: ...` (band 2) immediately. Return a reason string per ref to reject it (that ref is then not updated), or nothing to accept. */
-  preReceive?(updates: RefUpdate[], progress: (text: string) => void): Promise<Map<string, string> | void>;
+  /** Runs after the pack is stored and indexed and before any ref moves (git's pre-receive). `progress` writes lines the client shows as `remote: ...` (band 2) immediately, and returns a promise while the client has not read what came before (wait for it before producing more). Return a reason string per ref to reject it (that ref is then not updated), or nothing to accept. */
+  preReceive?(updates: RefUpdate[], progress: Progress): Promise<Map<string, string> | void>;
   /** Runs after refs moved, with the updates that were applied. */
-  postReceive?(applied: RefUpdate[], progress: (text: string) => void): Promise<void>;
+  postReceive?(applied: RefUpdate[], progress: Progress): Promise<void>;
 }
 
+/** Writes progress text to the client; a promise while the client has not caught up. */
+export type Progress = (text: string) => void | Promise<void>;
+
 export interface ReceivePackOptions {
-  /** The largest pack accepted, in bytes. Default 2 GiB. */
-  maxPackBytes?: number;
+  /** The caps on one push (pack bytes, objects, refs, object size, delta depth); see push-limits.ts. Default DEFAULT_PUSH_LIMITS. */
+  limits?: Partial<PushLimits>;
   /** Give up when the client sends nothing for this long while berth waits for commands or pack bytes; 0 never. Default 10 minutes. */
   idleTimeoutMs?: number;
-  /** Packs larger than this are indexed by a child process while they arrive. Default 1 MiB. */
-  inProcessMaxBytes?: number;
 }
 
 /** What berth's receive-pack offers. `no-thin` makes git send self-contained packs. */
@@ -39,7 +41,7 @@ export const CAPABILITIES = 'report-status delete-refs side-band-64k quiet ofs-d
  * written (or the client asked for nothing); never ends or destroys the streams.
  *
  * Rejects with a UserError when the exchange fails: `git_protocol_error` (garbage, lying
- * lengths), `git_pack_invalid` / `git_pack_too_large` (the pack; refs are then left alone),
+ * lengths), `git_pack_invalid` / `git_push_limit` (the pack, or a cap; refs are then left alone),
  * `git_client_disconnected`, `git_client_idle`. The client has already been told (a band-3 or
  * ERR packet, or an `unpack` status) when it could be; temp files are removed.
  *
@@ -65,7 +67,6 @@ interface Command extends RefUpdate {
   error?: string;
 }
 
-const MAX_COMMANDS = 10_000;
 const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000;
 
 class Session {
@@ -74,6 +75,7 @@ class Session {
   private readonly repo: Repository;
   private readonly hooks: ReceivePackHooks;
   private readonly options: ReceivePackOptions;
+  private readonly limits: PushLimits;
   private readonly started = performance.now();
   private clientCaps = new Set<string>();
   private sideband = false;
@@ -83,6 +85,7 @@ class Session {
   private progressTotal = 0;
   private indexMs = 0;
   private receiveMs = 0;
+  private draining: Promise<void> | undefined;
 
   constructor(io: { input: Readable; output: Writable }, repo: Repository, hooks: ReceivePackHooks, options: ReceivePackOptions) {
     this.input = new InputReader(io.input, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
@@ -90,6 +93,7 @@ class Session {
     this.repo = repo;
     this.hooks = hooks;
     this.options = options;
+    this.limits = pushLimits(options.limits);
     // Left in place on purpose: a write that fails after the client left must not crash berth.
     this.output.on('error', (e) => {
       if (!this.outputBroken) log.debug('git_receive_pack_output_error', { app: repo.app, error: e.message });
@@ -111,7 +115,7 @@ class Session {
     let stored: StoredPack | undefined;
     if (commands.some((c) => c.newOid !== ZERO_OID)) {
       const receiveStarted = performance.now();
-      const receiver = new PackReceiver(this.repo.gitdir, { maxPackBytes: this.options.maxPackBytes, inProcessMaxBytes: this.options.inProcessMaxBytes });
+      const receiver = new PackReceiver(this.repo.gitdir, { limits: this.limits });
       try {
         await this.receivePack(receiver, reader.leftover());
       } catch (e) {
@@ -143,11 +147,14 @@ class Session {
       await this.checkObjects(commands);
       await this.runPreReceive(commands);
       applied = await this.applyUpdates(commands);
+      if (applied.length === 0 && stored?.created) await this.dropPack(stored);
       await this.runPostReceive(applied);
     } catch (e) {
       throw this.fatal(e, 'updating refs');
     }
     await this.report(commands, undefined);
+    // After the report, so the client does not wait for it; before returning, so the app's lock still holds.
+    const pruned = applied.length > 0 ? await this.prunePacks(applied, stored) : undefined;
     log.info('git_push_received', {
       app: this.repo.app,
       updated: applied.map((u) => u.ref),
@@ -160,7 +167,23 @@ class Session {
       indexerMaxRssMb: stored ? Math.round(stored.indexerMaxRssBytes / 1e6) : 0,
       indexerCpuMs: stored?.indexerCpuMs ?? 0,
       ms: Math.round(performance.now() - this.started),
+      ...(pruned ? { packsPruned: pruned } : {}),
     });
+  }
+
+  /**
+   * Removes the packs no ref needs any more, in a child process (see ObjectReader.prune); a
+   * failure is logged and leaves every pack in place.
+   */
+  private async prunePacks(applied: RefUpdate[], stored: StoredPack | undefined): Promise<number | undefined> {
+    try {
+      const tips = (await this.repo.listRefs()).map((r) => r.oid);
+      const result = await this.repo.contents(this.limits).prune({ tips, applied: applied.map((u) => ({ oldOid: u.oldOid, newOid: u.newOid })), pack: stored?.name ?? '' });
+      return result?.removed.length;
+    } catch (e) {
+      log.warn('git_pack_prune_failed', { app: this.repo.app, error: (e as Error).message });
+      return undefined;
+    }
   }
 
   private async advertise(): Promise<void> {
@@ -212,7 +235,7 @@ class Session {
       if (!match || match[1] === undefined || match[2] === undefined || match[3] === undefined) {
         throw new UserError('git_protocol_error', `invalid command line ${JSON.stringify(line.slice(0, 200))}`);
       }
-      if (commands.length >= MAX_COMMANDS) throw new UserError('git_protocol_error', `more than ${MAX_COMMANDS} ref updates in one push`);
+      if (commands.length >= this.limits.refs) throw pushLimitError('refs', `the push updates more than ${this.limits.refs} refs`, this.limits);
       const command: Command = { oldOid: match[1], newOid: match[2], ref: match[3] };
       const problem = checkRefName(command.ref);
       if (problem !== undefined) command.error = problem.startsWith('only ') ? problem : `invalid ref name: ${problem}`;
@@ -242,6 +265,19 @@ class Session {
             : `the pack ended early or its checksum is wrong: the client closed the connection after ${receiver.bytesReceived} bytes`,
         );
       }
+    }
+  }
+
+  /**
+   * Removes the pack this push stored when none of its commands went through: nothing refers to
+   * its objects. The app's lock holds the whole push, so no other push can have come to need them.
+   */
+  private async dropPack(stored: StoredPack): Promise<void> {
+    try {
+      await removePack(this.repo.gitdir, stored.name);
+      log.info('git_pack_dropped', { app: this.repo.app, pack: stored.name, reason: 'every command was refused' });
+    } catch (e) {
+      log.warn('git_pack_drop_failed', { app: this.repo.app, pack: stored.name, error: (e as Error).message });
     }
   }
 
@@ -317,11 +353,11 @@ class Session {
   }
 
   /** Band-2 text for the client, one or more lines; dropped when there is no side band or no client. */
-  private progress(text: string): void {
+  private progress(text: string): void | Promise<void> {
     if (!this.sideband || this.reportDone || text === '') return;
     this.endIndexProgress();
     const line = text.endsWith('\n') || text.endsWith('\r') ? text : `${text}\n`;
-    this.send(Buffer.concat(sideband(2, line)));
+    return this.send(Buffer.concat(sideband(2, line)));
   }
 
   private indexProgress(phase: string, loaded: number, total: number): void {
@@ -365,8 +401,20 @@ class Session {
     return !this.outputBroken && !this.output.destroyed && !this.output.writableEnded;
   }
 
-  private send(data: Buffer): void {
-    if (this.writable()) this.output.write(data);
+  /** Writes to the client; returns a promise, settled once the output drains, when it is full. */
+  private send(data: Buffer): void | Promise<void> {
+    if (!this.writable() || this.output.write(data)) return;
+    this.draining ??= new Promise<void>((resolve) => {
+      const done = () => {
+        this.output.off('drain', done);
+        this.output.off('close', done);
+        this.draining = undefined;
+        resolve();
+      };
+      this.output.on('drain', done);
+      this.output.on('close', done);
+    });
+    return this.draining;
   }
 
   private sendAndWait(data: Buffer): Promise<void> {

@@ -1,6 +1,6 @@
 // An app's bare git repository on disk: creating it (with isomorphic-git), its branch and tag refs
-// (read, and moved by compare-and-swap), and reading objects one at a time (object-store.ts).
-// Never runs the system git.
+// (read, and moved by compare-and-swap), and reading objects: headers here, contents in a child
+// process (object-reader.ts). Never runs the system git.
 import fs from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -10,8 +10,9 @@ import git from 'isomorphic-git';
 import { validateAppName } from '../app-name.ts';
 import { UserError } from '../errors.ts';
 import { sleep } from '../sleep.ts';
-import { ObjectNotFoundError, ObjectStore, parseCommit, parseTag, parseTree, type ObjectType } from './object-store.ts';
-import { treeArchive } from './tree-archive.ts';
+import { ObjectReader } from './object-reader.ts';
+import { ObjectStore, type ObjectType } from './object-store.ts';
+import type { PushLimits } from '../push-limits.ts';
 
 export type { ObjectType } from './object-store.ts';
 
@@ -25,6 +26,8 @@ export class Repository {
   readonly app: string;
   /** The bare repository's directory, `<reposDir>/<app>.git`. */
   readonly gitdir: string;
+
+  private reader: ObjectReader | undefined;
 
   private constructor(app: string, gitdir: string) {
     this.app = app;
@@ -97,7 +100,10 @@ export class Repository {
     }
   }
 
-  /** A reader of this repository's objects as they are now; close it when done. */
+  /**
+   * A reader of this repository's objects as they are now, on the calling thread; close it when
+   * done. For headers (types) only: contents go through `contents()`, off the main thread.
+   */
   objects(): ObjectStore {
     return new ObjectStore(this.gitdir);
   }
@@ -148,33 +154,21 @@ export class Repository {
     }
   }
 
-  /** The content of the file at `filePath` (slash-separated) in a commit, or undefined when there is none. */
-  async readFileAtCommit(commitOid: string, filePath: string): Promise<Buffer | undefined> {
-    const store = this.objects();
-    try {
-      let object = await store.read(commitOid);
-      for (let depth = 0; object?.type === 'tag' && depth < 10; depth++) object = await store.read(parseTag(object.content).object);
-      if (!object) throw new ObjectNotFoundError(commitOid);
-      if (object.type !== 'commit') return undefined;
-      let oid = parseCommit(object.content).tree;
-      let type = 'tree';
-      for (const part of filePath.split('/').filter((p) => p !== '')) {
-        if (type !== 'tree') return undefined;
-        const entry = parseTree(await store.expect(oid, 'tree')).find((e) => e.name === part);
-        if (!entry) return undefined;
-        oid = entry.oid;
-        type = entry.type;
-      }
-      if (type !== 'blob') return undefined;
-      return await store.expect(oid, 'blob');
-    } finally {
-      await store.close();
-    }
+  /** A reader of object contents in a child process, under `limits` (default DEFAULT_PUSH_LIMITS); close it when done. */
+  contents(limits?: Partial<PushLimits>): ObjectReader {
+    return new ObjectReader(this.gitdir, limits);
   }
 
-  /** A tar stream of the commit's tree (the Docker build context); see tree-archive.ts. */
+  /** The content of the file at `filePath` (slash-separated) in a commit, or undefined when there is none; read off the main thread. */
+  async readFileAtCommit(commitOid: string, filePath: string): Promise<Buffer | undefined> {
+    this.reader ??= this.contents();
+    return this.reader.readFile(commitOid, filePath);
+  }
+
+  /** A tar stream of the commit's tree (the Docker build context), made off the main thread; see tree-archive.ts. */
   archive(commitOid: string): Readable {
-    return treeArchive(this.gitdir, commitOid);
+    this.reader ??= this.contents();
+    return this.reader.archive(commitOid);
   }
 
   private async readRefValue(ref: string): Promise<string | undefined> {

@@ -1,8 +1,9 @@
 // A commit's tree as a tar stream (the Docker build context), read straight from the object
 // database one object at a time: no checkout, no index file, nothing written into the repository.
+// The daemon runs it in a child process (object-reader.ts), never on its main thread.
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { ObjectStore, parseCommit, parseTree } from './object-store.ts';
+import { ObjectStore, parseCommit, parseTree, type ReadLimits } from './object-store.ts';
 
 /**
  * Streams the tree of `commitOid` (an annotated tag is peeled) as a tar: directories 0755,
@@ -11,10 +12,10 @@ import { ObjectStore, parseCommit, parseTree } from './object-store.ts';
  * The next blob is read only when the consumer has taken the previous one (backpressure);
  * a walk error, such as a missing object, destroys the stream with that error.
  */
-export function treeArchive(gitdir: string, commitOid: string): Readable {
+export function treeArchive(gitdir: string, commitOid: string, limits?: Partial<ReadLimits>): Readable {
   const packer = tar.pack();
   const out = Readable.from(packer, { objectMode: false });
-  const store = new ObjectStore(gitdir);
+  const store = new ObjectStore(gitdir, limits);
   let stopped = false;
   out.once('close', () => {
     stopped = true;

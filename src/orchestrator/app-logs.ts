@@ -24,7 +24,7 @@ interface LogLine {
 }
 
 /** Writes the app's logs; with `follow`, keeps going until `signal` aborts. */
-export async function writeAppLogs(engine: Engine, app: string, options: LogOptions, write: (line: string) => void, signal: AbortSignal): Promise<void> {
+export async function writeAppLogs(engine: Engine, app: string, options: LogOptions, write: (line: string) => void | Promise<void>, signal: AbortSignal): Promise<void> {
   const format = (l: LogLine) => (options.quiet ? l.text : `${l.time} app[${l.dyno}]: ${l.text}`);
   const containers = await matching(engine, app, options.type);
   const history: LogLine[] = [];
@@ -33,7 +33,7 @@ export async function writeAppLogs(engine: Engine, app: string, options: LogOpti
     for (const line of text.split('\n')) if (line) history.push(parseLine(line, dynoOf(c)));
   }
   history.sort((a, b) => compareTimes(a.time, b.time));
-  for (const l of history.slice(-options.lines)) write(format(l));
+  for (const l of history.slice(-options.lines)) await write(format(l));
   if (!options.follow || signal.aborted) return;
 
   const followed = new Map<string, Subscription>();
@@ -42,10 +42,13 @@ export async function writeAppLogs(engine: Engine, app: string, options: LogOpti
     let partial = '';
     const subscription = await engine.followLogs(c.id, {
       tail: fromStart ? 10_000 : 0,
+      // A promise from `write` (a slow client) holds this container's logs back until it settles.
       onData(data) {
         const lines = (partial + data.toString('utf8')).split('\n');
         partial = lines.pop() ?? '';
-        for (const line of lines) if (line) write(format(parseLine(line, dynoOf(c))));
+        let pending: void | Promise<void> = undefined;
+        for (const line of lines) if (line) pending = write(format(parseLine(line, dynoOf(c)))) ?? pending;
+        return pending;
       },
     });
     if (signal.aborted) return subscription.stop();

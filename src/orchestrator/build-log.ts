@@ -16,29 +16,29 @@ export class TeeOutput implements Output {
   constructor(user: Output) {
     this.user = user;
   }
-  step(text: string): void {
-    this.user.step(text);
+  step(text: string): void | Promise<void> {
     this.copy.step(text);
+    return this.user.step(text);
   }
-  section(text: string): void {
-    this.user.section(text);
+  section(text: string): void | Promise<void> {
     this.copy.section(text);
+    return this.user.section(text);
   }
-  detail(text: string): void {
-    this.user.detail(text);
+  detail(text: string): void | Promise<void> {
     this.copy.detail(text);
+    return this.user.detail(text);
   }
-  error(text: string): void {
-    this.user.error(text);
+  error(text: string): void | Promise<void> {
     this.copy.error(text);
+    return this.user.error(text);
   }
-  line(text: string): void {
-    this.user.line(text);
+  line(text: string): void | Promise<void> {
     this.copy.line(text);
+    return this.user.line(text);
   }
-  raw(data: string | Buffer): void {
-    this.user.raw(data);
+  raw(data: string | Buffer): void | Promise<void> {
     this.copy.raw(data);
+    return this.user.raw(data);
   }
 }
 

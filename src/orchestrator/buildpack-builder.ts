@@ -290,12 +290,15 @@ function launchEntries(processTypes: Record<string, string>, passwd: string, gro
 }
 
 // The build container's stdout and stderr as lines; `ended` settles once its output ended.
-async function attachLines(engine: Engine, id: string, onLine: (line: string) => void): Promise<{ ended: Promise<void> }> {
+async function attachLines(engine: Engine, id: string, onLine: (line: string) => void | Promise<void>): Promise<{ ended: Promise<void> }> {
   let partial = '';
+  // A promise from onLine (a slow client) holds the container's output back until it settles.
   const onData = (data: Buffer) => {
     const lines = (partial + data.toString('utf8')).split('\n');
     partial = lines.pop() ?? '';
-    for (const line of lines) onLine(line.replace(/\r$/, ''));
+    let pending: void | Promise<void> = undefined;
+    for (const line of lines) pending = onLine(line.replace(/\r$/, '')) ?? pending;
+    return pending;
   };
   const attachment = await engine.attach(id, { stdin: false, tty: false, onStdout: onData, onStderr: onData });
   const ended = attachment.ended.then(() => {

@@ -119,7 +119,9 @@ export class DockerEngine implements Engine {
           if (!text) return;
           const lines = (partial + text).split('\n');
           partial = lines.pop() ?? '';
-          for (const line of lines) options.onLine(line.replace(/\r$/, ''));
+          let pending: void | Promise<void> = undefined;
+          for (const line of lines) pending = options.onLine(line.replace(/\r$/, '')) ?? pending;
+          if (pending) holdBack(stream as unknown as NodeJS.ReadableStream, pending);
         },
       );
     });
@@ -168,10 +170,18 @@ export class DockerEngine implements Engine {
       stream.once('error', () => resolve());
     });
     // Without a terminal the engine frames stdout and stderr in one stream.
-    if (options.tty) stream.on('data', (d: Buffer) => options.onStdout(Buffer.from(d)));
-    else this.#docker.modem.demuxStream(stream, sink(options.onStdout), sink(options.onStderr));
+    if (options.tty) stream.pipe(sink(options.onStdout, stream));
+    else this.#docker.modem.demuxStream(stream, sink(options.onStdout, stream), sink(options.onStderr, stream));
     return {
-      write: (data) => void stream.write(data),
+      write: (data) => (stream.write(data) ? undefined : new Promise<void>((resolve) => {
+        const done = () => {
+          stream.off('drain', done);
+          stream.off('close', done);
+          resolve();
+        };
+        stream.on('drain', done);
+        stream.on('close', done);
+      })),
       end: () => void stream.end(),
       ended,
     };
@@ -310,7 +320,7 @@ export class DockerEngine implements Engine {
 
   async followLogs(id: string, options: { tail: number; onData(data: Buffer): void }): Promise<Subscription> {
     const stream = (await this.#docker.getContainer(id).logs({ stdout: true, stderr: true, timestamps: true, follow: true, tail: options.tail })) as NodeJS.ReadableStream;
-    const out = sink(options.onData);
+    const out = sink(options.onData, stream);
     this.#docker.modem.demuxStream(stream, out, out);
     return { stop: () => (stream as Readable).destroy() };
   }
@@ -395,4 +405,10 @@ function dockerOptions(dockerHost: string): Dockerode.DockerOptions {
 function notFound(e: unknown, what: string): unknown {
   if ((e as { statusCode?: number }).statusCode === 404) return new NotFoundError(`the Docker engine has no ${what}`, { cause: e });
   return e;
+}
+
+/** Stops reading `stream` until `pending` settles: a slow consumer holds the engine's output back. */
+function holdBack(stream: NodeJS.ReadableStream, pending: Promise<void>): void {
+  stream.pause();
+  void pending.finally(() => stream.resume());
 }

@@ -62,11 +62,22 @@ export function demux(raw: Buffer): string {
   return Buffer.concat(parts).toString('utf8');
 }
 
-/** A Writable that hands each chunk to `write`, for demultiplexing into. */
-export function sink(write: (data: Buffer) => void): Writable {
+/**
+ * A Writable that hands each chunk to `write`, for demultiplexing into. When `write` returns a
+ * promise (its consumer is full), `source` is paused until every such promise has settled: the
+ * demultiplexer itself ignores backpressure, so it is applied to what feeds it.
+ */
+export function sink(write: (data: Buffer) => void | Promise<void>, source?: NodeJS.ReadableStream): Writable {
+  let waiting = 0;
   return new Writable({
     write(chunk: Buffer, _enc, done) {
-      write(Buffer.from(chunk));
+      const pending = write(Buffer.from(chunk));
+      if (pending && source) {
+        if (waiting++ === 0) source.pause();
+        void pending.finally(() => {
+          if (--waiting === 0) source.resume();
+        });
+      }
       done();
     },
   });

@@ -25,9 +25,7 @@ export class DockerfileBuilder implements Builder {
     await this.engine.build({
       context: source.archive(),
       tag,
-      onLine: (line) => {
-        if (line.trim()) out.detail(line);
-      },
+      onLine: (line) => (line.trim() ? out.detail(line) : undefined),
       memory: this.memory,
       ...(job.signal ? { signal: job.signal } : {}),
     });

@@ -74,7 +74,8 @@ export interface BuildOptions {
   /** The build context as a tar stream. */
   context: Readable;
   tag: string;
-  onLine: (line: string) => void;
+  /** Each line of output; returning a promise stops reading the build's output until it settles (backpressure). */
+  onLine: (line: string) => void | Promise<void>;
   timeoutMs?: number;
   signal?: AbortSignal;
   /** Bytes of memory each build step may use. */
@@ -117,8 +118,8 @@ export interface Subscription {
 
 /** A created container's standard streams, wired before it starts. */
 export interface Attachment {
-  /** To its stdin (attached with `stdin`). */
-  write(data: Buffer): void;
+  /** To its stdin (attached with `stdin`); a promise when the engine's side is full: write nothing more until it settles. */
+  write(data: Buffer): void | Promise<void>;
   /** Ends its stdin. */
   end(): void;
   /** Settles once its output ended or the connection broke. */
@@ -129,8 +130,9 @@ export interface AttachOptions {
   stdin: boolean;
   /** It was created with a terminal: its output is one stream, given to onStdout. */
   tty: boolean;
-  onStdout(data: Buffer): void;
-  onStderr(data: Buffer): void;
+  /** Output as it comes; returning a promise stops reading the container's output until it settles (backpressure). */
+  onStdout(data: Buffer): void | Promise<void>;
+  onStderr(data: Buffer): void | Promise<void>;
 }
 
 /** An object the engine does not have (a container removed meanwhile, a path not in a container). */
@@ -205,7 +207,8 @@ export interface Engine {
    */
   logs(id: string, tail?: number, options?: { timestamps?: boolean }): Promise<string>;
   /** From its last `tail` lines on, what the container writes (stdout and stderr, timestamped), until stopped. */
-  followLogs(id: string, options: { tail: number; onData(data: Buffer): void }): Promise<Subscription>;
+  /** `onData` may return a promise: the logs are not read further until it settles (backpressure). */
+  followLogs(id: string, options: { tail: number; onData(data: Buffer): void | Promise<void> }): Promise<Subscription>;
 
   // Events
   /** Follows what happens to the containers of berth's apps on this instance. */

@@ -13,8 +13,9 @@ import { requireCurrent } from './release-flow.ts';
 
 export interface OneOffIo {
   stdin?: NodeJS.ReadableStream;
-  stdout(data: Buffer): void;
-  stderr(data: Buffer): void;
+  /** Output to the caller; a promise means the caller is full, and the container's output is not read until it settles. */
+  stdout(data: Buffer): void | Promise<void>;
+  stderr(data: Buffer): void | Promise<void>;
   terminal?: Terminal;
   signal: AbortSignal;
 }
@@ -55,7 +56,14 @@ export async function runOneOff(orch: Orchestrator, app: string, words: readonly
   try {
     const attached = await engine.attach(id, { stdin: io.stdin !== undefined, tty: io.terminal !== undefined, onStdout: io.stdout, onStderr: io.stderr });
     if (io.stdin) {
-      io.stdin.on('data', (d: Buffer) => attached.write(d));
+      const stdin = io.stdin;
+      // The caller's input waits while the container's side is full.
+      stdin.on('data', (d: Buffer) => {
+        const pending = attached.write(d);
+        if (!pending) return;
+        stdin.pause();
+        void pending.then(() => stdin.resume());
+      });
       // On a terminal, end of input is a ^D the client sends as a byte; closing the attach early
       // would cut the output off.
       if (!io.terminal) io.stdin.once('end', () => attached.end());

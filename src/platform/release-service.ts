@@ -1,12 +1,12 @@
 // An app's releases end to end: a git push received and deployed, a prebuilt image deployed, a
 // config change released, a rollback; each under the app's lock. Also what a release left: its
 // build output, the last failed deploy's output.
+import { pushLimitsOf } from '../config.ts';
 import { describeForUser, UserError } from '../errors.ts';
 import type { ExecSession } from '../git/exec-router.ts';
 import type { KeyRecord } from '../git/key-store.ts';
 import { receivePush } from '../git/push.ts';
 import { Repository } from '../git/repository.ts';
-import { treeArchive } from '../git/tree-archive.ts';
 import { log } from '../log.ts';
 import { changeConfig, deployImage, rollback } from '../orchestrator/app-operations.ts';
 import type { BuildSource } from '../orchestrator/builder.ts';
@@ -44,7 +44,7 @@ export class ReleaseService {
         if (!this.#state.apps.get(app)) await createApp(this.#state, app, `ssh:${session.key.name}`, 'push');
         const repo = await Repository.open(this.#state.paths.repos, app, { create: true });
         log.info('push_started', { app, key: session.key.name, address: session.address });
-        await receivePush({ input: session.channel, output: session.channel }, repo, (commit, out) => this.#deployPushed(app, repo, commit, session, out));
+        await receivePush({ input: session.channel, output: session.channel }, repo, pushLimitsOf(this.#state.config), (commit, out) => this.#deployPushed(app, repo, commit, session, out));
       },
       () => {
         waiting.step(`Another push to ${app} is running; waiting for it to finish`);
@@ -89,11 +89,13 @@ export class ReleaseService {
 
   /** The deploy step of a push: the reason for `! [remote rejected]` when it fails. */
   async #deployPushed(app: string, repo: Repository, commit: string, session: ExecSession, out: Output): Promise<string | undefined> {
+    // Objects are inflated and resolved in a child process, under the push's caps.
+    const contents = repo.contents(pushLimitsOf(this.#state.config));
     const source: BuildSource = {
       app,
       commit,
-      readFile: (p) => repo.readFileAtCommit(commit, p),
-      archive: () => treeArchive(repo.gitdir, commit),
+      readFile: (p) => contents.readFile(commit, p),
+      archive: () => contents.archive(commit),
     };
     try {
       await this.#orchestrator.deploy({ source, pushedBy: session.key.name, out, signal: session.signal });
@@ -106,6 +108,8 @@ export class ReleaseService {
       if (session.signal.aborted) log.warn('push_cancelled', { app, commit, key: session.key.name, reason: 'the client disconnected' });
       else log.warn('push_deploy_failed', { app, commit, key: session.key.name, error: (e as Error).message });
       return lines[0] ?? 'deploy failed';
+    } finally {
+      contents.close();
     }
   }
 }

@@ -9,7 +9,7 @@
 //   BERTH_TEST_RACE_TO=<oid>       preReceive moves every pushed ref to <oid> first (a concurrent push)
 //   BERTH_TEST_POST_LOG=<file>     postReceive appends the applied updates to this file as JSON lines
 //   BERTH_TEST_MAX_PACK=<bytes>    the maximum pack size
-//   BERTH_TEST_IN_PROCESS_MAX=<n>  packs larger than this are indexed by the child process as they arrive
+//   BERTH_TEST_LIMITS=<json>       the push's caps (PushLimits, in part)
 //   BERTH_TEST_LOG_FILE=<file>     where berth's JSON log goes (instead of the pusher's terminal)
 import { spawn } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
@@ -149,8 +149,8 @@ async function main(argv: string[]): Promise<number> {
   const progressLines = process.env.BERTH_TEST_PROGRESS;
   const raceTo = process.env.BERTH_TEST_RACE_TO;
   const postLog = process.env.BERTH_TEST_POST_LOG;
-  const maxPackBytes = process.env.BERTH_TEST_MAX_PACK ? Number(process.env.BERTH_TEST_MAX_PACK) : undefined;
-  const inProcessMaxBytes = process.env.BERTH_TEST_IN_PROCESS_MAX ? Number(process.env.BERTH_TEST_IN_PROCESS_MAX) : undefined;
+  const limits = { ...(process.env.BERTH_TEST_LIMITS ? JSON.parse(process.env.BERTH_TEST_LIMITS) : {}) };
+  if (process.env.BERTH_TEST_MAX_PACK) limits.packBytes = Number(process.env.BERTH_TEST_MAX_PACK);
   try {
     const repo = await Repository.open(reposDir, match[1], { create: true });
     const hooks: ReceivePackHooks = {
@@ -171,7 +171,7 @@ async function main(argv: string[]): Promise<number> {
         for (const u of applied) appendFileSync(postLog, JSON.stringify(u) + '\n');
       };
     }
-    await serveReceivePack({ input: process.stdin, output: process.stdout }, repo, hooks, { maxPackBytes, inProcessMaxBytes });
+    await serveReceivePack({ input: process.stdin, output: process.stdout }, repo, hooks, { limits });
     return 0;
   } catch (e) {
     process.stderr.write(`stdio-receive-pack: ${e instanceof Error ? e.message : String(e)}\n`);

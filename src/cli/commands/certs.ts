@@ -5,7 +5,11 @@ import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import type { CertificateManager, DomainCertificateReport } from '../../proxy/tls/certificate-manager.ts';
 import { splitPem } from '../../proxy/tls/certificate.ts';
+import { readAtMost } from '../../read-all.ts';
 import { callerName, defineCommand, requireDaemon, type Command, type CommandContext } from '../command.ts';
+
+/** The most standard input certs:add reads. */
+const MAX_PEM_INPUT_BYTES = 64 * 1024;
 
 export const certCommands: Command[] = [
   defineCommand({
@@ -64,7 +68,10 @@ export const certCommands: Command[] = [
       let keyText: string;
       if (certFile === '-') {
         if (keyFile !== undefined) throw new UserError('bad_arguments', 'certs:add: with -, give no KEYFILE: the certificate and key both come from standard input', { exitCode: 2 });
-        const input = (await ctx.readStdin()).toString('utf8');
+        // A chain and its key fit in a few KiB; anything much larger is not a certificate.
+        const stdin = ctx.stdin ? await readAtMost(ctx.stdin(), MAX_PEM_INPUT_BYTES, 'the certificate and key on standard input') : await ctx.readStdin();
+        if (stdin.length > MAX_PEM_INPUT_BYTES) throw new UserError('input_too_large', `the certificate and key on standard input: more than ${MAX_PEM_INPUT_BYTES / 1024} KiB, the most accepted`);
+        const input = stdin.toString('utf8');
         certText = splitPem(input).certs.join('');
         keyText = splitPem(input).keys.join('');
       } else {

@@ -24,15 +24,46 @@ export interface CertificateBundle {
   readonly leaf: X509Certificate;
 }
 
-const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g;
+/** A PEM label: `CERTIFICATE`, `PRIVATE KEY`, `EC PRIVATE KEY`, ... */
+const PEM_LABEL = /^[A-Z0-9 ]+$/;
 
-/** The PEM blocks of a text, split into certificates and private keys. */
+/**
+ * The PEM blocks of a text, split into certificates and private keys. Linear in the text's
+ * length, whatever it holds: every END marker is found in one pass first, and each BEGIN takes
+ * the next END of its label from there (a backtracking regular expression took quadratic time
+ * over many BEGIN lines without an END).
+ */
 export function splitPem(text: string): { certs: string[]; keys: string[] } {
   const certs: string[] = [];
   const keys: string[] = [];
-  for (const match of text.matchAll(PEM_BLOCK)) {
-    if (match[1] === 'CERTIFICATE') certs.push(match[0] + '\n');
-    else if (match[1]!.endsWith('PRIVATE KEY')) keys.push(match[0] + '\n');
+  const ends = new Map<string, number[]>();
+  for (let at = text.indexOf('-----END '); at >= 0; at = text.indexOf('-----END ', at + 1)) {
+    const close = text.indexOf('-----', at + 9);
+    if (close < 0) break;
+    const label = text.slice(at + 9, close);
+    if (!PEM_LABEL.test(label)) continue;
+    const list = ends.get(label);
+    if (list) list.push(at);
+    else ends.set(label, [at]);
+  }
+  const next = new Map<string, number>();
+  for (let at = text.indexOf('-----BEGIN '); at >= 0; ) {
+    const close = text.indexOf('-----', at + 11);
+    if (close < 0) break;
+    const label = text.slice(at + 11, close);
+    const list = PEM_LABEL.test(label) ? ends.get(label) : undefined;
+    let i = next.get(label) ?? 0;
+    // The body holds at least one character.
+    while (list && i < list.length && list[i]! <= close + 5) i++;
+    next.set(label, i);
+    if (!list || i >= list.length) {
+      at = text.indexOf('-----BEGIN ', at + 1);
+      continue;
+    }
+    const end = list[i]! + `-----END ${label}-----`.length;
+    if (label === 'CERTIFICATE') certs.push(text.slice(at, end) + '\n');
+    else if (label.endsWith('PRIVATE KEY')) keys.push(text.slice(at, end) + '\n');
+    at = text.indexOf('-----BEGIN ', end);
   }
   return { certs, keys };
 }
