@@ -54,6 +54,13 @@ export const psCommands: Command[] = [
       ctx.out.section(`${app} processes`);
       ctx.out.line(`Status:    ${record.stopped ? 'stopped' : current ? 'deployed' : 'not deployed'}${current ? ` (release v${current.number})` : ''}`);
       ctx.out.line(`Wanted:    ${wantedDynos(record).join(' ') || '(none)'}`);
+      // Probation (issue 17): the release serving on trial, until when, and the old one kept warm.
+      const probation = orch.probation(app);
+      if (probation) {
+        const left = Math.max(0, Math.ceil((probation.until - Date.now()) / 1000));
+        const warm = probation.warm.length ? `; kept warm: ${probation.warm.map((w) => `${w.name} (v${w.release ?? '?'})`).join(', ')}` : '';
+        ctx.out.line(`Probation: v${probation.release} until ${new Date(probation.until).toISOString()} (${left} s left)${warm}`);
+      }
       const rows = containers.map((c) => [
         c.labels[LABEL.dyno] ?? '?',
         c.status,
