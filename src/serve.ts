@@ -56,7 +56,7 @@ export async function serve(argv: string[]): Promise<number> {
     const publisher = {
       // Host names are read when the routes are swapped, so a domain change made while a deploy
       // runs is not undone by the deploy's earlier copy.
-      publish: (app: string, _hostnames: string[], targets: Target[]) => {
+      publish: (app: string, _hostnames: string[], targets: Target[], standby: Target[] = []) => {
         const hostnames = services.domains.hostnames(app);
         // A renamed app's old routes hold its domains until the new name is ready: they go in
         // the same swap that brings the new routes.
@@ -65,11 +65,12 @@ export async function serve(argv: string[]): Promise<number> {
           const holder = routes.lookup(name)?.app;
           if (holder !== undefined && holder !== app && !services.apps.get(holder)) routes = routes.withoutApp(holder);
         }
-        edge.swap(routes.withApp(app, hostnames, targets));
+        edge.swap(routes.withApp(app, hostnames, targets, standby));
         void certificates.sync();
       },
       unpublish: (app: string) => edge.swap(edge.routes.withoutApp(app)),
       routed: (app: string) => edge.routes.route(app)?.targets ?? [],
+      standby: (app: string) => edge.routes.route(app)?.standby ?? [],
       drain: (targets: readonly Target[], options: { deadlineMs: number; reason: string }) => edge.drain(targets, options),
     };
     const orchestrator = new Orchestrator({
@@ -90,7 +91,7 @@ export async function serve(argv: string[]): Promise<number> {
       const route = edge.routes.route(app);
       if (route) {
         try {
-          publisher.publish(app, services.domains.hostnames(app), [...route.targets]);
+          publisher.publish(app, services.domains.hostnames(app), [...route.targets], [...route.standby]);
         } catch (e) {
           log.error('domains_republish_failed', { app, error: e });
         }

@@ -171,6 +171,7 @@ function recordingPublisher(): RoutePublisher & { routes: Map<string, Target[]>;
       routes.delete(app);
     },
     routed: (app: string) => routes.get(app) ?? [],
+    standby: () => [],
     drain: async (): Promise<DrainResult> => ({ waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 }),
   };
   return p;

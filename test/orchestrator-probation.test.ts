@@ -68,13 +68,15 @@ test('a new container that dies on probation sends the route back to the old one
   assert.deepEqual(probation.warm, [{ name: v1.name, release: 1 }]);
   assert.ok(probation.until - probation.since === 5_000);
   assert.deepEqual(publisher.routed('shop').map((x) => x.id), [v2.name], 'the new release serves during probation');
+  assert.deepEqual(publisher.standby('shop').map((x) => x.id), [v1.name], 'the old one stands by for requests the new one refuses');
   assert.equal(engine.containers.get(v1.id)?.running, true, 'the old container is kept running, out of the route');
-  assert.ok(out.lines.includes('-----> Serving v2; keeping v1 ready for 5s'), out.lines.join('\n'));
+  assert.ok(out.lines.includes('-----> Serving v2; keeping v1 ready for 5 s'), out.lines.join('\n'));
 
   engine.set(v2.id, { running: false, status: 'exited', exitCode: 3 });
-  engine.emit(engine.eventOf(v2.id, 'died', 'die'));
+  engine.emit({ ...engine.eventOf(v2.id, 'died', 'die'), exitCode: 3 });
   // Nothing awaited since the event: the swap back happened in its tick.
   assert.deepEqual(publisher.routed('shop').map((x) => x.id), [v1.name]);
+  assert.deepEqual(publisher.standby('shop'), []);
   await failed;
   assert.equal(engine.containers.has(v2.id), false, 'the new container was removed');
   assert.equal(engine.containers.get(v1.id)?.running, true);
@@ -98,10 +100,11 @@ test('a clean probation keeps the old container running out of the route for the
   assert.ok(Date.now() - started >= 400);
   const v2 = only(engine, 2);
   assert.deepEqual(publisher.routed('shop').map((x) => x.id), [v2.name]);
+  assert.deepEqual(publisher.standby('shop'), [], 'no standby once the old container stops');
   assert.equal(engine.containers.has(v1.id), false, 'the old container was stopped after probation');
   assert.equal(currentRelease(orch.apps.require('shop'))?.number, 2);
   const steps = out.lines.filter((l) => l.startsWith('----->'));
-  assert.ok(steps.indexOf('-----> Serving v2; keeping v1 ready for 400ms') < steps.findIndex((l) => l.startsWith('-----> Stopping 1 old container')), steps.join('\n'));
+  assert.ok(steps.indexOf('-----> Serving v2; keeping v1 ready for 0.4 s') < steps.findIndex((l) => l.startsWith('-----> Stopping 1 old container')), steps.join('\n'));
 });
 
 test('a probation that hears no event still notices a container that stopped, by inspecting it', async (t) => {
@@ -171,10 +174,15 @@ function only(engine: FakeEngine, release: number): ContainerState {
 
 function recordingPublisher(): RoutePublisher {
   const routes = new Map<string, Target[]>();
+  const standby = new Map<string, Target[]>();
   return {
-    publish: (app, _hostnames, targets) => void routes.set(app, [...targets]),
+    publish: (app, _hostnames, targets, behind = []) => {
+      routes.set(app, [...targets]);
+      standby.set(app, [...behind]);
+    },
     unpublish: (app) => void routes.delete(app),
     routed: (app) => routes.get(app) ?? [],
+    standby: (app) => standby.get(app) ?? [],
     // No proxy here: nothing is in flight on a swapped-out target.
     drain: async (): Promise<DrainResult> => ({ waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 }),
   };

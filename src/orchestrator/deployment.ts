@@ -32,11 +32,16 @@ export interface DrainResult {
 
 /** How the orchestrator reaches the edge proxy. */
 export interface RoutePublisher {
-  /** Replaces the app's routing in one synchronous swap. */
-  publish(app: string, hostnames: string[], targets: Target[]): void;
+  /**
+   * Replaces the app's routing in one synchronous swap. `standby` targets get only the requests
+   * every target refused or reset (the old release while the new one is on probation).
+   */
+  publish(app: string, hostnames: string[], targets: Target[], standby?: Target[]): void;
   unpublish(app: string): void;
   /** The web targets the app is routed to now ([] when none). */
   routed(app: string): readonly Target[];
+  /** The app's standby targets now ([] when none). */
+  standby(app: string): readonly Target[];
   /**
    * For targets already swapped out: waits until their requests in flight finish (up to
    * `deadlineMs`), then closes their WebSockets with a close frame to both sides.
@@ -139,8 +144,10 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
     const containers = [...kept.values(), ...ready];
     const targets = webTargets(containers);
     const before = [...ctx.publisher.routed(app)];
-    // The swap: one synchronous assignment of the app's whole new target set.
-    ctx.publisher.publish(app, ctx.hostnames, targets);
+    const replaced = before.filter((t) => !targets.some((n) => n.id === t.id && n.host === t.host && n.port === t.port));
+    // The swap: one synchronous assignment of the app's whole new target set. The old targets
+    // stay behind it as standby until they are retired: a request the new ones refuse goes there.
+    ctx.publisher.publish(app, ctx.hostnames, targets, replaced);
     const swappedAt = performance.now();
     log.info('route_swapped', {
       app,
@@ -150,7 +157,6 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
       removed: before.filter((b) => !targets.some((t) => t.id === b.id)).map((b) => b.id),
     });
     if (targets.length) ctx.out.step(`Routing ${ctx.hostnames.join(', ')} to ${targets.length} web container${targets.length === 1 ? '' : 's'} of release v${release.number}`);
-    const replaced = before.filter((t) => !targets.some((n) => n.id === t.id && n.host === t.host && n.port === t.port));
     return { containers, started: [...ready].sort(byDyno), replaced, before, routed: targets, swappedAt };
   } catch (e) {
     await Promise.all(started.map((s) => ctx.engine.stopAndRemove(s.state.id, 0).catch((err) => log.warn('container_remove_failed', { id: s.state.id, error: err }))));
@@ -175,6 +181,8 @@ export async function retireOthers(ctx: DeployContext, plan: ProcessPlan, deploy
     log.info('old_release_drained', { app: plan.name, release: plan.release.number, sinceSwapMs: Math.round(report.sinceSwapMs), tunnelsClosed: report.tunnelsClosed, requestsLeft: report.requestsLeft });
     if (report.tunnelsClosed > 0) ctx.out.detail(`closed ${report.tunnelsClosed} WebSocket${report.tunnelsClosed === 1 ? '' : 's'} ${(report.sinceSwapMs / 1000).toFixed(1)}s after the swap`);
     if (report.requestsLeft > 0) ctx.out.detail(`${report.requestsLeft} request${report.requestsLeft === 1 ? ' was' : 's were'} still running at the deadline`);
+    // They stop next: no longer standby either.
+    if (ctx.publisher.standby(plan.name).length > 0) ctx.publisher.publish(plan.name, ctx.hostnames, [...ctx.publisher.routed(plan.name)]);
   }
   const old = (await processContainers(ctx.engine, plan.name)).filter((c) => !keep.has(c.id));
   await stopContainers(ctx, plan.name, old, checks);

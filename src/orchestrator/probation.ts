@@ -9,7 +9,6 @@ import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
 import type { Target } from '../proxy/route-table.ts';
-import { formatMs } from '../state/check-settings.ts';
 import { checkPort, checkSettingsOf, processContainers, type DeployContext, type Deployed, type DrainResult, type ProcessPlan } from './deployment.ts';
 import { LABEL, NotFoundError, type ContainerEvent, type ContainerState, type Subscription } from './engine.ts';
 import { probeOnce } from './health-check.ts';
@@ -73,7 +72,7 @@ export async function prove(ctx: DeployContext, plan: ProcessPlan, deployed: Dep
   const warm = (await processContainers(ctx.engine, app)).filter((c) => !keep.has(c.id) && c.running);
   const version = `v${plan.release.number}`;
   const since = Date.now();
-  ctx.out.step(`${deployed.routed.length > 0 ? 'Serving' : 'Running'} ${version}; ${warm.length > 0 ? `keeping ${describeWarm(warm, plan.release.number)} ready` : 'watching it'} for ${formatMs(checks.waitMs)}`);
+  ctx.out.step(`${deployed.routed.length > 0 ? 'Serving' : 'Running'} ${version}; ${warm.length > 0 ? `keeping ${describeWarm(warm, plan.release.number)} ready` : 'watching it'} for ${seconds(checks.waitMs)}`);
   ctx.board?.begin({
     app,
     release: plan.release.number,
@@ -162,9 +161,8 @@ async function rollBack(ctx: DeployContext, plan: ProcessPlan, deployed: Deploye
   const checks = checkSettingsOf(ctx, plan);
   const dyno = failure.container.labels[LABEL.dyno] ?? failure.container.name;
   const state = await ctx.engine.inspect(failure.container.id).catch(() => undefined);
-  const what = `${dyno} ${failure.reason}${exitDetail(state)} ${((failure.mono - deployed.swappedAt) / 1000).toFixed(1)} s after v${plan.release.number} was routed`;
+  const what = `${dyno} ${failure.reason}${exitDetail(state, failure.event)} ${((failure.mono - deployed.swappedAt) / 1000).toFixed(1)} s after v${plan.release.number} was routed`;
   const back = warm.length > 0 ? `; routed back to ${describeWarm(warm, plan.release.number)}` : deployed.before.length === 0 ? '; the app has no route now' : '';
-  ctx.out.error(`${what}${back}`);
   const logs = await ctx.engine.logs(failure.container.id, 50).catch(() => '');
   const started = new Set(deployed.started.map((c) => c.name));
   const newTargets: Target[] = deployed.routed.filter((t) => started.has(t.id));
@@ -225,9 +223,16 @@ function eventReason(event: ContainerEvent): string | undefined {
   }
 }
 
-function exitDetail(state: ContainerState | undefined): string {
+function exitDetail(state: ContainerState | undefined, event: ContainerEvent | undefined): string {
+  // A restart policy may have started it again since: the die event kept the code.
+  if (event?.exitCode !== undefined) return ` (exit code ${event.exitCode}${state?.oomKilled ? ', out of memory' : ''})`;
   if (!state || state.running) return '';
   return ` (exit code ${state.exitCode}${state.oomKilled ? ', out of memory' : ''})`;
+}
+
+/** `10 s`, `0.4 s`: how the deploy output says durations. */
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
 }
 
 function releaseOf(c: ContainerState): number | undefined {
