@@ -107,6 +107,34 @@ test('a clean probation keeps the old container running out of the route for the
   assert.ok(steps.indexOf('-----> Serving v2; keeping v1 ready for 0.4 s') < steps.findIndex((l) => l.startsWith('-----> Stopping 1 old container')), steps.join('\n'));
 });
 
+test("the old release's drain-timeout counts from the swap: when it runs out during probation, the old targets are drained then, not after", async (t) => {
+  const { orch, engine, publisher, port } = await setUp(t, 800, 200);
+  const v1 = only(engine, 1);
+  const out = recordingOutput();
+  const deploy = deployNewRelease(orch.releaseDeps('shop'), 'shop', releaseOf(2, port), out);
+  await until(() => orch.probation('shop') !== undefined);
+  const probationBegan = Date.now();
+  await until(() => publisher.drains.length > 0);
+  assert.deepEqual(publisher.drains[0]!.targets, [v1.name]);
+  assert.equal(publisher.drains[0]!.deadlineMs, 0, 'the grace was spent during probation');
+  assert.ok(publisher.drains[0]!.at - probationBegan < 600, 'drained while probation still ran');
+  assert.notEqual(orch.probation('shop'), undefined);
+  await deploy;
+  assert.equal(publisher.drains.length, 1, 'not drained a second time after probation');
+  assert.ok(out.lines.includes('-----> Draining 1 old web container (up to 200ms after the swap)'), out.lines.join('\n'));
+});
+
+test('checks:skip keeps its meaning: no checks and no probation, the old container retires right after the swap', async (t) => {
+  const { orch, engine, port } = await setUp(t, 10_000);
+  await orch.apps.update('shop', (a) => void (a.checks = { ...a.checks, skipped: ['web'] }));
+  const out = recordingOutput();
+  const started = Date.now();
+  await deployNewRelease(orch.releaseDeps('shop'), 'shop', releaseOf(2, port), out);
+  assert.ok(Date.now() - started < 5_000, 'no 10 s probation');
+  assert.ok(!out.lines.some((l) => /Serving|Checking/.test(l)), out.lines.join('\n'));
+  assert.deepEqual([...engine.containers.values()].map((c) => c.labels[LABEL.release]), ['2']);
+});
+
 test('a probation that hears no event still notices a container that stopped, by inspecting it', async (t) => {
   const { orch, engine, publisher, port } = await setUp(t, 10_000);
   const v1 = only(engine, 1);
@@ -137,7 +165,7 @@ test('a daemon that restarts during probation adopts the release on record and r
 
 // ---------------------------------------------------------------------------------------------
 
-async function setUp(t: TestContext, waitMs: number) {
+async function setUp(t: TestContext, waitMs: number, drainTimeoutMs = 1000) {
   const server = net.createServer((s) => s.destroy()).listen(0, '127.0.0.1');
   await once(server, 'listening');
   t.after(() => server.close());
@@ -154,7 +182,7 @@ async function setUp(t: TestContext, waitMs: number) {
   await apps.update('shop', (a) => {
     a.releases.push(releaseOf(1, port));
     a.current = 1;
-    a.checks = { ...defaultCheckSettings(), properties: { wait: waitMs, drainTimeout: 1000 } };
+    a.checks = { ...defaultCheckSettings(), properties: { wait: waitMs, drainTimeout: drainTimeoutMs } };
   });
   const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
   await domains.load();
@@ -172,10 +200,12 @@ function only(engine: FakeEngine, release: number): ContainerState {
   return found[0]!;
 }
 
-function recordingPublisher(): RoutePublisher {
+function recordingPublisher(): RoutePublisher & { drains: Array<{ at: number; targets: string[]; deadlineMs: number }> } {
   const routes = new Map<string, Target[]>();
   const standby = new Map<string, Target[]>();
+  const drains: Array<{ at: number; targets: string[]; deadlineMs: number }> = [];
   return {
+    drains,
     publish: (app, _hostnames, targets, behind = []) => {
       routes.set(app, [...targets]);
       standby.set(app, [...behind]);
@@ -184,7 +214,10 @@ function recordingPublisher(): RoutePublisher {
     routed: (app) => routes.get(app) ?? [],
     standby: (app) => standby.get(app) ?? [],
     // No proxy here: nothing is in flight on a swapped-out target.
-    drain: async (): Promise<DrainResult> => ({ waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 }),
+    drain: async (targets, options): Promise<DrainResult> => {
+      drains.push({ at: Date.now(), targets: targets.map((x) => x.id), deadlineMs: options.deadlineMs });
+      return { waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 };
+    },
   };
 }
 
