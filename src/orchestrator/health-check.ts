@@ -168,6 +168,12 @@ export function defaultHealthChecks(options: { listening: boolean }): HealthChec
   return [listening, answering];
 }
 
+/** The container stays up, without a restart, `uptimeMs` after it started. */
+export function uptimeCheck(uptimeMs: number): UptimeCheck {
+  const ms = Math.max(0, uptimeMs);
+  return { kind: 'uptime', name: `uptime ${formatSeconds(ms)}`, attempts: 1, timeoutMs: 0, waitMs: 0, initialDelayMs: 0, port: undefined, uptimeMs: ms };
+}
+
 /**
  * Runs the checks one after another against one container; resolves when all pass. Throws a
  * UserError (`health_check_failed`) naming the check and the last reason when one runs out of

@@ -17,6 +17,7 @@ import { BuildpackFetcher } from './buildpack-fetcher.ts';
 import { checkPort, checkSettingsOf, processContainers, webTargets, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
 import { LABEL, type ContainerEvent, type Engine, type Subscription } from './engine.ts';
+import { checksOf, uptimeCheck } from './health-check.ts';
 import { checksFor, passGate } from './health-gate.ts';
 import type { ContainerWatcher, ProbationBoard, ProbationState } from './probation.ts';
 import { RouteGuard } from './route-guard.ts';
@@ -352,7 +353,11 @@ export class Orchestrator {
       const container = await this.deps.engine.inspect(id);
       if (container.labels[LABEL.release] !== String(release.number)) return;
       if (!checks.isSkipped(type) && !checks.isDisabled(type)) {
-        await passGate({ engine: this.deps.engine, container, dyno: container.labels[LABEL.dyno] ?? type, checks: checksFor(release, type, checks), port: checkPort(type), hostHeader: this.hostnames(app)[0] ?? app });
+        // A container its restart policy brought back has no old one standing by: without app.json
+        // checks it must stay up for the wait before it is routed again, as a deploy's gate once did.
+        const list = checksFor(release, type, checks);
+        const declared = checksOf(release.healthchecks, type).length > 0;
+        await passGate({ engine: this.deps.engine, container, dyno: container.labels[LABEL.dyno] ?? type, checks: declared ? list : [...list, uptimeCheck(checks.waitMs)], port: checkPort(type), hostHeader: this.hostnames(app)[0] ?? app });
       }
     } catch (e) {
       log.info('routes_refresh_skipped', { app, id, reason: (e as Error).message });
