@@ -124,6 +124,18 @@ test("the old release's drain-timeout counts from the swap: when it runs out dur
   assert.ok(out.lines.includes('-----> Draining 1 old web container (up to 200ms after the swap)'), out.lines.join('\n'));
 });
 
+test('a new container that keeps failing its check during probation is rolled back like one that died', async (t) => {
+  const { orch, engine, publisher, port, server } = await setUp(t, 10_000);
+  const v1 = only(engine, 1);
+  const deploy = deployNewRelease(orch.releaseDeps('shop'), 'shop', releaseOf(2, port), recordingOutput());
+  const failed = assert.rejects(deploy, (e: unknown) => isUserError(e) && e.code === 'probation_failed' && /^web\.1 failed its check "port open" 3 times in a row \(nothing listens on port \d+\)/.test(e.message));
+  await until(() => orch.probation('shop') !== undefined);
+  server.close();
+  await failed;
+  assert.deepEqual(publisher.routed('shop').map((x) => x.id), [v1.name]);
+  assert.equal(currentRelease(orch.apps.require('shop'))?.number, 1);
+});
+
 test('checks:skip keeps its meaning: no checks and no probation, the old container retires right after the swap', async (t) => {
   const { orch, engine, port } = await setUp(t, 10_000);
   await orch.apps.update('shop', (a) => void (a.checks = { ...a.checks, skipped: ['web'] }));
@@ -168,7 +180,7 @@ test('a daemon that restarts during probation adopts the release on record and r
 async function setUp(t: TestContext, waitMs: number, drainTimeoutMs = 1000) {
   const server = net.createServer((s) => s.destroy()).listen(0, '127.0.0.1');
   await once(server, 'listening');
-  t.after(() => server.close());
+  t.after(() => void (server.listening && server.close()));
   const port = (server.address() as net.AddressInfo).port;
   const engine = new LoopbackEngine();
   engine.addImage(IMAGE);
@@ -191,7 +203,7 @@ async function setUp(t: TestContext, waitMs: number, drainTimeoutMs = 1000) {
   // Start-up adopts the release on record: v1 runs and is routed.
   await orch.start();
   t.after(() => orch.stop());
-  return { orch, engine, publisher, port, stores };
+  return { orch, engine, publisher, port, stores, server };
 }
 
 function only(engine: FakeEngine, release: number): ContainerState {

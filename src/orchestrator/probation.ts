@@ -69,7 +69,8 @@ export async function prove(ctx: DeployContext, plan: ProcessPlan, deployed: Dep
   });
   if (watched.length === 0 || checks.waitMs <= 0) return {};
   const keep = new Set(deployed.containers.map((c) => c.id));
-  const warm = (await processContainers(ctx.engine, app)).filter((c) => !keep.has(c.id) && c.running);
+  // Only for messages and reports: an engine that does not answer now changes nothing else.
+  const warm = (await processContainers(ctx.engine, app).catch(() => [])).filter((c) => !keep.has(c.id) && c.running);
   const version = `v${plan.release.number}`;
   const since = Date.now();
   ctx.out.step(`${deployed.routed.length > 0 ? 'Serving' : 'Running'} ${version}; ${warm.length > 0 ? `keeping ${describeWarm(warm, plan.release.number)} ready` : 'watching it'} for ${seconds(checks.waitMs)}`);
@@ -191,20 +192,26 @@ async function recheck(ctx: DeployContext, plan: ProcessPlan, container: Contain
   const target = { host: container.ip ?? '', port: checkPort(type), hostHeader: ctx.hostnames[0] ?? plan.name };
   for (;;) {
     await sleep(RECHECK_INTERVAL_MS, signal);
-    const state = await ctx.engine.inspect(container.id).catch((e: unknown) => {
-      if (e instanceof NotFoundError) return undefined;
-      throw e;
-    });
-    if (signal.aborted) return;
-    if (!state) return fail(container, 'was removed');
-    if (!state.running || state.status === 'restarting') return fail(container, 'exited');
-    if (state.restartCount > container.restartCount) return fail(container, 'restarted');
-    for (const check of list) {
-      const result = await probeOnce(check, target, Date.now(), signal);
+    try {
+      const state = await ctx.engine.inspect(container.id).catch((e: unknown) => {
+        if (e instanceof NotFoundError) return undefined;
+        throw e;
+      });
       if (signal.aborted) return;
-      const n = result.ok ? 0 : (failures.get(check.name) ?? 0) + 1;
-      failures.set(check.name, n);
-      if (n >= RECHECK_FAILURES) return fail(container, `failed its check "${check.name}" ${n} times in a row (${result.detail})`);
+      if (!state) return fail(container, 'was removed');
+      if (!state.running || state.status === 'restarting') return fail(container, 'exited');
+      if (state.restartCount > container.restartCount) return fail(container, 'restarted');
+      for (const check of list) {
+        const result = await probeOnce(check, target, Date.now(), signal);
+        if (signal.aborted) return;
+        const n = result.ok ? 0 : (failures.get(check.name) ?? 0) + 1;
+        failures.set(check.name, n);
+        if (n >= RECHECK_FAILURES) return fail(container, `failed its check "${check.name}" ${n} times in a row (${result.detail})`);
+      }
+    } catch (e) {
+      if (signal.aborted) return;
+      // The engine not answering once says nothing about the container; the next turn asks again.
+      log.warn('probation_recheck_failed', { container: container.name, error: e });
     }
   }
 }
