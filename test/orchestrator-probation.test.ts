@@ -16,6 +16,7 @@ import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestr
 import { LABEL, type ContainerState } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
+import { scale } from '../src/orchestrator/app-operations.ts';
 import { deployNewRelease } from '../src/orchestrator/release-flow.ts';
 import type { Target } from '../src/proxy/route-table.ts';
 import { AppStore, currentRelease, type Release } from '../src/state/app-store.ts';
@@ -134,6 +135,23 @@ test('a new container that keeps failing its check during probation is rolled ba
   await failed;
   assert.deepEqual(publisher.routed('shop').map((x) => x.id), [v1.name]);
   assert.equal(currentRelease(orch.apps.require('shop'))?.number, 1);
+});
+
+test('ps:scale puts the containers it starts on probation: one that dies fails the scale, which is undone', async (t) => {
+  const { orch, engine, publisher } = await setUp(t, 10_000);
+  const v1 = only(engine, 1);
+  const scaling = scale(orch, 'shop', { web: 2 }, recordingOutput());
+  const failed = assert.rejects(scaling, (e: unknown) => isUserError(e) && e.code === 'probation_failed' && /^web\.2 exited/.test(e.message));
+  await until(() => orch.probation('shop') !== undefined);
+  assert.equal(publisher.routed('shop').length, 2);
+  assert.deepEqual(orch.probation('shop')!.warm, [], 'web.1 is kept, not replaced: nothing to keep warm');
+  const web2 = [...engine.containers.values()].find((c) => c.labels[LABEL.dyno] === 'web.2')!;
+  engine.set(web2.id, { running: false, status: 'exited', exitCode: 1 });
+  engine.emit(engine.eventOf(web2.id, 'died', 'die'));
+  assert.deepEqual(publisher.routed('shop').map((x) => x.id), [v1.name]);
+  await failed;
+  assert.deepEqual(orch.apps.require('shop').formation, {}, 'the formation is back as it was');
+  assert.deepEqual([...engine.containers.values()].map((c) => c.labels[LABEL.dyno]), ['web.1']);
 });
 
 test('checks:skip keeps its meaning: no checks and no probation, the old container retires right after the swap', async (t) => {

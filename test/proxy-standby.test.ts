@@ -4,8 +4,12 @@
 // End to end under wrk load in e2e-probation.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { setLogSink } from '../src/log.ts';
 import { RouteTable } from '../src/proxy/route-table.ts';
 import { call, freePort, startNamedUpstream, startProxy, startUpstream } from './helpers/loopback.ts';
+
+const logLines: Array<Record<string, unknown>> = [];
+setLogSink((line) => logLines.push(JSON.parse(line) as Record<string, unknown>));
 
 test('a standby target gets no requests while the routed one answers', async (t) => {
   const next = await startNamedUpstream(t, 'web-next');
@@ -25,6 +29,7 @@ test('a request the routed target refuses goes to the standby one, whatever its 
   const post = await call(proxy.httpPort, { host: 'shop.example.com', method: 'POST', body: Buffer.from('order') });
   assert.equal(post.status, 200, 'nothing reached the crashed target: a POST may go elsewhere too');
   assert.equal(post.body.toString(), 'web-old');
+  assert.deepEqual(logLines.filter((l) => l.event === 'proxy_upstream_error').map((l) => [l.target, l.phase, l.status]), [['web-crashed', 'connect', undefined], ['web-crashed', 'connect', undefined]], 'logged, and answered by the standby target');
 });
 
 test('a GET the routed target resets before answering is retried on the standby one', async (t) => {
