@@ -3,7 +3,7 @@
 // (cache from the previous build), alone and as `git push` until the new version answers
 // through the proxy; and a rollback, from the command until the old release answers.
 import path from 'node:path';
-import { MemoryOutput } from '../src/cli/output.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
 import { BuildpackBuilder, cacheVolume } from '../src/orchestrator/buildpack-builder.ts';
 import { BuildpackFetcher } from '../src/orchestrator/buildpack-fetcher.ts';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';

@@ -10,11 +10,13 @@ set -euo pipefail
 
 BASE_IMAGE="${BERTH_TEST_BASE_IMAGE:-berth-test/base:latest}"
 # The stack image buildpack tests build in (berth serve --stack-image): the same files as the base
-# image, with /app empty and HOME=/app as on Heroku's stacks.
+# image, with /app empty, HOME=/app, util-linux's setpriv (berth drops to an unprivileged user
+# with it) and the stack id in CNB_STACK_ID, as on Heroku's stacks.
 STACK_IMAGE="${BERTH_TEST_STACK_IMAGE:-berth-test/stack:latest}"
 DOCKER_LOG="${BERTH_DOCKERD_LOG:-/var/log/berth-dockerd.log}"
-# Bumped whenever the images' content changes, so machines provisioned earlier rebuild them.
-IMAGE_REVISION=2
+# Bumped whenever an image's content changes, so machines provisioned earlier rebuild it.
+BASE_REVISION=2
+STACK_REVISION=3
 only_engine=0
 [[ "${1:-}" == "--engine" ]] && only_engine=1
 
@@ -50,25 +52,28 @@ start_engine() {
 }
 
 build_base_image() {
-  image_current "$BASE_IMAGE" && return 0
+  image_current "$BASE_IMAGE" "$BASE_REVISION" && return 0
   say "building $BASE_IMAGE from this machine's busybox, bash and node (no registry)"
-  import_rootfs "$BASE_IMAGE" --change 'WORKDIR /app'
+  import_rootfs "$BASE_IMAGE" "$BASE_REVISION" --change 'WORKDIR /app'
 }
 
 build_stack_image() {
-  image_current "$STACK_IMAGE" && return 0
-  say "building $STACK_IMAGE from this machine's busybox, bash and node (no registry)"
-  import_rootfs "$STACK_IMAGE" --change 'ENV HOME=/app' --change 'WORKDIR /'
+  image_current "$STACK_IMAGE" "$STACK_REVISION" && return 0
+  command -v setpriv >/dev/null || apt_install util-linux
+  say "building $STACK_IMAGE from this machine's busybox, bash, node and setpriv (no registry)"
+  import_rootfs "$STACK_IMAGE" "$STACK_REVISION" --change 'ENV HOME=/app' --change 'ENV CNB_STACK_ID=heroku-24' --change 'WORKDIR /'
 }
 
 image_current() {
-  [[ "$(docker image inspect -f '{{index .Config.Labels "berth.provision"}}' "$1" 2>/dev/null)" == "$IMAGE_REVISION" ]]
+  [[ "$(docker image inspect -f '{{index .Config.Labels "berth.provision"}}' "$1" 2>/dev/null)" == "$2" ]]
 }
 
-# import_rootfs IMAGE [--change ...]: busybox, bash, node and their libraries, imported as IMAGE.
+# import_rootfs IMAGE REVISION [--change ...]: busybox, bash, node (and for the stack image,
+# setpriv) with their libraries, imported as IMAGE; the image it replaces is removed when unused.
 import_rootfs() {
-  local image="$1" root node_bin
-  shift
+  local image="$1" revision="$2" root node_bin previous bins
+  shift 2
+  previous="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
   root="$(mktemp -d)"
   trap "rm -rf '$root'; trap - RETURN" RETURN
   node_bin="$(command -v node)"
@@ -81,7 +86,14 @@ import_rootfs() {
   cp "$(command -v bash)" "$root/bin/bash"
   ln -s /bin/busybox "$root/usr/bin/env"  # for #!/usr/bin/env bash, as buildpack scripts start
   cp "$node_bin" "$root/usr/bin/node"
-  for bin in "$(command -v bash)" "$node_bin"; do
+  bins=("$(command -v bash)" "$node_bin")
+  if [[ "$image" == "$STACK_IMAGE" ]]; then
+    # busybox's setpriv cannot change users; util-linux's can, as on Heroku's stacks.
+    rm -f "$root/bin/setpriv"
+    cp "$(command -v setpriv)" "$root/usr/bin/setpriv"
+    bins+=("$(command -v setpriv)")
+  fi
+  for bin in "${bins[@]}"; do
     for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
       mkdir -p "$root$(dirname "$lib")"
       cp -L "$lib" "$root$lib"
@@ -92,9 +104,12 @@ import_rootfs() {
   printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
   tar -C "$root" -c . | docker import \
     --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
-    --change "LABEL berth.provision=$IMAGE_REVISION" \
+    --change "LABEL berth.provision=$revision" \
     "$@" \
     - "$image" >/dev/null || die "docker import of $image failed"
+  if [[ -n "$previous" && "$previous" != "$(docker image inspect -f '{{.Id}}' "$image")" ]]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true
+  fi
 }
 
 if ((only_engine)); then

@@ -11,4 +11,17 @@ tsc --noEmit -p .
 echo "-----> build"
 node build.mjs
 echo "-----> tests"
-node --test --test-concurrency=1 --test-reporter=spec "${@:-test/*.test.ts}"
+# Tests leave nothing behind, also when they fail: the run gets a temp dir of its own (every test,
+# helper and child process it starts writes there through TMPDIR), and anything left in it
+# afterwards fails the run, listed by name.
+run_tmp="$(mktemp -d "${TMPDIR:-/tmp}/berth-test-run-XXXXXX")"
+trap 'rm -rf "$run_tmp"' EXIT
+status=0
+TMPDIR="$run_tmp" node --test --test-concurrency=1 --test-reporter=spec "${@:-test/*.test.ts}" || status=$?
+left="$(find "$run_tmp" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort)"
+if [ -n "$left" ]; then
+  echo " !     the tests left $(printf '%s\n' "$left" | wc -l) entries in the temp dir ($(du -sh "$run_tmp" | cut -f1)); each test must remove what it makes:" >&2
+  printf '%s\n' "$left" | sed 's/^/       /' >&2
+  [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"

@@ -3,6 +3,7 @@
 // problem at once.
 import path from 'node:path';
 import { UserError } from './errors.ts';
+import { LOG_LEVELS, type LogLevel } from './log.ts';
 
 export interface Config {
   /** All state: keys, apps, repositories, certificates. Default: /var/lib/berth as root, ./.berth otherwise. */
@@ -47,14 +48,8 @@ export interface Config {
   acmeEmail: string;
   /** PEM file of extra CA certificates to trust when talking to the ACME server (a private CA, Pebble). Default: unset (''). */
   acmeCaFile: string;
-  /**
-   * For tests only (environment variable BERTH_TEST_RENEW_AFTER_MS, no flag): a managed
-   * certificate is due for renewal this many milliseconds after its notBefore, instead of when a
-   * third of its lifetime remains. Default: undefined.
-   */
-  renewAfterMs: number | undefined;
-  /** First delay before retrying a failed certificate order; it doubles up to 6 h (env BERTH_ACME_RETRY_BASE_MS). Default 60 000. */
-  acmeRetryBaseMs: number;
+  /** The least important lines the daemon's log writes: debug, info, warn or error. Default: info. */
+  logLevel: LogLevel;
 }
 
 /** The official Heroku buildpacks, in herokuish's detection order. */
@@ -69,7 +64,7 @@ interface FlagSpec {
   key: keyof Config;
   flag: string;
   env: string;
-  kind: 'string' | 'port' | 'list' | 'bytes' | 'count' | 'seconds';
+  kind: 'string' | 'port' | 'list' | 'bytes' | 'count' | 'seconds' | 'level';
   /** For flags whose value may be empty to mean "unset" (they default to unset). */
   optional?: boolean;
   describe: string;
@@ -92,6 +87,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'acmeEmail', flag: '--acme-email', env: 'BERTH_ACME_EMAIL', kind: 'string', optional: true, describe: 'contact address for the ACME account; turns on automatic HTTPS (default unset: HTTP only)' },
   { key: 'acmeDirectory', flag: '--acme-directory', env: 'BERTH_ACME_DIRECTORY', kind: 'string', describe: `ACME directory URL (default ${LETS_ENCRYPT_DIRECTORY})` },
   { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
+  { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
 ];
 
 export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = process.getuid?.() === 0): Config {
@@ -112,8 +108,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     acmeDirectory: LETS_ENCRYPT_DIRECTORY,
     acmeEmail: '',
     acmeCaFile: '',
-    renewAfterMs: undefined,
-    acmeRetryBaseMs: 60_000,
+    logLevel: 'info',
   };
 }
 
@@ -145,6 +140,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       const n = Number(raw);
       if (!/^\d+(\.\d+)?$/.test(raw) || n > 3600) problems.push(`${from}: "${raw}" is not a number of seconds from 0 to 3600`);
       else (config[spec.key] as number) = Math.round(n * 1000);
+    } else if (spec.kind === 'level') {
+      if (!(LOG_LEVELS as readonly string[]).includes(raw)) problems.push(`${from}: "${raw}" is not one of ${LOG_LEVELS.join(', ')}`);
+      else (config[spec.key] as LogLevel) = raw as LogLevel;
     } else if (raw === '' && !spec.optional) problems.push(`${from}: empty value`);
     else (config[spec.key] as string) = raw;
   };
@@ -174,8 +172,6 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   if (config.acmeEmail !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.acmeEmail)) problems.push(`--acme-email: "${config.acmeEmail}" is not an email address`);
   if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
   if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);
-  config.renewAfterMs = durationMs(env.BERTH_TEST_RENEW_AFTER_MS, 'BERTH_TEST_RENEW_AFTER_MS', problems);
-  config.acmeRetryBaseMs = durationMs(env.BERTH_ACME_RETRY_BASE_MS, 'BERTH_ACME_RETRY_BASE_MS', problems) ?? config.acmeRetryBaseMs;
   if (problems.length) {
     throw new UserError('invalid_config', `berth serve: ${problems.length === 1 ? 'a problem' : `${problems.length} problems`} with the configuration:\n${problems.map((p) => '  ' + p).join('\n')}`, {
       hint: 'run `berth serve --help` for the flags and their BERTH_* variables',
@@ -191,15 +187,6 @@ export function parseBytes(text: string): number | undefined {
   if (!m) return undefined;
   const unit = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'b' | 'k' | 'm' | 'g'];
   return Math.round(Number(m[1]) * unit);
-}
-
-function durationMs(raw: string | undefined, name: string, problems: string[]): number | undefined {
-  if (raw === undefined || raw === '') return undefined;
-  if (!/^\d+$/.test(raw) || Number(raw) < 1) {
-    problems.push(`${name}: "${raw}" is not a positive number of milliseconds`);
-    return undefined;
-  }
-  return Number(raw);
 }
 
 /** Data dir layout: every path berth writes lives under the data dir. */

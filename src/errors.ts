@@ -24,19 +24,53 @@ export function isUserError(e: unknown): e is UserError {
 }
 
 /**
- * Turns any error into the lines a user may see. A UserError shows its message and hint;
- * anything else is logged with its stack and shown as one line carrying the log entry's id.
+ * The lines a user sees for an error, and the exit status. Pure: a UserError shows its message
+ * and hint; anything else is a bug, shown as one line with its id, the same id every time the
+ * same error is rendered.
  */
-export function describeForUser(e: unknown, context: string): { lines: string[]; exitCode: number } {
+export function renderError(e: unknown): { lines: string[]; exitCode: number } {
   if (isUserError(e)) {
     const lines = [e.message];
     if (e.hint) lines.push(e.hint);
     return { lines, exitCode: e.exitCode };
   }
-  const id = newErrorId();
-  log.error('internal_error', { id, context, error: e });
   const message = e instanceof Error ? e.message : String(e);
-  return { lines: [`internal error (id ${id}): ${message}`, 'this is a bug in berth; the daemon log has the details under that id'], exitCode: 1 };
+  return { lines: [`internal error (id ${errorId(e)}): ${message}`, 'this is a bug in berth; the daemon log has the details under that id'], exitCode: 1 };
+}
+
+/**
+ * What a surface (the SSH or CLI printer, the build log) does with an error it shows: a bug is
+ * logged with its stack under its id, once however many surfaces show it; returns the lines.
+ */
+export function describeForUser(e: unknown, context: string): { lines: string[]; exitCode: number } {
+  // Something thrown that is not an object cannot keep an id: it becomes an Error that can.
+  const error = isObject(e) ? e : new Error(String(e));
+  if (!isUserError(error)) logBugOnce(error, context);
+  return renderError(error);
+}
+
+/** A bug's id: made the first time it is asked for, then the same for that error. */
+export function errorId(e: unknown): string {
+  if (!isObject(e)) return newErrorId();
+  let id = ids.get(e);
+  if (id === undefined) {
+    id = newErrorId();
+    ids.set(e, id);
+  }
+  return id;
+}
+
+const ids = new WeakMap<object, string>();
+const logged = new WeakSet<object>();
+
+function logBugOnce(e: object, context: string): void {
+  if (logged.has(e)) return;
+  logged.add(e);
+  log.error('internal_error', { id: errorId(e), context, error: e });
+}
+
+function isObject(e: unknown): e is object {
+  return (typeof e === 'object' && e !== null) || typeof e === 'function';
 }
 
 /** Wraps an error with the context of the layer it passes through, keeping the cause. */

@@ -2,14 +2,16 @@
 // hidden singleton in berth; nothing else writes diagnostics to the console.
 import { randomBytes } from 'node:crypto';
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 export type LogFields = Record<string, unknown>;
 export type LogSink = (line: string) => void;
 
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 let sink: LogSink = (line) => process.stderr.write(line + '\n');
-let threshold: LogLevel = (process.env.BERTH_LOG_LEVEL as LogLevel | undefined) ?? 'info';
+/** Set by `berth serve --log-level` (BERTH_LOG_LEVEL). */
+let threshold: LogLevel = 'info';
 
 export const log = {
   debug: (event: string, fields?: LogFields) => write('debug', event, fields),

@@ -2,7 +2,7 @@
 // against the daemon of a data dir. Heavy modules load only on the path that needs them, so
 // `berth --version` and CLI commands start fast.
 import { runRemote } from './cli/control-client.ts';
-import { StreamOutput } from './cli/output.ts';
+import { StreamOutput } from './ui/output.ts';
 import { dataPaths, defaultConfig } from './config.ts';
 import { describeForUser, UserError } from './errors.ts';
 import { setLogSink } from './log.ts';
@@ -49,12 +49,13 @@ async function runAdminCommand(dataDir: string, words: string[]): Promise<number
   const remote = await runRemote(paths.socket, words, process);
   if (remote !== undefined) return remote;
   // No daemon: run against the state on disk; commands that need containers say so.
-  const [{ loadServices }, { runCommand }] = await Promise.all([import('./services.ts'), import('./cli/registry.ts')]);
-  const services = await loadServices({ ...defaultConfig(), dataDir });
+  const [{ loadState }, { runCommand }] = await Promise.all([import('./platform/state.ts'), import('./cli/registry.ts')]);
+  const state = await loadState({ ...defaultConfig(), dataDir });
   return runCommand(words, {
     out: stdout,
     caller: { kind: 'local' },
-    services,
+    state,
+    daemon: undefined,
     cwd: process.cwd(),
     signal: new AbortController().signal,
     readStdin: () => readAll(process.stdin),

@@ -1,15 +1,17 @@
-// The daemon: wires every long-lived component in order (state, Docker engine, orchestrator,
-// proxy, SSH, control socket), stops them in reverse on SIGTERM/SIGINT or after a failed start.
+// The daemon, and berth's composition root: wires every long-lived component in order (state,
+// Docker engine, proxy, orchestrator, the application layer around the one per-app lock, SSH,
+// control socket), stops them in reverse on SIGTERM/SIGINT or after a failed start.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from './cli/control-server.ts';
-import { StreamOutput } from './cli/output.ts';
+import { runCommand } from './cli/registry.ts';
+import { StreamOutput } from './ui/output.ts';
 import { dataPaths, loadConfig, SERVE_FLAGS } from './config.ts';
 import { UserError } from './errors.ts';
 import { createExecHandler } from './git/exec-router.ts';
 import { loadOrCreateHostKey } from './git/host-key.ts';
 import { SshServer } from './git/ssh-server.ts';
-import { log } from './log.ts';
+import { log, setLogLevel } from './log.ts';
 import { DockerEngine } from './orchestrator/docker-engine.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
 import { EdgeServer } from './proxy/edge-server.ts';
@@ -17,8 +19,11 @@ import { CertificateManager } from './proxy/tls/certificate-manager.ts';
 import { createChallengeResponder, createHttpsRedirect } from './proxy/tls/https-redirect.ts';
 import { TlsListener } from './proxy/tls/tls-listener.ts';
 import { writeFileAtomic } from './state/atomic-file.ts';
-import type { Target } from './proxy/route-table.ts';
-import { loadServices } from './services.ts';
+import { AppLock } from './platform/app-lock.ts';
+import { createPlatform } from './platform/platform.ts';
+import { EdgeRoutePublisher } from './platform/route-publisher.ts';
+import { loadState } from './platform/state.ts';
+import { readAll } from './read-all.ts';
 import { VERSION } from './version.ts';
 
 const stdout = new StreamOutput(process.stdout, process.stderr);
@@ -29,6 +34,7 @@ export async function serve(argv: string[]): Promise<number> {
     return 0;
   }
   const config = loadConfig(argv);
+  setLogLevel(config.logLevel);
   const paths = dataPaths(config.dataDir);
   await fs.mkdir(paths.root, { recursive: true, mode: 0o700 });
   await fs.mkdir(paths.tmp, { recursive: true, mode: 0o700 });
@@ -39,76 +45,66 @@ export async function serve(argv: string[]): Promise<number> {
     for (const stop of stops.reverse()) await stop().catch((e) => log.error('stop_failed', { error: e }));
   };
   try {
-    const services = await loadServices(config);
+    const state = await loadState(config);
     const hostKey = await loadOrCreateHostKey(paths.hostKeys);
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
     const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost, accessLogFile: paths.accessLog });
-    edge.setAppSettings(services.proxySettings.resolved());
-    services.proxySettings.onChange((settings) => edge.setAppSettings(settings));
+    edge.setAppSettings(state.proxySettings.resolved());
+    state.proxySettings.onChange((settings) => edge.setAppSettings(settings));
     stops.push(() => edge.stop());
-    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: services.apps, domains: services.domains });
-    services.certificates = certificates;
+    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains });
     stops.push(() => certificates.stop());
     await certificates.load();
     const tls = new TlsListener({ port: config.httpsPort, bindHost: config.bindHost, handler: edge, secureContext: (name, acmeTls) => certificates.secureContext(name, acmeTls) });
     edge.setChallengeResponder(createChallengeResponder(certificates.challenges));
     edge.setHttpsRedirect(createHttpsRedirect({ hasCertificate: (host) => certificates.hasCertificate(host), httpsPort: () => tls.port }));
-    const publisher = {
-      // Host names are read when the routes are swapped, so a domain change made while a deploy
-      // runs is not undone by the deploy's earlier copy.
-      publish: (app: string, _hostnames: string[], targets: Target[], standby: Target[] = []) => {
-        const hostnames = services.domains.hostnames(app);
-        // A renamed app's old routes hold its domains until the new name is ready: they go in
-        // the same swap that brings the new routes.
-        let routes = edge.routes;
-        for (const name of hostnames) {
-          const holder = routes.lookup(name)?.app;
-          if (holder !== undefined && holder !== app && !services.apps.get(holder)) routes = routes.withoutApp(holder);
-        }
-        edge.swap(routes.withApp(app, hostnames, targets, standby));
-        void certificates.sync();
-      },
-      unpublish: (app: string) => edge.swap(edge.routes.withoutApp(app)),
-      routed: (app: string) => edge.routes.route(app)?.targets ?? [],
-      standby: (app: string) => edge.routes.route(app)?.standby ?? [],
-      drain: (targets: readonly Target[], options: { deadlineMs: number; reason: string }) => edge.drain(targets, options),
-    };
+    const publisher = new EdgeRoutePublisher({ edge, apps: state.apps, domains: state.domains, certificates });
+    // The one per-app lock: the application layer holds it around every change of an app, the
+    // orchestrator takes it for the work it starts itself (adoption, re-routing a restarted container).
+    const locks = new AppLock();
     const orchestrator = new Orchestrator({
       engine,
-      apps: services.apps,
-      domains: services.domains,
+      locks,
+      apps: state.apps,
+      domains: state.domains,
       config,
       paths,
       publisher,
       appUrl: (app) => {
-        const host = services.domains.hostnames(app)[0] ?? `${app}.${config.domain}`;
+        const host = state.domains.hostnames(app)[0] ?? `${app}.${config.domain}`;
         if (certificates.hasCertificate(host)) return `https://${host}${tls.port === 443 ? '' : `:${tls.port}`}`;
         return `http://${host}${edge.httpPort === 80 ? '' : `:${edge.httpPort}`}`;
       },
     });
-    services.orchestrator = orchestrator;
-    services.domains.onChange((app, forgotten) => {
-      const route = edge.routes.route(app);
-      if (route) {
-        try {
-          publisher.publish(app, services.domains.hostnames(app), [...route.targets], [...route.standby]);
-        } catch (e) {
-          log.error('domains_republish_failed', { app, error: e });
-        }
-      }
-      void (forgotten ? certificates.forgetApp(app) : certificates.sync());
-    });
+    const platform = createPlatform({ state, locks, orchestrator, certificates });
+    state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
     await orchestrator.start();
     stops.push(() => orchestrator.stop());
     await edge.start();
     stops.push(() => tls.stop());
     await tls.start();
     await certificates.start();
-    const ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, hostKey: hostKey.privateKey, keys: services.keys, onExec: createExecHandler(services) });
+    const onExec = createExecHandler({
+      push: (app, session) => platform.releases.push(app, session),
+      command: (words, session) =>
+        runCommand(words, {
+          out: session.out,
+          caller: { kind: 'ssh', key: session.key, address: session.address },
+          state,
+          daemon: platform,
+          cwd: '/',
+          signal: session.signal,
+          readStdin: () => readAll(session.channel),
+          stdin: () => session.channel,
+          stderr: session.stderr,
+          ...(session.terminal ? { terminal: session.terminal } : {}),
+        }),
+    });
+    const ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, hostKey: hostKey.privateKey, keys: state.keys, onExec });
     stops.push(() => ssh.stop());
     await ssh.start();
     config.sshPort = ssh.port; // the port bound, when 0 asked for any free one: commands print it
-    const control = new ControlServer(paths.socket, services);
+    const control = new ControlServer(paths.socket, { state, daemon: platform });
     stops.push(() => control.stop());
     await control.start();
 
@@ -118,7 +114,7 @@ export async function serve(argv: string[]): Promise<number> {
     stdout.detail(`https:    ${certificates.acmeEnabled ? `port ${tls.port}, certificates from ${config.acmeDirectory} for ${config.acmeEmail}` : `port ${tls.port}, certificates only from certs:add (set --acme-email for automatic ones)`}`);
     stdout.detail(`git push: ssh://berth@HOST:${ssh.port}/APP   (host key ${hostKey.fingerprint})`);
     stdout.detail(`data:     ${config.dataDir}`);
-    if (services.keys.list().length === 0) stdout.detail(`no SSH keys yet: berth --data-dir ${config.dataDir} ssh-keys:add NAME ~/.ssh/id_ed25519.pub`);
+    if (state.keys.list().length === 0) stdout.detail(`no SSH keys yet: berth --data-dir ${config.dataDir} ssh-keys:add NAME ~/.ssh/id_ed25519.pub`);
   } catch (e) {
     await stopAll();
     throw e;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AppLock } from '../src/orchestrator/app-lock.ts';
+import { AppLock } from '../src/platform/app-lock.ts';
 
 test('a second holder of the same app waits for the first and is told so; other apps run in parallel', async () => {
   const lock = new AppLock();

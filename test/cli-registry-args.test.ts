@@ -7,14 +7,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { usageOf } from '../src/cli/args.ts';
-import { defineCommand, type Command, type CommandContext, type Services } from '../src/cli/command.ts';
-import { MemoryOutput } from '../src/cli/output.ts';
+import { defineCommand, type Command, type CommandContext } from '../src/cli/command.ts';
+import type { State } from '../src/platform/state.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
 import { COMMANDS, invoke, runCommand } from '../src/cli/registry.ts';
 import { defaultConfig } from '../src/config.ts';
 import { UserError } from '../src/errors.ts';
 import type { KeyRecord } from '../src/git/key-store.ts';
 import { setLogSink } from '../src/log.ts';
-import { loadServices } from '../src/services.ts';
+import { loadState } from '../src/platform/state.ts';
 
 const scoped: KeyRecord = { name: 'deployer', fingerprint: 'SHA256:x', publicKey: 'ssh-ed25519 AAAA', addedAt: '2026-01-01T00:00:00Z', apps: ['mine'] };
 const dirs: string[] = [];
@@ -24,18 +25,18 @@ after(() => {
   setLogSink((line) => process.stderr.write(line + '\n'));
 });
 
-async function services(): Promise<Services> {
+async function services(): Promise<State> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-args-'));
   dirs.push(dir);
-  const svc = await loadServices({ ...defaultConfig(), dataDir: dir });
+  const svc = await loadState({ ...defaultConfig(), dataDir: dir });
   await svc.apps.create('mine');
   return svc;
 }
 
-function context(svc: Services, key?: KeyRecord): { ctx: CommandContext; out: MemoryOutput } {
+function context(svc: State, key?: KeyRecord): { ctx: CommandContext; out: MemoryOutput } {
   const out = new MemoryOutput();
   const caller = key ? ({ kind: 'ssh', key, address: '192.0.2.7' } as const) : ({ kind: 'local' } as const);
-  return { ctx: { out, caller, services: svc, cwd: '/', signal: new AbortController().signal, readStdin: async () => Buffer.alloc(0) }, out };
+  return { ctx: { out, caller, state: svc, daemon: undefined, cwd: '/', signal: new AbortController().signal, readStdin: async () => Buffer.alloc(0) }, out };
 }
 
 /** A command that records what run() got. */

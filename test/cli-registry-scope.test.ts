@@ -3,30 +3,31 @@
 // refused and is logged with the key's name. (End to end over SSH: e2e-keys.test.ts.)
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import type { CommandContext, Services } from '../src/cli/command.ts';
-import { MemoryOutput } from '../src/cli/output.ts';
+import type { CommandContext } from '../src/cli/command.ts';
+import type { State } from '../src/platform/state.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
 import { COMMANDS, runCommand } from '../src/cli/registry.ts';
 import { defaultConfig } from '../src/config.ts';
 import type { KeyRecord } from '../src/git/key-store.ts';
 import { setLogSink } from '../src/log.ts';
-import { loadServices } from '../src/services.ts';
+import { loadState } from '../src/platform/state.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const scoped: KeyRecord = { name: 'deployer', fingerprint: 'SHA256:x', publicKey: 'ssh-ed25519 AAAA', addedAt: '2026-01-01T00:00:00Z', apps: ['mine'] };
 
-async function services(): Promise<Services> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-scope-'));
-  return loadServices({ ...defaultConfig(), dataDir: dir });
+async function services(): Promise<State> {
+  const dir = tempDir('scope');
+  return loadState({ ...defaultConfig(), dataDir: dir });
 }
 
-function context(svc: Services, key: KeyRecord): { ctx: CommandContext; out: MemoryOutput } {
+function context(svc: State, key: KeyRecord): { ctx: CommandContext; out: MemoryOutput } {
   const out = new MemoryOutput();
   const ctx: CommandContext = {
     out,
     caller: { kind: 'ssh', key, address: '192.0.2.7' },
-    services: svc,
+    state: svc, daemon: undefined,
     cwd: '/',
     signal: new AbortController().signal,
     readStdin: async () => Buffer.alloc(0),

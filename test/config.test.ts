@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
-import { loadConfig } from '../src/config.ts';
+import { loadConfig, SERVE_FLAGS } from '../src/config.ts';
 import { UserError } from '../src/errors.ts';
 
 test('flags override BERTH_* variables, which override the defaults', () => {
@@ -38,4 +40,28 @@ test('the stack image, buildpack list, build memory and kept images have documen
   assert.equal(c.buildMemory, 512 * 1024 ** 2);
   assert.equal(c.keepImages, 2);
   assert.throws(() => loadConfig(['--build-memory', 'lots', '--keep-images', '0'], {}), /2 problems/);
+});
+
+test('the log level is a flag with its BERTH_* mirror, and a wrong one is refused', () => {
+  assert.equal(loadConfig([], {}).logLevel, 'info');
+  assert.equal(loadConfig([], { BERTH_LOG_LEVEL: 'debug' }).logLevel, 'debug');
+  assert.equal(loadConfig(['--log-level', 'warn'], { BERTH_LOG_LEVEL: 'debug' }).logLevel, 'warn');
+  assert.throws(() => loadConfig(['--log-level', 'loud'], {}), /--log-level: "loud" is not one of debug, info, warn, error/);
+});
+
+test('every BERTH_* variable named in src/ mirrors a flag, and the README lists every flag', () => {
+  const src = path.join(import.meta.dirname, '..', 'src');
+  const mirrors = new Set(SERVE_FLAGS.map((f) => f.env));
+  const strays: string[] = [];
+  for (const file of fs.readdirSync(src, { recursive: true, encoding: 'utf8' })) {
+    if (!file.endsWith('.ts')) continue;
+    const text = fs.readFileSync(path.join(src, file), 'utf8');
+    for (const [name] of text.matchAll(/\bBERTH_[A-Z0-9_]+/g)) if (!mirrors.has(name)) strays.push(`src/${file}: ${name}`);
+  }
+  assert.deepEqual(strays, [], 'a BERTH_* variable that is no flag\'s mirror (test-only behaviour is injected by the tests, not switched on by the environment)');
+  for (const flag of SERVE_FLAGS) assert.equal(flag.env, `BERTH_${flag.flag.slice(2).toUpperCase().replaceAll('-', '_')}`, `${flag.flag} is mirrored by the variable of its name`);
+  const readme = fs.readFileSync(path.join(import.meta.dirname, '..', 'README.md'), 'utf8');
+  const section = /## `berth serve` flags\n([\s\S]*?)\n## /.exec(readme)?.[1] ?? '';
+  const listed = [...section.matchAll(/`(--[a-z-]+)`/g)].map((m) => m[1]);
+  assert.deepEqual(listed.sort(), SERVE_FLAGS.map((f) => f.flag).sort(), "the README's flag list is the flag table");
 });

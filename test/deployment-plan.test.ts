@@ -18,7 +18,8 @@ test('web runs once unless scaled, other types only when scaled; each dyno is na
   assert.deepEqual(dynosOf(r, { web: 0, clock: 1 }).map((d) => d.name), ['clock.1']);
 });
 
-test('a process command runs through the launcher of a buildpack image, through sh -c otherwise, and an empty one keeps the image CMD', () => {
+test('a process of a buildpack image starts with /start TYPE (an older one through its launcher), through sh -c otherwise, and an empty one keeps the image CMD', () => {
+  assert.deepEqual(commandFor(release({}), 'node w.js', [], 'worker'), { cmd: ['/start', 'worker'] });
   assert.deepEqual(commandFor(release({}), 'node s.js', ['/berth/launch']), { cmd: ['node s.js'] });
   assert.deepEqual(commandFor(release({}, 'dockerfile'), 'node s.js --x "a b"', []), { cmd: ['/bin/sh', '-c', 'node s.js --x "a b"'] });
   assert.deepEqual(commandFor(release({}, 'dockerfile'), 'serve --x "a b"', ['/entry']), { cmd: ['serve', '--x', 'a b'] });

@@ -1,16 +1,17 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { qualifiesForAcme, validateDomainName } from '../src/domain-name.ts';
 import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import { DomainStore } from '../src/state/domain-store.ts';
+import { logOf, quarantine, stateFile } from './helpers/state.ts';
+import { tempDir } from './helpers/temp.ts';
 
 setLogSink(() => {});
 
-function store(apps: string[], dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-domains-'))): DomainStore {
+function store(apps: string[], dir = tempDir('domains')): DomainStore {
   return new DomainStore(path.join(dir, 'state', 'domains.json'), { domain: 'apps.example.com', apps: () => apps });
 }
 
@@ -53,7 +54,7 @@ test('an app is served at APP.DOMAIN until its domains are changed', async () =>
 });
 
 test('domains are added, removed and set, the default domain included, and survive a reload', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-domains-'));
+  const dir = tempDir('domains');
   const domains = store(['web'], dir);
   await domains.load();
   const changes: string[] = [];
@@ -111,16 +112,16 @@ test('forgetting a destroyed app releases its domains and says so to listeners',
   assert.deepEqual(domains.hostnames('web'), ['web.apps.example.com'], 'a new app of the same name starts from the default');
 });
 
-test('one bad entry in the domains file is skipped and copied aside; the others load', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-domains-'));
-  const file = path.join(dir, 'state', 'domains.json');
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, JSON.stringify({ schema: 1, apps: { web: { default: false, added: ['www.example.com'] }, api: { default: 'yes', added: [] } } }));
+test('one bad app in domains.json is quarantined with its reason, and the other apps keep their domains', async () => {
+  const { dir, file } = stateFile('domains.json', { schema: 1, apps: { web: { default: false, added: ['www.example.com'] }, api: { default: 'yes', added: [] } } });
   const domains = store(['web', 'api'], dir);
-  await domains.load();
+  const log = await logOf(() => domains.load());
   assert.deepEqual(domains.hostnames('web'), ['www.example.com']);
-  assert.deepEqual(domains.hostnames('api'), ['api.apps.example.com']);
-  const quarantine = fs.readdirSync(path.join(dir, 'quarantine'));
-  assert.equal(quarantine.length, 1);
-  assert.match(fs.readFileSync(path.join(dir, 'quarantine', quarantine[0]!), 'utf8'), /"yes"/, 'the unreadable entry is kept');
+  assert.deepEqual(domains.hostnames('api'), ['api.apps.example.com'], 'the bad app gets its default domain');
+  const { documents, entries } = quarantine(dir);
+  assert.deepEqual(documents, []);
+  assert.deepEqual(entries[0]?.entries.map((e) => [e.app, e.value]), [['api', { default: 'yes', added: [] }]], 'the unreadable entry is kept');
+  assert.match(entries[0]!.entries[0]!.reason, /default must be a boolean/);
+  assert.deepEqual(log.filter((l) => l.event === 'state_entry_quarantined').map((l) => [l.app, l.reason]), [['api', 'default must be a boolean']]);
+  assert.deepEqual(Object.keys(JSON.parse(fs.readFileSync(file, 'utf8')).apps), ['web']);
 });

@@ -6,18 +6,28 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { NODE_FIXTURE_BUILDPACK, STACK_IMAGE, nodeBuildpackApp, writeBuildpack } from './helpers/buildpacks.ts';
+import { NODE_FIXTURE_BUILDPACK, STACK_IMAGE, nodeBuildpackApp, publishBuildpack, serveGit, writeBuildpack, type GitServer } from './helpers/buildpacks.ts';
 import { gitRepo, makeKey, mustRun, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
 
 const work = tempDir('e2e-bp');
-const APPS = ['shop', 'worky', 'fromimg'];
+const APPS = ['shop', 'worky', 'fromimg', 'gogo', 'remote'];
 let daemon: Daemon;
 let key: { privateKey: string; publicKey: string };
 const bpDir = writeBuildpack(path.join(work, 'buildpacks', 'nodejs'), NODE_FIXTURE_BUILDPACK);
 const hungryDir = writeBuildpack(path.join(work, 'buildpacks', 'hungry'), { detect: 'echo Hungry', compile: `node -e 'const a = []; for (;;) a.push(Buffer.alloc(8 << 20, 1))'` });
+// As the Go buildpack does: compile writes a Procfile when the app has none; bin/release prints `--- {}`.
+const goLikeDir = writeBuildpack(path.join(work, 'buildpacks', 'go-like'), {
+  detect: '[[ -f "$1/go.mod" ]] && echo Go',
+  compile: `set -e
+echo 'require("http").createServer((q, s) => s.end("go-like server " + process.env.DYNO + "\\n")).listen(Number(process.env.PORT))' > "$1/server.js"
+if [[ ! -f "$1/Procfile" ]]; then echo "web: node server.js" > "$1/Procfile"; fi`,
+  release: 'echo "--- {}"',
+});
 const daemonEnv = { BERTH_STACK_IMAGE: STACK_IMAGE, BERTH_BUILDPACKS: bpDir, BERTH_KEEP_IMAGES: '3', BERTH_BUILD_MEMORY: '128m' };
+let git: GitServer;
 
 before(async () => {
+  git = await serveGit(path.join(work, 'served'));
   daemon = await startDaemon({ env: daemonEnv });
   key = makeKey(work, 'admin');
   assert.equal(daemon.cli(['ssh-keys:add', 'admin', key.publicKey]).code, 0);
@@ -26,6 +36,7 @@ before(async () => {
 after(async () => {
   for (const app of APPS) daemon.cli(['apps:destroy', app, '--force']);
   await daemon.stop();
+  await git?.close();
 });
 
 const host = (app: string) => `${app}.${daemon.domain}`;
@@ -51,6 +62,56 @@ test('a push of a Node.js app without a Dockerfile is built by the buildpack tha
   assert.equal(e.PORT, '5000');
   assert.equal(e.DYNO, 'web.1');
   assert.equal(e.FIXTURE_PROFILE, 'loaded from .profile.d');
+});
+
+test('the web process started with /start web; inside its container /exec runs in the app environment and /start web starts the server again; run goes through /exec', async () => {
+  const id = mustRun('docker', ['ps', '-q', '--filter', `label=berth.instance=${daemon.instance}`, '--filter', 'label=berth.app=shop', '--filter', 'label=berth.process=web']).trim();
+  assert.deepEqual(JSON.parse(mustRun('docker', ['inspect', id, '--format', '{{json .Config.Cmd}}'])), ['/start', 'web']);
+  assert.equal(mustRun('docker', ['exec', id, '/exec', 'echo "$FIXTURE_PROFILE|$HOME|$(id -u)|$DYNO"']).trim(), 'loaded from .profile.d|/app|32767|web.1');
+  mustRun('docker', ['exec', '-d', '-e', 'PORT=5077', id, '/start', 'web']);
+  await waitFor('the second server in the container to answer', () => run('docker', ['exec', id, 'wget', '-qO-', 'http://127.0.0.1:5077/']).stdout === 'shop v1  web.1\n');
+  const oneOff = ssh('run shop "cat /proc/1/cmdline"');
+  assert.equal(oneOff.code, 0, oneOff.stderr);
+  assert.match(oneOff.stdout, /\/exec\0cat \/proc\/1\/cmdline/);
+});
+
+test('a Procfile the buildpack writes during compile (as the Go buildpack does) is read from the built app, and its web process is served', async () => {
+  const repo = path.join(work, 'gogo');
+  gitRepo(repo, { 'go.mod': 'module example.test/gogo\n', 'main.go': 'package main\n', '.buildpacks': `${goLikeDir}\n` });
+  const p = push('gogo', repo);
+  assert.equal(p.code, 0, p.stderr);
+  assert.match(p.stderr, /remote: -----> Go app detected/);
+  assert.match(p.stderr, /remote: -----> Process types \(Procfile\): web/);
+  assert.equal((await get('gogo')).body, 'go-like server web.1\n');
+});
+
+test('a git buildpack whose remote is down after a first build: the next push builds from the kept copy and says so, and buildpacks:update keeps it', async () => {
+  const bare = path.join(work, 'served', 'nodejs.git');
+  publishBuildpack(writeBuildpack(path.join(work, 'git-bp'), NODE_FIXTURE_BUILDPACK), bare);
+  const repo = path.join(work, 'remote');
+  gitRepo(repo, { ...nodeBuildpackApp('remote v1'), '.buildpacks': `${git.url('nodejs.git')}\n` });
+  const first = push('remote', repo);
+  assert.equal(first.code, 0, first.stderr);
+  assert.doesNotMatch(first.stderr, /kept on this server/);
+  git.setDown(true);
+  try {
+    gitRepo(repo, nodeBuildpackApp('remote v2'), 'v2');
+    const second = push('remote', repo);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr, /remote:\s+using the copies kept on this server of nodejs \(fetched since .* UTC; buildpacks:update refreshes them\)/);
+    assert.equal((await get('remote')).body, 'remote v2  web.1\n');
+    const update = ssh('buildpacks:update remote');
+    assert.equal(update.code, 0, update.stderr);
+    assert.match(update.stdout, /nodejs: could not fetch http:\/\/127\.0\.0\.1:\d+\/nodejs\.git \(.*503.*\); builds keep using the last good copy, fetched \d{4}-/);
+  } finally {
+    git.setDown(false);
+  }
+  const refreshed = ssh('buildpacks:update remote');
+  assert.equal(refreshed.code, 0, refreshed.stderr);
+  assert.match(refreshed.stdout, /nodejs: fetched http:\/\/127\.0\.0\.1:\d+\/nodejs\.git/);
+  const all = daemon.cli(['buildpacks:update-all']);
+  assert.equal(all.code, 0, all.stderr);
+  assert.match(all.stdout, /Updating every buildpack kept on this server[\s\S]*nodejs: fetched/);
 });
 
 test('config:set with spaces, = and a newline makes a new release the app sees; config:get and --format json show it', async () => {

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { BASE_IMAGE, gitRepo, makeKey, mustRun, nodeApp, request, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { BASE_IMAGE, BINARY, gitRepo, makeKey, mustRun, nodeApp, request, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
 
 let daemon: Daemon;
 let key: { privateKey: string; publicKey: string };
@@ -21,7 +21,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const app of ['conc-same', 'conc-left', 'conc-right', 'conc-killed']) daemon.cli(['apps:destroy', app, '--force']);
+  for (const app of ['conc-same', 'conc-left', 'conc-right', 'conc-killed', 'conc-locked']) daemon.cli(['apps:destroy', app, '--force']);
   await daemon.stop();
 });
 
@@ -93,6 +93,43 @@ test('a second push to the same app waits for the first and says so, and a push 
   assert.equal(mustRun('git', ['--git-dir', gitdir, 'rev-parse', 'refs/heads/main']).trim(), secondHead);
   assert.match(daemon.cli(['apps:list']).stdout, new RegExp(`conc-same\\s+v2\\s+${secondHead.slice(0, 7)}`));
   assert.equal((await request(daemon.httpPort, `conc-same.${daemon.domain}`)).body, 'second\n');
+});
+
+/** A CLI command run in the background through the daemon's control socket. */
+function startCli(args: string[]): { stdout(): string; done: Promise<number> } {
+  const child = spawn(BINARY, ['--data-dir', daemon.dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stdout += d.toString()));
+  return { stdout: () => stdout, done: new Promise((resolve) => child.on('close', (code) => resolve(code ?? -1))) };
+}
+
+test('a config change and a destroy of an app wait for its push: one lock for every change of an app', async () => {
+  const dir = path.join(work, 'locked');
+  gitRepo(dir, slowApp('locked', 3));
+  const push = startPush(dir, 'conc-locked');
+  await waitFor('the push to build', () => /Building conc-locked/.test(push.stderr()), 60_000);
+  const config = startCli(['config:set', 'conc-locked', 'GREETING=hello']);
+  await waitFor('config:set to say it waits', () => /Another deploy of conc-locked is running; waiting for it to finish/.test(config.stdout()), 30_000);
+  assert.equal(push.child.exitCode, null, 'the push still runs while config:set waits');
+  const [pushed, configured] = await Promise.all([push.done, config.done]);
+  assert.equal(pushed.code, 0, push.stderr());
+  assert.match(push.stderr(), /Released v1 of conc-locked/);
+  assert.equal(configured, 0, config.stdout());
+  assert.match(config.stdout(), /Set GREETING; releasing v2 and restarting conc-locked/);
+
+  gitRepo(dir, slowApp('locked again', 3), 'again');
+  const second = startPush(dir, 'conc-locked');
+  await waitFor('the second push to build', () => /Building conc-locked/.test(second.stderr()), 60_000);
+  const destroy = startCli(['apps:destroy', 'conc-locked', '--force']);
+  await waitFor('apps:destroy to say it waits', () => /A push or another change to conc-locked is running; waiting for it to finish/.test(destroy.stdout()), 30_000);
+  assert.equal(second.child.exitCode, null, 'the push still runs while apps:destroy waits');
+  const [secondPushed, destroyed] = await Promise.all([second.done, destroy.done]);
+  assert.equal(secondPushed.code, 0, second.stderr());
+  assert.match(second.stderr(), /Released v3 of conc-locked/);
+  assert.equal(destroyed, 0, destroy.stdout());
+  assert.match(destroy.stdout(), /Destroyed conc-locked/);
+  assert.doesNotMatch(daemon.cli(['apps:list']).stdout, /conc-locked/);
 });
 
 test('pushes to different apps build side by side', async () => {

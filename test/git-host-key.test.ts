@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import ssh2 from 'ssh2';
 import { generateUsableEd25519, loadOrCreateHostKey } from '../src/git/host-key.ts';
+import { tempDir } from './helpers/temp.ts';
 
 test('a host key is created once with mode 0600 and kept', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-hostkey-'));
+  const dir = tempDir('hostkey');
   const first = await loadOrCreateHostKey(dir);
   assert.equal(first.created, true);
   assert.equal(fs.statSync(path.join(dir, 'ssh_host_ed25519_key')).mode & 0o777, 0o600);

@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import ssh2 from 'ssh2';
 import { UserError } from '../src/errors.ts';
 import { KeyStore } from '../src/git/key-store.ts';
+import { logOf, quarantine } from './helpers/state.ts';
+import { tempDir } from './helpers/temp.ts';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-keys-'));
+const dir = tempDir('keys');
 function keygen(name: string, type = 'ed25519'): { pub: string; priv: string } {
   const file = path.join(dir, name);
   execFileSync('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', name, '-f', file]);
@@ -61,4 +62,26 @@ test('match finds a key by its blob, including an RSA key offered as rsa-sha2-51
   assert.equal(store.match('ssh-ed25519', key.getPublicSSH()), undefined);
   await store.remove('erin');
   assert.equal(store.match('ssh-rsa', key.getPublicSSH()), undefined);
+});
+
+test('a key entry in keys.json that cannot be read is quarantined with its name and reason, and the other keys still match', async () => {
+  const { pub } = keygen('frank');
+  const file = path.join(dir, 'state', 'keys.json');
+  const store = new KeyStore(file);
+  await store.load();
+  await store.add('frank', pub);
+  const doc = JSON.parse(fs.readFileSync(file, 'utf8'));
+  doc.keys.push({ name: 'mallory', fingerprint: 'SHA256:x', publicKey: 'ssh-ed25519 AAAAnotakey', addedAt: doc.keys[0].addedAt });
+  fs.writeFileSync(file, JSON.stringify(doc));
+  const again = new KeyStore(file);
+  const log = await logOf(() => again.load());
+  assert.deepEqual(again.list().map((k) => k.name), ['frank']);
+  const parsed = ssh2.utils.parseKey(pub);
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  assert.ok(key && !(key instanceof Error));
+  assert.equal(again.match('ssh-ed25519', key.getPublicSSH())?.record.name, 'frank');
+  const [moved] = quarantine(dir).entries;
+  assert.deepEqual(moved?.entries.map((e) => [e.entry, e.key]), [['keys[1]', 'mallory']]);
+  assert.match(moved!.entries[0]!.reason, /not a valid SSH public key/);
+  assert.deepEqual(log.filter((l) => l.event === 'state_entry_quarantined').map((l) => l.key), ['mallory']);
 });

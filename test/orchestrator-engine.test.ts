@@ -14,6 +14,7 @@ import { deployRelease, retireOthers, type DeployContext, type DrainResult, type
 import { parseContainerEvent } from '../src/orchestrator/docker-wire.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
+import { AppLock } from '../src/platform/app-lock.ts';
 import type { Target } from '../src/proxy/route-table.ts';
 import { AppStore, type Release } from '../src/state/app-store.ts';
 import { ALL_TYPES, defaultCheckSettings } from '../src/state/check-settings.ts';
@@ -107,7 +108,7 @@ async function orchestrator(t: TestContext, engine: FakeEngine, publisher: Route
   });
   const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
   await domains.load();
-  return new Orchestrator({ engine, apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, publisher, appUrl: (app) => `http://${app}.example.test` });
+  return new Orchestrator({ engine, locks: new AppLock(), apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, publisher, appUrl: (app) => `http://${app}.example.test` });
 }
 
 function recordingPublisher(): RoutePublisher & { publishes: number } {

@@ -16,6 +16,7 @@ import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestr
 import { LABEL, type ContainerState } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
+import { AppLock } from '../src/platform/app-lock.ts';
 import { scale } from '../src/orchestrator/app-operations.ts';
 import { deployNewRelease } from '../src/orchestrator/release-flow.ts';
 import type { Target } from '../src/proxy/route-table.ts';
@@ -216,7 +217,7 @@ async function setUp(t: TestContext, waitMs: number, drainTimeoutMs = 1000) {
   });
   const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
   await domains.load();
-  const stores = { apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths };
+  const stores = { apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, locks: new AppLock() };
   const orch = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test` });
   // Start-up adopts the release on record: v1 runs and is routed.
   await orch.start();

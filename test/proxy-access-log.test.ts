@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { AccessLog, formatRecord, type AccessRecord } from '../src/proxy/access-log.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const record: AccessRecord = {
   id: 'req-1',
@@ -33,7 +33,7 @@ test('a record is one line of JSON, with client-supplied strings escaped', () =>
 });
 
 test('lines reach the file in order on flush, mode 0600, and a full file is rotated to .1', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-access-log-'));
+  const dir = tempDir('access-log');
   const file = path.join(dir, 'logs', 'access.log');
   const accessLog = await AccessLog.open(file, { rotateBytes: 1000 });
   for (let i = 0; i < 3; i++) accessLog.write({ ...record, id: `req-${i}` });
@@ -51,7 +51,7 @@ test('lines reach the file in order on flush, mode 0600, and a full file is rota
 });
 
 test('lines with characters beyond ASCII reach the file as UTF-8, between plain ones and when only a repeated host holds them', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-access-log-'));
+  const dir = tempDir('access-log');
   const file = path.join(dir, 'access.log');
   const accessLog = await AccessLog.open(file);
   const hosts = ['shop.example.com', 'h\u00e9.example.com', 'h\u00e9.example.com', 'shop.example.com', '\u4e2d.example.com', 'a"b'];

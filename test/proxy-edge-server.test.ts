@@ -8,7 +8,7 @@ import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import { EdgeServer } from '../src/proxy/edge-server.ts';
 import { errorPage } from '../src/proxy/error-pages.ts';
-import { DEFAULT_APP_SETTINGS } from '../src/proxy/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS } from '../src/state/proxy-settings.ts';
 import { RouteTable, type Target } from '../src/proxy/route-table.ts';
 import { call, deferred, freePort, startNamedUpstream, startProxy, startUpstream } from './helpers/loopback.ts';
 
@@ -474,14 +474,10 @@ test('an upgrade to a target that refuses the connection gets a 502 page', async
 // ---------------------------------------------------------------------------------------------
 // Challenge responder
 
-test('a challenge responder is asked first for challenge paths and may answer for any host', async (t) => {
+test('a challenge responder is asked first for challenge tokens and may answer for any host', async (t) => {
   const shop = await startNamedUpstream(t, 'shop-web-1');
   const proxy = await startProxy(t, RouteTable.empty().withApp('shop', ['shop.example.com'], [shop.target]));
-  proxy.setChallengeResponder((req, res) => {
-    if (!req.url?.startsWith('/.well-known/acme-challenge/')) return false;
-    res.end('token');
-    return true;
-  });
+  proxy.setChallengeResponder((token) => (token === 'abc' ? 'token' : undefined));
 
   assert.equal((await call(proxy.httpPort, { host: 'new.example.com', path: '/.well-known/acme-challenge/abc' })).body.toString(), 'token');
   assert.equal((await call(proxy.httpPort, { host: 'shop.example.com', path: '/' })).body.toString(), 'shop-web-1');

@@ -4,14 +4,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, test } from 'node:test';
 import { setLogSink } from '../src/log.ts';
-import { DEFAULT_APP_SETTINGS } from '../src/proxy/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS } from '../src/state/proxy-settings.ts';
 import { GENERATED_ID } from '../src/proxy/request-id.ts';
 import { RouteTable } from '../src/proxy/route-table.ts';
 import { call, deferred, freePort, rawExchange, startNamedUpstream, startProxy, startUpstream } from './helpers/loopback.ts';
+import { tempDir } from './helpers/temp.ts';
 
 let logLines: Array<Record<string, unknown>> = [];
 before(() => setLogSink((line) => logLines.push(JSON.parse(line) as Record<string, unknown>)));
@@ -189,7 +189,7 @@ test('each answered request is one JSON line in the access log, with the id the 
     appSaw = req.headers['x-request-id'] as string;
     res.end('ok');
   });
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'berth-access-')), 'access.log');
+  const file = path.join(tempDir('access'), 'access.log');
   const proxy = await startProxy(t, shop([up.target]), { accessLogFile: file });
   await call(proxy.httpPort, { host: 'shop.example.com', path: '/cart?token=secret' });
   await call(proxy.httpPort, { host: 'nobody.example.com' });

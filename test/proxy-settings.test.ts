@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { isUserError } from '../src/errors.ts';
-import { setLogSink } from '../src/log.ts';
-import { DEFAULT_APP_SETTINGS, normaliseSetting, parseDuration, parseSize, resolveSettings } from '../src/proxy/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS, normaliseSetting, parseDuration, parseSize, resolveSettings } from '../src/state/proxy-settings.ts';
 import { ProxySettingsStore } from '../src/state/proxy-settings-store.ts';
+import { logOf, quarantine, stateFile } from './helpers/state.ts';
+import { tempDir } from './helpers/temp.ts';
 
 test('sizes take k, m and g units (powers of 1024), and 0 means no limit', () => {
   assert.equal(parseSize('10m'), 10 * 1024 * 1024);
@@ -42,7 +42,7 @@ test('overrides replace only their own keys', () => {
 });
 
 test('the store keeps overrides in state/proxy.json, tells listeners, and resets a key without a value', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-proxy-settings-'));
+  const dir = tempDir('proxy-settings');
   const file = path.join(dir, 'state', 'proxy.json');
   const store = new ProxySettingsStore(file);
   await store.load();
@@ -65,21 +65,29 @@ test('the store keeps overrides in state/proxy.json, tells listeners, and resets
   await assert.rejects(store.set('shop', 'max-body-size', 'lots'), (e: unknown) => isUserError(e) && e.code === 'invalid_proxy_setting');
 });
 
-test('a proxy.json that cannot be read is quarantined and the defaults apply', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-proxy-settings-'));
-  fs.mkdirSync(path.join(dir, 'state'));
-  const file = path.join(dir, 'state', 'proxy.json');
-  fs.writeFileSync(file, JSON.stringify({ schema: 1, apps: { shop: { 'max-body-size': 'huge' } } }));
-  const lines: string[] = [];
-  setLogSink((line) => lines.push(line));
-  try {
-    const store = new ProxySettingsStore(file);
-    await store.load();
-    assert.equal(store.resolved().size, 0);
-  } finally {
-    setLogSink((line) => process.stderr.write(line + '\n'));
-  }
+test('one bad app in proxy.json is quarantined with its reason, and the other apps keep their settings', async () => {
+  const { dir, file } = stateFile('proxy.json', { schema: 1, apps: { shop: { 'max-body-size': 'huge' }, blog: { 'read-timeout': '90' }, wiki: { colour: 'blue' } } });
+  const store = new ProxySettingsStore(file);
+  const log = await logOf(() => store.load());
+  assert.deepEqual([...store.resolved().keys()], ['blog']);
+  assert.equal(store.resolved().get('blog')?.readTimeout, 90_000);
+  const { documents, entries } = quarantine(dir);
+  assert.deepEqual(documents, []);
+  assert.deepEqual(entries[0]?.entries.map((e) => [e.app, e.entry, e.value]), [['shop', 'apps.shop', { 'max-body-size': 'huge' }], ['wiki', 'apps.wiki', { colour: 'blue' }]]);
+  assert.match(entries[0]!.entries[0]!.reason, /max-body-size: "huge" is not a size/);
+  assert.match(entries[0]!.entries[1]!.reason, /unknown setting "colour"/);
+  const reported = log.filter((l) => l.event === 'state_entry_quarantined');
+  assert.deepEqual(reported.map((l) => l.app), ['shop', 'wiki'], 'each bad app is reported by name');
+  assert.ok(reported.every((l) => typeof l.reason === 'string' && l.movedTo), 'with the reason and where it went');
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')).apps, { blog: { 'read-timeout': '90s' } }, 'the document keeps only what loaded');
+});
+
+test('a proxy.json that is not JSON is moved aside whole, and every app gets the defaults', async () => {
+  const { dir, file } = stateFile('proxy.json', '{"schema": 1, "apps": {');
+  const store = new ProxySettingsStore(file);
+  const log = await logOf(() => store.load());
+  assert.equal(store.resolved().size, 0);
   assert.equal(fs.existsSync(file), false);
-  assert.equal(fs.readdirSync(path.join(dir, 'quarantine')).length, 1);
-  assert.match(lines.join('\n'), /state_proxy_settings_quarantined/);
+  assert.equal(quarantine(dir).documents.length, 1);
+  assert.ok(log.some((l) => l.event === 'state_document_quarantined' && l.file === file));
 });

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { AppStore } from '../src/state/app-store.ts';
-import { JsonDocument, StateError, check } from '../src/state/json-document.ts';
+import { CertStateStore } from '../src/state/cert-state-store.ts';
+import { JsonDocument, StateError, check, type DocumentSpec } from '../src/state/json-document.ts';
+import { logOf, quarantine, stateFile } from './helpers/state.ts';
+import { tempDir } from './helpers/temp.ts';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'berth-state-'));
+const tmp = () => tempDir('state');
 
 test('a document is written atomically with mode 0600 and a schema version, and read back', async () => {
   const dir = tmp();
@@ -36,10 +38,81 @@ test('one corrupt app document is quarantined and the other apps still load', as
   await apps.create('other');
   fs.writeFileSync(path.join(dir, 'apps', 'other.json'), '{ not json');
   const again = new AppStore(path.join(dir, 'apps'));
-  const quarantined = await again.load();
+  let quarantined: string[] = [];
+  const log = await logOf(async () => (quarantined = await again.load()));
   assert.deepEqual(quarantined, ['other']);
   assert.deepEqual(again.list().map((a) => a.name), ['good']);
-  assert.equal(fs.readdirSync(path.join(dir, 'quarantine')).length, 1);
+  assert.deepEqual(quarantine(dir).documents.map((n) => n.replace(/\d+$/, 'TIME')), ['other.json.TIME'], 'the document is kept, not lost');
+  const [reported] = log.filter((l) => l.event === 'state_document_quarantined');
+  assert.equal(reported?.app, 'other', 'the log names the app');
+  assert.match(String((reported?.error as { message?: string })?.message ?? reported?.error), /not valid JSON/);
+});
+
+// A document of named entries, read entry by entry, as proxy.json, domains.json and certs.json are.
+const scores: DocumentSpec<{ title: string; scores: Record<string, number>; tags: string[] }> = {
+  schema: 1,
+  empty: () => ({ title: '', scores: {}, tags: [] }),
+  parse: (raw, entries) => ({
+    title: check.string(raw.title, 'title'),
+    scores: entries.object(raw.scores, 'scores', 'app', (v) => check.number(v, 'the score')),
+    tags: entries.array(raw.tags, 'tags', 'tag', (v) => check.string(v, 'a tag')),
+  }),
+};
+
+test('restore sets a bad entry aside with its name and reason, loads the rest, and rewrites the document without it', async () => {
+  const { dir, file } = stateFile('scores.json', { schema: 1, title: 'x', scores: { a: 1, b: 'two', c: 3 }, tags: ['t', 7] });
+  const doc = new JsonDocument(file, scores);
+  await assert.rejects(doc.read(), (e: unknown) => e instanceof StateError && /scores\.b: the score must be a number; tags\[1\]: a tag must be a string/.test(e.message), 'read() is strict');
+  const log = await logOf(async () => {
+    const restored = await doc.restore();
+    assert.deepEqual(restored.value, { title: 'x', scores: { a: 1, c: 3 }, tags: ['t'] });
+    assert.equal(restored.quarantined, false);
+    assert.deepEqual(restored.badEntries.map((b) => b.path), ['scores.b', 'tags[1]']);
+  });
+  const { entries } = quarantine(dir);
+  assert.equal(entries.length, 1);
+  assert.equal(entries[0]!.file, file);
+  assert.deepEqual(entries[0]!.entries, [
+    { entry: 'scores.b', app: 'b', reason: 'the score must be a number', value: 'two' },
+    { entry: 'tags[1]', tag: '#1', reason: 'a tag must be a string', value: 7 },
+  ]);
+  assert.deepEqual(log.filter((l) => l.event === 'state_entry_quarantined').map((l) => [l.entry, l.app ?? l.tag, l.reason]), [
+    ['scores.b', 'b', 'the score must be a number'],
+    ['tags[1]', '#1', 'a tag must be a string'],
+  ]);
+  assert.deepEqual(await doc.read(), { title: 'x', scores: { a: 1, c: 3 }, tags: ['t'] }, 'the document holds what loaded');
+  assert.equal(fs.statSync(path.join(dir, 'quarantine', fs.readdirSync(path.join(dir, 'quarantine'))[0]!)).mode & 0o777, 0o600);
+});
+
+test('restore moves a document whose frame is wrong aside whole, and gives the empty document', async () => {
+  const { dir, file } = stateFile('scores.json', { schema: 1, title: 5, scores: {}, tags: [] });
+  const doc = new JsonDocument(file, scores);
+  let restored: Awaited<ReturnType<typeof doc.restore>> | undefined;
+  const log = await logOf(async () => (restored = await doc.restore({ app: 'demo' })));
+  assert.deepEqual(restored, { value: { title: '', scores: {}, tags: [] }, quarantined: true, badEntries: [] });
+  assert.equal(fs.existsSync(file), false);
+  assert.equal(quarantine(dir).documents.length, 1);
+  assert.ok(log.some((l) => l.event === 'state_document_quarantined' && l.app === 'demo' && l.file === file));
+});
+
+test('one bad entry in certs.json is quarantined, and the other apps and domains keep their settings and history', async () => {
+  const { dir, file } = stateFile('certs.json', {
+    schema: 1,
+    autoOff: ['blog', 'Not An App'],
+    domains: { 'a.example.com': { failures: 2, lastError: 'timeout' }, 'b.example.com': { failures: 'many' } },
+  });
+  const certs = new CertStateStore(file);
+  const log = await logOf(() => certs.load());
+  assert.equal(certs.isAuto('blog'), false);
+  assert.equal(certs.isAuto('shop'), true);
+  assert.deepEqual(certs.attempts('a.example.com'), { failures: 2, lastError: 'timeout' });
+  assert.deepEqual(certs.attempts('b.example.com'), { failures: 0 }, 'the bad domain starts afresh');
+  const [moved] = quarantine(dir).entries;
+  assert.deepEqual(moved?.entries.map((e) => [e.entry, e.app ?? e.domain]), [['autoOff[1]', 'Not An App'], ['domains.b.example.com', 'b.example.com']]);
+  assert.deepEqual(log.filter((l) => l.event === 'state_entry_quarantined').map((l) => l.app ?? l.domain), ['Not An App', 'b.example.com']);
+  const written = JSON.parse(fs.readFileSync(file, 'utf8'));
+  assert.deepEqual(written.autoOff, ['blog']);
+  assert.deepEqual(Object.keys(written.domains), ['a.example.com']);
 });
 
 test('an app update whose change throws leaves the live record and the file as they were', async () => {
@@ -82,4 +155,17 @@ test('a document with a version that has no migration path is still refused', as
   fs.writeFileSync(file, JSON.stringify({ schema: 1, n: 1 }));
   const doc = new JsonDocument(file, { schema: 3, migrate: { 1: (r) => ({ ...r, n: 2 }) }, empty: () => ({ n: 0 }), parse: (r) => ({ n: check.number(r.n, 'n') }) });
   await assert.rejects(doc.read(), /schema version 2 is not the supported version 3/);
+});
+
+test('src/state/ imports nothing from the proxy, the orchestrator, git, the CLI or the application layer', () => {
+  const state = path.join(import.meta.dirname, '..', 'src', 'state');
+  const violations: string[] = [];
+  for (const file of fs.readdirSync(state).filter((f) => f.endsWith('.ts'))) {
+    const text = fs.readFileSync(path.join(state, file), 'utf8');
+    for (const [, spec] of text.matchAll(/^\s*(?:import|export)\b[^;]*?\bfrom\s+'([^']+)'/gm)) {
+      const target = path.relative(path.join(state, '..'), path.resolve(state, spec!));
+      if (/^(proxy|orchestrator|git|cli|platform)\//.test(target) || /^(serve|services|main)\.ts$/.test(target)) violations.push(`src/state/${file} imports ${spec}`);
+    }
+  }
+  assert.deepEqual(violations, []);
 });

@@ -11,7 +11,7 @@ import type { Issued } from '../src/proxy/tls/acme-issuer.ts';
 import { covers, parseCertificateBundle } from '../src/proxy/tls/certificate.ts';
 import { CertificateManager, type Issuer } from '../src/proxy/tls/certificate-manager.ts';
 import { directorySlug } from '../src/proxy/tls/certificate-store.ts';
-import { MAX_RETRY_DELAY_MS, renewalTime, retryDelay } from '../src/proxy/tls/renewal-schedule.ts';
+import { DEFAULT_RENEWAL_POLICY, MAX_RETRY_DELAY_MS, RETRY_BASE_MS, renewalTime, retryDelay, type RenewalPolicy } from '../src/proxy/tls/renewal-schedule.ts';
 import { DomainStore } from '../src/state/domain-store.ts';
 import { issueCert, makeCa, opensslDate, type TestCa } from './helpers/certs.ts';
 import { tempDir, waitFor } from './helpers/daemon.ts';
@@ -55,11 +55,13 @@ test('a wildcard certificate covers one label below its name and no more', () =>
   assert.ok(!covers(bundle, 'example.com'));
 });
 
-test('renewal starts when a third of the lifetime remains, or after the test override', () => {
+test('renewal starts when a third of the lifetime remains, and the default policy says so', () => {
   const notBefore = new Date('2026-01-01T00:00:00Z');
   const notAfter = new Date('2026-04-01T00:00:00Z'); // 90 days
   assert.equal(new Date(renewalTime({ notBefore, notAfter })).toISOString(), '2026-03-02T00:00:00.000Z');
-  assert.equal(renewalTime({ notBefore, notAfter }, 5000), notBefore.getTime() + 5000);
+  assert.equal(DEFAULT_RENEWAL_POLICY.renewAt({ notBefore, notAfter }), renewalTime({ notBefore, notAfter }));
+  const first = DEFAULT_RENEWAL_POLICY.retryDelay(1);
+  assert.ok(first >= RETRY_BASE_MS / 2 && first <= RETRY_BASE_MS, `the first retry waits about a minute: ${first} ms`);
 });
 
 test('retries back off exponentially with jitter in the upper half, up to a cap', () => {
@@ -84,6 +86,14 @@ interface Fixture {
   dir: string;
 }
 
+/** Renewal `renewAfterMs` after a certificate's notBefore (default: the real schedule); retries from 40 ms. */
+function fastPolicy(renewAfterMs?: number): RenewalPolicy {
+  return {
+    renewAt: (info) => (renewAfterMs === undefined ? renewalTime(info) : info.notBefore.getTime() + renewAfterMs),
+    retryDelay: (failures) => retryDelay(failures, 40),
+  };
+}
+
 async function fixture(options: { renewAfterMs?: number; dir?: string; apps?: string[] } = {}): Promise<Fixture> {
   const dir = options.dir ?? tempDir('certs');
   const apps = options.apps ?? ['web'];
@@ -105,7 +115,8 @@ async function fixture(options: { renewAfterMs?: number; dir?: string; apps?: st
     },
   };
   const manager = new CertificateManager({
-    config: { acmeDirectory: issuer.directory, acmeEmail: 'ops@example.test', acmeCaFile: '', renewAfterMs: options.renewAfterMs, acmeRetryBaseMs: 40 },
+    config: { acmeDirectory: issuer.directory, acmeEmail: 'ops@example.test', acmeCaFile: '' },
+    renewal: fastPolicy(options.renewAfterMs),
     certsDir: path.join(dir, 'certs'),
     stateFile: path.join(dir, 'state', 'certs.json'),
     apps: { list: () => apps.map((name) => ({ name })) },

@@ -1,14 +1,10 @@
 // The shape of an admin command (Dokku's noun:verb), and what it may use while it runs. The
 // same command objects serve the local CLI (over the daemon's unix socket) and SSH.
-import type { Config, DataPaths } from '../config.ts';
-import type { KeyRecord, KeyStore } from '../git/key-store.ts';
-import type { AppLock } from '../orchestrator/app-lock.ts';
-import type { Orchestrator } from '../orchestrator/orchestrator.ts';
-import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
-import type { AppStore } from '../state/app-store.ts';
-import type { DomainStore } from '../state/domain-store.ts';
-import type { ProxySettingsStore } from '../state/proxy-settings-store.ts';
-import type { Output } from './output.ts';
+import type { KeyRecord } from '../git/key-store.ts';
+import type { Platform } from '../platform/platform.ts';
+import type { State } from '../platform/state.ts';
+import type { Output } from '../ui/output.ts';
+import type { Terminal } from '../ui/terminal.ts';
 import { UserError } from '../errors.ts';
 import type { ArgumentSpec, FlagSpecs } from './args.ts';
 
@@ -25,26 +21,16 @@ export function byName(ctx: CommandContext): string {
   return ctx.caller.kind === 'ssh' ? ctx.caller.key.name : 'local';
 }
 
-export interface Services {
-  config: Config;
-  paths: DataPaths;
-  keys: KeyStore;
-  apps: AppStore;
-  domains: DomainStore;
-  /** Per-app proxy limits (state/proxy.json). */
-  proxySettings: ProxySettingsStore;
-  /** Per app, one push, rename or destroy at a time (deploys have their own lock inside the orchestrator). */
-  locks: AppLock;
-  /** Present only inside the running daemon; commands that touch containers need it. */
-  orchestrator?: Orchestrator;
-  /** Present only inside the running daemon: certificates and automatic HTTPS. */
-  certificates?: CertificateManager;
-}
-
 export interface CommandContext {
   out: Output;
   caller: Caller;
-  services: Services;
+  /** The state on disk, which commands that run without the daemon work on. */
+  state: State;
+  /**
+   * The application layer of the running daemon: set by the daemon's surfaces (SSH, the control
+   * socket), undefined when the CLI runs a command in-process because no daemon runs.
+   */
+  daemon: Platform | undefined;
   /** All of standard input; the local CLI sends it only when a command asks for it. */
   readStdin(): Promise<Buffer>;
   /** The caller's working directory, for relative file arguments of the local CLI. */
@@ -59,13 +45,6 @@ export interface CommandContext {
   terminal?: Terminal;
 }
 
-export interface Terminal {
-  term: string;
-  rows: number;
-  cols: number;
-  /** Called with the new size when the client's window changes. */
-  onResize(listener: (rows: number, cols: number) => void): void;
-}
 
 /** A command as the registry keeps it: its declaration, and what it does with the parsed words. */
 export interface Command extends ArgumentSpec {
@@ -79,7 +58,7 @@ export interface Command extends ArgumentSpec {
    * scoped to apps may run it on those apps only. `any`: everyone (help, version, apps:list).
    */
   scope: 'admin' | 'app' | 'any';
-  /** It works on containers: `run` gets `daemon()`, which returns the running daemon's orchestrator. */
+  /** It works on containers: `run` gets `daemon()`, which returns the running daemon's application layer. */
   needsDaemon?: boolean;
   /** Written through defineCommand, which types `input` from the declaration. */
   run(ctx: CommandContext, input: ParsedInput): Promise<number | void>;
@@ -92,7 +71,7 @@ export interface ParsedInput {
   otherFlags: readonly string[];
   words: readonly string[];
   app?: string;
-  daemon?: () => Orchestrator;
+  daemon?: () => Platform;
 }
 
 /**
@@ -111,10 +90,10 @@ export type CommandInput<A extends readonly string[], F extends FlagSpecs, D ext
   (D extends true
     ? {
         /**
-         * The running daemon's orchestrator, or (no daemon) the UserError that says how to start
-         * it: a command calls it where it needs the daemon, after checking its own input.
+         * The running daemon's application layer, or (no daemon) the UserError that says how to
+         * start it: a command calls it where it needs the daemon, after checking its own input.
          */
-        daemon: () => Orchestrator;
+        daemon: () => Platform;
       }
     : {});
 
@@ -134,10 +113,10 @@ export function defineCommand<const A extends readonly string[] = [], const F ex
   return spec as Command;
 }
 
-/** Returns the running daemon's orchestrator, or a UserError saying how to start it. */
-export function requireDaemon(services: Services): Orchestrator {
-  if (services.orchestrator) return services.orchestrator;
-  throw new UserError('daemon_not_running', `berth serve is not running for ${services.paths.root}`, {
-    hint: `start it with \`berth serve --data-dir ${services.paths.root}\`, then run the command again`,
+/** Returns the running daemon's application layer, or a UserError saying how to start it. */
+export function requireDaemon(ctx: Pick<CommandContext, 'state' | 'daemon'>): Platform {
+  if (ctx.daemon) return ctx.daemon;
+  throw new UserError('daemon_not_running', `berth serve is not running for ${ctx.state.paths.root}`, {
+    hint: `start it with \`berth serve --data-dir ${ctx.state.paths.root}\`, then run the command again`,
   });
 }

@@ -3,14 +3,18 @@
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
+import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
-import type { CommandContext, Services } from './command.ts';
-import { StreamOutput } from './output.ts';
+import type { CommandContext } from './command.ts';
+import { StreamOutput } from '../ui/output.ts';
 import { runCommand } from './registry.ts';
 import { readFrames, type ClientFrame, type ServerFrame } from './control-frames.ts';
 
 /** Runs one command line; the registry's runCommand, or another for a test of this module alone. */
 export type CommandRunner = (words: readonly string[], ctx: CommandContext) => Promise<number>;
+
+/** What every command of the socket works on: the state, and the daemon's application layer. */
+export type CommandHost = Pick<CommandContext, 'state' | 'daemon'>;
 
 /**
  * One command per connection. When the CLI goes away (Ctrl-C, a closed pipe) the command's
@@ -18,28 +22,33 @@ export type CommandRunner = (words: readonly string[], ctx: CommandContext) => P
  */
 export class ControlServer {
   private readonly socketPath: string;
-  private readonly services: Services;
+  private readonly host: CommandHost;
   private readonly run: CommandRunner;
   private server: net.Server | undefined;
   private readonly connections = new Set<net.Socket>();
 
-  constructor(socketPath: string, services: Services, run: CommandRunner = runCommand) {
+  constructor(socketPath: string, host: CommandHost, run: CommandRunner = runCommand) {
     this.socketPath = socketPath;
-    this.services = services;
+    this.host = host;
     this.run = run;
   }
 
   async start(): Promise<void> {
-    await fs.rm(this.socketPath, { force: true });
     const server = net.createServer((socket) => this.serve(socket));
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.socketPath, () => {
-        server.off('error', reject);
-        resolve();
+    try {
+      await listen(server, this.socketPath);
+    } catch (e) {
+      // A socket file left by a daemon that died answers nothing: it goes. One that answers is
+      // another process's, and stays.
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await answers(this.socketPath))) {
+        throw listenError(e, { what: 'control socket', address: this.socketPath, flag: '--data-dir' });
+      }
+      await fs.rm(this.socketPath, { force: true });
+      await listen(server, this.socketPath).catch((e2: unknown) => {
+        throw listenError(e2, { what: 'control socket', address: this.socketPath, flag: '--data-dir' });
       });
-    });
+    }
+    this.server = server;
     await fs.chmod(this.socketPath, 0o600);
   }
 
@@ -47,7 +56,8 @@ export class ControlServer {
     const server = this.server;
     this.server = undefined;
     for (const c of this.connections) c.destroy();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (!server) return; // never bound: the path is not ours to remove
+    await new Promise<void>((resolve) => server.close(() => resolve()));
     await fs.rm(this.socketPath, { force: true });
   }
 
@@ -85,7 +95,8 @@ export class ControlServer {
         this.run(words, {
           out,
           caller: { kind: 'local' },
-          services: this.services,
+          state: this.host.state,
+          daemon: this.host.daemon,
           cwd,
           signal: abort.signal,
           readStdin: async () => {
@@ -131,3 +142,25 @@ export class ControlServer {
   }
 }
 
+
+function listen(server: net.Server, socketPath: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Whether a process accepts connections on the socket path. */
+function answers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}

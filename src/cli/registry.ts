@@ -104,7 +104,7 @@ export async function invoke(command: Command, words: readonly string[], ctx: Co
     otherFlags: parsed.otherFlags,
     words,
     ...(takesApp ? { app } : {}),
-    ...(command.needsDaemon ? { daemon: () => requireDaemon(ctx.services) } : {}),
+    ...(command.needsDaemon ? { daemon: () => requireDaemon(ctx) } : {}),
   });
 }
 

@@ -1,7 +1,7 @@
 // What an SSH exec string asks for: git's receive-pack or upload-pack for an app, or an admin
 // command. The app name is validated here, where it enters.
 import { validateAppName } from '../app-name.ts';
-import { shellWords } from '../cli/shell-words.ts';
+import { shellWords } from '../ui/shell-words.ts';
 
 export type ExecCommand =
   | { kind: 'receive-pack'; app: string }

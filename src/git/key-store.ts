@@ -34,24 +34,13 @@ export class KeyStore {
     this.doc = new JsonDocument(file, {
       schema: 1,
       empty: () => ({ keys: [] }),
-      parse: (raw) => ({
-        keys: check.array(raw.keys, 'keys').map((k, i) => {
-          const o = check.object(k, `keys[${i}]`);
-          const apps = o.apps === undefined ? undefined : check.array(o.apps, `keys[${i}].apps`).map((a) => check.string(a, `keys[${i}].apps[]`));
-          return {
-            name: check.string(o.name, `keys[${i}].name`),
-            fingerprint: check.string(o.fingerprint, `keys[${i}].fingerprint`),
-            publicKey: check.string(o.publicKey, `keys[${i}].publicKey`),
-            addedAt: check.string(o.addedAt, `keys[${i}].addedAt`),
-            ...(apps ? { apps } : {}),
-          };
-        }),
-      }),
+      parse: (raw, entries) => ({ keys: entries.array(raw.keys, 'keys', 'key', parseKeyRecord, (k, i) => (typeof (k as KeyRecord | null)?.name === 'string' ? (k as KeyRecord).name : `#${i}`)) }),
     });
   }
 
+  /** Reads keys.json; a key entry that cannot be read is quarantined (reported in the log) and cannot log in; the others load. */
   async load(): Promise<void> {
-    const { keys } = await this.doc.read();
+    const { keys } = (await this.doc.restore()).value;
     const parsed = new Map<string, ParsedKey>();
     for (const record of keys) parsed.set(record.name, parsePublicKey(record.publicKey).key);
     this.records = keys;
@@ -103,6 +92,20 @@ export class KeyStore {
     }
     return undefined;
   }
+}
+
+function parseKeyRecord(value: unknown): KeyRecord {
+  const o = check.object(value, 'the key');
+  const apps = o.apps === undefined ? undefined : check.array(o.apps, 'apps').map((a) => check.string(a, 'an app name'));
+  const record: KeyRecord = {
+    name: check.string(o.name, 'name'),
+    fingerprint: check.string(o.fingerprint, 'fingerprint'),
+    publicKey: check.string(o.publicKey, 'publicKey'),
+    addedAt: check.string(o.addedAt, 'addedAt'),
+    ...(apps ? { apps } : {}),
+  };
+  parsePublicKey(record.publicKey);
+  return record;
 }
 
 /** Parses exactly one OpenSSH public key; anything else is a UserError that says what was wrong. */

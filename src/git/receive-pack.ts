@@ -1,7 +1,7 @@
 // The receiving side of `git push` (git's receive-pack, protocol v0): advertise refs, read the
 // commands and the pack, run the pre-receive hook, move refs by compare-and-swap, report.
 import type { Readable, Writable } from 'node:stream';
-import { StreamOutput } from '../cli/output.ts';
+import { StreamOutput } from '../ui/output.ts';
 import { describeForUser, isUserError, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { PackReceiver, type StoredPack } from './pack-receiver.ts';

@@ -6,6 +6,8 @@ import { createHash } from 'node:crypto';
 import net, { type AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection, ServerChannel } from 'ssh2';
+import { describeForUser } from '../errors.ts';
+import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { AuthLimiter, type AuthLimits } from './auth-limiter.ts';
@@ -65,9 +67,10 @@ export class SshServer {
     const listener = net.createServer({ noDelay: true }, (socket) => ssh.injectSocket(socket));
     this.listener = listener;
     await new Promise<void>((resolve, reject) => {
-      listener.once('error', reject);
+      const onError = (e: Error) => reject(listenError(e, { what: 'SSH', address: `${this.options.bindHost}:${this.options.port}`, flag: '--ssh-port' }));
+      listener.once('error', onError);
       listener.listen(this.options.port, this.options.bindHost, () => {
-        listener.off('error', reject);
+        listener.off('error', onError);
         resolve();
       });
     });
@@ -173,9 +176,10 @@ export class SshServer {
     this.options
       .onExec(request)
       .catch((e) => {
-        log.error('ssh_exec_failed', { address: request.address, key: request.key.name, command: request.command.slice(0, 200), error: e });
-        if (!channel.destroyed) channel.stderr.write(` !     internal error: ${(e as Error).message}\n`);
-        return 1;
+        log.warn('ssh_exec_failed', { address: request.address, key: request.key.name, command: request.command.slice(0, 200) });
+        const { lines, exitCode } = describeForUser(e, 'ssh exec');
+        if (!channel.destroyed) channel.stderr.write(lines.map((l) => ` !     ${l}\n`).join(''));
+        return exitCode;
       })
       .then((code) => {
         if (channel.destroyed) return;

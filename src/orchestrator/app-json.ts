@@ -1,4 +1,4 @@
-// app.json as a release keeps it: read from the root of the pushed commit, or, for an image
+// app.json as a release keeps it: read from the built app (the pipeline), or, for an image
 // deployed with git:from-image, from the image's working directory (where Dokku looks too). Only
 // its `healthchecks` are used; they are validated here, where they enter, so a bad one fails the
 // deploy before anything starts.
@@ -6,7 +6,6 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { log } from '../log.ts';
-import type { BuildSource } from './builder.ts';
 import { buildContainerPrefix } from './buildpack-builder.ts';
 import { NotFoundError, type Engine } from './engine.ts';
 import { healthchecksSection, type HealthchecksSection } from './health-check.ts';
@@ -14,13 +13,6 @@ import { readTarFiles } from './tar-files.ts';
 
 /** The largest app.json berth reads. */
 export const MAX_APP_JSON_BYTES = 256 * 1024;
-
-/** The healthchecks of the commit's app.json; undefined when it has no app.json or no healthchecks. */
-export async function healthchecksOfSource(source: Pick<BuildSource, 'readFile'>): Promise<HealthchecksSection | undefined> {
-  const text = await source.readFile('app.json');
-  if (text === undefined) return undefined;
-  return healthchecksSection(text.toString('utf8'));
-}
 
 /** The healthchecks of the app.json in an image's working directory (else at /), if it has one. */
 export async function healthchecksOfImage(engine: Engine, image: string): Promise<HealthchecksSection | undefined> {

@@ -2,7 +2,7 @@
 // a release and failed-TIME.log for a deploy that failed (the newest few of those are kept).
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { MemoryOutput, type Output } from '../cli/output.ts';
+import { MemoryOutput, type Output } from '../ui/output.ts';
 import { validateAppName } from '../app-name.ts';
 
 /** Failed-deploy logs kept per app. */

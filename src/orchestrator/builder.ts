@@ -1,6 +1,6 @@
 // How source becomes an image: a Builder per strategy, chosen by detect() in a fixed order.
 import type { Readable } from 'node:stream';
-import type { Output } from '../cli/output.ts';
+import type { Output } from '../ui/output.ts';
 import type { AppRecord } from '../state/app-store.ts';
 import type { BuilderName } from '../state/app-settings.ts';
 
@@ -29,6 +29,11 @@ export interface BuildResult {
   builder: BuilderName;
   /** Process types the builder found (a buildpack's default_process_types); the Procfile overrides them. */
   processTypes: Record<string, string>;
+  /**
+   * The Procfile and app.json of the built app, for a builder whose build may write or move
+   * them (buildpacks); without it, the pipeline reads the pushed source's.
+   */
+  appFiles?: { procfile: string | undefined; appJson: string | undefined };
 }
 
 export interface Builder {

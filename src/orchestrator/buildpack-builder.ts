@@ -1,16 +1,20 @@
-// Builds an app with Heroku buildpacks (used when there is no Dockerfile): the buildpacks are
-// chosen (BUILDPACK_URL, buildpacks:set, .buildpacks, or detection over the default list),
-// fetched, and run by berth's runner in a container made from the stack image, with the app's
-// cache volume and its config in ENV_DIR. The container, committed, is the release's image.
+// Builds an app with Heroku buildpacks (used when there is no Dockerfile), as Heroku and
+// herokuish run them: the buildpacks are chosen (BUILDPACK_URL, buildpacks:set, .buildpacks, or
+// detection over the default list), fetched (or taken from the kept copies), and run by berth's
+// runner in a container made from the stack image, as an unprivileged user with HOME=/app, STACK
+// set to the stack id, the app's cache volume, and its config in ENV_DIR. Only the built app
+// (/app) goes into the release image, a fresh container of the stack image with /start and /exec.
 import { randomBytes } from 'node:crypto';
-import type { Output } from '../cli/output.ts';
+import type { Output } from '../ui/output.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Builder } from './builder.ts';
 import { BuildpackFetcher, buildpackName, type FetchedBuildpack } from './buildpack-fetcher.ts';
-import { LAUNCHER, RUNNER, RUNNER_EXIT } from './buildpack-scripts.ts';
+import { EXEC, RUNNER, RUNNER_EXIT, START, STEPS, processTypesFile } from './buildpack-scripts.ts';
+import { stackIdFor, type StackId } from './buildpack-stack.ts';
+import { MAX_APP_JSON_BYTES } from './app-json.ts';
 import { BUILD_TIMEOUT_MS, LABEL, type Engine } from './engine.ts';
-import { parseReleaseYaml } from './procfile.ts';
+import { parseProcfile, parseReleaseYaml } from './procfile.ts';
 import { makeTar, readTarFiles, type TarEntry } from './tar-files.ts';
 
 export interface BuildpackBuilderOptions {
@@ -80,18 +84,22 @@ export class BuildpackBuilder implements Builder {
     const { fetched, unreachable } = await this.fetchAll(choice, out);
     if (fetched.length === 0) throw noneDetected(choice, [], unreachable);
     const stackConfig = await this.ensureStack(stack, out);
+    const stackId = stackIdFor(app.config, stack, stackConfig.env, stackConfig.labels);
+    out.detail(`STACK=${stackId.id} (from ${stackId.from})`);
+    await this.o.fetcher.remember(source.app, fetched.map((b) => b.url)).catch((e) => log.warn('buildpacks_remember_failed', { app: source.app, error: e }));
 
     const volume = cacheVolume(engine.instance, source.app);
     await engine.ensureVolume(volume, { [LABEL.app]: source.app });
+    const name = `${buildContainerPrefix(engine.instance)}${source.app}.r${job.release}.${randomBytes(2).toString('hex')}`;
     const id = await engine.create({
-      name: `${buildContainerPrefix(engine.instance)}${source.app}.r${job.release}.${randomBytes(2).toString('hex')}`,
+      name,
       image: stack,
-      env: {},
+      env: buildEnv(stackId, source.commit),
       labels: {},
       network: 'bridge',
       aliases: [],
       entrypoint: [],
-      cmd: ['bash', '/berth/build', choice.mode === 'detect' ? 'detect' : 'all', stack, source.commit, stackConfig.user],
+      cmd: ['bash', '/berth/build', choice.mode === 'detect' ? 'detect' : 'all', stackConfig.user],
       user: '0',
       workingDir: '/tmp/build',
       restart: false,
@@ -110,29 +118,46 @@ export class BuildpackBuilder implements Builder {
           hint: 'make the build use less memory, or raise the limit with --build-memory (BERTH_BUILD_MEMORY)',
         });
       }
-      if (result.code !== 0) throw runnerFailure(result.code, choice, fetched, unreachable);
-      const releaseInfo = await this.readReleaseInfo(id);
+      if (result.code !== 0) throw runnerFailure(result.code, choice, fetched, unreachable, stack);
+      const built = await this.readBuildOutput(id);
+      const procfile = built.procfile === undefined ? {} : parseProcfile(built.procfile);
+      const processTypes = { ...built.release.processTypes, ...procfile };
+
       const tag = imageTag(engine.instance, source.app, job.release);
-      const [repo, version] = splitTag(tag);
-      const web = releaseInfo.processTypes.web;
-      const configEnv = Object.entries(releaseInfo.configVars)
-        .filter(([k]) => !stackConfig.env.some((e) => e.startsWith(`${k}=`)))
-        .map(([k, v]) => `${k}=${v}`);
-      await engine.commit(id, repo, version, {
-        entrypoint: ['/berth/launch'],
-        cmd: web ? [web] : [],
-        workingDir: '/app',
-        user: stackConfig.user,
-        env: [...stackConfig.env.filter((e) => !e.startsWith('HOME=')), 'HOME=/app', ...configEnv],
-      });
+      await this.makeImage(id, `${name}.slug`, tag, stack, stackConfig.env, built, processTypes);
       out.step(`Built image ${tag}`);
-      return { image: tag, builder: this.name, processTypes: releaseInfo.processTypes };
+      return { image: tag, builder: this.name, processTypes, appFiles: { procfile: built.procfile, appJson: built.appJson } };
     } finally {
       await engine.stopAndRemove(id, 0).catch((e) => log.warn('build_container_remove_failed', { id, error: e }));
     }
   }
 
-  private async ensureStack(stack: string, out: Output): Promise<{ user: string; env: string[] }> {
+  // The release image: a fresh container of the stack image that gets the built app (/app of the
+  // build container) and berth's launch scripts, nothing else the build left behind, committed.
+  private async makeImage(buildId: string, name: string, tag: string, stack: string, stackEnv: readonly string[], built: BuildOutput, processTypes: Record<string, string>): Promise<void> {
+    const engine = this.o.engine;
+    const slugId = await engine.create({ name, image: stack, env: {}, labels: {}, network: 'none', aliases: [], entrypoint: [], cmd: ['/exec'], restart: false });
+    try {
+      await engine.putArchive(slugId, '/', await engine.getArchive(buildId, '/app'));
+      await engine.putArchive(slugId, '/', makeTar(launchEntries(processTypes, built.passwd, built.group)));
+      const [repo, version] = splitTag(tag);
+      // bin/release config_vars are defaults: the image's env, which the app's config overrides.
+      const configEnv = Object.entries(built.release.configVars)
+        .filter(([k]) => !stackEnv.some((e) => e.startsWith(`${k}=`)))
+        .map(([k, v]) => `${k}=${v}`);
+      await engine.commit(slugId, repo, version, {
+        entrypoint: [],
+        cmd: processTypes.web ? ['/start', 'web'] : ['/exec'],
+        workingDir: '/app',
+        user: built.user,
+        env: [...stackEnv.filter((e) => !e.startsWith('HOME=')), 'HOME=/app', ...configEnv],
+      });
+    } finally {
+      await engine.stopAndRemove(slugId, 0).catch((e) => log.warn('build_container_remove_failed', { id: slugId, error: e }));
+    }
+  }
+
+  private async ensureStack(stack: string, out: Output): Promise<{ user: string; env: string[]; labels: Record<string, string> }> {
     let config = await this.o.engine.imageConfig(stack);
     if (!config) {
       out.step(`Pulling stack image ${stack}`);
@@ -147,7 +172,7 @@ export class BuildpackBuilder implements Builder {
       config = await this.o.engine.imageConfig(stack);
       if (!config) throw new Error(`the stack image ${stack} is still missing after a pull`);
     }
-    return { user: config.user, env: config.env };
+    return { user: config.user, env: config.env, labels: (await this.o.engine.imageLabels(stack)) ?? {} };
   }
 
   private async fetchAll(choice: BuildpackChoice, out: Output): Promise<{ fetched: FetchedBuildpack[]; unreachable: string[] }> {
@@ -164,6 +189,11 @@ export class BuildpackBuilder implements Builder {
       }
     }
     if (fetched.length) out.detail(`buildpacks: ${fetched.map((b) => b.name).join(', ')}`);
+    const kept = fetched.filter((b) => b.cached);
+    if (kept.length) {
+      const oldest = new Date(Math.min(...kept.map((b) => b.fetchedAt?.getTime() ?? Date.now())));
+      out.detail(`using the copies kept on this server of ${kept.map((b) => b.name).join(', ')} (fetched since ${oldest.toISOString().slice(0, 16).replace('T', ' ')} UTC; buildpacks:update refreshes them)`);
+    }
     return { fetched, unreachable };
   }
 
@@ -184,26 +214,57 @@ export class BuildpackBuilder implements Builder {
     }
   }
 
-  // Every buildpack's bin/release output, later buildpacks overriding earlier ones.
-  private async readReleaseInfo(id: string): Promise<{ processTypes: Record<string, string>; configVars: Record<string, string> }> {
-    const files = await readTarFiles(await this.o.engine.getArchive(id, '/berth/release'));
-    const merged = { processTypes: {} as Record<string, string>, configVars: {} as Record<string, string> };
-    for (const name of [...files.keys()].sort()) {
-      const parsed = parseReleaseYaml(files.get(name)!.toString('utf8'));
-      Object.assign(merged.processTypes, parsed.processTypes);
-      Object.assign(merged.configVars, parsed.configVars);
+  // What the runner left in /berth/out: the build user, the last buildpack's bin/release output,
+  // the built app's Procfile and app.json, and the passwd and group files that name the user.
+  private async readBuildOutput(id: string): Promise<BuildOutput> {
+    const files = await readTarFiles(await this.o.engine.getArchive(id, '/berth/out'), 4 * 1024 * 1024);
+    const text = (name: string) => files.get(`out/${name}`)?.toString('utf8');
+    const appJson = files.get('out/app.json');
+    if (appJson && appJson.length > MAX_APP_JSON_BYTES) {
+      throw new UserError('invalid_app_json', `app.json is larger than ${MAX_APP_JSON_BYTES / 1024} KiB`, { hint: 'app.json holds settings such as healthchecks; keep it small' });
     }
-    return merged;
+    const user = text('user')?.trim();
+    if (!user || !/^\d+:\d+$/.test(user)) throw new Error('the build runner did not record its user');
+    return {
+      user,
+      release: parseReleaseYaml(text('release.yml') ?? ''),
+      procfile: text('Procfile'),
+      appJson: appJson?.toString('utf8'),
+      passwd: text('passwd') ?? '',
+      group: text('group') ?? '',
+    };
   }
 }
 
-// /berth (runner, launcher), /tmp/env (one file per config var), /tmp/buildpacks/NN-name.
+interface BuildOutput {
+  /** uid:gid the buildpacks ran as; the release's processes run as it too. */
+  user: string;
+  release: ReturnType<typeof parseReleaseYaml>;
+  procfile: string | undefined;
+  appJson: string | undefined;
+  passwd: string;
+  group: string;
+}
+
+/** The build's environment, as Heroku and herokuish set it (config vars are in ENV_DIR only). */
+function buildEnv(stack: StackId, commit: string): Record<string, string> {
+  return {
+    STACK: stack.id,
+    SOURCE_VERSION: commit,
+    REQUEST_ID: `build-${randomBytes(8).toString('hex')}`,
+    HOME: '/app',
+    APP_DIR: '/app',
+    CURL_CONNECT_TIMEOUT: '30',
+    CURL_TIMEOUT: '180',
+  };
+}
+
+// /berth (runner, steps), /tmp/env (one file per config var), /tmp/buildpacks/NN-name.
 function setupEntries(config: Record<string, string>, buildpacks: readonly FetchedBuildpack[]): TarEntry[] {
   const entries: TarEntry[] = [
     { name: 'berth', type: 'directory' },
     { name: 'berth/build', type: 'file', content: RUNNER, mode: 0o755 },
-    { name: 'berth/launch', type: 'file', content: LAUNCHER, mode: 0o755 },
-    { name: 'berth/release', type: 'directory' },
+    { name: 'berth/steps', type: 'file', content: STEPS, mode: 0o755 },
     { name: 'tmp', type: 'directory', mode: 0o1777 },
     { name: 'tmp/build', type: 'directory' },
     { name: 'tmp/env', type: 'directory', mode: 0o700 },
@@ -212,6 +273,19 @@ function setupEntries(config: Record<string, string>, buildpacks: readonly Fetch
   for (const [key, value] of Object.entries(config)) entries.push({ name: `tmp/env/${key}`, type: 'file', content: value, mode: 0o600 });
   buildpacks.forEach((bp, i) => entries.push({ name: `tmp/buildpacks/${String(i).padStart(2, '0')}-${bp.name}`, type: 'tree', from: bp.dir }));
   return entries;
+}
+
+// What the release image gets besides /app: /start, /exec, the process types /start reads, and
+// the passwd and group files that name the user its processes run as.
+function launchEntries(processTypes: Record<string, string>, passwd: string, group: string): TarEntry[] {
+  return [
+    { name: 'start', type: 'file', content: START, mode: 0o755 },
+    { name: 'exec', type: 'file', content: EXEC, mode: 0o755 },
+    { name: 'berth', type: 'directory' },
+    { name: 'berth/process-types', type: 'file', content: processTypesFile(processTypes), mode: 0o644 },
+    ...(passwd ? [{ name: 'etc/passwd', type: 'file' as const, content: passwd, mode: 0o644 }] : []),
+    ...(group ? [{ name: 'etc/group', type: 'file' as const, content: group, mode: 0o644 }] : []),
+  ];
 }
 
 // The build container's stdout and stderr as lines; `ended` settles once its output ended.
@@ -240,9 +314,14 @@ function noneDetected(choice: BuildpackChoice, tried: readonly FetchedBuildpack[
   });
 }
 
-function runnerFailure(code: number, choice: BuildpackChoice, fetched: readonly FetchedBuildpack[], unreachable: readonly string[]): UserError {
+function runnerFailure(code: number, choice: BuildpackChoice, fetched: readonly FetchedBuildpack[], unreachable: readonly string[], stack: string): UserError {
   const at = (base: number) => fetched[code - base]?.name ?? buildpackName(choice.urls[code - base] ?? 'buildpack');
   if (code === RUNNER_EXIT.noneDetected) return noneDetected(choice, fetched, unreachable);
+  if (code === RUNNER_EXIT.noSetpriv || code === RUNNER_EXIT.unknownUser) {
+    return new UserError('stack_image_unsupported', `the stack image ${stack} cannot run buildpacks as an unprivileged user (see the line above)`, {
+      hint: "use a Heroku stack image (heroku/heroku:24-build), or one with util-linux's setpriv (or su) and its user in /etc/passwd",
+    });
+  }
   if (code >= RUNNER_EXIT.notCompatible && code < RUNNER_EXIT.compileFailed) {
     return new UserError('buildpack_not_compatible', `the app is not compatible with buildpack ${at(RUNNER_EXIT.notCompatible)} (its bin/detect refused it)`, {
       hint: `check the buildpacks named by ${choice.from}`,

@@ -1,32 +1,51 @@
 // Where a buildpack comes from: a git URL (https or http, `#ref` for a branch, tag or commit)
-// cloned with isomorphic-git into the data dir, or a folder on the server (an absolute path or a
-// file:// URL). Heroku's `heroku/NAME` shorthand means the official buildpack on GitHub.
+// cloned with isomorphic-git, a tarball URL (.tgz, .tar.gz, .tar) downloaded and unpacked, or a
+// folder on the server (an absolute path or a file:// URL). Heroku's `heroku/NAME` shorthand
+// means the official buildpack on GitHub. A fetched buildpack is kept in the data dir, one copy
+// per URL#ref: builds use that copy without asking the network again; `update` fetches it anew
+// and keeps the last good copy when that fails.
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { downloadTarball } from './buildpack-tarball.ts';
 
-/** Longest a git buildpack may take to fetch. */
+/** Longest a buildpack may take to fetch. */
 export const FETCH_TIMEOUT_MS = 120_000;
 
-export type BuildpackLocation = { kind: 'git'; url: string; ref: string | undefined } | { kind: 'dir'; dir: string };
+export type BuildpackLocation =
+  | { kind: 'git'; url: string; ref: string | undefined }
+  | { kind: 'tarball'; url: string }
+  | { kind: 'dir'; dir: string };
 
 export interface FetchedBuildpack {
   /** As the user wrote it. */
   url: string;
-  /** A short name for output: the repository or folder name. */
+  /** A short name for output: the repository, tarball or folder name. */
   name: string;
   /** A folder on this server holding bin/detect, bin/compile (and bin/release). */
   dir: string;
+  /** When this copy was fetched; undefined for a folder on the server. */
+  fetchedAt?: Date;
+  /** The copy was already on this server: nothing was fetched. */
+  cached: boolean;
+  /** Set when fetching anew failed and this is the last good copy: why the fetch failed. */
+  failure?: string;
 }
+
+/** Official buildpacks whose repository is not heroku-buildpack-NAME. */
+const SHORTHAND_REPOSITORIES: Record<string, string> = { jvm: 'heroku-buildpack-jvm-common' };
 
 /** Parses a buildpack URL, or throws a UserError that says which forms are accepted. */
 export function parseBuildpackUrl(url: string): BuildpackLocation {
   const text = url.trim();
-  const shorthand = /^heroku\/([a-z0-9-]+)$/.exec(text);
-  if (shorthand) return { kind: 'git', url: `https://github.com/heroku/heroku-buildpack-${shorthand[1]}.git`, ref: undefined };
+  const shorthand = /^heroku\/([a-z0-9-]+)(?:#(.*))?$/.exec(text);
+  if (shorthand) {
+    const repo = SHORTHAND_REPOSITORIES[shorthand[1]!] ?? `heroku-buildpack-${shorthand[1]}`;
+    return { kind: 'git', url: `https://github.com/heroku/${repo}.git`, ref: checkRef(url, shorthand[2]) };
+  }
   if (text.startsWith('/')) return { kind: 'dir', dir: path.normalize(text) };
   if (text.startsWith('file://')) {
     const dir = decodeURIComponent(new URL(text).pathname);
@@ -39,68 +58,162 @@ export function parseBuildpackUrl(url: string): BuildpackLocation {
     } catch {
       throw badUrl(url);
     }
+    if (/\.(tgz|tar\.gz|tar)$/.test(parsed.pathname)) return { kind: 'tarball', url: parsed.toString() };
     const ref = parsed.hash ? decodeURIComponent(parsed.hash.slice(1)) : undefined;
     parsed.hash = '';
-    if (ref !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(ref)) throw new UserError('invalid_buildpack_url', `buildpack ${url}: "${ref}" is not a branch, tag or commit`);
-    return { kind: 'git', url: parsed.toString(), ref: ref || undefined };
+    return { kind: 'git', url: parsed.toString(), ref: checkRef(url, ref) };
   }
   throw badUrl(url);
 }
 
 export function buildpackName(url: string): string {
   const loc = parseBuildpackUrl(url);
-  const base = loc.kind === 'dir' ? path.basename(loc.dir) : path.basename(new URL(loc.url).pathname).replace(/\.git$/, '');
+  const base = loc.kind === 'dir' ? path.basename(loc.dir) : path.basename(new URL(loc.url).pathname).replace(/\.(git|tgz|tar\.gz|tar)$/, '');
   return base.replace(/[^A-Za-z0-9._-]/g, '-') || 'buildpack';
 }
 
 export class BuildpackFetcher {
   private readonly cacheDir: string;
+  private readonly timeoutMs: number;
+  /** One fetch per copy at a time; a second caller waits for the first one's result. */
+  private readonly inFlight = new Map<string, Promise<FetchedBuildpack>>();
 
-  constructor(cacheDir: string) {
+  constructor(cacheDir: string, options: { timeoutMs?: number } = {}) {
     this.cacheDir = cacheDir;
+    this.timeoutMs = options.timeoutMs ?? FETCH_TIMEOUT_MS;
   }
 
-  /** Makes the buildpack available on this server; rejects with a UserError naming the URL and the reason. */
+  /** The buildpack on this server: the kept copy when there is one, else fetched now. Rejects with a UserError naming the URL and the reason. */
   async fetch(url: string): Promise<FetchedBuildpack> {
     const loc = parseBuildpackUrl(url);
     const name = buildpackName(url);
     if (loc.kind === 'dir') {
       await checkLayout(url, loc.dir);
-      return { url, name, dir: loc.dir };
+      return { url, name, dir: loc.dir, cached: false };
     }
-    const key = createHash('sha256').update(`${loc.url}#${loc.ref ?? ''}`).digest('hex').slice(0, 16);
-    const dest = path.join(this.cacheDir, `${name}-${key}`);
-    try {
-      await withTimeout(this.clone(loc.url, loc.ref, dest), FETCH_TIMEOUT_MS, `fetching ${url} took longer than ${FETCH_TIMEOUT_MS / 1000} s`);
-    } catch (e) {
-      throw new UserError('buildpack_fetch_failed', `could not fetch buildpack ${url}: ${(e as Error).message}`, {
-        cause: e,
-        hint: 'check the URL (and #ref) is reachable from the server, or use a buildpack folder on the server (an absolute path or file:// URL)',
-      });
-    }
-    await checkLayout(url, dest);
-    return { url, name, dir: dest };
+    const copy = this.copyOf(loc, name);
+    const kept = await this.kept(url, name, copy);
+    if (kept) return kept;
+    return this.once(copy.dir, () => this.download(url, loc, name, copy));
   }
 
-  // A fresh shallow clone into a temp folder, then swapped in, so a failed fetch leaves the last good copy.
-  private async clone(url: string, ref: string | undefined, dest: string): Promise<void> {
-    const [{ default: git }, { default: http }] = await Promise.all([import('isomorphic-git'), import('isomorphic-git/http/node')]);
-    await fsp.mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
-    const tmp = `${dest}.${randomBytes(4).toString('hex')}.tmp`;
+  /**
+   * Fetches the buildpack anew (buildpacks:update). When that fails and a copy was kept, the copy
+   * stays in use and the result says why the fetch failed; without one, it rejects.
+   */
+  async update(url: string): Promise<FetchedBuildpack> {
+    const loc = parseBuildpackUrl(url);
+    const name = buildpackName(url);
+    if (loc.kind === 'dir') return this.fetch(url);
+    const copy = this.copyOf(loc, name);
     try {
-      const isCommit = ref !== undefined && /^[0-9a-f]{40}$/.test(ref);
-      await git.clone({ fs, http, dir: tmp, url, ...(ref && !isCommit ? { ref } : {}), singleBranch: !isCommit, ...(isCommit ? {} : { depth: 1 }), noTags: !ref });
-      if (isCommit) await git.checkout({ fs, dir: tmp, ref, force: true });
-      await fsp.rm(path.join(tmp, '.git'), { recursive: true, force: true });
-      await fsp.rm(dest, { recursive: true, force: true });
-      // Another build fetching the same buildpack may have swapped its copy in meanwhile: use that.
-      await fsp.rename(tmp, dest).catch((e: NodeJS.ErrnoException) => {
+      return await this.once(copy.dir, () => this.download(url, loc, name, copy));
+    } catch (e) {
+      const kept = await this.kept(url, name, copy);
+      if (!kept) throw e;
+      return { ...kept, failure: (e as Error).message.replace(/^could not fetch buildpack \S+: /, '') };
+    }
+  }
+
+  /** Records the buildpack URLs an app's build used, for `buildpacks:update APP`. */
+  async remember(app: string, urls: readonly string[]): Promise<void> {
+    const file = path.join(this.cacheDir, 'apps', `${app}.json`);
+    await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+    await fsp.writeFile(tmp, JSON.stringify({ urls }) + '\n', { mode: 0o600 });
+    await fsp.rename(tmp, file);
+  }
+
+  /** The buildpack URLs the app's last build used (empty before its first build). */
+  async remembered(app: string): Promise<string[]> {
+    try {
+      const parsed = JSON.parse(await fsp.readFile(path.join(this.cacheDir, 'apps', `${app}.json`), 'utf8')) as { urls?: unknown };
+      return Array.isArray(parsed.urls) ? parsed.urls.filter((u): u is string => typeof u === 'string') : [];
+    } catch {
+      return [];
+    }
+  }
+
+  /** The URL of every buildpack with a copy kept on this server. */
+  async keptUrls(): Promise<string[]> {
+    const names = await fsp.readdir(this.cacheDir).catch(() => [] as string[]);
+    const urls: string[] = [];
+    for (const n of names.filter((n) => n.endsWith('.json')).sort()) {
+      const meta = await readMeta(path.join(this.cacheDir, n));
+      if (meta && fs.existsSync(path.join(this.cacheDir, n.slice(0, -'.json'.length)))) urls.push(meta.url);
+    }
+    return urls;
+  }
+
+  private copyOf(loc: Exclude<BuildpackLocation, { kind: 'dir' }>, name: string): { dir: string; meta: string } {
+    const id = loc.kind === 'git' ? `${loc.url}#${loc.ref ?? ''}` : loc.url;
+    const dir = path.join(this.cacheDir, `${name}-${createHash('sha256').update(id).digest('hex').slice(0, 16)}`);
+    return { dir, meta: `${dir}.json` };
+  }
+
+  private async kept(url: string, name: string, copy: { dir: string; meta: string }): Promise<FetchedBuildpack | undefined> {
+    const st = await fsp.stat(copy.dir).catch(() => undefined);
+    if (!st?.isDirectory()) return undefined;
+    const meta = await readMeta(copy.meta);
+    return { url, name, dir: copy.dir, fetchedAt: meta ? new Date(meta.fetchedAt) : st.mtime, cached: true };
+  }
+
+  private once(key: string, fetch: () => Promise<FetchedBuildpack>): Promise<FetchedBuildpack> {
+    const running = this.inFlight.get(key);
+    if (running) return running;
+    const p = fetch().finally(() => this.inFlight.delete(key));
+    this.inFlight.set(key, p);
+    return p;
+  }
+
+  // Fetched into a temp folder, checked, then swapped in: a failed fetch leaves the last good copy.
+  private async download(url: string, loc: Exclude<BuildpackLocation, { kind: 'dir' }>, name: string, copy: { dir: string; meta: string }): Promise<FetchedBuildpack> {
+    await fsp.mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
+    const tmp = `${copy.dir}.${randomBytes(4).toString('hex')}.tmp`;
+    const old = `${copy.dir}.${randomBytes(4).toString('hex')}.old`;
+    try {
+      try {
+        const work = loc.kind === 'git' ? clone(loc.url, loc.ref, tmp) : downloadTarball(loc.url, tmp);
+        await withTimeout(work, this.timeoutMs, `fetching ${url} took longer than ${this.timeoutMs / 1000} s`);
+      } catch (e) {
+        throw new UserError('buildpack_fetch_failed', `could not fetch buildpack ${url}: ${(e as Error).message}`, {
+          cause: e,
+          hint: 'check the URL (and #ref) is reachable from the server, or use a buildpack folder on the server (an absolute path or file:// URL)',
+        });
+      }
+      await checkLayout(url, tmp);
+      const fetchedAt = new Date();
+      await fsp.rename(copy.dir, old).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
+      await fsp.rename(tmp, copy.dir).catch((e: NodeJS.ErrnoException) => {
+        // Another process swapped its fresh copy in meanwhile: that one is as good.
         if (e.code !== 'ENOTEMPTY' && e.code !== 'EEXIST') throw e;
       });
-      log.info('buildpack_fetched', { url, ref, dir: dest });
+      await fsp.writeFile(copy.meta, JSON.stringify({ url, fetchedAt: fetchedAt.toISOString() }) + '\n', { mode: 0o600 });
+      log.info('buildpack_fetched', { url, dir: copy.dir });
+      return { url, name, dir: copy.dir, fetchedAt, cached: false };
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });
+      await fsp.rm(old, { recursive: true, force: true });
     }
+  }
+}
+
+async function clone(url: string, ref: string | undefined, dir: string): Promise<void> {
+  const [{ default: git }, { default: http }] = await Promise.all([import('isomorphic-git'), import('isomorphic-git/http/node')]);
+  const isCommit = ref !== undefined && /^[0-9a-f]{40}$/.test(ref);
+  await git.clone({ fs, http, dir, url, ...(ref && !isCommit ? { ref } : {}), singleBranch: !isCommit, ...(isCommit ? {} : { depth: 1 }), noTags: !ref });
+  if (isCommit) await git.checkout({ fs, dir, ref, force: true });
+  await fsp.rm(path.join(dir, '.git'), { recursive: true, force: true });
+}
+
+async function readMeta(file: string): Promise<{ url: string; fetchedAt: string } | undefined> {
+  try {
+    const meta = JSON.parse(await fsp.readFile(file, 'utf8')) as { url?: unknown; fetchedAt?: unknown };
+    return typeof meta.url === 'string' && typeof meta.fetchedAt === 'string' ? { url: meta.url, fetchedAt: meta.fetchedAt } : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -117,9 +230,14 @@ async function checkLayout(url: string, dir: string): Promise<void> {
   }
 }
 
+function checkRef(url: string, ref: string | undefined): string | undefined {
+  if (ref !== undefined && ref !== '' && !/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(ref)) throw new UserError('invalid_buildpack_url', `buildpack ${url}: "${ref}" is not a branch, tag or commit`);
+  return ref || undefined;
+}
+
 function badUrl(url: string): UserError {
   return new UserError('invalid_buildpack_url', `"${url}" is not a buildpack URL`, {
-    hint: 'use a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a file:// URL or an absolute path on the server',
+    hint: 'use a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a tarball URL (.tgz, .tar.gz, .tar), a file:// URL or an absolute path on the server',
   });
 }
 

@@ -5,14 +5,15 @@
 // old containers, SIGTERM then SIGKILL after its stop-timeout. A failed gate removes the new
 // containers and leaves the route and the old containers untouched.
 import { randomBytes } from 'node:crypto';
-import type { Output } from '../cli/output.ts';
-import { shellWords } from '../cli/shell-words.ts';
+import type { Output } from '../ui/output.ts';
+import { shellWords } from '../ui/shell-words.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { Target } from '../proxy/route-table.ts';
 import type { AppRecord, Release } from '../state/app-store.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
 import { formatMs, resolveChecks, type ResolvedChecks } from '../state/check-settings.ts';
+import { buildpackProcessCmd } from './buildpack-scripts.ts';
 import { LABEL, type ContainerState, type Engine } from './engine.ts';
 import type { CheckAttempt } from './health-check.ts';
 import { checksFor, passGate, quickChecks } from './health-gate.ts';
@@ -133,7 +134,7 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
         labels: { [LABEL.app]: app, [LABEL.process]: dyno.type, [LABEL.release]: String(release.number), [LABEL.dyno]: dyno.name, [LABEL.role]: 'process' },
         network: ctx.network,
         aliases: [`${app}.${dyno.name}`],
-        ...commandFor(release, dyno.command, entrypoint),
+        ...commandFor(release, dyno.command, entrypoint, dyno.type),
         ...(limit.memory ? { memory: limit.memory } : {}),
         ...(limit.cpus ? { cpus: limit.cpus } : {}),
         binds: plan.mounts,
@@ -216,12 +217,12 @@ export async function processContainers(engine: Engine, app: string): Promise<Co
 
 /**
  * The Cmd (and Entrypoint) that runs a process type's command in the release's image. Buildpack
- * images start through their launcher, which takes the command as one string; other images run
- * it with /bin/sh -c, or as words after their own entrypoint. '' keeps the image's command.
+ * images start it with `/start TYPE`; other images run it with /bin/sh -c, or as words after
+ * their own entrypoint. '' keeps the image's command.
  */
-export function commandFor(release: Pick<Release, 'builder'>, command: string, imageEntrypoint: readonly string[]): { cmd?: string[] } {
+export function commandFor(release: Pick<Release, 'builder'>, command: string, imageEntrypoint: readonly string[], type = 'web'): { cmd?: string[] } {
   if (command === '') return {};
-  if (release.builder === 'buildpacks') return { cmd: [command] };
+  if (release.builder === 'buildpacks') return { cmd: buildpackProcessCmd(imageEntrypoint, type, command) };
   if (imageEntrypoint.length > 0) return { cmd: shellWords(command) };
   return { cmd: ['/bin/sh', '-c', command] };
 }

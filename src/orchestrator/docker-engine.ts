@@ -220,6 +220,15 @@ export class DockerEngine implements Engine {
     }
   }
 
+  async imageLabels(ref: string): Promise<Record<string, string> | undefined> {
+    try {
+      return (await this.#docker.getImage(ref).inspect()).Config?.Labels ?? {};
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return undefined;
+      throw e;
+    }
+  }
+
   async pull(ref: string): Promise<void> {
     const stream = (await this.#docker.pull(ref)) as NodeJS.ReadableStream;
     await new Promise<void>((resolve, reject) => {

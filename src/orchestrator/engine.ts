@@ -156,6 +156,8 @@ export interface Engine {
   imageExists(ref: string): Promise<boolean>;
   /** The image's config, or undefined when the engine does not have it. */
   imageConfig(ref: string): Promise<ImageConfig | undefined>;
+  /** The image's labels, or undefined when the engine does not have it. */
+  imageLabels(ref: string): Promise<Record<string, string> | undefined>;
   /**
    * Builds an image from a tar build context, streaming output lines; resolves to its id. A
    * failed step rejects with a UserError, as do the timeout and the signal.

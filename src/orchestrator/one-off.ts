@@ -2,9 +2,10 @@
 // config, its standard streams wired to the caller (a terminal when the caller has one), removed
 // when it exits; the command's exit status is the caller's.
 import { randomInt } from 'node:crypto';
-import type { Terminal } from '../cli/command.ts';
+import type { Terminal } from '../ui/terminal.ts';
 import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
+import { buildpackExecCmd } from './buildpack-scripts.ts';
 import { limitFor } from './deployment.ts';
 import { LABEL } from './engine.ts';
 import type { Orchestrator } from './orchestrator.ts';
@@ -28,7 +29,7 @@ export async function runOneOff(orch: Orchestrator, app: string, words: readonly
   const entrypoint = (await engine.imageConfig(release.image))?.entrypoint ?? [];
   const cmd =
     release.builder === 'buildpacks'
-      ? command ? [command] : []
+      ? buildpackExecCmd(entrypoint, command)
       : entrypoint.length
         ? [...words]
         : command ? ['/bin/sh', '-c', command] : ['/bin/sh'];

@@ -3,13 +3,12 @@
 // about their containers the moment it does, and tears apps down.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Output } from '../cli/output.ts';
+import type { Output } from '../ui/output.ts';
 import type { Config, DataPaths } from '../config.ts';
 import { log } from '../log.ts';
 import type { AppStore, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
 import type { DomainStore } from '../state/domain-store.ts';
-import { AppLock } from './app-lock.ts';
 import { imageRepository, imageTag, type Builder } from './builder.ts';
 import { BuildLogs } from './build-log.ts';
 import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack-builder.ts';
@@ -24,8 +23,17 @@ import { RouteGuard } from './route-guard.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
 import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
 
+/**
+ * Per app, one change at a time. The application layer owns the lock and holds it around every
+ * operation it calls here; the orchestrator takes it only for work it starts itself.
+ */
+export interface AppLocks {
+  run<T>(app: string, fn: () => Promise<T>, onWait?: () => void): Promise<T>;
+}
+
 export interface OrchestratorDeps {
   engine: Engine;
+  locks: AppLocks;
   apps: AppStore;
   domains: DomainStore;
   config: Config;
@@ -38,7 +46,6 @@ export interface OrchestratorDeps {
 export class Orchestrator {
   private readonly deps: OrchestratorDeps;
   private readonly builders: readonly Builder[];
-  private readonly lock = new AppLock();
   /** Every publish goes through it: containers the engine reports dead stay out of routing. */
   private readonly routes: RouteGuard;
   readonly buildLogs: BuildLogs;
@@ -116,11 +123,6 @@ export class Orchestrator {
     };
   }
 
-  /** Runs `fn` while no other deploy or change of `app` runs; says so when it has to wait. */
-  exclusive<T>(app: string, out: Output, fn: () => Promise<T>): Promise<T> {
-    return this.lock.run(app, fn, () => out.step(`Another deploy of ${app} is running; waiting for it to finish`));
-  }
-
   publisher(): RoutePublisher {
     return this.routes;
   }
@@ -149,7 +151,7 @@ export class Orchestrator {
     await this.watchContainers();
     for (const app of this.deps.apps.list()) {
       try {
-        await this.lock.run(app.name, () => this.adopt(app.name));
+        await this.deps.locks.run(app.name, () => this.adopt(app.name));
       } catch (e) {
         log.error('app_adopt_failed', { app: app.name, error: e });
       }
@@ -163,36 +165,28 @@ export class Orchestrator {
     this.events = undefined;
   }
 
-  /** Builds and deploys a pushed commit; waits (and says so) while another deploy of the app runs. */
+  /** Builds and deploys a pushed commit. The caller holds the app's lock. */
   deploy(input: PipelineInput): Promise<Release> {
     const app = input.source.app;
-    return this.lock.run(
-      app,
-      () =>
-        runPipeline(
-          { ...this.releaseDeps(app), builders: this.builders, logs: this.buildLogs, appUrl: this.deps.appUrl(app) },
-          input,
-        ),
-      () => input.out.step(`Another deploy of ${app} is running; waiting for it to finish`),
-    );
+    return runPipeline({ ...this.releaseDeps(app), builders: this.builders, logs: this.buildLogs, appUrl: this.deps.appUrl(app) }, input);
   }
 
+  /**
+   * Takes an app off the proxy and removes its containers, images, build cache, build logs and
+   * repository; its records are the caller's to remove. The caller holds the app's lock.
+   */
   async destroyApp(app: string, out: Output): Promise<void> {
-    await this.lock.run(app, async () => {
-      this.routes.unpublish(app);
-      const stopS = Math.ceil(checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, this.deps.apps.require(app)).stopTimeoutMs / 1000);
-      const containers = await this.deps.engine.list({ [LABEL.app]: app });
-      await Promise.all(containers.map((c) => this.deps.engine.stopAndRemove(c.id, stopS)));
-      if (containers.length) out.detail(`removed ${containers.length} container${containers.length === 1 ? '' : 's'}`);
-      const record = this.deps.apps.require(app);
-      const images = new Set([...record.releases.map((r) => r.image), ...(await this.deps.engine.imagesOf(imageRepository(this.deps.engine.instance, app)))]);
-      for (const image of images) await this.deps.engine.removeImage(image);
-      await this.deps.engine.removeVolume(cacheVolume(this.deps.engine.instance, app));
-      await this.buildLogs.removeApp(app);
-      await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
-      await this.deps.apps.remove(app);
-      await this.deps.domains.forget(app);
-    });
+    this.routes.unpublish(app);
+    const stopS = Math.ceil(checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, this.deps.apps.require(app)).stopTimeoutMs / 1000);
+    const containers = await this.deps.engine.list({ [LABEL.app]: app });
+    await Promise.all(containers.map((c) => this.deps.engine.stopAndRemove(c.id, stopS)));
+    if (containers.length) out.detail(`removed ${containers.length} container${containers.length === 1 ? '' : 's'}`);
+    const record = this.deps.apps.require(app);
+    const images = new Set([...record.releases.map((r) => r.image), ...(await this.deps.engine.imagesOf(imageRepository(this.deps.engine.instance, app)))]);
+    for (const image of images) await this.deps.engine.removeImage(image);
+    await this.deps.engine.removeVolume(cacheVolume(this.deps.engine.instance, app));
+    await this.buildLogs.removeApp(app);
+    await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
   }
 
   /**
@@ -200,56 +194,51 @@ export class Orchestrator {
    * current release starts under the new name; the new routes replace the old ones in one swap
    * once the new containers are ready. Only then do the old containers, tags, repository and
    * logs go. If the new containers do not come up, everything is put back as it was and the
-   * old app kept serving throughout.
+   * old app kept serving throughout. The caller holds the locks of both names.
    */
   async renameApp(from: string, to: string, out: Output): Promise<void> {
-    const [first, second] = [from, to].sort() as [string, string];
-    await this.lock.run(first, () =>
-      this.lock.run(second, async () => {
-        const engine = this.deps.engine;
-        const record = this.deps.apps.require(from);
-        const ours = `${imageRepository(engine.instance, from)}:`;
-        const renamed = record.releases.map((r) => (r.image.startsWith(ours) ? { ...r, image: imageTag(engine.instance, to, r.number) } : r));
-        const tagged: string[] = [];
-        const restore = async () => {
-          await this.deps.apps.rename(to, from, (draft) => void (draft.releases = record.releases));
-          await this.deps.domains.rename(to, from);
-          for (const t of tagged) await engine.removeImage(t).catch(() => undefined);
-        };
-        for (const [i, r] of record.releases.entries()) {
-          const next = renamed[i]!.image;
-          if (next === r.image || !(await engine.imageExists(r.image))) continue;
-          await engine.tagImage(r.image, imageRepository(engine.instance, to), `r${r.number}`);
-          tagged.push(next);
-        }
-        const oldTargets = [...this.routes.routed(from)];
-        await this.deps.apps.rename(from, to, (draft) => void (draft.releases = renamed));
-        await this.deps.domains.rename(from, to);
-        if (currentRelease(record) && !record.stopped) {
-          try {
-            await redeployCurrent(this.releaseDeps(to), to, out, { reuse: false });
-          } catch (e) {
-            await restore();
-            throw e;
-          }
-        }
-        // Whatever the new routes did not take over already (the old default domain) goes now;
-        // requests in flight on the old containers finish before they stop, as in any deploy.
-        this.routes.unpublish(from);
-        const checks = checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, record);
-        if (oldTargets.length > 0) await this.routes.drain(oldTargets, { deadlineMs: checks.drainTimeoutMs, reason: 'the app was renamed' });
-        const old = await engine.list({ [LABEL.app]: from });
-        await Promise.all(old.map((c) => engine.stopAndRemove(c.id, Math.ceil(checks.stopTimeoutMs / 1000))));
-        if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);
-        for (const r of record.releases) if (r.image.startsWith(ours)) await engine.removeImage(r.image);
-        await engine.removeVolume(cacheVolume(engine.instance, from));
-        await this.buildLogs.renameApp(from, to);
-        const repos = this.deps.paths.repos;
-        await fs.rename(path.join(repos, `${from}.git`), path.join(repos, `${to}.git`)).catch((e: NodeJS.ErrnoException) => {
-          if (e.code !== 'ENOENT') throw e;
-        });
-      }),
-    );
+    const engine = this.deps.engine;
+    const record = this.deps.apps.require(from);
+    const ours = `${imageRepository(engine.instance, from)}:`;
+    const renamed = record.releases.map((r) => (r.image.startsWith(ours) ? { ...r, image: imageTag(engine.instance, to, r.number) } : r));
+    const tagged: string[] = [];
+    const restore = async () => {
+      await this.deps.apps.rename(to, from, (draft) => void (draft.releases = record.releases));
+      await this.deps.domains.rename(to, from);
+      for (const t of tagged) await engine.removeImage(t).catch(() => undefined);
+    };
+    for (const [i, r] of record.releases.entries()) {
+      const next = renamed[i]!.image;
+      if (next === r.image || !(await engine.imageExists(r.image))) continue;
+      await engine.tagImage(r.image, imageRepository(engine.instance, to), `r${r.number}`);
+      tagged.push(next);
+    }
+    const oldTargets = [...this.routes.routed(from)];
+    await this.deps.apps.rename(from, to, (draft) => void (draft.releases = renamed));
+    await this.deps.domains.rename(from, to);
+    if (currentRelease(record) && !record.stopped) {
+      try {
+        await redeployCurrent(this.releaseDeps(to), to, out, { reuse: false });
+      } catch (e) {
+        await restore();
+        throw e;
+      }
+    }
+    // Whatever the new routes did not take over already (the old default domain) goes now;
+    // requests in flight on the old containers finish before they stop, as in any deploy.
+    this.routes.unpublish(from);
+    const checks = checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, record);
+    if (oldTargets.length > 0) await this.routes.drain(oldTargets, { deadlineMs: checks.drainTimeoutMs, reason: 'the app was renamed' });
+    const old = await engine.list({ [LABEL.app]: from });
+    await Promise.all(old.map((c) => engine.stopAndRemove(c.id, Math.ceil(checks.stopTimeoutMs / 1000))));
+    if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);
+    for (const r of record.releases) if (r.image.startsWith(ours)) await engine.removeImage(r.image);
+    await engine.removeVolume(cacheVolume(engine.instance, from));
+    await this.buildLogs.renameApp(from, to);
+    const repos = this.deps.paths.repos;
+    await fs.rename(path.join(repos, `${from}.git`), path.join(repos, `${to}.git`)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
   }
 
   /**
@@ -363,7 +352,7 @@ export class Orchestrator {
       log.info('routes_refresh_skipped', { app, id, reason: (e as Error).message });
       return; // not healthy (yet); a later start event tries again
     }
-    await this.lock.run(app, async () => {
+    await this.deps.locks.run(app, async () => {
       const record = this.deps.apps.get(app);
       const release = record && currentRelease(record);
       if (!record || !release || record.stopped) return;

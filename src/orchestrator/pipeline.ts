@@ -1,13 +1,13 @@
 // Dokku's pipeline as typed stages: receive (done by the git side) → build → release → deploy
 // → retire. Each stage takes what the previous one produced; the output is kept as the
 // release's build log, or as the app's last failed deploy.
-import type { Output } from '../cli/output.ts';
-import { describeForUser } from '../errors.ts';
+import type { Output } from '../ui/output.ts';
+import { UserError, describeForUser } from '../errors.ts';
 import type { Release } from '../state/app-store.ts';
 import { chooseBuilder, type BuildResult, type BuildSource, type Builder } from './builder.ts';
-import { healthchecksOfSource } from './app-json.ts';
+import { MAX_APP_JSON_BYTES } from './app-json.ts';
 import { TeeOutput, type BuildLogs } from './build-log.ts';
-import type { HealthchecksSection } from './health-check.ts';
+import { healthchecksSection, type HealthchecksSection } from './health-check.ts';
 import { parseProcfile } from './procfile.ts';
 import { deployNewRelease, nextReleaseNumber, type ReleaseDeps } from './release-flow.ts';
 
@@ -31,11 +31,11 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
   try {
     const record = deps.apps.require(source.app);
     const number = nextReleaseNumber(record);
-    const procfileText = await source.readFile('Procfile');
-    const procfile = procfileText === undefined ? undefined : parseProcfile(procfileText.toString('utf8'));
-    // Read before the build, so a bad app.json fails the push at once.
-    const healthchecks = await healthchecksOfSource(source);
     const built = await build(deps, { ...input, out }, number);
+    // Procfile and app.json as the build left them (a buildpack may write or move them).
+    const files = built.appFiles ?? (await appFilesOfSource(source));
+    const procfile = files.procfile === undefined ? undefined : parseProcfile(files.procfile);
+    const healthchecks = files.appJson === undefined ? undefined : healthchecksSection(files.appJson);
     const release = makeRelease(number, built, procfile, input, record.config, healthchecks);
     describeProcesses(out, release, procfile !== undefined);
     await deployNewRelease(deps, source.app, release, out);
@@ -54,6 +54,14 @@ async function build(deps: PipelineDeps, input: PipelineInput, number: number): 
   const builder = await chooseBuilder(deps.builders, input.source);
   const app = deps.apps.require(input.source.app);
   return builder.build({ source: input.source, app, release: number, out: input.out, ...(input.signal ? { signal: input.signal } : {}) });
+}
+
+async function appFilesOfSource(source: BuildSource): Promise<NonNullable<BuildResult['appFiles']>> {
+  const [procfile, appJson] = await Promise.all([source.readFile('Procfile'), source.readFile('app.json')]);
+  if (appJson && appJson.length > MAX_APP_JSON_BYTES) {
+    throw new UserError('invalid_app_json', `app.json is larger than ${MAX_APP_JSON_BYTES / 1024} KiB`, { hint: 'app.json holds settings such as healthchecks; keep it small' });
+  }
+  return { procfile: procfile?.toString('utf8'), appJson: appJson?.toString('utf8') };
 }
 
 function makeRelease(number: number, built: BuildResult, procfile: Record<string, string> | undefined, input: PipelineInput, config: Record<string, string>, healthchecks: HealthchecksSection | undefined): Release {

@@ -1,7 +1,7 @@
 // Releases as the rest of the orchestrator makes them: number the next one, derive one from
 // another (config change, rollback), deploy it, hold it on probation, record it as current once
 // it passed, retire what ran before, and prune release images beyond the ones kept for rollback.
-import type { Output } from '../cli/output.ts';
+import type { Output } from '../ui/output.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { AppRecord, AppStore, Release } from '../state/app-store.ts';

@@ -1,21 +1,21 @@
 // One client connection on the fast path (HTTP/1.1 over TCP, or over TLS once decrypted): finds
 // each request head, hands it to an Exchange, and keeps the connection's own timeouts (header,
 // keep-alive idle, lingering close: deadlines on performance.now()'s monotonic clock). Its listeners
-// are set once, for the connection's life, and so are the forwarded headers that describe it.
+// are set once, for the connection's life, and so are the forwarded headers that describe it and
+// the request policy's Decision its exchanges reuse.
 import type { Socket } from 'node:net';
 import { adoptDirect } from './direct-read.ts';
 import { errorResponse, type ErrorStatus } from './error-pages.ts';
 import { Exchange } from './exchange.ts';
 import { findHeadEnd, HttpError, parseRequestHead } from './http1-head.ts';
 import type { ProxyContext } from './proxy-context.ts';
+import { connectionForwarding, Decision, keepsConnection, type ConnectionForwarding } from './request-policy.ts';
 
 /** After berth closes its side, how long it keeps reading (and dropping) what the client still sends, so its answer is not lost to a reset. */
 export const LINGER_MS = 2_000;
 
-const NO_DEADLINE = 0;
-const HEADER = 1;
-const IDLE = 2;
-const LINGER = 3;
+/** The connection's own deadline between exchanges: the whole next head, keep-alive idle, lingering close; or none. */
+type Deadline = 'none' | 'header' | 'idle' | 'linger';
 
 export class ClientConnection {
   readonly socket: Socket;
@@ -23,19 +23,16 @@ export class ClientConnection {
   readonly proto: 'http' | 'https';
   /** The port of the listener the connection arrived on (X-Forwarded-Port). */
   readonly port: number;
-  readonly clientIp: string;
-  /** `X-Forwarded-For: CLIENT` and `X-Forwarded-Proto: PROTO` lines, for a request that brought no X-Forwarded-For. */
-  readonly forwardedForAndProto: string;
-  /** The `X-Forwarded-Proto: PROTO` line. */
-  readonly forwardedProto: string;
-  /** Ends the X-Forwarded-Host line, then the `X-Forwarded-Port: PORT` line and the start of X-Request-Id's. */
-  readonly forwardedPortAndId: string;
+  /** The client's address and the forwarded-header parts that never change on this connection. */
+  readonly forwarding: ConnectionForwarding;
+  /** The request policy's answer for the current exchange; one per connection, reused by each. */
+  readonly decision = new Decision();
   exchange: Exchange | undefined;
   /** Bytes read and not yet consumed: the start of the next request (pipelined or partial). */
   #buffered: Buffer | undefined;
   #scanFrom = 0;
   #deadline = 0;
-  #deadlineKind = NO_DEADLINE;
+  #deadlineKind: Deadline = 'none';
   /** The client sent FIN: answer what is in flight, then close. */
   #ended = false;
   #closing = false;
@@ -58,17 +55,12 @@ export class ClientConnection {
     this.ctx = ctx;
     this.proto = proto;
     this.port = port;
-    const address = socket.remoteAddress ?? '';
-    // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; apps expect a.b.c.d.
-    this.clientIp = address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-    this.forwardedProto = `X-Forwarded-Proto: ${proto}\r\n`;
-    this.forwardedForAndProto = `X-Forwarded-For: ${this.clientIp}\r\n${this.forwardedProto}`;
-    this.forwardedPortAndId = `\r\nX-Forwarded-Port: ${port}\r\nX-Request-Id: `;
+    this.forwarding = connectionForwarding(socket.remoteAddress, proto, port);
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
     socket.on('drain', this.#onDrain);
-    this.#setDeadline(HEADER, ctx.limits.headerTimeout, performance.now());
+    this.#setDeadline('header', ctx.limits.headerTimeout, performance.now());
   }
 
   get closing(): boolean {
@@ -101,11 +93,11 @@ export class ClientConnection {
   finished(keepAlive: boolean, idleTimeout: number, now: number): void {
     this.exchange = undefined;
     if (this.#gone || this.#detached) return;
-    if (!keepAlive || this.#ended || this.ctx.draining) {
+    if (!keepsConnection(keepAlive, true, true, this.closing, this.ctx.draining)) {
       this.close();
       return;
     }
-    this.#setDeadline(IDLE, idleTimeout, now);
+    this.#setDeadline('idle', idleTimeout, now);
     if (this.socket.isPaused()) this.socket.resume();
     if (this.#buffered) this.#next();
   }
@@ -122,7 +114,7 @@ export class ClientConnection {
     this.#closing = true;
     this.#buffered = undefined;
     this.socket.end();
-    this.#setDeadline(LINGER, LINGER_MS, performance.now());
+    this.#setDeadline('linger', LINGER_MS, performance.now());
     if (this.socket.isPaused()) this.socket.resume();
   }
 
@@ -130,7 +122,7 @@ export class ClientConnection {
     this.socket.destroy();
   }
 
-  /** Hands the socket to someone else (a tunnel, the challenge responder's server): this object lets go of it. */
+  /** Hands the socket to a tunnel: this object lets go of it. */
   detach(): Socket {
     this.#detached = true;
     this.socket.off('data', this.#onData);
@@ -151,7 +143,7 @@ export class ClientConnection {
     if (this.#deadline === 0 || now < this.#deadline) return;
     const kind = this.#deadlineKind;
     this.#deadline = 0;
-    if (kind === HEADER && this.#buffered && this.#buffered.length > 0) this.refuse(408, 'The request was not sent in time.');
+    if (kind === 'header' && this.#buffered && this.#buffered.length > 0) this.refuse(408, 'The request was not sent in time.');
     else this.destroy();
   }
 
@@ -192,7 +184,7 @@ export class ClientConnection {
     const max = this.ctx.limits.maxHeaderBytes;
     if (end === -1) {
       // The head is incomplete: its time runs from the first byte (a whole head needs no deadline).
-      if (this.#deadlineKind !== HEADER) this.#setDeadline(HEADER, this.ctx.limits.headerTimeout, performance.now());
+      if (this.#deadlineKind !== 'header') this.#setDeadline('header', this.ctx.limits.headerTimeout, performance.now());
       if (buf.length > max) this.refuse(431, 'The request head is too large.');
       else this.#scanFrom = buf.length;
       return;
@@ -213,14 +205,13 @@ export class ClientConnection {
       return;
     }
     this.#deadline = 0;
-    this.#deadlineKind = NO_DEADLINE;
-    if (this.ctx.takeOver(this, head, buf)) return;
+    this.#deadlineKind = 'none';
     const exchange = new Exchange(this, head);
     this.exchange = exchange;
     exchange.start();
   }
 
-  #setDeadline(kind: number, ms: number, now: number): void {
+  #setDeadline(kind: Deadline, ms: number, now: number): void {
     this.#deadlineKind = kind;
     this.#deadline = ms > 0 ? now + ms : 0;
   }

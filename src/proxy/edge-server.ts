@@ -1,51 +1,36 @@
-// The HTTP listener at the edge. Plain HTTP/1.x connections take the fast path (ClientConnection
-// and Exchange: berth's own strict HTTP/1.1 framing, pooled upstream connections, least-connections
-// balancing, passive health); requests under /.well-known/acme-challenge/ are handed, with their
-// connection, to a node:http server that asks the challenge responder and otherwise forwards
-// through the Forwarder (the node:http-shaped path, also usable by other front ends).
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+// The HTTP listener at the edge, and the owner of both front ends: plain HTTP/1.x connections (and
+// decrypted HTTP/1.1 ones from the TLS listener) take the fast path (ClientConnection and Exchange:
+// berth's own strict HTTP/1.1 framing, pooled upstream connections), HTTP/2 sessions the
+// Http2FrontEnd. Both ask the one request policy (request-policy.ts) what to do with each request;
+// ACME HTTP-01 challenges are answered there too, from the tokens in memory.
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { UserError, wrapError } from '../errors.ts';
+import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
+import { DEFAULT_APP_SETTINGS, type AppProxySettings } from '../state/proxy-settings.ts';
 import { AccessLog } from './access-log.ts';
 import { ClientConnection } from './client-connection.ts';
-import { sendErrorPage, sendRawErrorPage, type ErrorStatus } from './error-pages.ts';
-import { stripPort } from './exchange.ts';
-import { UndiciForwarder, type ForwardInfo, type Forwarder } from './forwarder.ts';
-import type { RequestHead } from './http1-head.ts';
+import { Http2FrontEnd } from './http2-front-end.ts';
 import { LoadBalancer, TargetRegistry } from './load-balancer.ts';
 import type { ProxyContext } from './proxy-context.ts';
-import { DEFAULT_APP_SETTINGS, DEFAULT_CLIENT_LIMITS, type AppProxySettings, type ClientLimits } from './proxy-settings.ts';
-import { RouteTable, normaliseHostname, type Target } from './route-table.ts';
+import { DEFAULT_CLIENT_LIMITS, type ClientLimits } from './proxy-settings.ts';
+import { RouteTable, type Target } from './route-table.ts';
 import { targetKey, type TargetState } from './target-state.ts';
 
 /** stop(): how long requests in flight get to finish before their connections are cut. */
 export const DRAIN_TIMEOUT_MS = 10_000;
 /** How often deadlines (header, body, read, idle) are checked: the resolution of every proxy timeout. */
 export const SWEEP_INTERVAL_MS = 250;
-/** The path prefix handed to the challenge responder (ACME HTTP-01). */
-export const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
-
-/** The listener a request arrived on: the HTTP one, or another that hands its requests over (TLS). */
-export interface Via {
-  proto: ForwardInfo['proto'];
-  port: number;
-}
-
 /** For a host name with a certificate, the HTTPS port its plain HTTP requests are redirected to. */
 export type HttpsRedirect = (hostname: string) => number | undefined;
 
-/** Given challenge requests (under CHALLENGE_PREFIX) first; returns true when it answered. */
-export type ChallengeResponder = (req: IncomingMessage, res: ServerResponse) => boolean;
+/** For the token of an ACME HTTP-01 challenge request, the key authorization to answer with; undefined for a token berth is not solving. */
+export type ChallengeResponder = (token: string) => string | undefined;
 
 export interface EdgeServerOptions {
   /** 0 picks a free port (tests); `httpPort` then reports the bound one. */
   httpPort: number;
   /** Default '0.0.0.0'. */
   bindHost?: string;
-  /** The node:http-shaped forwarding path. Default: a new UndiciForwarder with its documented defaults. Closed by stop(). */
-  forwarder?: Forwarder;
   /** Default DRAIN_TIMEOUT_MS. */
   drainTimeoutMs?: number;
   /** Overrides of the global client limits (DEFAULT_CLIENT_LIMITS documents each). */
@@ -71,8 +56,6 @@ export interface DrainReport {
 export class EdgeServer {
   readonly #port: number;
   readonly #bindHost: string;
-  /** Made on first use: only the node:http path needs it. */
-  #forwarder: Forwarder | undefined;
   readonly #drainTimeoutMs: number;
   readonly #sweepIntervalMs: number;
   readonly #reusePort: boolean;
@@ -86,11 +69,9 @@ export class EdgeServer {
   readonly #targets = new TargetRegistry();
   readonly #balancer = new LoadBalancer(this.#targets);
   readonly #connections = new Set<ClientConnection>();
-  /** Upgraded connections of the node:http path, which stop() closes from here. */
-  readonly #compatTunnels = new Set<Duplex>();
   readonly #context: ProxyContext;
+  readonly #http2: Http2FrontEnd;
   #server: NetServer | undefined;
-  #fallback: HttpServer | undefined;
   #sweep: NodeJS.Timeout | undefined;
   #starting: Promise<void> | undefined;
   #boundPort: number | undefined;
@@ -101,7 +82,6 @@ export class EdgeServer {
   constructor(options: EdgeServerOptions) {
     this.#port = options.httpPort;
     this.#bindHost = options.bindHost ?? '0.0.0.0';
-    this.#forwarder = options.forwarder;
     this.#drainTimeoutMs = options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? SWEEP_INTERVAL_MS;
     this.#reusePort = options.reusePort ?? false;
@@ -121,12 +101,13 @@ export class EdgeServer {
       routes: () => this.#routes,
       httpsPortFor: (hostname) => this.#httpsRedirect?.(hostname),
       settings: (app) => this.#settings.get(app) ?? DEFAULT_APP_SETTINGS,
-      takeOver: (conn, head, raw) => this.#takeOver(conn, head, raw),
+      challengeAnswer: (token) => this.#challengeResponder?.(token),
       connectionClosed: (conn) => {
         this.#connections.delete(conn);
-        if (this.#connections.size === 0) this.#onQuiet?.();
+        this.#checkQuiet();
       },
     };
+    this.#http2 = new Http2FrontEnd(this.#context, () => this.#checkQuiet());
   }
 
   start(): Promise<void> {
@@ -179,14 +160,18 @@ export class EdgeServer {
     this.#httpsRedirect = redirect;
   }
 
-  /** Routes and forwards a request from another front end (HTTP/2 on the TLS listener). */
-  handleRequest(req: IncomingMessage, res: ServerResponse, via: Via): void {
-    this.#onRequest(req, res, via);
+  /** Serves a decrypted connection whose client chose HTTP/2 (the TLS listener's ALPN). `port` is that listener's port. */
+  serveHttp2(socket: Socket, port: number): void {
+    if (this.#draining) {
+      socket.destroy();
+      return;
+    }
+    this.#http2.serve(socket, port);
   }
 
-  /** Routes and forwards an upgrade from another front end. */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, via: Via): void {
-    this.#onUpgrade(req, socket, head, via);
+  /** Sends GOAWAY to every HTTP/2 session: streams in flight finish, no new ones start. */
+  closeHttp2(): void {
+    this.#http2.close();
   }
 
   /**
@@ -245,7 +230,7 @@ export class EdgeServer {
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => {
         server.off('listening', onListening);
-        reject(listenError(e, this.#bindHost, this.#port));
+        reject(listenError(e, { what: 'HTTP', address: `${this.#bindHost}:${this.#port}`, flag: '--http-port' }));
       };
       const onListening = () => {
         server.off('error', onError);
@@ -270,167 +255,40 @@ export class EdgeServer {
     if (server?.listening) {
       this.#draining = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      const fallback = this.#fallback;
-      fallback?.close();
-      fallback?.closeIdleConnections();
+      this.#http2.close();
       for (const conn of this.#connections) conn.closeIfIdle();
       // A WebSocket has no request to finish: it is closed cleanly now; its clients reconnect.
       const tunnels: Promise<void>[] = [];
       for (const state of this.#targets.all()) for (const tunnel of state.tunnels) tunnels.push(tunnel.close('the server is shutting down'));
-      for (const socket of this.#compatTunnels) socket.destroy();
       const quiet = new Promise<void>((resolve) => {
         this.#onQuiet = resolve;
-        if (this.#connections.size === 0) resolve();
+        this.#checkQuiet();
       });
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#drainTimeoutMs)));
       await Promise.race([Promise.all([quiet, Promise.all(tunnels)]), deadline]);
       clearTimeout(timer);
       for (const conn of this.#connections) conn.destroy();
-      fallback?.closeAllConnections();
       for (const state of this.#targets.all()) state.expireIdle(Infinity);
       await closed;
       log.info('proxy_stopped', { port: this.httpPort });
     }
     if (this.#sweep) clearInterval(this.#sweep);
+    await this.#http2.destroy();
     await this.#accessLog?.close();
-    await this.#forwarder?.close();
+  }
+
+  #checkQuiet(): void {
+    if (this.#connections.size === 0 && this.#http2.sessionCount === 0) this.#onQuiet?.();
   }
 
   #sweepDeadlines(): void {
     // Every proxy deadline is on the monotonic clock of performance.now().
     const now = performance.now();
     for (const conn of this.#connections) conn.checkDeadline(now);
+    this.#http2.checkDeadlines(now);
     this.#targets.expireIdle(now);
   }
-
-  /** Challenge requests leave the fast path: their connection goes to a node:http server for good. */
-  #takeOver(conn: ClientConnection, head: RequestHead, raw: Buffer): boolean {
-    if (!this.#challengeResponder || !head.path.startsWith(CHALLENGE_PREFIX)) return false;
-    const socket = conn.detach();
-    socket.pause();
-    const rest = conn.takeBuffered();
-    socket.unshift(rest ? Buffer.concat([raw, rest]) : raw);
-    this.#fallbackServer().emit('connection', socket);
-    // node:http reads the socket's handle directly; what was unshifted still flows through 'data'.
-    socket.resume();
-    return true;
-  }
-
-  #fallbackServer(): HttpServer {
-    if (this.#fallback) return this.#fallback;
-    const server = createHttpServer({ headersTimeout: this.#limits.headerTimeout, requestTimeout: 0 });
-    server.keepAliveTimeout = 5_000;
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
-    this.#fallback = server;
-    return server;
-  }
-
-  // --- the node:http-shaped path --------------------------------------------------------------
-
-  #compatForwarder(): Forwarder {
-    this.#forwarder ??= new UndiciForwarder();
-    return this.#forwarder;
-  }
-
-  #onRequest(req: IncomingMessage, res: ServerResponse, via: Via = { proto: 'http', port: this.httpPort }): void {
-    // Tell a client that arrives while stopping not to reuse the connection (HTTP/2 has no such header).
-    if (this.#draining && req.httpVersionMajor < 2) res.setHeader('connection', 'close');
-    const responder = via.proto === 'http' ? this.#challengeResponder : undefined;
-    if (responder) {
-      try {
-        if (responder(req, res)) return;
-      } catch (e) {
-        log.error('proxy_challenge_error', { host: req.headers.host, error: e });
-        sendErrorPage(req, res, 500, 'The certificate challenge could not be answered.');
-        return;
-      }
-    }
-    // A connection handed over for a challenge stays here: its next requests are redirected too.
-    if (via.proto === 'http' && this.#redirectToHttps(req, res)) return;
-    const resolved = this.#resolve(req, via);
-    if ('status' in resolved) {
-      sendErrorPage(req, res, resolved.status, resolved.detail);
-      return;
-    }
-    const target = resolved.state;
-    target.begin();
-    res.once('close', () => target.end());
-    try {
-      this.#compatForwarder().web(req, res, resolved.target, resolved.info);
-    } catch (e) {
-      log.error('proxy_forward_error', { app: resolved.info.app, target: resolved.target.id, error: e });
-      sendErrorPage(req, res, 502, 'The app behind this address could not be reached.');
-    }
-  }
-
-  #redirectToHttps(req: IncomingMessage, res: ServerResponse): boolean {
-    const host = requestHost(req);
-    if (!this.#httpsRedirect || host === undefined || req.url === undefined || isChallenge(req.url)) return false;
-    const hostname = normaliseHostname(stripPort(host));
-    const port = this.#httpsRedirect(hostname);
-    if (port === undefined) return false;
-    const path = req.url.startsWith('/') ? req.url : URL.canParse(req.url) ? new URL(req.url).pathname + new URL(req.url).search : undefined;
-    if (path === undefined) return false;
-    const location = `https://${hostname}${port === 443 ? '' : `:${port}`}${path}`;
-    const body = `Moved to ${location}\n`;
-    res.writeHead(308, { location, 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store' });
-    res.end(req.method === 'HEAD' ? undefined : body);
-    return true;
-  }
-
-  #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, via: Via = { proto: 'http', port: this.httpPort }): void {
-    // A socket without an error listener would take the whole process down with it.
-    socket.on('error', () => socket.destroy());
-    this.#compatTunnels.add(socket);
-    socket.once('close', () => this.#compatTunnels.delete(socket));
-    if (this.#draining) {
-      sendRawErrorPage(socket, 503, 'This server is shutting down. Try again in a moment.');
-      return;
-    }
-    const resolved = this.#resolve(req, via);
-    if ('status' in resolved) {
-      sendRawErrorPage(socket, resolved.status, resolved.detail);
-      return;
-    }
-    try {
-      this.#compatForwarder().upgrade(req, socket, head, resolved.target, resolved.info);
-    } catch (e) {
-      log.error('proxy_forward_error', { app: resolved.info.app, target: resolved.target.id, error: e });
-      sendRawErrorPage(socket, 502, 'The app behind this address could not be reached.');
-    }
-  }
-
-  #resolve(req: IncomingMessage, via: Via): Resolved | Refused {
-    const host = requestHost(req);
-    if (host === undefined) return { status: 404, detail: 'No app is served at this address (the request named no host).' };
-    const hostname = normaliseHostname(stripPort(host));
-    const route = this.#routes.lookup(hostname);
-    if (!route) return { status: 404, detail: `No app is served at ${hostname}.` };
-    const state = this.#balancer.pick(route, performance.now());
-    if (!state) {
-      log.warn('proxy_no_targets', { app: route.app, host: hostname });
-      return { status: 503, detail: `The app at ${hostname} has no running web process. Try again in a moment.` };
-    }
-    const target = route.targets.find((t) => t.host === state.host && t.port === state.port)!;
-    return { target, state, info: { app: route.app, proto: via.proto, host, port: via.port } };
-  }
-}
-
-interface Resolved {
-  target: Target;
-  state: TargetState;
-  info: ForwardInfo;
-}
-
-interface Refused {
-  status: ErrorStatus;
-  detail: string;
-}
-
-function isChallenge(url: string): boolean {
-  return url.startsWith(CHALLENGE_PREFIX) || (/^https?:\/\//i.test(url) && URL.canParse(url) && new URL(url).pathname.startsWith(CHALLENGE_PREFIX));
 }
 
 /** Waits for `done`, or until the clock reaches `deadline` (ms since the epoch), whichever comes first. */
@@ -439,33 +297,4 @@ async function untilOrDeadline(done: Promise<unknown>, deadline: number): Promis
   const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))));
   await Promise.race([done, late]);
   clearTimeout(timer);
-}
-
-/** The Host header; for an absolute-form request line without one, the URL's host. */
-function requestHost(req: IncomingMessage): string | undefined {
-  const header = req.headers.host;
-  if (header !== undefined && header !== '') return header;
-  const url = req.url ?? '';
-  if (!/^https?:\/\//i.test(url)) return undefined;
-  try {
-    return new URL(url).host || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function listenError(e: NodeJS.ErrnoException, host: string, port: number): Error {
-  if (e.code === 'EADDRINUSE') {
-    return new UserError('port_in_use', `cannot listen on ${host}:${port}: the port is already in use`, {
-      hint: 'stop the other server on that port, or choose another with --http-port',
-      cause: e,
-    });
-  }
-  if (e.code === 'EACCES') {
-    return new UserError('port_not_permitted', `cannot listen on ${host}:${port}: permission denied`, {
-      hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE; or choose another with --http-port',
-      cause: e,
-    });
-  }
-  return wrapError(`edge server: listening on ${host}:${port}`, e);
 }

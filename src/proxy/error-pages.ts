@@ -1,6 +1,5 @@
 // The proxy's one error renderer: the small HTML pages a visitor sees when berth itself answers.
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import type { Http2ServerResponse } from 'node:http2';
 
 export type ErrorStatus = 400 | 404 | 408 | 413 | 431 | 500 | 501 | 502 | 503 | 504 | 505;
 
@@ -31,27 +30,19 @@ export function errorPage(status: ErrorStatus, detail: string, method = 'GET'): 
   };
 }
 
-/** Answers with the page, or cuts the response when the upstream's headers already went out. */
-export function sendErrorPage(req: IncomingMessage, res: ServerResponse, status: ErrorStatus, detail: string): void {
+/**
+ * Answers with the page (node:http2's compatibility response), or cuts the stream when the app's
+ * headers already went out. Returns the body bytes sent.
+ */
+export function sendErrorPage(res: Http2ServerResponse, method: string, status: ErrorStatus, detail: string, requestId: string): number {
   if (res.headersSent) {
     res.destroy();
-    return;
+    return 0;
   }
-  const page = errorPage(status, detail, req.method);
-  res.writeHead(page.status, page.headers);
+  const page = errorPage(status, detail, method);
+  res.writeHead(page.status, { ...page.headers, 'x-request-id': requestId });
   res.end(page.body);
-}
-
-/** Answers on a socket that has left the HTTP server (an upgrade), then closes it. */
-export function sendRawErrorPage(socket: Duplex, status: ErrorStatus, detail: string): void {
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const page = errorPage(status, detail);
-  let head = `HTTP/1.1 ${status} ${TITLES[status]}\r\n`;
-  for (const [name, value] of Object.entries(page.headers)) head += `${name}: ${value}\r\n`;
-  socket.end(head + 'connection: close\r\n\r\n' + page.body, () => socket.destroy());
+  return Buffer.byteLength(page.body);
 }
 
 /**
@@ -72,6 +63,14 @@ export function errorResponse(status: ErrorStatus, detail: string, options: { me
 export function redirectResponse(location: string, options: { method?: string; keepAlive?: boolean; requestId?: string } = {}): string {
   const body = `Moved to ${location}\n`;
   let head = `HTTP/1.1 308 Permanent Redirect\r\nlocation: ${location}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n`;
+  if (options.requestId) head += `x-request-id: ${options.requestId}\r\n`;
+  if (!options.keepAlive) head += 'connection: close\r\n';
+  return head + '\r\n' + (options.method === 'HEAD' ? '' : Buffer.from(body, 'utf8').toString('latin1'));
+}
+
+/** A berth answer that is not an error (an ACME challenge's key authorization) as one latin1 string for the fast path. */
+export function plainResponse(body: string, options: { method?: string; keepAlive?: boolean; requestId?: string } = {}): string {
+  let head = `HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n`;
   if (options.requestId) head += `x-request-id: ${options.requestId}\r\n`;
   if (!options.keepAlive) head += 'connection: close\r\n';
   return head + '\r\n' + (options.method === 'HEAD' ? '' : Buffer.from(body, 'utf8').toString('latin1'));

@@ -1,4 +1,4 @@
-// One request and its answer on the fast path: route by Host, pick a target, send the head and
+// One request and its answer on the fast path: ask the request policy, pick a target, send the head and
 // stream the body to a pooled upstream connection, stream the answer back with hop-by-hop headers
 // removed, then give the connection back to its pool. Retries on another target when nothing
 // reached the app yet, or when a reused connection turned out closed and the request is safe to
@@ -6,9 +6,10 @@
 // every proxy deadline they are on the monotonic clock of performance.now(), read once per event
 // where possible (a clock read costs about as much as parsing a short header line).
 import { log } from '../log.ts';
+import type { AppProxySettings } from '../state/proxy-settings.ts';
 import { ChunkedBody } from './chunked-body.ts';
 import type { ClientConnection } from './client-connection.ts';
-import { errorResponse, redirectResponse, type ErrorStatus } from './error-pages.ts';
+import { errorResponse, plainResponse, redirectResponse, type ErrorStatus } from './error-pages.ts';
 import {
   BODY_CHUNKED,
   BODY_LENGTH,
@@ -20,9 +21,20 @@ import {
   type RequestHead,
   type ResponseHead,
 } from './http1-head.ts';
-import type { AppProxySettings } from './proxy-settings.ts';
-import { newRequestId } from './request-id.ts';
-import { normaliseHostname, type AppRoute } from './route-table.ts';
+import {
+  bodyTooLarge,
+  decide,
+  forwardedLines,
+  INVALID_ANSWER,
+  keepsConnection,
+  logAccess,
+  mayRepeat,
+  TOO_SLOW,
+  tooLargeDetail,
+  UNKNOWN_LENGTH,
+  UNREACHABLE,
+} from './request-policy.ts';
+import type { AppRoute } from './route-table.ts';
 import type { TargetState } from './target-state.ts';
 import { Tunnel } from './tunnel.ts';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.ts';
@@ -33,21 +45,26 @@ export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 /** Bodies up to this size that arrive with their head go out in the same write. */
 const SMALL_BODY = 16 * 1024;
 
-const RES_HEAD = 0;
-const RES_BODY = 1;
-const RES_DONE = 2;
+/**
+ * The request's side of an exchange: 'holding' while its body arrives and no connection to the app
+ * is ready (berth holds the bytes), 'streaming' while the body goes to the app, 'read' once the
+ * whole request is read from the client (from the start for a request without a body); bytes
+ * after that belong to the next request.
+ */
+type RequestPhase = 'holding' | 'streaming' | 'read';
 
-const NO_DEADLINE = 0;
-const CONNECT = 1;
-const CLIENT_BODY = 2;
-const RESPONSE = 3;
-const CLIENT_SEND = 4;
+/**
+ * The answer's side: 'head' while nothing final went to the client (berth waits for the app's
+ * head, or answers itself), 'body' while the app's body is relayed, 'done' once the exchange is
+ * over and logged.
+ */
+type AnswerPhase = 'head' | 'body' | 'done';
 
-/** Methods whose bodiless requests may be sent twice (RFC 9110 §9.2.2; POST and PATCH never). */
-const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
-
-const UNREACHABLE = 'The app behind this address could not be reached. Try again in a moment.';
-const TOO_SLOW = 'The app behind this address took too long to answer.';
+/**
+ * The one deadline that runs: connecting to the app, the client's next body bytes, the app's
+ * response head (read-timeout), the client reading a queued answer; or none.
+ */
+type Deadline = 'none' | 'connect' | 'client-body' | 'response' | 'client-send';
 
 export class Exchange implements UpstreamOwner {
   readonly conn: ClientConnection;
@@ -57,30 +74,27 @@ export class Exchange implements UpstreamOwner {
   #route: AppRoute | undefined;
   #settings: AppProxySettings | undefined;
   #requestId = '';
+  #request: RequestPhase;
+  #answer: AnswerPhase = 'head';
   target: TargetState | undefined;
   #upstream: UpstreamConnection | undefined;
   /** Targets that refused this request; a retry goes elsewhere. */
   #tried: TargetState[] | undefined;
   #staleRetried = false;
-  #sent = false;
-  #reqDone: boolean;
   #reqLeft: number;
   readonly #reqChunked: ChunkedBody | undefined;
   /** Body bytes read while no upstream connection was ready. */
   #held: Buffer | undefined;
-  #resPhase = RES_HEAD;
   #resBuf: Buffer | undefined;
   #res: ResponseHead | undefined;
   #resLeft = 0;
   #resChunked: ChunkedBody | undefined;
   #decode = false;
   #keepClient = false;
-  #headSent = false;
   #bytesOut = 0;
   status = 0;
   #deadline = 0;
-  #deadlineKind = NO_DEADLINE;
-  #done = false;
+  #deadlineKind: Deadline = 'none';
   /** Receives decoded chunk data for an HTTP/1.0 client; made only for such an answer. */
   #decodeSink: ((buf: Buffer, start: number, end: number) => void) | undefined;
 
@@ -88,7 +102,7 @@ export class Exchange implements UpstreamOwner {
     this.conn = conn;
     this.head = head;
     this.#started = performance.now();
-    this.#reqDone = head.bodyKind === BODY_NONE;
+    this.#request = head.bodyKind === BODY_NONE ? 'read' : 'holding';
     this.#reqLeft = head.contentLength;
     this.#reqChunked = head.bodyKind === BODY_CHUNKED ? new ChunkedBody() : undefined;
   }
@@ -99,54 +113,25 @@ export class Exchange implements UpstreamOwner {
 
   start(): void {
     const head = this.head;
-    const ctx = this.conn.ctx;
-    // Every answer gets an id, berth's own error pages too.
-    this.#requestId = head.requestId ?? newRequestId();
-    if (head.host === undefined || head.host === '') {
-      this.#respond(404, 'No app is served at this address (the request named no host).');
-      return;
-    }
-    const hostname = normaliseHostname(stripPort(head.host));
-    if (this.conn.proto === 'http') {
-      const httpsPort = ctx.httpsPortFor(hostname);
-      if (httpsPort !== undefined) {
-        this.#redirectToHttps(hostname, httpsPort);
-        return;
-      }
-    }
-    const route = ctx.routes().lookup(hostname);
-    if (!route) {
-      this.#respond(404, `No app is served at ${hostname}.`);
-      return;
-    }
-    this.#route = route;
-    if (route.targets.length === 0) {
-      log.warn('proxy_no_targets', { app: route.app, host: hostname });
-      this.#respond(503, `The app at ${hostname} has no running web process. Try again in a moment.`);
-      return;
-    }
-    const settings = ctx.settings(route.app);
-    this.#settings = settings;
-    if (settings.maxBodySize > 0 && head.bodyKind === BODY_LENGTH && head.contentLength > settings.maxBodySize) {
-      this.#respond(413, `The request body is larger than this app accepts (${settings.maxBodySize} bytes).`, false);
-      return;
-    }
-    this.#connect();
+    const conn = this.conn;
+    const d = conn.decision;
+    const bodyLength = head.bodyKind === BODY_LENGTH ? head.contentLength : head.bodyKind === BODY_NONE ? 0 : UNKNOWN_LENGTH;
+    const verdict = decide(conn.ctx, d, conn.proto, head.method, head.host, head.path, bodyLength, head.requestId);
+    this.#requestId = d.requestId;
+    this.#route = d.route;
+    this.#settings = d.settings;
+    if (verdict === 'forward') this.#connect();
+    else if (verdict === 'refuse') this.#respond(d.status, d.text, d.status !== 413);
+    else this.#answerItself(verdict === 'redirect' ? 308 : 200, d.text);
   }
 
   // --- client side -------------------------------------------------------------------------
 
   onClientData(chunk: Buffer): void {
-    if (this.#done) return;
-    if (this.#reqDone) {
-      this.conn.stash(chunk);
-      return;
-    }
-    if (!this.#sent) {
-      this.#held = this.#held ? Buffer.concat([this.#held, chunk]) : chunk;
-      return;
-    }
-    this.#forwardBody(chunk);
+    if (this.#answer === 'done') return;
+    if (this.#request === 'read') this.conn.stash(chunk);
+    else if (this.#request === 'holding') this.#held = this.#held ? Buffer.concat([this.#held, chunk]) : chunk;
+    else this.#forwardBody(chunk);
   }
 
   /**
@@ -155,23 +140,23 @@ export class Exchange implements UpstreamOwner {
    * whose body stops short must never reach the app as whole): the app's connection is dropped.
    */
   onClientEnd(): void {
-    if (this.#done) return;
+    if (this.#answer === 'done') return;
     this.#dropUpstream();
-    if (!this.#headSent) this.status = 499;
+    if (this.#answer === 'head') this.status = 499;
     this.conn.destroy();
     this.#complete(false);
   }
 
   onClientClose(): void {
-    if (this.#done) return;
+    if (this.#answer === 'done') return;
     this.#dropUpstream();
-    if (!this.#headSent) this.status = 499;
+    if (this.#answer === 'head') this.status = 499;
     this.#complete(false);
   }
 
   onClientDrain(): void {
     this.#upstream?.socket.resume();
-    if (this.#deadlineKind === CLIENT_SEND) this.#clearDeadline();
+    if (this.#deadlineKind === 'client-send') this.#clearDeadline();
   }
 
   // --- upstream side -----------------------------------------------------------------------
@@ -181,29 +166,29 @@ export class Exchange implements UpstreamOwner {
   }
 
   onUpstreamDrain(upstream: UpstreamConnection): void {
-    if (upstream !== this.#upstream || this.#reqDone || !this.#sent) return;
+    if (upstream !== this.#upstream || this.#request !== 'streaming') return;
     this.conn.socket.resume();
-    this.#setDeadline(CLIENT_BODY, this.conn.ctx.limits.bodyTimeout);
+    this.#setDeadline('client-body', this.conn.ctx.limits.bodyTimeout);
   }
 
   onUpstreamData(upstream: UpstreamConnection, chunk: Buffer): void {
     if (upstream !== this.#upstream) return;
-    if (this.#resPhase === RES_BODY) this.#relay(chunk, 0);
-    else if (this.#resPhase === RES_HEAD) this.#readHead(chunk);
+    if (this.#answer === 'body') this.#relay(chunk, 0);
+    else if (this.#answer === 'head') this.#readHead(chunk);
     else this.#dropUpstream();
   }
 
   onUpstreamEnd(upstream: UpstreamConnection): void {
     if (upstream !== this.#upstream) return;
-    if (this.#resPhase === RES_BODY && this.#res?.bodyKind === BODY_UNTIL_CLOSE) this.#finish(true);
+    if (this.#answer === 'body' && this.#res?.bodyKind === BODY_UNTIL_CLOSE) this.#finish(true);
     // Otherwise 'close' follows at once and decides.
   }
 
   onUpstreamClose(upstream: UpstreamConnection, error: NodeJS.ErrnoException | undefined): void {
-    if (upstream !== this.#upstream || this.#done) return;
+    if (upstream !== this.#upstream || this.#answer === 'done') return;
     this.#upstream = undefined;
     const code = error?.code ?? 'ECONNRESET';
-    if (this.#resPhase === RES_BODY) {
+    if (this.#answer === 'body') {
       if (this.#res?.bodyKind === BODY_UNTIL_CLOSE && !error) {
         this.#finish(true);
         return;
@@ -228,7 +213,7 @@ export class Exchange implements UpstreamOwner {
     // keep-alive race: the app closed it just as berth reused it.
     const fresh = upstream.served <= 1;
     if (fresh) target.markDown(performance.now(), ctx.limits.targetDownFor);
-    const safe = this.#resBuf === undefined && this.head.bodyKind === BODY_NONE && RETRYABLE_METHODS.has(this.head.method);
+    const safe = this.#resBuf === undefined && mayRepeat(this.head.method, this.head.bodyKind !== BODY_NONE);
     const route = this.#route!;
     // One retry; with standby targets (a release on probation that just died), one more per target.
     const again = this.#staleRetried;
@@ -248,25 +233,25 @@ export class Exchange implements UpstreamOwner {
 
   /** Called by the connection's sweep. */
   checkDeadline(now: number): void {
-    if (this.#deadline === 0 || now < this.#deadline || this.#done) return;
+    if (this.#deadline === 0 || now < this.#deadline || this.#answer === 'done') return;
     const kind = this.#deadlineKind;
     this.#deadline = 0;
-    this.#deadlineKind = NO_DEADLINE;
-    if (kind === CONNECT) {
+    this.#deadlineKind = 'none';
+    if (kind === 'connect') {
       const target = this.target;
       this.#dropUpstream();
       target?.markDown(now, this.conn.ctx.limits.targetDownFor);
       this.#logUpstreamError('connect', 504, 'ETIMEDOUT', `no connection within ${this.conn.ctx.limits.connectTimeout} ms`);
       this.#retryElsewhere(504, TOO_SLOW);
-    } else if (kind === CLIENT_BODY) {
+    } else if (kind === 'client-body') {
       this.#dropUpstream();
       this.#respond(408, 'The request body was not sent in time.', false);
-    } else if (kind === CLIENT_SEND) {
+    } else if (kind === 'client-send') {
       // Headers went out long ago; all that is left is to cut both sides.
       this.#dropUpstream();
       this.conn.destroy();
       this.#complete(false);
-    } else if (kind === RESPONSE) {
+    } else if (kind === 'response') {
       this.#dropUpstream();
       this.#logUpstreamError('response', 504, 'ETIMEDOUT', `no answer within ${this.#settings?.readTimeout} ms`);
       this.#respond(504, TOO_SLOW, false);
@@ -283,7 +268,7 @@ export class Exchange implements UpstreamOwner {
     // Every target failed this request: a standby one (the release before one on probation) takes it.
     const target = ctx.balancer.pick(route, now, this.#tried) ?? (this.#tried && route.standby.length > 0 ? ctx.balancer.pick({ ...route, targets: route.standby }, now, this.#tried) : undefined);
     if (!target) {
-      this.#respond(502, UNREACHABLE, this.#reqDone);
+      this.#respond(502, UNREACHABLE, this.#request === 'read');
       return;
     }
     this.target = target;
@@ -295,8 +280,8 @@ export class Exchange implements UpstreamOwner {
       this.#send();
       return;
     }
-    this.#setDeadlineAt(CONNECT, ctx.limits.connectTimeout, now);
-    if (!this.#reqDone) this.conn.socket.pause();
+    this.#setDeadlineAt('connect', ctx.limits.connectTimeout, now);
+    if (this.#request !== 'read') this.conn.socket.pause();
   }
 
   /** The upstream connection is ready: the head goes out, with whatever body has arrived. */
@@ -305,37 +290,33 @@ export class Exchange implements UpstreamOwner {
     const head = this.head;
     const conn = this.conn;
     upstream.served++;
-    this.#sent = true;
     let out = head.method + ' ' + head.path + ' HTTP/1.1\r\n' + head.forwardLines;
     if (head.upgrade !== undefined) out += 'Connection: Upgrade\r\nUpgrade: ' + head.upgrade + '\r\n';
-    // X-Forwarded-For, -Proto, -Host, -Port and X-Request-Id, in that order; the parts that never
-    // change on a connection were made once for it.
-    out +=
-      (head.forwardedFor === '' ? conn.forwardedForAndProto : 'X-Forwarded-For: ' + head.forwardedFor + ', ' + conn.clientIp + '\r\n' + conn.forwardedProto) +
-      'X-Forwarded-Host: ' + head.host + conn.forwardedPortAndId + this.#requestId + '\r\n\r\n';
-    if (this.#reqDone) {
+    out += forwardedLines(conn.forwarding, head.forwardedFor, head.host, this.#requestId);
+    if (this.#request === 'read') {
       upstream.write(out);
       // Sent in the tick the head arrived in (a pooled connection), or later (a new one).
-      this.#setDeadlineAt(RESPONSE, this.#settings!.readTimeout, upstream.served === 1 || this.#tried !== undefined || this.#staleRetried ? performance.now() : this.#started);
+      this.#setDeadlineAt('response', this.#settings!.readTimeout, upstream.served === 1 || this.#tried !== undefined || this.#staleRetried ? performance.now() : this.#started);
       return;
     }
     let body = this.#held;
     this.#held = undefined;
     const buffered = conn.takeBuffered();
     if (buffered) body = body ? Buffer.concat([buffered, body]) : buffered;
+    this.#request = 'streaming';
     upstream.socket.cork();
     upstream.write(out);
     if (body) this.#forwardBody(body);
     upstream.socket.uncork();
-    if (!this.#reqDone) {
-      this.#setDeadline(CLIENT_BODY, conn.ctx.limits.bodyTimeout);
+    if (this.#request === 'streaming') {
+      this.#setDeadline('client-body', conn.ctx.limits.bodyTimeout);
       conn.socket.resume();
     }
   }
 
   #forwardBody(buf: Buffer): void {
     const upstream = this.#upstream;
-    if (!upstream || this.#done) return;
+    if (!upstream || this.#answer === 'done') return;
     let end = buf.length;
     if (this.#reqChunked) {
       let found: number;
@@ -347,28 +328,27 @@ export class Exchange implements UpstreamOwner {
         this.#respond(400, `The request body could not be read: ${e.message}.`, false);
         return;
       }
-      const max = this.#settings!.maxBodySize;
-      if (max > 0 && this.#reqChunked.dataBytes > max) {
+      if (bodyTooLarge(this.#settings!, this.#reqChunked.dataBytes)) {
         this.#dropUpstream();
-        this.#respond(413, `The request body is larger than this app accepts (${max} bytes).`, false);
+        this.#respond(413, tooLargeDetail(this.#settings!), false);
         return;
       }
       if (found !== -1) {
         end = found;
-        this.#reqDone = true;
+        this.#request = 'read';
       }
     } else {
       if (this.#reqLeft < end) end = this.#reqLeft;
       this.#reqLeft -= end;
-      if (this.#reqLeft === 0) this.#reqDone = true;
+      if (this.#reqLeft === 0) this.#request = 'read';
     }
     const ok = upstream.write(end === buf.length ? buf : buf.subarray(0, end));
     if (end < buf.length) this.conn.stash(buf.subarray(end));
-    if (this.#reqDone) {
-      if (this.#resPhase === RES_HEAD) this.#setDeadline(RESPONSE, this.#settings!.readTimeout);
+    if (this.#request === 'read') {
+      if (this.#answer === 'head') this.#setDeadline('response', this.#settings!.readTimeout);
       else this.#clearDeadline();
     } else if (ok) {
-      this.#setDeadline(CLIENT_BODY, this.conn.ctx.limits.bodyTimeout);
+      this.#setDeadline('client-body', this.conn.ctx.limits.bodyTimeout);
     } else {
       // The app reads slowly: berth stops reading the client, and the client's silence is not its fault.
       this.conn.socket.pause();
@@ -407,14 +387,14 @@ export class Exchange implements UpstreamOwner {
     }
     this.#res = res;
     this.status = res.status;
-    this.#resPhase = RES_BODY;
-    if (this.#reqDone) this.#clearDeadline();
+    this.#answer = 'body';
+    const read = this.#request === 'read';
+    if (read) this.#clearDeadline();
     const conn = this.conn;
     this.#decode = res.bodyKind === BODY_CHUNKED && this.head.minor === 0;
-    this.#keepClient = this.head.keepAlive && this.#reqDone && !conn.closing && !conn.ctx.draining && res.bodyKind !== BODY_UNTIL_CLOSE && !this.#decode;
+    this.#keepClient = keepsConnection(this.head.keepAlive, read, res.bodyKind !== BODY_UNTIL_CLOSE && !this.#decode, conn.closing, conn.ctx.draining);
     let out = this.#decode ? res.forwardHead.replace(/^transfer-encoding:[^\r]*\r\n/im, '') : res.forwardHead;
     out += this.#keepClient ? (this.head.minor === 0 ? 'Connection: keep-alive\r\n\r\n' : '\r\n') : 'Connection: close\r\n\r\n';
-    this.#headSent = true;
     if (res.bodyKind === BODY_NONE) {
       this.#write(out);
       this.#finish(bodyStart === buf.length);
@@ -479,7 +459,7 @@ export class Exchange implements UpstreamOwner {
   /** The client reads slower than the app writes: the app waits, and a client that stops reading for good is cut. */
   #clientBackpressure(): void {
     this.#upstream?.socket.pause();
-    if (this.#reqDone && this.#deadlineKind === NO_DEADLINE) this.#setDeadline(CLIENT_SEND, this.conn.ctx.limits.bodyTimeout);
+    if (this.#request === 'read' && this.#deadlineKind === 'none') this.#setDeadline('client-send', this.conn.ctx.limits.bodyTimeout);
   }
 
   #writeDecoded(buf: Buffer, start: number, end: number): void {
@@ -488,13 +468,12 @@ export class Exchange implements UpstreamOwner {
 
   /** The answer is complete. `inStep`: the app sent nothing beyond it, so its connection may be reused. */
   #finish(inStep: boolean): void {
-    this.#resPhase = RES_DONE;
     const upstream = this.#upstream;
     this.#upstream = undefined;
     const now = performance.now();
     if (upstream) {
       const res = this.#res!;
-      if (inStep && res.keepAlive && this.#reqDone && !upstream.socket.destroyed) {
+      if (inStep && res.keepAlive && this.#request === 'read' && !upstream.socket.destroyed) {
         const limits = this.conn.ctx.limits;
         const hinted = res.keepAliveHint === undefined ? limits.upstreamIdle : Math.min(limits.upstreamIdle, res.keepAliveHint * 1000 - 500);
         if (hinted > 0) upstream.target.release(upstream, now + hinted);
@@ -510,7 +489,6 @@ export class Exchange implements UpstreamOwner {
     const target = upstream.target;
     this.#upstream = undefined;
     this.status = 101;
-    this.#headSent = true;
     this.#write(res.forwardHead + '\r\n');
     const fromClient = this.conn.takeBuffered();
     const held = this.#held;
@@ -559,64 +537,52 @@ export class Exchange implements UpstreamOwner {
   #badResponse(reason: string): void {
     this.#logUpstreamError('response', 502, 'EPROTO', `invalid response: ${reason}`);
     this.#dropUpstream();
-    this.#respond(502, 'The app behind this address sent an invalid answer.', false);
+    this.#respond(502, INVALID_ANSWER, false);
   }
 
-  /** A host with a certificate is served over HTTPS: 308 keeps the method and body of the request. */
-  #redirectToHttps(hostname: string, port: number): void {
-    const path = originForm(this.head.path);
-    if (path === undefined) {
-      this.#respond(400, 'The request target is not a path.');
-      return;
-    }
-    const keep = this.#reqDone && this.head.keepAlive && this.head.upgrade === undefined && !this.conn.closing && !this.conn.ctx.draining;
-    this.status = 308;
-    this.#headSent = true;
-    this.#write(redirectResponse(`https://${hostname}${port === 443 ? '' : `:${port}`}${path}`, { method: this.head.method, keepAlive: keep, requestId: this.#requestId }));
+  /**
+   * berth answers itself without an error: the redirect to HTTPS (308 keeps the method and body of
+   * the request; `text` is the Location) or an ACME challenge (200; `text` is the body).
+   */
+  #answerItself(status: 200 | 308, text: string): void {
+    const keep = this.#keepsClient(true);
+    const options = { method: this.head.method, keepAlive: keep, requestId: this.#requestId };
+    this.status = status;
+    this.#write(status === 308 ? redirectResponse(text, options) : plainResponse(text, options));
     this.#complete(keep);
   }
 
   /** berth answers itself (an error page). Keeps the connection when the request was read whole. */
   #respond(status: ErrorStatus, detail: string, keepAlive = true): void {
-    if (this.#done) return;
-    if (this.#headSent) {
+    if (this.#answer === 'done') return;
+    if (this.#answer === 'body') {
       this.conn.destroy();
       this.#complete(false);
       return;
     }
-    // A refused upgrade closes: the client asked to leave HTTP on this connection.
-    const keep = keepAlive && this.#reqDone && this.head.keepAlive && this.head.upgrade === undefined && !this.conn.closing && !this.conn.ctx.draining;
+    const keep = this.#keepsClient(keepAlive);
     this.status = status;
-    this.#headSent = true;
     this.#write(errorResponse(status, detail, { method: this.head.method, keepAlive: keep, requestId: this.#requestId }));
     this.#complete(keep);
   }
 
+  /** For berth's own answers. A refused upgrade closes: the client asked to leave HTTP on this connection. */
+  #keepsClient(keepAlive: boolean): boolean {
+    const head = this.head;
+    return keepsConnection(keepAlive && head.keepAlive && head.upgrade === undefined, this.#request === 'read', true, this.conn.closing, this.conn.ctx.draining);
+  }
+
   /** `now`: performance.now(), when the caller has just read it. */
   #complete(keepClient: boolean, now = performance.now()): void {
-    if (this.#done) return;
-    this.#done = true;
+    if (this.#answer === 'done') return;
+    this.#answer = 'done';
     this.#clearDeadline();
     const target = this.target;
     if (target) target.end();
-    const ctx = this.conn.ctx;
+    const conn = this.conn;
     const head = this.head;
-    if (ctx.accessLog) {
-      const q = head.path.indexOf('?');
-      ctx.accessLog.write({
-        id: this.#requestId,
-        client: this.conn.clientIp,
-        proto: this.conn.proto,
-        host: head.host ?? '',
-        method: head.method,
-        path: q === -1 ? head.path : head.path.slice(0, q),
-        status: this.status,
-        bytes: this.#bytesOut,
-        ms: now - this.#started,
-        at: now,
-        app: this.#route?.app,
-        target: target?.id,
-      });
+    if (conn.ctx.accessLog) {
+      logAccess(conn.ctx.accessLog, conn.decision, conn.forwarding.clientIp, conn.proto, head.host, head.method, head.path, this.status, this.#bytesOut, this.#started, now, target?.id);
     }
     if (this.status !== 101) this.conn.finished(keepClient, this.#settings?.idleTimeout ?? 60_000, now);
   }
@@ -626,18 +592,18 @@ export class Exchange implements UpstreamOwner {
     return this.conn.write(data);
   }
 
-  #setDeadline(kind: number, ms: number): void {
+  #setDeadline(kind: Deadline, ms: number): void {
     this.#setDeadlineAt(kind, ms, performance.now());
   }
 
-  #setDeadlineAt(kind: number, ms: number, now: number): void {
+  #setDeadlineAt(kind: Deadline, ms: number, now: number): void {
     this.#deadlineKind = kind;
     this.#deadline = ms > 0 ? now + ms : 0;
   }
 
   #clearDeadline(): void {
     this.#deadline = 0;
-    this.#deadlineKind = NO_DEADLINE;
+    this.#deadlineKind = 'none';
   }
 
   #logUpstreamError(phase: 'connect' | 'response' | 'body', status: number | undefined, code: string, message: string): void {
@@ -654,26 +620,5 @@ export class Exchange implements UpstreamOwner {
       message,
       id: this.#requestId,
     });
-  }
-}
-
-/** `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`. */
-export function stripPort(host: string): string {
-  if (host.charCodeAt(0) === 91 /* [ */) {
-    const end = host.indexOf(']');
-    return end === -1 ? host : host.slice(0, end + 1);
-  }
-  const colon = host.indexOf(':');
-  return colon === -1 ? host : host.slice(0, colon);
-}
-
-/** The path and query of a request target in origin form or absolute form. */
-function originForm(target: string): string | undefined {
-  if (target.startsWith('/')) return target;
-  try {
-    const url = new URL(target);
-    return url.pathname + url.search;
-  } catch {
-    return undefined;
   }
 }

@@ -4,7 +4,6 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { isValidAppName, validateAppName } from '../app-name.ts';
 import { UserError } from '../errors.ts';
-import { log } from '../log.ts';
 import { defaultSettings, migrateAppFrom1, parseReleaseDetails, parseSettings, type AppSettings, type BuilderName, type ReleaseDetails } from './app-settings.ts';
 import { check, JsonDocument, type DocumentSpec } from './json-document.ts';
 
@@ -36,6 +35,7 @@ const appSpec = (name: string): DocumentSpec<AppRecord> => ({
   empty: () => ({ name, createdAt: new Date().toISOString(), releases: [], current: null, ...defaultSettings() }),
   migrate: { 1: migrateAppFrom1 },
   parse(raw) {
+    if (!isValidAppName(name)) throw new Error(`"${name}" is not a valid app name`);
     const recName = check.string(raw.name, 'name');
     if (recName !== name) throw new Error(`name "${recName}" does not match the file name`);
     const releases = check.array(raw.releases, 'releases').map((r, i) => {
@@ -77,15 +77,13 @@ export class AppStore {
       if (!file.endsWith('.json')) continue;
       const name = file.slice(0, -'.json'.length);
       const doc = new JsonDocument(path.join(this.dir, file), appSpec(name));
-      try {
-        if (!isValidAppName(name)) throw new Error(`"${name}" is not a valid app name`);
-        this.apps.set(name, await doc.read());
-        this.docs.set(name, doc);
-      } catch (e) {
-        const dest = await doc.quarantine().catch(() => undefined);
-        log.error('state_app_quarantined', { app: name, file, movedTo: dest, error: e });
+      const restored = await doc.restore({ app: name });
+      if (restored.quarantined) {
         quarantined.push(name);
+        continue;
       }
+      this.apps.set(name, restored.value);
+      this.docs.set(name, doc);
     }
     return quarantined;
   }

@@ -1,8 +1,7 @@
 // The certificate settings and history kept in state/certs.json: which apps opted out of
 // automatic certificates (certs:auto APP off), and per domain the last order attempts, so
-// backoff and `certs:report` survive a restart.
+// backoff and `certs:report` survive a restart. Restored entry by entry: a bad one is quarantined.
 import { validateAppName } from '../app-name.ts';
-import { log } from '../log.ts';
 import { check, JsonDocument } from './json-document.ts';
 
 export interface DomainAttempts {
@@ -31,32 +30,16 @@ export class CertStateStore {
     this.#doc = new JsonDocument(file, {
       schema: 1,
       empty: () => ({ autoOff: [], domains: {} }),
-      parse: (raw) => {
-        const autoOff = check.array(raw.autoOff, 'autoOff').map((a) => validateAppName(check.string(a, 'autoOff[]')));
-        const domains: Record<string, DomainAttempts> = {};
-        for (const [name, value] of Object.entries(check.object(raw.domains, 'domains'))) {
-          const o = check.object(value, `domains.${name}`);
-          const entry: DomainAttempts = { failures: check.number(o.failures, `domains.${name}.failures`) };
-          for (const key of ['lastAttemptAt', 'lastSuccessAt', 'lastError', 'nextAttemptAt', 'challenge'] as const) {
-            const v = check.optionalString(o[key], `domains.${name}.${key}`);
-            if (v !== undefined) entry[key] = v;
-          }
-          domains[name] = entry;
-        }
-        return { autoOff, domains };
-      },
+      parse: (raw, entries) => ({
+        autoOff: entries.array(raw.autoOff, 'autoOff', 'app', (a) => validateAppName(check.string(a, 'an app name'))),
+        domains: entries.object(raw.domains, 'domains', 'domain', parseAttempts),
+      }),
     });
   }
 
-  /** Reads the document; one that cannot be read is moved aside (history only: nothing is lost that matters). */
+  /** Reads the document; an entry that cannot be read is quarantined (reported in the log), the others load. */
   async load(): Promise<void> {
-    try {
-      this.#state = await this.#doc.read();
-    } catch (e) {
-      const movedTo = await this.#doc.quarantine().catch(() => undefined);
-      log.error('state_certs_quarantined', { file: this.#doc.file, movedTo, error: e });
-      this.#state = { autoOff: [], domains: {} };
-    }
+    this.#state = (await this.#doc.restore()).value;
   }
 
   isAuto(app: string): boolean {
@@ -93,4 +76,14 @@ export class CertStateStore {
     this.#state = next;
     await this.#doc.write(next);
   }
+}
+
+function parseAttempts(value: unknown): DomainAttempts {
+  const o = check.object(value, 'the attempts');
+  const entry: DomainAttempts = { failures: check.number(o.failures, 'failures') };
+  for (const key of ['lastAttemptAt', 'lastSuccessAt', 'lastError', 'nextAttemptAt', 'challenge'] as const) {
+    const v = check.optionalString(o[key], key);
+    if (v !== undefined) entry[key] = v;
+  }
+  return entry;
 }

@@ -1,8 +1,6 @@
 // The domains each app is served at, kept in state/domains.json: the default APP.DOMAIN (from
 // --domain, so it follows a change of that flag) unless removed, plus the domains added by hand.
-// A domain belongs to one app only.
-import fs from 'node:fs/promises';
-import path from 'node:path';
+// A domain belongs to one app only. Restored app by app: a bad entry is quarantined.
 import { validateAppName } from '../app-name.ts';
 import { validateDomainName } from '../domain-name.ts';
 import { UserError } from '../errors.ts';
@@ -34,8 +32,6 @@ export class DomainStore {
   readonly #apps: () => readonly string[];
   readonly #listeners = new Set<DomainChangeListener>();
   #records = new Map<string, AppDomains>();
-  /** Entries of the file that could not be read; kept aside so a write does not lose them silently. */
-  #skipped: string[] = [];
 
   constructor(file: string, options: DomainStoreOptions) {
     this.#domain = options.domain;
@@ -43,24 +39,7 @@ export class DomainStore {
     this.#doc = new JsonDocument(file, {
       schema: 1,
       empty: () => ({ apps: {} }),
-      parse: (raw) => {
-        const apps: Record<string, AppDomains> = {};
-        const skipped: string[] = [];
-        for (const [app, value] of Object.entries(check.object(raw.apps, 'apps'))) {
-          try {
-            validateAppName(app);
-            const o = check.object(value, `apps.${app}`);
-            if (typeof o.default !== 'boolean') throw new Error(`apps.${app}.default must be a boolean`);
-            const added = check.array(o.added, `apps.${app}.added`).map((d) => validateDomainName(check.string(d, `apps.${app}.added[]`)));
-            apps[app] = { default: o.default, added: [...new Set(added)] };
-          } catch (e) {
-            log.error('state_domains_entry_skipped', { app, error: e });
-            skipped.push(app);
-          }
-        }
-        this.#skipped = skipped;
-        return { apps };
-      },
+      parse: (raw, entries) => ({ apps: entries.object(raw.apps, 'apps', 'app', parseAppDomains) }),
     });
   }
 
@@ -69,25 +48,11 @@ export class DomainStore {
   }
 
   /**
-   * Reads the document. One bad entry is skipped (and the file copied aside first, so nothing is
-   * lost); a document that cannot be read at all is moved aside, and every app gets its default.
+   * Reads the document. An app's entry that cannot be read is quarantined (reported in the log)
+   * and that app gets its default domain; the others load.
    */
   async load(): Promise<void> {
-    let apps: Record<string, AppDomains>;
-    try {
-      ({ apps } = await this.#doc.read());
-    } catch (e) {
-      const movedTo = await this.#doc.quarantine().catch(() => undefined);
-      log.error('state_domains_quarantined', { file: this.#doc.file, movedTo, error: e });
-      apps = {};
-    }
-    if (this.#skipped.length > 0) {
-      const copy = path.join(path.dirname(this.#doc.file), '..', 'quarantine', `${path.basename(this.#doc.file)}.${Date.now()}`);
-      await fs.mkdir(path.dirname(copy), { recursive: true, mode: 0o700 });
-      await fs.copyFile(this.#doc.file, copy);
-      log.error('state_domains_partly_quarantined', { file: this.#doc.file, copy, apps: this.#skipped });
-    }
-    this.#records = new Map(Object.entries(apps));
+    this.#records = new Map(Object.entries((await this.#doc.restore()).value.apps));
   }
 
   /** The app's default domain, APP.DOMAIN, whether or not it is served. */
@@ -239,4 +204,12 @@ export class DomainStore {
       }
     }
   }
+}
+
+function parseAppDomains(value: unknown, app: string): AppDomains {
+  validateAppName(app);
+  const o = check.object(value, 'the domains');
+  if (typeof o.default !== 'boolean') throw new Error('default must be a boolean');
+  const added = check.array(o.added, 'added').map((d) => validateDomainName(check.string(d, 'a domain')));
+  return { default: o.default, added: [...new Set(added)] };
 }

@@ -1,7 +1,8 @@
 // Per-app proxy settings (`proxy:set`): one JSON document, state/proxy.json, holding only what was
-// overridden, as the user wrote it. The proxy reads the resolved settings and is told of changes.
-import { log } from '../log.ts';
-import { isSettingKey, normaliseSetting, resolveSettings, type AppProxySettings, type SettingKey, type StoredOverrides } from '../proxy/proxy-settings.ts';
+// overridden, as the user wrote it, restored app by app. The proxy reads the resolved settings and
+// is told of changes.
+import { validateAppName } from '../app-name.ts';
+import { isSettingKey, normaliseSetting, resolveSettings, type AppProxySettings, type SettingKey, type StoredOverrides } from './proxy-settings.ts';
 import { check, JsonDocument, type DocumentSpec } from './json-document.ts';
 
 interface ProxyDocument {
@@ -13,19 +14,19 @@ const SCHEMA = 1;
 const spec: DocumentSpec<ProxyDocument> = {
   schema: SCHEMA,
   empty: () => ({ apps: {} }),
-  parse(raw) {
-    const apps: Record<string, StoredOverrides> = {};
-    for (const [app, value] of Object.entries(check.object(raw.apps, 'apps'))) {
-      const overrides: StoredOverrides = {};
-      for (const [key, text] of Object.entries(check.object(value, `apps.${app}`))) {
-        if (!isSettingKey(key)) throw new Error(`apps.${app}: unknown setting "${key}"`);
-        overrides[key] = normaliseSetting(key, check.string(text, `apps.${app}.${key}`));
-      }
-      apps[app] = overrides;
-    }
-    return { apps };
-  },
+  parse: (raw, entries) => ({ apps: entries.object(raw.apps, 'apps', 'app', parseOverrides) }),
 };
+
+/** One app's entry; a bad key or value sets the whole entry aside (the app falls back to the defaults). */
+function parseOverrides(value: unknown, app: string): StoredOverrides {
+  validateAppName(app);
+  const overrides: StoredOverrides = {};
+  for (const [key, text] of Object.entries(check.object(value, 'the settings'))) {
+    if (!isSettingKey(key)) throw new Error(`unknown setting "${key}"`);
+    overrides[key] = normaliseSetting(key, check.string(text, key));
+  }
+  return overrides;
+}
 
 export type SettingsListener = (settings: ReadonlyMap<string, AppProxySettings>) => void;
 
@@ -38,15 +39,9 @@ export class ProxySettingsStore {
     this.#doc = new JsonDocument(file, spec);
   }
 
-  /** Reads the document; one that cannot be read is quarantined (reported in the log) and berth starts from the defaults. */
+  /** Reads the document; an app's entry that cannot be read is quarantined (reported in the log) and that app gets the defaults. */
   async load(): Promise<void> {
-    try {
-      this.#apps = new Map(Object.entries((await this.#doc.read()).apps));
-    } catch (e) {
-      const movedTo = await this.#doc.quarantine().catch(() => undefined);
-      log.error('state_proxy_settings_quarantined', { file: this.#doc.file, movedTo, error: e });
-      this.#apps = new Map();
-    }
+    this.#apps = new Map(Object.entries((await this.#doc.restore()).value.apps));
   }
 
   /** What `app` overrides (a copy). */

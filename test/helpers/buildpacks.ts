@@ -1,7 +1,10 @@
 // Buildpacks the tests write (the Heroku buildpack API: bin/detect, bin/compile, bin/release),
-// and the fixture Node.js app they build. They run in the local stack image (bash + busybox + node).
+// the fixture Node.js app they build, and a loopback git server that publishes buildpacks as
+// git URLs. They run in the local stack image (bash + busybox + node + setpriv).
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { mustRun } from './daemon.ts';
 
 export const STACK_IMAGE = process.env.BERTH_TEST_STACK_IMAGE ?? 'berth-test/stack:latest';
 
@@ -75,4 +78,53 @@ http.createServer((req, res) => {
 `,
     ...extra,
   };
+}
+
+/**
+ * Bare repositories under `root` served over git's smart HTTP on loopback, by a child process (so
+ * a test that blocks on a synchronous `git push` does not block the server the daemon fetches from).
+ */
+export interface GitServer {
+  url(repo: string): string;
+  /** While down, every request is answered 503, as by a remote that is down. */
+  setDown(down: boolean): void;
+  close(): Promise<void>;
+}
+
+export async function serveGit(root: string): Promise<GitServer> {
+  fs.mkdirSync(root, { recursive: true });
+  const child = spawn(process.execPath, [path.join(import.meta.dirname, 'git-http-server.ts'), root], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let said = '';
+    child.stdout.on('data', (d: Buffer) => {
+      said += d.toString();
+      const m = /listening on (\d+)\n/.exec(said);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once('exit', (code) => reject(new Error(`the git server exited with ${code}`)));
+  });
+  const marker = path.join(root, DOWN_MARKER);
+  return {
+    url: (repo) => `http://127.0.0.1:${port}/${repo}`,
+    setDown: (down) => (down ? fs.writeFileSync(marker, '') : fs.rmSync(marker, { force: true })),
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/** The file under the served root whose presence makes the git server answer 503. */
+export const DOWN_MARKER = 'DOWN';
+
+/** Commits the buildpack folder `src` (a git repository after the first call) and pushes it to the bare repository `bare`, made when missing. */
+export function publishBuildpack(src: string, bare: string, message = 'buildpack'): void {
+  const git = (...args: string[]) => mustRun('git', ['-C', src, '-c', 'user.email=t@example.test', '-c', 'user.name=t', ...args]);
+  if (!fs.existsSync(path.join(src, '.git'))) mustRun('git', ['init', '-q', '-b', 'main', src]);
+  git('add', '-A');
+  git('commit', '-qm', message);
+  if (!fs.existsSync(bare)) mustRun('git', ['init', '-q', '--bare', '-b', 'main', bare]);
+  git('push', '-q', '--force', bare, 'main');
 }

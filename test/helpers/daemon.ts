@@ -3,8 +3,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
+import { tempDir } from './temp.ts';
+
+export { tempDir };
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const BINARY = path.join(ROOT, 'dist', 'berth');
@@ -34,10 +36,6 @@ export function mustRun(cmd: string, args: string[], options: Parameters<typeof 
   const r = run(cmd, args, options);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
-}
-
-export function tempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `berth-${prefix}-`));
 }
 
 /** An SSH key pair made with the real ssh-keygen. */
@@ -81,6 +79,11 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
   });
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  // A test that fails before its daemon.stop() must not leave the daemon running (nor writing into
+  // its data dir while that is removed): first in line at exit.
+  process.prependOnceListener('exit', () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
   const started = await new Promise<{ httpPort: number; httpsPort: number; sshPort: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`berth serve did not start within 60 s:\n${output}`)), 60_000);
     const check = () => {

@@ -78,6 +78,9 @@ export class FakeEngine implements Engine {
   async imageConfig(ref: string): Promise<ImageConfig | undefined> {
     return this.images.get(ref);
   }
+  async imageLabels(ref: string): Promise<Record<string, string> | undefined> {
+    return this.images.has(ref) ? {} : undefined;
+  }
   async build(): Promise<string> {
     throw new Error('FakeEngine does not build images');
   }

@@ -1,10 +1,10 @@
 // apps:list, apps:create, apps:destroy, apps:rename.
 import { validateAppName } from '../../app-name.ts';
 import { UserError } from '../../errors.ts';
-import { log } from '../../log.ts';
+import { createApp } from '../../platform/app-service.ts';
 import { currentRelease } from '../../state/app-store.ts';
 import { callerName, defineCommand, type Command } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 export const appCommands: Command[] = [
   defineCommand({
@@ -14,14 +14,14 @@ export const appCommands: Command[] = [
     help: 'A key limited to some apps sees those apps only.',
     scope: 'any',
     async run(ctx) {
-      const visible = ctx.services.apps.list().filter((a) => ctx.caller.kind === 'local' || !ctx.caller.key.apps || ctx.caller.key.apps.includes(a.name));
+      const visible = ctx.state.apps.list().filter((a) => ctx.caller.kind === 'local' || !ctx.caller.key.apps || ctx.caller.key.apps.includes(a.name));
       if (visible.length === 0) {
         ctx.out.line('no apps; push to ssh://berth@HOST:PORT/NAME or run `apps:create NAME`');
         return;
       }
       const rows = visible.map((a) => {
         const r = currentRelease(a);
-        return [a.name, r ? `v${r.number}` : '-', r ? r.commit.slice(0, 7) : '-', ctx.services.domains.hostnames(a.name).join(', ') || '-'];
+        return [a.name, r ? `v${r.number}` : '-', r ? r.commit.slice(0, 7) : '-', ctx.state.domains.hostnames(a.name).join(', ') || '-'];
       });
       ctx.out.line(table([['APP', 'RELEASE', 'COMMIT', 'DOMAINS'], ...rows]));
     },
@@ -33,9 +33,9 @@ export const appCommands: Command[] = [
     help: 'A key limited to some apps (ssh-keys:add --apps) may create those names only.',
     scope: 'app',
     async run(ctx, { app }) {
-      await ctx.services.apps.create(app);
-      log.info('app_created', { app, by: callerName(ctx) });
-      ctx.out.step(`Created ${app}; push to it: git remote add berth ssh://berth@HOST:${ctx.services.config.sshPort}/${app}`);
+      if (ctx.daemon) await ctx.daemon.apps.create(app, callerName(ctx));
+      else await createApp(ctx.state, app, callerName(ctx));
+      ctx.out.step(`Created ${app}; push to it: git remote add berth ssh://berth@HOST:${ctx.state.config.sshPort}/${app}`);
     },
   }),
   defineCommand({
@@ -49,25 +49,13 @@ export const appCommands: Command[] = [
     scope: 'admin',
     needsDaemon: true,
     async run(ctx, { app, flags, daemon }) {
-      ctx.services.apps.require(app);
+      ctx.state.apps.require(app);
       if (!flags.force) {
         throw new UserError('confirmation_needed', `apps:destroy deletes ${app}, its containers, images, repository and releases`, {
           hint: `run \`apps:destroy ${app} --force\` to confirm`,
         });
       }
-      const orchestrator = daemon();
-      await ctx.services.locks.run(
-        app,
-        async () => {
-          ctx.services.apps.require(app);
-          ctx.out.step(`Destroying ${app}`);
-          await orchestrator.destroyApp(app, ctx.out);
-          await ctx.services.proxySettings.removeApp(app);
-          log.info('app_destroyed', { app, by: callerName(ctx) });
-          ctx.out.step(`Destroyed ${app}`);
-        },
-        () => ctx.out.step(`A push or another change to ${app} is running; waiting for it to finish`),
-      );
+      await daemon().apps.destroy(app, { by: callerName(ctx), out: ctx.out });
     },
   }),
   defineCommand({
@@ -84,31 +72,11 @@ export const appCommands: Command[] = [
     needsDaemon: true,
     async run(ctx, { app: from, args: [newName], daemon }) {
       const to = validateAppName(newName);
-      ctx.services.apps.require(from);
-      if (ctx.services.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`, { hint: 'choose another name, or destroy that app first' });
-      const orchestrator = daemon();
-      const [first, second] = [from, to].sort() as [string, string];
-      const wait = (app: string) => () => ctx.out.step(`A push or another change to ${app} is running; waiting for it to finish`);
-      await ctx.services.locks.run(
-        first,
-        () =>
-          ctx.services.locks.run(
-            second,
-            async () => {
-              ctx.services.apps.require(from);
-              if (ctx.services.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`);
-              ctx.out.step(`Renaming ${from} to ${to}`);
-              await orchestrator.renameApp(from, to, ctx.out);
-              await ctx.services.proxySettings.renameApp(from, to);
-              await ctx.services.certificates?.renameApp(from, to);
-              log.info('app_renamed', { from, to, by: callerName(ctx) });
-            },
-            wait(second),
-          ),
-        wait(first),
-      );
-      ctx.out.step(`Renamed ${from} to ${to}: ${orchestrator.appUrl(to)}`);
-      ctx.out.detail(`point your git remote at the new name: git remote set-url berth ssh://berth@HOST:${ctx.services.config.sshPort}/${to}`);
+      ctx.state.apps.require(from);
+      if (ctx.state.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`, { hint: 'choose another name, or destroy that app first' });
+      const url = await daemon().apps.rename(from, to, { by: callerName(ctx), out: ctx.out });
+      ctx.out.step(`Renamed ${from} to ${to}: ${url}`);
+      ctx.out.detail(`point your git remote at the new name: git remote set-url berth ssh://berth@HOST:${ctx.state.config.sshPort}/${to}`);
     },
   }),
 ];

@@ -1,13 +1,17 @@
 // buildpacks:add, buildpacks:set, buildpacks:remove, buildpacks:clear, buildpacks:list,
 // buildpacks:set-stack: which buildpacks (and stack image) an app's builds use.
+// buildpacks:update, buildpacks:update-all: fetch the kept copies of buildpacks anew.
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { parseBuildpackUrl } from '../../orchestrator/buildpack-fetcher.ts';
+import { BuildpackFetcher, buildpackName, parseBuildpackUrl } from '../../orchestrator/buildpack-fetcher.ts';
 import type { AppRecord } from '../../state/app-store.ts';
 import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
 
 const ORDER_HELP =
-  'A build uses, in order of precedence: the BUILDPACK_URL config var, the buildpacks set here, the .buildpacks file of the repository, else the first of the default list (--buildpacks) that detects the app.\nA URL is a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a file:// URL or an absolute path on the server.';
+  'A build uses, in order of precedence: the BUILDPACK_URL config var, the buildpacks set here, the .buildpacks file of the repository, else the first of the default list (--buildpacks) that detects the app.\nA URL is a git URL (https://host/repo.git, optionally #ref), heroku/NAME (the official buildpack, optionally #ref), a tarball URL (.tgz, .tar.gz, .tar), a file:// URL or an absolute path on the server.\nA buildpack is fetched once per URL#ref and kept on the server; buildpacks:update APP (or buildpacks:update-all) fetches it anew.\nBuilds set STACK from the stack image (its STACK or CNB_STACK_ID, or its io.buildpacks.stack.id label); the STACK config var of the app overrides it.';
+
+const UPDATE_HELP =
+  'Fetches anew every buildpack the app names (BUILDPACK_URL, buildpacks:set) and every one its last build used (.buildpacks, or the default list). A buildpack that cannot be fetched keeps its last good copy, and the next builds use that.';
 
 export const buildpackCommands: Command[] = [
   defineCommand({
@@ -71,7 +75,7 @@ export const buildpackCommands: Command[] = [
     help: ORDER_HELP,
     scope: 'app',
     async run(ctx, { app }) {
-      show(ctx, ctx.services.apps.require(app));
+      show(ctx, ctx.state.apps.require(app));
     },
   }),
   defineCommand({
@@ -86,10 +90,69 @@ export const buildpackCommands: Command[] = [
       await update(ctx, app, (a) => void (a.stack = image));
     },
   }),
+  defineCommand({
+    name: 'buildpacks:update',
+    args: ['APP'],
+    summary: "fetch the app's buildpacks anew (builds otherwise use the copies kept on the server)",
+    help: UPDATE_HELP,
+    scope: 'app',
+    async run(ctx, { app }) {
+      const record = ctx.state.apps.require(app);
+      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks);
+      const named = [record.config.BUILDPACK_URL?.trim() ?? '', ...record.buildpacks].filter((u) => u);
+      const urls = [...new Set([...named, ...(await fetcher.remembered(app))])];
+      if (urls.length === 0) {
+        ctx.out.line(`${app} has not been built with buildpacks yet: its first build fetches them`);
+        return;
+      }
+      return refresh(ctx, fetcher, `Updating the buildpacks of ${app}`, urls);
+    },
+  }),
+  defineCommand({
+    name: 'buildpacks:update-all',
+    args: [],
+    summary: 'fetch anew every buildpack kept on the server',
+    help: 'A buildpack that cannot be fetched keeps its last good copy, and builds use that.',
+    scope: 'admin',
+    async run(ctx) {
+      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks);
+      const urls = await fetcher.keptUrls();
+      if (urls.length === 0) {
+        ctx.out.line('no buildpack is kept on this server yet: builds fetch them');
+        return;
+      }
+      return refresh(ctx, fetcher, 'Updating every buildpack kept on this server', urls);
+    },
+  }),
 ];
 
+// One line per buildpack; the exit status is 1 when one could not be fetched and had no copy.
+async function refresh(ctx: CommandContext, fetcher: BuildpackFetcher, title: string, urls: readonly string[]): Promise<number> {
+  ctx.out.step(title);
+  let failed = 0;
+  for (const url of urls) {
+    const name = buildpackName(url);
+    if (parseBuildpackUrl(url).kind === 'dir') {
+      ctx.out.detail(`${name}: a folder on the server, used as it is (${url})`);
+      continue;
+    }
+    try {
+      const got = await fetcher.update(url);
+      if (got.failure) {
+        const when = got.fetchedAt ? got.fetchedAt.toISOString().slice(0, 16).replace('T', ' ') + ' UTC' : 'earlier';
+        ctx.out.detail(`${name}: could not fetch ${url} (${got.failure}); builds keep using the last good copy, fetched ${when}`);
+      } else ctx.out.detail(`${name}: fetched ${url}`);
+    } catch (e) {
+      failed++;
+      ctx.out.error(`${name}: ${(e as Error).message}`);
+    }
+  }
+  log.info('buildpacks_updated', { urls, failed, by: callerName(ctx) });
+  return failed ? 1 : 0;
+}
+
 async function update(ctx: CommandContext, app: string, change: (a: AppRecord) => void): Promise<void> {
-  const record = await ctx.services.apps.update(app, change);
+  const record = await ctx.state.apps.update(app, change);
   log.info('buildpacks_changed', { app, buildpacks: record.buildpacks, stack: record.stack, by: callerName(ctx) });
   show(ctx, record);
   ctx.out.detail('the next push builds with these');
@@ -100,7 +163,7 @@ function show(ctx: CommandContext, record: AppRecord): void {
   if (record.buildpacks.length === 0) ctx.out.line('(none set: .buildpacks or detection)');
   record.buildpacks.forEach((b, i) => ctx.out.line(`${i + 1}. ${b}`));
   if (record.config.BUILDPACK_URL) ctx.out.line(`BUILDPACK_URL is set and wins: ${record.config.BUILDPACK_URL}`);
-  ctx.out.line(`stack: ${record.stack ?? `${ctx.services.config.stackImage} (default)`}`);
+  ctx.out.line(`stack: ${record.stack ?? `${ctx.state.config.stackImage} (default)`}`);
 }
 
 function checkUrl(url: string): string {

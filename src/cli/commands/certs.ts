@@ -5,7 +5,7 @@ import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import type { CertificateManager, DomainCertificateReport } from '../../proxy/tls/certificate-manager.ts';
 import { splitPem } from '../../proxy/tls/certificate.ts';
-import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
+import { callerName, defineCommand, requireDaemon, type Command, type CommandContext } from '../command.ts';
 
 export const certCommands: Command[] = [
   defineCommand({
@@ -15,7 +15,7 @@ export const certCommands: Command[] = [
     summary: "show each domain's certificate: issuer, expiry, renewal, last attempt and error",
     scope: 'app',
     async run(ctx, { app, flags }) {
-      ctx.services.apps.require(app);
+      ctx.state.apps.require(app);
       const certs = requireCertificates(ctx);
       const report = certs.report(app);
       if (flags.json) {
@@ -35,7 +35,7 @@ export const certCommands: Command[] = [
     help: 'Off: berth orders and renews no certificate for the app, and serves it over HTTPS only with a certificate added with certs:add.',
     scope: 'app',
     async run(ctx, { app, args: [value] }) {
-      ctx.services.apps.require(app);
+      ctx.state.apps.require(app);
       const certs = requireCertificates(ctx);
       if (value === undefined) {
         ctx.out.line(certs.isAuto(app) ? 'on' : 'off');
@@ -58,7 +58,7 @@ export const certCommands: Command[] = [
     help: 'CERTFILE is the PEM chain (server certificate first), KEYFILE its unencrypted private key.\nWith -, both are read from standard input: cat cert.pem key.pem | ssh -p 2222 berth@HOST certs:add APP -\nRefused when the key does not match or the certificate does not cover every domain of the app.',
     scope: 'app',
     async run(ctx, { app, args: [certFile, keyFile] }) {
-      ctx.services.apps.require(app);
+      ctx.state.apps.require(app);
       const certs = requireCertificates(ctx);
       let certText: string;
       let keyText: string;
@@ -83,7 +83,7 @@ export const certCommands: Command[] = [
     summary: 'remove the certificate added with certs:add (automatic certificates take over)',
     scope: 'app',
     async run(ctx, { app }) {
-      ctx.services.apps.require(app);
+      ctx.state.apps.require(app);
       await requireCertificates(ctx).removeCustom(app);
       log.info('certs_removed', { app, by: callerName(ctx) });
       ctx.out.step(`Removed the certificate of ${app}`);
@@ -117,10 +117,7 @@ function relative(iso: string): string {
 }
 
 function requireCertificates(ctx: CommandContext): CertificateManager {
-  if (ctx.services.certificates) return ctx.services.certificates;
-  throw new UserError('daemon_not_running', `berth serve is not running for ${ctx.services.paths.root}`, {
-    hint: `start it with \`berth serve --data-dir ${ctx.services.paths.root}\`, then run the command again`,
-  });
+  return requireDaemon(ctx).certificates;
 }
 
 async function readInputFile(ctx: CommandContext, file: string): Promise<string> {

@@ -3,9 +3,6 @@
 // from the next deploy (push, config:set, ps:scale, ps:restart, rollback ...).
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { checkPort, checkSettingsOf, processContainers } from '../../orchestrator/deployment.ts';
-import { LABEL } from '../../orchestrator/engine.ts';
-import { checksFor, passGate } from '../../orchestrator/health-gate.ts';
 import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
 import { currentRelease, type AppRecord } from '../../state/app-store.ts';
 import {
@@ -49,8 +46,8 @@ export const checksCommands: Command[] = [
     async run(ctx, { app, otherFlags: [flag, ...more] }) {
       const second = more.find((f) => f !== flag);
       if (second !== undefined) throw usageError(this, `unknown flag ${second.split('=')[0]}`);
-      const record = ctx.services.apps.require(app);
-      const rows = reportRows(record, ctx.services.config.checksWait);
+      const record = ctx.state.apps.require(app);
+      const rows = reportRows(record, ctx.state.config.checksWait);
       if (flag) {
         const row = rows.find(([f]) => f === flag || (flag === '--checks-wait-to-retire' && f === '--checks-drain-timeout'));
         if (!row) throw new UserError('bad_arguments', `${this.name}: unknown flag ${flag}`, { hint: `the flags are: ${rows.map(([f]) => f).join(', ')}`, exitCode: 2 });
@@ -69,12 +66,12 @@ export const checksCommands: Command[] = [
     help: PROPERTY_HELP,
     scope: 'app',
     async run(ctx, { app, args: [rawKey, value] }) {
-      ctx.services.apps.require(app);
+      ctx.state.apps.require(app);
       const key = checkPropertyKey(rawKey);
-      const updated = await ctx.services.apps.update(app, (a) => void (a.checks = { ...a.checks, properties: setCheckProperty(a.checks.properties, key, value) }));
+      const updated = await ctx.state.apps.update(app, (a) => void (a.checks = { ...a.checks, properties: setCheckProperty(a.checks.properties, key, value) }));
       const shown = formatCheckProperty(key, updated.checks.properties);
       log.info('checks_property_changed', { app, key, value: shown ?? null, by: callerName(ctx) });
-      if (shown === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultOf(key, ctx.services.config.checksWait)})`);
+      if (shown === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultOf(key, ctx.state.config.checksWait)})`);
       else ctx.out.step(`Set ${key} of ${app} to ${shown}; it applies from the next deploy`);
     },
   }),
@@ -88,34 +85,8 @@ export const checksCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, args: [which], daemon }) {
-      const record = ctx.services.apps.require(app);
-      const orch = daemon();
-      const release = currentRelease(record);
-      if (!release) throw new UserError('no_release', `${app} has no release yet`, { hint: 'push to it first' });
-      const settings = checkSettingsOf({ checksWaitMs: orch.config.checksWait }, record);
-      const containers = (await processContainers(orch.engine, app))
-        .filter((c) => c.running && c.labels[LABEL.release] === String(release.number))
-        .filter((c) => which === undefined || c.labels[LABEL.process] === which || c.labels[LABEL.dyno] === which)
-        .sort((a, b) => (a.labels[LABEL.dyno] ?? '').localeCompare(b.labels[LABEL.dyno] ?? ''));
-      if (containers.length === 0) {
-        throw new UserError('no_containers', `${app} has no running container${which ? ` for ${which}` : ''} of v${release.number}`, { hint: `\`ps:report ${app}\` shows what runs` });
-      }
-      const failed: string[] = [];
-      for (const container of containers) {
-        const type = container.labels[LABEL.process] ?? 'web';
-        const dyno = container.labels[LABEL.dyno] ?? type;
-        const checks = checksFor(release, type, settings);
-        ctx.out.step(`Running checks for ${dyno}: ${checks.map((c) => c.name).join(', then ')}`);
-        try {
-          let last = '';
-          await passGate({ engine: orch.engine, container, dyno, checks, port: checkPort(type), hostHeader: orch.hostnames(app)[0] ?? app, signal: ctx.signal, onAttempt: (a) => void (last = a.detail) });
-          ctx.out.detail(`${dyno} passed${last ? ` (${last})` : ''}`);
-        } catch (e) {
-          failed.push(dyno);
-          ctx.out.error(`${dyno}: ${(e as Error).message}`);
-        }
-      }
-      if (failed.length) throw new UserError('checks_failed', `checks failed for ${failed.join(', ')}`);
+      ctx.state.apps.require(app);
+      await daemon().processes.runChecks(app, which, { out: ctx.out, signal: ctx.signal });
     },
   }),
 ];
@@ -129,9 +100,9 @@ function listCommand(name: string, summary: string, verb: 'enable' | 'disable' |
     scope: 'app',
     async run(ctx, { app, args: [typeList] }) {
       const types = parseTypes(name, typeList);
-      const record = ctx.services.apps.require(app);
+      const record = ctx.state.apps.require(app);
       const known = Object.keys(currentRelease(record)?.processTypes ?? { web: '' });
-      const updated = await ctx.services.apps.update(app, (a) => void (a.checks = changeCheckLists(a.checks, verb, types, known)));
+      const updated = await ctx.state.apps.update(app, (a) => void (a.checks = changeCheckLists(a.checks, verb, types, known)));
       log.info('checks_lists_changed', { app, verb, types: types.length ? types : [ALL_TYPES], disabled: updated.checks.disabled, skipped: updated.checks.skipped, by: callerName(ctx) });
       const what = types.length ? types.join(', ') : 'every process type';
       const done = { enable: 'Enabled zero-downtime checks', disable: 'Disabled zero-downtime deploys', skip: 'Skipping the checks' }[verb];

@@ -2,10 +2,8 @@
 // new release and restarts the app through the normal deploy path, unless --no-restart.
 import { parseAssignments, validateConfigKey } from '../../config-vars.ts';
 import { UserError } from '../../errors.ts';
-import { log } from '../../log.ts';
-import { changeConfig } from '../../orchestrator/app-operations.ts';
-import type { Orchestrator } from '../../orchestrator/orchestrator.ts';
-import { byName, callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
+import type { Platform } from '../../platform/platform.ts';
+import { byName, defineCommand, type Command, type CommandContext } from '../command.ts';
 
 export const configCommands: Command[] = [
   defineCommand({
@@ -30,7 +28,7 @@ export const configCommands: Command[] = [
     needsDaemon: true,
     async run(ctx, { app, args: [names], flags, daemon }) {
       const keys = names.map(validateConfigKey);
-      const missing = keys.filter((k) => !(k in ctx.services.apps.require(app).config));
+      const missing = keys.filter((k) => !(k in ctx.state.apps.require(app).config));
       if (missing.length === keys.length) throw new UserError('config_not_set', `${app} has no config var ${missing.join(', ')}`, { hint: `\`config:show ${app}\` lists them` });
       await change(ctx, app, daemon, { unset: keys }, !flags['no-restart']);
     },
@@ -41,7 +39,7 @@ export const configCommands: Command[] = [
     summary: 'print the value of one config var',
     scope: 'app',
     async run(ctx, { app, args: [rawKey] }) {
-      const record = ctx.services.apps.require(app);
+      const record = ctx.state.apps.require(app);
       const key = validateConfigKey(rawKey);
       const value = record.config[key];
       if (value === undefined) throw new UserError('config_not_set', `${record.name} has no config var ${key}`, { hint: `\`config:show ${record.name}\` lists them` });
@@ -55,7 +53,7 @@ export const configCommands: Command[] = [
     summary: "show an app's config vars",
     scope: 'app',
     async run(ctx, { app, flags }) {
-      const record = ctx.services.apps.require(app);
+      const record = ctx.state.apps.require(app);
       const format = flags.format ?? 'text';
       if (format === 'json') {
         ctx.out.line(JSON.stringify(record.config, null, 2));
@@ -70,8 +68,7 @@ export const configCommands: Command[] = [
   }),
 ];
 
-async function change(ctx: CommandContext, app: string, daemon: () => Orchestrator, what: { set?: Record<string, string>; unset?: string[] }, restart: boolean): Promise<void> {
-  ctx.services.apps.require(app);
-  await changeConfig(daemon(), app, what, { restart, by: byName(ctx), out: ctx.out });
-  log.info('config_changed', { app, set: Object.keys(what.set ?? {}), unset: what.unset ?? [], by: callerName(ctx) });
+async function change(ctx: CommandContext, app: string, daemon: () => Platform, what: { set?: Record<string, string>; unset?: string[] }, restart: boolean): Promise<void> {
+  ctx.state.apps.require(app);
+  await daemon().releases.changeConfig(app, what, { restart, by: byName(ctx), out: ctx.out });
 }

@@ -9,8 +9,8 @@ export const domainCommands: Command[] = [
     summary: "list the domains an app is served at",
     scope: 'app',
     async run(ctx, { app }) {
-      ctx.services.apps.require(app);
-      const names = ctx.services.domains.hostnames(app);
+      ctx.state.apps.require(app);
+      const names = ctx.state.domains.hostnames(app);
       ctx.out.section(`${app} domains`);
       if (names.length === 0) ctx.out.detail(`none: ${app} is not reachable through the proxy; add one with \`domains:add ${app} DOMAIN\``);
       for (const name of names) ctx.out.line(name);
@@ -23,8 +23,8 @@ export const domainCommands: Command[] = [
     help: 'Point the DNS name at this server first: with --acme-email set, berth then fetches a certificate for it.\nA domain belongs to one app only.',
     scope: 'app',
     async run(ctx, { app, args: [first, more] }) {
-      ctx.services.apps.require(app);
-      const added = await ctx.services.domains.add(app, [first, ...more]);
+      ctx.state.apps.require(app);
+      const added = await ctx.state.domains.add(app, [first, ...more]);
       if (added.length === 0) {
         ctx.out.step(`${app} already has ${more.length === 0 ? 'that domain' : 'those domains'}`);
         return;
@@ -39,11 +39,11 @@ export const domainCommands: Command[] = [
     summary: 'stop serving an app at some domains (its default APP.DOMAIN too)',
     scope: 'app',
     async run(ctx, { app, args: [first, more] }) {
-      ctx.services.apps.require(app);
-      const removed = await ctx.services.domains.remove(app, [first, ...more]);
+      ctx.state.apps.require(app);
+      const removed = await ctx.state.domains.remove(app, [first, ...more]);
       log.info('domains_removed', { app, domains: removed, by: callerName(ctx) });
       ctx.out.step(`Removed ${removed.join(', ')} from ${app}`);
-      if (ctx.services.domains.hostnames(app).length === 0) ctx.out.detail(`${app} has no domain left: it is not reachable through the proxy`);
+      if (ctx.state.domains.hostnames(app).length === 0) ctx.out.detail(`${app} has no domain left: it is not reachable through the proxy`);
     },
   }),
   defineCommand({
@@ -53,8 +53,8 @@ export const domainCommands: Command[] = [
     help: 'The default APP.DOMAIN stays only if it is one of the domains given.',
     scope: 'app',
     async run(ctx, { app, args: [first, more] }) {
-      ctx.services.apps.require(app);
-      const names = await ctx.services.domains.set(app, [first, ...more]);
+      ctx.state.apps.require(app);
+      const names = await ctx.state.domains.set(app, [first, ...more]);
       log.info('domains_set', { app, domains: names, by: callerName(ctx) });
       ctx.out.step(`${app} is served at ${names.join(', ')}`);
     },

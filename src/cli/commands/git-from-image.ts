@@ -1,6 +1,5 @@
 // git:from-image: deploy an image the Docker engine already has as the app's next release.
 import { UserError } from '../../errors.ts';
-import { deployImage } from '../../orchestrator/app-operations.ts';
 import { byName, defineCommand, type Command } from '../command.ts';
 
 export const gitFromImageCommands: Command[] = [
@@ -12,8 +11,8 @@ export const gitFromImageCommands: Command[] = [
     needsDaemon: true,
     async run(ctx, { app, args: [image], daemon }) {
       if (!/^[a-z0-9][a-z0-9._/:@-]{0,254}$/i.test(image)) throw new UserError('invalid_image', `"${image}" is not an image reference`, { hint: 'such as myapp:latest or sha256:…' });
-      ctx.services.apps.require(app);
-      await deployImage(daemon(), app, image, { by: byName(ctx), out: ctx.out });
+      ctx.state.apps.require(app);
+      await daemon().releases.deployImage(app, image, { by: byName(ctx), out: ctx.out });
     },
   }),
 ];

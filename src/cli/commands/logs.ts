@@ -1,7 +1,6 @@
 // logs (all of an app's containers, interleaved, `-t` to follow) and logs:failed (the output
 // of the app's last failed deploy).
 import { UserError } from '../../errors.ts';
-import { writeAppLogs } from '../../orchestrator/app-logs.ts';
 import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
 import { defineCommand, type Command } from '../command.ts';
 
@@ -16,13 +15,12 @@ export const logCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, flags, daemon }) {
-      ctx.services.apps.require(app);
+      ctx.state.apps.require(app);
       const lines = flags.num === undefined ? 100 : Number(flags.num);
       if (!Number.isInteger(lines) || lines < 0 || lines > 100_000) throw new UserError('bad_arguments', `${this.name}: -n takes a number of lines from 0 to 100000`, { exitCode: 2 });
       const type = flags.ps;
       if (type !== undefined && !PROCESS_TYPE_PATTERN.test(type)) throw new UserError('bad_arguments', `${this.name}: "${type}" is not a process type`, { exitCode: 2 });
-      await writeAppLogs(
-        daemon().engine,
+      await daemon().processes.logs(
         app,
         { follow: flags.tail, lines, quiet: flags.quiet, ...(type ? { type } : {}) },
         (line) => ctx.out.line(line),
@@ -37,8 +35,8 @@ export const logCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, daemon }) {
-      ctx.services.apps.require(app);
-      const failed = await daemon().buildLogs.lastFailed(app);
+      ctx.state.apps.require(app);
+      const failed = await daemon().releases.lastFailed(app);
       if (!failed) {
         ctx.out.line(`no failed deploys of ${app} are kept`);
         return;

@@ -1,8 +1,8 @@
 // proxy:set, proxy:report: an app's limits at the proxy (body size, read and idle timeouts).
 import { log } from '../../log.ts';
-import { defaultText, SETTING_KEYS, type SettingKey } from '../../proxy/proxy-settings.ts';
+import { defaultText, SETTING_KEYS, type SettingKey } from '../../state/proxy-settings.ts';
 import { callerName, defineCommand, type Command } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 const KEY_HELP = [
   'Keys (a value of 0 means no limit; without VALUE the key goes back to its default):',
@@ -19,8 +19,8 @@ export const proxyCommands: Command[] = [
     help: KEY_HELP,
     scope: 'app',
     async run(ctx, { app, args: [key, value] }) {
-      ctx.services.apps.require(app);
-      const stored = await ctx.services.proxySettings.set(app, key, value);
+      ctx.state.apps.require(app);
+      const stored = await ctx.state.proxySettings.set(app, key, value);
       log.info('proxy_setting_changed', { app, key, value: stored ?? null, by: callerName(ctx) });
       if (stored === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultText(key as SettingKey)})`);
       else ctx.out.step(`Set ${key} of ${app} to ${stored}`);
@@ -33,8 +33,8 @@ export const proxyCommands: Command[] = [
     help: KEY_HELP,
     scope: 'app',
     async run(ctx, { app }) {
-      ctx.services.apps.require(app);
-      const overrides = ctx.services.proxySettings.overrides(app);
+      ctx.state.apps.require(app);
+      const overrides = ctx.state.proxySettings.overrides(app);
       ctx.out.section(`${app} proxy settings`);
       const rows = SETTING_KEYS.map((key) => [key, overrides[key] ?? defaultText(key), overrides[key] === undefined ? 'default' : 'set for the app']);
       ctx.out.detail(table(rows));

@@ -1,13 +1,10 @@
 // ps:scale, ps:report, ps:restart, ps:stop, ps:start: an app's processes.
 import { UserError } from '../../errors.ts';
-import { restart, scale, start, stop, wantedDynos } from '../../orchestrator/app-operations.ts';
-import { processContainers, WEB_PORT } from '../../orchestrator/deployment.ts';
-import { LABEL } from '../../orchestrator/engine.ts';
 import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
 import { currentRelease } from '../../state/app-store.ts';
 import { usageOf } from '../args.ts';
 import { byName, defineCommand, type Command } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 /** Most containers of one process type ps:scale allows. */
 export const MAX_SCALE = 100;
@@ -21,7 +18,7 @@ export const psCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, args: [assignments], daemon }) {
-      const record = ctx.services.apps.require(app);
+      const record = ctx.state.apps.require(app);
       if (assignments.length === 0) {
         const current = currentRelease(record);
         const types = new Set([...Object.keys(current?.processTypes ?? {}), ...Object.keys(record.formation)]);
@@ -37,7 +34,7 @@ export const psCommands: Command[] = [
         }
         counts[m[1]!] = Number(m[2]);
       }
-      await scale(daemon(), app, counts, ctx.out);
+      await daemon().processes.scale(app, counts, ctx.out);
     },
   }),
   defineCommand({
@@ -47,28 +44,18 @@ export const psCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, daemon }) {
-      const record = ctx.services.apps.require(app);
-      const orch = daemon();
-      const current = currentRelease(record);
-      const containers = (await processContainers(orch.engine, app)).sort((a, b) => (a.labels[LABEL.dyno] ?? '').localeCompare(b.labels[LABEL.dyno] ?? ''));
+      ctx.state.apps.require(app);
+      const report = await daemon().processes.report(app);
       ctx.out.section(`${app} processes`);
-      ctx.out.line(`Status:    ${record.stopped ? 'stopped' : current ? 'deployed' : 'not deployed'}${current ? ` (release v${current.number})` : ''}`);
-      ctx.out.line(`Wanted:    ${wantedDynos(record).join(' ') || '(none)'}`);
-      // Probation (issue 17): the release serving on trial, until when, and the old one kept warm.
-      const probation = orch.probation(app);
+      ctx.out.line(`Status:    ${report.status}${report.release !== undefined ? ` (release v${report.release})` : ''}`);
+      ctx.out.line(`Wanted:    ${report.wanted.join(' ') || '(none)'}`);
+      const probation = report.probation;
       if (probation) {
         const left = Math.max(0, Math.ceil((probation.until - Date.now()) / 1000));
         const warm = probation.warm.length ? `; kept warm: ${probation.warm.map((w) => `${w.name} (v${w.release ?? '?'})`).join(', ')}` : '';
         ctx.out.line(`Probation: v${probation.release} until ${new Date(probation.until).toISOString()} (${left} s left)${warm}`);
       }
-      const rows = containers.map((c) => [
-        c.labels[LABEL.dyno] ?? '?',
-        c.status,
-        `v${c.labels[LABEL.release] ?? '?'}`,
-        String(c.restartCount),
-        c.labels[LABEL.process] === 'web' && c.ip ? `${c.ip}:${WEB_PORT}` : c.ip ?? '-',
-        c.name,
-      ]);
+      const rows = report.containers.map((c) => [c.dyno, c.state, c.release, String(c.restarts), c.address, c.container]);
       ctx.out.line(rows.length ? table([['DYNO', 'STATE', 'RELEASE', 'RESTARTS', 'ADDRESS', 'CONTAINER'], ...rows]) : 'no containers');
     },
   }),
@@ -79,7 +66,7 @@ export const psCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, daemon }) {
-      await restart(daemon(), app, { by: byName(ctx), out: ctx.out });
+      await daemon().processes.restart(app, { by: byName(ctx), out: ctx.out });
     },
   }),
   defineCommand({
@@ -89,7 +76,7 @@ export const psCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, daemon }) {
-      await stop(daemon(), app, ctx.out);
+      await daemon().processes.stop(app, ctx.out);
     },
   }),
   defineCommand({
@@ -99,7 +86,7 @@ export const psCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, daemon }) {
-      await start(daemon(), app, ctx.out);
+      await daemon().processes.start(app, ctx.out);
     },
   }),
 ];

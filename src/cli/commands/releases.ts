@@ -1,8 +1,7 @@
 // releases, releases:rollback, releases:output: an app's numbered, immutable releases.
 import { UserError } from '../../errors.ts';
-import { rollback } from '../../orchestrator/app-operations.ts';
 import { byName, defineCommand, type Command } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 export const releaseCommands: Command[] = [
   defineCommand({
@@ -11,16 +10,16 @@ export const releaseCommands: Command[] = [
     summary: "list an app's releases, newest first",
     scope: 'app',
     async run(ctx, { app }) {
-      const record = ctx.services.apps.require(app);
+      const record = ctx.state.apps.require(app);
       ctx.out.section(`${record.name} releases`);
       if (record.releases.length === 0) {
         ctx.out.line('no releases yet');
         return;
       }
-      const engine = ctx.services.orchestrator?.engine;
+      const releases = ctx.daemon?.releases;
       const rows: string[][] = [];
       for (const r of [...record.releases].sort((a, b) => b.number - a.number)) {
-        const image = engine ? ((await engine.imageExists(r.image)) ? r.image : `${r.image} (pruned)`) : r.image;
+        const image = releases ? ((await releases.imageExists(r.image)) ? r.image : `${r.image} (pruned)`) : r.image;
         rows.push([`v${r.number}${r.number === record.current ? ' *' : ''}`, r.description, r.builder, r.createdBy, r.createdAt.replace(/\.\d+Z$/, 'Z'), image]);
       }
       ctx.out.line(table([['RELEASE', 'DESCRIPTION', 'BUILDER', 'BY', 'CREATED', 'IMAGE'], ...rows]));
@@ -35,7 +34,7 @@ export const releaseCommands: Command[] = [
     needsDaemon: true,
     async run(ctx, { app, args: [number], daemon }) {
       const n = number === undefined ? undefined : releaseNumber(this.name, number);
-      await rollback(daemon(), app, n, { by: byName(ctx), out: ctx.out });
+      await daemon().releases.rollback(app, n, { by: byName(ctx), out: ctx.out });
     },
   }),
   defineCommand({
@@ -45,10 +44,10 @@ export const releaseCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, args: [number], daemon }) {
-      const record = ctx.services.apps.require(app);
+      const record = ctx.state.apps.require(app);
       const n = number === undefined ? record.current : releaseNumber(this.name, number);
       if (n === null) throw new UserError('no_release', `${record.name} has no release yet`);
-      const text = await daemon().buildLogs.readRelease(record.name, n);
+      const text = await daemon().releases.output(record.name, n);
       if (text === undefined) throw new UserError('no_release_output', `no output is kept for v${n} of ${record.name}`, { hint: 'output is kept for releases made by a push; config changes and rollbacks have none' });
       ctx.out.raw(text);
     },

@@ -3,13 +3,12 @@
 import { parseBytes } from '../../config.ts';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { changeSettings } from '../../orchestrator/app-operations.ts';
 import { PROCESS_TYPE_PATTERN } from '../../orchestrator/procfile.ts';
 import type { AppRecord } from '../../state/app-store.ts';
 import type { ResourceLimit } from '../../state/app-settings.ts';
-import type { Orchestrator } from '../../orchestrator/orchestrator.ts';
+import type { Platform } from '../../platform/platform.ts';
 import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 export const resourceCommands: Command[] = [
   defineCommand({
@@ -21,7 +20,7 @@ export const resourceCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, flags, daemon }) {
-      const record = ctx.services.apps.require(app);
+      const record = ctx.state.apps.require(app);
       const type = processType(flags.process);
       if (flags.memory === undefined && flags.cpu === undefined) {
         show(ctx, record);
@@ -61,9 +60,9 @@ function processType(type: string | undefined): string {
   return type;
 }
 
-async function change(ctx: CommandContext, app: string, daemon: () => Orchestrator, restart: boolean, fn: (a: AppRecord) => void): Promise<void> {
-  await changeSettings(daemon(), app, fn, { restart, out: ctx.out });
-  const record = ctx.services.apps.require(app);
+async function change(ctx: CommandContext, app: string, daemon: () => Platform, restart: boolean, fn: (a: AppRecord) => void): Promise<void> {
+  await daemon().processes.changeSettings(app, fn, { restart, out: ctx.out });
+  const record = ctx.state.apps.require(app);
   log.info('limits_changed', { app, limits: record.limits, by: callerName(ctx) });
   show(ctx, record);
 }

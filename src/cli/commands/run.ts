@@ -1,7 +1,5 @@
 // run: a one-off process of the app's current release, with the caller's streams (and terminal,
 // with `ssh -t`); exits with the command's status.
-import { log } from '../../log.ts';
-import { runOneOff } from '../../orchestrator/one-off.ts';
 import { callerName, defineCommand, type Command } from '../command.ts';
 
 export const runCommands: Command[] = [
@@ -14,10 +12,9 @@ export const runCommands: Command[] = [
     passThrough: true,
     needsDaemon: true,
     async run(ctx, { app, args: [command], daemon }) {
-      ctx.services.apps.require(app);
-      const orch = daemon();
-      log.info('run_requested', { app, by: callerName(ctx), words: command.length });
-      return runOneOff(orch, app, command, {
+      ctx.state.apps.require(app);
+      return daemon().processes.run(app, command, {
+        by: callerName(ctx),
         ...(ctx.stdin ? { stdin: ctx.stdin() } : {}),
         stdout: (d) => ctx.out.raw(d),
         stderr: (d) => (ctx.stderr ? ctx.stderr(d) : ctx.out.raw(d)),

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
-import { table } from '../output.ts';
+import { table } from '../../ui/output.ts';
 
 export const sshKeyCommands: Command[] = [
   defineCommand({
@@ -17,7 +17,7 @@ export const sshKeyCommands: Command[] = [
     async run(ctx, { args: [name, file = '-'], flags }) {
       const text = await readKeyInput(ctx, file);
       const apps = flags.apps?.split(',').map((a) => a.trim()).filter(Boolean);
-      const record = await ctx.services.keys.add(name, text, apps);
+      const record = await ctx.state.keys.add(name, text, apps);
       log.info('ssh_key_added', { name: record.name, fingerprint: record.fingerprint, by: callerName(ctx) });
       ctx.out.step(`Added key ${record.name} (${record.fingerprint})${record.apps ? ` for ${record.apps.join(', ')}` : ' as an admin key'}`);
     },
@@ -29,7 +29,7 @@ export const sshKeyCommands: Command[] = [
     help: 'SCOPE is "admin" (everything) or the apps a key is limited to (ssh-keys:add --apps).',
     scope: 'admin',
     async run(ctx) {
-      const keys = ctx.services.keys.list();
+      const keys = ctx.state.keys.list();
       if (keys.length === 0) {
         ctx.out.line('no keys; add one with `ssh-keys:add NAME KEYFILE`');
         return;
@@ -45,7 +45,7 @@ export const sshKeyCommands: Command[] = [
     help: 'Connections already open with the key finish what they are doing.',
     scope: 'admin',
     async run(ctx, { args: [name] }) {
-      const record = await ctx.services.keys.remove(name);
+      const record = await ctx.state.keys.remove(name);
       log.info('ssh_key_removed', { name: record.name, fingerprint: record.fingerprint, by: callerName(ctx) });
       ctx.out.step(`Removed key ${record.name} (${record.fingerprint})`);
     },

@@ -3,8 +3,7 @@
 import path from 'node:path';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { changeSettings } from '../../orchestrator/app-operations.ts';
-import type { Orchestrator } from '../../orchestrator/orchestrator.ts';
+import type { Platform } from '../../platform/platform.ts';
 import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
 import type { AppRecord } from '../../state/app-store.ts';
 
@@ -51,7 +50,7 @@ export const storageCommands: Command[] = [
     summary: "list the app's bind mounts",
     scope: 'app',
     async run(ctx, { app }) {
-      const record = ctx.services.apps.require(app);
+      const record = ctx.state.apps.require(app);
       ctx.out.section(`${record.name} mounts`);
       ctx.out.line(record.mounts.length ? record.mounts.join('\n') : '(none)');
     },
@@ -76,9 +75,9 @@ export function parseMount(text: string): string {
   return `${normal(host)}:${normal(container)}${mode === 'ro' ? ':ro' : ''}`;
 }
 
-async function change(ctx: CommandContext, app: string, daemon: () => Orchestrator, restart: boolean, fn: (a: AppRecord) => void): Promise<void> {
-  ctx.services.apps.require(app);
-  await changeSettings(daemon(), app, fn, { restart, out: ctx.out });
-  log.info('mounts_changed', { app, mounts: ctx.services.apps.require(app).mounts, by: callerName(ctx) });
-  ctx.out.step(`Mounts of ${app}: ${ctx.services.apps.require(app).mounts.join(', ') || '(none)'}`);
+async function change(ctx: CommandContext, app: string, daemon: () => Platform, restart: boolean, fn: (a: AppRecord) => void): Promise<void> {
+  ctx.state.apps.require(app);
+  await daemon().processes.changeSettings(app, fn, { restart, out: ctx.out });
+  log.info('mounts_changed', { app, mounts: ctx.state.apps.require(app).mounts, by: callerName(ctx) });
+  ctx.out.step(`Mounts of ${app}: ${ctx.state.apps.require(app).mounts.join(', ') || '(none)'}`);
 }

@@ -1,6 +1,5 @@
-// The answers to ACME challenges in flight: HTTP-01 tokens served on the HTTP listener, and
+// The answers to ACME challenges in flight: HTTP-01 tokens, answered by the request policy, and
 // TLS-ALPN-01 certificates served on the TLS listener to clients that offer only `acme-tls/1`.
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SecureContext } from 'node:tls';
 
 export const CHALLENGE_PATH = '/.well-known/acme-challenge/';
@@ -31,22 +30,8 @@ export class AcmeChallenges {
     return this.#alpn.get(domain);
   }
 
-  /** Answers `GET /.well-known/acme-challenge/TOKEN` when TOKEN is one of ours; false otherwise. */
-  answerHttp(req: IncomingMessage, res: ServerResponse): boolean {
-    const url = req.url ?? '';
-    if (!isChallengePath(url) || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
-    const token = url.slice(url.indexOf(CHALLENGE_PATH) + CHALLENGE_PATH.length).split('?')[0]!;
-    const answer = this.#tokens.get(token);
-    if (answer === undefined) return false;
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(answer)), 'cache-control': 'no-store' });
-    res.end(req.method === 'HEAD' ? undefined : answer);
-    return true;
+  /** The key authorization to answer `GET /.well-known/acme-challenge/TOKEN` with, when TOKEN is one of ours. */
+  httpAnswer(token: string): string | undefined {
+    return this.#tokens.get(token);
   }
-}
-
-/** Whether a request path is an ACME HTTP-01 challenge (origin form or absolute form). */
-export function isChallengePath(url: string | undefined): boolean {
-  if (url === undefined) return false;
-  if (url.startsWith(CHALLENGE_PATH)) return true;
-  return /^https?:\/\/[^/]*\/\.well-known\/acme-challenge\//i.test(url);
 }

@@ -14,7 +14,7 @@ import { AcmeChallenges } from './acme-challenges.ts';
 import { AcmeIssuer, type Issued } from './acme-issuer.ts';
 import { covers, isCurrent, parseCertificateBundle, splitPem, type CertificateBundle } from './certificate.ts';
 import { CertificateStore } from './certificate-store.ts';
-import { renewalTime, retryDelay } from './renewal-schedule.ts';
+import { DEFAULT_RENEWAL_POLICY, type RenewalPolicy } from './renewal-schedule.ts';
 import { RenewalScheduler } from './renewal-scheduler.ts';
 import { SniCache, type CertificateSource } from './sni-cache.ts';
 
@@ -30,7 +30,9 @@ export interface Issuer {
 }
 
 export interface CertificateManagerOptions {
-  config: Pick<Config, 'acmeDirectory' | 'acmeEmail' | 'acmeCaFile' | 'renewAfterMs' | 'acmeRetryBaseMs'>;
+  config: Pick<Config, 'acmeDirectory' | 'acmeEmail' | 'acmeCaFile'>;
+  /** When certificates renew and failed orders retry. Default: DEFAULT_RENEWAL_POLICY (a third of the lifetime left; 1 min doubling up to 6 h). */
+  renewal?: RenewalPolicy;
   /** The data dir's certs/ folder. */
   certsDir: string;
   /** state/certs.json. */
@@ -68,6 +70,7 @@ export class CertificateManager {
   readonly #store: CertificateStore;
   readonly #state: CertStateStore;
   readonly #issuer: Issuer | undefined;
+  readonly #renewal: RenewalPolicy;
   /** ACME certificates by domain, as loaded from disk or just obtained. */
   readonly #managed = new Map<string, CertificateBundle>();
   /** Domains whose file was read once already (present or not). */
@@ -91,6 +94,7 @@ export class CertificateManager {
     this.#options = options;
     this.#store = new CertificateStore(options.certsDir);
     this.#state = new CertStateStore(options.stateFile);
+    this.#renewal = options.renewal ?? DEFAULT_RENEWAL_POLICY;
     const { config } = options;
     this.#issuer =
       options.issuer ??
@@ -145,6 +149,11 @@ export class CertificateManager {
     this.#stopped = true;
     clearInterval(this.#resync);
     this.#scheduler.stop();
+  }
+
+  /** Resolves once no order is in flight (after stop(), once the last one has stored its result). */
+  idle(): Promise<void> {
+    return this.#scheduler.idle();
   }
 
   /**
@@ -283,7 +292,7 @@ export class CertificateManager {
             }
           : null,
         acme,
-        renewAt: acme === 'on' && managed ? new Date(renewalTime(managed.info, this.#options.config.renewAfterMs)).toISOString() : null,
+        renewAt: acme === 'on' && managed ? new Date(this.#renewal.renewAt(managed.info)).toISOString() : null,
         attempts: this.#state.attempts(domain),
         ordering: this.#scheduler.isRunning(domain),
       };
@@ -340,7 +349,7 @@ export class CertificateManager {
   /** When the next order for a domain should start: now without a usable certificate, at renewal time with one, never before the backoff ends. */
   #dueAt(domain: string): number {
     const managed = this.#managed.get(domain);
-    let due = managed && isCurrent(managed) ? renewalTime(managed.info, this.#options.config.renewAfterMs) : Date.now();
+    let due = managed && isCurrent(managed) ? this.#renewal.renewAt(managed.info) : Date.now();
     const attempts = this.#state.attempts(domain);
     if (attempts.failures > 0 && attempts.nextAttemptAt) due = Math.max(due, Date.parse(attempts.nextAttemptAt));
     return due;
@@ -376,7 +385,7 @@ export class CertificateManager {
       });
     } catch (e) {
       const failures = before.failures + 1;
-      const delay = retryDelay(failures, this.#options.config.acmeRetryBaseMs);
+      const delay = this.#renewal.retryDelay(failures);
       const message = e instanceof Error ? e.message : String(e);
       await this.#state.setAttempts(domain, {
         ...before,

@@ -1,12 +1,11 @@
 // What the HTTP listener does for hosts with certificates: ACME HTTP-01 challenge answers come
 // first (a token berth does not know goes on to the app, which may be solving it itself), and
 // every other request for a host with a certificate is sent to HTTPS.
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ChallengeResponder, HttpsRedirect } from '../edge-server.ts';
-import { isChallengePath, type AcmeChallenges } from './acme-challenges.ts';
+import type { AcmeChallenges } from './acme-challenges.ts';
 
 export function createChallengeResponder(challenges: AcmeChallenges): ChallengeResponder {
-  return (req: IncomingMessage, res: ServerResponse) => isChallengePath(req.url) && challenges.answerHttp(req, res);
+  return (token) => challenges.httpAnswer(token);
 }
 
 export interface HttpsRedirectOptions {
@@ -15,7 +14,7 @@ export interface HttpsRedirectOptions {
   httpsPort(): number;
 }
 
-/** The edge server asks this for every plain HTTP request (the challenge path never reaches it). */
+/** The request policy asks this for every plain HTTP request (but those for the challenge path). */
 export function createHttpsRedirect(options: HttpsRedirectOptions): HttpsRedirect {
   return (hostname) => (options.hasCertificate(hostname) ? options.httpsPort() : undefined);
 }

@@ -61,6 +61,15 @@ export class RenewalScheduler {
     armed.timer.unref();
   }
 
+  /** Resolves once no order is running (orders that start meanwhile included). */
+  async idle(): Promise<void> {
+    for (;;) {
+      const running = [...this.#tasks.values()].map((t) => t.running).filter((r) => r !== undefined);
+      if (running.length === 0) return;
+      await Promise.all(running);
+    }
+  }
+
   isRunning(domain: string): boolean {
     return this.#tasks.get(domain)?.running !== undefined;
   }

@@ -1,16 +1,12 @@
 // The HTTPS listener: TLS with the certificate picked by SNI from memory, HTTP/2 or HTTP/1.1 by
-// ALPN, TLS-ALPN-01 answers to clients that offer only `acme-tls/1`. Decrypted HTTP/1.1
-// connections take the edge server's fast path; HTTP/2 requests its node:http-shaped path; both
-// forward with X-Forwarded-Proto: https.
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer as createHttp2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
-import type { Duplex } from 'node:stream';
+// ALPN, TLS-ALPN-01 answers to clients that offer only `acme-tls/1`. Decrypted connections go to
+// the edge server: HTTP/1.1 to its fast path, HTTP/2 to its HTTP/2 front end; both forward with
+// X-Forwarded-Proto: https.
 import { createServer as createTlsServer, type SecureContext, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import { UserError, wrapError } from '../../errors.ts';
+import { listenError } from '../../listen-error.ts';
 import { log } from '../../log.ts';
-import { DRAIN_TIMEOUT_MS, type Via } from '../edge-server.ts';
+import { DRAIN_TIMEOUT_MS } from '../edge-server.ts';
 import { ACME_TLS_PROTOCOL } from './acme-challenges.ts';
-import { adaptHttp2Request } from './http2-request.ts';
 
 /** A client gets this long to finish its TLS handshake. */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -18,9 +14,10 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 export interface RequestHandler {
   /** HTTP/1.x connections, once decrypted: the edge server's fast path. */
   serveConnection(socket: TLSSocket, proto: 'https', port: number): void;
-  /** HTTP/2 requests, adapted to node:http's shape. */
-  handleRequest(req: IncomingMessage, res: ServerResponse, via: Via): void;
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, via: Via): void;
+  /** Connections whose client chose HTTP/2, once decrypted. */
+  serveHttp2(socket: TLSSocket, port: number): void;
+  /** GOAWAY to every HTTP/2 session (when the listener stops). */
+  closeHttp2(): void;
 }
 
 export interface TlsListenerOptions {
@@ -45,7 +42,6 @@ export class TlsListener {
   readonly #options: TlsListenerOptions;
   readonly #sockets = new Set<TLSSocket>();
   #server: TlsServer | undefined;
-  #h2: Http2Server | undefined;
   #boundPort: number | undefined;
   #starting: Promise<void> | undefined;
   #stopped: Promise<void> | undefined;
@@ -93,14 +89,6 @@ export class TlsListener {
         else done(new Error(`no certificate for ${JSON.stringify(servername.slice(0, 253))}${acmeTls ? ' (acme-tls/1)' : ''}`));
       },
     } as Parameters<typeof createTlsServer>[0]);
-    // HTTP/2 sessions run on a plain http2 server fed the decrypted sockets; its requests are
-    // adapted to the node:http shape the edge server's compat path forwards.
-    const h2 = createHttp2Server();
-    h2.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
-      handler.handleRequest(adaptHttp2Request(req), res as unknown as ServerResponse, this.#via());
-    });
-    h2.on('sessionError', (error: Error) => log.debug('tls_http2_session_error', { message: error.message }));
-    this.#h2 = h2;
     server.on('secureConnection', (socket: TLSSocket) => {
       // A validation connection has nothing more to say once the handshake showed the certificate.
       if ((socket as TLSSocket & { [ACME_TLS]?: boolean })[ACME_TLS]) {
@@ -110,7 +98,7 @@ export class TlsListener {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
       // HTTP/1.1 (or no ALPN) takes the same fast path as the HTTP listener.
-      if (socket.alpnProtocol === 'h2') h2.emit('connection', socket);
+      if (socket.alpnProtocol === 'h2') handler.serveHttp2(socket, this.port);
       else handler.serveConnection(socket, 'https', this.port);
     });
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
@@ -122,7 +110,7 @@ export class TlsListener {
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => {
         server.off('listening', onListening);
-        reject(listenError(e, host, port));
+        reject(listenError(e, { what: 'HTTPS', address: `${host}:${port}`, flag: '--https-port' }));
       };
       const onListening = () => {
         server.off('error', onError);
@@ -144,7 +132,7 @@ export class TlsListener {
     if (!server?.listening) return;
     // HTTP/2 clients get GOAWAY; HTTP/1.1 connections are drained by the edge server's stop().
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    this.#h2?.close();
+    this.#options.handler.closeHttp2();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.#options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS);
@@ -155,24 +143,4 @@ export class TlsListener {
     await closed;
     log.info('tls_stopped', { port: this.port });
   }
-
-  #via(): Via {
-    return { proto: 'https', port: this.port };
-  }
-}
-
-function listenError(e: NodeJS.ErrnoException, host: string, port: number): Error {
-  if (e.code === 'EADDRINUSE') {
-    return new UserError('port_in_use', `cannot listen on ${host}:${port}: the port is already in use`, {
-      hint: 'stop the other server on that port, or choose another with --https-port',
-      cause: e,
-    });
-  }
-  if (e.code === 'EACCES') {
-    return new UserError('port_not_permitted', `cannot listen on ${host}:${port}: permission denied`, {
-      hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE; or choose another with --https-port',
-      cause: e,
-    });
-  }
-  return wrapError(`TLS listener: listening on ${host}:${port}`, e);
 }

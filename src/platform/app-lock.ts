@@ -1,5 +1,7 @@
-// One deploy at a time per app: a later caller waits its turn (and is told so); different
-// apps proceed in parallel.
+// The one per-app lock of berth, owned by the application layer: one push, deploy, config
+// change, rename or destroy of an app at a time; a later caller waits its turn (and is told so);
+// different apps proceed in parallel. The orchestrator borrows it (as AppLocks) for the work it
+// starts itself: adopting running apps at start, re-routing a container that came back.
 export class AppLock {
   private readonly tails = new Map<string, Promise<void>>();
 

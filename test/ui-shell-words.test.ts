@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { shellWords } from '../src/cli/shell-words.ts';
+import { shellWords } from '../src/ui/shell-words.ts';
 import { UserError } from '../src/errors.ts';
 
 test('words split on blanks, and quotes keep spaces and equals signs inside one word', () => {

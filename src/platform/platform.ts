@@ -1,0 +1,29 @@
+// The application layer as the daemon's commands and SSH see it: one service per concern, built
+// complete in the composition root around the one per-app lock.
+import type { Orchestrator } from '../orchestrator/orchestrator.ts';
+import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
+import type { AppLock } from './app-lock.ts';
+import { AppService } from './app-service.ts';
+import { ProcessService } from './process-service.ts';
+import { ReleaseService } from './release-service.ts';
+import type { State } from './state.ts';
+
+export interface Platform {
+  /** Create, rename, destroy. */
+  apps: AppService;
+  /** Pushes, image deploys, config changes, rollbacks, and their output. */
+  releases: ReleaseService;
+  /** Scale, restart, stop, start, limits and mounts; report, checks, logs, one-offs. */
+  processes: ProcessService;
+  /** HTTPS certificates: reports, automatic ones on or off, custom ones. */
+  certificates: CertificateManager;
+}
+
+export function createPlatform(deps: { state: State; locks: AppLock; orchestrator: Orchestrator; certificates: CertificateManager }): Platform {
+  return {
+    apps: new AppService(deps),
+    releases: new ReleaseService(deps),
+    processes: new ProcessService(deps),
+    certificates: deps.certificates,
+  };
+}

@@ -1,0 +1,76 @@
+// An app's running processes end to end: scale, restart, stop, start, a change of limits or
+// mounts, each under the app's lock; and what runs now: the report, the checks, the logs, and
+// one-off processes.
+import { log } from '../log.ts';
+import { writeAppLogs, type LogOptions } from '../orchestrator/app-logs.ts';
+import { changeSettings, processReport, restart, runChecks, scale, start, stop, type ProcessReport } from '../orchestrator/app-operations.ts';
+import { runOneOff, type OneOffIo } from '../orchestrator/one-off.ts';
+import type { Orchestrator } from '../orchestrator/orchestrator.ts';
+import type { AppRecord } from '../state/app-store.ts';
+import type { Output } from '../ui/output.ts';
+import type { AppLock } from './app-lock.ts';
+import type { State } from './state.ts';
+
+export class ProcessService {
+  readonly #state: State;
+  readonly #locks: AppLock;
+  readonly #orchestrator: Orchestrator;
+
+  constructor(deps: { state: State; locks: AppLock; orchestrator: Orchestrator }) {
+    this.#state = deps.state;
+    this.#locks = deps.locks;
+    this.#orchestrator = deps.orchestrator;
+  }
+
+  /** Sets how many containers of each type run, and brings the running app to it. */
+  scale(app: string, counts: Record<string, number>, out: Output): Promise<void> {
+    return this.#exclusive(app, out, () => scale(this.#orchestrator, app, counts, out));
+  }
+
+  restart(app: string, options: { by: string; out: Output }): Promise<void> {
+    return this.#exclusive(app, options.out, () => restart(this.#orchestrator, app, options));
+  }
+
+  stop(app: string, out: Output): Promise<void> {
+    return this.#exclusive(app, out, () => stop(this.#orchestrator, app, out));
+  }
+
+  start(app: string, out: Output): Promise<void> {
+    return this.#exclusive(app, out, () => start(this.#orchestrator, app, out));
+  }
+
+  /** Stores a change of limits or mounts; with `restart`, starts the processes afresh with it. */
+  changeSettings(app: string, change: (a: AppRecord) => void, options: { restart: boolean; out: Output }): Promise<void> {
+    this.#state.apps.require(app);
+    return this.#exclusive(app, options.out, () => changeSettings(this.#orchestrator, app, change, options));
+  }
+
+  report(app: string): Promise<ProcessReport> {
+    this.#state.apps.require(app);
+    return processReport(this.#orchestrator, app);
+  }
+
+  /** Runs the current release's checks against the running containers (all, a type, or a dyno). */
+  runChecks(app: string, which: string | undefined, options: { out: Output; signal: AbortSignal }): Promise<void> {
+    this.#state.apps.require(app);
+    return runChecks(this.#orchestrator, app, which, options);
+  }
+
+  /** Writes the app's log lines, every container interleaved; follows them with `options.follow`. */
+  logs(app: string, options: LogOptions, write: (line: string) => void, signal: AbortSignal): Promise<void> {
+    this.#state.apps.require(app);
+    return writeAppLogs(this.#orchestrator.engine, app, options, write, signal);
+  }
+
+  /** A one-off process of the current release; resolves to its exit status. */
+  run(app: string, words: readonly string[], io: OneOffIo & { by: string }): Promise<number> {
+    this.#state.apps.require(app);
+    log.info('run_requested', { app, by: io.by, words: words.length });
+    const { by: _by, ...streams } = io;
+    return runOneOff(this.#orchestrator, app, words, streams);
+  }
+
+  #exclusive<T>(app: string, out: Output, fn: () => Promise<T>): Promise<T> {
+    return this.#locks.run(app, fn, () => out.step(`Another deploy of ${app} is running; waiting for it to finish`));
+  }
+}

@@ -1,0 +1,121 @@
+// An app's releases end to end: a git push received and deployed, a prebuilt image deployed, a
+// config change released, a rollback; each under the app's lock. Also what a release left: its
+// build output, the last failed deploy's output.
+import { describeForUser, UserError } from '../errors.ts';
+import type { ExecSession } from '../git/exec-router.ts';
+import type { KeyRecord } from '../git/key-store.ts';
+import { receivePush } from '../git/push.ts';
+import { Repository } from '../git/repository.ts';
+import { treeArchive } from '../git/tree-archive.ts';
+import { log } from '../log.ts';
+import { changeConfig, deployImage, rollback } from '../orchestrator/app-operations.ts';
+import type { BuildSource } from '../orchestrator/builder.ts';
+import type { Orchestrator } from '../orchestrator/orchestrator.ts';
+import type { Release } from '../state/app-store.ts';
+import { StreamOutput, type Output } from '../ui/output.ts';
+import type { AppLock } from './app-lock.ts';
+import { createApp } from './app-service.ts';
+import type { State } from './state.ts';
+
+export class ReleaseService {
+  readonly #state: State;
+  readonly #locks: AppLock;
+  readonly #orchestrator: Orchestrator;
+
+  constructor(deps: { state: State; locks: AppLock; orchestrator: Orchestrator }) {
+    this.#state = deps.state;
+    this.#locks = deps.locks;
+    this.#orchestrator = deps.orchestrator;
+  }
+
+  /**
+   * A git push: the whole push holds the app, so refs are advertised only once an earlier push
+   * is done with them; a second push is computed against what the first left, and git itself
+   * refuses it when it is no longer a fast-forward. The first push of a new name creates the app.
+   */
+  async push(app: string, session: ExecSession): Promise<void> {
+    authorizeApp(session.key, app);
+    // Standard error is the one place git shows text before the protocol starts.
+    const waiting = new StreamOutput((s) => session.stderr(s));
+    await this.#locks.run(
+      app,
+      async () => {
+        if (session.signal.aborted) return; // the client gave up while it waited
+        if (!this.#state.apps.get(app)) await createApp(this.#state, app, `ssh:${session.key.name}`, 'push');
+        const repo = await Repository.open(this.#state.paths.repos, app, { create: true });
+        log.info('push_started', { app, key: session.key.name, address: session.address });
+        await receivePush({ input: session.channel, output: session.channel }, repo, (commit, out) => this.#deployPushed(app, repo, commit, session, out));
+      },
+      () => {
+        waiting.step(`Another push to ${app} is running; waiting for it to finish`);
+        log.info('push_waiting', { app, key: session.key.name, address: session.address });
+      },
+    );
+  }
+
+  /** Deploys an image the engine already has as the app's next release. */
+  deployImage(app: string, image: string, options: { by: string; out: Output }): Promise<Release> {
+    this.#state.apps.require(app);
+    return this.#exclusive(app, options.out, () => deployImage(this.#orchestrator, app, image, options));
+  }
+
+  /** Brings back release `number` (default: the one before the current) as a new release. */
+  rollback(app: string, number: number | undefined, options: { by: string; out: Output }): Promise<Release> {
+    return this.#exclusive(app, options.out, () => rollback(this.#orchestrator, app, number, options));
+  }
+
+  /** Stores a config change; with `restart`, releases and deploys it. */
+  async changeConfig(app: string, change: { set?: Record<string, string>; unset?: string[] }, options: { restart: boolean; by: string; out: Output }): Promise<void> {
+    this.#state.apps.require(app);
+    await this.#exclusive(app, options.out, () => changeConfig(this.#orchestrator, app, change, options));
+    log.info('config_changed', { app, set: Object.keys(change.set ?? {}), unset: change.unset ?? [], by: options.by });
+  }
+
+  /** Whether a release's image is still on the engine (old ones are pruned). */
+  imageExists(image: string): Promise<boolean> {
+    return this.#orchestrator.engine.imageExists(image);
+  }
+
+  /** The build and deploy output kept for a release, if any. */
+  output(app: string, release: number): Promise<string | undefined> {
+    return this.#orchestrator.buildLogs.readRelease(app, release);
+  }
+
+  /** The output of the app's newest failed deploy, if any is kept. */
+  lastFailed(app: string): Promise<{ at: string; text: string } | undefined> {
+    return this.#orchestrator.buildLogs.lastFailed(app);
+  }
+
+  #exclusive<T>(app: string, out: Output, fn: () => Promise<T>): Promise<T> {
+    return this.#locks.run(app, fn, () => out.step(`Another deploy of ${app} is running; waiting for it to finish`));
+  }
+
+  /** The deploy step of a push: the reason for `! [remote rejected]` when it fails. */
+  async #deployPushed(app: string, repo: Repository, commit: string, session: ExecSession, out: Output): Promise<string | undefined> {
+    const source: BuildSource = {
+      app,
+      commit,
+      readFile: (p) => repo.readFileAtCommit(commit, p),
+      archive: () => treeArchive(repo.gitdir, commit),
+    };
+    try {
+      await this.#orchestrator.deploy({ source, pushedBy: session.key.name, out, signal: session.signal });
+      log.info('push_deployed', { app, commit, key: session.key.name });
+      return undefined;
+    } catch (e) {
+      const { lines } = describeForUser(e, `deploy of ${app}`);
+      for (const line of lines) out.error(line);
+      out.error(`${app} was not deployed; the previous release keeps serving`);
+      if (session.signal.aborted) log.warn('push_cancelled', { app, commit, key: session.key.name, reason: 'the client disconnected' });
+      else log.warn('push_deploy_failed', { app, commit, key: session.key.name, error: (e as Error).message });
+      return lines[0] ?? 'deploy failed';
+    }
+  }
+}
+
+function authorizeApp(key: KeyRecord, app: string): void {
+  if (key.apps && !key.apps.includes(app)) {
+    log.warn('push_refused', { key: key.name, app, reason: 'scope' });
+    throw new UserError('forbidden', `key "${key.name}" may not push to ${app}: it is limited to the apps ${key.apps.join(', ')}`);
+  }
+}
