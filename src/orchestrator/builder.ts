@@ -29,15 +29,17 @@ export interface BuildResult {
   builder: BuilderName;
   /** Process types the builder found (a buildpack's default_process_types); the Procfile overrides them. */
   processTypes: Record<string, string>;
-  /**
-   * The Procfile and app.json of the built app, for a builder whose build may write or move
-   * them (buildpacks); without it, the pipeline reads the pushed source's.
-   */
+  /** The Procfile and app.json of the built app, for a builder with `appFilesFromBuild`. */
   appFiles?: { procfile: string | undefined; appJson: string | undefined };
 }
 
 export interface Builder {
   readonly name: BuildResult['builder'];
+  /**
+   * Whether its build may write or move Procfile and app.json (buildpacks do), so that they are
+   * read from the built app; otherwise they are the source's, checked before anything is built.
+   */
+  readonly appFilesFromBuild: boolean;
   detect(source: BuildSource): Promise<boolean>;
   build(job: BuildJob): Promise<BuildResult>;
 }

@@ -65,6 +65,7 @@ export async function chooseBuildpacks(source: BuildSource, app: BuildJob['app']
 
 export class BuildpackBuilder implements Builder {
   readonly name = 'buildpacks' as const;
+  readonly appFilesFromBuild = true;
   private readonly o: BuildpackBuilderOptions;
 
   constructor(options: BuildpackBuilderOptions) {

@@ -5,6 +5,7 @@ import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Build
 
 export class DockerfileBuilder implements Builder {
   readonly name = 'dockerfile' as const;
+  readonly appFilesFromBuild = false;
   private readonly engine: Engine;
   private readonly memory: number;
 

@@ -31,11 +31,12 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
   try {
     const record = deps.apps.require(source.app);
     const number = nextReleaseNumber(record);
-    const built = await build(deps, { ...input, out }, number);
-    // Procfile and app.json as the build left them (a buildpack may write or move them).
-    const files = built.appFiles ?? (await appFilesOfSource(source));
-    const procfile = files.procfile === undefined ? undefined : parseProcfile(files.procfile);
-    const healthchecks = files.appJson === undefined ? undefined : healthchecksSection(files.appJson);
+    const builder = await chooseBuilder(deps.builders, source);
+    // The source's Procfile and app.json are checked before anything is built; a buildpack build
+    // may write or move them, so then they are read from the built app.
+    const fromSource = builder.appFilesFromBuild ? undefined : parseAppFiles(await appFilesOfSource(source));
+    const built = await builder.build({ source, app: record, release: number, out, ...(input.signal ? { signal: input.signal } : {}) });
+    const { procfile, healthchecks } = fromSource ?? parseAppFiles(built.appFiles ?? (await appFilesOfSource(source)));
     const release = makeRelease(number, built, procfile, input, record.config, healthchecks);
     describeProcesses(out, release, procfile !== undefined);
     await deployNewRelease(deps, source.app, release, out);
@@ -50,10 +51,11 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
   }
 }
 
-async function build(deps: PipelineDeps, input: PipelineInput, number: number): Promise<BuildResult> {
-  const builder = await chooseBuilder(deps.builders, input.source);
-  const app = deps.apps.require(input.source.app);
-  return builder.build({ source: input.source, app, release: number, out: input.out, ...(input.signal ? { signal: input.signal } : {}) });
+function parseAppFiles(files: NonNullable<BuildResult['appFiles']>): { procfile: Record<string, string> | undefined; healthchecks: HealthchecksSection | undefined } {
+  return {
+    procfile: files.procfile === undefined ? undefined : parseProcfile(files.procfile),
+    healthchecks: files.appJson === undefined ? undefined : healthchecksSection(files.appJson),
+  };
 }
 
 async function appFilesOfSource(source: BuildSource): Promise<NonNullable<BuildResult['appFiles']>> {

@@ -24,6 +24,11 @@ export class AppLock {
     }
   }
 
+  /** `run` for a change someone watches: a caller that has to wait is told so on `out`. */
+  exclusive<T>(app: string, out: { step(text: string): void }, fn: () => Promise<T>): Promise<T> {
+    return this.run(app, fn, () => out.step(`Another deploy of ${app} is running; waiting for it to finish`));
+  }
+
   isBusy(app: string): boolean {
     return this.tails.has(app);
   }

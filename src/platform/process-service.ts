@@ -24,25 +24,25 @@ export class ProcessService {
 
   /** Sets how many containers of each type run, and brings the running app to it. */
   scale(app: string, counts: Record<string, number>, out: Output): Promise<void> {
-    return this.#exclusive(app, out, () => scale(this.#orchestrator, app, counts, out));
+    return this.#locks.exclusive(app, out, () => scale(this.#orchestrator, app, counts, out));
   }
 
   restart(app: string, options: { by: string; out: Output }): Promise<void> {
-    return this.#exclusive(app, options.out, () => restart(this.#orchestrator, app, options));
+    return this.#locks.exclusive(app, options.out, () => restart(this.#orchestrator, app, options));
   }
 
   stop(app: string, out: Output): Promise<void> {
-    return this.#exclusive(app, out, () => stop(this.#orchestrator, app, out));
+    return this.#locks.exclusive(app, out, () => stop(this.#orchestrator, app, out));
   }
 
   start(app: string, out: Output): Promise<void> {
-    return this.#exclusive(app, out, () => start(this.#orchestrator, app, out));
+    return this.#locks.exclusive(app, out, () => start(this.#orchestrator, app, out));
   }
 
   /** Stores a change of limits or mounts; with `restart`, starts the processes afresh with it. */
   changeSettings(app: string, change: (a: AppRecord) => void, options: { restart: boolean; out: Output }): Promise<void> {
     this.#state.apps.require(app);
-    return this.#exclusive(app, options.out, () => changeSettings(this.#orchestrator, app, change, options));
+    return this.#locks.exclusive(app, options.out, () => changeSettings(this.#orchestrator, app, change, options));
   }
 
   report(app: string): Promise<ProcessReport> {
@@ -70,7 +70,4 @@ export class ProcessService {
     return runOneOff(this.#orchestrator, app, words, streams);
   }
 
-  #exclusive<T>(app: string, out: Output, fn: () => Promise<T>): Promise<T> {
-    return this.#locks.run(app, fn, () => out.step(`Another deploy of ${app} is running; waiting for it to finish`));
-  }
 }

@@ -56,18 +56,18 @@ export class ReleaseService {
   /** Deploys an image the engine already has as the app's next release. */
   deployImage(app: string, image: string, options: { by: string; out: Output }): Promise<Release> {
     this.#state.apps.require(app);
-    return this.#exclusive(app, options.out, () => deployImage(this.#orchestrator, app, image, options));
+    return this.#locks.exclusive(app, options.out, () => deployImage(this.#orchestrator, app, image, options));
   }
 
   /** Brings back release `number` (default: the one before the current) as a new release. */
   rollback(app: string, number: number | undefined, options: { by: string; out: Output }): Promise<Release> {
-    return this.#exclusive(app, options.out, () => rollback(this.#orchestrator, app, number, options));
+    return this.#locks.exclusive(app, options.out, () => rollback(this.#orchestrator, app, number, options));
   }
 
   /** Stores a config change; with `restart`, releases and deploys it. */
   async changeConfig(app: string, change: { set?: Record<string, string>; unset?: string[] }, options: { restart: boolean; by: string; out: Output }): Promise<void> {
     this.#state.apps.require(app);
-    await this.#exclusive(app, options.out, () => changeConfig(this.#orchestrator, app, change, options));
+    await this.#locks.exclusive(app, options.out, () => changeConfig(this.#orchestrator, app, change, options));
     log.info('config_changed', { app, set: Object.keys(change.set ?? {}), unset: change.unset ?? [], by: options.by });
   }
 
@@ -86,9 +86,6 @@ export class ReleaseService {
     return this.#orchestrator.buildLogs.lastFailed(app);
   }
 
-  #exclusive<T>(app: string, out: Output, fn: () => Promise<T>): Promise<T> {
-    return this.#locks.run(app, fn, () => out.step(`Another deploy of ${app} is running; waiting for it to finish`));
-  }
 
   /** The deploy step of a push: the reason for `! [remote rejected]` when it fails. */
   async #deployPushed(app: string, repo: Repository, commit: string, session: ExecSession, out: Output): Promise<string | undefined> {
