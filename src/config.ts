@@ -98,7 +98,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'buildpacks', flag: '--buildpacks', env: 'BERTH_BUILDPACKS', kind: 'list', describe: 'comma-separated buildpack URLs tried when an app names none (default: the official Heroku buildpacks)' },
   { key: 'buildMemory', flag: '--build-memory', env: 'BERTH_BUILD_MEMORY', kind: 'bytes', describe: 'memory limit of a build, e.g. 512m or 2g (default 1g)' },
   { key: 'keepImages', flag: '--keep-images', env: 'BERTH_KEEP_IMAGES', kind: 'count', describe: 'release images kept per app for rollback (default 5)' },
-  { key: 'checksWait', flag: '--checks-wait', env: 'BERTH_CHECKS_WAIT', kind: 'seconds', describe: 'seconds a new container must stay up when its app.json has no health checks; per app: checks:set APP wait N (default 10)' },
+  { key: 'checksWait', flag: '--checks-wait', env: 'BERTH_CHECKS_WAIT', kind: 'seconds', describe: 'probation: seconds a new release serves while the old one is kept running, ready to take the route back; per app: checks:set APP wait N (default 10)' },
   { key: 'acmeEmail', flag: '--acme-email', env: 'BERTH_ACME_EMAIL', kind: 'string', optional: true, describe: 'contact address for the ACME account; turns on automatic HTTPS (default unset: HTTP only)' },
   { key: 'acmeDirectory', flag: '--acme-directory', env: 'BERTH_ACME_DIRECTORY', kind: 'string', describe: `ACME directory URL (default ${LETS_ENCRYPT_DIRECTORY})` },
   { key: 'maxPackBytes', flag: '--max-pack-size', env: 'BERTH_MAX_PACK_SIZE', kind: 'bytes', describe: 'largest pack one git push may send, e.g. 500m (default 2g)' },

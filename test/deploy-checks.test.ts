@@ -55,16 +55,15 @@ test("the disabled and skipped lists move as Dokku's do: a type is in one list a
   assert.throws(() => parseCheckSettings({ properties: { patience: 1 } }), /unknown property/);
 });
 
-test("a process type gets app.json's checks with checks:set overrides, else berth's defaults: TCP then uptime for web, uptime alone for others", () => {
+test("a process type gets app.json's checks with checks:set overrides, else berth's defaults: TCP then GET / for web, none for others (the wait is probation)", () => {
   const release = { healthchecks: healthchecksSection(JSON.stringify({ healthchecks: { web: [{ name: 'ready', path: '/health', attempts: 2 }] } })) };
   const plain = resolveChecks(settings(), { waitMs: 4000 });
   const web = checksFor(release, 'web', plain);
   assert.deepEqual(web.map((c) => [c.kind, c.name, c.attempts, c.timeoutMs]), [['http', 'ready', 2, 5000]]);
   const overridden = checksFor(release, 'web', resolveChecks(settings({ properties: { attempts: 9, timeout: 1000 } }), { waitMs: 4000 }));
   assert.deepEqual(overridden.map((c) => [c.attempts, c.timeoutMs]), [[9, 1000]]);
-  assert.deepEqual(checksFor({}, 'web', plain).map((c) => c.name), ['port listening', 'uptime 4 s']);
-  assert.deepEqual(checksFor({}, 'worker', plain).map((c) => c.name), ['uptime 4 s']);
-  assert.deepEqual(checksFor({}, 'web', resolveChecks(settings(), { waitMs: 0 })).map((c) => c.name), ['port listening']);
+  assert.deepEqual(checksFor({}, 'web', plain).map((c) => c.name), ['port listening', 'GET / answers']);
+  assert.deepEqual(checksFor({}, 'worker', plain).map((c) => c.name), []);
   assert.deepEqual(quickChecks(web).map((c) => [c.attempts, c.waitMs, c.initialDelayMs]), [[1, 0, 0]]);
 });
 
@@ -136,7 +135,8 @@ test('a container that exits while its checks run fails the gate with its exit c
 
 test('a restart during the gate fails it; the restarts a container had before it do not', async (t) => {
   const port = await listen(t, (_req, res) => res.end('ok'));
-  const checks = checksFor({}, 'web', resolveChecks(settings(), { waitMs: 1000 }));
+  const withUptime = { healthchecks: healthchecksSection(JSON.stringify({ healthchecks: { web: [{ uptime: 1 }] } })) };
+  const checks = checksFor(withUptime, 'web', resolveChecks(settings(), { waitMs: 0 }));
   const fresh = container({ restartCount: 0 });
   await assert.rejects(
     passGate({ engine: scriptedEngine(fresh, [[200, { restartCount: 1 }]]), container: fresh, dyno: 'web.1', checks, port, hostHeader: 'x.test', baselineRestarts: 0 }),
@@ -171,6 +171,7 @@ function recordingPublisher(): RoutePublisher & { routes: Map<string, Target[]>;
       routes.delete(app);
     },
     routed: (app: string) => routes.get(app) ?? [],
+    standby: () => [],
     drain: async (): Promise<DrainResult> => ({ waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 }),
   };
   return p;

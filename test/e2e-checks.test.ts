@@ -1,6 +1,6 @@
 // Deploy checks end to end on the real binary: the checks:* commands, app.json read from the
 // pushed commit (and from an image for git:from-image) and kept with the release, the default
-// TCP + uptime checks, checks:skip and checks:disable, stop-timeout, and restart adoption.
+// TCP + GET / checks and the probation after the swap, checks:skip and checks:disable, stop-timeout, and restart adoption.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -70,12 +70,13 @@ test("checks:set, checks:disable, checks:enable, checks:skip and checks:report s
   assert.equal(daemon.cli(['checks:report', 'chkcli', '--checks-stop-timeout']).stdout, '10s (default)\n');
 });
 
-test('with no app.json, a web container must accept connections and then stay up for the wait', () => {
+test('with no app.json, a web container must accept connections and answer GET /, then serves on probation for the wait', () => {
   gitRepo(repo, stubbornApp('chk v1'));
   const first = push();
   assert.equal(first.code, 0, first.stderr);
-  assert.match(first.stderr, /Checking web\.1: port listening, then uptime 1 s/);
-  assert.match(first.stderr, /web\.1 passed its checks at [\d.]+:5000 \(up for 1(\.\d)? s\)/);
+  assert.match(first.stderr, /Checking web\.1: port listening, then GET \/ answers/);
+  assert.match(first.stderr, /web\.1 passed its checks at [\d.]+:5000 \(GET \/ answered 200 in \d+ ms\)/);
+  assert.match(first.stderr, /-----> Serving v1; watching it for 1 s/);
 });
 
 test('a bad app.json is refused at push with the field it is about, before anything is built', async () => {
@@ -92,13 +93,14 @@ test('a bad app.json is refused at push with the field it is about, before anyth
   mustRun('git', ['reset', '-q', '--hard', 'HEAD~1'], { cwd: repo });
 });
 
-test('a container that exits during its uptime wait fails the deploy with its log, and the old release keeps serving', async () => {
+test('a container that exits during its probation fails the deploy with its log, and the old release serves again', async () => {
   assert.equal(daemon.cli(['checks:set', APP, 'wait', '4']).code, 0);
   gitRepo(repo, { 'server.js': `${stubbornApp('chk v-dies')['server.js']}setTimeout(() => { console.error('giving up: lost the queue'); process.exit(4); }, 1000);\n` }, 'dies after a second');
   const r = push();
   assert.notEqual(r.code, 0);
-  assert.match(r.stderr, /Checking web\.1: port listening, then uptime 4 s/);
-  assert.match(r.stderr, /web\.1: the container exited at start/);
+  assert.match(r.stderr, /Checking web\.1: port listening, then GET \/ answers/);
+  assert.match(r.stderr, /Serving v2; keeping v1 ready for 4 s/);
+  assert.match(r.stderr, /web\.1 exited \(exit code 4\) \d\.\d s after v2 was routed; routed back to v1/);
   assert.match(r.stderr, /giving up: lost the queue/);
   assert.equal((await request(daemon.httpPort, `${APP}.${daemon.domain}`)).body, 'chk v1\n');
   mustRun('git', ['reset', '-q', '--hard', 'HEAD~1'], { cwd: repo });
@@ -142,7 +144,7 @@ test("a rollback checks with the app.json of the release it brings back", () => 
   mustRun('git', ['commit', '-qm', 'without app.json'], { cwd: repo });
   const without = push();
   assert.equal(without.code, 0, without.stderr);
-  assert.match(without.stderr, /Checking web\.1: port listening, then uptime 1 s/);
+  assert.match(without.stderr, /Checking web\.1: port listening, then GET \/ answers/);
   const back = daemon.cli(['releases:rollback', APP]);
   assert.equal(back.code, 0, back.stderr);
   assert.match(back.stdout, /Checking web\.1: ready/);

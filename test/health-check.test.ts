@@ -126,27 +126,68 @@ test('the initial delay passes before the first attempt', async (t) => {
   assert.ok(Date.now() - started >= 195, `${Date.now() - started} ms`);
 });
 
-test('with no checks declared, berth waits for $PORT to accept connections, then for the uptime', async (t) => {
+test("with no checks declared, berth waits for $PORT to accept connections, then asks GET / with the app's Host and X-Forwarded-Proto: https, and a 404 is an answer", async (t) => {
   const probe = net.createServer().listen(0, '127.0.0.1');
   await once(probe, 'listening');
   const port = (probe.address() as net.AddressInfo).port;
   probe.close();
   await once(probe, 'close');
+  let seen: http.IncomingHttpHeaders | undefined;
   // The app starts listening a moment after its container started.
-  setTimeout(() => void listen(t, (_req, res) => res.end(), port), 300);
-  let stateAsked = 0;
+  setTimeout(
+    () =>
+      void listen(
+        t,
+        (req, res) => {
+          seen = req.headers;
+          res.statusCode = 404;
+          res.end();
+        },
+        port,
+      ),
+    300,
+  );
   const attempts: CheckAttempt[] = [];
-  const started = Date.now();
-  await runHealthChecks(defaultHealthChecks({ uptimeMs: 600 }), target(port, { state: async () => (stateAsked++, { running: true, restartCount: 0 }) }), { onAttempt: (a) => attempts.push(a) });
-  assert.ok(Date.now() - started >= 590);
+  const checks = defaultHealthChecks({ listening: true });
+  assert.deepEqual(checks.map((c) => c.name), ['port listening', 'GET / answers']);
+  await runHealthChecks(checks, target(port), { onAttempt: (a) => attempts.push(a) });
   assert.ok(attempts.filter((a) => a.check.kind === 'listening' && !a.ok).length >= 1, 'refused at first');
-  assert.equal(attempts.at(-1)?.check.kind, 'uptime');
-  assert.equal(stateAsked, 1);
+  assert.equal(attempts.at(-1)?.check.kind, 'answering');
+  assert.match(attempts.at(-1)!.detail, /GET \/ answered 404 in \d+ ms/);
+  assert.equal(seen?.host, 'shop.example.com');
+  assert.equal(seen?.['x-forwarded-proto'], 'https');
+  assert.deepEqual(defaultHealthChecks({ listening: false }), [], 'a process without a port has nothing to answer: probation watches it');
 });
 
-test('a container that restarted during the uptime wait fails the checks at once', async (t) => {
+test('the default check refuses an app that answers 500 on /, and passes a port that speaks no HTTP on the TCP connection alone', async (t) => {
+  const failing = await listen(t, (_req, res) => {
+    res.statusCode = 500;
+    res.end('database down');
+  });
+  const [listening, answering] = defaultHealthChecks({ listening: true });
+  const quick = { ...answering!, attempts: 2, waitMs: 10 };
+  await assert.rejects(
+    runHealthChecks([listening!, quick], target(failing)),
+    (e: unknown) => isUserError(e) && /"GET \/ answers" failed after 2 attempts: GET \/ answered 500/.test(e.message) && /below 500/.test(e.hint ?? ''),
+  );
+  // A line protocol that greets first (no HTTP in the reply), and one that waits for its client.
+  for (const greet of [true, false]) {
+    const server = net.createServer((socket) => {
+      if (greet) socket.write('+OK ready\r\n');
+      socket.on('error', () => socket.destroy());
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => server.close());
+    const attempts: CheckAttempt[] = [];
+    await runHealthChecks([listening!, answering!], target((server.address() as net.AddressInfo).port), { onAttempt: (a) => attempts.push(a) });
+    assert.match(attempts.at(-1)!.detail, greet ? /speaks no HTTP/ : /no HTTP answer to GET \/ within 2 s/);
+  }
+});
+
+test('a container that restarted during an uptime check fails the checks at once', async (t) => {
   const port = await listen(t, (_req, res) => res.end());
-  const checks: HealthCheck[] = defaultHealthChecks({ uptimeMs: 50 });
+  const checks: HealthCheck[] = parseHealthchecks(appJson([{ uptime: 0.05 }]));
   await assert.rejects(
     runHealthChecks(checks, target(port, { state: async () => ({ running: true, restartCount: 2 }) })),
     (e: unknown) => isUserError(e) && /"uptime 0\.1 s" failed after 1 attempt: the container restarted 2 times/.test(e.message),

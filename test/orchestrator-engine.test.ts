@@ -88,6 +88,7 @@ test("the engine's container events are read once, in berth's terms, and events 
   assert.equal(parseContainerEvent({ id: 'b1', Action: 'die', time: 1, Actor: { Attributes: { name: 'berth-build.x.shop.r1.ab12' } } }), undefined, 'a build container has no app');
   const bare = parseContainerEvent({ id: 'c3', Action: 'die', time: 2, Actor: { Attributes: { name: 'shop.run.1234.r7', [LABEL.app]: 'shop' } } });
   assert.deepEqual([bare?.process, bare?.role, bare?.release, bare?.dyno, bare?.at], ['web', 'process', undefined, undefined, 2000]);
+  assert.equal(parseContainerEvent({ id: 'c2', Action: 'die', time: 1, Actor: { Attributes: { ...attrs, exitCode: '3' } } })?.exitCode, 3, 'a die keeps its exit code, which a restart would hide');
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -120,6 +121,7 @@ function recordingPublisher(): RoutePublisher & { publishes: number } {
     },
     unpublish: (app) => void routes.delete(app),
     routed: (app) => routes.get(app) ?? [],
+    standby: () => [],
     // No proxy here: nothing is in flight on a swapped-out target.
     drain: async (): Promise<DrainResult> => ({ waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 }),
   };

@@ -26,7 +26,7 @@ import { tempDir } from './helpers/daemon.ts';
 import { freePort, startUpstream, type Upstream } from './helpers/loopback.ts';
 
 /** Every name the test certificate covers; TLS clients always offer the first by SNI and name the others in Host. */
-const NAMES = ['app.example.test', 'certified.example.test', 'nobody.example.test', 'limited.example.test', 'slow.example.test', 'pair.example.test'];
+const NAMES = ['app.example.test', 'certified.example.test', 'nobody.example.test', 'limited.example.test', 'slow.example.test', 'pair.example.test', 'standby.example.test'];
 
 let ca: TestCa;
 let context: SecureContext;
@@ -106,7 +106,9 @@ async function startStack(t: TestContext, settings: Record<string, Partial<AppPr
       .withApp('web', ['app.example.test', 'certified.example.test'], [app.target])
       .withApp('limited', ['limited.example.test'], [app.target])
       .withApp('slow', ['slow.example.test'], [app.target])
-      .withApp('pair', ['pair.example.test'], [refused, app.target]),
+      .withApp('pair', ['pair.example.test'], [refused, app.target])
+      // A release on probation whose only container died: the one before it stands by.
+      .withApp('standby', ['standby.example.test'], [refused], [app.target]),
   );
   edge.setAppSettings(new Map(Object.entries(settings).map(([name, s]) => [name, { ...DEFAULT_APP_SETTINGS, ...s }])));
   const challenges = new AcmeChallenges();
@@ -305,6 +307,13 @@ for (const frontEnd of [http1('HTTP/1.1', 'http'), http1('HTTP/1.1 over TLS', 'h
       const errors = logged('proxy_upstream_error', since);
       assert.ok(errors.length <= 1, `the refusing target is tried at most once, then left out (${errors.length} attempts)`);
       assert.ok(errors.every((e) => e.phase === 'connect' && e.target === 'web-gone'));
+    });
+
+    test('a request the only routed target refuses goes to a standby target', async (t) => {
+      const stack = await startStack(t);
+      const replies = await frontEnd.send(stack, 'standby.example.test', [{}, { path: '/again' }]);
+      assert.deepEqual(replies.map((r) => [r.status, r.body]), [[200, 'hello from standby.example.test'], [200, 'hello from standby.example.test']]);
+      assert.deepEqual(stack.seen.map((s) => s.url), ['/', '/again']);
     });
 
     test('each answer writes one access-log line with the same fields, its id the one the app saw', async (t) => {

@@ -17,7 +17,7 @@ test('withApp returns a new table and leaves the old one as it was', () => {
   const after = before.withApp('shop', ['shop.example.com'], [web1]);
   assert.notEqual(after, before);
   assert.equal(before.lookup('shop.example.com'), undefined);
-  assert.deepEqual(after.lookup('shop.example.com'), { app: 'shop', hostnames: ['shop.example.com'], targets: [web1] });
+  assert.deepEqual(after.lookup('shop.example.com'), { app: 'shop', hostnames: ['shop.example.com'], targets: [web1], standby: [] });
 });
 
 test('host names are matched without regard to case or a trailing dot', () => {
@@ -57,7 +57,7 @@ test('withApp refuses a target without a usable port', () => {
 
 test('an app may hold several host names and no targets', () => {
   const table = RouteTable.empty().withApp('shop', ['a.example.com', 'b.example.com', 'A.example.com'], []);
-  assert.deepEqual(table.lookup('b.example.com'), { app: 'shop', hostnames: ['a.example.com', 'b.example.com'], targets: [] });
+  assert.deepEqual(table.lookup('b.example.com'), { app: 'shop', hostnames: ['a.example.com', 'b.example.com'], targets: [], standby: [] });
 });
 
 test('withoutApp removes the app and all its host names', () => {

@@ -12,6 +12,7 @@ import { byDyno, checkPort, checkSettingsOf, dynosOf, processContainers, WEB_POR
 import { LABEL } from './engine.ts';
 import { checksFor, passGate } from './health-gate.ts';
 import type { Orchestrator } from './orchestrator.ts';
+import type { ProbationState } from './probation.ts';
 import { deployNewRelease, deriveRelease, nextReleaseNumber, redeployCurrent, requireCurrent } from './release-flow.ts';
 
 /**
@@ -192,6 +193,8 @@ export interface ProcessReport {
   /** The dynos the app should run now. */
   wanted: string[];
   containers: ProcessRow[];
+  /** The probation under way: the release serving on trial, until when, the old containers kept warm. */
+  probation: ProbationState | undefined;
 }
 
 /** What an app should run and what runs, by dyno name. */
@@ -203,6 +206,7 @@ export async function processReport(orch: Orchestrator, app: string): Promise<Pr
     status: record.stopped ? 'stopped' : current ? 'deployed' : 'not deployed',
     release: current?.number,
     wanted: wantedDynos(record),
+    probation: orch.probation(app),
     containers: containers.map((c) => ({
       dyno: c.labels[LABEL.dyno] ?? '?',
       state: c.status,

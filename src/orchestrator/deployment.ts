@@ -1,8 +1,9 @@
 // One deploy of one release, kamal-proxy's way: start every new container the formation asks for,
-// health-gate all of them, swap the app's route to the new web targets in one publish(), then
-// (retireOthers) drain the old targets with the app's drain-timeout and stop the old containers,
-// SIGTERM then SIGKILL after its stop-timeout. A failed gate removes the new containers and leaves
-// the route and the old containers untouched.
+// health-gate all of them, swap the app's route to the new web targets in one publish(), keep the
+// old containers running out of the route while the new ones are on probation (probation.ts), then
+// (retireOthers) drain the old targets until the app's drain-timeout after the swap and stop the
+// old containers, SIGTERM then SIGKILL after its stop-timeout. A failed gate removes the new
+// containers and leaves the route and the old containers untouched.
 import { randomBytes } from 'node:crypto';
 import type { Output } from '../ui/output.ts';
 import { shellWords } from '../ui/shell-words.ts';
@@ -16,6 +17,7 @@ import { buildpackProcessCmd } from './buildpack-scripts.ts';
 import { LABEL, type ContainerState, type Engine } from './engine.ts';
 import type { CheckAttempt } from './health-check.ts';
 import { checksFor, passGate, quickChecks } from './health-gate.ts';
+import { drainOld, type ContainerWatcher, type OldDrain, type ProbationBoard, type Proven } from './probation.ts';
 
 /** The port every web process listens on, given to it as $PORT (Heroku's and Dokku's 5000). */
 export const WEB_PORT = 5000;
@@ -31,11 +33,16 @@ export interface DrainResult {
 
 /** How the orchestrator reaches the edge proxy. */
 export interface RoutePublisher {
-  /** Replaces the app's routing in one synchronous swap. */
-  publish(app: string, hostnames: string[], targets: Target[]): void;
+  /**
+   * Replaces the app's routing in one synchronous swap. `standby` targets get only the requests
+   * every target refused or reset (the old release while the new one is on probation).
+   */
+  publish(app: string, hostnames: string[], targets: Target[], standby?: Target[]): void;
   unpublish(app: string): void;
   /** The web targets the app is routed to now ([] when none). */
   routed(app: string): readonly Target[];
+  /** The app's standby targets now ([] when none). */
+  standby(app: string): readonly Target[];
   /**
    * For targets already swapped out: waits until their requests in flight finish (up to
    * `deadlineMs`), then closes their WebSockets with a close frame to both sides.
@@ -49,8 +56,12 @@ export interface DeployContext {
   publisher: RoutePublisher;
   hostnames: string[];
   out: Output;
-  /** The uptime the default checks wait for when the app sets no `wait` (--checks-wait), ms. */
+  /** The probation of new containers when the app sets no `wait` (--checks-wait), ms. */
   checksWaitMs: number;
+  /** The engine's events about containers on probation; without it, probation polls their state. */
+  watcher?: ContainerWatcher;
+  /** Told when a probation begins and ends. */
+  board?: ProbationBoard;
 }
 
 /** One container the formation wants: web.1, web.2, worker.1 ... */
@@ -72,6 +83,11 @@ export interface Deployed {
   started: ContainerState[];
   /** Web targets routed before the swap and not after it: retireOthers drains them. */
   replaced: Target[];
+  /** The app's web targets before the swap (where a failed probation routes back to), and after it. */
+  before: Target[];
+  routed: Target[];
+  /** performance.now() at the swap: the old targets' drain-timeout counts from it. */
+  swappedAt: number;
 }
 
 /** The dynos of a release under a formation: a type not scaled runs once if it is web, else not at all. */
@@ -128,9 +144,12 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
     const ready = await gateAll(ctx, plan, checks, started);
     const containers = [...kept.values(), ...ready];
     const targets = webTargets(containers);
-    const before = ctx.publisher.routed(app);
-    // The swap: one synchronous assignment of the app's whole new target set.
-    ctx.publisher.publish(app, ctx.hostnames, targets);
+    const before = [...ctx.publisher.routed(app)];
+    const replaced = before.filter((t) => !targets.some((n) => n.id === t.id && n.host === t.host && n.port === t.port));
+    // The swap: one synchronous assignment of the app's whole new target set. The old targets
+    // stay behind it as standby until they are retired: a request the new ones refuse goes there.
+    ctx.publisher.publish(app, ctx.hostnames, targets, replaced);
+    const swappedAt = performance.now();
     log.info('route_swapped', {
       app,
       release: release.number,
@@ -139,8 +158,7 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
       removed: before.filter((b) => !targets.some((t) => t.id === b.id)).map((b) => b.id),
     });
     if (targets.length) ctx.out.step(`Routing ${ctx.hostnames.join(', ')} to ${targets.length} web container${targets.length === 1 ? '' : 's'} of release v${release.number}`);
-    const replaced = before.filter((t) => !targets.some((n) => n.id === t.id && n.host === t.host && n.port === t.port));
-    return { containers, started: [...ready].sort(byDyno), replaced };
+    return { containers, started: [...ready].sort(byDyno), replaced, before, routed: targets, swappedAt };
   } catch (e) {
     await Promise.all(started.map((s) => ctx.engine.stopAndRemove(s.state.id, 0).catch((err) => log.warn('container_remove_failed', { id: s.state.id, error: err }))));
     throw e;
@@ -148,19 +166,24 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
 }
 
 /**
- * After a swap: drains the replaced web targets (requests in flight finish, WebSockets keep their
- * grace until the app's drain-timeout and are then closed cleanly), then stops the app's process
- * containers that are not in the new formation: SIGTERM, SIGKILL after the app's stop-timeout.
+ * After a swap (and a clean probation): drains the replaced web targets (requests in flight
+ * finish, WebSockets keep their grace until the app's drain-timeout after the swap and are then
+ * closed cleanly; `proven.drained` when that time came during probation), then stops the app's
+ * process containers that are not in the new formation: SIGTERM, SIGKILL after the app's stop-timeout.
  */
-export async function retireOthers(ctx: DeployContext, plan: ProcessPlan, deployed: Deployed): Promise<void> {
+export async function retireOthers(ctx: DeployContext, plan: ProcessPlan, deployed: Deployed, proven: Proven = {}): Promise<void> {
   const checks = checkSettingsOf(ctx, plan);
   const keep = new Set(deployed.containers.map((c) => c.id));
   if (deployed.replaced.length > 0) {
     const n = deployed.replaced.length;
-    ctx.out.step(`Draining ${n} old web container${n === 1 ? '' : 's'} (up to ${formatMs(checks.drainTimeoutMs)})`);
-    const report = await ctx.publisher.drain(deployed.replaced, { deadlineMs: checks.drainTimeoutMs, reason: 'the app is being redeployed' });
-    if (report.tunnelsClosed > 0) ctx.out.detail(`closed ${report.tunnelsClosed} WebSocket${report.tunnelsClosed === 1 ? '' : 's'} after ${(report.waitedMs / 1000).toFixed(1)}s`);
+    ctx.out.step(`Draining ${n} old web container${n === 1 ? '' : 's'} (up to ${formatMs(checks.drainTimeoutMs)} after the swap)`);
+    const left = Math.max(0, checks.drainTimeoutMs - (performance.now() - deployed.swappedAt));
+    const report: OldDrain = await (proven.drained ?? drainOld(ctx, deployed, left, 'the app is being redeployed'));
+    log.info('old_release_drained', { app: plan.name, release: plan.release.number, sinceSwapMs: Math.round(report.sinceSwapMs), tunnelsClosed: report.tunnelsClosed, requestsLeft: report.requestsLeft });
+    if (report.tunnelsClosed > 0) ctx.out.detail(`closed ${report.tunnelsClosed} WebSocket${report.tunnelsClosed === 1 ? '' : 's'} ${(report.sinceSwapMs / 1000).toFixed(1)}s after the swap`);
     if (report.requestsLeft > 0) ctx.out.detail(`${report.requestsLeft} request${report.requestsLeft === 1 ? ' was' : 's were'} still running at the deadline`);
+    // They stop next: no longer standby either.
+    if (ctx.publisher.standby(plan.name).length > 0) ctx.publisher.publish(plan.name, ctx.hostnames, [...ctx.publisher.routed(plan.name)]);
   }
   const old = (await processContainers(ctx.engine, plan.name)).filter((c) => !keep.has(c.id));
   await stopContainers(ctx, plan.name, old, checks);

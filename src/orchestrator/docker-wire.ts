@@ -33,6 +33,7 @@ export function parseContainerEvent(event: EngineEvent): ContainerEvent | undefi
   const name = attrs.name;
   if (!change || !app || !name || !event.id) return undefined;
   const release = Number(attrs[LABEL.release]);
+  const exitCode = reason === 'die' && attrs.exitCode !== undefined ? Number(attrs.exitCode) : undefined;
   return {
     change,
     reason,
@@ -44,6 +45,7 @@ export function parseContainerEvent(event: EngineEvent): ContainerEvent | undefi
     dyno: attrs[LABEL.dyno],
     role: (attrs[LABEL.role] ?? 'process') as Role,
     at: event.timeNano ? event.timeNano / 1e6 : (event.time ?? 0) * 1000,
+    ...(exitCode !== undefined && Number.isInteger(exitCode) ? { exitCode } : {}),
   };
 }
 

@@ -103,6 +103,8 @@ export interface ContainerEvent {
   role: Role;
   /** When the engine saw it, ms since the epoch (with a fraction when the engine gives one). */
   at: number;
+  /** For `died` by a die: the exit code (a restart policy may start it again before anyone inspects it). */
+  exitCode?: number;
 }
 
 export interface ContainerEventHandlers {

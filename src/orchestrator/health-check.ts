@@ -2,8 +2,8 @@
 // app's app.json in Dokku's format (https://dokku.com/docs/deployment/zero-downtime-deploys/),
 // validated where they enter, and the probes themselves. An HTTP check is a GET to the
 // container's address with the app's real Host header and `X-Forwarded-Proto: https`, as the
-// proxy would send it; with no checks, berth connects over TCP to $PORT and then waits for the
-// container to stay up.
+// proxy would send it; with no checks, berth connects over TCP to $PORT and then asks for `/` the
+// same way, and any answer below 500 will do (an app that speaks no HTTP passes on the connection).
 import http from 'node:http';
 import net from 'node:net';
 import { UserError } from '../errors.ts';
@@ -16,6 +16,14 @@ export const DEFAULT_WAIT_S = 5;
 /** The checks with none in app.json: how long berth keeps trying to connect to $PORT, and how often. */
 export const LISTEN_TIMEOUT_MS = 60_000;
 export const LISTEN_INTERVAL_MS = 200;
+/**
+ * The default check's `GET /`: a 5xx is asked again this often, this many times, before the deploy
+ * fails (an app may answer 503 while it connects to its database); an answer that takes longer than
+ * the timeout, or no HTTP at all, passes on the TCP connection alone.
+ */
+export const ANSWER_ATTEMPTS = 20;
+export const ANSWER_INTERVAL_MS = 500;
+export const ANSWER_TIMEOUT_MS = 2_000;
 /** An HTTP check reads at most this much of the body to look for `content`. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -52,7 +60,17 @@ export interface UptimeCheck extends CheckTiming {
   uptimeMs: number;
 }
 
-export type HealthCheck = HttpCheck | ListeningCheck | UptimeCheck;
+/**
+ * The default check of a web process, after `listening`: `GET /` with the app's real Host and
+ * `X-Forwarded-Proto: https` answers with any status below 500 (a redirect or a 404 is an
+ * answer). A port that speaks no HTTP (no answer in time, no HTTP in the reply, or the connection
+ * closed unanswered) passes: the TCP connection was all there was to check.
+ */
+export interface AnsweringCheck extends CheckTiming {
+  kind: 'answering';
+}
+
+export type HealthCheck = HttpCheck | ListeningCheck | UptimeCheck | AnsweringCheck;
 
 /** Where and how to probe one new container. */
 export interface ProbeTarget {
@@ -131,10 +149,12 @@ export function checksOf(section: HealthchecksSection | undefined, processType: 
 }
 
 /**
- * The checks berth runs when app.json declares none: a TCP connect to $PORT, then `uptimeMs` of
- * staying up. A process without a port (`listening: false`, such as a worker) only has to stay up.
+ * The checks berth runs when app.json declares none: for a web process (`listening`), a TCP
+ * connect to $PORT, then `GET /` answered below 500. Any other process has none before it starts
+ * working: that it keeps running is what the probation after the swap watches.
  */
-export function defaultHealthChecks(options: { uptimeMs: number; listening?: boolean }): HealthCheck[] {
+export function defaultHealthChecks(options: { listening: boolean }): HealthCheck[] {
+  if (!options.listening) return [];
   const listening: ListeningCheck = {
     kind: 'listening',
     name: 'port listening',
@@ -144,10 +164,14 @@ export function defaultHealthChecks(options: { uptimeMs: number; listening?: boo
     initialDelayMs: 0,
     port: undefined,
   };
-  const uptime: UptimeCheck = { kind: 'uptime', name: `uptime ${formatSeconds(Math.max(0, options.uptimeMs))}`, attempts: 1, timeoutMs: 0, waitMs: 0, initialDelayMs: 0, port: undefined, uptimeMs: Math.max(0, options.uptimeMs) };
-  if (options.listening === false) return [uptime];
-  if (options.uptimeMs <= 0) return [listening];
-  return [listening, uptime];
+  const answering: AnsweringCheck = { kind: 'answering', name: 'GET / answers', attempts: ANSWER_ATTEMPTS, timeoutMs: ANSWER_TIMEOUT_MS, waitMs: ANSWER_INTERVAL_MS, initialDelayMs: 0, port: undefined };
+  return [listening, answering];
+}
+
+/** The container stays up, without a restart, `uptimeMs` after it started. */
+export function uptimeCheck(uptimeMs: number): UptimeCheck {
+  const ms = Math.max(0, uptimeMs);
+  return { kind: 'uptime', name: `uptime ${formatSeconds(ms)}`, attempts: 1, timeoutMs: 0, waitMs: 0, initialDelayMs: 0, port: undefined, uptimeMs: ms };
 }
 
 /**
@@ -175,7 +199,7 @@ export async function runHealthChecks(checks: readonly HealthCheck[], target: Pr
     }
     if (!passed) {
       throw new UserError('health_check_failed', `health check "${check.name}" failed after ${check.attempts} attempt${check.attempts === 1 ? '' : 's'}: ${last}`, {
-        hint: check.kind === 'http' ? `the app must answer GET ${check.path} with a 2xx or 3xx status${check.content ? ` and a body containing "${check.content}"` : ''}` : 'the app must keep running and listen on $PORT on all addresses (0.0.0.0)',
+        hint: hintFor(check),
       });
     }
   }
@@ -188,6 +212,7 @@ export async function probeOnce(check: HealthCheck, target: ProbeTarget, checksS
     return { ok: false, detail: `this process has no $PORT: give the check a "port"`, final: true };
   }
   if (check.kind === 'listening') return connectOnce(target.host, port!, check.timeoutMs);
+  if (check.kind === 'answering') return answerOnce(target.host, port!, target.hostHeader, check.timeoutMs);
   if (check.kind === 'uptime') {
     const remaining = checksStarted + check.uptimeMs - Date.now();
     if (remaining > 0) await sleep(remaining, signal);
@@ -253,6 +278,52 @@ function parseHeaders(value: unknown, where: string): Array<[string, string]> {
   });
 }
 
+function hintFor(check: HealthCheck): string {
+  if (check.kind === 'http') return `the app must answer GET ${check.path} with a 2xx or 3xx status${check.content ? ` and a body containing "${check.content}"` : ''}`;
+  if (check.kind === 'answering') return 'the app must answer GET / with a status below 500 (a redirect or a 404 will do), or declare its own checks in app.json';
+  return 'the app must keep running and listen on $PORT on all addresses (0.0.0.0)';
+}
+
+/** The headers a check sends: what the proxy would send for a request that came in over HTTPS. */
+function probeHeaders(hostHeader: string): Record<string, string> {
+  return {
+    host: hostHeader,
+    'x-forwarded-proto': 'https',
+    'x-forwarded-host': hostHeader,
+    'x-forwarded-port': '443',
+    'user-agent': 'berth-healthcheck',
+    accept: '*/*',
+  };
+}
+
+function answerOnce(host: string, port: number, hostHeader: string, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    let settled = false;
+    const done = (ok: boolean, detail: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.destroy();
+      resolve({ ok, detail });
+    };
+    const req = http.request({ host, port, path: '/', method: 'GET', headers: probeHeaders(hostHeader), agent: false }, (res) => {
+      const status = res.statusCode ?? 0;
+      const took = `${Date.now() - started} ms`;
+      // The status is the answer; the body is not waited for.
+      done(status < 500, `GET / answered ${status} in ${took}`);
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ECONNREFUSED') return done(false, `nothing listens on port ${port}`);
+      if (e.code?.startsWith('HPE_')) return done(true, `port ${port} accepts connections and speaks no HTTP`);
+      if (e.code === 'ECONNRESET' || e.message === 'socket hang up') return done(true, `port ${port} accepts connections and closed GET / unanswered`);
+      done(false, `${e.code ?? 'error'}: ${e.message}`);
+    });
+    const timer = setTimeout(() => done(true, `port ${port} accepts connections; no HTTP answer to GET / within ${formatSeconds(timeoutMs)}`), timeoutMs);
+    req.end();
+  });
+}
+
 function httpOnce(check: HttpCheck, host: string, port: number, hostHeader: string): Promise<{ ok: boolean; detail: string }> {
   const started = Date.now();
   return new Promise((resolve) => {
@@ -264,14 +335,7 @@ function httpOnce(check: HttpCheck, host: string, port: number, hostHeader: stri
       req.destroy();
       resolve({ ok, detail });
     };
-    const headers: Record<string, string> = {
-      host: hostHeader,
-      'x-forwarded-proto': 'https',
-      'x-forwarded-host': hostHeader,
-      'x-forwarded-port': '443',
-      'user-agent': 'berth-healthcheck',
-      accept: '*/*',
-    };
+    const headers = probeHeaders(hostHeader);
     for (const [name, value] of check.headers) headers[name.toLowerCase()] = value;
     const req = http.request({ host, port, path: check.path, method: 'GET', headers, agent: false }, (res) => {
       const status = res.statusCode ?? 0;

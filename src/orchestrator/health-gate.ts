@@ -1,7 +1,8 @@
 // The gate a container passes before it gets work: its process type's checks from the release's
-// app.json (for web without any: a TCP connect to $PORT, then the uptime wait; for other types:
-// the uptime wait), probed from berth with the app's Host header while the container's state is
-// watched, so a container that exits or restarts fails the gate at once instead of at a timeout.
+// app.json (for web without any: a TCP connect to $PORT, then `GET /` answered below 500; other
+// types without any: none, it only has to be running), probed from berth with the app's Host
+// header while the container's state is watched, so a container that exits or restarts fails the
+// gate at once instead of at a timeout. The uptime `wait` is the probation after the swap.
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
@@ -34,12 +35,17 @@ export interface GateRequest {
 export function checksFor(release: Pick<Release, 'healthchecks'>, type: string, settings: ResolvedChecks): HealthCheck[] {
   const declared = checksOf(release.healthchecks, type).map((c): HealthCheck => (c.kind === 'uptime' ? c : { ...c, attempts: settings.attempts ?? c.attempts, timeoutMs: settings.timeoutMs ?? c.timeoutMs }));
   if (declared.length > 0) return declared;
-  return defaultHealthChecks({ uptimeMs: settings.waitMs, listening: type === 'web' });
+  return defaultHealthChecks({ listening: type === 'web' });
 }
 
 /** The same checks, once each and without delays: for a container that already ran (kept by a scale, adopted at start-up). */
 export function quickChecks(checks: readonly HealthCheck[]): HealthCheck[] {
   return checks.map((c) => ({ ...c, attempts: 1, initialDelayMs: 0, waitMs: 0, timeoutMs: c.kind === 'listening' ? 1000 : c.timeoutMs }));
+}
+
+/** What probation asks of a container again and again: its checks once each, without the uptime ones (probation is the uptime). */
+export function recheckList(checks: readonly HealthCheck[]): HealthCheck[] {
+  return quickChecks(checks.filter((c) => c.kind !== 'uptime'));
 }
 
 /**

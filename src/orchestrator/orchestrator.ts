@@ -1,5 +1,6 @@
 // The container side of the platform: deploys pushed commits one at a time per app, adopts what
-// is already running when the daemon starts, and tears apps down.
+// is already running when the daemon starts, tells deploys on probation what the engine reports
+// about their containers the moment it does, and tears apps down.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Output } from '../ui/output.ts';
@@ -15,7 +16,9 @@ import { BuildpackFetcher } from './buildpack-fetcher.ts';
 import { checkPort, checkSettingsOf, processContainers, webTargets, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
 import { LABEL, type ContainerEvent, type Engine, type Subscription } from './engine.ts';
+import { checksOf, uptimeCheck } from './health-check.ts';
 import { checksFor, passGate } from './health-gate.ts';
+import type { ContainerWatcher, ProbationBoard, ProbationState } from './probation.ts';
 import { RouteGuard } from './route-guard.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
 import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
@@ -48,6 +51,31 @@ export class Orchestrator {
   readonly buildLogs: BuildLogs;
   private events: Subscription | undefined;
   private stopped = false;
+  /** Deploys on probation listening for events about their new containers, by container id. */
+  private readonly listeners = new Map<string, Set<(event: ContainerEvent) => void>>();
+  private readonly probations = new Map<string, ProbationState>();
+  private readonly watcher: ContainerWatcher = {
+    watch: (ids, onEvent) => {
+      for (const id of ids) {
+        let set = this.listeners.get(id);
+        if (!set) this.listeners.set(id, (set = new Set()));
+        set.add(onEvent);
+      }
+      return {
+        stop: () => {
+          for (const id of ids) {
+            const set = this.listeners.get(id);
+            set?.delete(onEvent);
+            if (set?.size === 0) this.listeners.delete(id);
+          }
+        },
+      };
+    },
+  };
+  private readonly board: ProbationBoard = {
+    begin: (state) => void this.probations.set(state.app, state),
+    end: (app) => void this.probations.delete(app),
+  };
 
   constructor(deps: OrchestratorDeps) {
     this.deps = deps;
@@ -82,13 +110,30 @@ export class Orchestrator {
     return {
       apps: this.deps.apps,
       engine: this.deps.engine,
-      deploy: { engine: this.deps.engine, network: this.deps.config.network, publisher: this.routes, hostnames: this.hostnames(app), checksWaitMs: this.deps.config.checksWait },
+      deploy: {
+        engine: this.deps.engine,
+        network: this.deps.config.network,
+        publisher: this.routes,
+        hostnames: this.hostnames(app),
+        checksWaitMs: this.deps.config.checksWait,
+        watcher: this.watcher,
+        board: this.board,
+      },
       keepImages: this.deps.config.keepImages,
     };
   }
 
   publisher(): RoutePublisher {
     return this.routes;
+  }
+
+  /**
+   * The app's probation, while one runs: which release serves on probation, until when, and
+   * which old containers are kept running out of the route meanwhile.
+   */
+  probation(app: string): ProbationState | undefined {
+    const state = this.probations.get(app);
+    return state && { ...state, containers: [...state.containers], warm: state.warm.map((w) => ({ ...w })) };
   }
 
   /** Where users reach the app. */
@@ -199,18 +244,26 @@ export class Orchestrator {
   /**
    * At daemon start: re-checks the current release's running containers (once, with the
    * release's checks) before routing to them, starts the dynos the formation wants that do not run,
-   * and removes containers of other releases (left by a deploy the daemon did not finish).
+   * and removes containers of other releases (left by a deploy the daemon did not finish, such as
+   * one whose probation it did not see to the end: the record still names the release before it).
    */
   private async adopt(app: string): Promise<void> {
     const record = this.deps.apps.get(app);
     const release = record && currentRelease(record);
-    if (!record || !release) return;
+    if (!record) return;
+    if (!release) {
+      // A first deploy that did not finish: nothing of it may run unrouted.
+      const left = await processContainers(this.deps.engine, app);
+      await Promise.all(left.map((c) => this.deps.engine.stopAndRemove(c.id, 0)));
+      if (left.length) log.info('unfinished_deploy_removed', { app, containers: left.map((c) => c.name) });
+      return;
+    }
     if (record.stopped) {
       this.routes.publish(app, this.hostnames(app), []);
       return;
     }
     // Nobody watches a start-up: what adoption did is the app_adopted log line.
-    const deployed = await redeployCurrent(this.releaseDeps(app), app, UNWATCHED, { reuse: true });
+    const deployed = await redeployCurrent(this.releaseDeps(app), app, UNWATCHED, { reuse: true, probation: false });
     log.info('app_adopted', { app, release: release.number, started: deployed.started.map((c) => c.labels[LABEL.dyno] ?? c.name) });
   }
 
@@ -240,6 +293,14 @@ export class Orchestrator {
 
   private onContainerEvent(event: ContainerEvent): void {
     if (event.role !== 'process') return;
+    // A deploy on probation hears first: its swap back happens in this tick.
+    for (const listener of [...(this.listeners.get(event.id) ?? [])]) {
+      try {
+        listener(event);
+      } catch (e) {
+        log.error('probation_listener_failed', { container: event.name, error: e });
+      }
+    }
     const { app, name } = event;
     switch (event.change) {
       case 'removed':
@@ -281,7 +342,11 @@ export class Orchestrator {
       const container = await this.deps.engine.inspect(id);
       if (container.labels[LABEL.release] !== String(release.number)) return;
       if (!checks.isSkipped(type) && !checks.isDisabled(type)) {
-        await passGate({ engine: this.deps.engine, container, dyno: container.labels[LABEL.dyno] ?? type, checks: checksFor(release, type, checks), port: checkPort(type), hostHeader: this.hostnames(app)[0] ?? app });
+        // A container its restart policy brought back has no old one standing by: without app.json
+        // checks it must stay up for the wait before it is routed again, as a deploy's gate once did.
+        const list = checksFor(release, type, checks);
+        const declared = checksOf(release.healthchecks, type).length > 0;
+        await passGate({ engine: this.deps.engine, container, dyno: container.labels[LABEL.dyno] ?? type, checks: declared ? list : [...list, uptimeCheck(checks.waitMs)], port: checkPort(type), hostHeader: this.hostnames(app)[0] ?? app });
       }
     } catch (e) {
       log.info('routes_refresh_skipped', { app, id, reason: (e as Error).message });

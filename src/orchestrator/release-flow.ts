@@ -1,6 +1,6 @@
 // Releases as the rest of the orchestrator makes them: number the next one, derive one from
-// another (config change, rollback), deploy it and record it as current, retire what ran before,
-// and prune release images beyond the ones kept for rollback.
+// another (config change, rollback), deploy it, hold it on probation, record it as current once
+// it passed, retire what ran before, and prune release images beyond the ones kept for rollback.
 import type { Output } from '../ui/output.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
@@ -8,6 +8,7 @@ import type { AppRecord, AppStore, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
 import { deployRelease, retireOthers, type DeployContext, type Deployed } from './deployment.ts';
 import { imageRepository } from './builder.ts';
+import { prove } from './probation.ts';
 import type { Engine } from './engine.ts';
 
 export interface ReleaseDeps {
@@ -41,11 +42,16 @@ export function deriveRelease(record: AppRecord, base: Release, change: { config
 /** A deploy of a release that ran to the end: the release, and what its deploy started and kept. */
 export type ReleaseDeployed = Deployed & { release: Release };
 
-/** Deploys `release` and, once it runs, records it as the app's current release. */
+/**
+ * Deploys `release` and, once it passed its probation, records it as the app's current release.
+ * Until then the record names the release before it: a daemon that restarts meanwhile adopts that
+ * one and removes the containers of this one.
+ */
 export async function deployNewRelease(deps: ReleaseDeps, app: string, release: Release, out: Output): Promise<ReleaseDeployed> {
   const ctx: DeployContext = { ...deps.deploy, out };
   const plan = { ...deps.apps.require(app), release };
   const deployed = await deployRelease(ctx, plan, { reuse: false });
+  const proven = await prove(ctx, plan, deployed);
   await deps.apps.update(app, (a) => {
     a.releases.push(release);
     a.current = release.number;
@@ -53,20 +59,25 @@ export async function deployNewRelease(deps: ReleaseDeps, app: string, release: 
     a.stopped = false;
   });
   log.info('release_deployed', { app, release: release.number, image: release.image, description: release.description });
-  await retireOthers(ctx, plan, deployed);
+  await retireOthers(ctx, plan, deployed, proven);
   await pruneImages(deps, app, out);
   return { ...deployed, release };
 }
 
-/** Runs the current release again under the app's formation and settings (reuse: keep what already runs and is ready). */
-export async function redeployCurrent(deps: ReleaseDeps, app: string, out: Output, options: { reuse: boolean }): Promise<ReleaseDeployed> {
+/**
+ * Runs the current release again under the app's formation and settings (reuse: keep what already
+ * runs and is ready). The new containers are on probation unless `probation` is false (adoption at
+ * start-up, where the containers it replaces belong to a deploy that did not finish).
+ */
+export async function redeployCurrent(deps: ReleaseDeps, app: string, out: Output, options: { reuse: boolean; probation?: boolean }): Promise<ReleaseDeployed> {
   const record = deps.apps.require(app);
   const release = requireCurrent(record);
   const ctx: DeployContext = { ...deps.deploy, out };
   const plan = { ...record, release };
   const deployed = await deployRelease(ctx, plan, options);
+  const proven = options.probation === false ? {} : await prove(ctx, plan, deployed);
   if (record.stopped) await deps.apps.update(app, (a) => void (a.stopped = false));
-  await retireOthers(ctx, plan, deployed);
+  await retireOthers(ctx, plan, deployed, proven);
   return { ...deployed, release };
 }
 

@@ -15,8 +15,9 @@ export class RouteGuard implements RoutePublisher {
     this.#inner = inner;
   }
 
-  publish(app: string, hostnames: string[], targets: Target[]): void {
-    this.#inner.publish(app, hostnames, this.#down.size === 0 ? targets : targets.filter((t) => !this.#down.has(t.id)));
+  publish(app: string, hostnames: string[], targets: Target[], standby: Target[] = []): void {
+    const up = (list: Target[]) => (this.#down.size === 0 ? list : list.filter((t) => !this.#down.has(t.id)));
+    this.#inner.publish(app, hostnames, up(targets), up(standby));
   }
 
   unpublish(app: string): void {
@@ -25,6 +26,10 @@ export class RouteGuard implements RoutePublisher {
 
   routed(app: string): readonly Target[] {
     return this.#inner.routed(app);
+  }
+
+  standby(app: string): readonly Target[] {
+    return this.#inner.standby(app);
   }
 
   drain(targets: readonly Target[], options: { deadlineMs: number; reason: string }): Promise<DrainResult> {
@@ -38,8 +43,9 @@ export class RouteGuard implements RoutePublisher {
   withdraw(app: string, hostnames: string[], container: string, reason: string): boolean {
     this.#down.set(container, reason);
     const routed = this.#inner.routed(app);
-    if (!routed.some((t) => t.id === container)) return false;
-    this.#inner.publish(app, hostnames, routed.filter((t) => t.id !== container));
+    const standby = this.#inner.standby(app);
+    if (!routed.some((t) => t.id === container) && !standby.some((t) => t.id === container)) return false;
+    this.#inner.publish(app, hostnames, routed.filter((t) => t.id !== container), standby.filter((t) => t.id !== container));
     return true;
   }
 

@@ -24,7 +24,7 @@ export class EdgeRoutePublisher implements RoutePublisher {
 
   // Host names are read when the routes are swapped, so a domain change made while a deploy
   // runs is not undone by the deploy's earlier copy.
-  publish(app: string, _hostnames: string[], targets: Target[]): void {
+  publish(app: string, _hostnames: string[], targets: Target[], standby: Target[] = []): void {
     const hostnames = this.#domains.hostnames(app);
     // A renamed app's old routes hold its domains until the new name is ready: they go in the
     // same swap that brings the new routes.
@@ -33,7 +33,7 @@ export class EdgeRoutePublisher implements RoutePublisher {
       const holder = routes.lookup(name)?.app;
       if (holder !== undefined && holder !== app && !this.#apps.get(holder)) routes = routes.withoutApp(holder);
     }
-    this.#edge.swap(routes.withApp(app, hostnames, targets));
+    this.#edge.swap(routes.withApp(app, hostnames, targets, standby));
     void this.#certificates.sync();
   }
 
@@ -45,6 +45,10 @@ export class EdgeRoutePublisher implements RoutePublisher {
     return this.#edge.routes.route(app)?.targets ?? [];
   }
 
+  standby(app: string): readonly Target[] {
+    return this.#edge.routes.route(app)?.standby ?? [];
+  }
+
   drain(targets: readonly Target[], options: { deadlineMs: number; reason: string }): ReturnType<RoutePublisher['drain']> {
     return this.#edge.drain(targets, options);
   }
@@ -54,7 +58,7 @@ export class EdgeRoutePublisher implements RoutePublisher {
     const route = this.#edge.routes.route(app);
     if (route) {
       try {
-        this.publish(app, this.#domains.hostnames(app), [...route.targets]);
+        this.publish(app, this.#domains.hostnames(app), [...route.targets], [...route.standby]);
       } catch (e) {
         log.error('domains_republish_failed', { app, error: e });
       }

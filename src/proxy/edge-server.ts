@@ -142,7 +142,7 @@ export class EdgeServer {
   swap(next: RouteTable): void {
     this.#routes = next;
     const live = new Set<string>();
-    for (const route of next.apps()) for (const target of route.targets) live.add(targetKey(target));
+    for (const route of next.apps()) for (const target of [...route.targets, ...route.standby]) live.add(targetKey(target));
     this.#targets.prune(live);
   }
 

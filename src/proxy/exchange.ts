@@ -214,11 +214,15 @@ export class Exchange implements UpstreamOwner {
     const fresh = upstream.served <= 1;
     if (fresh) target.markDown(performance.now(), ctx.limits.targetDownFor);
     const safe = this.#resBuf === undefined && mayRepeat(this.head.method, this.head.bodyKind !== BODY_NONE);
-    if (safe && !this.#staleRetried) {
+    const route = this.#route!;
+    // One retry; with standby targets (a release on probation that just died), one more per target.
+    const again = this.#staleRetried;
+    const untried = route.targets.length + route.standby.length - (this.#tried?.length ?? 0);
+    if (safe && (!again || (route.standby.length > 0 && untried > 1))) {
       this.#staleRetried = true;
       log.debug('proxy_upstream_retry', { app: this.app, target: target.id, code, fresh });
       // Another target if there is one; the same one (on a new connection) otherwise.
-      if (fresh && this.#route!.targets.length > 1) (this.#tried ??= []).push(target);
+      if ((fresh || again) && (route.targets.length > 1 || route.standby.length > 0) && !this.#tried?.includes(target)) (this.#tried ??= []).push(target);
       this.#release();
       this.#connect();
       return;
@@ -260,7 +264,9 @@ export class Exchange implements UpstreamOwner {
     const ctx = this.conn.ctx;
     // A first attempt runs in the tick the head arrived in; a retry reads the clock again.
     const now = this.#tried === undefined && !this.#staleRetried ? this.#started : performance.now();
-    const target = ctx.balancer.pick(this.#route!, now, this.#tried);
+    const route = this.#route!;
+    // Every target failed this request: a standby one (the release before one on probation) takes it.
+    const target = ctx.balancer.pick(route, now, this.#tried) ?? (this.#tried && route.standby.length > 0 ? ctx.balancer.pick({ ...route, targets: route.standby }, now, this.#tried) : undefined);
     if (!target) {
       this.#respond(502, UNREACHABLE, this.#request === 'read');
       return;
@@ -503,7 +509,7 @@ export class Exchange implements UpstreamOwner {
     if (this.target) (this.#tried ??= []).push(this.target);
     this.#release();
     const route = this.#route!;
-    if (this.#tried!.length >= route.targets.length) {
+    if (this.#tried!.length >= route.targets.length + route.standby.length) {
       this.#respond(status, detail, false);
       return;
     }

@@ -146,7 +146,9 @@ export class Http2FrontEnd {
     if (x.closed) return;
     const ctx = this.#ctx;
     const route = x.d.route!;
-    const target = ctx.balancer.pick(route, performance.now(), x.tried);
+    const now = performance.now();
+    // Every target failed this request: a standby one (the release before one on probation) takes it.
+    const target = ctx.balancer.pick(route, now, x.tried) ?? (x.tried && route.standby.length > 0 ? ctx.balancer.pick({ ...route, targets: route.standby }, now, x.tried) : undefined);
     if (!target) {
       this.#respond(x, 502, UNREACHABLE);
       return;
@@ -205,7 +207,7 @@ export class Http2FrontEnd {
       const status: ErrorStatus = code === 'UND_ERR_CONNECT_TIMEOUT' ? 504 : 502;
       this.#logUpstreamError(x, target, 'connect', status, code, err.message);
       (x.tried ??= []).push(target);
-      if (!x.hasBody && x.tried.length < x.d.route!.targets.length) {
+      if (!x.hasBody && x.tried.length < x.d.route!.targets.length + x.d.route!.standby.length) {
         this.#release(x);
         this.#forward(x);
       } else this.#respond(x, status, status === 504 ? TOO_SLOW : UNREACHABLE);
@@ -216,8 +218,12 @@ export class Http2FrontEnd {
       this.#respond(x, 504, TOO_SLOW);
       return;
     }
-    // Closed before any answer: usually the keep-alive race on a reused connection.
-    if (RESET_CODES.has(code) && !x.repeated && mayRepeat(x.method, x.hasBody)) {
+    // Closed before any answer: usually the keep-alive race on a reused connection. With standby
+    // targets (a release on probation that just died) one more try per target, away from this one.
+    const route = x.d.route!;
+    const untried = route.targets.length + route.standby.length - (x.tried?.length ?? 0);
+    if (RESET_CODES.has(code) && mayRepeat(x.method, x.hasBody) && (!x.repeated || (route.standby.length > 0 && untried > 1))) {
+      if ((x.repeated || route.standby.length > 0) && !x.tried?.includes(target)) (x.tried ??= []).push(target);
       x.repeated = true;
       log.debug('proxy_upstream_retry', { app: x.d.route?.app, target: target.id, code });
       this.#release(x);

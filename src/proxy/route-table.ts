@@ -14,6 +14,11 @@ export interface AppRoute {
   readonly app: string;
   readonly hostnames: readonly string[];
   readonly targets: readonly Target[];
+  /**
+   * Targets that get no requests of their own: a request whose every target refused or reset it
+   * is retried on one of these. A release on probation has the one before it here, kept warm.
+   */
+  readonly standby: readonly Target[];
 }
 
 /**
@@ -36,11 +41,11 @@ export class RouteTable {
   }
 
   /**
-   * A new table in which `app` serves exactly `hostnames` with exactly `targets` (both replace
-   * what the app had). Throws a UserError when another app already holds one of the host names,
-   * or when a host name or the app name is malformed.
+   * A new table in which `app` serves exactly `hostnames` with exactly `targets` and `standby`
+   * (all replace what the app had). Throws a UserError when another app already holds one of the
+   * host names, or when a host name or the app name is malformed.
    */
-  withApp(app: string, hostnames: readonly string[], targets: readonly Target[]): RouteTable {
+  withApp(app: string, hostnames: readonly string[], targets: readonly Target[], standby: readonly Target[] = []): RouteTable {
     validateAppName(app);
     const names = [...new Set(hostnames.map(validHostname))];
     for (const name of names) {
@@ -55,6 +60,7 @@ export class RouteTable {
       app,
       hostnames: Object.freeze(names),
       targets: Object.freeze(targets.map((t) => validTarget(app, t))),
+      standby: Object.freeze(standby.map((t) => validTarget(app, t))),
     });
     const byApp = new Map(this.#byApp);
     byApp.set(app, route);

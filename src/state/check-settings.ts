@@ -12,7 +12,7 @@ export const ALL_TYPES = '_all_';
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 /** Grace between SIGTERM and SIGKILL when a container stops: Docker's and Dokku's 10 s. */
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
-/** The uptime wait of the default checks when the server sets none (--checks-wait): Dokku's 10 s. */
+/** The probation after a swap when the server sets none (--checks-wait): Dokku's 10 s of uptime, served instead of waited for. */
 export const DEFAULT_CHECKS_WAIT_MS = 10_000;
 
 export interface CheckSettings {
@@ -25,7 +25,7 @@ export interface CheckSettings {
 }
 
 export interface CheckProperties {
-  /** Uptime the default checks wait for (no healthchecks in app.json, or a process other than web). ms. */
+  /** Probation: how long new containers serve while the old ones are kept running, ready to take the route back. ms. */
   wait?: number;
   /** How long a swap waits for requests in flight on the old containers, and how long their WebSockets stay open. ms. */
   drainTimeout?: number;

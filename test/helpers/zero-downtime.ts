@@ -90,6 +90,38 @@ server.listen(Number(process.env.PORT), '0.0.0.0');
   };
 }
 
+export interface ProbationAppOptions {
+  /** What `/` answers, followed by a newline. */
+  message: string;
+  /** The status `/` answers with (500: the default check refuses it). Default 200. */
+  rootStatus?: number;
+  /** Exit with code 1 this long after start, saying why on stderr first. */
+  crashAfterMs?: number;
+}
+
+/**
+ * A Node app without app.json, built FROM the local base image: the default checks (TCP, then
+ * `GET /`) and probation are all it gets. `/` answers its message; it can answer 500 instead, or
+ * crash a while after it started.
+ */
+export function probationApp(options: ProbationAppOptions): Record<string, string> {
+  return {
+    Dockerfile: `FROM ${BASE_IMAGE}\nCOPY server.js /app/server.js\nCMD ["node", "/app/server.js"]\n`,
+    'server.js': `const http = require('http');
+const message = ${JSON.stringify(options.message)};
+const status = ${options.rootStatus ?? 200};
+${
+  options.crashAfterMs === undefined
+    ? ''
+    : `setTimeout(() => { console.error('crash: lost the connection to the database, giving up'); process.exit(1); }, ${options.crashAfterMs});\n`
+}http.createServer((req, res) => {
+  res.statusCode = status;
+  res.end(status === 200 ? message + '\\n' : 'broken\\n');
+}).listen(Number(process.env.PORT), '0.0.0.0');
+`,
+  };
+}
+
 export interface WrkResult {
   requests: number;
   seconds: number;

@@ -21,8 +21,8 @@ import { callerName, defineCommand, type Command } from '../command.ts';
 
 const PROPERTY_HELP = [
   'Properties (without VALUE a property goes back to its default):',
-  '  wait           seconds a new container must stay up when app.json has no health checks for its',
-  '                 process type (web: after it accepts connections on $PORT) (default: berth serve --checks-wait, 10)',
+  '  wait           probation: seconds new containers serve while the old ones are kept running, ready',
+  '                 to take the route back if a new one exits or fails (default: berth serve --checks-wait, 10)',
   '  drain-timeout  after the swap, how long requests in flight on the old containers may run and their',
   '                 WebSockets stay open before a clean close (default 30); wait-to-retire is the same',
   '  stop-timeout   seconds between SIGTERM and SIGKILL when an old container stops (default 10)',

@@ -49,6 +49,12 @@ export const psCommands: Command[] = [
       ctx.out.section(`${app} processes`);
       ctx.out.line(`Status:    ${report.status}${report.release !== undefined ? ` (release v${report.release})` : ''}`);
       ctx.out.line(`Wanted:    ${report.wanted.join(' ') || '(none)'}`);
+      const probation = report.probation;
+      if (probation) {
+        const left = Math.max(0, Math.ceil((probation.until - Date.now()) / 1000));
+        const warm = probation.warm.length ? `; kept warm: ${probation.warm.map((w) => `${w.name} (v${w.release ?? '?'})`).join(', ')}` : '';
+        ctx.out.line(`Probation: v${probation.release} until ${new Date(probation.until).toISOString()} (${left} s left)${warm}`);
+      }
       const rows = report.containers.map((c) => [c.dyno, c.state, c.release, String(c.restarts), c.address, c.container]);
       ctx.out.line(rows.length ? table([['DYNO', 'STATE', 'RELEASE', 'RESTARTS', 'ADDRESS', 'CONTAINER'], ...rows]) : 'no containers');
     },
