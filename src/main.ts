@@ -24,6 +24,15 @@ export async function main(argv: string[]): Promise<number> {
     const { runIndexPackCommand } = await import('./git/index-pack-process.ts');
     return runIndexPackCommand(args);
   }
+  // The supervisor (`serve`) runs itself with these hidden sub-commands for its two children.
+  if (command === '__proxy') {
+    const { runProxy } = await import('./daemon/proxy-process.ts');
+    return runProxy(args);
+  }
+  if (command === '__control') {
+    const { runControl } = await import('./daemon/control-process.ts');
+    return runControl(args);
+  }
   if (command === 'serve') {
     const { serve } = await import('./serve.ts');
     return serve(dataDir ? ['--data-dir', dataDir, ...args] : args);

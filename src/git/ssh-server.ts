@@ -38,6 +38,8 @@ export interface SshServerOptions {
   hostKey: string;
   keys: KeyStore;
   onExec: ExecHandler;
+  /** A listening socket handed over by the supervisor (its file descriptor): served instead of binding `port`. */
+  fd?: number;
   /** Failed-login limits per source address; see auth-limiter.ts for the defaults. */
   authLimits?: Partial<AuthLimits>;
 }
@@ -69,10 +71,12 @@ export class SshServer {
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error) => reject(listenError(e, { what: 'SSH', address: `${this.options.bindHost}:${this.options.port}`, flag: '--ssh-port' }));
       listener.once('error', onError);
-      listener.listen(this.options.port, this.options.bindHost, () => {
+      const done = () => {
         listener.off('error', onError);
         resolve();
-      });
+      };
+      if (this.options.fd !== undefined) listener.listen({ fd: this.options.fd }, done);
+      else listener.listen(this.options.port, this.options.bindHost, done);
     });
     listener.on('error', (e: Error) => log.error('ssh_server_error', { error: e }));
   }

@@ -1,5 +1,6 @@
 // The application layer as the daemon's commands and SSH see it: one service per concern, built
 // complete in the composition root around the one per-app lock.
+import type { ProcessStatus } from '../daemon/messages.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { AppLock } from './app-lock.ts';
@@ -17,13 +18,16 @@ export interface Platform {
   processes: ProcessService;
   /** HTTPS certificates: reports, automatic ones on or off, custom ones. */
   certificates: CertificateManager;
+  /** berth's own processes (supervisor, proxy, control): `berth status`. */
+  daemonStatus(): Promise<ProcessStatus[]>;
 }
 
-export function createPlatform(deps: { state: State; locks: AppLock; orchestrator: Orchestrator; certificates: CertificateManager }): Platform {
+export function createPlatform(deps: { state: State; locks: AppLock; orchestrator: Orchestrator; certificates: CertificateManager; daemonStatus: () => Promise<ProcessStatus[]> }): Platform {
   return {
     apps: new AppService(deps),
     releases: new ReleaseService(deps),
     processes: new ProcessService(deps),
     certificates: deps.certificates,
+    daemonStatus: deps.daemonStatus,
   };
 }

@@ -41,6 +41,8 @@ export interface EdgeServerOptions {
   sweepIntervalMs?: number;
   /** Bind with SO_REUSEPORT, so several proxy loops (threads or processes) can share the port. Default false. */
   reusePort?: boolean;
+  /** A listening socket handed over by the supervisor (its file descriptor): served instead of binding `httpPort`. */
+  fd?: number;
 }
 
 /** What a drain found: see EdgeServer.drain(). */
@@ -59,6 +61,7 @@ export class EdgeServer {
   readonly #drainTimeoutMs: number;
   readonly #sweepIntervalMs: number;
   readonly #reusePort: boolean;
+  readonly #fd: number | undefined;
   readonly #limits: ClientLimits;
   readonly #accessLogFile: string | undefined;
   #accessLog: AccessLog | undefined;
@@ -85,6 +88,7 @@ export class EdgeServer {
     this.#drainTimeoutMs = options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? SWEEP_INTERVAL_MS;
     this.#reusePort = options.reusePort ?? false;
+    this.#fd = options.fd;
     this.#limits = Object.freeze({ ...DEFAULT_CLIENT_LIMITS, ...options.limits });
     this.#accessLogFile = options.accessLogFile;
     const edge = this;
@@ -240,7 +244,8 @@ export class EdgeServer {
       };
       server.once('error', onError);
       server.once('listening', onListening);
-      server.listen({ port: this.#port, host: this.#bindHost, reusePort: this.#reusePort });
+      if (this.#fd !== undefined) server.listen({ fd: this.#fd });
+      else server.listen({ port: this.#port, host: this.#bindHost, reusePort: this.#reusePort });
     });
     server.on('error', (e) => log.error('proxy_listener_error', { port: this.httpPort, error: e }));
     this.#sweep = setInterval(() => this.#sweepDeadlines(), this.#sweepIntervalMs);
