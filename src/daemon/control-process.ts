@@ -96,10 +96,11 @@ export async function runControl(argv: string[]): Promise<number> {
     });
     const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus });
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
-    // The proxy gets everything now, and again whenever it (re)starts (the supervisor's resync).
-    link.sendAll();
     await orchestrator.start();
     stops.push(() => orchestrator.stop());
+    // The containers are adopted: the proxy gets everything now, and again whenever it (re)starts
+    // (the supervisor's resync). Before, it kept what the previous control plane sent.
+    link.goLive();
     await certificates.start();
     const onExec = createExecHandler({
       push: (app, session) => platform.releases.push(app, session),

@@ -30,8 +30,8 @@ export type ProxyState =
   | { t: 'certificates'; certificates: ServedPem[] }
   | { t: 'challenges'; challenges: ChallengeSnapshot };
 
-/** The control plane to the proxy, relayed by the supervisor. */
-export type ToProxy = ProxyState | { t: 'drain'; id: number; targets: Target[]; deadlineMs: number; reason: string };
+/** The control plane to the proxy, relayed by the supervisor. `synced`: the whole state was just sent. */
+export type ToProxy = ProxyState | { t: 'synced' } | { t: 'drain'; id: number; targets: Target[]; deadlineMs: number; reason: string };
 
 /** The proxy to the control plane, relayed by the supervisor. */
 export type FromProxy = { t: 'drained'; id: number; report: DrainReport };
@@ -45,6 +45,8 @@ export interface ControlFacts {
 
 /** A child to the supervisor. */
 export type FromChild =
+  /** The child listens to its IPC channel: messages sent before this could be lost. */
+  | { t: 'hello' }
   | { t: 'ready'; facts?: ControlFacts }
   | { t: 'status'; id: number; status: ProcessStatus }
   | { t: 'status-all'; id: number }
@@ -60,6 +62,8 @@ export type ToChild =
   /** To control: the proxy went away; its drains are over (the new one has no connections to those targets). */
   | { t: 'proxy-gone' }
   | { t: 'from-control'; message: ToProxy }
+  /** To a new proxy: start accepting now, with whatever state it has (the control plane is not there to send it). */
+  | { t: 'accept' }
   | { t: 'from-proxy'; message: FromProxy };
 
 /** This process's line of `berth status`. */

@@ -1,7 +1,9 @@
 // The control plane's side of the proxy process: it keeps what the proxy should serve (routes,
 // per-app settings, certificates, challenge answers) and sends each part whole when it changes,
 // everything when a proxy (re)starts; drains of old targets are a request and an answer. Sending
-// never waits: a proxy that is down gets everything again when it is back.
+// never waits: a proxy that is down gets everything again when it is back. Nothing is sent before
+// goLive() (once containers are adopted): until then the proxy keeps serving what the previous
+// control plane sent it.
 import type { DrainReport } from '../proxy/edge-server.ts';
 import { RouteTable, type Target } from '../proxy/route-table.ts';
 import type { AcmeChallenges } from '../proxy/tls/acme-challenges.ts';
@@ -20,6 +22,7 @@ export class ProxyLink implements RouteSink {
   readonly #send: (message: ToProxy) => void;
   #sources: ProxyLinkSources | undefined;
   #routes = RouteTable.empty();
+  #live = false;
   #nextDrain = 1;
   readonly #drains = new Map<number, { resolve: (report: DrainReport) => void; started: number }>();
 
@@ -40,12 +43,18 @@ export class ProxyLink implements RouteSink {
 
   swap(next: RouteTable): void {
     this.#routes = next;
-    this.#sendRoutes();
+    if (this.#live) this.#sendRoutes();
   }
 
   settingsChanged(): void {
     const settings = this.#sources?.settings();
-    if (settings) this.#send({ t: 'settings', settings: [...settings] });
+    if (settings && this.#live) this.#send({ t: 'settings', settings: [...settings] });
+  }
+
+  /** From now on the proxy gets this control plane's state: everything now, then every change. */
+  goLive(): void {
+    this.#live = true;
+    this.sendAll();
   }
 
   drain(targets: readonly Target[], options: { deadlineMs: number; reason?: string }): Promise<DrainReport> {
@@ -56,12 +65,14 @@ export class ProxyLink implements RouteSink {
     });
   }
 
-  /** Everything, for a proxy that has just started. */
+  /** Everything, for a proxy that has just started (once live; before, goLive() sends it). */
   sendAll(): void {
+    if (!this.#live) return;
     this.#sendRoutes();
     this.settingsChanged();
     this.#sendCertificates();
     this.#sendChallenges();
+    this.#send({ t: 'synced' });
   }
 
   /** An answer from the proxy. */
@@ -85,10 +96,10 @@ export class ProxyLink implements RouteSink {
   }
 
   #sendCertificates(): void {
-    if (this.#sources) this.#send({ t: 'certificates', certificates: this.#sources.certificates.servedPem() });
+    if (this.#sources && this.#live) this.#send({ t: 'certificates', certificates: this.#sources.certificates.servedPem() });
   }
 
   #sendChallenges(): void {
-    if (this.#sources) this.#send({ t: 'challenges', challenges: this.#sources.challenges.snapshot() });
+    if (this.#sources && this.#live) this.#send({ t: 'challenges', challenges: this.#sources.challenges.snapshot() });
   }
 }

@@ -1,7 +1,8 @@
 // The proxy process (`berth __proxy`, started by the supervisor): HTTP and HTTPS on the sockets
 // the supervisor handed over, certificates and challenge answers in memory. It serves whatever
 // the control plane last sent, and never waits on it: while the control plane is down, it keeps
-// serving the last state it received.
+// serving the last state it received. A new proxy accepts once it has the whole state (or the
+// supervisor says there is none to wait for), so it never answers from an empty route table.
 import { dataPaths, loadConfig } from '../config.ts';
 import { log, setLogLevel } from '../log.ts';
 import { EdgeServer } from '../proxy/edge-server.ts';
@@ -36,8 +37,13 @@ export async function runProxy(argv: string[]): Promise<number> {
   edge.setHttpsRedirect(createHttpsRedirect({ hasCertificate: (host) => certificates.lookup(host) !== undefined, httpsPort: () => tls.port }));
   const served = new ServedCertificates(certificates);
 
+  let accept!: () => void;
+  const accepting = new Promise<void>((resolve) => (accept = resolve));
   const apply = (message: ToProxy) => {
     switch (message.t) {
+      case 'synced':
+        accept();
+        return;
       case 'routes': {
         let table = RouteTable.empty();
         for (const route of message.routes) table = table.withApp(route.app, route.hostnames, route.targets);
@@ -63,12 +69,20 @@ export async function runProxy(argv: string[]): Promise<number> {
   process.on('message', (message: ToChild) => {
     try {
       if (message.t === 'from-control') apply(message.message);
+      else if (message.t === 'accept') accept();
       else if (message.t === 'status') send({ t: 'status', id: message.id, status: ownStatus('proxy', VERSION) });
     } catch (e) {
       log.error('proxy_message_failed', { message: message.t, error: e });
     }
   });
 
+  const stopped = untilStopped();
+  send({ t: 'hello' });
+  const early = await Promise.race([accepting.then(() => undefined), stopped]);
+  if (early !== undefined) {
+    exitSoon();
+    return 0;
+  }
   try {
     await edge.start();
     await tls.start();
@@ -80,7 +94,7 @@ export async function runProxy(argv: string[]): Promise<number> {
   }
   send({ t: 'ready' });
   log.info('proxy_started', { version: VERSION, pid: process.pid, httpPort: edge.httpPort, httpsPort: tls.port });
-  const why = await untilStopped();
+  const why = await stopped;
   log.info('proxy_stopping', { why });
   await tls.stop();
   await edge.stop();

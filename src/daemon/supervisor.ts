@@ -20,6 +20,8 @@ export const READY_TIMEOUT_MS = 120_000;
 export const RESTART_RESET_MS = 30_000;
 export const RESTART_FIRST_MS = 50;
 export const RESTART_MAX_MS = 10_000;
+/** How long a new proxy waits for the control plane's state before it accepts with what it has. */
+export const SYNC_WAIT_MS = 1_000;
 /** How long a child gets to stop after SIGTERM before SIGKILL. Above the proxy's drain timeout. */
 export const STOP_TIMEOUT_MS = 20_000;
 
@@ -101,7 +103,6 @@ export class Supervisor {
       () => {
         this.#everReady.add(role);
         log.info('process_ready', { role, pid: child.pid });
-        if (role === 'proxy') this.#children.control?.send({ t: 'resync' });
       },
       () => undefined,
     );
@@ -111,6 +112,10 @@ export class Supervisor {
 
   #onMessage(from: RoleChild, message: FromChild): void {
     switch (message.t) {
+      case 'hello':
+        from.greeted = true;
+        if (from.role === 'proxy') this.#startAccepting(from);
+        return;
       case 'ready':
         if (message.facts && !this.facts) this.facts = message.facts;
         return;
@@ -121,7 +126,7 @@ export class Supervisor {
         return;
       case 'to-proxy': {
         const proxy = this.#children.proxy;
-        if (proxy?.isReady) proxy.send({ t: 'from-control', message: message.message });
+        if (proxy?.greeted && (proxy.isReady || message.message.t !== 'drain')) proxy.send({ t: 'from-control', message: message.message });
         // No proxy to drain: its connections went with it.
         else if (message.message.t === 'drain') from.send({ t: 'from-proxy', message: { t: 'drained', id: message.message.id, report: { waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 } } });
         return;
@@ -130,6 +135,17 @@ export class Supervisor {
         this.#children.control?.send({ t: 'from-proxy', message: message.message });
         return;
     }
+  }
+
+  /** A new proxy accepts once the control plane sent it everything, or at once when there is no control plane to wait for. */
+  #startAccepting(proxy: RoleChild): void {
+    const control = this.#children.control;
+    if (!control?.isReady) {
+      proxy.send({ t: 'accept' });
+      return;
+    }
+    control.send({ t: 'resync' });
+    setTimeout(() => proxy.send({ t: 'accept' }), SYNC_WAIT_MS).unref();
   }
 
   #onExit(child: RoleChild, code: number | null, signal: string | null, livedMs: number): void {
@@ -158,6 +174,8 @@ class RoleChild {
   readonly exited: Promise<{ code: number | null; signal: string | null; lived: number }>;
   onMessage: ((message: FromChild) => void) | undefined;
   isReady = false;
+  /** It listens to its IPC channel. */
+  greeted = false;
 
   constructor(role: ChildRole, child: ChildProcess) {
     this.role = role;
