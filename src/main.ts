@@ -33,6 +33,10 @@ export async function main(argv: string[]): Promise<number> {
     const { runControl } = await import('./daemon/control-process.ts');
     return runControl(args);
   }
+  if (command === 'upgrade') {
+    const { runUpgrade } = await import('./daemon/upgrade-command.ts');
+    return runUpgrade(dataDir ?? defaultConfig().dataDir, args, stdout);
+  }
   if (command === 'serve') {
     const { serve } = await import('./serve.ts');
     return serve(dataDir ? ['--data-dir', dataDir, ...args] : args);

@@ -8,7 +8,9 @@ import { dataPaths, loadConfig, SERVE_FLAGS } from './config.ts';
 import { UserError } from './errors.ts';
 import { log, setLogLevel } from './log.ts';
 import { holdSockets } from './daemon/listen-sockets.ts';
-import { ChildFailed, selfCommand, Supervisor } from './daemon/supervisor.ts';
+import sea from 'node:sea';
+import { ChildFailed, selfCommand, Supervisor, UPGRADE_DEFAULTS, type UpgradeOptions } from './daemon/supervisor.ts';
+import { UpgradeSocket, type UpgradeRequest } from './daemon/upgrade-socket.ts';
 import { VERSION } from './version.ts';
 
 const stdout = new StreamOutput(process.stdout, process.stderr);
@@ -42,11 +44,21 @@ export async function serve(argv: string[]): Promise<number> {
   const childArgv = [...argv, '--http-port', String(ports.http), '--https-port', String(ports.https), '--ssh-port', String(ports.ssh)];
   const supervisor = new Supervisor({ command: selfCommand(), argv: childArgv, sockets });
 
+  // An upgrade's default binary: the file now at the path this one was started from.
+  const startPath = sea.isSea() ? process.execPath : undefined;
+  const upgradeOptions = (request: UpgradeRequest): UpgradeOptions => {
+    const binary = request.binary ?? startPath;
+    if (!binary) throw new UserError('no_binary', 'this berth does not run from a single executable, so there is no default binary', { hint: 'give one with --binary PATH' });
+    return { ...UPGRADE_DEFAULTS, ...request, binary };
+  };
+  const upgrades = new UpgradeSocket(paths.supervisorSocket, (request, progress) => supervisor.upgrade(upgradeOptions(request), progress));
+
   const stopping = new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   const shutdown = async () => {
+    await upgrades.stop();
     await supervisor.stop();
     closeSockets();
     await releaseLock();
@@ -64,6 +76,19 @@ export async function serve(argv: string[]): Promise<number> {
     throw e;
   }
 
+  await upgrades.start().catch(async (e: unknown) => {
+    await shutdown();
+    throw e;
+  });
+  process.on('SIGUSR2', () => {
+    log.info('upgrade_requested', { by: 'SIGUSR2' });
+    void Promise.resolve()
+      .then(() => supervisor.upgrade(upgradeOptions({}), (line) => log.info('upgrade_step', { step: line })))
+      .then(
+        (result) => log.info('upgrade_result', { ...result }),
+        (e: unknown) => log.error('upgrade_refused', { error: e }),
+      );
+  });
   log.info('berth_started', { version: VERSION, node: process.version, pid: process.pid, dataDir: config.dataDir, httpPort: ports.http, httpsPort: ports.https, sshPort: ports.ssh, domain: config.domain, docker: config.dockerHost, hostKey: supervisor.facts?.hostKeyFingerprint });
   const facts = supervisor.facts;
   stdout.section(`berth ${VERSION} is serving`);

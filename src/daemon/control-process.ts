@@ -38,8 +38,12 @@ export async function runControl(argv: string[]): Promise<number> {
   const link = new ProxyLink((message) => send({ t: 'to-proxy', message }));
   const statusAsks = new Map<number, (processes: ProcessStatus[]) => void>();
   let nextAsk = 1;
+  let retire!: (deadlineMs: number) => void;
+  const retiring = new Promise<number>((resolve) => (retire = resolve));
   process.on('message', (message: ToChild) => {
     switch (message.t) {
+      case 'retire':
+        return retire(message.deadlineMs);
       case 'resync':
         return link.sendAll();
       case 'proxy-gone':
@@ -63,6 +67,8 @@ export async function runControl(argv: string[]): Promise<number> {
       send({ t: 'status-all', id });
     });
 
+  let ssh: SshServer | undefined;
+  let control: ControlServer | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
     for (const stop of stops.reverse()) await stop().catch((e) => log.error('stop_failed', { error: e }));
@@ -118,11 +124,13 @@ export async function runControl(argv: string[]): Promise<number> {
           ...(session.terminal ? { terminal: session.terminal } : {}),
         }),
     });
-    const ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys: state.keys, onExec });
-    stops.push(() => ssh.stop());
+    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys: state.keys, onExec });
+    const sshServer = ssh;
+    stops.push(() => sshServer.stop());
     await ssh.start();
-    const control = new ControlServer(paths.socket, { state, daemon: platform });
-    stops.push(() => control.stop());
+    control = new ControlServer(paths.socket, { state, daemon: platform });
+    const controlServer = control;
+    stops.push(() => controlServer.stop());
     await control.start();
 
     log.info('control_started', { version: VERSION, pid: process.pid, dataDir: config.dataDir, domain: config.domain, docker: config.dockerHost, hostKey: hostKey.fingerprint });
@@ -140,8 +148,18 @@ export async function runControl(argv: string[]): Promise<number> {
     throw e;
   }
 
-  const why = await untilStopped();
-  log.info('control_stopping', { why });
+  const why = await Promise.race([untilStopped(), retiring]);
+  if (typeof why === 'number') {
+    // An upgrade: the new control plane takes new SSH connections and commands once this one has
+    // gone; pushes and commands running here finish first, up to the deadline.
+    log.info('control_retiring', { deadlineMs: why });
+    await ssh!.stopAccepting();
+    await control!.stopAccepting();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all([ssh!.idle(), control!.idle()]), new Promise((resolve) => (timer = setTimeout(resolve, why)))]);
+    clearTimeout(timer);
+  }
+  log.info('control_stopping', { why: typeof why === 'number' ? 'retired' : why });
   await stopAll();
   log.info('control_stopped', {});
   exitSoon();

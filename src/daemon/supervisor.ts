@@ -1,10 +1,13 @@
 // The supervisor's children: it starts the proxy and the control plane from the same binary,
 // each with the listening sockets it serves as file descriptors and an IPC channel; relays the
-// control plane's messages to the proxy and the proxy's answers back; restarts a child that dies,
-// with backoff; and stops both on request. It holds no state of the platform.
+// control plane's messages to the proxies and their answers back; restarts a child that dies,
+// with backoff; upgrades both to a new binary (upgrade()); and stops them on request. It holds no
+// state of the platform.
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import sea from 'node:sea';
+import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import type { HeldSocket, SocketName } from './listen-sockets.ts';
@@ -25,6 +28,27 @@ export const SYNC_WAIT_MS = 1_000;
 /** How long a child gets to stop after SIGTERM before SIGKILL. Above the proxy's drain timeout. */
 export const STOP_TIMEOUT_MS = 20_000;
 
+/** What an upgrade may take; each has a default for `berth upgrade` and SIGUSR2. */
+export interface UpgradeOptions {
+  /** The new binary. Default: the file now at the path the supervisor was started from. */
+  binary: string;
+  /** How long each new process gets to be ready (state loaded, containers adopted, certificates in memory). Default 60 s. */
+  readyWithinMs: number;
+  /** After both are ready, how long they must stay up before the old proxy drains. Default 5 s. */
+  probationMs: number;
+  /** How long the old control plane's pushes and commands get to finish. Default 10 min. */
+  drainMs: number;
+}
+
+export const UPGRADE_DEFAULTS: Omit<UpgradeOptions, 'binary'> = { readyWithinMs: 60_000, probationMs: 5_000, drainMs: 600_000 };
+
+export interface UpgradeResult {
+  ok: boolean;
+  message: string;
+  /** The new binary's last log lines, when it failed. */
+  lastLines: string[];
+}
+
 export interface SupervisorOptions {
   /** The program and leading arguments that run berth (the binary itself, or node and the entry). */
   command: readonly string[];
@@ -44,35 +68,43 @@ export class ChildFailed extends Error {
 
 export class Supervisor {
   readonly #options: SupervisorOptions;
-  readonly #children: Partial<Record<ChildRole, RoleChild>> = {};
+  /** The binary (with its leading arguments) children are started from; an upgrade changes it. */
+  #command: readonly string[];
+  /** The proxy and control plane that are restarted when they die. */
+  readonly #current: Partial<Record<ChildRole, RoleChild>> = {};
+  /** Every child alive: current, an upgrade's new ones, an old proxy draining. */
+  readonly #alive = new Set<RoleChild>();
   readonly #failures: Record<ChildRole, number> = { proxy: 0, control: 0 };
   readonly #restartTimers = new Set<NodeJS.Timeout>();
   /** Roles that were ready once: one that dies is restarted; before that, the daemon fails to start. */
   readonly #everReady = new Set<ChildRole>();
   #stopping = false;
-  #nextAsk = 1;
+  #upgrading = false;
+  #nextId = 1;
   readonly #asks = new Map<number, (status: ProcessStatus) => void>();
+  /** Drains in flight: the control plane that asked, its id, and the proxies yet to answer. */
+  readonly #drains = new Map<number, { control: RoleChild; id: number; waiting: Set<RoleChild>; report: { waitedMs: number; requestsLeft: number; tunnelsClosed: number } }>();
   /** The control plane's facts from its first start, for the banner. */
   facts: ControlFacts | undefined;
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
+    this.#command = options.command;
   }
 
   /** Starts both children; resolves once both are ready, or throws ChildFailed when one exits first. */
   async start(): Promise<void> {
-    const proxy = this.#spawn('proxy');
-    const control = this.#spawn('control');
+    const proxy = this.#spawn('proxy', this.#command, true);
+    const control = this.#spawn('control', this.#command, true);
     await Promise.all([proxy.ready, control.ready]);
   }
 
   /** Every process of the daemon: this one, then its children. */
   async status(): Promise<ProcessStatus[]> {
     const lines: ProcessStatus[] = [ownStatus('supervisor', VERSION)];
-    for (const role of ['proxy', 'control'] as const) {
-      const child = this.#children[role];
-      if (!child?.isReady) continue;
-      const id = this.#nextAsk++;
+    const children = [...this.#alive].filter((c) => c.isReady).sort((a, b) => (a.role === b.role ? 0 : a.role === 'proxy' ? -1 : 1));
+    for (const child of children) {
+      const id = this.#nextId++;
       const answer = new Promise<ProcessStatus | undefined>((resolve) => {
         this.#asks.set(id, resolve);
         setTimeout(() => resolve(undefined), 2000).unref();
@@ -85,19 +117,110 @@ export class Supervisor {
     return lines;
   }
 
-  /** SIGTERM to both children (they drain), SIGKILL to any still running after STOP_TIMEOUT_MS. */
+  /**
+   * Replaces both children by processes of a new binary, with no request refused: the new proxy
+   * loads the whole state before it accepts, on the same sockets as the old one; the old control
+   * plane stops taking SSH connections and commands and finishes those it runs, then the new one
+   * adopts the containers and takes over; both new ones must stay up through the probation before
+   * the old proxy stops accepting and drains. When the new binary fails at any step, the old
+   * processes go on (a control plane of the old binary is started again) and the result says why.
+   */
+  async upgrade(options: UpgradeOptions, progress: (line: string) => void = () => undefined): Promise<UpgradeResult> {
+    if (this.#stopping) throw new UserError('stopping', 'berth is stopping');
+    if (this.#upgrading) throw new UserError('upgrade_running', 'an upgrade is already running', { hint: 'wait for it to finish, then run berth status' });
+    try {
+      await fs.access(options.binary, fs.constants.X_OK);
+    } catch {
+      throw new UserError('binary_not_executable', `${options.binary} is not an executable file`, { hint: 'give the new berth binary with --binary PATH' });
+    }
+    this.#upgrading = true;
+    const tail = new LogTail(30);
+    const next = [options.binary];
+    const old = this.#command;
+    const failed = (message: string): UpgradeResult => {
+      log.error('upgrade_failed', { binary: options.binary, reason: message });
+      return { ok: false, message, lastLines: tail.lines() };
+    };
+    log.info('upgrade_started', { binary: options.binary });
+    try {
+      progress(`Starting the proxy of ${options.binary}`);
+      const proxy = this.#spawn('proxy', next, false, tail);
+      const proxyUp = await readyWithin(proxy, options.readyWithinMs);
+      if (proxyUp !== true) {
+        await proxy.kill();
+        return failed(`the new proxy ${proxyUp}; nothing changed`);
+      }
+      progress('The new proxy serves beside the old one');
+
+      const oldControl = this.#current.control;
+      progress('The old control plane takes no new SSH connection or command, and finishes those it runs');
+      if (oldControl) {
+        delete this.#current.control;
+        await oldControl.retire(options.drainMs);
+      }
+      progress(`Starting the control plane of ${options.binary}: it adopts the containers before it accepts`);
+      const control = this.#spawn('control', next, false, tail);
+      const controlUp = await readyWithin(control, options.readyWithinMs);
+      if (controlUp !== true) {
+        await Promise.all([control.kill(), proxy.kill()]);
+        this.#spawn('control', old, true);
+        return failed(`the new control plane ${controlUp}; the old binary's control plane was started again`);
+      }
+
+      progress(`Probation: the new processes must stay up for ${Math.round(options.probationMs / 1000)} s`);
+      const died = await Promise.race([
+        proxy.exited.then(() => 'proxy'),
+        control.exited.then(() => 'control plane'),
+        new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), options.probationMs)),
+      ]);
+      if (died !== undefined) {
+        await Promise.all([control.kill(), proxy.kill()]);
+        this.#spawn('control', old, true);
+        return failed(`the new ${died} died within the probation; the old binary's control plane was started again`);
+      }
+
+      // Committed: the new processes are the ones restarted from now on; the old proxy drains.
+      this.#command = next;
+      const oldProxy = this.#current.proxy;
+      this.#current.proxy = proxy;
+      this.#current.control = control;
+      proxy.restartable = control.restartable = true;
+      this.#failures.proxy = this.#failures.control = 0;
+      progress('The new processes serve; the old proxy finishes its requests and stops');
+      if (oldProxy) await oldProxy.stop();
+      log.info('upgrade_done', { binary: options.binary, proxy: proxy.pid, control: control.pid });
+      return { ok: true, message: `upgraded to ${options.binary}`, lastLines: [] };
+    } finally {
+      this.#upgrading = false;
+    }
+  }
+
+  /** SIGTERM to every child (they drain), SIGKILL to any still running after STOP_TIMEOUT_MS. */
   async stop(): Promise<void> {
     this.#stopping = true;
     for (const timer of this.#restartTimers) clearTimeout(timer);
-    await Promise.all(Object.values(this.#children).map((child) => child.stop()));
+    await Promise.all([...this.#alive].map((child) => child.stop()));
   }
 
-  #spawn(role: ChildRole): RoleChild {
-    const { command, argv, sockets } = this.#options;
+  /** A child of `command`; `restartable` ones are the current ones, restarted when they die. */
+  #spawn(role: ChildRole, command: readonly string[], restartable: boolean, tail?: LogTail): RoleChild {
+    const { argv, sockets } = this.#options;
     const fds = role === 'proxy' ? [sockets.http.handle, sockets.https.handle] : [sockets.ssh.handle];
     const [program, ...prefix] = command;
-    const child = new RoleChild(role, spawn(program!, [...prefix, ROLE_COMMANDS[role], ...argv], { stdio: ['ignore', 'inherit', 'inherit', ...fds, 'ipc'] as never }));
-    this.#children[role] = child;
+    const output = tail ? 'pipe' : 'inherit';
+    const process_ = spawn(program!, [...prefix, ROLE_COMMANDS[role], ...argv], { stdio: ['ignore', output, output, ...fds, 'ipc'] as never });
+    if (tail) {
+      // A new binary's output goes to the log as usual, and its last lines to a failed upgrade's report.
+      for (const stream of [process_.stdout!, process_.stderr!]) {
+        stream.on('data', (chunk: Buffer) => {
+          process.stderr.write(chunk);
+          tail.add(chunk);
+        });
+      }
+    }
+    const child = new RoleChild(role, process_, restartable);
+    this.#alive.add(child);
+    if (restartable) this.#current[role] = child;
     child.onMessage = (message) => this.#onMessage(child, message);
     child.ready.then(
       () => {
@@ -125,45 +248,88 @@ export class Supervisor {
         void this.status().then((processes) => from.send({ t: 'status-all', id: message.id, processes }));
         return;
       case 'to-proxy': {
-        const proxy = this.#children.proxy;
-        if (proxy?.greeted && (proxy.isReady || message.message.t !== 'drain')) proxy.send({ t: 'from-control', message: message.message });
-        // No proxy to drain: its connections went with it.
-        else if (message.message.t === 'drain') from.send({ t: 'from-proxy', message: { t: 'drained', id: message.message.id, report: { waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 } } });
+        const m = message.message;
+        const proxies = [...this.#alive].filter((c) => c.role === 'proxy' && c.greeted);
+        if (m.t !== 'drain') {
+          for (const proxy of proxies) proxy.send({ t: 'from-control', message: m });
+          return;
+        }
+        // Every proxy that serves drains the targets; the answers are summed.
+        const serving = new Set(proxies.filter((p) => p.isReady));
+        const id = this.#nextId++;
+        this.#drains.set(id, { control: from, id: m.id, waiting: serving, report: { waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 } });
+        for (const proxy of serving) proxy.send({ t: 'from-control', message: { ...m, id } });
+        this.#settleDrain(id);
         return;
       }
-      case 'to-control':
-        this.#children.control?.send({ t: 'from-proxy', message: message.message });
+      case 'to-control': {
+        const m = message.message;
+        const drain = this.#drains.get(m.id);
+        if (!drain) return;
+        drain.waiting.delete(from);
+        drain.report.waitedMs = Math.max(drain.report.waitedMs, m.report.waitedMs);
+        drain.report.requestsLeft += m.report.requestsLeft;
+        drain.report.tunnelsClosed += m.report.tunnelsClosed;
+        this.#settleDrain(m.id);
         return;
+      }
     }
+  }
+
+  /** Answers a drain once no proxy that was asked is left to answer (a proxy that died took its connections along). */
+  #settleDrain(id: number): void {
+    const drain = this.#drains.get(id);
+    if (!drain || drain.waiting.size > 0) return;
+    this.#drains.delete(id);
+    drain.control.send({ t: 'from-proxy', message: { t: 'drained', id: drain.id, report: drain.report } });
   }
 
   /** A new proxy accepts once the control plane sent it everything, or at once when there is no control plane to wait for. */
   #startAccepting(proxy: RoleChild): void {
-    const control = this.#children.control;
-    if (!control?.isReady) {
+    const controls = [...this.#alive].filter((c) => c.role === 'control' && c.isReady && !c.retiring);
+    if (controls.length === 0) {
       proxy.send({ t: 'accept' });
       return;
     }
-    control.send({ t: 'resync' });
+    for (const control of controls) control.send({ t: 'resync' });
     setTimeout(() => proxy.send({ t: 'accept' }), SYNC_WAIT_MS).unref();
   }
 
   #onExit(child: RoleChild, code: number | null, signal: string | null, livedMs: number): void {
     const role = child.role;
-    if (this.#children[role] !== child) return;
-    if (role === 'proxy') this.#children.control?.send({ t: 'proxy-gone' });
+    this.#alive.delete(child);
+    if (role === 'proxy') {
+      for (const [id, drain] of this.#drains) if (drain.waiting.delete(child)) this.#settleDrain(id);
+    }
+    if (this.#current[role] !== child) return;
     // Stopping; or at start-up, when the daemon does not start (the child said why on stderr).
-    if (this.#stopping || !this.#everReady.has(role)) return;
+    if (this.#stopping || !child.restartable || !this.#everReady.has(role)) return;
+    delete this.#current[role];
     this.#failures[role] = livedMs >= RESTART_RESET_MS ? 0 : this.#failures[role] + 1;
     const wait = this.#failures[role] === 0 ? 0 : Math.min(RESTART_MAX_MS, RESTART_FIRST_MS * 2 ** (this.#failures[role] - 1));
     log.error('process_died', { role, pid: child.pid, code, signal, restartInMs: wait });
     const timer = setTimeout(() => {
       this.#restartTimers.delete(timer);
-      if (!this.#stopping) this.#spawn(role);
+      if (!this.#stopping && !this.#current[role]) this.#spawn(role, this.#command, true);
     }, wait);
     this.#restartTimers.add(timer);
   }
+}
 
+/** Whether `child` is ready within `ms`: true, or what went wrong. */
+async function readyWithin(child: RoleChild, ms: number): Promise<true | string> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      child.ready.then(
+        () => true as const,
+        (e: Error) => (e instanceof ChildFailed ? `exited with ${e.exitCode} before it was ready` : e.message),
+      ),
+      new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`was not ready within ${Math.round(ms / 1000)} s`), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** One running child: its IPC channel, readiness and end. */
@@ -176,10 +342,15 @@ class RoleChild {
   isReady = false;
   /** It listens to its IPC channel. */
   greeted = false;
+  /** Restarted when it dies (not an upgrade's new process on probation). */
+  restartable: boolean;
+  /** An old control plane finishing its work in an upgrade. */
+  retiring = false;
 
-  constructor(role: ChildRole, child: ChildProcess) {
+  constructor(role: ChildRole, child: ChildProcess, restartable: boolean) {
     this.role = role;
     this.#process = child;
+    this.restartable = restartable;
     const started = Date.now();
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
@@ -193,7 +364,7 @@ class RoleChild {
     });
     this.ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new Error(`the ${role} process was not ready within ${READY_TIMEOUT_MS / 1000} s`));
+        reject(new Error(`was not ready within ${READY_TIMEOUT_MS / 1000} s`));
         child.kill('SIGKILL');
       }, READY_TIMEOUT_MS);
       child.on('message', (message: FromChild) => {
@@ -220,12 +391,54 @@ class RoleChild {
     if (this.#process.connected) this.#process.send(message, (e: Error | null) => e && log.debug('process_send_failed', { role: this.role, error: e.message }));
   }
 
+  get running(): boolean {
+    return this.#process.exitCode === null && this.#process.signalCode === null;
+  }
+
   async stop(): Promise<void> {
-    if (this.#process.exitCode !== null || this.#process.signalCode !== null) return;
+    if (!this.running) return;
     this.#process.kill('SIGTERM');
     const timer = setTimeout(() => this.#process.kill('SIGKILL'), STOP_TIMEOUT_MS);
     await this.exited;
     clearTimeout(timer);
+  }
+
+  /** A control plane in an upgrade: stops accepting, finishes what it runs (up to `deadlineMs`), exits. */
+  async retire(deadlineMs: number): Promise<void> {
+    if (!this.running) return;
+    this.retiring = true;
+    this.send({ t: 'retire', deadlineMs });
+    const timer = setTimeout(() => this.#process.kill('SIGKILL'), deadlineMs + STOP_TIMEOUT_MS);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  async kill(): Promise<void> {
+    if (!this.running) return;
+    this.#process.kill('SIGKILL');
+    await this.exited;
+  }
+}
+
+/** The last lines a process wrote. */
+class LogTail {
+  readonly #max: number;
+  #lines: string[] = [];
+  #partial = '';
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  add(chunk: Buffer): void {
+    const parts = (this.#partial + chunk.toString()).split('\n');
+    this.#partial = parts.pop() ?? '';
+    this.#lines.push(...parts.filter((l) => l.trim() !== ''));
+    if (this.#lines.length > this.#max) this.#lines = this.#lines.slice(-this.#max);
+  }
+
+  lines(): string[] {
+    return this.#partial ? [...this.#lines, this.#partial].slice(-this.#max) : [...this.#lines];
   }
 }
 

@@ -81,6 +81,17 @@ export class SshServer {
     listener.on('error', (e: Error) => log.error('ssh_server_error', { error: e }));
   }
 
+  /** Accepts no new connection (an upgrade's new control plane takes them); those open go on. */
+  async stopAccepting(): Promise<void> {
+    const listener = this.listener;
+    if (listener?.listening) await new Promise<void>((resolve) => listener.close(() => resolve()));
+  }
+
+  /** Resolves once no client is connected (after stopAccepting(): once every push and command has ended). */
+  async idle(): Promise<void> {
+    while (this.clients.size > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+
   async stop(): Promise<void> {
     const listener = this.listener;
     this.listener = undefined;
