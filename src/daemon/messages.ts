@@ -62,6 +62,8 @@ export type ToChild =
   /** To control: the proxy went away; its drains are over (the new one has no connections to those targets). */
   | { t: 'proxy-gone' }
   | { t: 'from-control'; message: ToProxy }
+  /** To an old proxy, in an upgrade: stop accepting and drain; WebSockets stay until the drain deadline. */
+  | { t: 'drain-and-exit' }
   /** To control, in an upgrade: stop accepting, let running pushes and commands finish (up to the deadline), then exit. */
   | { t: 'retire'; deadlineMs: number }
   /** To a new proxy: start accepting now, with whatever state it has (the control plane is not there to send it). */

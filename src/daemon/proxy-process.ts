@@ -66,8 +66,11 @@ export async function runProxy(argv: string[]): Promise<number> {
         return;
     }
   };
+  let retire!: () => void;
+  const retiring = new Promise<'retired'>((resolve) => (retire = () => resolve('retired')));
   process.on('message', (message: ToChild) => {
     try {
+      if (message.t === 'drain-and-exit') retire();
       if (message.t === 'from-control') apply(message.message);
       else if (message.t === 'accept') accept();
       else if (message.t === 'status') send({ t: 'status', id: message.id, status: ownStatus('proxy', VERSION) });
@@ -94,10 +97,10 @@ export async function runProxy(argv: string[]): Promise<number> {
   }
   send({ t: 'ready' });
   log.info('proxy_started', { version: VERSION, pid: process.pid, httpPort: edge.httpPort, httpsPort: tls.port });
-  const why = await stopped;
+  const why = await Promise.race([stopped, retiring]);
   log.info('proxy_stopping', { why });
-  await tls.stop();
-  await edge.stop();
+  // Together: the edge's drain (Connection: close, WebSockets) covers the TLS listener's HTTP/1.1 connections too.
+  await Promise.all([tls.stop(), edge.stop({ handover: why === 'retired' })]);
   exitSoon();
   return 0;
 }

@@ -187,7 +187,7 @@ export class Supervisor {
       proxy.restartable = control.restartable = true;
       this.#failures.proxy = this.#failures.control = 0;
       progress('The new processes serve; the old proxy finishes its requests and stops');
-      if (oldProxy) await oldProxy.stop();
+      if (oldProxy) await oldProxy.drainAndExit();
       log.info('upgrade_done', { binary: options.binary, proxy: proxy.pid, control: control.pid });
       return { ok: true, message: `upgraded to ${options.binary}`, lastLines: [] };
     } finally {
@@ -208,7 +208,9 @@ export class Supervisor {
     const fds = role === 'proxy' ? [sockets.http.handle, sockets.https.handle] : [sockets.ssh.handle];
     const [program, ...prefix] = command;
     const output = tail ? 'pipe' : 'inherit';
-    const process_ = spawn(program!, [...prefix, ROLE_COMMANDS[role], ...argv], { stdio: ['ignore', output, output, ...fds, 'ipc'] as never });
+    // Each child leads a process group of its own, so that kill() also ends what a stand-in
+    // binary (a wrapper script) started; a Ctrl-C reaches the supervisor, which stops them in order.
+    const process_ = spawn(program!, [...prefix, ROLE_COMMANDS[role], ...argv], { stdio: ['ignore', output, output, ...fds, 'ipc'] as never, detached: true });
     if (tail) {
       // A new binary's output goes to the log as usual, and its last lines to a failed upgrade's report.
       for (const stream of [process_.stdout!, process_.stderr!]) {
@@ -403,6 +405,15 @@ class RoleChild {
     clearTimeout(timer);
   }
 
+  /** An old proxy in an upgrade: stops accepting, drains (WebSockets until the deadline), exits. */
+  async drainAndExit(): Promise<void> {
+    if (!this.running) return;
+    this.send({ t: 'drain-and-exit' });
+    const timer = setTimeout(() => this.#process.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
   /** A control plane in an upgrade: stops accepting, finishes what it runs (up to `deadlineMs`), exits. */
   async retire(deadlineMs: number): Promise<void> {
     if (!this.running) return;
@@ -413,10 +424,17 @@ class RoleChild {
     clearTimeout(timer);
   }
 
+  /** SIGKILL to the child's whole process group; its IPC channel closes, so anything left of it stops too. */
   async kill(): Promise<void> {
-    if (!this.running) return;
-    this.#process.kill('SIGKILL');
-    await this.exited;
+    if (this.running) {
+      try {
+        process.kill(-this.#process.pid!, 'SIGKILL');
+      } catch {
+        this.#process.kill('SIGKILL');
+      }
+      await this.exited;
+    }
+    if (this.#process.connected) this.#process.disconnect();
   }
 }
 
