@@ -9,7 +9,10 @@ import http from 'node:http';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { gitRepo, makeKey, mustRun, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { holdSockets } from '../src/daemon/listen-sockets.ts';
+import { BINARY, gitRepo, makeKey, mustRun, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
 import { runAsync, sleep, startWrk, zeroDowntimeApp } from './helpers/zero-downtime.ts';
 
 const APP = 'procs';
@@ -188,4 +191,38 @@ test('a push cut by SIGKILL of the control plane fails on the client with an err
   assert.equal((await request(daemon.httpPort, host)).status, 200);
   const again = await runAsync('git', ['push', daemon.remote(APP), 'main'], { cwd: repo, env: daemon.gitEnv(key.privateKey) });
   assert.equal(again.code, 0, again.stderr);
+});
+
+test('under systemd socket activation, berth serve serves the sockets it was given, found by their names, instead of binding its own', async () => {
+  const held = await holdSockets({ http: 0, https: 0, ssh: 0 }, '127.0.0.1', {});
+  const dataDir = tempDir('socket-activation');
+  // As systemd does: the sockets from fd 3 (here in another order than berth's), LISTEN_PID the server's own pid.
+  const child = spawn('sh', ['-c', 'export LISTEN_PID=$$; exec "$0" "$@"', BINARY, 'serve', '--data-dir', dataDir, '--bind', '127.0.0.1', '--domain', 'berth.test', '--network', 'berth-test'], {
+    stdio: ['ignore', 'pipe', 'pipe', held.ssh.handle, held.http.handle, held.https.handle] as never,
+    env: { ...process.env, LISTEN_FDS: '3', LISTEN_FDNAMES: 'ssh:http:https' },
+  });
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  try {
+    await waitFor('berth_started', () => output.includes('"berth_started"'), 60_000);
+    const started = JSON.parse(output.split('\n').find((l) => l.includes('"berth_started"'))!) as { httpPort: number; httpsPort: number; sshPort: number };
+    assert.deepEqual([started.httpPort, started.httpsPort, started.sshPort], [held.http.port, held.https.port, held.ssh.port]);
+    const page = await request(held.http.port, 'nothing.berth.test');
+    assert.equal(page.status, 404);
+    const banner = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(held.ssh.port, '127.0.0.1');
+      socket.once('data', (d: Buffer) => {
+        socket.destroy();
+        resolve(d.toString());
+      });
+      socket.once('error', reject);
+    });
+    assert.match(banner, /^SSH-2\.0-berth_/);
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+    for (const socket of Object.values(held)) socket.close();
+  }
 });
