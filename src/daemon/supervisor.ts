@@ -163,7 +163,7 @@ export class Supervisor {
       const controlUp = await readyWithin(control, options.readyWithinMs);
       if (controlUp !== true) {
         await Promise.all([control.kill(), proxy.kill()]);
-        this.#spawn('control', old, true);
+        if (!this.#stopping) this.#spawn('control', old, true);
         return failed(`the new control plane ${controlUp}; the old binary's control plane was started again`);
       }
 
@@ -175,7 +175,7 @@ export class Supervisor {
       ]);
       if (died !== undefined) {
         await Promise.all([control.kill(), proxy.kill()]);
-        this.#spawn('control', old, true);
+        if (!this.#stopping) this.#spawn('control', old, true);
         return failed(`the new ${died} died within the probation; the old binary's control plane was started again`);
       }
 
