@@ -110,6 +110,10 @@ test('SIGKILL of the control plane under load fails no request through the proxy
   await sleep(500);
   const old = pidOf('control');
   process.kill(old, 'SIGKILL');
+  // A command run while the control plane is down waits for the new one (it does not act on the state on disk).
+  const during = daemon.cli(['status']);
+  assert.equal(during.code, 0, during.stderr);
+  assert.notEqual(parseStatus(during.stdout).find((l) => l.role === 'control')?.pid, old);
   const pid = await restarted('control', old);
   await sleep(500);
   const result = await wrk.stop();

@@ -78,6 +78,18 @@ export class UpgradeSocket {
   }
 }
 
+/** Whether a supervisor answers at `socketPath`: berth serve runs for that data dir. */
+export function supervisorAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
 /** The CLI's side: asks for an upgrade, reports each step, and returns the outcome. */
 export async function requestUpgrade(socketPath: string, request: UpgradeRequest, onStep: (line: string) => void): Promise<UpgradeResult> {
   const socket = await new Promise<net.Socket>((resolve, reject) => {
