@@ -42,8 +42,6 @@ export async function serve(argv: string[]): Promise<number> {
   // The children bind nothing: they serve these sockets, and learn their real ports here.
   const ports = { http: sockets.http.port, https: sockets.https.port, ssh: sockets.ssh.port };
   const childArgv = [...argv, '--http-port', String(ports.http), '--https-port', String(ports.https), '--ssh-port', String(ports.ssh)];
-  const supervisor = new Supervisor({ command: selfCommand(), argv: childArgv, sockets });
-
   // An upgrade's default binary: the file now at the path this one was started from.
   const startPath = sea.isSea() ? process.execPath : undefined;
   const upgradeOptions = (request: UpgradeRequest): UpgradeOptions => {
@@ -51,6 +49,7 @@ export async function serve(argv: string[]): Promise<number> {
     if (!binary) throw new UserError('no_binary', 'this berth does not run from a single executable, so there is no default binary', { hint: 'give one with --binary PATH' });
     return { ...UPGRADE_DEFAULTS, ...request, binary };
   };
+  const supervisor = new Supervisor({ command: selfCommand(), argv: childArgv, sockets, upgradeOptions });
   const upgrades = new UpgradeSocket(paths.supervisorSocket, (request, progress) => supervisor.upgrade(upgradeOptions(request), progress));
 
   const stopping = new Promise<string>((resolve) => {

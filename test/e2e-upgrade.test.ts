@@ -132,6 +132,30 @@ test('three broken binaries (exits at start, never ready, dies in the probation)
   assert.equal(ps.code, 0, ps.stderr);
 });
 
+test('an admin key upgrades over SSH: the command prints each step and the outcome, and the new processes serve; a key scoped to an app may not', async () => {
+  const newBinary = path.join(work, 'berth-over-ssh');
+  fs.copyFileSync(BINARY, newBinary);
+  fs.chmodSync(newBinary, 0o755);
+  const scoped = makeKey(work, 'scoped');
+  assert.equal(daemon.cli(['ssh-keys:add', 'scoped', scoped.publicKey, '--apps', APP]).code, 0);
+  const refused = daemon.ssh(scoped.privateKey, `upgrade --binary ${newBinary}`);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /may not run upgrade/);
+  const before = status();
+  const r = await runAsync('ssh', [...daemon.sshArgs(key.privateKey), 'berth@127.0.0.1', `upgrade --binary ${newBinary} --probation 1`], { timeoutMs: 180_000 });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /-----> Starting the proxy of /);
+  assert.match(r.stdout, /-----> The old control plane takes no new SSH connection or command/);
+  assert.match(r.stdout, /-----> Done: upgraded to /);
+  const after = status();
+  for (const role of ['proxy', 'control']) {
+    assert.notEqual(pidOf(after, role), pidOf(before, role));
+    assert.equal(exeOf(pidOf(after, role)), newBinary);
+  }
+  await waitFor('the old control plane to exit', () => !alive(pidOf(before, 'control')), 10_000);
+  assert.equal((await runAsync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Host: ${host}`, `http://127.0.0.1:${daemon.httpPort}/`])).stdout, '200');
+});
+
 test('berth upgrade under load: no request fails, a 2-second request and a running push finish, a WebSocket stays until the drain deadline and gets 1001, the new processes run the new binary and alone with the supervisor hold the sockets, the old ones exit', async () => {
   const newBinary = path.join(work, 'berth-new');
   fs.copyFileSync(BINARY, newBinary);

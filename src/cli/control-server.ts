@@ -56,7 +56,8 @@ export class ControlServer {
   async stopAccepting(): Promise<void> {
     const server = this.server;
     if (!server?.listening) return;
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // close() stops listening at once; its callback would wait for every connection to end.
+    server.close();
     await fs.rm(this.socketPath, { force: true });
   }
 

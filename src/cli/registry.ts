@@ -145,7 +145,6 @@ function overview(surface: 'local' | 'ssh'): string {
   ];
   if (surface === 'local') {
     lines.push('  ' + 'serve [FLAGS]'.padEnd(width) + '  run the platform (see `berth serve --help`)');
-    lines.push('  ' + 'upgrade [--binary PATH]'.padEnd(width) + "  replace berth's processes by a new binary's, with no request refused");
   }
   for (const c of COMMANDS) lines.push('  ' + `${c.name} ${usageOf(c)}`.trimEnd().padEnd(width) + '  ' + c.summary);
   lines.push('', 'Run `help COMMAND` or `COMMAND --help` for details.');

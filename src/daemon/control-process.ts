@@ -22,7 +22,9 @@ import { EdgeRoutePublisher } from '../platform/route-publisher.ts';
 import { loadState } from '../platform/state.ts';
 import { readAll } from '../read-all.ts';
 import { VERSION } from '../version.ts';
-import { CONTROL_FDS, ownStatus, type FromChild, type ProcessStatus, type ToChild } from './messages.ts';
+import { UserError } from '../errors.ts';
+import { CONTROL_FDS, ownStatus, type FromChild, type ProcessStatus, type ToChild, type UpgradeRequest } from './messages.ts';
+import type { UpgradeResult } from './supervisor.ts';
 import { ProxyLink } from './proxy-link.ts';
 import { exitSoon, untilStopped } from './role-lifecycle.ts';
 
@@ -57,8 +59,25 @@ export async function runControl(argv: string[]): Promise<number> {
         statusAsks.delete(message.id);
         return answer?.(message.processes);
       }
+      case 'upgrade-step':
+        return upgrades.get(message.id)?.progress(message.line);
+      case 'upgrade-result': {
+        const upgrade = upgrades.get(message.id);
+        upgrades.delete(message.id);
+        if (message.result) upgrade?.resolve(message.result);
+        else upgrade?.reject(new UserError(message.error?.code ?? 'internal', message.error?.message ?? 'the upgrade failed', message.error?.hint ? { hint: message.error.hint } : {}));
+        return;
+      }
     }
   });
+  /** Upgrades asked over SSH, running in the supervisor: this process relays their output. */
+  const upgrades = new Map<number, { progress: (line: string) => void; resolve: (result: UpgradeResult) => void; reject: (e: Error) => void }>();
+  const upgrade = (request: UpgradeRequest, progress: (line: string) => void) =>
+    new Promise<UpgradeResult>((resolve, reject) => {
+      const id = nextAsk++;
+      upgrades.set(id, { progress, resolve, reject });
+      send({ t: 'upgrade', id, request });
+    });
   /** Every process of this daemon, as the supervisor sees them. */
   const daemonStatus = () =>
     new Promise<ProcessStatus[]>((resolve) => {
@@ -100,7 +119,7 @@ export async function runControl(argv: string[]): Promise<number> {
         return `http://${host}${config.httpPort === 80 ? '' : `:${config.httpPort}`}`;
       },
     });
-    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus });
+    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade });
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
     await orchestrator.start();
     stops.push(() => orchestrator.stop());
@@ -125,8 +144,7 @@ export async function runControl(argv: string[]): Promise<number> {
         }),
     });
     ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys: state.keys, onExec });
-    const sshServer = ssh;
-    stops.push(() => sshServer.stop());
+    // Stopped last, on its own: a retiring control plane may still relay an upgrade's output.
     await ssh.start();
     control = new ControlServer(paths.socket, { state, daemon: platform });
     const controlServer = control;
@@ -143,6 +161,7 @@ export async function runControl(argv: string[]): Promise<number> {
       },
     });
   } catch (e) {
+    await ssh?.stop();
     await stopAll();
     exitSoon();
     throw e;
@@ -153,14 +172,23 @@ export async function runControl(argv: string[]): Promise<number> {
     // An upgrade: the new control plane takes new SSH connections and commands once this one has
     // gone; pushes and commands running here finish first, up to the deadline.
     log.info('control_retiring', { deadlineMs: why });
-    await ssh!.stopAccepting();
+    ssh!.stopAccepting();
     await control!.stopAccepting();
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all([ssh!.idle(), control!.idle()]), new Promise((resolve) => (timer = setTimeout(resolve, why)))]);
+    const deadline = new Promise((resolve) => (timer = setTimeout(resolve, why)));
+    await Promise.race([Promise.all([ssh!.idle(upgrades.size), control!.idle()]), deadline]);
+    log.info('control_stopping', { why: 'retired' });
+    await stopAll();
+    // The new control plane may start now; an upgrade asked here still prints its outcome.
+    send({ t: 'retired' });
+    await Promise.race([ssh!.idle(), deadline]);
     clearTimeout(timer);
+  } else {
+    log.info('control_stopping', { why });
+    await ssh?.stop();
+    await stopAll();
   }
-  log.info('control_stopping', { why: typeof why === 'number' ? 'retired' : why });
-  await stopAll();
+  await ssh?.stop();
   log.info('control_stopped', {});
   exitSoon();
   return 0;

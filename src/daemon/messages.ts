@@ -6,6 +6,10 @@ import type { DrainReport } from '../proxy/edge-server.ts';
 import type { AppRoute, Target } from '../proxy/route-table.ts';
 import type { ChallengeSnapshot } from '../proxy/tls/acme-challenges.ts';
 import type { ServedPem } from '../proxy/tls/sni-cache.ts';
+import type { UpgradeOptions, UpgradeResult } from './supervisor.ts';
+
+/** What an upgrade request may set; the supervisor fills in the rest. */
+export type UpgradeRequest = Partial<UpgradeOptions>;
 
 export type Role = 'supervisor' | 'proxy' | 'control';
 
@@ -51,7 +55,11 @@ export type FromChild =
   | { t: 'status'; id: number; status: ProcessStatus }
   | { t: 'status-all'; id: number }
   | { t: 'to-proxy'; message: ToProxy }
-  | { t: 'to-control'; message: FromProxy };
+  | { t: 'to-control'; message: FromProxy }
+  /** From control: an admin's `upgrade` over SSH. */
+  | { t: 'upgrade'; id: number; request: UpgradeRequest }
+  /** From a retiring control: its work is done (it may still relay an upgrade's output to its caller). */
+  | { t: 'retired' };
 
 /** The supervisor to a child. */
 export type ToChild =
@@ -68,7 +76,9 @@ export type ToChild =
   | { t: 'retire'; deadlineMs: number }
   /** To a new proxy: start accepting now, with whatever state it has (the control plane is not there to send it). */
   | { t: 'accept' }
-  | { t: 'from-proxy'; message: FromProxy };
+  | { t: 'from-proxy'; message: FromProxy }
+  | { t: 'upgrade-step'; id: number; line: string }
+  | { t: 'upgrade-result'; id: number; result?: UpgradeResult; error?: { code: string; message: string; hint?: string } };
 
 /** This process's line of `berth status`. */
 export function ownStatus(role: Role, version: string): ProcessStatus {

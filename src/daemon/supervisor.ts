@@ -11,7 +11,7 @@ import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import type { HeldSocket, SocketName } from './listen-sockets.ts';
-import { ownStatus, type ControlFacts, type FromChild, type ProcessStatus, type ToChild } from './messages.ts';
+import { ownStatus, type ControlFacts, type FromChild, type ProcessStatus, type ToChild, type UpgradeRequest } from './messages.ts';
 
 /** The hidden sub-commands the children run. */
 export const ROLE_COMMANDS = { proxy: '__proxy', control: '__control' } as const;
@@ -55,6 +55,8 @@ export interface SupervisorOptions {
   /** serve's flags as the children get them (with the real ports). */
   argv: readonly string[];
   sockets: Record<SocketName, HeldSocket>;
+  /** An upgrade request completed with the defaults (the binary: the supervisor's start path). */
+  upgradeOptions(request: UpgradeRequest): UpgradeOptions;
 }
 
 /** A child that exited before it was ready at start-up: the daemon does not start. */
@@ -249,6 +251,21 @@ export class Supervisor {
       case 'status-all':
         void this.status().then((processes) => from.send({ t: 'status-all', id: message.id, processes }));
         return;
+      case 'upgrade': {
+        const id = message.id;
+        void Promise.resolve()
+          .then(() => this.upgrade(this.#options.upgradeOptions(message.request), (line) => from.send({ t: 'upgrade-step', id, line })))
+          .then(
+            (result) => from.send({ t: 'upgrade-result', id, result }),
+            (e: unknown) => {
+              if (!(e instanceof UserError)) log.error('upgrade_crashed', { error: e });
+              from.send({ t: 'upgrade-result', id, error: e instanceof UserError ? { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } : { code: 'internal', message: `the upgrade failed: ${(e as Error).message}` } });
+            },
+          );
+        return;
+      }
+      case 'retired':
+        return;
       case 'to-proxy': {
         const m = message.message;
         const proxies = [...this.#alive].filter((c) => c.role === 'proxy' && c.greeted);
@@ -349,8 +366,15 @@ class RoleChild {
   /** An old control plane finishing its work in an upgrade. */
   retiring = false;
 
+  readonly #retired: Promise<void>;
+
   constructor(role: ChildRole, child: ChildProcess, restartable: boolean) {
     this.role = role;
+    let retired!: () => void;
+    this.#retired = new Promise((resolve) => (retired = resolve));
+    child.on('message', (message: FromChild) => {
+      if (message.t === 'retired') retired();
+    });
     this.#process = child;
     this.restartable = restartable;
     const started = Date.now();
@@ -414,13 +438,17 @@ class RoleChild {
     clearTimeout(timer);
   }
 
-  /** A control plane in an upgrade: stops accepting, finishes what it runs (up to `deadlineMs`), exits. */
+  /**
+   * A control plane in an upgrade: stops accepting, finishes what it runs (up to `deadlineMs`),
+   * stops its work and says so, or exits. One that runs the upgrade's own command (over SSH)
+   * stays until that command has printed the outcome.
+   */
   async retire(deadlineMs: number): Promise<void> {
     if (!this.running) return;
     this.retiring = true;
     this.send({ t: 'retire', deadlineMs });
     const timer = setTimeout(() => this.#process.kill('SIGKILL'), deadlineMs + STOP_TIMEOUT_MS);
-    await this.exited;
+    await Promise.race([this.exited, this.#retired]);
     clearTimeout(timer);
   }
 

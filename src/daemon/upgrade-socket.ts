@@ -6,9 +6,10 @@ import net from 'node:net';
 import { UserError } from '../errors.ts';
 import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
-import type { UpgradeOptions, UpgradeResult } from './supervisor.ts';
+import type { UpgradeRequest } from './messages.ts';
+import type { UpgradeResult } from './supervisor.ts';
 
-export type UpgradeRequest = Partial<UpgradeOptions>;
+export type { UpgradeRequest };
 type Frame = { step: string } | { done: UpgradeResult } | { error: { code: string; message: string; hint?: string } };
 
 /** The supervisor's side: one upgrade request per connection. */

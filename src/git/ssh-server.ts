@@ -82,14 +82,14 @@ export class SshServer {
   }
 
   /** Accepts no new connection (an upgrade's new control plane takes them); those open go on. */
-  async stopAccepting(): Promise<void> {
-    const listener = this.listener;
-    if (listener?.listening) await new Promise<void>((resolve) => listener.close(() => resolve()));
+  stopAccepting(): void {
+    // close() stops listening at once; its callback would wait for every connection to end.
+    if (this.listener?.listening) this.listener.close();
   }
 
-  /** Resolves once no client is connected (after stopAccepting(): once every push and command has ended). */
-  async idle(): Promise<void> {
-    while (this.clients.size > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+  /** Resolves once at most `leave` clients are connected (after stopAccepting(): once the pushes and commands have ended). */
+  async idle(leave = 0): Promise<void> {
+    while (this.clients.size > leave) await new Promise((resolve) => setTimeout(resolve, 100));
   }
 
   async stop(): Promise<void> {

@@ -1,4 +1,8 @@
-// status: berth's own processes (supervisor, proxy, control), one line each.
+// status: berth's own processes (supervisor, proxy, control), one line each. upgrade: their
+// replacement by a new binary's, asked over SSH (the local `berth upgrade` asks the supervisor
+// directly; see daemon/upgrade-command.ts).
+import path from 'node:path';
+import { UserError } from '../../errors.ts';
 import { defineCommand, type Command } from '../command.ts';
 import { table } from '../../ui/output.ts';
 
@@ -16,7 +20,40 @@ export const daemonCommands: Command[] = [
       ctx.out.line(table(rows));
     },
   }),
+  defineCommand({
+    name: 'upgrade',
+    args: [],
+    flags: { binary: 'PATH', 'ready-within': 'S', probation: 'S', drain: 'S' },
+    summary: "replace berth's proxy and control plane by a new binary's, with no request refused",
+    help: 'PATH is on the server (default: the file now at the path berth serve was started from). See `berth upgrade --help` for the steps.',
+    scope: 'admin',
+    needsDaemon: true,
+    async run(ctx, { flags, daemon }) {
+      const request = {
+        ...(flags.binary ? { binary: path.resolve('/', flags.binary) } : {}),
+        ...(flags['ready-within'] ? { readyWithinMs: seconds('--ready-within', flags['ready-within']) } : {}),
+        ...(flags.probation ? { probationMs: seconds('--probation', flags.probation) } : {}),
+        ...(flags.drain ? { drainMs: seconds('--drain', flags.drain) } : {}),
+      };
+      const result = await daemon().upgrade(request, (line) => ctx.out.step(line));
+      if (result.ok) {
+        ctx.out.step(`Done: ${result.message}`);
+        return 0;
+      }
+      ctx.out.error(`upgrade failed: ${result.message}`);
+      if (result.lastLines.length > 0) {
+        ctx.out.section("the new binary's last log lines");
+        for (const line of result.lastLines) ctx.out.detail(line);
+      }
+      return 1;
+    },
+  }),
 ];
+
+function seconds(flag: string, value: string): number {
+  if (!/^\d+(\.\d+)?$/.test(value) || Number(value) > 86_400) throw new UserError('bad_arguments', `${flag}: "${value}" is not a number of seconds`, { exitCode: 2 });
+  return Math.round(Number(value) * 1000);
+}
 
 function duration(seconds: number): string {
   if (seconds < 60) return `${seconds}s`;
