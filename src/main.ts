@@ -35,7 +35,8 @@ export async function main(argv: string[]): Promise<number> {
     const { runControl } = await import('./daemon/control-process.ts');
     return runControl(args);
   }
-  if (command === 'upgrade') {
+  // Asked of the supervisor, not of the control plane it replaces; its help is the registry's.
+  if (command === 'upgrade' && !args.includes('--help') && !args.includes('-h')) {
     const { runUpgrade } = await import('./daemon/upgrade-command.ts');
     return runUpgrade(dataDir ?? defaultConfig().dataDir, args, stdout);
   }

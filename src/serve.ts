@@ -9,7 +9,8 @@ import { UserError } from './errors.ts';
 import { log, setLogLevel } from './log.ts';
 import { holdSockets } from './daemon/listen-sockets.ts';
 import sea from 'node:sea';
-import { ChildFailed, selfCommand, Supervisor, UPGRADE_DEFAULTS, type UpgradeOptions } from './daemon/supervisor.ts';
+import { ChildFailed, selfCommand } from './daemon/role-child.ts';
+import { Supervisor, UPGRADE_DEFAULTS, type UpgradeOptions } from './daemon/supervisor.ts';
 import { UpgradeSocket, type UpgradeRequest } from './daemon/upgrade-socket.ts';
 import { VERSION } from './version.ts';
 
