@@ -234,6 +234,8 @@ export function dataPaths(dataDir: string) {
   return {
     root: dataDir,
     socket: path.join(dataDir, 'berth.sock'),
+    /** The supervisor's own socket: `berth upgrade` asks it there. */
+    supervisorSocket: path.join(dataDir, 'supervisor.sock'),
     lock: path.join(dataDir, 'berth.pid'),
     instance: path.join(dataDir, 'state', 'instance'),
     state: path.join(dataDir, 'state'),

@@ -10,6 +10,8 @@ import { VERSION } from './version.ts';
 import { readAll } from './read-all.ts';
 
 const stdout = new StreamOutput(process.stdout, process.stderr);
+/** How long a command waits for a control plane that is being restarted or upgraded. */
+const CONTROL_WAIT_MS = 120_000;
 
 export async function main(argv: string[]): Promise<number> {
   const { dataDir, rest } = takeGlobalFlags(argv);
@@ -28,6 +30,20 @@ export async function main(argv: string[]): Promise<number> {
     // ... and to read pushed objects (files of a commit, the build context) off its main thread.
     const { runGitReadCommand } = await import('./git/object-reader.ts');
     return runGitReadCommand(args);
+  }
+  // The supervisor (`serve`) runs itself with these hidden sub-commands for its two children.
+  if (command === '__proxy') {
+    const { runProxy } = await import('./daemon/proxy-process.ts');
+    return runProxy(args);
+  }
+  if (command === '__control') {
+    const { runControl } = await import('./daemon/control-process.ts');
+    return runControl(args);
+  }
+  // Asked of the supervisor, not of the control plane it replaces; its help is the registry's.
+  if (command === 'upgrade' && !args.includes('--help') && !args.includes('-h')) {
+    const { runUpgrade } = await import('./daemon/upgrade-command.ts');
+    return runUpgrade(dataDir ?? defaultConfig().dataDir, args, stdout);
   }
   if (command === 'serve') {
     const { serve } = await import('./serve.ts');
@@ -51,8 +67,22 @@ function takeGlobalFlags(argv: string[]): { dataDir: string | undefined; rest: s
 async function runAdminCommand(dataDir: string, words: string[]): Promise<number> {
   setLogSink(() => {});
   const paths = dataPaths(dataDir);
-  const remote = await runRemote(paths.socket, words, process);
+  let remote = await runRemote(paths.socket, words, process);
   if (remote !== undefined) return remote;
+  const { supervisorAnswers } = await import('./daemon/upgrade-socket.ts');
+  if (await supervisorAnswers(paths.supervisorSocket)) {
+    // berth serve runs, and its control plane is being restarted or upgraded: wait for it,
+    // rather than act on the state on disk behind its back.
+    const deadline = Date.now() + CONTROL_WAIT_MS;
+    while (remote === undefined && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      remote = await runRemote(paths.socket, words, process);
+    }
+    if (remote !== undefined) return remote;
+    throw new UserError('control_unavailable', `berth serve runs for ${dataDir}, but its control plane did not answer within ${CONTROL_WAIT_MS / 1000} s`, {
+      hint: 'see its log; `berth status` shows its processes once it answers',
+    });
+  }
   // No daemon: run against the state on disk; commands that need containers say so.
   const [{ loadState }, { runCommand }] = await Promise.all([import('./platform/state.ts'), import('./cli/registry.ts')]);
   const state = await loadState({ ...defaultConfig(), dataDir });

@@ -180,7 +180,7 @@ test('a client offering only acme-tls/1 gets the challenge certificate while oth
   const challengeCa = makeCa('challenge CA');
   const challengeCert = issueCert(challengeCa, ['app.example.test']);
   await assert.rejects(handshake(listener.port, 'app.example.test', { alpn: ['acme-tls/1'] }), 'no challenge in flight: refused');
-  challenges.setAlpn('app.example.test', createSecureContext({ cert: challengeCert.certPem, key: challengeCert.keyPem }));
+  challenges.setAlpn('app.example.test', { certPem: challengeCert.certPem, keyPem: challengeCert.keyPem });
   const validator = await handshake(listener.port, 'app.example.test', { alpn: ['acme-tls/1'] });
   assert.equal(validator.alpn, 'acme-tls/1');
   assert.equal(validator.issuer, 'challenge CA');

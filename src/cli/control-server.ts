@@ -53,11 +53,26 @@ export class ControlServer {
     await fs.chmod(this.socketPath, 0o600);
   }
 
+  /** Accepts no new command (the path goes; an upgrade's new control plane makes its own); those running go on. */
+  async stopAccepting(): Promise<void> {
+    const server = this.server;
+    if (!server?.listening) return;
+    // close() stops listening at once; its callback would wait for every connection to end.
+    server.close();
+    await fs.rm(this.socketPath, { force: true });
+  }
+
+  /** Resolves once no command runs. */
+  async idle(): Promise<void> {
+    while (this.connections.size > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
     for (const c of this.connections) c.destroy();
     if (!server) return; // never bound: the path is not ours to remove
+    if (!server.listening) return; // stopAccepting() removed it already
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await fs.rm(this.socketPath, { force: true });
   }

@@ -20,6 +20,7 @@ import { storageCommands } from './commands/storage.ts';
 import { resourceCommands } from './commands/resource.ts';
 import { gitFromImageCommands } from './commands/git-from-image.ts';
 import { checksCommands } from './commands/checks.ts';
+import { daemonCommands } from './commands/daemon.ts';
 
 // These two declare no `args`: they take whatever words come, as they always have.
 const versionCommand = defineCommand({
@@ -64,6 +65,7 @@ export const COMMANDS: readonly Command[] = [
   ...certCommands,
   ...proxyCommands,
   ...checksCommands,
+  ...daemonCommands,
 ];
 
 /** Runs one command line (already split into words) and returns its exit status. Never throws. */

@@ -38,6 +38,8 @@ export interface SshServerOptions {
   hostKey: string;
   keys: KeyStore;
   onExec: ExecHandler;
+  /** A listening socket handed over by the supervisor (its file descriptor): served instead of binding `port`. */
+  fd?: number;
   /** Failed-login limits per source address; see auth-limiter.ts for the defaults. */
   authLimits?: Partial<AuthLimits>;
 }
@@ -69,12 +71,25 @@ export class SshServer {
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error) => reject(listenError(e, { what: 'SSH', address: `${this.options.bindHost}:${this.options.port}`, flag: '--ssh-port' }));
       listener.once('error', onError);
-      listener.listen(this.options.port, this.options.bindHost, () => {
+      const done = () => {
         listener.off('error', onError);
         resolve();
-      });
+      };
+      if (this.options.fd !== undefined) listener.listen({ fd: this.options.fd }, done);
+      else listener.listen(this.options.port, this.options.bindHost, done);
     });
     listener.on('error', (e: Error) => log.error('ssh_server_error', { error: e }));
+  }
+
+  /** Accepts no new connection (an upgrade's new control plane takes them); those open go on. */
+  stopAccepting(): void {
+    // close() stops listening at once; its callback would wait for every connection to end.
+    if (this.listener?.listening) this.listener.close();
+  }
+
+  /** Resolves once at most `leave` clients are connected (after stopAccepting(): once the pushes and commands have ended). */
+  async idle(leave = 0): Promise<void> {
+    while (this.clients.size > leave) await new Promise((resolve) => setTimeout(resolve, 100));
   }
 
   async stop(): Promise<void> {

@@ -1,5 +1,7 @@
 // The application layer as the daemon's commands and SSH see it: one service per concern, built
 // complete in the composition root around the one per-app lock.
+import type { ProcessStatus, UpgradeRequest } from '../daemon/messages.ts';
+import type { UpgradeResult } from '../daemon/supervisor.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { AppLock } from './app-lock.ts';
@@ -17,13 +19,19 @@ export interface Platform {
   processes: ProcessService;
   /** HTTPS certificates: reports, automatic ones on or off, custom ones. */
   certificates: CertificateManager;
+  /** berth's own processes (supervisor, proxy, control): `berth status`. */
+  daemonStatus(): Promise<ProcessStatus[]>;
+  /** `upgrade` over SSH: the supervisor replaces the proxy and this control plane by a new binary's. */
+  upgrade(request: UpgradeRequest, progress: (line: string) => void): Promise<UpgradeResult>;
 }
 
-export function createPlatform(deps: { state: State; locks: AppLock; orchestrator: Orchestrator; certificates: CertificateManager }): Platform {
+export function createPlatform(deps: { state: State; locks: AppLock; orchestrator: Orchestrator; certificates: CertificateManager; daemonStatus: () => Promise<ProcessStatus[]>; upgrade: Platform['upgrade'] }): Platform {
   return {
     apps: new AppService(deps),
     releases: new ReleaseService(deps),
     processes: new ProcessService(deps),
     certificates: deps.certificates,
+    daemonStatus: deps.daemonStatus,
+    upgrade: deps.upgrade,
   };
 }

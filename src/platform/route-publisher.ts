@@ -1,21 +1,29 @@
 // Publishes an app's routes to the edge proxy: the host names come from the domain store when
 // the routes are swapped, a renamed app's old routes give up its domains in the same swap, and
-// certificates follow the host names.
-import type { Target } from '../proxy/route-table.ts';
-import type { EdgeServer } from '../proxy/edge-server.ts';
+// certificates follow the host names. The edge is the EdgeServer itself when the proxy runs in
+// this process (tests), or the link to the proxy process (daemon/proxy-link.ts).
+import type { RouteTable, Target } from '../proxy/route-table.ts';
+import type { DrainReport } from '../proxy/edge-server.ts';
 import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { RoutePublisher } from '../orchestrator/deployment.ts';
 import type { AppStore } from '../state/app-store.ts';
 import type { DomainStore } from '../state/domain-store.ts';
 import { log } from '../log.ts';
 
+/** What the publisher needs of the proxy: its live routes, the one swap, and drains of old targets. */
+export interface RouteSink {
+  readonly routes: RouteTable;
+  swap(next: RouteTable): void;
+  drain(targets: readonly Target[], options: { deadlineMs: number; reason?: string }): Promise<DrainReport>;
+}
+
 export class EdgeRoutePublisher implements RoutePublisher {
-  readonly #edge: EdgeServer;
+  readonly #edge: RouteSink;
   readonly #apps: AppStore;
   readonly #domains: DomainStore;
   readonly #certificates: CertificateManager;
 
-  constructor(deps: { edge: EdgeServer; apps: AppStore; domains: DomainStore; certificates: CertificateManager }) {
+  constructor(deps: { edge: RouteSink; apps: AppStore; domains: DomainStore; certificates: CertificateManager }) {
     this.#edge = deps.edge;
     this.#apps = deps.apps;
     this.#domains = deps.domains;

@@ -20,6 +20,12 @@ import { targetKey, type TargetState } from './target-state.ts';
 export const DRAIN_TIMEOUT_MS = 10_000;
 /** How often deadlines (header, body, read, idle) are checked: the resolution of every proxy timeout. */
 export const SWEEP_INTERVAL_MS = 250;
+/**
+ * stop() in a handover: how long idle keep-alive connections are left open, so that a client
+ * that was about to send its next request gets it answered (with `Connection: close`) instead of
+ * a close racing the request on the wire.
+ */
+export const HANDOVER_IDLE_GRACE_MS = 2_000;
 /** For a host name with a certificate, the HTTPS port its plain HTTP requests are redirected to. */
 export type HttpsRedirect = (hostname: string) => number | undefined;
 
@@ -41,6 +47,8 @@ export interface EdgeServerOptions {
   sweepIntervalMs?: number;
   /** Bind with SO_REUSEPORT, so several proxy loops (threads or processes) can share the port. Default false. */
   reusePort?: boolean;
+  /** A listening socket handed over by the supervisor (its file descriptor): served instead of binding `httpPort`. */
+  fd?: number;
 }
 
 /** What a drain found: see EdgeServer.drain(). */
@@ -59,6 +67,7 @@ export class EdgeServer {
   readonly #drainTimeoutMs: number;
   readonly #sweepIntervalMs: number;
   readonly #reusePort: boolean;
+  readonly #fd: number | undefined;
   readonly #limits: ClientLimits;
   readonly #accessLogFile: string | undefined;
   #accessLog: AccessLog | undefined;
@@ -85,6 +94,7 @@ export class EdgeServer {
     this.#drainTimeoutMs = options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? SWEEP_INTERVAL_MS;
     this.#reusePort = options.reusePort ?? false;
+    this.#fd = options.fd;
     this.#limits = Object.freeze({ ...DEFAULT_CLIENT_LIMITS, ...options.limits });
     this.#accessLogFile = options.accessLogFile;
     const edge = this;
@@ -119,10 +129,13 @@ export class EdgeServer {
   /**
    * Stops accepting, lets requests in flight finish (up to the drain timeout), closes WebSockets
    * with a close frame, then cuts every connection and closes the pools. Safe after a failed or
-   * partial start, and idempotent.
+   * partial start, and idempotent. `handover` (an upgrade, where a new proxy serves beside this
+   * one): each keep-alive connection closes after its next response, those still idle after
+   * HANDOVER_IDLE_GRACE_MS are closed then, and WebSockets stay open until the drain deadline,
+   * then get their close frame.
    */
-  stop(): Promise<void> {
-    this.#stopped ??= this.#stop();
+  stop(options: { handover?: boolean } = {}): Promise<void> {
+    this.#stopped ??= this.#stop(options.handover ?? false);
     return this.#stopped;
   }
 
@@ -240,7 +253,8 @@ export class EdgeServer {
       };
       server.once('error', onError);
       server.once('listening', onListening);
-      server.listen({ port: this.#port, host: this.#bindHost, reusePort: this.#reusePort });
+      if (this.#fd !== undefined) server.listen({ fd: this.#fd });
+      else server.listen({ port: this.#port, host: this.#bindHost, reusePort: this.#reusePort });
     });
     server.on('error', (e) => log.error('proxy_listener_error', { port: this.httpPort, error: e }));
     this.#sweep = setInterval(() => this.#sweepDeadlines(), this.#sweepIntervalMs);
@@ -248,7 +262,7 @@ export class EdgeServer {
     log.info('proxy_listening', { host: this.#bindHost, port: this.httpPort });
   }
 
-  async #stop(): Promise<void> {
+  async #stop(handover: boolean): Promise<void> {
     // A stop() that overtakes a pending start() waits for the listener, so it is not left open.
     await this.#starting?.catch(() => undefined);
     const server = this.#server;
@@ -256,10 +270,12 @@ export class EdgeServer {
       this.#draining = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       this.#http2.close();
-      for (const conn of this.#connections) conn.closeIfIdle();
+      let grace: NodeJS.Timeout | undefined;
+      if (handover) grace = setTimeout(() => this.#closeIdle(), HANDOVER_IDLE_GRACE_MS);
+      else this.#closeIdle();
       // A WebSocket has no request to finish: it is closed cleanly now; its clients reconnect.
       const tunnels: Promise<void>[] = [];
-      for (const state of this.#targets.all()) for (const tunnel of state.tunnels) tunnels.push(tunnel.close('the server is shutting down'));
+      if (!handover) for (const state of this.#targets.all()) for (const tunnel of state.tunnels) tunnels.push(tunnel.close('the server is shutting down'));
       const quiet = new Promise<void>((resolve) => {
         this.#onQuiet = resolve;
         this.#checkQuiet();
@@ -268,6 +284,12 @@ export class EdgeServer {
       const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#drainTimeoutMs)));
       await Promise.race([Promise.all([quiet, Promise.all(tunnels)]), deadline]);
       clearTimeout(timer);
+      clearTimeout(grace);
+      if (handover) {
+        const closing: Promise<void>[] = [];
+        for (const state of this.#targets.all()) for (const tunnel of state.tunnels) closing.push(tunnel.close('the server is being upgraded'));
+        await Promise.all(closing);
+      }
       for (const conn of this.#connections) conn.destroy();
       for (const state of this.#targets.all()) state.expireIdle(Infinity);
       await closed;
@@ -276,6 +298,10 @@ export class EdgeServer {
     if (this.#sweep) clearInterval(this.#sweep);
     await this.#http2.destroy();
     await this.#accessLog?.close();
+  }
+
+  #closeIdle(): void {
+    for (const conn of this.#connections) conn.closeIfIdle();
   }
 
   #checkQuiet(): void {

@@ -5,7 +5,7 @@
 import { generateKeyPair } from 'node:crypto';
 import fs from 'node:fs/promises';
 import https from 'node:https';
-import { createSecureContext, rootCertificates } from 'node:tls';
+import { rootCertificates } from 'node:tls';
 import { promisify } from 'node:util';
 import type { Authorization, Client } from 'acme-client';
 import { UserError } from '../../errors.ts';
@@ -149,7 +149,7 @@ export class AcmeIssuer {
       challenges.setHttp(challenge.token, keyAuthorization);
     } else {
       const [key, cert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization, await newKeyPem());
-      challenges.setAlpn(domain, createSecureContext({ key, cert }));
+      challenges.setAlpn(domain, { certPem: cert.toString(), keyPem: key.toString() });
     }
     try {
       await client.completeChallenge(challenge);

@@ -16,7 +16,7 @@ import { covers, isCurrent, parseCertificateBundle, splitPem, type CertificateBu
 import { CertificateStore } from './certificate-store.ts';
 import { DEFAULT_RENEWAL_POLICY, type RenewalPolicy } from './renewal-schedule.ts';
 import { RenewalScheduler } from './renewal-scheduler.ts';
-import { SniCache, type CertificateSource } from './sni-cache.ts';
+import { handshakeContext, SniCache, type CertificateSource } from './sni-cache.ts';
 
 /** One order (all its requests and polling) gets this long before it counts as failed. */
 export const ATTEMPT_TIMEOUT_MS = 5 * 60 * 1000;
@@ -182,11 +182,7 @@ export class CertificateManager {
 
   /** The context for a TLS handshake: never waits, never touches the network. */
   secureContext(servername: string, acmeTls: boolean): SecureContext | undefined {
-    const name = servername.toLowerCase().replace(/\.$/, '');
-    if (acmeTls) return this.challenges.alpnContext(name);
-    // A TLS 1.2 validator's SNI comes before its ALPN: when the name has no certificate yet,
-    // nothing is lost by answering with the challenge's.
-    return this.cache.lookup(name)?.context ?? this.challenges.alpnContext(name);
+    return handshakeContext(this.cache, this.challenges, servername, acmeTls);
   }
 
   /** Whether `hostname` is served over HTTPS now (so its HTTP requests are redirected). */

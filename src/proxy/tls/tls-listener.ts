@@ -33,6 +33,8 @@ export interface TlsListenerOptions {
   http2?: boolean;
   /** Default DRAIN_TIMEOUT_MS. */
   drainTimeoutMs?: number;
+  /** A listening socket handed over by the supervisor (its file descriptor): served instead of binding `port`. */
+  fd?: number;
 }
 
 /** Set on a socket whose client asked for acme-tls/1 (ALPN is decided before the certificate in TLS 1.3). */
@@ -120,7 +122,8 @@ export class TlsListener {
       };
       server.once('error', onError);
       server.once('listening', onListening);
-      server.listen(port, host);
+      if (this.#options.fd !== undefined) server.listen({ fd: this.#options.fd });
+      else server.listen(port, host);
     });
     server.on('error', (e) => log.error('tls_listener_error', { port: this.port, error: e }));
     log.info('tls_listening', { host, port: this.port, http2: offerH2 });

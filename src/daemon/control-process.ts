@@ -1,0 +1,208 @@
+// The control plane (`berth __control`, started by the supervisor), and the composition root of
+// everything but the proxy: state, the Docker engine, the orchestrator, certificates and ACME
+// orders, the application layer around the one per-app lock, SSH on the socket the supervisor
+// handed over, the control socket. What the proxy serves goes to it through the supervisor
+// (proxy-link.ts). Stops in reverse on SIGTERM or after a failed start.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import { ControlServer } from '../cli/control-server.ts';
+import { runCommand } from '../cli/registry.ts';
+import { dataPaths, loadConfig } from '../config.ts';
+import { createExecHandler } from '../git/exec-router.ts';
+import { loadOrCreateHostKey } from '../git/host-key.ts';
+import { SshServer } from '../git/ssh-server.ts';
+import { log, setLogLevel } from '../log.ts';
+import { DockerEngine } from '../orchestrator/docker-engine.ts';
+import { Orchestrator } from '../orchestrator/orchestrator.ts';
+import { CertificateManager } from '../proxy/tls/certificate-manager.ts';
+import { writeFileAtomic } from '../state/atomic-file.ts';
+import { AppLock } from '../platform/app-lock.ts';
+import { createPlatform } from '../platform/platform.ts';
+import { EdgeRoutePublisher } from '../platform/route-publisher.ts';
+import { loadState } from '../platform/state.ts';
+import { readAll } from '../read-all.ts';
+import { VERSION } from '../version.ts';
+import { UserError } from '../errors.ts';
+import { CONTROL_FDS, ownStatus, type FromChild, type ProcessStatus, type ToChild, type UpgradeRequest } from './messages.ts';
+import type { UpgradeResult } from './supervisor.ts';
+import { ProxyLink } from './proxy-link.ts';
+import { exitSoon, untilStopped } from './role-lifecycle.ts';
+
+export async function runControl(argv: string[]): Promise<number> {
+  process.title = 'berth control';
+  const config = loadConfig(argv);
+  setLogLevel(config.logLevel);
+  const paths = dataPaths(config.dataDir);
+  const send = (message: FromChild) => {
+    if (process.connected) process.send!(message);
+  };
+
+  const link = new ProxyLink((message) => send({ t: 'to-proxy', message }));
+  const statusAsks = new Map<number, (processes: ProcessStatus[]) => void>();
+  let nextAsk = 1;
+  let retire!: (deadlineMs: number) => void;
+  const retiring = new Promise<number>((resolve) => (retire = resolve));
+  process.on('message', (message: ToChild) => {
+    switch (message.t) {
+      case 'retire':
+        return retire(message.deadlineMs);
+      case 'resync':
+        return link.sendAll();
+      case 'proxy-gone':
+        return link.proxyGone();
+      case 'from-proxy':
+        return link.receive(message.message);
+      case 'status':
+        return send({ t: 'status', id: message.id, status: ownStatus('control', VERSION) });
+      case 'status-all': {
+        const answer = statusAsks.get(message.id);
+        statusAsks.delete(message.id);
+        return answer?.(message.processes);
+      }
+      case 'upgrade-step':
+        return upgrades.get(message.id)?.progress(message.line);
+      case 'upgrade-result': {
+        const upgrade = upgrades.get(message.id);
+        upgrades.delete(message.id);
+        if (message.result) upgrade?.resolve(message.result);
+        else upgrade?.reject(new UserError(message.error?.code ?? 'internal', message.error?.message ?? 'the upgrade failed', message.error?.hint ? { hint: message.error.hint } : {}));
+        return;
+      }
+    }
+  });
+  /** Upgrades asked over SSH, running in the supervisor: this process relays their output. */
+  const upgrades = new Map<number, { progress: (line: string) => void; resolve: (result: UpgradeResult) => void; reject: (e: Error) => void }>();
+  const upgrade = (request: UpgradeRequest, progress: (line: string) => void) =>
+    new Promise<UpgradeResult>((resolve, reject) => {
+      const id = nextAsk++;
+      upgrades.set(id, { progress, resolve, reject });
+      send({ t: 'upgrade', id, request });
+    });
+  /** Every process of this daemon, as the supervisor sees them. */
+  const daemonStatus = () =>
+    new Promise<ProcessStatus[]>((resolve) => {
+      const id = nextAsk++;
+      statusAsks.set(id, resolve);
+      send({ t: 'status-all', id });
+    });
+
+  let ssh: SshServer | undefined;
+  let control: ControlServer | undefined;
+  const stops: Array<() => Promise<void>> = [];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop().catch((e) => log.error('stop_failed', { error: e }));
+  };
+  try {
+    const state = await loadState(config);
+    const hostKey = await loadOrCreateHostKey(paths.hostKeys);
+    const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
+    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains });
+    stops.push(() => certificates.stop());
+    link.attach({ settings: () => state.proxySettings.resolved(), certificates: certificates.cache, challenges: certificates.challenges });
+    state.proxySettings.onChange(() => link.settingsChanged());
+    await certificates.load();
+    const publisher = new EdgeRoutePublisher({ edge: link, apps: state.apps, domains: state.domains, certificates });
+    // The one per-app lock: the application layer holds it around every change of an app, the
+    // orchestrator takes it for the work it starts itself (adoption, re-routing a restarted container).
+    const locks = new AppLock();
+    const orchestrator = new Orchestrator({
+      engine,
+      locks,
+      apps: state.apps,
+      domains: state.domains,
+      config,
+      paths,
+      publisher,
+      appUrl: (app) => {
+        const host = state.domains.hostnames(app)[0] ?? `${app}.${config.domain}`;
+        if (certificates.hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
+        return `http://${host}${config.httpPort === 80 ? '' : `:${config.httpPort}`}`;
+      },
+    });
+    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade });
+    state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
+    await orchestrator.start();
+    stops.push(() => orchestrator.stop());
+    // The containers are adopted: the proxy gets everything now, and again whenever it (re)starts
+    // (the supervisor's resync). Before, it kept what the previous control plane sent.
+    link.goLive();
+    await certificates.start();
+    const onExec = createExecHandler({
+      push: (app, session) => platform.releases.push(app, session),
+      command: (words, session) =>
+        runCommand(words, {
+          out: session.out,
+          caller: { kind: 'ssh', key: session.key, address: session.address },
+          state,
+          daemon: platform,
+          cwd: '/',
+          signal: session.signal,
+          readStdin: () => readAll(session.channel),
+          stdin: () => session.channel,
+          stderr: session.stderr,
+          ...(session.terminal ? { terminal: session.terminal } : {}),
+        }),
+    });
+    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys: state.keys, onExec });
+    // Stopped last, on its own: a retiring control plane may still relay an upgrade's output.
+    await ssh.start();
+    control = new ControlServer(paths.socket, { state, daemon: platform });
+    const controlServer = control;
+    stops.push(() => controlServer.stop());
+    await control.start();
+
+    log.info('control_started', { version: VERSION, pid: process.pid, dataDir: config.dataDir, domain: config.domain, docker: config.dockerHost, hostKey: hostKey.fingerprint });
+    send({
+      t: 'ready',
+      facts: {
+        hostKeyFingerprint: hostKey.fingerprint,
+        acme: { enabled: certificates.acmeEnabled, directory: config.acmeDirectory, email: config.acmeEmail },
+        noKeys: state.keys.list().length === 0,
+      },
+    });
+  } catch (e) {
+    await ssh?.stop();
+    await stopAll();
+    exitSoon();
+    throw e;
+  }
+
+  const why = await Promise.race([untilStopped(), retiring]);
+  if (typeof why === 'number') {
+    // An upgrade: the new control plane takes new SSH connections and commands once this one has
+    // gone; pushes and commands running here finish first, up to the deadline.
+    log.info('control_retiring', { deadlineMs: why });
+    ssh!.stopAccepting();
+    await control!.stopAccepting();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise((resolve) => (timer = setTimeout(resolve, why)));
+    await Promise.race([Promise.all([ssh!.idle(upgrades.size), control!.idle()]), deadline]);
+    log.info('control_stopping', { why: 'retired' });
+    await stopAll();
+    // The new control plane may start now; an upgrade asked here still prints its outcome.
+    send({ t: 'retired' });
+    await Promise.race([ssh!.idle(), deadline]);
+    clearTimeout(timer);
+  } else {
+    log.info('control_stopping', { why });
+    await ssh?.stop();
+    await stopAll();
+  }
+  await ssh?.stop();
+  log.info('control_stopped', {});
+  exitSoon();
+  return 0;
+}
+
+// A random id made once per data dir; it labels this daemon's Docker objects.
+async function instanceId(file: string): Promise<string> {
+  try {
+    const id = (await fs.readFile(file, 'utf8')).trim();
+    if (/^[a-f0-9]{12}$/.test(id)) return id;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const id = randomBytes(6).toString('hex');
+  await writeFileAtomic(file, id + '\n');
+  return id;
+}

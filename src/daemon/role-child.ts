@@ -1,0 +1,190 @@
+// One child of the supervisor (the proxy or the control plane): its IPC channel, when it is
+// ready, how it ends (stopped, retired in an upgrade, killed with its process group), and the
+// last lines a new binary wrote; and how this program starts itself again.
+import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import sea from 'node:sea';
+import { log } from '../log.ts';
+import type { FromChild, ToChild } from './messages.ts';
+
+/** The hidden sub-commands the children run. */
+export const ROLE_COMMANDS = { proxy: '__proxy', control: '__control' } as const;
+export type ChildRole = keyof typeof ROLE_COMMANDS;
+
+/** How long a child may take to say it is ready before it is taken for broken. Default 120 s (adoption of many containers). */
+export const READY_TIMEOUT_MS = 120_000;
+/** How long a child gets to stop after SIGTERM before SIGKILL. Above the proxy's drain timeout. */
+export const STOP_TIMEOUT_MS = 20_000;
+
+/** A child that exited before it was ready at start-up: the daemon does not start. */
+export class ChildFailed extends Error {
+  readonly exitCode: number;
+  constructor(role: ChildRole, exitCode: number) {
+    super(`the ${role} process exited with ${exitCode} before it was ready`);
+    this.exitCode = exitCode;
+  }
+}
+
+/** Whether `child` is ready within `ms`: true, or what went wrong. */
+export async function readyWithin(child: RoleChild, ms: number): Promise<true | string> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      child.ready.then(
+        () => true as const,
+        (e: Error) => (e instanceof ChildFailed ? `exited with ${e.exitCode} before it was ready` : e.message),
+      ),
+      new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`was not ready within ${Math.round(ms / 1000)} s`), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+/** One running child: its IPC channel, readiness and end. */
+export class RoleChild {
+  readonly role: ChildRole;
+  readonly #process: ChildProcess;
+  readonly ready: Promise<void>;
+  readonly exited: Promise<{ code: number | null; signal: string | null; lived: number }>;
+  onMessage: ((message: FromChild) => void) | undefined;
+  isReady = false;
+  /** It listens to its IPC channel. */
+  greeted = false;
+  /** Restarted when it dies (not an upgrade's new process on probation). */
+  restartable: boolean;
+  /** An old control plane finishing its work in an upgrade. */
+  retiring = false;
+
+  readonly #retired: Promise<void>;
+
+  constructor(role: ChildRole, child: ChildProcess, restartable: boolean) {
+    this.role = role;
+    let retired!: () => void;
+    this.#retired = new Promise((resolve) => (retired = resolve));
+    child.on('message', (message: FromChild) => {
+      if (message.t === 'retired') retired();
+    });
+    this.#process = child;
+    this.restartable = restartable;
+    const started = Date.now();
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.isReady = false;
+        resolve({ code, signal, lived: Date.now() - started });
+      });
+      child.once('error', (e) => {
+        log.error('process_spawn_failed', { role, error: e });
+        resolve({ code: 127, signal: null, lived: 0 });
+      });
+    });
+    this.ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`was not ready within ${READY_TIMEOUT_MS / 1000} s`));
+        child.kill('SIGKILL');
+      }, READY_TIMEOUT_MS);
+      child.on('message', (message: FromChild) => {
+        if (message.t === 'ready') {
+          clearTimeout(timer);
+          this.isReady = true;
+          resolve();
+        }
+        this.onMessage?.(message);
+      });
+      void this.exited.then(({ code, signal }) => {
+        clearTimeout(timer);
+        reject(new ChildFailed(role, code ?? (signal ? 1 : 0)));
+      });
+    });
+    this.ready.catch(() => undefined);
+  }
+
+  get pid(): number | undefined {
+    return this.#process.pid;
+  }
+
+  send(message: ToChild): void {
+    if (this.#process.connected) this.#process.send(message, (e: Error | null) => e && log.debug('process_send_failed', { role: this.role, error: e.message }));
+  }
+
+  get running(): boolean {
+    return this.#process.exitCode === null && this.#process.signalCode === null;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.#process.kill('SIGTERM');
+    const timer = setTimeout(() => this.#process.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** An old proxy in an upgrade: stops accepting, drains (WebSockets until the deadline), exits. */
+  async drainAndExit(): Promise<void> {
+    if (!this.running) return;
+    this.send({ t: 'drain-and-exit' });
+    const timer = setTimeout(() => this.#process.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /**
+   * A control plane in an upgrade: stops accepting, finishes what it runs (up to `deadlineMs`),
+   * stops its work and says so, or exits. One that runs the upgrade's own command (over SSH)
+   * stays until that command has printed the outcome.
+   */
+  async retire(deadlineMs: number): Promise<void> {
+    if (!this.running) return;
+    this.retiring = true;
+    this.send({ t: 'retire', deadlineMs });
+    const timer = setTimeout(() => this.#process.kill('SIGKILL'), deadlineMs + STOP_TIMEOUT_MS);
+    await Promise.race([this.exited, this.#retired]);
+    clearTimeout(timer);
+  }
+
+  /** SIGKILL to the child's whole process group; its IPC channel closes, so anything left of it stops too. */
+  async kill(): Promise<void> {
+    if (this.running) {
+      try {
+        process.kill(-this.#process.pid!, 'SIGKILL');
+      } catch {
+        this.#process.kill('SIGKILL');
+      }
+      await this.exited;
+    }
+    if (this.#process.connected) this.#process.disconnect();
+  }
+}
+
+/** The last lines a process wrote. */
+export class LogTail {
+  readonly #max: number;
+  #lines: string[] = [];
+  #partial = '';
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  add(chunk: Buffer): void {
+    const parts = (this.#partial + chunk.toString()).split('\n');
+    this.#partial = parts.pop() ?? '';
+    this.#lines.push(...parts.filter((l) => l.trim() !== ''));
+    if (this.#lines.length > this.#max) this.#lines = this.#lines.slice(-this.#max);
+  }
+
+  lines(): string[] {
+    return this.#partial ? [...this.#lines, this.#partial].slice(-this.#max) : [...this.#lines];
+  }
+}
+
+/**
+ * How to start this program again: the single executable is its own entry point; under Node the
+ * entry is the bundle (process.argv[1]) or, when running from source, src/main.ts.
+ */
+export function selfCommand(): string[] {
+  if (sea.isSea()) return [process.execPath];
+  const here = import.meta.filename as string | undefined;
+  const entry = here ? path.join(path.dirname(here), '..', 'main.ts') : process.argv[1];
+  if (!entry) throw new Error('cannot tell which script runs berth');
+  return [process.execPath, entry];
+}
