@@ -6,7 +6,7 @@
 // the idle RSS of `berth serve`.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BINARY, gitRepo, makeKey, nodeApp, request, run, startDaemon, tempDir } from '../test/helpers/daemon.ts';
+import { BINARY, type Daemon, gitRepo, makeKey, nodeApp, request, run, startDaemon, tempDir } from '../test/helpers/daemon.ts';
 import { logEvents, probationApp, runAsync } from '../test/helpers/zero-downtime.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
@@ -26,6 +26,12 @@ function stats(ms: number[], digits = 0): string {
 function rssKb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]);
+}
+
+/** RSS of each of berth's processes: supervisor, proxy, control. */
+function rssOfRoles(daemon: Daemon): string {
+  const mb = (pid: number) => `${(rssKb(pid) / 1024).toFixed(1)} MB`;
+  return `supervisor ${mb(daemon.process.pid!)}, proxy ${mb(daemon.pidOf('proxy'))}, control ${mb(daemon.pidOf('control'))}`;
 }
 
 /**
@@ -105,7 +111,7 @@ for (const wait of WAITS) {
   console.log(`\n${label}: the fixture app has no app.json checks; it serves once it answers GET /, and is on probation for ${wait} s`);
   try {
     await new Promise((r) => setTimeout(r, 2000));
-    console.log(`idle RSS of berth serve after start: ${(rssKb(daemon.process.pid!) / 1024).toFixed(1)} MB`);
+    console.log(`idle RSS after start: ${rssOfRoles(daemon)}`);
     const key = makeKey(work, `bench${wait}`);
     daemon.cli(['ssh-keys:add', `bench${wait}`, key.publicKey]);
     const first: number[] = [];
@@ -144,7 +150,7 @@ for (const wait of WAITS) {
       console.log(`last answer of the crashing release -> next answer of the old one (one polling client): ${stats(gaps, 1)}; answers from neither: ${failedAnswers}`);
     }
     await new Promise((r) => setTimeout(r, 3000));
-    console.log(`idle RSS of berth serve after ${ROUNDS * 2} deploys: ${(rssKb(daemon.process.pid!) / 1024).toFixed(1)} MB`);
+    console.log(`idle RSS after ${ROUNDS * 2} deploys: ${rssOfRoles(daemon)}`);
     for (let round = 0; round < ROUNDS; round++) daemon.cli(['apps:destroy', `bench${round}`, '--force']);
   } finally {
     await daemon.stop();

@@ -33,7 +33,7 @@ interface Variant {
   name: string;
   url: string;
   host?: string;
-  /** The proxy's processes, whose CPU time is measured (berth: the supervisor and its children, of which the proxy is the busy one). */
+  /** The proxy's processes, whose CPU time is measured (berth: its proxy process). */
   pids: () => number[];
   samples: Sample[];
 }
@@ -193,7 +193,7 @@ server.listen(Number(process.env.PORT), '0.0.0.0');
     { name: 'direct', url: `http://${upstream}/`, pids: () => [], samples: [] },
     { name: 'nginx, 1 worker', url: `http://127.0.0.1:${nginxPorts[0]}/`, pids: () => withChildren(nginxes[0]!.pid!), samples: [] },
     { name: 'nginx, 2 workers', url: `http://127.0.0.1:${nginxPorts[1]}/`, pids: () => withChildren(nginxes[1]!.pid!), samples: [] },
-    { name: 'berth', url: `http://127.0.0.1:${daemon.httpPort}/`, host, pids: () => withChildren(daemon.process.pid!), samples: [] },
+    { name: 'berth', url: `http://127.0.0.1:${daemon.httpPort}/`, host, pids: () => [daemon.pidOf('proxy')], samples: [] },
   ];
   const cores = (await import('node:os')).availableParallelism();
   console.log(`=====> bench:proxy: wrk -t${THREADS} -c${CONNECTIONS}, ${ROUNDS} interleaved rounds of ${DURATION} s (+${WARMUP_SECONDS} s warm-up) per target, ${cores} cores`);

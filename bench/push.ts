@@ -179,7 +179,8 @@ const packBytes = fs.readdirSync(path.join(repo, '.git', 'objects', 'pack')).fil
 console.log(`repository: ${FILES} files of ${FILE_BYTES} bytes, pack ${(packBytes / 1e6).toFixed(1)} MB (generated in ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 
 const daemon = await startDaemon();
-const pid = daemon.process.pid!;
+// Pushes are received by the control plane (its children index the packs).
+const pid = daemon.pidOf('control');
 let pushes = 0;
 try {
   const key = makeKey(work, 'bench');
@@ -215,7 +216,7 @@ try {
     if (pushed.code !== 0) throw new Error(`git push to berth failed:\n${pushed.stderr}`);
     hwm.push(vmHwmMb(pid));
     sampled.push(rss);
-    const memoryLine = `daemon VmHWM ${hwm.at(-1)!.toFixed(0)} MB, daemon + index-pack child RSS ${rss.withChildrenMb.toFixed(0)} MB (PSS ${rss.pssMb.toFixed(0)} MB)`;
+    const memoryLine = `control plane VmHWM ${hwm.at(-1)!.toFixed(0)} MB, control + index-pack child RSS ${rss.withChildrenMb.toFixed(0)} MB (PSS ${rss.pssMb.toFixed(0)} MB)`;
     return { ms: pushed.ms, cpu, latency, memoryLine };
   };
   // Timed pushes run alone, as git's own push does; the proxy's latency is measured in pushes of

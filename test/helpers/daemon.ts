@@ -65,6 +65,8 @@ export interface Daemon {
   ssh(privateKey: string, command: string, input?: string): RunResult;
   /** The OpenSSH client options that reach this daemon with the key (port included, no host). */
   sshArgs(privateKey: string): string[];
+  /** The pid of the supervisor's child in `role` now (a restart or an upgrade changes it). */
+  pidOf(role: 'proxy' | 'control'): number;
   stop(): Promise<void>;
 }
 
@@ -111,6 +113,7 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
     '-p', String(started.sshPort),
   ];
   const daemon: Daemon = {
+    pidOf: (role) => childPid(child.pid!, role),
     dataDir,
     domain,
     instance: fs.readFileSync(path.join(dataDir, 'state', 'instance'), 'utf8').trim(),
@@ -201,4 +204,14 @@ export async function waitFor(what: string, fn: () => Promise<boolean> | boolean
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** The child of `supervisor` started as `berth __ROLE` (its argv, not its title, which it sets itself). */
+export function childPid(supervisor: number, role: 'proxy' | 'control'): number {
+  const children = fs.readFileSync(`/proc/${supervisor}/task/${supervisor}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  for (const pid of children) {
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    if (argv.includes(`__${role}`)) return pid;
+  }
+  throw new Error(`berth serve (pid ${supervisor}) has no ${role} process now`);
 }
