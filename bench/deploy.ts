@@ -6,7 +6,7 @@
 // the idle RSS of `berth serve`.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BINARY, type Daemon, gitRepo, makeKey, nodeApp, request, run, startDaemon, tempDir } from '../test/helpers/daemon.ts';
+import { BINARY, gitRepo, makeKey, nodeApp, request, run, startDaemon, tempDir } from '../test/helpers/daemon.ts';
 import { logEvents, probationApp, runAsync } from '../test/helpers/zero-downtime.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
