@@ -3,8 +3,8 @@
 // HTTP/2 load (h2load -c16 -m10 over HTTPS with a certificate from certs:add); then `berth
 // upgrade` to a copy of the binary under wrk load: requests and failures during it, and the time
 // from `berth upgrade` to the new processes serving (the command's own steps, timed as they
-// print). Proxy p99 while hostile packs are refused needs the hostile-pack generator of the
-// pack-caps work; until that is merged this bench says so instead of a figure.
+// print); and the proxy's p99 under wrk while a key scoped to another app pushes hostile packs
+// (a delta bomb, a delta chain past the depth cap, a zlib bomb), beside the same load without them.
 //
 //   DURATION=60 (seconds of HTTP/2 load)  DEPLOYS=10  CONNECTIONS=16
 import fs from 'node:fs';
@@ -12,6 +12,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { BINARY, gitRepo, makeKey, startDaemon, tempDir } from '../test/helpers/daemon.ts';
 import { issueCert, makeCa } from '../test/helpers/certs.ts';
+import { deltaBombPack, deltaChainPack, hostileClientRepo, zlibBombPack } from '../test/helpers/hostile-packs.ts';
 import { runAsync, sleep, startWrk, zeroDowntimeApp } from '../test/helpers/zero-downtime.ts';
 
 const DURATION = Number(process.env.DURATION ?? 60);
@@ -104,7 +105,32 @@ try {
   rows.push(['berth upgrade to the new processes serving', serving ? serving.split(' s ')[0] + ' s' : '?']);
   rows.push(['berth upgrade to its exit (old proxy drained)', `${upgradedIn.toFixed(2)} s`]);
   rows.push(['RSS after the upgrade', rss()]);
-  rows.push(['proxy p99 while hostile packs are refused', 'not measured here: needs the hostile-pack generator (pack caps work)']);
+
+  // The proxy while hostile packs are refused: the same wrk load without, then with, the pushes.
+  const mallory = makeKey(work, 'mallory');
+  daemon.cli(['ssh-keys:add', 'mallory', mallory.publicKey, '--apps', 'hostile']);
+  const hostile = [
+    { name: 'delta-bomb', pack: deltaBombPack(4, 1024 ** 3), args: [] as string[] },
+    { name: 'delta-chain', pack: deltaChainPack(1500), args: ['-c', 'pack.depth=4095'] },
+    { name: 'zlib-bomb', pack: zlibBombPack(4 * 1024 ** 3), args: [] as string[] },
+  ].map((h) => ({ ...h, dir: hostileClientRepo(work, h.name, h.pack) }));
+  const quiet = startWrk(daemon.httpPort, host, { connections: CONNECTIONS, threads: 2, latency: true });
+  await sleep(10_000);
+  const before = await quiet.stop();
+  const loud = startWrk(daemon.httpPort, host, { connections: CONNECTIONS, threads: 2, latency: true });
+  const pushStarted = performance.now();
+  const refused: string[] = [];
+  for (const h of hostile) {
+    const r = await runAsync('git', [...h.args, 'push', daemon.remote('hostile'), 'main'], { cwd: h.dir, env: daemon.gitEnv(mallory.privateKey) });
+    if (r.code === 0) throw new Error(`the ${h.name} push was accepted`);
+    refused.push(`${h.name}: ${/push refused: [^\n]*/.exec(r.stderr)?.[0]?.trim() ?? r.stderr.trim().split('\n').at(-1)}`);
+  }
+  const pushSeconds = (performance.now() - pushStarted) / 1000;
+  const during = await loud.stop();
+  rows.push([`proxy p99 under wrk -c${CONNECTIONS}, no push (10 s)`, `${before.p99 ?? '?'} (max ${before.latencyMax}); ${before.requests} requests, non-2xx ${before.non2xx}`]);
+  rows.push([`proxy p99 while 3 hostile packs are pushed and refused (${pushSeconds.toFixed(1)} s)`, `${during.p99 ?? '?'} (max ${during.latencyMax}); ${during.requests} requests, non-2xx ${during.non2xx}`]);
+  console.log('\nhostile pushes refused:');
+  for (const line of refused) console.log(`  ${line}`);
 
   console.log('\nberth upgrade steps (time since `berth upgrade` started):');
   for (const step of steps) console.log(`  ${step}`);
@@ -113,6 +139,6 @@ try {
   console.log('|---|---|');
   for (const [what, value] of rows) console.log(`| ${what} | ${value} |`);
 } finally {
-  daemon.cli(['apps:destroy', APP, '--force']);
+  for (const app of [APP, 'hostile']) daemon.cli(['apps:destroy', app, '--force']);
   await daemon.stop();
 }

@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { deltaBombPack, deltaChainPack, zlibBombPack, type HostilePack } from './helpers/hostile-packs.ts';
+import { deltaBombPack, deltaChainPack, hostileClientRepo, zlibBombPack } from './helpers/hostile-packs.ts';
 import { gitRepo, makeKey, mustRun, nodeApp, request, run, startDaemon, tempDir, type Daemon, type RunResult } from './helpers/daemon.ts';
 
 let daemon: Daemon;
@@ -39,23 +39,6 @@ after(async () => {
   if (daemon) fs.rmSync(daemon.dataDir, { recursive: true, force: true });
   fs.rmSync(work, { recursive: true, force: true });
 });
-
-/**
- * A client repository whose main commit's tree names every object of `hostile`, whose pack and
- * index sit in its object database as they are: git sends those objects and deltas unchanged.
- */
-function clientRepo(name: string, hostile: HostilePack): string {
-  const dir = path.join(work, name);
-  mustRun('git', ['init', '-q', '-b', 'main', dir]);
-  const packDir = path.join(dir, '.git', 'objects', 'pack');
-  fs.writeFileSync(path.join(packDir, `pack-${hostile.name}.pack`), hostile.pack);
-  fs.writeFileSync(path.join(packDir, `pack-${hostile.name}.idx`), hostile.idx);
-  const tree = mustRun('git', ['mktree'], { cwd: dir, input: hostile.oids.map((oid, i) => `100644 blob ${oid}\tf${i}\n`).join('') }).trim();
-  const env = { ...process.env, GIT_AUTHOR_NAME: 'Mallory', GIT_AUTHOR_EMAIL: 'm@example.test', GIT_COMMITTER_NAME: 'Mallory', GIT_COMMITTER_EMAIL: 'm@example.test' };
-  const commit = mustRun('git', ['commit-tree', tree, '-m', name], { cwd: dir, env }).trim();
-  mustRun('git', ['update-ref', 'refs/heads/main', commit], { cwd: dir });
-  return dir;
-}
 
 /** The real git push, run without blocking this process, so requests can run beside it. */
 function pushAsync(dir: string, gitArgs: string[] = [], refspec = 'main'): Promise<RunResult> {
@@ -117,24 +100,24 @@ function check(name: string, result: Awaited<ReturnType<typeof pushWhileServing>
 
 test('a delta bomb (four deltas declaring 1 GiB each, in a pack of under 1 KiB) is refused by --max-object-size, and the proxy never stalls', async () => {
   const bomb = deltaBombPack(4, 1024 ** 3);
-  const r = await pushWhileServing(clientRepo('delta-bomb', bomb));
+  const r = await pushWhileServing(hostileClientRepo(work, 'delta-bomb', bomb));
   check('delta bomb', r, /the delta at offset \d+ declares a result of 1 GiB, over the cap of 256 MiB set by berth serve --max-object-size/);
 });
 
 test('a delta chain deeper than the cap is refused by --max-delta-depth, and the proxy never stalls', async () => {
   const chain = deltaChainPack(1500);
-  const r = await pushWhileServing(clientRepo('delta-chain', chain), ['-c', 'pack.depth=4095']);
+  const r = await pushWhileServing(hostileClientRepo(work, 'delta-chain', chain), ['-c', 'pack.depth=4095']);
   check('delta chain', r, /is 1001 deltas away from a whole object, over the cap of 1000 set by berth serve --max-delta-depth/);
 });
 
 test('a zlib bomb (a blob declaring 4 GiB) is refused by --max-object-size, and the proxy never stalls', async () => {
-  const r = await pushWhileServing(clientRepo('zlib-bomb', zlibBombPack(4 * 1024 ** 3)));
+  const r = await pushWhileServing(hostileClientRepo(work, 'zlib-bomb', zlibBombPack(4 * 1024 ** 3)));
   check('zlib bomb', r, /the blob at offset \d+ inflates to 4 GiB, over the cap of 256 MiB set by berth serve --max-object-size/);
 });
 
 test('deltas under every cap (eight results of 128 MiB from a pack of under 1 KiB) are resolved off the main thread, and the pack goes with its branch', async () => {
   const heavy = deltaBombPack(8, 128 * 1024 ** 2, { realIds: true });
-  const dir = clientRepo('heavy', heavy);
+  const dir = hostileClientRepo(work, 'heavy', heavy);
   const r = await pushWhileServing(dir, [], 'main:refs/heads/heavy');
   assert.equal(r.push.code, 0, r.push.stderr);
   assert.match(r.push.stderr, /refs\/heads\/heavy stored; only main or master is deployed/);

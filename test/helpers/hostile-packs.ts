@@ -3,7 +3,10 @@
 // so a test can drop it into a client repository and let the real git push it (git reuses
 // packed objects and deltas as they are, CRC-checked, without inflating them).
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import zlib from 'node:zlib';
+import { mustRun } from './daemon.ts';
 
 export const OBJ_BLOB = 3;
 export const OBJ_OFS_DELTA = 6;
@@ -168,4 +171,22 @@ function varint(value: number): Buffer {
   }
   out.push(n);
   return Buffer.from(out);
+}
+
+/**
+ * A client repository `root/name` whose main commit's tree names every object of `hostile`, with
+ * its pack and index in the object database as they are: git sends those objects and deltas
+ * unchanged.
+ */
+export function hostileClientRepo(root: string, name: string, hostile: HostilePack): string {
+  const dir = path.join(root, name);
+  mustRun('git', ['init', '-q', '-b', 'main', dir]);
+  const packDir = path.join(dir, '.git', 'objects', 'pack');
+  fs.writeFileSync(path.join(packDir, `pack-${hostile.name}.pack`), hostile.pack);
+  fs.writeFileSync(path.join(packDir, `pack-${hostile.name}.idx`), hostile.idx);
+  const tree = mustRun('git', ['mktree'], { cwd: dir, input: hostile.oids.map((oid, i) => `100644 blob ${oid}\tf${i}\n`).join('') }).trim();
+  const env = { ...process.env, GIT_AUTHOR_NAME: 'Mallory', GIT_AUTHOR_EMAIL: 'm@example.test', GIT_COMMITTER_NAME: 'Mallory', GIT_COMMITTER_EMAIL: 'm@example.test' };
+  const commit = mustRun('git', ['commit-tree', tree, '-m', name], { cwd: dir, env }).trim();
+  mustRun('git', ['update-ref', 'refs/heads/main', commit], { cwd: dir });
+  return dir;
 }

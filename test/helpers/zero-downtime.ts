@@ -129,12 +129,14 @@ export interface WrkResult {
   non2xx: number;
   socketErrors: { connect: number; read: number; write: number; timeout: number };
   latencyMax: string;
+  /** The 99th percentile of latency, when wrk ran with `latency: true`. */
+  p99?: string;
   output: string;
 }
 
 /** wrk against the proxy with the app's Host header, until stop() (SIGINT: wrk then prints its summary). */
-export function startWrk(port: number, host: string, options: { connections: number; threads?: number; path?: string }): { stop(): Promise<WrkResult> } {
-  const child = spawn('wrk', ['-t', String(options.threads ?? 2), '-c', String(options.connections), '-d', '3600s', '--timeout', '10s', '-H', `Host: ${host}`, `http://127.0.0.1:${port}${options.path ?? '/'}`], {
+export function startWrk(port: number, host: string, options: { connections: number; threads?: number; path?: string; latency?: boolean }): { stop(): Promise<WrkResult> } {
+  const child = spawn('wrk', ['-t', String(options.threads ?? 2), '-c', String(options.connections), '-d', '3600s', '--timeout', '10s', ...(options.latency ? ['--latency'] : []), '-H', `Host: ${host}`, `http://127.0.0.1:${port}${options.path ?? '/'}`], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -157,12 +159,14 @@ export function parseWrk(output: string): WrkResult {
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(output);
   const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
   const latency = /Latency\s+\S+\s+\S+\s+(\S+)/.exec(output);
+  const p99 = /\s99%\s+(\S+)/.exec(output);
   return {
     requests: Number(total[1]),
     seconds: Number(total[2]) * (total[3] === 'ms' ? 0.001 : 1),
     non2xx: non2xx ? Number(non2xx[1]) : 0,
     socketErrors: errors ? { connect: Number(errors[1]), read: Number(errors[2]), write: Number(errors[3]), timeout: Number(errors[4]) } : { connect: 0, read: 0, write: 0, timeout: 0 },
     latencyMax: latency?.[1] ?? '?',
+    ...(p99 ? { p99: p99[1]! } : {}),
     output,
   };
 }
