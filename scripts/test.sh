@@ -17,7 +17,8 @@ echo "-----> tests"
 run_tmp="$(mktemp -d "${TMPDIR:-/tmp}/berth-test-run-XXXXXX")"
 trap 'rm -rf "$run_tmp"' EXIT
 status=0
-TMPDIR="$run_tmp" node --test --test-concurrency=1 --test-reporter=spec "${@:-test/*.test.ts}" || status=$?
+# A test that hangs fails after 10 minutes instead of holding the run until CI's limit.
+TMPDIR="$run_tmp" node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec "${@:-test/*.test.ts}" || status=$?
 left="$(find "$run_tmp" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort)"
 if [ -n "$left" ]; then
   echo " !     the tests left $(printf '%s\n' "$left" | wc -l) entries in the temp dir ($(du -sh "$run_tmp" | cut -f1)); each test must remove what it makes:" >&2

@@ -37,10 +37,11 @@ function status(): Line[] {
 
 function parseStatus(text: string): Line[] {
   const lines = text.trim().split('\n');
-  assert.match(lines[0]!, /^ROLE\s+PID\s+VERSION\s+UPTIME\s+RSS$/);
+  assert.match(lines[0]!, /^ROLE\s+PID\s+VERSION\s+UPTIME\s+RSS\s+STATE$/);
   return lines.slice(1).map((line) => {
-    const [role, pid, version, uptime, rss, unit] = line.trim().split(/\s+/);
+    const [role, pid, version, uptime, rss, unit, state] = line.trim().split(/\s+/);
     assert.match(uptime!, /^\d+[smhd]/, line);
+    assert.match(state!, /^(serving|retiring)$/, line);
     assert.ok(Number(rss) > 0 && unit === 'MB', line);
     return { role: role!, pid: Number(pid), version: version! };
   });

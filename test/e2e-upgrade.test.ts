@@ -21,18 +21,20 @@ const repo = path.join(work, APP);
 interface Line {
   role: string;
   pid: number;
+  state: string;
 }
 
 function status(): Line[] {
   const r = daemon.cli(['status']);
   assert.equal(r.code, 0, r.stderr);
   return r.stdout.trim().split('\n').slice(1).map((line) => {
-    const [role, pid] = line.trim().split(/\s+/);
-    return { role: role!, pid: Number(pid) };
+    const f = line.trim().split(/\s+/);
+    return { role: f[0]!, pid: Number(f[1]), state: f.at(-1)! };
   });
 }
 
-const pidOf = (lines: Line[], role: string) => lines.find((l) => l.role === role)!.pid;
+/** The pid of the process serving in `role` (an old one an upgrade replaces shows as retiring until it exits). */
+const pidOf = (lines: Line[], role: string) => lines.find((l) => l.role === role && l.state === 'serving')!.pid;
 const exeOf = (pid: number) => fs.readlinkSync(`/proc/${pid}/exe`);
 const alive = (pid: number) => fs.existsSync(`/proc/${pid}`);
 

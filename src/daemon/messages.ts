@@ -25,6 +25,8 @@ export interface ProcessStatus {
   /** Seconds since the process started. */
   uptimeS: number;
   rssBytes: number;
+  /** Set by the supervisor for an old process an upgrade is replacing: it finishes its work, then exits. */
+  retiring?: boolean;
 }
 
 /** What the proxy serves; each message replaces that part whole. */

@@ -121,6 +121,7 @@ export class RoleChild {
   /** An old proxy in an upgrade: stops accepting, drains (WebSockets until the deadline), exits. */
   async drainAndExit(): Promise<void> {
     if (!this.running) return;
+    this.retiring = true;
     this.send({ t: 'drain-and-exit' });
     const timer = setTimeout(() => this.#process.kill('SIGKILL'), STOP_TIMEOUT_MS);
     await this.exited;

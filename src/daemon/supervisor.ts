@@ -85,7 +85,9 @@ export class Supervisor {
   /** Every process of the daemon: this one, then its children. */
   async status(): Promise<ProcessStatus[]> {
     const lines: ProcessStatus[] = [ownStatus('supervisor', VERSION)];
-    const children = [...this.#alive].filter((c) => c.isReady).sort((a, b) => (a.role === b.role ? 0 : a.role === 'proxy' ? -1 : 1));
+    // The proxy, then the control plane; processes an upgrade is replacing after those serving.
+    const rank = (c: RoleChild) => (c.retiring ? 2 : 0) + (c.role === 'proxy' ? 0 : 1);
+    const children = [...this.#alive].filter((c) => c.isReady).sort((a, b) => rank(a) - rank(b));
     for (const child of children) {
       const id = this.#nextId++;
       const answer = new Promise<ProcessStatus | undefined>((resolve) => {
@@ -95,7 +97,7 @@ export class Supervisor {
       child.send({ t: 'status', id });
       const status = await answer;
       this.#asks.delete(id);
-      if (status) lines.push(status);
+      if (status) lines.push(child.retiring ? { ...status, retiring: true } : status);
     }
     return lines;
   }

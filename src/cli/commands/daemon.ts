@@ -15,8 +15,8 @@ export const daemonCommands: Command[] = [
     needsDaemon: true,
     async run(ctx, { daemon }) {
       const processes = await daemon().daemonStatus();
-      const rows = [['ROLE', 'PID', 'VERSION', 'UPTIME', 'RSS']];
-      for (const p of processes) rows.push([p.role, String(p.pid), p.version, duration(p.uptimeS), `${(p.rssBytes / 1024 / 1024).toFixed(1)} MB`]);
+      const rows = [['ROLE', 'PID', 'VERSION', 'UPTIME', 'RSS', 'STATE']];
+      for (const p of processes) rows.push([p.role, String(p.pid), p.version, duration(p.uptimeS), `${(p.rssBytes / 1024 / 1024).toFixed(1)} MB`, p.retiring ? 'retiring' : 'serving']);
       ctx.out.line(table(rows));
     },
   }),
