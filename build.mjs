@@ -87,8 +87,20 @@ async function bundle() {
     logLevel: 'warning',
   });
   fs.writeFileSync(path.join(dist, 'meta.json'), JSON.stringify(result.metafile));
+  keepAscii(path.join(dist, 'berth.cjs'));
   const size = fs.statSync(path.join(dist, 'berth.cjs')).size;
   step(`bundled dist/berth.cjs (${(size / 1e6).toFixed(2)} MB) in ${Date.now() - started} ms`);
+}
+
+// V8 holds a script's source as one byte per character only if every character is Latin-1: one
+// other character (isomorphic-git's regex /[\ud800-\uffff]/, which esbuild prints as the
+// character itself) doubled the 4 MB source in the heap of every process. Escaped as \uXXXX, it
+// means the same in a string, a template or a regex literal.
+function keepAscii(file) {
+  const source = fs.readFileSync(file, 'utf8');
+  // Per UTF-16 unit: a character beyond U+FFFF becomes its surrogate pair, as JavaScript spells it.
+  const escaped = source.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  if (escaped !== source) fs.writeFileSync(file, escaped);
 }
 
 async function singleExecutable() {

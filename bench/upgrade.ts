@@ -24,7 +24,10 @@ const work = tempDir('bench-upgrade');
 const daemon = await startDaemon();
 const rows: Array<[string, string]> = [];
 
-/** RSS of each process of the daemon, from `berth status`. */
+/**
+ * RSS of each process of the daemon, from `berth status`, with its anonymous part from /proc: the
+ * rest is pages of the executable, which the three processes share (docs/memory.md).
+ */
 function rss(): string {
   const r = daemon.cli(['status']);
   if (r.code !== 0) throw new Error(`berth status failed:\n${r.stderr}`);
@@ -34,7 +37,8 @@ function rss(): string {
     .slice(1)
     .map((line) => {
       const f = line.trim().split(/\s+/);
-      return `${f[0]} ${f[4]} ${f[5]}`;
+      const anon = /RssAnon:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${f[1]}/status`, 'utf8'))?.[1];
+      return `${f[0]} ${f[4]} ${f[5]} (anon ${anon ? Math.round(Number(anon) / 1024) : '?'} MB)`;
     })
     .join(', ');
 }

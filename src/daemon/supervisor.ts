@@ -10,7 +10,7 @@ import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import type { HeldSocket, SocketName } from './listen-sockets.ts';
 import { ownStatus, type ControlFacts, type FromChild, type ProcessStatus, type ToChild, type UpgradeRequest } from './messages.ts';
-import { LogTail, readyWithin, ROLE_COMMANDS, RoleChild, type ChildRole } from './role-child.ts';
+import { LogTail, readyWithin, ROLE_COMMANDS, RoleChild, roleEnv, type ChildRole } from './role-child.ts';
 
 /** A child that lived this long before it died is restarted at once; sooner, the wait doubles up to RESTART_MAX_MS. */
 export const RESTART_RESET_MS = 30_000;
@@ -195,7 +195,7 @@ export class Supervisor {
     const output = tail ? 'pipe' : 'inherit';
     // Each child leads a process group of its own, so that kill() also ends what a stand-in
     // binary (a wrapper script) started; a Ctrl-C reaches the supervisor, which stops them in order.
-    const process_ = spawn(program!, [...prefix, ROLE_COMMANDS[role], ...argv], { stdio: ['ignore', output, output, ...fds, 'ipc'] as never, detached: true });
+    const process_ = spawn(program!, [...prefix, ROLE_COMMANDS[role], ...argv], { stdio: ['ignore', output, output, ...fds, 'ipc'] as never, detached: true, env: roleEnv(role) });
     if (tail) {
       // A new binary's output goes to the log as usual, and its last lines to a failed upgrade's report.
       for (const stream of [process_.stdout!, process_.stderr!]) {

@@ -2,11 +2,13 @@
 // node:http2 server. Each stream is decided by the request policy, like a request on the fast
 // path (same routing, limits, request id, forwarded headers, access-log line, passive health),
 // and a forwarded one goes to the app as HTTP/1.1 through undici keep-alive pools. Sessions have a
-// cap on concurrent streams and close after the app's idle-timeout with no stream open.
+// cap on concurrent streams and close after the app's idle-timeout with no stream open. undici
+// is loaded with the first forwarded stream: a proxy that serves no HTTP/2 does not pay for it
+// (about 10 MB of memory, docs/memory.md).
 import { createServer, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import { Readable, Transform } from 'node:stream';
-import { Agent } from 'undici';
+import type { Agent } from 'undici';
 import { log } from '../log.ts';
 import { sendErrorPage, type ErrorStatus } from './error-pages.ts';
 import type { ProxyContext } from './proxy-context.ts';
@@ -35,7 +37,9 @@ export const HTTP2_MAX_CONCURRENT_STREAMS = 128;
 export class Http2FrontEnd {
   readonly #ctx: ProxyContext;
   readonly #server: Http2Server;
-  readonly #agent: Agent;
+  /** The pools to the apps, once a stream has been forwarded. */
+  #agent: Agent | undefined;
+  #agentLoading: Promise<Agent> | undefined;
   /** The listener port (X-Forwarded-Port) of each connection handed over, until its session starts. */
   readonly #ports = new WeakMap<object, number>();
   readonly #sessions = new Map<ServerHttp2Session, SessionState>();
@@ -44,7 +48,6 @@ export class Http2FrontEnd {
   constructor(ctx: ProxyContext, onSessionClosed: () => void) {
     this.#ctx = ctx;
     this.#onSessionClosed = onSessionClosed;
-    this.#agent = new Agent({ connect: { timeout: ctx.limits.connectTimeout }, keepAliveTimeout: ctx.limits.upstreamIdle, bodyTimeout: 0 });
     const server = createServer({ settings: { maxConcurrentStreams: HTTP2_MAX_CONCURRENT_STREAMS } });
     server.on('session', (session: ServerHttp2Session) => this.#onSession(session));
     server.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => this.#onRequest(req, res));
@@ -81,7 +84,8 @@ export class Http2FrontEnd {
   /** Cuts every session and closes the pools to the apps. */
   async destroy(): Promise<void> {
     for (const session of this.#sessions.keys()) session.destroy();
-    await this.#agent.destroy();
+    const agent = this.#agent ?? (await this.#agentLoading?.catch(() => undefined));
+    await agent?.destroy();
   }
 
   #onSession(session: ServerHttp2Session): void {
@@ -142,8 +146,28 @@ export class Http2FrontEnd {
     else this.#answer(x, 200, d.text);
   }
 
+  #loadAgent(): Promise<Agent> {
+    const limits = this.#ctx.limits;
+    this.#agentLoading ??= import('undici').then(({ Agent }) => {
+      this.#agent = new Agent({ connect: { timeout: limits.connectTimeout }, keepAliveTimeout: limits.upstreamIdle, bodyTimeout: 0 });
+      return this.#agent;
+    });
+    return this.#agentLoading;
+  }
+
   #forward(x: H2Exchange): void {
     if (x.closed) return;
+    const agent = this.#agent;
+    if (!agent) {
+      this.#loadAgent().then(
+        () => this.#forward(x),
+        (e: Error) => {
+          log.error('proxy_http2_client_failed', { error: e });
+          this.#respond(x, 502, UNREACHABLE);
+        },
+      );
+      return;
+    }
     const ctx = this.#ctx;
     const route = x.d.route!;
     const now = performance.now();
@@ -157,7 +181,7 @@ export class Http2FrontEnd {
     target.begin();
     let headersReceived = false;
     const settings = x.d.settings;
-    this.#agent.stream(
+    agent.stream(
       {
         origin: `http://${hostPort(target)}`,
         path: x.path,
