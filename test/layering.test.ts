@@ -16,10 +16,12 @@ interface Rule {
   except?: readonly string[];
 }
 
-const LAYERS = ['cli', 'platform', 'git', 'orchestrator', 'proxy', 'state', 'ui'];
+const LAYERS = ['cli', 'daemon', 'platform', 'git', 'orchestrator', 'proxy', 'state', 'ui'];
 
 const RULES: readonly Rule[] = [
   { from: ['git', 'orchestrator', 'proxy', 'state'], not: ['cli', 'platform'] },
+  // The processes (supervisor, proxy, control) compose the layers; no layer below reaches back.
+  { from: ['git', 'orchestrator', 'proxy', 'state', 'ui', 'cli'], not: ['daemon'] },
   { from: ['state'], not: ['proxy', 'orchestrator', 'git'] },
   { from: ['platform'], not: ['cli'] },
   // Commands call one operation of the application layer: no engine, no orchestrator, no lock.
