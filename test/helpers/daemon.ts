@@ -206,12 +206,12 @@ export async function waitFor(what: string, fn: () => Promise<boolean> | boolean
   }
 }
 
-/** The child of `supervisor` started as `berth __ROLE` (its argv, not its title, which it sets itself). */
+/** The child of `supervisor` in `role`: started as `berth __ROLE`, titled `berth ROLE` once it runs (the title replaces its argv). */
 export function childPid(supervisor: number, role: 'proxy' | 'control'): number {
   const children = fs.readFileSync(`/proc/${supervisor}/task/${supervisor}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   for (const pid of children) {
-    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    if (argv.includes(`__${role}`)) return pid;
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (cmdline.split('\0').includes(`__${role}`) || cmdline.replace(/\0+$/, '') === `berth ${role}`) return pid;
   }
   throw new Error(`berth serve (pid ${supervisor}) has no ${role} process now`);
 }
