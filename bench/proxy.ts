@@ -224,8 +224,8 @@ server.listen(Number(process.env.PORT), '0.0.0.0');
   const p99Ratio = berth.p99 / nginx.p99;
   console.log('');
   console.log(`berth / ${nginx.name}: req/s ${fmt(rpsRatio)}x (target >= 0.60x: ${rpsRatio >= 0.6 ? 'met' : 'NOT met'}), p99 ${fmt(p99Ratio)}x (target <= 2.00x: ${p99Ratio <= 2 ? 'met' : 'NOT met'})`);
-  daemon.cli(['apps:destroy', APP, '--force']);
 } finally {
+  daemon.cli(['apps:destroy', APP, '--force']);
   for (const n of nginxes) await stopProcess(n);
   await daemon.stop();
   fs.rmSync(work, { recursive: true, force: true });
