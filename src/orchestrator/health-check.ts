@@ -296,8 +296,18 @@ function probeHeaders(hostHeader: string): Record<string, string> {
   };
 }
 
-function answerOnce(host: string, port: number, hostHeader: string, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
-  const started = Date.now();
+type ProbeResult = { ok: boolean; detail: string };
+
+/**
+ * One GET to the container, settled once: by `onResponse` (given `done`), by `onError`, or by
+ * `onTimeout` after `timeoutMs`; the request is destroyed when it settles.
+ */
+function getOnce(
+  options: { host: string; port: number; path: string; headers: Record<string, string>; timeoutMs: number },
+  onResponse: (res: http.IncomingMessage, done: (ok: boolean, detail: string) => void) => void,
+  onError: (e: NodeJS.ErrnoException) => ProbeResult,
+  onTimeout: () => ProbeResult,
+): Promise<ProbeResult> {
   return new Promise((resolve) => {
     let settled = false;
     const done = (ok: boolean, detail: string) => {
@@ -307,37 +317,42 @@ function answerOnce(host: string, port: number, hostHeader: string, timeoutMs: n
       req.destroy();
       resolve({ ok, detail });
     };
-    const req = http.request({ host, port, path: '/', method: 'GET', headers: probeHeaders(hostHeader), agent: false }, (res) => {
-      const status = res.statusCode ?? 0;
-      const took = `${Date.now() - started} ms`;
-      // The status is the answer; the body is not waited for.
-      done(status < 500, `GET / answered ${status} in ${took}`);
-    });
+    const req = http.request({ host: options.host, port: options.port, path: options.path, method: 'GET', headers: options.headers, agent: false }, (res) => onResponse(res, done));
     req.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ECONNREFUSED') return done(false, `nothing listens on port ${port}`);
-      if (e.code?.startsWith('HPE_')) return done(true, `port ${port} accepts connections and speaks no HTTP`);
-      if (e.code === 'ECONNRESET' || e.message === 'socket hang up') return done(true, `port ${port} accepts connections and closed GET / unanswered`);
-      done(false, `${e.code ?? 'error'}: ${e.message}`);
+      const r = onError(e);
+      done(r.ok, r.detail);
     });
-    const timer = setTimeout(() => done(true, `port ${port} accepts connections; no HTTP answer to GET / within ${formatSeconds(timeoutMs)}`), timeoutMs);
+    const timer = setTimeout(() => {
+      const r = onTimeout();
+      done(r.ok, r.detail);
+    }, options.timeoutMs);
     req.end();
   });
 }
 
-function httpOnce(check: HttpCheck, host: string, port: number, hostHeader: string): Promise<{ ok: boolean; detail: string }> {
+function answerOnce(host: string, port: number, hostHeader: string, timeoutMs: number): Promise<ProbeResult> {
   const started = Date.now();
-  return new Promise((resolve) => {
-    let settled = false;
-    const done = (ok: boolean, detail: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      req.destroy();
-      resolve({ ok, detail });
-    };
-    const headers = probeHeaders(hostHeader);
-    for (const [name, value] of check.headers) headers[name.toLowerCase()] = value;
-    const req = http.request({ host, port, path: check.path, method: 'GET', headers, agent: false }, (res) => {
+  return getOnce(
+    { host, port, path: '/', headers: probeHeaders(hostHeader), timeoutMs },
+    // The status is the answer; the body is not waited for.
+    (res, done) => done((res.statusCode ?? 0) < 500, `GET / answered ${res.statusCode ?? 0} in ${Date.now() - started} ms`),
+    (e) => {
+      if (e.code === 'ECONNREFUSED') return { ok: false, detail: `nothing listens on port ${port}` };
+      if (e.code?.startsWith('HPE_')) return { ok: true, detail: `port ${port} accepts connections and speaks no HTTP` };
+      if (e.code === 'ECONNRESET' || e.message === 'socket hang up') return { ok: true, detail: `port ${port} accepts connections and closed GET / unanswered` };
+      return { ok: false, detail: `${e.code ?? 'error'}: ${e.message}` };
+    },
+    () => ({ ok: true, detail: `port ${port} accepts connections; no HTTP answer to GET / within ${formatSeconds(timeoutMs)}` }),
+  );
+}
+
+function httpOnce(check: HttpCheck, host: string, port: number, hostHeader: string): Promise<ProbeResult> {
+  const started = Date.now();
+  const headers = probeHeaders(hostHeader);
+  for (const [name, value] of check.headers) headers[name.toLowerCase()] = value;
+  return getOnce(
+    { host, port, path: check.path, headers, timeoutMs: check.timeoutMs },
+    (res, done) => {
       const status = res.statusCode ?? 0;
       const chunks: Buffer[] = [];
       let size = 0;
@@ -354,11 +369,10 @@ function httpOnce(check: HttpCheck, host: string, port: number, hostHeader: stri
         }
         done(true, `status ${status} in ${took}`);
       });
-    });
-    req.on('error', (e: NodeJS.ErrnoException) => done(false, e.code === 'ECONNREFUSED' ? `connection refused on port ${port}` : `${e.code ?? 'error'}: ${e.message}`));
-    const timer = setTimeout(() => done(false, `no answer within ${formatSeconds(check.timeoutMs)}`), check.timeoutMs);
-    req.end();
-  });
+    },
+    (e) => ({ ok: false, detail: e.code === 'ECONNREFUSED' ? `connection refused on port ${port}` : `${e.code ?? 'error'}: ${e.message}` }),
+    () => ({ ok: false, detail: `no answer within ${formatSeconds(check.timeoutMs)}` }),
+  );
 }
 
 function connectOnce(host: string, port: number, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
