@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { holdSockets } from '../src/daemon/listen-sockets.ts';
-import { BINARY, gitRepo, makeKey, mustRun, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { BINARY, gitRepo, makeKey, mustRun, parseStatus, request, run, startDaemon, tempDir, waitFor, type Daemon, type StatusLine } from './helpers/daemon.ts';
 import { runAsync, sleep, startWrk, zeroDowntimeApp } from './helpers/zero-downtime.ts';
 
 const APP = 'procs';
@@ -22,29 +22,11 @@ let host: string;
 const work = tempDir('e2e-processes');
 const repo = path.join(work, APP);
 
-interface Line {
-  role: string;
-  pid: number;
-  version: string;
-}
-
 /** `berth status` through the local CLI, parsed. */
-function status(): Line[] {
+function status(): StatusLine[] {
   const r = daemon.cli(['status']);
   assert.equal(r.code, 0, r.stderr);
   return parseStatus(r.stdout);
-}
-
-function parseStatus(text: string): Line[] {
-  const lines = text.trim().split('\n');
-  assert.match(lines[0]!, /^ROLE\s+PID\s+VERSION\s+UPTIME\s+RSS\s+STATE$/);
-  return lines.slice(1).map((line) => {
-    const [role, pid, version, uptime, rss, unit, state] = line.trim().split(/\s+/);
-    assert.match(uptime!, /^\d+[smhd]/, line);
-    assert.match(state!, /^(serving|retiring)$/, line);
-    assert.ok(Number(rss) > 0 && unit === 'MB', line);
-    return { role: role!, pid: Number(pid), version: version! };
-  });
 }
 
 function pidOf(role: string): number {
@@ -64,7 +46,7 @@ async function restarted(role: string, old: number): Promise<number> {
   return pid;
 }
 
-function parseStatusSafe(): Line[] {
+function parseStatusSafe(): StatusLine[] {
   const r = daemon.cli(['status']);
   return r.code === 0 ? parseStatus(r.stdout) : [];
 }

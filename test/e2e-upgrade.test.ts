@@ -8,7 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { BINARY, gitRepo, makeKey, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { BINARY, gitRepo, makeKey, parseStatus, startDaemon, tempDir, waitFor, type Daemon, type StatusLine } from './helpers/daemon.ts';
 import { openWebSocket, runAsync, sleep, startWrk, zeroDowntimeApp } from './helpers/zero-downtime.ts';
 
 const APP = 'upg';
@@ -18,23 +18,14 @@ let host: string;
 const work = tempDir('e2e-upgrade');
 const repo = path.join(work, APP);
 
-interface Line {
-  role: string;
-  pid: number;
-  state: string;
-}
-
-function status(): Line[] {
+function status(): StatusLine[] {
   const r = daemon.cli(['status']);
   assert.equal(r.code, 0, r.stderr);
-  return r.stdout.trim().split('\n').slice(1).map((line) => {
-    const f = line.trim().split(/\s+/);
-    return { role: f[0]!, pid: Number(f[1]), state: f.at(-1)! };
-  });
+  return parseStatus(r.stdout);
 }
 
 /** The pid of the process serving in `role` (an old one an upgrade replaces shows as retiring until it exits). */
-const pidOf = (lines: Line[], role: string) => lines.find((l) => l.role === role && l.state === 'serving')!.pid;
+const pidOf = (lines: StatusLine[], role: string) => lines.find((l) => l.role === role && l.state === 'serving')!.pid;
 const exeOf = (pid: number) => fs.readlinkSync(`/proc/${pid}/exe`);
 const alive = (pid: number) => fs.existsSync(`/proc/${pid}`);
 

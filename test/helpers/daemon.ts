@@ -1,5 +1,6 @@
 // Test harness for end-to-end tests: a real `dist/berth serve` on ephemeral ports with its own
 // data dir, the real CLI, the real git client over the real OpenSSH client, real HTTP.
+import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -214,4 +215,26 @@ export function childPid(supervisor: number, role: 'proxy' | 'control'): number 
     if (cmdline.split('\0').includes(`__${role}`) || cmdline.replace(/\0+$/, '') === `berth ${role}`) return pid;
   }
   throw new Error(`berth serve (pid ${supervisor}) has no ${role} process now`);
+}
+
+/** One process of `berth status`. */
+export interface StatusLine {
+  role: string;
+  pid: number;
+  version: string;
+  /** serving, or retiring while an upgrade replaces it. */
+  state: string;
+}
+
+/** The output of `berth status`, parsed and checked column by column. */
+export function parseStatus(text: string): StatusLine[] {
+  const lines = text.trim().split('\n');
+  assert.match(lines[0]!, /^ROLE\s+PID\s+VERSION\s+UPTIME\s+RSS\s+STATE$/);
+  return lines.slice(1).map((line) => {
+    const [role, pid, version, uptime, rss, unit, state] = line.trim().split(/\s+/);
+    assert.match(uptime!, /^\d+[smhd]/, line);
+    assert.match(state!, /^(serving|retiring)$/, line);
+    assert.ok(Number(rss) > 0 && unit === 'MB', line);
+    return { role: role!, pid: Number(pid), version: version!, state: state! };
+  });
 }
