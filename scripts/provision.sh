@@ -123,6 +123,8 @@ command -v curl >/dev/null || apt_install curl
 command -v busybox >/dev/null || apt_install busybox-static
 command -v wrk >/dev/null || apt_install wrk
 command -v pebble >/dev/null || apt_install pebble
+command -v ssh-audit >/dev/null || apt_install ssh-audit
+command -v testssl >/dev/null || apt_install testssl.sh
 start_engine
 build_base_image
 build_stack_image
