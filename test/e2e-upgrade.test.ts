@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { BINARY, gitRepo, makeKey, parseStatus, startDaemon, tempDir, waitFor, type Daemon, type StatusLine } from './helpers/daemon.ts';
@@ -70,6 +71,17 @@ function script(name: string, body: string): string {
 }
 
 const upgrade = (args: string[]) => runAsync(BINARY, ['--data-dir', daemon.dataDir, 'upgrade', ...args], { timeoutMs: 180_000 });
+
+/** `berth upgrade` whose output can be read while it runs. */
+function upgradeStreaming(args: string[]): { output: () => string; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+  const child = spawn(BINARY, ['--data-dir', daemon.dataDir, 'upgrade', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+  return { output: () => stdout, done };
+}
 
 before(async () => {
   daemon = await startDaemon();
@@ -172,10 +184,21 @@ test('berth upgrade under load: no request fails, a 2-second request and a runni
     req.on('error', reject);
     req.end();
   });
+  // A command running in the old control plane for a few seconds: the old one finishes it first.
+  const oneOff = runAsync('ssh', [...daemon.sshArgs(key.privateKey), 'berth@127.0.0.1', `run ${APP} sleep 5`], { timeoutMs: 120_000 });
   await sleep(300);
-  const upgraded = await upgrade(['--binary', newBinary, '--probation', '1']);
+  const upgrading = upgradeStreaming(['--binary', newBinary, '--probation', '1']);
+  // A deploy asked while the old control plane finishes: the new one takes the connection, says
+  // why it waits, and deploys once the old one has stopped, after the push's release.
+  await waitFor('the new control plane to take SSH connections', () => /takes new SSH connections/.test(upgrading.output()), 60_000);
+  const handedOver = runAsync('ssh', [...daemon.sshArgs(key.privateKey), 'berth@127.0.0.1', `config:set ${APP} HANDOVER=yes`], { timeoutMs: 180_000 });
+  const upgraded = await upgrading.done;
   assert.equal(upgraded.code, 0, upgraded.stdout + upgraded.stderr);
   assert.match(upgraded.stdout, /Done: upgraded to /);
+  assert.equal((await oneOff).code, 0, 'the command running in the old control plane finishes');
+  const configured = await handedOver;
+  assert.equal(configured.code, 0, configured.stdout + configured.stderr);
+  assert.match(configured.stderr, /berth is being upgraded: this waits until the previous version has finished its running pushes and commands/);
 
   const pushed = await pushing;
   assert.equal(pushed.code, 0, `the push running across the upgrade succeeds:\n${pushed.stderr}`);
@@ -204,4 +227,10 @@ test('berth upgrade under load: no request fails, a 2-second request and a runni
   assert.deepEqual(listeners(daemon.sshPort), new Set([supervisor, pidOf(after, 'control')]));
   const page = await runAsync('curl', ['-s', '-H', `Host: ${host}`, `http://127.0.0.1:${daemon.httpPort}/`]);
   assert.match(page.stdout, /^v2/);
+  // The new control plane read what the old one wrote before it deployed: the push's release, then the config's.
+  assert.equal(daemon.cli(['config:get', APP, 'HANDOVER']).stdout.trim(), 'yes');
+  const releases = daemon.cli(['releases', APP]).stdout;
+  const rows = releases.split('\n').filter((l) => /^v\d+/.test(l));
+  assert.match(rows[0] ?? '', /^v3 \*.*HANDOVER/, releases);
+  assert.match(rows[1] ?? '', /^v2 /, releases);
 });

@@ -10,6 +10,7 @@ import { runCommand } from '../cli/registry.ts';
 import { dataPaths, loadConfig } from '../config.ts';
 import { createExecHandler } from '../git/exec-router.ts';
 import { loadOrCreateHostKey } from '../git/host-key.ts';
+import { KeyStore } from '../git/key-store.ts';
 import { SshServer } from '../git/ssh-server.ts';
 import { log, setLogLevel } from '../log.ts';
 import { DockerEngine } from '../orchestrator/docker-engine.ts';
@@ -19,7 +20,7 @@ import { writeFileAtomic } from '../state/atomic-file.ts';
 import { AppLock } from '../platform/app-lock.ts';
 import { createPlatform } from '../platform/platform.ts';
 import { EdgeRoutePublisher } from '../platform/route-publisher.ts';
-import { loadState } from '../platform/state.ts';
+import { loadState, type State } from '../platform/state.ts';
 import { readAll } from '../read-all.ts';
 import { VERSION } from '../version.ts';
 import { UserError } from '../errors.ts';
@@ -27,6 +28,7 @@ import { CONTROL_FDS, ownStatus, type FromChild, type ProcessStatus, type ToChil
 import type { UpgradeResult } from './supervisor.ts';
 import { ProxyLink } from './proxy-link.ts';
 import { exitSoon, untilStopped } from './role-lifecycle.ts';
+import { HELLO_ANSWER_MS, TakeOver } from './take-over.ts';
 
 export async function runControl(argv: string[]): Promise<number> {
   process.title = 'berth control';
@@ -42,8 +44,15 @@ export async function runControl(argv: string[]): Promise<number> {
   let nextAsk = 1;
   let retire!: (deadlineMs: number) => void;
   const retiring = new Promise<number>((resolve) => (retire = resolve));
+  const takeOver = new TakeOver();
+  let tookOver!: () => void;
+  const told = new Promise<void>((resolve) => (tookOver = resolve));
   process.on('message', (message: ToChild) => {
     switch (message.t) {
+      case 'hold':
+        return takeOver.hold();
+      case 'take-over':
+        return tookOver();
       case 'retire':
         return retire(message.deadlineMs);
       case 'resync':
@@ -93,8 +102,22 @@ export async function runControl(argv: string[]): Promise<number> {
     for (const stop of stops.reverse()) await stop().catch((e) => log.error('stop_failed', { error: e }));
   };
   try {
-    const state = await loadState(config);
+    // SSH first, with the keys as they are now: a connection made while an upgrade's old control
+    // plane finishes its work, or while this one starts, is taken and told why it waits.
     const hostKey = await loadOrCreateHostKey(paths.hostKeys);
+    const keys = new KeyStore(paths.keys);
+    await keys.load();
+    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys, onExec: createExecHandler(takeOver.routes()) });
+    await ssh.start();
+    send({ t: 'hello' });
+    // A supervisor older than take-over does not answer: it starts a control plane only once the old one is gone.
+    await Promise.race([told, new Promise((resolve) => setTimeout(resolve, HELLO_ANSWER_MS))]);
+    if (takeOver.phase === 'waiting') await told;
+    takeOver.starting();
+    log.info('control_taking_over', { pid: process.pid });
+    // What the previous control plane wrote up to its end, keys included.
+    await keys.load();
+    const state: State = { ...(await loadState(config)), keys };
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
     const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains });
     stops.push(() => certificates.stop());
@@ -127,7 +150,7 @@ export async function runControl(argv: string[]): Promise<number> {
     // (the supervisor's resync). Before, it kept what the previous control plane sent.
     link.goLive();
     await certificates.start();
-    const onExec = createExecHandler({
+    takeOver.open({
       push: (app, session) => platform.releases.push(app, session),
       command: (words, session) =>
         runCommand(words, {
@@ -143,9 +166,6 @@ export async function runControl(argv: string[]): Promise<number> {
           ...(session.terminal ? { terminal: session.terminal } : {}),
         }),
     });
-    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys: state.keys, onExec });
-    // Stopped last, on its own: a retiring control plane may still relay an upgrade's output.
-    await ssh.start();
     control = new ControlServer(paths.socket, { state, daemon: platform });
     const controlServer = control;
     stops.push(() => controlServer.stop());

@@ -51,7 +51,10 @@ export interface ControlFacts {
 
 /** A child to the supervisor. */
 export type FromChild =
-  /** The child listens to its IPC channel: messages sent before this could be lost. */
+  /**
+   * The child listens to its IPC channel: messages sent before this could be lost. A control
+   * plane's also asks whether it may take over (it listens for SSH already).
+   */
   | { t: 'hello' }
   | { t: 'ready'; facts?: ControlFacts }
   | { t: 'status'; id: number; status: ProcessStatus }
@@ -76,6 +79,10 @@ export type ToChild =
   | { t: 'drain-and-exit' }
   /** To control, in an upgrade: stop accepting, let running pushes and commands finish (up to the deadline), then exit. */
   | { t: 'retire'; deadlineMs: number }
+  /** To control, answering its hello: an upgrade's old control plane finishes its work; hold pushes and commands until take-over. */
+  | { t: 'hold' }
+  /** To control: no other control plane runs; load the state, adopt the containers, then run pushes and commands. */
+  | { t: 'take-over' }
   /** To a new proxy: start accepting now, with whatever state it has (the control plane is not there to send it). */
   | { t: 'accept' }
   | { t: 'from-proxy'; message: FromProxy }

@@ -72,9 +72,15 @@ export class RoleChild {
   retiring = false;
 
   readonly #retired: Promise<void>;
+  /** A control plane that waits for another to finish before it takes over (an upgrade's new one). */
+  #holding: boolean;
+  /** Started at spawn; stopped while a control plane holds, started again when it takes over. */
+  #readyTimer: NodeJS.Timeout | undefined;
+  readonly #armReadyTimer: () => void;
 
-  constructor(role: ChildRole, child: ChildProcess, restartable: boolean) {
+  constructor(role: ChildRole, child: ChildProcess, restartable: boolean, holding = false) {
     this.role = role;
+    this.#holding = holding;
     let retired!: () => void;
     this.#retired = new Promise((resolve) => (retired = resolve));
     child.on('message', (message: FromChild) => {
@@ -93,25 +99,51 @@ export class RoleChild {
         resolve({ code: 127, signal: null, lived: 0 });
       });
     });
-    this.ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new Error(`was not ready within ${READY_TIMEOUT_MS / 1000} s`));
+    let notReady!: (e: Error) => void;
+    this.#armReadyTimer = () => {
+      clearTimeout(this.#readyTimer);
+      this.#readyTimer = setTimeout(() => {
+        notReady(new Error(`was not ready within ${READY_TIMEOUT_MS / 1000} s`));
         child.kill('SIGKILL');
       }, READY_TIMEOUT_MS);
+    };
+    this.ready = new Promise<void>((resolve, reject) => {
+      notReady = reject;
+      this.#armReadyTimer();
       child.on('message', (message: FromChild) => {
         if (message.t === 'ready') {
-          clearTimeout(timer);
+          clearTimeout(this.#readyTimer);
           this.isReady = true;
           resolve();
         }
         this.onMessage?.(message);
       });
       void this.exited.then(({ code, signal }) => {
-        clearTimeout(timer);
+        clearTimeout(this.#readyTimer);
         reject(new ChildFailed(role, code ?? (signal ? 1 : 0)));
       });
     });
     this.ready.catch(() => undefined);
+  }
+
+  /** Its hello: a control plane is told to take over, or to hold until takeOver(). */
+  greet(): void {
+    this.greeted = true;
+    if (this.role !== 'control') return;
+    if (this.#holding) {
+      // Its readiness is timed from the take-over: the old control plane's drain may take long.
+      clearTimeout(this.#readyTimer);
+      this.send({ t: 'hold' });
+    } else this.send({ t: 'take-over' });
+  }
+
+  /** A holding control plane takes over now (at once, if it has not said hello yet). */
+  takeOver(): void {
+    if (!this.#holding) return;
+    this.#holding = false;
+    if (!this.greeted) return;
+    if (!this.isReady && this.running) this.#armReadyTimer();
+    this.send({ t: 'take-over' });
   }
 
   get pid(): number | undefined {

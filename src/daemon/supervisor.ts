@@ -139,12 +139,15 @@ export class Supervisor {
 
       const oldControl = this.#current.control;
       progress('The old control plane takes no new SSH connection or command, and finishes those it runs');
-      if (oldControl) {
-        delete this.#current.control;
-        await oldControl.retire(options.drainMs);
-      }
-      progress(`Starting the control plane of ${options.binary}: it adopts the containers before it accepts`);
-      const control = this.#spawn('control', next, false, tail);
+      if (oldControl) delete this.#current.control;
+      const retired = oldControl?.retire(options.drainMs);
+      // The new control plane takes the SSH connections from now on, and holds what they ask
+      // (saying why) until the old one has finished: two control planes never deploy at once.
+      const control = this.#spawn('control', next, false, tail, oldControl !== undefined);
+      progress(`The control plane of ${options.binary} takes new SSH connections; their pushes and commands wait for the old one's to finish`);
+      await retired;
+      progress(`The control plane of ${options.binary} takes over: it adopts the containers before it runs anything`);
+      control.takeOver();
       const controlUp = await readyWithin(control, options.readyWithinMs);
       if (controlUp !== true) {
         await Promise.all([control.kill(), proxy.kill()]);
@@ -188,7 +191,7 @@ export class Supervisor {
   }
 
   /** A child of `command`; `restartable` ones are the current ones, restarted when they die. */
-  #spawn(role: ChildRole, command: readonly string[], restartable: boolean, tail?: LogTail): RoleChild {
+  #spawn(role: ChildRole, command: readonly string[], restartable: boolean, tail?: LogTail, holding = false): RoleChild {
     const { argv, sockets } = this.#options;
     const fds = role === 'proxy' ? [sockets.http.handle, sockets.https.handle] : [sockets.ssh.handle];
     const [program, ...prefix] = command;
@@ -205,7 +208,7 @@ export class Supervisor {
         });
       }
     }
-    const child = new RoleChild(role, process_, restartable);
+    const child = new RoleChild(role, process_, restartable, holding);
     this.#alive.add(child);
     if (restartable) this.#current[role] = child;
     child.onMessage = (message) => this.#onMessage(child, message);
@@ -223,7 +226,7 @@ export class Supervisor {
   #onMessage(from: RoleChild, message: FromChild): void {
     switch (message.t) {
       case 'hello':
-        from.greeted = true;
+        from.greet();
         if (from.role === 'proxy') this.#startAccepting(from);
         return;
       case 'ready':
