@@ -13,7 +13,7 @@ import { BuildpackFetcher, buildpackName, type FetchedBuildpack } from './buildp
 import { EXEC, RUNNER, RUNNER_EXIT, START, STEPS, processTypesFile } from './buildpack-scripts.ts';
 import { stackIdFor, type StackId } from './buildpack-stack.ts';
 import { MAX_APP_JSON_BYTES } from './app-json.ts';
-import { BUILD_TIMEOUT_MS, LABEL, type Engine } from './engine.ts';
+import { BUILD_CAPABILITIES, BUILD_TIMEOUT_MS, LABEL, type Engine } from './engine.ts';
 import { parseProcfile, parseReleaseYaml } from './procfile.ts';
 import { makeTar, readTarFiles, type TarEntry } from './tar-files.ts';
 
@@ -36,6 +36,9 @@ export interface BuildpackChoice {
   mode: 'all' | 'detect';
   from: 'BUILDPACK_URL' | 'buildpacks:set' | '.buildpacks' | 'the default list';
 }
+
+/** Processes and threads a buildpack build may hold at once: compilers and package managers run many, a fork bomb stops here. */
+export const BUILD_PIDS = 4096;
 
 /** Build containers are found by this name prefix (they carry no labels, which a commit would copy into the image). */
 export function buildContainerPrefix(instance: string): string {
@@ -105,6 +108,8 @@ export class BuildpackBuilder implements Builder {
       workingDir: '/tmp/build',
       restart: false,
       memory: this.o.memory,
+      pids: BUILD_PIDS,
+      capabilities: BUILD_CAPABILITIES,
       binds: [`${volume}:/tmp/cache`],
     });
     try {
