@@ -64,8 +64,16 @@ export class DockerEngine implements Engine {
   }
 
   async removeNetwork(name: string): Promise<void> {
+    const network = this.#docker.getNetwork(name);
     try {
-      await this.#docker.getNetwork(name).remove();
+      // Containers of other apps linked to it are cut off first: the network goes with its app.
+      const info = (await network.inspect()) as { Containers?: Record<string, unknown> };
+      for (const id of Object.keys(info.Containers ?? {})) {
+        await network.disconnect({ Container: id, Force: true }).catch((e: { statusCode?: number }) => {
+          if (e.statusCode !== 404) throw e;
+        });
+      }
+      await network.remove();
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode !== 404) throw new Error(`removing Docker network ${name}: ${(e as Error).message}`, { cause: e });
     }

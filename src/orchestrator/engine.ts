@@ -180,7 +180,7 @@ export interface Engine {
   // Networks and volumes
   /** A labelled bridge network (created when missing). */
   ensureNetwork(name: string, labels?: Record<string, string>): Promise<void>;
-  /** Removes a network; one missing is not an error. */
+  /** Removes a network, disconnecting the containers still attached to it (linked ones); one missing is not an error. */
   removeNetwork(name: string): Promise<void>;
   /**
    * Attaches a container to another network as well, reachable there under `aliases` (an app

@@ -71,8 +71,7 @@ export class FakeEngine implements Engine {
     if (!this.networks.has(name)) this.networks.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
   }
   async removeNetwork(name: string): Promise<void> {
-    const users = [...this.specs.entries()].filter(([id, spec]) => this.containers.has(id) && (spec.network === name || this.links.get(id)?.some((l) => l.network === name)));
-    if (users.length) throw new Error(`network ${name} has active endpoints`);
+    for (const [id, list] of this.links) this.links.set(id, list.filter((l) => l.network !== name));
     this.networks.delete(name);
   }
   async connectNetwork(id: string, network: string, aliases: string[]): Promise<void> {
