@@ -17,7 +17,7 @@ import { startLoadLoop } from './helpers/zero-downtime.ts';
 
 const work = tempDir('e2e-containers');
 const SHARED = 'berth-test';
-const [ROOTY, PACKED, OLD] = ['iso-rooty', 'iso-packed', 'iso-old'];
+const [ROOTY, PACKED, OLD, MOVED] = ['iso-rooty', 'iso-packed', 'iso-old', 'iso-moved'];
 const bpDir = writeBuildpack(path.join(work, 'buildpacks', 'nodejs'), NODE_FIXTURE_BUILDPACK);
 let daemon: Daemon;
 let key: { privateKey: string; publicKey: string };
@@ -58,7 +58,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const app of [ROOTY, PACKED, OLD]) daemon.cli(['apps:destroy', app, '--force']);
+  for (const app of [ROOTY, PACKED, OLD, MOVED]) daemon.cli(['apps:destroy', app, '--force']);
   await daemon.stop();
   // Whatever a failed test left: this daemon's containers (the old-style one included) and networks.
   const label = `label=berth.instance=${daemon.instance}`;
@@ -226,8 +226,16 @@ test('a deployment an older berth left on the shared network is adopted, then mo
   assert.doesNotMatch(onShared, new RegExp(`^${OLD}\\.|\\s${OLD}\\.`));
 });
 
+test('apps:rename moves the app to a network of its new name and removes the old one', async () => {
+  const rename = daemon.cli(['apps:rename', OLD, MOVED]);
+  assert.equal(rename.code, 0, rename.stderr);
+  assert.equal(await get(MOVED), 'old v2\n');
+  assert.equal(web(MOVED).network, networkOf(MOVED));
+  assert.notEqual(run('docker', ['network', 'inspect', networkOf(OLD)]).code, 0, `${networkOf(OLD)} is gone`);
+});
+
 test('apps:destroy removes the app\'s network, cutting off the apps linked to it', async () => {
-  for (const app of [PACKED, ROOTY, OLD]) {
+  for (const app of [PACKED, ROOTY, MOVED]) {
     const destroy = daemon.cli(['apps:destroy', app, '--force']);
     assert.equal(destroy.code, 0, destroy.stderr);
     assert.notEqual(run('docker', ['network', 'inspect', networkOf(app)]).code, 0, `${networkOf(app)} is gone`);

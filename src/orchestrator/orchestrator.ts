@@ -220,6 +220,7 @@ export class Orchestrator {
       await this.deps.apps.rename(to, from, (draft) => void (draft.releases = record.releases));
       await this.deps.domains.rename(to, from);
       for (const t of tagged) await engine.removeImage(t).catch(() => undefined);
+      await this.removeNetwork(to);
     };
     for (const [i, r] of record.releases.entries()) {
       const next = renamed[i]!.image;
