@@ -17,8 +17,17 @@ import { startLoadLoop } from './helpers/zero-downtime.ts';
 
 const work = tempDir('e2e-containers');
 const SHARED = 'berth-test';
-const [ROOTY, PACKED, OLD, MOVED] = ['iso-rooty', 'iso-packed', 'iso-old', 'iso-moved'];
+const [ROOTY, PACKED, OLD, MOVED, PROBE] = ['iso-rooty', 'iso-packed', 'iso-old', 'iso-moved', 'iso-probe'];
 const bpDir = writeBuildpack(path.join(work, 'buildpacks', 'nodejs'), NODE_FIXTURE_BUILDPACK);
+// A buildpack whose compile connects to the address in the app's probe-target file, from inside the build container.
+const proberDir = writeBuildpack(path.join(work, 'buildpacks', 'prober'), {
+  detect: '[[ -f "$1/probe-target" ]] && echo Prober',
+  compile: `target="$(cat "$1/probe-target")"
+node -e "console.log('build address: ' + Object.values(require('os').networkInterfaces()).flat().find((i) => i.family === 'IPv4' && !i.internal).address)"
+node -e "const [h, p] = process.argv[1].split(':'); const s = require('net').connect(Number(p), h); const say = (w) => { console.log('probe ' + process.argv[1] + ': ' + w); process.exit(0); }; s.on('connect', () => say('connected')); s.on('error', (e) => say('error ' + e.code)); setTimeout(() => say('no answer'), 3000);" "$target"`,
+  release: 'echo "--- {}"',
+});
+const daemonEnv = { BERTH_STACK_IMAGE: STACK_IMAGE, BERTH_BUILDPACKS: `${proberDir},${bpDir}` };
 let daemon: Daemon;
 let key: { privateKey: string; publicKey: string };
 
@@ -52,13 +61,13 @@ const buildpackApp = (message: string) => ({
 });
 
 before(async () => {
-  daemon = await startDaemon({ env: { BERTH_STACK_IMAGE: STACK_IMAGE, BERTH_BUILDPACKS: bpDir } });
+  daemon = await startDaemon({ env: daemonEnv });
   key = makeKey(work, 'admin');
   assert.equal(daemon.cli(['ssh-keys:add', 'admin', key.publicKey]).code, 0);
 });
 
 after(async () => {
-  for (const app of [ROOTY, PACKED, OLD, MOVED]) daemon.cli(['apps:destroy', app, '--force']);
+  for (const app of [ROOTY, PACKED, OLD, MOVED, PROBE]) daemon.cli(['apps:destroy', app, '--force']);
   await daemon.stop();
   // Whatever a failed test left: this daemon's containers (the old-style one included) and networks.
   const label = `label=berth.instance=${daemon.instance}`;
@@ -73,11 +82,12 @@ const get = async (app: string, p = '/') => (await request(daemon.httpPort, host
 const ssh = (command: string) => daemon.ssh(key.privateKey, command);
 const networkOf = (app: string) => `${SHARED}-${daemon.instance}-${app}`;
 
-function push(app: string, files: Record<string, string>, message = 'deploy'): void {
+function push(app: string, files: Record<string, string>, message = 'deploy'): string {
   const repo = path.join(work, app);
   gitRepo(repo, files, message);
   const p = run('git', ['push', daemon.remote(app), 'main'], { cwd: repo, env: daemon.gitEnv(key.privateKey) });
   assert.equal(p.code, 0, p.stderr);
+  return p.stderr;
 }
 
 /** The app's web container as the engine has it. */
@@ -87,6 +97,13 @@ function web(app: string): { id: string; network: string; ip: string; hostConfig
   const info = JSON.parse(mustRun('docker', ['inspect', id]))[0];
   const network = info.HostConfig.NetworkMode as string;
   return { id, network, ip: info.NetworkSettings.Networks[network].IPAddress, hostConfig: info.HostConfig };
+}
+
+function inSubnet(address: string, cidr: string): boolean {
+  const [base, bits] = cidr.split('/');
+  const n = (ip: string) => ip.split('.').reduce((v, o) => (v << 8n) | BigInt(o), 0n);
+  const mask = ((1n << 32n) - 1n) ^ ((1n << BigInt(32 - Number(bits))) - 1n);
+  return (n(address) & mask) === (n(base!) & mask);
 }
 
 /** CapEff, CapBnd and NoNewPrivs of a /proc/PID/status. */
@@ -122,6 +139,18 @@ test('each app runs on its own network: from inside one app another app\'s conta
   const other = ssh(probe(packed.ip));
   assert.equal(other.code, 0, other.stderr);
   assert.match(other.stdout.trim(), silent);
+});
+
+test("a buildpack build runs on its app's network: from inside the build another app's container does not answer", async () => {
+  const target = `${web(ROOTY).ip}:5000`;
+  const output = push(PROBE, { 'probe-target': target, 'server.js': SERVER('probe v1'), Procfile: 'web: node server.js\n' });
+  assert.match(output, new RegExp(`remote: probe ${target.replace(/\./g, '\\.')}: (no answer|error E(HOSTUNREACH|CONNREFUSED|TIMEDOUT|NETUNREACH))\\s*$`, 'm'));
+  assert.equal(await get(PROBE), 'probe v1\n');
+  assert.equal(web(PROBE).network, networkOf(PROBE));
+  // The build container was on the app's network (not Docker's default bridge, shared by every build).
+  const address = /remote: build address: (\S+)/.exec(output)?.[1] ?? assert.fail(output);
+  const subnet = mustRun('docker', ['network', 'inspect', networkOf(PROBE), '--format', '{{range .IPAM.Config}}{{.Subnet}}{{end}}']).trim();
+  assert.ok(inSubnet(address, subnet), `${address} is in ${subnet}`);
 });
 
 test('an app linked to another (Engine.connectNetwork, the seam for services) reaches it, and its own address stays the one the proxy uses', async () => {
@@ -207,7 +236,7 @@ test('a deployment an older berth left on the shared network is adopted, then mo
   const labels = Object.entries(info.Config.Labels as Record<string, string>).flatMap(([k, v]) => ['--label', `${k}=${v}`]);
   const env = (info.Config.Env as string[]).flatMap((e) => ['-e', e]);
   mustRun('docker', ['run', '-d', '--name', info.Name.slice(1), '--network', SHARED, '--init', '--restart', 'unless-stopped', ...labels, ...env, info.Config.Image]);
-  daemon = await startDaemon({ dataDir: daemon.dataDir, env: { BERTH_STACK_IMAGE: STACK_IMAGE, BERTH_BUILDPACKS: bpDir } });
+  daemon = await startDaemon({ dataDir: daemon.dataDir, env: daemonEnv });
   await waitFor('the adopted container on the shared network to be served', async () => (await get(OLD)) === 'old v1\n', 60_000);
   const adopted = web(OLD);
   assert.equal(adopted.network, SHARED);
@@ -235,7 +264,7 @@ test('apps:rename moves the app to a network of its new name and removes the old
 });
 
 test('apps:destroy removes the app\'s network, cutting off the apps linked to it', async () => {
-  for (const app of [PACKED, ROOTY, MOVED]) {
+  for (const app of [PACKED, ROOTY, MOVED, PROBE]) {
     const destroy = daemon.cli(['apps:destroy', app, '--force']);
     assert.equal(destroy.code, 0, destroy.stderr);
     assert.notEqual(run('docker', ['network', 'inspect', networkOf(app)]).code, 0, `${networkOf(app)} is gone`);

@@ -26,6 +26,11 @@ export interface BuildpackBuilderOptions {
   defaultBuildpacks: readonly string[];
   /** --build-memory, bytes. */
   memory: number;
+  /**
+   * The network a build of the app runs on (created when missing): the app's own, so a build
+   * reaches the internet and nothing of another app, not even its builds. Default: Docker's bridge.
+   */
+  network?: (app: string) => string;
   timeoutMs?: number;
 }
 
@@ -94,13 +99,15 @@ export class BuildpackBuilder implements Builder {
 
     const volume = cacheVolume(engine.instance, source.app);
     await engine.ensureVolume(volume, { [LABEL.app]: source.app });
+    const network = this.o.network?.(source.app) ?? 'bridge';
+    if (network !== 'bridge') await engine.ensureNetwork(network, { [LABEL.app]: source.app });
     const name = `${buildContainerPrefix(engine.instance)}${source.app}.r${job.release}.${randomBytes(2).toString('hex')}`;
     const id = await engine.create({
       name,
       image: stack,
       env: buildEnv(stackId, source.commit),
       labels: {},
-      network: 'bridge',
+      network,
       aliases: [],
       entrypoint: [],
       cmd: ['bash', '/berth/build', choice.mode === 'detect' ? 'detect' : 'all', stackConfig.user],

@@ -90,6 +90,7 @@ export class Orchestrator {
         stackImage: deps.config.stackImage,
         defaultBuildpacks: deps.config.buildpacks,
         memory: deps.config.buildMemory,
+        network: (app) => this.appNetwork(app),
       }),
     ];
   }
