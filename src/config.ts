@@ -21,7 +21,10 @@ export interface Config {
   domain: string;
   /** Docker engine: a unix socket path or tcp://host:port. Default: DOCKER_HOST, else /var/run/docker.sock. */
   dockerHost: string;
-  /** Docker bridge network that app containers join. Default: berth. */
+  /**
+   * The prefix of the Docker bridge networks apps run on, one each: PREFIX-INSTANCE-APP. Containers
+   * an older berth started on the shared network of this name move at their app's next deploy. Default: berth.
+   */
   network: string;
   /**
    * The image buildpack builds run in, and the base of the images they make (Heroku's stack).
@@ -35,6 +38,10 @@ export interface Config {
   buildpacks: string[];
   /** Memory limit of a build (buildpack container or Dockerfile build), in bytes. Default 1 GiB. */
   buildMemory: number;
+  /** Memory limit of each app container (dyno or one-off) whose app sets none (resource:limit), in bytes, swap included. Default 512 MiB. */
+  containerMemory: number;
+  /** Processes and threads each app container may hold at once, unless its app sets another limit (resource:limit --pids). Default 512. */
+  containerPids: number;
   /** Release images kept per app; older ones are removed after a deploy. Default 5. */
   keepImages: number;
   /**
@@ -93,10 +100,12 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'bindHost', flag: '--bind', env: 'BERTH_BIND', kind: 'string', describe: 'address the listeners bind to (default 0.0.0.0)' },
   { key: 'domain', flag: '--domain', env: 'BERTH_DOMAIN', kind: 'string', describe: 'apps are served at APP.DOMAIN (default localhost)' },
   { key: 'dockerHost', flag: '--docker-host', env: 'BERTH_DOCKER_HOST', kind: 'string', describe: 'Docker engine socket or tcp://host:port (default $DOCKER_HOST or /var/run/docker.sock)' },
-  { key: 'network', flag: '--network', env: 'BERTH_NETWORK', kind: 'string', describe: 'Docker network app containers join (default berth)' },
+  { key: 'network', flag: '--network', env: 'BERTH_NETWORK', kind: 'string', describe: 'prefix of the Docker networks apps run on, one each: PREFIX-INSTANCE-APP (default berth)' },
   { key: 'stackImage', flag: '--stack-image', env: 'BERTH_STACK_IMAGE', kind: 'string', describe: 'image buildpack builds run in and build on (default heroku/heroku:24-build)' },
   { key: 'buildpacks', flag: '--buildpacks', env: 'BERTH_BUILDPACKS', kind: 'list', describe: 'comma-separated buildpack URLs tried when an app names none (default: the official Heroku buildpacks)' },
   { key: 'buildMemory', flag: '--build-memory', env: 'BERTH_BUILD_MEMORY', kind: 'bytes', describe: 'memory limit of a build, e.g. 512m or 2g (default 1g)' },
+  { key: 'containerMemory', flag: '--container-memory', env: 'BERTH_CONTAINER_MEMORY', kind: 'bytes', describe: 'memory limit of each app container (swap included) unless the app sets its own with resource:limit (default 512m)' },
+  { key: 'containerPids', flag: '--container-pids', env: 'BERTH_CONTAINER_PIDS', kind: 'count', max: 1_000_000, describe: 'processes and threads each app container may run at once unless the app sets its own with resource:limit --pids (default 512)' },
   { key: 'keepImages', flag: '--keep-images', env: 'BERTH_KEEP_IMAGES', kind: 'count', describe: 'release images kept per app for rollback (default 5)' },
   { key: 'checksWait', flag: '--checks-wait', env: 'BERTH_CHECKS_WAIT', kind: 'seconds', describe: 'probation: seconds a new release serves while the old one is kept running, ready to take the route back; per app: checks:set APP wait N (default 10)' },
   { key: 'acmeEmail', flag: '--acme-email', env: 'BERTH_ACME_EMAIL', kind: 'string', optional: true, describe: 'contact address for the ACME account; turns on automatic HTTPS (default unset: HTTP only)' },
@@ -124,6 +133,8 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     stackImage: 'heroku/heroku:24-build',
     buildpacks: [...DEFAULT_BUILDPACKS],
     buildMemory: 1024 ** 3,
+    containerMemory: 512 * 1024 ** 2,
+    containerPids: 512,
     keepImages: 5,
     checksWait: 10_000,
     acmeDirectory: LETS_ENCRYPT_DIRECTORY,

@@ -43,6 +43,16 @@ test('the stack image, buildpack list, build memory and kept images have documen
   assert.throws(() => loadConfig(['--build-memory', 'lots', '--keep-images', '0'], {}), /2 problems/);
 });
 
+test('app containers get a default memory and pids limit, each a flag', () => {
+  const d = loadConfig([], {});
+  assert.equal(d.containerMemory, 512 * 1024 ** 2);
+  assert.equal(d.containerPids, 512);
+  const c = loadConfig(['--container-memory', '1g'], { BERTH_CONTAINER_PIDS: '2048' });
+  assert.equal(c.containerMemory, 1024 ** 3);
+  assert.equal(c.containerPids, 2048);
+  assert.throws(() => loadConfig(['--container-memory', '1m', '--container-pids', '0'], {}), /2 problems[\s\S]*--container-memory[\s\S]*--container-pids/);
+});
+
 test('the log level is a flag with its BERTH_* mirror, and a wrong one is refused', () => {
   assert.equal(loadConfig([], {}).logLevel, 'info');
   assert.equal(loadConfig([], { BERTH_LOG_LEVEL: 'debug' }).logLevel, 'debug');

@@ -31,6 +31,11 @@ test('a process type limit wins over the default one', () => {
   assert.deepEqual(limitFor(limits, 'web'), { cpus: 0.5 });
   assert.deepEqual(limitFor(limits, 'worker'), { memory: 1 });
   assert.deepEqual(limitFor({}, 'web'), {});
+  // The server's defaults fill in what the app's limit leaves unset, never what it sets.
+  const server = { memory: 512, pids: 512 };
+  assert.deepEqual(limitFor(limits, 'web', server), { memory: 512, pids: 512, cpus: 0.5 });
+  assert.deepEqual(limitFor({ run: { pids: 24 } }, 'run', server), { memory: 512, pids: 24 });
+  assert.deepEqual(limitFor({}, 'web', server), server);
 });
 
 test('buildpack URLs: git with #ref, heroku/NAME, file:// and absolute paths; anything else is refused', () => {

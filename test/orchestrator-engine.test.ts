@@ -12,7 +12,7 @@ import { setLogSink } from '../src/log.ts';
 import { sleep } from '../src/sleep.ts';
 import { deployRelease, retireOthers, type DeployContext, type DrainResult, type ProcessPlan, type RoutePublisher } from '../src/orchestrator/deployment.ts';
 import { parseContainerEvent } from '../src/orchestrator/docker-wire.ts';
-import { LABEL } from '../src/orchestrator/engine.ts';
+import { APP_CAPABILITIES, LABEL } from '../src/orchestrator/engine.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
 import { AppLock } from '../src/platform/app-lock.ts';
 import type { Target } from '../src/proxy/route-table.ts';
@@ -75,6 +75,41 @@ test('adoption starts the missing dyno and names it; a web container that dies l
   engine.emit(engine.eventOf(web2, 'started', 'start'));
   await until(() => publisher.publishes > publishes);
   assert.deepEqual(dynosOf(engine, publisher.routed('shop')), ELEVEN, 'a restart republishes in the order a deploy and an adoption use');
+});
+
+test("a deploy starts the app's containers on its own network with the server's default limits (the app's own override them) and only the kept capabilities; destroy removes the network", async (t) => {
+  const engine = new FakeEngine();
+  engine.addImage(IMAGE);
+  const orch = await orchestrator(t, engine, recordingPublisher(), { web: 2, worker: 1 });
+  const withWorker: Release = { ...release, processTypes: { web: '', worker: 'node worker.js' } };
+  await orch.apps.update('shop', (a) => {
+    a.releases = [withWorker];
+    a.limits = { worker: { memory: 64 * 1024 ** 2, pids: 32 } };
+  });
+  // What an older berth left: web.1 on the shared network, adopted as it is.
+  await engine.ensureNetwork('berth');
+  await deployRelease({ engine, network: 'berth', publisher: recordingPublisher(), hostnames: [], out: silent(), checksWaitMs: 0 }, { ...orch.apps.require('shop'), formation: { web: 1 }, release: withWorker }, { reuse: false });
+  const network = `berth-${engine.instance}-shop`;
+  assert.equal(orch.appNetwork('shop'), network);
+
+  const ctx: DeployContext = { ...orch.releaseDeps('shop').deploy, out: silent() };
+  const plan: ProcessPlan = { ...orch.apps.require('shop'), release: withWorker };
+  const deployed = await deployRelease(ctx, plan, { reuse: false });
+  await retireOthers(ctx, plan, deployed);
+  assert.deepEqual(engine.networks.get(network), { [LABEL.managed]: '1', [LABEL.instance]: engine.instance, [LABEL.app]: 'shop' });
+  const specs = [...engine.containers.keys()].map((id) => engine.specs.get(id)!);
+  assert.deepEqual(specs.map((s) => [s.labels[LABEL.dyno], s.network, s.memory, s.pids, s.capabilities]).sort(), [
+    ['web.1', network, 512 * 1024 ** 2, 512, APP_CAPABILITIES],
+    ['web.2', network, 512 * 1024 ** 2, 512, APP_CAPABILITIES],
+    ['worker.1', network, 64 * 1024 ** 2, 32, APP_CAPABILITIES],
+  ], 'the old container on the shared network is gone, the new ones run on the app network');
+
+  const other = `berth-${engine.instance}-billing`;
+  await engine.ensureNetwork(other, { [LABEL.app]: 'billing' });
+  await engine.connectNetwork(idOf(engine, 'web.1'), other, ['shop']);
+  await orch.destroyApp('shop', silent());
+  assert.equal(engine.networks.has(network), false);
+  assert.equal(engine.networks.has(other), true, "another app's network stays");
 });
 
 test("the engine's container events are read once, in berth's terms, and events of other containers are left out", () => {

@@ -13,7 +13,7 @@ import { BuildpackFetcher, buildpackName, type FetchedBuildpack } from './buildp
 import { EXEC, RUNNER, RUNNER_EXIT, START, STEPS, processTypesFile } from './buildpack-scripts.ts';
 import { stackIdFor, type StackId } from './buildpack-stack.ts';
 import { MAX_APP_JSON_BYTES } from './app-json.ts';
-import { BUILD_TIMEOUT_MS, LABEL, type Engine } from './engine.ts';
+import { BUILD_CAPABILITIES, BUILD_TIMEOUT_MS, LABEL, type Engine } from './engine.ts';
 import { parseProcfile, parseReleaseYaml } from './procfile.ts';
 import { makeTar, readTarFiles, type TarEntry } from './tar-files.ts';
 
@@ -26,6 +26,11 @@ export interface BuildpackBuilderOptions {
   defaultBuildpacks: readonly string[];
   /** --build-memory, bytes. */
   memory: number;
+  /**
+   * The network a build of the app runs on (created when missing): the app's own, so a build
+   * reaches the internet and nothing of another app, not even its builds. Default: Docker's bridge.
+   */
+  network?: (app: string) => string;
   timeoutMs?: number;
 }
 
@@ -36,6 +41,9 @@ export interface BuildpackChoice {
   mode: 'all' | 'detect';
   from: 'BUILDPACK_URL' | 'buildpacks:set' | '.buildpacks' | 'the default list';
 }
+
+/** Processes and threads a buildpack build may hold at once: compilers and package managers run many, a fork bomb stops here. */
+export const BUILD_PIDS = 4096;
 
 /** Build containers are found by this name prefix (they carry no labels, which a commit would copy into the image). */
 export function buildContainerPrefix(instance: string): string {
@@ -91,13 +99,15 @@ export class BuildpackBuilder implements Builder {
 
     const volume = cacheVolume(engine.instance, source.app);
     await engine.ensureVolume(volume, { [LABEL.app]: source.app });
+    const network = this.o.network?.(source.app) ?? 'bridge';
+    if (network !== 'bridge') await engine.ensureNetwork(network, { [LABEL.app]: source.app });
     const name = `${buildContainerPrefix(engine.instance)}${source.app}.r${job.release}.${randomBytes(2).toString('hex')}`;
     const id = await engine.create({
       name,
       image: stack,
       env: buildEnv(stackId, source.commit),
       labels: {},
-      network: 'bridge',
+      network,
       aliases: [],
       entrypoint: [],
       cmd: ['bash', '/berth/build', choice.mode === 'detect' ? 'detect' : 'all', stackConfig.user],
@@ -105,6 +115,8 @@ export class BuildpackBuilder implements Builder {
       workingDir: '/tmp/build',
       restart: false,
       memory: this.o.memory,
+      pids: BUILD_PIDS,
+      capabilities: BUILD_CAPABILITIES,
       binds: [`${volume}:/tmp/cache`],
     });
     try {

@@ -14,7 +14,7 @@ import type { AppRecord, Release } from '../state/app-store.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
 import { formatMs, resolveChecks, type ResolvedChecks } from '../state/check-settings.ts';
 import { buildpackProcessCmd } from './buildpack-scripts.ts';
-import { LABEL, type ContainerState, type Engine } from './engine.ts';
+import { APP_CAPABILITIES, LABEL, type ContainerSpec, type ContainerState, type Engine } from './engine.ts';
 import type { CheckAttempt } from './health-check.ts';
 import { checksFor, passGate, quickChecks } from './health-gate.ts';
 import { drainOld, type ContainerWatcher, type OldDrain, type ProbationBoard, type Proven } from './probation.ts';
@@ -52,7 +52,10 @@ export interface RoutePublisher {
 
 export interface DeployContext {
   engine: Engine;
+  /** The app's own network (created when missing): its containers start on it. */
   network: string;
+  /** The limits of a container whose app sets none (--container-memory, --container-pids). */
+  defaultLimit?: ResourceLimit;
   publisher: RoutePublisher;
   hostnames: string[];
   out: Output;
@@ -123,10 +126,11 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
   const toStart = dynos.filter((d) => !kept.has(d.name));
   const entrypoint = toStart.some((d) => d.command !== '') ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
   const started: Started[] = [];
+  if (toStart.length > 0) await ctx.engine.ensureNetwork(ctx.network, { [LABEL.app]: app });
   try {
     for (const dyno of toStart) {
       ctx.out.step(`Starting ${dyno.name} (release v${release.number})`);
-      const limit = limitFor(plan.limits, dyno.type);
+      const limit = limitFor(plan.limits, dyno.type, ctx.defaultLimit);
       const state = await ctx.engine.run({
         name: `${app}.${dyno.name}.r${release.number}.${randomBytes(2).toString('hex')}`,
         image: release.image,
@@ -135,8 +139,7 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
         network: ctx.network,
         aliases: [`${app}.${dyno.name}`],
         ...commandFor(release, dyno.command, entrypoint, dyno.type),
-        ...(limit.memory ? { memory: limit.memory } : {}),
-        ...(limit.cpus ? { cpus: limit.cpus } : {}),
+        ...limitSpec(limit),
         binds: plan.mounts,
       });
       started.push({ dyno, state });
@@ -227,8 +230,19 @@ export function commandFor(release: Pick<Release, 'builder'>, command: string, i
   return { cmd: ['/bin/sh', '-c', command] };
 }
 
-export function limitFor(limits: Record<string, ResourceLimit>, type: string): ResourceLimit {
-  return limits[type] ?? limits['*'] ?? {};
+/** The limits of a process type: its own, else the app's default (`*`), each one missing taken from the server's `defaults`. */
+export function limitFor(limits: Record<string, ResourceLimit>, type: string, defaults: ResourceLimit = {}): ResourceLimit {
+  return { ...defaults, ...(limits[type] ?? limits['*'] ?? {}) };
+}
+
+/** What a container spec says of a limit, with the capabilities every app container keeps. */
+export function limitSpec(limit: ResourceLimit): Pick<ContainerSpec, 'memory' | 'cpus' | 'pids' | 'capabilities'> {
+  return {
+    ...(limit.memory ? { memory: limit.memory } : {}),
+    ...(limit.cpus ? { cpus: limit.cpus } : {}),
+    ...(limit.pids ? { pids: limit.pids } : {}),
+    capabilities: APP_CAPABILITIES,
+  };
 }
 
 /** The port a process type's checks probe when they name none. */

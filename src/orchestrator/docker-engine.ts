@@ -45,13 +45,48 @@ export class DockerEngine implements Engine {
     return engine;
   }
 
-  async ensureNetwork(name: string): Promise<void> {
+  async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
     const existing = await this.#docker.listNetworks({ filters: { name: [name] } });
     if (existing.some((n) => n.Name === name)) return;
     try {
-      await this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1' } });
+      await this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
     } catch (e) {
-      if ((e as { statusCode?: number }).statusCode !== 409) throw new Error(`creating Docker network ${name}: ${(e as Error).message}`, { cause: e });
+      const code = (e as { statusCode?: number }).statusCode;
+      if (code === 409) return;
+      if (/address pool|non-overlapping/i.test((e as Error).message)) {
+        throw new UserError('network_pool_exhausted', `the Docker engine has no address range left for the network ${name}: each app runs on a network of its own`, {
+          cause: e,
+          hint: 'give the engine smaller and more networks: "default-address-pools": [{"base": "10.200.0.0/16", "size": 24}] in /etc/docker/daemon.json (256 networks), then restart dockerd (docs/containers.md)',
+        });
+      }
+      throw new Error(`creating Docker network ${name}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    const network = this.#docker.getNetwork(name);
+    try {
+      // Containers of other apps linked to it are cut off first: the network goes with its app.
+      const info = (await network.inspect()) as { Containers?: Record<string, unknown> };
+      for (const id of Object.keys(info.Containers ?? {})) {
+        await network.disconnect({ Container: id, Force: true }).catch((e: { statusCode?: number }) => {
+          if (e.statusCode !== 404) throw e;
+        });
+      }
+      await network.remove();
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode !== 404) throw new Error(`removing Docker network ${name}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  async connectNetwork(id: string, network: string, aliases: string[]): Promise<void> {
+    try {
+      await this.#docker.getNetwork(network).connect({ Container: id, EndpointConfig: { Aliases: aliases } });
+    } catch (e) {
+      // Already attached: the engine says so with a 403 (older engines) or a 409.
+      const code = (e as { statusCode?: number }).statusCode;
+      if ((code === 403 || code === 409) && /already exists|already attached/i.test((e as Error).message)) return;
+      throw notFound(e, `network ${network} or container ${id}`);
     }
   }
 
@@ -149,8 +184,13 @@ export class DockerEngine implements Engine {
         NetworkMode: spec.network,
         RestartPolicy: spec.restart === false ? { Name: 'no' } : { Name: 'unless-stopped' },
         Init: true,
+        // Every capability goes but the ones the spec keeps, and nothing gains privileges on exec.
+        CapDrop: ['ALL'],
+        ...(spec.capabilities?.length ? { CapAdd: [...spec.capabilities] } : {}),
+        SecurityOpt: ['no-new-privileges'],
         ...(spec.memory ? { Memory: spec.memory, MemorySwap: spec.memory } : {}),
         ...(spec.cpus ? { NanoCpus: Math.round(spec.cpus * 1e9) } : {}),
+        ...(spec.pids ? { PidsLimit: spec.pids } : {}),
         ...(spec.binds?.length ? { Binds: spec.binds } : {}),
       },
       NetworkingConfig: { EndpointsConfig: { [spec.network]: { Aliases: spec.aliases } } },
@@ -273,8 +313,10 @@ export class DockerEngine implements Engine {
     } catch (e) {
       throw notFound(e, `container ${id}`);
     }
+    // The address on the network it was created on: a container linked to other networks has more.
     const networks = info.NetworkSettings?.Networks ?? {};
-    const ip = Object.values(networks).map((n) => n?.IPAddress).find((a) => a) || undefined;
+    const own = networks[info.HostConfig?.NetworkMode ?? '']?.IPAddress;
+    const ip = own || Object.values(networks).map((n) => n?.IPAddress).find((a) => a) || undefined;
     const startedAt = Date.parse(info.State.StartedAt ?? '');
     return {
       id: info.Id,

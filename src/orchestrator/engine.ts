@@ -20,6 +20,29 @@ export type Role = 'process' | 'run' | 'build';
 /** Longest a build may run before it is stopped and the push fails. */
 export const BUILD_TIMEOUT_MS = 30 * 60_000;
 
+/**
+ * The capabilities an app's containers (dynos and one-offs) keep; every other one is dropped, and
+ * no process in them gains privileges on exec (setuid binaries, file capabilities). A buildpack
+ * release runs as an unprivileged user and needs none of them; these are for images whose process
+ * starts as root and then does what root entrypoints do: take ownership of and write to files of
+ * other users (CHOWN, DAC_OVERRIDE, FOWNER: data directories, caches), drop to an unprivileged
+ * user (SETUID, SETGID: gosu, su-exec, setpriv, nginx's and php-fpm's workers), signal processes
+ * of that user (KILL: a master stopping its workers), and listen on a port below 1024 in the
+ * container's own network namespace (NET_BIND_SERVICE). Of Docker's defaults, NET_RAW (raw
+ * sockets: spoofing on the app's network), MKNOD, SYS_CHROOT, SETFCAP, SETPCAP, FSETID and
+ * AUDIT_WRITE are gone.
+ */
+export const APP_CAPABILITIES: readonly string[] = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'SETUID', 'SETGID', 'KILL', 'NET_BIND_SERVICE'];
+
+/**
+ * The capabilities a buildpack build container keeps. Its runner starts as root to prepare the
+ * build and then runs the buildpacks as an unprivileged user: it chowns the build, cache and env
+ * directories to that user (CHOWN), drops to it with setpriv --reuid --regid --clear-groups
+ * (SETUID, SETGID), and afterwards moves the build the user owns out of the sticky /tmp and
+ * replaces /app (FOWNER, DAC_OVERRIDE). Nothing else.
+ */
+export const BUILD_CAPABILITIES: readonly string[] = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'SETUID', 'SETGID'];
+
 export interface ContainerSpec {
   name: string;
   image: string;
@@ -35,6 +58,13 @@ export interface ContainerSpec {
   memory?: number;
   /** CPUs, such as 0.5. */
   cpus?: number;
+  /** Processes and threads the container may hold at once (a fork bomb stops there). */
+  pids?: number;
+  /**
+   * The capabilities it keeps (APP_CAPABILITIES, BUILD_CAPABILITIES); every other one is dropped
+   * and no process in it gains privileges on exec. Default none.
+   */
+  capabilities?: readonly string[];
   /** Bind mounts, `/host:/container[:ro]`, and named volumes, `name:/container`. */
   binds?: string[];
   /** Restart when it exits (dynos); one-offs and builds do not. Default true. */
@@ -54,6 +84,7 @@ export interface ContainerState {
   status: string;
   exitCode: number;
   restartCount: number;
+  /** Its address on the network it was created on (the app's own), not on networks linked later. */
   ip: string | undefined;
   /** When the container last started (ms since the epoch); undefined when it never did. */
   startedAt: number | undefined;
@@ -147,8 +178,15 @@ export interface Engine {
   readonly instance: string;
 
   // Networks and volumes
-  /** A bridge network (created when missing). */
-  ensureNetwork(name: string): Promise<void>;
+  /** A labelled bridge network (created when missing). */
+  ensureNetwork(name: string, labels?: Record<string, string>): Promise<void>;
+  /** Removes a network, disconnecting the containers still attached to it (linked ones); one missing is not an error. */
+  removeNetwork(name: string): Promise<void>;
+  /**
+   * Attaches a container to another network as well, reachable there under `aliases` (an app
+   * linked to another: its containers join that app's network). Already attached is not an error.
+   */
+  connectNetwork(id: string, network: string, aliases: string[]): Promise<void>;
   /** A labelled named volume (created when missing). */
   ensureVolume(name: string, labels: Record<string, string>): Promise<void>;
   /** Removes a volume; one missing or in use is left alone. */

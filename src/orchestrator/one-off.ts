@@ -6,7 +6,7 @@ import type { Terminal } from '../ui/terminal.ts';
 import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
 import { buildpackExecCmd } from './buildpack-scripts.ts';
-import { limitFor } from './deployment.ts';
+import { limitFor, limitSpec } from './deployment.ts';
 import { LABEL } from './engine.ts';
 import type { Orchestrator } from './orchestrator.ts';
 import { requireCurrent } from './release-flow.ts';
@@ -34,21 +34,23 @@ export async function runOneOff(orch: Orchestrator, app: string, words: readonly
       : entrypoint.length
         ? [...words]
         : command ? ['/bin/sh', '-c', command] : ['/bin/sh'];
-  const limit = limitFor(record.limits, 'run');
+  const limit = limitFor(record.limits, 'run', orch.defaultLimit);
+  // On the app's network, as its dynos: it reaches them, and nothing of another app.
+  const network = orch.appNetwork(app);
+  await engine.ensureNetwork(network, { [LABEL.app]: app });
   const id = await engine.create({
     name: `${app}.${dyno}.r${release.number}`,
     image: release.image,
     env: { ...record.config, DYNO: dyno, ...(io.terminal ? { TERM: io.terminal.term || 'xterm' } : {}) },
     labels: { [LABEL.app]: app, [LABEL.process]: 'run', [LABEL.release]: String(release.number), [LABEL.dyno]: dyno, [LABEL.role]: 'run' },
-    network: orch.config.network,
+    network,
     aliases: [],
     cmd,
     restart: false,
     stdin: io.stdin !== undefined,
     tty: io.terminal !== undefined,
     binds: record.mounts,
-    ...(limit.memory ? { memory: limit.memory } : {}),
-    ...(limit.cpus ? { cpus: limit.cpus } : {}),
+    ...limitSpec(limit),
   });
   log.info('run_started', { app, dyno, release: release.number, tty: io.terminal !== undefined });
   const onAbort = () => void engine.stopAndRemove(id, 1).catch(() => {});

@@ -7,6 +7,7 @@ import type { Output } from '../ui/output.ts';
 import type { Config, DataPaths } from '../config.ts';
 import { log } from '../log.ts';
 import type { AppStore, Release } from '../state/app-store.ts';
+import type { ResourceLimit } from '../state/app-settings.ts';
 import { currentRelease } from '../state/app-store.ts';
 import type { DomainStore } from '../state/domain-store.ts';
 import { imageRepository, imageTag, type Builder } from './builder.ts';
@@ -89,6 +90,7 @@ export class Orchestrator {
         stackImage: deps.config.stackImage,
         defaultBuildpacks: deps.config.buildpacks,
         memory: deps.config.buildMemory,
+        network: (app) => this.appNetwork(app),
       }),
     ];
   }
@@ -112,7 +114,8 @@ export class Orchestrator {
       engine: this.deps.engine,
       deploy: {
         engine: this.deps.engine,
-        network: this.deps.config.network,
+        network: this.appNetwork(app),
+        defaultLimit: this.defaultLimit,
         publisher: this.routes,
         hostnames: this.hostnames(app),
         checksWaitMs: this.deps.config.checksWait,
@@ -121,6 +124,16 @@ export class Orchestrator {
       },
       keepImages: this.deps.config.keepImages,
     };
+  }
+
+  /** The network the app's containers run on, its own: only the proxy (on the host) and apps linked to it reach them. */
+  appNetwork(app: string): string {
+    return appNetwork(this.deps.config.network, this.deps.engine.instance, app);
+  }
+
+  /** The limits of a container whose app sets none. */
+  get defaultLimit(): ResourceLimit {
+    return { memory: this.deps.config.containerMemory, pids: this.deps.config.containerPids };
   }
 
   publisher(): RoutePublisher {
@@ -146,7 +159,8 @@ export class Orchestrator {
   }
 
   async start(): Promise<void> {
-    await this.deps.engine.ensureNetwork(this.deps.config.network);
+    // Each app's network is made at its first deploy; containers of an older berth on the shared
+    // --network stay there, adopted, until their app's next deploy starts new ones on its own.
     await this.removeStaleBuilds();
     await this.watchContainers();
     for (const app of this.deps.apps.list()) {
@@ -185,6 +199,7 @@ export class Orchestrator {
     const images = new Set([...record.releases.map((r) => r.image), ...(await this.deps.engine.imagesOf(imageRepository(this.deps.engine.instance, app)))]);
     for (const image of images) await this.deps.engine.removeImage(image);
     await this.deps.engine.removeVolume(cacheVolume(this.deps.engine.instance, app));
+    await this.removeNetwork(app);
     await this.buildLogs.removeApp(app);
     await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
   }
@@ -206,6 +221,7 @@ export class Orchestrator {
       await this.deps.apps.rename(to, from, (draft) => void (draft.releases = record.releases));
       await this.deps.domains.rename(to, from);
       for (const t of tagged) await engine.removeImage(t).catch(() => undefined);
+      await this.removeNetwork(to);
     };
     for (const [i, r] of record.releases.entries()) {
       const next = renamed[i]!.image;
@@ -234,6 +250,7 @@ export class Orchestrator {
     if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);
     for (const r of record.releases) if (r.image.startsWith(ours)) await engine.removeImage(r.image);
     await engine.removeVolume(cacheVolume(engine.instance, from));
+    await this.removeNetwork(from);
     await this.buildLogs.renameApp(from, to);
     const repos = this.deps.paths.repos;
     await fs.rename(path.join(repos, `${from}.git`), path.join(repos, `${to}.git`)).catch((e: NodeJS.ErrnoException) => {
@@ -362,6 +379,12 @@ export class Orchestrator {
     }).catch((e) => log.warn('routes_refresh_failed', { app, error: e }));
   }
 
+  // Once the app's containers are gone. One still attached (an app linked to it, an engine that has
+  // not let go yet) keeps the network, which is logged: it never fails a destroy.
+  private async removeNetwork(app: string): Promise<void> {
+    await this.deps.engine.removeNetwork(this.appNetwork(app)).catch((e) => log.warn('app_network_remove_failed', { app, network: this.appNetwork(app), error: e }));
+  }
+
   // A build the daemon was running when it stopped will never finish: its container goes.
   private async removeStaleBuilds(): Promise<void> {
     const prefix = buildContainerPrefix(this.deps.engine.instance);
@@ -370,6 +393,11 @@ export class Orchestrator {
       log.info('stale_build_removed', { container: c.name });
     }
   }
+}
+
+/** The network of an app's containers: PREFIX-INSTANCE-APP, so two daemons on one engine keep theirs apart. */
+export function appNetwork(prefix: string, instance: string, app: string): string {
+  return `${prefix}-${instance}-${app}`;
 }
 
 /** Output nobody reads. */

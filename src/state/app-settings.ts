@@ -7,10 +7,11 @@ import { check } from './json-document.ts';
 export type BuilderName = 'dockerfile' | 'buildpacks' | 'image';
 export const BUILDERS: readonly BuilderName[] = ['dockerfile', 'buildpacks', 'image'];
 
-/** Memory in bytes and CPUs (0.5 = half a core); absent means no limit. */
+/** Memory in bytes, CPUs (0.5 = half a core) and processes; absent means the server's default (--container-memory, --container-pids; no CPU limit). */
 export interface ResourceLimit {
   memory?: number;
   cpus?: number;
+  pids?: number;
 }
 
 export interface AppSettings {
@@ -57,6 +58,7 @@ export function parseSettings(raw: Record<string, unknown>): AppSettings {
     limits[type] = {
       ...(o.memory !== undefined ? { memory: check.number(o.memory, `limits.${type}.memory`) } : {}),
       ...(o.cpus !== undefined ? { cpus: check.number(o.cpus, `limits.${type}.cpus`) } : {}),
+      ...(o.pids !== undefined ? { pids: check.number(o.pids, `limits.${type}.pids`) } : {}),
     };
   }
   return {

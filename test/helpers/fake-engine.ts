@@ -20,7 +20,12 @@ export class FakeEngine implements Engine {
   readonly instance: string;
   readonly containers = new Map<string, ContainerState>();
   readonly images = new Map<string, ImageConfig>();
-  readonly networks = new Set<string>();
+  /** Networks by name, with their labels. */
+  readonly networks = new Map<string, Record<string, string>>();
+  /** Each container's spec as created, by id: its network, limits and capabilities. */
+  readonly specs = new Map<string, ContainerSpec>();
+  /** The networks each container joined besides its own (connectNetwork), by id. */
+  readonly links = new Map<string, Array<{ network: string; aliases: string[] }>>();
   readonly volumes = new Set<string>();
   #next = 1;
   #watchers = new Set<ContainerEventHandlers>();
@@ -62,8 +67,18 @@ export class FakeEngine implements Engine {
     this.containers.set(id, { ...this.#require(id), ...change });
   }
 
-  async ensureNetwork(name: string): Promise<void> {
-    this.networks.add(name);
+  async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
+    if (!this.networks.has(name)) this.networks.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
+  }
+  async removeNetwork(name: string): Promise<void> {
+    for (const [id, list] of this.links) this.links.set(id, list.filter((l) => l.network !== name));
+    this.networks.delete(name);
+  }
+  async connectNetwork(id: string, network: string, aliases: string[]): Promise<void> {
+    this.#require(id);
+    if (!this.networks.has(network)) throw new NotFoundError(`no network ${network}`);
+    const list = this.links.get(id) ?? [];
+    if (!list.some((l) => l.network === network)) this.links.set(id, [...list, { network, aliases }]);
   }
   async ensureVolume(name: string): Promise<void> {
     this.volumes.add(name);
@@ -109,9 +124,11 @@ export class FakeEngine implements Engine {
   }
   async create(spec: ContainerSpec): Promise<string> {
     if (!this.images.has(spec.image)) throw new NotFoundError(`no image ${spec.image}`);
+    if (!['none', 'bridge'].includes(spec.network) && !this.networks.has(spec.network)) throw new NotFoundError(`no network ${spec.network}`);
     if ([...this.containers.values()].some((c) => c.name === spec.name)) throw new Error(`the name ${spec.name} is taken`);
     const n = this.#next++;
     const id = `fake${String(n).padStart(8, '0')}`;
+    this.specs.set(id, spec);
     this.containers.set(id, {
       id,
       name: spec.name,

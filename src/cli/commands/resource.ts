@@ -1,5 +1,6 @@
-// resource:limit, resource:limit-clear: memory and CPU limits of an app's containers, for one
-// process type or (without --process) for every type that has none of its own.
+// resource:limit, resource:limit-clear: memory, CPU and process limits of an app's containers,
+// for one process type or (without --process) for every type that has none of its own; a limit
+// not set is the server's (--container-memory, --container-pids; no CPU limit).
 import { parseBytes } from '../../config.ts';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
@@ -14,15 +15,15 @@ export const resourceCommands: Command[] = [
   defineCommand({
     name: 'resource:limit',
     args: ['APP'],
-    flags: { process: 'T', memory: 'M', cpu: 'N', 'no-restart': 'boolean' },
-    summary: 'limit memory (such as 256m) and CPUs (such as 0.5) of the containers; without limits: show them',
+    flags: { process: 'T', memory: 'M', cpu: 'N', pids: 'N', 'no-restart': 'boolean' },
+    summary: 'limit memory (such as 256m), CPUs (such as 0.5) and processes (such as 1024) of the containers; without limits: show them',
     help: 'Without --process the limit applies to every process type that has no limit of its own (one-offs run with the limit of type `run`, else this one). Changing a limit restarts the app, unless --no-restart.',
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, flags, daemon }) {
       const record = ctx.state.apps.require(app);
       const type = processType(flags.process);
-      if (flags.memory === undefined && flags.cpu === undefined) {
+      if (flags.memory === undefined && flags.cpu === undefined && flags.pids === undefined) {
         show(ctx, record);
         return;
       }
@@ -36,6 +37,11 @@ export const resourceCommands: Command[] = [
         const cpus = Number(flags.cpu);
         if (!/^\d+(\.\d+)?$/.test(flags.cpu) || cpus < 0.01 || cpus > 1024) throw new UserError('invalid_limit', `--cpu ${flags.cpu} is not a number of CPUs`, { hint: 'such as 0.5 or 2' });
         limit.cpus = cpus;
+      }
+      if (flags.pids !== undefined) {
+        const pids = Number(flags.pids);
+        if (!/^\d+$/.test(flags.pids) || pids < 8 || pids > 1_000_000) throw new UserError('invalid_limit', `--pids ${flags.pids} is not a number of processes from 8 to 1000000`, { hint: 'such as 256 or 4096' });
+        limit.pids = pids;
       }
       await change(ctx, app, daemon, !flags['no-restart'], (a) => void (a.limits[type] = { ...a.limits[type], ...limit }));
     },
@@ -69,6 +75,7 @@ async function change(ctx: CommandContext, app: string, daemon: () => Platform, 
 
 function show(ctx: CommandContext, record: AppRecord): void {
   ctx.out.section(`${record.name} resource limits`);
-  const rows = Object.entries(record.limits).map(([type, l]) => [type === '*' ? '(default)' : type, l.memory ? `${Math.round(l.memory / 1024 ** 2)}m` : '-', l.cpus ? String(l.cpus) : '-']);
-  ctx.out.line(rows.length ? table([['PROCESS', 'MEMORY', 'CPU'], ...rows]) : '(no limits)');
+  const rows = Object.entries(record.limits).map(([type, l]) => [type === '*' ? '(default)' : type, l.memory ? `${Math.round(l.memory / 1024 ** 2)}m` : '-', l.cpus ? String(l.cpus) : '-', l.pids ? String(l.pids) : '-']);
+  ctx.out.line(rows.length ? table([['PROCESS', 'MEMORY', 'CPU', 'PIDS'], ...rows]) : '(no limits of its own)');
+  ctx.out.detail("a limit shown as - is the server's: --container-memory and --container-pids, no CPU limit");
 }
