@@ -1,0 +1,494 @@
+// `berth install` and `berth uninstall`: berth as a systemd service on this machine. Install
+// copies the running binary to /usr/local/bin, writes the units and the environment file
+// (systemd-units.ts), the data dir and optionally an admin key, then enables and starts the
+// units; uninstall undoes it and keeps the data unless --purge. Every input is checked before
+// anything changes; --dry-run prints the whole plan and changes nothing.
+import fs from 'node:fs';
+import path from 'node:path';
+import { isIP } from 'node:net';
+import { dataPaths, loadConfig, SERVE_FLAGS } from '../config.ts';
+import { UserError } from '../errors.ts';
+import { fingerprintOf, KeyStore, parsePublicKey } from '../git/key-store.ts';
+import type { Output } from '../ui/output.ts';
+import { ALL_UNITS, byHandCommand, INSTALL_PATHS, parseEnvFile, renderInstallFiles, SOCKET_UNITS, type InstalledFile } from './systemd-units.ts';
+
+/** What install and uninstall act through; main.ts gives the real ones, unit tests their own. */
+export interface InstallContext {
+  out: Output;
+  isRoot: boolean;
+  /** The running single executable, or undefined when berth runs from its sources. */
+  executable: string | undefined;
+  /** Whether systemd manages this machine (sd_booted(): /run/systemd/system exists). */
+  systemdRunning: boolean;
+  /** Runs a program with arguments (never a shell); returns its status and its output. */
+  runProgram(program: string, args: readonly string[]): { code: number; output: string };
+  readStdin(): Promise<Buffer>;
+  cwd: string;
+}
+
+/** The admin key's name in keys.json. */
+export const ADMIN_KEY_NAME = 'admin';
+
+export const INSTALL_HELP = [
+  'Usage: berth install --domain DOMAIN [--acme-email EMAIL] [--admin-key FILE|-] [SERVE FLAGS...] [--dry-run] [--root DIR]',
+  '',
+  'Installs berth as a systemd service on this machine (as root): copies this binary to',
+  `${INSTALL_PATHS.binary}, writes ${INSTALL_PATHS.unitDir}/berth.service and the sockets`,
+  `${SOCKET_UNITS.map((s) => s.unit).join(', ')} (systemd holds them, so a restart queues`,
+  `connections), ${INSTALL_PATHS.envFile} with the flags, the data dir ${INSTALL_PATHS.dataDir} (0700),`,
+  'then runs `systemctl daemon-reload` and `systemctl enable --now` on the units and prints the',
+  'steps to the first git push. Where systemd does not run, it writes the files and prints the',
+  'command that starts berth by hand.',
+  '',
+  '  --domain DOMAIN      apps are served at APP.DOMAIN (required); point *.DOMAIN at this server',
+  '  --acme-email EMAIL   turns on automatic HTTPS (Let\'s Encrypt) with this contact address',
+  '  --admin-key FILE|-   adds this SSH public key (- reads it from standard input) as the admin key',
+  '  --dry-run            prints every file (path, mode, content) and command, and changes nothing',
+  '  --root DIR           writes under DIR instead of / (the files still name the final paths) and',
+  '                       runs no systemctl: for preparing an image',
+  '  Any `berth serve` flag (--ssh-port, --http-port, --https-port, --bind, --acme-directory, ...)',
+  '  goes into the environment file as its BERTH_* variable; the ports and --bind also go into',
+  '  the socket units. Defaults: ports 80, 443 and 2222 on every address.',
+  '',
+  'Usage: berth uninstall [--purge] [--dry-run] [--root DIR]',
+  '',
+  'Stops and disables the units, removes them and the binary. The data dir and /etc/berth stay',
+  '(apps, keys, certificates) unless --purge.',
+].join('\n');
+
+export async function runInstall(args: readonly string[], ctx: InstallContext): Promise<number> {
+  const plan = await planInstall(args, ctx);
+  const { out } = ctx;
+  if (plan.dryRun) {
+    await printInstallPlan(plan, out);
+    return 0;
+  }
+  const at = (p: string) => path.join(plan.root, p);
+  for (const dir of plan.dirs) {
+    fs.mkdirSync(path.dirname(at(dir.path)), { recursive: true, mode: 0o755 });
+    fs.mkdirSync(at(dir.path), { recursive: true, mode: dir.mode });
+    fs.chmodSync(at(dir.path), dir.mode);
+  }
+  if (plan.binary.same) out.step(`${plan.binary.to} is this binary already`);
+  else {
+    copyAtomically(plan.binary.from, at(plan.binary.to), 0o755);
+    out.step(`Copied ${plan.binary.from} to ${plan.binary.to}`);
+  }
+  for (const file of plan.files) {
+    fs.mkdirSync(path.dirname(at(file.path)), { recursive: true, mode: 0o755 });
+    writeAtomically(at(file.path), file.content, file.mode);
+    out.step(`Wrote ${file.path} (${modeText(file.mode)})`);
+  }
+  if (plan.adminKey) {
+    if (plan.adminKey.already) out.step(`The admin key (${plan.adminKey.fingerprint}) is already added as "${plan.adminKey.already}"`);
+    else {
+      const store = new KeyStore(at(plan.adminKey.keysFile));
+      await store.load();
+      await store.add(ADMIN_KEY_NAME, plan.adminKey.text);
+      out.step(`Added the admin key "${ADMIN_KEY_NAME}" (${plan.adminKey.fingerprint})`);
+    }
+  }
+  if (plan.systemd === 'running') {
+    for (const command of plan.commands) runOrThrow(ctx, command);
+    out.step('berth is enabled and started: `systemctl status berth`, `journalctl -u berth -f`, `berth status`');
+  } else printNotStarted(plan, out);
+  printNextSteps(plan, out);
+  return 0;
+}
+
+export async function runUninstall(args: readonly string[], ctx: InstallContext): Promise<number> {
+  const plan = planUninstall(args, ctx);
+  const { out } = ctx;
+  if (plan.dryRun) {
+    printUninstallPlan(plan, out);
+    return 0;
+  }
+  const at = (p: string) => path.join(plan.root, p);
+  if (plan.systemd === 'running') for (const command of plan.before) runOrThrow(ctx, command);
+  for (const file of plan.remove) {
+    fs.rmSync(at(file), { force: true });
+    out.step(`Removed ${file}`);
+  }
+  if (plan.systemd === 'running') for (const command of plan.after) runOrThrow(ctx, command);
+  for (const dir of plan.purge) {
+    fs.rmSync(at(dir), { recursive: true, force: true });
+    out.step(`Removed ${dir} and everything in it`);
+  }
+  printKept(plan, out);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface InstallPlan {
+  dryRun: boolean;
+  /** '' for the system itself, or --root's directory. */
+  root: string;
+  dirs: Array<{ path: string; mode: number }>;
+  binary: { from: string; to: string; same: boolean };
+  files: InstalledFile[];
+  adminKey: { text: string; fingerprint: string; keysFile: string; already: string | undefined } | undefined;
+  /** Run in order when systemd manages this machine (and no --root). */
+  commands: string[][];
+  systemd: 'running' | 'not-running' | 'root';
+  domain: string;
+  sshPort: number;
+  httpPort: number;
+  acme: boolean;
+  dataDir: string;
+}
+
+const INSTALL_SWITCHES = ['--dry-run'];
+const INSTALL_VALUES = ['--root', '--admin-key'];
+
+async function planInstall(args: readonly string[], ctx: InstallContext): Promise<InstallPlan> {
+  const { own, serveArgv, given } = splitArgs(args, 'install', INSTALL_SWITCHES, INSTALL_VALUES, true);
+  const dryRun = own.has('--dry-run');
+  requireRoot(ctx, dryRun, 'install');
+  const root = rootOf(own.get('--root'), ctx.cwd);
+  const config = loadConfig(serveArgv, {}, 'berth install');
+  if (!given.has('domain')) {
+    throw new UserError('missing_domain', 'berth install needs --domain: apps are served at APP.DOMAIN', {
+      hint: 'e.g. berth install --domain apps.example.com --acme-email you@example.com (and point *.apps.example.com at this server)',
+      exitCode: 2,
+    });
+  }
+  const problems: string[] = [];
+  for (const [key, flag] of [['httpPort', '--http-port'], ['httpsPort', '--https-port'], ['sshPort', '--ssh-port']] as const) {
+    if (given.has(key) && config[key] === 0) problems.push(`${flag} 0: a systemd socket needs a fixed port`);
+  }
+  if (given.has('bindHost') && isIP(config.bindHost) === 0) problems.push(`--bind "${config.bindHost}": a systemd socket listens on an IP address, not a name`);
+  if (problems.length) throw new UserError('bad_arguments', `berth install: ${problems.join('; ')}`, { hint: 'run `berth install --help`', exitCode: 2 });
+  if (!ctx.executable) {
+    throw new UserError('no_binary', 'berth install copies the single executable that runs it, and this berth runs from its sources', {
+      hint: 'build it (`npm run build`) and run dist/berth install',
+    });
+  }
+
+  const listen = {
+    httpPort: given.has('httpPort') ? config.httpPort : 80,
+    httpsPort: given.has('httpsPort') ? config.httpsPort : 443,
+    sshPort: given.has('sshPort') ? config.sshPort : 2222,
+    bindHost: given.has('bindHost') ? config.bindHost : undefined,
+  };
+  const dataDir = given.has('dataDir') ? config.dataDir : INSTALL_PATHS.dataDir;
+  // The flags as given (sizes stay `2g`), except the two loadConfig normalises; the data dir and
+  // ports always, so that starting berth by hand from this file binds what the sockets do.
+  const values = new Map<string, string>(given);
+  values.set('dataDir', dataDir);
+  values.set('domain', config.domain);
+  values.set('httpPort', String(listen.httpPort));
+  values.set('httpsPort', String(listen.httpsPort));
+  values.set('sshPort', String(listen.sshPort));
+  const env: Array<[string, string]> = [];
+  for (const spec of SERVE_FLAGS) {
+    const value = values.get(spec.key);
+    if (value !== undefined) env.push([spec.env, value]);
+  }
+  let files: InstalledFile[];
+  try {
+    files = renderInstallFiles(listen, env);
+  } catch (e) {
+    throw new UserError('bad_arguments', `berth install: ${(e as Error).message}`, { exitCode: 2 });
+  }
+
+  const adminKey = await planAdminKey(own.get('--admin-key'), root, dataDir, ctx);
+  const to = INSTALL_PATHS.binary;
+  return {
+    dryRun,
+    root,
+    dirs: [
+      { path: INSTALL_PATHS.configDir, mode: 0o755 },
+      { path: dataDir, mode: 0o700 },
+    ],
+    binary: { from: ctx.executable, to, same: sameFile(ctx.executable, path.join(root, to)) },
+    files,
+    adminKey,
+    commands: [
+      ['systemctl', 'daemon-reload'],
+      ['systemctl', 'enable', '--now', ...ALL_UNITS],
+    ],
+    systemd: root ? 'root' : ctx.systemdRunning ? 'running' : 'not-running',
+    domain: config.domain,
+    sshPort: listen.sshPort,
+    httpPort: listen.httpPort,
+    acme: config.acmeEmail !== '',
+    dataDir,
+  };
+}
+
+async function planAdminKey(source: string | undefined, root: string, dataDir: string, ctx: InstallContext): Promise<InstallPlan['adminKey']> {
+  if (source === undefined) return undefined;
+  let text: string;
+  if (source === '-') text = (await ctx.readStdin()).toString('utf8');
+  else {
+    try {
+      text = fs.readFileSync(path.resolve(ctx.cwd, source), 'utf8');
+    } catch (e) {
+      throw new UserError('key_file_unreadable', `--admin-key: cannot read ${source}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+        hint: 'give the public key file, such as ~/.ssh/id_ed25519.pub, or - to read it from standard input',
+        exitCode: 2,
+      });
+    }
+  }
+  const fingerprint = fingerprintOf(parsePublicKey(text).key);
+  const keysFile = dataPaths(dataDir).keys;
+  // A reinstall finds the keys of the data dir it keeps: the same key is fine, another "admin" is not.
+  const store = new KeyStore(path.join(root, keysFile));
+  if (fs.existsSync(path.join(root, keysFile))) await store.load();
+  const same = store.list().find((k) => k.fingerprint === fingerprint);
+  if (!same && store.list().some((k) => k.name === ADMIN_KEY_NAME)) {
+    throw new UserError('key_exists', `--admin-key: ${dataDir} already has another key named "${ADMIN_KEY_NAME}"`, {
+      hint: `leave out --admin-key, and add this key under another name: berth ssh-keys:add NAME ${source}`,
+      exitCode: 2,
+    });
+  }
+  return { text, fingerprint, keysFile, already: same?.name };
+}
+
+interface UninstallPlan {
+  dryRun: boolean;
+  root: string;
+  systemd: 'running' | 'not-running' | 'root';
+  before: string[][];
+  remove: string[];
+  after: string[][];
+  purge: string[];
+  kept: string[];
+  instance: string | undefined;
+}
+
+function planUninstall(args: readonly string[], ctx: InstallContext): UninstallPlan {
+  const { own } = splitArgs(args, 'uninstall', ['--dry-run', '--purge'], ['--root'], false);
+  const dryRun = own.has('--dry-run');
+  requireRoot(ctx, dryRun, 'uninstall');
+  const root = rootOf(own.get('--root'), ctx.cwd);
+  const at = (p: string) => path.join(root, p);
+  const envFile = at(INSTALL_PATHS.envFile);
+  const dataDir = (fs.existsSync(envFile) ? parseEnvFile(fs.readFileSync(envFile, 'utf8')).get('BERTH_DATA_DIR') : undefined) ?? INSTALL_PATHS.dataDir;
+  const units = ALL_UNITS.map((u) => `${INSTALL_PATHS.unitDir}/${u}`).filter((u) => fs.existsSync(at(u)));
+  const systemd = root ? 'root' : ctx.systemdRunning ? 'running' : 'not-running';
+  if (systemd !== 'running') {
+    // Without systemd, a berth started by hand may be running on the data dir: stopping it is the operator's call.
+    const pid = livePid(dataPaths(at(dataDir)).lock);
+    if (pid !== undefined) {
+      throw new UserError('berth_running', `berth serve (pid ${pid}) is running on ${dataDir}, and systemd does not manage it`, {
+        hint: `stop it (kill ${pid}), then run berth uninstall again`,
+      });
+    }
+  }
+  const remove = [...units, ...[INSTALL_PATHS.binary].filter((p) => fs.existsSync(at(p)))];
+  const purgeAsked = own.has('--purge');
+  const candidates = [dataDir, INSTALL_PATHS.configDir].filter((p) => fs.existsSync(at(p)));
+  const instanceFile = at(dataPaths(dataDir).instance);
+  return {
+    dryRun,
+    root,
+    systemd,
+    before: units.length ? [['systemctl', 'disable', '--now', ...ALL_UNITS]] : [],
+    remove,
+    after: units.length ? [['systemctl', 'daemon-reload']] : [],
+    purge: purgeAsked ? candidates : [],
+    kept: purgeAsked ? [] : candidates,
+    instance: fs.existsSync(instanceFile) ? fs.readFileSync(instanceFile, 'utf8').trim() : undefined,
+  };
+}
+
+/**
+ * Splits the words into the command's own flags and (for install) `berth serve` flags, which
+ * loadConfig checks. `given` maps each serve flag's Config key to its last value.
+ */
+function splitArgs(args: readonly string[], command: string, switches: readonly string[], valued: readonly string[], serveFlags: boolean) {
+  const own = new Map<string, string>();
+  const serveArgv: string[] = [];
+  const given = new Map<string, string>();
+  const problems: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const eq = arg.indexOf('=');
+    const name = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
+    const inline = name === arg ? undefined : arg.slice(eq + 1);
+    if (switches.includes(name)) {
+      if (inline !== undefined) problems.push(`${name} takes no value`);
+      else own.set(name, '');
+      continue;
+    }
+    const spec = serveFlags ? SERVE_FLAGS.find((s) => s.flag === name) : undefined;
+    if (valued.includes(name) || spec) {
+      const value = inline ?? args[++i];
+      if (value === undefined) problems.push(`${name} needs a value`);
+      else if (spec) {
+        serveArgv.push(name, value);
+        given.set(spec.key, value);
+      } else own.set(name, value);
+      continue;
+    }
+    problems.push(arg.startsWith('-') ? `unknown flag "${arg}"` : `unexpected argument "${arg}"`);
+  }
+  if (problems.length) {
+    throw new UserError('bad_arguments', `berth ${command}: ${problems.join('; ')}`, { hint: `run \`berth ${command} --help\``, exitCode: 2 });
+  }
+  return { own, serveArgv, given };
+}
+
+function requireRoot(ctx: InstallContext, dryRun: boolean, command: string): void {
+  if (ctx.isRoot || dryRun) return;
+  throw new UserError('not_root', `berth ${command} writes to /usr/local/bin, /etc and /var/lib and runs systemctl, so it must run as root`, {
+    hint: `run it with sudo, or add --dry-run to see what it would do`,
+  });
+}
+
+function rootOf(dir: string | undefined, cwd: string): string {
+  if (dir === undefined) return '';
+  const root = path.resolve(cwd, dir);
+  if (!fs.statSync(root, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new UserError('bad_arguments', `--root: ${dir} is not a directory`, { hint: 'create it first, or give another', exitCode: 2 });
+  }
+  return root;
+}
+
+function runOrThrow(ctx: InstallContext, command: readonly string[]): void {
+  ctx.out.step(`Running ${command.join(' ')}`);
+  const result = ctx.runProgram(command[0]!, command.slice(1));
+  if (result.code !== 0) {
+    throw new UserError('systemctl_failed', `\`${command.join(' ')}\` exited with ${result.code}${result.output.trim() ? `:\n${result.output.trim()}` : ''}`, {
+      hint: 'see `systemctl status berth` and `journalctl -u berth`; run berth install again once fixed',
+    });
+  }
+}
+
+function sameFile(a: string, b: string): boolean {
+  try {
+    return fs.realpathSync(a) === fs.realpathSync(b);
+  } catch {
+    return false;
+  }
+}
+
+function livePid(lockFile: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(lockFile, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+  }
+}
+
+// A running executable cannot be overwritten in place (ETXTBSY), and a half-written unit must not
+// be read: write beside the target, then rename over it.
+function copyAtomically(from: string, to: string, mode: number): void {
+  const temp = `${to}.berth-install-${process.pid}`;
+  try {
+    fs.mkdirSync(path.dirname(to), { recursive: true, mode: 0o755 });
+    fs.copyFileSync(from, temp);
+    fs.chmodSync(temp, mode);
+    fs.renameSync(temp, to);
+  } finally {
+    fs.rmSync(temp, { force: true });
+  }
+}
+
+function writeAtomically(file: string, content: string, mode: number): void {
+  const temp = `${file}.berth-install-${process.pid}`;
+  try {
+    const fd = fs.openSync(temp, 'w', mode);
+    try {
+      fs.writeFileSync(fd, content);
+      fs.fchmodSync(fd, mode);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(temp, file);
+  } finally {
+    fs.rmSync(temp, { force: true });
+  }
+}
+
+function modeText(mode: number): string {
+  return mode.toString(8).padStart(4, '0');
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the user reads.
+
+async function printInstallPlan(plan: InstallPlan, out: Output): Promise<void> {
+  out.step(`berth install --dry-run: nothing is changed${plan.root ? `; the files would go under ${plan.root}` : ''}`);
+  out.section('directories');
+  for (const dir of plan.dirs) out.detail(`${dir.path} (${modeText(dir.mode)})`);
+  out.section(`file ${plan.binary.to} (0755)`);
+  out.detail(plan.binary.same ? 'this binary, already there' : `a copy of ${plan.binary.from} (${(fs.statSync(plan.binary.from).size / 1024 / 1024).toFixed(1)} MB)`);
+  for (const file of plan.files) {
+    out.section(`file ${file.path} (${modeText(file.mode)})`);
+    out.detail(file.content);
+  }
+  if (plan.adminKey) {
+    out.section(`admin key`);
+    out.detail(
+      plan.adminKey.already
+        ? `${plan.adminKey.fingerprint}: already in ${plan.adminKey.keysFile} as "${plan.adminKey.already}"`
+        : `${plan.adminKey.fingerprint}: added to ${plan.adminKey.keysFile} as "${ADMIN_KEY_NAME}"`,
+    );
+  }
+  out.section(plan.systemd === 'running' ? 'commands' : 'commands (not run: see below)');
+  for (const command of plan.commands) out.detail(command.join(' '));
+  if (plan.systemd !== 'running') printNotStarted(plan, out);
+  printNextSteps(plan, out);
+}
+
+function printNotStarted(plan: Pick<InstallPlan, 'systemd' | 'commands' | 'root' | 'dryRun'>, out: Output): void {
+  const commands = plan.commands.map((c) => c.join(' ')).join(' && ');
+  if (plan.systemd === 'root') {
+    out.step(`Installed under ${plan.root}, so no systemctl ${plan.dryRun ? 'would run' : 'was run'}; on the system that runs from it:`);
+    out.detail(commands);
+    return;
+  }
+  out.step(`systemd is not running on this machine (there is no /run/systemd/system): berth ${plan.dryRun ? 'would be' : 'is'} installed but not enabled or started`);
+  out.step('Start berth by hand (it runs in the foreground and prints where it serves):');
+  out.detail(byHandCommand());
+  out.detail(`or, once systemd runs this machine: ${commands}`);
+}
+
+function printNextSteps(plan: InstallPlan, out: Output): void {
+  const host = `berth.${plan.domain}`;
+  const web = plan.acme ? `https://myapp.${plan.domain}/` : `http://myapp.${plan.domain}${plan.httpPort === 80 ? '' : `:${plan.httpPort}`}/`;
+  out.section('first push');
+  const steps = [
+    `1. DNS: point *.${plan.domain} (and ${plan.domain}) at this server.`,
+    plan.adminKey
+      ? '2. Your admin key is in; give others theirs with `berth ssh-keys:add NAME KEYFILE [--apps APP,...]`.'
+      : `2. On this server, add your public key: berth ssh-keys:add ${ADMIN_KEY_NAME} ~/.ssh/id_ed25519.pub (or - < key.pub)`,
+    '3. In your app\'s repository (a Dockerfile, or code Heroku buildpacks detect):',
+    `     git remote add berth ssh://berth@${host}:${plan.sshPort}/myapp`,
+    '4. Push (the first push of a name creates the app):',
+    '     git push berth main',
+    `5. Open ${web}${plan.acme ? '' : ' (HTTP only: add BERTH_ACME_EMAIL to the environment file for automatic HTTPS)'}`,
+  ];
+  out.detail(steps.join('\n'));
+}
+
+function printUninstallPlan(plan: UninstallPlan, out: Output): void {
+  out.step(`berth uninstall --dry-run: nothing is changed${plan.root ? `; the files are under ${plan.root}` : ''}`);
+  if (plan.systemd === 'running') {
+    out.section('commands');
+    for (const command of [...plan.before, ...plan.after]) out.detail(command.join(' '));
+  }
+  out.section('removed');
+  out.detail(plan.remove.length ? plan.remove.join('\n') : '(nothing: berth is not installed)');
+  if (plan.purge.length) out.detail(plan.purge.map((d) => `${d} and everything in it`).join('\n'));
+  printKept(plan, out);
+}
+
+function printKept(plan: UninstallPlan, out: Output): void {
+  if (plan.kept.length) out.step(`Kept ${plan.kept.join(' and ')} (apps, keys, certificates, flags): berth uninstall --purge removes them`);
+  if (plan.instance) {
+    out.detail(`The apps' containers are not touched; to remove them: docker rm -f $(docker ps -aq --filter label=berth.instance=${plan.instance})`);
+  }
+}
