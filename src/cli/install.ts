@@ -24,6 +24,8 @@ export interface InstallContext {
   runProgram(program: string, args: readonly string[]): { code: number; output: string };
   readStdin(): Promise<Buffer>;
   cwd: string;
+  /** The directory that stands for / (a test gives a temporary one). Default: / itself. */
+  systemRoot?: string;
 }
 
 /** The admin key's name in keys.json. */
@@ -145,7 +147,7 @@ async function planInstall(args: readonly string[], ctx: InstallContext): Promis
   const { own, serveArgv, given } = splitArgs(args, 'install', INSTALL_SWITCHES, INSTALL_VALUES, true);
   const dryRun = own.has('--dry-run');
   requireRoot(ctx, dryRun, 'install');
-  const root = rootOf(own.get('--root'), ctx.cwd);
+  const root = rootOf(own.get('--root'), ctx.cwd) || (ctx.systemRoot ?? '');
   const config = loadConfig(serveArgv, {}, 'berth install');
   if (!given.has('domain')) {
     throw new UserError('missing_domain', 'berth install needs --domain: apps are served at APP.DOMAIN', {
@@ -208,7 +210,7 @@ async function planInstall(args: readonly string[], ctx: InstallContext): Promis
       ['systemctl', 'daemon-reload'],
       ['systemctl', 'enable', '--now', ...ALL_UNITS],
     ],
-    systemd: root ? 'root' : ctx.systemdRunning ? 'running' : 'not-running',
+    systemd: own.has('--root') ? 'root' : ctx.systemdRunning ? 'running' : 'not-running',
     domain: config.domain,
     sshPort: listen.sshPort,
     httpPort: listen.httpPort,
@@ -262,12 +264,12 @@ function planUninstall(args: readonly string[], ctx: InstallContext): UninstallP
   const { own } = splitArgs(args, 'uninstall', ['--dry-run', '--purge'], ['--root'], false);
   const dryRun = own.has('--dry-run');
   requireRoot(ctx, dryRun, 'uninstall');
-  const root = rootOf(own.get('--root'), ctx.cwd);
+  const root = rootOf(own.get('--root'), ctx.cwd) || (ctx.systemRoot ?? '');
   const at = (p: string) => path.join(root, p);
   const envFile = at(INSTALL_PATHS.envFile);
   const dataDir = (fs.existsSync(envFile) ? parseEnvFile(fs.readFileSync(envFile, 'utf8')).get('BERTH_DATA_DIR') : undefined) ?? INSTALL_PATHS.dataDir;
   const units = ALL_UNITS.map((u) => `${INSTALL_PATHS.unitDir}/${u}`).filter((u) => fs.existsSync(at(u)));
-  const systemd = root ? 'root' : ctx.systemdRunning ? 'running' : 'not-running';
+  const systemd = own.has('--root') ? 'root' : ctx.systemdRunning ? 'running' : 'not-running';
   if (systemd !== 'running') {
     // Without systemd, a berth started by hand may be running on the data dir: stopping it is the operator's call.
     const pid = livePid(dataPaths(at(dataDir)).lock);
@@ -420,7 +422,7 @@ function modeText(mode: number): string {
 // What the user reads.
 
 async function printInstallPlan(plan: InstallPlan, out: Output): Promise<void> {
-  out.step(`berth install --dry-run: nothing is changed${plan.root ? `; the files would go under ${plan.root}` : ''}`);
+  out.step(`berth install --dry-run: nothing is changed${plan.systemd === 'root' ? `; the files would go under ${plan.root}` : ''}`);
   out.section('directories');
   for (const dir of plan.dirs) out.detail(`${dir.path} (${modeText(dir.mode)})`);
   out.section(`file ${plan.binary.to} (0755)`);
@@ -475,7 +477,7 @@ function printNextSteps(plan: InstallPlan, out: Output): void {
 }
 
 function printUninstallPlan(plan: UninstallPlan, out: Output): void {
-  out.step(`berth uninstall --dry-run: nothing is changed${plan.root ? `; the files are under ${plan.root}` : ''}`);
+  out.step(`berth uninstall --dry-run: nothing is changed${plan.systemd === 'root' ? `; the files are under ${plan.root}` : ''}`);
   if (plan.systemd === 'running') {
     out.section('commands');
     for (const command of [...plan.before, ...plan.after]) out.detail(command.join(' '));
