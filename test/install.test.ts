@@ -172,6 +172,24 @@ test('bad input is refused with what to do, and changes nothing', async () => {
   assert.deepEqual(w.ran, []);
 });
 
+test('an admin key is refused, changing nothing, while berth serve runs on the data dir: the daemon owns keys.json', async () => {
+  const w = world();
+  await runInstall(['--domain', 'apps.example.com'], w.ctx);
+  fs.writeFileSync(path.join(w.root, 'var/lib/berth/berth.pid'), `${process.pid}\n`);
+  const before = tree(w.root);
+  w.ran.length = 0;
+  await assert.rejects(runInstall(['--domain', 'apps.example.com', '--admin-key', w.publicKey], w.ctx), (e: unknown) => {
+    assert.ok(e instanceof UserError && e.code === 'berth_running', String(e));
+    assert.match(e.hint!, /berth ssh-keys:add admin /);
+    return true;
+  });
+  assert.deepEqual(tree(w.root), before);
+  assert.deepEqual(w.ran, []);
+  // Without the key, a reinstall goes ahead and says that a running berth keeps its flags until restarted.
+  await runInstall(['--domain', 'apps.example.com'], w.ctx);
+  assert.match(w.out.text(), /berth was installed before: if it was running, it keeps its flags and binary until `systemctl restart berth`/);
+});
+
 test('where systemd runs, uninstall stops and disables the units before removing them, reloads after, and keeps the data', async () => {
   const w = world();
   await runInstall(['--domain', 'apps.example.com'], w.ctx);

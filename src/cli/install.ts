@@ -93,6 +93,10 @@ export async function runInstall(args: readonly string[], ctx: InstallContext): 
   if (plan.systemd === 'running') {
     for (const command of plan.commands) runOrThrow(ctx, command);
     out.step('berth is enabled and started: `systemctl status berth`, `journalctl -u berth -f`, `berth status`');
+    if (plan.reinstall) {
+      out.detail('berth was installed before: if it was running, it keeps its flags and binary until `systemctl restart berth`');
+      out.detail('(or `berth upgrade`, which takes the new binary and refuses no request, but not new flags)');
+    }
   } else printNotStarted(plan, out);
   printNextSteps(plan, out);
   return 0;
@@ -130,6 +134,8 @@ interface InstallPlan {
   binary: { from: string; to: string; same: boolean };
   files: InstalledFile[];
   adminKey: { text: string; fingerprint: string; keysFile: string; already: string | undefined } | undefined;
+  /** berth was installed here before (its environment file exists): a running one keeps its flags. */
+  reinstall: boolean;
   /** Run in order when systemd manages this machine (and no --root). */
   commands: string[][];
   systemd: 'running' | 'not-running' | 'root';
@@ -206,6 +212,7 @@ async function planInstall(args: readonly string[], ctx: InstallContext): Promis
     binary: { from: ctx.executable, to, same: sameFile(ctx.executable, path.join(root, to)) },
     files,
     adminKey,
+    reinstall: fs.existsSync(path.join(root, INSTALL_PATHS.envFile)),
     commands: [
       ['systemctl', 'daemon-reload'],
       ['systemctl', 'enable', '--now', ...ALL_UNITS],
@@ -239,6 +246,14 @@ async function planAdminKey(source: string | undefined, root: string, dataDir: s
   const store = new KeyStore(path.join(root, keysFile));
   if (fs.existsSync(path.join(root, keysFile))) await store.load();
   const same = store.list().find((k) => k.fingerprint === fingerprint);
+  // The running daemon owns keys.json: a key written behind its back would be lost at its next write.
+  const pid = same ? undefined : livePid(path.join(root, dataPaths(dataDir).lock));
+  if (pid !== undefined) {
+    throw new UserError('berth_running', `--admin-key: berth serve (pid ${pid}) is running on ${dataDir}, so it adds the key itself`, {
+      hint: `leave out --admin-key, and add the key with: berth ssh-keys:add ${ADMIN_KEY_NAME} ${source}`,
+      exitCode: 2,
+    });
+  }
   if (!same && store.list().some((k) => k.name === ADMIN_KEY_NAME)) {
     throw new UserError('key_exists', `--admin-key: ${dataDir} already has another key named "${ADMIN_KEY_NAME}"`, {
       hint: `leave out --admin-key, and add this key under another name: berth ssh-keys:add NAME ${source}`,

@@ -78,7 +78,6 @@ export function renderServiceUnit(binary: string = INSTALL_PATHS.binary): string
     'TimeoutStopSec=60s',
     'Restart=on-failure',
     'RestartSec=1s',
-    'UMask=0077',
     '',
     '[Install]',
     'WantedBy=multi-user.target',
