@@ -478,9 +478,9 @@ function printNextSteps(plan: InstallPlan, out: Output): void {
   const web = plan.acme ? `https://myapp.${plan.domain}/` : `http://myapp.${plan.domain}${plan.httpPort === 80 ? '' : `:${plan.httpPort}`}/`;
   out.section('first push');
   const steps = [
-    `1. DNS: point *.${plan.domain} (and ${plan.domain}) at this server.`,
+    `1. DNS: point *.${plan.domain} at this server (A and AAAA records).`,
     plan.adminKey
-      ? '2. Your admin key is in; give others theirs with `berth ssh-keys:add NAME KEYFILE [--apps APP,...]`.'
+      ? '2. The key of --admin-key pushes and runs every command; add others with `berth ssh-keys:add NAME KEYFILE [--apps APP,...]`.'
       : `2. On this server, add your public key: berth ssh-keys:add ${ADMIN_KEY_NAME} ~/.ssh/id_ed25519.pub (or - < key.pub)`,
     '3. In your app\'s repository (a Dockerfile, or code Heroku buildpacks detect):',
     `     git remote add berth ssh://berth@${host}:${plan.sshPort}/myapp`,
