@@ -193,7 +193,8 @@ test('an admin key is refused, changing nothing, while berth serve runs on the d
 test('where systemd runs, uninstall stops and disables the units before removing them, reloads after, and keeps the data', async () => {
   const w = world();
   await runInstall(['--domain', 'apps.example.com'], w.ctx);
-  fs.writeFileSync(path.join(w.root, 'var/lib/berth/state-marker'), 'apps');
+  fs.mkdirSync(path.join(w.root, 'var/lib/berth/state'));
+  fs.writeFileSync(path.join(w.root, 'var/lib/berth/state/marker'), 'apps');
   w.ran.length = 0;
   assert.equal(await runUninstall([], w.ctx), 0);
   assert.deepEqual(
@@ -204,7 +205,7 @@ test('where systemd runs, uninstall stops and disables the units before removing
     ],
   );
   assert.ok(!fs.existsSync(path.join(w.root, 'usr/local/bin/berth')));
-  assert.ok(fs.existsSync(path.join(w.root, 'var/lib/berth/state-marker')));
+  assert.ok(fs.existsSync(path.join(w.root, 'var/lib/berth/state/marker')));
   assert.ok(fs.existsSync(path.join(w.root, 'etc/berth/berth.env')));
   assert.match(w.out.text(), /Kept \/var\/lib\/berth and \/etc\/berth .*berth uninstall --purge removes them/);
   // Again, with nothing installed: no systemctl, nothing to remove.
@@ -225,6 +226,24 @@ test('uninstall refuses, changing nothing, while a berth started by hand runs on
     assert.ok(e instanceof UserError && e.code === 'berth_running');
     assert.match(e.message, new RegExp(`berth serve \\(pid ${process.pid}\\) is running on /var/lib/berth`));
     assert.match(e.hint!, new RegExp(`kill ${process.pid}`));
+    return true;
+  });
+  assert.deepEqual(tree(w.root), before);
+});
+
+test('uninstall --purge removes a data dir only when it looks like berth\'s, whatever the environment file says', async () => {
+  const w = world({ systemd: false });
+  const elsewhere = path.join(w.root, 'srv/precious');
+  fs.mkdirSync(elsewhere, { recursive: true });
+  fs.writeFileSync(path.join(elsewhere, 'thesis.tex'), 'years of work');
+  await runInstall(['--domain', 'apps.example.com'], w.ctx);
+  // An operator edits BERTH_DATA_DIR to a folder that is not berth's.
+  const envFile = path.join(w.root, 'etc/berth/berth.env');
+  fs.writeFileSync(envFile, fs.readFileSync(envFile, 'utf8').replace('BERTH_DATA_DIR=/var/lib/berth', 'BERTH_DATA_DIR=/srv/precious'));
+  const before = tree(w.root);
+  await assert.rejects(runUninstall(['--purge'], w.ctx), (e: unknown) => {
+    assert.ok(e instanceof UserError && e.code === 'not_a_data_dir', String(e));
+    assert.match(e.message, /\/srv\/precious \(BERTH_DATA_DIR in \/etc\/berth\/berth\.env\) does not look like berth's data dir/);
     return true;
   });
   assert.deepEqual(tree(w.root), before);

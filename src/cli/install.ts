@@ -297,12 +297,18 @@ function planUninstall(args: readonly string[], ctx: InstallContext): UninstallP
   const remove = [...units, ...[INSTALL_PATHS.binary].filter((p) => fs.existsSync(at(p)))];
   const purgeAsked = own.has('--purge');
   const candidates = [dataDir, INSTALL_PATHS.configDir].filter((p) => fs.existsSync(at(p)));
+  // The data dir comes from an editable file: --purge deletes only what is berth's.
+  if (purgeAsked && candidates.includes(dataDir) && !looksLikeDataDir(at(dataDir))) {
+    throw new UserError('not_a_data_dir', `--purge: ${dataDir} (BERTH_DATA_DIR in ${INSTALL_PATHS.envFile}) does not look like berth's data dir, so it is not removed`, {
+      hint: `check it, remove what is berth's yourself, then run berth uninstall without --purge`,
+    });
+  }
   const instanceFile = at(dataPaths(dataDir).instance);
   return {
     dryRun,
     root,
     systemd,
-    before: units.length ? [['systemctl', 'disable', '--now', ...ALL_UNITS]] : [],
+    before: units.length ? [['systemctl', 'disable', '--now', ...units.map((u) => path.basename(u))]] : [],
     remove,
     after: units.length ? [['systemctl', 'daemon-reload']] : [],
     purge: purgeAsked ? candidates : [],
@@ -380,6 +386,13 @@ function sameFile(a: string, b: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Empty (installed, never started), or holding berth's state folder; never / itself. */
+function looksLikeDataDir(dir: string): boolean {
+  if (path.resolve(dir) === '/') return false;
+  const entries = fs.readdirSync(dir);
+  return entries.length === 0 || (entries.includes('state') && fs.statSync(path.join(dir, 'state')).isDirectory());
 }
 
 function livePid(lockFile: string): number | undefined {
