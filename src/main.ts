@@ -49,13 +49,13 @@ export async function main(argv: string[]): Promise<number> {
     return runUpgrade(dataDir ?? defaultConfig().dataDir, args, stdout);
   }
   if (command === 'install' || command === 'uninstall') {
-    const install = await import('./cli/install.ts');
+    const [{ INSTALL_HELP, runInstall }, { runUninstall }] = await Promise.all([import('./cli/install.ts'), import('./cli/uninstall.ts')]);
     if (args.includes('--help') || args.includes('-h')) {
-      stdout.line(install.INSTALL_HELP);
+      stdout.line(INSTALL_HELP);
       return 0;
     }
     const withDataDir = dataDir && command === 'install' ? ['--data-dir', dataDir, ...args] : args;
-    return (command === 'install' ? install.runInstall : install.runUninstall)(withDataDir, {
+    return (command === 'install' ? runInstall : runUninstall)(withDataDir, {
       out: stdout,
       isRoot: process.getuid?.() === 0,
       executable: sea.isSea() ? process.execPath : undefined,

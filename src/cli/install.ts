@@ -1,8 +1,7 @@
-// `berth install` and `berth uninstall`: berth as a systemd service on this machine. Install
-// copies the running binary to /usr/local/bin, writes the units and the environment file
-// (systemd-units.ts), the data dir and optionally an admin key, then enables and starts the
-// units; uninstall undoes it and keeps the data unless --purge. Every input is checked before
-// anything changes; --dry-run prints the whole plan and changes nothing.
+// `berth install`: berth as a systemd service on this machine. Copies the running binary to
+// /usr/local/bin, writes the units and the environment file (systemd-units.ts), the data dir and
+// optionally an admin key, then enables and starts the units (uninstall.ts undoes it). Every
+// input is checked before anything changes; --dry-run prints the whole plan and changes nothing.
 import fs from 'node:fs';
 import path from 'node:path';
 import { isIP } from 'node:net';
@@ -10,23 +9,10 @@ import { dataPaths, loadConfig, SERVE_FLAGS } from '../config.ts';
 import { UserError } from '../errors.ts';
 import { fingerprintOf, KeyStore, parsePublicKey } from '../git/key-store.ts';
 import type { Output } from '../ui/output.ts';
-import { ALL_UNITS, byHandCommand, INSTALL_PATHS, parseEnvFile, renderInstallFiles, SOCKET_UNITS, type InstalledFile } from './systemd-units.ts';
+import { livePid, modeText, requireRoot, rootOf, runOrThrow, splitArgs, type InstallContext } from './install-context.ts';
+import { ALL_UNITS, byHandCommand, INSTALL_PATHS, renderInstallFiles, SOCKET_UNITS, type InstalledFile } from './systemd-units.ts';
 
-/** What install and uninstall act through; main.ts gives the real ones, unit tests their own. */
-export interface InstallContext {
-  out: Output;
-  isRoot: boolean;
-  /** The running single executable, or undefined when berth runs from its sources. */
-  executable: string | undefined;
-  /** Whether systemd manages this machine (sd_booted(): /run/systemd/system exists). */
-  systemdRunning: boolean;
-  /** Runs a program with arguments (never a shell); returns its status and its output. */
-  runProgram(program: string, args: readonly string[]): { code: number; output: string };
-  readStdin(): Promise<Buffer>;
-  cwd: string;
-  /** The directory that stands for / (a test gives a temporary one). Default: / itself. */
-  systemRoot?: string;
-}
+export type { InstallContext } from './install-context.ts';
 
 /** The admin key's name in keys.json. */
 export const ADMIN_KEY_NAME = 'admin';
@@ -57,7 +43,6 @@ export const INSTALL_HELP = [
   'Stops and disables the units, removes them and the binary. The data dir and /etc/berth stay',
   '(apps, keys, certificates) unless --purge.',
 ].join('\n');
-
 export async function runInstall(args: readonly string[], ctx: InstallContext): Promise<number> {
   const plan = await planInstall(args, ctx);
   const { out } = ctx;
@@ -101,30 +86,6 @@ export async function runInstall(args: readonly string[], ctx: InstallContext): 
   printNextSteps(plan, out);
   return 0;
 }
-
-export async function runUninstall(args: readonly string[], ctx: InstallContext): Promise<number> {
-  const plan = planUninstall(args, ctx);
-  const { out } = ctx;
-  if (plan.dryRun) {
-    printUninstallPlan(plan, out);
-    return 0;
-  }
-  const at = (p: string) => path.join(plan.root, p);
-  if (plan.systemd === 'running') for (const command of plan.before) runOrThrow(ctx, command);
-  for (const file of plan.remove) {
-    fs.rmSync(at(file), { force: true });
-    out.step(`Removed ${file}`);
-  }
-  if (plan.systemd === 'running') for (const command of plan.after) runOrThrow(ctx, command);
-  for (const dir of plan.purge) {
-    fs.rmSync(at(dir), { recursive: true, force: true });
-    out.step(`Removed ${dir} and everything in it`);
-  }
-  printKept(plan, out);
-  return 0;
-}
-
-// ---------------------------------------------------------------------------------------------
 
 interface InstallPlan {
   dryRun: boolean;
@@ -263,151 +224,11 @@ async function planAdminKey(source: string | undefined, root: string, dataDir: s
   return { text, fingerprint, keysFile, already: same?.name };
 }
 
-interface UninstallPlan {
-  dryRun: boolean;
-  root: string;
-  systemd: 'running' | 'not-running' | 'root';
-  before: string[][];
-  remove: string[];
-  after: string[][];
-  purge: string[];
-  kept: string[];
-  instance: string | undefined;
-}
-
-function planUninstall(args: readonly string[], ctx: InstallContext): UninstallPlan {
-  const { own } = splitArgs(args, 'uninstall', ['--dry-run', '--purge'], ['--root'], false);
-  const dryRun = own.has('--dry-run');
-  requireRoot(ctx, dryRun, 'uninstall');
-  const root = rootOf(own.get('--root'), ctx.cwd) || (ctx.systemRoot ?? '');
-  const at = (p: string) => path.join(root, p);
-  const envFile = at(INSTALL_PATHS.envFile);
-  const dataDir = (fs.existsSync(envFile) ? parseEnvFile(fs.readFileSync(envFile, 'utf8')).get('BERTH_DATA_DIR') : undefined) ?? INSTALL_PATHS.dataDir;
-  const units = ALL_UNITS.map((u) => `${INSTALL_PATHS.unitDir}/${u}`).filter((u) => fs.existsSync(at(u)));
-  const systemd = own.has('--root') ? 'root' : ctx.systemdRunning ? 'running' : 'not-running';
-  if (systemd !== 'running') {
-    // Without systemd, a berth started by hand may be running on the data dir: stopping it is the operator's call.
-    const pid = livePid(dataPaths(at(dataDir)).lock);
-    if (pid !== undefined) {
-      throw new UserError('berth_running', `berth serve (pid ${pid}) is running on ${dataDir}, and systemd does not manage it`, {
-        hint: `stop it (kill ${pid}), then run berth uninstall again`,
-      });
-    }
-  }
-  const remove = [...units, ...[INSTALL_PATHS.binary].filter((p) => fs.existsSync(at(p)))];
-  const purgeAsked = own.has('--purge');
-  const candidates = [dataDir, INSTALL_PATHS.configDir].filter((p) => fs.existsSync(at(p)));
-  // The data dir comes from an editable file: --purge deletes only what is berth's.
-  if (purgeAsked && candidates.includes(dataDir) && !looksLikeDataDir(at(dataDir))) {
-    throw new UserError('not_a_data_dir', `--purge: ${dataDir} (BERTH_DATA_DIR in ${INSTALL_PATHS.envFile}) does not look like berth's data dir, so it is not removed`, {
-      hint: `check it, remove what is berth's yourself, then run berth uninstall without --purge`,
-    });
-  }
-  const instanceFile = at(dataPaths(dataDir).instance);
-  return {
-    dryRun,
-    root,
-    systemd,
-    before: units.length ? [['systemctl', 'disable', '--now', ...units.map((u) => path.basename(u))]] : [],
-    remove,
-    after: units.length ? [['systemctl', 'daemon-reload']] : [],
-    purge: purgeAsked ? candidates : [],
-    kept: purgeAsked ? [] : candidates,
-    instance: fs.existsSync(instanceFile) ? fs.readFileSync(instanceFile, 'utf8').trim() : undefined,
-  };
-}
-
-/**
- * Splits the words into the command's own flags and (for install) `berth serve` flags, which
- * loadConfig checks. `given` maps each serve flag's Config key to its last value.
- */
-function splitArgs(args: readonly string[], command: string, switches: readonly string[], valued: readonly string[], serveFlags: boolean) {
-  const own = new Map<string, string>();
-  const serveArgv: string[] = [];
-  const given = new Map<string, string>();
-  const problems: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const eq = arg.indexOf('=');
-    const name = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
-    const inline = name === arg ? undefined : arg.slice(eq + 1);
-    if (switches.includes(name)) {
-      if (inline !== undefined) problems.push(`${name} takes no value`);
-      else own.set(name, '');
-      continue;
-    }
-    const spec = serveFlags ? SERVE_FLAGS.find((s) => s.flag === name) : undefined;
-    if (valued.includes(name) || spec) {
-      const value = inline ?? args[++i];
-      if (value === undefined) problems.push(`${name} needs a value`);
-      else if (spec) {
-        serveArgv.push(name, value);
-        given.set(spec.key, value);
-      } else own.set(name, value);
-      continue;
-    }
-    problems.push(arg.startsWith('-') ? `unknown flag "${arg}"` : `unexpected argument "${arg}"`);
-  }
-  if (problems.length) {
-    throw new UserError('bad_arguments', `berth ${command}: ${problems.join('; ')}`, { hint: `run \`berth ${command} --help\``, exitCode: 2 });
-  }
-  return { own, serveArgv, given };
-}
-
-function requireRoot(ctx: InstallContext, dryRun: boolean, command: string): void {
-  if (ctx.isRoot || dryRun) return;
-  throw new UserError('not_root', `berth ${command} writes to /usr/local/bin, /etc and /var/lib and runs systemctl, so it must run as root`, {
-    hint: `run it with sudo, or add --dry-run to see what it would do`,
-  });
-}
-
-function rootOf(dir: string | undefined, cwd: string): string {
-  if (dir === undefined) return '';
-  const root = path.resolve(cwd, dir);
-  if (!fs.statSync(root, { throwIfNoEntry: false })?.isDirectory()) {
-    throw new UserError('bad_arguments', `--root: ${dir} is not a directory`, { hint: 'create it first, or give another', exitCode: 2 });
-  }
-  return root;
-}
-
-function runOrThrow(ctx: InstallContext, command: readonly string[]): void {
-  ctx.out.step(`Running ${command.join(' ')}`);
-  const result = ctx.runProgram(command[0]!, command.slice(1));
-  if (result.code !== 0) {
-    throw new UserError('systemctl_failed', `\`${command.join(' ')}\` exited with ${result.code}${result.output.trim() ? `:\n${result.output.trim()}` : ''}`, {
-      hint: 'see `systemctl status berth` and `journalctl -u berth`; run berth install again once fixed',
-    });
-  }
-}
-
 function sameFile(a: string, b: string): boolean {
   try {
     return fs.realpathSync(a) === fs.realpathSync(b);
   } catch {
     return false;
-  }
-}
-
-/** Empty (installed, never started), or holding berth's state folder; never / itself. */
-function looksLikeDataDir(dir: string): boolean {
-  if (path.resolve(dir) === '/') return false;
-  const entries = fs.readdirSync(dir);
-  return entries.length === 0 || (entries.includes('state') && fs.statSync(path.join(dir, 'state')).isDirectory());
-}
-
-function livePid(lockFile: string): number | undefined {
-  let pid: number;
-  try {
-    pid = Number(fs.readFileSync(lockFile, 'utf8').trim());
-  } catch {
-    return undefined;
-  }
-  if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  try {
-    process.kill(pid, 0);
-    return pid;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
   }
 }
 
@@ -440,10 +261,6 @@ function writeAtomically(file: string, content: string, mode: number): void {
   } finally {
     fs.rmSync(temp, { force: true });
   }
-}
-
-function modeText(mode: number): string {
-  return mode.toString(8).padStart(4, '0');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -502,23 +319,4 @@ function printNextSteps(plan: InstallPlan, out: Output): void {
     `5. Open ${web}${plan.acme ? '' : ' (HTTP only: add BERTH_ACME_EMAIL to the environment file for automatic HTTPS)'}`,
   ];
   out.detail(steps.join('\n'));
-}
-
-function printUninstallPlan(plan: UninstallPlan, out: Output): void {
-  out.step(`berth uninstall --dry-run: nothing is changed${plan.systemd === 'root' ? `; the files are under ${plan.root}` : ''}`);
-  if (plan.systemd === 'running') {
-    out.section('commands');
-    for (const command of [...plan.before, ...plan.after]) out.detail(command.join(' '));
-  }
-  out.section('removed');
-  out.detail(plan.remove.length ? plan.remove.join('\n') : '(nothing: berth is not installed)');
-  if (plan.purge.length) out.detail(plan.purge.map((d) => `${d} and everything in it`).join('\n'));
-  printKept(plan, out);
-}
-
-function printKept(plan: UninstallPlan, out: Output): void {
-  if (plan.kept.length) out.step(`Kept ${plan.kept.join(' and ')} (apps, keys, certificates, flags): berth uninstall --purge removes them`);
-  if (plan.instance) {
-    out.detail(`The apps' containers are not touched; to remove them: docker rm -f $(docker ps -aq --filter label=berth.instance=${plan.instance})`);
-  }
 }
