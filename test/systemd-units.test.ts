@@ -97,7 +97,7 @@ test('a socket listens on every address unless an address is given; an IPv6 one 
   assert.match(files[3]!.content, /^ListenStream=127\.0\.0\.1:22$/m);
 });
 
-test('the environment file holds the variables in order, and a POSIX shell reads back the same values', () => {
+test('the environment file holds the variables in order, and a POSIX shell reads back the same values, running none of them', () => {
   const env: Array<[string, string]> = [
     ['BERTH_DATA_DIR', '/var/lib/berth'],
     ['BERTH_DOMAIN', 'apps.example.com'],
@@ -105,14 +105,17 @@ test('the environment file holds the variables in order, and a POSIX shell reads
     ['BERTH_BUILDPACKS', 'https://github.com/heroku/heroku-buildpack-nodejs.git#v300,file:///opt/bp'],
     ['BERTH_STACK_IMAGE', 'registry.example.com/stack:24 build'],
     ['BERTH_ACME_CA_FILE', '/etc/ssl/my ca $HOME.pem'],
+    ['BERTH_NETWORK', 'x;touch pwned-semicolon `touch pwned-backtick` $(touch pwned-dollar)'],
   ];
   const text = renderEnvFile(env);
   assert.match(text, /^BERTH_DOMAIN=apps\.example\.com$/m);
   assert.match(text, /^BERTH_STACK_IMAGE='registry\.example\.com\/stack:24 build'$/m);
   assert.deepEqual([...parseEnvFile(text)], env);
-  const file = path.join(tempDir('env-file'), 'berth.env');
+  const dir = tempDir('env-file');
+  const file = path.join(dir, 'berth.env');
   fs.writeFileSync(file, text);
-  const shell = spawnSync('sh', ['-c', 'set -a && . "$0" && set +a && env -0', file], { encoding: 'utf8', env: { PATH: process.env.PATH } });
+  const shell = spawnSync('sh', ['-c', 'set -a && . "$0" && set +a && env -0', file], { cwd: dir, encoding: 'utf8', env: { PATH: process.env.PATH } });
+  assert.deepEqual(fs.readdirSync(dir), ['berth.env'], 'no value ran as a command');
   assert.equal(shell.status, 0, shell.stderr);
   const seen = new Map(shell.stdout.split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const));
   for (const [key, v] of env) assert.equal(seen.get(key), v, key);
