@@ -152,9 +152,10 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
 
 /**
  * Builds the config from defaults, then BERTH_* variables, then flags (flags win). Unknown
- * flags and bad values are all reported in one UserError.
+ * flags and bad values are all reported in one UserError, which names `command` (berth install
+ * checks the serve flags it writes down with this too).
  */
-export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, command = 'berth serve'): Config {
   const config = defaultConfig(env);
   const problems: string[] = [];
   const set = (spec: FlagSpec, raw: string, from: string) => {
@@ -212,8 +213,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
   if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);
   if (problems.length) {
-    throw new UserError('invalid_config', `berth serve: ${problems.length === 1 ? 'a problem' : `${problems.length} problems`} with the configuration:\n${problems.map((p) => '  ' + p).join('\n')}`, {
-      hint: 'run `berth serve --help` for the flags and their BERTH_* variables',
+    throw new UserError('invalid_config', `${command}: ${problems.length === 1 ? 'a problem' : `${problems.length} problems`} with the configuration:\n${problems.map((p) => '  ' + p).join('\n')}`, {
+      hint: `run \`${command} --help\` for the flags${command === 'berth serve' ? ' and their BERTH_* variables' : ''}`,
       exitCode: 2,
     });
   }

@@ -8,6 +8,9 @@ import { describeForUser, UserError } from './errors.ts';
 import { setLogSink } from './log.ts';
 import { VERSION } from './version.ts';
 import { readAll } from './read-all.ts';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import sea from 'node:sea';
 
 const stdout = new StreamOutput(process.stdout, process.stderr);
 /** How long a command waits for a control plane that is being restarted or upgraded. */
@@ -44,6 +47,26 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'upgrade' && !args.includes('--help') && !args.includes('-h')) {
     const { runUpgrade } = await import('./daemon/upgrade-command.ts');
     return runUpgrade(dataDir ?? defaultConfig().dataDir, args, stdout);
+  }
+  if (command === 'install' || command === 'uninstall') {
+    const [{ INSTALL_HELP, runInstall }, { runUninstall }] = await Promise.all([import('./cli/install.ts'), import('./cli/uninstall.ts')]);
+    if (args.includes('--help') || args.includes('-h')) {
+      stdout.line(INSTALL_HELP);
+      return 0;
+    }
+    const withDataDir = dataDir && command === 'install' ? ['--data-dir', dataDir, ...args] : args;
+    return (command === 'install' ? runInstall : runUninstall)(withDataDir, {
+      out: stdout,
+      isRoot: process.getuid?.() === 0,
+      executable: sea.isSea() ? process.execPath : undefined,
+      systemdRunning: fs.existsSync('/run/systemd/system'),
+      runProgram: (program, programArgs) => {
+        const result = spawnSync(program, programArgs, { encoding: 'utf8' });
+        return { code: result.error ? 127 : (result.status ?? 1), output: `${result.stdout ?? ''}${result.stderr ?? ''}${result.error ? result.error.message : ''}` };
+      },
+      readStdin: () => readAll(process.stdin),
+      cwd: process.cwd(),
+    });
   }
   if (command === 'serve') {
     const { serve } = await import('./serve.ts');

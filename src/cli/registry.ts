@@ -145,6 +145,8 @@ function overview(surface: 'local' | 'ssh'): string {
   ];
   if (surface === 'local') {
     lines.push('  ' + 'serve [FLAGS]'.padEnd(width) + '  run the platform (see `berth serve --help`)');
+    lines.push('  ' + 'install --domain D [FLAGS]'.padEnd(width) + '  install berth as a systemd service, as root (see `berth install --help`)');
+    lines.push('  ' + 'uninstall [--purge]'.padEnd(width) + '  remove the service and the binary; the data stays unless --purge');
   }
   for (const c of COMMANDS) lines.push('  ' + `${c.name} ${usageOf(c)}`.trimEnd().padEnd(width) + '  ' + c.summary);
   lines.push('', 'Run `help COMMAND` or `COMMAND --help` for details.');
