@@ -96,7 +96,7 @@ export async function runControl(argv: string[]): Promise<number> {
     const state = await loadState(config);
     const hostKey = await loadOrCreateHostKey(paths.hostKeys);
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
-    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains });
+    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, maxOrdersPerHour: config.maxAppAcmeOrders });
     stops.push(() => certificates.stop());
     link.attach({ settings: () => state.proxySettings.resolved(), certificates: certificates.cache, challenges: certificates.challenges });
     state.proxySettings.onChange(() => link.settingsChanged());
