@@ -32,8 +32,10 @@ export class AppService {
     this.#certificates = deps.certificates;
   }
 
+  /** Creates an app; its default domain's certificate is ordered at once, not at the next resync. */
   async create(app: string, by: string): Promise<void> {
     await this.#locks.run(app, () => createApp(this.#state, app, by));
+    void this.#certificates.sync();
   }
 
   /** Stops and deletes an app: containers, images, repository, records, proxy settings, certificates. */
