@@ -29,7 +29,7 @@ export const certCommands: Command[] = [
       }
       ctx.out.section(`${app} certificates`);
       ctx.out.detail(`automatic certificates: ${certs.isAuto(app) ? 'on' : 'off'}${certs.acmeEnabled ? ` (from ${certs.directory})` : ' (berth serve has no --acme-email)'}`);
-      for (const line of describeLimits(app, limits)) ctx.out.detail(line);
+      for (const line of describeLimits(app, limits, certs.acmeEnabled)) ctx.out.detail(line);
       if (report.length === 0) ctx.out.detail(`${app} has no domains`);
       for (const entry of report) ctx.out.line(describe(entry));
     },
@@ -119,15 +119,16 @@ function describe(entry: DomainCertificateReport): string {
   return [entry.domain, ...rows.map(([k, v]) => `  ${(k + ':').padEnd(14)} ${v}`)].join('\n');
 }
 
-function describeLimits(app: string, limits: AppLimitsReport): string[] {
-  const lines = [
-    `domains: ${limits.domains.used} of at most ${limits.domains.cap} (--max-app-domains)`,
-    `ACME orders in the last hour: ${limits.orders.lastHour} of at most ${limits.orders.cap} (--max-app-acme-orders)${limits.orders.nextOrderAt ? `; the next one at ${limits.orders.nextOrderAt}${relative(limits.orders.nextOrderAt)}` : ''}`,
-  ];
-  const pause = limits.accountPause;
-  lines.push(pause
-    ? `ACME account: paused until ${pause.until}${relative(pause.until)}, for every app: the CA answered rate-limited at ${pause.since} (ordering ${pause.domain}): ${pause.detail}`
-    : 'ACME account: not rate-limited');
+/** The app's caps and the ACME account's state, as detail lines of certs:report. */
+function describeLimits(app: string, limits: AppLimitsReport, acme: boolean): string[] {
+  const lines = [`domains: ${limits.domains.used} of at most ${limits.domains.cap} (--max-app-domains)`];
+  if (acme) {
+    const { orders, accountPause: pause } = limits;
+    lines.push(`ACME orders in the last hour: ${orders.lastHour} of at most ${orders.cap} (--max-app-acme-orders)${orders.nextOrderAt ? `; the next one at ${orders.nextOrderAt}${relative(orders.nextOrderAt)}` : ''}`);
+    lines.push(pause
+      ? `ACME account: paused until ${pause.until}${relative(pause.until)}, for every app: the CA answered rate-limited at ${pause.since} (ordering ${pause.domain}): ${pause.detail}`
+      : 'ACME account: not rate-limited');
+  }
   for (const c of limits.conflicts) {
     lines.push(c.holder === app
       ? `conflict: ${app} holds ${c.domain}, reserved for an app named ${c.reservedFor} (added before such names were reserved)`

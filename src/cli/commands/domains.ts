@@ -1,5 +1,6 @@
 // domains:list, domains:add, domains:remove, domains:set: the names an app is served at.
 // APP.DOMAIN and the names under it are the app APP's alone; the rest of DOMAIN is the admin's.
+import { DEFAULT_MAX_APP_DOMAINS } from '../../domain-caps.ts';
 import { log } from '../../log.ts';
 import type { DomainRequester } from '../../state/domain-store.ts';
 import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
@@ -26,7 +27,7 @@ export const domainCommands: Command[] = [
     name: 'domains:add',
     args: ['APP', 'DOMAIN', '[DOMAIN...]'],
     summary: 'serve an app at more domains',
-    help: 'Point the DNS name at this server first: with --acme-email set, berth then fetches a certificate for it.\nA domain belongs to one app only. APP.DOMAIN and the names under it are reserved for the app called APP;\nother names under DOMAIN only an admin assigns. An app has at most --max-app-domains domains (default 20).',
+    help: `Point the DNS name at this server first: with --acme-email set, berth then fetches a certificate for it.\nA domain belongs to one app only. APP.DOMAIN and the names under it are reserved for the app called APP;\nother names under DOMAIN only an admin assigns. An app has at most --max-app-domains domains (default ${DEFAULT_MAX_APP_DOMAINS}), its default domain included.`,
     scope: 'app',
     async run(ctx, { app, args: [first, more] }) {
       ctx.state.apps.require(app);

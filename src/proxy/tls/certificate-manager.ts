@@ -412,7 +412,7 @@ export class CertificateManager {
       await this.#state.setAttempts(domain, {
         failures: 0,
         lastAttemptAt: new Date(started).toISOString(),
-        lastSuccessAt: new Date().toISOString(),
+        lastSuccessAt: new Date(this.#now()).toISOString(),
         challenge: issued.challenge,
       });
       log.info(renewing ? 'certificate_renewed' : 'certificate_obtained', {
