@@ -157,3 +157,25 @@ test("a rate-limited answer from the CA pauses the whole ACME account: no order 
   assert.equal(forwarder.newOrders, ordersBefore, 'no order after a restart either');
   assert.equal(report('api').limits.accountPause?.until, pause.until, 'the restarted daemon keeps the pause');
 });
+
+test('after --domain changes, an app holding a name now reserved for another keeps it, both reports show the conflict, and creating that app is refused until it is released', async () => {
+  // pay.example.org was added to billing while the domain was example.test; now it is pay's.
+  await daemon.stop();
+  daemon = await startDaemon({ dataDir: daemon.dataDir, domain: 'example.org', args: serveArgs() });
+  assert.deepEqual(domainsOf('billing'), ['billing.example.org', 'pay.example.org'], 'the holder keeps serving it: nothing lost on load');
+  const list = daemon.cli(['domains:list', 'billing']).stdout;
+  assert.match(list, /conflict: billing holds pay\.example\.org, which is reserved for an app named pay/);
+  assert.match(daemon.cli(['certs:report', 'billing']).stdout, /conflict: billing holds pay\.example\.org, reserved for an app named pay/);
+
+  const refused = daemon.cli(['apps:create', 'pay']);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /names reserved for an app named pay are held by another app[\s\S]*pay\.example\.org \(held by app billing\)/);
+  assert.match(refused.stderr, /domains:remove billing pay\.example\.org/);
+  assert.doesNotMatch(daemon.cli(['apps:list']).stdout, /^pay\s/m, 'pay was not created');
+
+  assert.equal(daemon.cli(['domains:remove', 'billing', 'pay.example.org']).code, 0);
+  const created = daemon.cli(['apps:create', 'pay']);
+  assert.equal(created.code, 0, created.stderr);
+  assert.deepEqual(domainsOf('pay'), ['pay.example.org'], 'created with its default domain');
+  assert.doesNotMatch(daemon.cli(['domains:list', 'billing']).stdout, /conflict/);
+});
