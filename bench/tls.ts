@@ -113,7 +113,7 @@ async function main(): Promise<void> {
     // 1. domains:add → first HTTPS answer with a Pebble certificate.
     const times: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      const domain = `round${round}-${Date.now().toString(36)}.example.test`;
+      const domain = `round${round}-${Date.now().toString(36)}.example.org`;
       const started = performance.now();
       const added = d.cli(['domains:add', 'benchtls', domain]);
       if (added.code !== 0) throw new Error(added.stderr);

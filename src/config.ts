@@ -5,6 +5,7 @@ import path from 'node:path';
 import { UserError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './log.ts';
 import { DEFAULT_PUSH_LIMITS, type PushLimits } from './push-limits.ts';
+import { DEFAULT_MAX_APP_ACME_ORDERS, DEFAULT_MAX_APP_DOMAINS } from './domain-caps.ts';
 
 export interface Config {
   /** All state: keys, apps, repositories, certificates. Default: /var/lib/berth as root, ./.berth otherwise. */
@@ -70,6 +71,10 @@ export interface Config {
   maxPushObjects: number;
   /** Ref updates in one push. Default 10 000. */
   maxPushRefs: number;
+  /** Domains one app may have, its default APP.DOMAIN included; the admin is held to it too. Default 20 (DEFAULT_MAX_APP_DOMAINS). */
+  maxAppDomains: number;
+  /** ACME orders one app's domains may place in any hour, renewals and retries included. Default 20 (DEFAULT_MAX_APP_ACME_ORDERS). */
+  maxAppAcmeOrders: number;
 }
 
 /** The official Heroku buildpacks, in herokuish's detection order. */
@@ -116,6 +121,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'maxDeltaDepth', flag: '--max-delta-depth', env: 'BERTH_MAX_DELTA_DEPTH', kind: 'count', max: 4095, describe: 'longest delta chain a git push may hold (default 1000; git makes at most 4095)' },
   { key: 'maxPushObjects', flag: '--max-push-objects', env: 'BERTH_MAX_PUSH_OBJECTS', kind: 'count', max: 100_000_000, describe: 'most objects one git push may send (default 1000000)' },
   { key: 'maxPushRefs', flag: '--max-push-refs', env: 'BERTH_MAX_PUSH_REFS', kind: 'count', max: 1_000_000, describe: 'most refs one git push may update (default 10000)' },
+  { key: 'maxAppDomains', flag: '--max-app-domains', env: 'BERTH_MAX_APP_DOMAINS', kind: 'count', max: 100_000, describe: `most domains one app may have, its default APP.DOMAIN included (default ${DEFAULT_MAX_APP_DOMAINS})` },
+  { key: 'maxAppAcmeOrders', flag: '--max-app-acme-orders', env: 'BERTH_MAX_APP_ACME_ORDERS', kind: 'count', max: 100_000, describe: `most ACME orders one app's domains may place in an hour, renewals and retries included (default ${DEFAULT_MAX_APP_ACME_ORDERS})` },
   { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
   { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
 ];
@@ -147,6 +154,8 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     maxDeltaDepth: DEFAULT_PUSH_LIMITS.deltaDepth,
     maxPushObjects: DEFAULT_PUSH_LIMITS.objects,
     maxPushRefs: DEFAULT_PUSH_LIMITS.refs,
+    maxAppDomains: DEFAULT_MAX_APP_DOMAINS,
+    maxAppAcmeOrders: DEFAULT_MAX_APP_ACME_ORDERS,
   };
 }
 

@@ -16,6 +16,9 @@ import { handshake, type Handshake } from './helpers/certs.ts';
 import { tempDir, waitFor } from './helpers/daemon.ts';
 import { preparePebble, type Pebble } from './helpers/pebble.ts';
 
+/** The local CLI: the admin, who may assign any name under DOMAIN not reserved for another app. */
+const ADMIN = { admin: true };
+
 /** A certificate is due this long after its notBefore; a failed order is retried after 0.5-1 s, doubling. */
 const RENEW_AFTER_MS = 6_000;
 const policy: RenewalPolicy = {
@@ -112,24 +115,24 @@ test('a certificate is renewed when the policy says it is due, and the old one s
 });
 
 test('a domain that fails validation backs off with growing waits and never holds up another', async () => {
-  await pebble.setAddress('broken.example.test', '127.0.0.2'); // nothing listens there for Pebble
+  await pebble.setAddress('broken.example.org', '127.0.0.2'); // nothing listens there for Pebble
   const started = new Date().toISOString();
-  await domains.add('api', ['broken.example.test', 'ok.example.test']);
+  await domains.add('api', ['broken.example.org', 'ok.example.org'], ADMIN);
   await manager.sync();
-  await waitFor('a certificate for ok.example.test', async () => (await served('ok.example.test')).authorized, 60_000);
-  await waitFor('three failed orders for broken.example.test', () => events('certificate_order_failed', 'broken.example.test', started).length >= 3, 90_000);
-  const waits = events('certificate_order_failed', 'broken.example.test', started).map((e) => e.retryInMs as number);
+  await waitFor('a certificate for ok.example.org', async () => (await served('ok.example.org')).authorized, 60_000);
+  await waitFor('three failed orders for broken.example.org', () => events('certificate_order_failed', 'broken.example.org', started).length >= 3, 90_000);
+  const waits = events('certificate_order_failed', 'broken.example.org', started).map((e) => e.retryInMs as number);
   assert.ok(waits[1]! >= waits[0]! && waits[2]! > waits[0]!, `the retry waits grow: ${waits.join(', ')} ms`);
-  const starts = events('certificate_order_started', 'broken.example.test', started).map((e) => Date.parse(e.time as string));
+  const starts = events('certificate_order_started', 'broken.example.org', started).map((e) => Date.parse(e.time as string));
   assert.ok(starts[1]! - starts[0]! >= waits[0]!, 'the second order waited for the first backoff');
-  const obtained = events('certificate_obtained', 'ok.example.test', started)[0];
+  const obtained = events('certificate_obtained', 'ok.example.org', started)[0];
   assert.ok(obtained, 'the good domain got its certificate');
   assert.ok(Date.parse(obtained.time as string) < starts[1]!, 'before the broken domain even retried');
-  const broken = manager.report('api').find((r) => r.domain === 'broken.example.test')!;
+  const broken = manager.report('api').find((r) => r.domain === 'broken.example.org')!;
   assert.equal(broken.certificate, null);
   assert.ok(broken.attempts.failures >= 3);
   assert.ok((broken.attempts.lastError ?? '').length > 0, 'the last error is kept for certs:report');
-  await domains.remove('api', ['broken.example.test']);
+  await domains.remove('api', ['broken.example.org']);
   await manager.sync();
 });
 
@@ -137,20 +140,20 @@ test('with the CA down when renewals are due, orders back off, the old certifica
   await pebble.stopCa();
   const stoppedAt = new Date().toISOString();
   await new Promise((r) => setTimeout(r, 500)); // an order that finished just before the stop is swapped in by now
-  const old = await served('ok.example.test');
+  const old = await served('ok.example.org');
   assert.equal(old.authorized, true);
-  await waitFor('two failed renewals of ok.example.test', () => events('certificate_order_failed', 'ok.example.test', stoppedAt).length >= 2, RENEW_AFTER_MS + 60_000);
-  const waits = events('certificate_order_failed', 'ok.example.test', stoppedAt).map((e) => e.retryInMs as number);
+  await waitFor('two failed renewals of ok.example.org', () => events('certificate_order_failed', 'ok.example.org', stoppedAt).length >= 2, RENEW_AFTER_MS + 60_000);
+  const waits = events('certificate_order_failed', 'ok.example.org', stoppedAt).map((e) => e.retryInMs as number);
   assert.ok(waits[1]! >= waits[0]!, `the retry waits grow: ${waits.join(', ')} ms`);
-  const during = await served('ok.example.test');
+  const during = await served('ok.example.org');
   assert.equal(during.serial, old.serial, 'the old certificate is still served');
   assert.equal(during.authorized, true);
-  const entry = manager.report('api').find((r) => r.domain === 'ok.example.test')!;
+  const entry = manager.report('api').find((r) => r.domain === 'ok.example.org')!;
   assert.ok(entry.attempts.failures >= 2 && entry.attempts.lastError, 'the failures and the last error are reported');
 
   await pebble.startCa();
   roots.push(await pebble.root());
-  await waitFor('a renewed certificate once the CA is back', async () => (await served('ok.example.test')).serial !== old.serial, 90_000);
-  assert.equal((await served('ok.example.test')).authorized, true);
-  await waitFor('the failure count reset', () => manager.report('api').find((r) => r.domain === 'ok.example.test')!.attempts.failures === 0);
+  await waitFor('a renewed certificate once the CA is back', async () => (await served('ok.example.org')).serial !== old.serial, 90_000);
+  assert.equal((await served('ok.example.org')).authorized, true);
+  await waitFor('the failure count reset', () => manager.report('api').find((r) => r.domain === 'ok.example.org')!.attempts.failures === 0);
 });

@@ -16,6 +16,9 @@ import { DomainStore } from '../src/state/domain-store.ts';
 import { issueCert, makeCa, opensslDate, type TestCa } from './helpers/certs.ts';
 import { tempDir, waitFor } from './helpers/daemon.ts';
 
+/** The local CLI: the admin, who may assign any name under DOMAIN not reserved for another app. */
+const ADMIN = { admin: true };
+
 let ca: TestCa;
 let otherCa: TestCa;
 const logLines: Array<Record<string, unknown>> = [];
@@ -143,15 +146,15 @@ async function fixture(options: { renewAfterMs?: number; dir?: string; apps?: st
 test('every domain of an app gets its own certificate, stored with mode 0600 and served from memory', async (t) => {
   const f = await fixture();
   t.after(() => f.manager.stop());
-  await f.domains.add('web', ['www.example.test']);
+  await f.domains.add('web', ['www.example.org'], ADMIN);
   await f.manager.sync();
-  await waitFor('both certificates', () => f.manager.hasCertificate('web.example.test') && f.manager.hasCertificate('www.example.test'), 10_000);
-  assert.equal(f.manager.cache.lookup('www.example.test')?.source, 'acme');
-  assert.notEqual(f.manager.cache.lookup('www.example.test')?.bundle.info.serial, f.manager.cache.lookup('web.example.test')?.bundle.info.serial);
-  const file = path.join(f.dir, 'certs', 'acme', directorySlug('https://ca.example.test/dir'), 'www.example.test.pem');
+  await waitFor('both certificates', () => f.manager.hasCertificate('web.example.test') && f.manager.hasCertificate('www.example.org'), 10_000);
+  assert.equal(f.manager.cache.lookup('www.example.org')?.source, 'acme');
+  assert.notEqual(f.manager.cache.lookup('www.example.org')?.bundle.info.serial, f.manager.cache.lookup('web.example.test')?.bundle.info.serial);
+  const file = path.join(f.dir, 'certs', 'acme', directorySlug('https://ca.example.test/dir'), 'www.example.org.pem');
   assert.equal(fs.statSync(file).mode & 0o777, 0o600);
   assert.match(fs.readFileSync(file, 'utf8'), /BEGIN CERTIFICATE[\s\S]*BEGIN PRIVATE KEY/);
-  const [report] = f.manager.report('web').filter((r) => r.domain === 'www.example.test');
+  const [report] = f.manager.report('web').filter((r) => r.domain === 'www.example.org');
   assert.equal(report?.certificate?.issuer, 'berth test CA');
   assert.equal(report?.attempts.challenge, 'http-01');
   assert.ok(report?.renewAt && Date.parse(report.renewAt) < Date.parse(report.certificate!.notAfter));
@@ -160,8 +163,8 @@ test('every domain of an app gets its own certificate, stored with mode 0600 and
   await f.manager.stop();
   const again = await fixture({ dir: f.dir });
   t.after(() => again.manager.stop());
-  await again.domains.add('web', ['www.example.test']);
-  assert.ok(again.manager.hasCertificate('web.example.test') && again.manager.hasCertificate('www.example.test'));
+  await again.domains.add('web', ['www.example.org'], ADMIN);
+  assert.ok(again.manager.hasCertificate('web.example.test') && again.manager.hasCertificate('www.example.org'));
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(again.calls, []);
 });
@@ -169,17 +172,17 @@ test('every domain of an app gets its own certificate, stored with mode 0600 and
 test('an order failing for one domain neither delays nor breaks another, and backs off', async (t) => {
   const f = await fixture({ apps: ['web', 'api'] });
   t.after(() => f.manager.stop());
-  f.failing.add('bad.example.test');
-  await f.domains.add('api', ['bad.example.test']);
+  f.failing.add('bad.example.org');
+  await f.domains.add('api', ['bad.example.org'], ADMIN);
   await waitFor('the good domains', () => f.manager.hasCertificate('web.example.test') && f.manager.hasCertificate('api.example.test'), 10_000);
-  await waitFor('four failed orders', () => f.calls.filter((c) => c.domain === 'bad.example.test').length >= 4, 10_000);
-  const waits = logLines.filter((l) => l.event === 'certificate_order_failed' && l.domain === 'bad.example.test').map((l) => l.retryInMs as number);
+  await waitFor('four failed orders', () => f.calls.filter((c) => c.domain === 'bad.example.org').length >= 4, 10_000);
+  const waits = logLines.filter((l) => l.event === 'certificate_order_failed' && l.domain === 'bad.example.org').map((l) => l.retryInMs as number);
   assert.ok(waits[2]! > waits[0]! && waits[1]! >= waits[0]!, `the waits grow: ${waits.join(', ')} ms`);
-  const times = f.calls.filter((c) => c.domain === 'bad.example.test').map((c) => c.at);
+  const times = f.calls.filter((c) => c.domain === 'bad.example.org').map((c) => c.at);
   assert.ok(times[3]! - times[0]! >= waits[0]! + waits[1]! + waits[2]! - 5, 'and each retry waited for its delay');
-  const bad = f.manager.report('api').find((r) => r.domain === 'bad.example.test')!;
+  const bad = f.manager.report('api').find((r) => r.domain === 'bad.example.org')!;
   assert.equal(bad.certificate, null);
-  assert.match(bad.attempts.lastError ?? '', /test CA refuses bad\.example\.test/);
+  assert.match(bad.attempts.lastError ?? '', /test CA refuses bad\.example\.org/);
   assert.ok(bad.attempts.failures >= 3);
   assert.ok(Date.parse(bad.attempts.nextAttemptAt!) > Date.parse(bad.attempts.lastAttemptAt!));
   assert.equal(f.calls.filter((c) => c.domain === 'web.example.test').length, 1, 'the good domain was ordered once');
@@ -204,18 +207,18 @@ test('a renewal that fails keeps the old certificate serving until a new one is 
 test('a custom certificate is refused unless its key matches and it covers every domain of the app, and then it replaces ACME', async (t) => {
   const f = await fixture();
   t.after(() => f.manager.stop());
-  await f.domains.add('web', ['www.example.test']);
-  const good = issueCert(otherCa, ['web.example.test', 'www.example.test']);
+  await f.domains.add('web', ['www.example.org'], ADMIN);
+  const good = issueCert(otherCa, ['web.example.test', 'www.example.org']);
   const partial = issueCert(otherCa, ['web.example.test']);
-  const expired = issueCert(otherCa, ['web.example.test', 'www.example.test'], { startDate: opensslDate(Date.now() - 10 * 86_400_000), endDate: opensslDate(Date.now() - 86_400_000) });
+  const expired = issueCert(otherCa, ['web.example.test', 'www.example.org'], { startDate: opensslDate(Date.now() - 10 * 86_400_000), endDate: opensslDate(Date.now() - 86_400_000) });
   await assert.rejects(f.manager.addCustom('web', good.certPem, partial.keyPem), refusedWith('key_mismatch'));
-  await assert.rejects(f.manager.addCustom('web', partial.certPem, partial.keyPem), refusedWith('certificate_does_not_cover', /www\.example\.test[\s\S]*domains:remove web/));
+  await assert.rejects(f.manager.addCustom('web', partial.certPem, partial.keyPem), refusedWith('certificate_does_not_cover', /www\.example\.org[\s\S]*domains:remove web/));
   await assert.rejects(f.manager.addCustom('web', expired.certPem, expired.keyPem), refusedWith('certificate_expired'));
   assert.equal(f.manager.customCertificate('web'), undefined, 'nothing was stored by a refused certificate');
 
   await f.manager.addCustom('web', good.certPem, good.keyPem);
-  assert.equal(f.manager.cache.lookup('www.example.test')?.source, 'custom');
-  assert.equal(f.manager.cache.lookup('www.example.test')?.bundle.info.issuer, 'another test CA');
+  assert.equal(f.manager.cache.lookup('www.example.org')?.source, 'custom');
+  assert.equal(f.manager.cache.lookup('www.example.org')?.bundle.info.issuer, 'another test CA');
   assert.equal(fs.statSync(path.join(f.dir, 'certs', 'custom', 'web.pem')).mode & 0o777, 0o600);
   const ordersBefore = f.calls.length;
   await f.manager.sync();
@@ -224,7 +227,7 @@ test('a custom certificate is refused unless its key matches and it covers every
   assert.match(f.manager.report('web')[0]!.acme, /custom certificate/);
 
   await f.manager.removeCustom('web');
-  await waitFor('automatic certificates again', () => f.manager.cache.lookup('www.example.test')?.source === 'acme', 10_000);
+  await waitFor('automatic certificates again', () => f.manager.cache.lookup('www.example.org')?.source === 'acme', 10_000);
   await assert.rejects(f.manager.removeCustom('web'), refusedWith('no_custom_certificate'));
 });
 

@@ -119,7 +119,7 @@ export async function runControl(argv: string[]): Promise<number> {
     await keys.load();
     const state: State = { ...(await loadState(config)), keys };
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
-    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains });
+    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, maxOrdersPerHour: config.maxAppAcmeOrders });
     stops.push(() => certificates.stop());
     link.attach({ settings: () => state.proxySettings.resolved(), certificates: certificates.cache, challenges: certificates.challenges });
     state.proxySettings.onChange(() => link.settingsChanged());

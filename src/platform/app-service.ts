@@ -9,8 +9,12 @@ import type { Output } from '../ui/output.ts';
 import type { AppLock } from './app-lock.ts';
 import type { State } from './state.ts';
 
-/** Creates an app's record; with the daemon down nothing else can hold it, so no lock is needed. */
+/**
+ * Creates an app's record; with the daemon down nothing else can hold it, so no lock is needed.
+ * Refused while another app holds a name reserved for it: an app starts with its default domain.
+ */
 export async function createApp(state: State, app: string, by: string, via?: string): Promise<void> {
+  if (!state.apps.get(app)) state.domains.checkCreatable(app);
   await state.apps.create(app);
   log.info('app_created', { app, by, ...(via ? { via } : {}) });
 }
@@ -28,8 +32,10 @@ export class AppService {
     this.#certificates = deps.certificates;
   }
 
+  /** Creates an app; its default domain's certificate is ordered at once, not at the next resync. */
   async create(app: string, by: string): Promise<void> {
     await this.#locks.run(app, () => createApp(this.#state, app, by));
+    void this.#certificates.sync();
   }
 
   /** Stops and deletes an app: containers, images, repository, records, proxy settings, certificates. */
@@ -59,6 +65,7 @@ export class AppService {
     const to = validateAppName(newName);
     this.#state.apps.require(from);
     if (this.#state.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`, { hint: 'choose another name, or destroy that app first' });
+    this.#state.domains.checkCreatable(to);
     // Both names, always in the same order, so two renames cannot wait on each other.
     const [first, second] = [from, to].sort() as [string, string];
     const wait = (app: string) => () => out.step(`A push or another change to ${app} is running; waiting for it to finish`);
@@ -70,6 +77,7 @@ export class AppService {
           async () => {
             this.#state.apps.require(from);
             if (this.#state.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`);
+            this.#state.domains.checkCreatable(to);
             out.step(`Renaming ${from} to ${to}`);
             await this.#orchestrator.renameApp(from, to, out);
             await this.#state.proxySettings.renameApp(from, to);

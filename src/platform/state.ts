@@ -22,7 +22,7 @@ export async function loadState(config: Config): Promise<State> {
   await keys.load();
   const apps = new AppStore(paths.apps);
   await apps.load();
-  const domains = new DomainStore(paths.domains, { domain: config.domain, apps: () => apps.list().map((a) => a.name) });
+  const domains = new DomainStore(paths.domains, { domain: config.domain, apps: () => apps.list().map((a) => a.name), maxDomains: config.maxAppDomains });
   await domains.load();
   const proxySettings = new ProxySettingsStore(paths.proxySettings);
   await proxySettings.load();

@@ -33,6 +33,8 @@ export interface Pebble {
   start(ports: PebblePorts): Promise<void>;
   /** The CA of Pebble's own HTTPS listener: what berth's --acme-ca-file gets. */
   readonly caFile: string;
+  /** Pebble's listener certificate (for 127.0.0.1, signed by caFile) and its key, for a test's own server in front of Pebble. */
+  readonly listener: { certFile: string; keyFile: string };
   /** PEM of the root that issued certificates chain to (new for every Pebble start). */
   root(): Promise<string>;
   /** Makes challtestsrv answer `address` for `host` (Pebble then validates there). */
@@ -100,6 +102,7 @@ export async function preparePebble(options: PebbleOptions = {}): Promise<Pebble
   return {
     directory,
     caFile,
+    listener: { certFile: path.join(dir, 'cert.pem'), keyFile: path.join(dir, 'key.pem') },
     start: async (first) => {
       try {
         challtestsrv = startDns();

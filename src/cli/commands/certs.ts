@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import type { CertificateManager, DomainCertificateReport } from '../../proxy/tls/certificate-manager.ts';
+import type { AppLimitsReport, CertificateManager, DomainCertificateReport } from '../../proxy/tls/certificate-manager.ts';
 import { splitPem } from '../../proxy/tls/certificate.ts';
 import { readAtMost } from '../../read-all.ts';
 import { callerName, defineCommand, requireDaemon, type Command, type CommandContext } from '../command.ts';
@@ -22,12 +22,14 @@ export const certCommands: Command[] = [
       ctx.state.apps.require(app);
       const certs = requireCertificates(ctx);
       const report = certs.report(app);
+      const limits = certs.limits(app);
       if (flags.json) {
-        ctx.out.line(JSON.stringify({ app, auto: certs.isAuto(app), acme: certs.acmeEnabled ? certs.directory : null, domains: report }, null, 2));
+        ctx.out.line(JSON.stringify({ app, auto: certs.isAuto(app), acme: certs.acmeEnabled ? certs.directory : null, limits, domains: report }, null, 2));
         return;
       }
       ctx.out.section(`${app} certificates`);
       ctx.out.detail(`automatic certificates: ${certs.isAuto(app) ? 'on' : 'off'}${certs.acmeEnabled ? ` (from ${certs.directory})` : ' (berth serve has no --acme-email)'}`);
+      for (const line of describeLimits(app, limits, certs.acmeEnabled)) ctx.out.detail(line);
       if (report.length === 0) ctx.out.detail(`${app} has no domains`);
       for (const entry of report) ctx.out.line(describe(entry));
     },
@@ -113,7 +115,26 @@ function describe(entry: DomainCertificateReport): string {
   if (a.lastError) rows.push(['last error', a.lastError]);
   if (a.failures > 0) rows.push(['failures', `${a.failures} in a row${a.nextAttemptAt ? `, next attempt ${a.nextAttemptAt}${relative(a.nextAttemptAt)}` : ''}`]);
   if (entry.ordering) rows.push(['status', 'ordering now']);
+  if (entry.waiting) rows.push(['waiting', entry.waiting]);
   return [entry.domain, ...rows.map(([k, v]) => `  ${(k + ':').padEnd(14)} ${v}`)].join('\n');
+}
+
+/** The app's caps and the ACME account's state, as detail lines of certs:report. */
+function describeLimits(app: string, limits: AppLimitsReport, acme: boolean): string[] {
+  const lines = [`domains: ${limits.domains.used} of at most ${limits.domains.cap} (--max-app-domains)`];
+  if (acme) {
+    const { orders, accountPause: pause } = limits;
+    lines.push(`ACME orders in the last hour: ${orders.lastHour} of at most ${orders.cap} (--max-app-acme-orders)${orders.nextOrderAt ? `; the next one at ${orders.nextOrderAt}${relative(orders.nextOrderAt)}` : ''}`);
+    lines.push(pause
+      ? `ACME account: paused until ${pause.until}${relative(pause.until)}, for every app: the CA answered rate-limited at ${pause.since} (ordering ${pause.domain}): ${pause.detail}`
+      : 'ACME account: not rate-limited');
+  }
+  for (const c of limits.conflicts) {
+    lines.push(c.holder === app
+      ? `conflict: ${app} holds ${c.domain}, reserved for an app named ${c.reservedFor} (added before such names were reserved)`
+      : `conflict: ${c.domain} is reserved for ${app} but app ${c.holder} holds it; \`domains:remove ${c.holder} ${c.domain}\` gives it back`);
+  }
+  return lines;
 }
 
 function relative(iso: string): string {

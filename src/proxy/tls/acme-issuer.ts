@@ -1,7 +1,8 @@
 // Orders certificates from one ACME directory with acme-client (loaded on first use: it takes
 // ~220 ms to require). One account per directory, its key kept in the data dir. HTTP-01 is
 // tried first; when its validation fails (port 80 blocked, say) the same attempt orders again
-// with TLS-ALPN-01.
+// with TLS-ALPN-01. Every new order passes the caller's gate first, and a rate-limited answer
+// from the CA ends the attempt as AcmeRateLimited, which pauses the whole account.
 import { generateKeyPair } from 'node:crypto';
 import fs from 'node:fs/promises';
 import https from 'node:https';
@@ -36,6 +37,27 @@ export interface Issued {
 /** Each ACME request gets this long; a CA that does not answer fails the attempt instead of hanging it. */
 export const ACME_REQUEST_TIMEOUT_MS = 30_000;
 
+/** The problem type of RFC 8555 section 6.7 a CA answers when a rate limit is hit. */
+export const RATE_LIMITED_PROBLEM = 'urn:ietf:params:acme:error:rateLimited';
+
+/**
+ * The CA answered rate-limited (HTTP 429, or the rateLimited problem type): no order of the
+ * account should go out before `retryAfterMs` (from Retry-After; undefined when the CA gave none).
+ */
+export class AcmeRateLimited extends Error {
+  readonly detail: string;
+  readonly retryAfterMs: number | undefined;
+  constructor(detail: string, retryAfterMs: number | undefined) {
+    super(`the CA answered rate-limited: ${detail}`);
+    this.name = 'AcmeRateLimited';
+    this.detail = detail;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** Called before each new order an attempt places; it rejects to stop the attempt there (a cap, a paused account). */
+export type OrderGate = () => Promise<void>;
+
 type AcmeModule = typeof import('acme-client');
 
 interface StoredAccount {
@@ -61,14 +83,17 @@ export class AcmeIssuer {
     return this.#options.directory;
   }
 
-  /** Obtains a certificate (chain PEM) and its new key for one domain, or throws with every challenge's reason. */
-  async issue(domain: string): Promise<Issued> {
+  /**
+   * Obtains a certificate (chain PEM) and its new key for one domain, or throws with every
+   * challenge's reason. `beforeOrder` runs before each new order; its rejection ends the attempt.
+   */
+  async issue(domain: string, beforeOrder: OrderGate): Promise<Issued> {
     const client = this.#registered();
     const failures: string[] = [];
     try {
       for (const type of this.#types) {
         try {
-          return await this.#order(await client, domain, type);
+          return await this.#order(await client, domain, type, beforeOrder);
         } catch (e) {
           if (!(e instanceof ChallengeFailed)) throw e;
           failures.push(e.message);
@@ -99,6 +124,7 @@ export class AcmeIssuer {
       backoffMin: 500,
       backoffMax: 5_000,
     });
+    watchRateLimits(client);
     // newAccount with a known key returns the existing account, so this also recovers an account
     // the CA forgot (a CA reset, or a test CA restarted); acme-client then updates its contact.
     await client.createAccount({ termsOfServiceAgreed: true, contact: [`mailto:${this.#options.email}`] });
@@ -124,8 +150,9 @@ export class AcmeIssuer {
     return account;
   }
 
-  async #order(client: Client, domain: string, type: ChallengeType): Promise<Issued> {
+  async #order(client: Client, domain: string, type: ChallengeType, beforeOrder: OrderGate): Promise<Issued> {
     const acme = await loadAcme(this.#options.caFile);
+    await beforeOrder();
     const order = await client.createOrder({ identifiers: [{ type: 'dns', value: domain }] });
     const authorizations = await client.getAuthorizations(order);
     for (const authz of authorizations) {
@@ -155,6 +182,7 @@ export class AcmeIssuer {
       await client.completeChallenge(challenge);
       await client.waitForValidStatus(challenge);
     } catch (e) {
+      if (e instanceof AcmeRateLimited) throw e;
       throw new ChallengeFailed(`${type}: ${(e as Error).message}`, { cause: e });
     } finally {
       if (type === 'http-01') challenges.deleteHttp(challenge.token);
@@ -169,9 +197,46 @@ class ChallengeFailed extends Error {}
 let loaded: Promise<AcmeModule> | undefined;
 let trustedCaFile: string | undefined;
 
+interface AcmeResponse {
+  status: number;
+  headers: Record<string, unknown>;
+  data: unknown;
+}
+
 /**
- * Loads acme-client once and sets up its HTTP client: a timeout per request, few retries of its
- * own (berth's scheduler retries with backoff), and the extra CA when one is given.
+ * Turns every rate-limited answer to this client's requests into an AcmeRateLimited error that
+ * carries the CA's Retry-After, which acme-client would otherwise drop (it throws the problem's
+ * detail alone). Its HTTP client is not public API: a version that changes it fails the order
+ * loudly here rather than losing rate limits silently.
+ */
+function watchRateLimits(client: Client): void {
+  const http = (client as unknown as { http?: { request?: (...args: unknown[]) => Promise<AcmeResponse> } }).http;
+  if (typeof http?.request !== 'function') throw new Error('acme-client has no http.request to watch for rate limits: check it after an upgrade of acme-client');
+  const request = http.request.bind(http);
+  http.request = async (...args: unknown[]) => {
+    const response = await request(...args);
+    const problem = (response.data ?? {}) as { type?: unknown; detail?: unknown };
+    if (response.status === 429 || problem.type === RATE_LIMITED_PROBLEM) {
+      const detail = typeof problem.detail === 'string' && problem.detail !== '' ? problem.detail : `HTTP ${response.status}`;
+      throw new AcmeRateLimited(detail, retryAfterMs(response.headers['retry-after']));
+    }
+    return response;
+  };
+}
+
+/** Retry-After as seconds or an HTTP date (RFC 9110), in ms from now; undefined when absent or unreadable. */
+export function retryAfterMs(header: unknown, now = Date.now()): number | undefined {
+  if (typeof header !== 'string' || header.trim() === '') return undefined;
+  const text = header.trim();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/**
+ * Loads acme-client once and sets up its HTTP client: a timeout per request, no retries of its
+ * own (berth's scheduler retries with backoff; acme-client's would retry a rate-limited answer,
+ * sleeping out its Retry-After, hours maybe, inside the order), and the extra CA when one is given.
  */
 async function loadAcme(caFile: string | undefined): Promise<AcmeModule> {
   if (loaded && trustedCaFile !== caFile) throw new Error('acme-client is already set up with another CA file');
@@ -181,8 +246,7 @@ async function loadAcme(caFile: string | undefined): Promise<AcmeModule> {
     acme.setLogger((message: string) => log.debug('acme_client', { message }));
     const defaults = acme.axios.defaults as typeof acme.axios.defaults & { acmeSettings: { retryMaxAttempts: number; retryDefaultDelay: number } };
     defaults.timeout = ACME_REQUEST_TIMEOUT_MS;
-    defaults.acmeSettings.retryMaxAttempts = 2;
-    defaults.acmeSettings.retryDefaultDelay = 1;
+    defaults.acmeSettings.retryMaxAttempts = 0;
     if (caFile) {
       let pem: string;
       try {

@@ -1,19 +1,22 @@
 // Automatic HTTPS: decides which certificate each app domain is served with (a custom one given
 // with certs:add, else one obtained from the ACME directory), keeps the SNI cache in step, and
 // decides when each domain is due; the renewal scheduler runs one independent loop per domain,
-// so a failing domain never holds up another.
+// so a failing domain never holds up another. Every order passes the order budget: a cap per app
+// per hour, and the whole account's pause after the CA answers rate-limited.
 import fs from 'node:fs/promises';
 import type { SecureContext } from 'node:tls';
 import type { Config } from '../../config.ts';
+import { DEFAULT_MAX_APP_ACME_ORDERS } from '../../domain-caps.ts';
 import { qualifiesForAcme } from '../../domain-name.ts';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { CertStateStore, type DomainAttempts } from '../../state/cert-state-store.ts';
-import type { DomainStore } from '../../state/domain-store.ts';
+import { CertStateStore, type AccountRateLimit, type DomainAttempts } from '../../state/cert-state-store.ts';
+import type { DomainConflict, DomainStore } from '../../state/domain-store.ts';
 import { AcmeChallenges } from './acme-challenges.ts';
-import { AcmeIssuer, type Issued } from './acme-issuer.ts';
+import { AcmeIssuer, AcmeRateLimited, type Issued, type OrderGate } from './acme-issuer.ts';
 import { covers, isCurrent, parseCertificateBundle, splitPem, type CertificateBundle } from './certificate.ts';
 import { CertificateStore } from './certificate-store.ts';
+import { OrderBudget, OrderDeferred, type AppOrdersReport } from './order-budget.ts';
 import { DEFAULT_RENEWAL_POLICY, type RenewalPolicy } from './renewal-schedule.ts';
 import { RenewalScheduler } from './renewal-scheduler.ts';
 import { handshakeContext, SniCache, type CertificateSource } from './sni-cache.ts';
@@ -26,7 +29,8 @@ const RESYNC_INTERVAL_MS = 10 * 60 * 1000;
 /** What orders certificates; AcmeIssuer in the daemon. */
 export interface Issuer {
   readonly directory: string;
-  issue(domain: string): Promise<Issued>;
+  /** Calls `beforeOrder` before each new order it places, and stops when it rejects; throws AcmeRateLimited on a rate-limited answer. */
+  issue(domain: string, beforeOrder: OrderGate): Promise<Issued>;
 }
 
 export interface CertificateManagerOptions {
@@ -41,6 +45,20 @@ export interface CertificateManagerOptions {
   domains: DomainStore;
   /** Default: an AcmeIssuer for the configured directory (when --acme-email is set). */
   issuer?: Issuer;
+  /** ACME orders per app per hour (--max-app-acme-orders). Default: DEFAULT_MAX_APP_ACME_ORDERS. */
+  maxOrdersPerHour?: number;
+  /** The clock of the order budget and the schedule (epoch ms). Default: Date.now. */
+  now?: () => number;
+}
+
+/** An app's caps and the account's state, for certs:report. */
+export interface AppLimitsReport {
+  domains: { used: number; cap: number };
+  orders: AppOrdersReport;
+  /** The ACME account's pause after a rate-limited answer, while it lasts. */
+  accountPause: AccountRateLimit | null;
+  /** Names reserved for this app that another app holds, or that this app holds for another. */
+  conflicts: DomainConflict[];
 }
 
 export interface DomainCertificateReport {
@@ -61,6 +79,8 @@ export interface DomainCertificateReport {
   attempts: DomainAttempts;
   /** An order for this domain is running now. */
   ordering: boolean;
+  /** Why its next order waits beyond its own schedule (the account's pause, the app's cap), if it does. */
+  waiting: string | null;
 }
 
 export class CertificateManager {
@@ -71,6 +91,8 @@ export class CertificateManager {
   readonly #state: CertStateStore;
   readonly #issuer: Issuer | undefined;
   readonly #renewal: RenewalPolicy;
+  readonly #budget: OrderBudget;
+  readonly #now: () => number;
   /** ACME certificates by domain, as loaded from disk or just obtained. */
   readonly #managed = new Map<string, CertificateBundle>();
   /** Domains whose file was read once already (present or not). */
@@ -95,6 +117,7 @@ export class CertificateManager {
     this.#store = new CertificateStore(options.certsDir);
     this.#state = new CertStateStore(options.stateFile);
     this.#renewal = options.renewal ?? DEFAULT_RENEWAL_POLICY;
+    this.#now = options.now ?? Date.now;
     const { config } = options;
     this.#issuer =
       options.issuer ??
@@ -107,7 +130,9 @@ export class CertificateManager {
             challenges: this.challenges,
           })
         : undefined);
+    this.#budget = new OrderBudget({ state: this.#state, directory: this.directory, maxPerHour: options.maxOrdersPerHour ?? DEFAULT_MAX_APP_ACME_ORDERS, now: this.#now });
     this.#scheduler = new RenewalScheduler({
+      now: this.#now,
       dueAt: (domain) => this.#dueAt(domain),
       run: (domain) => this.#order(domain),
       settled: () => void this.sync(),
@@ -291,8 +316,20 @@ export class CertificateManager {
         renewAt: acme === 'on' && managed ? new Date(this.#renewal.renewAt(managed.info)).toISOString() : null,
         attempts: this.#state.attempts(domain),
         ordering: this.#scheduler.isRunning(domain),
+        waiting: acme === 'on' ? (this.#budget.waitReason(app) ?? null) : null,
       };
     });
+  }
+
+  /** The app's domains and orders against their caps, and the account's pause, for certs:report. */
+  limits(app: string): AppLimitsReport {
+    const domains = this.#options.domains;
+    return {
+      domains: { used: domains.hostnames(app).length, cap: domains.maxDomains },
+      orders: this.#budget.report(app),
+      accountPause: this.#budget.pause() ?? null,
+      conflicts: domains.conflicts().filter((c) => c.holder === app || c.reservedFor === app),
+    };
   }
 
   async #syncOnce(): Promise<void> {
@@ -342,13 +379,17 @@ export class CertificateManager {
     return this.#managed.get(domain);
   }
 
-  /** When the next order for a domain should start: now without a usable certificate, at renewal time with one, never before the backoff ends. */
+  /**
+   * When the next order for a domain should start: now without a usable certificate, at renewal
+   * time with one, never before its backoff ends, its app's hour has room, or the account's pause ends.
+   */
   #dueAt(domain: string): number {
     const managed = this.#managed.get(domain);
-    let due = managed && isCurrent(managed) ? this.#renewal.renewAt(managed.info) : Date.now();
+    let due = managed && isCurrent(managed) ? this.#renewal.renewAt(managed.info) : this.#now();
     const attempts = this.#state.attempts(domain);
     if (attempts.failures > 0 && attempts.nextAttemptAt) due = Math.max(due, Date.parse(attempts.nextAttemptAt));
-    return due;
+    const app = this.#desired.get(domain);
+    return app === undefined ? due : Math.max(due, this.#budget.nextOrderAt(app));
   }
 
   /** One order for a domain; its result (certificate, or failure and backoff) is stored, never thrown. */
@@ -356,11 +397,13 @@ export class CertificateManager {
     const issuer = this.#issuer;
     if (!issuer) return;
     const renewing = this.#managed.has(domain);
-    log.info('certificate_order_started', { domain, app: this.#desired.get(domain), renewing });
-    const started = Date.now();
+    const app = this.#desired.get(domain);
+    if (app === undefined) return;
+    log.info('certificate_order_started', { domain, app, renewing });
+    const started = this.#now();
     const before = this.#state.attempts(domain);
     try {
-      const issued = await withTimeout(issuer.issue(domain), ATTEMPT_TIMEOUT_MS, `the order did not finish within ${ATTEMPT_TIMEOUT_MS / 1000} s`);
+      const issued = await withTimeout(issuer.issue(domain, () => this.#budget.take(app, domain)), ATTEMPT_TIMEOUT_MS, `the order did not finish within ${ATTEMPT_TIMEOUT_MS / 1000} s`);
       const bundle = parseCertificateBundle(issued.certPem, issued.keyPem);
       if (!covers(bundle, domain)) throw new Error(`the CA issued a certificate for ${bundle.info.names.join(', ')}, not ${domain}`);
       await this.#store.writeManaged(issuer.directory, domain, bundle);
@@ -369,7 +412,7 @@ export class CertificateManager {
       await this.#state.setAttempts(domain, {
         failures: 0,
         lastAttemptAt: new Date(started).toISOString(),
-        lastSuccessAt: new Date().toISOString(),
+        lastSuccessAt: new Date(this.#now()).toISOString(),
         challenge: issued.challenge,
       });
       log.info(renewing ? 'certificate_renewed' : 'certificate_obtained', {
@@ -377,9 +420,25 @@ export class CertificateManager {
         issuer: bundle.info.issuer,
         notAfter: bundle.info.notAfter.toISOString(),
         challenge: issued.challenge,
-        ms: Date.now() - started,
+        ms: this.#now() - started,
       });
     } catch (e) {
+      if (e instanceof OrderDeferred) {
+        // Not the domain's failure: it goes out once the cap or the pause allows (see #dueAt).
+        log.info('certificate_order_deferred', { domain, app, until: new Date(e.until).toISOString(), reason: e.message });
+        return;
+      }
+      if (e instanceof AcmeRateLimited) {
+        const pause = await this.#budget.rateLimited(domain, e.detail, e.retryAfterMs);
+        await this.#state.setAttempts(domain, {
+          ...before,
+          lastAttemptAt: new Date(started).toISOString(),
+          lastError: `${e.message}; every order of the ACME account waits until ${pause.until}`,
+          nextAttemptAt: pause.until,
+        });
+        log.warn('acme_rate_limited', { domain, app, detail: e.detail, retryAfterMs: e.retryAfterMs, pausedUntil: pause.until, directory: issuer.directory });
+        return;
+      }
       const failures = before.failures + 1;
       const delay = this.#renewal.retryDelay(failures);
       const message = e instanceof Error ? e.message : String(e);
@@ -388,7 +447,7 @@ export class CertificateManager {
         failures,
         lastAttemptAt: new Date(started).toISOString(),
         lastError: message,
-        nextAttemptAt: new Date(Date.now() + delay).toISOString(),
+        nextAttemptAt: new Date(this.#now() + delay).toISOString(),
       });
       log.warn('certificate_order_failed', { domain, renewing, failures, retryInMs: delay, error: message });
     }

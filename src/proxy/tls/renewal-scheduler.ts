@@ -6,6 +6,8 @@ import { log } from '../../log.ts';
 const MAX_TIMER_MS = 60 * 60 * 1000;
 
 export interface RenewalSchedulerOptions {
+  /** The clock dueAt() answers in (epoch ms). Default: Date.now. */
+  now?: () => number;
   /** When the next order for the domain should start (epoch ms). */
   dueAt(domain: string): number;
   /** Runs one order; its failures are the caller's to record (a rejection is only logged). */
@@ -50,12 +52,13 @@ export class RenewalScheduler {
     }
     if (task.running) return;
     clearTimeout(task.timer);
-    const wait = Math.max(0, this.#options.dueAt(domain) - Date.now());
+    const now = this.#options.now ?? Date.now;
+    const wait = Math.max(0, this.#options.dueAt(domain) - now());
     const armed = task;
     armed.timer = setTimeout(() => {
       armed.timer = undefined;
       if (this.#stopped || !this.#wanted.has(domain)) return;
-      if (this.#options.dueAt(domain) <= Date.now()) this.#run(domain, armed);
+      if (this.#options.dueAt(domain) <= now()) this.#run(domain, armed);
       else this.schedule(domain);
     }, Math.min(wait, MAX_TIMER_MS));
     armed.timer.unref();
