@@ -52,7 +52,7 @@ interface Outcome {
   protocol?: string | null;
   cipher?: string;
   group?: string;
-  alpn?: string | false;
+  alpn?: string | false | null;
   error?: string;
 }
 
