@@ -20,12 +20,16 @@ let listener: TlsListener;
 const contexts = new Map<string, SecureContext>();
 const RSA_NAME = 'rsa.example.test';
 const EC_NAME = 'ec.example.test';
+/** Served by a context made without the profile: the listener's settings must hold for it too. */
+const BARE_NAME = 'bare.example.test';
 
 before(async () => {
   setLogSink(() => {});
   ca = makeCa('profile test CA');
   const ec = issueCert(ca, [EC_NAME]);
   contexts.set(EC_NAME, profileContext(ec.certPem, ec.keyPem));
+  const bare = issueCert(ca, [BARE_NAME]);
+  contexts.set(BARE_NAME, tls.createSecureContext({ cert: bare.certPem, key: bare.keyPem }));
   const dir = tempDir('rsa-cert');
   mustRun('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'), '-days', '2', '-subj', `/CN=${RSA_NAME}`, '-addext', `subjectAltName=DNS:${RSA_NAME}`]);
   contexts.set(RSA_NAME, profileContext(fs.readFileSync(path.join(dir, 'cert.pem'), 'utf8'), fs.readFileSync(path.join(dir, 'key.pem'), 'utf8')));
@@ -106,6 +110,15 @@ test('CBC, static-RSA and finite-field DHE suites are refused on TLS 1.2, TLS 1.
   }
   const old = await connect(EC_NAME, { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT:@SECLEVEL=0' });
   assert.equal(old.ok, false, `TLS 1.1 was accepted (${old.protocol})`);
+});
+
+test("the listener's profile holds whichever context SNI picks, one made with OpenSSL's defaults too", async () => {
+  const fine = await connect(BARE_NAME, { maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256' });
+  assert.equal(fine.ok, true, fine.error);
+  for (const options of [{ maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0' }, { ecdhCurve: 'P-521' }, { ecdhCurve: 'X448' }] as const) {
+    const outcome = await connect(BARE_NAME, options);
+    assert.equal(outcome.ok, false, `${JSON.stringify(options)} was accepted`);
+  }
 });
 
 test('the key exchange uses X25519MLKEM768, X25519, P-256 or P-384 only; secp521r1 and X448 are refused', async () => {

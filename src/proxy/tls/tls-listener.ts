@@ -74,7 +74,7 @@ export class TlsListener {
     const { secureContext, handler } = this.#options;
     const offerH2 = this.#options.http2 ?? true;
     const server = createTlsServer({
-      // The listener's own context, used until SNI picks a certificate's (made with the same profile).
+      // Its suites and groups hold for every handshake, also after SNI picks a certificate's context.
       ...TLS_PROFILE,
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
       // ALPN comes before the certificate in TLS 1.3, so the certificate can follow the protocol.

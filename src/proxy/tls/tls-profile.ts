@@ -1,7 +1,7 @@
 // The one TLS profile of the HTTPS listener, Mozilla's "intermediate": TLS 1.2 with ECDHE and
-// AEAD ciphers only, TLS 1.3, and the groups X25519MLKEM768, X25519, P-256, P-384. Every secure
-// context berth serves (the listener's own, each certificate's, each TLS-ALPN-01 challenge's) is
-// made here, because the context an SNI callback picks brings its own settings to the handshake.
+// AEAD ciphers only, TLS 1.3, and the groups X25519MLKEM768, X25519, P-256, P-384. The listener
+// takes it (its settings decide the suites and groups of every handshake, whichever context SNI
+// picks), and so does every context it serves, so that none is made with OpenSSL's wider defaults.
 import { constants } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 
