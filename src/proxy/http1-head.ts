@@ -35,7 +35,7 @@ export interface RequestHead {
   keepAlive: boolean;
   /** The Upgrade header's value when Connection names `upgrade`: the request asks to switch protocols. */
   upgrade: string | undefined;
-  /** The header lines to forward, each ending in CRLF, hop-by-hop and the headers berth sets (X-Forwarded-*, X-Real-IP, Forwarded) already removed. */
+  /** The header lines to forward, each ending in CRLF, hop-by-hop headers and those berth sets (X-Forwarded-*, X-Real-IP, Forwarded) removed. */
   forwardLines: string;
   /** X-Forwarded-For values the client sent, joined with ", " (the chain berth appends to). */
   forwardedFor: string;
@@ -380,7 +380,8 @@ const H_KEEP_ALIVE = 8;
 
 /**
  * Request headers berth reads or drops: the hop-by-hop set (RFC 9110 §7.6.1) and the forwarded
- * headers berth sets (request-policy.ts SET_BY_BERTH). Told apart by length first, so most names are passed on after one comparison.
+ * headers berth sets (SET_BY_BERTH in request-policy.ts; a test checks the two agree). Told apart
+ * by length first, so most names are passed on after one comparison.
  */
 function requestHeaderKind(text: string, start: number, length: number): number {
   switch (length) {
