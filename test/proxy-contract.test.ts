@@ -11,7 +11,7 @@ import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import tls, { createSecureContext, type SecureContext } from 'node:tls';
+import tls, { type SecureContext } from 'node:tls';
 import { setLogSink } from '../src/log.ts';
 import { EdgeServer } from '../src/proxy/edge-server.ts';
 import { HTTP2_MAX_CONCURRENT_STREAMS } from '../src/proxy/http2-front-end.ts';
@@ -21,6 +21,7 @@ import { RouteTable, type Target } from '../src/proxy/route-table.ts';
 import { AcmeChallenges } from '../src/proxy/tls/acme-challenges.ts';
 import { createChallengeResponder, createHttpsRedirect } from '../src/proxy/tls/https-redirect.ts';
 import { TlsListener } from '../src/proxy/tls/tls-listener.ts';
+import { profileContext } from '../src/proxy/tls/tls-profile.ts';
 import { issueCert, makeCa, type TestCa } from './helpers/certs.ts';
 import { tempDir } from './helpers/daemon.ts';
 import { freePort, startUpstream, type Upstream } from './helpers/loopback.ts';
@@ -35,7 +36,7 @@ before(() => {
   setLogSink((line) => logLines.push(JSON.parse(line) as Record<string, unknown>));
   ca = makeCa('contract test CA');
   const cert = issueCert(ca, NAMES);
-  context = createSecureContext({ cert: cert.certPem, key: cert.keyPem });
+  context = profileContext(cert.certPem, cert.keyPem);
 });
 after(() => {
   setLogSink((line) => process.stderr.write(line + '\n'));
@@ -91,6 +92,7 @@ async function startStack(t: TestContext, settings: Record<string, Partial<AppPr
       // The slow app never answers: the read-timeout has to.
       if (req.headers.host?.startsWith('slow.')) return;
       res.setHeader('content-type', 'text/plain');
+      if (req.url === '/own-hsts') res.setHeader('strict-transport-security', 'max-age=1');
       res.end(`hello from ${req.headers.host}`);
     });
   });
@@ -244,6 +246,35 @@ for (const frontEnd of [http1('HTTP/1.1', 'http'), http1('HTTP/1.1 over TLS', 'h
       assert.match(String(seen.headers['x-request-id']), GENERATED_ID);
       assert.equal(chosen!.status, 200);
       assert.equal(stack.seen[1]!.headers['x-request-id'], CLIENT_ID, 'a client id of the accepted shape is passed on');
+    });
+
+    test("a client's Forwarded, X-Real-IP and X-Forwarded-Ssl never reach the app: berth's say what the connection was", async (t) => {
+      const stack = await startStack(t);
+      const forged = { forwarded: 'for=10.9.9.9;proto=https;host=admin.internal', 'x-real-ip': '10.9.9.9', 'x-forwarded-ssl': frontEnd.proto === 'http' ? 'on' : 'off', 'X-Forwarded-Port': '1', 'X-Forwarded-Host': 'admin.internal' };
+      const [reply] = await frontEnd.send(stack, 'app.example.test', [{ headers: forged }]);
+      assert.equal(reply!.status, 200);
+      const seen = stack.seen[0]!.headers;
+      assert.equal(seen['x-real-ip'], '127.0.0.1');
+      assert.equal(seen['x-forwarded-ssl'], frontEnd.proto === 'https' ? 'on' : 'off');
+      assert.equal(seen.forwarded, `for=127.0.0.1;proto=${frontEnd.proto};host=app.example.test`);
+      assert.equal(seen['x-forwarded-host'], 'app.example.test');
+      assert.equal(seen['x-forwarded-port'], String(frontEnd.proto === 'http' ? stack.edge.httpPort : stack.listener.port));
+    });
+
+    test("an app's HSTS setting reaches its HTTPS answers ahead of the app's own, and never plain HTTP ones", async (t) => {
+      const stack = await startStack(t, { web: { hsts: 'max-age=600; includeSubDomains' } });
+      const [own, plain] = await frontEnd.send(stack, 'app.example.test', [{ path: '/own-hsts' }, { path: '/' }]);
+      const [other] = await frontEnd.send(stack, 'limited.example.test', [{}]);
+      assert.equal(own!.status, 200);
+      if (frontEnd.proto === 'https') {
+        // Browsers heed the first header only (RFC 6797 §8.1); Node's HTTP/1.1 client joins the two with ", ".
+        assert.equal(String(own!.headers['strict-transport-security']).split(', ')[0], 'max-age=600; includeSubDomains');
+        assert.equal(plain!.headers['strict-transport-security'], 'max-age=600; includeSubDomains');
+      } else {
+        assert.equal(own!.headers['strict-transport-security'], 'max-age=1', 'over plain HTTP only what the app sent');
+        assert.equal(plain!.headers['strict-transport-security'], undefined);
+      }
+      assert.equal(other!.headers['strict-transport-security'], undefined, 'an app without the setting gets none');
     });
 
     test('a host no app serves gets the 404 page with the request id', async (t) => {

@@ -11,15 +11,20 @@ import {
   connectionForwarding,
   decide,
   Decision,
+  forwardedHost,
   forwardedLines,
+  forwardedNode,
   forwardedPairs,
+  hstsFor,
   keepsConnection,
   mayRepeat,
   originForm,
   stripPort,
+  SET_BY_BERTH,
   UNKNOWN_LENGTH,
   type PolicySources,
 } from '../src/proxy/request-policy.ts';
+import { parseRequestHead } from '../src/proxy/http1-head.ts';
 import { RouteTable } from '../src/proxy/route-table.ts';
 
 before(() => setLogSink(() => {}));
@@ -120,6 +125,35 @@ test('both forms of the forwarded headers say the same, in the same order', () =
   for (let i = 0; i < pairs.length; i += 2) fromPairs.push(`${pairs[i]}: ${pairs[i + 1]}`);
   assert.equal(lines, fromPairs.join('\r\n') + '\r\n\r\n');
   assert.match(forwardedLines(connectionForwarding('192.0.2.7', 'http', 80), '', 'h', 'id'), /^X-Forwarded-For: 192\.0\.2\.7\r\nX-Forwarded-Proto: http\r\n/);
+});
+
+test('berth says who the client is in X-Real-IP, X-Forwarded-Ssl and Forwarded, from the connection alone', () => {
+  const https = forwardedLines(connectionForwarding('::ffff:192.0.2.7', 'https', 443), '203.0.113.1', 'shop.example.com', 'id-1');
+  assert.match(https, /\r\nX-Forwarded-Ssl: on\r\nX-Real-IP: 192\.0\.2\.7\r\nForwarded: for=192\.0\.2\.7;proto=https;host=shop\.example\.com\r\n/);
+  const http = forwardedLines(connectionForwarding('2001:db8::5', 'http', 8080), '', 'shop.example.com:8080', 'id-2');
+  assert.match(http, /\r\nX-Forwarded-Ssl: off\r\nX-Real-IP: 2001:db8::5\r\nForwarded: for="\[2001:db8::5\]";proto=http;host="shop\.example\.com:8080"\r\n/);
+  // RFC 7239 §4: a node or host that is not a token is a quoted-string; quotes in it are escaped.
+  assert.equal(forwardedNode(''), 'unknown');
+  assert.equal(forwardedHost('[::1]:8443'), '"[::1]:8443"');
+  assert.equal(forwardedHost('a.example:1"x\\'), '"a.example:1\\"x\\\\"');
+});
+
+test('every header berth sets is dropped from what an HTTP/1.1 client sends, in any case, and the X-Forwarded-For chain is kept', () => {
+  const forged = SET_BY_BERTH.map((name) => `${name.toUpperCase()}: forged`);
+  const head = parseRequestHead(['GET / HTTP/1.1', 'Host: shop.example.com', ...forged, 'Forwarded: for=10.0.0.1;proto=https', 'x-real-ip: 10.0.0.1', 'X-Forwarded-Ssl: on', 'Accept: */*'].join('\r\n'), { maxHeaders: 50 });
+  assert.equal(head.forwardLines, 'Host: shop.example.com\r\nAccept: */*\r\n');
+  assert.equal(head.forwardedFor, 'forged');
+  assert.deepEqual([...SET_BY_BERTH].sort(), ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-ssl', 'x-real-ip', 'x-request-id']);
+  // Names that only look alike go on.
+  const near = parseRequestHead(['GET / HTTP/1.1', 'Host: a', 'Forwarded-For: x', 'X-Real-IPs: y', 'X-Forwarded-Sst: z'].join('\r\n'), { maxHeaders: 50 });
+  assert.equal(near.forwardLines, 'Host: a\r\nForwarded-For: x\r\nX-Real-IPs: y\r\nX-Forwarded-Sst: z\r\n');
+});
+
+test("an app's HSTS setting is sent over HTTPS only, and nothing when it has none", () => {
+  const settings = { ...DEFAULT_APP_SETTINGS, hsts: 'max-age=600; includeSubDomains' };
+  assert.equal(hstsFor('https', settings), 'max-age=600; includeSubDomains');
+  assert.equal(hstsFor('http', settings), '');
+  assert.equal(hstsFor('https', DEFAULT_APP_SETTINGS), '');
 });
 
 test('request targets, hosts and client request ids are read the same way everywhere', () => {

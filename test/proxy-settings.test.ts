@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { isUserError } from '../src/errors.ts';
-import { DEFAULT_APP_SETTINGS, normaliseSetting, parseDuration, parseSize, resolveSettings } from '../src/state/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS, defaultText, normaliseSetting, parseDuration, parseSize, resetsSetting, resolveSettings } from '../src/state/proxy-settings.ts';
 import { ProxySettingsStore } from '../src/state/proxy-settings-store.ts';
 import { logOf, quarantine, stateFile } from './helpers/state.ts';
 import { tempDir } from './helpers/temp.ts';
@@ -36,6 +36,22 @@ test('a setting is normalised, an unknown key is refused with the list of keys',
   );
 });
 
+test('an HSTS policy is written as the header value, in any order and case, and a bad one is refused with what to give', () => {
+  assert.equal(normaliseSetting('hsts', 'max-age=31536000'), 'max-age=31536000');
+  assert.equal(normaliseSetting('hsts', 'includesubdomains, MAX-AGE=600'), 'max-age=600; includeSubDomains');
+  assert.equal(normaliseSetting('hsts', 'max-age=63072000; includeSubDomains; preload'), 'max-age=63072000; includeSubDomains; preload');
+  assert.equal(normaliseSetting('hsts', 'max-age=0'), 'max-age=0', 'max-age=0 tells browsers to forget the policy');
+  for (const bad of ['', 'includeSubDomains', 'max-age=', 'max-age=-1', 'max-age=1y', 'max-age=1 max-age=2', 'max-age=99999999999', 'max-age=600 always', 'max-age=600 preload', 'max-age=600 includeSubDomains preload']) {
+    assert.throws(() => normaliseSetting('hsts', bad), (e: unknown) => isUserError(e) && e.code === 'invalid_proxy_setting' && /^hsts: /.test(e.message) && e.hint !== undefined, bad);
+  }
+  assert.equal(resetsSetting('hsts', ' OFF '), true);
+  assert.equal(resetsSetting('hsts', 'clear'), true);
+  assert.equal(resetsSetting('max-body-size', 'off'), false);
+  assert.equal(defaultText('hsts'), 'off');
+  assert.equal(DEFAULT_APP_SETTINGS.hsts, '');
+  assert.equal(resolveSettings({ hsts: 'max-age=600' }).hsts, 'max-age=600');
+});
+
 test('overrides replace only their own keys', () => {
   assert.deepEqual(resolveSettings(undefined), DEFAULT_APP_SETTINGS);
   assert.deepEqual(resolveSettings({ 'max-body-size': '1k' }), { ...DEFAULT_APP_SETTINGS, maxBodySize: 1024 });
@@ -63,6 +79,13 @@ test('the store keeps overrides in state/proxy.json, tells listeners, and resets
   assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')).apps, {});
   assert.deepEqual(seen, [10 * 1024 * 1024, 10 * 1024 * 1024, DEFAULT_APP_SETTINGS.maxBodySize, -1]);
   await assert.rejects(store.set('shop', 'max-body-size', 'lots'), (e: unknown) => isUserError(e) && e.code === 'invalid_proxy_setting');
+
+  assert.equal(await store.set('shop', 'hsts', 'max-age=600 includeSubDomains'), 'max-age=600; includeSubDomains');
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')).apps, { shop: { hsts: 'max-age=600; includeSubDomains' } });
+  assert.equal(store.resolved().get('shop')?.hsts, 'max-age=600; includeSubDomains');
+  assert.equal(await store.set('shop', 'hsts', 'off'), undefined);
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')).apps, {}, 'hsts off removes the override');
+  await assert.rejects(store.set('shop', 'colour', undefined), (e: unknown) => isUserError(e) && e.code === 'unknown_proxy_setting');
 });
 
 test('one bad app in proxy.json is quarantined with its reason, and the other apps keep their settings', async () => {

@@ -25,6 +25,7 @@ import {
   bodyTooLarge,
   decide,
   forwardedLines,
+  hstsFor,
   INVALID_ANSWER,
   keepsConnection,
   logAccess,
@@ -394,6 +395,11 @@ export class Exchange implements UpstreamOwner {
     this.#decode = res.bodyKind === BODY_CHUNKED && this.head.minor === 0;
     this.#keepClient = keepsConnection(this.head.keepAlive, read, res.bodyKind !== BODY_UNTIL_CLOSE && !this.#decode, conn.closing, conn.ctx.draining);
     let out = this.#decode ? res.forwardHead.replace(/^transfer-encoding:[^\r]*\r\n/im, '') : res.forwardHead;
+    const hsts = hstsFor(conn.proto, this.#settings!);
+    if (hsts !== '') {
+      const afterStatus = out.indexOf('\r\n') + 2;
+      out = out.slice(0, afterStatus) + 'Strict-Transport-Security: ' + hsts + '\r\n' + out.slice(afterStatus);
+    }
     out += this.#keepClient ? (this.head.minor === 0 ? 'Connection: keep-alive\r\n\r\n' : '\r\n') : 'Connection: close\r\n\r\n';
     if (res.bodyKind === BODY_NONE) {
       this.#write(out);

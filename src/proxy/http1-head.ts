@@ -35,7 +35,7 @@ export interface RequestHead {
   keepAlive: boolean;
   /** The Upgrade header's value when Connection names `upgrade`: the request asks to switch protocols. */
   upgrade: string | undefined;
-  /** The header lines to forward, each ending in CRLF, hop-by-hop and X-Forwarded-* already removed. */
+  /** The header lines to forward, each ending in CRLF, hop-by-hop headers and those berth sets (X-Forwarded-*, X-Real-IP, Forwarded) removed. */
   forwardLines: string;
   /** X-Forwarded-For values the client sent, joined with ", " (the chain berth appends to). */
   forwardedFor: string;
@@ -211,7 +211,7 @@ function readRequestHead(text: string, maxHeaders: number): RequestHead {
         break;
       }
       default:
-      // H_DROP: hop-by-hop, or an X-Forwarded-* header berth sets itself.
+      // H_DROP: hop-by-hop, or a forwarded header berth sets itself.
     }
     if (keep) {
       if (runEnd !== pos) {
@@ -379,8 +379,9 @@ const H_REQUEST_ID = 7;
 const H_KEEP_ALIVE = 8;
 
 /**
- * Request headers berth reads or drops: the hop-by-hop set (RFC 9110 §7.6.1) and the X-Forwarded-*
- * berth sets. Told apart by length first, so most names are passed on after one comparison.
+ * Request headers berth reads or drops: the hop-by-hop set (RFC 9110 §7.6.1) and the forwarded
+ * headers berth sets (SET_BY_BERTH in request-policy.ts; a test checks the two agree). Told apart
+ * by length first, so most names are passed on after one comparison.
  */
 function requestHeaderKind(text: string, start: number, length: number): number {
   switch (length) {
@@ -390,6 +391,8 @@ function requestHeaderKind(text: string, start: number, length: number): number 
       return sameLetters(text, start, 'host') ? H_HOST : H_FORWARD;
     case 7:
       return sameLetters(text, start, 'upgrade') ? H_UPGRADE : sameLetters(text, start, 'trailer') ? H_DROP : H_FORWARD;
+    case 9:
+      return sameLetters(text, start, 'forwarded') || sameLetters(text, start, 'x-real-ip') ? H_DROP : H_FORWARD;
     case 10:
       return sameLetters(text, start, 'connection') ? H_CONNECTION : sameLetters(text, start, 'keep-alive') ? H_DROP : H_FORWARD;
     case 12:
@@ -397,7 +400,7 @@ function requestHeaderKind(text: string, start: number, length: number): number 
     case 14:
       return sameLetters(text, start, 'content-length') ? H_CONTENT_LENGTH : H_FORWARD;
     case 15:
-      return sameLetters(text, start, 'x-forwarded-for') ? H_FORWARDED_FOR : H_FORWARD;
+      return sameLetters(text, start, 'x-forwarded-for') ? H_FORWARDED_FOR : sameLetters(text, start, 'x-forwarded-ssl') ? H_DROP : H_FORWARD;
     case 16:
       return sameLetters(text, start, 'proxy-connection') || sameLetters(text, start, 'x-forwarded-host') || sameLetters(text, start, 'x-forwarded-port') ? H_DROP : H_FORWARD;
     case 17:

@@ -19,8 +19,10 @@ import {
   decide,
   Decision,
   forwardedPairs,
+  hstsFor,
   logAccess,
   mayRepeat,
+  SET_BY_BERTH,
   TOO_SLOW,
   tooLargeDetail,
   UNKNOWN_LENGTH,
@@ -194,7 +196,10 @@ export class Http2FrontEnd {
       },
       ({ statusCode, headers }) => {
         headersReceived = true;
-        x.res.writeHead(statusCode, responseHeaders(headers));
+        const out = responseHeaders(headers);
+        const hsts = hstsFor('https', settings);
+        if (hsts !== '') out['strict-transport-security'] = hsts;
+        x.res.writeHead(statusCode, out);
         const counter = new Transform({
           transform(chunk: Buffer, _encoding, done) {
             x.bytes += chunk.length;
@@ -347,7 +352,7 @@ interface H2Exchange {
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
 /** Set by berth: what the client claims about them is dropped (its X-Forwarded-For chain is kept and appended to). */
-const SET_BY_US = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-request-id']);
+const SET_BY_US = new Set(SET_BY_BERTH);
 
 /** Failures before anything reached the app. */
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);

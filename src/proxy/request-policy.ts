@@ -154,6 +154,23 @@ export function acceptedRequestId(value: string | undefined): string | undefined
   return value !== undefined && REQUEST_ID_PATTERN.test(value) ? value : undefined;
 }
 
+/**
+ * The request headers berth sets itself, lower case: whatever a client sends under these names is
+ * dropped by every front end (its X-Forwarded-For chain is kept and appended to), so an app can
+ * trust them. `Forwarded` (RFC 7239) is rewritten, not appended to: it carries only what berth
+ * saw, one element, because RFC 7239 readers commonly take the first element as the client.
+ */
+export const SET_BY_BERTH: readonly string[] = Object.freeze([
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'x-forwarded-ssl',
+  'x-real-ip',
+  'forwarded',
+  'x-request-id',
+]);
+
 /** The forwarded-header lines that never change on one client connection, made once for it. */
 export interface ConnectionForwarding {
   readonly clientIp: string;
@@ -161,31 +178,72 @@ export interface ConnectionForwarding {
   readonly forAndProto: string;
   /** The `X-Forwarded-Proto: PROTO` line. */
   readonly proto: string;
-  /** Ends the X-Forwarded-Host line, then the `X-Forwarded-Port: PORT` line and the start of X-Request-Id's. */
-  readonly portAndId: string;
+  /**
+   * Ends the X-Forwarded-Host line, then the X-Forwarded-Port, X-Forwarded-Ssl and X-Real-IP
+   * lines and the start of Forwarded's, up to its host.
+   */
+  readonly afterHost: string;
 }
 
 export function connectionForwarding(remoteAddress: string | undefined, proto: 'http' | 'https', port: number): ConnectionForwarding {
   const clientIp = clientAddress(remoteAddress);
   const protoLine = `X-Forwarded-Proto: ${proto}\r\n`;
-  return { clientIp, forAndProto: `X-Forwarded-For: ${clientIp}\r\n${protoLine}`, proto: protoLine, portAndId: `\r\nX-Forwarded-Port: ${port}\r\nX-Request-Id: ` };
+  return {
+    clientIp,
+    forAndProto: `X-Forwarded-For: ${clientIp}\r\n${protoLine}`,
+    proto: protoLine,
+    afterHost: `\r\nX-Forwarded-Port: ${port}\r\nX-Forwarded-Ssl: ${proto === 'https' ? 'on' : 'off'}\r\nX-Real-IP: ${clientIp}\r\nForwarded: for=${forwardedNode(clientIp)};proto=${proto};host=`,
+  };
 }
 
 /**
  * The headers berth adds to every forwarded request, in this order: X-Forwarded-For (the client's
- * chain with the client appended), -Proto, -Host, -Port, X-Request-Id; as HTTP/1.1 lines ending
- * the head. `priorFor`: the X-Forwarded-For values the client sent, joined with ", " ('' for none).
+ * chain with the client appended), -Proto, -Host, -Port, -Ssl, X-Real-IP, Forwarded, X-Request-Id;
+ * as HTTP/1.1 lines ending the head. `priorFor`: the X-Forwarded-For values the client sent,
+ * joined with ", " ('' for none).
  */
 export function forwardedLines(c: ConnectionForwarding, priorFor: string, host: string | undefined, requestId: string): string {
   return (
     (priorFor === '' ? c.forAndProto : 'X-Forwarded-For: ' + priorFor + ', ' + c.clientIp + '\r\n' + c.proto) +
-    'X-Forwarded-Host: ' + host + c.portAndId + requestId + '\r\n\r\n'
+    'X-Forwarded-Host: ' + host + c.afterHost + forwardedHost(host ?? '') + '\r\nX-Request-Id: ' + requestId + '\r\n\r\n'
   );
 }
 
 /** The same headers as forwardedLines, as [name, value, ...] for a front end that forwards through a client library. */
 export function forwardedPairs(clientIp: string, proto: 'http' | 'https', port: number, priorFor: string, host: string, requestId: string): string[] {
-  return ['X-Forwarded-For', priorFor === '' ? clientIp : `${priorFor}, ${clientIp}`, 'X-Forwarded-Proto', proto, 'X-Forwarded-Host', host, 'X-Forwarded-Port', String(port), 'X-Request-Id', requestId];
+  return [
+    'X-Forwarded-For', priorFor === '' ? clientIp : `${priorFor}, ${clientIp}`,
+    'X-Forwarded-Proto', proto,
+    'X-Forwarded-Host', host,
+    'X-Forwarded-Port', String(port),
+    'X-Forwarded-Ssl', proto === 'https' ? 'on' : 'off',
+    'X-Real-IP', clientIp,
+    'Forwarded', `for=${forwardedNode(clientIp)};proto=${proto};host=${forwardedHost(host)}`,
+    'X-Request-Id', requestId,
+  ];
+}
+
+/** A client address as RFC 7239 §6 writes a node: IPv6 in brackets and quotes, `unknown` when there is none. */
+export function forwardedNode(ip: string): string {
+  if (ip === '') return 'unknown';
+  return ip.includes(':') ? `"[${ip}]"` : ip;
+}
+
+/**
+ * A Host value for Forwarded's host=: bare when it is a token (a name or IPv4 address), else a
+ * quoted-string (a port's colon and IPv6 brackets are not token characters).
+ */
+export function forwardedHost(host: string): string {
+  return TOKEN_HOST.test(host) ? host : '"' + host.replace(/["\\]/g, '\\$&') + '"';
+}
+
+/**
+ * The Strict-Transport-Security value berth puts on an app's answer: the app's `hsts` setting,
+ * over HTTPS only (RFC 6797 §7.2: never over plain HTTP); '' for none. It goes before any the app
+ * sent itself, and browsers heed only the first (RFC 6797 §8.1), so the setting wins.
+ */
+export function hstsFor(proto: 'http' | 'https', settings: AppProxySettings): string {
+  return proto === 'https' ? settings.hsts : '';
 }
 
 /** A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; apps expect a.b.c.d. */
@@ -256,6 +314,7 @@ export function originForm(target: string): string | undefined {
 const REPEATABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
 const ABSOLUTE_FORM = /^https?:\/\//i;
+const TOKEN_HOST = /^[A-Za-z0-9.-]+$/;
 const ABSOLUTE_CHALLENGE = /^https?:\/\/[^/]*\/\.well-known\/acme-challenge\//i;
 
 function challengeToken(target: string): string {

@@ -2,7 +2,7 @@
 // overridden, as the user wrote it, restored app by app. The proxy reads the resolved settings and
 // is told of changes.
 import { validateAppName } from '../app-name.ts';
-import { isSettingKey, normaliseSetting, resolveSettings, type AppProxySettings, type SettingKey, type StoredOverrides } from './proxy-settings.ts';
+import { isSettingKey, normaliseSetting, requireSettingKey, resetsSetting, resolveSettings, type AppProxySettings, type SettingKey, type StoredOverrides } from './proxy-settings.ts';
 import { check, JsonDocument, type DocumentSpec } from './json-document.ts';
 
 interface ProxyDocument {
@@ -49,12 +49,12 @@ export class ProxySettingsStore {
     return { ...this.#apps.get(app) };
   }
 
-  /** Sets one key (`value` checked and normalised), or removes the override when `value` is undefined. Returns the stored text. */
+  /** Sets one key (`value` checked and normalised), or removes the override when `value` is undefined or says off. Returns the stored text. */
   async set(app: string, key: string, value: string | undefined): Promise<string | undefined> {
     const next: StoredOverrides = this.overrides(app);
     let stored: string | undefined;
-    if (value === undefined) {
-      normaliseSetting(key, '0'); // the key must exist even to be reset
+    if (value === undefined || resetsSetting(key, value)) {
+      requireSettingKey(key); // the key must exist even to be reset
       delete next[key as SettingKey];
     } else {
       stored = normaliseSetting(key, value);

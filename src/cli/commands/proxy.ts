@@ -1,4 +1,6 @@
-// proxy:set, proxy:report: an app's limits at the proxy (body size, read and idle timeouts).
+// proxy:set, proxy:report: an app's limits at the proxy (body size, read and idle timeouts) and
+// its HSTS header.
+import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { defaultText, SETTING_KEYS, type SettingKey } from '../../state/proxy-settings.ts';
 import { callerName, defineCommand, type Command } from '../command.ts';
@@ -9,17 +11,22 @@ const KEY_HELP = [
   '  max-body-size  largest request body, e.g. 10m, 512k, 1g; bigger requests get 413 (default 100m)',
   '  read-timeout   how long berth waits for the app to start answering, e.g. 90s, 5m; then 504 (default 60s)',
   '  idle-timeout   how long an idle keep-alive client connection stays open after an answer (default 60s)',
+  '  hsts           Strict-Transport-Security on the app\'s HTTPS answers: max-age=SECONDS, optionally',
+  '                 includeSubDomains and preload, e.g. `hsts max-age=31536000 includeSubDomains`;',
+  '                 off (or no VALUE) sends none (default off)',
 ].join('\n');
 
 export const proxyCommands: Command[] = [
   defineCommand({
     name: 'proxy:set',
-    args: ['APP', 'KEY', '[VALUE]'],
-    summary: "set one of an app's proxy limits (no VALUE: back to the default)",
+    args: ['APP', 'KEY', '[VALUE...]'],
+    summary: "set one of an app's proxy limits or its HSTS header (no VALUE: back to the default)",
     help: KEY_HELP,
     scope: 'app',
-    async run(ctx, { app, args: [key, value] }) {
+    async run(ctx, { app, args: [key, words] }) {
       ctx.state.apps.require(app);
+      if (words.length > 1 && key !== 'hsts') throw new UserError('invalid_proxy_setting', `${key} takes one value, not ${words.length}`, { hint: `give one value, e.g. proxy:set ${app} ${key} VALUE` });
+      const value = words.length === 0 ? undefined : words.join(' ');
       const stored = await ctx.state.proxySettings.set(app, key, value);
       log.info('proxy_setting_changed', { app, key, value: stored ?? null, by: callerName(ctx) });
       if (stored === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultText(key as SettingKey)})`);
@@ -29,7 +36,7 @@ export const proxyCommands: Command[] = [
   defineCommand({
     name: 'proxy:report',
     args: ['APP'],
-    summary: "show an app's proxy limits and where each comes from",
+    summary: "show an app's proxy limits and HSTS header, and where each comes from",
     help: KEY_HELP,
     scope: 'app',
     async run(ctx, { app }) {

@@ -1,7 +1,8 @@
 // The answers to ACME challenges in flight: HTTP-01 tokens, answered by the request policy, and
 // TLS-ALPN-01 certificates served on the TLS listener to clients that offer only `acme-tls/1`.
 // Kept as PEM too, so the control plane can send them to the proxy process.
-import { createSecureContext, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
+import { profileContext } from './tls-profile.ts';
 
 export const CHALLENGE_PATH = '/.well-known/acme-challenge/';
 export const ACME_TLS_PROTOCOL = 'acme-tls/1';
@@ -34,7 +35,7 @@ export class AcmeChallenges {
   }
 
   setAlpn(domain: string, pem: AlpnCertificate): void {
-    this.#alpn.set(domain, { pem, context: createSecureContext({ cert: pem.certPem, key: pem.keyPem }) });
+    this.#alpn.set(domain, { pem, context: profileContext(pem.certPem, pem.keyPem) });
     this.#changed();
   }
 
@@ -66,7 +67,7 @@ export class AcmeChallenges {
     for (const [domain, pem] of snapshot.alpn) {
       const old = kept.get(domain);
       if (old && old.pem.certPem === pem.certPem && old.pem.keyPem === pem.keyPem) this.#alpn.set(domain, old);
-      else this.#alpn.set(domain, { pem, context: createSecureContext({ cert: pem.certPem, key: pem.keyPem }) });
+      else this.#alpn.set(domain, { pem, context: profileContext(pem.certPem, pem.keyPem) });
     }
     this.#changed();
   }

@@ -1,9 +1,10 @@
 // The certificates the TLS listener serves, by host name, in memory: a handshake looks one up
 // synchronously and never waits on disk or network. Replaced whole by one assignment. The proxy
 // process fills its own from the PEM the control plane sends (servedPem()).
-import { createSecureContext, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
 import { isCurrent, type CertificateBundle } from './certificate.ts';
 import type { AcmeChallenges } from './acme-challenges.ts';
+import { profileContext } from './tls-profile.ts';
 
 export type CertificateSource = 'acme' | 'custom';
 
@@ -54,7 +55,7 @@ export class SniCache {
   #context(bundle: CertificateBundle): SecureContext {
     let context = this.#contexts.get(bundle);
     if (!context) {
-      context = createSecureContext({ cert: bundle.certPem, key: bundle.keyPem });
+      context = profileContext(bundle.certPem, bundle.keyPem);
       this.#contexts.set(bundle, context);
     }
     return context;

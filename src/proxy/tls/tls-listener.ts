@@ -7,6 +7,7 @@ import { listenError } from '../../listen-error.ts';
 import { log } from '../../log.ts';
 import { DRAIN_TIMEOUT_MS } from '../edge-server.ts';
 import { ACME_TLS_PROTOCOL } from './acme-challenges.ts';
+import { TLS_PROFILE } from './tls-profile.ts';
 
 /** A client gets this long to finish its TLS handshake. */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -73,6 +74,8 @@ export class TlsListener {
     const { secureContext, handler } = this.#options;
     const offerH2 = this.#options.http2 ?? true;
     const server = createTlsServer({
+      // Its suites and groups hold for every handshake, also after SNI picks a certificate's context.
+      ...TLS_PROFILE,
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
       // ALPN comes before the certificate in TLS 1.3, so the certificate can follow the protocol.
       ALPNCallback: function (this: TLSSocket, { protocols }: { servername: string; protocols: string[] }) {
