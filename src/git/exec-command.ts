@@ -24,3 +24,12 @@ export function parseExecCommand(line: string): ExecCommand {
   const app = validateAppName(rest[0]!.replace(/^\/+/, '').replace(/\/+$/, '').replace(/\.git$/, ''));
   return service === 'receive-pack' ? { kind: 'receive-pack', app } : { kind: 'upload-pack', app };
 }
+
+/**
+ * What the log may say about an exec: the command's name (`config:set`, `git-receive-pack`),
+ * never its arguments, which can carry config values and URLs with credentials.
+ */
+export function commandNameOf(line: string): string {
+  const first = line.trimStart().split(/\s/, 1)[0] ?? '';
+  return /^[a-z][a-z0-9-]{0,40}(:[a-z0-9-]{1,40})?$/.test(first) ? first : '(not a command name)';
+}

@@ -18,10 +18,11 @@ export interface State {
 
 export async function loadState(config: Config): Promise<State> {
   const paths = dataPaths(config.dataDir);
-  const keys = new KeyStore(paths.keys);
-  await keys.load();
+  // Apps first: a keys.json from before scopes held app ids is migrated with them.
   const apps = new AppStore(paths.apps);
   await apps.load();
+  const keys = new KeyStore(paths.keys);
+  await keys.load({ appIdOf: (name) => apps.get(name)?.id });
   const domains = new DomainStore(paths.domains, { domain: config.domain, apps: () => apps.list().map((a) => a.name) });
   await domains.load();
   const proxySettings = new ProxySettingsStore(paths.proxySettings);
