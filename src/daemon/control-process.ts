@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from '../cli/control-server.ts';
-import { runCommand } from '../cli/registry.ts';
+import { COMMANDS, runCommand } from '../cli/registry.ts';
 import { dataPaths, loadConfig } from '../config.ts';
 import { createExecHandler } from '../git/exec-router.ts';
 import { loadOrCreateHostKey } from '../git/host-key.ts';
@@ -128,6 +128,7 @@ export async function runControl(argv: string[]): Promise<number> {
     link.goLive();
     await certificates.start();
     const onExec = createExecHandler({
+      isCommand: (name) => COMMANDS.some((c) => c.name === name),
       push: (app, session) => platform.releases.push(app, session),
       command: (words, session) =>
         runCommand(words, {

@@ -26,10 +26,12 @@ export function parseExecCommand(line: string): ExecCommand {
 }
 
 /**
- * What the log may say about an exec: the command's name (`config:set`, `git-receive-pack`),
- * never its arguments, which can carry config values and URLs with credentials.
+ * What the log may say about an exec: the command's name (`config:set`, `git-receive-pack`) when
+ * `known` knows it, never its arguments, which can carry config values and URLs with credentials;
+ * an unknown first word could be anything the user typed, a password too.
  */
-export function commandNameOf(line: string): string {
+export function commandNameOf(line: string, known: (name: string) => boolean): string {
   const first = line.trimStart().split(/\s/, 1)[0] ?? '';
-  return /^[a-z][a-z0-9-]{0,40}(:[a-z0-9-]{1,40})?$/.test(first) ? first : '(not a command name)';
+  if (first === 'git-receive-pack' || first === 'git-upload-pack' || first === 'git') return first;
+  return known(first) ? first : '(unknown command)';
 }

@@ -13,7 +13,6 @@ import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { AuthLimiter, type AuthLimits } from './auth-limiter.ts';
-import { commandNameOf } from './exec-command.ts';
 import type { KeyRecord, KeyStore } from './key-store.ts';
 
 export interface ExecRequest {
@@ -222,7 +221,8 @@ export class SshServer {
     this.options
       .onExec(request)
       .catch((e) => {
-        log.warn('ssh_exec_failed', { address: request.address, key: request.key.name, command: commandNameOf(request.command), error: e instanceof UserError ? e.code : 'internal' });
+        // Not the command line: it may carry a config value or a password.
+        log.warn('ssh_exec_failed', { address: request.address, key: request.key.name, error: e instanceof UserError ? e.code : 'internal' });
         const { lines, exitCode } = describeForUser(e, 'ssh exec');
         if (!channel.destroyed) channel.stderr.write(lines.map((l) => ` !     ${l}\n`).join(''));
         return exitCode;
