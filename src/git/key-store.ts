@@ -145,8 +145,8 @@ export class KeyStore {
 
   /** Changes a key's scope (undefined: an admin key); open connections use it from their next command. */
   setScope(name: string, apps: AppScope[] | undefined): Promise<KeyRecord> {
-    checkScopes(apps);
     return this.serial(async () => {
+      checkScopes(apps);
       const record = this.records.find((r) => r.name === name);
       if (!record) throw new UserError('key_not_found', `no key named "${name}"`, { hint: 'see the names with `ssh-keys:list`' });
       const { apps: _old, ...rest } = record;
