@@ -1,7 +1,7 @@
 // proxy:set, proxy:report: an app's limits at the proxy (body size, read and idle timeouts).
 import { log } from '../../log.ts';
-import { defaultText, SETTING_KEYS, type SettingKey } from '../../state/proxy-settings.ts';
-import { callerName, defineCommand, type Command } from '../command.ts';
+import { DEFAULT_APP_SETTINGS, defaultText, normaliseSetting, resolveSettings, SETTING_KEYS, type SettingKey } from '../../state/proxy-settings.ts';
+import { callerName, defineCommand, requireAdmin, type Command } from '../command.ts';
 import { table } from '../../ui/output.ts';
 
 const KEY_HELP = [
@@ -9,7 +9,19 @@ const KEY_HELP = [
   '  max-body-size  largest request body, e.g. 10m, 512k, 1g; bigger requests get 413 (default 100m)',
   '  read-timeout   how long berth waits for the app to start answering, e.g. 90s, 5m; then 504 (default 60s)',
   '  idle-timeout   how long an idle keep-alive client connection stays open after an answer (default 60s)',
+  'A key scoped to the app may lower these limits; raising one above its default, or 0, is for admin keys.',
 ].join('\n');
+
+// The limits that protect the shared proxy: a key scoped to the app may tighten them, not lift them.
+const LIMITS: Partial<Record<string, keyof typeof DEFAULT_APP_SETTINGS>> = { 'max-body-size': 'maxBodySize', 'read-timeout': 'readTimeout', 'idle-timeout': 'idleTimeout' };
+
+/** Whether setting `key` to `value` lifts one of those limits above its default (0 is no limit at all). */
+function liftsLimit(key: string, value: string): boolean {
+  const field = LIMITS[key];
+  if (!field) return false;
+  const wanted = resolveSettings({ [key]: normaliseSetting(key, value) })[field];
+  return wanted === 0 || wanted > DEFAULT_APP_SETTINGS[field];
+}
 
 export const proxyCommands: Command[] = [
   defineCommand({
@@ -20,6 +32,7 @@ export const proxyCommands: Command[] = [
     scope: 'app',
     async run(ctx, { app, args: [key, value] }) {
       ctx.state.apps.require(app);
+      if (value !== undefined && liftsLimit(key, value)) requireAdmin(ctx, `raise ${key} above its default (${defaultText(key as SettingKey)}) or remove it`, 'proxy:set');
       const stored = await ctx.state.proxySettings.set(app, key, value);
       log.info('proxy_setting_changed', { app, key, value: stored ?? null, by: callerName(ctx) });
       if (stored === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultText(key as SettingKey)})`);
