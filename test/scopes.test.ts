@@ -24,6 +24,9 @@ before(async () => {
 
 after(async () => {
   for (const m of masters) if (m.exitCode === null && m.signalCode === null) m.kill('SIGTERM');
+  // None of the apps was deployed, so they hold no container or image; destroyed all the same.
+  const apps = daemon ? path.join(daemon.dataDir, 'state', 'apps') : undefined;
+  for (const file of apps && fs.existsSync(apps) ? fs.readdirSync(apps) : []) if (file.endsWith('.json')) daemon.cli(['apps:destroy', file.slice(0, -5), '--force']);
   await daemon?.stop();
   if (daemon) fs.rmSync(daemon.dataDir, { recursive: true, force: true });
   fs.rmSync(work, { recursive: true, force: true });

@@ -32,6 +32,7 @@ before(async () => {
 });
 
 after(async () => {
+  daemon?.cli(['apps:destroy', APP, '--force']);
   await daemon?.stop();
   if (daemon) fs.rmSync(daemon.dataDir, { recursive: true, force: true });
   fs.rmSync(work, { recursive: true, force: true });
