@@ -40,7 +40,7 @@ const coldBuild: number[] = [];
 const warmBuild: number[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   const app = `benchb${round}`;
-  const record = { name: app, createdAt: '', releases: [], current: null, ...defaultSettings() };
+  const record = { id: app, name: app, createdAt: '', releases: [], current: null, ...defaultSettings() };
   for (const [release, into] of [[1, coldBuild], [2, warmBuild]] as const) {
     const started = performance.now();
     const result = await builder.build({ source: source(app), app: record, release, out: new MemoryOutput() });

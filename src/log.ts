@@ -1,6 +1,8 @@
 // The daemon's log: one JSON object per line (time, level, event name, fields). The only
-// hidden singleton in berth; nothing else writes diagnostics to the console.
+// hidden singleton in berth; nothing else writes diagnostics to the console. No URL's
+// credentials reach it, whichever field or error message carries the URL.
 import { randomBytes } from 'node:crypto';
+import { redactUrlsIn } from './redact.ts';
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -38,7 +40,7 @@ function write(level: LogLevel, event: string, fields?: LogFields): void {
   if (ORDER[level] < ORDER[threshold]) return;
   const entry: LogFields = { time: new Date().toISOString(), level, event };
   if (fields) for (const [k, v] of Object.entries(fields)) entry[k] = serialise(v);
-  sink(JSON.stringify(entry));
+  sink(JSON.stringify(entry, (_key, value: unknown) => (typeof value === 'string' ? redactUrlsIn(value) : value)));
 }
 
 function serialise(value: unknown): unknown {

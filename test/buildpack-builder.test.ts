@@ -85,7 +85,7 @@ function source(app: string, files: Record<string, string>): BuildSource {
 }
 
 function record(app: string, settings: Partial<AppRecord> = {}): AppRecord {
-  return { name: app, createdAt: new Date().toISOString(), releases: [], current: null, ...defaultSettings(), ...settings };
+  return { id: app, name: app, createdAt: new Date().toISOString(), releases: [], current: null, ...defaultSettings(), ...settings };
 }
 
 async function build(b: BuildpackBuilder, app: string, files: Record<string, string>, release: number, settings: Partial<AppRecord> = {}) {

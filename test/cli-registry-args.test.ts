@@ -17,7 +17,8 @@ import type { KeyRecord } from '../src/git/key-store.ts';
 import { setLogSink } from '../src/log.ts';
 import { loadState } from '../src/platform/state.ts';
 
-const scoped: KeyRecord = { name: 'deployer', fingerprint: 'SHA256:x', publicKey: 'ssh-ed25519 AAAA', addedAt: '2026-01-01T00:00:00Z', apps: ['mine'] };
+const MINE_ID = 'id-of-mine';
+const scoped: KeyRecord = { name: 'deployer', fingerprint: 'SHA256:x', publicKey: 'ssh-ed25519 AAAA', addedAt: '2026-01-01T00:00:00Z', apps: [{ name: 'mine', id: MINE_ID }] };
 const dirs: string[] = [];
 setLogSink(() => undefined);
 after(() => {
@@ -29,7 +30,7 @@ async function services(): Promise<State> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-args-'));
   dirs.push(dir);
   const svc = await loadState({ ...defaultConfig(), dataDir: dir });
-  await svc.apps.create('mine');
+  await svc.apps.create('mine', MINE_ID);
   return svc;
 }
 
@@ -157,7 +158,7 @@ test('a key scoped to apps is checked against the parsed APP, even after flags, 
   assert.match(beforeUsage.message, /may not run t:x on theirs/);
   assert.match((await refusal(command, ['--num', '5'], scoped)).message, /may not run t:x on that app/);
   const admin = recorder({ args: ['NAME'], scope: 'admin' }).command;
-  assert.match((await refusal(admin, ['--bogus'], scoped)).message, /may not run t:x: it is limited to the apps mine/);
+  assert.match((await refusal(admin, ['--bogus'], scoped)).message, /may not run t:x: it is for admin keys; ask the server's admin/);
   assert.equal(seen.length, 0);
 });
 

@@ -15,7 +15,7 @@ import { setLogSink } from '../src/log.ts';
 import { loadState } from '../src/platform/state.ts';
 import { tempDir } from './helpers/temp.ts';
 
-const scoped: KeyRecord = { name: 'deployer', fingerprint: 'SHA256:x', publicKey: 'ssh-ed25519 AAAA', addedAt: '2026-01-01T00:00:00Z', apps: ['mine'] };
+const scoped: KeyRecord = { name: 'deployer', fingerprint: 'SHA256:x', publicKey: 'ssh-ed25519 AAAA', addedAt: '2026-01-01T00:00:00Z', apps: [{ name: 'mine' }] };
 
 async function services(): Promise<State> {
   const dir = tempDir('scope');
@@ -47,7 +47,7 @@ test('every admin command and every app command on another app is refused to a s
       const { ctx, out } = context(svc, scoped);
       const code = await runCommand([command.name, 'theirs', 'ARG'], ctx);
       assert.equal(code, 1, `${command.name} is refused`);
-      const what = command.scope === 'admin' ? `may not run ${command.name}: it is limited to the apps mine` : `may not run ${command.name} on theirs: it is limited to the apps mine`;
+      const what = command.scope === 'admin' ? `may not run ${command.name}: it is for admin keys; ask the server's admin` : `may not run ${command.name} on theirs: it is limited to the apps mine`;
       assert.ok(out.text().includes(`key "deployer" ${what}`), `${command.name}: ${out.text()}`);
       const entry = logged.find((l) => l.event === 'command_refused');
       assert.equal(entry?.key, 'deployer');
@@ -66,11 +66,21 @@ test('a scoped key may create its own app and sees only its apps in apps:list', 
     await svc.apps.create('theirs');
     const { ctx, out } = context(svc, scoped);
     assert.equal(await runCommand(['apps:create', 'mine'], ctx), 0, out.text());
-    const listed = context(svc, scoped);
+    // The SSH server looks the key up for each command: by now its scope holds the app's id.
+    const listed = context(svc, { ...scoped, apps: [{ name: 'mine', id: svc.apps.get('mine')!.id }] });
     assert.equal(await runCommand(['apps:list'], listed.ctx), 0);
     assert.match(listed.out.text(), /^mine\s/m);
     assert.doesNotMatch(listed.out.text(), /theirs/);
   } finally {
     setLogSink((line) => process.stderr.write(line + '\n'));
   }
+});
+
+test('the commands that reach beyond one app are declared admin-only, and a scoped key reads its limits with resource:report', () => {
+  const scopeOf = (name: string) => COMMANDS.find((c) => c.name === name)?.scope;
+  for (const name of ['resource:limit', 'resource:limit-clear', 'storage:mount', 'storage:unmount', 'ssh-keys:add', 'ssh-keys:list', 'ssh-keys:scope', 'ssh-keys:remove', 'apps:destroy', 'apps:rename', 'status', 'upgrade']) {
+    assert.equal(scopeOf(name), 'admin', name);
+  }
+  assert.equal(scopeOf('resource:report'), 'app');
+  assert.equal(scopeOf('storage:list'), 'app');
 });

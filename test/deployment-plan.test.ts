@@ -49,7 +49,7 @@ test('buildpack URLs: git with #ref, heroku/NAME, file:// and absolute paths; an
 
 test('BUILDPACK_URL wins over buildpacks:set, which wins over .buildpacks, which wins over detection', async () => {
   const source = (buildpacks?: string) => ({ app: 'a', commit: 'c', archive: () => { throw new Error('unused'); }, readFile: async (p: string) => (p === '.buildpacks' && buildpacks !== undefined ? Buffer.from(buildpacks) : undefined) });
-  const app = (over: object) => ({ name: 'a', createdAt: '', releases: [], current: null, ...defaultSettings(), ...over });
+  const app = (over: object) => ({ id: 'a', name: 'a', createdAt: '', releases: [], current: null, ...defaultSettings(), ...over });
   const defaults = ['/bp/default'];
   assert.deepEqual(await chooseBuildpacks(source('/bp/file\n'), app({ config: { BUILDPACK_URL: '/bp/env' }, buildpacks: ['/bp/set'] }), defaults), { urls: ['/bp/env'], mode: 'all', from: 'BUILDPACK_URL' });
   assert.deepEqual(await chooseBuildpacks(source('/bp/file\n'), app({ buildpacks: ['/bp/set', '/bp/set2'] }), defaults), { urls: ['/bp/set', '/bp/set2'], mode: 'all', from: 'buildpacks:set' });

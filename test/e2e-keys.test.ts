@@ -84,8 +84,8 @@ test('a scoped key runs app commands on its apps only and no admin command; each
 
   const refusals: [string, RegExp][] = [
     ['apps:create keys-other', /key "deployer" may not run apps:create on keys-other: it is limited to the apps keys-mine, keys-also/],
-    ['ssh-keys:list', /key "deployer" may not run ssh-keys:list: it is limited to the apps/],
-    ['ssh-keys:add sneaky', /key "deployer" may not run ssh-keys:add: it is limited to the apps/],
+    ['ssh-keys:list', /key "deployer" may not run ssh-keys:list: it is for admin keys; ask the server's admin/],
+    ['ssh-keys:add sneaky', /key "deployer" may not run ssh-keys:add: it is for admin keys; ask the server's admin/],
     ['ssh-keys:remove admin', /key "deployer" may not run ssh-keys:remove/],
     ['apps:destroy keys-mine --force', /key "deployer" may not run apps:destroy/],
     ['apps:rename keys-mine keys-renamed', /key "deployer" may not run apps:rename/],

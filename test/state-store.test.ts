@@ -89,7 +89,7 @@ test('restore moves a document whose frame is wrong aside whole, and gives the e
   const doc = new JsonDocument(file, scores);
   let restored: Awaited<ReturnType<typeof doc.restore>> | undefined;
   const log = await logOf(async () => (restored = await doc.restore({ app: 'demo' })));
-  assert.deepEqual(restored, { value: { title: '', scores: {}, tags: [] }, quarantined: true, badEntries: [] });
+  assert.deepEqual(restored, { value: { title: '', scores: {}, tags: [] }, quarantined: true, badEntries: [], migrated: false });
   assert.equal(fs.existsSync(file), false);
   assert.equal(quarantine(dir).documents.length, 1);
   assert.ok(log.some((l) => l.event === 'state_document_quarantined' && l.app === 'demo' && l.file === file));
@@ -132,7 +132,7 @@ test('an app update whose change throws leaves the live record and the file as t
   assert.equal(fs.readFileSync(path.join(dir, 'apps', 'app.json'), 'utf8'), before);
 });
 
-test('an app document of schema 1 is migrated to schema 2: settings added, releases keep their image as the web process', async () => {
+test('an app document of schema 1 is migrated to the current schema: settings added, releases keep their image as the web process', async () => {
   const dir = tmp();
   fs.mkdirSync(path.join(dir, 'apps'));
   const v1 = { schema: 1, name: 'old', createdAt: '2026-01-01T00:00:00.000Z', current: 1, releases: [{ number: 1, image: 'berth/old:r1', commit: 'abcdef1234', builder: 'dockerfile', createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'admin' }] };
@@ -146,7 +146,7 @@ test('an app document of schema 1 is migrated to schema 2: settings added, relea
   assert.equal(app.stopped, false);
   assert.deepEqual(app.releases[0], { ...v1.releases[0], config: {}, processTypes: { web: '' }, description: 'Deploy abcdef1' });
   await apps.update('old', (a) => void (a.config.X = '1'));
-  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'apps', 'old.json'), 'utf8')).schema, 2, 'written back as schema 2');
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'apps', 'old.json'), 'utf8')).schema, 3, 'written back as schema 3');
 });
 
 test('a document with a version that has no migration path is still refused', async () => {

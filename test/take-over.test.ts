@@ -18,7 +18,7 @@ test('a command asked while an upgrade holds the new control plane waits, says w
   gate.hold();
   const ran: string[] = [];
   const { session: s, stderr } = session();
-  const pending = gate.routes().command(['config:set', 'a', 'X=1'], s);
+  const pending = gate.routes(() => true).command(['config:set', 'a', 'X=1'], s);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(ran.length, 0, 'nothing runs before take-over');
   assert.match(stderr.join(''), /berth is being upgraded: this waits until the previous version has finished/);
@@ -39,13 +39,13 @@ test('at start-up a push waits with its own message; once open, pushes run at on
   const gate = new TakeOver();
   const pushed: string[] = [];
   const first = session();
-  const pending = gate.routes().push('app', first.session);
+  const pending = gate.routes(() => true).push('app', first.session);
   await new Promise((resolve) => setImmediate(resolve));
   assert.match(first.stderr.join(''), /berth is starting: this runs once it has loaded its state/);
   gate.open({ command: async () => 0, push: async (app) => void pushed.push(app) });
   await pending;
   const second = session();
-  await gate.routes().push('other', second.session);
+  await gate.routes(() => true).push('other', second.session);
   assert.deepEqual(pushed, ['app', 'other']);
   assert.deepEqual(second.stderr, []);
 });
@@ -55,7 +55,7 @@ test('a client that goes away while it waits runs nothing', async () => {
   gate.hold();
   let ran = 0;
   const { session: s, abort } = session();
-  const pending = gate.routes().command(['apps:destroy', 'a'], s);
+  const pending = gate.routes(() => true).command(['apps:destroy', 'a'], s);
   abort.abort();
   assert.equal(await pending, 255);
   gate.open({ command: async () => ++ran, push: async () => undefined });

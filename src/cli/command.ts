@@ -6,10 +6,23 @@ import type { State } from '../platform/state.ts';
 import type { Output } from '../ui/output.ts';
 import type { Terminal } from '../ui/terminal.ts';
 import { UserError } from '../errors.ts';
+import { log } from '../log.ts';
 import type { ArgumentSpec, FlagSpecs } from './args.ts';
 
 /** Who runs the command: the local operator (over the unix socket, or in-process) or an SSH key. */
 export type Caller = { kind: 'local' } | { kind: 'ssh'; key: KeyRecord; address: string };
+
+/**
+ * Refuses a scoped key something only admin keys may do (a command, or a command with an input
+ * that reaches beyond the app, such as a path on the server); logged with the key's name. `what`
+ * reads after "may not": `run resource:limit`, `name a buildpack folder on the server`.
+ */
+export function requireAdmin(ctx: Pick<CommandContext, 'caller'>, what: string, command: string): void {
+  if (ctx.caller.kind !== 'ssh' || !ctx.caller.key.apps) return;
+  const key = ctx.caller.key;
+  log.warn('command_refused', { key: key.name, command, reason: 'admin_only' });
+  throw new UserError('forbidden', `key "${key.name}" may not ${what}: it is for admin keys; ask the server's admin`);
+}
 
 /** Who runs a command, for log lines: `ssh:KEYNAME` or `local`. */
 export function callerName(ctx: CommandContext): string {

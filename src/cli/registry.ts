@@ -4,7 +4,8 @@ import { describeForUser, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { argumentValues, checkArguments, parseWords, usageOf } from './args.ts';
-import { defineCommand, requireDaemon, type Command, type CommandContext } from './command.ts';
+import { defineCommand, requireAdmin, requireDaemon, type Command, type CommandContext } from './command.ts';
+import { scopeNames, scopeAllows } from '../git/key-store.ts';
 import { appCommands } from './commands/apps.ts';
 import { certCommands } from './commands/certs.ts';
 import { domainCommands } from './commands/domains.ts';
@@ -120,18 +121,15 @@ export function findCommand(name: string): Command {
   });
 }
 
-// A key scoped to apps may run app commands on those apps only, and no admin command.
+// A key scoped to apps may run app commands on those apps (by id) only, and no admin command.
 function authorize(command: Command, app: string | undefined, ctx: CommandContext): void {
   if (ctx.caller.kind !== 'ssh' || !ctx.caller.key.apps || command.scope === 'any') return;
   const key = ctx.caller.key;
-  const allowed = key.apps!;
-  if (command.scope === 'admin') {
-    log.warn('command_refused', { key: key.name, command: command.name, reason: 'admin_only' });
-    throw new UserError('forbidden', `key "${key.name}" may not run ${command.name}: it is limited to the apps ${allowed.join(', ')}`);
-  }
-  if (app === undefined || !allowed.includes(app)) {
+  if (command.scope === 'admin') requireAdmin(ctx, `run ${command.name}`, command.name);
+  if (app === undefined || !scopeAllows(key, app, ctx.state.apps.get(app))) {
     log.warn('command_refused', { key: key.name, command: command.name, app, reason: 'app_scope' });
-    throw new UserError('forbidden', `key "${key.name}" may not run ${command.name} on ${app ?? 'that app'}: it is limited to the apps ${allowed.join(', ')}`);
+    const scope = scopeNames(key.apps!, (id) => ctx.state.apps.byId(id)?.name).join(', ');
+    throw new UserError('forbidden', `key "${key.name}" may not run ${command.name} on ${app ?? 'that app'}: it is limited to the apps ${scope}`);
   }
 }
 

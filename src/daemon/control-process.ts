@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from '../cli/control-server.ts';
-import { runCommand } from '../cli/registry.ts';
+import { COMMANDS, runCommand } from '../cli/registry.ts';
 import { dataPaths, loadConfig } from '../config.ts';
 import { createExecHandler } from '../git/exec-router.ts';
 import { loadOrCreateHostKey } from '../git/host-key.ts';
@@ -106,8 +106,9 @@ export async function runControl(argv: string[]): Promise<number> {
     // plane finishes its work, or while this one starts, is taken and told why it waits.
     const hostKey = await loadOrCreateHostKey(paths.hostKeys);
     const keys = new KeyStore(paths.keys);
-    await keys.load();
-    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys, onExec: createExecHandler(takeOver.routes()) });
+    // Read only: until it takes over, this process writes nothing (a retiring one may still).
+    await keys.load({ readOnly: true });
+    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys, onExec: createExecHandler(takeOver.routes((name) => COMMANDS.some((c) => c.name === name))) });
     await ssh.start();
     send({ t: 'hello' });
     // A supervisor older than take-over does not answer: it starts a control plane only once the old one is gone.
@@ -116,8 +117,7 @@ export async function runControl(argv: string[]): Promise<number> {
     takeOver.starting();
     log.info('control_taking_over', { pid: process.pid });
     // What the previous control plane wrote up to its end, keys included.
-    await keys.load();
-    const state: State = { ...(await loadState(config)), keys };
+    const state: State = await loadState(config, { keys });
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
     const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, maxOrdersPerHour: config.maxAppAcmeOrders });
     stops.push(() => certificates.stop());

@@ -6,12 +6,15 @@ import type { ExecRoutes, ExecSession } from '../git/exec-router.ts';
 
 export type Phase = 'waiting' | 'starting' | 'open';
 
+/** What pushes and commands run once open. */
+export type Work = Pick<ExecRoutes, 'command' | 'push'>;
+
 /** How long a control plane waits for the supervisor's answer to its hello: a supervisor older than take-over never answers. */
 export const HELLO_ANSWER_MS = 3_000;
 
 export class TakeOver {
   #phase: Phase = 'starting';
-  #routes: ExecRoutes | undefined;
+  #routes: Work | undefined;
   #open!: () => void;
   readonly #opened = new Promise<void>((resolve) => (this.#open = resolve));
 
@@ -30,15 +33,16 @@ export class TakeOver {
   }
 
   /** Ready: pushes and commands run, those that waited first. */
-  open(routes: ExecRoutes): void {
+  open(routes: Work): void {
     this.#routes = routes;
     this.#phase = 'open';
     this.#open();
   }
 
   /** Routes for the SSH server from its start: each push and command waits for open(), saying why. */
-  routes(): ExecRoutes {
+  routes(isCommand: ExecRoutes['isCommand']): ExecRoutes {
     return {
+      isCommand,
       command: async (words, session) => ((await this.#admit(session)) ? this.#routes!.command(words, session) : 255),
       push: async (app, session) => {
         if (await this.#admit(session)) await this.#routes!.push(app, session);

@@ -24,3 +24,14 @@ export function parseExecCommand(line: string): ExecCommand {
   const app = validateAppName(rest[0]!.replace(/^\/+/, '').replace(/\/+$/, '').replace(/\.git$/, ''));
   return service === 'receive-pack' ? { kind: 'receive-pack', app } : { kind: 'upload-pack', app };
 }
+
+/**
+ * What the log may say about an exec: the command's name (`config:set`, `git-receive-pack`) when
+ * `known` knows it, never its arguments, which can carry config values and URLs with credentials;
+ * an unknown first word could be anything the user typed, a password too.
+ */
+export function commandNameOf(line: string, known: (name: string) => boolean): string {
+  const first = line.trimStart().split(/\s/, 1)[0] ?? '';
+  if (first === 'git-receive-pack' || first === 'git-upload-pack' || first === 'git') return first;
+  return known(first) ? first : '(unknown command)';
+}

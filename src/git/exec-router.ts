@@ -4,7 +4,7 @@
 import { describeForUser, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { StreamOutput, type Output } from '../ui/output.ts';
-import { parseExecCommand } from './exec-command.ts';
+import { commandNameOf, parseExecCommand } from './exec-command.ts';
 import { channelSink } from './channel-sink.ts';
 import type { KeyRecord } from './key-store.ts';
 import type { ExecHandler, RequestedTerminal } from './ssh-server.ts';
@@ -30,6 +30,8 @@ export interface ExecRoutes {
   command(words: string[], session: ExecSession): Promise<number>;
   /** A git push to `app`: receive-pack, then the deploy of the deploy branch. */
   push(app: string, session: ExecSession): Promise<void>;
+  /** Whether a word is the name of a command: only then does the log name it. */
+  isCommand(name: string): boolean;
 }
 
 export function createExecHandler(routes: ExecRoutes): ExecHandler {
@@ -49,13 +51,14 @@ export function createExecHandler(routes: ExecRoutes): ExecHandler {
     } catch (e) {
       const { lines, exitCode } = describeForUser(e, 'ssh exec');
       for (const line of lines) out.error(line);
-      log.warn('ssh_exec_refused', { key: request.key.name, address: request.address, command: request.command.slice(0, 200), error: (e as Error).message });
+      // The name and the reason's code only: the line itself may carry a config value or a password.
+      log.warn('ssh_exec_refused', { key: request.key.name, address: request.address, command: commandNameOf(request.command, routes.isCommand), error: e instanceof UserError ? e.code : 'internal' });
       return exitCode;
     }
     if (parsed.kind === 'command') {
-      log.info('ssh_command', { key: request.key.name, address: request.address, command: parsed.words[0] });
+      log.info('ssh_command', { key: request.key.name, address: request.address, command: commandNameOf(parsed.words[0] ?? '', routes.isCommand) });
       const code = await routes.command(parsed.words, session);
-      if (code !== 0) log.warn('ssh_command_failed', { key: request.key.name, address: request.address, command: parsed.words[0]?.slice(0, 100), code });
+      if (code !== 0) log.warn('ssh_command_failed', { key: request.key.name, address: request.address, command: commandNameOf(parsed.words[0] ?? '', routes.isCommand), code });
       return code;
     }
     try {

@@ -1,12 +1,14 @@
 // The embedded SSH server: public-key auth against the key store only, failed logins limited
 // per source address, exec requests only (no shell, no subsystems, no forwarding of any kind,
-// each refusal logged with the key's name), each exec handed to one handler. A client may ask
-// for a terminal (ssh -t) for its exec; its size and changes are passed on.
+// each refusal logged with the key's name), each exec handed to one handler with the key as it
+// is now (looked up by fingerprint: a multiplexed connection outlives changes to its key), and
+// a removed key's connections closed. A client may ask for a terminal (ssh -t) for its exec;
+// its size and changes are passed on.
 import { createHash } from 'node:crypto';
 import net, { type AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection, ServerChannel } from 'ssh2';
-import { describeForUser } from '../errors.ts';
+import { describeForUser, UserError } from '../errors.ts';
 import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
@@ -48,6 +50,9 @@ export class SshServer {
   private readonly options: SshServerOptions;
   private listener: net.Server | undefined;
   private readonly clients = new Set<Connection>();
+  /** Connections past authentication, with the key they authenticated with. */
+  private readonly authenticated = new Map<Connection, { fingerprint: string; name: string; address: string }>();
+  private stopWatchingKeys: (() => void) | undefined;
   private readonly limiter: AuthLimiter;
   /** Addresses whose turned-away connections were logged in the current block, to keep the log short. */
   private readonly loggedBlocks = new Set<string>();
@@ -62,6 +67,7 @@ export class SshServer {
   }
 
   async start(): Promise<void> {
+    this.stopWatchingKeys = this.options.keys.onChange(() => this.closeRemovedKeys());
     const ssh = new ssh2.Server({ hostKeys: [this.options.hostKey], ident: `berth_${VERSION}` }, (client, info) => this.accept(client, info.ip));
     // ssh2 would listen with Nagle's algorithm on: each of the seven round trips before an exec
     // runs then waits for the client's delayed ACK, about 40 ms each here. berth listens itself
@@ -93,6 +99,7 @@ export class SshServer {
   }
 
   async stop(): Promise<void> {
+    this.stopWatchingKeys?.();
     const listener = this.listener;
     this.listener = undefined;
     for (const c of this.clients) c.end();
@@ -135,6 +142,7 @@ export class SshServer {
       if (!ctx.signature || !ctx.blob) return ctx.accept();
       if (match.key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) !== true) return refuse({ reason: 'bad_signature', key: match.record.name });
       key = match.record;
+      this.authenticated.set(client, { fingerprint: match.record.fingerprint, name: match.record.name, address });
       ctx.accept();
     });
     client.on('ready', () => {
@@ -159,7 +167,17 @@ export class SshServer {
         });
         session.on('exec', (acceptExec, _reject, info) => {
           const channel = acceptExec();
-          this.exec({ command: info.command, key: key!, address, channel, ...(terminal ? { terminal } : {}) });
+          // The key as it is now: removed or re-scoped since this connection authenticated, that counts.
+          const current = this.options.keys.byFingerprint(key!.fingerprint);
+          if (!current) {
+            log.warn('ssh_request_refused', { address, key: key!.name, request: 'exec', reason: 'key_removed' });
+            channel.stderr.write(` !     the key "${key!.name}" was removed; this connection is closed\n`);
+            channel.exit(1);
+            channel.end();
+            client.end();
+            return;
+          }
+          this.exec({ command: info.command, key: current, address, channel, ...(terminal ? { terminal } : {}) });
         });
         session.on('shell', (acceptShell) => {
           log.warn('ssh_request_refused', { address, key: key?.name, request: 'shell' });
@@ -179,10 +197,22 @@ export class SshServer {
     });
     client.on('close', () => {
       this.clients.delete(client);
+      this.authenticated.delete(client);
       if (key === undefined && failed > 0 && this.limiter.recordFailure(address)) {
         log.warn('ssh_address_blocked', { address, failures: this.limiter.limits.maxFailures, windowS: this.limiter.limits.windowMs / 1000, blockedForS: this.limiter.limits.blockMs / 1000 });
       }
     });
+  }
+
+  /** Closes the connections whose key is no longer in the store (an `ssh-keys:remove`). */
+  private closeRemovedKeys(): void {
+    for (const [client, { fingerprint, name, address }] of this.authenticated) {
+      if (this.options.keys.byFingerprint(fingerprint)) continue;
+      this.authenticated.delete(client);
+      log.info('ssh_connection_closed', { address, key: name, reason: 'key_removed' });
+      // After the current turn, so a command that removed its own key still prints its outcome.
+      setImmediate(() => client.end());
+    }
   }
 
   private exec(request: ExecRequest): void {
@@ -191,7 +221,8 @@ export class SshServer {
     this.options
       .onExec(request)
       .catch((e) => {
-        log.warn('ssh_exec_failed', { address: request.address, key: request.key.name, command: request.command.slice(0, 200) });
+        // Not the command line: it may carry a config value or a password.
+        log.warn('ssh_exec_failed', { address: request.address, key: request.key.name, error: e instanceof UserError ? e.code : 'internal' });
         const { lines, exitCode } = describeForUser(e, 'ssh exec');
         if (!channel.destroyed) channel.stderr.write(lines.map((l) => ` !     ${l}\n`).join(''));
         return exitCode;

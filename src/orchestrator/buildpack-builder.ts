@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Output } from '../ui/output.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { redactUrl } from '../redact.ts';
 import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Builder } from './builder.ts';
 import { BuildpackFetcher, buildpackName, type FetchedBuildpack } from './buildpack-fetcher.ts';
 import { EXEC, RUNNER, RUNNER_EXIT, START, STEPS, processTypesFile } from './buildpack-scripts.ts';
@@ -198,7 +199,7 @@ export class BuildpackBuilder implements Builder {
         // Detection goes on without a buildpack it cannot fetch; a named buildpack must be there.
         if (choice.mode === 'all' || !(e instanceof UserError)) throw e;
         unreachable.push(url);
-        out.detail(`${url}: ${e.message.replace(/^could not fetch buildpack \S+: /, 'could not fetch: ')}`);
+        out.detail(`${redactUrl(url)}: ${e.message.replace(/^could not fetch buildpack \S+: /, 'could not fetch: ')}`);
       }
     }
     if (fetched.length) out.detail(`buildpacks: ${fetched.map((b) => b.name).join(', ')}`);
@@ -321,7 +322,7 @@ async function attachLines(engine: Engine, id: string, onLine: (line: string) =>
 }
 
 function noneDetected(choice: BuildpackChoice, tried: readonly FetchedBuildpack[], unreachable: readonly string[]): UserError {
-  const parts = [...tried.map((b) => `${b.name} (did not detect the app)`), ...unreachable.map((u) => `${u} (could not be fetched)`)];
+  const parts = [...tried.map((b) => `${b.name} (did not detect the app)`), ...unreachable.map((u) => `${redactUrl(u)} (could not be fetched)`)];
   return new UserError('no_buildpack_detected', `no buildpack detected; tried ${parts.join(', ')}`, {
     hint:
       unreachable.length && unreachable.length === choice.urls.length

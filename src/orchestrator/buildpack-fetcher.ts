@@ -10,6 +10,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { redactUrl, redactUrlsIn } from '../redact.ts';
 import { downloadTarball } from './buildpack-tarball.ts';
 
 /** Longest a buildpack may take to fetch. */
@@ -174,9 +175,9 @@ export class BuildpackFetcher {
     try {
       try {
         const work = loc.kind === 'git' ? clone(loc.url, loc.ref, tmp) : downloadTarball(loc.url, tmp);
-        await withTimeout(work, this.timeoutMs, `fetching ${url} took longer than ${this.timeoutMs / 1000} s`);
+        await withTimeout(work, this.timeoutMs, `fetching ${redactUrl(url)} took longer than ${this.timeoutMs / 1000} s`);
       } catch (e) {
-        throw new UserError('buildpack_fetch_failed', `could not fetch buildpack ${url}: ${(e as Error).message}`, {
+        throw new UserError('buildpack_fetch_failed', `could not fetch buildpack ${redactUrl(url)}: ${redactUrlsIn((e as Error).message)}`, {
           cause: e,
           hint: 'check the URL (and #ref) is reachable from the server, or use a buildpack folder on the server (an absolute path or file:// URL)',
         });
@@ -191,7 +192,7 @@ export class BuildpackFetcher {
         if (e.code !== 'ENOTEMPTY' && e.code !== 'EEXIST') throw e;
       });
       await fsp.writeFile(copy.meta, JSON.stringify({ url, fetchedAt: fetchedAt.toISOString() }) + '\n', { mode: 0o600 });
-      log.info('buildpack_fetched', { url, dir: copy.dir });
+      log.info('buildpack_fetched', { url: redactUrl(url), dir: copy.dir });
       return { url, name, dir: copy.dir, fetchedAt, cached: false };
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });
@@ -224,19 +225,19 @@ async function checkLayout(url: string, dir: string): Promise<void> {
     if (!st?.isFile()) missing.push(f);
   }
   if (missing.length) {
-    throw new UserError('buildpack_invalid', `buildpack ${url} has no ${missing.join(' or ')}${fs.existsSync(dir) ? '' : ` (${dir} does not exist on the server)`}`, {
+    throw new UserError('buildpack_invalid', `buildpack ${redactUrl(url)} has no ${missing.join(' or ')}${fs.existsSync(dir) ? '' : ` (${dir} does not exist on the server)`}`, {
       hint: 'a buildpack is a folder with bin/detect, bin/compile and bin/release (the Heroku buildpack API)',
     });
   }
 }
 
 function checkRef(url: string, ref: string | undefined): string | undefined {
-  if (ref !== undefined && ref !== '' && !/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(ref)) throw new UserError('invalid_buildpack_url', `buildpack ${url}: "${ref}" is not a branch, tag or commit`);
+  if (ref !== undefined && ref !== '' && !/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(ref)) throw new UserError('invalid_buildpack_url', `buildpack ${redactUrl(url)}: "${ref}" is not a branch, tag or commit`);
   return ref || undefined;
 }
 
 function badUrl(url: string): UserError {
-  return new UserError('invalid_buildpack_url', `"${url}" is not a buildpack URL`, {
+  return new UserError('invalid_buildpack_url', `"${redactUrl(url)}" is not a buildpack URL`, {
     hint: 'use a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a tarball URL (.tgz, .tar.gz, .tar), a file:// URL or an absolute path on the server',
   });
 }

@@ -4,6 +4,7 @@ import { validateAppName } from '../app-name.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
+import { newAppId } from '../state/app-store.ts';
 import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { Output } from '../ui/output.ts';
 import type { AppLock } from './app-lock.ts';
@@ -12,10 +13,16 @@ import type { State } from './state.ts';
 /**
  * Creates an app's record; with the daemon down nothing else can hold it, so no lock is needed.
  * Refused while another app holds a name reserved for it: an app starts with its default domain.
+ * Keys given the name before it existed are bound to the new app's id first: a crash in between
+ * leaves them bound to an app that never came, which reaches nothing.
  */
 export async function createApp(state: State, app: string, by: string, via?: string): Promise<void> {
-  if (!state.apps.get(app)) state.domains.checkCreatable(app);
-  await state.apps.create(app);
+  validateAppName(app);
+  if (state.apps.get(app)) throw new UserError('app_exists', `app "${app}" already exists`);
+  state.domains.checkCreatable(app);
+  const id = newAppId();
+  await state.keys.bindApp(app, id);
+  await state.apps.create(app, id);
   log.info('app_created', { app, by, ...(via ? { via } : {}) });
 }
 
@@ -82,6 +89,10 @@ export class AppService {
             await this.#orchestrator.renameApp(from, to, out);
             await this.#state.proxySettings.renameApp(from, to);
             await this.#certificates.renameApp(from, to);
+            // Key scopes follow the app's id; one given the new name before it existed now has this app.
+            const { id } = this.#state.apps.require(to);
+            await this.#state.keys.appRenamed(id, to);
+            await this.#state.keys.bindApp(to, id);
             log.info('app_renamed', { from, to, by: options.by });
           },
           wait(second),

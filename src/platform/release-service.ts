@@ -4,7 +4,7 @@
 import { pushLimitsOf } from '../config.ts';
 import { describeForUser, UserError } from '../errors.ts';
 import type { ExecSession } from '../git/exec-router.ts';
-import type { KeyRecord } from '../git/key-store.ts';
+import { scopeNames, scopeAllows, type KeyRecord } from '../git/key-store.ts';
 import { receivePush } from '../git/push.ts';
 import { Repository } from '../git/repository.ts';
 import { log } from '../log.ts';
@@ -34,13 +34,15 @@ export class ReleaseService {
    * refuses it when it is no longer a fast-forward. The first push of a new name creates the app.
    */
   async push(app: string, session: ExecSession): Promise<void> {
-    authorizeApp(session.key, app);
+    authorizeApp(session.key, app, this.#state);
     // Standard error is the one place git shows text before the protocol starts.
     const waiting = new StreamOutput((s) => session.stderr(s));
     await this.#locks.run(
       app,
       async () => {
         if (session.signal.aborted) return; // the client gave up while it waited
+        // Checked again under the lock: the app may have been created or destroyed meanwhile.
+        authorizeApp(session.key, app, this.#state);
         if (!this.#state.apps.get(app)) await createApp(this.#state, app, `ssh:${session.key.name}`, 'push');
         const repo = await Repository.open(this.#state.paths.repos, app, { create: true });
         log.info('push_started', { app, key: session.key.name, address: session.address });
@@ -114,9 +116,9 @@ export class ReleaseService {
   }
 }
 
-function authorizeApp(key: KeyRecord, app: string): void {
-  if (key.apps && !key.apps.includes(app)) {
+function authorizeApp(key: KeyRecord, app: string, state: State): void {
+  if (!scopeAllows(key, app, state.apps.get(app))) {
     log.warn('push_refused', { key: key.name, app, reason: 'scope' });
-    throw new UserError('forbidden', `key "${key.name}" may not push to ${app}: it is limited to the apps ${key.apps.join(', ')}`);
+    throw new UserError('forbidden', `key "${key.name}" may not push to ${app}: it is limited to the apps ${scopeNames(key.apps ?? [], (id) => state.apps.byId(id)?.name).join(', ')}`);
   }
 }

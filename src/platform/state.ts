@@ -16,12 +16,14 @@ export interface State {
   proxySettings: ProxySettingsStore;
 }
 
-export async function loadState(config: Config): Promise<State> {
+/** The state on disk; `reuse.keys`, a key store already in use (the SSH server's), is read again rather than made anew. */
+export async function loadState(config: Config, reuse: { keys?: KeyStore } = {}): Promise<State> {
   const paths = dataPaths(config.dataDir);
-  const keys = new KeyStore(paths.keys);
-  await keys.load();
+  // Apps first: a keys.json from before scopes held app ids is migrated with them.
   const apps = new AppStore(paths.apps);
   await apps.load();
+  const keys = reuse.keys ?? new KeyStore(paths.keys);
+  await keys.load({ appIdOf: (name) => apps.get(name)?.id });
   const domains = new DomainStore(paths.domains, { domain: config.domain, apps: () => apps.list().map((a) => a.name), maxDomains: config.maxAppDomains });
   await domains.load();
   const proxySettings = new ProxySettingsStore(paths.proxySettings);

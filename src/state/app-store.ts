@@ -1,5 +1,7 @@
 // Apps and their releases: one JSON document per app under state/apps, restored app by app
-// (a document that cannot be read is quarantined and reported, the others load).
+// (a document that cannot be read is quarantined and reported, the others load). Each app has
+// an id made at creation that no later app of the same name shares: key scopes name apps by it.
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { isValidAppName, validateAppName } from '../app-name.ts';
@@ -21,6 +23,8 @@ export interface Release extends ReleaseDetails {
 }
 
 export interface AppRecord extends AppSettings {
+  /** Made when the app is created and kept through renames; never given to another app. */
+  id: string;
   name: string;
   createdAt: string;
   releases: Release[];
@@ -28,12 +32,18 @@ export interface AppRecord extends AppSettings {
   current: number | null;
 }
 
-const APP_SCHEMA = 2;
+const APP_SCHEMA = 3;
+
+/** A new app id. */
+export function newAppId(): string {
+  return randomUUID();
+}
 
 const appSpec = (name: string): DocumentSpec<AppRecord> => ({
   schema: APP_SCHEMA,
-  empty: () => ({ name, createdAt: new Date().toISOString(), releases: [], current: null, ...defaultSettings() }),
-  migrate: { 1: migrateAppFrom1 },
+  empty: () => ({ id: newAppId(), name, createdAt: new Date().toISOString(), releases: [], current: null, ...defaultSettings() }),
+  // Schema 3 gave apps ids: an app from before gets one when it is first loaded (and it is written back).
+  migrate: { 1: migrateAppFrom1, 2: (raw) => ({ ...raw, id: newAppId() }) },
   parse(raw) {
     if (!isValidAppName(name)) throw new Error(`"${name}" is not a valid app name`);
     const recName = check.string(raw.name, 'name');
@@ -50,7 +60,7 @@ const appSpec = (name: string): DocumentSpec<AppRecord> => ({
       } satisfies Release;
     });
     const current = raw.current === null ? null : check.number(raw.current, 'current');
-    return { name: recName, createdAt: check.string(raw.createdAt, 'createdAt'), releases, current, ...parseSettings(raw) };
+    return { id: check.string(raw.id, 'id'), name: recName, createdAt: check.string(raw.createdAt, 'createdAt'), releases, current, ...parseSettings(raw) };
   },
 });
 
@@ -82,6 +92,8 @@ export class AppStore {
         quarantined.push(name);
         continue;
       }
+      // The id made by the migration must be the one every later load reads.
+      if (restored.migrated) await doc.write(restored.value);
       this.apps.set(name, restored.value);
       this.docs.set(name, doc);
     }
@@ -104,11 +116,18 @@ export class AppStore {
     return app;
   }
 
-  async create(name: string): Promise<AppRecord> {
+  /** The app whose id this is, under whatever name it has now. */
+  byId(id: string): AppRecord | undefined {
+    for (const app of this.apps.values()) if (app.id === id) return app;
+    return undefined;
+  }
+
+  /** Creates an app; `id` is made here unless the caller made it first (to record it elsewhere before). */
+  async create(name: string, id: string = newAppId()): Promise<AppRecord> {
     validateAppName(name);
     if (this.apps.has(name)) throw new UserError('app_exists', `app "${name}" already exists`);
     const doc = this.doc(name);
-    const record: AppRecord = { name, createdAt: new Date().toISOString(), releases: [], current: null, ...defaultSettings() };
+    const record: AppRecord = { id, name, createdAt: new Date().toISOString(), releases: [], current: null, ...defaultSettings() };
     await doc.write(record);
     this.apps.set(name, record);
     return record;

@@ -52,6 +52,8 @@ export interface Restored<T> {
   quarantined: boolean;
   /** Entries moved aside; `value` holds the others. */
   badEntries: BadEntry[];
+  /** The file had an older schema version and was migrated in memory (the caller may write it back). */
+  migrated: boolean;
 }
 
 /** Reads a document's entries one by one, setting aside those that fail (given to DocumentSpec.parse). */
@@ -119,15 +121,15 @@ export class JsonDocument<T extends object> {
    * that cannot be read at all is moved there whole, and the value is the empty document.
    */
   async restore(fields: LogFields = {}): Promise<Restored<T>> {
-    let decoded: { value: T; bad: BadEntry[] };
+    let decoded: { value: T; bad: BadEntry[]; migrated: boolean };
     try {
       decoded = await this.#decode();
     } catch (e) {
       const movedTo = await this.quarantine().catch(() => undefined);
       log.error('state_document_quarantined', { ...fields, file: this.file, movedTo, error: e });
-      return { value: this.spec.empty(), quarantined: true, badEntries: [] };
+      return { value: this.spec.empty(), quarantined: true, badEntries: [], migrated: false };
     }
-    const { value, bad } = decoded;
+    const { value, bad, migrated } = decoded;
     if (bad.length > 0) {
       const movedTo = await this.#quarantineEntries(bad).catch((e: unknown) => {
         log.error('state_quarantine_failed', { ...fields, file: this.file, error: e });
@@ -137,15 +139,15 @@ export class JsonDocument<T extends object> {
       // Only once the entries are safe elsewhere does the document lose them.
       if (movedTo) await this.write(value);
     }
-    return { value, quarantined: false, badEntries: bad };
+    return { value, quarantined: false, badEntries: bad, migrated };
   }
 
-  async #decode(): Promise<{ value: T; bad: BadEntry[] }> {
+  async #decode(): Promise<{ value: T; bad: BadEntry[]; migrated: boolean }> {
     let text: string;
     try {
       text = await fs.readFile(this.file, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { value: this.spec.empty(), bad: [] };
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { value: this.spec.empty(), bad: [], migrated: false };
       throw new StateError(this.file, `cannot read: ${(e as Error).message}`, e);
     }
     let raw: unknown;
@@ -156,6 +158,7 @@ export class JsonDocument<T extends object> {
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new StateError(this.file, 'not a JSON object');
     let { schema, ...rest } = raw as Record<string, unknown>;
+    const from = schema;
     while (typeof schema === 'number' && schema < this.spec.schema && this.spec.migrate?.[schema]) {
       try {
         rest = this.spec.migrate[schema]!(rest);
@@ -169,7 +172,7 @@ export class JsonDocument<T extends object> {
     }
     const entries = new Entries();
     try {
-      return { value: this.spec.parse(rest, entries), bad: entries.bad };
+      return { value: this.spec.parse(rest, entries), bad: entries.bad, migrated: from !== schema };
     } catch (e) {
       throw new StateError(this.file, `unexpected content: ${(e as Error).message}`, e);
     }

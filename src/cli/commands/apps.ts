@@ -1,6 +1,7 @@
 // apps:list, apps:create, apps:destroy, apps:rename.
 import { validateAppName } from '../../app-name.ts';
 import { UserError } from '../../errors.ts';
+import { scopeAllows } from '../../git/key-store.ts';
 import { createApp } from '../../platform/app-service.ts';
 import { currentRelease } from '../../state/app-store.ts';
 import { callerName, defineCommand, type Command } from '../command.ts';
@@ -14,7 +15,7 @@ export const appCommands: Command[] = [
     help: 'A key limited to some apps sees those apps only.',
     scope: 'any',
     async run(ctx) {
-      const visible = ctx.state.apps.list().filter((a) => ctx.caller.kind === 'local' || !ctx.caller.key.apps || ctx.caller.key.apps.includes(a.name));
+      const visible = ctx.state.apps.list().filter((a) => ctx.caller.kind === 'local' || scopeAllows(ctx.caller.key, a.name, a));
       if (visible.length === 0) {
         ctx.out.line('no apps; push to ssh://berth@HOST:PORT/NAME or run `apps:create NAME`');
         return;

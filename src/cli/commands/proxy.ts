@@ -2,8 +2,8 @@
 // its HSTS header.
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { defaultText, SETTING_KEYS, type SettingKey } from '../../state/proxy-settings.ts';
-import { callerName, defineCommand, type Command } from '../command.ts';
+import { DEFAULT_APP_SETTINGS, defaultText, normaliseSetting, resolveSettings, SETTING_KEYS, type SettingKey } from '../../state/proxy-settings.ts';
+import { callerName, defineCommand, requireAdmin, type Command } from '../command.ts';
 import { table } from '../../ui/output.ts';
 
 const KEY_HELP = [
@@ -14,7 +14,19 @@ const KEY_HELP = [
   '  hsts           Strict-Transport-Security on the app\'s HTTPS answers: max-age=SECONDS, optionally',
   '                 includeSubDomains and preload, e.g. `hsts max-age=31536000 includeSubDomains`;',
   '                 off (or no VALUE) sends none (default off)',
+  'A key scoped to the app may lower these limits; raising one above its default, or 0, is for admin keys.',
 ].join('\n');
+
+// The limits that protect the shared proxy: a key scoped to the app may tighten them, not lift them.
+const LIMITS: Partial<Record<string, keyof typeof DEFAULT_APP_SETTINGS>> = { 'max-body-size': 'maxBodySize', 'read-timeout': 'readTimeout', 'idle-timeout': 'idleTimeout' };
+
+/** Whether setting `key` to `value` lifts one of those limits above its default (0 is no limit at all). */
+function liftsLimit(key: string, value: string): boolean {
+  const field = LIMITS[key];
+  if (!field) return false;
+  const wanted = resolveSettings({ [key]: normaliseSetting(key, value) })[field];
+  return wanted === 0 || wanted > DEFAULT_APP_SETTINGS[field];
+}
 
 export const proxyCommands: Command[] = [
   defineCommand({
@@ -27,6 +39,7 @@ export const proxyCommands: Command[] = [
       ctx.state.apps.require(app);
       if (words.length > 1 && key !== 'hsts') throw new UserError('invalid_proxy_setting', `${key} takes one value, not ${words.length}`, { hint: `give one value, e.g. proxy:set ${app} ${key} VALUE` });
       const value = words.length === 0 ? undefined : words.join(' ');
+      if (value !== undefined && liftsLimit(key, value)) requireAdmin(ctx, `raise ${key} above its default (${defaultText(key as SettingKey)}) or remove it`, 'proxy:set');
       const stored = await ctx.state.proxySettings.set(app, key, value);
       log.info('proxy_setting_changed', { app, key, value: stored ?? null, by: callerName(ctx) });
       if (stored === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultText(key as SettingKey)})`);

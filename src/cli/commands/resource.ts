@@ -1,6 +1,8 @@
-// resource:limit, resource:limit-clear: memory, CPU and process limits of an app's containers,
-// for one process type or (without --process) for every type that has none of its own; a limit
-// not set is the server's (--container-memory, --container-pids; no CPU limit).
+// resource:limit, resource:limit-clear, resource:report: memory, CPU and process limits of an
+// app's containers, for one process type or (without --process) for every type that has none of
+// its own; a limit not set is the server's (--container-memory, --container-pids; no CPU limit).
+// The operator sets limits to protect the server, so only admin keys change them; a key scoped to
+// the app may read them.
 import { parseBytes } from '../../config.ts';
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
@@ -17,8 +19,8 @@ export const resourceCommands: Command[] = [
     args: ['APP'],
     flags: { process: 'T', memory: 'M', cpu: 'N', pids: 'N', 'no-restart': 'boolean' },
     summary: 'limit memory (such as 256m), CPUs (such as 0.5) and processes (such as 1024) of the containers; without limits: show them',
-    help: 'Without --process the limit applies to every process type that has no limit of its own (one-offs run with the limit of type `run`, else this one). Changing a limit restarts the app, unless --no-restart.',
-    scope: 'app',
+    help: 'Without --process the limit applies to every process type that has no limit of its own (one-offs run with the limit of type `run`, else this one). Changing a limit restarts the app, unless --no-restart. For admin keys; resource:report shows the limits to a key scoped to the app.',
+    scope: 'admin',
     needsDaemon: true,
     async run(ctx, { app, flags, daemon }) {
       const record = ctx.state.apps.require(app);
@@ -51,11 +53,20 @@ export const resourceCommands: Command[] = [
     args: ['APP'],
     flags: { process: 'TYPE', 'no-restart': 'boolean' },
     summary: 'remove the limits of a process type (without --process: the default limits)',
-    scope: 'app',
+    scope: 'admin',
     needsDaemon: true,
     async run(ctx, { app, flags, daemon }) {
       const type = processType(flags.process);
       await change(ctx, app, daemon, !flags['no-restart'], (a) => void delete a.limits[type]);
+    },
+  }),
+  defineCommand({
+    name: 'resource:report',
+    args: ['APP'],
+    summary: "show the memory, CPU and process limits of an app's containers",
+    scope: 'app',
+    async run(ctx, { app }) {
+      show(ctx, ctx.state.apps.require(app));
     },
   }),
 ];

@@ -1,7 +1,10 @@
-// ssh-keys:add, ssh-keys:list, ssh-keys:remove: who may push and run commands.
+// ssh-keys:add, ssh-keys:list, ssh-keys:scope, ssh-keys:remove: who may push and run commands.
+// A scope names apps by id (an app not created yet by its name, until it is); a change applies
+// to open connections from their next command, and a removed key's connections are closed.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../../errors.ts';
+import { scopeNames, type AppScope } from '../../git/key-store.ts';
 import { log } from '../../log.ts';
 import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
 import { table } from '../../ui/output.ts';
@@ -16,17 +19,16 @@ export const sshKeyCommands: Command[] = [
     scope: 'admin',
     async run(ctx, { args: [name, file = '-'], flags }) {
       const text = await readKeyInput(ctx, file);
-      const apps = flags.apps?.split(',').map((a) => a.trim()).filter(Boolean);
-      const record = await ctx.state.keys.add(name, text, apps);
+      const record = await ctx.state.keys.add(name, text, scopesOf(ctx, flags.apps));
       log.info('ssh_key_added', { name: record.name, fingerprint: record.fingerprint, by: callerName(ctx) });
-      ctx.out.step(`Added key ${record.name} (${record.fingerprint})${record.apps ? ` for ${record.apps.join(', ')}` : ' as an admin key'}`);
+      ctx.out.step(`Added key ${record.name} (${record.fingerprint})${record.apps ? ` for ${namesOf(ctx, record.apps).join(', ')}` : ' as an admin key'}`);
     },
   }),
   defineCommand({
     name: 'ssh-keys:list',
     args: [],
     summary: 'list the keys that may push and run commands',
-    help: 'SCOPE is "admin" (everything) or the apps a key is limited to (ssh-keys:add --apps).',
+    help: 'SCOPE is "admin" (everything) or the apps a key is limited to (ssh-keys:add --apps); an app destroyed since shows as (destroyed app NAME), and a new app of that name is not the key\'s.',
     scope: 'admin',
     async run(ctx) {
       const keys = ctx.state.keys.list();
@@ -34,15 +36,32 @@ export const sshKeyCommands: Command[] = [
         ctx.out.line('no keys; add one with `ssh-keys:add NAME KEYFILE`');
         return;
       }
-      const rows = keys.map((k) => [k.name, k.fingerprint, k.apps ? `apps: ${k.apps.join(',')}` : 'admin']);
+      const rows = keys.map((k) => [k.name, k.fingerprint, k.apps ? `apps: ${namesOf(ctx, k.apps).join(',')}` : 'admin']);
       ctx.out.line(table([['NAME', 'FINGERPRINT', 'SCOPE'], ...rows]));
+    },
+  }),
+  defineCommand({
+    name: 'ssh-keys:scope',
+    args: ['NAME'],
+    flags: { apps: 'APP,APP', admin: 'boolean' },
+    usage: 'NAME --apps APP,APP | NAME --admin',
+    summary: "change a key's scope: limit it to some apps, or make it an admin key",
+    help: 'Connections open with the key use the new scope from their next command or push.',
+    scope: 'admin',
+    async run(ctx, { args: [name], flags }) {
+      if ((flags.apps === undefined) === !flags.admin) {
+        throw new UserError('bad_arguments', 'ssh-keys:scope: give either --apps APP,APP or --admin', { hint: `such as: ssh-keys:scope ${name} --apps shop`, exitCode: 2 });
+      }
+      const record = await ctx.state.keys.setScope(name, flags.admin ? undefined : scopesOf(ctx, flags.apps));
+      log.info('ssh_key_scope_changed', { name: record.name, fingerprint: record.fingerprint, admin: !record.apps, by: callerName(ctx) });
+      ctx.out.step(`Key ${record.name} ${record.apps ? `may use ${namesOf(ctx, record.apps).join(', ')} only` : 'is an admin key'}`);
     },
   }),
   defineCommand({
     name: 'ssh-keys:remove',
     args: ['NAME'],
-    summary: 'remove a key; it is refused from the next connection on',
-    help: 'Connections already open with the key finish what they are doing.',
+    summary: "remove a key and close its open connections",
+    help: 'Its open SSH connections (a multiplexed ControlMaster too) are closed, pushes and commands running on them with them.',
     scope: 'admin',
     async run(ctx, { args: [name] }) {
       const record = await ctx.state.keys.remove(name);
@@ -51,6 +70,23 @@ export const sshKeyCommands: Command[] = [
     },
   }),
 ];
+
+/** `--apps a,b` as scopes: an app that exists by its id, a name not created yet by its name. */
+function scopesOf(ctx: CommandContext, list: string | undefined): AppScope[] | undefined {
+  if (list === undefined) return undefined;
+  return list
+    .split(',')
+    .map((a) => a.trim())
+    .filter(Boolean)
+    .map((name) => {
+      const app = ctx.state.apps.get(name);
+      return app ? { name, id: app.id } : { name };
+    });
+}
+
+function namesOf(ctx: CommandContext, apps: readonly AppScope[]): string[] {
+  return scopeNames(apps, (id) => ctx.state.apps.byId(id)?.name);
+}
 
 async function readKeyInput(ctx: CommandContext, file: string): Promise<string> {
   if (file === '-') return (await ctx.readStdin()).toString('utf8');
