@@ -178,7 +178,7 @@ export class BuildpackFetcher {
       } catch (e) {
         throw new UserError('buildpack_fetch_failed', `could not fetch buildpack ${url}: ${(e as Error).message}`, {
           cause: e,
-          hint: 'check the URL (and #ref) is reachable from the server, or use a buildpack folder on the server (an absolute path or file:// URL)',
+          hint: 'check the URL (and #ref) is reachable from the server (an admin may also set a buildpack folder on the server)',
         });
       }
       await checkLayout(url, tmp);
@@ -237,7 +237,7 @@ function checkRef(url: string, ref: string | undefined): string | undefined {
 
 function badUrl(url: string): UserError {
   return new UserError('invalid_buildpack_url', `"${url}" is not a buildpack URL`, {
-    hint: 'use a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a tarball URL (.tgz, .tar.gz, .tar), a file:// URL or an absolute path on the server',
+    hint: 'use a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a tarball URL (.tgz, .tar.gz, .tar), or (an admin, with buildpacks:set) a file:// URL or an absolute path on the server',
   });
 }
 

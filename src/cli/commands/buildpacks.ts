@@ -5,10 +5,10 @@ import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { BuildpackFetcher, buildpackName, parseBuildpackUrl } from '../../orchestrator/buildpack-fetcher.ts';
 import type { AppRecord } from '../../state/app-store.ts';
-import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
+import { callerName, defineCommand, isScoped, type Command, type CommandContext } from '../command.ts';
 
 const ORDER_HELP =
-  'A build uses, in order of precedence: the BUILDPACK_URL config var, the buildpacks set here, the .buildpacks file of the repository, else the first of the default list (--buildpacks) that detects the app.\nA URL is a git URL (https://host/repo.git, optionally #ref), heroku/NAME (the official buildpack, optionally #ref), a tarball URL (.tgz, .tar.gz, .tar), a file:// URL or an absolute path on the server.\nA buildpack is fetched once per URL#ref and kept on the server; buildpacks:update APP (or buildpacks:update-all) fetches it anew.\nBuilds set STACK from the stack image (its STACK or CNB_STACK_ID, or its io.buildpacks.stack.id label); the STACK config var of the app overrides it.';
+  'A build uses, in order of precedence: the BUILDPACK_URL config var, the buildpacks set here, the .buildpacks file of the repository, else the first of the default list (--buildpacks) that detects the app.\nA URL is a git URL (https://host/repo.git, optionally #ref), heroku/NAME (the official buildpack, optionally #ref), a tarball URL (.tgz, .tar.gz, .tar), or (admin only, never in BUILDPACK_URL or .buildpacks) a file:// URL or an absolute path on the server.\nA buildpack is fetched once per URL#ref and kept on the server; buildpacks:update APP (or buildpacks:update-all) fetches it anew.\nBuilds set STACK from the stack image (its STACK or CNB_STACK_ID, or its io.buildpacks.stack.id label); the STACK config var of the app overrides it.';
 
 const UPDATE_HELP =
   'Fetches anew every buildpack the app names (BUILDPACK_URL, buildpacks:set) and every one its last build used (.buildpacks, or the default list). A buildpack that cannot be fetched keeps its last good copy, and the next builds use that.';
@@ -22,7 +22,7 @@ export const buildpackCommands: Command[] = [
     help: ORDER_HELP,
     scope: 'app',
     async run(ctx, { app, args: [rawUrl], flags }) {
-      const url = checkUrl(rawUrl);
+      const url = checkUrl(ctx, rawUrl);
       await update(ctx, app, (a) => {
         if (a.buildpacks.includes(url)) throw new UserError('buildpack_exists', `${app} already uses ${url}`);
         const at = flags.index === undefined ? a.buildpacks.length : index(flags.index, a.buildpacks.length + 1);
@@ -38,7 +38,7 @@ export const buildpackCommands: Command[] = [
     help: ORDER_HELP,
     scope: 'app',
     async run(ctx, { app, args: [rawUrl], flags }) {
-      const url = checkUrl(rawUrl);
+      const url = checkUrl(ctx, rawUrl);
       await update(ctx, app, (a) => {
         const at = flags.index === undefined ? 0 : index(flags.index, a.buildpacks.length + 1);
         if (at === a.buildpacks.length) a.buildpacks.push(url);
@@ -166,8 +166,16 @@ function show(ctx: CommandContext, record: AppRecord): void {
   ctx.out.line(`stack: ${record.stack ?? `${ctx.state.config.stackImage} (default)`}`);
 }
 
-function checkUrl(url: string): string {
-  parseBuildpackUrl(url);
+// A folder on the server is an admin's choice: a key limited to apps is refused before the path
+// is looked at, with one message whether it exists or not.
+function checkUrl(ctx: CommandContext, url: string): string {
+  if (parseBuildpackUrl(url).kind === 'dir' && isScoped(ctx)) {
+    log.warn('command_refused', { by: callerName(ctx), reason: 'buildpack_folder' });
+    const who = ctx.caller.kind === 'ssh' ? `key "${ctx.caller.key.name}"` : 'this caller';
+    throw new UserError('forbidden', `${who} may not use a buildpack folder on the server: only an admin may`, {
+      hint: 'use a git URL (https://host/repo.git#ref), heroku/NAME or a tarball URL',
+    });
+  }
   return url.trim();
 }
 
