@@ -63,6 +63,11 @@ export interface Config {
   maxPushObjects: number;
   /** Ref updates in one push. Default 10 000. */
   maxPushRefs: number;
+  /**
+   * Hosts buildpack fetches may reach although they are not public addresses (loopback, private,
+   * link-local, this server's own), by host name or address as the URL names it. Default: none.
+   */
+  fetchAllowHosts: string[];
 }
 
 /** The official Heroku buildpacks, in herokuish's detection order. */
@@ -82,6 +87,8 @@ interface FlagSpec {
   max?: number;
   /** For flags whose value may be empty to mean "unset" (they default to unset). */
   optional?: boolean;
+  /** A 'list' flag that may be given more than once: the values add up. */
+  repeatable?: boolean;
   describe: string;
 }
 
@@ -108,6 +115,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'maxPushObjects', flag: '--max-push-objects', env: 'BERTH_MAX_PUSH_OBJECTS', kind: 'count', max: 100_000_000, describe: 'most objects one git push may send (default 1000000)' },
   { key: 'maxPushRefs', flag: '--max-push-refs', env: 'BERTH_MAX_PUSH_REFS', kind: 'count', max: 1_000_000, describe: 'most refs one git push may update (default 10000)' },
   { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
+  { key: 'fetchAllowHosts', flag: '--fetch-allow-host', env: 'BERTH_FETCH_ALLOW_HOST', kind: 'list', repeatable: true, describe: 'a host buildpack fetches may reach although it is not a public address (loopback, private, link-local, this server); repeatable, or comma-separated (default: none)' },
   { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
 ];
 
@@ -136,6 +144,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     maxDeltaDepth: DEFAULT_PUSH_LIMITS.deltaDepth,
     maxPushObjects: DEFAULT_PUSH_LIMITS.objects,
     maxPushRefs: DEFAULT_PUSH_LIMITS.refs,
+    fetchAllowHosts: [],
   };
 }
 
@@ -146,6 +155,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Config {
   const config = defaultConfig(env);
   const problems: string[] = [];
+  const given = new Set<keyof Config>();
   const set = (spec: FlagSpec, raw: string, from: string) => {
     if (spec.kind === 'port') {
       const n = Number(raw);
@@ -154,7 +164,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     } else if (spec.kind === 'list') {
       const items = raw.split(',').map((x) => x.trim()).filter(Boolean);
       if (items.length === 0) problems.push(`${from}: empty list`);
-      else (config[spec.key] as string[]) = items;
+      else (config[spec.key] as string[]) = spec.repeatable && given.has(spec.key) ? [...(config[spec.key] as string[]), ...items] : items;
     } else if (spec.kind === 'bytes') {
       const n = parseBytes(raw);
       if (n === undefined || n < 4 * 1024 ** 2) problems.push(`${from}: "${raw}" is not a memory size of at least 4m (such as 512m or 2g)`);
@@ -190,6 +200,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
     if (value === undefined) problems.push(`${spec.flag} needs a value`);
     else set(spec, value, spec.flag);
+    given.add(spec.key);
   }
   config.dataDir = path.resolve(config.dataDir);
   config.domain = config.domain.toLowerCase().replace(/\.$/, '');

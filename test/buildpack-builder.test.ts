@@ -29,6 +29,8 @@ const images: string[] = [];
 let git: GitServer;
 let gitUrl: string;
 let tarballServer: http.Server;
+// The git and tarball servers of these tests are on loopback, which the admin allows explicitly.
+const LOCAL_SERVERS = { policy: { allowHosts: ['127.0.0.1'] } };
 
 const never = writeBuildpack(path.join(work, 'bp', 'never'), { detect: 'exit 1', compile: 'exit 1' });
 const python = writeBuildpack(path.join(work, 'bp', 'python'), { detect: '[[ -f "$1/requirements.txt" ]] && echo Python', compile: 'exit 0' });
@@ -69,7 +71,7 @@ after(async () => {
 
 const APPS = ['bpdetect', 'bpcache', 'bpfail', 'bpgit', 'bpnone', 'bpoom', 'bpstack', 'bpstack2', 'bpgo', 'bpmono', 'bpuser', 'bppair', 'bpdown', 'bptgz'];
 
-function builder(defaults: string[], memory = 512 * 1024 ** 2, fetcher = new BuildpackFetcher(path.join(work, 'fetched'))): BuildpackBuilder {
+function builder(defaults: string[], memory = 512 * 1024 ** 2, fetcher = new BuildpackFetcher(path.join(work, 'fetched'), LOCAL_SERVERS)): BuildpackBuilder {
   return new BuildpackBuilder({ engine, fetcher, stackImage: STACK_IMAGE, defaultBuildpacks: defaults, memory });
 }
 
@@ -294,7 +296,7 @@ test('a git buildpack is fetched once; with its remote down the build uses the k
   const bare = path.join(work, 'served', 'downable.git');
   publishBuildpack(src, bare, 'v1');
   const url = git.url('downable.git');
-  const fetcher = new BuildpackFetcher(path.join(work, 'fetched-down'));
+  const fetcher = new BuildpackFetcher(path.join(work, 'fetched-down'), LOCAL_SERVERS);
   const b = builder([], undefined, fetcher);
   const firstBuild = await build(b, 'bpdown', { 'x.txt': 'x' }, 1, { buildpacks: [url] });
   assert.match(firstBuild.text, /downable version 1/);
@@ -333,10 +335,10 @@ test('a tarball URL buildpack (.tgz with one top-level folder) is downloaded, un
 test('a tarball whose entries climb out of its folder is refused, and nothing lands outside', async () => {
   const fetchedDir = path.join(work, 'fetched-evil');
   const url = `http://127.0.0.1:${(tarballServer.address() as AddressInfo).port}/buildpacks/evil.tgz`;
-  await assert.rejects(new BuildpackFetcher(fetchedDir).fetch(url), (e: Error) => {
+  await assert.rejects(new BuildpackFetcher(fetchedDir, LOCAL_SERVERS).fetch(url), (e: Error) => {
     assert.ok(e instanceof UserError);
     assert.equal(e.code, 'buildpack_fetch_failed');
-    assert.match(e.message, /an entry outside its folder: \.\.\/escaped\.txt/);
+    assert.match(e.message, /the tarball has an entry outside its folder/);
     return true;
   });
   assert.deepEqual(fs.readdirSync(fetchedDir), [], 'no copy and no temp folder are left');

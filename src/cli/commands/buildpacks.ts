@@ -98,7 +98,7 @@ export const buildpackCommands: Command[] = [
     scope: 'app',
     async run(ctx, { app }) {
       const record = ctx.state.apps.require(app);
-      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks);
+      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks, { policy: { allowHosts: ctx.state.config.fetchAllowHosts } });
       const named = [record.config.BUILDPACK_URL?.trim() ?? '', ...record.buildpacks].filter((u) => u);
       const urls = [...new Set([...named, ...(await fetcher.remembered(app))])];
       if (urls.length === 0) {
@@ -115,7 +115,7 @@ export const buildpackCommands: Command[] = [
     help: 'A buildpack that cannot be fetched keeps its last good copy, and builds use that.',
     scope: 'admin',
     async run(ctx) {
-      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks);
+      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks, { policy: { allowHosts: ctx.state.config.fetchAllowHosts } });
       const urls = await fetcher.keptUrls();
       if (urls.length === 0) {
         ctx.out.line('no buildpack is kept on this server yet: builds fetch them');
