@@ -256,6 +256,8 @@ export function dataPaths(dataDir: string) {
     certState: path.join(dataDir, 'state', 'certs.json'),
     certs: path.join(dataDir, 'certs'),
     proxySettings: path.join(dataDir, 'state', 'proxy.json'),
+    /** Images every app may build on or deploy (buildpacks:allow-stack). */
+    allowedStacks: path.join(dataDir, 'state', 'allowed-stacks.json'),
     accessLog: path.join(dataDir, 'logs', 'access.log'),
     hostKeys: path.join(dataDir, 'ssh'),
     repos: path.join(dataDir, 'repos'),
