@@ -3,7 +3,7 @@
 // stream read back.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import tar from 'tar-stream';
 
 export type TarEntry =
@@ -93,5 +93,44 @@ export function readTarFiles(stream: Readable, maxBytes = 1024 * 1024): Promise<
     extract.on('error', reject);
     stream.on('error', reject);
     stream.pipe(extract);
+  });
+}
+
+/**
+ * A tar stream passed through unchanged, which fails (without passing on the header) when the
+ * entry `name` is anything but a regular file: a build that reads `name` reads what was checked,
+ * never the target of a link. Reads only the 512-byte headers (ustar names, as tree-archive.ts
+ * writes them), skipping each entry's data.
+ */
+export function requireRegularFile(name: string, refusal: () => Error): Transform {
+  let header = Buffer.alloc(0);
+  let skip = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      let at = 0;
+      while (at < chunk.length) {
+        if (skip > 0) {
+          const n = Math.min(skip, chunk.length - at);
+          skip -= n;
+          at += n;
+          continue;
+        }
+        const need = 512 - header.length;
+        header = Buffer.concat([header, chunk.subarray(at, at + need)]);
+        at += Math.min(need, chunk.length - at);
+        if (header.length < 512) break;
+        const block = header;
+        header = Buffer.alloc(0);
+        if (block.every((b) => b === 0)) continue;
+        const text = (from: number, to: number) => block.subarray(from, to).toString('utf8').replace(/\0.*$/s, '');
+        const prefix = block.subarray(257, 262).toString('latin1') === 'ustar' ? text(345, 500) : '';
+        const entry = (prefix ? `${prefix}/` : '') + text(0, 100);
+        const type = String.fromCharCode(block[156]!);
+        const size = block[124]! & 0x80 ? Number(block.subarray(125, 136).readUIntBE(5, 6)) : parseInt(text(124, 136).trim() || '0', 8);
+        if (entry.replace(/^\.\//, '') === name && type !== '0' && type !== '\0') return done(refusal());
+        skip = Math.ceil(size / 512) * 512;
+      }
+      done(null, chunk);
+    },
   });
 }
