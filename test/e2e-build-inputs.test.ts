@@ -24,6 +24,7 @@ let servers: ChildProcess;
 let metadataPort = 0;
 let redirectorPort = 0;
 let metadataHits = 0;
+const onBuildImage = `berth-test/onbuild-${process.pid}:latest`;
 const bpDir = writeBuildpack(path.join(work, 'bp', 'never'), { detect: 'exit 1', compile: 'exit 1' });
 
 const SERVERS = `
@@ -73,6 +74,7 @@ after(async () => {
   for (const app of [A, B]) daemon?.cli(['apps:destroy', app, '--force']);
   await daemon?.stop();
   servers?.kill();
+  run('docker', ['rmi', '-f', onBuildImage]);
 });
 
 const asTenant = (command: string) => daemon.ssh(tenant.privateKey, command);
@@ -160,9 +162,13 @@ test("git:from-image with a scoped key: another app's release image is refused b
   assert.match(releasesOfA(), /no releases yet/);
 });
 
-test("a Dockerfile push cannot read another app's image: FROM by tag, short id or ARG, COPY --from by tag or digest, a Dockerfile that is a link; no release is made", () => {
+test("a Dockerfile push cannot read another app's image: FROM by tag, short id, ARG, untagged layer or a base image's ONBUILD, COPY --from by tag or digest, a Dockerfile that is a link; no release is made", () => {
   const repo = path.join(work, 'a-docker');
   const id = bImageId();
+  const parentOfB = mustRun('docker', ['image', 'inspect', bImage(), '--format', '{{.Parent}}']).trim();
+  assert.match(parentOfB, /^sha256:/);
+  const built = run('docker', ['build', '-q', '-t', onBuildImage, '-'], { input: `FROM ${BASE_IMAGE}\nONBUILD COPY --from=${bImage()} /app /stolen\n`, env: { ...process.env, DOCKER_BUILDKIT: '0' } });
+  assert.equal(built.code, 0, built.stderr);
   const variants: Array<[string, RegExp]> = [
     [`FROM ${bImage()}\nCMD ["node", "/app/server.js"]\n`, new RegExp(`Dockerfile line 1 \\(FROM ${bImage()}\\): ${bImage()} is a release image of another app \\(${B}\\)`)],
     [`FROM ${BASE_IMAGE}\nCOPY --from=${bImage()} /app /stolen\n`, new RegExp(`Dockerfile line 2 \\(COPY --from ${bImage()}\\): \\S+ is a release image of another app \\(${B}\\)`)],
@@ -170,6 +176,10 @@ test("a Dockerfile push cannot read another app's image: FROM by tag, short id o
     [`FROM ${BASE_IMAGE}\nCOPY --from=${id} /app /stolen\n`, /Dockerfile line 2 \(COPY --from sha256:[0-9a-f]{64}\): \S+ is a release image of another app \(inb\)/],
     [`ARG BASE=${daemon.imageRepo(B)}\nFROM \${BASE}:r1\n`, /Dockerfile line 2 \(FROM \$\{BASE\}:r1\): \S+ is a release image of another app \(inb\)/],
     [`FROM ${BASE_IMAGE}\nCOPY --from=$FROM_SOMEWHERE /app /x\n`, /Dockerfile line 2 \(COPY --from \$FROM_SOMEWHERE\): the image cannot be known before the build/],
+    // The untagged layer under inb's image (its build's intermediate image), by id.
+    [`FROM ${parentOfB}\n`, /Dockerfile line 1 \(FROM sha256:[0-9a-f]{64}\): \S+ is an untagged image/],
+    // A base image whose ONBUILD trigger reads inb's image.
+    [`FROM ${onBuildImage}\n`, new RegExp(`an ONBUILD trigger of a base image \\(COPY --from ${bImage()}\\): \\S+ is a release image of another app \\(${B}\\)`)],
   ];
   for (const [dockerfile, message] of variants) {
     gitRepo(repo, { ...nodeApp('ina'), Dockerfile: dockerfile }, dockerfile);

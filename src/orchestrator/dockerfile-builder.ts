@@ -30,7 +30,7 @@ export class DockerfileBuilder implements Builder {
     out.step(`Building ${source.app} from Dockerfile`);
     const dockerfile = await source.readFile('Dockerfile');
     if (dockerfile === undefined) throw new Error('the Dockerfile went missing');
-    await checkDockerfileImages(dockerfile.toString('utf8'), this.engine, source.app);
+    await checkDockerfileImages(dockerfile.toString('utf8'), this.engine, source.app, (ref) => out.detail(`pulling ${ref} (the base image's ONBUILD triggers are checked before the build)`));
     let refused: UserError | undefined;
     const guard = requireRegularFile('Dockerfile', () => (refused = new UserError('dockerfile_link', 'the Dockerfile is a link: a Dockerfile build reads a Dockerfile that is a regular file', { hint: 'commit the Dockerfile itself at the root of the repository' })));
     const context = pipeline(source.archive(), guard, () => {});

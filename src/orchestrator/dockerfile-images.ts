@@ -217,13 +217,14 @@ export async function imageReferences(text: string, onBuild: (ref: string) => Pr
  * the build. A base image the engine lacks is pulled first (the build would pull it), so that its
  * ONBUILD triggers are checked too.
  */
-export async function checkDockerfileImages(text: string, engine: Engine, app: string): Promise<void> {
+export async function checkDockerfileImages(text: string, engine: Engine, app: string, onPull: (ref: string) => void = () => {}): Promise<void> {
   const identities = new Map<string, ImageIdentity | undefined>();
   const identify = async (ref: string, pull: boolean): Promise<ImageIdentity | undefined> => {
     if (identities.has(ref) && (identities.get(ref) || !pull)) return identities.get(ref);
     let identity = await engine.imageIdentity(ref);
     // Only a name a registry can serve is pulled; a hex word the engine lacks could later match a new image's id.
     if (!identity && pull && !otherAppOf(ref, undefined, engine.instance, app) && !/^(sha256:)?[0-9a-f]{1,64}$/i.test(ref)) {
+      onPull(ref);
       try {
         await engine.pull(ref);
       } catch (e) {
