@@ -19,6 +19,8 @@ let metadataHits = 0;
 let metadataUrl: string;
 let redirector: http.Server;
 let redirectorUrl: string;
+let echo: http.Server;
+let echoUrl: string;
 
 function listen(server: http.Server, host: string): Promise<string> {
   return new Promise((resolve) => server.listen(0, host, () => resolve(`http://${host}:${(server.address() as AddressInfo).port}`)));
@@ -34,15 +36,19 @@ before(async () => {
   // answers a non-git body of its own.
   redirector = http.createServer((req, res) => {
     if (req.url!.startsWith('/to-metadata')) return void res.writeHead(302, { location: `${metadataUrl}/latest/meta-data/` }).end();
+    if (req.url!.startsWith('/to-echo')) return void res.writeHead(301, { location: `${echoUrl}/` }).end();
     if (req.url!.startsWith('/to-localhost')) return void res.writeHead(307, { location: `http://localhost:${new URL(metadataUrl).port}/` }).end();
     res.writeHead(200, 'OK ' + METADATA_BODY, { 'content-type': 'text/plain' }).end(METADATA_BODY);
   });
   redirectorUrl = await listen(redirector, '127.0.0.2');
+  echo = http.createServer((req, res) => res.end(JSON.stringify(req.headers)));
+  echoUrl = await listen(echo, '127.0.0.3');
 });
 
 after(() => {
   metadata.close();
   redirector.close();
+  echo.close();
 });
 
 const ALLOW_REDIRECTOR = { allowHosts: ['127.0.0.2'] };
@@ -100,6 +106,15 @@ test('a redirect from an allowed host to the metadata server (directly or by nam
   const allowed = await publicRequest(`${redirectorUrl}/plain`, { policy: ALLOW_REDIRECTOR });
   assert.equal(allowed.statusCode, 200);
   allowed.body.resume();
+});
+
+test('credentials go only to the origin they were given for: a redirect to another host drops them', async () => {
+  const res = await publicRequest(`${redirectorUrl}/to-echo`, { policy: { allowHosts: ['127.0.0.2', '127.0.0.3'] }, headers: { authorization: 'Basic c2VjcmV0', 'user-agent': 'git/isomorphic-git' } });
+  const chunks: Buffer[] = [];
+  for await (const c of res.body) chunks.push(c as Buffer);
+  const seen = JSON.parse(Buffer.concat(chunks).toString()) as Record<string, string>;
+  assert.equal(seen.authorization, undefined);
+  assert.equal(seen['user-agent'], 'git/isomorphic-git');
 });
 
 test("a buildpack fetch never quotes the answer: a non-git answer, a tarball that is none, a refused redirect", async () => {

@@ -127,16 +127,20 @@ export async function publicRequest(
   let url = new URL(target);
   let method = options.method ?? 'GET';
   let body = options.body;
+  let headers = { ...options.headers };
   for (let hop = 0; ; hop++) {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new FetchRefused(`a redirect leads to ${url.protocol} URL, not http(s)`);
     const at = await checkedAddress(url, options.policy);
-    const res = await send(url, method, options.headers ?? {}, body, at, options.signal);
+    const res = await send(url, method, headers, body, at, options.signal);
     const status = res.statusCode ?? 0;
     const location = res.headers.location;
     if (status >= 300 && status < 400 && status !== 304 && location) {
       res.resume();
       if (hop >= MAX_REDIRECTS) throw new FetchRefused(`more than ${MAX_REDIRECTS} redirects`);
-      url = new URL(location, url);
+      const next = new URL(location, url);
+      // Credentials go to the origin they were given for only, as curl and git do.
+      if (next.origin !== url.origin) headers = Object.fromEntries(Object.entries(headers).filter(([k]) => !/^(authorization|cookie)$/i.test(k)));
+      url = next;
       if (status !== 307 && status !== 308) {
         method = method === 'HEAD' ? 'HEAD' : 'GET';
         body = undefined;
