@@ -200,7 +200,7 @@ test("a Dockerfile push cannot read another app's image: FROM by tag, short id, 
   assert.match(releasesOfA(), /no releases yet/);
 });
 
-test("the app's own Dockerfile builds go on: FROM a public base and FROM its own release image, and git:from-image of its own image", async () => {
+test("the app's own builds go on: a Dockerfile FROM the admin's base image, then FROM its own release image, and git:from-image of its own image", async () => {
   const repo = path.join(work, 'a-own');
   gitRepo(repo, nodeApp('ina v1'));
   const first = tenantPush(repo);

@@ -44,6 +44,9 @@ export class DockerfileBuilder implements Builder {
       });
     } catch (e) {
       throw refused ?? e;
+    } finally {
+      // The engine may stop reading early (a failed step): the archive is not left waiting.
+      context.destroy();
     }
     if (refused) throw refused;
     return { image: tag, builder: this.name, processTypes: { web: '' } };
