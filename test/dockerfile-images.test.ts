@@ -83,6 +83,25 @@ test('ARG and ENV values are substituted as the builder does; a variable the Doc
   assert.equal(substitute('a${X-d}b', new Map([['X', '']]), false), 'ab');
 });
 
+test('ADD with a URL source (shell or JSON form, or hidden in a variable) is found; ADD of local files is not', async () => {
+  const text = [
+    'FROM node:20',
+    'ARG META=http://169.254.169.254/latest/meta-data/',
+    'ADD https://example.test/a.tgz /a',
+    'ADD ["http://127.0.0.1:2375/info", "/b"]',
+    'ADD $META /c',
+    'ADD $UNKNOWN /d',
+    'ADD --chown=1:1 local.txt other.txt /e/',
+  ].join('\n');
+  assert.deepEqual(await refs(text), [
+    [1, 'FROM', 'node:20'],
+    [3, 'ADD', 'https://example.test/a.tgz'],
+    [4, 'ADD', 'http://127.0.0.1:2375/info'],
+    [5, 'ADD', 'http://169.254.169.254/latest/meta-data/'],
+    [6, 'ADD', null],
+  ]);
+});
+
 test("ONBUILD triggers count: the Dockerfile's own, and those of a base image", async () => {
   const text = 'FROM node:20\nONBUILD COPY --from=berth-x/b:r1 / /\nFROM base-with-triggers\n';
   const onBuild = async (ref: string) => (ref === 'base-with-triggers' ? ['COPY --from=berth-x/c:r9 /app /app', 'RUN true'] : []);

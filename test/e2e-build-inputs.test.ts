@@ -162,7 +162,7 @@ test("git:from-image with a scoped key: another app's release image is refused b
   assert.match(releasesOfA(), /no releases yet/);
 });
 
-test("a Dockerfile push cannot read another app's image: FROM by tag, short id, ARG, untagged layer or a base image's ONBUILD, COPY --from by tag or digest, a Dockerfile that is a link; no release is made", () => {
+test("a Dockerfile push cannot read another app's image (FROM by tag, short id, ARG, untagged layer or a base image's ONBUILD; COPY --from by tag or digest; a Dockerfile that is a link) nor make the server fetch a URL (ADD); no release is made", () => {
   const repo = path.join(work, 'a-docker');
   const id = bImageId();
   const parentOfB = mustRun('docker', ['image', 'inspect', bImage(), '--format', '{{.Parent}}']).trim();
@@ -176,6 +176,8 @@ test("a Dockerfile push cannot read another app's image: FROM by tag, short id, 
     [`FROM ${BASE_IMAGE}\nCOPY --from=${id} /app /stolen\n`, /Dockerfile line 2 \(COPY --from sha256:[0-9a-f]{64}\): \S+ is a release image of another app \(inb\)/],
     [`ARG BASE=${daemon.imageRepo(B)}\nFROM \${BASE}:r1\n`, /Dockerfile line 2 \(FROM \$\{BASE\}:r1\): \S+ is a release image of another app \(inb\)/],
     [`FROM ${BASE_IMAGE}\nCOPY --from=$FROM_SOMEWHERE /app /x\n`, /Dockerfile line 2 \(COPY --from \$FROM_SOMEWHERE\): the image cannot be known before the build/],
+    // ADD with a URL: the Docker daemon would fetch the metadata server from the server's network.
+    [`FROM ${BASE_IMAGE}\nADD http://127.0.0.1:${metadataPort}/latest/meta-data/ /meta\n`, /Dockerfile line 2 \(ADD http:\/\/127\.0\.0\.1:\d+\/latest\/meta-data\/\): ADD fetches a URL from the server itself/],
     // The untagged layer under inb's image (its build's intermediate image), by id.
     [`FROM ${parentOfB}\n`, /Dockerfile line 1 \(FROM sha256:[0-9a-f]{64}\): \S+ is an untagged image/],
     // A base image whose ONBUILD trigger reads inb's image.

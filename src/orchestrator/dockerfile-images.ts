@@ -1,16 +1,18 @@
-// Which images a Dockerfile build would read, and whether the app may read them: every FROM,
-// COPY --from (and ADD --from), RUN --mount ...from=, ONBUILD trigger and base image ONBUILD
-// trigger, with ARG and ENV values substituted as the builder substitutes them (berth passes no
-// build args), is resolved through the engine as the builder resolves it (a name with tag or
-// digest, a full or short image id) and refused when it names or resolves to another app's
+// What a Dockerfile build would read, checked before it runs. Every image it names (each FROM,
+// COPY --from and ADD --from, RUN --mount ...from=, the Dockerfile's ONBUILD triggers and those of
+// its base images), with ARG and ENV values substituted as the builder substitutes them (berth
+// passes no build args), is resolved through the engine as the builder resolves it (a name with
+// tag or digest, a full or short image id) and refused when it names or resolves to another app's
 // release image, an untagged image (a build's intermediate layer, a pruned release), or cannot be
 // known before the build (a variable the Dockerfile does not set, a short id the engine lacks).
+// ADD with a URL source is refused: the Docker daemon would fetch it from the server's own network.
 import { UserError } from '../errors.ts';
 import type { Engine, ImageIdentity } from './engine.ts';
 import { isOwnImage, otherAppOf } from './image-owner.ts';
 
-/** An image a Dockerfile reads, as it names it after substitution. */
+/** An image a Dockerfile reads (or, `kind: 'url'`, a URL its ADD makes the server fetch), as it names it after substitution. */
 export interface ImageReference {
+  kind: 'image' | 'url';
   /** The Dockerfile's line the instruction starts on (1-based); 0 for a base image's ONBUILD trigger. */
   line: number;
   /** `FROM`, `COPY --from`, `RUN --mount from`. */
@@ -122,6 +124,19 @@ function unquote(text: string): string {
   return text.replace(/"((?:\\.|[^"\\])*)"|'([^']*)'/g, (_all, dq?: string, sq?: string) => (dq !== undefined ? dq.replace(/\\(.)/g, '$1') : sq!));
 }
 
+/** The sources of ADD (every argument but the destination), in its shell or JSON form. */
+function addSources(args: string): string[] {
+  if (args.startsWith('[')) {
+    try {
+      const list = JSON.parse(args) as unknown;
+      if (Array.isArray(list)) return list.slice(0, -1).map(String);
+    } catch {
+      // Not JSON: the builder reads it as the shell form too.
+    }
+  }
+  return shellWords(args).slice(0, -1).map(unquote);
+}
+
 /** The flags (`--name=value`) at the start of an instruction's arguments, and what follows them. */
 function flagsOf(rest: string): { flags: Array<[string, string]>; after: string } {
   const flags: Array<[string, string]> = [];
@@ -171,7 +186,7 @@ export async function imageReferences(text: string, onBuild: (ref: string) => Pr
       const written = words[0] ?? '';
       const ref = substitute(written, globals, true);
       const internal = ref !== undefined && (ref.toLowerCase() === 'scratch' || stages.includes(ref.toLowerCase()));
-      if (!internal) refs.push({ line, via: 'FROM', ref, written, base: true });
+      if (!internal) refs.push({ kind: 'image', line, via: 'FROM', ref, written, base: true });
       stages.push(words[1]?.toLowerCase() === 'as' && words[2] ? words[2].toLowerCase() : `\0${stages.length}`);
       stage = new Map();
       if (!internal && ref !== undefined) {
@@ -189,7 +204,14 @@ export async function imageReferences(text: string, onBuild: (ref: string) => Pr
         const current = stages.length - 1;
         const earlier = stages.slice(0, Math.max(current, 0));
         const internal = ref !== undefined && (earlier.includes(ref.toLowerCase()) || (/^\d+$/.test(ref) && Number(ref) < current));
-        if (!internal) refs.push({ line, via: `${keyword} --from`, ref, written: value, base: false });
+        if (!internal) refs.push({ kind: 'image', line, via: `${keyword} --from`, ref, written: value, base: false });
+      }
+      if (keyword === 'ADD') {
+        // ADD fetches a URL source from the Docker daemon, on the server's own network.
+        for (const source of addSources(flagsOf(rest).after)) {
+          const url = substitute(source, stage ?? globals, false);
+          if (url === undefined || /^[a-z][a-z0-9+.-]*:\/\/|^git@/i.test(url)) refs.push({ kind: 'url', line, via: 'ADD', ref: url, written: source, base: false });
+        }
       }
       return;
     }
@@ -202,7 +224,7 @@ export async function imageReferences(text: string, onBuild: (ref: string) => Pr
           const ref = substitute(v, stage ?? globals, false);
           const current = stages.length - 1;
           const internal = ref !== undefined && (stages.slice(0, Math.max(current, 0)).includes(ref.toLowerCase()) || (/^\d+$/.test(ref) && Number(ref) < current));
-          if (!internal) refs.push({ line, via: 'RUN --mount from', ref, written: v, base: false });
+          if (!internal) refs.push({ kind: 'image', line, via: 'RUN --mount from', ref, written: v, base: false });
         }
       }
     }
@@ -243,6 +265,10 @@ export async function checkDockerfileImages(text: string, engine: Engine, app: s
         hint: "a Dockerfile may build on public images, images the admin has on the engine, and this app's own release images; never on another app's",
       });
     };
+    if (r.kind === 'url') {
+      if (r.ref === undefined) refuse('the source cannot be known before the build (a variable the Dockerfile does not set), and ADD fetches URLs from the server itself');
+      refuse('ADD fetches a URL from the server itself (its own network, following redirects), which a Dockerfile build may not do; download it in a RUN step (curl, wget) instead');
+    }
     if (r.ref === undefined) refuse('the image cannot be known before the build (a variable the Dockerfile does not set); name the image, or set the variable with ARG NAME=value');
     const ref = r.ref!;
     if (ref === '') refuse('no image named');
