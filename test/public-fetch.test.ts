@@ -108,6 +108,23 @@ test('a redirect from an allowed host to the metadata server (directly or by nam
   allowed.body.resume();
 });
 
+test('DNS rebinding: the connection goes to the address that was checked, never to a second answer naming the metadata server', async () => {
+  const port = new URL(metadataUrl).port;
+  const asked: string[] = [];
+  // The first answer is public (a documentation address nothing answers on); any later one is loopback.
+  const resolve = async (host: string) => {
+    asked.push(host);
+    return [{ address: asked.length === 1 ? '192.0.2.10' : '127.0.0.1', family: 4 }];
+  };
+  // It tries the checked address (no answer there: the timeout ends it, or the network refuses that address).
+  await assert.rejects(publicRequest(`http://rebind.example.test:${port}/latest/meta-data/`, { policy: { allowHosts: [], resolve }, signal: AbortSignal.timeout(1500) }), (e: Error & { address?: string }) => {
+    assert.ok(e.name === 'AbortError' || e.address === '192.0.2.10', String(e));
+    return true;
+  });
+  assert.deepEqual(asked, ['rebind.example.test'], 'resolved once');
+  assert.equal(metadataHits, 0);
+});
+
 test('credentials go only to the origin they were given for: a redirect to another host drops them', async () => {
   const res = await publicRequest(`${redirectorUrl}/to-echo`, { policy: { allowHosts: ['127.0.0.2', '127.0.0.3'] }, headers: { authorization: 'Basic c2VjcmV0', 'user-agent': 'git/isomorphic-git' } });
   const chunks: Buffer[] = [];

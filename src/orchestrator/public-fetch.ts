@@ -13,6 +13,8 @@ import os from 'node:os';
 /** Who may be asked: the admin's --fetch-allow-host list (host names or addresses, any port). */
 export interface FetchPolicy {
   allowHosts: readonly string[];
+  /** How a host name is resolved (default: the system's resolver); a test gives its own answers. */
+  resolve?: (host: string) => Promise<Array<{ address: string; family: number }>>;
 }
 
 export const PUBLIC_ONLY: FetchPolicy = { allowHosts: [] };
@@ -102,7 +104,7 @@ export async function checkedAddress(url: URL, policy: FetchPolicy): Promise<{ a
   if (net.isIP(host)) addresses = [{ address: host, family: net.isIP(host) }];
   else {
     try {
-      addresses = await dns.lookup(host, { all: true, verbatim: true });
+      addresses = await (policy.resolve ?? ((h: string) => dns.lookup(h, { all: true, verbatim: true })))(host);
     } catch {
       throw new FetchRefused(`${host} could not be resolved`);
     }
