@@ -75,6 +75,11 @@ export interface Config {
   maxAppDomains: number;
   /** ACME orders one app's domains may place in any hour, renewals and retries included. Default 20 (DEFAULT_MAX_APP_ACME_ORDERS). */
   maxAppAcmeOrders: number;
+  /**
+   * Hosts buildpack fetches may reach although they are not public addresses (loopback, private,
+   * link-local, this server's own), by host name or address as the URL names it. Default: none.
+   */
+  fetchAllowHosts: string[];
 }
 
 /** The official Heroku buildpacks, in herokuish's detection order. */
@@ -94,6 +99,8 @@ interface FlagSpec {
   max?: number;
   /** For flags whose value may be empty to mean "unset" (they default to unset). */
   optional?: boolean;
+  /** A 'list' flag that may be given more than once: the values add up. */
+  repeatable?: boolean;
   describe: string;
 }
 
@@ -124,6 +131,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'maxAppDomains', flag: '--max-app-domains', env: 'BERTH_MAX_APP_DOMAINS', kind: 'count', max: 100_000, describe: `most domains one app may have, its default APP.DOMAIN included (default ${DEFAULT_MAX_APP_DOMAINS})` },
   { key: 'maxAppAcmeOrders', flag: '--max-app-acme-orders', env: 'BERTH_MAX_APP_ACME_ORDERS', kind: 'count', max: 100_000, describe: `most ACME orders one app's domains may place in an hour, renewals and retries included (default ${DEFAULT_MAX_APP_ACME_ORDERS})` },
   { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
+  { key: 'fetchAllowHosts', flag: '--fetch-allow-host', env: 'BERTH_FETCH_ALLOW_HOST', kind: 'list', repeatable: true, describe: 'a host buildpack fetches may reach although it is not a public address (loopback, private, link-local, this server); repeatable, or comma-separated (default: none)' },
   { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
 ];
 
@@ -156,6 +164,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     maxPushRefs: DEFAULT_PUSH_LIMITS.refs,
     maxAppDomains: DEFAULT_MAX_APP_DOMAINS,
     maxAppAcmeOrders: DEFAULT_MAX_APP_ACME_ORDERS,
+    fetchAllowHosts: [],
   };
 }
 
@@ -167,6 +176,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, command = 'berth serve'): Config {
   const config = defaultConfig(env);
   const problems: string[] = [];
+  const given = new Set<keyof Config>();
   const set = (spec: FlagSpec, raw: string, from: string) => {
     if (spec.kind === 'port') {
       const n = Number(raw);
@@ -175,7 +185,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     } else if (spec.kind === 'list') {
       const items = raw.split(',').map((x) => x.trim()).filter(Boolean);
       if (items.length === 0) problems.push(`${from}: empty list`);
-      else (config[spec.key] as string[]) = items;
+      else (config[spec.key] as string[]) = spec.repeatable && given.has(spec.key) ? [...(config[spec.key] as string[]), ...items] : items;
     } else if (spec.kind === 'bytes') {
       const n = parseBytes(raw);
       if (n === undefined || n < 4 * 1024 ** 2) problems.push(`${from}: "${raw}" is not a memory size of at least 4m (such as 512m or 2g)`);
@@ -211,6 +221,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
     if (value === undefined) problems.push(`${spec.flag} needs a value`);
     else set(spec, value, spec.flag);
+    given.add(spec.key);
   }
   config.dataDir = path.resolve(config.dataDir);
   config.domain = config.domain.toLowerCase().replace(/\.$/, '');
@@ -266,6 +277,8 @@ export function dataPaths(dataDir: string) {
     certState: path.join(dataDir, 'state', 'certs.json'),
     certs: path.join(dataDir, 'certs'),
     proxySettings: path.join(dataDir, 'state', 'proxy.json'),
+    /** Images every app may build on or deploy (buildpacks:allow-stack). */
+    allowedStacks: path.join(dataDir, 'state', 'allowed-stacks.json'),
     accessLog: path.join(dataDir, 'logs', 'access.log'),
     hostKeys: path.join(dataDir, 'ssh'),
     repos: path.join(dataDir, 'repos'),

@@ -4,6 +4,7 @@
 // Heroku behaviour is reproduced by a buildpack written here that depends on it, as the real
 // Python, Ruby, Go and Node.js buildpacks and heroku-buildpack-multi do.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -29,6 +30,8 @@ const images: string[] = [];
 let git: GitServer;
 let gitUrl: string;
 let tarballServer: http.Server;
+// The git and tarball servers of these tests are on loopback, which the admin allows explicitly.
+const LOCAL_SERVERS = { policy: { allowHosts: ['127.0.0.1'] } };
 
 const never = writeBuildpack(path.join(work, 'bp', 'never'), { detect: 'exit 1', compile: 'exit 1' });
 const python = writeBuildpack(path.join(work, 'bp', 'python'), { detect: '[[ -f "$1/requirements.txt" ]] && echo Python', compile: 'exit 0' });
@@ -67,9 +70,9 @@ after(async () => {
   for (const app of APPS) await engine.removeVolume(cacheVolume(instance, app)).catch(() => {});
 });
 
-const APPS = ['bpdetect', 'bpcache', 'bpfail', 'bpgit', 'bpnone', 'bpoom', 'bpstack', 'bpstack2', 'bpgo', 'bpmono', 'bpuser', 'bppair', 'bpdown', 'bptgz'];
+const APPS = ['bpdetect', 'bpcache', 'bpfail', 'bpgit', 'bpnone', 'bpoom', 'bpstack', 'bpstack2', 'bpgo', 'bpmono', 'bpuser', 'bppair', 'bpdown', 'bptgz', 'bprace'];
 
-function builder(defaults: string[], memory = 512 * 1024 ** 2, fetcher = new BuildpackFetcher(path.join(work, 'fetched'))): BuildpackBuilder {
+function builder(defaults: string[], memory = 512 * 1024 ** 2, fetcher = new BuildpackFetcher(path.join(work, 'fetched'), LOCAL_SERVERS)): BuildpackBuilder {
   return new BuildpackBuilder({ engine, fetcher, stackImage: STACK_IMAGE, defaultBuildpacks: defaults, memory });
 }
 
@@ -294,7 +297,7 @@ test('a git buildpack is fetched once; with its remote down the build uses the k
   const bare = path.join(work, 'served', 'downable.git');
   publishBuildpack(src, bare, 'v1');
   const url = git.url('downable.git');
-  const fetcher = new BuildpackFetcher(path.join(work, 'fetched-down'));
+  const fetcher = new BuildpackFetcher(path.join(work, 'fetched-down'), LOCAL_SERVERS);
   const b = builder([], undefined, fetcher);
   const firstBuild = await build(b, 'bpdown', { 'x.txt': 'x' }, 1, { buildpacks: [url] });
   assert.match(firstBuild.text, /downable version 1/);
@@ -333,12 +336,55 @@ test('a tarball URL buildpack (.tgz with one top-level folder) is downloaded, un
 test('a tarball whose entries climb out of its folder is refused, and nothing lands outside', async () => {
   const fetchedDir = path.join(work, 'fetched-evil');
   const url = `http://127.0.0.1:${(tarballServer.address() as AddressInfo).port}/buildpacks/evil.tgz`;
-  await assert.rejects(new BuildpackFetcher(fetchedDir).fetch(url), (e: Error) => {
+  await assert.rejects(new BuildpackFetcher(fetchedDir, LOCAL_SERVERS).fetch(url), (e: Error) => {
     assert.ok(e instanceof UserError);
     assert.equal(e.code, 'buildpack_fetch_failed');
-    assert.match(e.message, /an entry outside its folder: \.\.\/escaped\.txt/);
+    assert.match(e.message, /the tarball has an entry outside its folder/);
     return true;
   });
   assert.deepEqual(fs.readdirSync(fetchedDir), [], 'no copy and no temp folder are left');
   assert.equal(fs.existsSync(path.join(work, 'escaped.txt')), false);
+});
+
+test("an admin's folder buildpack with a link flipped to the data dir while builds copy it: no data-dir content reaches any build", async () => {
+  const data = path.join(work, 'race-data');
+  const marker = `HOST-KEY-MARKER-${process.pid}`;
+  fs.mkdirSync(path.join(data, 'ssh'), { recursive: true });
+  fs.writeFileSync(path.join(data, 'ssh', 'host_key_secret'), marker);
+  const bp = writeBuildpack(path.join(work, 'bp', 'race'), {
+    detect: 'echo Race',
+    compile: 'bp="$(cd "$(dirname "$0")/.." && pwd)"; cp -a "$bp" "$1/bp-copy"; cat "$bp/bin/flip" "$bp"/lib/* > "$1/read.txt" 2>/dev/null || true; echo "race compiled"',
+  });
+  const flipper = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const fs = require('node:fs'); const [bp, data] = process.argv.slice(1);
+       fs.mkdirSync(bp + '/lib'); fs.writeFileSync(bp + '/lib/inner', 'inner');
+       process.stdout.write('flipping\\n');
+       for (;;) {
+         fs.writeFileSync(bp + '/bin/flip.tmp', 'plain'); fs.renameSync(bp + '/bin/flip.tmp', bp + '/bin/flip');
+         fs.symlinkSync(data + '/ssh/host_key_secret', bp + '/bin/flip.tmp'); fs.renameSync(bp + '/bin/flip.tmp', bp + '/bin/flip');
+         fs.renameSync(bp + '/lib', bp + '/lib.real'); fs.symlinkSync(data + '/ssh', bp + '/lib.tmp'); fs.renameSync(bp + '/lib.tmp', bp + '/lib');
+         fs.unlinkSync(bp + '/lib'); fs.renameSync(bp + '/lib.real', bp + '/lib');
+       }`,
+      bp,
+      data,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  try {
+    await new Promise((resolve) => flipper.stdout.once('data', resolve));
+    for (let release = 1; release <= 5; release++) {
+      const { result, text } = await build(builder([]), 'bprace', { 'x.txt': 'x' }, release, { buildpacks: [bp] });
+      assert.match(text, /race compiled/);
+      assert.ok(!text.includes(marker));
+      const inside = runInImage(result.image, 'cat read.txt; find bp-copy -type f -exec cat {} +; find bp-copy');
+      assert.ok(!inside.includes(marker), `build ${release}: ${inside}`);
+      assert.doesNotMatch(inside, /host_key_secret\n|bp-copy\/lib\/host_key_secret/);
+    }
+    assert.equal(flipper.exitCode, null, 'the flipper kept running');
+  } finally {
+    flipper.kill();
+  }
 });

@@ -53,6 +53,13 @@ test('app containers get a default memory and pids limit, each a flag', () => {
   assert.throws(() => loadConfig(['--container-memory', '1m', '--container-pids', '0'], {}), /2 problems[\s\S]*--container-memory[\s\S]*--container-pids/);
 });
 
+test('--fetch-allow-host adds up when repeated, a flag list replaces BERTH_FETCH_ALLOW_HOST, and the default allows none', () => {
+  assert.deepEqual(loadConfig([], {}).fetchAllowHosts, []);
+  assert.deepEqual(loadConfig([], { BERTH_FETCH_ALLOW_HOST: 'git.internal, 10.0.0.5' }).fetchAllowHosts, ['git.internal', '10.0.0.5']);
+  assert.deepEqual(loadConfig(['--fetch-allow-host', '127.0.0.1', '--fetch-allow-host=git.internal,[::1]'], { BERTH_FETCH_ALLOW_HOST: 'other' }).fetchAllowHosts, ['127.0.0.1', 'git.internal', '[::1]']);
+  assert.throws(() => loadConfig(['--fetch-allow-host', ','], {}), /--fetch-allow-host: empty list/);
+});
+
 test('the log level is a flag with its BERTH_* mirror, and a wrong one is refused', () => {
   assert.equal(loadConfig([], {}).logLevel, 'info');
   assert.equal(loadConfig([], { BERTH_LOG_LEVEL: 'debug' }).logLevel, 'debug');

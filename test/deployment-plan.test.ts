@@ -51,10 +51,18 @@ test('BUILDPACK_URL wins over buildpacks:set, which wins over .buildpacks, which
   const source = (buildpacks?: string) => ({ app: 'a', commit: 'c', archive: () => { throw new Error('unused'); }, readFile: async (p: string) => (p === '.buildpacks' && buildpacks !== undefined ? Buffer.from(buildpacks) : undefined) });
   const app = (over: object) => ({ id: 'a', name: 'a', createdAt: '', releases: [], current: null, ...defaultSettings(), ...over });
   const defaults = ['/bp/default'];
-  assert.deepEqual(await chooseBuildpacks(source('/bp/file\n'), app({ config: { BUILDPACK_URL: '/bp/env' }, buildpacks: ['/bp/set'] }), defaults), { urls: ['/bp/env'], mode: 'all', from: 'BUILDPACK_URL' });
+  const u = (name: string) => `https://example.test/${name}.git`;
+  assert.deepEqual(await chooseBuildpacks(source(`${u('file')}\n`), app({ config: { BUILDPACK_URL: u('env') }, buildpacks: ['/bp/set'] }), defaults), { urls: [u('env')], mode: 'all', from: 'BUILDPACK_URL' });
   assert.deepEqual(await chooseBuildpacks(source('/bp/file\n'), app({ buildpacks: ['/bp/set', '/bp/set2'] }), defaults), { urls: ['/bp/set', '/bp/set2'], mode: 'all', from: 'buildpacks:set' });
-  assert.deepEqual(await chooseBuildpacks(source('# mine\n/bp/one\n\n/bp/two\n'), app({}), defaults), { urls: ['/bp/one', '/bp/two'], mode: 'all', from: '.buildpacks' });
+  assert.deepEqual(await chooseBuildpacks(source(`# mine\n${u('one')}\n\n${u('two')}\n`), app({}), defaults), { urls: [u('one'), u('two')], mode: 'all', from: '.buildpacks' });
   assert.deepEqual(await chooseBuildpacks(source(), app({}), defaults), { urls: ['/bp/default'], mode: 'detect', from: 'the default list' });
+});
+
+test('BUILDPACK_URL and .buildpacks may name only URLs: a folder on the server (a path or file:// URL) is refused, whoever pushed', async () => {
+  const source = (buildpacks?: string) => ({ app: 'a', commit: 'c', archive: () => { throw new Error('unused'); }, readFile: async (p: string) => (p === '.buildpacks' && buildpacks !== undefined ? Buffer.from(buildpacks) : undefined) });
+  const app = (over: object) => ({ id: 'a', name: 'a', createdAt: '', releases: [], current: null, ...defaultSettings(), ...over });
+  await assert.rejects(chooseBuildpacks(source(), app({ config: { BUILDPACK_URL: '/etc' } }), []), /BUILDPACK_URL names \/etc, a folder on the server: BUILDPACK_URL may name only buildpack URLs/);
+  await assert.rejects(chooseBuildpacks(source('https://example.test/x.git\nfile:///var/lib/berth\n'), app({}), []), /\.buildpacks names file:\/\/\/var\/lib\/berth, a folder on the server/);
 });
 
 test('dynos sort naturally, by type and then by number (web.2 before web.10), and web targets follow that order', () => {

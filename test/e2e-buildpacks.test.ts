@@ -23,7 +23,8 @@ echo 'require("http").createServer((q, s) => s.end("go-like server " + process.e
 if [[ ! -f "$1/Procfile" ]]; then echo "web: node server.js" > "$1/Procfile"; fi`,
   release: 'echo "--- {}"',
 });
-const daemonEnv = { BERTH_STACK_IMAGE: STACK_IMAGE, BERTH_BUILDPACKS: bpDir, BERTH_KEEP_IMAGES: '3', BERTH_BUILD_MEMORY: '128m' };
+// The git server of these tests is on loopback, which the admin allows explicitly.
+const daemonEnv = { BERTH_STACK_IMAGE: STACK_IMAGE, BERTH_BUILDPACKS: bpDir, BERTH_KEEP_IMAGES: '3', BERTH_BUILD_MEMORY: '128m', BERTH_FETCH_ALLOW_HOST: '127.0.0.1' };
 let git: GitServer;
 
 before(async () => {
@@ -77,7 +78,9 @@ test('the web process started with /start web; inside its container /exec runs i
 
 test('a Procfile the buildpack writes during compile (as the Go buildpack does) is read from the built app, and its web process is served', async () => {
   const repo = path.join(work, 'gogo');
-  gitRepo(repo, { 'go.mod': 'module example.test/gogo\n', 'main.go': 'package main\n', '.buildpacks': `${goLikeDir}\n` });
+  gitRepo(repo, { 'go.mod': 'module example.test/gogo\n', 'main.go': 'package main\n' });
+  assert.equal(ssh('apps:create gogo').code, 0);
+  assert.equal(ssh(`buildpacks:set gogo ${goLikeDir}`).code, 0, 'an admin key may name a folder on the server');
   const p = push('gogo', repo);
   assert.equal(p.code, 0, p.stderr);
   assert.match(p.stderr, /remote: -----> Go app detected/);
@@ -269,7 +272,7 @@ test('Procfile types: a worker runs when scaled and is not routed; a bad Procfil
 });
 
 test('a build that runs out of its memory limit fails the push with that reason; the daemon and the apps keep serving', async () => {
-  assert.equal(ssh(`config:set worky BUILDPACK_URL=${hungryDir} --no-restart`).code, 0);
+  assert.equal(ssh(`buildpacks:set worky ${hungryDir}`).code, 0);
   const repo = path.join(work, 'worky');
   gitRepo(repo, { ...nodeBuildpackApp('worky'), Procfile: 'web: node server.js\n' }, 'fixed procfile');
   const p = push('worky', repo);
@@ -278,7 +281,7 @@ test('a build that runs out of its memory limit fails the push with that reason;
   assert.match(p.stderr, /! \[remote rejected\] main -> main/);
   assert.equal((await get('worky')).body, 'worky  web.1\n');
   assert.match((await get('shop')).body, /^shop v1/);
-  assert.equal(ssh('config:unset worky BUILDPACK_URL --no-restart').code, 0);
+  assert.equal(ssh('buildpacks:clear worky').code, 0);
 });
 
 test('git:from-image deploys an image the engine already has', async () => {

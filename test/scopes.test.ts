@@ -220,7 +220,7 @@ test('every admin-only command is refused to a scoped key with one message, and 
   // What the key may still do with its app: read the limits the admin set.
   const report = daemon.ssh(key.privateKey, 'resource:report tenant-app');
   assert.equal(report.code, 0, report.stderr);
-  assert.match(report.stdout, /^\(default\)\s+256m\s+-$/m);
+  assert.match(report.stdout, /^\(default\)\s+256m\s+-\s+-$/m);
   assert.match(daemon.ssh(key.privateKey, 'storage:list tenant-app').stdout, /\(none\)/);
   const refusals = () => daemon.logs().split('\n').filter((l) => l.includes('"event":"command_refused"')).map((l) => JSON.parse(l) as Record<string, unknown>);
   for (const line of adminOnly) {

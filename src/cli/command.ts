@@ -29,6 +29,11 @@ export function callerName(ctx: CommandContext): string {
   return ctx.caller.kind === 'ssh' ? `ssh:${ctx.caller.key.name}` : 'local';
 }
 
+/** The caller is an SSH key limited to some apps; false for admin keys and the local operator. */
+export function isScoped(ctx: Pick<CommandContext, 'caller'>): boolean {
+  return ctx.caller.kind === 'ssh' && ctx.caller.key.apps !== undefined;
+}
+
 /** Who a release records as its maker: the SSH key's name, or `local`. */
 export function byName(ctx: CommandContext): string {
   return ctx.caller.kind === 'ssh' ? ctx.caller.key.name : 'local';

@@ -9,7 +9,8 @@ import { currentRelease } from '../state/app-store.ts';
 import { healthchecksOfImage } from './app-json.ts';
 import { imageTag } from './builder.ts';
 import { byDyno, checkPort, checkSettingsOf, dynosOf, processContainers, WEB_PORT } from './deployment.ts';
-import { LABEL } from './engine.ts';
+import { LABEL, type Engine } from './engine.ts';
+import { isOwnImage, otherAppOf } from './image-owner.ts';
 import { checksFor, passGate } from './health-gate.ts';
 import type { Orchestrator } from './orchestrator.ts';
 import type { ProbationState } from './probation.ts';
@@ -66,9 +67,36 @@ export async function rollback(orch: Orchestrator, app: string, number: number |
   return release;
 }
 
-/** Deploys an image the engine already has, tagged as the app's next release image. */
-export async function deployImage(orch: Orchestrator, app: string, image: string, options: { by: string; out: Output }): Promise<Release> {
+/**
+ * Why `app` may not use `image` when the caller is limited to apps, or undefined when it may: never
+ * another app's release image; otherwise one of `allowed` (by name, or the same image), or with
+ * `own` an image that carries a release tag of the app itself.
+ */
+export async function imageRefusal(engine: Engine, app: string, image: string, allowed: readonly string[], options: { own: boolean }): Promise<string | undefined> {
+  const identity = await engine.imageIdentity(image);
+  const other = otherAppOf(image, identity, engine.instance, app);
+  if (other) return `${image} is a release image of another app (${other})`;
+  if (identity && options.own && isOwnImage(identity, engine.instance, app)) return undefined;
+  if (allowed.includes(image)) return undefined;
+  if (identity) {
+    for (const name of allowed) if ((await engine.imageIdentity(name))?.id === identity.id) return undefined;
+  }
+  return `${image} is not ${options.own ? `an image ${app} built, nor ` : ''}an image the admin allows (buildpacks:allowed-stacks lists them)`;
+}
+
+/**
+ * Deploys an image the engine already has, tagged as the app's next release image. With
+ * `allowed` (a caller limited to apps), only the app's own images or those allowed.
+ */
+export async function deployImage(orch: Orchestrator, app: string, image: string, options: { by: string; out: Output; allowed?: readonly string[] }): Promise<Release> {
   const record = orch.apps.require(app);
+  if (options.allowed) {
+    const refusal = await imageRefusal(orch.engine, app, image, options.allowed, { own: true });
+    if (refusal) {
+      log.warn('command_refused', { app, command: 'git:from-image', image, by: options.by, reason: 'image_not_allowed' });
+      throw new UserError('forbidden', `git:from-image ${app} refused: ${refusal}`, { hint: 'an admin may deploy it, or allow it for every app with buildpacks:allow-stack IMAGE' });
+    }
+  }
   const config = await orch.engine.imageConfig(image);
   if (!config) {
     throw new UserError('image_not_found', `the Docker engine has no image ${image}`, { hint: 'build, pull or load it onto the engine first (berth does not pull for git:from-image)' });

@@ -10,7 +10,7 @@ import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { redactUrl } from '../redact.ts';
 import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Builder } from './builder.ts';
-import { BuildpackFetcher, buildpackName, type FetchedBuildpack } from './buildpack-fetcher.ts';
+import { BuildpackFetcher, buildpackName, parseBuildpackUrl, type FetchedBuildpack } from './buildpack-fetcher.ts';
 import { EXEC, RUNNER, RUNNER_EXIT, START, STEPS, processTypesFile } from './buildpack-scripts.ts';
 import { stackIdFor, type StackId } from './buildpack-stack.ts';
 import { MAX_APP_JSON_BYTES } from './app-json.ts';
@@ -55,10 +55,14 @@ export function cacheVolume(instance: string, app: string): string {
   return `berth-cache.${instance}.${app}`;
 }
 
-/** BUILDPACK_URL wins over buildpacks:set, which wins over the repository's .buildpacks (Dokku's order). */
+/**
+ * BUILDPACK_URL wins over buildpacks:set, which wins over the repository's .buildpacks (Dokku's
+ * order). BUILDPACK_URL and .buildpacks come from whoever may push or set config, so they may name
+ * only URLs: a folder on the server is refused before it is looked at.
+ */
 export async function chooseBuildpacks(source: BuildSource, app: BuildJob['app'], defaults: readonly string[]): Promise<BuildpackChoice> {
   const fromConfig = app.config.BUILDPACK_URL?.trim();
-  if (fromConfig) return { urls: [fromConfig], mode: 'all', from: 'BUILDPACK_URL' };
+  if (fromConfig) return onlyUrls({ urls: [fromConfig], mode: 'all', from: 'BUILDPACK_URL' });
   if (app.buildpacks.length) return { urls: [...app.buildpacks], mode: 'all', from: 'buildpacks:set' };
   const file = await source.readFile('.buildpacks');
   if (file) {
@@ -67,9 +71,19 @@ export async function chooseBuildpacks(source: BuildSource, app: BuildJob['app']
       .split(/\r?\n/)
       .map((l) => l.trim())
       .filter((l) => l && !l.startsWith('#'));
-    if (urls.length) return { urls, mode: 'all', from: '.buildpacks' };
+    if (urls.length) return onlyUrls({ urls, mode: 'all', from: '.buildpacks' });
   }
   return { urls: [...defaults], mode: 'detect', from: 'the default list' };
+}
+
+function onlyUrls(choice: BuildpackChoice): BuildpackChoice {
+  for (const url of choice.urls) {
+    if (parseBuildpackUrl(url).kind !== 'dir') continue;
+    throw new UserError('buildpack_folder_refused', `${choice.from} names ${url}, a folder on the server: ${choice.from} may name only buildpack URLs`, {
+      hint: 'use a git URL (https://host/repo.git#ref), heroku/NAME or a tarball URL; an admin may set a folder on the server with buildpacks:set',
+    });
+  }
+  return choice;
 }
 
 export class BuildpackBuilder implements Builder {

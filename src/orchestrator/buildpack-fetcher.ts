@@ -12,6 +12,7 @@ import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { redactUrl, redactUrlsIn } from '../redact.ts';
 import { downloadTarball } from './buildpack-tarball.ts';
+import { FetchRefused, PUBLIC_ONLY, publicRequest, type FetchPolicy } from './public-fetch.ts';
 
 /** Longest a buildpack may take to fetch. */
 export const FETCH_TIMEOUT_MS = 120_000;
@@ -76,12 +77,15 @@ export function buildpackName(url: string): string {
 export class BuildpackFetcher {
   private readonly cacheDir: string;
   private readonly timeoutMs: number;
+  private readonly policy: FetchPolicy;
   /** One fetch per copy at a time; a second caller waits for the first one's result. */
   private readonly inFlight = new Map<string, Promise<FetchedBuildpack>>();
 
-  constructor(cacheDir: string, options: { timeoutMs?: number } = {}) {
+  /** `policy`: where fetches may go (public addresses, and the hosts of --fetch-allow-host). */
+  constructor(cacheDir: string, options: { timeoutMs?: number; policy?: FetchPolicy } = {}) {
     this.cacheDir = cacheDir;
     this.timeoutMs = options.timeoutMs ?? FETCH_TIMEOUT_MS;
+    this.policy = options.policy ?? PUBLIC_ONLY;
   }
 
   /** The buildpack on this server: the kept copy when there is one, else fetched now. Rejects with a UserError naming the URL and the reason. */
@@ -174,12 +178,12 @@ export class BuildpackFetcher {
     const old = `${copy.dir}.${randomBytes(4).toString('hex')}.old`;
     try {
       try {
-        const work = loc.kind === 'git' ? clone(loc.url, loc.ref, tmp) : downloadTarball(loc.url, tmp);
+        const work = loc.kind === 'git' ? clone(loc.url, loc.ref, tmp, this.policy) : downloadTarball(loc.url, tmp, this.policy);
         await withTimeout(work, this.timeoutMs, `fetching ${redactUrl(url)} took longer than ${this.timeoutMs / 1000} s`);
       } catch (e) {
-        throw new UserError('buildpack_fetch_failed', `could not fetch buildpack ${redactUrl(url)}: ${redactUrlsIn((e as Error).message)}`, {
+        throw new UserError('buildpack_fetch_failed', `could not fetch buildpack ${redactUrl(url)}: ${redactUrlsIn(fetchFailure(e))}`, {
           cause: e,
-          hint: 'check the URL (and #ref) is reachable from the server, or use a buildpack folder on the server (an absolute path or file:// URL)',
+          hint: 'check the URL (and #ref) is reachable from the server (an admin may also set a buildpack folder on the server)',
         });
       }
       await checkLayout(url, tmp);
@@ -201,12 +205,45 @@ export class BuildpackFetcher {
   }
 }
 
-async function clone(url: string, ref: string | undefined, dir: string): Promise<void> {
-  const [{ default: git }, { default: http }] = await Promise.all([import('isomorphic-git'), import('isomorphic-git/http/node')]);
+async function clone(url: string, ref: string | undefined, dir: string, policy: FetchPolicy): Promise<void> {
+  const { default: git } = await import('isomorphic-git');
+  const http = gitHttp(policy);
   const isCommit = ref !== undefined && /^[0-9a-f]{40}$/.test(ref);
   await git.clone({ fs, http, dir, url, ...(ref && !isCommit ? { ref } : {}), singleBranch: !isCommit, ...(isCommit ? {} : { depth: 1 }), noTags: !ref });
   if (isCommit) await git.checkout({ fs, dir, ref, force: true });
   await fsp.rm(path.join(dir, '.git'), { recursive: true, force: true });
+}
+
+// isomorphic-git's HTTP client, on publicRequest: every address checked, redirects included.
+function gitHttp(policy: FetchPolicy): import('isomorphic-git').HttpClient {
+  return {
+    async request({ url, method, headers, body }) {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of body ?? []) chunks.push(chunk);
+      const res = await publicRequest(url, { policy, ...(method ? { method } : {}), ...(headers ? { headers } : {}), ...(chunks.length ? { body: Buffer.concat(chunks) } : {}) });
+      return { url: res.url, method: method ?? 'GET', statusCode: res.statusCode, statusMessage: '', headers: flatHeaders(res.headers), body: res.body[Symbol.asyncIterator]() as AsyncIterableIterator<Uint8Array> };
+    },
+  };
+}
+
+function flatHeaders(headers: import('node:http').IncomingHttpHeaders): Record<string, string> {
+  const flat: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined) flat[k] = Array.isArray(v) ? v.join(', ') : v;
+  return flat;
+}
+
+// Why a fetch failed, in words that never quote the remote's answer (its body or reason phrase):
+// the pusher chose the URL, and the answer may come from somewhere only the server can reach.
+function fetchFailure(e: unknown): string {
+  const err = e as Error & { code?: string; data?: { statusCode?: number } };
+  if (err instanceof FetchRefused) return err.message;
+  if (err.code === 'HttpError') return `the server answered HTTP ${err.data?.statusCode ?? '(no status)'}`;
+  if (err.code === 'SmartHttpError') return 'the answer is not a git repository (no smart HTTP answer)';
+  if (err.code === 'NotFoundError' || err.code === 'EmptyServerResponseError') return err.message;
+  if (err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET' || err.code === 'ETIMEDOUT' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH') return `the connection failed (${err.code})`;
+  if (err.code === 'CERT_HAS_EXPIRED' || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || err.code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `its TLS certificate was refused (${err.code})`;
+  if (err.name === 'TarballError' || /took longer than/.test(err.message)) return err.message;
+  return `the answer could not be read as a buildpack${err.code ? ` (${err.code})` : ''}`;
 }
 
 async function readMeta(file: string): Promise<{ url: string; fetchedAt: string } | undefined> {
@@ -238,7 +275,7 @@ function checkRef(url: string, ref: string | undefined): string | undefined {
 
 function badUrl(url: string): UserError {
   return new UserError('invalid_buildpack_url', `"${redactUrl(url)}" is not a buildpack URL`, {
-    hint: 'use a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a tarball URL (.tgz, .tar.gz, .tar), a file:// URL or an absolute path on the server',
+    hint: 'use a git URL (https://host/repo.git, optionally #ref), heroku/NAME, a tarball URL (.tgz, .tar.gz, .tar), or (an admin, with buildpacks:set) a file:// URL or an absolute path on the server',
   });
 }
 

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
+import { publicRequest, type FetchPolicy } from './public-fetch.ts';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
@@ -13,14 +14,26 @@ import tar from 'tar-stream';
 /** The largest tarball berth downloads. */
 export const MAX_TARBALL_BYTES = 512 * 1024 * 1024;
 
-/** Downloads `url` and unpacks it into `dir` (which must not exist). */
-export async function downloadTarball(url: string, dir: string): Promise<void> {
-  const res = await fetch(url, { redirect: 'follow' });
-  if (!res.ok || !res.body) throw new Error(`GET ${url} answered ${res.status} ${res.statusText}`);
+/** A failure of the download or of unpacking, in berth's own words (never quoting the answer). */
+export class TarballError extends Error {
+  override readonly name = 'TarballError';
+}
+
+/** Downloads `url` (from where `policy` allows) and unpacks it into `dir` (which must not exist). */
+export async function downloadTarball(url: string, dir: string, policy: FetchPolicy): Promise<void> {
+  const res = await publicRequest(url, { policy });
+  if (res.statusCode !== 200) {
+    res.body.resume();
+    throw new TarballError(`the server answered HTTP ${res.statusCode}`);
+  }
   const gzipped = /\.(tgz|tar\.gz)$/.test(new URL(url).pathname);
   await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
-  const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
-  await unpack(gzipped ? [body, createGunzip()] : [body], dir);
+  try {
+    await unpack(gzipped ? [res.body, createGunzip()] : [res.body], dir);
+  } catch (e) {
+    if (e instanceof TarballError) throw e;
+    throw new TarballError(`the answer is not a ${gzipped ? 'gzipped ' : ''}tarball`, { cause: e });
+  }
   await liftSingleFolder(dir);
 }
 
@@ -30,10 +43,10 @@ async function unpack(source: [Readable] | [Readable, Transform], dir: string): 
   extract.on('entry', (header, body, next) => {
     void (async () => {
       const target = path.resolve(root, header.name);
-      if (target !== root && !target.startsWith(root + path.sep)) throw new Error(`the tarball has an entry outside its folder: ${header.name}`);
+      if (target !== root && !target.startsWith(root + path.sep)) throw new TarballError('the tarball has an entry outside its folder');
       // A symlink met on the way could lead a later entry outside the folder.
       const parent = path.dirname(target);
-      if (parent !== root && (await fsp.realpath(parent).catch(() => parent)) !== parent) throw new Error(`the tarball writes through a symlink: ${header.name}`);
+      if (parent !== root && (await fsp.realpath(parent).catch(() => parent)) !== parent) throw new TarballError('the tarball writes through a symlink');
       const mode = (header.mode ?? 0o644) & 0o777;
       if (header.type === 'directory') {
         await fsp.mkdir(target, { recursive: true, mode: mode | 0o700 });
@@ -70,7 +83,7 @@ function capped(max: number): Transform {
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
       total += chunk.length;
-      if (total > max) return done(new Error(`the tarball is larger than ${max / 1024 ** 2} MiB`));
+      if (total > max) return done(new TarballError(`the tarball is larger than ${max / 1024 ** 2} MiB`));
       done(null, chunk);
     },
   });

@@ -17,6 +17,7 @@ import {
   type ContainerState,
   type Engine,
   type ImageConfig,
+  type ImageIdentity,
   type Subscription,
 } from './engine.ts';
 import { demux, parseContainerEvent, sink, type EngineEvent } from './docker-wire.ts';
@@ -266,6 +267,19 @@ export class DockerEngine implements Engine {
       return { user: info.Config?.User ?? '', entrypoint: list(info.Config?.Entrypoint), cmd: list(info.Config?.Cmd), env: info.Config?.Env ?? [], workingDir: info.Config?.WorkingDir ?? '' };
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode === 404) return undefined;
+      throw e;
+    }
+  }
+
+  async imageIdentity(ref: string): Promise<ImageIdentity | undefined> {
+    try {
+      const info = await this.#docker.getImage(ref).inspect();
+      const onBuild = (info.Config as { OnBuild?: string[] | null } | undefined)?.OnBuild ?? [];
+      return { id: info.Id, repoTags: info.RepoTags ?? [], labels: info.Config?.Labels ?? {}, onBuild };
+    } catch (e) {
+      const code = (e as { statusCode?: number }).statusCode;
+      // 400: not a valid reference at all, which no build can use either.
+      if (code === 404 || code === 400) return undefined;
       throw e;
     }
   }

@@ -1,7 +1,13 @@
 // Builds an app from the Dockerfile at the root of its repository through the engine's classic
-// builder, streaming the build's own output to the pusher.
+// builder, streaming the build's own output to the pusher. The images the Dockerfile reads are
+// checked first (dockerfile-images.ts): never another app's. The engine reads the very Dockerfile
+// that was checked: one that is a link in the repository is refused.
+import { pipeline } from 'node:stream';
+import { UserError } from '../errors.ts';
 import type { Engine } from './engine.ts';
 import { imageTag, type BuildJob, type BuildResult, type BuildSource, type Builder } from './builder.ts';
+import { checkDockerfileImages } from './dockerfile-images.ts';
+import { requireRegularFile } from './tar-files.ts';
 
 export class DockerfileBuilder implements Builder {
   readonly name = 'dockerfile' as const;
@@ -22,13 +28,27 @@ export class DockerfileBuilder implements Builder {
     const { source, out } = job;
     const tag = imageTag(this.engine.instance, source.app, job.release);
     out.step(`Building ${source.app} from Dockerfile`);
-    await this.engine.build({
-      context: source.archive(),
-      tag,
-      onLine: (line) => (line.trim() ? out.detail(line) : undefined),
-      memory: this.memory,
-      ...(job.signal ? { signal: job.signal } : {}),
-    });
+    const dockerfile = await source.readFile('Dockerfile');
+    if (dockerfile === undefined) throw new Error('the Dockerfile went missing');
+    await checkDockerfileImages(dockerfile.toString('utf8'), this.engine, source.app, (ref) => out.detail(`pulling ${ref} (the base image's ONBUILD triggers are checked before the build)`));
+    let refused: UserError | undefined;
+    const guard = requireRegularFile('Dockerfile', () => (refused = new UserError('dockerfile_link', 'the Dockerfile is a link: a Dockerfile build reads a Dockerfile that is a regular file', { hint: 'commit the Dockerfile itself at the root of the repository' })));
+    const context = pipeline(source.archive(), guard, () => {});
+    try {
+      await this.engine.build({
+        context,
+        tag,
+        onLine: (line) => (line.trim() ? out.detail(line) : undefined),
+        memory: this.memory,
+        ...(job.signal ? { signal: job.signal } : {}),
+      });
+    } catch (e) {
+      throw refused ?? e;
+    } finally {
+      // The engine may stop reading early (a failed step): the archive is not left waiting.
+      context.destroy();
+    }
+    if (refused) throw refused;
     return { image: tag, builder: this.name, processTypes: { web: '' } };
   }
 }

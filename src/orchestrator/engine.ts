@@ -101,6 +101,17 @@ export interface ImageConfig {
   workingDir: string;
 }
 
+/** What the engine knows of an image, resolved as a build's FROM would resolve its reference. */
+export interface ImageIdentity {
+  /** sha256:… */
+  id: string;
+  /** Its tags (repo:tag); empty for an untagged image. */
+  repoTags: string[];
+  labels: Record<string, string>;
+  /** Its ONBUILD instructions, which run in a build FROM it. */
+  onBuild: string[];
+}
+
 export interface BuildOptions {
   /** The build context as a tar stream. */
   context: Readable;
@@ -198,6 +209,11 @@ export interface Engine {
   imageConfig(ref: string): Promise<ImageConfig | undefined>;
   /** The image's labels, or undefined when the engine does not have it. */
   imageLabels(ref: string): Promise<Record<string, string> | undefined>;
+  /**
+   * The image a reference names (a name with tag or digest, a full or short image id), resolved
+   * as the engine resolves it; undefined when the engine has none.
+   */
+  imageIdentity(ref: string): Promise<ImageIdentity | undefined>;
   /**
    * Builds an image from a tar build context, streaming output lines; resolves to its id. A
    * failed step rejects with a UserError, as do the timeout and the signal.

@@ -86,7 +86,7 @@ export class Orchestrator {
       new DockerfileBuilder(deps.engine, deps.config.buildMemory),
       new BuildpackBuilder({
         engine: deps.engine,
-        fetcher: new BuildpackFetcher(deps.paths.buildpacks),
+        fetcher: new BuildpackFetcher(deps.paths.buildpacks, { policy: { allowHosts: deps.config.fetchAllowHosts } }),
         stackImage: deps.config.stackImage,
         defaultBuildpacks: deps.config.buildpacks,
         memory: deps.config.buildMemory,

@@ -8,7 +8,7 @@ import { scopeNames, scopeAllows, type KeyRecord } from '../git/key-store.ts';
 import { receivePush } from '../git/push.ts';
 import { Repository } from '../git/repository.ts';
 import { log } from '../log.ts';
-import { changeConfig, deployImage, rollback } from '../orchestrator/app-operations.ts';
+import { changeConfig, deployImage, imageRefusal, rollback } from '../orchestrator/app-operations.ts';
 import type { BuildSource } from '../orchestrator/builder.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import type { Release } from '../state/app-store.ts';
@@ -56,9 +56,14 @@ export class ReleaseService {
   }
 
   /** Deploys an image the engine already has as the app's next release. */
-  deployImage(app: string, image: string, options: { by: string; out: Output }): Promise<Release> {
+  deployImage(app: string, image: string, options: { by: string; out: Output; allowed?: readonly string[] }): Promise<Release> {
     this.#state.apps.require(app);
     return this.#locks.exclusive(app, options.out, () => deployImage(this.#orchestrator, app, image, options));
+  }
+
+  /** Why `app` may not use `image` as its stack when the caller is limited to apps (see imageRefusal). */
+  stackRefusal(app: string, image: string, allowed: readonly string[]): Promise<string | undefined> {
+    return imageRefusal(this.#orchestrator.engine, app, image, allowed, { own: false });
   }
 
   /** Brings back release `number` (default: the one before the current) as a new release. */

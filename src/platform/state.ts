@@ -2,6 +2,7 @@
 // dir: all a command needs that runs without the daemon.
 import { dataPaths, type Config, type DataPaths } from '../config.ts';
 import { KeyStore } from '../git/key-store.ts';
+import { AllowedStacksStore } from '../state/allowed-stacks-store.ts';
 import { AppStore } from '../state/app-store.ts';
 import { DomainStore } from '../state/domain-store.ts';
 import { ProxySettingsStore } from '../state/proxy-settings-store.ts';
@@ -14,6 +15,8 @@ export interface State {
   domains: DomainStore;
   /** Per-app proxy limits (state/proxy.json). */
   proxySettings: ProxySettingsStore;
+  /** Images every app may build on or deploy (state/allowed-stacks.json). */
+  allowedStacks: AllowedStacksStore;
 }
 
 /** The state on disk; `reuse.keys`, a key store already in use (the SSH server's), is read again rather than made anew. */
@@ -28,5 +31,7 @@ export async function loadState(config: Config, reuse: { keys?: KeyStore } = {})
   await domains.load();
   const proxySettings = new ProxySettingsStore(paths.proxySettings);
   await proxySettings.load();
-  return { config, paths, keys, apps, domains, proxySettings };
+  const allowedStacks = new AllowedStacksStore(paths.allowedStacks);
+  await allowedStacks.load();
+  return { config, paths, keys, apps, domains, proxySettings, allowedStacks };
 }

@@ -13,6 +13,7 @@ import {
   type ContainerState,
   type Engine,
   type ImageConfig,
+  type ImageIdentity,
   type Subscription,
 } from '../../src/orchestrator/engine.ts';
 
@@ -92,6 +93,9 @@ export class FakeEngine implements Engine {
   }
   async imageConfig(ref: string): Promise<ImageConfig | undefined> {
     return this.images.get(ref);
+  }
+  async imageIdentity(ref: string): Promise<ImageIdentity | undefined> {
+    return this.images.has(ref) ? { id: `sha256:${ref}`, repoTags: [ref], labels: {}, onBuild: [] } : undefined;
   }
   async imageLabels(ref: string): Promise<Record<string, string> | undefined> {
     return this.images.has(ref) ? {} : undefined;

@@ -1,14 +1,16 @@
 // buildpacks:add, buildpacks:set, buildpacks:remove, buildpacks:clear, buildpacks:list,
 // buildpacks:set-stack: which buildpacks (and stack image) an app's builds use.
 // buildpacks:update, buildpacks:update-all: fetch the kept copies of buildpacks anew.
+// buildpacks:allow-stack, buildpacks:disallow-stack, buildpacks:allowed-stacks: the images keys
+// limited to apps may build on or deploy.
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
 import { BuildpackFetcher, buildpackName, parseBuildpackUrl } from '../../orchestrator/buildpack-fetcher.ts';
 import type { AppRecord } from '../../state/app-store.ts';
-import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
+import { callerName, defineCommand, isScoped, requireDaemon, type Command, type CommandContext } from '../command.ts';
 
 const ORDER_HELP =
-  'A build uses, in order of precedence: the BUILDPACK_URL config var, the buildpacks set here, the .buildpacks file of the repository, else the first of the default list (--buildpacks) that detects the app.\nA URL is a git URL (https://host/repo.git, optionally #ref), heroku/NAME (the official buildpack, optionally #ref), a tarball URL (.tgz, .tar.gz, .tar), a file:// URL or an absolute path on the server.\nA buildpack is fetched once per URL#ref and kept on the server; buildpacks:update APP (or buildpacks:update-all) fetches it anew.\nBuilds set STACK from the stack image (its STACK or CNB_STACK_ID, or its io.buildpacks.stack.id label); the STACK config var of the app overrides it.';
+  'A build uses, in order of precedence: the BUILDPACK_URL config var, the buildpacks set here, the .buildpacks file of the repository, else the first of the default list (--buildpacks) that detects the app.\nA URL is a git URL (https://host/repo.git, optionally #ref), heroku/NAME (the official buildpack, optionally #ref), a tarball URL (.tgz, .tar.gz, .tar), or (admin only, never in BUILDPACK_URL or .buildpacks) a file:// URL or an absolute path on the server.\nA buildpack is fetched once per URL#ref and kept on the server; buildpacks:update APP (or buildpacks:update-all) fetches it anew.\nBuilds set STACK from the stack image (its STACK or CNB_STACK_ID, or its io.buildpacks.stack.id label); the STACK config var of the app overrides it.';
 
 const UPDATE_HELP =
   'Fetches anew every buildpack the app names (BUILDPACK_URL, buildpacks:set) and every one its last build used (.buildpacks, or the default list). A buildpack that cannot be fetched keeps its last good copy, and the next builds use that.';
@@ -22,7 +24,7 @@ export const buildpackCommands: Command[] = [
     help: ORDER_HELP,
     scope: 'app',
     async run(ctx, { app, args: [rawUrl], flags }) {
-      const url = checkUrl(rawUrl);
+      const url = checkUrl(ctx, rawUrl);
       await update(ctx, app, (a) => {
         if (a.buildpacks.includes(url)) throw new UserError('buildpack_exists', `${app} already uses ${url}`);
         const at = flags.index === undefined ? a.buildpacks.length : index(flags.index, a.buildpacks.length + 1);
@@ -38,7 +40,7 @@ export const buildpackCommands: Command[] = [
     help: ORDER_HELP,
     scope: 'app',
     async run(ctx, { app, args: [rawUrl], flags }) {
-      const url = checkUrl(rawUrl);
+      const url = checkUrl(ctx, rawUrl);
       await update(ctx, app, (a) => {
         const at = flags.index === undefined ? 0 : index(flags.index, a.buildpacks.length + 1);
         if (at === a.buildpacks.length) a.buildpacks.push(url);
@@ -82,12 +84,55 @@ export const buildpackCommands: Command[] = [
     name: 'buildpacks:set-stack',
     args: ['APP', '[IMAGE]'],
     summary: "set the stack image of the app's buildpack builds (without IMAGE: back to --stack-image)",
+    help: "A key limited to apps may choose only --stack-image and the images an admin allows (buildpacks:allow-stack), never another app's release image.",
     scope: 'app',
     async run(ctx, { app, args: [image] }) {
-      if (image !== undefined && !/^[a-z0-9][a-z0-9._/:@-]{0,254}$/i.test(image)) {
-        throw new UserError('invalid_image', `"${image}" is not an image reference`, { hint: 'such as heroku/heroku:24-build or registry.example.com/stack:1' });
+      if (image !== undefined) {
+        checkImageReference(image);
+        if (isScoped(ctx)) {
+          const refusal = await requireDaemon(ctx).releases.stackRefusal(app, image, allowedStacks(ctx));
+          if (refusal) {
+            log.warn('command_refused', { app, command: 'buildpacks:set-stack', image, by: callerName(ctx), reason: 'stack_not_allowed' });
+            throw new UserError('forbidden', `buildpacks:set-stack ${app} refused: ${refusal}`, { hint: 'an admin may set it, or allow it for every app with buildpacks:allow-stack IMAGE' });
+          }
+        }
       }
       await update(ctx, app, (a) => void (a.stack = image));
+    },
+  }),
+  defineCommand({
+    name: 'buildpacks:allow-stack',
+    args: ['IMAGE'],
+    summary: 'allow every app (keys limited to apps included) to build on IMAGE or deploy it with git:from-image',
+    scope: 'admin',
+    async run(ctx, { args: [image] }) {
+      checkImageReference(image);
+      const added = await ctx.state.allowedStacks.add(image);
+      log.info('stack_allowed', { image, by: callerName(ctx) });
+      ctx.out.line(added ? `${image} is allowed for every app` : `${image} was already allowed`);
+    },
+  }),
+  defineCommand({
+    name: 'buildpacks:disallow-stack',
+    args: ['IMAGE'],
+    summary: 'take IMAGE off the images every app may use (apps already on it keep it until changed)',
+    scope: 'admin',
+    async run(ctx, { args: [image] }) {
+      if (!(await ctx.state.allowedStacks.remove(image))) {
+        throw new UserError('stack_not_allowed', `${image} is not an allowed image`, { hint: '`buildpacks:allowed-stacks` lists them' });
+      }
+      log.info('stack_disallowed', { image, by: callerName(ctx) });
+      ctx.out.line(`${image} is no longer allowed for every app`);
+    },
+  }),
+  defineCommand({
+    name: 'buildpacks:allowed-stacks',
+    args: [],
+    summary: 'list the images every app may build on or deploy (--stack-image and buildpacks:allow-stack)',
+    scope: 'any',
+    async run(ctx) {
+      ctx.out.line(`${ctx.state.config.stackImage} (--stack-image)`);
+      for (const image of ctx.state.allowedStacks.list()) ctx.out.line(image);
     },
   }),
   defineCommand({
@@ -98,7 +143,7 @@ export const buildpackCommands: Command[] = [
     scope: 'app',
     async run(ctx, { app }) {
       const record = ctx.state.apps.require(app);
-      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks);
+      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks, { policy: { allowHosts: ctx.state.config.fetchAllowHosts } });
       const named = [record.config.BUILDPACK_URL?.trim() ?? '', ...record.buildpacks].filter((u) => u);
       const urls = [...new Set([...named, ...(await fetcher.remembered(app))])];
       if (urls.length === 0) {
@@ -115,7 +160,7 @@ export const buildpackCommands: Command[] = [
     help: 'A buildpack that cannot be fetched keeps its last good copy, and builds use that.',
     scope: 'admin',
     async run(ctx) {
-      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks);
+      const fetcher = new BuildpackFetcher(ctx.state.paths.buildpacks, { policy: { allowHosts: ctx.state.config.fetchAllowHosts } });
       const urls = await fetcher.keptUrls();
       if (urls.length === 0) {
         ctx.out.line('no buildpack is kept on this server yet: builds fetch them');
@@ -166,8 +211,27 @@ function show(ctx: CommandContext, record: AppRecord): void {
   ctx.out.line(`stack: ${record.stack ?? `${ctx.state.config.stackImage} (default)`}`);
 }
 
-function checkUrl(url: string): string {
-  parseBuildpackUrl(url);
+function checkImageReference(image: string): void {
+  if (!/^[a-z0-9][a-z0-9._/:@-]{0,254}$/i.test(image)) {
+    throw new UserError('invalid_image', `"${image}" is not an image reference`, { hint: 'such as heroku/heroku:24-build or registry.example.com/stack:1' });
+  }
+}
+
+/** The images a key limited to apps may use: --stack-image and those buildpacks:allow-stack allows. */
+export function allowedStacks(ctx: CommandContext): string[] {
+  return [ctx.state.config.stackImage, ...ctx.state.allowedStacks.list()];
+}
+
+// A folder on the server is an admin's choice: a key limited to apps is refused before the path
+// is looked at, with one message whether it exists or not.
+function checkUrl(ctx: CommandContext, url: string): string {
+  if (parseBuildpackUrl(url).kind === 'dir' && isScoped(ctx)) {
+    log.warn('command_refused', { by: callerName(ctx), reason: 'buildpack_folder' });
+    const who = ctx.caller.kind === 'ssh' ? `key "${ctx.caller.key.name}"` : 'this caller';
+    throw new UserError('forbidden', `${who} may not use a buildpack folder on the server: only an admin may`, {
+      hint: 'use a git URL (https://host/repo.git#ref), heroku/NAME or a tarball URL',
+    });
+  }
   return url.trim();
 }
 
