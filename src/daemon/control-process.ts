@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from '../cli/control-server.ts';
 import { runCommand } from '../cli/registry.ts';
-import { dataPaths, loadConfig } from '../config.ts';
+import { dataPaths, loadConfig, sshLoginLimitsOf } from '../config.ts';
 import { createExecHandler } from '../git/exec-router.ts';
 import { loadOrCreateHostKey } from '../git/host-key.ts';
 import { SshServer } from '../git/ssh-server.ts';
@@ -143,7 +143,7 @@ export async function runControl(argv: string[]): Promise<number> {
           ...(session.terminal ? { terminal: session.terminal } : {}),
         }),
     });
-    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys: state.keys, onExec });
+    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys: state.keys, onExec, authLimits: sshLoginLimitsOf(config) });
     // Stopped last, on its own: a retiring control plane may still relay an upgrade's output.
     await ssh.start();
     control = new ControlServer(paths.socket, { state, daemon: platform });

@@ -5,6 +5,7 @@ import { StreamOutput } from '../ui/output.ts';
 import { describeForUser, isUserError, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { PackReceiver, removePack, type StoredPack } from './pack-receiver.ts';
+import type { DiskBudget } from './disk-budget.ts';
 import { pushLimitError, pushLimits, type PushLimits } from '../push-limits.ts';
 import { FLUSH, packetText, pkt, PktLineReader, sideband } from './pkt-line.ts';
 import { checkRefName, type Repository, ZERO_OID } from './repository.ts';
@@ -28,8 +29,10 @@ export type Progress = (text: string) => void | Promise<void>;
 export interface ReceivePackOptions {
   /** The caps on one push (pack bytes, objects, refs, object size, delta depth); see push-limits.ts. Default DEFAULT_PUSH_LIMITS. */
   limits?: Partial<PushLimits>;
-  /** Give up when the client sends nothing for this long while berth waits for commands or pack bytes; 0 never. Default 10 minutes. */
+  /** Give up when the client sends nothing for this long while berth waits for commands or pack bytes; 0 never. Default 10 minutes (berth serve sets --push-timeout). */
   idleTimeoutMs?: number;
+  /** What the pack may take on disk; see disk-budget.ts. Default: no budget. */
+  diskBudget?: DiskBudget;
 }
 
 /** What berth's receive-pack offers. `no-thin` makes git send self-contained packs. */
@@ -115,7 +118,7 @@ class Session {
     let stored: StoredPack | undefined;
     if (commands.some((c) => c.newOid !== ZERO_OID)) {
       const receiveStarted = performance.now();
-      const receiver = new PackReceiver(this.repo.gitdir, { limits: this.limits });
+      const receiver = new PackReceiver(this.repo.gitdir, { limits: this.limits, ...(this.options.diskBudget ? { budget: this.options.diskBudget } : {}) });
       try {
         await this.receivePack(receiver, reader.leftover());
       } catch (e) {
@@ -509,7 +512,7 @@ class InputReader {
       const timer =
         this.idleTimeoutMs > 0
           ? setTimeout(() => {
-              this.failure ??= new UserError('git_client_idle', `the client sent nothing for ${Math.round(this.idleTimeoutMs / 1000)} s`);
+              this.failure ??= new UserError('git_client_idle', `push refused: the client sent nothing for ${+(this.idleTimeoutMs / 1000).toFixed(1)} s (berth serve --push-timeout); nothing was changed`);
               this.onChange();
             }, this.idleTimeoutMs)
           : undefined;

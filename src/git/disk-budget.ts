@@ -1,0 +1,81 @@
+// What one push may add to the disk: the app's quota (its repository and build cache together,
+// --app-disk-quota) less what they use, and the data dir's free space less what berth keeps free
+// (--min-free-disk), whichever is smaller. Measured once per push, under the app's lock; the
+// pack receiver holds the pack to it as the bytes arrive.
+import { lstat, readdir, statfs } from 'node:fs/promises';
+import path from 'node:path';
+import { UserError } from '../errors.ts';
+import { formatBytes } from '../push-limits.ts';
+
+export interface DiskRules {
+  /** Bytes the app's repository and build cache may use together (--app-disk-quota). */
+  appQuotaBytes: number;
+  /** Bytes kept free on the data dir's file system (--min-free-disk). */
+  minFreeBytes: number;
+}
+
+export interface DiskBudget {
+  /** Bytes the push's pack may take. */
+  readonly bytes: number;
+  /** The refusal of a pack that has reached `found` bytes, over the budget. */
+  refuse(found: number): UserError;
+}
+
+export interface DiskUse {
+  /** Bytes the app's repository takes. */
+  repositoryBytes: number;
+  /** Bytes the app's build cache takes. */
+  cacheBytes: number;
+  /** Bytes free for berth on the data dir's file system. */
+  freeBytes: number;
+}
+
+/**
+ * The budget of a push to `app`, or a UserError `disk_full` / `disk_quota` when it may not
+ * start at all: the disk is already below the free space berth keeps, or the app at its quota.
+ * A pack beyond the budget is refused with a `git_push_limit` that names the flag.
+ */
+export function diskBudget(app: string, rules: DiskRules, use: DiskUse): DiskBudget {
+  const used = use.repositoryBytes + use.cacheBytes;
+  const quotaLeft = rules.appQuotaBytes - used;
+  const freeLeft = use.freeBytes - rules.minFreeBytes;
+  // Before receive-pack starts the refusal is its own error; once the pack streams it is a push
+  // cap like the others (git_push_limit), told to the client in git's terms.
+  const quotaError = (found: string, code = 'disk_quota') =>
+    new UserError(code, `push refused: ${found}, over its quota of ${formatBytes(rules.appQuotaBytes)} set by berth serve --app-disk-quota; nothing was changed`, {
+      hint: `delete branches you no longer need (git push REMOTE :BRANCH), or ask the operator to raise --app-disk-quota`,
+    });
+  const fullError = (found: string, code = 'disk_full') =>
+    new UserError(code, `push refused: ${found}, under the ${formatBytes(rules.minFreeBytes)} berth keeps free (berth serve --min-free-disk); nothing was changed`, {
+      hint: 'ask the operator to free disk space on the server (or to lower --min-free-disk)',
+    });
+  const usage = `${app} uses ${formatBytes(used)} (repository ${formatBytes(use.repositoryBytes)}, build cache ${formatBytes(use.cacheBytes)})`;
+  if (freeLeft <= 0) throw fullError(`the server's disk has ${formatBytes(Math.max(0, use.freeBytes))} free`);
+  if (quotaLeft <= 0) throw quotaError(usage);
+  if (quotaLeft <= freeLeft) return { bytes: quotaLeft, refuse: (found) => quotaError(`${usage} and the pack has reached ${formatBytes(found)}`, 'git_push_limit') };
+  return { bytes: freeLeft, refuse: (found) => fullError(`the pack has reached ${formatBytes(found)} and the server's disk had ${formatBytes(use.freeBytes)} free`, 'git_push_limit') };
+}
+
+/** Bytes free for unprivileged writes on the file system holding `dir`. */
+export async function freeBytes(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+}
+
+/** Bytes the files under `dir` take (their sizes, symlinks not followed); 0 when it does not exist. */
+export async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw e;
+  }
+  for (const entry of entries) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) total += await directoryBytes(full);
+    else total += await lstat(full).then((s) => s.size, () => 0);
+  }
+  return total;
+}
