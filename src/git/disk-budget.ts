@@ -49,10 +49,12 @@ export function diskBudget(app: string, rules: DiskRules, use: DiskUse): DiskBud
     new UserError(code, `push refused: ${found}, under the ${formatBytes(rules.minFreeBytes)} berth keeps free (berth serve --min-free-disk); nothing was changed`, {
       hint: 'ask the operator to free disk space on the server (or to lower --min-free-disk)',
     });
-  const usage = `${app} uses ${formatBytes(used)} (repository ${formatBytes(use.repositoryBytes)}, build cache ${formatBytes(use.cacheBytes)})`;
+  const parts = `repository ${formatBytes(use.repositoryBytes)}, build cache ${formatBytes(use.cacheBytes)}`;
   if (freeLeft <= 0) throw fullError(`the server's disk has ${formatBytes(Math.max(0, use.freeBytes))} free`);
-  if (quotaLeft <= 0) throw quotaError(usage);
-  if (quotaLeft <= freeLeft) return { bytes: quotaLeft, refuse: (found) => quotaError(`${usage} and the pack has reached ${formatBytes(found)}`, 'git_push_limit') };
+  if (quotaLeft <= 0) throw quotaError(`${app} uses ${formatBytes(used)} (${parts})`);
+  if (quotaLeft <= freeLeft) {
+    return { bytes: quotaLeft, refuse: (found) => quotaError(`${app} would use ${formatBytes(used + found)} (${parts}, this push's pack ${formatBytes(found)} so far)`, 'git_push_limit') };
+  }
   return { bytes: freeLeft, refuse: (found) => fullError(`the pack has reached ${formatBytes(found)} and the server's disk had ${formatBytes(use.freeBytes)} free`, 'git_push_limit') };
 }
 
