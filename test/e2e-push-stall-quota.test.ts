@@ -100,7 +100,7 @@ describe('a push that stops sending, and the per-app disk quota', () => {
     const push = run('git', ['push', daemon.remote(APP), 'main:refs/heads/stored'], { cwd: repo, env: daemon.gitEnv(admin.privateKey), timeoutMs: 180_000 });
     assert.notEqual(push.code, 0);
     t.diagnostic(push.stderr.trim());
-    assert.match(push.stderr, /push refused: stall would use [\d.]+ MiB \(repository [\d.]+ KiB, build cache 0 bytes, this push's pack [\d.]+ MiB so far\), over its quota of 8 MiB set by berth serve --app-disk-quota; nothing was changed/);
+    assert.match(push.stderr, /push refused: this push's pack has reached [\d.]+ MiB, which with stall's repository \([\d.]+ KiB\) and build cache \(0 bytes\) goes over its quota of 8 MiB set by berth serve --app-disk-quota; nothing was changed/);
     assert.deepEqual(repoSnapshot(daemon, APP), before, 'no ref moved, no pack or temp pack kept');
   });
 });

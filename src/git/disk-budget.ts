@@ -42,7 +42,7 @@ export function diskBudget(app: string, rules: DiskRules, use: DiskUse): DiskBud
   // Before receive-pack starts the refusal is its own error; once the pack streams it is a push
   // cap like the others (git_push_limit), told to the client in git's terms.
   const quotaError = (found: string, code = 'disk_quota') =>
-    new UserError(code, `push refused: ${found}, over its quota of ${formatBytes(rules.appQuotaBytes)} set by berth serve --app-disk-quota; nothing was changed`, {
+    new UserError(code, `push refused: ${found} over its quota of ${formatBytes(rules.appQuotaBytes)} set by berth serve --app-disk-quota; nothing was changed`, {
       hint: `delete branches you no longer need (git push REMOTE :BRANCH), or ask the operator to raise --app-disk-quota`,
     });
   const fullError = (found: string, code = 'disk_full') =>
@@ -51,9 +51,9 @@ export function diskBudget(app: string, rules: DiskRules, use: DiskUse): DiskBud
     });
   const parts = `repository ${formatBytes(use.repositoryBytes)}, build cache ${formatBytes(use.cacheBytes)}`;
   if (freeLeft <= 0) throw fullError(`the server's disk has ${formatBytes(Math.max(0, use.freeBytes))} free`);
-  if (quotaLeft <= 0) throw quotaError(`${app} uses ${formatBytes(used)} (${parts})`);
+  if (quotaLeft <= 0) throw quotaError(`${app} uses ${formatBytes(used)} (${parts}), at or`);
   if (quotaLeft <= freeLeft) {
-    return { bytes: quotaLeft, refuse: (found) => quotaError(`${app} would use ${formatBytes(used + found)} (${parts}, this push's pack ${formatBytes(found)} so far)`, 'git_push_limit') };
+    return { bytes: quotaLeft, refuse: (found) => quotaError(`this push's pack has reached ${formatBytes(found)}, which with ${app}'s repository (${formatBytes(use.repositoryBytes)}) and build cache (${formatBytes(use.cacheBytes)}) goes`, 'git_push_limit') };
   }
   return { bytes: freeLeft, refuse: (found) => fullError(`the pack has reached ${formatBytes(found)} and the server's disk had ${formatBytes(use.freeBytes)} free`, 'git_push_limit') };
 }
