@@ -103,4 +103,20 @@ describe('AuthLimiter', () => {
     limiter.recordSuccess('c');
     assert.equal(limiter.recordFailure('c'), false, 'a success cleared the earlier failure');
   });
+
+  test('logins in progress are capped per address and in all, and each ended login frees its place', () => {
+    const limiter = new AuthLimiter({ maxStartupsPerAddress: 2, maxStartups: 3 });
+    assert.equal(limiter.startLogin('a'), undefined);
+    assert.equal(limiter.startLogin('a'), undefined);
+    assert.equal(limiter.startLogin('a'), 'address', 'a third from one address is over its cap');
+    assert.equal(limiter.startLogin('b'), undefined);
+    assert.equal(limiter.startLogin('c'), 'total', 'a fourth in all is over the total cap');
+    limiter.loginEnded('a');
+    assert.equal(limiter.startLogin('c'), undefined, 'an ended login frees a place in all');
+    assert.equal(limiter.startLogin('a'), 'total');
+    limiter.loginEnded('b');
+    limiter.loginEnded('b'); // a second end of one login changes nothing
+    assert.equal(limiter.startLogin('a'), undefined);
+    assert.equal(limiter.startLogin('d'), 'total');
+  });
 });
