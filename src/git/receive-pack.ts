@@ -89,9 +89,11 @@ class Session {
   private indexMs = 0;
   private receiveMs = 0;
   private draining: Promise<void> | undefined;
+  private readonly idleTimeoutMs: number;
 
   constructor(io: { input: Readable; output: Writable }, repo: Repository, hooks: ReceivePackHooks, options: ReceivePackOptions) {
-    this.input = new InputReader(io.input, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+    this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.input = new InputReader(io.input, this.idleTimeoutMs);
     this.output = io.output;
     this.repo = repo;
     this.hooks = hooks;
@@ -404,25 +406,46 @@ class Session {
     return !this.outputBroken && !this.output.destroyed && !this.output.writableEnded;
   }
 
-  /** Writes to the client; returns a promise, settled once the output drains, when it is full. */
+  /**
+   * Writes to the client; returns a promise, settled once the output drains, when it is full.
+   * A client that reads nothing for the idle timeout is given up on: its output is dropped from
+   * then on, so the deploy and the push end (and the app is released) without it.
+   */
   private send(data: Buffer): void | Promise<void> {
     if (!this.writable() || this.output.write(data)) return;
-    this.draining ??= new Promise<void>((resolve) => {
-      const done = () => {
-        this.output.off('drain', done);
-        this.output.off('close', done);
-        this.draining = undefined;
-        resolve();
-      };
-      this.output.on('drain', done);
-      this.output.on('close', done);
-    });
+    this.draining ??= this.untilWritten('drain').then(() => (this.draining = undefined));
     return this.draining;
   }
 
   private sendAndWait(data: Buffer): Promise<void> {
     if (!this.writable()) return Promise.resolve();
-    return new Promise((resolve) => this.output.write(data, () => resolve()));
+    let written!: () => void;
+    const callback = new Promise<void>((resolve) => (written = resolve));
+    this.output.write(data, () => written());
+    return this.untilWritten(callback);
+  }
+
+  /** Settles once the output drains (or `written` settles), closes, or the client has read nothing for the idle timeout. */
+  private untilWritten(what: 'drain' | Promise<void>): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer =
+        this.idleTimeoutMs > 0
+          ? setTimeout(() => {
+              if (!this.outputBroken) log.warn('git_client_not_reading', { app: this.repo.app, idleS: this.idleTimeoutMs / 1000 });
+              this.outputBroken = true;
+              done();
+            }, this.idleTimeoutMs)
+          : undefined;
+      const done = () => {
+        clearTimeout(timer);
+        this.output.off('drain', done);
+        this.output.off('close', done);
+        resolve();
+      };
+      if (what === 'drain') this.output.on('drain', done);
+      else void what.then(done);
+      this.output.on('close', done);
+    });
   }
 }
 
