@@ -4,11 +4,12 @@
 // disk (a real small tmpfs as the data dir) pushes are refused up front while state writes for a
 // running app still succeed. Each refusal names its flag and changes nothing.
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { gitRepo, makeKey, mustRun, nodeApp, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { BASE_IMAGE, gitRepo, makeKey, mustRun, nodeApp, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
 
 const work = tempDir('e2e-push-stall');
 let admin: { privateKey: string; publicKey: string };
@@ -44,6 +45,28 @@ process.stdin.on('data', (d) => {
   const part = d.length <= room ? d : d.subarray(0, room);
   child.stdin.write(part);
   sent += part.length;
+});
+child.on('exit', (code) => process.exit(code ?? 1));
+`,
+  );
+  return { ...daemon.gitEnv(admin.privateKey), GIT_SSH_COMMAND: [process.execPath, script, ...daemon.sshArgs(admin.privateKey)].join(' ') };
+}
+
+/**
+ * A GIT_SSH_COMMAND that runs the real ssh and passes on everything git writes, but stops reading
+ * what comes back after `bytes` bytes: a client that no longer reads the deploy's output.
+ */
+function deafSsh(daemon: Daemon, bytes: number): NodeJS.ProcessEnv {
+  const script = path.join(work, 'deaf-ssh.mjs');
+  fs.writeFileSync(
+    script,
+    `import { spawn } from 'node:child_process';
+const child = spawn('ssh', process.argv.slice(2), { stdio: ['inherit', 'pipe', 'inherit'] });
+let read = 0;
+child.stdout.on('data', (d) => {
+  read += d.length;
+  process.stdout.write(d);
+  if (read >= ${bytes}) child.stdout.pause();
 });
 child.on('exit', (code) => process.exit(code ?? 1));
 `,
@@ -102,6 +125,39 @@ describe('a push that stops sending, and the per-app disk quota', () => {
     t.diagnostic(push.stderr.trim());
     assert.match(push.stderr, /push refused: this push's pack has reached [\d.]+ MiB, which with stall's repository \([\d.]+ KiB\) and build cache \(0 bytes\) goes over its quota of 8 MiB set by berth serve --app-disk-quota; nothing was changed/);
     assert.deepEqual(repoSnapshot(daemon, APP), before, 'no ref moved, no pack or temp pack kept');
+  });
+});
+
+describe('a push whose client stops reading', () => {
+  const APP = 'deaf';
+  let daemon: Daemon;
+  let stuck: ChildProcess | undefined;
+
+  before(async () => {
+    daemon = await startDaemon({ args: ['--push-timeout', '3'] });
+    assert.equal(daemon.cli(['ssh-keys:add', 'push-admin', admin.publicKey]).code, 0);
+  });
+
+  after(async () => {
+    // The deaf client never exits on its own: end its process group (git, the wrapper, ssh).
+    if (stuck?.pid && stuck.exitCode === null) process.kill(-stuck.pid, 'SIGKILL');
+    daemon?.cli(['apps:destroy', APP, '--force']);
+    await daemon?.stop();
+  });
+
+  test('a client that stops reading the deploy\'s output is given up on after --push-timeout: the deploy finishes and the next push goes through', async () => {
+    const repo = path.join(work, APP);
+    // Megabytes of build output, far more than the SSH window and socket buffers hold.
+    gitRepo(repo, nodeApp('deaf', { Dockerfile: `FROM ${BASE_IMAGE}\nRUN head -c 8000000 /dev/zero | tr '\\0' x | fold -w 100\nCOPY . /app\nCMD ["node", "/app/server.js"]\n` }));
+    stuck = spawn('git', ['push', daemon.remote(APP), 'main'], { cwd: repo, env: deafSsh(daemon, 4096), stdio: 'ignore', detached: true });
+    await waitFor('the server to give up on the client', () => daemon.logs().includes('"event":"git_client_not_reading"'), 180_000);
+    await waitFor('the deploy to finish', () => /"event":"push_deployed","app":"deaf"/.test(daemon.logs()), 180_000);
+    assert.equal((await request(daemon.httpPort, `${APP}.${daemon.domain}`)).body, 'deaf\n');
+    assert.equal(stuck.exitCode, null, 'the client is still there, not reading');
+
+    const next = run('git', ['push', daemon.remote(APP), 'main:refs/heads/stored'], { cwd: repo, env: daemon.gitEnv(admin.privateKey), timeoutMs: 60_000 });
+    assert.equal(next.code, 0, next.stderr);
+    assert.doesNotMatch(next.stderr, /Another push to deaf is running/);
   });
 });
 
