@@ -515,6 +515,15 @@ describe('receive-pack protocol', () => {
     assert.deepEqual(await leftovers(), []);
   });
 
+  test('a client that stops in the middle of its pack is given up on after the idle timeout, leaving no ref and no temp file', async () => {
+    const pack = await packObjects(f.work, [head]);
+    const r = await exchange(repo, [commands([`${ZERO_OID} ${head} refs/heads/main`]), pack.subarray(0, pack.length - 30)], { end: false, options: { idleTimeoutMs: 100 } });
+    assert.equal(errorCode(r.error), 'git_client_idle');
+    assert.match(r.out.fatal, /push refused: the client sent nothing for 0.1 s \(berth serve --push-timeout\); nothing was changed/);
+    assert.deepEqual(await repo.listRefs(), []);
+    assert.deepEqual(await leftovers(), []);
+  });
+
   test('a client that stops reading is given up on after the idle timeout: the hook runs to its end, the push is applied, later output is dropped', async () => {
     const pack = await packObjects(f.work, [head]);
     const input = new PassThrough();

@@ -254,7 +254,12 @@ class Session {
     let chunk: Buffer | null = first;
     while (!(await receiver.write(chunk))) {
       // A large pack's end is found by the child indexing it, which may say so between chunks.
-      const next = await this.input.read(receiver.completion);
+      const next = await this.input.read(receiver.completion).catch(async (e: unknown): Promise<typeof STOPPED> => {
+        // A client that sent its whole pack waits for the report in silence: when the child,
+        // still working through the last bytes, finds the pack complete, berth was the one behind.
+        if (isUserError(e) && e.code === 'git_client_idle' && (await settlesWithin(receiver.completion, this.idleTimeoutMs))) return STOPPED;
+        throw e;
+      });
       if (next === STOPPED) {
         await receiver.completion;
         return;
@@ -545,6 +550,17 @@ class InputReader {
         resolve();
       };
     });
+  }
+}
+
+/** Whether `promise` resolves within `ms` (false when it rejects or takes longer). */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true, () => false), late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
