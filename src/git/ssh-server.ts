@@ -55,7 +55,7 @@ export class SshServer {
   /** Addresses whose turned-away connections were logged in the current block, to keep the log short. */
   private readonly loggedBlocks = new Set<string>();
   /** Logins in progress by `address port`: each ends its accounting once, on authentication or close. */
-  private readonly loginsInProgress = new Map<string, () => void>();
+  private readonly loginsInProgress = new Map<string, { end: () => void; socket: net.Socket }>();
   /** Caps that turned a connection away since the last one was let in, to log each once. */
   private readonly loggedStartupCaps = new Set<string>();
 
@@ -108,6 +108,8 @@ export class SshServer {
     const listener = this.listener;
     this.listener = undefined;
     for (const c of this.clients) c.end();
+    // Logins in progress have nothing to finish; those that never spoke SSH are no client yet.
+    for (const { socket } of this.loginsInProgress.values()) socket.destroy();
     if (listener?.listening) await new Promise<void>((resolve) => listener.close(() => resolve()));
   }
 
@@ -146,20 +148,22 @@ export class SshServer {
             socket.destroy();
           }, limits.loginGraceMs)
         : undefined;
+    let ended = false;
     const end = () => {
-      if (this.loginsInProgress.get(id) !== end) return;
-      this.loginsInProgress.delete(id);
+      if (ended) return;
+      ended = true;
       clearTimeout(timer);
       this.limiter.loginEnded(address);
+      if (this.loginsInProgress.get(id)?.end === end) this.loginsInProgress.delete(id);
     };
-    this.loginsInProgress.set(id, end);
+    this.loginsInProgress.set(id, { end, socket });
     socket.once('close', end);
     return true;
   }
 
   /** Ends the login's accounting (and its grace timer) once the client has authenticated. */
   private trackLogin(client: Connection, address: string, port: number): void {
-    client.once('ready', () => this.loginsInProgress.get(`${address} ${port}`)?.());
+    client.once('ready', () => this.loginsInProgress.get(`${address} ${port}`)?.end());
   }
 
   private accept(client: Connection, address: string): void {
