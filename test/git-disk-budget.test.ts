@@ -47,13 +47,15 @@ test('the pack receiver refuses a pack as it reaches the budget and leaves no fi
   assert.deepEqual(fs.readdirSync(path.join(gitdir, 'objects', 'pack')), []);
 });
 
-test('directory sizes add up the files below, and the free space of a real file system is read', async () => {
+test('directory sizes add up everything below (links not followed), and the free space of a real file system is read', async () => {
   const dir = path.join(root, 'tree');
   fs.mkdirSync(path.join(dir, 'a', 'b'), { recursive: true });
   fs.writeFileSync(path.join(dir, 'one'), Buffer.alloc(1000));
   fs.writeFileSync(path.join(dir, 'a', 'b', 'two'), Buffer.alloc(234));
   fs.symlinkSync('/etc/passwd', path.join(dir, 'a', 'link'));
-  assert.equal(await directoryBytes(dir), 1234 + fs.lstatSync(path.join(dir, 'a', 'link')).size);
+  // The files, the link and the three directories themselves.
+  const dirs = [dir, path.join(dir, 'a'), path.join(dir, 'a', 'b')].reduce((n, d) => n + fs.lstatSync(d).size, 0);
+  assert.equal(await directoryBytes(dir), 1234 + fs.lstatSync(path.join(dir, 'a', 'link')).size + dirs);
   assert.equal(await directoryBytes(path.join(root, 'missing')), 0);
   assert.ok((await freeBytes(root)) > 0);
 });

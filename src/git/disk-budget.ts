@@ -2,10 +2,13 @@
 // --app-disk-quota) less what they use, and the data dir's free space less what berth keeps free
 // (--min-free-disk), whichever is smaller. Measured once per push, under the app's lock; the
 // pack receiver holds the pack to it as the bytes arrive.
-import { lstat, readdir, statfs } from 'node:fs/promises';
-import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { lstat, statfs } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { UserError } from '../errors.ts';
 import { formatBytes } from '../push-limits.ts';
+
+const execFileAsync = promisify(execFile);
 
 export interface DiskRules {
   /** Bytes the app's repository and build cache may use together (--app-disk-quota). */
@@ -64,20 +67,23 @@ export async function freeBytes(dir: string): Promise<number> {
   return s.bavail * s.bsize;
 }
 
-/** Bytes the files under `dir` take (their sizes, symlinks not followed); 0 when it does not exist. */
+/**
+ * Bytes the files and directories under `dir` take (apparent sizes, symlinks not followed); 0
+ * when it does not exist. Measured by `du`, an order of magnitude faster than a walk in Node
+ * over a build cache of a hundred thousand files. The caller holds the app's lock, so nothing
+ * writes there meanwhile.
+ */
 export async function directoryBytes(dir: string): Promise<number> {
-  let total = 0;
-  let entries;
   try {
-    entries = await readdir(dir, { withFileTypes: true });
+    await lstat(dir);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
     throw e;
   }
-  for (const entry of entries) {
-    const full = path.join(dir, entry.name);
-    if (entry.isDirectory()) total += await directoryBytes(full);
-    else total += await lstat(full).then((s) => s.size, () => 0);
-  }
-  return total;
+  const { stdout } = await execFileAsync('du', ['-s', '-b', '--', dir], { maxBuffer: 1 << 20 }).catch((e: unknown) => {
+    throw new Error(`measuring ${dir} with du: ${(e as Error).message}`, { cause: e });
+  });
+  const bytes = Number(/^(\d+)\s/.exec(stdout)?.[1]);
+  if (!Number.isSafeInteger(bytes)) throw new Error(`measuring ${dir} with du: unexpected output ${JSON.stringify(stdout.slice(0, 200))}`);
+  return bytes;
 }
