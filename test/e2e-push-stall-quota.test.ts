@@ -1,6 +1,8 @@
 // Pushes that would hold an app or fill the disk, with the real git over the real OpenSSH client
 // against the real binary: a push that stops sending fails after --push-timeout and releases the
-// app; a push beyond the app's --app-disk-quota is refused as the pack streams; on a nearly full
+// app, as does a push whose client stops reading; a push beyond the app's --app-disk-quota
+// (repository and build cache volume together) is refused as the pack streams, or up front when
+// the app is over it already; on a nearly full
 // disk (a real small tmpfs as the data dir) pushes are refused up front while state writes for a
 // running app still succeed. Each refusal names its flag and changes nothing.
 import assert from 'node:assert/strict';
@@ -125,6 +127,24 @@ describe('a push that stops sending, and the per-app disk quota', () => {
     t.diagnostic(push.stderr.trim());
     assert.match(push.stderr, /push refused: this push's pack has reached [\d.]+ MiB, which with stall's repository \([\d.]+ KiB\) and build cache \(0 bytes\) goes over its quota of 8 MiB set by berth serve --app-disk-quota; nothing was changed/);
     assert.deepEqual(repoSnapshot(daemon, APP), before, 'no ref moved, no pack or temp pack kept');
+  });
+
+  test('the app\'s build cache counts toward its quota: with the cache over it, a push is refused up front and changes nothing', (t) => {
+    const volume = `berth-cache.${daemon.instance}.${APP}`;
+    mustRun('docker', ['volume', 'create', volume]);
+    try {
+      const mountpoint = mustRun('docker', ['volume', 'inspect', '-f', '{{.Mountpoint}}', volume]).trim();
+      fs.writeFileSync(path.join(mountpoint, 'cache.bin'), Buffer.alloc(9 * 1024 * 1024));
+      const before = repoSnapshot(daemon, APP);
+      gitRepo(repo, { 'small.txt': 'small\n' }, 'small');
+      const push = run('git', ['push', daemon.remote(APP), 'HEAD:refs/heads/small'], { cwd: repo, env: daemon.gitEnv(admin.privateKey), timeoutMs: 120_000 });
+      assert.notEqual(push.code, 0);
+      t.diagnostic(push.stderr.trim());
+      assert.match(push.stderr, /push refused: stall uses [\d.]+ MiB \(repository [\d.]+ KiB, build cache 9 MiB\), at or over its quota of 8 MiB set by berth serve --app-disk-quota; nothing was changed/);
+      assert.deepEqual(repoSnapshot(daemon, APP), before);
+    } finally {
+      mustRun('docker', ['volume', 'rm', '-f', volume]);
+    }
   });
 });
 
