@@ -2,9 +2,9 @@
 // against the real binary: a push that stops sending fails after --push-timeout and releases the
 // app, as does a push whose client stops reading; a push beyond the app's --app-disk-quota
 // (repository and build cache volume together) is refused as the pack streams, or up front when
-// the app is over it already; on a nearly full
-// disk (a real small tmpfs as the data dir) pushes are refused up front while state writes for a
-// running app still succeed. Each refusal names its flag and changes nothing.
+// the app is over it already; on a nearly full disk (a real small tmpfs as the data dir) pushes
+// are refused up front while state writes for a running app still succeed. Each refusal names
+// its flag and changes nothing.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
