@@ -202,7 +202,7 @@ describe('a nearly full disk', () => {
     if (mounted) mustRun('umount', [mount]);
   });
 
-  test('pushes are refused up front with a message naming --min-free-disk, changing nothing, while config:set and domains:add on the running app succeed', async (t) => {
+  test('pushes are refused up front with a message naming --min-free-disk, changing nothing, while config:set, domains:add and ps:scale on the running app succeed', async (t) => {
     const d = daemon!;
     const repo = path.join(work, APP);
     gitRepo(repo, nodeApp('full'));
@@ -230,6 +230,8 @@ describe('a nearly full disk', () => {
     assert.equal(config.code, 0, config.stderr);
     const domain = d.ssh(admin.privateKey, `domains:add ${APP} full.example.test`);
     assert.equal(domain.code, 0, domain.stderr);
+    const scale = d.ssh(admin.privateKey, `ps:scale ${APP} web=2`);
+    assert.equal(scale.code, 0, scale.stderr);
     assert.match(d.ssh(admin.privateKey, `config:get ${APP} GREETING`).stdout, /still-writable/);
     assert.equal((await request(d.httpPort, `${APP}.${d.domain}`)).body, 'full\n');
 
