@@ -80,6 +80,21 @@ export interface Config {
    * link-local, this server's own), by host name or address as the URL names it. Default: none.
    */
   fetchAllowHosts: string[];
+  /**
+   * How long a push may send nothing while berth waits for its commands or pack, in ms; then it
+   * fails and changes nothing. Default 120 s: git compresses a large push before it sends a byte.
+   */
+  pushTimeout: number;
+  /** Disk one app's repository and build cache may use together; a push beyond it is refused as the pack arrives. Default 2 GiB. */
+  appDiskQuota: number;
+  /** Free space berth keeps on the data dir's file system: a push that would go below is refused. Default 1 GiB. */
+  minFreeDisk: number;
+  /** How long an SSH connection may take to authenticate before it is closed, in ms; 0 never. Default 30 s (OpenSSH: 120 s). */
+  sshLoginGraceTime: number;
+  /** SSH connections not yet authenticated in all; more are closed at once. Default 100 (OpenSSH's MaxStartups). */
+  sshMaxStartups: number;
+  /** SSH connections not yet authenticated from one address; more are closed at once. Default 10. */
+  sshMaxStartupsPerAddress: number;
 }
 
 /** The official Heroku buildpacks, in herokuish's detection order. */
@@ -130,6 +145,12 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'maxPushRefs', flag: '--max-push-refs', env: 'BERTH_MAX_PUSH_REFS', kind: 'count', max: 1_000_000, describe: 'most refs one git push may update (default 10000)' },
   { key: 'maxAppDomains', flag: '--max-app-domains', env: 'BERTH_MAX_APP_DOMAINS', kind: 'count', max: 100_000, describe: `most domains one app may have, its default APP.DOMAIN included (default ${DEFAULT_MAX_APP_DOMAINS})` },
   { key: 'maxAppAcmeOrders', flag: '--max-app-acme-orders', env: 'BERTH_MAX_APP_ACME_ORDERS', kind: 'count', max: 100_000, describe: `most ACME orders one app's domains may place in an hour, renewals and retries included (default ${DEFAULT_MAX_APP_ACME_ORDERS})` },
+  { key: 'pushTimeout', flag: '--push-timeout', env: 'BERTH_PUSH_TIMEOUT', kind: 'seconds', describe: 'seconds a git push may send nothing before it fails and changes nothing; 0 never (default 120)' },
+  { key: 'appDiskQuota', flag: '--app-disk-quota', env: 'BERTH_APP_DISK_QUOTA', kind: 'bytes', describe: 'disk one app\'s repository and build cache may use together; a push beyond it is refused (default 2g)' },
+  { key: 'minFreeDisk', flag: '--min-free-disk', env: 'BERTH_MIN_FREE_DISK', kind: 'bytes', describe: 'free space kept on the data dir\'s file system: pushes that would go below are refused (default 1g)' },
+  { key: 'sshLoginGraceTime', flag: '--ssh-login-grace-time', env: 'BERTH_SSH_LOGIN_GRACE_TIME', kind: 'seconds', describe: 'seconds an SSH connection may take to authenticate before it is closed; 0 never (default 30)' },
+  { key: 'sshMaxStartups', flag: '--ssh-max-startups', env: 'BERTH_SSH_MAX_STARTUPS', kind: 'count', max: 100_000, describe: 'SSH connections not yet authenticated in all; more are closed at once (default 100)' },
+  { key: 'sshMaxStartupsPerAddress', flag: '--ssh-max-startups-per-address', env: 'BERTH_SSH_MAX_STARTUPS_PER_ADDRESS', kind: 'count', max: 100_000, describe: 'SSH connections not yet authenticated from one address; more are closed at once (default 10)' },
   { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
   { key: 'fetchAllowHosts', flag: '--fetch-allow-host', env: 'BERTH_FETCH_ALLOW_HOST', kind: 'list', repeatable: true, describe: 'a host buildpack fetches may reach although it is not a public address (loopback, private, link-local, this server); repeatable, or comma-separated (default: none)' },
   { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
@@ -165,6 +186,13 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     maxAppDomains: DEFAULT_MAX_APP_DOMAINS,
     maxAppAcmeOrders: DEFAULT_MAX_APP_ACME_ORDERS,
     fetchAllowHosts: [],
+    pushTimeout: 120_000,
+    appDiskQuota: 2 * 1024 ** 3,
+    minFreeDisk: 1024 ** 3,
+    // As DEFAULT_AUTH_LIMITS in src/git/auth-limiter.ts (test/config.test.ts holds them equal).
+    sshLoginGraceTime: 30_000,
+    sshMaxStartups: 100,
+    sshMaxStartupsPerAddress: 10,
   };
 }
 
@@ -259,6 +287,11 @@ export function pushLimitsOf(config: Config): PushLimits {
     objects: config.maxPushObjects,
     refs: config.maxPushRefs,
   };
+}
+
+/** The SSH server's limits before authentication, from the config (see src/git/auth-limiter.ts). */
+export function sshLoginLimitsOf(config: Config): { loginGraceMs: number; maxStartups: number; maxStartupsPerAddress: number } {
+  return { loginGraceMs: config.sshLoginGraceTime, maxStartups: config.sshMaxStartups, maxStartupsPerAddress: config.sshMaxStartupsPerAddress };
 }
 
 /** Data dir layout: every path berth writes lives under the data dir. */

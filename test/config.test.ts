@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { loadConfig, pushLimitsOf, SERVE_FLAGS } from '../src/config.ts';
+import { loadConfig, pushLimitsOf, SERVE_FLAGS, sshLoginLimitsOf } from '../src/config.ts';
+import { DEFAULT_AUTH_LIMITS } from '../src/git/auth-limiter.ts';
 import { UserError } from '../src/errors.ts';
 import { DEFAULT_PUSH_LIMITS } from '../src/push-limits.ts';
 
@@ -98,4 +99,22 @@ test('the caps on one git push have documented defaults, flags and BERTH_* varia
     assert.match(e.message, /--max-delta-depth: "5000" is not a whole number from 1 to 4095/);
     return true;
   });
+});
+
+test('the SSH login limits, the push timeout and the disk limits have documented defaults and flags, and the login limits match the SSH server\'s', () => {
+  const d = loadConfig([], {});
+  assert.equal(d.pushTimeout, 120_000);
+  assert.equal(d.appDiskQuota, 2 * 1024 ** 3);
+  assert.equal(d.minFreeDisk, 1024 ** 3);
+  const { loginGraceMs, maxStartups, maxStartupsPerAddress } = DEFAULT_AUTH_LIMITS;
+  assert.deepEqual(sshLoginLimitsOf(d), { loginGraceMs, maxStartups, maxStartupsPerAddress });
+  const c = loadConfig(['--push-timeout', '5', '--app-disk-quota=500m', '--ssh-login-grace-time', '0', '--ssh-max-startups', '20'], {
+    BERTH_MIN_FREE_DISK: '10g',
+    BERTH_SSH_MAX_STARTUPS_PER_ADDRESS: '3',
+  });
+  assert.equal(c.pushTimeout, 5000);
+  assert.equal(c.appDiskQuota, 500 * 1024 ** 2);
+  assert.equal(c.minFreeDisk, 10 * 1024 ** 3);
+  assert.deepEqual(sshLoginLimitsOf(c), { loginGraceMs: 0, maxStartups: 20, maxStartupsPerAddress: 3 });
+  assert.throws(() => loadConfig(['--push-timeout', 'soon', '--ssh-max-startups', '0', '--app-disk-quota', '1k'], {}), /3 problems/);
 });

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { isUserError, UserError } from '../src/errors.ts';
 import { FLUSH, pkt, PktLineReader } from '../src/git/pkt-line.ts';
@@ -513,5 +513,42 @@ describe('receive-pack protocol', () => {
     assert.equal(errorCode(r.error), 'git_client_idle');
     assert.match(r.out.fatal, /sent nothing for/);
     assert.deepEqual(await leftovers(), []);
+  });
+
+  test('a client that stops in the middle of its pack is given up on after the idle timeout, leaving no ref and no temp file', async () => {
+    const pack = await packObjects(f.work, [head]);
+    const r = await exchange(repo, [commands([`${ZERO_OID} ${head} refs/heads/main`]), pack.subarray(0, pack.length - 30)], { end: false, options: { idleTimeoutMs: 100 } });
+    assert.equal(errorCode(r.error), 'git_client_idle');
+    assert.match(r.out.fatal, /push refused: the client sent nothing for 0.1 s \(berth serve --push-timeout\); nothing was changed/);
+    assert.deepEqual(await repo.listRefs(), []);
+    assert.deepEqual(await leftovers(), []);
+  });
+
+  test('a client that stops reading is given up on after the idle timeout: the hook runs to its end, the push is applied, later output is dropped', async () => {
+    const pack = await packObjects(f.work, [head]);
+    const input = new PassThrough();
+    // Takes one write and never finishes it: a client that reads nothing more.
+    const output = new Writable({ highWaterMark: 1024, write: () => undefined });
+    let waits = 0;
+    let hookDone = false;
+    const done = serveReceivePack({ input, output }, repo, {
+      preReceive: async (_updates, progress) => {
+        for (let i = 0; i < 50; i++) {
+          const full = progress('x'.repeat(500));
+          if (full) {
+            waits++;
+            await full;
+          }
+        }
+        hookDone = true;
+      },
+    }, { idleTimeoutMs: 100 });
+    input.write(commands([`${ZERO_OID} ${head} refs/heads/main`]));
+    // Ended, so that only the output can wait on the client.
+    input.end(pack);
+    await done;
+    assert.ok(hookDone);
+    assert.equal(waits, 1, 'the hook waited for the client once, then its output was dropped');
+    assert.equal(await repo.resolveRef('refs/heads/main'), head);
   });
 });

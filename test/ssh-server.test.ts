@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -102,5 +103,44 @@ describe('AuthLimiter', () => {
     limiter.recordFailure('c');
     limiter.recordSuccess('c');
     assert.equal(limiter.recordFailure('c'), false, 'a success cleared the earlier failure');
+  });
+
+  test('logins in progress are capped per address and in all, and each ended login frees its place', () => {
+    const limiter = new AuthLimiter({ maxStartupsPerAddress: 2, maxStartups: 3 });
+    assert.equal(limiter.startLogin('a'), undefined);
+    assert.equal(limiter.startLogin('a'), undefined);
+    assert.equal(limiter.startLogin('a'), 'address', 'a third from one address is over its cap');
+    assert.equal(limiter.startLogin('b'), undefined);
+    assert.equal(limiter.startLogin('c'), 'total', 'a fourth in all is over the total cap');
+    limiter.loginEnded('a');
+    assert.equal(limiter.startLogin('c'), undefined, 'an ended login frees a place in all');
+    assert.equal(limiter.startLogin('a'), 'total');
+    limiter.loginEnded('b');
+    limiter.loginEnded('b'); // a second end of one login changes nothing
+    assert.equal(limiter.startLogin('a'), undefined);
+    assert.equal(limiter.startLogin('d'), 'total');
+  });
+});
+
+describe('connections that never authenticate', () => {
+  test('stop() closes them at once instead of waiting for their grace time', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-ssh-stop-'));
+    try {
+      const keys = new KeyStore(path.join(dir, 'keys.json'));
+      await keys.load();
+      const server = new SshServer({ port: 0, bindHost: '127.0.0.1', hostKey: ssh2.utils.generateKeyPairSync('ed25519').private, keys, authLimits: { loginGraceMs: 60_000 }, onExec: async () => 0 });
+      await server.start();
+      const socket = net.connect({ host: '127.0.0.1', port: server.port });
+      socket.on('error', () => undefined);
+      socket.resume(); // read, so the server's close is seen
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const started = Date.now();
+      await server.stop();
+      await closed;
+      assert.ok(Date.now() - started < 10_000, 'stop() waited for the grace time');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

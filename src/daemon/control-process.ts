@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from '../cli/control-server.ts';
 import { COMMANDS, runCommand } from '../cli/registry.ts';
-import { dataPaths, loadConfig } from '../config.ts';
+import { dataPaths, loadConfig, sshLoginLimitsOf } from '../config.ts';
 import { createExecHandler } from '../git/exec-router.ts';
 import { loadOrCreateHostKey } from '../git/host-key.ts';
 import { KeyStore } from '../git/key-store.ts';
@@ -108,7 +108,7 @@ export async function runControl(argv: string[]): Promise<number> {
     const keys = new KeyStore(paths.keys);
     // Read only: until it takes over, this process writes nothing (a retiring one may still).
     await keys.load({ readOnly: true });
-    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys, onExec: createExecHandler(takeOver.routes((name) => COMMANDS.some((c) => c.name === name))) });
+    ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys, onExec: createExecHandler(takeOver.routes((name) => COMMANDS.some((c) => c.name === name))), authLimits: sshLoginLimitsOf(config) });
     await ssh.start();
     send({ t: 'hello' });
     // A supervisor older than take-over does not answer: it starts a control plane only once the old one is gone.

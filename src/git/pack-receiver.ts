@@ -7,10 +7,13 @@ import { randomBytes } from 'node:crypto';
 import { UserError } from '../errors.ts';
 import { StreamingIndexer } from './index-pack-process.ts';
 import { formatBytes, pushLimitError, pushLimits, type PushLimits } from '../push-limits.ts';
+import type { DiskBudget } from './disk-budget.ts';
 
 export interface PackReceiverOptions {
   /** The caps on the pack and its objects; see push-limits.ts. Default DEFAULT_PUSH_LIMITS. */
   limits?: Partial<PushLimits>;
+  /** What the pack may take on disk (the app's quota, the free space kept); see disk-budget.ts. Default: no budget. */
+  budget?: DiskBudget;
 }
 
 export interface StoredPack {
@@ -47,6 +50,7 @@ const SIGNATURE = Buffer.from('PACK', 'latin1');
 export class PackReceiver {
   private readonly gitdir: string;
   private readonly limits: PushLimits;
+  private readonly budget: DiskBudget | undefined;
   private readonly tempDir: string;
   private header = Buffer.alloc(0);
   private received = 0;
@@ -62,6 +66,7 @@ export class PackReceiver {
   constructor(gitdir: string, options: PackReceiverOptions = {}) {
     this.gitdir = gitdir;
     this.limits = pushLimits(options.limits);
+    this.budget = options.budget;
     // Under objects/pack/ so the final renames stay on one file system; readers only look for
     // `*.idx` files there, so a directory in progress is invisible to them.
     this.tempDir = path.join(gitdir, 'objects', 'pack', `tmp_pack_${randomBytes(6).toString('hex')}`);
@@ -90,7 +95,7 @@ export class PackReceiver {
   /**
    * Appends pack bytes. Resolves true once the pack is known to be complete. Rejects with a
    * UserError on a bad header or bytes past the trailer (`git_pack_invalid`), on a pack beyond a
-   * cap (`git_push_limit`), or when the indexing child finds it bad.
+   * cap (`git_push_limit`) or the disk budget (`disk_quota`, `disk_full`), or when the indexing child finds it bad.
    */
   async write(chunk: Buffer): Promise<boolean> {
     if (chunk.length === 0) return this.done;
@@ -99,6 +104,7 @@ export class PackReceiver {
     if (this.received + chunk.length > this.limits.packBytes) {
       throw pushLimitError('packBytes', `the pack has reached ${formatBytes(this.received + chunk.length)}`, this.limits);
     }
+    if (this.budget && this.received + chunk.length > this.budget.bytes) throw this.budget.refuse(this.received + chunk.length);
     this.checkHeader(chunk);
     this.received += chunk.length;
     await (this.indexer ?? (await this.startIndexer())).write(chunk);

@@ -5,6 +5,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Output } from '../ui/output.ts';
 import { StreamOutput } from '../ui/output.ts';
 import type { PushLimits } from '../push-limits.ts';
+import type { DiskBudget } from './disk-budget.ts';
 import { serveReceivePack, type RefUpdate } from './receive-pack.ts';
 import { ZERO_OID, type Repository } from './repository.ts';
 
@@ -17,7 +18,16 @@ export const DEPLOY_BRANCHES = ['refs/heads/main', 'refs/heads/master'] as const
  */
 export type DeployStep = (commit: string, out: Output) => Promise<string | undefined>;
 
-export async function receivePush(streams: { input: Readable; output: Writable }, repo: Repository, limits: PushLimits, deploy: DeployStep): Promise<void> {
+export interface PushRules {
+  /** The caps on one push (push-limits.ts). */
+  limits: PushLimits;
+  /** How long the client may send nothing while berth waits for its commands or pack (--push-timeout); 0 never. */
+  idleTimeoutMs: number;
+  /** What the pack may take on disk (disk-budget.ts). */
+  diskBudget?: DiskBudget;
+}
+
+export async function receivePush(streams: { input: Readable; output: Writable }, repo: Repository, rules: PushRules, deploy: DeployStep): Promise<void> {
   await serveReceivePack(streams, repo, {
     preReceive: async (updates, progress) => {
       const out = new StreamOutput((s) => progress(s.toString()));
@@ -33,7 +43,7 @@ export async function receivePush(streams: { input: Readable; output: Writable }
       if (rejected !== undefined) verdicts.set(chosen.ref, rejected);
       return verdicts;
     },
-  }, { limits });
+  }, { limits: rules.limits, idleTimeoutMs: rules.idleTimeoutMs, ...(rules.diskBudget ? { diskBudget: rules.diskBudget } : {}) });
 }
 
 // main wins over master when both arrive in one push; deletions never deploy.

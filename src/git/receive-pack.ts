@@ -5,6 +5,7 @@ import { StreamOutput } from '../ui/output.ts';
 import { describeForUser, isUserError, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { PackReceiver, removePack, type StoredPack } from './pack-receiver.ts';
+import type { DiskBudget } from './disk-budget.ts';
 import { pushLimitError, pushLimits, type PushLimits } from '../push-limits.ts';
 import { FLUSH, packetText, pkt, PktLineReader, sideband } from './pkt-line.ts';
 import { checkRefName, type Repository, ZERO_OID } from './repository.ts';
@@ -28,8 +29,10 @@ export type Progress = (text: string) => void | Promise<void>;
 export interface ReceivePackOptions {
   /** The caps on one push (pack bytes, objects, refs, object size, delta depth); see push-limits.ts. Default DEFAULT_PUSH_LIMITS. */
   limits?: Partial<PushLimits>;
-  /** Give up when the client sends nothing for this long while berth waits for commands or pack bytes; 0 never. Default 10 minutes. */
+  /** Give up when the client sends nothing for this long while berth waits for commands or pack bytes; 0 never. Default 10 minutes (berth serve sets --push-timeout). */
   idleTimeoutMs?: number;
+  /** What the pack may take on disk; see disk-budget.ts. Default: no budget. */
+  diskBudget?: DiskBudget;
 }
 
 /** What berth's receive-pack offers. `no-thin` makes git send self-contained packs. */
@@ -86,9 +89,11 @@ class Session {
   private indexMs = 0;
   private receiveMs = 0;
   private draining: Promise<void> | undefined;
+  private readonly idleTimeoutMs: number;
 
   constructor(io: { input: Readable; output: Writable }, repo: Repository, hooks: ReceivePackHooks, options: ReceivePackOptions) {
-    this.input = new InputReader(io.input, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+    this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.input = new InputReader(io.input, this.idleTimeoutMs);
     this.output = io.output;
     this.repo = repo;
     this.hooks = hooks;
@@ -115,7 +120,7 @@ class Session {
     let stored: StoredPack | undefined;
     if (commands.some((c) => c.newOid !== ZERO_OID)) {
       const receiveStarted = performance.now();
-      const receiver = new PackReceiver(this.repo.gitdir, { limits: this.limits });
+      const receiver = new PackReceiver(this.repo.gitdir, { limits: this.limits, ...(this.options.diskBudget ? { budget: this.options.diskBudget } : {}) });
       try {
         await this.receivePack(receiver, reader.leftover());
       } catch (e) {
@@ -249,7 +254,12 @@ class Session {
     let chunk: Buffer | null = first;
     while (!(await receiver.write(chunk))) {
       // A large pack's end is found by the child indexing it, which may say so between chunks.
-      const next = await this.input.read(receiver.completion);
+      const next = await this.input.read(receiver.completion).catch(async (e: unknown): Promise<typeof STOPPED> => {
+        // A client that sent its whole pack waits for the report in silence: when the child,
+        // still working through the last bytes, finds the pack complete, berth was the one behind.
+        if (isUserError(e) && e.code === 'git_client_idle' && (await settlesWithin(receiver.completion, this.idleTimeoutMs))) return STOPPED;
+        throw e;
+      });
       if (next === STOPPED) {
         await receiver.completion;
         return;
@@ -401,25 +411,46 @@ class Session {
     return !this.outputBroken && !this.output.destroyed && !this.output.writableEnded;
   }
 
-  /** Writes to the client; returns a promise, settled once the output drains, when it is full. */
+  /**
+   * Writes to the client; returns a promise, settled once the output drains, when it is full.
+   * A client that reads nothing for the idle timeout is given up on: its output is dropped from
+   * then on, so the deploy and the push end (and the app is released) without it.
+   */
   private send(data: Buffer): void | Promise<void> {
     if (!this.writable() || this.output.write(data)) return;
-    this.draining ??= new Promise<void>((resolve) => {
-      const done = () => {
-        this.output.off('drain', done);
-        this.output.off('close', done);
-        this.draining = undefined;
-        resolve();
-      };
-      this.output.on('drain', done);
-      this.output.on('close', done);
-    });
+    this.draining ??= this.untilWritten('drain').then(() => (this.draining = undefined));
     return this.draining;
   }
 
   private sendAndWait(data: Buffer): Promise<void> {
     if (!this.writable()) return Promise.resolve();
-    return new Promise((resolve) => this.output.write(data, () => resolve()));
+    let written!: () => void;
+    const callback = new Promise<void>((resolve) => (written = resolve));
+    this.output.write(data, () => written());
+    return this.untilWritten(callback);
+  }
+
+  /** Settles once the output drains (or `written` settles), closes, or the client has read nothing for the idle timeout. */
+  private untilWritten(what: 'drain' | Promise<void>): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer =
+        this.idleTimeoutMs > 0
+          ? setTimeout(() => {
+              if (!this.outputBroken) log.warn('git_client_not_reading', { app: this.repo.app, idleS: this.idleTimeoutMs / 1000 });
+              this.outputBroken = true;
+              done();
+            }, this.idleTimeoutMs)
+          : undefined;
+      const done = () => {
+        clearTimeout(timer);
+        this.output.off('drain', done);
+        this.output.off('close', done);
+        resolve();
+      };
+      if (what === 'drain') this.output.on('drain', done);
+      else void what.then(done);
+      this.output.on('close', done);
+    });
   }
 }
 
@@ -509,7 +540,7 @@ class InputReader {
       const timer =
         this.idleTimeoutMs > 0
           ? setTimeout(() => {
-              this.failure ??= new UserError('git_client_idle', `the client sent nothing for ${Math.round(this.idleTimeoutMs / 1000)} s`);
+              this.failure ??= new UserError('git_client_idle', `push refused: the client sent nothing for ${+(this.idleTimeoutMs / 1000).toFixed(1)} s (berth serve --push-timeout); nothing was changed`);
               this.onChange();
             }, this.idleTimeoutMs)
           : undefined;
@@ -519,6 +550,17 @@ class InputReader {
         resolve();
       };
     });
+  }
+}
+
+/** Whether `promise` resolves within `ms` (false when it rejects or takes longer). */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true, () => false), late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

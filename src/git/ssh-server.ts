@@ -3,7 +3,9 @@
 // each refusal logged with the key's name), each exec handed to one handler with the key as it
 // is now (looked up by fingerprint: a multiplexed connection outlives changes to its key), and
 // a removed key's connections closed. A client may ask for a terminal (ssh -t) for its exec;
-// its size and changes are passed on.
+// its size and changes are passed on. Before authentication a connection has a grace time, and
+// such connections are capped per address and in all; the transport offers only the algorithms
+// of ssh-algorithms.ts.
 import { createHash } from 'node:crypto';
 import net, { type AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
@@ -13,6 +15,7 @@ import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { AuthLimiter, type AuthLimits } from './auth-limiter.ts';
+import { SSH_ALGORITHMS } from './ssh-algorithms.ts';
 import type { KeyRecord, KeyStore } from './key-store.ts';
 
 export interface ExecRequest {
@@ -42,7 +45,7 @@ export interface SshServerOptions {
   onExec: ExecHandler;
   /** A listening socket handed over by the supervisor (its file descriptor): served instead of binding `port`. */
   fd?: number;
-  /** Failed-login limits per source address; see auth-limiter.ts for the defaults. */
+  /** Failed-login limits per source address, login grace time, caps on logins in progress; see auth-limiter.ts for the defaults. */
   authLimits?: Partial<AuthLimits>;
 }
 
@@ -56,6 +59,10 @@ export class SshServer {
   private readonly limiter: AuthLimiter;
   /** Addresses whose turned-away connections were logged in the current block, to keep the log short. */
   private readonly loggedBlocks = new Set<string>();
+  /** Logins in progress by `address port`: each ends its accounting once, on authentication or close. */
+  private readonly loginsInProgress = new Map<string, { end: () => void; socket: net.Socket }>();
+  /** Caps that turned a connection away since the last one was let in, to log each once. */
+  private readonly loggedStartupCaps = new Set<string>();
 
   constructor(options: SshServerOptions) {
     this.options = options;
@@ -68,11 +75,16 @@ export class SshServer {
 
   async start(): Promise<void> {
     this.stopWatchingKeys = this.options.keys.onChange(() => this.closeRemovedKeys());
-    const ssh = new ssh2.Server({ hostKeys: [this.options.hostKey], ident: `berth_${VERSION}` }, (client, info) => this.accept(client, info.ip));
+    const ssh = new ssh2.Server({ hostKeys: [this.options.hostKey], ident: `berth_${VERSION}`, algorithms: SSH_ALGORITHMS }, (client, info) => {
+      this.trackLogin(client, info.ip, info.port);
+      this.accept(client, info.ip);
+    });
     // ssh2 would listen with Nagle's algorithm on: each of the seven round trips before an exec
     // runs then waits for the client's delayed ACK, about 40 ms each here. berth listens itself
     // with TCP_NODELAY, as OpenSSH's sshd does, and hands each connection to ssh2.
-    const listener = net.createServer({ noDelay: true }, (socket) => ssh.injectSocket(socket));
+    const listener = net.createServer({ noDelay: true }, (socket) => {
+      if (this.admit(socket)) ssh.injectSocket(socket);
+    });
     this.listener = listener;
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error) => reject(listenError(e, { what: 'SSH', address: `${this.options.bindHost}:${this.options.port}`, flag: '--ssh-port' }));
@@ -103,7 +115,62 @@ export class SshServer {
     const listener = this.listener;
     this.listener = undefined;
     for (const c of this.clients) c.end();
+    // Logins in progress have nothing to finish; those that never spoke SSH are no client yet.
+    for (const { socket } of this.loginsInProgress.values()) socket.destroy();
     if (listener?.listening) await new Promise<void>((resolve) => listener.close(() => resolve()));
+  }
+
+  /**
+   * Counts a new TCP connection as a login in progress, or closes it at once when its address or
+   * the server has too many (as OpenSSH's MaxStartups: nothing is sent, not even the banner).
+   * A login that takes longer than the grace time is closed and counted as a failed one.
+   */
+  private admit(socket: net.Socket): boolean {
+    const address = socket.remoteAddress ?? '';
+    const limits = this.limiter.limits;
+    const full = this.limiter.startLogin(address);
+    if (full !== undefined) {
+      const logKey = full === 'total' ? 'total' : `address ${address}`;
+      if (!this.loggedStartupCaps.has(logKey)) {
+        this.loggedStartupCaps.add(logKey);
+        log.warn('ssh_connection_refused', {
+          address,
+          reason: full === 'total' ? 'too_many_unauthenticated' : 'too_many_unauthenticated_from_address',
+          limit: full === 'total' ? limits.maxStartups : limits.maxStartupsPerAddress,
+        });
+      }
+      socket.destroy();
+      return false;
+    }
+    this.loggedStartupCaps.delete('total');
+    this.loggedStartupCaps.delete(`address ${address}`);
+    const id = `${address} ${socket.remotePort}`;
+    const timer =
+      limits.loginGraceMs > 0
+        ? setTimeout(() => {
+            log.warn('ssh_login_timeout', { address, graceS: limits.loginGraceMs / 1000 });
+            if (this.limiter.recordFailure(address)) {
+              log.warn('ssh_address_blocked', { address, failures: limits.maxFailures, windowS: limits.windowMs / 1000, blockedForS: limits.blockMs / 1000 });
+            }
+            socket.destroy();
+          }, limits.loginGraceMs)
+        : undefined;
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(timer);
+      this.limiter.loginEnded(address);
+      if (this.loginsInProgress.get(id)?.end === end) this.loginsInProgress.delete(id);
+    };
+    this.loginsInProgress.set(id, { end, socket });
+    socket.once('close', end);
+    return true;
+  }
+
+  /** Ends the login's accounting (and its grace timer) once the client has authenticated. */
+  private trackLogin(client: Connection, address: string, port: number): void {
+    client.once('ready', () => this.loginsInProgress.get(`${address} ${port}`)?.end());
   }
 
   private accept(client: Connection, address: string): void {

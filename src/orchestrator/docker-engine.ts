@@ -21,6 +21,7 @@ import {
   type Subscription,
 } from './engine.ts';
 import { demux, parseContainerEvent, sink, type EngineEvent } from './docker-wire.ts';
+import { directoryBytes } from '../git/disk-budget.ts';
 
 export class DockerEngine implements Engine {
   readonly #docker: Dockerode;
@@ -318,6 +319,19 @@ export class DockerEngine implements Engine {
       const code = (e as { statusCode?: number }).statusCode;
       if (code !== 404 && code !== 409) throw e;
     }
+  }
+
+  async volumeBytes(name: string): Promise<number> {
+    let mountpoint: string;
+    try {
+      mountpoint = (await this.#docker.getVolume(name).inspect()).Mountpoint;
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return 0;
+      throw e;
+    }
+    // The engine's API reports volume sizes only by measuring every volume (GET /system/df);
+    // the files of a local engine's volume are on this machine, readable by berth (root).
+    return directoryBytes(mountpoint);
   }
 
   async inspect(id: string): Promise<ContainerState> {

@@ -202,6 +202,8 @@ export interface Engine {
   ensureVolume(name: string, labels: Record<string, string>): Promise<void>;
   /** Removes a volume; one missing or in use is left alone. */
   removeVolume(name: string): Promise<void>;
+  /** Bytes a volume's files take; 0 when it is missing or its files are not on this machine. */
+  volumeBytes(name: string): Promise<number>;
 
   // Images
   imageExists(ref: string): Promise<boolean>;

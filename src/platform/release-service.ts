@@ -1,11 +1,14 @@
 // An app's releases end to end: a git push received and deployed, a prebuilt image deployed, a
 // config change released, a rollback; each under the app's lock. Also what a release left: its
 // build output, the last failed deploy's output.
+import path from 'node:path';
 import { pushLimitsOf } from '../config.ts';
 import { describeForUser, UserError } from '../errors.ts';
 import type { ExecSession } from '../git/exec-router.ts';
 import { scopeNames, scopeAllows, type KeyRecord } from '../git/key-store.ts';
+import { diskBudget, directoryBytes, freeBytes, type DiskBudget } from '../git/disk-budget.ts';
 import { receivePush } from '../git/push.ts';
+import { cacheVolume } from '../orchestrator/buildpack-builder.ts';
 import { Repository } from '../git/repository.ts';
 import { log } from '../log.ts';
 import { changeConfig, deployImage, imageRefusal, rollback } from '../orchestrator/app-operations.ts';
@@ -43,10 +46,12 @@ export class ReleaseService {
         if (session.signal.aborted) return; // the client gave up while it waited
         // Checked again under the lock: the app may have been created or destroyed meanwhile.
         authorizeApp(session.key, app, this.#state);
+        const budget = await this.#diskBudget(app, session);
         if (!this.#state.apps.get(app)) await createApp(this.#state, app, `ssh:${session.key.name}`, 'push');
         const repo = await Repository.open(this.#state.paths.repos, app, { create: true });
         log.info('push_started', { app, key: session.key.name, address: session.address });
-        await receivePush({ input: session.channel, output: session.channel }, repo, pushLimitsOf(this.#state.config), (commit, out) => this.#deployPushed(app, repo, commit, session, out));
+        const rules = { limits: pushLimitsOf(this.#state.config), idleTimeoutMs: this.#state.config.pushTimeout, diskBudget: budget };
+        await receivePush({ input: session.channel, output: session.channel }, repo, rules, (commit, out) => this.#deployPushed(app, repo, commit, session, out));
       },
       () => {
         waiting.step(`Another push to ${app} is running; waiting for it to finish`);
@@ -93,6 +98,26 @@ export class ReleaseService {
     return this.#orchestrator.buildLogs.lastFailed(app);
   }
 
+
+  /**
+   * What a push to `app` may add to the disk (its quota less its repository and build cache, the
+   * free space less what berth keeps); refuses the push up front, before it creates anything,
+   * when nothing is left.
+   */
+  async #diskBudget(app: string, session: ExecSession): Promise<DiskBudget> {
+    const { config, paths } = this.#state;
+    const engine = this.#orchestrator.engine;
+    try {
+      return diskBudget(app, { appQuotaBytes: config.appDiskQuota, minFreeBytes: config.minFreeDisk }, {
+        repositoryBytes: await directoryBytes(path.join(paths.repos, `${app}.git`)),
+        cacheBytes: await engine.volumeBytes(cacheVolume(engine.instance, app)),
+        freeBytes: await freeBytes(paths.root),
+      });
+    } catch (e) {
+      if (e instanceof UserError) log.warn('push_refused', { app, key: session.key.name, reason: e.code, error: e.message });
+      throw e;
+    }
+  }
 
   /** The deploy step of a push: the reason for `! [remote rejected]` when it fails. */
   async #deployPushed(app: string, repo: Repository, commit: string, session: ExecSession, out: Output): Promise<string | undefined> {

@@ -87,6 +87,9 @@ export class FakeEngine implements Engine {
   async removeVolume(name: string): Promise<void> {
     this.volumes.delete(name);
   }
+  async volumeBytes(): Promise<number> {
+    return 0;
+  }
 
   async imageExists(ref: string): Promise<boolean> {
     return this.images.has(ref);
