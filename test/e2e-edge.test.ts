@@ -18,7 +18,7 @@ import { preparePebble, type Pebble } from './helpers/pebble.ts';
 const APP = 'edgeweb';
 const HOST = `${APP}.example.test`;
 /** A name of the app whose validation cannot succeed (Pebble looks for it where berth does not listen): served over plain HTTP. */
-const PLAIN = 'plain.example.test';
+const PLAIN = 'plain.example.org'; // outside the daemon's domain: plain.example.test is reserved for an app "plain"
 /** What a client claims about itself and the connection; none of it may reach the app. */
 const FORGED = { Forwarded: 'for=10.9.9.9;proto=https;host=admin.internal', 'X-Real-IP': '10.9.9.9', 'X-Forwarded-Ssl': 'on', 'X-Forwarded-Host': 'admin.internal' };
 
