@@ -84,6 +84,8 @@ try {
   rows.push([`h2load -c16 -m10 for ${H2} s`, done ? `${/finished in [\d.]+s, ([\d.]+) req\/s/.exec(h2)?.[1] ?? '?'} req/s; ${done[4]} succeeded, ${done[5]} failed, ${done[6]} errored` : h2.slice(-400)]);
   await sleep(5000);
   rows.push(['proxy 5 s after the HTTP/2 load', memory(pid)]);
+  await sleep(25_000);
+  rows.push(['proxy 30 s after the HTTP/2 load', memory(pid)]);
   rows.push(['its V8 heap then', await heap(pid)]);
   console.log('| figure | measured |');
   console.log('|---|---|');
