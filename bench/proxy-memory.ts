@@ -1,6 +1,7 @@
 // bench:proxy-memory — the proxy's memory through dist/berth serve, one deployed app: RSS, its
 // anonymous part and PSS (from /proc) idle, after `wrk -t2 -c64 -d10s` through the HTTP port and
-// after `h2load -c16 -m10` through the HTTPS port, with each tool's req/s; then V8's heap as the
+// after `h2load -c16 -m10` through the HTTPS port (5 s and 30 s after, and the peak during it),
+// with each tool's req/s; then V8's heap as the
 // proxy sees it (read through the inspector, which SIGUSR1 opens on 127.0.0.1:9229). docs/memory.md
 // has its figures.
 //
@@ -39,7 +40,7 @@ function memory(pid: number): string {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const mb = (text: string, key: string) => Math.round(Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(text)?.[1]) / 1024);
   const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-  return `RSS ${mb(status, 'VmRSS')} MB (anonymous ${mb(status, 'RssAnon')}, executable and other files ${mb(status, 'RssFile')}), PSS ${mb(rollup, 'Pss')} MB`;
+  return `RSS ${mb(status, 'VmRSS')} MB (anonymous ${mb(status, 'RssAnon')}, executable and other files ${mb(status, 'RssFile')}), PSS ${mb(rollup, 'Pss')} MB; peak RSS so far ${mb(status, 'VmHWM')} MB`;
 }
 
 /** V8's heap in the proxy, through the inspector. */
@@ -84,6 +85,8 @@ try {
   rows.push([`h2load -c16 -m10 for ${H2} s`, done ? `${/finished in [\d.]+s, ([\d.]+) req\/s/.exec(h2)?.[1] ?? '?'} req/s; ${done[4]} succeeded, ${done[5]} failed, ${done[6]} errored` : h2.slice(-400)]);
   await sleep(5000);
   rows.push(['proxy 5 s after the HTTP/2 load', memory(pid)]);
+  await sleep(25_000);
+  rows.push(['proxy 30 s after the HTTP/2 load', memory(pid)]);
   rows.push(['its V8 heap then', await heap(pid)]);
   console.log('| figure | measured |');
   console.log('|---|---|');

@@ -11,6 +11,7 @@ import { createChallengeResponder, createHttpsRedirect } from '../proxy/tls/http
 import { handshakeContext, SniCache } from '../proxy/tls/sni-cache.ts';
 import { TlsListener } from '../proxy/tls/tls-listener.ts';
 import { VERSION } from '../version.ts';
+import { IdleCollector } from './idle-collector.ts';
 import { ownStatus, PROXY_FDS, type FromChild, type ToChild } from './messages.ts';
 import { ProxyStateReceiver } from './proxy-state.ts';
 import { exitSoon, untilStopped } from './role-lifecycle.ts';
@@ -74,9 +75,12 @@ export async function runProxy(argv: string[]): Promise<number> {
     throw e;
   }
   send({ t: 'ready' });
+  const collector = new IdleCollector();
+  collector.start();
   log.info('proxy_started', { version: VERSION, pid: process.pid, httpPort: edge.httpPort, httpsPort: tls.port });
   const why = await Promise.race([stopped, retiring]);
   log.info('proxy_stopping', { why });
+  collector.stop();
   // Together: the edge's drain (Connection: close, WebSockets) covers the TLS listener's HTTP/1.1 connections too.
   await Promise.all([tls.stop(), edge.stop({ handover: why === 'retired' })]);
   exitSoon();
