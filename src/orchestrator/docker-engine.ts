@@ -114,6 +114,10 @@ export class DockerEngine implements Engine {
       rm: true,
       forcerm: true,
       ...(options.memory ? { memory: options.memory, memswap: options.memory } : {}),
+      // A JSON list. The reference that never resolves keeps it from being empty, which the engine
+      // would read as "any local image".
+      cachefrom: JSON.stringify([...options.cacheFrom, NO_CACHE_SOURCE]),
+      networkmode: options.network,
     })) as unknown as Readable;
     return new Promise<string>((resolve, reject) => {
       let imageId: string | undefined;
@@ -463,6 +467,10 @@ export class DockerEngine implements Engine {
     }
   }
 }
+
+// An image id no image can have (its content would hash to zeros): as the only cache source, a
+// build uses no cached layer.
+const NO_CACHE_SOURCE = `sha256:${'0'.repeat(64)}`;
 
 function dockerOptions(dockerHost: string): Dockerode.DockerOptions {
   if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length) };

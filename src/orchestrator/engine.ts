@@ -122,6 +122,14 @@ export interface BuildOptions {
   signal?: AbortSignal;
   /** Bytes of memory each build step may use. */
   memory?: number;
+  /**
+   * The only images whose layers may stand in for a step (the engine's `cachefrom`): a cached
+   * layer is used only when it is in the history of one of them. References that do not resolve
+   * are skipped; an empty list means none (never, as the engine's own default, every local image).
+   */
+  cacheFrom: string[];
+  /** The network the build's steps run on. */
+  network: string;
 }
 
 /** What happened to a container of one of berth's apps, its labels read once. */

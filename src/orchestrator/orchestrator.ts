@@ -83,7 +83,7 @@ export class Orchestrator {
     this.routes = new RouteGuard(deps.publisher);
     this.buildLogs = new BuildLogs(deps.paths.buildLogs);
     this.builders = [
-      new DockerfileBuilder(deps.engine, deps.config.buildMemory),
+      new DockerfileBuilder(deps.engine, deps.config.buildMemory, (app) => this.appNetwork(app)),
       new BuildpackBuilder({
         engine: deps.engine,
         fetcher: new BuildpackFetcher(deps.paths.buildpacks, { policy: { allowHosts: deps.config.fetchAllowHosts } }),
