@@ -30,7 +30,7 @@ test('a command asked while an upgrade holds the new control plane waits, says w
       return 0;
     },
     push: async () => undefined,
-  });
+  }, (key) => key);
   assert.equal(await pending, 0);
   assert.deepEqual(ran, ['config:set a X=1']);
 });
@@ -42,7 +42,7 @@ test('at start-up a push waits with its own message; once open, pushes run at on
   const pending = gate.routes(() => true).push('app', first.session);
   await new Promise((resolve) => setImmediate(resolve));
   assert.match(first.stderr.join(''), /berth is starting: this runs once it has loaded its state/);
-  gate.open({ command: async () => 0, push: async (app) => void pushed.push(app) });
+  gate.open({ command: async () => 0, push: async (app) => void pushed.push(app) }, (key) => key);
   await pending;
   const second = session();
   await gate.routes(() => true).push('other', second.session);
@@ -58,6 +58,31 @@ test('a client that goes away while it waits runs nothing', async () => {
   const pending = gate.routes(() => true).command(['apps:destroy', 'a'], s);
   abort.abort();
   assert.equal(await pending, 255);
-  gate.open({ command: async () => ++ran, push: async () => undefined });
+  gate.open({ command: async () => ++ran, push: async () => undefined }, (key) => key);
   assert.equal(ran, 0);
+});
+
+test('a command that waited runs with its key as the state has it after take-over, and not at all if the key was removed meanwhile', async () => {
+  const gate = new TakeOver();
+  gate.hold();
+  const seen: string[] = [];
+  const kept = session();
+  const removed = session();
+  (removed.session as { key: { name: string; fingerprint?: string } }).key = { name: 'gone', fingerprint: 'SHA256:gone' };
+  const first = gate.routes(() => true).command(['ps:report', 'a'], kept.session);
+  const second = gate.routes(() => true).command(['ps:report', 'a'], removed.session);
+  gate.open(
+    {
+      command: async (_words, s) => {
+        seen.push(`${s.key.name}:${JSON.stringify(s.key.apps)}`);
+        return 0;
+      },
+      push: async () => undefined,
+    },
+    (key) => (key.name === 'gone' ? undefined : ({ ...key, apps: [{ name: 'a', id: 'app-1' }] } as typeof key)),
+  );
+  assert.equal(await first, 0);
+  assert.equal(await second, 255);
+  assert.deepEqual(seen, ['k:[{"name":"a","id":"app-1"}]']);
+  assert.match(removed.stderr.join(''), /the key "gone" was removed while this waited/);
 });

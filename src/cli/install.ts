@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { dataPaths, loadConfig, SERVE_FLAGS } from '../config.ts';
 import { UserError } from '../errors.ts';
 import { fingerprintOf, KeyStore, parsePublicKey } from '../git/key-store.ts';
+import { AppStore } from '../state/app-store.ts';
 import type { Output } from '../ui/output.ts';
 import { livePid, modeText, requireRoot, rootOf, runOrThrow, splitArgs, type InstallContext } from './install-context.ts';
 import { ALL_UNITS, byHandCommand, INSTALL_PATHS, renderInstallFiles, SOCKET_UNITS, type InstalledFile } from './systemd-units.ts';
@@ -69,8 +70,11 @@ export async function runInstall(args: readonly string[], ctx: InstallContext): 
   if (plan.adminKey) {
     if (plan.adminKey.already) out.step(`The admin key (${plan.adminKey.fingerprint}) is already added as "${plan.adminKey.already}"`);
     else {
+      // With the apps' ids: a keys.json from before scopes held ids is migrated as the daemon would.
+      const apps = new AppStore(at(plan.adminKey.appsFile));
+      await apps.load();
       const store = new KeyStore(at(plan.adminKey.keysFile));
-      await store.load();
+      await store.load({ appIdOf: (name) => apps.get(name)?.id });
       await store.add(ADMIN_KEY_NAME, plan.adminKey.text);
       out.step(`Added the admin key "${ADMIN_KEY_NAME}" (${plan.adminKey.fingerprint})`);
     }
@@ -94,7 +98,7 @@ interface InstallPlan {
   dirs: Array<{ path: string; mode: number }>;
   binary: { from: string; to: string; same: boolean };
   files: InstalledFile[];
-  adminKey: { text: string; fingerprint: string; keysFile: string; already: string | undefined } | undefined;
+  adminKey: { text: string; fingerprint: string; keysFile: string; appsFile: string; already: string | undefined } | undefined;
   /** berth was installed here before (its environment file exists): a running one keeps its flags. */
   reinstall: boolean;
   /** Run in order when systemd manages this machine (and no --root). */
@@ -205,7 +209,7 @@ async function planAdminKey(source: string | undefined, root: string, dataDir: s
   const keysFile = dataPaths(dataDir).keys;
   // A reinstall finds the keys of the data dir it keeps: the same key is fine, another "admin" is not.
   const store = new KeyStore(path.join(root, keysFile));
-  if (fs.existsSync(path.join(root, keysFile))) await store.load();
+  if (fs.existsSync(path.join(root, keysFile))) await store.load({ readOnly: true });
   const same = store.list().find((k) => k.fingerprint === fingerprint);
   // The running daemon owns keys.json: a key written behind its back would be lost at its next write.
   const pid = same ? undefined : livePid(path.join(root, dataPaths(dataDir).lock));
@@ -221,7 +225,7 @@ async function planAdminKey(source: string | undefined, root: string, dataDir: s
       exitCode: 2,
     });
   }
-  return { text, fingerprint, keysFile, already: same?.name };
+  return { text, fingerprint, keysFile, appsFile: dataPaths(dataDir).apps, already: same?.name };
 }
 
 function sameFile(a: string, b: string): boolean {

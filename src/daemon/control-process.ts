@@ -150,22 +150,25 @@ export async function runControl(argv: string[]): Promise<number> {
     // (the supervisor's resync). Before, it kept what the previous control plane sent.
     link.goLive();
     await certificates.start();
-    takeOver.open({
-      push: (app, session) => platform.releases.push(app, session),
-      command: (words, session) =>
-        runCommand(words, {
-          out: session.out,
-          caller: { kind: 'ssh', key: session.key, address: session.address },
-          state,
-          daemon: platform,
-          cwd: '/',
-          signal: session.signal,
-          readStdin: () => readAll(session.channel),
-          stdin: () => session.channel,
-          stderr: session.stderr,
-          ...(session.terminal ? { terminal: session.terminal } : {}),
-        }),
-    });
+    takeOver.open(
+      {
+        push: (app, session) => platform.releases.push(app, session),
+        command: (words, session) =>
+          runCommand(words, {
+            out: session.out,
+            caller: { kind: 'ssh', key: session.key, address: session.address },
+            state,
+            daemon: platform,
+            cwd: '/',
+            signal: session.signal,
+            readStdin: () => readAll(session.channel),
+            stdin: () => session.channel,
+            stderr: session.stderr,
+            ...(session.terminal ? { terminal: session.terminal } : {}),
+          }),
+      },
+      (key) => state.keys.byFingerprint(key.fingerprint),
+    );
     control = new ControlServer(paths.socket, { state, daemon: platform });
     const controlServer = control;
     stops.push(() => controlServer.stop());

@@ -3,18 +3,24 @@
 // once the old control plane has finished its pushes and commands and stopped), then once it has
 // loaded the state and adopted the containers. Meanwhile a push or command waits, and is told why.
 import type { ExecRoutes, ExecSession } from '../git/exec-router.ts';
+import type { KeyRecord } from '../git/key-store.ts';
 
 export type Phase = 'waiting' | 'starting' | 'open';
 
 /** What pushes and commands run once open. */
 export type Work = Pick<ExecRoutes, 'command' | 'push'>;
 
-/** How long a control plane waits for the supervisor's answer to its hello: a supervisor older than take-over never answers. */
-export const HELLO_ANSWER_MS = 3_000;
+/**
+ * How long a control plane waits for the supervisor's answer to its hello: a supervisor older
+ * than take-over never answers (and starts a control plane only once the old one is gone); a
+ * newer one answers at once.
+ */
+export const HELLO_ANSWER_MS = 10_000;
 
 export class TakeOver {
   #phase: Phase = 'starting';
   #routes: Work | undefined;
+  #keyNow: ((key: KeyRecord) => KeyRecord | undefined) | undefined;
   #open!: () => void;
   readonly #opened = new Promise<void>((resolve) => (this.#open = resolve));
 
@@ -32,9 +38,13 @@ export class TakeOver {
     if (this.#phase === 'waiting') this.#phase = 'starting';
   }
 
-  /** Ready: pushes and commands run, those that waited first. */
-  open(routes: Work): void {
+  /**
+   * Ready: pushes and commands run, those that waited first, each with its key as the state now
+   * has it (`keyNow`; undefined: removed meanwhile).
+   */
+  open(routes: Work, keyNow: (key: KeyRecord) => KeyRecord | undefined): void {
     this.#routes = routes;
+    this.#keyNow = keyNow;
     this.#phase = 'open';
     this.#open();
   }
@@ -62,6 +72,14 @@ export class TakeOver {
     if (session.signal.aborted) return false;
     const gone = new Promise<void>((resolve) => session.signal.addEventListener('abort', () => resolve(), { once: true }));
     await Promise.race([this.#opened, gone]);
-    return this.#routes !== undefined && !session.signal.aborted;
+    if (this.#routes === undefined || session.signal.aborted) return false;
+    // The key as the state read at take-over has it: its scope may have changed, or it may be gone.
+    const key = this.#keyNow!(session.key);
+    if (!key) {
+      await session.stderr(` !     the key "${session.key.name}" was removed while this waited\n`);
+      return false;
+    }
+    session.key = key;
+    return true;
   }
 }

@@ -71,17 +71,22 @@ export class KeyStore {
   /**
    * Reads keys.json; a key entry that cannot be read is quarantined (reported in the log) and
    * cannot log in; the others load. `appIdOf` gives the id of the app of a name, for a keys.json
-   * from before scopes held ids (load the apps first). `readOnly`: a migrated file is not written back.
+   * from before scopes held ids (load the apps first); a migration is written back only with it
+   * (one without the apps' ids would lose the scopes' apps for good). `readOnly`: nothing is
+   * written, not even a quarantine. Listeners hear of the load: connections of keys no longer
+   * there are closed.
    */
   async load(options: { appIdOf?: (name: string) => string | undefined; readOnly?: boolean } = {}): Promise<void> {
     if (options.appIdOf) this.appIdOf = options.appIdOf;
-    const restored = await this.doc.restore();
+    const readOnly = options.readOnly === true;
+    const restored = await this.doc.restore({}, { readOnly });
     const { keys } = restored.value;
     const parsed = new Map<string, ParsedKey>();
     for (const record of keys) parsed.set(record.name, parsePublicKey(record.publicKey).key);
     this.records = keys;
     this.parsed = parsed;
-    if (restored.migrated && !options.readOnly) await this.doc.write({ keys });
+    if (restored.migrated && options.appIdOf && !readOnly) await this.doc.write({ keys });
+    this.changed();
   }
 
   list(): KeyRecord[] {

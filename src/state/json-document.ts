@@ -119,18 +119,20 @@ export class JsonDocument<T extends object> {
    * in the log (with `fields`, such as the app a document belongs to). Bad entries are moved to
    * the quarantine folder and the document is rewritten without them; the rest loads. A document
    * that cannot be read at all is moved there whole, and the value is the empty document.
+   * `readOnly`: nothing is moved or rewritten (the bad entries are still left out of the value).
    */
-  async restore(fields: LogFields = {}): Promise<Restored<T>> {
+  async restore(fields: LogFields = {}, options: { readOnly?: boolean } = {}): Promise<Restored<T>> {
     let decoded: { value: T; bad: BadEntry[]; migrated: boolean };
     try {
       decoded = await this.#decode();
     } catch (e) {
-      const movedTo = await this.quarantine().catch(() => undefined);
+      // Read only: what cannot be read is left where it is (and loads as empty), for a later load to set aside.
+      const movedTo = options.readOnly ? undefined : await this.quarantine().catch(() => undefined);
       log.error('state_document_quarantined', { ...fields, file: this.file, movedTo, error: e });
       return { value: this.spec.empty(), quarantined: true, badEntries: [], migrated: false };
     }
     const { value, bad, migrated } = decoded;
-    if (bad.length > 0) {
+    if (bad.length > 0 && !options.readOnly) {
       const movedTo = await this.#quarantineEntries(bad).catch((e: unknown) => {
         log.error('state_quarantine_failed', { ...fields, file: this.file, error: e });
         return undefined;
