@@ -211,12 +211,20 @@ test('every admin-only command is refused to a scoped key with one message, and 
   for (const [setting, value, shown] of [['max-body-size', '0', '100m'], ['max-body-size', '1g', '100m'], ['read-timeout', '10m', '60s'], ['idle-timeout', '0', '60s']] as const) {
     const r = daemon.ssh(key.privateKey, `proxy:set tenant-app ${setting} ${value}`);
     assert.equal(r.code, 1, `proxy:set ${setting} ${value}`);
-    assert.equal(r.stderr, ` !     key "tenant" may not raise ${setting} above its default (${shown}) or remove it: it is for admin keys; ask the server's admin\n`);
+    assert.equal(r.stderr, ` !     key "tenant" may not raise ${setting} above what tenant-app has now, or remove the limit: it is for admin keys; ask the server's admin\n`, `${shown} is the default`);
   }
   assert.deepEqual(stateSnapshot(), before, 'no refused command changed a file of the state');
   const lower = daemon.ssh(key.privateKey, 'proxy:set tenant-app max-body-size 10m');
   assert.equal(lower.code, 0, lower.stderr);
   assert.match(daemon.ssh(key.privateKey, 'proxy:report tenant-app').stdout, /max-body-size\s+10m\s+set for the app/);
+  // An admin's tighter limit holds: the app's key can neither reset it to the default nor raise it.
+  asAdmin('proxy:set tenant-app read-timeout 30s');
+  for (const line of ['proxy:set tenant-app read-timeout', 'proxy:set tenant-app read-timeout 45s']) {
+    const r = daemon.ssh(key.privateKey, line);
+    assert.equal(r.code, 1, line);
+    assert.match(r.stderr, /may not raise read-timeout above what tenant-app has now, or remove the limit/, line);
+  }
+  assert.match(daemon.ssh(key.privateKey, 'proxy:report tenant-app').stdout, /read-timeout\s+30s\s+set for the app/);
   // What the key may still do with its app: read the limits the admin set.
   const report = daemon.ssh(key.privateKey, 'resource:report tenant-app');
   assert.equal(report.code, 0, report.stderr);

@@ -2,7 +2,7 @@
 // its HSTS header.
 import { UserError } from '../../errors.ts';
 import { log } from '../../log.ts';
-import { DEFAULT_APP_SETTINGS, defaultText, normaliseSetting, resolveSettings, SETTING_KEYS, type SettingKey } from '../../state/proxy-settings.ts';
+import { DEFAULT_APP_SETTINGS, defaultText, normaliseSetting, resolveSettings, SETTING_KEYS, type SettingKey, type StoredOverrides } from '../../state/proxy-settings.ts';
 import { callerName, defineCommand, requireAdmin, type Command } from '../command.ts';
 import { table } from '../../ui/output.ts';
 
@@ -14,18 +14,23 @@ const KEY_HELP = [
   '  hsts           Strict-Transport-Security on the app\'s HTTPS answers: max-age=SECONDS, optionally',
   '                 includeSubDomains and preload, e.g. `hsts max-age=31536000 includeSubDomains`;',
   '                 off (or no VALUE) sends none (default off)',
-  'A key scoped to the app may lower these limits; raising one above its default, or 0, is for admin keys.',
+  'A key scoped to the app may lower these limits; raising one above what the app has now, or 0, is for admin keys.',
 ].join('\n');
 
 // The limits that protect the shared proxy: a key scoped to the app may tighten them, not lift them.
 const LIMITS: Partial<Record<string, keyof typeof DEFAULT_APP_SETTINGS>> = { 'max-body-size': 'maxBodySize', 'read-timeout': 'readTimeout', 'idle-timeout': 'idleTimeout' };
 
-/** Whether setting `key` to `value` lifts one of those limits above its default (0 is no limit at all). */
-function liftsLimit(key: string, value: string): boolean {
+/**
+ * Whether setting `key` to `value` (undefined: back to the default) lifts one of those limits
+ * above what the app has now (0 is no limit at all): an admin's tighter setting holds.
+ */
+function liftsLimit(key: string, value: string | undefined, current: StoredOverrides | undefined): boolean {
   const field = LIMITS[key];
   if (!field) return false;
-  const wanted = resolveSettings({ [key]: normaliseSetting(key, value) })[field];
-  return wanted === 0 || wanted > DEFAULT_APP_SETTINGS[field];
+  const now = resolveSettings(current)[field];
+  const wanted = value === undefined ? DEFAULT_APP_SETTINGS[field] : resolveSettings({ [key]: normaliseSetting(key, value) })[field];
+  if (now === 0) return false;
+  return wanted === 0 || wanted > now;
 }
 
 export const proxyCommands: Command[] = [
@@ -39,7 +44,7 @@ export const proxyCommands: Command[] = [
       ctx.state.apps.require(app);
       if (words.length > 1 && key !== 'hsts') throw new UserError('invalid_proxy_setting', `${key} takes one value, not ${words.length}`, { hint: `give one value, e.g. proxy:set ${app} ${key} VALUE` });
       const value = words.length === 0 ? undefined : words.join(' ');
-      if (value !== undefined && liftsLimit(key, value)) requireAdmin(ctx, `raise ${key} above its default (${defaultText(key as SettingKey)}) or remove it`, 'proxy:set');
+      if (liftsLimit(key, value, ctx.state.proxySettings.overrides(app))) requireAdmin(ctx, `raise ${key} above what ${app} has now, or remove the limit`, 'proxy:set');
       const stored = await ctx.state.proxySettings.set(app, key, value);
       log.info('proxy_setting_changed', { app, key, value: stored ?? null, by: callerName(ctx) });
       if (stored === undefined) ctx.out.step(`Reset ${key} of ${app} to the default (${defaultText(key as SettingKey)})`);
