@@ -178,8 +178,10 @@ export class BuildpackFetcher {
     const old = `${copy.dir}.${randomBytes(4).toString('hex')}.old`;
     try {
       try {
-        const work = loc.kind === 'git' ? clone(loc.url, loc.ref, tmp, this.policy) : downloadTarball(loc.url, tmp, this.policy);
-        await withTimeout(work, this.timeoutMs, `fetching ${redactUrl(url)} took longer than ${this.timeoutMs / 1000} s`);
+        // A fetch past the timeout is ended, not left to trickle into a folder removed below.
+        const abort = new AbortController();
+        const work = loc.kind === 'git' ? clone(loc.url, loc.ref, tmp, this.policy, abort.signal) : downloadTarball(loc.url, tmp, this.policy, abort.signal);
+        await withTimeout(work, this.timeoutMs, `fetching ${redactUrl(url)} took longer than ${this.timeoutMs / 1000} s`, abort);
       } catch (e) {
         throw new UserError('buildpack_fetch_failed', `could not fetch buildpack ${redactUrl(url)}: ${redactUrlsIn(fetchFailure(e))}`, {
           cause: e,
@@ -205,9 +207,9 @@ export class BuildpackFetcher {
   }
 }
 
-async function clone(url: string, ref: string | undefined, dir: string, policy: FetchPolicy): Promise<void> {
+async function clone(url: string, ref: string | undefined, dir: string, policy: FetchPolicy, signal: AbortSignal): Promise<void> {
   const { default: git } = await import('isomorphic-git');
-  const http = gitHttp(policy);
+  const http = gitHttp(policy, signal);
   const isCommit = ref !== undefined && /^[0-9a-f]{40}$/.test(ref);
   await git.clone({ fs, http, dir, url, ...(ref && !isCommit ? { ref } : {}), singleBranch: !isCommit, ...(isCommit ? {} : { depth: 1 }), noTags: !ref });
   if (isCommit) await git.checkout({ fs, dir, ref, force: true });
@@ -215,12 +217,12 @@ async function clone(url: string, ref: string | undefined, dir: string, policy: 
 }
 
 // isomorphic-git's HTTP client, on publicRequest: every address checked, redirects included.
-function gitHttp(policy: FetchPolicy): import('isomorphic-git').HttpClient {
+function gitHttp(policy: FetchPolicy, signal: AbortSignal): import('isomorphic-git').HttpClient {
   return {
     async request({ url, method, headers, body }) {
       const chunks: Uint8Array[] = [];
       for await (const chunk of body ?? []) chunks.push(chunk);
-      const res = await publicRequest(url, { policy, ...(method ? { method } : {}), ...(headers ? { headers } : {}), ...(chunks.length ? { body: Buffer.concat(chunks) } : {}) });
+      const res = await publicRequest(url, { policy, signal, ...(method ? { method } : {}), ...(headers ? { headers } : {}), ...(chunks.length ? { body: Buffer.concat(chunks) } : {}) });
       return { url: res.url, method: method ?? 'GET', statusCode: res.statusCode, statusMessage: '', headers: flatHeaders(res.headers), body: res.body[Symbol.asyncIterator]() as AsyncIterableIterator<Uint8Array> };
     },
   };
@@ -279,7 +281,17 @@ function badUrl(url: string): UserError {
   });
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]).finally(() => clearTimeout(timer));
+/** `p`, or past `ms` an error with `message` once `abort` has ended the work and it has settled. */
+async function withTimeout<T>(p: Promise<T>, ms: number, message: string, abort: AbortController): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), ms)));
+  try {
+    const first = await Promise.race([p.then((value) => ({ value })), late]);
+    if (first !== 'late') return first.value;
+  } finally {
+    clearTimeout(timer);
+  }
+  abort.abort();
+  await p.catch(() => undefined);
+  throw new Error(message);
 }

@@ -19,9 +19,9 @@ export class TarballError extends Error {
   override readonly name = 'TarballError';
 }
 
-/** Downloads `url` (from where `policy` allows) and unpacks it into `dir` (which must not exist). */
-export async function downloadTarball(url: string, dir: string, policy: FetchPolicy): Promise<void> {
-  const res = await publicRequest(url, { policy });
+/** Downloads `url` (from where `policy` allows) and unpacks it into `dir` (which must not exist); `signal` ends the download. */
+export async function downloadTarball(url: string, dir: string, policy: FetchPolicy, signal?: AbortSignal): Promise<void> {
+  const res = await publicRequest(url, { policy, ...(signal ? { signal } : {}) });
   if (res.statusCode !== 200) {
     res.body.resume();
     throw new TarballError(`the server answered HTTP ${res.statusCode}`);
