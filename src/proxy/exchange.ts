@@ -397,6 +397,8 @@ export class Exchange implements UpstreamOwner {
     let out = this.#decode ? res.forwardHead.replace(/^transfer-encoding:[^\r]*\r\n/im, '') : res.forwardHead;
     const hsts = hstsFor(conn.proto, this.#settings!);
     if (hsts !== '') {
+      // berth's replaces the app's, as over HTTP/2: one Strict-Transport-Security (RFC 6797 §6.1).
+      out = out.replace(/^strict-transport-security:[^\r]*\r\n/gim, '');
       const afterStatus = out.indexOf('\r\n') + 2;
       out = out.slice(0, afterStatus) + 'Strict-Transport-Security: ' + hsts + '\r\n' + out.slice(afterStatus);
     }
