@@ -10,11 +10,12 @@ const MB = 1024 * 1024;
 
 /** A collector whose readings the test sets: the heap, the event loop's busy share, and a GC that shrinks the heap to `after`. */
 function scripted(options: { after: number }) {
-  const readings = { heap: 20 * MB, busy: 0 };
+  const readings = { heap: 20 * MB, busy: 0, now: 0 };
   let collected = 0;
   const collector = new IdleCollector({
     heapBytes: () => readings.heap,
     busyShare: () => readings.busy,
+    now: () => readings.now,
     collect: () => {
       collected++;
       readings.heap = options.after;
@@ -38,8 +39,20 @@ test('a quiet second after the heap grew collects once, and not again until it g
   collector.check();
   assert.equal(collected(), 1, 'nothing to give back after the collection');
   readings.heap = 40 * MB;
+  readings.now += 60_000;
   collector.check();
   assert.equal(collected(), 2);
+});
+
+test('under light steady traffic the heap grows again and again, and a collection comes at most once a minute', () => {
+  const { collector, readings, collected } = scripted({ after: 20 * MB });
+  readings.busy = 0.02;
+  for (let second = 0; second < 180; second++) {
+    readings.now = second * 1000;
+    readings.heap += 10 * MB;
+    collector.check();
+  }
+  assert.equal(collected(), 3, 'at 0 s, 60 s and 120 s');
 });
 
 test('a heap that grew by less than 8 MB is left alone, also when quiet', () => {
