@@ -18,7 +18,7 @@ export type Caller = { kind: 'local' } | { kind: 'ssh'; key: KeyRecord; address:
  * reads after "may not": `run resource:limit`, `name a buildpack folder on the server`.
  */
 export function requireAdmin(ctx: Pick<CommandContext, 'caller'>, what: string, command: string): void {
-  if (ctx.caller.kind !== 'ssh' || !ctx.caller.key.apps) return;
+  if (!isScoped(ctx) || ctx.caller.kind !== 'ssh') return;
   const key = ctx.caller.key;
   log.warn('command_refused', { key: key.name, command, reason: 'admin_only' });
   throw new UserError('forbidden', `key "${key.name}" may not ${what}: it is for admin keys; ask the server's admin`);
@@ -29,7 +29,7 @@ export function callerName(ctx: CommandContext): string {
   return ctx.caller.kind === 'ssh' ? `ssh:${ctx.caller.key.name}` : 'local';
 }
 
-/** The caller is an SSH key limited to some apps; false for admin keys and the local operator. */
+/** The caller is an SSH key limited to some apps; false for admin keys and the local operator (the admin). */
 export function isScoped(ctx: Pick<CommandContext, 'caller'>): boolean {
   return ctx.caller.kind === 'ssh' && ctx.caller.key.apps !== undefined;
 }

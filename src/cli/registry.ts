@@ -4,7 +4,7 @@ import { describeForUser, UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { argumentValues, checkArguments, parseWords, usageOf } from './args.ts';
-import { defineCommand, requireAdmin, requireDaemon, type Command, type CommandContext } from './command.ts';
+import { defineCommand, isScoped, requireAdmin, requireDaemon, type Command, type CommandContext } from './command.ts';
 import { scopeNames, scopeAllows } from '../git/key-store.ts';
 import { appCommands } from './commands/apps.ts';
 import { certCommands } from './commands/certs.ts';
@@ -123,7 +123,7 @@ export function findCommand(name: string): Command {
 
 // A key scoped to apps may run app commands on those apps (by id) only, and no admin command.
 function authorize(command: Command, app: string | undefined, ctx: CommandContext): void {
-  if (ctx.caller.kind !== 'ssh' || !ctx.caller.key.apps || command.scope === 'any') return;
+  if (!isScoped(ctx) || ctx.caller.kind !== 'ssh' || command.scope === 'any') return;
   const key = ctx.caller.key;
   if (command.scope === 'admin') requireAdmin(ctx, `run ${command.name}`, command.name);
   if (app === undefined || !scopeAllows(key, app, ctx.state.apps.get(app))) {

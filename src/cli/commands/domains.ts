@@ -3,7 +3,7 @@
 import { DEFAULT_MAX_APP_DOMAINS } from '../../domain-caps.ts';
 import { log } from '../../log.ts';
 import type { DomainRequester } from '../../state/domain-store.ts';
-import { callerName, defineCommand, type Command, type CommandContext } from '../command.ts';
+import { callerName, defineCommand, isScoped, type Command, type CommandContext } from '../command.ts';
 
 export const domainCommands: Command[] = [
   defineCommand({
@@ -70,5 +70,5 @@ export const domainCommands: Command[] = [
 
 /** The local CLI and admin keys are the admin; a key limited to some apps is not. */
 function requester(ctx: CommandContext): DomainRequester {
-  return { admin: ctx.caller.kind === 'local' || ctx.caller.key.apps === undefined };
+  return { admin: !isScoped(ctx) };
 }
