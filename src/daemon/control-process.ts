@@ -47,12 +47,16 @@ export async function runControl(argv: string[]): Promise<number> {
   const takeOver = new TakeOver();
   let tookOver!: () => void;
   const told = new Promise<void>((resolve) => (tookOver = resolve));
+  let answer!: () => void;
+  const answered = new Promise<void>((resolve) => (answer = resolve));
   process.on('message', (message: ToChild) => {
     switch (message.t) {
       case 'hold':
-        return takeOver.hold();
+        takeOver.hold();
+        return answer();
       case 'take-over':
-        return tookOver();
+        tookOver();
+        return answer();
       case 'retire':
         return retire(message.deadlineMs);
       case 'resync':
@@ -102,17 +106,18 @@ export async function runControl(argv: string[]): Promise<number> {
     for (const stop of stops.reverse()) await stop().catch((e) => log.error('stop_failed', { error: e }));
   };
   try {
-    // SSH first, with the keys as they are now: a connection made while an upgrade's old control
-    // plane finishes its work, or while this one starts, is taken and told why it waits.
+    // SSH before the state, with the keys as they are now: a connection made while an upgrade's
+    // old control plane finishes its work, or while this one starts, is taken and told why it waits.
     const hostKey = await loadOrCreateHostKey(paths.hostKeys);
     const keys = new KeyStore(paths.keys);
     // Read only: until it takes over, this process writes nothing (a retiring one may still).
     await keys.load({ readOnly: true });
+    // Whether to hold or take over, known before the first connection: each is told the right reason.
+    // A supervisor older than take-over does not answer: it starts a control plane only once the old one is gone.
+    send({ t: 'hello' });
+    await Promise.race([answered, new Promise((resolve) => setTimeout(resolve, HELLO_ANSWER_MS))]);
     ssh = new SshServer({ port: config.sshPort, bindHost: config.bindHost, fd: CONTROL_FDS.ssh, hostKey: hostKey.privateKey, keys, onExec: createExecHandler(takeOver.routes((name) => COMMANDS.some((c) => c.name === name))), authLimits: sshLoginLimitsOf(config) });
     await ssh.start();
-    send({ t: 'hello' });
-    // A supervisor older than take-over does not answer: it starts a control plane only once the old one is gone.
-    await Promise.race([told, new Promise((resolve) => setTimeout(resolve, HELLO_ANSWER_MS))]);
     if (takeOver.phase === 'waiting') await told;
     takeOver.starting();
     log.info('control_taking_over', { pid: process.pid });

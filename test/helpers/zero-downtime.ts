@@ -143,8 +143,18 @@ export function startWrk(port: number, host: string, options: { connections: num
   child.stdout.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  // A test that fails before stop() must not keep its file running for wrk's hour, nor leave wrk
+  // behind: it holds the event loop no longer, and goes when the test process does.
+  const pipes = [child.stdout, child.stderr] as unknown as Array<{ ref(): void; unref(): void }>;
+  child.unref();
+  for (const pipe of pipes) pipe.unref();
+  const kill = () => child.kill('SIGKILL');
+  process.once('exit', kill);
+  void exited.then(() => process.off('exit', kill));
   return {
     async stop() {
+      child.ref();
+      for (const pipe of pipes) pipe.ref();
       child.kill('SIGINT');
       const code = await exited;
       if (code !== 0) throw new Error(`wrk exited with ${code}:\n${output}`);
