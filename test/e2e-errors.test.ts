@@ -57,7 +57,7 @@ test('a push that fails on a bug shows the client the error id that the daemon l
 
 /** Runs `berth serve` on a fresh data dir with these flags until it exits (it must not start). */
 function serveFails(dataDir: string, args: string[]): { code: number; stderr: string } {
-  const r = run(BINARY, ['serve', '--data-dir', dataDir, '--bind', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--network', 'berth-test', ...args], { timeoutMs: 60_000 });
+  const r = run(BINARY, ['serve', '--data-dir', dataDir, '--bind', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--network', 'berth-test', '--metrics-listen', '127.0.0.1:0', ...args], { timeoutMs: 60_000 });
   return { code: r.code, stderr: r.stderr + r.stdout };
 }
 
