@@ -88,6 +88,7 @@ test('the control plane counts the events it logs, and reads certificate expiry 
   const m = new ControlMetrics(() => [{ name: 'shop.example.com', notAfter: new Date('2027-01-01T00:00:00Z') }]);
   try {
     log.debug('route_swapped', { app: 'web' });
+    log.debug('old_release_drained', { app: 'web', sinceSwapMs: 1500 });
     log.debug('deploy_finished', { app: 'web', result: 'succeeded', ms: 2500 });
     log.debug('build_finished', { app: 'web', result: 'failed', ms: 700 });
     log.debug('git_push_received', { app: 'web', packBytes: 1234 });
@@ -95,6 +96,8 @@ test('the control plane counts the events it logs, and reads certificate expiry 
     log.debug('acme_rate_limited', { domain: 'shop.example.com' });
     const text = render(m.registry.families());
     assert.match(text, /^berth_route_swaps_total\{app="web"\} 1$/m);
+    assert.match(text, /^berth_route_drain_duration_seconds_bucket\{le="1"\} 0$/m);
+    assert.match(text, /^berth_route_drain_duration_seconds_bucket\{le="2.5"\} 1$/m);
     assert.match(text, /^berth_deploys_total\{app="web",result="succeeded"\} 1$/m);
     assert.match(text, /^berth_deploy_duration_seconds_sum\{result="succeeded"\} 2.5$/m);
     assert.match(text, /^berth_builds_total\{app="web",result="failed"\} 1$/m);

@@ -1,7 +1,7 @@
 // The proxy's metrics: every answered request (by app, status class and protocol, with its
 // duration), upstream connect errors and retries, connections and WebSockets open. The request
 // path only adds to numbers; the text is made when the supervisor asks (a scrape).
-import { Registry } from './registry.ts';
+import { Registry, type HistogramSeries } from './registry.ts';
 
 /** What the proxy has open now: read on each scrape. */
 export interface ProxyActivity {
@@ -19,6 +19,8 @@ export class ProxyMetrics {
   readonly #duration;
   readonly #connectErrors;
   readonly #retries;
+  /** Each app's series, so that a request costs one map look-up and no label string. */
+  readonly #byApp = new Map<string, { requests: Array<{ n: number } | undefined>; duration: HistogramSeries }>();
 
   constructor(registry = new Registry()) {
     this.registry = registry;
@@ -42,8 +44,15 @@ export class ProxyMetrics {
   /** One answered request; `ms` from its head read to its answer's end; status 499: the client left first. */
   request(app: string | undefined, status: number, protocol: 'http/1.1' | 'h2', ms: number): void {
     const a = app ?? '';
-    this.#requests.inc([a, CODE_CLASSES[Math.floor(status / 100)] ?? '5xx', protocol]);
-    this.#duration.observe([a], ms / 1000);
+    let series = this.#byApp.get(a);
+    if (series === undefined) {
+      series = { requests: new Array(CODE_CLASSES.length * 2), duration: this.#duration.child([a]) };
+      this.#byApp.set(a, series);
+    }
+    const cls = status >= 100 && status < 600 ? Math.floor(status / 100) : 5;
+    const slot = cls * 2 + (protocol === 'h2' ? 1 : 0);
+    (series.requests[slot] ??= this.#requests.child([a, CODE_CLASSES[cls]!, protocol])).n++;
+    this.#duration.observeIn(series.duration, ms / 1000);
   }
 
   connectError(app: string | undefined): void {

@@ -90,6 +90,11 @@ export class Counter extends Series<{ n: number }> {
     this.get(values, () => ({ n: 0 })).n += by;
   }
 
+  /** The series of these label values, to add to (`.n += 1`) with no look-up on a hot path. */
+  child(values: readonly string[]): { n: number } {
+    return this.get(values, () => ({ n: 0 }));
+  }
+
   family(): MetricFamily {
     const lines = [...this.series.values()].map(({ values, state }) => `${this.name}${labelText(this.labels, values)} ${formatValue(state.n)}`);
     return { name: this.name, help: this.help, type: 'counter', lines };
@@ -116,7 +121,14 @@ export class Gauge extends Series<{ n: number }> {
   }
 }
 
-export class Histogram extends Series<{ counts: number[]; sum: number; count: number }> {
+/** One label set's buckets (not cumulative: render() adds them up), sum and count. */
+export interface HistogramSeries {
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+export class Histogram extends Series<HistogramSeries> {
   readonly buckets: readonly number[];
 
   constructor(name: string, help: string, labels: readonly string[], buckets: readonly number[]) {
@@ -127,7 +139,15 @@ export class Histogram extends Series<{ counts: number[]; sum: number; count: nu
   }
 
   observe(values: readonly string[], value: number): void {
-    const s = this.get(values, () => ({ counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 }));
+    this.observeIn(this.child(values), value);
+  }
+
+  /** The series of these label values, for observeIn() with no look-up on a hot path. */
+  child(values: readonly string[]): HistogramSeries {
+    return this.get(values, () => ({ counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 }));
+  }
+
+  observeIn(s: HistogramSeries, value: number): void {
     // Counted in the first bucket that holds it; render() adds them up (buckets are cumulative).
     const buckets = this.buckets;
     let i = 0;
