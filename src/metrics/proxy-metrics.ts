@@ -5,7 +5,7 @@ import { Registry, type HistogramSeries } from './registry.ts';
 
 /** What the proxy has open now: read on each scrape. */
 export interface ProxyActivity {
-  /** Client connections: HTTP/1.1 connections and HTTP/2 sessions. */
+  /** Client connections: HTTP/1.1 connections and HTTP/2 sessions (not those upgraded to WebSockets). */
   connections: number;
   /** Upgraded connections (WebSockets) relayed to apps. */
   websockets: number;
@@ -32,7 +32,7 @@ export class ProxyMetrics {
 
   /** Reads what is open on each scrape. */
   watch(activity: () => ProxyActivity): void {
-    const connections = this.registry.gauge('berth_http_connections', 'Client connections open (HTTP/1.1 connections and HTTP/2 sessions).');
+    const connections = this.registry.gauge('berth_http_connections', 'Client connections open: HTTP/1.1 connections and HTTP/2 sessions, not those upgraded to WebSockets.');
     const websockets = this.registry.gauge('berth_websockets', 'Upgraded connections (WebSockets) open between clients and apps.');
     this.registry.onCollect(() => {
       const now = activity();
