@@ -67,6 +67,14 @@ export async function serve(argv: string[]): Promise<number> {
     closeSockets();
     await releaseLock();
   };
+  // Before the children start: a metrics address in use stops berth serve at once.
+  try {
+    await metrics?.start();
+  } catch (e) {
+    closeSockets();
+    await releaseLock();
+    throw e;
+  }
   try {
     const started = await Promise.race([supervisor.start().then(() => undefined), stopping]);
     if (started !== undefined) {
@@ -81,10 +89,6 @@ export async function serve(argv: string[]): Promise<number> {
   }
 
   await upgrades.start().catch(async (e: unknown) => {
-    await shutdown();
-    throw e;
-  });
-  await metrics?.start().catch(async (e: unknown) => {
     await shutdown();
     throw e;
   });

@@ -67,6 +67,19 @@ async function boundPort(): Promise<{ port: number; close: () => Promise<void> }
   return { port: (server.address() as net.AddressInfo).port, close: () => new Promise((r) => server.close(() => r())) };
 }
 
+test('berth serve with its metrics address in use stops before it starts anything, naming the address and --metrics-listen', async () => {
+  const taken = await boundPort();
+  try {
+    const r = serveFails(path.join(work, 'metrics-busy'), ['--metrics-listen', `127.0.0.1:${taken.port}`]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(` !     cannot listen on 127\\.0\\.0\\.1:${taken.port} \\(metrics\\): the port is already in use`));
+    assert.match(r.stderr, /choose another with --metrics-listen \(or off\)/);
+    assert.doesNotMatch(r.stderr, /internal error|this is a bug|proxy_started|control_started/);
+  } finally {
+    await taken.close();
+  }
+});
+
 test('berth serve with an SSH port in use stops with a message that names the port', async () => {
   const taken = await boundPort();
   try {

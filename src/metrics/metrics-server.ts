@@ -5,6 +5,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { METRICS_LISTEN } from '../config.ts';
 import { UserError } from '../errors.ts';
+import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
 import { render, type MetricFamily } from './registry.ts';
 
@@ -43,9 +44,7 @@ export class MetricsServer {
     const server = http.createServer((req, res) => this.#handle(req, res));
     server.requestTimeout = 10_000;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => {
-        reject(e.code === 'EADDRINUSE' ? new UserError('metrics_listen_in_use', `--metrics-listen: ${this.#host}:${this.#port} is in use`, { hint: 'give another address with --metrics-listen HOST:PORT, or turn it off with --metrics-listen off' }) : e);
-      });
+      server.once('error', (e) => reject(listenError(e, { what: 'metrics', address: `${this.#host.includes(':') ? `[${this.#host}]` : this.#host}:${this.#port}`, flag: '--metrics-listen (or off)' })));
       server.listen(this.#port, this.#host, () => resolve());
     });
     this.#server = server;
