@@ -11,6 +11,9 @@ import { COUNTED_EVENTS, ControlMetrics } from '../src/metrics/control-metrics.t
 import { MetricsServer, parseListen } from '../src/metrics/metrics-server.ts';
 import { ProxyMetrics } from '../src/metrics/proxy-metrics.ts';
 import { escapeLabel, Registry, render } from '../src/metrics/registry.ts';
+import { parseCertificateBundle } from '../src/proxy/tls/certificate.ts';
+import { SniCache } from '../src/proxy/tls/sni-cache.ts';
+import { issueCert, makeCa } from './helpers/certs.ts';
 
 test('label values escape backslash, double quote and line feed; HELP escapes backslash and line feed', () => {
   assert.equal(escapeLabel('a\\b"c\nd'), 'a\\\\b\\"c\\nd');
@@ -108,6 +111,23 @@ test('the control plane counts the events it logs, and reads certificate expiry 
     assert.match(text, /^berth_acme_failures_total\{reason="rate_limited"\} 1$/m);
     assert.match(text, /^berth_certificate_expiry_timestamp_seconds\{domain="shop.example.com"\} 1798761600$/m);
     assert.match(text, /^berth_process_resident_memory_bytes\{role="control"\} [1-9]\d*$/m);
+  } finally {
+    m.stop();
+  }
+});
+
+test("the certificate expiry gauge reads the served certificates' notAfter from the SNI cache", () => {
+  const ca = makeCa('metrics expiry CA');
+  const issued = issueCert(ca, ['shop.example.test']);
+  const bundle = parseCertificateBundle(issued.certPem, issued.keyPem);
+  const cache = new SniCache();
+  cache.replace(new Map([['shop.example.test', { bundle, source: 'custom' as const }]]));
+  const m = new ControlMetrics(() => cache.expiries());
+  try {
+    const text = render(m.registry.families());
+    assert.match(text, new RegExp(`^berth_certificate_expiry_timestamp_seconds\\{domain="shop\\.example\\.test"\\} ${Math.floor(bundle.info.notAfter.getTime() / 1000)}$`, 'm'));
+    cache.replace(new Map());
+    assert.doesNotMatch(render(m.registry.families()), /domain="shop/, 'a certificate no longer served has no series');
   } finally {
     m.stop();
   }
