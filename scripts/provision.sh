@@ -125,6 +125,8 @@ command -v wrk >/dev/null || apt_install wrk
 command -v pebble >/dev/null || apt_install pebble
 command -v ssh-audit >/dev/null || apt_install ssh-audit
 command -v testssl >/dev/null || apt_install testssl.sh
+# promtool checks a scrape of /metrics, and a real prometheus scrapes berth (test/e2e-metrics.test.ts).
+command -v promtool >/dev/null || apt_install prometheus
 start_engine
 build_base_image
 build_stack_image

@@ -95,6 +95,8 @@ export interface Config {
   sshMaxStartups: number;
   /** SSH connections not yet authenticated from one address; more are closed at once. Default 10. */
   sshMaxStartupsPerAddress: number;
+  /** Where the supervisor serves Prometheus metrics at /metrics, HOST:PORT; 'off' or '' turns it off. Default 127.0.0.1:9180. */
+  metricsListen: string;
 }
 
 /** The official Heroku buildpacks, in herokuish's detection order. */
@@ -104,6 +106,9 @@ export const DEFAULT_BUILDPACKS: readonly string[] = ['ruby', 'nodejs', 'clojure
 
 /** Let's Encrypt's production ACME directory: the default --acme-directory. */
 export const LETS_ENCRYPT_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
+
+/** HOST:PORT for --metrics-listen; an IPv6 host in brackets. */
+export const METRICS_LISTEN = /^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):(\d{1,5})$/;
 
 interface FlagSpec {
   key: keyof Config;
@@ -153,6 +158,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'sshMaxStartupsPerAddress', flag: '--ssh-max-startups-per-address', env: 'BERTH_SSH_MAX_STARTUPS_PER_ADDRESS', kind: 'count', max: 100_000, describe: 'SSH connections not yet authenticated from one address; more are closed at once (default 10)' },
   { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
   { key: 'fetchAllowHosts', flag: '--fetch-allow-host', env: 'BERTH_FETCH_ALLOW_HOST', kind: 'list', repeatable: true, describe: 'a host buildpack fetches may reach although it is not a public address (loopback, private, link-local, this server); repeatable, or comma-separated (default: none)' },
+  { key: 'metricsListen', flag: '--metrics-listen', env: 'BERTH_METRICS_LISTEN', kind: 'string', optional: true, describe: 'HOST:PORT of the admin listener serving Prometheus metrics at /metrics; off turns it off (default 127.0.0.1:9180)' },
   { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
 ];
 
@@ -193,6 +199,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     sshLoginGraceTime: 30_000,
     sshMaxStartups: 100,
     sshMaxStartupsPerAddress: 10,
+    metricsListen: '127.0.0.1:9180',
   };
 }
 
@@ -260,6 +267,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   if (config.acmeEmail !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.acmeEmail)) problems.push(`--acme-email: "${config.acmeEmail}" is not an email address`);
   if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
   if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);
+  if (!/^(off|)$/.test(config.metricsListen) && Number(METRICS_LISTEN.exec(config.metricsListen)?.[2] ?? 65536) > 65535) problems.push(`--metrics-listen: "${config.metricsListen}" is not HOST:PORT (such as 127.0.0.1:9180) or off`);
   if (problems.length) {
     throw new UserError('invalid_config', `${command}: ${problems.length === 1 ? 'a problem' : `${problems.length} problems`} with the configuration:\n${problems.map((p) => '  ' + p).join('\n')}`, {
       hint: `run \`${command} --help\` for the flags${command === 'berth serve' ? ' and their BERTH_* variables' : ''}`,

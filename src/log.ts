@@ -36,7 +36,20 @@ export function newErrorId(): string {
   return randomBytes(4).toString('hex');
 }
 
+/** Listeners to every event, whatever the level (the control plane's metrics count them). */
+const taps: Array<(event: string, fields: LogFields) => void> = [];
+
+/** Calls `listener` with every event logged from now on, before the level filter; returns its removal. */
+export function tapLog(listener: (event: string, fields: LogFields) => void): () => void {
+  taps.push(listener);
+  return () => {
+    const i = taps.indexOf(listener);
+    if (i !== -1) taps.splice(i, 1);
+  };
+}
+
 function write(level: LogLevel, event: string, fields?: LogFields): void {
+  for (const tap of taps) tap(event, fields ?? {});
   if (ORDER[level] < ORDER[threshold]) return;
   const entry: LogFields = { time: new Date().toISOString(), level, event };
   if (fields) for (const [k, v] of Object.entries(fields)) entry[k] = serialise(v);

@@ -11,6 +11,7 @@ import { holdSockets } from './daemon/listen-sockets.ts';
 import sea from 'node:sea';
 import { ChildFailed, selfCommand } from './daemon/role-child.ts';
 import { Supervisor, UPGRADE_DEFAULTS, type UpgradeOptions } from './daemon/supervisor.ts';
+import { MetricsServer, parseListen } from './metrics/metrics-server.ts';
 import { UpgradeSocket, type UpgradeRequest } from './daemon/upgrade-socket.ts';
 import { VERSION } from './version.ts';
 
@@ -57,12 +58,23 @@ export async function serve(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
+  const listen = parseListen(config.metricsListen);
+  const metrics = listen ? new MetricsServer({ ...listen, gather: () => supervisor.metrics() }) : undefined;
   const shutdown = async () => {
+    await metrics?.stop();
     await upgrades.stop();
     await supervisor.stop();
     closeSockets();
     await releaseLock();
   };
+  // Before the children start: a metrics address in use stops berth serve at once.
+  try {
+    await metrics?.start();
+  } catch (e) {
+    closeSockets();
+    await releaseLock();
+    throw e;
+  }
   try {
     const started = await Promise.race([supervisor.start().then(() => undefined), stopping]);
     if (started !== undefined) {
@@ -89,13 +101,14 @@ export async function serve(argv: string[]): Promise<number> {
         (e: unknown) => log.error('upgrade_refused', { error: e }),
       );
   });
-  log.info('berth_started', { version: VERSION, node: process.version, pid: process.pid, dataDir: config.dataDir, httpPort: ports.http, httpsPort: ports.https, sshPort: ports.ssh, domain: config.domain, docker: config.dockerHost, hostKey: supervisor.facts?.hostKeyFingerprint });
+  log.info('berth_started', { version: VERSION, node: process.version, pid: process.pid, dataDir: config.dataDir, httpPort: ports.http, httpsPort: ports.https, sshPort: ports.ssh, metricsPort: metrics?.port, domain: config.domain, docker: config.dockerHost, hostKey: supervisor.facts?.hostKeyFingerprint });
   const facts = supervisor.facts;
   stdout.section(`berth ${VERSION} is serving`);
   stdout.detail(`apps:     http://APP.${config.domain}${ports.http === 80 ? '' : `:${ports.http}`}`);
   stdout.detail(`https:    ${facts?.acme.enabled ? `port ${ports.https}, certificates from ${facts.acme.directory} for ${facts.acme.email}` : `port ${ports.https}, certificates only from certs:add (set --acme-email for automatic ones)`}`);
   stdout.detail(`git push: ssh://berth@HOST:${ports.ssh}/APP   (host key ${facts?.hostKeyFingerprint ?? 'unknown'})`);
   stdout.detail(`data:     ${config.dataDir}`);
+  if (metrics) stdout.detail(`metrics:  http://${listen!.host.includes(':') ? `[${listen!.host}]` : listen!.host}:${metrics.port}/metrics`);
   if (facts?.noKeys) stdout.detail(`no SSH keys yet: berth --data-dir ${config.dataDir} ssh-keys:add NAME ~/.ssh/id_ed25519.pub`);
 
   const signal = await stopping;

@@ -57,7 +57,7 @@ test('a push that fails on a bug shows the client the error id that the daemon l
 
 /** Runs `berth serve` on a fresh data dir with these flags until it exits (it must not start). */
 function serveFails(dataDir: string, args: string[]): { code: number; stderr: string } {
-  const r = run(BINARY, ['serve', '--data-dir', dataDir, '--bind', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--network', 'berth-test', ...args], { timeoutMs: 60_000 });
+  const r = run(BINARY, ['serve', '--data-dir', dataDir, '--bind', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--network', 'berth-test', '--metrics-listen', '127.0.0.1:0', ...args], { timeoutMs: 60_000 });
   return { code: r.code, stderr: r.stderr + r.stdout };
 }
 
@@ -66,6 +66,19 @@ async function boundPort(): Promise<{ port: number; close: () => Promise<void> }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { port: (server.address() as net.AddressInfo).port, close: () => new Promise((r) => server.close(() => r())) };
 }
+
+test('berth serve with its metrics address in use stops before it starts anything, naming the address and --metrics-listen', async () => {
+  const taken = await boundPort();
+  try {
+    const r = serveFails(path.join(work, 'metrics-busy'), ['--metrics-listen', `127.0.0.1:${taken.port}`]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(` !     cannot listen on 127\\.0\\.0\\.1:${taken.port} \\(metrics\\): the port is already in use`));
+    assert.match(r.stderr, /choose another with --metrics-listen \(or off\)/);
+    assert.doesNotMatch(r.stderr, /internal error|this is a bug|proxy_started|control_started/);
+  } finally {
+    await taken.close();
+  }
+});
 
 test('berth serve with an SSH port in use stops with a message that names the port', async () => {
   const taken = await boundPort();

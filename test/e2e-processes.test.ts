@@ -184,7 +184,7 @@ test('under systemd socket activation, berth serve serves the sockets it was giv
   const held = await holdSockets({ http: 0, https: 0, ssh: 0 }, '127.0.0.1', {});
   const dataDir = tempDir('socket-activation');
   // As systemd does: the sockets from fd 3 (here in another order than berth's), LISTEN_PID the server's own pid.
-  const child = spawn('sh', ['-c', 'export LISTEN_PID=$$; exec "$0" "$@"', BINARY, 'serve', '--data-dir', dataDir, '--bind', '127.0.0.1', '--domain', 'berth.test', '--network', 'berth-test'], {
+  const child = spawn('sh', ['-c', 'export LISTEN_PID=$$; exec "$0" "$@"', BINARY, 'serve', '--data-dir', dataDir, '--bind', '127.0.0.1', '--domain', 'berth.test', '--network', 'berth-test', '--metrics-listen', 'off'], {
     stdio: ['ignore', 'pipe', 'pipe', held.ssh.handle, held.http.handle, held.https.handle] as never,
     env: { ...process.env, LISTEN_FDS: '3', LISTEN_FDNAMES: 'ssh:http:https' },
   });

@@ -13,6 +13,7 @@ import { loadOrCreateHostKey } from '../git/host-key.ts';
 import { KeyStore } from '../git/key-store.ts';
 import { SshServer } from '../git/ssh-server.ts';
 import { log, setLogLevel } from '../log.ts';
+import { ControlMetrics, type CertificateExpiry } from '../metrics/control-metrics.ts';
 import { DockerEngine } from '../orchestrator/docker-engine.ts';
 import { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { CertificateManager } from '../proxy/tls/certificate-manager.ts';
@@ -40,6 +41,9 @@ export async function runControl(argv: string[]): Promise<number> {
   };
 
   const link = new ProxyLink((message) => send({ t: 'to-proxy', message }));
+  // Counts from the start; the certificates are known once the manager is made.
+  let served: () => CertificateExpiry[] = () => [];
+  const metrics = new ControlMetrics(() => served());
   const statusAsks = new Map<number, (processes: ProcessStatus[]) => void>();
   let nextAsk = 1;
   let retire!: (deadlineMs: number) => void;
@@ -67,6 +71,8 @@ export async function runControl(argv: string[]): Promise<number> {
         return link.receive(message.message);
       case 'status':
         return send({ t: 'status', id: message.id, status: ownStatus('control', VERSION) });
+      case 'metrics':
+        return send({ t: 'metrics', id: message.id, families: metrics.registry.families() });
       case 'status-all': {
         const answer = statusAsks.get(message.id);
         statusAsks.delete(message.id);
@@ -126,6 +132,7 @@ export async function runControl(argv: string[]): Promise<number> {
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
     const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, maxOrdersPerHour: config.maxAppAcmeOrders });
     stops.push(() => certificates.stop());
+    served = () => certificates.cache.expiries();
     link.attach({ settings: () => state.proxySettings.resolved(), certificates: certificates.cache, challenges: certificates.challenges });
     state.proxySettings.onChange(() => link.settingsChanged());
     await certificates.load();
@@ -217,6 +224,7 @@ export async function runControl(argv: string[]): Promise<number> {
     await stopAll();
   }
   await ssh?.stop();
+  metrics.stop();
   log.info('control_stopped', {});
   exitSoon();
   return 0;

@@ -1,6 +1,7 @@
 // What berth's processes say to each other over their IPC channels (Node's, to and from the
 // supervisor): the supervisor relays the control plane's messages to the proxy and the proxy's
 // answers back, and asks each process how it is. Plain data only: every message is JSON.
+import type { MetricFamily } from '../metrics/registry.ts';
 import type { AppProxySettings } from '../state/proxy-settings.ts';
 import type { DrainReport } from '../proxy/edge-server.ts';
 import type { AppRoute, Target } from '../proxy/route-table.ts';
@@ -58,6 +59,8 @@ export type FromChild =
   | { t: 'hello' }
   | { t: 'ready'; facts?: ControlFacts }
   | { t: 'status'; id: number; status: ProcessStatus }
+  /** Its metrics, asked for a scrape. */
+  | { t: 'metrics'; id: number; families: MetricFamily[] }
   | { t: 'status-all'; id: number }
   | { t: 'to-proxy'; message: ToProxy }
   | { t: 'to-control'; message: FromProxy }
@@ -69,6 +72,8 @@ export type FromChild =
 /** The supervisor to a child. */
 export type ToChild =
   | { t: 'status'; id: number }
+  /** A scrape of the admin listener: answer with this process's metric families. */
+  | { t: 'metrics'; id: number }
   | { t: 'status-all'; id: number; processes: ProcessStatus[] }
   /** To control: a proxy (re)started and has nothing; send it everything. */
   | { t: 'resync' }

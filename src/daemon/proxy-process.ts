@@ -5,6 +5,8 @@
 // supervisor says there is none to wait for), so it never answers from an empty route table.
 import { dataPaths, loadConfig } from '../config.ts';
 import { log, setLogLevel } from '../log.ts';
+import { addProcessMetrics } from '../metrics/process-metrics.ts';
+import { ProxyMetrics } from '../metrics/proxy-metrics.ts';
 import { EdgeServer } from '../proxy/edge-server.ts';
 import { AcmeChallenges } from '../proxy/tls/acme-challenges.ts';
 import { createChallengeResponder, createHttpsRedirect } from '../proxy/tls/https-redirect.ts';
@@ -25,7 +27,10 @@ export async function runProxy(argv: string[]): Promise<number> {
 
   const certificates = new SniCache();
   const challenges = new AcmeChallenges();
-  const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost, accessLogFile: paths.accessLog, fd: PROXY_FDS.http });
+  const metrics = new ProxyMetrics();
+  const stopSampling = addProcessMetrics(metrics.registry, 'proxy');
+  const edge = new EdgeServer({ httpPort: config.httpPort, bindHost: config.bindHost, accessLogFile: paths.accessLog, fd: PROXY_FDS.http, metrics });
+  metrics.watch(() => edge.activity());
   const tls = new TlsListener({
     port: config.httpsPort,
     bindHost: config.bindHost,
@@ -53,6 +58,7 @@ export async function runProxy(argv: string[]): Promise<number> {
       if (message.t === 'from-control') receiver.apply(message.message);
       else if (message.t === 'accept') accept();
       else if (message.t === 'status') send({ t: 'status', id: message.id, status: ownStatus('proxy', VERSION) });
+      else if (message.t === 'metrics') send({ t: 'metrics', id: message.id, families: metrics.registry.families() });
     } catch (e) {
       log.error('proxy_message_failed', { message: message.t, error: e });
     }
@@ -81,6 +87,7 @@ export async function runProxy(argv: string[]): Promise<number> {
   const why = await Promise.race([stopped, retiring]);
   log.info('proxy_stopping', { why });
   collector.stop();
+  stopSampling();
   // Together: the edge's drain (Connection: close, WebSockets) covers the TLS listener's HTTP/1.1 connections too.
   await Promise.all([tls.stop(), edge.stop({ handover: why === 'retired' })]);
   exitSoon();

@@ -7,6 +7,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { addProcessMetrics } from '../metrics/process-metrics.ts';
+import { Registry, type MetricFamily } from '../metrics/registry.ts';
 import { VERSION } from '../version.ts';
 import type { HeldSocket, SocketName } from './listen-sockets.ts';
 import { ownStatus, type ControlFacts, type FromChild, type ProcessStatus, type ToChild, type UpgradeRequest } from './messages.ts';
@@ -63,8 +65,12 @@ export class Supervisor {
   readonly #everReady = new Set<ChildRole>();
   #stopping = false;
   #upgrading = false;
+  readonly #stopSampling: () => void;
   #nextId = 1;
   readonly #asks = new Map<number, (status: ProcessStatus) => void>();
+  readonly #metricAsks = new Map<number, (families: MetricFamily[]) => void>();
+  /** The supervisor's own metrics (its memory and event loop). */
+  readonly #registry = new Registry();
   /** Drains in flight: the control plane that asked, its id, and the proxies yet to answer. */
   readonly #drains = new Map<number, { control: RoleChild; id: number; waiting: Set<RoleChild>; report: { waitedMs: number; requestsLeft: number; tunnelsClosed: number } }>();
   /** The control plane's facts from its first start, for the banner. */
@@ -73,6 +79,31 @@ export class Supervisor {
   constructor(options: SupervisorOptions) {
     this.#options = options;
     this.#command = options.command;
+    this.#stopSampling = addProcessMetrics(this.#registry, 'supervisor');
+  }
+
+  /**
+   * The metrics of every process serving now, for a scrape: its own, then the proxy's and the
+   * control plane's (an upgrade's new or retiring processes are left out until they are the
+   * current ones). A child that does not answer within 2 s is left out; the others still come.
+   */
+  async metrics(): Promise<MetricFamily[]> {
+    const families = this.#registry.families();
+    const children = (['proxy', 'control'] as const).map((role) => this.#current[role]).filter((c): c is RoleChild => c !== undefined && c.isReady);
+    const answers = await Promise.all(
+      children.map((child) => {
+        const id = this.#nextId++;
+        return new Promise<MetricFamily[]>((resolve) => {
+          const timer = setTimeout(() => resolve([]), 2000);
+          this.#metricAsks.set(id, (answer) => {
+            clearTimeout(timer);
+            resolve(answer);
+          });
+          child.send({ t: 'metrics', id });
+        }).finally(() => this.#metricAsks.delete(id));
+      }),
+    );
+    return [...families, ...answers.flat()];
   }
 
   /** Starts both children; resolves once both are ready, or throws ChildFailed when one exits first. */
@@ -186,6 +217,7 @@ export class Supervisor {
   /** SIGTERM to every child (they drain), SIGKILL to any still running after STOP_TIMEOUT_MS. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#stopSampling();
     for (const timer of this.#restartTimers) clearTimeout(timer);
     await Promise.all([...this.#alive].map((child) => child.stop()));
   }
@@ -234,6 +266,8 @@ export class Supervisor {
         return;
       case 'status':
         return this.#asks.get(message.id)?.(message.status);
+      case 'metrics':
+        return this.#metricAsks.get(message.id)?.(message.families);
       case 'status-all':
         void this.status().then((processes) => from.send({ t: 'status-all', id: message.id, processes }));
         return;

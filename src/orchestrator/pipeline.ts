@@ -3,6 +3,7 @@
 // release's build log, or as the app's last failed deploy.
 import type { Output } from '../ui/output.ts';
 import { UserError, describeForUser } from '../errors.ts';
+import { log } from '../log.ts';
 import type { Release } from '../state/app-store.ts';
 import { chooseBuilder, type BuildResult, type BuildSource, type Builder } from './builder.ts';
 import { MAX_APP_JSON_BYTES } from './app-json.ts';
@@ -28,6 +29,8 @@ export interface PipelineDeps extends ReleaseDeps {
 export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Promise<Release> {
   const { source } = input;
   const out = new TeeOutput(input.out);
+  const started = performance.now();
+  let building: number | undefined;
   try {
     const record = deps.apps.require(source.app);
     const number = nextReleaseNumber(record);
@@ -35,15 +38,22 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
     // The source's Procfile and app.json are checked before anything is built; a buildpack build
     // may write or move them, so then they are read from the built app.
     const fromSource = builder.appFilesFromBuild ? undefined : parseAppFiles(await appFilesOfSource(source));
+    building = performance.now();
     const built = await builder.build({ source, app: record, release: number, out, ...(input.signal ? { signal: input.signal } : {}) });
+    log.info('build_finished', { app: source.app, builder: built.builder, result: 'succeeded', ms: Math.round(performance.now() - building) });
+    building = undefined;
     const { procfile, healthchecks } = fromSource ?? parseAppFiles(built.appFiles ?? (await appFilesOfSource(source)));
     const release = makeRelease(number, built, procfile, input, record.config, healthchecks);
     describeProcesses(out, release, procfile !== undefined);
     await deployNewRelease(deps, source.app, release, out);
     out.step(`Released v${release.number} of ${source.app}: ${deps.appUrl}`);
     await deps.logs.saveRelease(source.app, release.number, out.copy.text());
+    log.info('deploy_finished', { app: source.app, release: release.number, result: 'succeeded', ms: Math.round(performance.now() - started) });
     return release;
   } catch (e) {
+    const result = input.signal?.aborted ? 'cancelled' : 'failed';
+    if (building !== undefined) log.info('build_finished', { app: source.app, result, ms: Math.round(performance.now() - building) });
+    log.info('deploy_finished', { app: source.app, result, ms: Math.round(performance.now() - started) });
     const { lines } = describeForUser(e, `deploy of ${source.app}`);
     for (const line of lines) out.copy.error(line);
     await deps.logs.saveFailed(source.app, out.copy.text()).catch(() => {});

@@ -14,6 +14,7 @@ import { LoadBalancer, TargetRegistry } from './load-balancer.ts';
 import type { ProxyContext } from './proxy-context.ts';
 import { DEFAULT_CLIENT_LIMITS, type ClientLimits } from './proxy-settings.ts';
 import { RouteTable, type Target } from './route-table.ts';
+import type { ProxyActivity, ProxyMetrics } from '../metrics/proxy-metrics.ts';
 import { targetKey, type TargetState } from './target-state.ts';
 
 /** stop(): how long requests in flight get to finish before their connections are cut. */
@@ -49,6 +50,8 @@ export interface EdgeServerOptions {
   reusePort?: boolean;
   /** A listening socket handed over by the supervisor (its file descriptor): served instead of binding `httpPort`. */
   fd?: number;
+  /** Where requests are counted (the proxy process's metrics); none when absent. */
+  metrics?: ProxyMetrics;
 }
 
 /** What a drain found: see EdgeServer.drain(). */
@@ -100,6 +103,7 @@ export class EdgeServer {
     const edge = this;
     this.#context = {
       limits: this.#limits,
+      metrics: options.metrics,
       targets: this.#targets,
       balancer: this.#balancer,
       get accessLog() {
@@ -140,6 +144,13 @@ export class EdgeServer {
   }
 
   /** The bound port once started (so port 0 works), the configured one before. */
+  /** What is open now, for the metrics. */
+  activity(): ProxyActivity {
+    let websockets = 0;
+    for (const state of this.#targets.all()) websockets += state.tunnels.size;
+    return { connections: this.#connections.size + this.#http2.sessionCount, websockets };
+  }
+
   get httpPort(): number {
     return this.#boundPort ?? this.#port;
   }

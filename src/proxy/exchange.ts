@@ -206,6 +206,7 @@ export class Exchange implements UpstreamOwner {
       // Nothing reached the app: any request may go to another target.
       target.markDown(performance.now(), ctx.limits.targetDownFor);
       this.#logUpstreamError('connect', undefined, code, error?.message ?? 'connection closed');
+      ctx.metrics?.connectError(this.app);
       this.#retryElsewhere(502, UNREACHABLE);
       return;
     }
@@ -222,6 +223,7 @@ export class Exchange implements UpstreamOwner {
     if (safe && (!again || (route.standby.length > 0 && untried > 1))) {
       this.#staleRetried = true;
       log.debug('proxy_upstream_retry', { app: this.app, target: target.id, code, fresh });
+      ctx.metrics?.retry(this.app);
       // Another target if there is one; the same one (on a new connection) otherwise.
       if ((fresh || again) && (route.targets.length > 1 || route.standby.length > 0) && !this.#tried?.includes(target)) (this.#tried ??= []).push(target);
       this.#release();
@@ -521,6 +523,7 @@ export class Exchange implements UpstreamOwner {
       this.#respond(status, detail, false);
       return;
     }
+    this.conn.ctx.metrics?.retry(this.app);
     this.#connect();
   }
 
@@ -592,6 +595,7 @@ export class Exchange implements UpstreamOwner {
     if (conn.ctx.accessLog) {
       logAccess(conn.ctx.accessLog, conn.decision, conn.forwarding.clientIp, conn.proto, head.host, head.method, head.path, this.status, this.#bytesOut, this.#started, now, target?.id);
     }
+    conn.ctx.metrics?.request(conn.decision.route?.app, this.status, 'http/1.1', now - this.#started);
     if (this.status !== 101) this.conn.finished(keepClient, this.#settings?.idleTimeout ?? 60_000, now);
   }
 

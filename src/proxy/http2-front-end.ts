@@ -235,8 +235,10 @@ export class Http2FrontEnd {
       target.markDown(performance.now(), ctx.limits.targetDownFor);
       const status: ErrorStatus = code === 'UND_ERR_CONNECT_TIMEOUT' ? 504 : 502;
       this.#logUpstreamError(x, target, 'connect', status, code, err.message);
+      ctx.metrics?.connectError(x.d.route?.app);
       (x.tried ??= []).push(target);
       if (!x.hasBody && x.tried.length < x.d.route!.targets.length + x.d.route!.standby.length) {
+        ctx.metrics?.retry(x.d.route?.app);
         this.#release(x);
         this.#forward(x);
       } else this.#respond(x, status, status === 504 ? TOO_SLOW : UNREACHABLE);
@@ -255,6 +257,7 @@ export class Http2FrontEnd {
       if ((x.repeated || route.standby.length > 0) && !x.tried?.includes(target)) (x.tried ??= []).push(target);
       x.repeated = true;
       log.debug('proxy_upstream_retry', { app: x.d.route?.app, target: target.id, code });
+      ctx.metrics?.retry(x.d.route?.app);
       this.#release(x);
       this.#forward(x);
       return;
@@ -295,7 +298,9 @@ export class Http2FrontEnd {
     x.target = undefined;
     target?.end();
     const accessLog = this.#ctx.accessLog;
-    if (accessLog) logAccess(accessLog, x.d, x.client, 'https', x.host, x.method, x.path, x.res.headersSent ? x.res.statusCode : 499, x.bytes, x.started, now, target?.id);
+    const status = x.res.headersSent ? x.res.statusCode : 499;
+    if (accessLog) logAccess(accessLog, x.d, x.client, 'https', x.host, x.method, x.path, status, x.bytes, x.started, now, target?.id);
+    this.#ctx.metrics?.request(x.d.route?.app, status, 'h2', now - x.started);
     if (state && --state.open === 0) state.idleUntil = deadline(now, x.d.settings.idleTimeout);
   }
 

@@ -51,6 +51,8 @@ export interface Daemon {
   httpPort: number;
   httpsPort: number;
   sshPort: number;
+  /** The admin listener's port (Prometheus metrics at /metrics on 127.0.0.1). */
+  metricsPort: number;
   domain: string;
   /** This daemon's instance id: it labels its containers and names its image repositories. */
   instance: string;
@@ -76,7 +78,7 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
   const dataDir = options.dataDir ?? tempDir('data');
   const domain = options.domain ?? 'berth.test';
   let output = '';
-  const child = spawn(BINARY, ['serve', '--data-dir', dataDir, '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--bind', '127.0.0.1', '--domain', domain, '--network', 'berth-test', '--checks-wait', '1', ...(options.args ?? [])], {
+  const child = spawn(BINARY, ['serve', '--data-dir', dataDir, '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--bind', '127.0.0.1', '--domain', domain, '--network', 'berth-test', '--checks-wait', '1', '--metrics-listen', '127.0.0.1:0', ...(options.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
   });
@@ -87,12 +89,12 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
   process.prependOnceListener('exit', () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
-  const started = await new Promise<{ httpPort: number; httpsPort: number; sshPort: number }>((resolve, reject) => {
+  const started = await new Promise<{ httpPort: number; httpsPort: number; sshPort: number; metricsPort: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`berth serve did not start within 60 s:\n${output}`)), 60_000);
     const check = () => {
       for (const line of output.split('\n')) {
         if (!line.includes('"berth_started"')) continue;
-        const entry = JSON.parse(line) as { httpPort: number; httpsPort: number; sshPort: number };
+        const entry = JSON.parse(line) as { httpPort: number; httpsPort: number; sshPort: number; metricsPort: number };
         clearTimeout(timer);
         resolve(entry);
         return;
@@ -122,6 +124,7 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
     httpPort: started.httpPort,
     httpsPort: started.httpsPort,
     sshPort: started.sshPort,
+    metricsPort: started.metricsPort,
     process: child,
     logs: () => output,
     cli: (args, input) => run(BINARY, ['--data-dir', dataDir, ...args], input === undefined ? {} : { input }),

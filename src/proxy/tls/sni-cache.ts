@@ -42,6 +42,11 @@ export class SniCache {
     return entry && isCurrent(entry.bundle, now) ? entry : undefined;
   }
 
+  /** When each served name's certificate expires. */
+  expiries(): Array<{ name: string; notAfter: Date; source: CertificateSource }> {
+    return [...this.#byName].map(([name, { bundle, source }]) => ({ name, notAfter: bundle.info.notAfter, source }));
+  }
+
   /** Every served certificate as PEM. */
   servedPem(): ServedPem[] {
     return [...this.#byName].map(([name, { bundle, source }]) => ({ name, certPem: bundle.certPem, keyPem: bundle.keyPem, source }));
