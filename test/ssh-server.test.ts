@@ -7,8 +7,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import ssh2 from 'ssh2';
 import { AuthLimiter } from '../src/git/auth-limiter.ts';
+import { generateUsableEd25519 } from '../src/git/host-key.ts';
 import { KeyStore } from '../src/git/key-store.ts';
 import { SshServer } from '../src/git/ssh-server.ts';
 import { setLogSink } from '../src/log.ts';
@@ -40,7 +40,7 @@ describe('failed SSH logins', () => {
     const keys = new KeyStore(path.join(dir, 'keys.json'));
     await keys.load();
     await keys.add('good', fs.readFileSync(good.publicKey, 'utf8'));
-    const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+    const hostKey = generateUsableEd25519().private;
     server = new SshServer({
       port: 0,
       bindHost: '0.0.0.0',
@@ -128,7 +128,7 @@ describe('connections that never authenticate', () => {
     try {
       const keys = new KeyStore(path.join(dir, 'keys.json'));
       await keys.load();
-      const server = new SshServer({ port: 0, bindHost: '127.0.0.1', hostKey: ssh2.utils.generateKeyPairSync('ed25519').private, keys, authLimits: { loginGraceMs: 60_000 }, onExec: async () => 0 });
+      const server = new SshServer({ port: 0, bindHost: '127.0.0.1', hostKey: generateUsableEd25519().private, keys, authLimits: { loginGraceMs: 60_000 }, onExec: async () => 0 });
       await server.start();
       const socket = net.connect({ host: '127.0.0.1', port: server.port });
       socket.on('error', () => undefined);
