@@ -211,9 +211,10 @@ function show(ctx: CommandContext, record: AppRecord): void {
   ctx.out.line(`stack: ${record.stack ?? `${ctx.state.config.stackImage} (default)`}`);
 }
 
-function checkImageReference(image: string): void {
+/** Refuses what cannot be an image reference; `example` is the hint's. */
+export function checkImageReference(image: string, example = 'heroku/heroku:24-build or registry.example.com/stack:1'): void {
   if (!/^[a-z0-9][a-z0-9._/:@-]{0,254}$/i.test(image)) {
-    throw new UserError('invalid_image', `"${image}" is not an image reference`, { hint: 'such as heroku/heroku:24-build or registry.example.com/stack:1' });
+    throw new UserError('invalid_image', `"${image}" is not an image reference`, { hint: `such as ${example}` });
   }
 }
 

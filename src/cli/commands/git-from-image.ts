@@ -1,8 +1,7 @@
 // git:from-image: deploy an image the Docker engine already has as the app's next release. A key
 // limited to apps may deploy only images its app built and those the admin allows.
-import { UserError } from '../../errors.ts';
 import { byName, defineCommand, isScoped, type Command } from '../command.ts';
-import { allowedStacks } from './buildpacks.ts';
+import { allowedStacks, checkImageReference } from './buildpacks.ts';
 
 export const gitFromImageCommands: Command[] = [
   defineCommand({
@@ -13,7 +12,7 @@ export const gitFromImageCommands: Command[] = [
     scope: 'app',
     needsDaemon: true,
     async run(ctx, { app, args: [image], daemon }) {
-      if (!/^[a-z0-9][a-z0-9._/:@-]{0,254}$/i.test(image)) throw new UserError('invalid_image', `"${image}" is not an image reference`, { hint: 'such as myapp:latest or sha256:…' });
+      checkImageReference(image, 'myapp:latest or sha256:…');
       ctx.state.apps.require(app);
       // A key limited to apps deploys only the app's own images and those the admin allows.
       const allowed = isScoped(ctx) ? allowedStacks(ctx) : undefined;
