@@ -66,6 +66,9 @@ function step(text) {
 async function bundle() {
   const started = Date.now();
   fs.mkdirSync(dist, { recursive: true });
+  // The dashboard's page, built for the browser and carried in the bundle as a literal.
+  const { buildPage } = await import('./src/dashboard/page-build.ts');
+  const page = await buildPage();
   const result = await esbuild.build({
     entryPoints: [path.join(root, 'src/main.ts')],
     outfile: path.join(dist, 'berth.cjs'),
@@ -81,7 +84,9 @@ async function bundle() {
     keepNames: true,
     legalComments: 'none',
     // The bundle is CommonJS: code that asks where its source file is learns that there is none.
-    define: { __BERTH_VERSION__: JSON.stringify(pkg.version), 'import.meta.filename': 'undefined' },
+    define: { __BERTH_VERSION__: JSON.stringify(pkg.version), __BERTH_DASHBOARD__: JSON.stringify(page), 'import.meta.filename': 'undefined' },
+    // Only the source build of the page (assets.ts without the literal) imports it.
+    external: ['esbuild'],
     plugins: [stubOptionalNative, ssh2KeyObjects],
     metafile: true,
     logLevel: 'warning',

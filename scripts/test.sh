@@ -8,6 +8,7 @@ export PATH="$PWD/node_modules/.bin:$PATH"
 scripts/provision.sh
 echo "-----> type-check"
 tsc --noEmit -p .
+tsc --noEmit -p src/dashboard/page
 echo "-----> build"
 node build.mjs
 echo "-----> tests"
