@@ -103,6 +103,9 @@ test('a container that exits during its probation fails the deploy with its log,
   assert.match(r.stderr, /web\.1 exited \(exit code 4\) \d\.\d s after v2 was routed; routed back to v1/);
   assert.match(r.stderr, /giving up: lost the queue/);
   assert.equal((await request(daemon.httpPort, `${APP}.${daemon.domain}`)).body, 'chk v1\n');
+  // No release records the image this push built: it is not left behind for the next push's build to orphan.
+  assert.equal(releases(), 1);
+  assert.notEqual(run('docker', ['image', 'inspect', `${daemon.imageRepo(APP)}:r2`]).code, 0, 'the failed build image r2 was left tagged');
   mustRun('git', ['reset', '-q', '--hard', 'HEAD~1'], { cwd: repo });
   assert.equal(daemon.cli(['checks:set', APP, 'wait']).code, 0);
 });

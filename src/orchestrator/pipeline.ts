@@ -31,6 +31,8 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
   const out = new TeeOutput(input.out);
   const started = performance.now();
   let building: number | undefined;
+  /** The image this push built, until a release records it. */
+  let built: BuildResult | undefined;
   try {
     const record = deps.apps.require(source.app);
     const number = nextReleaseNumber(record);
@@ -39,7 +41,7 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
     // may write or move them, so then they are read from the built app.
     const fromSource = builder.appFilesFromBuild ? undefined : parseAppFiles(await appFilesOfSource(source));
     building = performance.now();
-    const built = await builder.build({ source, app: record, release: number, out, ...(input.signal ? { signal: input.signal } : {}) });
+    built = await builder.build({ source, app: record, release: number, out, ...(input.signal ? { signal: input.signal } : {}) });
     log.info('build_finished', { app: source.app, builder: built.builder, result: 'succeeded', ms: Math.round(performance.now() - building) });
     building = undefined;
     const { procfile, healthchecks } = fromSource ?? parseAppFiles(built.appFiles ?? (await appFilesOfSource(source)));
@@ -57,8 +59,19 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
     const { lines } = describeForUser(e, `deploy of ${source.app}`);
     for (const line of lines) out.copy.error(line);
     await deps.logs.saveFailed(source.app, out.copy.text()).catch(() => {});
+    if (built) await forgetUnreleasedImage(deps, source.app, built.image);
     throw e;
   }
+}
+
+/**
+ * A build whose deploy failed leaves an image no release names: its tag is removed, or the next
+ * push's build, which takes the same release number, would leave it behind untagged. Only the tag
+ * goes when a release's image is the same image (an unchanged Dockerfile build).
+ */
+async function forgetUnreleasedImage(deps: PipelineDeps, app: string, image: string): Promise<void> {
+  if (deps.apps.get(app)?.releases.some((r) => r.image === image)) return;
+  await deps.engine.removeImage(image).catch((e) => log.warn('image_remove_failed', { app, image, error: e }));
 }
 
 function parseAppFiles(files: NonNullable<BuildResult['appFiles']>): { procfile: Record<string, string> | undefined; healthchecks: HealthchecksSection | undefined } {
