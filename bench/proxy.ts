@@ -3,7 +3,10 @@
 // directly at its container address, through nginx (Debian's; 1 and 2 workers, upstream
 // keepalive, the same forwarded headers and a buffered JSON access log like berth's), and through
 // berth's proxy. Rounds are interleaved so the machine's noise falls on every target alike; the
-// medians and the ratios berth/nginx (best nginx by req/s) are printed.
+// medians and the ratios berth/nginx (best nginx by req/s) are printed. berth is measured twice:
+// as it runs by default (its metrics counted, nobody scraping) and with its /metrics endpoint
+// scraped every SCRAPE_MS (1 s, 15 times Prometheus' default interval) during the round; its CPU
+// per request then counts the supervisor and the control plane too, which answer the scrapes.
 //
 //   npm run bench:proxy                    (defaults: ROUNDS=3 DURATION=10 CONNECTIONS=64 THREADS=2)
 //   ROUNDS=5 DURATION=15 npm run bench:proxy
@@ -17,6 +20,7 @@ const DURATION = Number(process.env.DURATION ?? 10);
 const WARMUP_SECONDS = Number(process.env.WARMUP_SECONDS ?? 2);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
 const THREADS = Number(process.env.THREADS ?? 2);
+const SCRAPE_MS = Number(process.env.SCRAPE_MS ?? 1000);
 const APP = 'benchproxy';
 
 interface Sample {
@@ -35,6 +39,8 @@ interface Variant {
   host?: string;
   /** The proxy's processes, whose CPU time is measured (berth: its proxy process). */
   pids: () => number[];
+  /** Runs beside wrk during the round (the scraper); returns how to stop it. */
+  alongside?: () => () => void;
   samples: Sample[];
 }
 
@@ -87,6 +93,22 @@ function wrk(v: Variant, seconds: number): Sample {
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   if (!Number.isFinite(rps)) throw new Error(`could not read wrk's output:\n${out}`);
   return { rps, p50, p99, errors, non2xx, cpuUs: pids.length > 0 && requests > 0 ? (ticks / CLOCK_TICKS / requests) * 1e6 : undefined };
+}
+
+/**
+ * A scraper beside wrk, as its own process (wrk runs synchronously here): GETs `url` every
+ * `everyMs` and fails the bench if a scrape fails. Returns how to stop it.
+ */
+function scrapeEvery(url: string, everyMs: number): () => void {
+  const script = `setInterval(async () => { const r = await fetch(${JSON.stringify(url)}); if (!r.ok) { console.error('scrape failed: ' + r.status); process.exit(1); } await r.arrayBuffer(); }, ${everyMs});`;
+  const scraper = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+  scraper.on('exit', (code) => {
+    if (code) throw new Error(`the scraper exited with ${code}`);
+  });
+  return () => {
+    scraper.removeAllListeners('exit');
+    scraper.kill();
+  };
 }
 
 function median(values: number[]): number {
@@ -194,6 +216,14 @@ server.listen(Number(process.env.PORT), '0.0.0.0');
     { name: 'nginx, 1 worker', url: `http://127.0.0.1:${nginxPorts[0]}/`, pids: () => withChildren(nginxes[0]!.pid!), samples: [] },
     { name: 'nginx, 2 workers', url: `http://127.0.0.1:${nginxPorts[1]}/`, pids: () => withChildren(nginxes[1]!.pid!), samples: [] },
     { name: 'berth', url: `http://127.0.0.1:${daemon.httpPort}/`, host, pids: () => [daemon.pidOf('proxy')], samples: [] },
+    {
+      name: `berth, scraped every ${SCRAPE_MS / 1000} s`,
+      url: `http://127.0.0.1:${daemon.httpPort}/`,
+      host,
+      pids: () => [daemon.process.pid!, daemon.pidOf('proxy'), daemon.pidOf('control')],
+      alongside: () => scrapeEvery(`http://127.0.0.1:${daemon.metricsPort}/metrics`, SCRAPE_MS),
+      samples: [],
+    },
   ];
   const cores = (await import('node:os')).availableParallelism();
   console.log(`=====> bench:proxy: wrk -t${THREADS} -c${CONNECTIONS}, ${ROUNDS} interleaved rounds of ${DURATION} s (+${WARMUP_SECONDS} s warm-up) per target, ${cores} cores`);
@@ -201,7 +231,9 @@ server.listen(Number(process.env.PORT), '0.0.0.0');
   for (let round = 1; round <= ROUNDS; round++) {
     for (const v of variants) {
       if (WARMUP_SECONDS > 0) wrk(v, WARMUP_SECONDS);
+      const stop = v.alongside?.();
       const s = wrk(v, DURATION);
+      stop?.();
       v.samples.push(s);
       console.log(`       round ${round} ${v.name.padEnd(17)} ${fmt(s.rps, 0).padStart(7)} req/s  p50 ${fmt(s.p50).padStart(6)} ms  p99 ${fmt(s.p99).padStart(7)} ms${s.cpuUs === undefined ? '' : `  cpu ${fmt(s.cpuUs, 1).padStart(5)} us/req`}${s.errors || s.non2xx ? `  (${s.non2xx} non-2xx, ${s.errors} socket errors)` : ''}`);
     }
@@ -220,10 +252,12 @@ server.listen(Number(process.env.PORT), '0.0.0.0');
   for (const s of summary) console.log(`| ${s.name} | ${fmt(s.rps, 0)} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${s.cpuUs === undefined ? '-' : fmt(s.cpuUs, 1)} | ${s.errors} |`);
   const nginx = summary.filter((s) => s.name.startsWith('nginx')).sort((a, b) => b.rps - a.rps)[0]!;
   const berth = summary.find((s) => s.name === 'berth')!;
+  const scraped = summary.find((s) => s.name.startsWith('berth, scraped'))!;
   const rpsRatio = berth.rps / nginx.rps;
   const p99Ratio = berth.p99 / nginx.p99;
   console.log('');
   console.log(`berth / ${nginx.name}: req/s ${fmt(rpsRatio)}x (target >= 0.60x: ${rpsRatio >= 0.6 ? 'met' : 'NOT met'}), p99 ${fmt(p99Ratio)}x (target <= 2.00x: ${p99Ratio <= 2 ? 'met' : 'NOT met'})`);
+  console.log(`berth scraped every ${SCRAPE_MS / 1000} s / not scraped: req/s ${fmt(scraped.rps / berth.rps)}x, CPU of all berth's processes per request ${fmt(scraped.cpuUs!, 1)} us (proxy alone, unscraped: ${fmt(berth.cpuUs!, 1)} us)`);
 } finally {
   daemon.cli(['apps:destroy', APP, '--force']);
   for (const n of nginxes) await stopProcess(n);
