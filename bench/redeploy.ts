@@ -4,7 +4,7 @@
 // killed with `docker kill` under load. It prints the failed requests (non-2xx answers and socket
 // errors, as wrk counts them), how long each swap took from the new containers' last health pass
 // to the first request the proxy routed to them (from the daemon's log: both events carry the
-// daemon's monotonic clock), and how long after the engine reported the kill the container left
+// clock the daemon's processes share), and how long after the engine reported the kill the container left
 // the route.
 import path from 'node:path';
 import { BINARY, gitRepo, makeKey, mustRun, startDaemon, tempDir } from '../test/helpers/daemon.ts';

@@ -32,6 +32,16 @@ export function setLogLevel(level: LogLevel): void {
 }
 
 /** A short random id that ties a user-visible error line to its full log entry. */
+/**
+ * Milliseconds on a clock the daemon's processes share, for the `mono` field of log lines compared
+ * across processes (a health pass or a swap in the control plane, the first request in the proxy):
+ * the process's start on the wall clock plus its monotonic time since. performance.now() alone
+ * counts from each process's own start.
+ */
+export function sharedClockMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
 export function newErrorId(): string {
   return randomBytes(4).toString('hex');
 }

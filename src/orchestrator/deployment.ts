@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Output } from '../ui/output.ts';
 import { shellWords } from '../ui/shell-words.ts';
 import { UserError } from '../errors.ts';
-import { log } from '../log.ts';
+import { log, sharedClockMs } from '../log.ts';
 import type { Target } from '../proxy/route-table.ts';
 import type { AppRecord, Release } from '../state/app-store.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
@@ -156,7 +156,7 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
     log.info('route_swapped', {
       app,
       release: release.number,
-      mono: performance.now(),
+      mono: sharedClockMs(),
       added: targets.filter((t) => !before.some((b) => b.id === t.id)).map((t) => t.id),
       removed: before.filter((b) => !targets.some((t) => t.id === b.id)).map((b) => b.id),
     });
@@ -290,7 +290,7 @@ async function gateAll(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedCh
             if (!a.ok && a.check.attempts <= 20) ctx.out.detail(`${dyno.name}: ${a.check.name}: attempt ${a.attempt}/${a.check.attempts} failed: ${a.detail}`);
           },
         });
-        log.info('health_check_passed', { app: plan.name, release: plan.release.number, container: state.name, address: state.ip ? `${state.ip}:${WEB_PORT}` : undefined, mono: performance.now() });
+        log.info('health_check_passed', { app: plan.name, release: plan.release.number, container: state.name, address: state.ip ? `${state.ip}:${WEB_PORT}` : undefined, mono: sharedClockMs() });
         ctx.out.detail(`${dyno.name} passed its checks${state.ip && dyno.type === 'web' ? ` at ${state.ip}:${WEB_PORT}` : ''}${last ? ` (${last})` : ''}`);
         return state;
       } catch (error) {

@@ -6,7 +6,7 @@
 // containers to retireOthers. The release record is only written once probation passed, so a
 // daemon that restarts meanwhile adopts the old release and removes the unfinished one.
 import { UserError } from '../errors.ts';
-import { log } from '../log.ts';
+import { log, sharedClockMs } from '../log.ts';
 import { sleep } from '../sleep.ts';
 import type { Target } from '../proxy/route-table.ts';
 import { checkPort, checkSettingsOf, processContainers, type DeployContext, type Deployed, type DrainResult, type ProcessPlan } from './deployment.ts';
@@ -96,7 +96,7 @@ export async function prove(ctx: DeployContext, plan: ProcessPlan, deployed: Dep
       release: plan.release.number,
       container: container.name,
       reason,
-      mono: performance.now(),
+      mono: sharedClockMs(),
       ...(event ? { engineTime: new Date(event.at).toISOString(), lagMs: Math.round((Date.now() - event.at) * 10) / 10 } : {}),
       routedBack: deployed.before.map((t) => t.id),
     });
@@ -132,7 +132,7 @@ export async function prove(ctx: DeployContext, plan: ProcessPlan, deployed: Dep
     ctx.board?.end(app);
   }
   if (!failure) {
-    log.info('probation_passed', { app, release: plan.release.number, mono: performance.now() });
+    log.info('probation_passed', { app, release: plan.release.number, mono: sharedClockMs() });
     return drained ? { drained } : {};
   }
   return rollBack(ctx, plan, deployed, failure, warm);

@@ -1,7 +1,7 @@
 // Which of an app's web targets gets the next request: the one with the fewest requests in flight
 // (least-connections), taking turns among equals (round-robin), skipping targets that recently
 // refused a connection (passive health) unless every target did.
-import { log } from '../log.ts';
+import { log, sharedClockMs } from '../log.ts';
 import type { AppRoute, Target } from './route-table.ts';
 import { TargetState, targetKey } from './target-state.ts';
 
@@ -107,9 +107,9 @@ export class LoadBalancer {
   }
 }
 
-// The first request routed to an address, with a monotonic time: what a deploy's swap is measured
+// The first request routed to an address, on the clock the daemon's processes share: what a deploy's swap is measured
 // against (the deploy logs its health pass and swap on the same clock).
 function announce(state: TargetState): void {
   state.announced = true;
-  log.info('proxy_target_first_request', { target: state.id, address: state.key, mono: performance.now() });
+  log.info('proxy_target_first_request', { target: state.id, address: state.key, mono: sharedClockMs() });
 }

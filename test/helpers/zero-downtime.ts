@@ -284,8 +284,8 @@ export interface SwapTiming {
 
 /**
  * For each swap that added web targets: the time from the last health pass of those targets to
- * the swap, and to the first request the proxy routed to one of them, all on the daemon's
- * monotonic clock (`mono`). A swap whose new targets got no request yet is left out.
+ * the swap, and to the first request the proxy routed to one of them, all on the clock the
+ * daemon's processes share (`mono`, see sharedClockMs). A swap whose new targets got no request yet is left out.
  */
 export function swapTimings(events: readonly LogEvent[]): SwapTiming[] {
   const timings: SwapTiming[] = [];
@@ -294,7 +294,9 @@ export function swapTimings(events: readonly LogEvent[]): SwapTiming[] {
     if (added.length === 0) continue;
     const swapAt = swap.mono as number;
     const passes = events.filter((e) => e.event === 'health_check_passed' && added.includes(e.container as string) && (e.mono as number) <= swapAt).map((e) => e.mono as number);
-    const firsts = events.filter((e) => e.event === 'proxy_target_first_request' && added.includes(e.target as string) && (e.mono as number) >= swapAt).map((e) => e.mono as number);
+    // The proxy logs one first request per target, and a new target gets none before its swap:
+    // no ordering on the clock is needed (the processes' clocks may differ by a fraction of a ms).
+    const firsts = events.filter((e) => e.event === 'proxy_target_first_request' && added.includes(e.target as string)).map((e) => e.mono as number);
     if (passes.length === 0 || firsts.length === 0) continue;
     const pass = Math.max(...passes);
     timings.push({ app: swap.app as string, release: swap.release as number, passToSwapMs: swapAt - pass, passToFirstRequestMs: Math.min(...firsts) - pass });
