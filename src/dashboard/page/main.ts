@@ -30,7 +30,7 @@ async function start(): Promise<void> {
     // The token must not stay in the address bar, the history or a bookmark.
     const token = location.hash.slice(1);
     history.replaceState(null, '', '/login');
-    if (token) return login(decodeURIComponent(token));
+    if (token) return login(token);
     history.replaceState(null, '', '/');
   }
   await loadSession();
