@@ -27,6 +27,8 @@ function initialState() {
     current: 3,
     deploying: false,
     runAnswer: null as null | { status: number; body: unknown },
+    /** Reads of this path that are cut off (the socket closed without an answer) before one is answered. */
+    cutReads: { path: '', times: 0 },
     services: [{ kind: 'postgres', name: 'db', status: 'running', links: ['web'], backups: [{ name: 'db-1', size: 1024, createdAt: new Date(now - DAY).toISOString() }] }],
     metrics: Array.from({ length: 180 }, (_, i) => ({ t: now - (179 - i) * 10_000, rps: 5 + Math.sin(i / 9) * 4, p50: i % 40 === 0 ? null : 12 + (i % 7), p95: i % 40 === 0 ? null : 40 + (i % 11), p99: i % 40 === 0 ? null : 90 + (i % 13), errors: i % 30 === 0 ? 1 : 0 })),
   };
@@ -39,6 +41,8 @@ interface Fake {
   gets: string[];
   /** Open event streams of `path` (the pathname). */
   streams(path: string): number;
+  /** Ends the open event streams of `path` (the browser reconnects). */
+  drop(path: string): void;
   emit(path: string, event: string, data: unknown): void;
   close(): Promise<void>;
 }
@@ -135,11 +139,16 @@ async function startFake(): Promise<Fake> {
       return error(res, 404, 'not_found', `no ${url.pathname}`);
     }
     fake.gets.push(url.pathname);
+    if (fake.state.cutReads.path === url.pathname && fake.state.cutReads.times > 0) {
+      fake.state.cutReads.times--;
+      return req.socket.destroy();
+    }
     if (!session || !sessions.has(session)) return error(res, 401, 'no_session', 'log in first');
     const stream = /^\/api\/apps\/([^/]+)\/(deploys\/live|logs)$/.exec(url.pathname);
     if (stream) {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
       res.flushHeaders();
+      res.write('retry: 200\n\n');
       if (stream[2] === 'logs') for (const line of ['web.1 | listening on 5000', 'web.2 | listening on 5000']) res.write(`event: line\ndata: ${JSON.stringify(line)}\n\n`);
       else res.write('event: idle\ndata: {}\n\n');
       const open = streams.get(url.pathname) ?? new Set();
@@ -167,6 +176,9 @@ async function startFake(): Promise<Fake> {
   await once(server, 'listening');
   fake.origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   fake.streams = (path) => streams.get(path)?.size ?? 0;
+  fake.drop = (path) => {
+    for (const res of streams.get(path) ?? []) res.end();
+  };
   fake.emit = (path, event, data) => {
     for (const res of streams.get(path) ?? []) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
@@ -200,6 +212,14 @@ async function openPage(t: TestContext, viewport = { width: 1200, height: 900 })
   page.setDefaultTimeout(10_000);
   const problems = watchProblems(page);
   return { page, clean: (allowed) => assert.deepEqual(problems.list(allowed), [], 'the page reported no console error, exception or CSP violation') };
+}
+
+async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Logs in through a fresh one-time link and waits for the apps. */
@@ -381,6 +401,47 @@ test('a deploy streams into the deploy panel line by line, opening it, and its e
   fake.emit(live, 'end', { ok: false, error: 'the health check of web.1 failed' });
   await waitForText(page, '[data-test="deploy-status"]', /^Deploy failed: the health check of web\.1 failed$/);
   clean();
+});
+
+test('a dropped stream comes back: the logs show their tail once, and a deploy whose end was missed re-reads the app', async (t) => {
+  fake.state = initialState();
+  const { page, clean } = await openPage(t);
+  await logIn(page);
+  await page.goto(`${fake.origin}/apps/web`);
+  await waitForText(page, '[data-test="logs"]', /web\.2 \| listening on 5000/);
+  const logs = '/api/apps/web/logs';
+  const connects = fake.gets.filter((p) => p === logs).length;
+  fake.drop(logs);
+  await waitFor(() => fake.gets.filter((p) => p === logs).length === connects + 1);
+  await waitForText(page, '[data-test="logs-state"]', /^live$/);
+  await waitForText(page, '[data-test="logs"]', /web\.2 \| listening on 5000/);
+  assert.equal(await page.locator('[data-test="logs"]').textContent(), 'web.1 | listening on 5000\nweb.2 | listening on 5000\n', 'the replayed tail replaces what was shown');
+
+  const live = '/api/apps/web/deploys/live';
+  await waitForText(page, '[data-test="deploy-status"]', /^No deploy running$/);
+  fake.emit(live, 'start', { by: 'bob', startedAt: new Date().toISOString() });
+  fake.emit(live, 'line', '-----> Building web');
+  await waitForText(page, '[data-test="deploy-status"]', /^Deploying/);
+  const readsBefore = fake.gets.filter((p) => p === '/api/apps/web').length;
+  fake.state.current = 2;
+  fake.drop(live); // the end comes while the stream is down; the fake's new stream says idle
+  await waitForText(page, '[data-test="deploy-status"]', /^The deploy ended while the connection was down/);
+  await page.locator('[data-test="release-row"][data-release="2"].current').waitFor();
+  assert.ok(fake.gets.filter((p) => p === '/api/apps/web').length > readsBefore);
+  assert.match((await page.locator('[data-test="deploy-output"]').textContent())!, /Building web/, 'the output seen so far stays');
+  clean();
+});
+
+test('a read cut off by the network is tried again before the page shows an error', async (t) => {
+  fake.state = initialState();
+  const { page, clean } = await openPage(t);
+  await logIn(page);
+  fake.state.cutReads = { path: '/api/apps/web', times: 2 };
+  await page.goto(`${fake.origin}/apps/web`);
+  await page.locator('[data-test="release-row"]').first().waitFor();
+  assert.equal(fake.state.cutReads.times, 0);
+  assert.equal(await page.locator('[data-test="error"]').count(), 0);
+  clean([/ERR_EMPTY_RESPONSE/]);
 });
 
 test('logging out ends the session and leaves only how to log in', async (t) => {

@@ -27,6 +27,12 @@ let browser: Browser;
 let admin: { privateKey: string; publicKey: string };
 let origin: string;
 const roots: string[] = [];
+/**
+ * Docker starting containers on this same machine changes its network interfaces, and chromium then
+ * fails requests in flight with ERR_NETWORK_CHANGED (a browser on another machine never sees that).
+ * The page tries its reads again and its streams reconnect; the console still logs the failure.
+ */
+const HOST_NETWORK_CHURN = /net::ERR_NETWORK_CHANGED/;
 
 before(async () => {
   pebble = await preparePebble();
@@ -120,7 +126,7 @@ test('a link from `ssh berth@HOST dashboard` logs in once; the same link again, 
   assert.equal(session.httpOnly, true);
   assert.equal(session.secure, true);
   assert.equal(session.sameSite, 'Strict');
-  assert.deepEqual(problems.list(), []);
+  assert.deepEqual(problems.list([HOST_NETWORK_CHURN]), []);
 
   const { page: again, problems: againProblems } = await openPage(t);
   await again.goto(link);
@@ -131,7 +137,7 @@ test('a link from `ssh berth@HOST dashboard` logs in once; the same link again, 
   await waitForText(again, '[data-test="login-error"]', /this login link was used or has expired/);
   await again.goto(`${origin}/`);
   await waitForText(again, '[data-test="login-needed"]', /Log in with ssh berth@example\.test dashboard/);
-  assert.deepEqual(againProblems.list([/status of 40[13]/]), []);
+  assert.deepEqual(againProblems.list([/status of 40[13]/, HOST_NETWORK_CHURN]), []);
 });
 
 test('an app appears after a real push, and a later push streams its output into the open app page', async (t) => {
@@ -164,7 +170,7 @@ test('an app appears after a real push, and a later push streams its output into
   assert.doesNotMatch(output!, /\u001b\[/, 'no terminal escapes');
   await page.locator('[data-test="release-row"][data-release="2"].current').waitFor();
   assert.equal(await appAnswer(APP), `200 ${APP} v2`);
-  assert.deepEqual(problems.list(), []);
+  assert.deepEqual(problems.list([HOST_NETWORK_CHURN]), []);
 });
 
 test('rolling back from the page makes the old version answer through the proxy, logged with the key', async (t) => {
@@ -182,13 +188,13 @@ test('rolling back from the page makes the old version answer through the proxy,
   await waitFor(`${APP} answering v1 again`, async () => (await appAnswer(APP)) === `200 ${APP} v1`, 60_000);
   const logged = daemon.logs().split('\n').filter((l) => l.includes('"dashboard_action"')).map((l) => JSON.parse(l) as { key?: string; words?: string[] });
   assert.ok(logged.some((e) => e.key === 'admin' && e.words?.join(' ') === `releases:rollback ${APP} 1`), 'the action is logged with the key\'s name');
-  await waitForText(page, '[data-test="logs"]', /web\.1 .*request \//);
+  await waitForText(page, '[data-test="logs"]', /web\.1.*request \//);
   await page.locator('[data-test="chart-rps"] polyline').first().waitFor();
   await screenshot(page, ARTIFACTS, 'app');
   await page.goto(`${origin}/`);
   await page.locator('[data-test="app-row"]').first().waitFor();
   await screenshot(page, ARTIFACTS, 'apps');
-  assert.deepEqual(problems.list(), []);
+  assert.deepEqual(problems.list([HOST_NETWORK_CHURN]), []);
 });
 
 test("a scoped key's session sees and reaches its own app only", async (t) => {
@@ -219,7 +225,7 @@ test("a scoped key's session sees and reaches its own app only", async (t) => {
   assert.equal(answers.detail, 404);
   assert.notEqual(answers.run.exitCode, 0, answers.run.output);
   assert.equal(await appAnswer(APP), `200 ${APP} v1`, 'nothing changed');
-  assert.deepEqual(problems.list([/status of 404/]), []);
+  assert.deepEqual(problems.list([/status of 404/, HOST_NETWORK_CHURN]), []);
 });
 
 test('a form on another site posting to the dashboard is refused, though the browser is logged in', async (t) => {
@@ -265,5 +271,5 @@ test('the pages fit a 390 px phone, and the first paint is measured', async (t) 
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   t.diagnostic(`first-contentful-paint of / over HTTPS through the proxy, median of 5: ${median(paints).toFixed(0)} ms (runs ${paints.map((p) => p.toFixed(0)).join(', ')}); app rows shown by about ${median(rows).toFixed(0)} ms`);
   assert.ok(paints.every((p) => p > 0), 'every load painted');
-  assert.deepEqual(problems.list(), []);
+  assert.deepEqual(problems.list([HOST_NETWORK_CHURN]), []);
 });

@@ -49,7 +49,7 @@ export interface PageProblems {
 export function watchProblems(page: Page): PageProblems {
   const seen: string[] = [];
   page.on('console', (message) => {
-    if (message.type() === 'error' || /Content Security Policy/i.test(message.text())) seen.push(`console: ${message.text()}`);
+    if (message.type() === 'error' || /Content Security Policy/i.test(message.text())) seen.push(`console: ${message.text()}${message.location().url ? ` (${message.location().url})` : ''}`);
   });
   page.on('pageerror', (error) => seen.push(`uncaught: ${error.message}`));
   return { list: (allowed = []) => seen.filter((line) => !allowed.some((pattern) => pattern.test(line))) };

@@ -43,12 +43,20 @@ export function logIn(token: string): Promise<unknown> {
   return call('/api/login', { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify({ token }) }, false);
 }
 
+/** Pauses before a read is tried again after the network failed (a phone changing networks). */
+const READ_RETRIES_MS = [500, 1500];
+
 async function call<T>(path: string, init: RequestInit, sessionExpected = true): Promise<T> {
-  let response: Response;
-  try {
-    response = await fetch(path, { ...init, credentials: 'same-origin', cache: 'no-store' });
-  } catch {
-    throw new ApiError(0, 'unreachable', 'berth did not answer', 'check that it is running, then reload this page');
+  let response: Response | undefined;
+  for (let attempt = 0; !response; attempt++) {
+    try {
+      response = await fetch(path, { ...init, credentials: 'same-origin', cache: 'no-store' });
+    } catch {
+      // A read is safe to repeat; a POST is not (the command may have run).
+      const pause = init.method === 'POST' ? undefined : READ_RETRIES_MS[attempt];
+      if (pause === undefined) throw new ApiError(0, 'unreachable', init.method === 'POST' ? 'the connection to berth dropped before it answered' : 'berth did not answer', init.method === 'POST' ? 'the command may have run: the page shows the app as it is now' : 'check that it is running, then reload this page');
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
   }
   const text = await response.text();
   let body: unknown;

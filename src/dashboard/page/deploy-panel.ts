@@ -10,9 +10,13 @@ export function deployPanel(scope: Scope, app: string, onEnd: () => void): HTMLE
   const output = h('pre', { class: 'output', 'data-test': 'deploy-output', 'aria-live': 'polite' });
   // The status sits in the summary line: readable while the panel is closed.
   const panel = h('details', { class: 'panel', 'data-test': 'deploy-panel' }, h('summary', {}, h('h2', {}, 'Deploy'), ' ', status), output);
+  let running = false;
+  /** What the status said before the stream dropped, shown again once it is back. */
+  let settled: [string, string] = ['No deploy running', 'idle'];
   const say = (text: string, state: string) => {
     status.textContent = text;
     panel.dataset.state = state;
+    if (state !== 'retrying') settled = [text, state];
   };
   follow(
     scope,
@@ -20,6 +24,7 @@ export function deployPanel(scope: Scope, app: string, onEnd: () => void): HTMLE
     {
       start: (data) => {
         const start = data as DeployStart;
+        running = true;
         output.replaceChildren();
         panel.open = true;
         say(`Deploying: started by ${start.by} at ${clock(start.startedAt)}`, 'running');
@@ -27,16 +32,23 @@ export function deployPanel(scope: Scope, app: string, onEnd: () => void): HTMLE
       line: (data) => appendLine(output, String(data)),
       end: (data) => {
         const end = data as DeployEnd;
+        running = false;
         if (end.ok) say(end.release === undefined ? 'Deploy finished' : `Deployed release v${end.release}`, 'ok');
         else say(`Deploy failed: ${end.error ?? 'see the output'}`, 'failed');
         onEnd();
       },
       idle: () => {
-        if (!output.childNodes.length) say('No deploy running', 'idle');
+        if (running) {
+          // Idle after a reconnect while one ran: its end came while the connection was down.
+          running = false;
+          say('The deploy ended while the connection was down: the releases show its result', 'ended');
+          onEnd();
+        } else if (!output.childNodes.length) say('No deploy running', 'idle');
       },
     },
     (state) => {
-      if (state !== 'open' && panel.dataset.state !== 'running') say('Deploy stream interrupted; reconnecting…', 'retrying');
+      if (state !== 'open' && !running) say('Deploy stream interrupted; reconnecting…', 'retrying');
+      if (state === 'open' && panel.dataset.state === 'retrying') say(...settled);
     },
   );
   return panel;

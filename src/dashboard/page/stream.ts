@@ -6,9 +6,10 @@ import type { Scope } from './dom.ts';
 export type Handlers = Record<string, (data: unknown) => void>;
 
 /**
- * Follows `url` for as long as `scope` lives. `onState` hears 'open', 'retrying' (the browser
- * reconnects by itself) and 'closed' (the server refused; reopened after a pause unless the
- * session has ended, which the API's 401 handler shows).
+ * Follows `url` for as long as `scope` lives. `onState` hears 'open' (again after each reconnect:
+ * the server then replays what a new client gets), 'retrying' (the browser reconnects by itself)
+ * and 'closed' (the server refused; reopened after a pause unless the session has ended, which
+ * the API's 401 handler shows). A handler named `error` hears the server's `event: error`.
  */
 export function follow(scope: Scope, url: string, handlers: Handlers, onState: (state: 'open' | 'retrying' | 'closed') => void): void {
   let source: EventSource | undefined;
@@ -16,6 +17,7 @@ export function follow(scope: Scope, url: string, handlers: Handlers, onState: (
     if (scope.disposed) return;
     source = new EventSource(url);
     for (const [event, handle] of Object.entries(handlers)) {
+      if (event === 'error') continue;
       source.addEventListener(event, (e) => {
         let data: unknown;
         try {
@@ -27,7 +29,16 @@ export function follow(scope: Scope, url: string, handlers: Handlers, onState: (
       });
     }
     source.onopen = () => onState('open');
-    source.onerror = () => {
+    source.onerror = (e) => {
+      // A server's own `event: error` (a stream that cannot go on) arrives here too, with data.
+      if (e instanceof MessageEvent && typeof e.data === 'string') {
+        try {
+          handlers.error?.(JSON.parse(e.data));
+        } catch {
+          // not JSON: nothing to show
+        }
+        return;
+      }
       if (source?.readyState !== EventSource.CLOSED) return onState('retrying');
       onState('closed');
       // A refused stream is most often an ended session: asking shows the 401 screen if so.
