@@ -20,7 +20,7 @@ import { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import { writeFileAtomic } from '../state/atomic-file.ts';
 import { AppLock } from '../platform/app-lock.ts';
 import { createPlatform } from '../platform/platform.ts';
-import { EdgeRoutePublisher } from '../platform/route-publisher.ts';
+import { EdgeRoutePublisher, OWN_ROUTE } from '../platform/route-publisher.ts';
 import { loadState, type State } from '../platform/state.ts';
 import { readAll } from '../read-all.ts';
 import { VERSION } from '../version.ts';
@@ -149,7 +149,10 @@ export async function runControl(argv: string[]): Promise<number> {
     // What the previous control plane wrote up to its end, keys included.
     const state: State = await loadState(config, { keys });
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
-    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, maxOrdersPerHour: config.maxAppAcmeOrders });
+    const dashboardListen = parseDashboardListen(config.dashboardListen);
+    // berth.DOMAIN gets its certificate as an app's domain does, while the dashboard is on.
+    const ownHosts = dashboardListen ? [{ name: OWN_ROUTE, hostname: dashboardHost(config) }] : [];
+    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, ownHosts: () => ownHosts, maxOrdersPerHour: config.maxAppAcmeOrders });
     stops.push(() => certificates.stop());
     served = () => certificates.cache.expiries();
     link.attach({ settings: () => state.proxySettings.resolved(), certificates: certificates.cache, challenges: certificates.challenges });
@@ -174,7 +177,6 @@ export async function runControl(argv: string[]): Promise<number> {
       publisher,
       appUrl,
     });
-    const dashboardListen = parseDashboardListen(config.dashboardListen);
     let dashboard: DashboardServer | undefined;
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen
