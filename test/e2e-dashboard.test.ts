@@ -333,3 +333,14 @@ test("an app's logs stream as `logs APP -t` prints them, and its request rate sh
     60_000,
   );
 });
+
+test("a re-scoped key's sessions see its new scope at once, and a removed key's sessions end", async () => {
+  const s = await login(deployer);
+  assert.equal(daemon.cli(['ssh-keys:scope', 'deployer', '--apps', APP]).code, 0);
+  assert.deepEqual((await call('GET', '/api/apps', { headers: { cookie: s.cookie } })).json().apps.map((a: any) => a.name), [APP]);
+  assert.equal((await call('GET', `/api/apps/${OTHER}`, { headers: { cookie: s.cookie } })).status, 404);
+  assert.equal(daemon.cli(['ssh-keys:remove', 'deployer']).code, 0);
+  const gone = await call('GET', '/api/session', { headers: { cookie: s.cookie } });
+  assert.equal(gone.status, 401);
+  assert.equal(gone.json().error.code, 'no_session');
+});
