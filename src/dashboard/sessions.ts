@@ -1,0 +1,85 @@
+// Dashboard sessions, in the control plane's memory (a restart or an upgrade ends them): a random
+// cookie value kept only as its hash, a CSRF token, an idle expiry. A session acts as its
+// identity, which the server looks up again on every request.
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Identity } from './identity.ts';
+import { hash } from './login-links.ts';
+
+/** A session nobody used for this long is over. */
+export const SESSION_IDLE_MS = 12 * 60 * 60_000;
+export const SESSION_COOKIE = 'berth_session';
+/** Sessions kept at once; past this, the one idle longest ends. */
+export const MAX_SESSIONS = 10_000;
+
+export interface Session {
+  identity: Identity;
+  csrf: string;
+  expiresAt: number;
+}
+
+export class Sessions {
+  readonly #now: () => number;
+  /** sha256(cookie value) → session; in order of last use. */
+  readonly #byHash = new Map<string, Session>();
+
+  constructor(options: { now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** A new session; returns the cookie value, which is kept nowhere. */
+  create(identity: Identity): { cookie: string; session: Session } {
+    const cookie = randomBytes(32).toString('base64url');
+    const session: Session = { identity, csrf: randomBytes(24).toString('base64url'), expiresAt: this.#now() + SESSION_IDLE_MS };
+    this.#byHash.set(hash(cookie), session);
+    if (this.#byHash.size > MAX_SESSIONS) this.#byHash.delete(this.#byHash.keys().next().value!);
+    return { cookie, session };
+  }
+
+  /** The live session of a cookie value, its idle expiry pushed back; undefined when none is. */
+  use(cookie: string | undefined): Session | undefined {
+    if (!cookie) return undefined;
+    const key = hash(cookie);
+    const session = this.#byHash.get(key);
+    if (!session) return undefined;
+    this.#byHash.delete(key);
+    const now = this.#now();
+    if (session.expiresAt <= now) return undefined;
+    session.expiresAt = now + SESSION_IDLE_MS;
+    this.#byHash.set(key, session);
+    return session;
+  }
+
+  end(cookie: string | undefined): void {
+    if (cookie) this.#byHash.delete(hash(cookie));
+  }
+
+  /** Ends every session whose identity `gone` says is gone (a removed key). */
+  endWhere(gone: (identity: Identity) => boolean): void {
+    for (const [key, session] of this.#byHash) if (gone(session.identity)) this.#byHash.delete(key);
+  }
+}
+
+/** Whether a CSRF header matches the session's token (constant time). */
+export function csrfMatches(session: Session, header: string | undefined): boolean {
+  if (!header) return false;
+  const a = Buffer.from(header);
+  const b = Buffer.from(session.csrf);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** The session cookie's value in a Cookie header, if any. */
+export function sessionCookie(header: string | undefined): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const [name, ...value] = part.trim().split('=');
+    if (name === SESSION_COOKIE) return value.join('=');
+  }
+  return undefined;
+}
+
+export function setCookie(value: string): string {
+  return `${SESSION_COOKIE}=${value}; HttpOnly; Secure; SameSite=Strict; Path=/`;
+}
+
+export function clearCookie(): string {
+  return `${SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0`;
+}
