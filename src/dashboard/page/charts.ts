@@ -15,16 +15,21 @@ const LEFT = 40;
 const RIGHT = 8;
 const TOP = 8;
 const BOTTOM = 20;
-const WINDOW_MS = 30 * 60_000;
+const MAX_WINDOW_MS = 30 * 60_000;
+const MIN_WINDOW_MS = 5 * 60_000;
 
-/** A chart of `series` over `times` (ms epoch), the last 30 minutes to the last point. */
+/**
+ * A chart of `series` over `times` (ms epoch, ascending): the last 30 minutes to the last point, or
+ * less when there is less history (a server up for 2 minutes), so that it does not sit in a corner.
+ */
 export function lineChart(test: string, label: string, times: number[], series: Series[]): HTMLElement {
   const end = times.length ? times[times.length - 1]! : Date.now();
-  const start = end - WINDOW_MS;
+  const span = Math.min(MAX_WINDOW_MS, Math.max(MIN_WINDOW_MS, times.length ? end - times[0]! : 0));
+  const start = end - span;
   let top = 0;
   for (const line of series) for (const v of line.values) if (v !== null && v > top) top = v;
   const max = niceCeiling(top);
-  const x = (t: number) => LEFT + ((t - start) / WINDOW_MS) * (W - LEFT - RIGHT);
+  const x = (t: number) => LEFT + ((t - start) / span) * (W - LEFT - RIGHT);
   const y = (v: number) => TOP + (1 - v / max) * (H - TOP - BOTTOM);
   const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'aria-label': label, 'data-test': test, 'data-points': times.length }, s('title', {}, label));
   for (const v of [0, max / 2, max]) {
