@@ -171,6 +171,7 @@ test('an app appears after a real push, and a later push streams its output into
   assert.match(output!, /^-----> /m, 'the pusher\'s step lines');
   assert.doesNotMatch(output!, /\u001b\[/, 'no terminal escapes');
   await page.locator('[data-test="release-row"][data-release="2"].current').waitFor();
+  await screenshot(page, ARTIFACTS, 'app-deployed', { fullPage: false });
   assert.equal(await appAnswer(APP), `200 ${APP} v2`);
   assert.deepEqual(problems.list(), []);
 });
