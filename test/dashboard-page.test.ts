@@ -43,6 +43,8 @@ interface Fake {
   streams(path: string): number;
   /** Ends the open event streams of `path` (the browser reconnects). */
   drop(path: string): void;
+  /** Ends every session, as a restart of the control plane does. */
+  endSessions(): void;
   emit(path: string, event: string, data: unknown): void;
   close(): Promise<void>;
 }
@@ -176,6 +178,7 @@ async function startFake(): Promise<Fake> {
   await once(server, 'listening');
   fake.origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   fake.streams = (path) => streams.get(path)?.size ?? 0;
+  fake.endSessions = () => sessions.clear();
   fake.drop = (path) => {
     for (const res of streams.get(path) ?? []) res.end();
   };
@@ -442,6 +445,48 @@ test('a read cut off by the network is tried again before the page shows an erro
   assert.equal(fake.state.cutReads.times, 0);
   assert.equal(await page.locator('[data-test="error"]').count(), 0);
   clean([/ERR_EMPTY_RESPONSE/]);
+});
+
+test('restart and scale post their commands; a command that fails shows its exit code and output', async (t) => {
+  fake.state = initialState();
+  const { page, clean } = await openPage(t);
+  await logIn(page);
+  await page.goto(`${fake.origin}/apps/web`);
+  await page.locator('[data-test="restart"]').click();
+  const result = page.locator('[data-test="action-result"]');
+  await result.waitFor();
+  assert.deepEqual(fake.posts.at(-1)!.body, { words: ['ps:restart', 'web'] });
+  assert.equal(await result.getAttribute('data-exit-code'), '1');
+  assert.match(await result.innerText(), /ps:restart web failed \(exit code 1\)/);
+  assert.match(await result.innerText(), /unknown command ps:restart/);
+  const worker = page.locator('[data-test="process-row"][data-type="worker"]');
+  await worker.locator('[data-test="scale-count"]').fill('3');
+  await worker.locator('[data-test="scale"]').click();
+  await waitForText(page, '[data-test="action-result"]', /ps:scale web worker=3/);
+  assert.deepEqual(fake.posts.at(-1)!.body, { words: ['ps:scale', 'web', 'worker=3'] });
+  assert.equal(fake.posts.at(-1)!.headers['x-berth-csrf'], CSRF);
+  clean();
+});
+
+test('a session that ends while the page is open leaves only how to log in', async (t) => {
+  fake.state = initialState();
+  const { page, clean } = await openPage(t);
+  await logIn(page);
+  fake.endSessions();
+  await page.locator('[data-test="login-needed"]').waitFor(); // at the next refresh of the apps
+  assert.equal(await page.locator('[data-test="app-row"]').count(), 0);
+  assert.equal(new URL(page.url()).pathname, '/');
+  clean([/status of 401/]);
+});
+
+test("the served CSP holds and its violations are caught, so the other tests' \"no violation\" means none", async (t) => {
+  const { page } = await openPage(t);
+  const problems = watchProblems(page);
+  await page.goto(`${fake.origin}/`);
+  await page.locator('[data-test="login-needed"]').waitFor();
+  await page.evaluate("document.body.insertAdjacentHTML('beforeend', '<p style=\"color: red\">inline</p>')");
+  await waitFor(() => problems.list().some((p) => /Content Security Policy/.test(p)));
+  assert.match(problems.list([/status of 401/]).join('\n'), /Refused to apply inline style because it violates the following Content Security Policy directive/);
 });
 
 test('logging out ends the session and leaves only how to log in', async (t) => {
