@@ -224,7 +224,7 @@ test('commands that need a terminal or standard input are for SSH: /api/run answ
   const res = await post(s, '/api/run', { words: ['run', APP, 'sh'] });
   assert.equal(res.status, 400);
   assert.equal(res.json().error.code, 'use_ssh');
-  assert.match(res.json().error.hint, /^use ssh berth@HOST run dash-a sh$/);
+  assert.equal(res.json().error.hint, `use ssh -p ${daemon.sshPort} berth@${daemon.domain} run dash-a sh`);
 });
 
 test('every answer carries the security headers; the page shell answers its paths, the assets their ETag', async () => {
@@ -242,6 +242,8 @@ test('every answer carries the security headers; the page shell answers its path
   assert.ok(js.headers.etag);
   assert.equal((await call('GET', '/assets/app.js', { headers: { 'if-none-match': js.headers.etag! } })).status, 304);
   assert.equal((await call('GET', '/nothing')).status, 404);
+  const rebound = await call('GET', '/', { headers: { host: `rebound.example:${port}` } });
+  assert.equal(rebound.status, 421, 'a host name that merely resolves to the listener is not the dashboard');
 });
 
 test('berth.DOMAIN reaches the dashboard through the proxy, and no app may be called berth', async () => {
@@ -258,12 +260,13 @@ test('berth.DOMAIN reaches the dashboard through the proxy, and no app may be ca
   assert.match(created.stderr + created.stdout, /app name "berth" is berth.s own name/);
 });
 
-/** Server-Sent Events from the admin listener, as they come. */
-function events(urlPath: string, cookie: string): { next(name: string, timeoutMs?: number): Promise<unknown>; close(): void } {
+/** Server-Sent Events from the admin listener (or berth.DOMAIN through the proxy), as they come. */
+function events(urlPath: string, cookie: string, options: { viaProxy?: boolean } = {}): { next(name: string, timeoutMs?: number): Promise<unknown>; close(): void } {
   const queue: Array<{ event: string; data: unknown }> = [];
   let wake: (() => void) | undefined;
   let buffer = '';
-  const req = http.request({ host: '127.0.0.1', port, path: urlPath, headers: { host: `127.0.0.1:${port}`, cookie }, agent: false }, (res) => {
+  const target = options.viaProxy ? { port: daemon.httpPort, host: `berth.${daemon.domain}` } : { port, host: `127.0.0.1:${port}` };
+  const req = http.request({ host: '127.0.0.1', port: target.port, path: urlPath, headers: { host: target.host, cookie }, agent: false }, (res) => {
     assert.equal(res.statusCode, 200);
     assert.match(String(res.headers['content-type']), /^text\/event-stream/);
     res.setEncoding('utf8');
@@ -299,9 +302,9 @@ function events(urlPath: string, cookie: string): { next(name: string, timeoutMs
   };
 }
 
-test("a push's output streams live to /api/apps/APP/deploys/live, and a rollback through /api/run brings the old version back through the proxy", async () => {
+test("a push's output streams live to /api/apps/APP/deploys/live (through the proxy), and a rollback through /api/run brings the old version back through the proxy", async () => {
   const s = await login(admin);
-  const stream = events(`/api/apps/${APP}/deploys/live`, s.cookie);
+  const stream = events(`/api/apps/${APP}/deploys/live`, s.cookie, { viaProxy: true });
   try {
     assert.deepEqual(await stream.next('idle', 10_000), {});
     const repo = path.join(work, APP);

@@ -35,10 +35,11 @@ test('each step after the first gives each app its request rate, 5xx rate and la
   assert.deepEqual(history.series('web').points[1], { t: 20_000, rps: 0, p50: null, p95: null, p99: null, errors: 0 });
 });
 
-test('a counter that went down counts from zero, and 30 minutes of points are kept', () => {
+test('a counter that went down counts from zero, a sample without the proxy is skipped, and 30 minutes of points are kept', () => {
   const history = new RequestHistory();
   const families = (n: number) => [{ name: 'berth_http_requests_total', help: '', type: 'counter' as const, lines: [`berth_http_requests_total{app="web",code_class="2xx",protocol="http/1.1"} ${n}`] }];
   history.sample(families(1000), 0);
+  history.sample([], 5_000);
   history.sample(families(50), 10_000);
   assert.equal(history.series('web').points[0]!.rps, 5);
   for (let i = 2; i < 200; i++) history.sample(families(50 + i), i * 10_000);

@@ -116,11 +116,18 @@ export async function runControl(argv: string[]): Promise<number> {
       send({ t: 'status-all', id });
     });
 
-  /** Every process's metrics, as a scrape gets them (the supervisor gathers them). */
+  /** Every process's metrics, as a scrape gets them (the supervisor gathers them); none after 5 s (a supervisor that does not know the question). */
   const daemonMetrics = () =>
     new Promise<MetricFamily[]>((resolve) => {
       const id = nextAsk++;
-      metricAsks.set(id, resolve);
+      const timer = setTimeout(() => {
+        metricAsks.delete(id);
+        resolve([]);
+      }, 5000);
+      metricAsks.set(id, (families) => {
+        clearTimeout(timer);
+        resolve(families);
+      });
       send({ t: 'metrics-all', id });
     });
 

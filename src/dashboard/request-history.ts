@@ -54,6 +54,8 @@ export class RequestHistory {
 
   /** Adds a point per app: what its counters did since the previous sample (none for the first sample). */
   sample(families: readonly MetricFamily[], t: number): void {
+    // No answer from the proxy this time (restarting, or too slow): the step is skipped, not zeroed.
+    if (!families.some((f) => f.name === REQUESTS)) return;
     const totals = totalsOf(families);
     const last = this.#last;
     this.#last = { t, totals };
