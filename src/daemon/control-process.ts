@@ -132,6 +132,7 @@ export async function runControl(argv: string[]): Promise<number> {
     });
 
   let ssh: SshServer | undefined;
+  let dashboard: DashboardServer | undefined;
   let control: ControlServer | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -184,7 +185,6 @@ export async function runControl(argv: string[]): Promise<number> {
       publisher,
       appUrl,
     });
-    let dashboard: DashboardServer | undefined;
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen
       ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin() })
@@ -264,7 +264,7 @@ export async function runControl(argv: string[]): Promise<number> {
     await control!.stopAccepting();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise((resolve) => (timer = setTimeout(resolve, why)));
-    await Promise.race([Promise.all([ssh!.idle(upgrades.size), control!.idle()]), deadline]);
+    await Promise.race([Promise.all([ssh!.idle(upgrades.size), control!.idle(), dashboard?.idle()]), deadline]);
     log.info('control_stopping', { why: 'retired' });
     await stopAll();
     // The new control plane may start now; an upgrade asked here still prints its outcome.

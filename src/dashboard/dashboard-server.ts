@@ -45,6 +45,8 @@ export class DashboardServer {
   readonly sessions: Sessions;
   #server: http.Server | undefined;
   #stopKeys: (() => void) | undefined;
+  /** Actions (/api/run) running now: a retiring control plane lets them finish. */
+  #actions = 0;
 
   constructor(deps: DashboardDeps, listen: { host: string; port: number }) {
     this.#deps = deps;
@@ -82,6 +84,11 @@ export class DashboardServer {
     // A removed key's sessions end at once, not at their next request.
     this.#stopKeys = this.#deps.state.keys.onChange(() => this.sessions.endWhere((identity) => actorNow(identity, this.#deps.state) === undefined));
     log.info('dashboard_listening', { address: this.#host, port: this.port });
+  }
+
+  /** Resolves once no action runs (a retiring control plane waits for it, up to its deadline). */
+  async idle(): Promise<void> {
+    while (this.#actions > 0) await new Promise((resolve) => setTimeout(resolve, 100));
   }
 
   async stop(): Promise<void> {
@@ -183,7 +190,12 @@ export class DashboardServer {
         return sendJson(res, 200, { services: [] });
       case 'POST /api/run': {
         const words = wordsOf(await readJson(req, MAX_BODY_BYTES), sshCommand(this.#deps.state.config));
-        return sendJson(res, 200, await runAction(this.#deps, actor, words, { address: clientAddress(req), signal: closed(res) }));
+        this.#actions++;
+        try {
+          return sendJson(res, 200, await runAction(this.#deps, actor, words, { address: clientAddress(req), signal: closed(res) }));
+        } finally {
+          this.#actions--;
+        }
       }
     }
     throw notFound(`no API at ${req.method} ${path}`);
