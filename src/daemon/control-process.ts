@@ -217,7 +217,7 @@ export async function runControl(argv: string[]): Promise<number> {
       (key) => state.keys.byFingerprint(key.fingerprint),
     );
     if (dashboardListen) {
-      const history = new RequestHistory();
+      const history = new RequestHistory((name) => state.apps.get(name)?.id);
       history.start(daemonMetrics);
       stops.push(async () => history.stop());
       const server = new DashboardServer({ state, platform, appUrl, history, links: logins }, dashboardListen);

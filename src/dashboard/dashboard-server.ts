@@ -177,7 +177,7 @@ export class DashboardServer {
       case 'GET /api/apps/APP':
         return sendJson(res, 200, await appDetail(this.#deps, app()));
       case 'GET /api/apps/APP/metrics':
-        return sendJson(res, 200, this.#deps.history.series(app()));
+        return sendJson(res, 200, this.#deps.history.series(this.#deps.state.apps.require(app()).id));
       case 'GET /api/apps/APP/deploys/live':
         return deployStream(res, this.#deps.platform, app(), closed(res));
       case 'GET /api/apps/APP/logs': {
