@@ -367,3 +367,25 @@ test("a re-scoped key's sessions see its new scope at once, and a removed key's 
   assert.equal(gone.status, 401);
   assert.equal(gone.json().error.code, 'no_session');
 });
+
+test('with its address taken the dashboard does not start but berth serves, and the dashboard command says why; off, it says it is off', async () => {
+  const taken = await startDaemon({ args: ['--dashboard-listen', `127.0.0.1:${port}`] });
+  try {
+    await waitFor('dashboard_not_started in the log', () => /"dashboard_not_started".*cannot listen on 127\.0\.0\.1:\d+ \(dashboard\): the port is already in use/.test(taken.logs()), 10_000);
+    const r = taken.cli(['dashboard']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /the dashboard is not running: it could not listen on its address \(--dashboard-listen\)/);
+    assert.equal(taken.cli(['apps:list']).code, 0, 'berth serves without it');
+  } finally {
+    await taken.stop();
+  }
+  const off = await startDaemon({ args: ['--dashboard-listen', 'off'] });
+  try {
+    const r = off.cli(['dashboard']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /the dashboard is off on this server \(berth serve --dashboard-listen off\)/);
+    assert.doesNotMatch(off.logs(), /"dashboard_listening"/);
+  } finally {
+    await off.stop();
+  }
+});
