@@ -165,6 +165,11 @@ test('the session is its key: /api/session and /api/apps after real pushes; no s
   const unknown = await call('GET', '/api/nothing', { headers: { cookie: s.cookie } });
   assert.equal(unknown.status, 404);
   assert.equal(unknown.json().error.code, 'not_found');
+
+  const out = await post(s, '/api/logout', {});
+  assert.equal(out.status, 200);
+  assert.match(String(out.headers['set-cookie']?.[0]), /^berth_session=; .*Max-Age=0/);
+  assert.equal((await call('GET', '/api/session', { headers: { cookie: s.cookie } })).status, 401, 'logged out');
 });
 
 test('a scoped key sees only its apps: another app is a 404, and its /api/run on another app is refused', async () => {
