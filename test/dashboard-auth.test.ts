@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { test } from 'node:test';
 import { ownOrigin, sameSitePost } from '../src/dashboard/csrf.ts';
+import { hostAllowed } from '../src/dashboard/dashboard-server.ts';
 import { hash, LOGIN_LINK_TTL_MS, LoginLinks } from '../src/dashboard/login-links.ts';
 import { clearCookie, sessionCookie, Sessions, SESSION_IDLE_MS, setCookie } from '../src/dashboard/sessions.ts';
 
@@ -102,4 +103,10 @@ test("a POST needs a JSON body and the dashboard's own Origin; with a session, i
   for (const type of ['application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'text/plain']) assert.equal(sameSitePost(post({ ...good, 'content-type': type }), session), false, type);
   // The admin listener: plain HTTP, no proxy in front.
   assert.equal(sameSitePost(post({ host: '127.0.0.1:9181', origin: 'http://127.0.0.1:9181', 'content-type': 'application/json' })), true);
+});
+
+test('the dashboard answers berth.DOMAIN, localhost and IP addresses only: a name that merely resolves to it (DNS rebinding) is refused', () => {
+  const config = { domain: 'example.com' };
+  for (const host of ['berth.example.com', 'BERTH.example.com:8443', '127.0.0.1:9181', '[::1]:9181', 'localhost:9181', '10.0.0.5']) assert.equal(hostAllowed(host, config), true, host);
+  for (const host of [undefined, '', 'evil.example:9181', 'app.example.com', 'example.com', 'berth.example.com.evil.test']) assert.equal(hostAllowed(host, config), false, String(host));
 });

@@ -165,6 +165,11 @@ test('the session is its key: /api/session and /api/apps after real pushes; no s
   const unknown = await call('GET', '/api/nothing', { headers: { cookie: s.cookie } });
   assert.equal(unknown.status, 404);
   assert.equal(unknown.json().error.code, 'not_found');
+
+  const out = await post(s, '/api/logout', {});
+  assert.equal(out.status, 200);
+  assert.match(String(out.headers['set-cookie']?.[0]), /^berth_session=; .*Max-Age=0/);
+  assert.equal((await call('GET', '/api/session', { headers: { cookie: s.cookie } })).status, 401, 'logged out');
 });
 
 test('a scoped key sees only its apps: another app is a 404, and its /api/run on another app is refused', async () => {
@@ -224,7 +229,7 @@ test('commands that need a terminal or standard input are for SSH: /api/run answ
   const res = await post(s, '/api/run', { words: ['run', APP, 'sh'] });
   assert.equal(res.status, 400);
   assert.equal(res.json().error.code, 'use_ssh');
-  assert.match(res.json().error.hint, /^use ssh berth@HOST run dash-a sh$/);
+  assert.equal(res.json().error.hint, `use ssh -p ${daemon.sshPort} berth@${daemon.domain} run dash-a sh`);
 });
 
 test('every answer carries the security headers; the page shell answers its paths, the assets their ETag', async () => {
@@ -242,6 +247,8 @@ test('every answer carries the security headers; the page shell answers its path
   assert.ok(js.headers.etag);
   assert.equal((await call('GET', '/assets/app.js', { headers: { 'if-none-match': js.headers.etag! } })).status, 304);
   assert.equal((await call('GET', '/nothing')).status, 404);
+  const rebound = await call('GET', '/', { headers: { host: `rebound.example:${port}` } });
+  assert.equal(rebound.status, 421, 'a host name that merely resolves to the listener is not the dashboard');
 });
 
 test('berth.DOMAIN reaches the dashboard through the proxy, and no app may be called berth', async () => {
@@ -258,12 +265,13 @@ test('berth.DOMAIN reaches the dashboard through the proxy, and no app may be ca
   assert.match(created.stderr + created.stdout, /app name "berth" is berth.s own name/);
 });
 
-/** Server-Sent Events from the admin listener, as they come. */
-function events(urlPath: string, cookie: string): { next(name: string, timeoutMs?: number): Promise<unknown>; close(): void } {
+/** Server-Sent Events from the admin listener (or berth.DOMAIN through the proxy), as they come. */
+function events(urlPath: string, cookie: string, options: { viaProxy?: boolean } = {}): { next(name: string, timeoutMs?: number): Promise<unknown>; close(): void } {
   const queue: Array<{ event: string; data: unknown }> = [];
   let wake: (() => void) | undefined;
   let buffer = '';
-  const req = http.request({ host: '127.0.0.1', port, path: urlPath, headers: { host: `127.0.0.1:${port}`, cookie }, agent: false }, (res) => {
+  const target = options.viaProxy ? { port: daemon.httpPort, host: `berth.${daemon.domain}` } : { port, host: `127.0.0.1:${port}` };
+  const req = http.request({ host: '127.0.0.1', port: target.port, path: urlPath, headers: { host: target.host, cookie }, agent: false }, (res) => {
     assert.equal(res.statusCode, 200);
     assert.match(String(res.headers['content-type']), /^text\/event-stream/);
     res.setEncoding('utf8');
@@ -299,9 +307,9 @@ function events(urlPath: string, cookie: string): { next(name: string, timeoutMs
   };
 }
 
-test("a push's output streams live to /api/apps/APP/deploys/live, and a rollback through /api/run brings the old version back through the proxy", async () => {
+test("a push's output streams live to /api/apps/APP/deploys/live (through the proxy), and a rollback through /api/run brings the old version back through the proxy", async () => {
   const s = await login(admin);
-  const stream = events(`/api/apps/${APP}/deploys/live`, s.cookie);
+  const stream = events(`/api/apps/${APP}/deploys/live`, s.cookie, { viaProxy: true });
   try {
     assert.deepEqual(await stream.next('idle', 10_000), {});
     const repo = path.join(work, APP);
@@ -363,4 +371,26 @@ test("a re-scoped key's sessions see its new scope at once, and a removed key's 
   const gone = await call('GET', '/api/session', { headers: { cookie: s.cookie } });
   assert.equal(gone.status, 401);
   assert.equal(gone.json().error.code, 'no_session');
+});
+
+test('with its address taken the dashboard does not start but berth serves, and the dashboard command says why; off, it says it is off', async () => {
+  const taken = await startDaemon({ args: ['--dashboard-listen', `127.0.0.1:${port}`] });
+  try {
+    await waitFor('dashboard_not_started in the log', () => /"dashboard_not_started".*cannot listen on 127\.0\.0\.1:\d+ \(dashboard\): the port is already in use/.test(taken.logs()), 10_000);
+    const r = taken.cli(['dashboard']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /the dashboard is not running: it could not listen on its address \(--dashboard-listen\)/);
+    assert.equal(taken.cli(['apps:list']).code, 0, 'berth serves without it');
+  } finally {
+    await taken.stop();
+  }
+  const off = await startDaemon({ args: ['--dashboard-listen', 'off'] });
+  try {
+    const r = off.cli(['dashboard']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /the dashboard is off on this server \(berth serve --dashboard-listen off\)/);
+    assert.doesNotMatch(off.logs(), /"dashboard_listening"/);
+  } finally {
+    await off.stop();
+  }
 });

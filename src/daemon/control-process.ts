@@ -116,15 +116,23 @@ export async function runControl(argv: string[]): Promise<number> {
       send({ t: 'status-all', id });
     });
 
-  /** Every process's metrics, as a scrape gets them (the supervisor gathers them). */
+  /** Every process's metrics, as a scrape gets them (the supervisor gathers them); none after 5 s (a supervisor that does not know the question). */
   const daemonMetrics = () =>
     new Promise<MetricFamily[]>((resolve) => {
       const id = nextAsk++;
-      metricAsks.set(id, resolve);
+      const timer = setTimeout(() => {
+        metricAsks.delete(id);
+        resolve([]);
+      }, 5000);
+      metricAsks.set(id, (families) => {
+        clearTimeout(timer);
+        resolve(families);
+      });
       send({ t: 'metrics-all', id });
     });
 
   let ssh: SshServer | undefined;
+  let dashboard: DashboardServer | undefined;
   let control: ControlServer | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -177,7 +185,6 @@ export async function runControl(argv: string[]): Promise<number> {
       publisher,
       appUrl,
     });
-    let dashboard: DashboardServer | undefined;
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen
       ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin() })
@@ -210,7 +217,7 @@ export async function runControl(argv: string[]): Promise<number> {
       (key) => state.keys.byFingerprint(key.fingerprint),
     );
     if (dashboardListen) {
-      const history = new RequestHistory();
+      const history = new RequestHistory((name) => state.apps.get(name)?.id);
       history.start(daemonMetrics);
       stops.push(async () => history.stop());
       const server = new DashboardServer({ state, platform, appUrl, history, links: logins }, dashboardListen);
@@ -257,7 +264,7 @@ export async function runControl(argv: string[]): Promise<number> {
     await control!.stopAccepting();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise((resolve) => (timer = setTimeout(resolve, why)));
-    await Promise.race([Promise.all([ssh!.idle(upgrades.size), control!.idle()]), deadline]);
+    await Promise.race([Promise.all([ssh!.idle(upgrades.size), control!.idle(), dashboard?.idle()]), deadline]);
     log.info('control_stopping', { why: 'retired' });
     await stopAll();
     // The new control plane may start now; an upgrade asked here still prints its outcome.

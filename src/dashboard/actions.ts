@@ -23,8 +23,8 @@ export interface ActionDeps {
   platform: Platform;
 }
 
-/** The `words` of a /api/run body, checked; an ApiError 400 otherwise. */
-export function wordsOf(body: Record<string, unknown>): string[] {
+/** The `words` of a /api/run body, checked; an ApiError 400 otherwise. `ssh`: how users reach berth over SSH (`ssh -p 2222 berth@HOST`), for hints. */
+export function wordsOf(body: Record<string, unknown>, ssh: string): string[] {
   const words = body.words;
   if (!Array.isArray(words) || words.length === 0 || words.length > MAX_WORDS || !words.every((w) => typeof w === 'string' && w.length <= MAX_WORD_LENGTH)) {
     throw new ApiError(400, 'bad_words', `"words" must be a list of 1 to ${MAX_WORDS} strings, such as ["ps:restart", "APP"]`);
@@ -32,7 +32,7 @@ export function wordsOf(body: Record<string, unknown>): string[] {
   const name = words[0] as string;
   const following = name === 'logs' && words.some((w) => w === '-t' || w === '--tail' || (/^-[a-z]+$/.test(w) && w.includes('t')));
   if (SSH_ONLY.has(name) || name.endsWith(':connect') || name.endsWith(':import') || following) {
-    throw new ApiError(400, 'use_ssh', `${following ? 'logs -t' : name} is not available from the dashboard`, `use ssh berth@HOST ${words.join(' ')}`);
+    throw new ApiError(400, 'use_ssh', `${following ? 'logs -t' : name} is not available from the dashboard`, `use ${ssh} ${words.join(' ')}`);
   }
   return words as string[];
 }

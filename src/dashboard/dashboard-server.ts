@@ -2,7 +2,7 @@
 // files, the JSON API, its event streams and actions. Every API request but the login needs a
 // session, acts as the session's key as the state has it now, and sees only that key's apps.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import { isValidAppName } from '../app-name.ts';
 import type { Config } from '../config.ts';
 import { UserError } from '../errors.ts';
@@ -17,7 +17,7 @@ import { appDetail, appSummary } from './app-views.ts';
 import { dashboardAssets } from './assets.ts';
 import { sameSitePost } from './csrf.ts';
 import { actorName, actorNow, isAdmin, maySee, type Actor } from './identity.ts';
-import type { LoginLinks } from './login-links.ts';
+import { dashboardHost, type LoginLinks } from './login-links.ts';
 import type { RequestHistory } from './request-history.ts';
 import { clearCookie, sessionCookie, Sessions, setCookie, type Session } from './sessions.ts';
 import { deployStream, logStream, MAX_LOG_TAIL } from './streams.ts';
@@ -45,6 +45,8 @@ export class DashboardServer {
   readonly sessions: Sessions;
   #server: http.Server | undefined;
   #stopKeys: (() => void) | undefined;
+  /** Actions (/api/run) running now: a retiring control plane lets them finish. */
+  #actions = 0;
 
   constructor(deps: DashboardDeps, listen: { host: string; port: number }) {
     this.#deps = deps;
@@ -84,6 +86,11 @@ export class DashboardServer {
     log.info('dashboard_listening', { address: this.#host, port: this.port });
   }
 
+  /** Resolves once no action runs (a retiring control plane waits for it, up to its deadline). */
+  async idle(): Promise<void> {
+    while (this.#actions > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+
   async stop(): Promise<void> {
     this.#stopKeys?.();
     const server = this.#server;
@@ -97,6 +104,11 @@ export class DashboardServer {
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://dashboard');
+    if (!hostAllowed(req.headers.host, this.#deps.state.config)) {
+      // A name that merely resolves here (DNS rebinding) is not the dashboard.
+      res.writeHead(421, { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8' }).end(`the dashboard is served at ${dashboardHost(this.#deps.state.config)}\n`);
+      return;
+    }
     try {
       if (url.pathname.startsWith('/api/')) await this.#api(req, res, url);
       else await this.#page(req, res, url.pathname);
@@ -165,7 +177,7 @@ export class DashboardServer {
       case 'GET /api/apps/APP':
         return sendJson(res, 200, await appDetail(this.#deps, app()));
       case 'GET /api/apps/APP/metrics':
-        return sendJson(res, 200, this.#deps.history.series(app()));
+        return sendJson(res, 200, this.#deps.history.series(this.#deps.state.apps.require(app()).id));
       case 'GET /api/apps/APP/deploys/live':
         return deployStream(res, this.#deps.platform, app(), closed(res));
       case 'GET /api/apps/APP/logs': {
@@ -177,8 +189,13 @@ export class DashboardServer {
       case 'GET /api/services':
         return sendJson(res, 200, { services: [] });
       case 'POST /api/run': {
-        const words = wordsOf(await readJson(req, MAX_BODY_BYTES));
-        return sendJson(res, 200, await runAction(this.#deps, actor, words, { address: req.socket.remoteAddress ?? '?', signal: closed(res) }));
+        const words = wordsOf(await readJson(req, MAX_BODY_BYTES), sshCommand(this.#deps.state.config));
+        this.#actions++;
+        try {
+          return sendJson(res, 200, await runAction(this.#deps, actor, words, { address: clientAddress(req), signal: closed(res) }));
+        } finally {
+          this.#actions--;
+        }
       }
     }
     throw notFound(`no API at ${req.method} ${path}`);
@@ -189,11 +206,11 @@ export class DashboardServer {
     const identity = this.links.redeem(body.token);
     const actor = identity && actorNow(identity, this.#deps.state);
     if (!identity || !actor) {
-      log.warn('dashboard_login_refused', { address: req.socket.remoteAddress });
+      log.warn('dashboard_login_refused', { address: clientAddress(req) });
       throw new ApiError(403, 'login_refused', 'this login link was used or has expired', `run \`${sshCommand(this.#deps.state.config)} dashboard\` for a new one`);
     }
     const { cookie } = this.sessions.create(identity);
-    log.info('dashboard_login', { key: actorName(actor), address: req.socket.remoteAddress });
+    log.info('dashboard_login', { key: actorName(actor), address: clientAddress(req) });
     sendJson(res, 200, { ok: true }, { 'set-cookie': setCookie(cookie) });
   }
 
@@ -226,6 +243,21 @@ export class DashboardServer {
 /** `ssh [-p PORT] berth@DOMAIN`, for hints. */
 export function sshCommand(config: Pick<Config, 'domain' | 'sshPort'>): string {
   return `ssh ${config.sshPort === 22 ? '' : `-p ${config.sshPort} `}berth@${config.domain}`;
+}
+
+/** berth.DOMAIN, localhost or an IP address, with any port. */
+export function hostAllowed(host: string | undefined, config: Pick<Config, 'domain'>): boolean {
+  if (!host) return false;
+  const name = host.toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+  return name === dashboardHost(config) || name === 'localhost' || isIP(name.replace(/^\[|\]$/g, '')) !== 0;
+}
+
+/** The client's address: the proxy's X-Forwarded-For (whose last entry the proxy added) when the request came through it. */
+function clientAddress(req: http.IncomingMessage): string {
+  const peer = req.socket.remoteAddress ?? '?';
+  const forwarded = req.headers['x-forwarded-for'];
+  if (typeof forwarded !== 'string' || !(peer === '127.0.0.1' || peer === '::1' || peer === '::ffff:127.0.0.1')) return peer;
+  return forwarded.split(',').at(-1)!.trim() || peer;
 }
 
 /** Aborted when the client goes away (or the answer is over). */

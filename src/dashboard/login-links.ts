@@ -2,6 +2,7 @@
 // minutes. The token travels in the link's fragment, so it reaches no access log.
 import { createHash, randomBytes } from 'node:crypto';
 import type { Config } from '../config.ts';
+import { UserError } from '../errors.ts';
 import type { KeyRecord } from '../git/key-store.ts';
 import { log } from '../log.ts';
 import type { DashboardLogin } from '../platform/platform.ts';
@@ -56,6 +57,7 @@ export class DashboardLinks implements DashboardLogin {
   readonly #store: LoginLinks;
   readonly #config: Pick<Config, 'domain' | 'httpPort' | 'httpsPort'>;
   readonly #hasCertificate: (hostname: string) => boolean;
+  /** The admin listener's origin; undefined while the dashboard does not run. */
   readonly #localOrigin: () => string | undefined;
 
   constructor(deps: { store: LoginLinks; config: Pick<Config, 'domain' | 'httpPort' | 'httpsPort'>; hasCertificate(hostname: string): boolean; localOrigin(): string | undefined }) {
@@ -74,10 +76,15 @@ export class DashboardLinks implements DashboardLogin {
   }
 
   link(key: KeyRecord | undefined, options: { local: boolean }): { urls: string[]; expiresAt: Date } {
+    const local = this.#localOrigin();
+    if (local === undefined) {
+      throw new UserError('dashboard_not_running', 'the dashboard is not running: it could not listen on its address (--dashboard-listen)', {
+        hint: "the daemon's log says why (dashboard_not_started); an admin can choose another address with --dashboard-listen HOST:PORT",
+      });
+    }
     const { token, expiresAt } = this.#store.issue(identityOf(key));
     const urls = [`${this.publicOrigin()}/login#${token}`];
-    const local = options.local ? this.#localOrigin() : undefined;
-    if (local) urls.push(`${local}/login#${token}`);
+    if (options.local) urls.push(`${local}/login#${token}`);
     log.info('dashboard_link_issued', { key: key?.name ?? 'local', expiresAt: expiresAt.toISOString() });
     return { urls, expiresAt };
   }

@@ -32,7 +32,15 @@ const REQUESTS = 'berth_http_requests_total';
 const DURATION = 'berth_http_request_duration_seconds';
 
 export class RequestHistory {
+  /** By app id, so that a new app of a destroyed one's name starts with no history of its own. */
   readonly #points = new Map<string, Point[]>();
+  /** The id of the app called `name` now; undefined: no such app (its series are left out). */
+  readonly #idOf: (name: string) => string | undefined;
+
+  constructor(idOf: (name: string) => string | undefined) {
+    this.#idOf = idOf;
+  }
+
   #last: { t: number; totals: Map<string, Totals> } | undefined;
   #timer: NodeJS.Timeout | undefined;
 
@@ -54,15 +62,20 @@ export class RequestHistory {
 
   /** Adds a point per app: what its counters did since the previous sample (none for the first sample). */
   sample(families: readonly MetricFamily[], t: number): void {
+    // No answer from the proxy this time (restarting, or too slow): the step is skipped, not zeroed.
+    if (!families.some((f) => f.name === REQUESTS)) return;
     const totals = totalsOf(families);
     const last = this.#last;
     this.#last = { t, totals };
     if (!last || t <= last.t) return;
     const seconds = (t - last.t) / 1000;
+    const seen = new Set<string>();
     for (const [app, now] of totals) {
-      if (app === '') continue;
+      const id = this.#idOf(app);
+      if (id === undefined) continue;
+      seen.add(id);
       const before = last.totals.get(app);
-      const points = this.#points.get(app) ?? [];
+      const points = this.#points.get(id) ?? [];
       const buckets = new Map([...now.buckets].map(([le, n]) => [le, since(n, before?.buckets.get(le))]));
       points.push({
         t,
@@ -73,17 +86,15 @@ export class RequestHistory {
         errors: since(now.errors, before?.errors) / seconds,
       });
       if (points.length > POINTS_KEPT) points.splice(0, points.length - POINTS_KEPT);
-      this.#points.set(app, points);
+      this.#points.set(id, points);
     }
+    // A destroyed app's history goes with it.
+    for (const id of this.#points.keys()) if (!seen.has(id)) this.#points.delete(id);
   }
 
-  series(app: string): { step: number; points: Point[] } {
-    return { step: STEP_MS / 1000, points: [...(this.#points.get(app) ?? [])] };
-  }
-
-  /** An app renamed or destroyed: its history goes with it. */
-  forget(app: string): void {
-    this.#points.delete(app);
+  /** The points of the app with id `appId`, oldest first. */
+  series(appId: string): { step: number; points: Point[] } {
+    return { step: STEP_MS / 1000, points: [...(this.#points.get(appId) ?? [])] };
   }
 }
 
