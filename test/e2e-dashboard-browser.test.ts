@@ -20,7 +20,7 @@ const DASHBOARD = `berth.${DOMAIN}`;
 const APP = 'shop';
 const OTHER = 'ledger';
 const ARTIFACTS = 'dashboard';
-const work = tempDir('e2e-dashboard');
+const work = tempDir('e2e-dashboard-browser');
 let pebble: Pebble;
 let daemon: Daemon;
 let browser: Browser;
