@@ -89,7 +89,9 @@ async function login(key: { privateKey: string }): Promise<{ cookie: string; csr
 function linkToken(key: { privateKey: string }): string {
   const r = daemon.ssh(key.privateKey, 'dashboard');
   assert.equal(r.code, 0, r.stderr);
-  const m = /^https?:\/\/berth\.berth\.test(?::\d+)?\/login#([A-Za-z0-9_-]{43})$/m.exec(r.stdout);
+  // No certificate for berth.DOMAIN here: the admin listener's link, reached through an SSH tunnel.
+  assert.match(r.stdout, new RegExp(`ssh -L ${port}:127\\.0\\.0\\.1:${port} YOU@`));
+  const m = new RegExp(`^http://127\\.0\\.0\\.1:${port}/login#([A-Za-z0-9_-]{43})$`, 'm').exec(r.stdout);
   assert.ok(m, `a login link in:\n${r.stdout}`);
   return m[1]!;
 }
@@ -115,13 +117,14 @@ test('a link from `ssh ... dashboard` logs in once: the cookie is HttpOnly, Secu
   await logged(/"dashboard_login".*"key":"admin"/);
 });
 
-test('`berth dashboard` on the server prints the public link and the admin listener\'s, with one token; it logs in the local admin', async () => {
+test('`berth dashboard` on the server without a certificate for berth.DOMAIN says why and prints the tunnel and the admin listener\'s link only; it logs in the local admin', async () => {
   const r = daemon.cli(['dashboard']);
   assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`berth\\.${daemon.domain.replace('.', '\\.')} has no HTTPS certificate yet`));
+  assert.match(r.stdout, new RegExp(`ssh -L ${port}:127\\.0\\.0\\.1:${port} YOU@${daemon.domain.replace('.', '\\.')}`));
   const tokens = [...r.stdout.matchAll(/^(https?:\/\/[^/\s]+)\/login#([A-Za-z0-9_-]{43})$/gm)];
-  assert.deepEqual(tokens.map((m) => m[1]), [`http://berth.${daemon.domain}:${daemon.httpPort}`, ORIGIN()]);
-  assert.equal(tokens[0]![2], tokens[1]![2]);
-  const res = await call('POST', '/api/login', { headers: { origin: ORIGIN(), 'content-type': 'application/json' }, body: JSON.stringify({ token: tokens[1]![2] }) });
+  assert.deepEqual(tokens.map((m) => m[1]), [ORIGIN()], 'no plain-HTTP link to berth.DOMAIN');
+  const res = await call('POST', '/api/login', { headers: { origin: ORIGIN(), 'content-type': 'application/json' }, body: JSON.stringify({ token: tokens[0]![2] }) });
   assert.equal(res.status, 200, res.body);
   const session = (await call('GET', '/api/session', { headers: { cookie: String(res.headers['set-cookie']?.[0]).split(';')[0]! } })).json();
   assert.equal(session.key, 'local');
@@ -251,7 +254,7 @@ test('every answer carries the security headers; the page shell answers its path
   assert.equal(rebound.status, 421, 'a host name that merely resolves to the listener is not the dashboard');
 });
 
-test('berth.DOMAIN reaches the dashboard through the proxy, and no app may be called berth', async () => {
+test('berth.DOMAIN reaches the dashboard through the proxy, which refuses a login or a session over plain HTTP (https_required); no app may be called berth', async () => {
   const page = await call('GET', '/login', { viaProxy: true });
   assert.equal(page.status, 200);
   assert.match(String(page.headers['content-type']), /^text\/html/);
@@ -259,7 +262,14 @@ test('berth.DOMAIN reaches the dashboard through the proxy, and no app may be ca
   // Origin as the browser sends it there: the Host the proxy was given.
   const token = linkToken(admin);
   const res = await call('POST', '/api/login', { viaProxy: true, headers: { origin: `http://berth.${daemon.domain}`, 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
-  assert.equal(res.status, 200, res.body);
+  assert.equal(res.status, 403, res.body);
+  assert.equal(res.json().error.code, 'https_required');
+  assert.match(res.json().error.hint, new RegExp(`ssh -L ${port}:127\\.0\\.0\\.1:${port} YOU@`));
+  const s = await login(admin);
+  const used = await call('GET', '/api/session', { viaProxy: true, headers: { cookie: s.cookie } });
+  assert.equal(used.status, 403, 'a session cookie carried over plain HTTP is not used');
+  assert.equal(used.json().error.code, 'https_required');
+  assert.equal((await call('GET', '/api/session', { headers: { cookie: s.cookie } })).status, 200, 'the admin listener, directly');
   const created = daemon.ssh(admin.privateKey, 'apps:create berth');
   assert.notEqual(created.code, 0);
   assert.match(created.stderr + created.stdout, /app name "berth" is berth.s own name/);
@@ -307,9 +317,9 @@ function events(urlPath: string, cookie: string, options: { viaProxy?: boolean }
   };
 }
 
-test("a push's output streams live to /api/apps/APP/deploys/live (through the proxy), and a rollback through /api/run brings the old version back through the proxy", async () => {
+test("a push's output streams live to /api/apps/APP/deploys/live, and a rollback through /api/run brings the old version back through the proxy", async () => {
   const s = await login(admin);
-  const stream = events(`/api/apps/${APP}/deploys/live`, s.cookie, { viaProxy: true });
+  const stream = events(`/api/apps/${APP}/deploys/live`, s.cookie);
   try {
     assert.deepEqual(await stream.next('idle', 10_000), {});
     const repo = path.join(work, APP);

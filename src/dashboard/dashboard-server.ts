@@ -12,12 +12,12 @@ import type { Platform } from '../platform/platform.ts';
 import type { State } from '../platform/state.ts';
 import { VERSION } from '../version.ts';
 import { runAction, wordsOf } from './actions.ts';
-import { ApiError, crossSite, noSession, notFound, readJson, SECURITY_HEADERS, sendError, sendJson } from './answers.ts';
+import { ApiError, crossSite, httpsRequired, noSession, notFound, readJson, SECURITY_HEADERS, sendError, sendJson } from './answers.ts';
 import { appDetail, appSummary } from './app-views.ts';
 import { dashboardAssets } from './assets.ts';
-import { sameSitePost } from './csrf.ts';
+import { plainThroughProxy, sameSitePost } from './csrf.ts';
 import { actorName, actorNow, isAdmin, maySee, type Actor } from './identity.ts';
-import { dashboardHost, type LoginLinks } from './login-links.ts';
+import { dashboardHost, tunnelCommand, type LoginLinks } from './login-links.ts';
 import type { RequestHistory } from './request-history.ts';
 import { clearCookie, sessionCookie, Sessions, setCookie, type Session } from './sessions.ts';
 import { deployStream, logStream, MAX_LOG_TAIL } from './streams.ts';
@@ -148,6 +148,10 @@ export class DashboardServer {
   async #api(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     const path = url.pathname;
     const post = req.method === 'POST';
+    if (plainThroughProxy(req)) {
+      const local = this.localOrigin();
+      throw httpsRequired(`open an SSH tunnel to the admin listener (${tunnelCommand(this.#deps.state.config, local)}, as your login on the server), then use the ${local} link that \`${sshCommand(this.#deps.state.config)} dashboard\` prints`);
+    }
     if (post && !sameSitePost(req)) throw crossSite();
     if (path === '/api/login') {
       if (!post) throw new ApiError(405, 'method_not_allowed', 'log in with POST');
