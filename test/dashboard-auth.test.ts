@@ -74,10 +74,12 @@ test("a key's sessions end when endWhere says its key is gone; others stay", () 
   assert.ok(sessions.use(local.cookie));
 });
 
-test('the session cookie is HttpOnly, Secure, SameSite=Strict on /, and is read back from a Cookie header', () => {
-  assert.equal(setCookie('abc'), 'berth_session=abc; HttpOnly; Secure; SameSite=Strict; Path=/');
-  assert.match(clearCookie(), /^berth_session=; .*Max-Age=0$/);
-  assert.equal(sessionCookie('theme=dark; berth_session=abc; other=1'), 'abc');
+test('the session cookie is __Host- (no Domain), HttpOnly, Secure, SameSite=Strict on /, and is read back from a Cookie header', () => {
+  assert.equal(setCookie('abc'), '__Host-berth_session=abc; HttpOnly; Secure; SameSite=Strict; Path=/');
+  assert.match(clearCookie(), /^__Host-berth_session=; .*Max-Age=0$/);
+  assert.equal(sessionCookie('theme=dark; __Host-berth_session=abc; other=1'), 'abc');
+  assert.equal(sessionCookie('berth_session=abc'), undefined, 'the old name, which a same-site app could plant');
+  assert.equal(sessionCookie('__Host-berth_session=abc; __Host-berth_session=planted'), undefined, 'two of its name are no session');
   assert.equal(sessionCookie('theme=dark'), undefined);
   assert.equal(sessionCookie(undefined), undefined);
 });

@@ -106,7 +106,7 @@ test('a link from `ssh ... dashboard` logs in once: the cookie is HttpOnly, Secu
   assert.equal(first.status, 200, first.body);
   assert.deepEqual(first.json(), { ok: true });
   const cookie = String(first.headers['set-cookie']?.[0]);
-  assert.match(cookie, /^berth_session=[A-Za-z0-9_-]{43}; /);
+  assert.match(cookie, /^__Host-berth_session=[A-Za-z0-9_-]{43}; /);
   for (const attribute of ['HttpOnly', 'Secure', 'SameSite=Strict', 'Path=/']) assert.ok(cookie.split('; ').includes(attribute), `${attribute} in ${cookie}`);
 
   const again = await call('POST', '/api/login', { headers: { origin: ORIGIN(), 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
@@ -162,6 +162,9 @@ test('the session is its key: /api/session and /api/apps after real pushes; no s
   assert.equal(detail.containers[0].type, 'web');
   assert.deepEqual(detail.config, []);
 
+  // A second cookie of the session's name (one an app of the same site could plant) is no session.
+  const planted = await call('GET', '/api/apps', { headers: { cookie: `${s.cookie}; __Host-berth_session=planted` } });
+  assert.equal(planted.status, 401);
   const none = await call('GET', '/api/apps');
   assert.equal(none.status, 401);
   assert.equal(none.json().error.code, 'no_session');
@@ -171,7 +174,7 @@ test('the session is its key: /api/session and /api/apps after real pushes; no s
 
   const out = await post(s, '/api/logout', {});
   assert.equal(out.status, 200);
-  assert.match(String(out.headers['set-cookie']?.[0]), /^berth_session=; .*Max-Age=0/);
+  assert.match(String(out.headers['set-cookie']?.[0]), /^__Host-berth_session=; .*Max-Age=0/);
   assert.equal((await call('GET', '/api/session', { headers: { cookie: s.cookie } })).status, 401, 'logged out');
 });
 

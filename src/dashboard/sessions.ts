@@ -7,7 +7,11 @@ import { hash } from './login-links.ts';
 
 /** A session nobody used for this long is over. */
 export const SESSION_IDLE_MS = 12 * 60 * 60_000;
-export const SESSION_COOKIE = 'berth_session';
+/**
+ * `__Host-`: the browser keeps it only as set by this very host, Secure, on `/`, without a Domain.
+ * An app at APP.DOMAIN (same site) can set a `Domain=DOMAIN` cookie of another name only.
+ */
+export const SESSION_COOKIE = '__Host-berth_session';
 /** Sessions kept at once; past this, the one idle longest ends. */
 export const MAX_SESSIONS = 10_000;
 
@@ -67,13 +71,19 @@ export function csrfMatches(session: Session, header: string | undefined): boole
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** The session cookie's value in a Cookie header, if any. */
+/**
+ * The session cookie's value in a Cookie header, if any. Two cookies of its name (one planted
+ * beside the real one) are no session: which one the browser sent first is not ours to trust.
+ */
 export function sessionCookie(header: string | undefined): string | undefined {
+  let found: string | undefined;
   for (const part of (header ?? '').split(';')) {
     const [name, ...value] = part.trim().split('=');
-    if (name === SESSION_COOKIE) return value.join('=');
+    if (name !== SESSION_COOKIE) continue;
+    if (found !== undefined) return undefined;
+    found = value.join('=');
   }
-  return undefined;
+  return found;
 }
 
 export function setCookie(value: string): string {
