@@ -279,7 +279,9 @@ test('berth.DOMAIN reaches the dashboard through the proxy, which refuses a logi
 });
 
 /** Server-Sent Events from the admin listener (or berth.DOMAIN through the proxy), as they come. */
-function events(urlPath: string, cookie: string, options: { viaProxy?: boolean } = {}): { next(name: string, timeoutMs?: number): Promise<unknown>; close(): void } {
+function events(urlPath: string, cookie: string, options: { viaProxy?: boolean } = {}): { next(name: string, timeoutMs?: number): Promise<unknown>; close(): void; ended: Promise<void> } {
+  let ended!: () => void;
+  const endedPromise = new Promise<void>((resolve) => (ended = resolve));
   const queue: Array<{ event: string; data: unknown }> = [];
   let wake: (() => void) | undefined;
   let buffer = '';
@@ -300,6 +302,8 @@ function events(urlPath: string, cookie: string, options: { viaProxy?: boolean }
       }
       wake?.();
     });
+    res.on('end', ended);
+    res.on('close', ended);
   });
   req.on('error', () => {});
   req.end();
@@ -317,7 +321,19 @@ function events(urlPath: string, cookie: string, options: { viaProxy?: boolean }
       }
     },
     close: () => req.destroy(),
+    ended: endedPromise,
   };
+}
+
+/** Resolves to whether `promise` settled within `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 test("a push's output streams live to /api/apps/APP/deploys/live, and a rollback through /api/run brings the old version back through the proxy", async () => {
@@ -373,6 +389,33 @@ test("an app's logs stream as `logs APP -t` prints them, and its request rate sh
     },
     60_000,
   );
+});
+
+test("a logs stream ends within about a second once its key is removed, and once its app is destroyed", async () => {
+  const watcher = makeKey(work, 'watcher');
+  assert.equal(daemon.cli(['ssh-keys:add', 'watcher', watcher.publicKey, '--apps', APP]).code, 0);
+  const s = await login(watcher);
+  const logs = events(`/api/apps/${APP}/logs?tail=1`, s.cookie);
+  try {
+    await logs.next('line', 30_000);
+    assert.equal(await within(logs.ended, 1500), false, 'open while the key is there');
+    assert.equal(daemon.cli(['ssh-keys:remove', 'watcher']).code, 0);
+    assert.equal(await within(logs.ended, 3000), true, 'ended after the key went');
+  } finally {
+    logs.close();
+  }
+
+  const a = await login(admin);
+  assert.equal(daemon.cli(['apps:create', 'dash-gone']).code, 0);
+  const doomed = events('/api/apps/dash-gone/logs?tail=1', a.cookie);
+  try {
+    assert.equal(await within(doomed.ended, 1500), false, 'open while the app is there');
+    assert.equal(daemon.cli(['apps:destroy', 'dash-gone', '--force']).code, 0);
+    assert.equal(await within(doomed.ended, 3000), true, 'ended after the app went');
+  } finally {
+    doomed.close();
+    daemon.cli(['apps:destroy', 'dash-gone', '--force']);
+  }
 });
 
 test("a re-scoped key's sessions see its new scope at once, and a removed key's sessions end", async () => {
