@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { test } from 'node:test';
-import { ownOrigin, sameSitePost } from '../src/dashboard/csrf.ts';
+import { ownOrigin, plainThroughProxy, sameSitePost } from '../src/dashboard/csrf.ts';
 import { hostAllowed } from '../src/dashboard/dashboard-server.ts';
-import { hash, LOGIN_LINK_TTL_MS, LoginLinks } from '../src/dashboard/login-links.ts';
+import { DashboardLinks, hash, LOGIN_LINK_TTL_MS, LoginLinks } from '../src/dashboard/login-links.ts';
 import { clearCookie, sessionCookie, Sessions, SESSION_IDLE_MS, setCookie } from '../src/dashboard/sessions.ts';
 
 const alice = { kind: 'key', name: 'alice', fingerprint: 'SHA256:alice' } as const;
@@ -74,10 +74,12 @@ test("a key's sessions end when endWhere says its key is gone; others stay", () 
   assert.ok(sessions.use(local.cookie));
 });
 
-test('the session cookie is HttpOnly, Secure, SameSite=Strict on /, and is read back from a Cookie header', () => {
-  assert.equal(setCookie('abc'), 'berth_session=abc; HttpOnly; Secure; SameSite=Strict; Path=/');
-  assert.match(clearCookie(), /^berth_session=; .*Max-Age=0$/);
-  assert.equal(sessionCookie('theme=dark; berth_session=abc; other=1'), 'abc');
+test('the session cookie is __Host- (no Domain), HttpOnly, Secure, SameSite=Strict on /, and is read back from a Cookie header', () => {
+  assert.equal(setCookie('abc'), '__Host-berth_session=abc; HttpOnly; Secure; SameSite=Strict; Path=/');
+  assert.match(clearCookie(), /^__Host-berth_session=; .*Max-Age=0$/);
+  assert.equal(sessionCookie('theme=dark; __Host-berth_session=abc; other=1'), 'abc');
+  assert.equal(sessionCookie('berth_session=abc'), undefined, 'the old name, which a same-site app could plant');
+  assert.equal(sessionCookie('__Host-berth_session=abc; __Host-berth_session=planted'), undefined, 'two of its name are no session');
   assert.equal(sessionCookie('theme=dark'), undefined);
   assert.equal(sessionCookie(undefined), undefined);
 });
@@ -109,4 +111,30 @@ test('the dashboard answers berth.DOMAIN, localhost and IP addresses only: a nam
   const config = { domain: 'example.com' };
   for (const host of ['berth.example.com', 'BERTH.example.com:8443', '127.0.0.1:9181', '[::1]:9181', 'localhost:9181', '10.0.0.5']) assert.equal(hostAllowed(host, config), true, host);
   for (const host of [undefined, '', 'evil.example:9181', 'app.example.com', 'example.com', 'berth.example.com.evil.test']) assert.equal(hostAllowed(host, config), false, String(host));
+});
+
+test('a request the proxy carried over plain HTTP is told apart from HTTPS and from the admin listener', () => {
+  assert.equal(plainThroughProxy(post({ host: 'berth.example.com', 'x-forwarded-proto': 'http' })), true);
+  assert.equal(plainThroughProxy(post({ host: 'berth.example.com', 'x-forwarded-proto': 'https' })), false);
+  assert.equal(plainThroughProxy(post({ host: '127.0.0.1:9181' })), false, 'the admin listener, directly');
+});
+
+test('the dashboard command offers the public link only over HTTPS; without a certificate, the SSH tunnel to the admin listener', () => {
+  const config = { domain: 'example.com', httpPort: 80, httpsPort: 443 };
+  let certificate = false;
+  const links = new DashboardLinks({ store: new LoginLinks(), config, hasCertificate: (host) => certificate && host === 'berth.example.com', localOrigin: () => 'http://127.0.0.1:9181' });
+  const key = { name: 'alice', fingerprint: 'SHA256:alice' } as never;
+  const remote = links.link(key, { local: false });
+  assert.equal(remote.urls.length, 1);
+  assert.match(remote.urls[0]!, /^http:\/\/127\.0\.0\.1:9181\/login#[A-Za-z0-9_-]{43}$/);
+  assert.match(remote.notes.join('\n'), /berth\.example\.com has no HTTPS certificate yet/);
+  assert.match(remote.notes.join('\n'), /ssh -L 9181:127\.0\.0\.1:9181 YOU@example\.com/);
+  assert.ok(!remote.urls.some((u) => u.startsWith('http://berth.')), 'no plain-HTTP public link');
+  certificate = true;
+  const served = links.link(key, { local: false });
+  assert.deepEqual(served.notes, []);
+  assert.match(served.urls[0]!, /^https:\/\/berth\.example\.com\/login#/);
+  assert.equal(served.urls.length, 1);
+  const local = links.link(undefined, { local: true });
+  assert.deepEqual(local.urls.map((u) => u.replace(/#.*/, '')), ['https://berth.example.com/login', 'http://127.0.0.1:9181/login']);
 });

@@ -46,6 +46,27 @@ function httpsCall(method: string, urlPath: string, headers: Record<string, stri
   });
 }
 
+/** The first Server-Sent Event of a stream through the proxy's TLS listener. */
+function firstEvent(urlPath: string, cookie: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port: daemon.httpsPort, path: urlPath, servername: HOST, headers: { host: `${HOST}:${daemon.httpsPort}`, cookie }, ca: root, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        text += d;
+        const end = text.indexOf('\n\n');
+        if (end < 0) return;
+        resolve(text.slice(0, end));
+        req.destroy();
+      });
+      res.on('end', () => reject(new Error(`the stream ended before an event: ${text}`)));
+    });
+    req.setTimeout(20_000, () => req.destroy(new Error('no event within 20 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 test('berth.DOMAIN gets a certificate like an app hostname, its link is HTTPS, and a login through the proxy sets a Secure cookie', async () => {
   await waitFor(`an HTTPS answer from ${HOST} with a Pebble certificate`, async () => (await httpsGet(daemon.httpsPort, HOST, '/login', root)).status === 200, 60_000);
   const page = await httpsGet(daemon.httpsPort, HOST, '/login', root);
@@ -69,6 +90,16 @@ test('berth.DOMAIN gets a certificate like an app hostname, its link is HTTPS, a
   // The origin of the plain-HTTP listener is not the dashboard's once it is served over HTTPS.
   const plainOrigin = await httpsCall('POST', '/api/logout', { origin: `http://${HOST}:${daemon.httpsPort}`, 'content-type': 'application/json', cookie: cookie.split(';')[0]!, 'x-berth-csrf': JSON.parse(session.body).csrf });
   assert.equal(plainOrigin.status, 403);
+
+  // An event stream through the proxy's TLS listener: its first event arrives (nothing buffers it).
+  const idle = await httpsCall('GET', '/api/apps/no-such-app/deploys/live', { cookie: cookie.split(';')[0]! });
+  assert.equal(idle.status, 404, 'streams are for apps the key may see');
+  assert.equal(daemon.cli(['apps:create', 'shown']).code, 0);
+  try {
+    assert.equal(await firstEvent('/api/apps/shown/deploys/live', cookie.split(';')[0]!), 'event: idle\ndata: {}');
+  } finally {
+    daemon.cli(['apps:destroy', 'shown', '--force']);
+  }
 
   const plain = await request(daemon.httpPort, HOST, '/login');
   assert.ok(plain.status >= 301 && plain.status <= 308, `HTTP answers ${plain.status}`);

@@ -89,7 +89,9 @@ async function login(key: { privateKey: string }): Promise<{ cookie: string; csr
 function linkToken(key: { privateKey: string }): string {
   const r = daemon.ssh(key.privateKey, 'dashboard');
   assert.equal(r.code, 0, r.stderr);
-  const m = /^https?:\/\/berth\.berth\.test(?::\d+)?\/login#([A-Za-z0-9_-]{43})$/m.exec(r.stdout);
+  // No certificate for berth.DOMAIN here: the admin listener's link, reached through an SSH tunnel.
+  assert.match(r.stdout, new RegExp(`ssh -L ${port}:127\\.0\\.0\\.1:${port} YOU@`));
+  const m = new RegExp(`^http://127\\.0\\.0\\.1:${port}/login#([A-Za-z0-9_-]{43})$`, 'm').exec(r.stdout);
   assert.ok(m, `a login link in:\n${r.stdout}`);
   return m[1]!;
 }
@@ -104,7 +106,7 @@ test('a link from `ssh ... dashboard` logs in once: the cookie is HttpOnly, Secu
   assert.equal(first.status, 200, first.body);
   assert.deepEqual(first.json(), { ok: true });
   const cookie = String(first.headers['set-cookie']?.[0]);
-  assert.match(cookie, /^berth_session=[A-Za-z0-9_-]{43}; /);
+  assert.match(cookie, /^__Host-berth_session=[A-Za-z0-9_-]{43}; /);
   for (const attribute of ['HttpOnly', 'Secure', 'SameSite=Strict', 'Path=/']) assert.ok(cookie.split('; ').includes(attribute), `${attribute} in ${cookie}`);
 
   const again = await call('POST', '/api/login', { headers: { origin: ORIGIN(), 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
@@ -115,13 +117,14 @@ test('a link from `ssh ... dashboard` logs in once: the cookie is HttpOnly, Secu
   await logged(/"dashboard_login".*"key":"admin"/);
 });
 
-test('`berth dashboard` on the server prints the public link and the admin listener\'s, with one token; it logs in the local admin', async () => {
+test('`berth dashboard` on the server without a certificate for berth.DOMAIN says why and prints the tunnel and the admin listener\'s link only; it logs in the local admin', async () => {
   const r = daemon.cli(['dashboard']);
   assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`berth\\.${daemon.domain.replace('.', '\\.')} has no HTTPS certificate yet`));
+  assert.match(r.stdout, new RegExp(`ssh -L ${port}:127\\.0\\.0\\.1:${port} YOU@${daemon.domain.replace('.', '\\.')}`));
   const tokens = [...r.stdout.matchAll(/^(https?:\/\/[^/\s]+)\/login#([A-Za-z0-9_-]{43})$/gm)];
-  assert.deepEqual(tokens.map((m) => m[1]), [`http://berth.${daemon.domain}:${daemon.httpPort}`, ORIGIN()]);
-  assert.equal(tokens[0]![2], tokens[1]![2]);
-  const res = await call('POST', '/api/login', { headers: { origin: ORIGIN(), 'content-type': 'application/json' }, body: JSON.stringify({ token: tokens[1]![2] }) });
+  assert.deepEqual(tokens.map((m) => m[1]), [ORIGIN()], 'no plain-HTTP link to berth.DOMAIN');
+  const res = await call('POST', '/api/login', { headers: { origin: ORIGIN(), 'content-type': 'application/json' }, body: JSON.stringify({ token: tokens[0]![2] }) });
   assert.equal(res.status, 200, res.body);
   const session = (await call('GET', '/api/session', { headers: { cookie: String(res.headers['set-cookie']?.[0]).split(';')[0]! } })).json();
   assert.equal(session.key, 'local');
@@ -159,6 +162,9 @@ test('the session is its key: /api/session and /api/apps after real pushes; no s
   assert.equal(detail.containers[0].type, 'web');
   assert.deepEqual(detail.config, []);
 
+  // A second cookie of the session's name (one an app of the same site could plant) is no session.
+  const planted = await call('GET', '/api/apps', { headers: { cookie: `${s.cookie}; __Host-berth_session=planted` } });
+  assert.equal(planted.status, 401);
   const none = await call('GET', '/api/apps');
   assert.equal(none.status, 401);
   assert.equal(none.json().error.code, 'no_session');
@@ -168,7 +174,7 @@ test('the session is its key: /api/session and /api/apps after real pushes; no s
 
   const out = await post(s, '/api/logout', {});
   assert.equal(out.status, 200);
-  assert.match(String(out.headers['set-cookie']?.[0]), /^berth_session=; .*Max-Age=0/);
+  assert.match(String(out.headers['set-cookie']?.[0]), /^__Host-berth_session=; .*Max-Age=0/);
   assert.equal((await call('GET', '/api/session', { headers: { cookie: s.cookie } })).status, 401, 'logged out');
 });
 
@@ -251,7 +257,7 @@ test('every answer carries the security headers; the page shell answers its path
   assert.equal(rebound.status, 421, 'a host name that merely resolves to the listener is not the dashboard');
 });
 
-test('berth.DOMAIN reaches the dashboard through the proxy, and no app may be called berth', async () => {
+test('berth.DOMAIN reaches the dashboard through the proxy, which refuses a login or a session over plain HTTP (https_required); no app may be called berth', async () => {
   const page = await call('GET', '/login', { viaProxy: true });
   assert.equal(page.status, 200);
   assert.match(String(page.headers['content-type']), /^text\/html/);
@@ -259,14 +265,23 @@ test('berth.DOMAIN reaches the dashboard through the proxy, and no app may be ca
   // Origin as the browser sends it there: the Host the proxy was given.
   const token = linkToken(admin);
   const res = await call('POST', '/api/login', { viaProxy: true, headers: { origin: `http://berth.${daemon.domain}`, 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
-  assert.equal(res.status, 200, res.body);
+  assert.equal(res.status, 403, res.body);
+  assert.equal(res.json().error.code, 'https_required');
+  assert.match(res.json().error.hint, new RegExp(`ssh -L ${port}:127\\.0\\.0\\.1:${port} YOU@`));
+  const s = await login(admin);
+  const used = await call('GET', '/api/session', { viaProxy: true, headers: { cookie: s.cookie } });
+  assert.equal(used.status, 403, 'a session cookie carried over plain HTTP is not used');
+  assert.equal(used.json().error.code, 'https_required');
+  assert.equal((await call('GET', '/api/session', { headers: { cookie: s.cookie } })).status, 200, 'the admin listener, directly');
   const created = daemon.ssh(admin.privateKey, 'apps:create berth');
   assert.notEqual(created.code, 0);
   assert.match(created.stderr + created.stdout, /app name "berth" is berth.s own name/);
 });
 
 /** Server-Sent Events from the admin listener (or berth.DOMAIN through the proxy), as they come. */
-function events(urlPath: string, cookie: string, options: { viaProxy?: boolean } = {}): { next(name: string, timeoutMs?: number): Promise<unknown>; close(): void } {
+function events(urlPath: string, cookie: string, options: { viaProxy?: boolean } = {}): { next(name: string, timeoutMs?: number): Promise<unknown>; close(): void; ended: Promise<void> } {
+  let ended!: () => void;
+  const endedPromise = new Promise<void>((resolve) => (ended = resolve));
   const queue: Array<{ event: string; data: unknown }> = [];
   let wake: (() => void) | undefined;
   let buffer = '';
@@ -287,6 +302,8 @@ function events(urlPath: string, cookie: string, options: { viaProxy?: boolean }
       }
       wake?.();
     });
+    res.on('end', ended);
+    res.on('close', ended);
   });
   req.on('error', () => {});
   req.end();
@@ -304,12 +321,24 @@ function events(urlPath: string, cookie: string, options: { viaProxy?: boolean }
       }
     },
     close: () => req.destroy(),
+    ended: endedPromise,
   };
 }
 
-test("a push's output streams live to /api/apps/APP/deploys/live (through the proxy), and a rollback through /api/run brings the old version back through the proxy", async () => {
+/** Resolves to whether `promise` settled within `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test("a push's output streams live to /api/apps/APP/deploys/live, and a rollback through /api/run brings the old version back through the proxy", async () => {
   const s = await login(admin);
-  const stream = events(`/api/apps/${APP}/deploys/live`, s.cookie, { viaProxy: true });
+  const stream = events(`/api/apps/${APP}/deploys/live`, s.cookie);
   try {
     assert.deepEqual(await stream.next('idle', 10_000), {});
     const repo = path.join(work, APP);
@@ -360,6 +389,33 @@ test("an app's logs stream as `logs APP -t` prints them, and its request rate sh
     },
     60_000,
   );
+});
+
+test("a logs stream ends within about a second once its key is removed, and once its app is destroyed", async () => {
+  const watcher = makeKey(work, 'watcher');
+  assert.equal(daemon.cli(['ssh-keys:add', 'watcher', watcher.publicKey, '--apps', APP]).code, 0);
+  const s = await login(watcher);
+  const logs = events(`/api/apps/${APP}/logs?tail=1`, s.cookie);
+  try {
+    await logs.next('line', 30_000);
+    assert.equal(await within(logs.ended, 1500), false, 'open while the key is there');
+    assert.equal(daemon.cli(['ssh-keys:remove', 'watcher']).code, 0);
+    assert.equal(await within(logs.ended, 3000), true, 'ended after the key went');
+  } finally {
+    logs.close();
+  }
+
+  const a = await login(admin);
+  assert.equal(daemon.cli(['apps:create', 'dash-gone']).code, 0);
+  const doomed = events('/api/apps/dash-gone/logs?tail=1', a.cookie);
+  try {
+    assert.equal(await within(doomed.ended, 1500), false, 'open while the app is there');
+    assert.equal(daemon.cli(['apps:destroy', 'dash-gone', '--force']).code, 0);
+    assert.equal(await within(doomed.ended, 3000), true, 'ended after the app went');
+  } finally {
+    doomed.close();
+    daemon.cli(['apps:destroy', 'dash-gone', '--force']);
+  }
 });
 
 test("a re-scoped key's sessions see its new scope at once, and a removed key's sessions end", async () => {

@@ -24,6 +24,7 @@ export class ApiError extends Error {
 
 export const noSession = () => new ApiError(401, 'no_session', 'log in with a link from the `dashboard` command');
 export const notFound = (what = 'not found') => new ApiError(404, 'not_found', what);
+export const httpsRequired = (hint: string) => new ApiError(403, 'https_required', 'the dashboard is not served over plain HTTP: a login or a session would cross the network in cleartext', hint);
 export const crossSite = () => new ApiError(403, 'cross_site', 'cross-site request refused');
 
 export function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -17,6 +17,16 @@ export function ownOrigin(req: http.IncomingMessage): string | undefined {
   return `${scheme}://${host.toLowerCase()}`;
 }
 
+/**
+ * Whether the request came through the proxy over plain HTTP: the proxy always sets
+ * X-Forwarded-Proto (and drops a client's), so any value but https means a login or a session
+ * cookie would cross the network in cleartext. A direct request to the admin listener has none.
+ */
+export function plainThroughProxy(req: http.IncomingMessage): boolean {
+  const forwarded = req.headers['x-forwarded-proto'];
+  return forwarded !== undefined && forwarded !== 'https';
+}
+
 /** Whether a POST may go on: JSON, from the dashboard's own origin, and (with a session) with its CSRF token. */
 export function sameSitePost(req: http.IncomingMessage, session?: Session): boolean {
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();

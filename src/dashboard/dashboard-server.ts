@@ -12,14 +12,15 @@ import type { Platform } from '../platform/platform.ts';
 import type { State } from '../platform/state.ts';
 import { VERSION } from '../version.ts';
 import { runAction, wordsOf } from './actions.ts';
-import { ApiError, crossSite, noSession, notFound, readJson, SECURITY_HEADERS, sendError, sendJson } from './answers.ts';
+import { ApiError, crossSite, httpsRequired, noSession, notFound, readJson, SECURITY_HEADERS, sendError, sendJson } from './answers.ts';
 import { appDetail, appSummary } from './app-views.ts';
 import { dashboardAssets } from './assets.ts';
-import { sameSitePost } from './csrf.ts';
+import { plainThroughProxy, sameSitePost } from './csrf.ts';
 import { actorName, actorNow, isAdmin, maySee, type Actor } from './identity.ts';
-import { dashboardHost, type LoginLinks } from './login-links.ts';
+import { dashboardHost, tunnelCommand, type LoginLinks } from './login-links.ts';
 import type { RequestHistory } from './request-history.ts';
 import { clearCookie, sessionCookie, Sessions, setCookie, type Session } from './sessions.ts';
+import { OpenStreams, type OpenStream } from './open-streams.ts';
 import { deployStream, logStream, MAX_LOG_TAIL } from './streams.ts';
 
 export interface DashboardDeps {
@@ -47,6 +48,8 @@ export class DashboardServer {
   #stopKeys: (() => void) | undefined;
   /** Actions (/api/run) running now: a retiring control plane lets them finish. */
   #actions = 0;
+  /** Event streams open now, each ended with its session or its app. */
+  readonly streams = new OpenStreams((stream) => this.#streamMayGoOn(stream));
 
   constructor(deps: DashboardDeps, listen: { host: string; port: number }) {
     this.#deps = deps;
@@ -82,7 +85,10 @@ export class DashboardServer {
     });
     this.#server = server;
     // A removed key's sessions end at once, not at their next request.
-    this.#stopKeys = this.#deps.state.keys.onChange(() => this.sessions.endWhere((identity) => actorNow(identity, this.#deps.state) === undefined));
+    this.#stopKeys = this.#deps.state.keys.onChange(() => {
+      this.sessions.endWhere((identity) => actorNow(identity, this.#deps.state) === undefined);
+      this.streams.sweep();
+    });
     log.info('dashboard_listening', { address: this.#host, port: this.port });
   }
 
@@ -93,6 +99,7 @@ export class DashboardServer {
 
   async stop(): Promise<void> {
     this.#stopKeys?.();
+    this.streams.endAll();
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
@@ -148,6 +155,10 @@ export class DashboardServer {
   async #api(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     const path = url.pathname;
     const post = req.method === 'POST';
+    if (plainThroughProxy(req)) {
+      const local = this.localOrigin();
+      throw httpsRequired(`open an SSH tunnel to the admin listener (${tunnelCommand(this.#deps.state.config, local)}, as your login on the server), then use the ${local} link that \`${sshCommand(this.#deps.state.config)} dashboard\` prints`);
+    }
     if (post && !sameSitePost(req)) throw crossSite();
     if (path === '/api/login') {
       if (!post) throw new ApiError(405, 'method_not_allowed', 'log in with POST');
@@ -167,6 +178,7 @@ export class DashboardServer {
     switch (route) {
       case 'POST /api/logout':
         this.sessions.end(cookie);
+        this.streams.sweep();
         return sendJson(res, 200, { ok: true }, { 'set-cookie': clearCookie() });
       case 'GET /api/session':
         return sendJson(res, 200, this.#sessionView(actor, session));
@@ -178,13 +190,15 @@ export class DashboardServer {
         return sendJson(res, 200, await appDetail(this.#deps, app()));
       case 'GET /api/apps/APP/metrics':
         return sendJson(res, 200, this.#deps.history.series(this.#deps.state.apps.require(app()).id));
-      case 'GET /api/apps/APP/deploys/live':
-        return deployStream(res, this.#deps.platform, app(), closed(res));
+      case 'GET /api/apps/APP/deploys/live': {
+        const name = app();
+        return deployStream(res, this.#deps.platform, name, this.#openStream(session, name, res));
+      }
       case 'GET /api/apps/APP/logs': {
         const name = app();
         const tail = Number(url.searchParams.get('tail') ?? 100);
         if (!Number.isInteger(tail) || tail < 0 || tail > MAX_LOG_TAIL) throw new ApiError(400, 'bad_tail', `tail takes a number of lines from 0 to ${MAX_LOG_TAIL}`);
-        return logStream(res, this.#deps.platform, name, tail, closed(res));
+        return logStream(res, this.#deps.platform, name, tail, this.#openStream(session, name, res));
       }
       case 'GET /api/services':
         return sendJson(res, 200, { services: [] });
@@ -225,6 +239,18 @@ export class DashboardServer {
       domain: state.config.domain,
       expiresAt: new Date(session.expiresAt).toISOString(),
     };
+  }
+
+  #openStream(session: Session, app: string, res: http.ServerResponse): AbortSignal {
+    return this.streams.open({ session, app, appId: this.#deps.state.apps.require(app).id }, res);
+  }
+
+  /** A stream goes on while its session is open, its key sees its app, and its app is the same one (not destroyed, not renamed). */
+  #streamMayGoOn(stream: OpenStream): boolean {
+    const { state } = this.#deps;
+    if (!this.sessions.alive(stream.session)) return false;
+    const actor = actorNow(stream.session.identity, state);
+    return actor !== undefined && state.apps.get(stream.app)?.id === stream.appId && maySee(actor, stream.app, state);
   }
 
   /** The app of a path, when it exists and the actor may see it: otherwise the same 404 as a missing one. */

@@ -67,15 +67,15 @@ export class DashboardLinks implements DashboardLogin {
     this.#localOrigin = deps.localOrigin;
   }
 
-  /** berth.DOMAIN, over HTTPS once its certificate is served. */
-  publicOrigin(): string {
+  /** https://berth.DOMAIN once its certificate is served; undefined before (a login over plain HTTP is refused). */
+  publicOrigin(): string | undefined {
     const config = this.#config;
     const host = dashboardHost(config);
     if (this.#hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
-    return `http://${host}${config.httpPort === 80 ? '' : `:${config.httpPort}`}`;
+    return undefined;
   }
 
-  link(key: KeyRecord | undefined, options: { local: boolean }): { urls: string[]; expiresAt: Date } {
+  link(key: KeyRecord | undefined, options: { local: boolean }): { urls: string[]; expiresAt: Date; notes: string[] } {
     const local = this.#localOrigin();
     if (local === undefined) {
       throw new UserError('dashboard_not_running', 'the dashboard is not running: it could not listen on its address (--dashboard-listen)', {
@@ -83,11 +83,30 @@ export class DashboardLinks implements DashboardLogin {
       });
     }
     const { token, expiresAt } = this.#store.issue(identityOf(key));
-    const urls = [`${this.publicOrigin()}/login#${token}`];
-    if (options.local) urls.push(`${local}/login#${token}`);
+    const origin = this.publicOrigin();
+    const urls: string[] = [];
+    const notes: string[] = [];
+    if (origin) urls.push(`${origin}/login#${token}`);
+    else {
+      notes.push(`${dashboardHost(this.#config)} has no HTTPS certificate yet (\`certs\` says why), and the dashboard is not offered over plain HTTP.`);
+      notes.push(`Open an SSH tunnel to the admin listener (as your login on the server): ${tunnelCommand(this.#config, local)}`);
+    }
+    // Without the public link, the admin listener's as the tunnel reaches it.
+    if (options.local || !origin) urls.push(`${origin || options.local ? local : tunnelOrigin(local)}/login#${token}`);
     log.info('dashboard_link_issued', { key: key?.name ?? 'local', expiresAt: expiresAt.toISOString() });
-    return { urls, expiresAt };
+    return { urls, expiresAt, notes };
   }
+}
+
+/** `ssh -L PORT:HOST:PORT YOU@DOMAIN`: a tunnel from the user's machine to the admin listener (at `local`, its origin). */
+export function tunnelCommand(config: Pick<Config, 'domain'>, local: string): string {
+  const { hostname, port } = new URL(local);
+  return `ssh -L ${port}:${hostname}:${port} YOU@${config.domain}`;
+}
+
+/** The admin listener's origin on the user's machine, at the near end of tunnelCommand's tunnel. */
+function tunnelOrigin(local: string): string {
+  return `http://127.0.0.1:${new URL(local).port}`;
 }
 
 /** The host name the dashboard is served at through the proxy. */

@@ -7,7 +7,11 @@ import { hash } from './login-links.ts';
 
 /** A session nobody used for this long is over. */
 export const SESSION_IDLE_MS = 12 * 60 * 60_000;
-export const SESSION_COOKIE = 'berth_session';
+/**
+ * `__Host-`: the browser keeps it only as set by this very host, Secure, on `/`, without a Domain.
+ * An app at APP.DOMAIN (same site) can set a `Domain=DOMAIN` cookie of another name only.
+ */
+export const SESSION_COOKIE = '__Host-berth_session';
 /** Sessions kept at once; past this, the one idle longest ends. */
 export const MAX_SESSIONS = 10_000;
 
@@ -21,6 +25,8 @@ export class Sessions {
   readonly #now: () => number;
   /** sha256(cookie value) → session; in order of last use. */
   readonly #byHash = new Map<string, Session>();
+  /** The sessions in #byHash. */
+  readonly #live = new WeakSet<Session>();
 
   constructor(options: { now?: () => number } = {}) {
     this.#now = options.now ?? Date.now;
@@ -30,9 +36,15 @@ export class Sessions {
   create(identity: Identity): { cookie: string; session: Session } {
     const cookie = randomBytes(32).toString('base64url');
     const session: Session = { identity, csrf: randomBytes(24).toString('base64url'), expiresAt: this.#now() + SESSION_IDLE_MS };
+    this.#live.add(session);
     this.#byHash.set(hash(cookie), session);
-    if (this.#byHash.size > MAX_SESSIONS) this.#byHash.delete(this.#byHash.keys().next().value!);
+    if (this.#byHash.size > MAX_SESSIONS) this.#drop(this.#byHash.keys().next().value!);
     return { cookie, session };
+  }
+
+  /** Whether `session` is still open: not ended, not idle past its expiry. Its event streams end when it is not. */
+  alive(session: Session): boolean {
+    return this.#live.has(session) && session.expiresAt > this.#now();
   }
 
   /** The live session of a cookie value, its idle expiry pushed back; undefined when none is. */
@@ -41,21 +53,30 @@ export class Sessions {
     const key = hash(cookie);
     const session = this.#byHash.get(key);
     if (!session) return undefined;
-    this.#byHash.delete(key);
     const now = this.#now();
-    if (session.expiresAt <= now) return undefined;
+    if (session.expiresAt <= now) {
+      this.#drop(key);
+      return undefined;
+    }
+    this.#byHash.delete(key);
     session.expiresAt = now + SESSION_IDLE_MS;
     this.#byHash.set(key, session);
     return session;
   }
 
   end(cookie: string | undefined): void {
-    if (cookie) this.#byHash.delete(hash(cookie));
+    if (cookie) this.#drop(hash(cookie));
   }
 
   /** Ends every session whose identity `gone` says is gone (a removed key). */
   endWhere(gone: (identity: Identity) => boolean): void {
-    for (const [key, session] of this.#byHash) if (gone(session.identity)) this.#byHash.delete(key);
+    for (const [key, session] of this.#byHash) if (gone(session.identity)) this.#drop(key);
+  }
+
+  #drop(key: string): void {
+    const session = this.#byHash.get(key);
+    if (session) this.#live.delete(session);
+    this.#byHash.delete(key);
   }
 }
 
@@ -67,13 +88,19 @@ export function csrfMatches(session: Session, header: string | undefined): boole
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** The session cookie's value in a Cookie header, if any. */
+/**
+ * The session cookie's value in a Cookie header, if any. Two cookies of its name (one planted
+ * beside the real one) are no session: which one the browser sent first is not ours to trust.
+ */
 export function sessionCookie(header: string | undefined): string | undefined {
+  let found: string | undefined;
   for (const part of (header ?? '').split(';')) {
     const [name, ...value] = part.trim().split('=');
-    if (name === SESSION_COOKIE) return value.join('=');
+    if (name !== SESSION_COOKIE) continue;
+    if (found !== undefined) return undefined;
+    found = value.join('=');
   }
-  return undefined;
+  return found;
 }
 
 export function setCookie(value: string): string {

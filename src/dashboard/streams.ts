@@ -33,7 +33,7 @@ export function logStream(res: http.ServerResponse, platform: Platform, app: str
   platform.processes.logs(app, { follow: true, lines: tail, quiet: false }, (line) => events.event('line', withoutEscapes(line)), signal).then(
     () => res.end(),
     (e: Error) => {
-      events.event('error', { message: e.message });
+      if (!res.writableEnded) events.event('error', { message: e.message });
       res.end();
     },
   );

@@ -35,9 +35,11 @@ export interface Platform {
 export interface DashboardLogin {
   /**
    * A one-time login link for `key` (undefined: the local operator, an admin): the URLs that
-   * carry it (the public one first; `local` adds the admin listener's) and when it expires.
+   * carry it (the public HTTPS one first, once berth.DOMAIN's certificate is served; `local`, or no
+   * certificate, adds the admin listener's), when it expires, and notes to print first (why
+   * there is no public link, the SSH tunnel that reaches the admin listener).
    */
-  link(key: KeyRecord | undefined, options: { local: boolean }): { urls: string[]; expiresAt: Date };
+  link(key: KeyRecord | undefined, options: { local: boolean }): { urls: string[]; expiresAt: Date; notes: string[] };
 }
 
 export function createPlatform(deps: {

@@ -15,7 +15,8 @@ export const dashboardCommands: Command[] = [
       if (!login) {
         throw new UserError('dashboard_off', 'the dashboard is off on this server (berth serve --dashboard-listen off)', { hint: 'an admin can turn it on with --dashboard-listen HOST:PORT (default 127.0.0.1:9181)' });
       }
-      const { urls, expiresAt } = login.link(ctx.caller.kind === 'ssh' ? ctx.caller.key : undefined, { local: ctx.caller.kind === 'local' });
+      const { urls, expiresAt, notes } = login.link(ctx.caller.kind === 'ssh' ? ctx.caller.key : undefined, { local: ctx.caller.kind === 'local' });
+      for (const note of notes) ctx.out.line(note);
       ctx.out.step(`Open this link to log in to the dashboard (once, until ${expiresAt.toISOString().replace(/\.\d+Z$/, 'Z')}):`);
       for (const url of urls) ctx.out.line(url);
     },
