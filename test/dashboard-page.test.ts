@@ -27,6 +27,8 @@ function initialState() {
     current: 3,
     deploying: false,
     runAnswer: null as null | { status: number; body: unknown },
+    /** The app web is destroyed: its reads and streams answer 404. */
+    webGone: false,
     /** Reads of this path that are cut off (the socket closed without an answer) before one is answered. */
     cutReads: { path: '', times: 0 },
     services: [{ kind: 'postgres', name: 'db', status: 'running', links: ['web'], backups: [{ name: 'db-1', size: 1024, createdAt: new Date(now - DAY).toISOString() }] }],
@@ -146,6 +148,7 @@ async function startFake(): Promise<Fake> {
       return req.socket.destroy();
     }
     if (!session || !sessions.has(session)) return error(res, 401, 'no_session', 'log in first');
+    if (fake.state.webGone && url.pathname.startsWith('/api/apps/web')) return error(res, 404, 'not_found', 'no app web');
     const stream = /^\/api\/apps\/([^/]+)\/(deploys\/live|logs)$/.exec(url.pathname);
     if (stream) {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
@@ -487,6 +490,26 @@ test("the served CSP holds and its violations are caught, so the other tests' \"
   await page.evaluate("document.body.insertAdjacentHTML('beforeend', '<p style=\"color: red\">inline</p>')");
   await waitFor(() => problems.list().some((p) => /Content Security Policy/.test(p)));
   assert.match(problems.list([/status of 401/]).join('\n'), /inline style violates the following Content Security Policy directive 'style-src 'self''/);
+});
+
+test('an app destroyed under its open page: the page says it is gone and stops its streams', async (t) => {
+  fake.state = initialState();
+  const { page, clean } = await openPage(t);
+  await logIn(page);
+  await page.goto(`${fake.origin}/apps/web`);
+  await waitForText(page, '[data-test="deploy-status"]', /^No deploy running$/);
+  const live = '/api/apps/web/deploys/live';
+  fake.state.webGone = true;
+  fake.drop(live);
+  fake.drop('/api/apps/web/logs');
+  const failure = page.locator('[data-test="error"]');
+  await failure.waitFor();
+  assert.equal(await failure.getAttribute('data-code'), 'not_found');
+  assert.equal(await page.locator('[data-test="deploy-panel"]').count(), 0);
+  const tries = fake.gets.filter((p) => p === live).length;
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(fake.gets.filter((p) => p === live).length, tries, 'no more reconnects');
+  clean([/status of 404/]);
 });
 
 test('logging out ends the session and leaves only how to log in', async (t) => {

@@ -33,7 +33,11 @@ export function appView(scope: Scope, view: HTMLElement, name: string): void {
       render();
     } catch (e) {
       if (scope.disposed) return;
-      if (e instanceof ApiError && e.status === 404) return fill(view, h('p', {}, h('a', { href: '/', 'data-link': true }, '← Apps')), errorBox(e));
+      if (e instanceof ApiError && e.status === 404) {
+        // Gone (destroyed, renamed, or out of the key's scope now): stop its streams and timers.
+        scope.dispose();
+        return fill(view, h('p', {}, h('a', { href: '/', 'data-link': true }, '← Apps')), errorBox(e));
+      }
       fill(problem, errorBox(e));
     }
   };

@@ -4,7 +4,7 @@ import { clock, h, type Scope } from './dom.ts';
 import { appendLine, follow } from './stream.ts';
 import type { DeployEnd, DeployStart } from './types.ts';
 
-/** The panel; `onEnd` hears a finished deploy (the app view re-reads the app then). */
+/** The panel; `onEnd` hears a finished deploy or a refused stream (the app view re-reads the app then). */
 export function deployPanel(scope: Scope, app: string, onEnd: () => void): HTMLElement {
   const status = h('span', { class: 'status', 'data-test': 'deploy-status' }, 'Connecting…');
   const output = h('pre', { class: 'output', 'data-test': 'deploy-output', 'aria-live': 'polite' });
@@ -48,6 +48,8 @@ export function deployPanel(scope: Scope, app: string, onEnd: () => void): HTMLE
     },
     (state) => {
       if (state !== 'open' && !running) say('Deploy stream interrupted; reconnecting…', 'retrying');
+      // Refused: the app may be gone; reading it again tells.
+      if (state === 'closed') onEnd();
       if (state === 'open' && panel.dataset.state === 'retrying') say(...settled);
     },
   );
