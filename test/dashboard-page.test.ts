@@ -106,7 +106,7 @@ async function startFake(): Promise<Fake> {
       res.writeHead(404, { 'content-type': 'text/plain' });
       return res.end('not found');
     }
-    const session = /(?:^|; )berth_session=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
+    const session = /(?:^|; )__Host-berth_session=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
     if (req.method === 'POST') {
       let body: unknown;
       try {
@@ -123,7 +123,7 @@ async function startFake(): Promise<Fake> {
         usedTokens.add(token);
         const id = `session-${sessions.size + 1}`;
         sessions.add(id);
-        return json(res, 200, { ok: true }, { 'set-cookie': `berth_session=${id}; HttpOnly; Secure; SameSite=Strict; Path=/` });
+        return json(res, 200, { ok: true }, { 'set-cookie': `__Host-berth_session=${id}; HttpOnly; Secure; SameSite=Strict; Path=/` });
       }
       if (!session || !sessions.has(session)) return error(res, 401, 'no_session', 'log in first');
       if (!sameOrigin || req.headers['x-berth-csrf'] !== CSRF) return error(res, 403, 'cross_site', 'cross-site request refused');

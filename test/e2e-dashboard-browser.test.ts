@@ -122,7 +122,7 @@ test('a link from `ssh berth@HOST dashboard` logs in once; the same link again, 
   assert.equal(await page.locator('[data-test="key-scope"]').textContent(), 'admin');
   assert.equal(page.url(), `${origin}/`);
   const cookies = await page.context().cookies();
-  const session = cookies.find((c) => c.name === 'berth_session');
+  const session = cookies.find((c) => c.name === '__Host-berth_session');
   assert.ok(session, 'a session cookie');
   assert.equal(session.httpOnly, true);
   assert.equal(session.secure, true);
