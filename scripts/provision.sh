@@ -127,6 +127,10 @@ command -v ssh-audit >/dev/null || apt_install ssh-audit
 command -v testssl >/dev/null || apt_install testssl.sh
 # promtool checks a scrape of /metrics, and a real prometheus scrapes berth (test/e2e-metrics.test.ts).
 command -v promtool >/dev/null || apt_install prometheus
+# The dashboard's browser tests drive Debian's chromium through playwright-core (test/helpers/browser.ts).
+[[ -x /usr/bin/chromium ]] || apt_install chromium
+# ... with a small preloaded library built by the tests (test/helpers/no-netlink.c).
+command -v cc >/dev/null || apt_install gcc libc6-dev
 start_engine
 build_base_image
 build_stack_image

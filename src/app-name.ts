@@ -13,6 +13,18 @@ export function validateAppName(name: string): string {
   });
 }
 
+/** Names berth keeps for itself: `berth` routes berth.DOMAIN to the dashboard. */
+export const RESERVED_APP_NAMES: readonly string[] = ['berth'];
+
+/** validateAppName, and not a name berth keeps: for a new app, or an app's new name. */
+export function validateNewAppName(name: string): string {
+  validateAppName(name);
+  if (RESERVED_APP_NAMES.includes(name)) {
+    throw new UserError('app_name_reserved', `app name "${name}" is berth's own name: berth.DOMAIN is its dashboard`, { hint: 'choose another name for the app' });
+  }
+  return name;
+}
+
 export function isValidAppName(name: string): boolean {
   return APP_NAME_PATTERN.test(name) && !name.endsWith('-');
 }

@@ -97,6 +97,8 @@ export interface Config {
   sshMaxStartupsPerAddress: number;
   /** Where the supervisor serves Prometheus metrics at /metrics, HOST:PORT; 'off' or '' turns it off. Default 127.0.0.1:9180. */
   metricsListen: string;
+  /** Where the control plane serves the dashboard (also reached at berth.DOMAIN through the proxy), HOST:PORT; 'off' or '' turns it off. Default 127.0.0.1:9181. */
+  dashboardListen: string;
 }
 
 /** The official Heroku buildpacks, in herokuish's detection order. */
@@ -159,6 +161,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'acmeCaFile', flag: '--acme-ca-file', env: 'BERTH_ACME_CA_FILE', kind: 'string', optional: true, describe: 'PEM file of extra CAs to trust for the ACME server, e.g. a private CA or Pebble (default unset)' },
   { key: 'fetchAllowHosts', flag: '--fetch-allow-host', env: 'BERTH_FETCH_ALLOW_HOST', kind: 'list', repeatable: true, describe: 'a host buildpack fetches may reach although it is not a public address (loopback, private, link-local, this server); repeatable, or comma-separated (default: none)' },
   { key: 'metricsListen', flag: '--metrics-listen', env: 'BERTH_METRICS_LISTEN', kind: 'string', optional: true, describe: 'HOST:PORT of the admin listener serving Prometheus metrics at /metrics; off turns it off (default 127.0.0.1:9180)' },
+  { key: 'dashboardListen', flag: '--dashboard-listen', env: 'BERTH_DASHBOARD_LISTEN', kind: 'string', optional: true, describe: 'HOST:PORT of the admin listener serving the dashboard, which berth.DOMAIN also reaches through the proxy; off turns it off (default 127.0.0.1:9181)' },
   { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
 ];
 
@@ -200,6 +203,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     sshMaxStartups: 100,
     sshMaxStartupsPerAddress: 10,
     metricsListen: '127.0.0.1:9180',
+    dashboardListen: '127.0.0.1:9181',
   };
 }
 
@@ -268,6 +272,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
   if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);
   if (!/^(off|)$/.test(config.metricsListen) && Number(METRICS_LISTEN.exec(config.metricsListen)?.[2] ?? 65536) > 65535) problems.push(`--metrics-listen: "${config.metricsListen}" is not HOST:PORT (such as 127.0.0.1:9180) or off`);
+  if (!/^(off|)$/.test(config.dashboardListen) && Number(METRICS_LISTEN.exec(config.dashboardListen)?.[2] ?? 65536) > 65535) problems.push(`--dashboard-listen: "${config.dashboardListen}" is not HOST:PORT (such as 127.0.0.1:9181) or off`);
   if (problems.length) {
     throw new UserError('invalid_config', `${command}: ${problems.length === 1 ? 'a problem' : `${problems.length} problems`} with the configuration:\n${problems.map((p) => '  ' + p).join('\n')}`, {
       hint: `run \`${command} --help\` for the flags${command === 'berth serve' ? ' and their BERTH_* variables' : ''}`,

@@ -16,7 +16,7 @@ interface Rule {
   except?: readonly string[];
 }
 
-const LAYERS = ['cli', 'daemon', 'platform', 'git', 'orchestrator', 'proxy', 'state', 'ui'];
+const LAYERS = ['cli', 'dashboard', 'daemon', 'platform', 'git', 'orchestrator', 'proxy', 'state', 'ui'];
 
 const RULES: readonly Rule[] = [
   { from: ['git', 'orchestrator', 'proxy', 'state'], not: ['cli', 'platform'] },
@@ -26,6 +26,10 @@ const RULES: readonly Rule[] = [
   { from: ['platform'], not: ['cli'] },
   // Commands call one operation of the application layer: no engine, no orchestrator, no lock.
   { from: ['cli/commands'], not: ['orchestrator/engine.ts', 'orchestrator/orchestrator.ts', 'orchestrator/app-operations.ts', 'platform/app-lock.ts'] },
+  // The dashboard is a surface like the CLI: it uses the application layer and the command
+  // registry; nothing below it (nor the CLI, which reaches it through the application layer) imports it.
+  { from: ['git', 'orchestrator', 'proxy', 'state', 'platform', 'cli'], not: ['dashboard'] },
+  { from: ['dashboard'], not: ['daemon', 'orchestrator', 'proxy', 'platform/app-lock.ts'] },
   { from: ['ui'], not: LAYERS.filter((l) => l !== 'ui') },
   // The neutral modules at the top (errors, log, config, names); main.ts and serve.ts wire the layers.
   { from: ['*.ts'], not: LAYERS, except: ['main.ts', 'serve.ts'] },

@@ -20,7 +20,7 @@ import { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import { writeFileAtomic } from '../state/atomic-file.ts';
 import { AppLock } from '../platform/app-lock.ts';
 import { createPlatform } from '../platform/platform.ts';
-import { EdgeRoutePublisher } from '../platform/route-publisher.ts';
+import { EdgeRoutePublisher, OWN_ROUTE } from '../platform/route-publisher.ts';
 import { loadState, type State } from '../platform/state.ts';
 import { readAll } from '../read-all.ts';
 import { VERSION } from '../version.ts';
@@ -29,6 +29,11 @@ import { CONTROL_FDS, ownStatus, type FromChild, type ProcessStatus, type ToChil
 import type { UpgradeResult } from './supervisor.ts';
 import { ProxyLink } from './proxy-link.ts';
 import { exitSoon, untilStopped } from './role-lifecycle.ts';
+import { DashboardServer } from '../dashboard/dashboard-server.ts';
+import { DashboardLinks, dashboardHost, LoginLinks } from '../dashboard/login-links.ts';
+import { parseDashboardListen } from '../dashboard/listen.ts';
+import { RequestHistory } from '../dashboard/request-history.ts';
+import type { MetricFamily } from '../metrics/registry.ts';
 import { HELLO_ANSWER_MS, TakeOver } from './take-over.ts';
 
 export async function runControl(argv: string[]): Promise<number> {
@@ -45,6 +50,7 @@ export async function runControl(argv: string[]): Promise<number> {
   let served: () => CertificateExpiry[] = () => [];
   const metrics = new ControlMetrics(() => served());
   const statusAsks = new Map<number, (processes: ProcessStatus[]) => void>();
+  const metricAsks = new Map<number, (families: MetricFamily[]) => void>();
   let nextAsk = 1;
   let retire!: (deadlineMs: number) => void;
   const retiring = new Promise<number>((resolve) => (retire = resolve));
@@ -78,6 +84,11 @@ export async function runControl(argv: string[]): Promise<number> {
         statusAsks.delete(message.id);
         return answer?.(message.processes);
       }
+      case 'metrics-all': {
+        const answer = metricAsks.get(message.id);
+        metricAsks.delete(message.id);
+        return answer?.(message.families);
+      }
       case 'upgrade-step':
         return upgrades.get(message.id)?.progress(message.line);
       case 'upgrade-result': {
@@ -105,7 +116,23 @@ export async function runControl(argv: string[]): Promise<number> {
       send({ t: 'status-all', id });
     });
 
+  /** Every process's metrics, as a scrape gets them (the supervisor gathers them); none after 5 s (a supervisor that does not know the question). */
+  const daemonMetrics = () =>
+    new Promise<MetricFamily[]>((resolve) => {
+      const id = nextAsk++;
+      const timer = setTimeout(() => {
+        metricAsks.delete(id);
+        resolve([]);
+      }, 5000);
+      metricAsks.set(id, (families) => {
+        clearTimeout(timer);
+        resolve(families);
+      });
+      send({ t: 'metrics-all', id });
+    });
+
   let ssh: SshServer | undefined;
+  let dashboard: DashboardServer | undefined;
   let control: ControlServer | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -130,12 +157,20 @@ export async function runControl(argv: string[]): Promise<number> {
     // What the previous control plane wrote up to its end, keys included.
     const state: State = await loadState(config, { keys });
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
-    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, maxOrdersPerHour: config.maxAppAcmeOrders });
+    const dashboardListen = parseDashboardListen(config.dashboardListen);
+    // berth.DOMAIN gets its certificate as an app's domain does, while the dashboard is on.
+    const ownHosts = dashboardListen ? [{ name: OWN_ROUTE, hostname: dashboardHost(config) }] : [];
+    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, ownHosts: () => ownHosts, maxOrdersPerHour: config.maxAppAcmeOrders });
     stops.push(() => certificates.stop());
     served = () => certificates.cache.expiries();
     link.attach({ settings: () => state.proxySettings.resolved(), certificates: certificates.cache, challenges: certificates.challenges });
     state.proxySettings.onChange(() => link.settingsChanged());
     await certificates.load();
+    const appUrl = (app: string) => {
+      const host = state.domains.hostnames(app)[0] ?? `${app}.${config.domain}`;
+      if (certificates.hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
+      return `http://${host}${config.httpPort === 80 ? '' : `:${config.httpPort}`}`;
+    };
     const publisher = new EdgeRoutePublisher({ edge: link, apps: state.apps, domains: state.domains, certificates });
     // The one per-app lock: the application layer holds it around every change of an app, the
     // orchestrator takes it for the work it starts itself (adoption, re-routing a restarted container).
@@ -148,13 +183,13 @@ export async function runControl(argv: string[]): Promise<number> {
       config,
       paths,
       publisher,
-      appUrl: (app) => {
-        const host = state.domains.hostnames(app)[0] ?? `${app}.${config.domain}`;
-        if (certificates.hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
-        return `http://${host}${config.httpPort === 80 ? '' : `:${config.httpPort}`}`;
-      },
+      appUrl,
     });
-    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade });
+    const logins = new LoginLinks();
+    const dashboardLinks = dashboardListen
+      ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin() })
+      : undefined;
+    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade, ...(dashboardLinks ? { dashboard: dashboardLinks } : {}) });
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
     await orchestrator.start();
     stops.push(() => orchestrator.stop());
@@ -181,6 +216,24 @@ export async function runControl(argv: string[]): Promise<number> {
       },
       (key) => state.keys.byFingerprint(key.fingerprint),
     );
+    if (dashboardListen) {
+      const history = new RequestHistory((name) => state.apps.get(name)?.id);
+      history.start(daemonMetrics);
+      stops.push(async () => history.stop());
+      const server = new DashboardServer({ state, platform, appUrl, history, links: logins }, dashboardListen);
+      try {
+        await server.start();
+        dashboard = server;
+        stops.push(async () => {
+          publisher.publishOwn(dashboardHost(config), undefined);
+          await server.stop();
+        });
+        publisher.publishOwn(dashboardHost(config), { id: 'berth-dashboard', ...server.target() });
+      } catch (e) {
+        // berth serves apps without its dashboard; the operator reads why in the log.
+        log.error('dashboard_not_started', { error: e });
+      }
+    }
     control = new ControlServer(paths.socket, { state, daemon: platform });
     const controlServer = control;
     stops.push(() => controlServer.stop());
@@ -211,7 +264,7 @@ export async function runControl(argv: string[]): Promise<number> {
     await control!.stopAccepting();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise((resolve) => (timer = setTimeout(resolve, why)));
-    await Promise.race([Promise.all([ssh!.idle(upgrades.size), control!.idle()]), deadline]);
+    await Promise.race([Promise.all([ssh!.idle(upgrades.size), control!.idle(), dashboard?.idle()]), deadline]);
     log.info('control_stopping', { why: 'retired' });
     await stopAll();
     // The new control plane may start now; an upgrade asked here still prints its outcome.

@@ -62,6 +62,8 @@ export type FromChild =
   /** Its metrics, asked for a scrape. */
   | { t: 'metrics'; id: number; families: MetricFamily[] }
   | { t: 'status-all'; id: number }
+  /** From control: the metrics of every process serving now, as a scrape gets them (the dashboard's charts). */
+  | { t: 'metrics-all'; id: number }
   | { t: 'to-proxy'; message: ToProxy }
   | { t: 'to-control'; message: FromProxy }
   /** From control: an admin's `upgrade` over SSH. */
@@ -75,6 +77,7 @@ export type ToChild =
   /** A scrape of the admin listener: answer with this process's metric families. */
   | { t: 'metrics'; id: number }
   | { t: 'status-all'; id: number; processes: ProcessStatus[] }
+  | { t: 'metrics-all'; id: number; families: MetricFamily[] }
   /** To control: a proxy (re)started and has nothing; send it everything. */
   | { t: 'resync' }
   /** To control: the proxy went away; its drains are over (the new one has no connections to those targets). */

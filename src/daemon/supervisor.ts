@@ -271,6 +271,9 @@ export class Supervisor {
       case 'status-all':
         void this.status().then((processes) => from.send({ t: 'status-all', id: message.id, processes }));
         return;
+      case 'metrics-all':
+        void this.metrics().then((families) => from.send({ t: 'metrics-all', id: message.id, families }));
+        return;
       case 'upgrade': {
         const id = message.id;
         void Promise.resolve()

@@ -213,6 +213,10 @@ export interface ProcessRow {
   restarts: number;
   address: string;
   container: string;
+  /** The engine's id of the container. */
+  id: string;
+  /** When it last started (ISO 8601); null when it never did. */
+  startedAt: string | null;
 }
 
 export interface ProcessReport {
@@ -242,6 +246,8 @@ export async function processReport(orch: Orchestrator, app: string): Promise<Pr
       restarts: c.restartCount,
       address: c.labels[LABEL.process] === 'web' && c.ip ? `${c.ip}:${WEB_PORT}` : c.ip ?? '-',
       container: c.name,
+      id: c.id,
+      startedAt: c.startedAt === undefined ? null : new Date(c.startedAt).toISOString(),
     })),
   };
 }

@@ -1,6 +1,6 @@
 // An app's existence: create, rename and destroy, end to end (records, containers and images,
 // repository, proxy settings, certificates), each under the app's lock.
-import { validateAppName } from '../app-name.ts';
+import { validateNewAppName } from '../app-name.ts';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
@@ -17,7 +17,7 @@ import type { State } from './state.ts';
  * leaves them bound to an app that never came, which reaches nothing.
  */
 export async function createApp(state: State, app: string, by: string, via?: string): Promise<void> {
-  validateAppName(app);
+  validateNewAppName(app);
   if (state.apps.get(app)) throw new UserError('app_exists', `app "${app}" already exists`);
   state.domains.checkCreatable(app);
   const id = newAppId();
@@ -69,7 +69,7 @@ export class AppService {
   /** Renames an app; it keeps serving throughout (see Orchestrator.renameApp). Returns where it is reached now. */
   async rename(from: string, newName: string, options: { by: string; out: Output }): Promise<string> {
     const { out } = options;
-    const to = validateAppName(newName);
+    const to = validateNewAppName(newName);
     this.#state.apps.require(from);
     if (this.#state.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`, { hint: 'choose another name, or destroy that app first' });
     this.#state.domains.checkCreatable(to);

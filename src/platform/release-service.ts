@@ -18,17 +18,20 @@ import type { Release } from '../state/app-store.ts';
 import { StreamOutput, type Output } from '../ui/output.ts';
 import type { AppLock } from './app-lock.ts';
 import { createApp } from './app-service.ts';
+import type { DeployFeeds } from './deploy-feeds.ts';
 import type { State } from './state.ts';
 
 export class ReleaseService {
   readonly #state: State;
   readonly #locks: AppLock;
   readonly #orchestrator: Orchestrator;
+  readonly #feeds: DeployFeeds;
 
-  constructor(deps: { state: State; locks: AppLock; orchestrator: Orchestrator }) {
+  constructor(deps: { state: State; locks: AppLock; orchestrator: Orchestrator; deploys: DeployFeeds }) {
     this.#state = deps.state;
     this.#locks = deps.locks;
     this.#orchestrator = deps.orchestrator;
+    this.#feeds = deps.deploys;
   }
 
   /**
@@ -63,7 +66,7 @@ export class ReleaseService {
   /** Deploys an image the engine already has as the app's next release. */
   deployImage(app: string, image: string, options: { by: string; out: Output; allowed?: readonly string[] }): Promise<Release> {
     this.#state.apps.require(app);
-    return this.#locks.exclusive(app, options.out, () => deployImage(this.#orchestrator, app, image, options));
+    return this.#locks.exclusive(app, options.out, () => this.#fed(app, options, (out) => deployImage(this.#orchestrator, app, image, { ...options, out })));
   }
 
   /** Why `app` may not use `image` as its stack when the caller is limited to apps (see imageRefusal). */
@@ -73,7 +76,20 @@ export class ReleaseService {
 
   /** Brings back release `number` (default: the one before the current) as a new release. */
   rollback(app: string, number: number | undefined, options: { by: string; out: Output }): Promise<Release> {
-    return this.#locks.exclusive(app, options.out, () => rollback(this.#orchestrator, app, number, options));
+    return this.#locks.exclusive(app, options.out, () => this.#fed(app, options, (out) => rollback(this.#orchestrator, app, number, { ...options, out })));
+  }
+
+  /** Runs a deploy of `app` with its output also on the app's deploy feed, which ends with its result. */
+  async #fed(app: string, options: { by: string; out: Output }, deploy: (out: Output) => Promise<Release>): Promise<Release> {
+    const feed = this.#feeds.begin(app, options.by);
+    try {
+      const release = await deploy(feed.output(options.out));
+      feed.end({ ok: true, release: release.number });
+      return release;
+    } catch (e) {
+      feed.end({ ok: false, error: describeForUser(e, `deploy of ${app}`).lines[0] ?? 'deploy failed' });
+      throw e;
+    }
   }
 
   /** Stores a config change; with `restart`, releases and deploys it. */
@@ -129,14 +145,18 @@ export class ReleaseService {
       readFile: (p) => contents.readFile(commit, p),
       archive: () => contents.archive(commit),
     };
+    const feed = this.#feeds.begin(app, session.key.name);
+    const fed = feed.output(out);
     try {
-      await this.#orchestrator.deploy({ source, pushedBy: session.key.name, out, signal: session.signal });
+      const release = await this.#orchestrator.deploy({ source, pushedBy: session.key.name, out: fed, signal: session.signal });
       log.info('push_deployed', { app, commit, key: session.key.name });
+      feed.end({ ok: true, release: release.number });
       return undefined;
     } catch (e) {
       const { lines } = describeForUser(e, `deploy of ${app}`);
-      for (const line of lines) out.error(line);
-      out.error(`${app} was not deployed; the previous release keeps serving`);
+      for (const line of lines) fed.error(line);
+      fed.error(`${app} was not deployed; the previous release keeps serving`);
+      feed.end({ ok: false, error: lines[0] ?? 'deploy failed' });
       if (session.signal.aborted) log.warn('push_cancelled', { app, commit, key: session.key.name, reason: 'the client disconnected' });
       else log.warn('push_deploy_failed', { app, commit, key: session.key.name, error: (e as Error).message });
       return lines[0] ?? 'deploy failed';

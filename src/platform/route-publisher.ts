@@ -10,6 +10,9 @@ import type { AppStore } from '../state/app-store.ts';
 import type { DomainStore } from '../state/domain-store.ts';
 import { log } from '../log.ts';
 
+/** The route name of berth's own host (berth.DOMAIN): an app name no app may take. */
+export const OWN_ROUTE = 'berth';
+
 /** What the publisher needs of the proxy: its live routes, the one swap, and drains of old targets. */
 export interface RouteSink {
   readonly routes: RouteTable;
@@ -47,6 +50,14 @@ export class EdgeRoutePublisher implements RoutePublisher {
 
   unpublish(app: string): void {
     this.#edge.swap(this.#edge.routes.withoutApp(app));
+  }
+
+  /**
+   * berth's own route: `hostname` (berth.DOMAIN) to its dashboard's listener, under the name
+   * `berth`, which no app may take; without a target, the route goes.
+   */
+  publishOwn(hostname: string, target: Target | undefined): void {
+    this.#edge.swap(target ? this.#edge.routes.withApp(OWN_ROUTE, [hostname], [target]) : this.#edge.routes.withoutApp(OWN_ROUTE));
   }
 
   routed(app: string): readonly Target[] {

@@ -78,7 +78,7 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
   const dataDir = options.dataDir ?? tempDir('data');
   const domain = options.domain ?? 'berth.test';
   let output = '';
-  const child = spawn(BINARY, ['serve', '--data-dir', dataDir, '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--bind', '127.0.0.1', '--domain', domain, '--network', 'berth-test', '--checks-wait', '1', '--metrics-listen', '127.0.0.1:0', ...(options.args ?? [])], {
+  const child = spawn(BINARY, ['serve', '--data-dir', dataDir, '--http-port', '0', '--https-port', '0', '--ssh-port', '0', '--bind', '127.0.0.1', '--domain', domain, '--network', 'berth-test', '--checks-wait', '1', '--metrics-listen', '127.0.0.1:0', '--dashboard-listen', '127.0.0.1:0', ...(options.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
   });

@@ -43,6 +43,11 @@ export interface CertificateManagerOptions {
   stateFile: string;
   apps: { list(): ReadonlyArray<{ name: string }> };
   domains: DomainStore;
+  /**
+   * Host names berth serves itself (berth.DOMAIN, its dashboard), each with the name its orders
+   * count under (no app may bear it); they get automatic certificates as an app's domains do.
+   */
+  ownHosts?: () => ReadonlyArray<{ name: string; hostname: string }>;
   /** Default: an AcmeIssuer for the configured directory (when --acme-email is set). */
   issuer?: Issuer;
   /** ACME orders per app per hour (--max-app-acme-orders). Default: DEFAULT_MAX_APP_ACME_ORDERS. */
@@ -349,6 +354,12 @@ export class CertificateManager {
         if (managed) served.set(domain, { bundle: managed, source: 'acme' });
         if (this.#issuer) desired.set(domain, app);
       }
+    }
+    for (const { name, hostname } of this.#options.ownHosts?.() ?? []) {
+      if (!qualifiesForAcme(hostname)) continue;
+      const managed = await this.#loadManaged(hostname);
+      if (managed) served.set(hostname, { bundle: managed, source: 'acme' });
+      if (this.#issuer) desired.set(hostname, name);
     }
     if (this.#stopped) return;
     this.cache.replace(served);

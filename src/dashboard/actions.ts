@@ -1,0 +1,61 @@
+// POST /api/run: a command line run through the same registry as SSH, with the session's key as
+// the caller (same scopes, same refusals, same log lines), its output returned as plain text.
+// Commands that need a terminal or standard input stay with SSH.
+import type { Caller } from '../cli/command.ts';
+import { runCommand } from '../cli/registry.ts';
+import { log } from '../log.ts';
+import type { Platform } from '../platform/platform.ts';
+import { withoutEscapes } from '../platform/deploy-feeds.ts';
+import type { State } from '../platform/state.ts';
+import { MemoryOutput } from '../ui/output.ts';
+import { ApiError } from './answers.ts';
+import { actorName, type Actor } from './identity.ts';
+
+/** Words a command line from the page may have, and their length. */
+export const MAX_WORDS = 64;
+export const MAX_WORD_LENGTH = 4096;
+
+/** Commands that read standard input, need a terminal, or never end: SSH only. */
+const SSH_ONLY = new Set(['run', 'upgrade', 'ssh-keys:add', 'certs:add']);
+
+export interface ActionDeps {
+  state: State;
+  platform: Platform;
+}
+
+/** The `words` of a /api/run body, checked; an ApiError 400 otherwise. `ssh`: how users reach berth over SSH (`ssh -p 2222 berth@HOST`), for hints. */
+export function wordsOf(body: Record<string, unknown>, ssh: string): string[] {
+  const words = body.words;
+  if (!Array.isArray(words) || words.length === 0 || words.length > MAX_WORDS || !words.every((w) => typeof w === 'string' && w.length <= MAX_WORD_LENGTH)) {
+    throw new ApiError(400, 'bad_words', `"words" must be a list of 1 to ${MAX_WORDS} strings, such as ["ps:restart", "APP"]`);
+  }
+  const name = words[0] as string;
+  const following = name === 'logs' && words.some((w) => w === '-t' || w === '--tail' || (/^-[a-z]+$/.test(w) && w.includes('t')));
+  if (SSH_ONLY.has(name) || name.endsWith(':connect') || name.endsWith(':import') || following) {
+    throw new ApiError(400, 'use_ssh', `${following ? 'logs -t' : name} is not available from the dashboard`, `use ${ssh} ${words.join(' ')}`);
+  }
+  return words as string[];
+}
+
+/** Runs the words as `actor`; resolves to its exit status and output (ANSI removed). */
+export async function runAction(deps: ActionDeps, actor: Actor, words: string[], client: { address: string; signal: AbortSignal }): Promise<{ exitCode: number; output: string }> {
+  log.info('dashboard_action', { key: actorName(actor), words: loggedWords(words), address: client.address });
+  const out = new MemoryOutput();
+  const caller: Caller = actor.kind === 'local' ? { kind: 'local' } : { kind: 'ssh', key: actor.key, address: `dashboard ${client.address}` };
+  const exitCode = await runCommand(words, {
+    out,
+    caller,
+    state: deps.state,
+    daemon: deps.platform,
+    cwd: '/',
+    signal: client.signal,
+    readStdin: async () => Buffer.alloc(0),
+  });
+  if (exitCode !== 0) log.warn('dashboard_action_failed', { key: actorName(actor), command: words[0], code: exitCode });
+  return { exitCode, output: withoutEscapes(out.text().replace(/\r\n/g, '\n')) };
+}
+
+// A value given on the command line (config:set APP KEY=VALUE) stays out of the log.
+function loggedWords(words: readonly string[]): string[] {
+  return words.map((w, i) => (i > 0 && /^[A-Za-z_][A-Za-z0-9_]*=/.test(w) ? w.replace(/=.*$/s, '=***') : w));
+}

@@ -1,0 +1,140 @@
+// The dashboard's login links, sessions and cross-site checks, with an injected clock: a link is
+// good once and for five minutes and is kept only as its hash; a session ends after 12 idle hours
+// or when its key goes; a POST needs JSON, the dashboard's own Origin and the session's token.
+import assert from 'node:assert/strict';
+import type http from 'node:http';
+import { test } from 'node:test';
+import { ownOrigin, plainThroughProxy, sameSitePost } from '../src/dashboard/csrf.ts';
+import { hostAllowed } from '../src/dashboard/dashboard-server.ts';
+import { DashboardLinks, hash, LOGIN_LINK_TTL_MS, LoginLinks } from '../src/dashboard/login-links.ts';
+import { clearCookie, sessionCookie, Sessions, SESSION_IDLE_MS, setCookie } from '../src/dashboard/sessions.ts';
+
+const alice = { kind: 'key', name: 'alice', fingerprint: 'SHA256:alice' } as const;
+
+function clock(start = 1_000_000): { now: () => number; advance(ms: number): void } {
+  let t = start;
+  return { now: () => t, advance: (ms) => (t += ms) };
+}
+
+test('a login link logs in its identity once; a second use is refused', () => {
+  const links = new LoginLinks();
+  const { token } = links.issue(alice);
+  assert.match(token, /^[A-Za-z0-9_-]{43}$/);
+  assert.deepEqual(links.redeem(token), alice);
+  assert.equal(links.redeem(token), undefined);
+});
+
+test('a login link expires after five minutes', () => {
+  const time = clock();
+  const links = new LoginLinks({ now: time.now });
+  const early = links.issue(alice);
+  const late = links.issue({ kind: 'local' });
+  assert.equal(early.expiresAt.getTime(), time.now() + LOGIN_LINK_TTL_MS);
+  time.advance(LOGIN_LINK_TTL_MS - 1);
+  assert.deepEqual(links.redeem(early.token), alice);
+  time.advance(1);
+  assert.equal(links.redeem(late.token), undefined);
+});
+
+test('a login link is kept only as its hash, and unknown or malformed tokens log nobody in', () => {
+  const links = new LoginLinks();
+  const { token } = links.issue(alice);
+  assert.notEqual(hash(token), token);
+  assert.equal(links.redeem(hash(token)), undefined, 'the stored hash is not a token');
+  for (const bad of [undefined, 42, '', 'x'.repeat(500), token.slice(1)]) assert.equal(links.redeem(bad), undefined);
+  assert.deepEqual(links.redeem(token), alice);
+});
+
+test('a session lasts while it is used, and ends after 12 idle hours or on logout', () => {
+  const time = clock();
+  const sessions = new Sessions({ now: time.now });
+  const { cookie, session } = sessions.create(alice);
+  assert.match(cookie, /^[A-Za-z0-9_-]{43}$/);
+  assert.ok(session.csrf.length >= 32);
+  time.advance(SESSION_IDLE_MS - 1);
+  assert.equal(sessions.use(cookie), session, 'used just before it expires');
+  time.advance(SESSION_IDLE_MS - 1);
+  assert.equal(sessions.use(cookie), session, 'each use pushes the expiry back');
+  time.advance(SESSION_IDLE_MS);
+  assert.equal(sessions.use(cookie), undefined, 'idle for 12 hours');
+
+  const other = sessions.create(alice);
+  sessions.end(other.cookie);
+  assert.equal(sessions.use(other.cookie), undefined);
+  assert.equal(sessions.use(undefined), undefined);
+  assert.equal(sessions.use('made-up'), undefined);
+});
+
+test("a key's sessions end when endWhere says its key is gone; others stay", () => {
+  const sessions = new Sessions();
+  const a = sessions.create(alice);
+  const local = sessions.create({ kind: 'local' });
+  sessions.endWhere((identity) => identity.kind === 'key' && identity.name === 'alice');
+  assert.equal(sessions.use(a.cookie), undefined);
+  assert.ok(sessions.use(local.cookie));
+});
+
+test('the session cookie is __Host- (no Domain), HttpOnly, Secure, SameSite=Strict on /, and is read back from a Cookie header', () => {
+  assert.equal(setCookie('abc'), '__Host-berth_session=abc; HttpOnly; Secure; SameSite=Strict; Path=/');
+  assert.match(clearCookie(), /^__Host-berth_session=; .*Max-Age=0$/);
+  assert.equal(sessionCookie('theme=dark; __Host-berth_session=abc; other=1'), 'abc');
+  assert.equal(sessionCookie('berth_session=abc'), undefined, 'the old name, which a same-site app could plant');
+  assert.equal(sessionCookie('__Host-berth_session=abc; __Host-berth_session=planted'), undefined, 'two of its name are no session');
+  assert.equal(sessionCookie('theme=dark'), undefined);
+  assert.equal(sessionCookie(undefined), undefined);
+});
+
+function post(headers: Record<string, string>): http.IncomingMessage {
+  return { headers } as unknown as http.IncomingMessage;
+}
+
+test("a POST needs a JSON body and the dashboard's own Origin; with a session, its CSRF token too", () => {
+  const session = new Sessions().create(alice).session;
+  const good = { host: 'berth.example.com', 'x-forwarded-proto': 'https', origin: 'https://berth.example.com', 'content-type': 'application/json', 'x-berth-csrf': session.csrf };
+  assert.equal(ownOrigin(post(good)), 'https://berth.example.com');
+  assert.equal(sameSitePost(post(good), session), true);
+  assert.equal(sameSitePost(post({ ...good, 'content-type': 'application/json; charset=utf-8' }), session), true);
+  const { 'x-berth-csrf': _, ...noToken } = good;
+  assert.equal(sameSitePost(post(noToken)), true, 'the login has no session yet: Origin and JSON only');
+  assert.equal(sameSitePost(post(noToken), session), false);
+  assert.equal(sameSitePost(post({ ...good, 'x-berth-csrf': 'x'.repeat(session.csrf.length) }), session), false);
+  assert.equal(sameSitePost(post({ ...good, origin: 'https://evil.example' }), session), false);
+  assert.equal(sameSitePost(post({ ...good, origin: 'http://berth.example.com' }), session), false, 'the plain-HTTP origin is another origin');
+  const { origin: __, ...noOrigin } = good;
+  assert.equal(sameSitePost(post(noOrigin), session), false);
+  for (const type of ['application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'text/plain']) assert.equal(sameSitePost(post({ ...good, 'content-type': type }), session), false, type);
+  // The admin listener: plain HTTP, no proxy in front.
+  assert.equal(sameSitePost(post({ host: '127.0.0.1:9181', origin: 'http://127.0.0.1:9181', 'content-type': 'application/json' })), true);
+});
+
+test('the dashboard answers berth.DOMAIN, localhost and IP addresses only: a name that merely resolves to it (DNS rebinding) is refused', () => {
+  const config = { domain: 'example.com' };
+  for (const host of ['berth.example.com', 'BERTH.example.com:8443', '127.0.0.1:9181', '[::1]:9181', 'localhost:9181', '10.0.0.5']) assert.equal(hostAllowed(host, config), true, host);
+  for (const host of [undefined, '', 'evil.example:9181', 'app.example.com', 'example.com', 'berth.example.com.evil.test']) assert.equal(hostAllowed(host, config), false, String(host));
+});
+
+test('a request the proxy carried over plain HTTP is told apart from HTTPS and from the admin listener', () => {
+  assert.equal(plainThroughProxy(post({ host: 'berth.example.com', 'x-forwarded-proto': 'http' })), true);
+  assert.equal(plainThroughProxy(post({ host: 'berth.example.com', 'x-forwarded-proto': 'https' })), false);
+  assert.equal(plainThroughProxy(post({ host: '127.0.0.1:9181' })), false, 'the admin listener, directly');
+});
+
+test('the dashboard command offers the public link only over HTTPS; without a certificate, the SSH tunnel to the admin listener', () => {
+  const config = { domain: 'example.com', httpPort: 80, httpsPort: 443 };
+  let certificate = false;
+  const links = new DashboardLinks({ store: new LoginLinks(), config, hasCertificate: (host) => certificate && host === 'berth.example.com', localOrigin: () => 'http://127.0.0.1:9181' });
+  const key = { name: 'alice', fingerprint: 'SHA256:alice' } as never;
+  const remote = links.link(key, { local: false });
+  assert.equal(remote.urls.length, 1);
+  assert.match(remote.urls[0]!, /^http:\/\/127\.0\.0\.1:9181\/login#[A-Za-z0-9_-]{43}$/);
+  assert.match(remote.notes.join('\n'), /berth\.example\.com has no HTTPS certificate yet/);
+  assert.match(remote.notes.join('\n'), /ssh -L 9181:127\.0\.0\.1:9181 YOU@example\.com/);
+  assert.ok(!remote.urls.some((u) => u.startsWith('http://berth.')), 'no plain-HTTP public link');
+  certificate = true;
+  const served = links.link(key, { local: false });
+  assert.deepEqual(served.notes, []);
+  assert.match(served.urls[0]!, /^https:\/\/berth\.example\.com\/login#/);
+  assert.equal(served.urls.length, 1);
+  const local = links.link(undefined, { local: true });
+  assert.deepEqual(local.urls.map((u) => u.replace(/#.*/, '')), ['https://berth.example.com/login', 'http://127.0.0.1:9181/login']);
+});
