@@ -1,10 +1,11 @@
 // The Engine over the Docker API (dockerode, loaded lazily so CLI commands start fast): the only
 // module that speaks Docker. Containers and volumes carry berth's labels; the engine's
 // multiplexed streams, progress events and event lines are turned into berth's terms here.
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { sleep } from '../sleep.ts';
 import {
   BUILD_TIMEOUT_MS,
   LABEL,
@@ -16,11 +17,12 @@ import {
   type ContainerSpec,
   type ContainerState,
   type Engine,
+  type ExecOptions,
   type ImageConfig,
   type ImageIdentity,
   type Subscription,
 } from './engine.ts';
-import { demux, parseContainerEvent, sink, type EngineEvent } from './docker-wire.ts';
+import { demux, parseContainerEvent, readFrames, sink, type EngineEvent } from './docker-wire.ts';
 import { directoryBytes } from '../git/disk-budget.ts';
 
 export class DockerEngine implements Engine {
@@ -435,6 +437,67 @@ export class DockerEngine implements Engine {
         stream.destroy();
       },
     };
+  }
+
+  async exec(id: string, options: ExecOptions): Promise<{ code: number }> {
+    options.signal?.throwIfAborted();
+    const tty = options.tty === true;
+    let exec: Dockerode.Exec;
+    try {
+      exec = await this.#docker.getContainer(id).exec({
+        Cmd: options.cmd,
+        ...(options.env ? { Env: options.env } : {}),
+        ...(options.user !== undefined ? { User: options.user } : {}),
+        AttachStdin: options.stdin !== undefined,
+        AttachStdout: true,
+        AttachStderr: true,
+        Tty: tty,
+      });
+    } catch (e) {
+      throw notFound(e, `container ${id}`);
+    }
+    // Hijacked: the engine's connection becomes the process's stdin and output, both ways at once.
+    const stream = (await exec.start({ hijack: true, stdin: options.stdin !== undefined, Tty: tty })) as Duplex;
+    const abort = () => stream.destroy(options.signal?.reason instanceof Error ? options.signal.reason : new Error('the command was cancelled'));
+    options.signal?.addEventListener('abort', abort, { once: true });
+    // Reading the output reports a broken connection; one after the output ended (input the
+    // process never read) is no error of the command's.
+    stream.on('error', () => {});
+    const stdin = options.stdin;
+    if (stdin) {
+      // pipe() waits for the engine's side to drain, and ends (half-closes) it when stdin ends.
+      stdin.pipe(stream);
+      stdin.once('error', (e) => stream.destroy(new Error(`reading the input for ${options.cmd[0]}: ${e.message}`, { cause: e })));
+    }
+    if (tty && options.terminal) {
+      const t = options.terminal;
+      const resize = (rows: number, cols: number) => void exec.resize({ h: rows, w: cols }).catch(() => {});
+      resize(t.rows, t.cols);
+      t.onResize(resize);
+    }
+    try {
+      if (tty) {
+        for await (const chunk of stream) await options.onStdout(chunk as Buffer);
+      } else {
+        for await (const frame of readFrames(stream as AsyncIterable<Buffer>)) {
+          await (frame.stream === 2 ? options.onStderr(frame.data) : options.onStdout(frame.data));
+        }
+      }
+    } catch (e) {
+      if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('the command was cancelled', { cause: e });
+      throw new Error(`running ${options.cmd[0]} in container ${id}: ${(e as Error).message}`, { cause: e });
+    } finally {
+      options.signal?.removeEventListener('abort', abort);
+      stdin?.unpipe(stream);
+      stream.destroy();
+    }
+    // The output ends a moment before the engine records the exit code.
+    for (let i = 0; ; i++) {
+      const info = await exec.inspect();
+      if (!info.Running && info.ExitCode !== null) return { code: info.ExitCode };
+      if (i >= 100) throw new Error(`running ${options.cmd[0]} in container ${id}: its output ended but the engine reports no exit code`);
+      await sleep(20);
+    }
   }
 
   async stopAndRemove(id: string, timeoutSec = 10): Promise<void> {

@@ -187,6 +187,25 @@ export interface AttachOptions {
   onStderr(data: Buffer): void | Promise<void>;
 }
 
+export interface ExecOptions {
+  cmd: string[];
+  /** `NAME=value` entries added to the container's environment for this process. */
+  env?: string[];
+  /** Runs as this user (name or uid[:gid]); the container's user when absent. */
+  user?: string;
+  /** Streamed to the process's stdin, which is closed when it ends; no stdin when absent. */
+  stdin?: Readable;
+  /** Runs it on a terminal: its output is one stream, given to onStdout. */
+  tty?: boolean;
+  /** With `tty`: the terminal's size, followed as it changes. */
+  terminal?: { rows: number; cols: number; onResize(listener: (rows: number, cols: number) => void): void };
+  /** Output as it comes; returning a promise stops reading the process's output until it settles (backpressure). */
+  onStdout(data: Buffer): void | Promise<void>;
+  onStderr(data: Buffer): void | Promise<void>;
+  /** Stops waiting: the connection to the process is cut (its output pipe breaks) and exec rejects. */
+  signal?: AbortSignal;
+}
+
 /** An object the engine does not have (a container removed meanwhile, a path not in a container). */
 export class NotFoundError extends Error {
   override readonly name = 'NotFoundError';
@@ -257,6 +276,12 @@ export interface Engine {
   list(labels?: Record<string, string>): Promise<ContainerState[]>;
   /** Containers (berth's or not, running or not) whose name starts with `prefix`. */
   containersNamed(prefix: string): Promise<Array<{ id: string; name: string }>>;
+  /**
+   * Runs a process in a running container (a database's dump, its client), its streams wired to
+   * the caller; resolves to its exit code once its output has been handed over entirely.
+   * NotFoundError when the container is gone; an error when it is not running.
+   */
+  exec(id: string, options: ExecOptions): Promise<{ code: number }>;
   /** SIGTERM, SIGKILL after `timeoutSec`, then remove. A container already gone is not an error. */
   stopAndRemove(id: string, timeoutSec?: number): Promise<void>;
 
