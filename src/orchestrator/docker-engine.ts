@@ -94,6 +94,17 @@ export class DockerEngine implements Engine {
     }
   }
 
+  async disconnectNetwork(id: string, network: string): Promise<void> {
+    try {
+      await this.#docker.getNetwork(network).disconnect({ Container: id, Force: true });
+    } catch (e) {
+      const code = (e as { statusCode?: number }).statusCode;
+      // 404: no such network or container; 403/409 (by engine version): the container is not attached.
+      if (code === 404 || ((code === 403 || code === 409 || code === 500) && /not connected|is not attached/i.test((e as Error).message))) return;
+      throw e;
+    }
+  }
+
   async imageExists(ref: string): Promise<boolean> {
     try {
       await this.#docker.getImage(ref).inspect();
@@ -200,7 +211,9 @@ export class DockerEngine implements Engine {
         ...(spec.cpus ? { NanoCpus: Math.round(spec.cpus * 1e9) } : {}),
         ...(spec.pids ? { PidsLimit: spec.pids } : {}),
         ...(spec.binds?.length ? { Binds: spec.binds } : {}),
+        ...(spec.ports?.length ? { PortBindings: Object.fromEntries(spec.ports.map((p) => [`${p.container}/tcp`, [{ HostIp: p.hostIp, HostPort: String(p.host) }]])) } : {}),
       },
+      ...(spec.ports?.length ? { ExposedPorts: Object.fromEntries(spec.ports.map((p) => [`${p.container}/tcp`, {}])) } : {}),
       NetworkingConfig: { EndpointsConfig: { [spec.network]: { Aliases: spec.aliases } } },
     });
     return container.id;
@@ -300,15 +313,25 @@ export class DockerEngine implements Engine {
     }
   }
 
-  async pull(ref: string): Promise<void> {
+  async pull(ref: string, onProgress?: (line: string) => void): Promise<void> {
     const stream = (await this.#docker.pull(ref)) as NodeJS.ReadableStream;
+    // One line per layer and status (Pulling fs layer, Downloading, Pull complete ...), and a
+    // download's progress at most every 2 s: enough to see it move, not a line per chunk.
+    const said = new Map<string, { status: string; at: number }>();
     await new Promise<void>((resolve, reject) => {
       let failure: string | undefined;
       this.#docker.modem.followProgress(
         stream,
         (err) => (err ? reject(err) : failure ? reject(new Error(failure)) : resolve()),
-        (event: { error?: string }) => {
+        (event: { error?: string; status?: string; id?: string; progress?: string }) => {
           if (event.error) failure = event.error;
+          if (!onProgress || !event.status) return;
+          const key = event.id ?? '';
+          const before = said.get(key);
+          const now = Date.now();
+          if (before?.status === event.status && now - before.at < 2_000) return;
+          said.set(key, { status: event.status, at: now });
+          onProgress([event.id, event.status, event.progress?.replace(/\[[=> ]*\]\s*/, '')].filter(Boolean).join(' '));
         },
       );
     });

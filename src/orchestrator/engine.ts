@@ -67,6 +67,8 @@ export interface ContainerSpec {
   capabilities?: readonly string[];
   /** Bind mounts, `/host:/container[:ro]`, and named volumes, `name:/container`. */
   binds?: string[];
+  /** Host ports it is published on (an exposed service); app containers publish none. */
+  ports?: Array<{ container: number; host: number; hostIp: string }>;
   /** Restart when it exits (dynos); one-offs and builds do not. Default true. */
   restart?: boolean;
   user?: string;
@@ -225,6 +227,8 @@ export interface Engine {
    * linked to another: its containers join that app's network). Already attached is not an error.
    */
   connectNetwork(id: string, network: string, aliases: string[]): Promise<void>;
+  /** Detaches a container from a network it joined with connectNetwork; not attached (or gone) is not an error. */
+  disconnectNetwork(id: string, network: string): Promise<void>;
   /** A labelled named volume (created when missing). */
   ensureVolume(name: string, labels: Record<string, string>): Promise<void>;
   /** Removes a volume; one missing or in use is left alone. */
@@ -248,8 +252,8 @@ export interface Engine {
    * failed step rejects with a UserError, as do the timeout and the signal.
    */
   build(options: BuildOptions): Promise<string>;
-  /** Pulls an image from its registry; rejects with the engine's reason. */
-  pull(ref: string): Promise<void>;
+  /** Pulls an image from its registry, telling `onProgress` each layer's progress as it goes; rejects with the engine's reason. */
+  pull(ref: string, onProgress?: (line: string) => void): Promise<void>;
   tagImage(source: string, repo: string, tag: string): Promise<void>;
   /** Makes an image `repo:tag` of a stopped container's filesystem with this config; its id. */
   commit(id: string, repo: string, tag: string, config: ImageConfig): Promise<string>;

@@ -87,6 +87,10 @@ export class FakeEngine implements Engine {
     const list = this.links.get(id) ?? [];
     if (!list.some((l) => l.network === network)) this.links.set(id, [...list, { network, aliases }]);
   }
+  async disconnectNetwork(id: string, network: string): Promise<void> {
+    const list = this.links.get(id);
+    if (list) this.links.set(id, list.filter((l) => l.network !== network));
+  }
   async ensureVolume(name: string): Promise<void> {
     this.volumes.add(name);
   }
