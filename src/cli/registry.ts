@@ -22,6 +22,7 @@ import { resourceCommands } from './commands/resource.ts';
 import { gitFromImageCommands } from './commands/git-from-image.ts';
 import { checksCommands } from './commands/checks.ts';
 import { daemonCommands } from './commands/daemon.ts';
+import { serviceCommands } from './commands/services.ts';
 
 // These two declare no `args`: they take whatever words come, as they always have.
 const versionCommand = defineCommand({
@@ -67,6 +68,7 @@ export const COMMANDS: readonly Command[] = [
   ...proxyCommands,
   ...checksCommands,
   ...daemonCommands,
+  ...serviceCommands,
 ];
 
 /** Runs one command line (already split into words) and returns its exit status. Never throws. */

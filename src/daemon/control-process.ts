@@ -16,6 +16,7 @@ import { log, setLogLevel } from '../log.ts';
 import { ControlMetrics, type CertificateExpiry } from '../metrics/control-metrics.ts';
 import { DockerEngine } from '../orchestrator/docker-engine.ts';
 import { Orchestrator } from '../orchestrator/orchestrator.ts';
+import { SERVICE_KINDS } from '../services/kinds/index.ts';
 import { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import { writeFileAtomic } from '../state/atomic-file.ts';
 import { AppLock } from '../platform/app-lock.ts';
@@ -148,6 +149,8 @@ export async function runControl(argv: string[]): Promise<number> {
       config,
       paths,
       publisher,
+      services: state.services,
+      serviceKinds: SERVICE_KINDS,
       appUrl: (app) => {
         const host = state.domains.hostnames(app)[0] ?? `${app}.${config.domain}`;
         if (certificates.hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;

@@ -8,6 +8,7 @@ import type { AppLock } from './app-lock.ts';
 import { AppService } from './app-service.ts';
 import { ProcessService } from './process-service.ts';
 import { ReleaseService } from './release-service.ts';
+import { ServiceService } from './service-service.ts';
 import type { State } from './state.ts';
 
 export interface Platform {
@@ -17,6 +18,8 @@ export interface Platform {
   releases: ReleaseService;
   /** Scale, restart, stop, start, limits and mounts; report, checks, logs, one-offs. */
   processes: ProcessService;
+  /** Backing services (postgres, redis): create, link, restart, destroy ... */
+  services: ServiceService;
   /** HTTPS certificates: reports, automatic ones on or off, custom ones. */
   certificates: CertificateManager;
   /** berth's own processes (supervisor, proxy, control): `berth status`. */
@@ -30,6 +33,7 @@ export function createPlatform(deps: { state: State; locks: AppLock; orchestrato
     apps: new AppService(deps),
     releases: new ReleaseService(deps),
     processes: new ProcessService(deps),
+    services: new ServiceService(deps),
     certificates: deps.certificates,
     daemonStatus: deps.daemonStatus,
     upgrade: deps.upgrade,
