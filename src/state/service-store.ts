@@ -147,6 +147,16 @@ export class ServiceStore {
     });
   }
 
+  /** The app `from` is called `to` now: its links follow it. */
+  renameApp(from: string, to: string): Promise<void> {
+    return this.#serial(() => this.#write(this.#records.map((r) => (r.links.some((l) => l.app === from) ? { ...r, links: r.links.map((l) => (l.app === from ? { ...l, app: to } : l)) } : r))));
+  }
+
+  /** The app is destroyed (its network with it): no service is linked to it any more. */
+  forgetApp(app: string): Promise<void> {
+    return this.#serial(() => this.#write(this.#records.map((r) => (r.links.some((l) => l.app === app) ? { ...r, links: r.links.filter((l) => l.app !== app) } : r))));
+  }
+
   /** Forgets a service: its record, then its folder (secret and backups). */
   remove(kind: string, name: string): Promise<void> {
     return this.#serial(async () => {

@@ -1,0 +1,185 @@
+// Links between apps and services on the real binary, real pushes over OpenSSH and the real
+// Docker engine: a link sets DATABASE_URL as a release and opens the way on the network; an app
+// not linked cannot open a TCP connection to the service (by name or by address); destroy is
+// refused while linked; keys limited to apps manage only their apps' services; expose is the
+// admin's and publishes a host port.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { BASE_IMAGE, gitRepo, makeKey, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+
+const SERVICE_FLAGS = ['--postgres-image', 'berth-test/postgres:15', '--redis-image', 'berth-test/redis:7'];
+
+let daemon: Daemon;
+const work = tempDir('e2e-services-link');
+let admin: { privateKey: string; publicKey: string };
+let tenant: { privateKey: string; publicKey: string };
+let plain: { privateKey: string; publicKey: string };
+
+function docker(args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync('docker', args, { encoding: 'utf8' });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** An app whose /probe opens a TCP connection to ?host=&port= (default: DATABASE_URL's) and says whether it could. */
+function probeApp(): Record<string, string> {
+  return {
+    Dockerfile: `FROM ${BASE_IMAGE}\nCOPY . /app\nCMD ["node", "/app/server.js"]\n`,
+    'server.js': `const http = require('http');
+const net = require('net');
+http.createServer((req, res) => {
+  const q = new URL(req.url, 'http://x').searchParams;
+  if (req.url.startsWith('/probe')) {
+    let host = q.get('host'), port = Number(q.get('port') || 0);
+    if (!host && process.env.DATABASE_URL) { const u = new URL(process.env.DATABASE_URL); host = u.hostname; port = Number(u.port); }
+    if (!host) return res.end('no DATABASE_URL');
+    const s = net.connect({ host, port: port || 5432, timeout: 3000 });
+    s.on('connect', () => { s.destroy(); res.end('open'); });
+    s.on('timeout', () => { s.destroy(); res.end('closed: timeout'); });
+    s.on('error', (e) => res.end('closed: ' + e.code));
+    return;
+  }
+  res.end('ok');
+}).listen(Number(process.env.PORT), '0.0.0.0');
+`,
+  };
+}
+
+async function probe(app: string, query = ''): Promise<string> {
+  const r = await request(daemon.httpPort, `${app}.${daemon.domain}`, `/probe${query}`);
+  assert.equal(r.status, 200, r.body);
+  return r.body;
+}
+
+function push(app: string): void {
+  const repo = path.join(work, app);
+  gitRepo(repo, probeApp());
+  const r = run('git', ['push', daemon.remote(app), 'main'], { cwd: repo, env: daemon.gitEnv(admin.privateKey) });
+  assert.equal(r.code, 0, r.stderr);
+}
+
+before(async () => {
+  daemon = await startDaemon({ args: SERVICE_FLAGS });
+  admin = makeKey(work, 'admin');
+  tenant = makeKey(work, 'tenant');
+  plain = makeKey(work, 'plain');
+  assert.equal(daemon.cli(['ssh-keys:add', 'admin', admin.publicKey]).code, 0);
+  push('linked');
+  push('other');
+  const created = daemon.cli(['postgres:create', 'db']);
+  assert.equal(created.code, 0, created.stderr);
+  assert.equal(daemon.cli(['ssh-keys:add', 'tenant', tenant.publicKey, '--apps', 'other', '--services']).code, 0);
+  assert.equal(daemon.cli(['ssh-keys:add', 'plain', plain.publicKey, '--apps', 'other']).code, 0);
+});
+
+after(async () => {
+  for (const app of ['linked', 'other']) daemon?.cli(['apps:destroy', app, '--force']);
+  await daemon?.stop();
+  if (!daemon) return;
+  const ids = docker(['ps', '-aq', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
+  if (ids.length) docker(['rm', '-f', ...ids]);
+  const volumes = docker(['volume', 'ls', '-q', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
+  if (volumes.length) docker(['volume', 'rm', '-f', ...volumes]);
+  const networks = docker(['network', 'ls', '-q', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
+  if (networks.length) docker(['network', 'rm', ...networks]);
+});
+
+test('postgres:link sets DATABASE_URL as a new release and the linked app opens a connection to the service', async () => {
+  assert.match(await probe('linked'), /no DATABASE_URL/);
+  const linked = daemon.ssh(admin.privateKey, 'postgres:link db linked');
+  assert.equal(linked.code, 0, linked.stderr);
+  assert.match(linked.stdout, /Set DATABASE_URL; releasing v2 and restarting linked/);
+  const url = daemon.cli(['config:get', 'linked', 'DATABASE_URL']).stdout.trim();
+  assert.match(url, /^postgres:\/\/postgres:[A-Za-z0-9_-]{32,}@berth-postgres-db:5432\/db$/);
+  assert.equal(await probe('linked'), 'open');
+  assert.match(daemon.cli(['postgres:info', 'db']).stdout, /Links:\s+linked \(DATABASE_URL\)/);
+  const again = daemon.cli(['postgres:link', 'db', 'linked']);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /already linked to linked/);
+});
+
+test('an app not linked to the service cannot open a TCP connection to it, by its name or by its address', async () => {
+  assert.match(await probe('other', '?host=berth-postgres-db&port=5432'), /^closed: (ENOTFOUND|EAI_AGAIN)/);
+  const inspect = JSON.parse(docker(['inspect', `berth-${daemon.instance}-svc-postgres-db`]).stdout)[0];
+  const addresses = Object.values(inspect.NetworkSettings.Networks as Record<string, { IPAddress: string }>).map((n) => n.IPAddress).filter(Boolean);
+  assert.ok(addresses.length >= 2, 'on its own network and the linked app\'s');
+  for (const ip of addresses) assert.match(await probe('other', `?host=${ip}&port=5432`), /^closed: /, `the service's address ${ip} is out of reach`);
+});
+
+test('destroy is refused while an app is linked, and says how to unlink', () => {
+  const refused = daemon.cli(['postgres:destroy', 'db', '--force']);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /linked to linked; its data is not destroyed while an app uses it/);
+  assert.match(refused.stderr, /postgres:unlink db linked/);
+  assert.equal(docker(['inspect', `berth-${daemon.instance}-svc-postgres-db`]).code, 0);
+});
+
+test("a key limited to apps cannot see or touch a service of another app, and creates services only when allowed", async () => {
+  for (const command of ['postgres:info db', 'postgres:restart db', 'postgres:destroy db --force', 'postgres:link db other', 'postgres:unlink db linked', 'postgres:logs db']) {
+    const r = daemon.ssh(tenant.privateKey, command);
+    assert.equal(r.code, 1, command);
+    assert.match(r.stderr, /key "tenant" may not run postgres:\S+ on postgres service db/, command);
+  }
+  assert.doesNotMatch(daemon.ssh(tenant.privateKey, 'postgres:list').stdout, /\bdb\b/);
+  const noServices = daemon.ssh(plain.privateKey, 'postgres:create mine');
+  assert.equal(noServices.code, 1);
+  assert.match(noServices.stderr, /key "plain" may not create services/);
+  assert.match(noServices.stderr, /--services/);
+  const image = daemon.ssh(tenant.privateKey, 'postgres:create mine --image berth-test/postgres:15');
+  assert.equal(image.code, 1);
+  assert.match(image.stderr, /may not choose the image of a service/);
+  const expose = daemon.ssh(tenant.privateKey, 'postgres:expose db 15432');
+  assert.equal(expose.code, 1);
+  assert.match(expose.stderr, /for admin keys/);
+  await waitFor('the refusal in the log', () => /"command_refused".*"key":"tenant".*"reason":"service_scope"/.test(daemon.logs()), 5_000);
+});
+
+test('a key allowed services creates one, sees it, may not link it to an app outside its scope, and destroys it', () => {
+  const created = daemon.ssh(tenant.privateKey, 'redis:create tenantcache');
+  assert.equal(created.code, 0, created.stderr);
+  assert.match(daemon.ssh(tenant.privateKey, 'redis:list').stdout, /^tenantcache\s+running/m);
+  assert.equal(daemon.ssh(tenant.privateKey, 'redis:info tenantcache').code, 0);
+  const elsewhere = daemon.ssh(tenant.privateKey, 'redis:link tenantcache linked');
+  assert.equal(elsewhere.code, 1);
+  assert.match(elsewhere.stderr, /key "tenant" may not link services to linked/);
+  assert.doesNotMatch(daemon.ssh(plain.privateKey, 'redis:list').stdout, /tenantcache/, "another key of the same app does not manage what it did not create until it is linked");
+  const destroyed = daemon.ssh(tenant.privateKey, 'redis:destroy tenantcache --force');
+  assert.equal(destroyed.code, 0, destroyed.stderr);
+});
+
+test('postgres:expose publishes the port on the bind address for admins, and unexpose takes it back', async () => {
+  const port = await freePort();
+  const exposed = daemon.cli(['postgres:expose', 'db', String(port)]);
+  assert.equal(exposed.code, 0, exposed.stderr);
+  await new Promise<void>((resolve, reject) => net.connect({ host: '127.0.0.1', port }).once('connect', function (this: net.Socket) { this.destroy(); resolve(); }).once('error', reject));
+  assert.equal(await probe('linked'), 'open', 'still linked after the container was recreated');
+  const unexposed = daemon.cli(['postgres:unexpose', 'db']);
+  assert.equal(unexposed.code, 0, unexposed.stderr);
+  await assert.rejects(new Promise<void>((resolve, reject) => net.connect({ host: '127.0.0.1', port }).once('connect', function (this: net.Socket) { this.destroy(); resolve(); }).once('error', reject)));
+});
+
+test('postgres:unlink unsets DATABASE_URL with a new release and cuts the app off; then destroy goes ahead', async () => {
+  const ip = Object.values(JSON.parse(docker(['inspect', `berth-${daemon.instance}-svc-postgres-db`]).stdout)[0].NetworkSettings.Networks as Record<string, { IPAddress: string }>).map((n) => n.IPAddress)[0];
+  const unlinked = daemon.cli(['postgres:unlink', 'db', 'linked']);
+  assert.equal(unlinked.code, 0, unlinked.stderr);
+  assert.match(unlinked.stdout, /Unset DATABASE_URL; releasing v\d+ and restarting linked/);
+  assert.equal(daemon.cli(['config:get', 'linked', 'DATABASE_URL']).code, 1);
+  assert.match(await probe('linked', '?host=berth-postgres-db&port=5432'), /^closed: /);
+  assert.match(await probe('linked', `?host=${ip}&port=5432`), /^closed: /);
+  const destroyed = daemon.cli(['postgres:destroy', 'db', '--force']);
+  assert.equal(destroyed.code, 0, destroyed.stderr);
+  await waitFor('the volume to go', () => docker(['volume', 'inspect', `berth-${daemon.instance}-svc-postgres-db-data`]).code === 1, 10_000);
+  assert.equal(fs.existsSync(path.join(daemon.dataDir, 'services', 'postgres', 'db')), false);
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
