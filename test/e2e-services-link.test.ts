@@ -10,8 +10,10 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { BASE_IMAGE, gitRepo, makeKey, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE } from './helpers/services.ts';
+import { runAsync, sleep, startWrk } from './helpers/zero-downtime.ts';
 
-const SERVICE_FLAGS = ['--postgres-image', 'berth-test/postgres:15', '--redis-image', 'berth-test/redis:7'];
+const SERVICE_FLAGS = ['--postgres-image', POSTGRES_TEST_IMAGE, '--redis-image', REDIS_TEST_IMAGE];
 
 let daemon: Daemon;
 const work = tempDir('e2e-services-link');
@@ -87,14 +89,30 @@ after(async () => {
   if (networks.length) docker(['network', 'rm', ...networks]);
 });
 
-test('postgres:link sets DATABASE_URL as a new release and the linked app opens a connection to the service', async () => {
+test('postgres:link sets DATABASE_URL as a new release under load, with no failed request, and the linked app opens a connection to the service', async (t) => {
   assert.match(await probe('linked'), /no DATABASE_URL/);
-  const linked = daemon.ssh(admin.privateKey, 'postgres:link db linked');
+  const wrk = startWrk(daemon.httpPort, `linked.${daemon.domain}`, { connections: 8, threads: 2 });
+  await sleep(500);
+  const started = performance.now();
+  const linking = runAsync('ssh', [...daemon.sshArgs(admin.privateKey), 'berth@127.0.0.1', 'postgres:link db linked']);
+  // The moment the app serves with the new URL: its new containers took the route.
+  let servingAfterMs = 0;
+  await waitFor('the app to serve with DATABASE_URL', async () => {
+    if ((await probe('linked')) !== 'open') return false;
+    servingAfterMs = performance.now() - started;
+    return true;
+  }, 120_000);
+  const linked = await linking;
+  const commandMs = performance.now() - started;
+  await sleep(500);
+  const load = await wrk.stop();
+  t.diagnostic(`postgres:link to serving with the new URL: ${Math.round(servingAfterMs)} ms (command done after ${Math.round(commandMs)} ms); wrk: ${load.requests} requests, non-2xx ${load.non2xx}, socket errors ${JSON.stringify(load.socketErrors)}, latency max ${load.latencyMax}`);
   assert.equal(linked.code, 0, linked.stderr);
   assert.match(linked.stdout, /Set DATABASE_URL; releasing v2 and restarting linked/);
+  assert.equal(load.non2xx, 0, load.output);
+  assert.deepEqual(load.socketErrors, { connect: 0, read: 0, write: 0, timeout: 0 }, load.output);
   const url = daemon.cli(['config:get', 'linked', 'DATABASE_URL']).stdout.trim();
   assert.match(url, /^postgres:\/\/postgres:[A-Za-z0-9_-]{32,}@berth-postgres-db:5432\/db$/);
-  assert.equal(await probe('linked'), 'open');
   assert.match(daemon.cli(['postgres:info', 'db']).stdout, /Links:\s+linked \(DATABASE_URL\)/);
   const again = daemon.cli(['postgres:link', 'db', 'linked']);
   assert.equal(again.code, 1);
@@ -128,7 +146,7 @@ test("a key limited to apps cannot see or touch a service of another app, and cr
   assert.equal(noServices.code, 1);
   assert.match(noServices.stderr, /key "plain" may not create services/);
   assert.match(noServices.stderr, /--services/);
-  const image = daemon.ssh(tenant.privateKey, 'postgres:create mine --image berth-test/postgres:15');
+  const image = daemon.ssh(tenant.privateKey, `postgres:create mine --image ${POSTGRES_TEST_IMAGE}`);
   assert.equal(image.code, 1);
   assert.match(image.stderr, /may not choose the image of a service/);
   const expose = daemon.ssh(tenant.privateKey, 'postgres:expose db 15432');

@@ -7,9 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
-
-const POSTGRES_IMAGE = 'berth-test/postgres:15';
-const REDIS_IMAGE = 'berth-test/redis:7';
+import { POSTGRES_TEST_IMAGE as POSTGRES_IMAGE, REDIS_TEST_IMAGE as REDIS_IMAGE } from './helpers/services.ts';
 const SERVICE_FLAGS = ['--postgres-image', POSTGRES_IMAGE, '--redis-image', REDIS_IMAGE];
 
 let daemon: Daemon;
@@ -82,7 +80,7 @@ test('postgres:info shows status, version, volume and the URL with the password 
   const shown = daemon.cli(['postgres:info', 'db', '--show-password']);
   assert.match(shown.stdout, new RegExp(`postgres://postgres:${password}@berth-postgres-db:5432/db`));
   const list = daemon.cli(['postgres:list']);
-  assert.match(list.stdout, /^db\s+running\s+berth-test\/postgres:15\s+-$/m);
+  assert.match(list.stdout, new RegExp(`^db\\s+running\\s+${POSTGRES_IMAGE}\\s+-$`, 'm'));
 });
 
 test('redis:create makes a redis service the same way, and redis:logs shows its output', () => {
