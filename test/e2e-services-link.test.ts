@@ -155,6 +155,15 @@ test("a key limited to apps cannot see or touch a service of another app, and cr
   await waitFor('the refusal in the log', () => /"command_refused".*"key":"tenant".*"reason":"service_scope"/.test(daemon.logs()), 5_000);
 });
 
+test('ssh-keys:list shows which keys may create services; --services without --apps is refused', () => {
+  const list = daemon.cli(['ssh-keys:list']);
+  assert.match(list.stdout, /^tenant\s+SHA256:\S+\s+apps: other \+services$/m);
+  assert.match(list.stdout, /^plain\s+SHA256:\S+\s+apps: other$/m);
+  const alone = daemon.cli(['ssh-keys:add', 'nobody', plain.publicKey, '--services']);
+  assert.equal(alone.code, 2);
+  assert.match(alone.stderr, /--services goes with --apps/);
+});
+
 test('a key allowed services creates one, sees it, may not link it to an app outside its scope, and destroys it', () => {
   const created = daemon.ssh(tenant.privateKey, 'redis:create tenantcache');
   assert.equal(created.code, 0, created.stderr);
