@@ -29,6 +29,8 @@ export interface ServiceManagerDeps {
   appNetwork(app: string): string;
   /** The host address an exposed service's port binds to (--bind). */
   bindHost: string;
+  /** How long a service may take to accept connections; default SERVICE_READY_TIMEOUT_MS. */
+  readyTimeoutMs?: number;
 }
 
 /** What `KIND:info` shows of a service's container. */
@@ -136,7 +138,7 @@ export class ServiceManager {
   }
 
   /** Polls the kind's readyCommand inside the container until it exits 0. */
-  async waitReady(record: ServiceRecord, id: string, out: Output, timeoutMs = SERVICE_READY_TIMEOUT_MS): Promise<void> {
+  async waitReady(record: ServiceRecord, id: string, out: Output, timeoutMs = this.#deps.readyTimeoutMs ?? SERVICE_READY_TIMEOUT_MS): Promise<void> {
     const kind = this.kind(record.kind);
     const command = kind.readyCommand(await this.view(record));
     const started = performance.now();

@@ -33,6 +33,8 @@ export interface ServiceRecord {
   links: ServiceLink[];
   /** A host port it is published on (KIND:expose); undefined: reachable from linked apps only. */
   exposedPort?: number;
+  /** When backups are made on their own (KIND:backup-schedule), a five-field cron expression; undefined: none. */
+  backupSchedule?: string;
 }
 
 /** The one validator of service names, applied where a name enters: it names containers, volumes and folders. */
@@ -187,6 +189,7 @@ function parseRecord(value: unknown): ServiceRecord {
   const memory = o.memory === undefined ? undefined : check.number(o.memory, 'memory');
   const exposedPort = o.exposedPort === undefined ? undefined : check.number(o.exposedPort, 'exposedPort');
   const createdByKey = check.optionalString(o.createdByKey, 'createdByKey');
+  const backupSchedule = check.optionalString(o.backupSchedule, 'backupSchedule');
   return {
     kind: check.string(o.kind, 'kind'),
     name,
@@ -201,5 +204,6 @@ function parseRecord(value: unknown): ServiceRecord {
       return { app: check.string(link.app, 'link app'), alias: check.string(link.alias, 'link alias') };
     }),
     ...(exposedPort !== undefined ? { exposedPort } : {}),
+    ...(backupSchedule ? { backupSchedule } : {}),
   };
 }
