@@ -3,7 +3,7 @@
 // berth's proxy; they survive postgres:restart, a redeploy and a daemon restart; an app whose
 // service is down waits for it before its containers start; no password reaches the daemon's log.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -42,6 +42,26 @@ function push(message: string): void {
 
 function passwordOf(kind: string, name: string): string {
   return fs.readFileSync(path.join(dataDir, 'services', kind, name, 'secret'), 'utf8').trim();
+}
+
+/** `ssh ... COMMAND` with binary stdin (a file) and stdout (to a file): the bytes as they are. */
+function sshFiles(command: string, options: { input?: string; output?: string } = {}): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ssh', [...daemon.sshArgs(admin.privateKey), 'berth@127.0.0.1', command], {
+      stdio: [options.input ? fs.openSync(options.input, 'r') : 'ignore', options.output ? fs.openSync(options.output, 'w') : 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code: code ?? -1, stderr }));
+  });
+}
+
+/** SQL on stdin through postgres:connect over SSH; psql's output. */
+function sql(name: string, text: string): string {
+  const r = daemon.ssh(admin.privateKey, `postgres:connect ${name}`, text);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout;
 }
 
 before(async () => {
@@ -94,12 +114,77 @@ test('rows survive postgres:restart and a redeploy', async () => {
   assert.equal((await get('/redis/get')).body, '"kept"');
 });
 
+test('postgres:connect runs SQL piped on stdin, and exits with the client\'s status', () => {
+  assert.match(sql('db', 'select count(*) as n from fixture_rows;\n'), /\bn\b[\s\S]*\b2\b/);
+  const bad = daemon.ssh(admin.privateKey, 'postgres:connect db', '\\set ON_ERROR_STOP on\nselect * from no_such_table;\n');
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /no_such_table/);
+});
+
+test('postgres:export over SSH piped into postgres:import of a second service gives the same rows; redis the same with an RDB', async (t) => {
+  assert.equal(daemon.ssh(admin.privateKey, 'postgres:create copy').code, 0);
+  const dump = path.join(work, 'db.dump');
+  let started = performance.now();
+  const exported = await sshFiles('postgres:export db', { output: dump });
+  t.diagnostic(`postgres:export of a small database: ${Math.round(performance.now() - started)} ms, ${fs.statSync(dump).size} bytes`);
+  assert.equal(exported.code, 0, exported.stderr);
+  assert.equal(fs.readFileSync(dump).subarray(0, 5).toString('latin1'), 'PGDMP', "pg_dump's custom format, byte for byte");
+  started = performance.now();
+  const imported = await sshFiles('postgres:import copy', { input: dump });
+  t.diagnostic(`postgres:import: ${Math.round(performance.now() - started)} ms`);
+  assert.equal(imported.code, 0, imported.stderr);
+  assert.match(sql('copy', 'select string_agg(v, \',\' order by id) as vs from fixture_rows;\n'), /first,second/);
+  // The local CLI carries the bytes as they are too.
+  const local = spawnSync(daemon.process.spawnfile, ['--data-dir', dataDir, 'postgres:export', 'db']);
+  assert.equal(local.status, 0, local.stderr.toString());
+  assert.equal(local.stdout.subarray(0, 5).toString('latin1'), 'PGDMP');
+
+  assert.equal(daemon.ssh(admin.privateKey, 'redis:create cache2').code, 0);
+  const rdb = path.join(work, 'cache.rdb');
+  assert.equal((await sshFiles('redis:export cache', { output: rdb })).code, 0);
+  assert.equal(fs.readFileSync(rdb).subarray(0, 5).toString('latin1'), 'REDIS');
+  const back = await sshFiles('redis:import cache2', { input: rdb });
+  assert.equal(back.code, 0, back.stderr);
+  const got = docker(['exec', `berth-${daemon.instance}-svc-redis-cache2`, 'redis-cli', '-a', passwordOf('redis', 'cache2'), '--no-auth-warning', 'get', 'fixture']);
+  assert.equal(got.stdout.trim(), 'kept');
+  for (const [kind, name] of [['postgres', 'copy'], ['redis', 'cache2']] as const) assert.equal(daemon.cli([`${kind}:destroy`, name, '--force']).code, 0);
+});
+
+test('backup-restore brings back a dropped table; backups are files only admins read', async () => {
+  const made = daemon.ssh(admin.privateKey, 'postgres:backup db');
+  assert.equal(made.code, 0, made.stderr);
+  const name = /Backed up postgres service db: (\S+)/.exec(made.stdout)![1]!;
+  assert.match(name, /^db-\d{8}-\d{6}\.dump$/);
+  const dir = path.join(dataDir, 'services', 'postgres', 'db', 'backups');
+  assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+  assert.equal(fs.statSync(path.join(dir, name)).mode & 0o777, 0o600);
+  assert.match(daemon.cli(['postgres:backups', 'db']).stdout, new RegExp(`^${name.replace('.', '\\.')}\\s+`, 'm'));
+  sql('db', 'drop table fixture_rows;\n');
+  assert.deepEqual(await rows(), []);
+  const restored = daemon.ssh(admin.privateKey, `postgres:backup-restore db ${name}`);
+  assert.equal(restored.code, 0, restored.stderr);
+  assert.deepEqual(await rows(), ['first', 'second']);
+  const missing = daemon.cli(['postgres:backup-restore', 'db', 'nope.dump']);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /there is no backup named "nope.dump"/);
+});
+
+test('backup-schedule is kept in the record, refuses a bad expression, and survives a daemon restart', async () => {
+  const bad = daemon.cli(['postgres:backup-schedule', 'db', '61', '*', '*', '*', '*']);
+  assert.equal(bad.code, 1);
+  const set = daemon.ssh(admin.privateKey, 'postgres:backup-schedule db "* * * * *"');
+  assert.equal(set.code, 0, set.stderr);
+  assert.match(set.stdout, /backed up on "\* \* \* \* \*" \(UTC\); next at \d{4}-/);
+  assert.match(fs.readFileSync(path.join(dataDir, 'state', 'services.json'), 'utf8'), /"backupSchedule": "\* \* \* \* \*"/);
+});
+
 test('rows and keys survive a daemon restart; the adopted app reaches its services at once', async () => {
   await daemon.stop();
   daemon = await startDaemon({ dataDir, args: SERVICE_FLAGS });
   await waitFor('the app to be adopted', () => /"app_adopted".*"app":"shop"/.test(daemon.logs()), 60_000);
   assert.deepEqual(await rows(), ['first', 'second']);
   assert.equal((await get('/redis/get')).body, '"kept"');
+  assert.match(daemon.cli(['postgres:backups', 'db']).stdout, /Schedule: \* \* \* \* \* \(UTC\), next at/);
 });
 
 test("an app whose linked service is down starts its new containers only once the service accepts connections", async () => {
@@ -111,6 +196,14 @@ test("an app whose linked service is down starts its new containers only once th
   assert.ok(waited >= 0, out);
   assert.ok(waited < out.indexOf('Starting web.1'), 'the wait comes before the container starts');
   assert.deepEqual(await rows(), ['first', 'second']);
+});
+
+test('the scheduled backup appears on time (every minute)', async () => {
+  const dir = path.join(dataDir, 'services', 'postgres', 'db', 'backups');
+  const before = fs.readdirSync(dir).filter((f) => !f.startsWith('.')).length;
+  await waitFor('a scheduled backup', () => fs.readdirSync(dir).filter((f) => !f.startsWith('.')).length > before, 75_000);
+  assert.match(daemon.logs(), /"service_backup_made".*"service":"db"/);
+  assert.equal(daemon.cli(['postgres:backup-unschedule', 'db']).code, 0);
 });
 
 test("no service's password is in the daemon's log, nor in the kept deploy output", () => {

@@ -26,10 +26,11 @@ const KV: ServiceKind = {
   containerEnv: (s) => [`KV_PASSWORD=${s.password}`],
   containerCommand: () => ['kv-server', '--dir', '/kv'],
   url: (s, host) => `kv://:${s.password}@${host}:7000`,
-  readyCommand: () => ['kv-ping'],
-  connectCommand: () => ['kv-cli'],
-  exportCommand: () => ['kv-dump'],
-  importCommand: () => ['kv-load'],
+  readyCommand: (s) => ({ cmd: ['kv-ping'], env: [`KV_PASSWORD=${s.password}`] }),
+  versionCommand: () => ({ cmd: ['kv-server', '--version'] }),
+  connectCommand: () => ({ cmd: ['kv-cli'] }),
+  exportCommand: () => ({ cmd: ['kv-dump'] }),
+  importCommand: () => ({ cmd: ['kv-load'] }),
 };
 
 /** A fake engine whose registry has `kv:1`: a pull reports two layers' progress, then the image is there. */
@@ -50,7 +51,13 @@ async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number } =
   await store.load();
   const engine = new PullingEngine('inst');
   let pings = 0;
-  engine.execHandler = async (_id, o) => (o.cmd[0] === 'kv-ping' ? (++pings > (options.readyAfter ?? 0) ? 0 : 1) : 1);
+  engine.execHandler = async (_id, o) => {
+    if (o.cmd[0] === 'kv-server') {
+      await o.onStdout(Buffer.from('kv 1.2.3\n'));
+      return 0;
+    }
+    return o.cmd[0] === 'kv-ping' ? (++pings > (options.readyAfter ?? 0) ? 0 : 1) : 1;
+  };
   const manager = new ServiceManager({
     engine,
     store,
@@ -84,6 +91,9 @@ test('a new service pulls its missing image with progress shown, runs labelled o
   assert.equal(spec!.ports, undefined, 'no host port unless exposed');
   assert.ok(engine.volumes.has('berth-inst-svc-kv-sessions-data'));
   assert.equal(pings(), 3, 'asked until it answered');
+  const password = await store.password('kv', 'sessions');
+  assert.ok(engine.execs.every((e) => !e.options.cmd.join(' ').includes(password)), 'the password goes in the environment, never in a command line');
+  assert.equal(await manager.version(record), 'kv 1.2.3');
   assert.equal(await manager.url(record), `kv://:${await store.password('kv', 'sessions')}@berth-kv-sessions:7000`);
 });
 

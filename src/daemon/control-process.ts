@@ -161,6 +161,9 @@ export async function runControl(argv: string[]): Promise<number> {
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
     await orchestrator.start();
     stops.push(() => orchestrator.stop());
+    // Scheduled backups of the services (adopted with the apps just now).
+    platform.services.startBackups();
+    stops.push(() => platform.services.stopBackups());
     // The containers are adopted: the proxy gets everything now, and again whenever it (re)starts
     // (the supervisor's resync). Before, it kept what the previous control plane sent.
     link.goLive();

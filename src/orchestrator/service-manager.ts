@@ -148,7 +148,9 @@ export class ServiceManager {
       if (state.running) {
         let output = '';
         const collect = (d: Buffer) => void (output = (output + d.toString('utf8')).slice(-500));
-        const { code } = await this.#deps.engine.exec(id, { cmd: command, onStdout: collect, onStderr: collect }).catch((e: Error) => ({ code: -1, error: e }));
+        const { code } = await this.#deps.engine
+          .exec(id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: collect, onStderr: collect })
+          .catch((e: Error) => ({ code: -1, error: e }));
         if (code === 0) {
           const ms = Math.round(performance.now() - started);
           log.info('service_ready', { service: `${record.kind}/${record.name}`, ms });
@@ -165,6 +167,18 @@ export class ServiceManager {
       }
       await sleep(250);
     }
+  }
+
+  /** The server's own version (the kind's versionCommand in the running container); undefined when it does not run or say. */
+  async version(record: ServiceRecord): Promise<string | undefined> {
+    const c = await this.container(record);
+    if (!c?.running) return undefined;
+    const command = this.kind(record.kind).versionCommand(await this.view(record));
+    let output = '';
+    const { code } = await this.#deps.engine
+      .exec(c.id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: (d) => void (output += d.toString('utf8')), onStderr: () => {} })
+      .catch(() => ({ code: -1 }));
+    return code === 0 ? output.trim().split('\n')[0] || undefined : undefined;
   }
 
   /** Stops the container and starts a new one on the same volume (so it runs the record's image, memory and port). */

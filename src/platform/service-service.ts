@@ -1,6 +1,8 @@
 // Backing services end to end: create, list, info, restart, logs, destroy, link and unlink (the
 // network joined and the URL set as a config change: a new release, a zero-downtime restart),
 // expose; and who may do what: a key limited to apps manages only the services of its apps.
+import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { validateConfigKey } from '../config-vars.ts';
 import { UserError } from '../errors.ts';
 import { scopeAllows, scopeNames, type KeyRecord } from '../git/key-store.ts';
@@ -8,9 +10,11 @@ import { log } from '../log.ts';
 import { changeConfig } from '../orchestrator/app-operations.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import type { ServiceStatus } from '../orchestrator/service-manager.ts';
+import { BackupScheduler, BackupStore, type BackupFile } from '../services/backups.ts';
+import { backup, connect, exportData, importData, restore, type ConnectIo, type ServiceHandle } from '../services/data-ops.ts';
 import type { ServiceKind } from '../services/kinds/kind.ts';
 import { validateServiceName, type ServiceRecord } from '../state/service-store.ts';
-import type { Output } from '../ui/output.ts';
+import { StreamOutput, type Output } from '../ui/output.ts';
 import type { AppLock } from './app-lock.ts';
 import type { State } from './state.ts';
 
@@ -30,17 +34,22 @@ export interface ServiceInfo {
   url: string;
   /** The config var each linked app has it under. */
   links: Array<{ app: string; variable: string }>;
+  /** What the server says its version is, when it runs. */
+  version: string | undefined;
 }
 
 export class ServiceService {
   readonly #state: State;
   readonly #locks: AppLock;
   readonly #orchestrator: Orchestrator;
+  /** Runs each service's backup-schedule; started by the control plane once services are adopted. */
+  readonly #scheduler: BackupScheduler;
 
-  constructor(deps: { state: State; locks: AppLock; orchestrator: Orchestrator }) {
+  constructor(deps: { state: State; locks: AppLock; orchestrator: Orchestrator; backupScheduler?: BackupScheduler }) {
     this.#state = deps.state;
     this.#locks = deps.locks;
     this.#orchestrator = deps.orchestrator;
+    this.#scheduler = deps.backupScheduler ?? new BackupScheduler();
   }
 
   get kinds(): readonly ServiceKind[] {
@@ -100,7 +109,15 @@ export class ServiceService {
     const names = services.names(record);
     const view = await services.view(record);
     const url = kind.url(options.showPassword ? view : { ...view, password: '***' }, names.alias);
-    return { record, status: await services.status(record), volume: names.volume, host: names.alias, url, links: record.links.map((l) => ({ app: l.app, variable: `${l.alias}_URL` })) };
+    return {
+      record,
+      status: await services.status(record),
+      volume: names.volume,
+      host: names.alias,
+      url,
+      links: record.links.map((l) => ({ app: l.app, variable: `${l.alias}_URL` })),
+      version: await services.version(record),
+    };
   }
 
   restart(record: ServiceRecord, caller: ServiceCaller, out: Output): Promise<void> {
@@ -121,6 +138,7 @@ export class ServiceService {
         });
       }
       out.step(`Destroying ${record.kind} service ${record.name}`);
+      this.#scheduler.remove(scheduleKey(record));
       await this.#orchestrator.services.remove(current);
       await this.#state.services.remove(record.kind, record.name);
       log.info('service_destroyed', { service: `${record.kind}/${record.name}`, by: caller.by });
@@ -221,6 +239,103 @@ export class ServiceService {
     });
   }
 
+  /** The service's client on the caller's streams (a terminal with `ssh -t`, else SQL or commands on stdin); its exit status. */
+  async connect(record: ServiceRecord, io: ConnectIo): Promise<number> {
+    return connect(await this.#handle(record), io);
+  }
+
+  /** Streams the service's dump to `out`; the bytes written. */
+  async exportTo(record: ServiceRecord, out: Writable, signal?: AbortSignal): Promise<number> {
+    const bytes = await exportData(await this.#handle(record), out, signal);
+    log.info('service_exported', { service: `${record.kind}/${record.name}`, bytes });
+    return bytes;
+  }
+
+  /** Loads a dump from `input` into the service, replacing what it holds (one import, restore or restart at a time). */
+  importFrom(record: ServiceRecord, input: Readable, options: { caller: ServiceCaller; progress?: (data: Buffer) => void | Promise<void>; signal?: AbortSignal }): Promise<void> {
+    return this.#locks.run(lockName(record.kind, record.name), async () => {
+      await importData(await this.#handle(record), input, { ...(options.progress ? { progress: options.progress } : {}), ...(options.signal ? { signal: options.signal } : {}) });
+      log.info('service_imported', { service: `${record.kind}/${record.name}`, by: options.caller.by });
+    });
+  }
+
+  /** A backup now, into DATA/services/KIND/NAME/backups (the newest ones kept). */
+  backup(record: ServiceRecord, signal?: AbortSignal): Promise<BackupFile> {
+    return this.#locks.run(lockName(record.kind, record.name), async () => backup(await this.#handle(record), this.#backups(record), new Date(), signal));
+  }
+
+  /** The service's backups, newest first, and when the next scheduled one is due. */
+  async backups(record: ServiceRecord): Promise<{ files: BackupFile[]; keep: number; schedule: string | undefined; next: Date | undefined }> {
+    const store = this.#backups(record);
+    const current = this.#state.services.require(record.kind, record.name);
+    return { files: await store.list(), keep: store.keep, schedule: current.backupSchedule, next: this.#scheduler.nextRunOf(scheduleKey(record)) };
+  }
+
+  /** Imports backup `name` into the service. */
+  restoreBackup(record: ServiceRecord, name: string, options: { caller: ServiceCaller; progress?: (data: Buffer) => void | Promise<void>; signal?: AbortSignal }): Promise<BackupFile> {
+    return this.#locks.run(lockName(record.kind, record.name), async () => {
+      const file = await restore(await this.#handle(record), this.#backups(record), name, { ...(options.progress ? { progress: options.progress } : {}), ...(options.signal ? { signal: options.signal } : {}) });
+      log.info('service_backup_restore', { service: `${record.kind}/${record.name}`, file: file.name, by: options.caller.by });
+      return file;
+    });
+  }
+
+  /** Backs the service up on a 5-field cron schedule (UTC), kept in its record; undefined stops it. When the next one is due. */
+  async setBackupSchedule(record: ServiceRecord, cron: string | undefined, caller: ServiceCaller): Promise<Date | undefined> {
+    const key = scheduleKey(record);
+    // The scheduler checks the expression first: a bad one is refused before it is stored.
+    const next = cron === undefined ? undefined : this.#scheduler.set(key, cron, () => this.#scheduledBackup(record));
+    if (cron === undefined) this.#scheduler.remove(key);
+    await this.#state.services.update(record.kind, record.name, (d) => {
+      if (cron === undefined) delete d.backupSchedule;
+      else d.backupSchedule = cron;
+    });
+    log.info('service_backup_scheduled', { service: key, cron: cron ?? null, by: caller.by });
+    return next;
+  }
+
+  /** Arms the stored backup schedules; the control plane calls it once services are adopted. */
+  startBackups(): void {
+    for (const record of this.#state.services.list()) {
+      if (!record.backupSchedule) continue;
+      try {
+        this.#scheduler.set(scheduleKey(record), record.backupSchedule, () => this.#scheduledBackup(record));
+      } catch (e) {
+        log.error('service_backup_schedule_unreadable', { service: scheduleKey(record), cron: record.backupSchedule, error: e });
+      }
+    }
+    this.#scheduler.start();
+  }
+
+  /** Starts no more backups; waits for the ones running. */
+  stopBackups(): Promise<void> {
+    return this.#scheduler.stop();
+  }
+
+  async #scheduledBackup(record: ServiceRecord): Promise<void> {
+    const current = this.#state.services.get(record.kind, record.name);
+    if (!current) return this.#scheduler.remove(scheduleKey(record));
+    const file = await this.backup(current);
+    log.info('service_backup_scheduled_done', { service: scheduleKey(record), file: file.name, bytes: file.bytes });
+  }
+
+  #backups(record: ServiceRecord): BackupStore {
+    return new BackupStore(path.join(this.#state.services.dir(record.kind, record.name), 'backups'));
+  }
+
+  /** What data-ops acts on: the running container, and how to restart it (an import that replaces the data file). */
+  async #handle(record: ServiceRecord): Promise<ServiceHandle> {
+    const services = this.#orchestrator.services;
+    const current = this.#state.services.require(record.kind, record.name);
+    return {
+      engine: this.#orchestrator.engine,
+      container: (await services.requireRunning(current)).id,
+      kind: services.kind(current.kind),
+      service: await services.view(current),
+      restart: () => services.restart(current, new StreamOutput(() => {})),
+    };
+  }
+
   private async runningContainerOrAny(record: ServiceRecord): Promise<string> {
     const c = await this.#orchestrator.services.container(record);
     if (!c) throw new UserError('service_not_running', `${record.kind} service ${record.name} has no container`, { hint: `start it with \`${record.kind}:restart ${record.name}\`` });
@@ -244,6 +359,10 @@ function authorizeService(state: State, record: ServiceRecord, caller: ServiceCa
   if (!key || mayManage(state, record, key)) return;
   log.warn('command_refused', { key: key.name, command, service: `${record.kind}/${record.name}`, reason: 'service_scope' });
   throw new UserError('forbidden', `key "${key.name}" may not run ${command} on ${record.kind} service ${record.name}: it is not linked to the apps the key is limited to only (${scopeNames(key.apps ?? [], (id) => state.apps.byId(id)?.name).join(', ')})`);
+}
+
+function scheduleKey(record: Pick<ServiceRecord, 'kind' | 'name'>): string {
+  return `${record.kind}/${record.name}`;
 }
 
 /** The lock of a service: a name no app can have (app names hold no colon). */

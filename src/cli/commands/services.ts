@@ -2,6 +2,7 @@
 // SERVICE_KINDS (postgres:create, redis:link ...): a third kind is one module in
 // src/services/kinds and gets all of them. A key limited to apps manages only the services of
 // its apps (see mayManage); expose and backups are the admin's.
+import { Readable, Writable } from 'node:stream';
 import { parseBytes } from '../../config.ts';
 import { UserError } from '../../errors.ts';
 import type { ServiceCaller } from '../../platform/service-service.ts';
@@ -73,7 +74,7 @@ export function commandsOf(kind: ServiceKind): Command[] {
         ctx.out.section(`${k} service ${record.name}`);
         const rows: Array<[string, string]> = [
           ['Status', status.running && status.startedAt ? `${status.status} (since ${new Date(status.startedAt).toISOString()}${status.restartCount ? `, restarted ${status.restartCount} times` : ''})` : status.status],
-          ['Version', record.image],
+          ['Version', info.version ? `${info.version} (${record.image})` : record.image],
           ['Volume', info.volume],
           ['Memory', record.memory ? `${Math.round(record.memory / 1024 ** 2)}m` : 'no limit'],
           ['Links', info.links.map((l) => `${l.app} (${l.variable})`).join(', ') || '-'],
@@ -190,7 +191,139 @@ export function commandsOf(kind: ServiceKind): Command[] {
         ctx.out.step(`${k} service ${record.name} is reachable from its linked apps only`);
       },
     }),
+    defineCommand({
+      name: `${k}:connect`,
+      args: ['NAME'],
+      summary: `open ${k}'s client on a service: interactive with ssh -t, or reading commands from stdin`,
+      help: `Interactive: ssh -t -p PORT berth@HOST ${k}:connect NAME\nPiped: echo "..." | ssh -p PORT berth@HOST ${k}:connect NAME\nExits with the client's status.`,
+      scope: 'any',
+      needsDaemon: true,
+      async run(ctx, { args: [name], daemon }) {
+        const services = daemon().services;
+        const record = services.require(k, name, callerOf(ctx), this.name);
+        return services.connect(record, {
+          ...(ctx.stdin ? { stdin: ctx.stdin() as Readable } : {}),
+          ...(ctx.terminal ? { terminal: ctx.terminal } : {}),
+          stdout: (d) => ctx.out.raw(d),
+          stderr: (d) => (ctx.stderr ? ctx.stderr(d) : ctx.out.raw(d)),
+          signal: ctx.signal,
+        });
+      },
+    }),
+    defineCommand({
+      name: `${k}:export`,
+      args: ['NAME'],
+      summary: `write a dump of a ${k} service to stdout (${kind.dumpExtension}), streamed as the server makes it`,
+      help: `ssh -p PORT berth@HOST ${k}:export NAME > NAME${kind.dumpExtension}; ${k}:import takes it back.`,
+      scope: 'any',
+      needsDaemon: true,
+      async run(ctx, { args: [name], daemon }) {
+        const services = daemon().services;
+        const record = services.require(k, name, callerOf(ctx), this.name);
+        // Only the dump goes to stdout: it is redirected to a file.
+        const out = new Writable({
+          write(chunk: Buffer, _encoding, done) {
+            const pending = ctx.out.raw(chunk);
+            if (pending) pending.then(() => done(), done);
+            else done();
+          },
+        });
+        await services.exportTo(record, out, ctx.signal);
+      },
+    }),
+    defineCommand({
+      name: `${k}:import`,
+      args: ['NAME'],
+      summary: `load a dump from stdin into a ${k} service, replacing what it holds`,
+      help: `ssh -p PORT berth@HOST ${k}:import NAME < NAME${kind.dumpExtension}`,
+      scope: 'any',
+      needsDaemon: true,
+      async run(ctx, { args: [name], daemon }) {
+        const services = daemon().services;
+        const record = services.require(k, name, callerOf(ctx), this.name);
+        const input: Readable = ctx.stdin ? (ctx.stdin() as Readable) : Readable.from([await ctx.readStdin()]);
+        await services.importFrom(record, input, { caller: callerOf(ctx), progress: (d) => (ctx.stderr ? ctx.stderr(d) : undefined), signal: ctx.signal });
+        ctx.out.step(`Imported into ${k} service ${record.name}`);
+      },
+    }),
+    defineCommand({
+      name: `${k}:backup`,
+      args: ['NAME'],
+      summary: `back a ${k} service up now into the data dir (the newest backups kept; admin keys only)`,
+      scope: 'admin',
+      needsDaemon: true,
+      async run(ctx, { args: [name], daemon }) {
+        const services = daemon().services;
+        const record = services.require(k, name, callerOf(ctx), this.name);
+        const file = await services.backup(record, ctx.signal);
+        ctx.out.step(`Backed up ${k} service ${record.name}: ${file.name} (${formatSize(file.bytes)})`);
+      },
+    }),
+    defineCommand({
+      name: `${k}:backups`,
+      args: ['NAME'],
+      summary: `list a ${k} service's backups and its schedule (admin keys only)`,
+      scope: 'admin',
+      needsDaemon: true,
+      async run(ctx, { args: [name], daemon }) {
+        const services = daemon().services;
+        const record = services.require(k, name, callerOf(ctx), this.name);
+        const { files, keep, schedule, next } = await services.backups(record);
+        ctx.out.section(`${k} service ${record.name} backups (the newest ${keep} kept)`);
+        ctx.out.detail(`Schedule: ${schedule ? `${schedule} (UTC), next at ${next?.toISOString() ?? '?'}` : `none (${k}:backup-schedule ${record.name} CRON)`}`);
+        if (files.length === 0) {
+          ctx.out.line('no backups yet');
+          return;
+        }
+        ctx.out.line(table([['BACKUP', 'SIZE', 'CREATED'], ...files.map((f) => [f.name, formatSize(f.bytes), f.createdAt.toISOString()])]));
+      },
+    }),
+    defineCommand({
+      name: `${k}:backup-restore`,
+      args: ['NAME', 'BACKUP'],
+      summary: `load one of a ${k} service's backups into it, replacing what it holds (admin keys only)`,
+      scope: 'admin',
+      needsDaemon: true,
+      async run(ctx, { args: [name, backupName], daemon }) {
+        const services = daemon().services;
+        const record = services.require(k, name, callerOf(ctx), this.name);
+        const file = await services.restoreBackup(record, backupName, { caller: callerOf(ctx), progress: (d) => (ctx.stderr ? ctx.stderr(d) : undefined), signal: ctx.signal });
+        ctx.out.step(`Restored ${k} service ${record.name} from ${file.name}`);
+      },
+    }),
+    defineCommand({
+      name: `${k}:backup-schedule`,
+      args: ['NAME', 'CRON...'],
+      summary: `back a ${k} service up on a cron schedule, in UTC, such as "0 3 * * *" (admin keys only)`,
+      help: 'CRON has five fields: minute hour day-of-month month day-of-week (quote it so that no shell expands the *). The schedule is kept and runs while berth runs.',
+      scope: 'admin',
+      needsDaemon: true,
+      async run(ctx, { args: [name, cron], daemon }) {
+        const services = daemon().services;
+        const record = services.require(k, name, callerOf(ctx), this.name);
+        const expression = cron.join(' ');
+        const next = await services.setBackupSchedule(record, expression, callerOf(ctx));
+        ctx.out.step(`${k} service ${record.name} is backed up on "${expression}" (UTC); next at ${next?.toISOString()}`);
+      },
+    }),
+    defineCommand({
+      name: `${k}:backup-unschedule`,
+      args: ['NAME'],
+      summary: `stop a ${k} service's scheduled backups (admin keys only)`,
+      scope: 'admin',
+      needsDaemon: true,
+      async run(ctx, { args: [name], daemon }) {
+        const services = daemon().services;
+        const record = services.require(k, name, callerOf(ctx), this.name);
+        await services.setBackupSchedule(record, undefined, callerOf(ctx));
+        ctx.out.step(`${k} service ${record.name} has no backup schedule`);
+      },
+    }),
   ];
+}
+
+function formatSize(bytes: number): string {
+  return bytes < 1024 ? `${bytes} B` : bytes < 1024 ** 2 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
 }
 
 function callerOf(ctx: CommandContext): ServiceCaller {
