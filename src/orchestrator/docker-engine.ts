@@ -466,7 +466,9 @@ export class DockerEngine implements Engine {
     const stdin = options.stdin;
     if (stdin) {
       // pipe() waits for the engine's side to drain, and ends (half-closes) it when stdin ends.
-      stdin.pipe(stream);
+      // On a terminal, end of input is a ^D the client sends as a byte: closing the engine's
+      // side early would cut the output off.
+      stdin.pipe(stream, { end: !tty });
       stdin.once('error', (e) => stream.destroy(new Error(`reading the input for ${options.cmd[0]}: ${e.message}`, { cause: e })));
     }
     if (tty && options.terminal) {

@@ -193,7 +193,7 @@ export interface ExecOptions {
   env?: string[];
   /** Runs as this user (name or uid[:gid]); the container's user when absent. */
   user?: string;
-  /** Streamed to the process's stdin, which is closed when it ends; no stdin when absent. */
+  /** Streamed to the process's stdin, which is closed when it ends (on a terminal it stays open: the process ends on its own, as on ^D); no stdin when absent. */
   stdin?: Readable;
   /** Runs it on a terminal: its output is one stream, given to onStdout. */
   tty?: boolean;
