@@ -142,10 +142,19 @@ test('postgres: a backup, then DROP TABLE, then a restore of that backup brings 
 test('postgres: connect runs psql on a terminal, and its exit status is the client\'s', async () => {
   const db = await startService('postgres', 'term');
   let out = '';
+  // Typed once the prompt shows, as a person would (the terminal's size is set by then).
+  const typed = new PassThrough();
+  let sent = false;
   const code = await connect(db, {
-    stdin: Readable.from([Buffer.from('SELECT 40 + 2 AS answer;\n\\q\n')]),
+    stdin: typed,
     terminal: { term: 'xterm', rows: 24, cols: 80, onResize: () => {} },
-    stdout: (d) => void (out += d.toString()),
+    stdout: (d) => {
+      out += d.toString();
+      if (!sent && out.includes('term=#')) {
+        sent = true;
+        setTimeout(() => typed.write('SELECT 40 + 2 AS answer;\n\\q\n'), 200);
+      }
+    },
     stderr: () => assert.fail('a terminal has one stream'),
   });
   assert.equal(code, 0);

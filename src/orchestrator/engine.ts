@@ -202,7 +202,10 @@ export interface ExecOptions {
   /** Output as it comes; returning a promise stops reading the process's output until it settles (backpressure). */
   onStdout(data: Buffer): void | Promise<void>;
   onStderr(data: Buffer): void | Promise<void>;
-  /** Stops waiting: the connection to the process is cut (its output pipe breaks) and exec rejects. */
+  /**
+   * Cuts the process short: it is sent SIGTERM (with what it started), and exec rejects with the
+   * signal's reason. The same happens when onStdout or onStderr throws (the caller's output broke).
+   */
   signal?: AbortSignal;
 }
 
