@@ -4,16 +4,14 @@
 // times of a database of about 100 MB (export to a file, import from that file, and an export
 // streamed straight into the import of a second service), through the same data operations
 // the postgres:export and postgres:import commands run.
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { setLogSink } from '../src/log.ts';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
-import { APP_CAPABILITIES } from '../src/orchestrator/engine.ts';
-import { connect, exportData, importData, waitReady, type ServiceHandle } from '../src/services/data-ops.ts';
+import { connect, exportData, importData, type ServiceHandle } from '../src/services/data-ops.ts';
 import { postgres } from '../src/services/kinds/postgres.ts';
-import { POSTGRES_TEST_IMAGE } from '../test/helpers/services.ts';
+import { startTestService } from '../test/helpers/services.ts';
 import { tempDir } from '../test/helpers/temp.ts';
 
 /** The database's size to reach, in MB (as pg_database_size counts it). */
@@ -30,25 +28,9 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 const mb = (bytes: number) => `${(bytes / 1024 ** 2).toFixed(1)} MB`;
 
 async function start(name: string): Promise<{ handle: ServiceHandle; readyMs: number }> {
-  const service = { kind: 'postgres', name, password: randomBytes(24).toString('base64url') };
-  const volume = `${PREFIX}-${name}`;
-  await engine.ensureVolume(volume, {});
-  volumes.push(volume);
   const started = performance.now();
-  const state = await engine.run({
-    name: `${PREFIX}-${name}`,
-    image: POSTGRES_TEST_IMAGE,
-    env: Object.fromEntries(postgres.containerEnv(service).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])),
-    labels: {},
-    network: NETWORK,
-    aliases: [`berth-postgres-${name}`],
-    capabilities: APP_CAPABILITIES,
-    binds: [`${volume}:${postgres.dataDir}`],
-  });
-  containers.push(state.id);
-  await waitReady(engine, state.id, postgres, service, { timeoutMs: 120_000 });
-  const readyMs = performance.now() - started;
-  return { handle: { engine, container: state.id, kind: postgres, service, restart: () => Promise.reject(new Error('not used')) }, readyMs };
+  const handle = await startTestService(engine, postgres, name, { prefix: PREFIX, network: NETWORK, containers, volumes });
+  return { handle, readyMs: performance.now() - started };
 }
 
 async function sql(handle: ServiceHandle, text: string): Promise<string> {

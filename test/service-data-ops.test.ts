@@ -4,7 +4,6 @@
 // client with SQL or commands piped in and on a terminal; a bad input changes nothing.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -13,11 +12,10 @@ import { after, before, test } from 'node:test';
 import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
-import { APP_CAPABILITIES } from '../src/orchestrator/engine.ts';
 import { BackupStore } from '../src/services/backups.ts';
-import { backup, connect, exportData, importData, restore, waitReady, type ServiceHandle } from '../src/services/data-ops.ts';
+import { backup, connect, exportData, importData, restore, type ServiceHandle } from '../src/services/data-ops.ts';
 import { serviceKind, type ServiceKind } from '../src/services/kinds/index.ts';
-import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE } from './helpers/services.ts';
+import { startTestService } from './helpers/services.ts';
 import { tempDir } from './helpers/temp.ts';
 
 setLogSink(() => {});
@@ -39,38 +37,8 @@ after(async () => {
   await engine.removeNetwork(NETWORK);
 });
 
-/** A service container as the kind configures it, on its volume, ready; its handle. */
-async function startService(kindName: string, name: string): Promise<ServiceHandle> {
-  const kind = serviceKind(kindName)!;
-  const service = { kind: kind.name, name, password: randomBytes(24).toString('base64url') };
-  const volume = `${PREFIX}-${kind.name}-${name}`;
-  await engine.ensureVolume(volume, {});
-  volumes.push(volume);
-  const cmd = kind.containerCommand(service);
-  const state = await engine.run({
-    name: `${PREFIX}-${kind.name}-${name}`,
-    image: kind.name === 'postgres' ? POSTGRES_TEST_IMAGE : REDIS_TEST_IMAGE,
-    env: Object.fromEntries(kind.containerEnv(service).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])),
-    labels: {},
-    network: NETWORK,
-    aliases: [`berth-${kind.name}-${name}`],
-    capabilities: APP_CAPABILITIES,
-    binds: [`${volume}:${kind.dataDir}`],
-    ...(cmd ? { cmd } : {}),
-  });
-  containers.push(state.id);
-  await waitReady(engine, state.id, kind, service, { timeoutMs: 60_000 });
-  return {
-    engine,
-    container: state.id,
-    kind,
-    service,
-    // What the service manager does: the same container stopped and started, then ready again.
-    restart: async () => {
-      await exec('docker', ['restart', state.id]);
-      await waitReady(engine, state.id, kind, service, { timeoutMs: 60_000 });
-    },
-  };
+function startService(kindName: string, name: string): Promise<ServiceHandle> {
+  return startTestService(engine, serviceKind(kindName)!, name, { prefix: PREFIX, network: NETWORK, containers, volumes });
 }
 
 /** The client with `input` piped in; its output (a UserError when it exits non-zero). */
