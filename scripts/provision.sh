@@ -23,7 +23,7 @@ DOCKER_LOG="${BERTH_DOCKERD_LOG:-/var/log/berth-dockerd.log}"
 # Bumped whenever an image's content changes, so machines provisioned earlier rebuild it.
 BASE_REVISION=2
 STACK_REVISION=3
-POSTGRES_REVISION=1
+POSTGRES_REVISION=3
 REDIS_REVISION=1
 only_engine=0
 [[ "${1:-}" == "--engine" ]] && only_engine=1
@@ -100,6 +100,9 @@ build_postgres_image() {
   cp -r /usr/share/zoneinfo "$root/usr/share/zoneinfo"
   cp -r /usr/lib/locale/C.utf8 "$root/usr/lib/locale/C.utf8"
   copy_libraries "$root" "${bins[@]}"
+  # psql pages long results through `pager`, which Debian's images have (more).
+  printf '#!/bin/sh\nexec more "$@"\n' > "$root/usr/bin/pager"
+  chmod 755 "$root/usr/bin/pager"
   add_service_user "$root" postgres /var/lib/postgresql
   install -m 0755 "$(dirname "$0")/service-images/postgres-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
   build_rootfs_image "$root" "$POSTGRES_IMAGE" "$POSTGRES_REVISION" <<DOCKERFILE

@@ -1,6 +1,7 @@
 // The Engine over the Docker API (dockerode, loaded lazily so CLI commands start fast): the only
 // module that speaks Docker. Containers and volumes carry berth's labels; the engine's
 // multiplexed streams, progress events and event lines are turned into berth's terms here.
+import { randomBytes } from 'node:crypto';
 import type { Duplex, Readable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import { UserError } from '../errors.ts';
@@ -465,11 +466,13 @@ export class DockerEngine implements Engine {
   async exec(id: string, options: ExecOptions): Promise<{ code: number }> {
     options.signal?.throwIfAborted();
     const tty = options.tty === true;
+    // Marks the process (and what it starts) so that it can be found and ended if its caller goes away.
+    const marker = `${EXEC_MARKER}=${randomBytes(8).toString('hex')}`;
     let exec: Dockerode.Exec;
     try {
       exec = await this.#docker.getContainer(id).exec({
         Cmd: options.cmd,
-        ...(options.env ? { Env: options.env } : {}),
+        Env: [...(options.env ?? []), marker],
         ...(options.user !== undefined ? { User: options.user } : {}),
         AttachStdin: options.stdin !== undefined,
         AttachStdout: true,
@@ -489,7 +492,9 @@ export class DockerEngine implements Engine {
     const stdin = options.stdin;
     if (stdin) {
       // pipe() waits for the engine's side to drain, and ends (half-closes) it when stdin ends.
-      stdin.pipe(stream);
+      // On a terminal, end of input is a ^D the client sends as a byte: closing the engine's
+      // side early would cut the output off.
+      stdin.pipe(stream, { end: !tty });
       stdin.once('error', (e) => stream.destroy(new Error(`reading the input for ${options.cmd[0]}: ${e.message}`, { cause: e })));
     }
     if (tty && options.terminal) {
@@ -507,6 +512,9 @@ export class DockerEngine implements Engine {
         }
       }
     } catch (e) {
+      // The engine keeps a process whose caller went away running, blocked on its output for
+      // good (a pg_dump holding its locks): it is ended here.
+      await this.#endExec(id, marker, options.user);
       if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('the command was cancelled', { cause: e });
       throw new Error(`running ${options.cmd[0]} in container ${id}: ${(e as Error).message}`, { cause: e });
     } finally {
@@ -520,6 +528,16 @@ export class DockerEngine implements Engine {
       if (!info.Running && info.ExitCode !== null) return { code: info.ExitCode };
       if (i >= 100) throw new Error(`running ${options.cmd[0]} in container ${id}: its output ended but the engine reports no exit code`);
       await sleep(20);
+    }
+  }
+
+  /** SIGTERM to the processes of an exec (found by its marker in their environment). */
+  async #endExec(id: string, marker: string, user: string | undefined): Promise<void> {
+    const script = 'for p in /proc/[0-9]*; do if tr "\\0" "\\n" < "$p/environ" 2>/dev/null | grep -qxF "$1"; then kill -TERM "${p#/proc/}" 2>/dev/null; fi; done';
+    try {
+      await this.exec(id, { cmd: ['sh', '-c', script, 'sh', marker], ...(user !== undefined ? { user } : {}), onStdout: () => {}, onStderr: () => {} });
+    } catch (e) {
+      log.warn('docker_exec_not_ended', { container: id, error: e });
     }
   }
 
@@ -553,6 +571,9 @@ export class DockerEngine implements Engine {
     }
   }
 }
+
+/** The environment variable that marks the processes of one exec. */
+const EXEC_MARKER = 'BERTH_EXEC';
 
 // An image id no image can have (its content would hash to zeros): as the only cache source, a
 // build uses no cached layer.

@@ -195,7 +195,7 @@ export interface ExecOptions {
   env?: string[];
   /** Runs as this user (name or uid[:gid]); the container's user when absent. */
   user?: string;
-  /** Streamed to the process's stdin, which is closed when it ends; no stdin when absent. */
+  /** Streamed to the process's stdin, which is closed when it ends (on a terminal it stays open: the process ends on its own, as on ^D); no stdin when absent. */
   stdin?: Readable;
   /** Runs it on a terminal: its output is one stream, given to onStdout. */
   tty?: boolean;
@@ -204,7 +204,10 @@ export interface ExecOptions {
   /** Output as it comes; returning a promise stops reading the process's output until it settles (backpressure). */
   onStdout(data: Buffer): void | Promise<void>;
   onStderr(data: Buffer): void | Promise<void>;
-  /** Stops waiting: the connection to the process is cut (its output pipe breaks) and exec rejects. */
+  /**
+   * Cuts the process short: it is sent SIGTERM (with what it started), and exec rejects with the
+   * signal's reason. The same happens when onStdout or onStderr throws (the caller's output broke).
+   */
   signal?: AbortSignal;
 }
 

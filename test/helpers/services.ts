@@ -1,8 +1,14 @@
 // The backing services' test parts: the local Postgres and Redis images scripts/provision.sh
 // builds (Debian's packages behind the official images' entrypoint contract), and the fixture
 // app that writes and reads through DATABASE_URL and REDIS_URL.
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
+import { APP_CAPABILITIES, type Engine } from '../../src/orchestrator/engine.ts';
+import { waitReady, type ServiceHandle } from '../../src/services/data-ops.ts';
+import type { ServiceKind } from '../../src/services/kinds/kind.ts';
 import { BASE_IMAGE } from './daemon.ts';
 
 /** `berth serve --postgres-image` in tests. */
@@ -184,3 +190,47 @@ http
   })
   .listen(Number(process.env.PORT || 5000), '0.0.0.0');
 `;
+
+/**
+ * Starts a container of the test image of `kind` as the kind configures it (environment,
+ * command, its volume at the kind's data dir, the capabilities berth gives a service) on
+ * `network`, and waits until it accepts connections; what a test needs to act on it. The
+ * container and volume are named PREFIX-KIND-NAME; the caller removes them (`containers`,
+ * `volumes` get their names).
+ */
+export async function startTestService(
+  engine: Engine,
+  kind: ServiceKind,
+  name: string,
+  options: { prefix: string; network: string; containers: string[]; volumes: string[] },
+): Promise<ServiceHandle> {
+  const service = { kind: kind.name, name, password: randomBytes(24).toString('base64url') };
+  const volume = `${options.prefix}-${kind.name}-${name}`;
+  await engine.ensureVolume(volume, {});
+  options.volumes.push(volume);
+  const cmd = kind.containerCommand(service);
+  const state = await engine.run({
+    name: `${options.prefix}-${kind.name}-${name}`,
+    image: kind.name === 'postgres' ? POSTGRES_TEST_IMAGE : REDIS_TEST_IMAGE,
+    env: Object.fromEntries(kind.containerEnv(service).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])),
+    labels: {},
+    network: options.network,
+    aliases: [`berth-${kind.name}-${name}`],
+    capabilities: APP_CAPABILITIES,
+    binds: [`${volume}:${kind.dataDir}`],
+    ...(cmd ? { cmd } : {}),
+  });
+  options.containers.push(state.id);
+  await waitReady(engine, state.id, kind, service, { timeoutMs: 120_000 });
+  return {
+    engine,
+    container: state.id,
+    kind,
+    service,
+    // What the service manager does: the container stopped and started, then ready again.
+    restart: async () => {
+      await promisify(execFile)('docker', ['restart', state.id]);
+      await waitReady(engine, state.id, kind, service, { timeoutMs: 120_000 });
+    },
+  };
+}
