@@ -149,6 +149,11 @@ test("a key limited to apps cannot see or touch a service of another app, and cr
   const image = daemon.ssh(tenant.privateKey, `postgres:create mine --image ${POSTGRES_TEST_IMAGE}`);
   assert.equal(image.code, 1);
   assert.match(image.stderr, /may not choose the image of a service/);
+  for (const command of ['postgres:backup db', 'postgres:backups db', 'postgres:backup-restore db x.dump', 'postgres:backup-schedule db "0 3 * * *"']) {
+    const r = daemon.ssh(tenant.privateKey, command);
+    assert.equal(r.code, 1, command);
+    assert.match(r.stderr, /for admin keys/, command);
+  }
   const expose = daemon.ssh(tenant.privateKey, 'postgres:expose db 15432');
   assert.equal(expose.code, 1);
   assert.match(expose.stderr, /for admin keys/);
@@ -169,6 +174,10 @@ test('a key allowed services creates one, sees it, may not link it to an app out
   assert.equal(created.code, 0, created.stderr);
   assert.match(daemon.ssh(tenant.privateKey, 'redis:list').stdout, /^tenantcache\s+running/m);
   assert.equal(daemon.ssh(tenant.privateKey, 'redis:info tenantcache').code, 0);
+  const ping = daemon.ssh(tenant.privateKey, 'redis:connect tenantcache', 'PING\n');
+  assert.equal(ping.code, 0, ping.stderr);
+  assert.match(ping.stdout, /PONG/);
+  assert.match(daemon.ssh(tenant.privateKey, 'redis:backup tenantcache').stderr, /for admin keys/);
   const elsewhere = daemon.ssh(tenant.privateKey, 'redis:link tenantcache linked');
   assert.equal(elsewhere.code, 1);
   assert.match(elsewhere.stderr, /key "tenant" may not link services to linked/);
