@@ -121,6 +121,13 @@ test('postgres:connect runs SQL piped on stdin, and exits with the client\'s sta
   assert.match(bad.stderr, /no_such_table/);
 });
 
+test('postgres:connect over ssh -t is psql on a terminal', () => {
+  const r = run('ssh', ['-tt', ...daemon.sshArgs(admin.privateKey), 'berth@127.0.0.1', 'postgres:connect db'], { input: 'select 6*7 as answer;\n\\q\n', timeoutMs: 60_000 });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /db=#/, 'the interactive prompt');
+  assert.match(r.stdout, /\b42\b/);
+});
+
 test('postgres:export over SSH piped into postgres:import of a second service gives the same rows; redis the same with an RDB', async (t) => {
   assert.equal(daemon.ssh(admin.privateKey, 'postgres:create copy').code, 0);
   const dump = path.join(work, 'db.dump');
