@@ -197,6 +197,16 @@ test('postgres:expose publishes the port on the bind address for admins, and une
   await assert.rejects(new Promise<void>((resolve, reject) => net.connect({ host: '127.0.0.1', port }).once('connect', function (this: net.Socket) { this.destroy(); resolve(); }).once('error', reject)));
 });
 
+test('a renamed app keeps its link: the service joins the network of the new name', async () => {
+  const renamed = daemon.cli(['apps:rename', 'linked', 'linked2']);
+  assert.equal(renamed.code, 0, renamed.stderr);
+  assert.equal(await probe('linked2'), 'open');
+  assert.match(daemon.cli(['postgres:info', 'db']).stdout, /Links:\s+linked2 \(DATABASE_URL\)/);
+  const back = daemon.cli(['apps:rename', 'linked2', 'linked']);
+  assert.equal(back.code, 0, back.stderr);
+  assert.equal(await probe('linked'), 'open');
+});
+
 test('postgres:unlink unsets DATABASE_URL with a new release and cuts the app off; then destroy goes ahead', async () => {
   const ip = Object.values(JSON.parse(docker(['inspect', `berth-${daemon.instance}-svc-postgres-db`]).stdout)[0].NetworkSettings.Networks as Record<string, { IPAddress: string }>).map((n) => n.IPAddress)[0];
   const unlinked = daemon.cli(['postgres:unlink', 'db', 'linked']);

@@ -74,7 +74,7 @@ test('postgres:info shows status, version, volume and the URL with the password 
   const password = passwordOf('postgres', 'db');
   assert.doesNotMatch(info.stdout, new RegExp(password));
   assert.match(info.stdout, /Status:\s+running/);
-  assert.match(info.stdout, new RegExp(`Version:\\s+\\d+\\.\\d+\\S* \\(${POSTGRES_IMAGE}\\)`), 'the server\'s own version, and its image');
+  assert.match(info.stdout, new RegExp(`Version:\\s+\\d+\\.\\d+.* \\(${POSTGRES_IMAGE}\\)`), 'the server\'s own version, and its image');
   assert.match(info.stdout, new RegExp(`Volume:\\s+${containerOf('postgres', 'db')}-data`));
   assert.match(info.stdout, /URL:\s+postgres:\/\/postgres:\*\*\*@berth-postgres-db:5432\/db/);
   const shown = daemon.cli(['postgres:info', 'db', '--show-password']);
