@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import { isUserError } from '../src/errors.ts';
@@ -105,6 +105,29 @@ test('postgres: a backup, then DROP TABLE, then a restore of that backup brings 
   await restore(db, store, file.name);
   assert.equal(await sql(db, 'SELECT string_agg(name, \',\' ORDER BY name) FROM products;'), 'desk,lamp');
   await assert.rejects(restore(db, store, 'shop-nope.dump'), (e: unknown) => isUserError(e) && e.code === 'backup_not_found');
+});
+
+test('postgres: an export whose output breaks fails with the output\'s error, and leaves no pg_dump behind in the container', async () => {
+  const db = await startService('postgres', 'broken-out');
+  await sql(db, "CREATE TABLE filler AS SELECT n, md5(n::text) AS body FROM generate_series(1, 200000) n;");
+  let writes = 0;
+  const out = new Writable({
+    highWaterMark: 16 * 1024,
+    write(_chunk, _enc, done) {
+      if (++writes === 3) return done(new Error('no space left on the backup disk'));
+      setTimeout(done, 5);
+    },
+  });
+  await assert.rejects(exportData(db, out), /no space left on the backup disk/);
+  let ps = '';
+  for (let i = 0; i < 20; i++) {
+    ps = '';
+    await db.engine.exec(db.container, { cmd: ['ps', '-o', 'args'], onStdout: (d) => void (ps += d.toString()), onStderr: () => {} });
+    if (!ps.includes('pg_dump')) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.doesNotMatch(ps, /pg_dump/);
+  assert.equal(await sql(db, 'SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = \'filler\';'), '0', 'no lock held on the table');
 });
 
 test('postgres: connect runs psql on a terminal, and its exit status is the client\'s', async () => {

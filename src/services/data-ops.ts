@@ -50,14 +50,24 @@ export interface ConnectIo {
 /** Writes the service's dump to `out` as the server produces it; the bytes written. */
 export async function exportData(handle: ServiceHandle, out: Writable, signal?: AbortSignal): Promise<number> {
   let bytes = 0;
+  // An output that breaks (a full disk, a client gone) stops the dump at its next write.
+  let broken: Error | undefined;
+  const onError = (e: Error) => void (broken ??= e);
+  out.on('error', onError);
   const write = writerTo(out);
-  await runChecked(handle, 'export', handle.kind.exportCommand(handle.service), {
-    onStdout: (d) => {
-      bytes += d.length;
-      return write(d);
-    },
-    signal,
-  });
+  try {
+    await runChecked(handle, 'export', handle.kind.exportCommand(handle.service), {
+      onStdout: (d) => {
+        if (broken) throw broken;
+        bytes += d.length;
+        return write(d);
+      },
+      signal,
+    });
+  } finally {
+    out.off('error', onError);
+  }
+  if (broken) throw broken;
   return bytes;
 }
 
