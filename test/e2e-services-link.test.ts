@@ -27,10 +27,10 @@ function docker(args: string[]): { code: number; stdout: string; stderr: string 
 }
 
 /** An app whose /probe opens a TCP connection to ?host=&port= (default: DATABASE_URL's) and says whether it could. */
-function probeApp(): Record<string, string> {
+function probeApp(options: { refuseDatabase?: boolean } = {}): Record<string, string> {
   return {
     Dockerfile: `FROM ${BASE_IMAGE}\nCOPY . /app\nCMD ["node", "/app/server.js"]\n`,
-    'server.js': `const http = require('http');
+    'server.js': `${options.refuseDatabase ? "if (process.env.DATABASE_URL) { console.error('this app does not want a database'); process.exit(1); }\n" : ''}const http = require('http');
 const net = require('net');
 http.createServer((req, res) => {
   const q = new URL(req.url, 'http://x').searchParams;
@@ -56,9 +56,9 @@ async function probe(app: string, query = ''): Promise<string> {
   return r.body;
 }
 
-function push(app: string): void {
+function push(app: string, options: { refuseDatabase?: boolean } = {}): void {
   const repo = path.join(work, app);
-  gitRepo(repo, probeApp());
+  gitRepo(repo, probeApp(options));
   const r = run('git', ['push', daemon.remote(app), 'main'], { cwd: repo, env: daemon.gitEnv(admin.privateKey) });
   assert.equal(r.code, 0, r.stderr);
 }
@@ -78,7 +78,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const app of ['linked', 'other']) daemon?.cli(['apps:destroy', app, '--force']);
+  for (const app of ['linked', 'other', 'picky']) daemon?.cli(['apps:destroy', app, '--force']);
   await daemon?.stop();
   if (!daemon) return;
   const ids = docker(['ps', '-aq', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
@@ -117,6 +117,18 @@ test('postgres:link sets DATABASE_URL as a new release under load, with no faile
   const again = daemon.cli(['postgres:link', 'db', 'linked']);
   assert.equal(again.code, 1);
   assert.match(again.stderr, /already linked to linked/);
+});
+
+test('a link whose release fails to deploy is undone: no variable, no link, no network shared', () => {
+  push('picky', { refuseDatabase: true });
+  const failed = daemon.cli(['postgres:link', 'db', 'picky']);
+  assert.equal(failed.code, 1, failed.stdout);
+  assert.match(failed.stdout + failed.stderr, /this app does not want a database/);
+  assert.equal(daemon.cli(['config:get', 'picky', 'DATABASE_URL']).code, 1);
+  assert.doesNotMatch(daemon.cli(['postgres:info', 'db']).stdout, /picky/);
+  const networks = Object.keys(JSON.parse(docker(['inspect', `berth-${daemon.instance}-svc-postgres-db`]).stdout)[0].NetworkSettings.Networks);
+  assert.ok(!networks.some((n) => n.endsWith('-picky')), networks.join(', '));
+  assert.equal(daemon.cli(['apps:destroy', 'picky', '--force']).code, 0);
 });
 
 test('an app not linked to the service cannot open a TCP connection to it, by its name or by its address', async () => {
