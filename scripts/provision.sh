@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Makes this machine ready to run berth and its tests: a Docker engine that answers, the real
-# clients the tests drive (git, ssh, curl, wrk, pebble), and the local base image the test apps
-# build FROM. Nothing comes from an image registry: the base image is imported from this
-# machine's own busybox, bash and node. Safe to run again; it only does what is missing.
+# clients the tests drive (git, ssh, curl, wrk, pebble), the local base image the test apps
+# build FROM, and the Postgres and Redis images the services tests run. Nothing comes from an
+# image registry: the base image is imported from this machine's own busybox, bash and node, the
+# service images are built from Debian's postgresql-15 and redis-server. Safe to run again; it
+# only does what is missing.
 #
 #   scripts/provision.sh            engine + test tools + base image
 #   scripts/provision.sh --engine   only a Docker engine (what `npm start` needs)
@@ -13,10 +15,16 @@ BASE_IMAGE="${BERTH_TEST_BASE_IMAGE:-berth-test/base:latest}"
 # image, with /app empty, HOME=/app, util-linux's setpriv (berth drops to an unprivileged user
 # with it) and the stack id in CNB_STACK_ID, as on Heroku's stacks.
 STACK_IMAGE="${BERTH_TEST_STACK_IMAGE:-berth-test/stack:latest}"
+# The service images `berth serve --postgres-image/--redis-image` gets in tests: Debian's packages
+# behind entrypoints that honour the official images' contract (scripts/service-images/).
+POSTGRES_IMAGE="${BERTH_TEST_POSTGRES_IMAGE:-berth-test/postgres:15}"
+REDIS_IMAGE="${BERTH_TEST_REDIS_IMAGE:-berth-test/redis:7}"
 DOCKER_LOG="${BERTH_DOCKERD_LOG:-/var/log/berth-dockerd.log}"
 # Bumped whenever an image's content changes, so machines provisioned earlier rebuild it.
 BASE_REVISION=2
 STACK_REVISION=3
+POSTGRES_REVISION=3
+REDIS_REVISION=1
 only_engine=0
 [[ "${1:-}" == "--engine" ]] && only_engine=1
 
@@ -62,6 +70,139 @@ build_stack_image() {
   command -v setpriv >/dev/null || apt_install util-linux
   say "building $STACK_IMAGE from this machine's busybox, bash, node and setpriv (no registry)"
   import_rootfs "$STACK_IMAGE" "$STACK_REVISION" --change 'ENV HOME=/app' --change 'ENV CNB_STACK_ID=heroku-24' --change 'WORKDIR /'
+}
+
+build_postgres_image() {
+  image_current "$POSTGRES_IMAGE" "$POSTGRES_REVISION" && return 0
+  [[ -x /usr/lib/postgresql/15/bin/postgres ]] || apt_install postgresql-15
+  command -v setpriv >/dev/null || apt_install util-linux
+  say "building $POSTGRES_IMAGE from Debian's postgresql-15 (no registry)"
+  local root pg=/usr/lib/postgresql/15 bins=() bin
+  root="$(new_rootfs)"
+  trap "rm -rf '$root'; trap - RETURN" RETURN
+  mkdir -p "$root$pg/bin" "$root/usr/share/postgresql" "$root/usr/lib/locale" "$root/usr/share" \
+    "$root/var/lib/postgresql/data" "$root/var/run/postgresql" "$root/docker-entrypoint-initdb.d"
+  for bin in postgres initdb pg_ctl psql pg_dump pg_dumpall pg_restore pg_isready pg_controldata; do
+    cp "$pg/bin/$bin" "$root$pg/bin/$bin"
+    bins+=("$pg/bin/$bin")
+  done
+  # The server's modules (plpgsql, encodings, contrib) but not the JIT, which would bring LLVM.
+  mkdir -p "$root$pg/lib"
+  for lib in "$pg"/lib/*.so; do
+    [[ "$(basename "$lib")" == llvmjit* ]] && continue
+    cp "$lib" "$root$pg/lib/"
+    bins+=("$lib")
+  done
+  cp -r /usr/share/postgresql/15 "$root/usr/share/postgresql/15"
+  # Listening on every address of the container, as the official image's sample config says.
+  sed -ri "s!^#?(listen_addresses)\s*=\s*\S+.*!\1 = '*'!" "$root/usr/share/postgresql/15/postgresql.conf.sample"
+  grep -qF "listen_addresses = '*'" "$root/usr/share/postgresql/15/postgresql.conf.sample" || die "postgresql.conf.sample has no listen_addresses line to set"
+  cp -r /usr/share/zoneinfo "$root/usr/share/zoneinfo"
+  cp -r /usr/lib/locale/C.utf8 "$root/usr/lib/locale/C.utf8"
+  copy_libraries "$root" "${bins[@]}"
+  # psql pages long results through `pager`, which Debian's images have (more).
+  printf '#!/bin/sh\nexec more "$@"\n' > "$root/usr/bin/pager"
+  chmod 755 "$root/usr/bin/pager"
+  add_service_user "$root" postgres /var/lib/postgresql
+  install -m 0755 "$(dirname "$0")/service-images/postgres-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
+  build_rootfs_image "$root" "$POSTGRES_IMAGE" "$POSTGRES_REVISION" <<DOCKERFILE
+ENV PATH=/usr/local/bin:/usr/bin:/bin:$pg/bin PGDATA=/var/lib/postgresql/data LANG=C.UTF-8
+VOLUME /var/lib/postgresql/data
+ENTRYPOINT ["docker-entrypoint.sh"]
+STOPSIGNAL SIGINT
+EXPOSE 5432
+CMD ["postgres"]
+DOCKERFILE
+}
+
+build_redis_image() {
+  image_current "$REDIS_IMAGE" "$REDIS_REVISION" && return 0
+  command -v redis-server >/dev/null || apt_install redis-server
+  command -v setpriv >/dev/null || apt_install util-linux
+  say "building $REDIS_IMAGE from Debian's redis-server (no registry)"
+  local root server
+  root="$(new_rootfs)"
+  trap "rm -rf '$root'; trap - RETURN" RETURN
+  mkdir -p "$root/data"
+  # redis-server is the same program as redis-check-rdb, told apart by the name it is run by.
+  server="$(readlink -f "$(command -v redis-server)")"
+  cp "$server" "$root/usr/bin/$(basename "$server")"
+  [[ "$(basename "$server")" == redis-server ]] || ln -s "$(basename "$server")" "$root/usr/bin/redis-server"
+  cp "$(command -v redis-cli)" "$root/usr/bin/redis-cli"
+  copy_libraries "$root" "$server" "$(command -v redis-cli)"
+  add_service_user "$root" redis /data
+  install -m 0755 "$(dirname "$0")/service-images/redis-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
+  build_rootfs_image "$root" "$REDIS_IMAGE" "$REDIS_REVISION" <<DOCKERFILE
+ENV PATH=/usr/local/bin:/usr/bin:/bin
+VOLUME /data
+WORKDIR /data
+ENTRYPOINT ["docker-entrypoint.sh"]
+EXPOSE 6379
+CMD ["redis-server"]
+DOCKERFILE
+}
+
+# new_rootfs: a temp dir with busybox, bash and util-linux's setpriv (an entrypoint drops from
+# root to its service's user with it) and their libraries; its path on stdout.
+new_rootfs() {
+  local root
+  root="$(mktemp -d)"
+  mkdir -p "$root"/{bin,usr/bin,usr/local/bin,etc,tmp,root,lib64}
+  chmod 1777 "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in $("$root/bin/busybox" --list); do
+    [[ -e "$root/bin/$applet" ]] || ln -s busybox "$root/bin/$applet"
+  done
+  cp "$(command -v bash)" "$root/bin/bash"
+  rm -f "$root/bin/setpriv"
+  cp "$(command -v setpriv)" "$root/usr/bin/setpriv"
+  ln -s /bin/busybox "$root/usr/bin/env"
+  copy_libraries "$root" "$(command -v bash)" "$(command -v setpriv)"
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+  printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
+  printf '%s\n' "$root"
+}
+
+# copy_libraries ROOT FILE...: the shared libraries `ldd` lists for each FILE, into ROOT.
+copy_libraries() {
+  local root="$1" file lib
+  shift
+  for file in "$@"; do
+    for lib in $(ldd "$file" | grep -o '/[^ ]*'); do
+      [[ -e "$root$lib" ]] && continue
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib"
+    done
+  done
+}
+
+# add_service_user ROOT NAME HOME: the user (and group) 999 a service runs as, as in the official images.
+add_service_user() {
+  printf '%s:x:999:999:%s:%s:/bin/bash\n' "$2" "$2" "$3" >> "$1/etc/passwd"
+  printf '%s:x:999:\n' "$2" >> "$1/etc/group"
+}
+
+# build_rootfs_image ROOT IMAGE REVISION < INSTRUCTIONS: ROOT as an image's only layer, with the
+# Dockerfile instructions read from stdin (docker import cannot set STOPSIGNAL); the image it
+# replaces is removed when unused.
+build_rootfs_image() {
+  local root="$1" image="$2" revision="$3" context previous
+  previous="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
+  context="$(mktemp -d)"
+  trap "rm -rf '$context'; trap - RETURN" RETURN
+  mv "$root" "$context/rootfs"
+  { printf 'FROM scratch\nCOPY rootfs/ /\nLABEL berth.provision=%s\n' "$revision"; cat; } > "$context/Dockerfile"
+  # The classic builder needs nothing beyond the engine (BuildKit may be absent); its notice that
+  # it is deprecated is shown only when the build fails.
+  local output
+  if ! output="$(tar -C "$context" -c . | DOCKER_BUILDKIT=0 docker build -q -t "$image" - 2>&1 >/dev/null)"; then
+    printf '%s\n' "$output" >&2
+    die "docker build of $image failed"
+  fi
+  if [[ -n "$previous" && "$previous" != "$(docker image inspect -f '{{.Id}}' "$image")" ]]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true
+  fi
 }
 
 image_current() {
@@ -134,3 +275,5 @@ command -v cc >/dev/null || apt_install gcc libc6-dev
 start_engine
 build_base_image
 build_stack_image
+build_postgres_image
+build_redis_image

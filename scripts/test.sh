@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: provision what is missing (Docker engine, git,
-# ssh, curl, pebble, the local base image), type-check, build the single executable, then run
+# ssh, curl, pebble, the local base and service images), type-check, build the single executable, then run
 # the unit tests and the end-to-end tests against dist/berth.
 set -euo pipefail
 cd "$(dirname "$0")/.."

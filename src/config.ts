@@ -95,6 +95,10 @@ export interface Config {
   sshMaxStartups: number;
   /** SSH connections not yet authenticated from one address; more are closed at once. Default 10. */
   sshMaxStartupsPerAddress: number;
+  /** The image of new postgres services that name none (postgres:create --image). Default: unset (''), the kind's own image, postgres:17, pulled on first use. */
+  postgresImage: string;
+  /** The image of new redis services that name none (redis:create --image). Default: unset (''), the kind's own image, redis:7, pulled on first use. */
+  redisImage: string;
   /** Where the supervisor serves Prometheus metrics at /metrics, HOST:PORT; 'off' or '' turns it off. Default 127.0.0.1:9180. */
   metricsListen: string;
   /** Where the control plane serves the dashboard (also reached at berth.DOMAIN through the proxy), HOST:PORT; 'off' or '' turns it off. Default 127.0.0.1:9181. */
@@ -162,6 +166,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'fetchAllowHosts', flag: '--fetch-allow-host', env: 'BERTH_FETCH_ALLOW_HOST', kind: 'list', repeatable: true, describe: 'a host buildpack fetches may reach although it is not a public address (loopback, private, link-local, this server); repeatable, or comma-separated (default: none)' },
   { key: 'metricsListen', flag: '--metrics-listen', env: 'BERTH_METRICS_LISTEN', kind: 'string', optional: true, describe: 'HOST:PORT of the admin listener serving Prometheus metrics at /metrics; off turns it off (default 127.0.0.1:9180)' },
   { key: 'dashboardListen', flag: '--dashboard-listen', env: 'BERTH_DASHBOARD_LISTEN', kind: 'string', optional: true, describe: 'HOST:PORT of the admin listener serving the dashboard, which berth.DOMAIN also reaches through the proxy; off turns it off (default 127.0.0.1:9181)' },
+  { key: 'postgresImage', flag: '--postgres-image', env: 'BERTH_POSTGRES_IMAGE', kind: 'string', optional: true, describe: 'image of new postgres services that name none with --image (default postgres:17, pulled on first use)' },
+  { key: 'redisImage', flag: '--redis-image', env: 'BERTH_REDIS_IMAGE', kind: 'string', optional: true, describe: 'image of new redis services that name none with --image (default redis:7, pulled on first use)' },
   { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
 ];
 
@@ -204,6 +210,9 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     sshMaxStartupsPerAddress: 10,
     metricsListen: '127.0.0.1:9180',
     dashboardListen: '127.0.0.1:9181',
+    // Unset: each kind's own default image (src/services/kinds).
+    postgresImage: '',
+    redisImage: '',
   };
 }
 
@@ -331,6 +340,10 @@ export function dataPaths(dataDir: string) {
     tmp: path.join(dataDir, 'tmp'),
     /** Git buildpacks fetched for builds, one folder per URL#ref. */
     buildpacks: path.join(dataDir, 'buildpacks'),
+    /** Backing services' records (postgres:create ...). */
+    services: path.join(dataDir, 'state', 'services.json'),
+    /** Per service, DATA/services/KIND/NAME: its password (secret, 0600) and its backups, admins' only (0700). */
+    serviceData: path.join(dataDir, 'services'),
     /** Build and deploy output, per app: release-N.log and failed-TIME.log. */
     buildLogs: path.join(dataDir, 'logs'),
   };

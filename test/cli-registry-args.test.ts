@@ -200,6 +200,6 @@ test('every registered command declares its words well: APP first for app comman
   const help = (name: string) => usageOf(COMMANDS.find((c) => c.name === name)!);
   assert.equal(help('logs'), 'APP [-t] [-n N] [-p TYPE] [-q]');
   assert.equal(help('config:set'), 'APP KEY=VALUE... [--no-restart]');
-  assert.equal(help('ssh-keys:add'), 'NAME [KEYFILE|-] [--apps APP,APP]');
+  assert.equal(help('ssh-keys:add'), 'NAME [KEYFILE|-] [--apps APP,APP] [--services]');
   assert.equal(help('run'), 'APP [--] [CMD...]');
 });

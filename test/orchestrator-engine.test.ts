@@ -20,6 +20,7 @@ import { AppStore, type Release } from '../src/state/app-store.ts';
 import { ALL_TYPES, defaultCheckSettings } from '../src/state/check-settings.ts';
 import { defaultSettings } from '../src/state/app-settings.ts';
 import { DomainStore } from '../src/state/domain-store.ts';
+import { ServiceStore } from '../src/state/service-store.ts';
 import { FakeEngine } from './helpers/fake-engine.ts';
 
 const logLines: string[] = [];
@@ -143,7 +144,7 @@ async function orchestrator(t: TestContext, engine: FakeEngine, publisher: Route
   });
   const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
   await domains.load();
-  return new Orchestrator({ engine, locks: new AppLock(), apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, publisher, appUrl: (app) => `http://${app}.example.test` });
+  return new Orchestrator({ engine, locks: new AppLock(), apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, publisher, appUrl: (app) => `http://${app}.example.test`, services: new ServiceStore(paths.services, paths.serviceData), serviceKinds: [] });
 }
 
 function recordingPublisher(): RoutePublisher & { publishes: number } {

@@ -23,6 +23,7 @@ import type { Target } from '../src/proxy/route-table.ts';
 import { AppStore, currentRelease, type Release } from '../src/state/app-store.ts';
 import { defaultCheckSettings } from '../src/state/check-settings.ts';
 import { DomainStore } from '../src/state/domain-store.ts';
+import { ServiceStore } from '../src/state/service-store.ts';
 import { sleep } from '../src/sleep.ts';
 import { FakeEngine } from './helpers/fake-engine.ts';
 
@@ -217,7 +218,7 @@ async function setUp(t: TestContext, waitMs: number, drainTimeoutMs = 1000) {
   });
   const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
   await domains.load();
-  const stores = { apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, locks: new AppLock() };
+  const stores = { apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, locks: new AppLock(), services: new ServiceStore(paths.services, paths.serviceData), serviceKinds: [] };
   const orch = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test` });
   // Start-up adopts the release on record: v1 runs and is routed.
   await orch.start();

@@ -27,10 +27,22 @@ export async function runRemote(socketPath: string, words: string[], io: { stdou
     let exit: number | undefined;
     readFrames(socket, (frame: ServerFrame) => {
       if ('out' in frame) io.stdout.write(frame.out);
+      else if ('bytes' in frame) {
+        // A dump on a slow pipe: the daemon's output waits until stdout takes more.
+        if (!io.stdout.write(Buffer.from(frame.bytes, 'base64'))) {
+          socket.pause();
+          io.stdout.once('drain', () => socket.resume());
+        }
+      }
       else if ('err' in frame) io.stderr.write(frame.err);
       else if ('exit' in frame) exit = frame.exit;
       else if ('wantStdin' in frame) {
-        io.stdin.on('data', (chunk: Buffer) => send({ stdin: Buffer.from(chunk).toString('base64') }));
+        io.stdin.on('data', (chunk: Buffer) => {
+          if (!send({ stdin: Buffer.from(chunk).toString('base64') })) {
+            io.stdin.pause();
+            socket.once('drain', () => io.stdin.resume());
+          }
+        });
         io.stdin.on('end', () => send({ stdinEnd: true }));
         io.stdin.on('error', () => send({ stdinEnd: true }));
       }

@@ -4,7 +4,8 @@
 import type net from 'node:net';
 
 export type ClientFrame = { run: { words: string[]; cwd: string } } | { stdin: string } | { stdinEnd: true };
-export type ServerFrame = { out: string } | { err: string } | { wantStdin: true } | { exit: number };
+/** `bytes`: output that is not text (an export's dump), base64, written as it is. */
+export type ServerFrame = { out: string } | { bytes: string } | { err: string } | { wantStdin: true } | { exit: number };
 
 /** Longest line a frame may be; a command's standard input arrives in many frames. */
 export const MAX_FRAME = 4 * 1024 * 1024;

@@ -107,7 +107,7 @@ export class ControlServer {
         const { words, cwd } = frame.run;
         command = words[0] ?? '';
         const out = new StreamOutput(
-          (s) => send({ out: s.toString() }),
+          (s) => send(typeof s === 'string' ? { out: s } : { bytes: s.toString('base64') }),
           (s) => send({ err: s.toString() }),
         );
         this.run(words, {
@@ -139,8 +139,13 @@ export class ControlServer {
         });
       } else if ('stdin' in frame) {
         const chunk = Buffer.from(frame.stdin, 'base64');
-        if (stream) stream.write(chunk);
-        else stdin.push(chunk);
+        // A command reading slower than the CLI sends (an import): the CLI waits.
+        if (stream) {
+          if (!stream.write(chunk)) {
+            socket.pause();
+            stream.once('drain', () => socket.resume());
+          }
+        } else stdin.push(chunk);
       } else if ('stdinEnd' in frame && !stdinEnded) {
         stdinEnded = true;
         stream?.end();

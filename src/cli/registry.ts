@@ -23,6 +23,7 @@ import { gitFromImageCommands } from './commands/git-from-image.ts';
 import { checksCommands } from './commands/checks.ts';
 import { daemonCommands } from './commands/daemon.ts';
 import { dashboardCommands } from './commands/dashboard.ts';
+import { serviceCommands } from './commands/services.ts';
 
 // These two declare no `args`: they take whatever words come, as they always have.
 const versionCommand = defineCommand({
@@ -69,6 +70,7 @@ export const COMMANDS: readonly Command[] = [
   ...checksCommands,
   ...daemonCommands,
   ...dashboardCommands,
+  ...serviceCommands,
 ];
 
 /** Runs one command line (already split into words) and returns its exit status. Never throws. */

@@ -16,6 +16,7 @@ import { log, setLogLevel } from '../log.ts';
 import { ControlMetrics, type CertificateExpiry } from '../metrics/control-metrics.ts';
 import { DockerEngine } from '../orchestrator/docker-engine.ts';
 import { Orchestrator } from '../orchestrator/orchestrator.ts';
+import { SERVICE_KINDS } from '../services/kinds/index.ts';
 import { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import { writeFileAtomic } from '../state/atomic-file.ts';
 import { AppLock } from '../platform/app-lock.ts';
@@ -183,6 +184,8 @@ export async function runControl(argv: string[]): Promise<number> {
       config,
       paths,
       publisher,
+      services: state.services,
+      serviceKinds: SERVICE_KINDS,
       appUrl,
     });
     const logins = new LoginLinks();
@@ -193,6 +196,9 @@ export async function runControl(argv: string[]): Promise<number> {
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
     await orchestrator.start();
     stops.push(() => orchestrator.stop());
+    // Scheduled backups of the services (adopted with the apps just now).
+    platform.services.startBackups();
+    stops.push(() => platform.services.stopBackups());
     // The containers are adopted: the proxy gets everything now, and again whenever it (re)starts
     // (the supervisor's resync). Before, it kept what the previous control plane sent.
     link.goLive();

@@ -18,6 +18,8 @@ export interface KeyRecord {
   addedAt: string;
   /** Apps this key may use; undefined means an admin key that may do everything. */
   apps?: AppScope[];
+  /** A key limited to apps may create backing services (ssh-keys:add --apps A --services); admin keys always may. */
+  services?: boolean;
 }
 
 /**
@@ -108,11 +110,11 @@ export class KeyStore {
   }
 
   /** Adds a key from the text of a public key file (one key). Refuses private keys, bad keys, and duplicates. */
-  add(name: string, text: string, apps?: AppScope[]): Promise<KeyRecord> {
-    return this.serial(() => this.addNow(name, text, apps));
+  add(name: string, text: string, apps?: AppScope[], options: { services?: boolean } = {}): Promise<KeyRecord> {
+    return this.serial(() => this.addNow(name, text, apps, options.services === true));
   }
 
-  private async addNow(name: string, text: string, apps?: AppScope[]): Promise<KeyRecord> {
+  private async addNow(name: string, text: string, apps: AppScope[] | undefined, services: boolean): Promise<KeyRecord> {
     if (!KEY_NAME.test(name)) {
       throw new UserError('invalid_key_name', `invalid key name "${name}"`, { hint: 'use letters, digits, dot, dash, underscore or @ (at most 64 characters)' });
     }
@@ -124,7 +126,7 @@ export class KeyStore {
     }
     const same = this.records.find((r) => r.fingerprint === fingerprint);
     if (same) throw new UserError('key_exists', `this key (${fingerprint}) is already added as "${same.name}"`);
-    const record: KeyRecord = { name, fingerprint, publicKey: line, addedAt: new Date().toISOString(), ...(apps ? { apps } : {}) };
+    const record: KeyRecord = { name, fingerprint, publicKey: line, addedAt: new Date().toISOString(), ...(apps ? { apps } : {}), ...(apps && services ? { services } : {}) };
     const next = [...this.records, record];
     await this.doc.write({ keys: next });
     this.records = next;
@@ -149,13 +151,13 @@ export class KeyStore {
   }
 
   /** Changes a key's scope (undefined: an admin key); open connections use it from their next command. */
-  setScope(name: string, apps: AppScope[] | undefined): Promise<KeyRecord> {
+  setScope(name: string, apps: AppScope[] | undefined, options: { services?: boolean } = {}): Promise<KeyRecord> {
     return this.serial(async () => {
       checkScopes(apps);
       const record = this.records.find((r) => r.name === name);
       if (!record) throw new UserError('key_not_found', `no key named "${name}"`, { hint: 'see the names with `ssh-keys:list`' });
-      const { apps: _old, ...rest } = record;
-      const updated: KeyRecord = { ...rest, ...(apps ? { apps } : {}) };
+      const { apps: _old, services: _was, ...rest } = record;
+      const updated: KeyRecord = { ...rest, ...(apps ? { apps } : {}), ...(apps && options.services ? { services: true } : {}) };
       await this.replace((r) => (r === record ? updated : r));
       return updated;
     });
@@ -235,6 +237,7 @@ function parseKeyRecord(value: unknown): KeyRecord {
     publicKey: check.string(o.publicKey, 'publicKey'),
     addedAt: check.string(o.addedAt, 'addedAt'),
     ...(apps ? { apps } : {}),
+    ...(apps && o.services === true ? { services: true } : {}),
   };
   parsePublicKey(record.publicKey);
   return record;

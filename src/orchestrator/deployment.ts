@@ -65,6 +65,8 @@ export interface DeployContext {
   watcher?: ContainerWatcher;
   /** Told when a probation begins and ends. */
   board?: ProbationBoard;
+  /** Runs before the first new container starts: the app's linked services are up and accept connections. */
+  prepare?: (out: Output) => Promise<void>;
 }
 
 /** One container the formation wants: web.1, web.2, worker.1 ... */
@@ -126,7 +128,10 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
   const toStart = dynos.filter((d) => !kept.has(d.name));
   const entrypoint = toStart.some((d) => d.command !== '') ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
   const started: Started[] = [];
-  if (toStart.length > 0) await ctx.engine.ensureNetwork(ctx.network, { [LABEL.app]: app });
+  if (toStart.length > 0) {
+    await ctx.prepare?.(ctx.out);
+    await ctx.engine.ensureNetwork(ctx.network, { [LABEL.app]: app });
+  }
   try {
     for (const dyno of toStart) {
       ctx.out.step(`Starting ${dyno.name} (release v${release.number})`);

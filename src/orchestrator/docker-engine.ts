@@ -1,10 +1,12 @@
 // The Engine over the Docker API (dockerode, loaded lazily so CLI commands start fast): the only
 // module that speaks Docker. Containers and volumes carry berth's labels; the engine's
 // multiplexed streams, progress events and event lines are turned into berth's terms here.
-import type { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import type { Duplex, Readable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { sleep } from '../sleep.ts';
 import {
   BUILD_TIMEOUT_MS,
   LABEL,
@@ -16,11 +18,12 @@ import {
   type ContainerSpec,
   type ContainerState,
   type Engine,
+  type ExecOptions,
   type ImageConfig,
   type ImageIdentity,
   type Subscription,
 } from './engine.ts';
-import { demux, parseContainerEvent, sink, type EngineEvent } from './docker-wire.ts';
+import { demux, parseContainerEvent, readFrames, sink, type EngineEvent } from './docker-wire.ts';
 import { directoryBytes } from '../git/disk-budget.ts';
 
 export class DockerEngine implements Engine {
@@ -89,6 +92,17 @@ export class DockerEngine implements Engine {
       const code = (e as { statusCode?: number }).statusCode;
       if ((code === 403 || code === 409) && /already exists|already attached/i.test((e as Error).message)) return;
       throw notFound(e, `network ${network} or container ${id}`);
+    }
+  }
+
+  async disconnectNetwork(id: string, network: string): Promise<void> {
+    try {
+      await this.#docker.getNetwork(network).disconnect({ Container: id, Force: true });
+    } catch (e) {
+      const code = (e as { statusCode?: number }).statusCode;
+      // 404: no such network or container; 403/409 (by engine version): the container is not attached.
+      if (code === 404 || ((code === 403 || code === 409 || code === 500) && /not connected|is not attached/i.test((e as Error).message))) return;
+      throw e;
     }
   }
 
@@ -198,7 +212,9 @@ export class DockerEngine implements Engine {
         ...(spec.cpus ? { NanoCpus: Math.round(spec.cpus * 1e9) } : {}),
         ...(spec.pids ? { PidsLimit: spec.pids } : {}),
         ...(spec.binds?.length ? { Binds: spec.binds } : {}),
+        ...(spec.ports?.length ? { PortBindings: Object.fromEntries(spec.ports.map((p) => [`${p.container}/tcp`, [{ HostIp: p.hostIp, HostPort: String(p.host) }]])) } : {}),
       },
+      ...(spec.ports?.length ? { ExposedPorts: Object.fromEntries(spec.ports.map((p) => [`${p.container}/tcp`, {}])) } : {}),
       NetworkingConfig: { EndpointsConfig: { [spec.network]: { Aliases: spec.aliases } } },
     });
     return container.id;
@@ -298,15 +314,25 @@ export class DockerEngine implements Engine {
     }
   }
 
-  async pull(ref: string): Promise<void> {
+  async pull(ref: string, onProgress?: (line: string) => void): Promise<void> {
     const stream = (await this.#docker.pull(ref)) as NodeJS.ReadableStream;
+    // One line per layer and status (Pulling fs layer, Downloading, Pull complete ...), and a
+    // download's progress at most every 2 s: enough to see it move, not a line per chunk.
+    const said = new Map<string, { status: string; at: number }>();
     await new Promise<void>((resolve, reject) => {
       let failure: string | undefined;
       this.#docker.modem.followProgress(
         stream,
         (err) => (err ? reject(err) : failure ? reject(new Error(failure)) : resolve()),
-        (event: { error?: string }) => {
+        (event: { error?: string; status?: string; id?: string; progress?: string }) => {
           if (event.error) failure = event.error;
+          if (!onProgress || !event.status) return;
+          const key = event.id ?? '';
+          const before = said.get(key);
+          const now = Date.now();
+          if (before?.status === event.status && now - before.at < 2_000) return;
+          said.set(key, { status: event.status, at: now });
+          onProgress([event.id, event.status, event.progress?.replace(/\[[=> ]*\]\s*/, '')].filter(Boolean).join(' '));
         },
       );
     });
@@ -437,6 +463,84 @@ export class DockerEngine implements Engine {
     };
   }
 
+  async exec(id: string, options: ExecOptions): Promise<{ code: number }> {
+    options.signal?.throwIfAborted();
+    const tty = options.tty === true;
+    // Marks the process (and what it starts) so that it can be found and ended if its caller goes away.
+    const marker = `${EXEC_MARKER}=${randomBytes(8).toString('hex')}`;
+    let exec: Dockerode.Exec;
+    try {
+      exec = await this.#docker.getContainer(id).exec({
+        Cmd: options.cmd,
+        Env: [...(options.env ?? []), marker],
+        ...(options.user !== undefined ? { User: options.user } : {}),
+        AttachStdin: options.stdin !== undefined,
+        AttachStdout: true,
+        AttachStderr: true,
+        Tty: tty,
+      });
+    } catch (e) {
+      throw notFound(e, `container ${id}`);
+    }
+    // Hijacked: the engine's connection becomes the process's stdin and output, both ways at once.
+    const stream = (await exec.start({ hijack: true, stdin: options.stdin !== undefined, Tty: tty })) as Duplex;
+    const abort = () => stream.destroy(options.signal?.reason instanceof Error ? options.signal.reason : new Error('the command was cancelled'));
+    options.signal?.addEventListener('abort', abort, { once: true });
+    // Reading the output reports a broken connection; one after the output ended (input the
+    // process never read) is no error of the command's.
+    stream.on('error', () => {});
+    const stdin = options.stdin;
+    if (stdin) {
+      // pipe() waits for the engine's side to drain, and ends (half-closes) it when stdin ends.
+      // On a terminal, end of input is a ^D the client sends as a byte: closing the engine's
+      // side early would cut the output off.
+      stdin.pipe(stream, { end: !tty });
+      stdin.once('error', (e) => stream.destroy(new Error(`reading the input for ${options.cmd[0]}: ${e.message}`, { cause: e })));
+    }
+    if (tty && options.terminal) {
+      const t = options.terminal;
+      const resize = (rows: number, cols: number) => void exec.resize({ h: rows, w: cols }).catch(() => {});
+      resize(t.rows, t.cols);
+      t.onResize(resize);
+    }
+    try {
+      if (tty) {
+        for await (const chunk of stream) await options.onStdout(chunk as Buffer);
+      } else {
+        for await (const frame of readFrames(stream as AsyncIterable<Buffer>)) {
+          await (frame.stream === 2 ? options.onStderr(frame.data) : options.onStdout(frame.data));
+        }
+      }
+    } catch (e) {
+      // The engine keeps a process whose caller went away running, blocked on its output for
+      // good (a pg_dump holding its locks): it is ended here.
+      await this.#endExec(id, marker, options.user);
+      if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('the command was cancelled', { cause: e });
+      throw new Error(`running ${options.cmd[0]} in container ${id}: ${(e as Error).message}`, { cause: e });
+    } finally {
+      options.signal?.removeEventListener('abort', abort);
+      stdin?.unpipe(stream);
+      stream.destroy();
+    }
+    // The output ends a moment before the engine records the exit code.
+    for (let i = 0; ; i++) {
+      const info = await exec.inspect();
+      if (!info.Running && info.ExitCode !== null) return { code: info.ExitCode };
+      if (i >= 100) throw new Error(`running ${options.cmd[0]} in container ${id}: its output ended but the engine reports no exit code`);
+      await sleep(20);
+    }
+  }
+
+  /** SIGTERM to the processes of an exec (found by its marker in their environment). */
+  async #endExec(id: string, marker: string, user: string | undefined): Promise<void> {
+    const script = 'for p in /proc/[0-9]*; do if tr "\\0" "\\n" < "$p/environ" 2>/dev/null | grep -qxF "$1"; then kill -TERM "${p#/proc/}" 2>/dev/null; fi; done';
+    try {
+      await this.exec(id, { cmd: ['sh', '-c', script, 'sh', marker], ...(user !== undefined ? { user } : {}), onStdout: () => {}, onStderr: () => {} });
+    } catch (e) {
+      log.warn('docker_exec_not_ended', { container: id, error: e });
+    }
+  }
+
   async stopAndRemove(id: string, timeoutSec = 10): Promise<void> {
     const c = this.#docker.getContainer(id);
     try {
@@ -467,6 +571,9 @@ export class DockerEngine implements Engine {
     }
   }
 }
+
+/** The environment variable that marks the processes of one exec (lower case: no berth setting's name). */
+const EXEC_MARKER = 'berth_exec';
 
 // An image id no image can have (its content would hash to zeros): as the only cache source, a
 // build uses no cached layer.

@@ -84,3 +84,26 @@ export function sink(write: (data: Buffer) => void | Promise<void>, source?: Nod
     },
   });
 }
+
+/**
+ * The frames of a multiplexed stream (exec and attach without a terminal) as they arrive: 1 for
+ * stdout, 2 for stderr. Read one at a time, so a consumer that awaits each frame holds the
+ * engine's output back; a frame cut between two chunks is joined, nothing else is kept.
+ */
+export async function* readFrames(source: AsyncIterable<Buffer>): AsyncGenerator<{ stream: number; data: Buffer }> {
+  let rest = Buffer.alloc(0);
+  for await (const chunk of source) {
+    let buf = rest.length ? Buffer.concat([rest, chunk]) : chunk;
+    while (buf.length >= 8) {
+      const stream = buf[0]!;
+      if (stream > 2 || buf[1] !== 0 || buf[2] !== 0 || buf[3] !== 0) throw new Error('the Docker engine sent a stream that is not multiplexed');
+      const size = buf.readUInt32BE(4);
+      if (buf.length < 8 + size) break;
+      const data = buf.subarray(8, 8 + size);
+      buf = buf.subarray(8 + size);
+      if (size > 0) yield { stream, data };
+    }
+    rest = buf.length ? Buffer.from(buf) : Buffer.alloc(0);
+  }
+  if (rest.length) throw new Error(`the Docker engine's stream ended inside a frame (${rest.length} bytes left)`);
+}

@@ -67,6 +67,8 @@ export interface ContainerSpec {
   capabilities?: readonly string[];
   /** Bind mounts, `/host:/container[:ro]`, and named volumes, `name:/container`. */
   binds?: string[];
+  /** Host ports it is published on (an exposed service); app containers publish none. */
+  ports?: Array<{ container: number; host: number; hostIp: string }>;
   /** Restart when it exits (dynos); one-offs and builds do not. Default true. */
   restart?: boolean;
   user?: string;
@@ -187,6 +189,28 @@ export interface AttachOptions {
   onStderr(data: Buffer): void | Promise<void>;
 }
 
+export interface ExecOptions {
+  cmd: string[];
+  /** `NAME=value` entries added to the container's environment for this process. */
+  env?: string[];
+  /** Runs as this user (name or uid[:gid]); the container's user when absent. */
+  user?: string;
+  /** Streamed to the process's stdin, which is closed when it ends (on a terminal it stays open: the process ends on its own, as on ^D); no stdin when absent. */
+  stdin?: Readable;
+  /** Runs it on a terminal: its output is one stream, given to onStdout. */
+  tty?: boolean;
+  /** With `tty`: the terminal's size, followed as it changes. */
+  terminal?: { rows: number; cols: number; onResize(listener: (rows: number, cols: number) => void): void };
+  /** Output as it comes; returning a promise stops reading the process's output until it settles (backpressure). */
+  onStdout(data: Buffer): void | Promise<void>;
+  onStderr(data: Buffer): void | Promise<void>;
+  /**
+   * Cuts the process short: it is sent SIGTERM (with what it started), and exec rejects with the
+   * signal's reason. The same happens when onStdout or onStderr throws (the caller's output broke).
+   */
+  signal?: AbortSignal;
+}
+
 /** An object the engine does not have (a container removed meanwhile, a path not in a container). */
 export class NotFoundError extends Error {
   override readonly name = 'NotFoundError';
@@ -206,6 +230,8 @@ export interface Engine {
    * linked to another: its containers join that app's network). Already attached is not an error.
    */
   connectNetwork(id: string, network: string, aliases: string[]): Promise<void>;
+  /** Detaches a container from a network it joined with connectNetwork; not attached (or gone) is not an error. */
+  disconnectNetwork(id: string, network: string): Promise<void>;
   /** A labelled named volume (created when missing). */
   ensureVolume(name: string, labels: Record<string, string>): Promise<void>;
   /** Removes a volume; one missing or in use is left alone. */
@@ -229,8 +255,8 @@ export interface Engine {
    * failed step rejects with a UserError, as do the timeout and the signal.
    */
   build(options: BuildOptions): Promise<string>;
-  /** Pulls an image from its registry; rejects with the engine's reason. */
-  pull(ref: string): Promise<void>;
+  /** Pulls an image from its registry, telling `onProgress` each layer's progress as it goes; rejects with the engine's reason. */
+  pull(ref: string, onProgress?: (line: string) => void): Promise<void>;
   tagImage(source: string, repo: string, tag: string): Promise<void>;
   /** Makes an image `repo:tag` of a stopped container's filesystem with this config; its id. */
   commit(id: string, repo: string, tag: string, config: ImageConfig): Promise<string>;
@@ -257,6 +283,12 @@ export interface Engine {
   list(labels?: Record<string, string>): Promise<ContainerState[]>;
   /** Containers (berth's or not, running or not) whose name starts with `prefix`. */
   containersNamed(prefix: string): Promise<Array<{ id: string; name: string }>>;
+  /**
+   * Runs a process in a running container (a database's dump, its client), its streams wired to
+   * the caller; resolves to its exit code once its output has been handed over entirely.
+   * NotFoundError when the container is gone; an error when it is not running.
+   */
+  exec(id: string, options: ExecOptions): Promise<{ code: number }>;
   /** SIGTERM, SIGKILL after `timeoutSec`, then remove. A container already gone is not an error. */
   stopAndRemove(id: string, timeoutSec?: number): Promise<void>;
 

@@ -10,6 +10,8 @@ import type { AppStore, Release } from '../state/app-store.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
 import { currentRelease } from '../state/app-store.ts';
 import type { DomainStore } from '../state/domain-store.ts';
+import type { ServiceStore } from '../state/service-store.ts';
+import type { ServiceKind } from '../services/kinds/kind.ts';
 import { imageRepository, imageTag, type Builder } from './builder.ts';
 import { BuildLogs } from './build-log.ts';
 import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack-builder.ts';
@@ -23,6 +25,7 @@ import type { ContainerWatcher, ProbationBoard, ProbationState } from './probati
 import { RouteGuard } from './route-guard.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
 import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
+import { ServiceManager } from './service-manager.ts';
 
 /**
  * Per app, one change at a time. The application layer owns the lock and holds it around every
@@ -42,6 +45,9 @@ export interface OrchestratorDeps {
   publisher: RoutePublisher;
   /** The URL users reach an app at (scheme, host name, and the port when it is not the default). */
   appUrl(app: string): string;
+  /** Backing services' records, and the kinds berth has (SERVICE_KINDS). */
+  services: ServiceStore;
+  serviceKinds: readonly ServiceKind[];
 }
 
 export class Orchestrator {
@@ -50,6 +56,8 @@ export class Orchestrator {
   /** Every publish goes through it: containers the engine reports dead stay out of routing. */
   private readonly routes: RouteGuard;
   readonly buildLogs: BuildLogs;
+  /** Backing services' containers; an app's containers start once its linked services accept connections. */
+  readonly services: ServiceManager;
   private events: Subscription | undefined;
   private stopped = false;
   /** Deploys on probation listening for events about their new containers, by container id. */
@@ -82,6 +90,16 @@ export class Orchestrator {
     this.deps = deps;
     this.routes = new RouteGuard(deps.publisher);
     this.buildLogs = new BuildLogs(deps.paths.buildLogs);
+    const images: Record<string, string> = { postgres: deps.config.postgresImage, redis: deps.config.redisImage };
+    this.services = new ServiceManager({
+      engine: deps.engine,
+      store: deps.services,
+      kinds: deps.serviceKinds,
+      defaultImage: (kind) => images[kind.name] || kind.defaultImage,
+      networkPrefix: deps.config.network,
+      appNetwork: (app) => this.appNetwork(app),
+      bindHost: deps.config.bindHost,
+    });
     this.builders = [
       new DockerfileBuilder(deps.engine, deps.config.buildMemory, (app) => this.appNetwork(app)),
       new BuildpackBuilder({
@@ -121,6 +139,7 @@ export class Orchestrator {
         checksWaitMs: this.deps.config.checksWait,
         watcher: this.watcher,
         board: this.board,
+        prepare: (out) => this.services.prepareApp(app, out),
       },
       keepImages: this.deps.config.keepImages,
     };
@@ -163,6 +182,8 @@ export class Orchestrator {
     // --network stay there, adopted, until their app's next deploy starts new ones on its own.
     await this.removeStaleBuilds();
     await this.watchContainers();
+    // Services first: an app's containers start only once its linked services accept connections.
+    await this.services.adopt();
     for (const app of this.deps.apps.list()) {
       try {
         await this.deps.locks.run(app.name, () => this.adopt(app.name));

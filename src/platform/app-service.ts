@@ -55,6 +55,8 @@ export class AppService {
         this.#state.apps.require(app);
         out.step(`Destroying ${app}`);
         await this.#orchestrator.destroyApp(app, out);
+        // Its network went with it: the services linked to it are left unlinked, their data kept.
+        await this.#state.services.forgetApp(app);
         await this.#state.apps.remove(app);
         await this.#state.domains.forget(app);
         await this.#state.proxySettings.removeApp(app);
@@ -86,7 +88,14 @@ export class AppService {
             if (this.#state.apps.get(to)) throw new UserError('app_exists', `app "${to}" already exists`);
             this.#state.domains.checkCreatable(to);
             out.step(`Renaming ${from} to ${to}`);
-            await this.#orchestrator.renameApp(from, to, out);
+            // Linked services join the new name's network before its containers start there.
+            await this.#state.services.renameApp(from, to);
+            try {
+              await this.#orchestrator.renameApp(from, to, out);
+            } catch (e) {
+              await this.#state.services.renameApp(to, from);
+              throw e;
+            }
             await this.#state.proxySettings.renameApp(from, to);
             await this.#certificates.renameApp(from, to);
             // Key scopes follow the app's id; one given the new name before it existed now has this app.

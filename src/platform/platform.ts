@@ -10,6 +10,7 @@ import { AppService } from './app-service.ts';
 import { DeployFeeds } from './deploy-feeds.ts';
 import { ProcessService } from './process-service.ts';
 import { ReleaseService } from './release-service.ts';
+import { ServiceService } from './service-service.ts';
 import type { State } from './state.ts';
 
 export interface Platform {
@@ -23,6 +24,8 @@ export interface Platform {
   deploys: DeployFeeds;
   /** One-time login links to the dashboard; undefined when it is off (--dashboard-listen off). */
   dashboard: DashboardLogin | undefined;
+  /** Backing services (postgres, redis): create, link, restart, destroy ... */
+  services: ServiceService;
   /** HTTPS certificates: reports, automatic ones on or off, custom ones. */
   certificates: CertificateManager;
   /** berth's own processes (supervisor, proxy, control): `berth status`. */
@@ -58,6 +61,7 @@ export function createPlatform(deps: {
     deploys,
     dashboard: deps.dashboard,
     processes: new ProcessService(deps),
+    services: new ServiceService(deps),
     certificates: deps.certificates,
     daemonStatus: deps.daemonStatus,
     upgrade: deps.upgrade,

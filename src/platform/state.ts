@@ -6,6 +6,7 @@ import { AllowedStacksStore } from '../state/allowed-stacks-store.ts';
 import { AppStore } from '../state/app-store.ts';
 import { DomainStore } from '../state/domain-store.ts';
 import { ProxySettingsStore } from '../state/proxy-settings-store.ts';
+import { ServiceStore } from '../state/service-store.ts';
 
 export interface State {
   config: Config;
@@ -17,6 +18,8 @@ export interface State {
   proxySettings: ProxySettingsStore;
   /** Images every app may build on or deploy (state/allowed-stacks.json). */
   allowedStacks: AllowedStacksStore;
+  /** Backing services (state/services.json, passwords under services/). */
+  services: ServiceStore;
 }
 
 /** The state on disk; `reuse.keys`, a key store already in use (the SSH server's), is read again rather than made anew. */
@@ -33,5 +36,7 @@ export async function loadState(config: Config, reuse: { keys?: KeyStore } = {})
   await proxySettings.load();
   const allowedStacks = new AllowedStacksStore(paths.allowedStacks);
   await allowedStacks.load();
-  return { config, paths, keys, apps, domains, proxySettings, allowedStacks };
+  const services = new ServiceStore(paths.services, paths.serviceData);
+  await services.load();
+  return { config, paths, keys, apps, domains, proxySettings, allowedStacks, services };
 }

@@ -1,6 +1,7 @@
 // An in-memory Engine for fast unit tests of the orchestrator's decisions (which containers to
 // start, keep and route; what an event changes). Containers are records that run until stopped;
-// what it does not model (builds, pulls, archives, attached streams) throws. The same paths run
+// a process run in one (exec) is what the test's handler does; what it does not model (builds,
+// pulls, archives, attached streams) throws. The same paths run
 // against the real Docker engine in the end-to-end tests.
 import type { Readable } from 'node:stream';
 import {
@@ -12,6 +13,7 @@ import {
   type ContainerSpec,
   type ContainerState,
   type Engine,
+  type ExecOptions,
   type ImageConfig,
   type ImageIdentity,
   type Subscription,
@@ -28,6 +30,10 @@ export class FakeEngine implements Engine {
   /** The networks each container joined besides its own (connectNetwork), by id. */
   readonly links = new Map<string, Array<{ network: string; aliases: string[] }>>();
   readonly volumes = new Set<string>();
+  /** Each process run in a container, in order: the container's id and the options given. */
+  readonly execs: Array<{ id: string; options: ExecOptions }> = [];
+  /** What a process run in a container does (write to options.onStdout, read options.stdin); its exit code. */
+  execHandler: ((id: string, options: ExecOptions) => Promise<number>) | undefined;
   #next = 1;
   #watchers = new Set<ContainerEventHandlers>();
 
@@ -80,6 +86,10 @@ export class FakeEngine implements Engine {
     if (!this.networks.has(network)) throw new NotFoundError(`no network ${network}`);
     const list = this.links.get(id) ?? [];
     if (!list.some((l) => l.network === network)) this.links.set(id, [...list, { network, aliases }]);
+  }
+  async disconnectNetwork(id: string, network: string): Promise<void> {
+    const list = this.links.get(id);
+    if (list) this.links.set(id, list.filter((l) => l.network !== network));
   }
   async ensureVolume(name: string): Promise<void> {
     this.volumes.add(name);
@@ -162,6 +172,12 @@ export class FakeEngine implements Engine {
   }
   async resize(): Promise<void> {
     throw new Error('FakeEngine has no terminals');
+  }
+  async exec(id: string, options: ExecOptions): Promise<{ code: number }> {
+    if (!this.#require(id).running) throw new Error(`container ${id} is not running`);
+    this.execs.push({ id, options });
+    if (!this.execHandler) throw new Error(`FakeEngine runs no process (${options.cmd.join(' ')}): set execHandler`);
+    return { code: await this.execHandler(id, options) };
   }
   async inspect(id: string): Promise<ContainerState> {
     return { ...this.#require(id) };

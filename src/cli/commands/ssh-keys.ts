@@ -13,15 +13,16 @@ export const sshKeyCommands: Command[] = [
   defineCommand({
     name: 'ssh-keys:add',
     args: ['NAME', '[KEYFILE|-]'],
-    flags: { apps: 'APP,APP' },
+    flags: { apps: 'APP,APP', services: 'boolean' },
     summary: 'allow a public key to push and run commands',
-    help: 'KEYFILE is a public key file (such as ~/.ssh/id_ed25519.pub); - or nothing reads it from standard input.\nOver SSH, pipe the key in: ssh -p 2222 berth@HOST ssh-keys:add NAME < key.pub\nWithout --apps the key is an admin key; with it, the key may use those apps only.',
+    help: 'KEYFILE is a public key file (such as ~/.ssh/id_ed25519.pub); - or nothing reads it from standard input.\nOver SSH, pipe the key in: ssh -p 2222 berth@HOST ssh-keys:add NAME < key.pub\nWithout --apps the key is an admin key; with it, the key may use those apps only.\nWith --apps and --services it may also create backing services (postgres:create ...) and manage the ones linked to its apps.',
     scope: 'admin',
     async run(ctx, { args: [name, file = '-'], flags }) {
+      checkServicesFlag(flags);
       const text = await readKeyInput(ctx, file);
-      const record = await ctx.state.keys.add(name, text, scopesOf(ctx, flags.apps));
+      const record = await ctx.state.keys.add(name, text, scopesOf(ctx, flags.apps), { services: flags.services });
       log.info('ssh_key_added', { name: record.name, fingerprint: record.fingerprint, by: callerName(ctx) });
-      ctx.out.step(`Added key ${record.name} (${record.fingerprint})${record.apps ? ` for ${namesOf(ctx, record.apps).join(', ')}` : ' as an admin key'}`);
+      ctx.out.step(`Added key ${record.name} (${record.fingerprint})${record.apps ? ` for ${namesOf(ctx, record.apps).join(', ')}${record.services ? ', and may create services' : ''}` : ' as an admin key'}`);
     },
   }),
   defineCommand({
@@ -36,15 +37,15 @@ export const sshKeyCommands: Command[] = [
         ctx.out.line('no keys; add one with `ssh-keys:add NAME KEYFILE`');
         return;
       }
-      const rows = keys.map((k) => [k.name, k.fingerprint, k.apps ? `apps: ${namesOf(ctx, k.apps).join(',')}` : 'admin']);
+      const rows = keys.map((k) => [k.name, k.fingerprint, k.apps ? `apps: ${namesOf(ctx, k.apps).join(',')}${k.services ? ' +services' : ''}` : 'admin']);
       ctx.out.line(table([['NAME', 'FINGERPRINT', 'SCOPE'], ...rows]));
     },
   }),
   defineCommand({
     name: 'ssh-keys:scope',
     args: ['NAME'],
-    flags: { apps: 'APP,APP', admin: 'boolean' },
-    usage: 'NAME --apps APP,APP | NAME --admin',
+    flags: { apps: 'APP,APP', admin: 'boolean', services: 'boolean' },
+    usage: 'NAME --apps APP,APP [--services] | NAME --admin',
     summary: "change a key's scope: limit it to some apps, or make it an admin key",
     help: 'Connections open with the key use the new scope from their next command or push.',
     scope: 'admin',
@@ -52,9 +53,10 @@ export const sshKeyCommands: Command[] = [
       if ((flags.apps === undefined) === !flags.admin) {
         throw new UserError('bad_arguments', 'ssh-keys:scope: give either --apps APP,APP or --admin', { hint: `such as: ssh-keys:scope ${name} --apps shop`, exitCode: 2 });
       }
-      const record = await ctx.state.keys.setScope(name, flags.admin ? undefined : scopesOf(ctx, flags.apps));
+      checkServicesFlag(flags);
+      const record = await ctx.state.keys.setScope(name, flags.admin ? undefined : scopesOf(ctx, flags.apps), { services: flags.services });
       log.info('ssh_key_scope_changed', { name: record.name, fingerprint: record.fingerprint, admin: !record.apps, by: callerName(ctx) });
-      ctx.out.step(`Key ${record.name} ${record.apps ? `may use ${namesOf(ctx, record.apps).join(', ')} only` : 'is an admin key'}`);
+      ctx.out.step(`Key ${record.name} ${record.apps ? `may use ${namesOf(ctx, record.apps).join(', ')} only${record.services ? ', and may create services' : ''}` : 'is an admin key'}`);
     },
   }),
   defineCommand({
@@ -70,6 +72,13 @@ export const sshKeyCommands: Command[] = [
     },
   }),
 ];
+
+// --services widens a key limited to apps; an admin key creates services anyway.
+function checkServicesFlag(flags: { apps?: string | undefined; services: boolean }): void {
+  if (flags.services && flags.apps === undefined) {
+    throw new UserError('bad_arguments', '--services goes with --apps: an admin key may create services anyway', { hint: 'such as: ssh-keys:add NAME KEYFILE --apps shop --services', exitCode: 2 });
+  }
+}
 
 /** `--apps a,b` as scopes: an app that exists by its id, a name not created yet by its name. */
 function scopesOf(ctx: CommandContext, list: string | undefined): AppScope[] | undefined {

@@ -1,0 +1,307 @@
+// The containers of backing services (postgres, redis ...): one labelled container per service on
+// a network of its own, its data in a named volume that outlives the container, joined to the
+// network of each app linked to it (and no other: an unlinked app cannot reach it). The engine's
+// restart policy brings a dead service back, while the daemon is down too; a restarted daemon
+// adopts the service containers by their labels and recreates a missing one on its volume.
+import type { ServiceKind, ServiceRecordView } from '../services/kinds/kind.ts';
+import { UserError } from '../errors.ts';
+import { log } from '../log.ts';
+import { sleep } from '../sleep.ts';
+import type { ServiceRecord, ServiceStore } from '../state/service-store.ts';
+import type { Output } from '../ui/output.ts';
+import { APP_CAPABILITIES, LABEL, NotFoundError, type ContainerSpec, type ContainerState, type Engine, type Subscription } from './engine.ts';
+
+/** The label that names a service container's service: `KIND/NAME`. */
+export const SERVICE_LABEL = 'berth.service';
+
+/** How long a service may take to accept connections once started (a first initdb included). */
+export const SERVICE_READY_TIMEOUT_MS = 120_000;
+
+export interface ServiceManagerDeps {
+  engine: Engine;
+  store: ServiceStore;
+  kinds: readonly ServiceKind[];
+  /** The image of a service that names none at create: --postgres-image, --redis-image, else the kind's default. */
+  defaultImage(kind: ServiceKind): string;
+  /** The prefix of berth's networks (--network). */
+  networkPrefix: string;
+  /** The network of an app's containers. */
+  appNetwork(app: string): string;
+  /** The host address an exposed service's port binds to (--bind). */
+  bindHost: string;
+  /** How long a service may take to accept connections; default SERVICE_READY_TIMEOUT_MS. */
+  readyTimeoutMs?: number;
+}
+
+/** What `KIND:info` shows of a service's container. */
+export interface ServiceStatus {
+  running: boolean;
+  /** The engine's word: running, restarting, exited ... or `missing`. */
+  status: string;
+  startedAt: number | undefined;
+  restartCount: number;
+  id: string | undefined;
+}
+
+export class ServiceManager {
+  readonly #deps: ServiceManagerDeps;
+
+  constructor(deps: ServiceManagerDeps) {
+    this.#deps = deps;
+  }
+
+  get kinds(): readonly ServiceKind[] {
+    return this.#deps.kinds;
+  }
+
+  kind(name: string): ServiceKind {
+    const kind = this.#deps.kinds.find((k) => k.name === name);
+    if (!kind) throw new UserError('unknown_service_kind', `no service kind "${name}"`, { hint: `berth has ${this.#deps.kinds.map((k) => k.name).join(', ')}` });
+    return kind;
+  }
+
+  defaultImage(kind: ServiceKind): string {
+    return this.#deps.defaultImage(kind);
+  }
+
+  /** The names of a service's Docker objects. */
+  names(record: Pick<ServiceRecord, 'kind' | 'name'>): { container: string; volume: string; network: string; alias: string } {
+    const instance = this.#deps.engine.instance;
+    const container = `berth-${instance}-svc-${record.kind}-${record.name}`;
+    return { container, volume: `${container}-data`, network: `${this.#deps.networkPrefix}-${instance}-svc-${record.kind}-${record.name}`, alias: `berth-${record.kind}-${record.name}` };
+  }
+
+  /** The record with its password, as a kind reads it. */
+  async view(record: ServiceRecord): Promise<ServiceRecordView> {
+    return { kind: record.kind, name: record.name, password: await this.#deps.store.password(record.kind, record.name) };
+  }
+
+  /** The URL a linked app gets (host: the service's alias on the app's network). */
+  async url(record: ServiceRecord): Promise<string> {
+    return this.kind(record.kind).url(await this.view(record), this.names(record).alias);
+  }
+
+  /** The service's container now, if it has one. */
+  async container(record: Pick<ServiceRecord, 'kind' | 'name'>): Promise<ContainerState | undefined> {
+    const found = await this.#deps.engine.list({ [SERVICE_LABEL]: `${record.kind}/${record.name}` });
+    return found.find((c) => c.running) ?? found[0];
+  }
+
+  /** The running container of a service, or a UserError that says how to bring it back. */
+  async requireRunning(record: ServiceRecord): Promise<ContainerState> {
+    const c = await this.container(record);
+    if (!c?.running) throw new UserError('service_not_running', `${record.kind} service ${record.name} is not running`, { hint: `start it with \`${record.kind}:restart ${record.name}\`` });
+    return c;
+  }
+
+  async status(record: ServiceRecord): Promise<ServiceStatus> {
+    const c = await this.container(record);
+    if (!c) return { running: false, status: 'missing', startedAt: undefined, restartCount: 0, id: undefined };
+    return { running: c.running, status: c.status, startedAt: c.startedAt, restartCount: c.restartCount, id: c.id };
+  }
+
+  /**
+   * Starts a new service's container on a new volume (the image pulled first when the engine does
+   * not have it) and waits until it accepts connections. A service that does not come up is
+   * removed again, volume included: nothing of it was ever used.
+   */
+  async provision(record: ServiceRecord, out: Output): Promise<void> {
+    const kind = this.kind(record.kind);
+    try {
+      await this.#ensureImage(record.image, out);
+      out.step(`Creating ${kind.name} service ${record.name} (${record.image})`);
+      const container = await this.#startContainer(record);
+      await this.waitReady(record, container.id, out);
+    } catch (e) {
+      await this.remove(record).catch((err) => log.warn('service_cleanup_failed', { service: `${record.kind}/${record.name}`, error: err }));
+      throw e;
+    }
+  }
+
+  /**
+   * Brings a service's container back as its record says: a missing one is created anew on its
+   * volume, a stopped one started, and it joins the network of every linked app. Returns it.
+   */
+  async ensureRunning(record: ServiceRecord): Promise<ContainerState> {
+    let c = await this.container(record);
+    if (c && !c.running) {
+      await this.#deps.engine.start(c.id).catch((e) => log.warn('service_start_failed', { service: `${record.kind}/${record.name}`, error: e }));
+      c = await this.#deps.engine.inspect(c.id).catch(() => undefined);
+    }
+    if (!c?.running) {
+      if (c) await this.#deps.engine.stopAndRemove(c.id, 0);
+      c = await this.#startContainer(record);
+      log.info('service_container_created', { service: `${record.kind}/${record.name}`, container: c.name });
+    }
+    for (const link of record.links) await this.#joinApp(record, c.id, link.app);
+    return c;
+  }
+
+  /** Polls the kind's readyCommand inside the container until it exits 0. */
+  async waitReady(record: ServiceRecord, id: string, out: Output, timeoutMs = this.#deps.readyTimeoutMs ?? SERVICE_READY_TIMEOUT_MS): Promise<void> {
+    const kind = this.kind(record.kind);
+    const command = kind.readyCommand(await this.view(record));
+    const started = performance.now();
+    let last = '';
+    for (;;) {
+      const state = await this.#deps.engine.inspect(id);
+      if (state.running) {
+        let output = '';
+        const collect = (d: Buffer) => void (output = (output + d.toString('utf8')).slice(-500));
+        const { code } = await this.#deps.engine
+          .exec(id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: collect, onStderr: collect })
+          .catch((e: Error) => ({ code: -1, error: e }));
+        if (code === 0) {
+          const ms = Math.round(performance.now() - started);
+          log.info('service_ready', { service: `${record.kind}/${record.name}`, ms });
+          return;
+        }
+        last = output.trim();
+      }
+      if (performance.now() - started > timeoutMs) {
+        const logs = await this.#deps.engine.logs(id, 20).catch(() => '');
+        for (const line of logs.split('\n').filter(Boolean)) out.detail(line);
+        throw new UserError('service_not_ready', `${record.kind} service ${record.name} did not accept connections within ${Math.round(timeoutMs / 1000)} s${last ? `: ${last.split('\n').pop()}` : ''}`, {
+          hint: `its last log lines are above; \`${record.kind}:logs ${record.name}\` shows more`,
+        });
+      }
+      await sleep(250);
+    }
+  }
+
+  /** The server's own version (the kind's versionCommand in the running container); undefined when it does not run or say. */
+  async version(record: ServiceRecord): Promise<string | undefined> {
+    const c = await this.container(record);
+    if (!c?.running) return undefined;
+    const command = this.kind(record.kind).versionCommand(await this.view(record));
+    let output = '';
+    const { code } = await this.#deps.engine
+      .exec(c.id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: (d) => void (output += d.toString('utf8')), onStderr: () => {} })
+      .catch(() => ({ code: -1 }));
+    return code === 0 ? output.trim().split('\n')[0] || undefined : undefined;
+  }
+
+  /** Stops the container and starts a new one on the same volume (so it runs the record's image, memory and port). */
+  async restart(record: ServiceRecord, out: Output): Promise<void> {
+    out.step(`Restarting ${record.kind} service ${record.name}`);
+    const old = await this.container(record);
+    // Postgres shuts down cleanly on SIGTERM (no recovery at the next start): give it time.
+    if (old) await this.#deps.engine.stopAndRemove(old.id, 60);
+    const c = await this.ensureRunning(record);
+    await this.waitReady(record, c.id, out);
+  }
+
+  /** Removes the container, its volume (the data) and its own network. */
+  async remove(record: Pick<ServiceRecord, 'kind' | 'name'>): Promise<void> {
+    const names = this.names(record);
+    for (const c of await this.#deps.engine.list({ [SERVICE_LABEL]: `${record.kind}/${record.name}` })) await this.#deps.engine.stopAndRemove(c.id, 30);
+    await this.#deps.engine.removeVolume(names.volume);
+    await this.#deps.engine.removeNetwork(names.network);
+  }
+
+  /** The service joins the app's network (made if the app has never run), reachable there by its alias only. */
+  async link(record: ServiceRecord, app: string): Promise<void> {
+    const c = await this.ensureRunning(record);
+    await this.#joinApp(record, c.id, app);
+  }
+
+  /** The service leaves the app's network: the app's containers can no longer open a connection to it. */
+  async unlink(record: ServiceRecord, app: string): Promise<void> {
+    const c = await this.container(record);
+    if (c) await this.#deps.engine.disconnectNetwork(c.id, this.#deps.appNetwork(app));
+  }
+
+  /**
+   * Before an app's containers start (deploy, restart, daemon start): every service linked to it
+   * runs, is on its network, and accepts connections.
+   */
+  async prepareApp(app: string, out: Output): Promise<void> {
+    for (const record of this.#deps.store.linkedTo(app)) {
+      const c = await this.ensureRunning(record);
+      out.step(`Waiting for ${record.kind} service ${record.name} to accept connections`);
+      await this.waitReady(record, c.id, out);
+    }
+  }
+
+  /**
+   * At daemon start: every service runs again (the engine's restart policy brought back the ones
+   * that died; one whose container is gone is recreated on its volume). A service that cannot be
+   * started is logged; the apps linked to it wait for it at their start.
+   */
+  async adopt(): Promise<void> {
+    for (const record of this.#deps.store.list()) {
+      try {
+        const c = await this.ensureRunning(record);
+        log.info('service_adopted', { service: `${record.kind}/${record.name}`, container: c.name });
+      } catch (e) {
+        log.error('service_adopt_failed', { service: `${record.kind}/${record.name}`, error: e });
+      }
+    }
+  }
+
+  /** The service's last `tail` log lines, or (follow) what it writes from them on until stopped. */
+  logs(id: string, options: { tail: number; timestamps: boolean }): Promise<string> {
+    return this.#deps.engine.logs(id, options.tail, { timestamps: options.timestamps });
+  }
+
+  followLogs(id: string, options: { tail: number; onData(data: Buffer): void | Promise<void> }): Promise<Subscription> {
+    return this.#deps.engine.followLogs(id, options);
+  }
+
+  async #ensureImage(image: string, out: Output): Promise<void> {
+    if (await this.#deps.engine.imageExists(image)) return;
+    out.step(`Pulling ${image} (first use)`);
+    try {
+      await this.#deps.engine.pull(image, (line) => out.detail(line));
+    } catch (e) {
+      throw new UserError('image_pull_failed', `could not pull ${image}: ${(e as Error).message}`, {
+        cause: e,
+        hint: 'check the name and that the engine reaches its registry, or give a local image with --image',
+      });
+    }
+  }
+
+  async #startContainer(record: ServiceRecord): Promise<ContainerState> {
+    const kind = this.kind(record.kind);
+    const names = this.names(record);
+    const view = await this.view(record);
+    const labels = { [SERVICE_LABEL]: `${record.kind}/${record.name}` };
+    await this.#deps.engine.ensureVolume(names.volume, labels);
+    await this.#deps.engine.ensureNetwork(names.network, labels);
+    const command = kind.containerCommand(view);
+    const spec: ContainerSpec = {
+      name: names.container,
+      image: record.image,
+      env: Object.fromEntries(kind.containerEnv(view).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])),
+      labels,
+      network: names.network,
+      aliases: [names.alias],
+      ...(command ? { cmd: command } : {}),
+      ...(record.memory ? { memory: record.memory } : {}),
+      // The official images start as root to own the data dir, then drop to their user.
+      capabilities: APP_CAPABILITIES,
+      binds: [`${names.volume}:${kind.dataDir}`],
+      restart: true,
+      ...(record.exposedPort ? { ports: [{ container: kind.port, host: record.exposedPort, hostIp: this.#deps.bindHost }] } : {}),
+    };
+    try {
+      return await this.#deps.engine.run(spec);
+    } catch (e) {
+      // A container of that name left by a create that did not finish: it goes, the volume stays.
+      if (!/already in use|Conflict/i.test((e as Error).message)) throw new Error(`${record.kind} service ${record.name}: starting its container: ${(e as Error).message}`, { cause: e });
+      for (const c of await this.#deps.engine.containersNamed(names.container)) if (c.name === names.container) await this.#deps.engine.stopAndRemove(c.id, 30);
+      return this.#deps.engine.run(spec);
+    }
+  }
+
+  async #joinApp(record: ServiceRecord, id: string, app: string): Promise<void> {
+    const network = this.#deps.appNetwork(app);
+    await this.#deps.engine.ensureNetwork(network, { [LABEL.app]: app });
+    try {
+      await this.#deps.engine.connectNetwork(id, network, [this.names(record).alias]);
+    } catch (e) {
+      if (e instanceof NotFoundError) throw new Error(`${record.kind} service ${record.name}: joining ${network}: ${e.message}`, { cause: e });
+      throw e;
+    }
+  }
+}

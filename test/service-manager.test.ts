@@ -1,0 +1,148 @@
+// The service manager's decisions on an in-memory engine, with a kind of the test's own (a third
+// kind is a module, not a copy): an image missing is pulled with its progress shown, the container
+// gets its labels, volume, memory and restart policy, readiness is waited for inside it, a service
+// that never gets ready leaves nothing behind, links join app networks, adoption brings services
+// back. The same paths run against the real engine in e2e-services*.test.ts.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import { setLogSink } from '../src/log.ts';
+import { ServiceManager, SERVICE_LABEL } from '../src/orchestrator/service-manager.ts';
+import type { ServiceKind } from '../src/services/kinds/kind.ts';
+import { ServiceStore } from '../src/state/service-store.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
+import { FakeEngine } from './helpers/fake-engine.ts';
+import { tempDir } from './helpers/temp.ts';
+
+setLogSink(() => {});
+
+const KV: ServiceKind = {
+  name: 'kv',
+  urlVariable: 'KV_URL',
+  defaultImage: 'kv:1',
+  port: 7000,
+  dataDir: '/kv',
+  dumpExtension: '.kv',
+  containerEnv: (s) => [`KV_PASSWORD=${s.password}`],
+  containerCommand: () => ['kv-server', '--dir', '/kv'],
+  url: (s, host) => `kv://:${s.password}@${host}:7000`,
+  readyCommand: (s) => ({ cmd: ['kv-ping'], env: [`KV_PASSWORD=${s.password}`] }),
+  versionCommand: () => ({ cmd: ['kv-server', '--version'] }),
+  connectCommand: () => ({ cmd: ['kv-cli'] }),
+  exportCommand: () => ({ cmd: ['kv-dump'] }),
+  importCommand: () => ({ cmd: ['kv-load'] }),
+};
+
+/** A fake engine whose registry has `kv:1`: a pull reports two layers' progress, then the image is there. */
+class PullingEngine extends FakeEngine {
+  pulls: string[] = [];
+  override async pull(ref: string, onProgress?: (line: string) => void): Promise<void> {
+    this.pulls.push(ref);
+    if (ref !== 'kv:1') throw new Error(`pull access denied for ${ref}`);
+    onProgress?.('a1b2 Downloading 1.2MB/3MB');
+    onProgress?.('a1b2 Pull complete');
+    this.addImage(ref);
+  }
+}
+
+async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number } = {}) {
+  const dir = tempDir('service-manager');
+  const store = new ServiceStore(path.join(dir, 'state', 'services.json'), path.join(dir, 'services'));
+  await store.load();
+  const engine = new PullingEngine('inst');
+  let pings = 0;
+  engine.execHandler = async (_id, o) => {
+    if (o.cmd[0] === 'kv-server') {
+      await o.onStdout(Buffer.from('kv 1.2.3\n'));
+      return 0;
+    }
+    return o.cmd[0] === 'kv-ping' ? (++pings > (options.readyAfter ?? 0) ? 0 : 1) : 1;
+  };
+  const manager = new ServiceManager({
+    engine,
+    store,
+    kinds: [KV],
+    defaultImage: (k) => k.defaultImage,
+    networkPrefix: 'berth',
+    appNetwork: (app) => `berth-inst-${app}`,
+    bindHost: '127.0.0.1',
+    ...(options.readyTimeoutMs ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
+  });
+  return { engine, store, manager, pings: () => pings };
+}
+
+test('a new service pulls its missing image with progress shown, runs labelled on its volume with its limits, and is ready once its ready command exits 0', async () => {
+  const { engine, store, manager, pings } = await setUp({ readyAfter: 2 });
+  const record = await store.create({ kind: 'kv', name: 'sessions', image: 'kv:1', memory: 64 * 1024 ** 2, createdBy: 'local' });
+  const out = new MemoryOutput();
+  await manager.provision(record, out);
+  assert.deepEqual(engine.pulls, ['kv:1']);
+  assert.match(out.text(), /Pulling kv:1 \(first use\)\n\s+a1b2 Downloading 1\.2MB\/3MB\n\s+a1b2 Pull complete/);
+  const [spec] = [...engine.specs.values()];
+  assert.equal(spec!.name, 'berth-inst-svc-kv-sessions');
+  assert.equal(spec!.labels[SERVICE_LABEL], 'kv/sessions');
+  assert.deepEqual(spec!.binds, ['berth-inst-svc-kv-sessions-data:/kv']);
+  assert.equal(spec!.network, 'berth-inst-svc-kv-sessions');
+  assert.deepEqual(spec!.aliases, ['berth-kv-sessions']);
+  assert.equal(spec!.memory, 64 * 1024 ** 2);
+  assert.equal(spec!.restart, true);
+  assert.deepEqual(spec!.cmd, ['kv-server', '--dir', '/kv']);
+  assert.equal(spec!.env.KV_PASSWORD, await store.password('kv', 'sessions'));
+  assert.equal(spec!.ports, undefined, 'no host port unless exposed');
+  assert.ok(engine.volumes.has('berth-inst-svc-kv-sessions-data'));
+  assert.equal(pings(), 3, 'asked until it answered');
+  const password = await store.password('kv', 'sessions');
+  assert.ok(engine.execs.every((e) => !e.options.cmd.join(' ').includes(password)), 'the password goes in the environment, never in a command line');
+  assert.equal(await manager.version(record), 'kv 1.2.3');
+  assert.equal(await manager.url(record), `kv://:${await store.password('kv', 'sessions')}@berth-kv-sessions:7000`);
+});
+
+test('a service that never accepts connections fails its create with its last log lines, and leaves no container or volume', async () => {
+  const { engine, store, manager } = await setUp({ readyAfter: Infinity, readyTimeoutMs: 600 });
+  engine.addImage('kv:1');
+  const record = await store.create({ kind: 'kv', name: 'broken', image: 'kv:1', createdBy: 'local' });
+  await assert.rejects(manager.provision(record, new MemoryOutput()), (e: Error & { code?: string }) => e.code === 'service_not_ready' && /did not accept connections within 1 s/.test(e.message));
+  assert.equal(engine.containers.size, 0);
+  assert.equal(engine.volumes.size, 0);
+});
+
+test('an image the registry does not have is a clear error', async () => {
+  const { store, manager } = await setUp();
+  const record = await store.create({ kind: 'kv', name: 'x', image: 'kv:nope', createdBy: 'local' });
+  await assert.rejects(manager.provision(record, new MemoryOutput()), /could not pull kv:nope: pull access denied/);
+});
+
+test("before an app starts, its linked services run, join the app's network under their alias, and accept connections", async () => {
+  const { engine, store, manager } = await setUp();
+  engine.addImage('kv:1');
+  const record = await store.create({ kind: 'kv', name: 'cache', image: 'kv:1', createdBy: 'local' });
+  await manager.provision(record, new MemoryOutput());
+  await store.update('kv', 'cache', (d) => void d.links.push({ app: 'shop', alias: 'KV' }));
+  const [c] = await engine.list({ [SERVICE_LABEL]: 'kv/cache' });
+  engine.set(c!.id, { running: false, status: 'exited' });
+  const out = new MemoryOutput();
+  await manager.prepareApp('shop', out);
+  assert.match(out.text(), /Waiting for kv service cache to accept connections/);
+  assert.equal((await engine.inspect(c!.id)).running, true, 'the stopped container is started again');
+  assert.deepEqual(engine.links.get(c!.id), [{ network: 'berth-inst-shop', aliases: ['berth-kv-cache'] }]);
+  assert.ok(engine.networks.has('berth-inst-shop'), "the app's network is made if it has never run");
+  await manager.prepareApp('blog', new MemoryOutput());
+  assert.equal(engine.links.get(c!.id)!.length, 1, 'an app not linked gets nothing');
+  await manager.unlink(store.require('kv', 'cache'), 'shop');
+  assert.deepEqual(engine.links.get(c!.id), []);
+});
+
+test('adoption recreates a removed service container on its volume, joined to its linked apps again', async () => {
+  const { engine, store, manager } = await setUp();
+  engine.addImage('kv:1');
+  const record = await store.create({ kind: 'kv', name: 'cache', image: 'kv:1', createdBy: 'local' });
+  await manager.provision(record, new MemoryOutput());
+  await store.update('kv', 'cache', (d) => void d.links.push({ app: 'shop', alias: 'KV' }));
+  const [old] = await engine.list({ [SERVICE_LABEL]: 'kv/cache' });
+  await engine.stopAndRemove(old!.id);
+  await manager.adopt();
+  const [now] = await engine.list({ [SERVICE_LABEL]: 'kv/cache' });
+  assert.ok(now && now.id !== old!.id && now.running);
+  assert.deepEqual(engine.specs.get(now.id)!.binds, ['berth-inst-svc-kv-cache-data:/kv']);
+  assert.deepEqual(engine.links.get(now.id), [{ network: 'berth-inst-shop', aliases: ['berth-kv-cache'] }]);
+});
