@@ -7,13 +7,15 @@ import { log } from '../log.ts';
 import type { Platform } from '../platform/platform.ts';
 import { withoutEscapes } from '../platform/deploy-feeds.ts';
 import type { State } from '../platform/state.ts';
-import { MemoryOutput } from '../ui/output.ts';
+import { StreamOutput, type Output } from '../ui/output.ts';
 import { ApiError } from './answers.ts';
 import { actorName, type Actor } from './identity.ts';
 
 /** Words a command line from the page may have, and their length. */
 export const MAX_WORDS = 64;
 export const MAX_WORD_LENGTH = 4096;
+/** Output an action returns; the rest is counted, not kept. */
+export const MAX_ACTION_OUTPUT = 1024 * 1024;
 
 /** Commands that read standard input, need a terminal, or never end: SSH only. */
 const SSH_ONLY = new Set(['run', 'upgrade', 'ssh-keys:add', 'certs:add']);
@@ -40,7 +42,7 @@ export function wordsOf(body: Record<string, unknown>, ssh: string): string[] {
 /** Runs the words as `actor`; resolves to its exit status and output (ANSI removed). */
 export async function runAction(deps: ActionDeps, actor: Actor, words: string[], client: { address: string; signal: AbortSignal }): Promise<{ exitCode: number; output: string }> {
   log.info('dashboard_action', { key: actorName(actor), words: loggedWords(words), address: client.address });
-  const out = new MemoryOutput();
+  const out = cappedOutput(MAX_ACTION_OUTPUT);
   const caller: Caller = actor.kind === 'local' ? { kind: 'local' } : { kind: 'ssh', key: actor.key, address: `dashboard ${client.address}` };
   const exitCode = await runCommand(words, {
     out,
@@ -52,7 +54,24 @@ export async function runAction(deps: ActionDeps, actor: Actor, words: string[],
     readStdin: async () => Buffer.alloc(0),
   });
   if (exitCode !== 0) log.warn('dashboard_action_failed', { key: actorName(actor), command: words[0], code: exitCode });
-  return { exitCode, output: withoutEscapes(out.text().replace(/\r\n/g, '\n')) };
+  return { exitCode, output: out.text() };
+}
+
+/** An Output that keeps its first `max` characters and counts the rest; text() is plain (ANSI removed), with a note when cut. */
+export function cappedOutput(max: number): Output & { text(): string } {
+  const kept: string[] = [];
+  let size = 0;
+  let dropped = 0;
+  const out = new StreamOutput((chunk) => {
+    const text = chunk.toString();
+    const room = Math.max(0, max - size);
+    kept.push(text.slice(0, room));
+    size += Math.min(room, text.length);
+    dropped += Math.max(0, text.length - room);
+  });
+  return Object.assign(out, {
+    text: () => withoutEscapes(kept.join('').replace(/\r\n/g, '\n')) + (dropped > 0 ? `\n[output truncated: ${dropped} more characters; run the command over SSH to see all of it]\n` : ''),
+  });
 }
 
 // A value given on the command line (config:set APP KEY=VALUE) stays out of the log.

@@ -56,8 +56,8 @@ export class ProcessService {
     return runChecks(this.#orchestrator, app, which, options);
   }
 
-  /** Writes the app's log lines, every container interleaved; follows them with `options.follow`. */
-  logs(app: string, options: LogOptions, write: (line: string) => void, signal: AbortSignal): Promise<void> {
+  /** Writes the app's log lines, every container interleaved; follows them with `options.follow`. A promise from `write` holds the logs back until it settles. */
+  logs(app: string, options: LogOptions, write: (line: string) => void | Promise<void>, signal: AbortSignal): Promise<void> {
     this.#state.apps.require(app);
     return writeAppLogs(this.#orchestrator.engine, app, options, write, signal);
   }
