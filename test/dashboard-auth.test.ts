@@ -6,8 +6,8 @@ import type http from 'node:http';
 import { test } from 'node:test';
 import { ownOrigin, plainThroughProxy, sameSitePost } from '../src/dashboard/csrf.ts';
 import { hostAllowed } from '../src/dashboard/dashboard-server.ts';
-import { DashboardLinks, hash, LOGIN_LINK_TTL_MS, LoginLinks } from '../src/dashboard/login-links.ts';
-import { clearCookie, sessionCookie, Sessions, SESSION_IDLE_MS, setCookie } from '../src/dashboard/sessions.ts';
+import { DashboardLinks, hash, LOGIN_LINK_TTL_MS, LoginLinks, MAX_OPEN_LINKS, MAX_OPEN_LINKS_PER_IDENTITY } from '../src/dashboard/login-links.ts';
+import { clearCookie, MAX_SESSIONS_PER_IDENTITY, sessionCookie, Sessions, SESSION_IDLE_MS, setCookie } from '../src/dashboard/sessions.ts';
 
 const alice = { kind: 'key', name: 'alice', fingerprint: 'SHA256:alice' } as const;
 
@@ -137,4 +137,26 @@ test('the dashboard command offers the public link only over HTTPS; without a ce
   assert.equal(served.urls.length, 1);
   const local = links.link(undefined, { local: true });
   assert.deepEqual(local.urls.map((u) => u.replace(/#.*/, '')), ['https://berth.example.com/login', 'http://127.0.0.1:9181/login']);
+});
+
+test("a key that asks for many links forgets only its own oldest ones; past the global ceiling, no new link", () => {
+  const links = new LoginLinks();
+  const bob = { kind: 'key', name: 'bob', fingerprint: 'SHA256:bob' } as const;
+  const bobs = links.issue(bob);
+  const alices = Array.from({ length: MAX_OPEN_LINKS_PER_IDENTITY + 5 }, () => links.issue(alice).token);
+  assert.deepEqual(links.redeem(bobs.token), bob, "another key's link is kept");
+  assert.equal(links.redeem(alices[0]), undefined, "alice's oldest went");
+  assert.deepEqual(links.redeem(alices.at(-1)), alice);
+  const full = new LoginLinks();
+  for (let i = 0; i < MAX_OPEN_LINKS; i++) full.issue({ kind: 'key', name: `k${i}`, fingerprint: `SHA256:${i}` });
+  assert.throws(() => full.issue(alice), /1000 dashboard login links are waiting to be used/);
+});
+
+test("a key that logs in many times ends only its own sessions idle longest", () => {
+  const sessions = new Sessions();
+  const bob = sessions.create({ kind: 'key', name: 'bob', fingerprint: 'SHA256:bob' });
+  const alices = Array.from({ length: MAX_SESSIONS_PER_IDENTITY + 3 }, () => sessions.create(alice).cookie);
+  assert.ok(sessions.use(bob.cookie), "another key's session stays");
+  assert.equal(sessions.use(alices[0]), undefined, "alice's session idle longest ended");
+  assert.ok(sessions.use(alices.at(-1)));
 });

@@ -6,11 +6,13 @@ import { UserError } from '../errors.ts';
 import type { KeyRecord } from '../git/key-store.ts';
 import { log } from '../log.ts';
 import type { DashboardLogin } from '../platform/platform.ts';
-import { identityOf, type Identity } from './identity.ts';
+import { identityKey, identityOf, type Identity } from './identity.ts';
 
 /** How long a login link may be used. */
 export const LOGIN_LINK_TTL_MS = 5 * 60_000;
-/** Links not used yet that are kept; past this, the oldest is forgotten. */
+/** Links not used yet kept for one identity; past this, its oldest is forgotten. */
+export const MAX_OPEN_LINKS_PER_IDENTITY = 10;
+/** Links not used yet kept in all; past this, no new one is made until some expire. */
 export const MAX_OPEN_LINKS = 1000;
 
 export class LoginLinks {
@@ -25,10 +27,16 @@ export class LoginLinks {
   /** A new token for `identity`, and when it expires. */
   issue(identity: Identity): { token: string; expiresAt: Date } {
     this.#sweep();
+    // Each identity's own oldest link goes: one key asking often forgets no other key's link.
+    const who = identityKey(identity);
+    const mine = [...this.#open].filter(([, entry]) => identityKey(entry.identity) === who);
+    for (const [key] of mine.slice(0, Math.max(0, mine.length - MAX_OPEN_LINKS_PER_IDENTITY + 1))) this.#open.delete(key);
+    if (this.#open.size >= MAX_OPEN_LINKS) {
+      throw new UserError('too_many_login_links', `${MAX_OPEN_LINKS} dashboard login links are waiting to be used`, { hint: 'try again in a few minutes, when some have expired' });
+    }
     const token = randomBytes(32).toString('base64url');
     const expiresAt = this.#now() + LOGIN_LINK_TTL_MS;
     this.#open.set(hash(token), { identity, expiresAt });
-    if (this.#open.size > MAX_OPEN_LINKS) this.#open.delete(this.#open.keys().next().value!);
     return { token, expiresAt: new Date(expiresAt) };
   }
 
