@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { test } from 'node:test';
 import { ownOrigin, plainThroughProxy, sameSitePost } from '../src/dashboard/csrf.ts';
+import { actionFields } from '../src/dashboard/actions.ts';
 import { hostAllowed } from '../src/dashboard/dashboard-server.ts';
+import { LogThrottle, THROTTLE_MS } from '../src/dashboard/log-throttle.ts';
 import { DashboardLinks, hash, LOGIN_LINK_TTL_MS, LoginLinks, MAX_OPEN_LINKS, MAX_OPEN_LINKS_PER_IDENTITY } from '../src/dashboard/login-links.ts';
 import { clearCookie, MAX_SESSIONS_PER_IDENTITY, sessionCookie, Sessions, SESSION_IDLE_MS, setCookie } from '../src/dashboard/sessions.ts';
 
@@ -159,4 +161,23 @@ test("a key that logs in many times ends only its own sessions idle longest", ()
   assert.ok(sessions.use(bob.cookie), "another key's session stays");
   assert.equal(sessions.use(alices[0]), undefined, "alice's session idle longest ended");
   assert.ok(sessions.use(alices.at(-1)));
+});
+
+test("an action's log line names the command and its app, never its other words", () => {
+  assert.deepEqual(actionFields(['buildpacks:set', 'shop', 'https://user:secret@example.com/bp.git']), { command: 'buildpacks:set', app: 'shop' });
+  assert.deepEqual(actionFields(['config:set', 'shop', 'TOKEN=secret']), { command: 'config:set', app: 'shop' });
+  assert.deepEqual(actionFields(['apps:list']), { command: 'apps:list' });
+  assert.deepEqual(actionFields(['no-such-command', 'secret']), { command: '(unknown command)' });
+});
+
+test('refused logins are logged at most once a minute per client address, with how many were left out', () => {
+  const time = clock();
+  const lines: Array<Record<string, unknown>> = [];
+  const throttle = new LogThrottle('dashboard_login_refused', { now: time.now, write: (_e, fields) => lines.push(fields) });
+  for (let i = 0; i < 50; i++) throttle.note('203.0.113.5');
+  throttle.note('198.51.100.7');
+  assert.deepEqual(lines, [{ address: '203.0.113.5' }, { address: '198.51.100.7' }]);
+  time.advance(THROTTLE_MS);
+  throttle.note('203.0.113.5');
+  assert.deepEqual(lines.at(-1), { address: '203.0.113.5', leftOut: 49 });
 });

@@ -2,7 +2,8 @@
 // the caller (same scopes, same refusals, same log lines), its output returned as plain text.
 // Commands that need a terminal or standard input stay with SSH.
 import type { Caller } from '../cli/command.ts';
-import { runCommand } from '../cli/registry.ts';
+import { COMMANDS, runCommand } from '../cli/registry.ts';
+import { isValidAppName } from '../app-name.ts';
 import { log } from '../log.ts';
 import type { Platform } from '../platform/platform.ts';
 import { withoutEscapes } from '../platform/deploy-feeds.ts';
@@ -41,7 +42,7 @@ export function wordsOf(body: Record<string, unknown>, ssh: string): string[] {
 
 /** Runs the words as `actor`; resolves to its exit status and output (ANSI removed). */
 export async function runAction(deps: ActionDeps, actor: Actor, words: string[], client: { address: string; signal: AbortSignal }): Promise<{ exitCode: number; output: string }> {
-  log.info('dashboard_action', { key: actorName(actor), words: loggedWords(words), address: client.address });
+  log.info('dashboard_action', { key: actorName(actor), ...actionFields(words), address: client.address });
   const out = cappedOutput(MAX_ACTION_OUTPUT);
   const caller: Caller = actor.kind === 'local' ? { kind: 'local' } : { kind: 'ssh', key: actor.key, address: `dashboard ${client.address}` };
   const exitCode = await runCommand(words, {
@@ -74,7 +75,14 @@ export function cappedOutput(max: number): Output & { text(): string } {
   });
 }
 
-// A value given on the command line (config:set APP KEY=VALUE) stays out of the log.
-function loggedWords(words: readonly string[]): string[] {
-  return words.map((w, i) => (i > 0 && /^[A-Za-z_][A-Za-z0-9_]*=/.test(w) ? w.replace(/=.*$/s, '=***') : w));
+/**
+ * What a log line says of an action: the command's name (a known one, as SSH logs it) and the app
+ * it names, never its other words (a KEY=VALUE, a URL with credentials in it).
+ */
+export function actionFields(words: readonly string[]): { command: string; app?: string } {
+  const command = COMMANDS.find((c) => c.name === words[0]);
+  if (!command) return { command: '(unknown command)' };
+  // The APP argument, where the command takes one first (as the registry reads it).
+  const app = command.args?.[0] === 'APP' ? words.slice(1).find((w) => !w.startsWith('-')) : undefined;
+  return app !== undefined && isValidAppName(app) ? { command: command.name, app } : { command: command.name };
 }

@@ -20,6 +20,7 @@ import { actorName, actorNow, isAdmin, maySee, type Actor } from './identity.ts'
 import { dashboardHost, tunnelCommand, type LoginLinks } from './login-links.ts';
 import type { RequestHistory } from './request-history.ts';
 import { clearCookie, sessionCookie, Sessions, setCookie, type Session } from './sessions.ts';
+import { LogThrottle } from './log-throttle.ts';
 import { OpenStreams, type OpenStream } from './open-streams.ts';
 import { deployStream, logStream, MAX_LOG_TAIL } from './streams.ts';
 
@@ -48,6 +49,8 @@ export class DashboardServer {
   #stopKeys: (() => void) | undefined;
   /** Actions (/api/run) running now: a retiring control plane lets them finish. */
   #actions = 0;
+  /** dashboard_login_refused, at most once a minute per client address. */
+  readonly #refusedLogins = new LogThrottle('dashboard_login_refused');
   /** Event streams open now, each ended with its session or its app. */
   readonly streams = new OpenStreams((stream) => this.#streamMayGoOn(stream));
 
@@ -220,7 +223,7 @@ export class DashboardServer {
     const identity = this.links.redeem(body.token);
     const actor = identity && actorNow(identity, this.#deps.state);
     if (!identity || !actor) {
-      log.warn('dashboard_login_refused', { address: clientAddress(req) });
+      this.#refusedLogins.note(clientAddress(req));
       throw new ApiError(403, 'login_refused', 'this login link was used or has expired', `run \`${sshCommand(this.#deps.state.config)} dashboard\` for a new one`);
     }
     const { cookie } = this.sessions.create(identity);
