@@ -261,6 +261,7 @@ export async function runControl(argv: string[]): Promise<number> {
     // gone; pushes and commands running here finish first, up to the deadline.
     log.info('control_retiring', { deadlineMs: why });
     ssh!.stopAccepting();
+    dashboard?.stopAccepting();
     await control!.stopAccepting();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise((resolve) => (timer = setTimeout(resolve, why)));

@@ -49,6 +49,7 @@ export class DashboardServer {
   #stopKeys: (() => void) | undefined;
   /** Actions (/api/run) running now: a retiring control plane lets them finish. */
   #actions = 0;
+  #retiring = false;
   /** dashboard_login_refused, at most once a minute per client address. */
   readonly #refusedLogins = new LogThrottle('dashboard_login_refused');
   /** Event streams open now, each ended with its session or its app. */
@@ -93,6 +94,14 @@ export class DashboardServer {
       this.streams.sweep();
     });
     log.info('dashboard_listening', { address: this.#host, port: this.port });
+  }
+
+  /**
+   * A retiring control plane (an upgrade) takes no new login or action: every POST answers 503
+   * `retiring` from now on; reads and open streams go on until the server stops.
+   */
+  stopAccepting(): void {
+    this.#retiring = true;
   }
 
   /** Resolves once no action runs (a retiring control plane waits for it, up to its deadline). */
@@ -163,6 +172,7 @@ export class DashboardServer {
       throw httpsRequired(`open an SSH tunnel to the admin listener (${tunnelCommand(this.#deps.state.config, local)}, as your login on the server), then use the ${local} link that \`${sshCommand(this.#deps.state.config)} dashboard\` prints`);
     }
     if (post && !sameSitePost(req)) throw crossSite();
+    if (post && this.#retiring) throw new ApiError(503, 'retiring', 'berth is being upgraded: this control plane takes no new login or action', 'try again in a few seconds');
     if (path === '/api/login') {
       if (!post) throw new ApiError(405, 'method_not_allowed', 'log in with POST');
       return this.#login(req, res);
