@@ -37,3 +37,14 @@ test('a retiring dashboard answers every POST 503 retiring; reads go on', async 
   assert.equal(refused.json.error.code, 'retiring');
   assert.equal((await call(dashboard.port, 'GET', '/login')).status, 200, 'the page is still served');
 });
+
+test('answers over HTTPS through the proxy carry Strict-Transport-Security; the admin listener\'s do not', async (t) => {
+  const dashboard = server();
+  await dashboard.start();
+  t.after(() => dashboard.stop());
+  for (const path of ['/login', '/api/session']) {
+    const secure = await call(dashboard.port, 'GET', path, { 'x-forwarded-proto': 'https' });
+    assert.equal(secure.headers['strict-transport-security'], 'max-age=31536000', path);
+    assert.equal((await call(dashboard.port, 'GET', path)).headers['strict-transport-security'], undefined, path);
+  }
+});

@@ -73,6 +73,7 @@ test('berth.DOMAIN gets a certificate like an app hostname, its link is HTTPS, a
   assert.match(page.issuer ?? '', /^Pebble Intermediate CA/);
   assert.match(String(page.headers['content-type']), /^text\/html/);
   assert.equal(page.headers['x-content-type-options'], 'nosniff');
+  assert.equal(page.headers['strict-transport-security'], 'max-age=31536000');
 
   const r = daemon.ssh(key.privateKey, 'dashboard');
   assert.equal(r.code, 0, r.stderr);

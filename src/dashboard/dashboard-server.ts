@@ -128,6 +128,9 @@ export class DashboardServer {
       res.writeHead(421, { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8' }).end(`the dashboard is served at ${dashboardHost(this.#deps.state.config)}\n`);
       return;
     }
+    // Over HTTPS (through the proxy), the browser keeps to HTTPS for this name from then on; not
+    // for DOMAIN's other names (includeSubDomains), which are apps with their own rules.
+    if (req.headers['x-forwarded-proto'] === 'https') res.setHeader('strict-transport-security', 'max-age=31536000');
     try {
       if (url.pathname.startsWith('/api/')) await this.#api(req, res, url);
       else await this.#page(req, res, url.pathname);
