@@ -181,3 +181,10 @@ test('refused logins are logged at most once a minute per client address, with h
   throttle.note('203.0.113.5');
   assert.deepEqual(lines.at(-1), { address: '203.0.113.5', leftOut: 49 });
 });
+
+test('while an app holds berth.DOMAIN (a state from before berth kept the name), the dashboard command gives no public link and says why', () => {
+  const links = new DashboardLinks({ store: new LoginLinks(), config: { domain: 'example.com', httpPort: 80, httpsPort: 443 }, hasCertificate: () => true, localOrigin: () => 'http://127.0.0.1:9181', holder: () => 'berth' });
+  const { urls, notes } = links.link(undefined, { local: true });
+  assert.deepEqual(urls.map((u) => u.replace(/#.*/, '')), ['http://127.0.0.1:9181/login']);
+  assert.match(notes.join('\n'), /berth\.example\.com is app berth's host name/);
+});

@@ -159,8 +159,11 @@ export async function runControl(argv: string[]): Promise<number> {
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
     const dashboardListen = parseDashboardListen(config.dashboardListen);
     // berth.DOMAIN gets its certificate as an app's domain does, while the dashboard is on.
-    const ownHosts = dashboardListen ? [{ name: OWN_ROUTE, hostname: dashboardHost(config) }] : [];
-    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, ownHosts: () => ownHosts, maxOrdersPerHour: config.maxAppAcmeOrders });
+    // An app that holds berth.DOMAIN (named berth, or with it as a domain, from a state made
+    // before berth kept the name) keeps it: the dashboard is then on the admin listener only.
+    const dashboardHolder = () => state.domains.appOf(dashboardHost(config));
+    const ownHosts = () => (dashboardListen && dashboardHolder() === undefined ? [{ name: OWN_ROUTE, hostname: dashboardHost(config) }] : []);
+    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, ownHosts, maxOrdersPerHour: config.maxAppAcmeOrders });
     stops.push(() => certificates.stop());
     served = () => certificates.cache.expiries();
     link.attach({ settings: () => state.proxySettings.resolved(), certificates: certificates.cache, challenges: certificates.challenges });
@@ -187,7 +190,7 @@ export async function runControl(argv: string[]): Promise<number> {
     });
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen
-      ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin() })
+      ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin(), holder: dashboardHolder })
       : undefined;
     const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade, ...(dashboardLinks ? { dashboard: dashboardLinks } : {}) });
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
@@ -223,12 +226,21 @@ export async function runControl(argv: string[]): Promise<number> {
       const server = new DashboardServer({ state, platform, appUrl, history, links: logins }, dashboardListen);
       try {
         await server.start();
-        dashboard = server;
         stops.push(async () => {
           publisher.publishOwn(dashboardHost(config), undefined);
           await server.stop();
         });
-        publisher.publishOwn(dashboardHost(config), { id: 'berth-dashboard', ...server.target() });
+        const holder = dashboardHolder();
+        if (holder === undefined) publisher.publishOwn(dashboardHost(config), { id: 'berth-dashboard', ...server.target() });
+        else {
+          log.error('dashboard_host_conflict', {
+            host: dashboardHost(config),
+            app: holder,
+            hint: `app ${holder} serves ${dashboardHost(config)} (from before berth kept the name): the dashboard is on its admin listener only until the app is renamed (apps:rename) or the domain removed, and berth restarted`,
+          });
+        }
+        // Served (the dashboard command gives links) only once its route is published.
+        dashboard = server;
       } catch (e) {
         // berth serves apps without its dashboard; the operator reads why in the log.
         log.error('dashboard_not_started', { error: e });

@@ -68,7 +68,11 @@ export class DashboardLinks implements DashboardLogin {
   /** The admin listener's origin; undefined while the dashboard does not run. */
   readonly #localOrigin: () => string | undefined;
 
-  constructor(deps: { store: LoginLinks; config: Pick<Config, 'domain' | 'httpPort' | 'httpsPort'>; hasCertificate(hostname: string): boolean; localOrigin(): string | undefined }) {
+  /** The app that holds berth.DOMAIN (from a state made before berth kept the name), if one does: no public link then. */
+  readonly #holder: () => string | undefined;
+
+  constructor(deps: { store: LoginLinks; config: Pick<Config, 'domain' | 'httpPort' | 'httpsPort'>; hasCertificate(hostname: string): boolean; localOrigin(): string | undefined; holder?: () => string | undefined }) {
+    this.#holder = deps.holder ?? (() => undefined);
     this.#store = deps.store;
     this.#config = deps.config;
     this.#hasCertificate = deps.hasCertificate;
@@ -79,7 +83,7 @@ export class DashboardLinks implements DashboardLogin {
   publicOrigin(): string | undefined {
     const config = this.#config;
     const host = dashboardHost(config);
-    if (this.#hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
+    if (this.#holder() === undefined && this.#hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
     return undefined;
   }
 
@@ -96,7 +100,9 @@ export class DashboardLinks implements DashboardLogin {
     const notes: string[] = [];
     if (origin) urls.push(`${origin}/login#${token}`);
     else {
-      notes.push(`${dashboardHost(this.#config)} has no HTTPS certificate yet (\`certs\` says why), and the dashboard is not offered over plain HTTP.`);
+      const holder = this.#holder();
+      if (holder !== undefined) notes.push(`${dashboardHost(this.#config)} is app ${holder}'s host name (from before berth kept it), so the dashboard is not served there: rename the app or remove the domain.`);
+      else notes.push(`${dashboardHost(this.#config)} has no HTTPS certificate yet (\`certs\` says why), and the dashboard is not offered over plain HTTP.`);
       notes.push(`Open an SSH tunnel to the admin listener (as your login on the server): ${tunnelCommand(this.#config, local)}`);
     }
     // Without the public link, the admin listener's as the tunnel reaches it.
