@@ -221,11 +221,12 @@ export async function runControl(argv: string[]): Promise<number> {
     );
     if (dashboardListen) {
       const history = new RequestHistory((name) => state.apps.get(name)?.id);
-      history.start(daemonMetrics);
-      stops.push(async () => history.stop());
       const server = new DashboardServer({ state, platform, appUrl, history, links: logins }, dashboardListen);
       try {
         await server.start();
+        // The chart history is kept only for a dashboard that runs.
+        history.start(daemonMetrics);
+        stops.push(async () => history.stop());
         stops.push(async () => {
           publisher.publishOwn(dashboardHost(config), undefined);
           await server.stop();

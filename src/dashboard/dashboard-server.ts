@@ -140,7 +140,8 @@ export class DashboardServer {
         return;
       }
       if (e instanceof ApiError) return sendError(res, e);
-      if (e instanceof UserError) return sendError(res, new ApiError(e.code === 'app_not_found' ? 404 : 400, e.code, e.message, e.hint));
+      // An app gone between the check and the read (a race) answers as a missing one does.
+      if (e instanceof UserError) return sendError(res, e.code === 'app_not_found' ? notFound(e.message) : new ApiError(400, e.code, e.message, e.hint));
       const id = newErrorId();
       log.error('dashboard_request_failed', { id, method: req.method, path: url.pathname, error: e });
       sendError(res, new ApiError(500, 'internal', `the dashboard failed to answer (error id ${id})`));

@@ -34,7 +34,8 @@ export function logStream(res: http.ServerResponse, platform: Platform, app: str
   platform.processes.logs(app, { follow: true, lines: tail, quiet: false }, (line) => events.event('line', withoutEscapes(line)), signal).then(
     () => res.end(),
     (e: Error) => {
-      if (!res.writableEnded) events.event('error', { message: e.message });
+      // As `logs` prints it over SSH: a line (the contract's log events are lines only).
+      if (!res.writableEnded) void events.event('line', `(logs stopped: ${withoutEscapes(e.message)})`);
       res.end();
     },
   );

@@ -1,6 +1,7 @@
 // The output of each app's running push or deploy, line by line, for watchers other than the
 // pusher (the dashboard): what has been printed so far is replayed to one who comes late, and the
 // feed ends with the result. One feed per app at a time: the app's lock runs one deploy at once.
+import { describeForUser } from '../errors.ts';
 import { StreamOutput, type Output } from '../ui/output.ts';
 
 export type DeployEvent =
@@ -35,6 +36,23 @@ export class DeployFeeds {
     this.#running.set(app, feed);
     this.#emit(app, feed.started);
     return feed;
+  }
+
+  /**
+   * Runs `deploy` of `app` by `by` with its output (printed to `out`) also on the app's feed, which
+   * ends with the result: the release `release` names, or the error. Every kind of deploy goes
+   * through here (push, rollback, image deploy, config change with restart, restart, scale).
+   */
+  async run<T>(app: string, by: string, out: Output, deploy: (out: Output) => Promise<T>, release: (result: T) => number | null): Promise<T> {
+    const feed = this.begin(app, by);
+    try {
+      const result = await deploy(feed.output(out));
+      feed.end({ ok: true, release: release(result) });
+      return result;
+    } catch (e) {
+      feed.end({ ok: false, error: describeForUser(e, `deploy of ${app}`).lines[0] ?? 'deploy failed' });
+      throw e;
+    }
   }
 
   /**

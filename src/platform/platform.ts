@@ -57,7 +57,7 @@ export function createPlatform(deps: {
     releases: new ReleaseService({ ...deps, deploys }),
     deploys,
     dashboard: deps.dashboard,
-    processes: new ProcessService(deps),
+    processes: new ProcessService({ ...deps, deploys }),
     certificates: deps.certificates,
     daemonStatus: deps.daemonStatus,
     upgrade: deps.upgrade,
