@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from '../cli/control-server.ts';
 import { COMMANDS, runCommand } from '../cli/registry.ts';
-import { dataPaths, loadConfig, sshLoginLimitsOf } from '../config.ts';
+import { dataPaths, loadConfig, parseListen, sshLoginLimitsOf } from '../config.ts';
 import { createExecHandler } from '../git/exec-router.ts';
 import { loadOrCreateHostKey } from '../git/host-key.ts';
 import { KeyStore } from '../git/key-store.ts';
@@ -31,7 +31,6 @@ import { ProxyLink } from './proxy-link.ts';
 import { exitSoon, untilStopped } from './role-lifecycle.ts';
 import { DashboardServer } from '../dashboard/dashboard-server.ts';
 import { DashboardLinks, dashboardHost, LoginLinks } from '../dashboard/login-links.ts';
-import { parseDashboardListen } from '../dashboard/listen.ts';
 import { RequestHistory } from '../dashboard/request-history.ts';
 import type { MetricFamily } from '../metrics/registry.ts';
 import { HELLO_ANSWER_MS, TakeOver } from './take-over.ts';
@@ -157,7 +156,7 @@ export async function runControl(argv: string[]): Promise<number> {
     // What the previous control plane wrote up to its end, keys included.
     const state: State = await loadState(config, { keys });
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
-    const dashboardListen = parseDashboardListen(config.dashboardListen);
+    const dashboardListen = parseListen(config.dashboardListen, '--dashboard-listen');
     // berth.DOMAIN gets its certificate as an app's domain does, while the dashboard is on.
     // An app that holds berth.DOMAIN (named berth, or with it as a domain, from a state made
     // before berth kept the name) keeps it: the dashboard is then on the admin listener only.
