@@ -2,7 +2,8 @@
 // watcher who comes late, ended with the result; other apps' watchers hear nothing of it.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DeployFeeds, withoutEscapes, type DeployEvent } from '../src/platform/deploy-feeds.ts';
+import { DeployFeeds, type DeployEvent } from '../src/platform/deploy-feeds.ts';
+import { withoutEscapes } from '../src/ui/plain-text.ts';
 import { MemoryOutput } from '../src/ui/output.ts';
 
 test("a deploy's output reaches the user and the feed; a late watcher gets the start and every line so far, then the rest live", () => {

@@ -6,7 +6,7 @@ import { COMMANDS, runCommand } from '../cli/registry.ts';
 import { isValidAppName } from '../app-name.ts';
 import { log } from '../log.ts';
 import type { Platform } from '../platform/platform.ts';
-import { withoutEscapes } from '../platform/deploy-feeds.ts';
+import { withoutEscapes } from '../ui/plain-text.ts';
 import type { State } from '../platform/state.ts';
 import { StreamOutput, type Output } from '../ui/output.ts';
 import { ApiError } from './answers.ts';

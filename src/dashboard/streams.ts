@@ -4,7 +4,7 @@
 import type http from 'node:http';
 import type { DeployEvent } from '../platform/deploy-feeds.ts';
 import type { Platform } from '../platform/platform.ts';
-import { withoutEscapes } from '../platform/deploy-feeds.ts';
+import { withoutEscapes } from '../ui/plain-text.ts';
 import { startEvents } from './answers.ts';
 
 export const PING_MS = 15_000;

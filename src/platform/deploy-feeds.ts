@@ -3,6 +3,7 @@
 // feed ends with the result. One feed per app at a time: the app's lock runs one deploy at once.
 import { describeForUser } from '../errors.ts';
 import { StreamOutput, type Output } from '../ui/output.ts';
+import { withoutEscapes } from '../ui/plain-text.ts';
 
 export type DeployEvent =
   | { kind: 'start'; by: string; startedAt: string }
@@ -127,12 +128,4 @@ export class DeployFeed {
     if (this.lines.length > REPLAY_LINES) this.lines.shift();
     this.#emit({ kind: 'line', text });
   }
-}
-
-// CSI and OSC sequences, and any other control character but the tab.
-const ESCAPES = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
-
-/** A line as a page shows it: ANSI colours and cursor moves removed. */
-export function withoutEscapes(text: string): string {
-  return text.replace(ESCAPES, '');
 }
