@@ -8,6 +8,7 @@ import { ownOrigin, plainThroughProxy, sameSitePost } from '../src/dashboard/csr
 import { actionFields } from '../src/dashboard/actions.ts';
 import { hostAllowed } from '../src/dashboard/dashboard-server.ts';
 import { LogThrottle, THROTTLE_MS } from '../src/dashboard/log-throttle.ts';
+import { publicOrigin } from '../src/public-origin.ts';
 import { DashboardLinks, hash, LOGIN_LINK_TTL_MS, LoginLinks, MAX_OPEN_LINKS, MAX_OPEN_LINKS_PER_IDENTITY } from '../src/dashboard/login-links.ts';
 import { clearCookie, MAX_SESSIONS_PER_IDENTITY, sessionCookie, Sessions, SESSION_IDLE_MS, setCookie } from '../src/dashboard/sessions.ts';
 
@@ -187,4 +188,12 @@ test('while an app holds berth.DOMAIN (a state from before berth kept the name),
   const { urls, notes } = links.link(undefined, { local: true });
   assert.deepEqual(urls.map((u) => u.replace(/#.*/, '')), ['http://127.0.0.1:9181/login']);
   assert.match(notes.join('\n'), /berth\.example\.com is app berth's host name/);
+});
+
+test("publicOrigin, for an app's URL and the dashboard's link: HTTPS once the certificate is served, the port only when not the default", () => {
+  const ports = { httpPort: 80, httpsPort: 443 };
+  assert.equal(publicOrigin('shop.example.com', ports, true), 'https://shop.example.com');
+  assert.equal(publicOrigin('shop.example.com', ports, false), 'http://shop.example.com');
+  assert.equal(publicOrigin('shop.example.com', { httpPort: 8080, httpsPort: 8443 }, true), 'https://shop.example.com:8443');
+  assert.equal(publicOrigin('shop.example.com', { httpPort: 8080, httpsPort: 8443 }, false), 'http://shop.example.com:8080');
 });

@@ -21,6 +21,7 @@ import { writeFileAtomic } from '../state/atomic-file.ts';
 import { AppLock } from '../platform/app-lock.ts';
 import { createPlatform } from '../platform/platform.ts';
 import { EdgeRoutePublisher, OWN_ROUTE } from '../platform/route-publisher.ts';
+import { publicOrigin } from '../public-origin.ts';
 import { loadState, type State } from '../platform/state.ts';
 import { readAll } from '../read-all.ts';
 import { VERSION } from '../version.ts';
@@ -170,8 +171,7 @@ export async function runControl(argv: string[]): Promise<number> {
     await certificates.load();
     const appUrl = (app: string) => {
       const host = state.domains.hostnames(app)[0] ?? `${app}.${config.domain}`;
-      if (certificates.hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
-      return `http://${host}${config.httpPort === 80 ? '' : `:${config.httpPort}`}`;
+      return publicOrigin(host, config, certificates.hasCertificate(host));
     };
     const publisher = new EdgeRoutePublisher({ edge: link, apps: state.apps, domains: state.domains, certificates });
     // The one per-app lock: the application layer holds it around every change of an app, the

@@ -6,6 +6,7 @@ import { UserError } from '../errors.ts';
 import type { KeyRecord } from '../git/key-store.ts';
 import { log } from '../log.ts';
 import type { DashboardLogin } from '../platform/platform.ts';
+import { publicOrigin } from '../public-origin.ts';
 import { identityKey, identityOf, type Identity } from './identity.ts';
 
 /** How long a login link may be used. */
@@ -83,7 +84,8 @@ export class DashboardLinks implements DashboardLogin {
   publicOrigin(): string | undefined {
     const config = this.#config;
     const host = dashboardHost(config);
-    if (this.#holder() === undefined && this.#hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
+    // Over HTTPS only: plain HTTP would carry the login and the session cookie in cleartext.
+    if (this.#holder() === undefined && this.#hasCertificate(host)) return publicOrigin(host, config, true);
     return undefined;
   }
 
