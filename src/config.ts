@@ -113,8 +113,20 @@ export const DEFAULT_BUILDPACKS: readonly string[] = ['ruby', 'nodejs', 'clojure
 /** Let's Encrypt's production ACME directory: the default --acme-directory. */
 export const LETS_ENCRYPT_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
 
-/** HOST:PORT for --metrics-listen; an IPv6 host in brackets. */
-export const METRICS_LISTEN = /^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):(\d{1,5})$/;
+/** HOST:PORT for an admin listener (--metrics-listen, --dashboard-listen); an IPv6 host in brackets. */
+const LISTEN = /^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):(\d{1,5})$/;
+const LISTEN_EXAMPLES = { '--metrics-listen': '127.0.0.1:9180', '--dashboard-listen': '127.0.0.1:9181' } as const;
+
+/** An admin listener's `HOST:PORT` → its parts; undefined for off (or empty); a UserError naming `flag` when it is neither. */
+export function parseListen(value: string, flag: keyof typeof LISTEN_EXAMPLES): { host: string; port: number } | undefined {
+  if (value === '' || value === 'off') return undefined;
+  const m = LISTEN.exec(value);
+  const port = Number(m?.[2]);
+  if (!m || port > 65535) {
+    throw new UserError('invalid_listen', `${flag}: "${value}" is not HOST:PORT (such as ${LISTEN_EXAMPLES[flag]}) or off`, { hint: `give an address and port such as ${LISTEN_EXAMPLES[flag]}, or off` });
+  }
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
 
 interface FlagSpec {
   key: keyof Config;
@@ -280,8 +292,13 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   if (config.acmeEmail !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.acmeEmail)) problems.push(`--acme-email: "${config.acmeEmail}" is not an email address`);
   if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
   if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);
-  if (!/^(off|)$/.test(config.metricsListen) && Number(METRICS_LISTEN.exec(config.metricsListen)?.[2] ?? 65536) > 65535) problems.push(`--metrics-listen: "${config.metricsListen}" is not HOST:PORT (such as 127.0.0.1:9180) or off`);
-  if (!/^(off|)$/.test(config.dashboardListen) && Number(METRICS_LISTEN.exec(config.dashboardListen)?.[2] ?? 65536) > 65535) problems.push(`--dashboard-listen: "${config.dashboardListen}" is not HOST:PORT (such as 127.0.0.1:9181) or off`);
+  for (const [flag, value] of [['--metrics-listen', config.metricsListen], ['--dashboard-listen', config.dashboardListen]] as const) {
+    try {
+      parseListen(value, flag);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+  }
   if (problems.length) {
     throw new UserError('invalid_config', `${command}: ${problems.length === 1 ? 'a problem' : `${problems.length} problems`} with the configuration:\n${problems.map((p) => '  ' + p).join('\n')}`, {
       hint: `run \`${command} --help\` for the flags${command === 'berth serve' ? ' and their BERTH_* variables' : ''}`,

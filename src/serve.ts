@@ -4,14 +4,14 @@
 // stops them on SIGTERM/SIGINT. It does nothing else, so it has little reason to fail.
 import fs from 'node:fs/promises';
 import { StreamOutput } from './ui/output.ts';
-import { dataPaths, loadConfig, SERVE_FLAGS } from './config.ts';
+import { dataPaths, loadConfig, parseListen, SERVE_FLAGS } from './config.ts';
 import { UserError } from './errors.ts';
 import { log, setLogLevel } from './log.ts';
 import { holdSockets } from './daemon/listen-sockets.ts';
 import sea from 'node:sea';
 import { ChildFailed, selfCommand } from './daemon/role-child.ts';
 import { Supervisor, UPGRADE_DEFAULTS, type UpgradeOptions } from './daemon/supervisor.ts';
-import { MetricsServer, parseListen } from './metrics/metrics-server.ts';
+import { MetricsServer } from './metrics/metrics-server.ts';
 import { UpgradeSocket, type UpgradeRequest } from './daemon/upgrade-socket.ts';
 import { VERSION } from './version.ts';
 
@@ -58,7 +58,7 @@ export async function serve(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
-  const listen = parseListen(config.metricsListen);
+  const listen = parseListen(config.metricsListen, '--metrics-listen');
   const metrics = listen ? new MetricsServer({ ...listen, gather: () => supervisor.metrics() }) : undefined;
   const shutdown = async () => {
     await metrics?.stop();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { loadConfig, pushLimitsOf, SERVE_FLAGS, sshLoginLimitsOf } from '../src/config.ts';
+import { loadConfig, parseListen, pushLimitsOf, SERVE_FLAGS, sshLoginLimitsOf } from '../src/config.ts';
 import { DEFAULT_AUTH_LIMITS } from '../src/git/auth-limiter.ts';
 import { UserError } from '../src/errors.ts';
 import { DEFAULT_PUSH_LIMITS } from '../src/push-limits.ts';
@@ -117,4 +117,11 @@ test('the SSH login limits, the push timeout and the disk limits have documented
   assert.equal(c.minFreeDisk, 10 * 1024 ** 3);
   assert.deepEqual(sshLoginLimitsOf(c), { loginGraceMs: 0, maxStartups: 20, maxStartupsPerAddress: 3 });
   assert.throws(() => loadConfig(['--push-timeout', 'soon', '--ssh-max-startups', '0', '--app-disk-quota', '1k'], {}), /3 problems/);
+});
+
+test('parseListen reads both admin listeners (--metrics-listen, --dashboard-listen), naming the flag when the value is wrong', () => {
+  assert.deepEqual(parseListen('[::1]:9181', '--dashboard-listen'), { host: '::1', port: 9181 });
+  assert.equal(parseListen('off', '--dashboard-listen'), undefined);
+  assert.throws(() => parseListen('localhost:70000', '--dashboard-listen'), /--dashboard-listen: "localhost:70000" is not HOST:PORT \(such as 127\.0\.0\.1:9181\) or off/);
+  assert.throws(() => loadConfig(['--dashboard-listen', '9181'], {}), /--dashboard-listen: "9181" is not HOST:PORT/);
 });

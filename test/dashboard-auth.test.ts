@@ -5,9 +5,12 @@ import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { test } from 'node:test';
 import { ownOrigin, plainThroughProxy, sameSitePost } from '../src/dashboard/csrf.ts';
+import { actionFields } from '../src/dashboard/actions.ts';
 import { hostAllowed } from '../src/dashboard/dashboard-server.ts';
-import { DashboardLinks, hash, LOGIN_LINK_TTL_MS, LoginLinks } from '../src/dashboard/login-links.ts';
-import { clearCookie, sessionCookie, Sessions, SESSION_IDLE_MS, setCookie } from '../src/dashboard/sessions.ts';
+import { LogThrottle, THROTTLE_MS } from '../src/dashboard/log-throttle.ts';
+import { publicOrigin } from '../src/public-origin.ts';
+import { DashboardLinks, hash, LOGIN_LINK_TTL_MS, LoginLinks, MAX_OPEN_LINKS, MAX_OPEN_LINKS_PER_IDENTITY } from '../src/dashboard/login-links.ts';
+import { clearCookie, MAX_SESSIONS_PER_IDENTITY, sessionCookie, Sessions, SESSION_IDLE_MS, setCookie } from '../src/dashboard/sessions.ts';
 
 const alice = { kind: 'key', name: 'alice', fingerprint: 'SHA256:alice' } as const;
 
@@ -137,4 +140,60 @@ test('the dashboard command offers the public link only over HTTPS; without a ce
   assert.equal(served.urls.length, 1);
   const local = links.link(undefined, { local: true });
   assert.deepEqual(local.urls.map((u) => u.replace(/#.*/, '')), ['https://berth.example.com/login', 'http://127.0.0.1:9181/login']);
+});
+
+test("a key that asks for many links forgets only its own oldest ones; past the global ceiling, no new link", () => {
+  const links = new LoginLinks();
+  const bob = { kind: 'key', name: 'bob', fingerprint: 'SHA256:bob' } as const;
+  const bobs = links.issue(bob);
+  const alices = Array.from({ length: MAX_OPEN_LINKS_PER_IDENTITY + 5 }, () => links.issue(alice).token);
+  assert.deepEqual(links.redeem(bobs.token), bob, "another key's link is kept");
+  assert.equal(links.redeem(alices[0]), undefined, "alice's oldest went");
+  assert.deepEqual(links.redeem(alices.at(-1)), alice);
+  const full = new LoginLinks();
+  for (let i = 0; i < MAX_OPEN_LINKS; i++) full.issue({ kind: 'key', name: `k${i}`, fingerprint: `SHA256:${i}` });
+  assert.throws(() => full.issue(alice), /1000 dashboard login links are waiting to be used/);
+});
+
+test("a key that logs in many times ends only its own sessions idle longest", () => {
+  const sessions = new Sessions();
+  const bob = sessions.create({ kind: 'key', name: 'bob', fingerprint: 'SHA256:bob' });
+  const alices = Array.from({ length: MAX_SESSIONS_PER_IDENTITY + 3 }, () => sessions.create(alice).cookie);
+  assert.ok(sessions.use(bob.cookie), "another key's session stays");
+  assert.equal(sessions.use(alices[0]), undefined, "alice's session idle longest ended");
+  assert.ok(sessions.use(alices.at(-1)));
+});
+
+test("an action's log line names the command and its app, never its other words", () => {
+  assert.deepEqual(actionFields(['buildpacks:set', 'shop', 'https://user:secret@example.com/bp.git']), { command: 'buildpacks:set', app: 'shop' });
+  assert.deepEqual(actionFields(['config:set', 'shop', 'TOKEN=secret']), { command: 'config:set', app: 'shop' });
+  assert.deepEqual(actionFields(['apps:list']), { command: 'apps:list' });
+  assert.deepEqual(actionFields(['no-such-command', 'secret']), { command: '(unknown command)' });
+});
+
+test('refused logins are logged at most once a minute per client address, with how many were left out', () => {
+  const time = clock();
+  const lines: Array<Record<string, unknown>> = [];
+  const throttle = new LogThrottle('dashboard_login_refused', { now: time.now, write: (_e, fields) => lines.push(fields) });
+  for (let i = 0; i < 50; i++) throttle.note('203.0.113.5');
+  throttle.note('198.51.100.7');
+  assert.deepEqual(lines, [{ address: '203.0.113.5' }, { address: '198.51.100.7' }]);
+  time.advance(THROTTLE_MS);
+  throttle.note('203.0.113.5');
+  assert.deepEqual(lines.at(-1), { address: '203.0.113.5', leftOut: 49 });
+});
+
+test('while an app holds berth.DOMAIN (a state from before berth kept the name), the dashboard command gives no public link and says why', () => {
+  const links = new DashboardLinks({ store: new LoginLinks(), config: { domain: 'example.com', httpPort: 80, httpsPort: 443 }, hasCertificate: () => true, localOrigin: () => 'http://127.0.0.1:9181', holder: () => 'berth' });
+  const { urls, notes } = links.link(undefined, { local: true });
+  assert.deepEqual(urls.map((u) => u.replace(/#.*/, '')), ['http://127.0.0.1:9181/login']);
+  assert.match(notes.join('\n'), /berth\.example\.com is app berth's host name/);
+});
+
+test("publicOrigin, for an app's URL and the dashboard's link: HTTPS once the certificate is served, the port only when not the default", () => {
+  const ports = { httpPort: 80, httpsPort: 443 };
+  assert.equal(publicOrigin('shop.example.com', ports, true), 'https://shop.example.com');
+  assert.equal(publicOrigin('shop.example.com', ports, false), 'http://shop.example.com');
+  assert.equal(publicOrigin('shop.example.com', { httpPort: 8080, httpsPort: 8443 }, true), 'https://shop.example.com:8443');
+  assert.equal(publicOrigin('shop.example.com', { httpPort: 8080, httpsPort: 8443 }, false), 'http://shop.example.com:8080');
 });

@@ -2,7 +2,8 @@
 // watcher who comes late, ended with the result; other apps' watchers hear nothing of it.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DeployFeeds, withoutEscapes, type DeployEvent } from '../src/platform/deploy-feeds.ts';
+import { DeployFeeds, type DeployEvent } from '../src/platform/deploy-feeds.ts';
+import { withoutEscapes } from '../src/ui/plain-text.ts';
 import { MemoryOutput } from '../src/ui/output.ts';
 
 test("a deploy's output reaches the user and the feed; a late watcher gets the start and every line so far, then the rest live", () => {
@@ -64,4 +65,24 @@ test('a watcher that stops hears no more', () => {
 
 test('terminal escapes and control characters are removed from feed lines, tabs kept', () => {
   assert.equal(withoutEscapes('\x1b[1;31mred\x1b[0m\tx\x07\x1b]0;title\x07y'), 'red\txy');
+});
+
+test('run: a deploy run through the feeds is on the feed from start to its result, a failed one too', async () => {
+  const feeds = new DeployFeeds();
+  const seen: DeployEvent[] = [];
+  feeds.watch('shop', (e) => seen.push(e));
+  const out = new MemoryOutput();
+  const result = await feeds.run('shop', 'alice', out, async (fed) => {
+    assert.equal(feeds.running('shop'), true);
+    await fed.step('Restarting shop');
+    return 'done';
+  }, () => 7);
+  assert.equal(result, 'done');
+  assert.equal(feeds.running('shop'), false);
+  assert.deepEqual(seen.map((e) => e.kind), ['start', 'line', 'end']);
+  assert.deepEqual(seen.at(-1), { kind: 'end', ok: true, release: 7 });
+  assert.match(out.text(), /Restarting shop/);
+  await assert.rejects(feeds.run('shop', 'alice', out, async () => { throw new Error('no engine'); }, () => null));
+  assert.equal(seen.at(-1)?.kind, 'end');
+  assert.equal((seen.at(-1) as { ok: boolean }).ok, false);
 });

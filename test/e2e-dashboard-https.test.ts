@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import https from 'node:https';
 import { after, before, test } from 'node:test';
 import { httpsGet } from './helpers/certs.ts';
-import { makeKey, request, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
-import { preparePebble, type Pebble } from './helpers/pebble.ts';
+import { makeKey, request, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { startDaemonWithPebble, type Pebble } from './helpers/pebble.ts';
 
 const work = tempDir('e2e-dashboard-https');
 const HOST = 'berth.example.test';
@@ -17,13 +17,7 @@ let key: { privateKey: string; publicKey: string };
 let root: string;
 
 before(async () => {
-  pebble = await preparePebble();
-  daemon = await startDaemon({
-    domain: 'example.test',
-    args: ['--acme-directory', pebble.directory, '--acme-ca-file', pebble.caFile, '--acme-email', 'ops@example.test'],
-  });
-  await pebble.start({ httpPort: daemon.httpPort, tlsPort: daemon.httpsPort });
-  root = await pebble.root();
+  ({ daemon, pebble, root } = await startDaemonWithPebble());
   key = makeKey(work, 'admin');
   assert.equal(daemon.cli(['ssh-keys:add', 'admin', key.publicKey]).code, 0);
 });
@@ -73,6 +67,7 @@ test('berth.DOMAIN gets a certificate like an app hostname, its link is HTTPS, a
   assert.match(page.issuer ?? '', /^Pebble Intermediate CA/);
   assert.match(String(page.headers['content-type']), /^text\/html/);
   assert.equal(page.headers['x-content-type-options'], 'nosniff');
+  assert.equal(page.headers['strict-transport-security'], 'max-age=31536000');
 
   const r = daemon.ssh(key.privateKey, 'dashboard');
   assert.equal(r.code, 0, r.stderr);

@@ -226,8 +226,8 @@ test('a POST without the JSON type, the own Origin or the CSRF token is refused 
   assert.equal(crossLogin.json().error.code, 'cross_site');
   // A last action that is let through: its log line comes after any of the refused ones'.
   assert.equal((await post(s, '/api/run', { words: ['releases', APP] })).json().exitCode, 0);
-  await logged(/"dashboard_action","key":"admin","words":\["releases","dash-a"\]/);
-  assert.doesNotMatch(daemon.logs(), /"dashboard_action","key":"admin","words":\["ps:restart"/, 'no refused request ran a command');
+  await logged(/"dashboard_action","key":"admin","command":"releases","app":"dash-a"/);
+  assert.doesNotMatch(daemon.logs(), /"dashboard_action","key":"admin","command":"ps:restart"/, 'no refused request ran a command');
 });
 
 test('commands that need a terminal or standard input are for SSH: /api/run answers 400 use_ssh', async () => {
@@ -363,7 +363,18 @@ test("a push's output streams live to /api/apps/APP/deploys/live, and a rollback
   assert.equal(rollback.json().exitCode, 0, rollback.json().output);
   assert.doesNotMatch(rollback.json().output, /\x1b/);
   assert.match((await request(daemon.httpPort, `${APP}.${daemon.domain}`)).body, /dash-a v1/);
-  await logged(/"dashboard_action".*"key":"admin".*"words":\["releases:rollback","dash-a","1"\]/);
+  await logged(/"dashboard_action","key":"admin","command":"releases:rollback","app":"dash-a","address"/);
+  // A restart (as ps:scale and config:set with a restart) is on the deploy feed too.
+  const restart = events(`/api/apps/${APP}/deploys/live`, s.cookie);
+  try {
+    assert.deepEqual(await restart.next('idle', 10_000), {});
+    const restarted = post(s, '/api/run', { words: ['ps:restart', APP] });
+    assert.equal(((await restart.next('start', 60_000)) as { by: string }).by, 'admin');
+    assert.deepEqual(await restart.next('end', 120_000), { ok: true, release: 3 });
+    assert.equal((await restarted).json().exitCode, 0);
+  } finally {
+    restart.close();
+  }
   const detail = (await call('GET', `/api/apps/${APP}`, { headers: { cookie: s.cookie } })).json();
   assert.equal(detail.current, 3);
   assert.match(detail.releases[0].description, /Rollback to v1/i);

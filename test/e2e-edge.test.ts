@@ -12,8 +12,8 @@ import { after, before, test } from 'node:test';
 import tls from 'node:tls';
 import { TLS_CIPHERS } from '../src/proxy/tls/tls-profile.ts';
 import { httpsGet } from './helpers/certs.ts';
-import { gitRepo, makeKey, nodeApp, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
-import { preparePebble, type Pebble } from './helpers/pebble.ts';
+import { gitRepo, makeKey, nodeApp, request, run, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { startDaemonWithPebble, type Pebble } from './helpers/pebble.ts';
 
 const APP = 'edgeweb';
 const HOST = `${APP}.example.test`;
@@ -28,13 +28,7 @@ let daemon: Daemon;
 let root: string;
 
 before(async () => {
-  pebble = await preparePebble();
-  daemon = await startDaemon({
-    domain: 'example.test',
-    args: ['--acme-directory', pebble.directory, '--acme-ca-file', pebble.caFile, '--acme-email', 'ops@example.test'],
-  });
-  await pebble.start({ httpPort: daemon.httpPort, tlsPort: daemon.httpsPort });
-  root = await pebble.root();
+  ({ daemon, pebble, root } = await startDaemonWithPebble());
   await pebble.setAddress(PLAIN, '127.0.0.2'); // nothing of berth's listens there
   const key = makeKey(work, 'admin');
   assert.equal(daemon.cli(['ssh-keys:add', 'admin', key.publicKey]).code, 0);

@@ -10,8 +10,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import tls from 'node:tls';
 import { handshake, httpsGet, issueCert, makeCa } from './helpers/certs.ts';
-import { gitRepo, makeKey, nodeApp, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
-import { freePorts, preparePebble, type Pebble } from './helpers/pebble.ts';
+import { gitRepo, makeKey, nodeApp, request, run, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { freePorts, startDaemonWithPebble, type Pebble } from './helpers/pebble.ts';
 
 const work = tempDir('e2e-https');
 let pebble: Pebble;
@@ -59,13 +59,9 @@ function logEvents(event: string): Array<Record<string, unknown>> {
 }
 
 before(async () => {
-  pebble = await preparePebble();
-  daemon = await startDaemon({
-    domain: 'example.test',
-    args: ['--acme-directory', pebble.directory, '--acme-ca-file', pebble.caFile, '--acme-email', 'ops@example.test'],
-  });
-  await pebble.start({ httpPort: daemon.httpPort, tlsPort: daemon.httpsPort });
-  roots.push(await pebble.root());
+  let root: string;
+  ({ daemon, pebble, root } = await startDaemonWithPebble());
+  roots.push(root);
   key = makeKey(work, 'admin');
   const added = daemon.cli(['ssh-keys:add', 'admin', key.publicKey]);
   assert.equal(added.code, 0, added.stderr);

@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { loadConfig } from '../src/config.ts';
+import { loadConfig, parseListen } from '../src/config.ts';
 import { log } from '../src/log.ts';
 import { COUNTED_EVENTS, ControlMetrics } from '../src/metrics/control-metrics.ts';
-import { MetricsServer, parseListen } from '../src/metrics/metrics-server.ts';
+import { MetricsServer } from '../src/metrics/metrics-server.ts';
 import { ProxyMetrics } from '../src/metrics/proxy-metrics.ts';
 import { escapeLabel, Registry, render } from '../src/metrics/registry.ts';
 import { parseCertificateBundle } from '../src/proxy/tls/certificate.ts';
@@ -145,10 +145,10 @@ test('every event the control plane counts is logged somewhere in src/', () => {
 
 test('--metrics-listen takes HOST:PORT or off, defaults to 127.0.0.1:9180, and refuses anything else', () => {
   assert.equal(loadConfig([], {}).metricsListen, '127.0.0.1:9180');
-  assert.deepEqual(parseListen('127.0.0.1:9180'), { host: '127.0.0.1', port: 9180 });
-  assert.deepEqual(parseListen('[::1]:0'), { host: '::1', port: 0 });
-  assert.equal(parseListen('off'), undefined);
-  assert.equal(parseListen(''), undefined);
+  assert.deepEqual(parseListen('127.0.0.1:9180', '--metrics-listen'), { host: '127.0.0.1', port: 9180 });
+  assert.deepEqual(parseListen('[::1]:0', '--metrics-listen'), { host: '::1', port: 0 });
+  assert.equal(parseListen('off', '--metrics-listen'), undefined);
+  assert.equal(parseListen('', '--metrics-listen'), undefined);
   assert.equal(loadConfig(['--metrics-listen', 'off'], {}).metricsListen, 'off');
   assert.throws(() => loadConfig(['--metrics-listen', '9180'], {}), /--metrics-listen: "9180" is not HOST:PORT/);
   assert.throws(() => loadConfig(['--metrics-listen', 'localhost:70000'], {}), /--metrics-listen/);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isUserError } from '../src/errors.ts';
+import { OWN_ROUTE } from '../src/platform/route-publisher.ts';
 import { RouteTable, type Target } from '../src/proxy/route-table.ts';
 
 const web1: Target = { id: 'web-1', host: '172.30.0.2', port: 5000 };
@@ -95,4 +96,13 @@ test('a route handed out cannot be changed, and later changes to the caller arra
   assert.throws(() => {
     (route.targets[0] as { port: number }).port = 1;
   }, TypeError);
+});
+
+test("berth's own route (berth.DOMAIN) is in a slot no app name can take: an app named berth is another route", () => {
+  assert.doesNotMatch(OWN_ROUTE, /^[a-z][a-z0-9-]*$/, 'not an app name');
+  const table = RouteTable.empty().withApp(OWN_ROUTE, ['berth.example.com'], [web1]).withApp('berth', ['old.example.com'], [web2]);
+  assert.equal(table.lookup('berth.example.com')?.app, OWN_ROUTE);
+  assert.equal(table.lookup('old.example.com')?.app, 'berth');
+  assert.deepEqual(table.withoutApp('berth').lookup('berth.example.com')?.targets, [web1], "removing the app berth leaves berth's own route");
+  assert.throws(() => RouteTable.empty().withApp('berth:', ['x.example.com'], [web1]).withApp('shop:x', [], []), (e: unknown) => isUserError(e) && /invalid app name/.test((e as Error).message));
 });

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from '../cli/control-server.ts';
 import { COMMANDS, runCommand } from '../cli/registry.ts';
-import { dataPaths, loadConfig, sshLoginLimitsOf } from '../config.ts';
+import { dataPaths, loadConfig, parseListen, sshLoginLimitsOf } from '../config.ts';
 import { createExecHandler } from '../git/exec-router.ts';
 import { loadOrCreateHostKey } from '../git/host-key.ts';
 import { KeyStore } from '../git/key-store.ts';
@@ -22,6 +22,7 @@ import { writeFileAtomic } from '../state/atomic-file.ts';
 import { AppLock } from '../platform/app-lock.ts';
 import { createPlatform } from '../platform/platform.ts';
 import { EdgeRoutePublisher, OWN_ROUTE } from '../platform/route-publisher.ts';
+import { publicOrigin } from '../public-origin.ts';
 import { loadState, type State } from '../platform/state.ts';
 import { readAll } from '../read-all.ts';
 import { VERSION } from '../version.ts';
@@ -32,7 +33,6 @@ import { ProxyLink } from './proxy-link.ts';
 import { exitSoon, untilStopped } from './role-lifecycle.ts';
 import { DashboardServer } from '../dashboard/dashboard-server.ts';
 import { DashboardLinks, dashboardHost, LoginLinks } from '../dashboard/login-links.ts';
-import { parseDashboardListen } from '../dashboard/listen.ts';
 import { RequestHistory } from '../dashboard/request-history.ts';
 import type { MetricFamily } from '../metrics/registry.ts';
 import { HELLO_ANSWER_MS, TakeOver } from './take-over.ts';
@@ -158,10 +158,13 @@ export async function runControl(argv: string[]): Promise<number> {
     // What the previous control plane wrote up to its end, keys included.
     const state: State = await loadState(config, { keys });
     const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
-    const dashboardListen = parseDashboardListen(config.dashboardListen);
+    const dashboardListen = parseListen(config.dashboardListen, '--dashboard-listen');
     // berth.DOMAIN gets its certificate as an app's domain does, while the dashboard is on.
-    const ownHosts = dashboardListen ? [{ name: OWN_ROUTE, hostname: dashboardHost(config) }] : [];
-    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, ownHosts: () => ownHosts, maxOrdersPerHour: config.maxAppAcmeOrders });
+    // An app that holds berth.DOMAIN (named berth, or with it as a domain, from a state made
+    // before berth kept the name) keeps it: the dashboard is then on the admin listener only.
+    const dashboardHolder = () => state.domains.appOf(dashboardHost(config));
+    const ownHosts = () => (dashboardListen && dashboardHolder() === undefined ? [{ name: OWN_ROUTE, hostname: dashboardHost(config) }] : []);
+    const certificates = new CertificateManager({ config, certsDir: paths.certs, stateFile: paths.certState, apps: state.apps, domains: state.domains, ownHosts, maxOrdersPerHour: config.maxAppAcmeOrders });
     stops.push(() => certificates.stop());
     served = () => certificates.cache.expiries();
     link.attach({ settings: () => state.proxySettings.resolved(), certificates: certificates.cache, challenges: certificates.challenges });
@@ -169,8 +172,7 @@ export async function runControl(argv: string[]): Promise<number> {
     await certificates.load();
     const appUrl = (app: string) => {
       const host = state.domains.hostnames(app)[0] ?? `${app}.${config.domain}`;
-      if (certificates.hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
-      return `http://${host}${config.httpPort === 80 ? '' : `:${config.httpPort}`}`;
+      return publicOrigin(host, config, certificates.hasCertificate(host));
     };
     const publisher = new EdgeRoutePublisher({ edge: link, apps: state.apps, domains: state.domains, certificates });
     // The one per-app lock: the application layer holds it around every change of an app, the
@@ -190,7 +192,7 @@ export async function runControl(argv: string[]): Promise<number> {
     });
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen
-      ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin() })
+      ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin(), holder: dashboardHolder })
       : undefined;
     const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade, ...(dashboardLinks ? { dashboard: dashboardLinks } : {}) });
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
@@ -224,17 +226,27 @@ export async function runControl(argv: string[]): Promise<number> {
     );
     if (dashboardListen) {
       const history = new RequestHistory((name) => state.apps.get(name)?.id);
-      history.start(daemonMetrics);
-      stops.push(async () => history.stop());
       const server = new DashboardServer({ state, platform, appUrl, history, links: logins }, dashboardListen);
       try {
         await server.start();
-        dashboard = server;
+        // The chart history is kept only for a dashboard that runs.
+        history.start(daemonMetrics);
+        stops.push(async () => history.stop());
         stops.push(async () => {
           publisher.publishOwn(dashboardHost(config), undefined);
           await server.stop();
         });
-        publisher.publishOwn(dashboardHost(config), { id: 'berth-dashboard', ...server.target() });
+        const holder = dashboardHolder();
+        if (holder === undefined) publisher.publishOwn(dashboardHost(config), { id: 'berth-dashboard', ...server.target() });
+        else {
+          log.error('dashboard_host_conflict', {
+            host: dashboardHost(config),
+            app: holder,
+            hint: `app ${holder} serves ${dashboardHost(config)} (from before berth kept the name): the dashboard is on its admin listener only until the app is renamed (apps:rename) or the domain removed, and berth restarted`,
+          });
+        }
+        // Served (the dashboard command gives links) only once its route is published.
+        dashboard = server;
       } catch (e) {
         // berth serves apps without its dashboard; the operator reads why in the log.
         log.error('dashboard_not_started', { error: e });
@@ -267,6 +279,7 @@ export async function runControl(argv: string[]): Promise<number> {
     // gone; pushes and commands running here finish first, up to the deadline.
     log.info('control_retiring', { deadlineMs: why });
     ssh!.stopAccepting();
+    dashboard?.stopAccepting();
     await control!.stopAccepting();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise((resolve) => (timer = setTimeout(resolve, why)));

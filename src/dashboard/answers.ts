@@ -56,12 +56,36 @@ export async function readJson(req: http.IncomingMessage, maxBytes: number): Pro
   return body as Record<string, unknown>;
 }
 
-/** Starts a Server-Sent Events answer; returns a writer of events and comments. */
-export function startEvents(res: http.ServerResponse): { event(name: string, data: unknown): void; comment(text: string): void } {
+/** What an event stream may hold unsent for a slow client; past it, the stream ends. */
+export const MAX_BUFFERED_EVENTS = 1024 * 1024;
+
+/**
+ * Starts a Server-Sent Events answer; returns a writer of events and comments. An event returns
+ * a promise while the client has not read what was sent (it settles on 'drain', or when the
+ * answer closes); past MAX_BUFFERED_EVENTS unsent, the answer is cut (the page opens it again).
+ */
+export function startEvents(res: http.ServerResponse): { event(name: string, data: unknown): void | Promise<void>; comment(text: string): void } {
   res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
   res.flushHeaders();
+  const write = (text: string): void | Promise<void> => {
+    if (res.writableEnded || res.destroyed) return;
+    if (res.write(text)) return;
+    if (res.writableLength > MAX_BUFFERED_EVENTS) {
+      res.destroy();
+      return;
+    }
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        res.off('drain', done);
+        res.off('close', done);
+        resolve();
+      };
+      res.on('drain', done);
+      res.on('close', done);
+    });
+  };
   return {
-    event: (name, data) => void res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`),
-    comment: (text) => void res.write(`: ${text}\n\n`),
+    event: (name, data) => write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`),
+    comment: (text) => void write(`: ${text}\n\n`),
   };
 }

@@ -20,6 +20,7 @@ import { actorName, actorNow, isAdmin, maySee, type Actor } from './identity.ts'
 import { dashboardHost, tunnelCommand, type LoginLinks } from './login-links.ts';
 import type { RequestHistory } from './request-history.ts';
 import { clearCookie, sessionCookie, Sessions, setCookie, type Session } from './sessions.ts';
+import { LogThrottle } from './log-throttle.ts';
 import { OpenStreams, type OpenStream } from './open-streams.ts';
 import { deployStream, logStream, MAX_LOG_TAIL } from './streams.ts';
 
@@ -48,6 +49,9 @@ export class DashboardServer {
   #stopKeys: (() => void) | undefined;
   /** Actions (/api/run) running now: a retiring control plane lets them finish. */
   #actions = 0;
+  #retiring = false;
+  /** dashboard_login_refused, at most once a minute per client address. */
+  readonly #refusedLogins = new LogThrottle('dashboard_login_refused');
   /** Event streams open now, each ended with its session or its app. */
   readonly streams = new OpenStreams((stream) => this.#streamMayGoOn(stream));
 
@@ -92,6 +96,14 @@ export class DashboardServer {
     log.info('dashboard_listening', { address: this.#host, port: this.port });
   }
 
+  /**
+   * A retiring control plane (an upgrade) takes no new login or action: every POST answers 503
+   * `retiring` from now on; reads and open streams go on until the server stops.
+   */
+  stopAccepting(): void {
+    this.#retiring = true;
+  }
+
   /** Resolves once no action runs (a retiring control plane waits for it, up to its deadline). */
   async idle(): Promise<void> {
     while (this.#actions > 0) await new Promise((resolve) => setTimeout(resolve, 100));
@@ -116,6 +128,9 @@ export class DashboardServer {
       res.writeHead(421, { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8' }).end(`the dashboard is served at ${dashboardHost(this.#deps.state.config)}\n`);
       return;
     }
+    // Over HTTPS (through the proxy), the browser keeps to HTTPS for this name from then on; not
+    // for DOMAIN's other names (includeSubDomains), which are apps with their own rules.
+    if (req.headers['x-forwarded-proto'] === 'https') res.setHeader('strict-transport-security', 'max-age=31536000');
     try {
       if (url.pathname.startsWith('/api/')) await this.#api(req, res, url);
       else await this.#page(req, res, url.pathname);
@@ -125,7 +140,8 @@ export class DashboardServer {
         return;
       }
       if (e instanceof ApiError) return sendError(res, e);
-      if (e instanceof UserError) return sendError(res, new ApiError(e.code === 'app_not_found' ? 404 : 400, e.code, e.message, e.hint));
+      // An app gone between the check and the read (a race) answers as a missing one does.
+      if (e instanceof UserError) return sendError(res, e.code === 'app_not_found' ? notFound(e.message) : new ApiError(400, e.code, e.message, e.hint));
       const id = newErrorId();
       log.error('dashboard_request_failed', { id, method: req.method, path: url.pathname, error: e });
       sendError(res, new ApiError(500, 'internal', `the dashboard failed to answer (error id ${id})`));
@@ -160,6 +176,7 @@ export class DashboardServer {
       throw httpsRequired(`open an SSH tunnel to the admin listener (${tunnelCommand(this.#deps.state.config, local)}, as your login on the server), then use the ${local} link that \`${sshCommand(this.#deps.state.config)} dashboard\` prints`);
     }
     if (post && !sameSitePost(req)) throw crossSite();
+    if (post && this.#retiring) throw new ApiError(503, 'retiring', 'berth is being upgraded: this control plane takes no new login or action', 'try again in a few seconds');
     if (path === '/api/login') {
       if (!post) throw new ApiError(405, 'method_not_allowed', 'log in with POST');
       return this.#login(req, res);
@@ -220,7 +237,7 @@ export class DashboardServer {
     const identity = this.links.redeem(body.token);
     const actor = identity && actorNow(identity, this.#deps.state);
     if (!identity || !actor) {
-      log.warn('dashboard_login_refused', { address: clientAddress(req) });
+      this.#refusedLogins.note(clientAddress(req));
       throw new ApiError(403, 'login_refused', 'this login link was used or has expired', `run \`${sshCommand(this.#deps.state.config)} dashboard\` for a new one`);
     }
     const { cookie } = this.sessions.create(identity);

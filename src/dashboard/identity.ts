@@ -11,6 +11,11 @@ export function identityOf(key: KeyRecord | undefined): Identity {
   return key ? { kind: 'key', name: key.name, fingerprint: key.fingerprint } : { kind: 'local' };
 }
 
+/** One string per identity, to count its links and sessions by. */
+export function identityKey(identity: Identity): string {
+  return identity.kind === 'local' ? 'local' : `key ${identity.fingerprint} ${identity.name}`;
+}
+
 /** The caller as the state has it now: the key record, `local`, or undefined when the key is gone. */
 export type Actor = { kind: 'local' } | { kind: 'key'; key: KeyRecord };
 

@@ -6,11 +6,14 @@ import { UserError } from '../errors.ts';
 import type { KeyRecord } from '../git/key-store.ts';
 import { log } from '../log.ts';
 import type { DashboardLogin } from '../platform/platform.ts';
-import { identityOf, type Identity } from './identity.ts';
+import { publicOrigin } from '../public-origin.ts';
+import { identityKey, identityOf, type Identity } from './identity.ts';
 
 /** How long a login link may be used. */
 export const LOGIN_LINK_TTL_MS = 5 * 60_000;
-/** Links not used yet that are kept; past this, the oldest is forgotten. */
+/** Links not used yet kept for one identity; past this, its oldest is forgotten. */
+export const MAX_OPEN_LINKS_PER_IDENTITY = 10;
+/** Links not used yet kept in all; past this, no new one is made until some expire. */
 export const MAX_OPEN_LINKS = 1000;
 
 export class LoginLinks {
@@ -25,10 +28,16 @@ export class LoginLinks {
   /** A new token for `identity`, and when it expires. */
   issue(identity: Identity): { token: string; expiresAt: Date } {
     this.#sweep();
+    // Each identity's own oldest link goes: one key asking often forgets no other key's link.
+    const who = identityKey(identity);
+    const mine = [...this.#open].filter(([, entry]) => identityKey(entry.identity) === who);
+    for (const [key] of mine.slice(0, Math.max(0, mine.length - MAX_OPEN_LINKS_PER_IDENTITY + 1))) this.#open.delete(key);
+    if (this.#open.size >= MAX_OPEN_LINKS) {
+      throw new UserError('too_many_login_links', `${MAX_OPEN_LINKS} dashboard login links are waiting to be used`, { hint: 'try again in a few minutes, when some have expired' });
+    }
     const token = randomBytes(32).toString('base64url');
     const expiresAt = this.#now() + LOGIN_LINK_TTL_MS;
     this.#open.set(hash(token), { identity, expiresAt });
-    if (this.#open.size > MAX_OPEN_LINKS) this.#open.delete(this.#open.keys().next().value!);
     return { token, expiresAt: new Date(expiresAt) };
   }
 
@@ -60,7 +69,11 @@ export class DashboardLinks implements DashboardLogin {
   /** The admin listener's origin; undefined while the dashboard does not run. */
   readonly #localOrigin: () => string | undefined;
 
-  constructor(deps: { store: LoginLinks; config: Pick<Config, 'domain' | 'httpPort' | 'httpsPort'>; hasCertificate(hostname: string): boolean; localOrigin(): string | undefined }) {
+  /** The app that holds berth.DOMAIN (from a state made before berth kept the name), if one does: no public link then. */
+  readonly #holder: () => string | undefined;
+
+  constructor(deps: { store: LoginLinks; config: Pick<Config, 'domain' | 'httpPort' | 'httpsPort'>; hasCertificate(hostname: string): boolean; localOrigin(): string | undefined; holder?: () => string | undefined }) {
+    this.#holder = deps.holder ?? (() => undefined);
     this.#store = deps.store;
     this.#config = deps.config;
     this.#hasCertificate = deps.hasCertificate;
@@ -71,7 +84,8 @@ export class DashboardLinks implements DashboardLogin {
   publicOrigin(): string | undefined {
     const config = this.#config;
     const host = dashboardHost(config);
-    if (this.#hasCertificate(host)) return `https://${host}${config.httpsPort === 443 ? '' : `:${config.httpsPort}`}`;
+    // Over HTTPS only: plain HTTP would carry the login and the session cookie in cleartext.
+    if (this.#holder() === undefined && this.#hasCertificate(host)) return publicOrigin(host, config, true);
     return undefined;
   }
 
@@ -88,7 +102,9 @@ export class DashboardLinks implements DashboardLogin {
     const notes: string[] = [];
     if (origin) urls.push(`${origin}/login#${token}`);
     else {
-      notes.push(`${dashboardHost(this.#config)} has no HTTPS certificate yet (\`certs\` says why), and the dashboard is not offered over plain HTTP.`);
+      const holder = this.#holder();
+      if (holder !== undefined) notes.push(`${dashboardHost(this.#config)} is app ${holder}'s host name (from before berth kept it), so the dashboard is not served there: rename the app or remove the domain.`);
+      else notes.push(`${dashboardHost(this.#config)} has no HTTPS certificate yet (\`certs\` says why), and the dashboard is not offered over plain HTTP.`);
       notes.push(`Open an SSH tunnel to the admin listener (as your login on the server): ${tunnelCommand(this.#config, local)}`);
     }
     // Without the public link, the admin listener's as the tunnel reaches it.

@@ -3,6 +3,7 @@
 // re-scoped so that it no longer sees the app) and when its app is destroyed or renamed, checked
 // every half second while any is open, and at once when `sweep` is called.
 import type http from 'node:http';
+import { ApiError } from './answers.ts';
 import type { Session } from './sessions.ts';
 
 export interface OpenStream {
@@ -13,6 +14,10 @@ export interface OpenStream {
 }
 
 export const SWEEP_MS = 500;
+/** Streams one session may hold open at once (a page holds two). */
+export const MAX_STREAMS_PER_SESSION = 8;
+/** Streams open at once, every session together. */
+export const MAX_STREAMS = 256;
 
 export class OpenStreams {
   /** Whether a stream may go on (its session open, its key seeing its app, its app the same). */
@@ -20,16 +25,26 @@ export class OpenStreams {
   readonly #open = new Map<OpenStream, () => void>();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(mayGoOn: (stream: OpenStream) => boolean) {
+  readonly #limits: { perSession: number; total: number };
+
+  constructor(mayGoOn: (stream: OpenStream) => boolean, limits: { perSession: number; total: number } = { perSession: MAX_STREAMS_PER_SESSION, total: MAX_STREAMS }) {
     this.#mayGoOn = mayGoOn;
+    this.#limits = limits;
   }
 
   get size(): number {
     return this.#open.size;
   }
 
-  /** Registers the stream answered on `res`; the signal aborts when it ends (the client went, or `sweep` ended it). */
+  /**
+   * Registers the stream answered on `res`; the signal aborts when it ends (the client went, or
+   * `sweep` ended it). An ApiError 429 `too_many_streams` past the caps.
+   */
   open(stream: OpenStream, res: http.ServerResponse): AbortSignal {
+    let mine = 0;
+    for (const other of this.#open.keys()) if (other.session === stream.session) mine++;
+    if (mine >= this.#limits.perSession) throw new ApiError(429, 'too_many_streams', `this session has ${mine} event streams open, the most it may`, 'close another tab of the dashboard');
+    if (this.#open.size >= this.#limits.total) throw new ApiError(429, 'too_many_streams', 'the dashboard has as many event streams open as it serves', 'try again in a while');
     const abort = new AbortController();
     const end = () => {
       if (!this.#open.delete(stream)) return;

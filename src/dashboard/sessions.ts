@@ -2,7 +2,8 @@
 // cookie value kept only as its hash, a CSRF token, an idle expiry. A session acts as its
 // identity, which the server looks up again on every request.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Identity } from './identity.ts';
+import { ApiError } from './answers.ts';
+import { identityKey, type Identity } from './identity.ts';
 import { hash } from './login-links.ts';
 
 /** A session nobody used for this long is over. */
@@ -12,7 +13,9 @@ export const SESSION_IDLE_MS = 12 * 60 * 60_000;
  * An app at APP.DOMAIN (same site) can set a `Domain=DOMAIN` cookie of another name only.
  */
 export const SESSION_COOKIE = '__Host-berth_session';
-/** Sessions kept at once; past this, the one idle longest ends. */
+/** Sessions one identity keeps at once; past this, its session idle longest ends. */
+export const MAX_SESSIONS_PER_IDENTITY = 20;
+/** Sessions kept at once in all; past this, sessions idle past their expiry are dropped, and a login waits for room. */
 export const MAX_SESSIONS = 10_000;
 
 export interface Session {
@@ -36,9 +39,17 @@ export class Sessions {
   create(identity: Identity): { cookie: string; session: Session } {
     const cookie = randomBytes(32).toString('base64url');
     const session: Session = { identity, csrf: randomBytes(24).toString('base64url'), expiresAt: this.#now() + SESSION_IDLE_MS };
+    // The identity's own session idle longest goes: one key logging in often ends no other key's session.
+    const who = identityKey(identity);
+    const mine = [...this.#byHash].filter(([, other]) => identityKey(other.identity) === who);
+    for (const [key] of mine.slice(0, Math.max(0, mine.length - MAX_SESSIONS_PER_IDENTITY + 1))) this.#drop(key);
+    if (this.#byHash.size >= MAX_SESSIONS) {
+      const now = this.#now();
+      for (const [key, other] of this.#byHash) if (other.expiresAt <= now) this.#drop(key);
+      if (this.#byHash.size >= MAX_SESSIONS) throw new ApiError(503, 'too_many_sessions', `the dashboard holds ${MAX_SESSIONS} sessions, the most it keeps`, 'try again later, or restart berth to end them all');
+    }
     this.#live.add(session);
     this.#byHash.set(hash(cookie), session);
-    if (this.#byHash.size > MAX_SESSIONS) this.#drop(this.#byHash.keys().next().value!);
     return { cookie, session };
   }
 

@@ -4,7 +4,7 @@
 import type http from 'node:http';
 import type { DeployEvent } from '../platform/deploy-feeds.ts';
 import type { Platform } from '../platform/platform.ts';
-import { withoutEscapes } from '../platform/deploy-feeds.ts';
+import { withoutEscapes } from '../ui/plain-text.ts';
 import { startEvents } from './answers.ts';
 
 export const PING_MS = 15_000;
@@ -18,7 +18,7 @@ export function deployStream(res: http.ServerResponse, platform: Platform, app: 
   const send = (event: DeployEvent) => {
     idle = false;
     if (event.kind === 'start') events.event('start', { by: event.by, startedAt: event.startedAt });
-    else if (event.kind === 'line') events.event('line', event.text);
+    else if (event.kind === 'line') void events.event('line', event.text); // published as they come: past the buffer cap, the stream is cut
     else events.event('end', event.ok ? { ok: true, release: event.release } : { ok: false, error: event.error });
   };
   const stop = platform.deploys.watch(app, send);
@@ -30,10 +30,12 @@ export function deployStream(res: http.ServerResponse, platform: Platform, app: 
 export function logStream(res: http.ServerResponse, platform: Platform, app: string, tail: number, signal: AbortSignal): void {
   const events = startEvents(res);
   keepOpen(res, events.comment, signal, () => {});
+  // A slow client holds the logs back (writeAppLogs waits for the promise); one that stops reading is cut.
   platform.processes.logs(app, { follow: true, lines: tail, quiet: false }, (line) => events.event('line', withoutEscapes(line)), signal).then(
     () => res.end(),
     (e: Error) => {
-      if (!res.writableEnded) events.event('error', { message: e.message });
+      // As `logs` prints it over SSH: a line (the contract's log events are lines only).
+      if (!res.writableEnded) void events.event('line', `(logs stopped: ${withoutEscapes(e.message)})`);
       res.end();
     },
   );

@@ -3,7 +3,6 @@
 // a 404; it serves no app and takes no request body.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { METRICS_LISTEN } from '../config.ts';
 import { UserError } from '../errors.ts';
 import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
@@ -11,17 +10,6 @@ import { render, type MetricFamily } from './registry.ts';
 
 /** Content type of the text format, version 0.0.4. */
 export const EXPOSITION_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
-
-/** `HOST:PORT` (an IPv6 host in brackets) → its parts; undefined for off; a UserError when it is neither. */
-export function parseListen(value: string): { host: string; port: number } | undefined {
-  if (value === '' || value === 'off') return undefined;
-  const m = METRICS_LISTEN.exec(value);
-  const port = Number(m?.[2]);
-  if (!m || port > 65535) {
-    throw new UserError('invalid_metrics_listen', `--metrics-listen: "${value}" is not HOST:PORT`, { hint: 'give an address and port such as 127.0.0.1:9180, or off' });
-  }
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
-}
 
 export class MetricsServer {
   readonly #host: string;

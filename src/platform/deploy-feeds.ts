@@ -1,7 +1,9 @@
 // The output of each app's running push or deploy, line by line, for watchers other than the
 // pusher (the dashboard): what has been printed so far is replayed to one who comes late, and the
 // feed ends with the result. One feed per app at a time: the app's lock runs one deploy at once.
+import { describeForUser } from '../errors.ts';
 import { StreamOutput, type Output } from '../ui/output.ts';
+import { withoutEscapes } from '../ui/plain-text.ts';
 
 export type DeployEvent =
   | { kind: 'start'; by: string; startedAt: string }
@@ -35,6 +37,23 @@ export class DeployFeeds {
     this.#running.set(app, feed);
     this.#emit(app, feed.started);
     return feed;
+  }
+
+  /**
+   * Runs `deploy` of `app` by `by` with its output (printed to `out`) also on the app's feed, which
+   * ends with the result: the release `release` names, or the error. Every kind of deploy goes
+   * through here (push, rollback, image deploy, config change with restart, restart, scale).
+   */
+  async run<T>(app: string, by: string, out: Output, deploy: (out: Output) => Promise<T>, release: (result: T) => number | null): Promise<T> {
+    const feed = this.begin(app, by);
+    try {
+      const result = await deploy(feed.output(out));
+      feed.end({ ok: true, release: release(result) });
+      return result;
+    } catch (e) {
+      feed.end({ ok: false, error: describeForUser(e, `deploy of ${app}`).lines[0] ?? 'deploy failed' });
+      throw e;
+    }
   }
 
   /**
@@ -109,12 +128,4 @@ export class DeployFeed {
     if (this.lines.length > REPLAY_LINES) this.lines.shift();
     this.#emit({ kind: 'line', text });
   }
-}
-
-// CSI and OSC sequences, and any other control character but the tab.
-const ESCAPES = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
-
-/** A line as a page shows it: ANSI colours and cursor moves removed. */
-export function withoutEscapes(text: string): string {
-  return text.replace(ESCAPES, '');
 }

@@ -60,7 +60,7 @@ export function createPlatform(deps: {
     releases: new ReleaseService({ ...deps, deploys }),
     deploys,
     dashboard: deps.dashboard,
-    processes: new ProcessService(deps),
+    processes: new ProcessService({ ...deps, deploys }),
     services: new ServiceService(deps),
     certificates: deps.certificates,
     daemonStatus: deps.daemonStatus,

@@ -9,26 +9,33 @@ import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import type { AppRecord } from '../state/app-store.ts';
 import type { Output } from '../ui/output.ts';
 import type { AppLock } from './app-lock.ts';
+import type { DeployFeeds } from './deploy-feeds.ts';
 import type { State } from './state.ts';
 
 export class ProcessService {
   readonly #state: State;
   readonly #locks: AppLock;
   readonly #orchestrator: Orchestrator;
+  readonly #feeds: DeployFeeds;
 
-  constructor(deps: { state: State; locks: AppLock; orchestrator: Orchestrator }) {
+  constructor(deps: { state: State; locks: AppLock; orchestrator: Orchestrator; deploys: DeployFeeds }) {
+    this.#feeds = deps.deploys;
     this.#state = deps.state;
     this.#locks = deps.locks;
     this.#orchestrator = deps.orchestrator;
   }
 
   /** Sets how many containers of each type run, and brings the running app to it. */
-  scale(app: string, counts: Record<string, number>, out: Output): Promise<void> {
-    return this.#locks.exclusive(app, out, () => scale(this.#orchestrator, app, counts, out));
+  scale(app: string, counts: Record<string, number>, out: Output, by: string): Promise<void> {
+    return this.#locks.exclusive(app, out, () => this.#feeds.run(app, by, out, (fed) => scale(this.#orchestrator, app, counts, fed), () => this.#current(app)));
   }
 
   restart(app: string, options: { by: string; out: Output }): Promise<void> {
-    return this.#locks.exclusive(app, options.out, () => restart(this.#orchestrator, app, options));
+    return this.#locks.exclusive(app, options.out, () => this.#feeds.run(app, options.by, options.out, (out) => restart(this.#orchestrator, app, { ...options, out }), () => this.#current(app)));
+  }
+
+  #current(app: string): number | null {
+    return this.#state.apps.get(app)?.current ?? null;
   }
 
   stop(app: string, out: Output): Promise<void> {
@@ -56,8 +63,8 @@ export class ProcessService {
     return runChecks(this.#orchestrator, app, which, options);
   }
 
-  /** Writes the app's log lines, every container interleaved; follows them with `options.follow`. */
-  logs(app: string, options: LogOptions, write: (line: string) => void, signal: AbortSignal): Promise<void> {
+  /** Writes the app's log lines, every container interleaved; follows them with `options.follow`. A promise from `write` holds the logs back until it settles. */
+  logs(app: string, options: LogOptions, write: (line: string) => void | Promise<void>, signal: AbortSignal): Promise<void> {
     this.#state.apps.require(app);
     return writeAppLogs(this.#orchestrator.engine, app, options, write, signal);
   }

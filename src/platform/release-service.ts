@@ -80,22 +80,18 @@ export class ReleaseService {
   }
 
   /** Runs a deploy of `app` with its output also on the app's deploy feed, which ends with its result. */
-  async #fed(app: string, options: { by: string; out: Output }, deploy: (out: Output) => Promise<Release>): Promise<Release> {
-    const feed = this.#feeds.begin(app, options.by);
-    try {
-      const release = await deploy(feed.output(options.out));
-      feed.end({ ok: true, release: release.number });
-      return release;
-    } catch (e) {
-      feed.end({ ok: false, error: describeForUser(e, `deploy of ${app}`).lines[0] ?? 'deploy failed' });
-      throw e;
-    }
+  #fed(app: string, options: { by: string; out: Output }, deploy: (out: Output) => Promise<Release>): Promise<Release> {
+    return this.#feeds.run(app, options.by, options.out, deploy, (release) => release.number);
   }
 
   /** Stores a config change; with `restart`, releases and deploys it. */
   async changeConfig(app: string, change: { set?: Record<string, string>; unset?: string[] }, options: { restart: boolean; by: string; out: Output }): Promise<void> {
     this.#state.apps.require(app);
-    await this.#locks.exclusive(app, options.out, () => changeConfig(this.#orchestrator, app, change, options));
+    await this.#locks.exclusive(app, options.out, () =>
+      options.restart
+        ? this.#feeds.run(app, options.by, options.out, (out) => changeConfig(this.#orchestrator, app, change, { ...options, out }), () => this.#state.apps.get(app)?.current ?? null)
+        : changeConfig(this.#orchestrator, app, change, options),
+    );
     log.info('config_changed', { app, set: Object.keys(change.set ?? {}), unset: change.unset ?? [], by: options.by });
   }
 

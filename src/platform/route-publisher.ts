@@ -2,7 +2,7 @@
 // the routes are swapped, a renamed app's old routes give up its domains in the same swap, and
 // certificates follow the host names. The edge is the EdgeServer itself when the proxy runs in
 // this process (tests), or the link to the proxy process (daemon/proxy-link.ts).
-import type { RouteTable, Target } from '../proxy/route-table.ts';
+import { OWN_ROUTE_PREFIX, type RouteTable, type Target } from '../proxy/route-table.ts';
 import type { DrainReport } from '../proxy/edge-server.ts';
 import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { RoutePublisher } from '../orchestrator/deployment.ts';
@@ -10,8 +10,8 @@ import type { AppStore } from '../state/app-store.ts';
 import type { DomainStore } from '../state/domain-store.ts';
 import { log } from '../log.ts';
 
-/** The route name of berth's own host (berth.DOMAIN): an app name no app may take. */
-export const OWN_ROUTE = 'berth';
+/** The route name of berth's own host (berth.DOMAIN), in a slot no app name can take. */
+export const OWN_ROUTE = `${OWN_ROUTE_PREFIX}dashboard`;
 
 /** What the publisher needs of the proxy: its live routes, the one swap, and drains of old targets. */
 export interface RouteSink {
@@ -53,8 +53,8 @@ export class EdgeRoutePublisher implements RoutePublisher {
   }
 
   /**
-   * berth's own route: `hostname` (berth.DOMAIN) to its dashboard's listener, under the name
-   * `berth`, which no app may take; without a target, the route goes.
+   * berth's own route: `hostname` (berth.DOMAIN) to its dashboard's listener, under OWN_ROUTE,
+   * which no app name can be; without a target, the route goes.
    */
   publishOwn(hostname: string, target: Target | undefined): void {
     this.#edge.swap(target ? this.#edge.routes.withApp(OWN_ROUTE, [hostname], [target]) : this.#edge.routes.withoutApp(OWN_ROUTE));

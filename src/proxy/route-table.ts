@@ -25,6 +25,9 @@ export interface AppRoute {
  * Never edited in place: every change returns a new table, so a deploy can build the next table
  * off to the side and the edge server can swap it in with one assignment.
  */
+/** Route names of berth's own hosts (berth.DOMAIN) start with this: no app name can (a colon). */
+export const OWN_ROUTE_PREFIX = 'berth:';
+
 export class RouteTable {
   readonly #byApp: ReadonlyMap<string, AppRoute>;
   readonly #byHost: ReadonlyMap<string, AppRoute>;
@@ -46,7 +49,7 @@ export class RouteTable {
    * host names, or when a host name or the app name is malformed.
    */
   withApp(app: string, hostnames: readonly string[], targets: readonly Target[], standby: readonly Target[] = []): RouteTable {
-    validateAppName(app);
+    if (!app.startsWith(OWN_ROUTE_PREFIX)) validateAppName(app);
     const names = [...new Set(hostnames.map(validHostname))];
     for (const name of names) {
       const holder = this.#byHost.get(name);

@@ -8,7 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
-import { mustRun, tempDir } from './daemon.ts';
+import { mustRun, startDaemon, tempDir, type Daemon } from './daemon.ts';
 
 export interface PebblePorts {
   /** Where Pebble's validator connects for HTTP-01: berth's HTTP port. */
@@ -194,5 +194,23 @@ async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode === null && child.signalCode === null) {
     child.kill('SIGKILL');
     await exited;
+  }
+}
+
+/**
+ * dist/berth serve on `domain` with ACME from a fresh Pebble, both started, and Pebble's root.
+ * Either one that started is stopped again when the other fails.
+ */
+export async function startDaemonWithPebble(domain = 'example.test'): Promise<{ daemon: Daemon; pebble: Pebble; root: string }> {
+  const pebble = await preparePebble();
+  let daemon: Daemon | undefined;
+  try {
+    daemon = await startDaemon({ domain, args: ['--acme-directory', pebble.directory, '--acme-ca-file', pebble.caFile, '--acme-email', `ops@${domain}`] });
+    await pebble.start({ httpPort: daemon.httpPort, tlsPort: daemon.httpsPort });
+    return { daemon, pebble, root: await pebble.root() };
+  } catch (e) {
+    await daemon?.stop();
+    await pebble.stop();
+    throw e;
   }
 }

@@ -34,7 +34,7 @@ export const psCommands: Command[] = [
         }
         counts[m[1]!] = Number(m[2]);
       }
-      await daemon().processes.scale(app, counts, ctx.out);
+      await daemon().processes.scale(app, counts, ctx.out, byName(ctx));
     },
   }),
   defineCommand({
