@@ -31,7 +31,7 @@ function initialState() {
     webGone: false,
     /** Reads of this path that are cut off (the socket closed without an answer) before one is answered. */
     cutReads: { path: '', times: 0 },
-    services: [{ kind: 'postgres', name: 'db', status: 'running', links: ['web'], backups: [{ name: 'db-1', size: 1024, createdAt: new Date(now - DAY).toISOString() }] }],
+    services: [{ kind: 'postgres', name: 'db', status: 'running', links: ['web'], backups: [{ name: 'db-1', size: 1024, createdAt: new Date(now - DAY).toISOString() }] as Array<{ name: string; size: number; createdAt: string }> | null }],
     metrics: Array.from({ length: 180 }, (_, i) => ({ t: now - (179 - i) * 10_000, rps: 5 + Math.sin(i / 9) * 4, p50: i % 40 === 0 ? null : 12 + (i % 7), p95: i % 40 === 0 ? null : 40 + (i % 11), p99: i % 40 === 0 ? null : 90 + (i % 13), errors: i % 30 === 0 ? 1 : 0 })),
   };
 }
@@ -266,6 +266,15 @@ test('the services section is left out when there are no services', async (t) =>
   const { page, clean } = await openPage(t);
   await logIn(page);
   assert.equal(await page.locator('[data-test="services"]').count(), 0);
+  clean();
+});
+
+test("a key that is not an admin's sees its services' backups as for admins only", async (t) => {
+  fake.state = initialState();
+  fake.state.services = [{ kind: 'redis', name: 'cache', status: 'running', links: ['web'], backups: null }];
+  const { page, clean } = await openPage(t);
+  await logIn(page);
+  assert.match(await page.locator('[data-test="service-row"][data-service="cache"]').innerText(), /cache\s+redis\s+running\s+web\s+admins only/);
   clean();
 });
 

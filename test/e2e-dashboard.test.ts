@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { REDIS_TEST_IMAGE } from './helpers/services.ts';
 import { gitRepo, makeKey, nodeApp, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
 
 let daemon: Daemon;
@@ -18,7 +19,7 @@ let admin: { privateKey: string; publicKey: string };
 let deployer: { privateKey: string; publicKey: string };
 
 before(async () => {
-  daemon = await startDaemon();
+  daemon = await startDaemon({ args: ['--redis-image', REDIS_TEST_IMAGE] });
   admin = makeKey(work, 'admin');
   deployer = makeKey(work, 'deployer');
   assert.equal(daemon.cli(['ssh-keys:add', 'admin', admin.publicKey]).code, 0);
@@ -35,6 +36,10 @@ before(async () => {
 });
 
 after(async () => {
+  for (const service of SERVICES) {
+    daemon.cli(['redis:unlink', service, OTHER]);
+    daemon.cli(['redis:destroy', service, '--force']);
+  }
   for (const app of [APP, OTHER]) daemon.cli(['apps:destroy', app, '--force']);
   await daemon.stop();
 });
@@ -199,6 +204,30 @@ test('a scoped key sees only its apps: another app is a 404, and its /api/run on
   const own = await post(s, '/api/run', { words: ['releases', OTHER] });
   assert.equal(own.json().exitCode, 0, own.json().output);
   assert.match(own.json().output, /v1 \*/);
+});
+
+const SERVICES = ['dash-cache', 'dash-lone'];
+
+test("/api/services: an admin sees every service with its links and backups; a scoped key only the ones linked to its apps, without backups", async () => {
+  for (const service of SERVICES) {
+    const created = daemon.cli(['redis:create', service]);
+    assert.equal(created.code, 0, created.stderr);
+  }
+  const linked = daemon.cli(['redis:link', SERVICES[0]!, OTHER]);
+  assert.equal(linked.code, 0, linked.stderr);
+  const backup = daemon.cli(['redis:backup', SERVICES[0]!]);
+  assert.equal(backup.code, 0, backup.stderr);
+
+  const adminSession = await login(admin);
+  const all = (await call('GET', '/api/services', { headers: { cookie: adminSession.cookie } })).json().services;
+  assert.deepEqual(all.map((s: any) => [s.kind, s.name, s.status, s.links]), [['redis', SERVICES[0], 'running', [OTHER]], ['redis', SERVICES[1], 'running', []]]);
+  assert.equal(all[0].backups.length, 1);
+  assert.ok(all[0].backups[0].size > 0 && !Number.isNaN(Date.parse(all[0].backups[0].createdAt)), JSON.stringify(all[0].backups));
+  assert.deepEqual(all[1].backups, []);
+
+  const scoped = await login(deployer);
+  const own = (await call('GET', '/api/services', { headers: { cookie: scoped.cookie } })).json().services;
+  assert.deepEqual(own.map((s: any) => [s.name, s.links, s.backups]), [[SERVICES[0], [OTHER], null]]);
 });
 
 test('a POST without the JSON type, the own Origin or the CSRF token is refused (403 cross_site), a form post too', async () => {

@@ -16,6 +16,7 @@ import { ApiError, crossSite, httpsRequired, noSession, notFound, readJson, SECU
 import { appDetail, appSummary } from './app-views.ts';
 import { dashboardAssets } from './assets.ts';
 import { plainThroughProxy, sameSitePost } from './csrf.ts';
+import { serviceViews } from './service-views.ts';
 import { actorName, actorNow, isAdmin, maySee, type Actor } from './identity.ts';
 import { dashboardHost, tunnelCommand, type LoginLinks } from './login-links.ts';
 import type { RequestHistory } from './request-history.ts';
@@ -218,7 +219,7 @@ export class DashboardServer {
         return logStream(res, this.#deps.platform, name, tail, this.#openStream(session, name, res));
       }
       case 'GET /api/services':
-        return sendJson(res, 200, { services: [] });
+        return sendJson(res, 200, { services: await serviceViews(this.#deps.platform, actor) });
       case 'POST /api/run': {
         const words = wordsOf(await readJson(req, MAX_BODY_BYTES), sshCommand(this.#deps.state.config));
         this.#actions++;

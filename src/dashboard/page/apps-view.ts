@@ -62,7 +62,8 @@ function servicesSection(services: Service[]): HTMLElement {
           'tbody',
           {},
           ...services.map((svc) => {
-            const latest = svc.backups.reduce<string | null>((last, b) => (last === null || b.createdAt > last ? b.createdAt : last), null);
+            const backups = svc.backups;
+            const latest = backups?.reduce<string | null>((last, b) => (last === null || b.createdAt > last ? b.createdAt : last), null) ?? null;
             return h(
               'tr',
               { 'data-test': 'service-row', 'data-service': svc.name },
@@ -70,7 +71,7 @@ function servicesSection(services: Service[]): HTMLElement {
               h('td', {}, svc.kind),
               h('td', {}, svc.status),
               h('td', {}, svc.links.join(', ') || '—'),
-              h('td', {}, svc.backups.length ? `${plural(svc.backups.length, 'backup')}, last ${minute(latest!)}` : 'none'),
+              h('td', {}, backups === null ? 'admins only' : backups.length ? `${plural(backups.length, 'backup')}, last ${minute(latest!)}` : 'none'),
             );
           }),
         ),

@@ -77,7 +77,8 @@ export interface Service {
   name: string;
   status: string;
   links: string[];
-  backups: Array<{ name: string; size: number; createdAt: string }>;
+  /** Null for a key that is not an admin's: backups are for admins. */
+  backups: Array<{ name: string; size: number; createdAt: string }> | null;
 }
 
 export interface RunResult {
