@@ -90,6 +90,26 @@ test('postgres: an export streamed into the import of a second service gives the
   await assert.rejects(importData(b, Readable.from([Buffer.from([0x1f, 0x8b, 8, 0, 0, 0])])), (e: unknown) => isUserError(e) && e.code === 'service_import_compressed');
 });
 
+test('postgres: a plain-SQL import cut off mid-stream (its input broken, or its caller gone after the input ended) leaves the database as it was', async () => {
+  const db = await startService('postgres', 'cutoff');
+  await sql(db, 'CREATE TABLE t (i int); INSERT INTO t VALUES (10), (20), (30);');
+  const partial = 'DROP TABLE t; CREATE TABLE t(i int); COPY t FROM stdin;\n1\n';
+  // The input breaks part way (a dropped connection, a local Ctrl-C).
+  const broken = new Readable({ read() {} });
+  broken.push(Buffer.from(partial));
+  setTimeout(() => broken.destroy(new Error('the connection dropped')), 300);
+  await assert.rejects(importData(db, broken), /the connection dropped|cancelled|reading the input/);
+  assert.equal(await sql(db, 'SELECT string_agg(i::text, \',\' ORDER BY i) FROM t;'), '10,20,30', 'nothing of the broken input was committed');
+  // The input ends "normally" and then the caller goes away (ssh2 ends a dropped channel's stream before its close).
+  const ended = Readable.from([Buffer.from(partial)]);
+  const caller = new AbortController();
+  ended.once('end', () => setImmediate(() => caller.abort(new Error('the client went away'))));
+  await assert.rejects(importData(db, ended, { signal: caller.signal }), /the client went away|cancelled/);
+  assert.equal(await sql(db, 'SELECT string_agg(i::text, \',\' ORDER BY i) FROM t;'), '10,20,30', 'nothing of the cut-off input was committed');
+  const { stdout: left } = await exec('docker', ['exec', db.container, 'sh', '-c', 'ls -A /tmp']);
+  assert.equal(left.trim(), '', 'no staged input left behind');
+});
+
 test('postgres: a backup, then DROP TABLE, then a restore of that backup brings the table back', async () => {
   const db = await startService('postgres', 'shop');
   await sql(db, "CREATE TABLE products (name text); INSERT INTO products VALUES ('lamp'), ('desk');");

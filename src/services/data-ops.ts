@@ -12,7 +12,7 @@ import { log } from '../log.ts';
 import type { Engine, ExecOptions } from '../orchestrator/engine.ts';
 import { sleep } from '../sleep.ts';
 import type { BackupFile, BackupStore } from './backups.ts';
-import type { DataFileImport, KindCommand, ServiceKind, ServiceRecordView } from './kinds/kind.ts';
+import type { DataFileImport, KindCommand, ServiceKind, ServiceRecordView, StagedImport } from './kinds/kind.ts';
 
 /** A service whose container runs, as data-ops acts on it. */
 export interface ServiceHandle {
@@ -80,6 +80,7 @@ export async function importData(handle: ServiceHandle, input: Readable, options
   if (head.length === 0) throw new UserError('service_import_empty', `the input is empty: nothing to import into ${describe(handle)}`, { hint: `pipe a dump in: ssh ... ${handle.kind.name}:import ${handle.service.name} < FILE` });
   const how = handle.kind.importCommand(handle.service, head);
   if ('replace' in how) return replaceDataFile(handle, input, how, options.signal);
+  if ('stage' in how) return stagedImport(handle, input, how, options);
   await runChecked(handle, 'import', how, { stdin: input, onStdout: options.progress ?? (() => {}), signal: options.signal });
 }
 
@@ -155,6 +156,24 @@ async function runChecked(handle: ServiceHandle, what: string, command: KindComm
   const { code } = await handle.engine.exec(handle.container, { ...execCommand(command), ...(io.stdin ? { stdin: io.stdin } : {}), onStdout: io.onStdout, onStderr: stderr.add, ...(io.signal ? { signal: io.signal } : {}) });
   if (code !== 0) {
     throw new UserError(`service_${what}_failed`, `${what} of ${describe(handle)} failed: ${command.cmd[0]} exited with status ${code}${stderr.text() ? `: ${stderr.text()}` : ''}`);
+  }
+}
+
+/**
+ * Receives the whole input into a file of the container, then loads it, then removes it. The
+ * load starts only after a clean end of input: a broken input fails the receiving process, and a
+ * caller gone by then (an SSH channel's stream ends before the channel closes) is an abort.
+ */
+async function stagedImport(handle: ServiceHandle, input: Readable, how: StagedImport, options: { progress?: (data: Buffer) => void | Promise<void>; signal?: AbortSignal }): Promise<void> {
+  const file = `${how.dir}/.berth-import-${randomBytes(6).toString('hex')}`;
+  const asOwner = (cmd: string[]): KindCommand => ({ cmd, user: how.user });
+  try {
+    await runChecked(handle, 'import', asOwner(['sh', '-c', 'umask 077 && cat > "$1"', 'sh', file]), { stdin: input, onStdout: () => {}, ...(options.signal ? { signal: options.signal } : {}) });
+    if (input.errored) throw input.errored;
+    options.signal?.throwIfAborted();
+    await runChecked(handle, 'import', how.load(file), { onStdout: options.progress ?? (() => {}), ...(options.signal ? { signal: options.signal } : {}) });
+  } finally {
+    await runChecked(handle, 'import', asOwner(['rm', '-f', file]), { onStdout: () => {} }).catch(() => {});
   }
 }
 

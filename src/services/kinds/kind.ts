@@ -36,6 +36,21 @@ export interface DataFileImport {
   hold: KindCommand;
 }
 
+/**
+ * An import whose input is received whole into a file in the container before anything loads
+ * it (postgres's plain SQL: psql commits at end of input, and an input cut off part way ends
+ * like a whole one). The file is loaded only after a clean end of input, and removed after.
+ */
+export interface StagedImport {
+  readonly stage: 'file';
+  /** A folder of the container the loading user can write and read. */
+  dir: string;
+  /** Who receives and loads it. */
+  user: string;
+  /** Loads the file at `path`; exits non-zero (changing nothing) when it fails. */
+  load(path: string): KindCommand;
+}
+
 export interface ServiceKind {
   /** `postgres`, `redis`: the commands' noun. */
   readonly name: string;
@@ -64,7 +79,8 @@ export interface ServiceKind {
   exportCommand(service: ServiceRecordView): KindCommand;
   /**
    * How an input whose first bytes are `head` is imported: a process reading it on stdin
-   * (postgres: pg_restore, or psql for plain SQL), or the replacement of the data file (redis).
+   * (postgres: pg_restore), a file staged then loaded (postgres's plain SQL), or the replacement
+   * of the data file (redis).
    */
-  importCommand(service: ServiceRecordView, head: Buffer): KindCommand | DataFileImport;
+  importCommand(service: ServiceRecordView, head: Buffer): KindCommand | StagedImport | DataFileImport;
 }
