@@ -82,7 +82,7 @@ test('a new service pulls its missing image with progress shown, runs labelled o
   assert.equal(spec!.name, 'berth-inst-svc-kv-sessions');
   assert.equal(spec!.labels[SERVICE_LABEL], 'kv/sessions');
   assert.deepEqual(spec!.binds, ['berth-inst-svc-kv-sessions-data:/kv']);
-  assert.equal(spec!.network, 'berth-inst-svc-kv-sessions');
+  assert.equal(spec!.network, 'berth-inst-svc.kv-sessions');
   assert.deepEqual(spec!.aliases, ['berth-kv-sessions']);
   assert.equal(spec!.memory, 64 * 1024 ** 2);
   assert.equal(spec!.restart, true);

@@ -9,6 +9,7 @@ import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
 import {
   BUILD_TIMEOUT_MS,
+  checkNetworkOwner,
   LABEL,
   NotFoundError,
   type AttachOptions,
@@ -51,8 +52,8 @@ export class DockerEngine implements Engine {
   }
 
   async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
-    const existing = await this.#docker.listNetworks({ filters: { name: [name] } });
-    if (existing.some((n) => n.Name === name)) return;
+    const existing = (await this.#docker.listNetworks({ filters: { name: [name] } })).find((n) => n.Name === name);
+    if (existing) return checkNetworkOwner(name, existing.Labels ?? {}, labels);
     try {
       await this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
     } catch (e) {

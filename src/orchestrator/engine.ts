@@ -17,6 +17,19 @@ export const LABEL = {
 
 export type Role = 'process' | 'run' | 'build';
 
+/** Refuses a network whose owner (app or service) is not the one asking for it. */
+export function checkNetworkOwner(name: string, existing: Record<string, string>, wanted: Record<string, string>): void {
+  for (const key of NETWORK_OWNER_LABELS) {
+    if (wanted[key] === undefined || existing[key] === wanted[key]) continue;
+    const owner = NETWORK_OWNER_LABELS.filter((k) => existing[k] !== undefined).map((k) => `${k}=${existing[k]}`).join(', ') || 'no app or service';
+    throw new Error(`the Docker network ${name} exists and belongs to ${owner}, not ${key}=${wanted[key]}: berth does not share it`);
+  }
+}
+
+/** The labels that say whose a network is. */
+const NETWORK_OWNER_LABELS = [LABEL.app, 'berth.service'] as const;
+
+
 /** Longest a build may run before it is stopped and the push fails. */
 export const BUILD_TIMEOUT_MS = 30 * 60_000;
 
@@ -221,7 +234,11 @@ export interface Engine {
   readonly instance: string;
 
   // Networks and volumes
-  /** A labelled bridge network (created when missing). */
+  /**
+   * A labelled bridge network (created when missing). An existing one is reused only when it
+   * belongs to the same owner: its `berth.app` and `berth.service` labels are the ones given
+   * (for each given), or an Error says whose it is.
+   */
   ensureNetwork(name: string, labels?: Record<string, string>): Promise<void>;
   /** Removes a network, disconnecting the containers still attached to it (linked ones); one missing is not an error. */
   removeNetwork(name: string): Promise<void>;

@@ -68,7 +68,7 @@ export class ServiceManager {
   names(record: Pick<ServiceRecord, 'kind' | 'name'>): { container: string; volume: string; network: string; alias: string } {
     const instance = this.#deps.engine.instance;
     const container = `berth-${instance}-svc-${record.kind}-${record.name}`;
-    return { container, volume: `${container}-data`, network: `${this.#deps.networkPrefix}-${instance}-svc-${record.kind}-${record.name}`, alias: `berth-${record.kind}-${record.name}` };
+    return { container, volume: `${container}-data`, network: `${this.#deps.networkPrefix}-${instance}-svc.${record.kind}-${record.name}`, alias: `berth-${record.kind}-${record.name}` };
   }
 
   /** The record with its password, as a kind reads it. */

@@ -5,6 +5,7 @@
 // against the real Docker engine in the end-to-end tests.
 import type { Readable } from 'node:stream';
 import {
+  checkNetworkOwner,
   LABEL,
   NotFoundError,
   type Attachment,
@@ -75,7 +76,9 @@ export class FakeEngine implements Engine {
   }
 
   async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
-    if (!this.networks.has(name)) this.networks.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
+    const existing = this.networks.get(name);
+    if (existing) return checkNetworkOwner(name, existing, labels);
+    this.networks.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
   }
   async removeNetwork(name: string): Promise<void> {
     for (const [id, list] of this.links) this.links.set(id, list.filter((l) => l.network !== name));
