@@ -4,6 +4,7 @@
 // that never gets ready leaves nothing behind, links join app networks, adoption brings services
 // back. The same paths run against the real engine in e2e-services*.test.ts.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { setLogSink } from '../src/log.ts';
@@ -145,4 +146,30 @@ test('adoption recreates a removed service container on its volume, joined to it
   assert.ok(now && now.id !== old!.id && now.running);
   assert.deepEqual(engine.specs.get(now.id)!.binds, ['berth-inst-svc-kv-cache-data:/kv']);
   assert.deepEqual(engine.links.get(now.id), [{ network: 'berth-inst-shop', aliases: ['berth-kv-cache'] }]);
+});
+
+test('create never takes over data it did not make: an existing volume or service folder is refused and left as it was; a volume another container holds fails destroy loudly', async () => {
+  const { engine, store, manager } = await setUp({ readyAfter: Infinity, readyTimeoutMs: 600 });
+  engine.addImage('kv:1');
+  // What a service destroyed by hand (or a forgotten record) left: its volume, its folder with a backup.
+  await engine.ensureVolume('berth-inst-svc-kv-orders-data', { [SERVICE_LABEL]: 'kv/orders' });
+  const backup = path.join(store.dir('kv', 'orders'), 'backups', 'orders-20261201-030000.kv');
+  fs.mkdirSync(path.dirname(backup), { recursive: true });
+  fs.writeFileSync(backup, 'every row');
+  await assert.rejects(store.create({ kind: 'kv', name: 'orders', image: 'kv:1', createdBy: 'local' }), (e: Error & { code?: string }) => e.code === 'service_data_exists' && /move it away/.test((e as Error & { hint?: string }).hint ?? ''));
+  assert.equal(fs.readFileSync(backup, 'utf8'), 'every row');
+  // The folder moved away, the volume is still there: refused before anything starts, the volume kept.
+  fs.rmSync(store.dir('kv', 'orders'), { recursive: true });
+  const record = await store.create({ kind: 'kv', name: 'orders', image: 'kv:1', createdBy: 'local' });
+  await assert.rejects(manager.provision(record, new MemoryOutput()), (e: Error & { code?: string }) => e.code === 'service_volume_exists');
+  assert.ok(engine.volumes.has('berth-inst-svc-kv-orders-data'), 'the volume it did not make is kept');
+  assert.equal(engine.containers.size, 0);
+  // Adoption of a record onto a volume made for another record is refused too.
+  await assert.rejects(manager.ensureRunning(record), /was not made for this service/);
+  assert.equal(engine.containers.size, 0);
+  // A volume some other container holds: destroy says so rather than reporting success.
+  await engine.removeVolume('berth-inst-svc-kv-orders-data');
+  engine.volumesInUse.add('berth-inst-svc-kv-orders-data');
+  await engine.ensureVolume('berth-inst-svc-kv-orders-data');
+  await assert.rejects(manager.remove(record), (e: Error & { code?: string }) => e.code === 'service_volume_in_use');
 });

@@ -343,6 +343,15 @@ export class DockerEngine implements Engine {
     await this.#docker.createVolume({ Name: name, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
   }
 
+  async volumeLabels(name: string): Promise<Record<string, string> | undefined> {
+    try {
+      return ((await this.#docker.getVolume(name).inspect()) as { Labels?: Record<string, string> | null }).Labels ?? {};
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return undefined;
+      throw e;
+    }
+  }
+
   async removeVolume(name: string): Promise<void> {
     try {
       await this.#docker.getVolume(name).remove();

@@ -251,6 +251,8 @@ export interface Engine {
   disconnectNetwork(id: string, network: string): Promise<void>;
   /** A labelled named volume (created when missing). */
   ensureVolume(name: string, labels: Record<string, string>): Promise<void>;
+  /** A volume's labels; undefined when it does not exist. */
+  volumeLabels(name: string): Promise<Record<string, string> | undefined>;
   /** Removes a volume; one missing or in use is left alone. */
   removeVolume(name: string): Promise<void>;
   /** Bytes a volume's files take; 0 when it is missing or its files are not on this machine. */

@@ -13,6 +13,8 @@ import { APP_CAPABILITIES, LABEL, NotFoundError, type ContainerSpec, type Contai
 
 /** The label that names a service container's service: `KIND/NAME`. */
 export const SERVICE_LABEL = 'berth.service';
+/** On a service's volume: the id of the record it was made for (a volume of the same name made for another is not adopted). */
+export const SERVICE_ID_LABEL = 'berth.service-id';
 
 /** How long a service may take to accept connections once started (a first initdb included). */
 export const SERVICE_READY_TIMEOUT_MS = 120_000;
@@ -103,10 +105,17 @@ export class ServiceManager {
   /**
    * Starts a new service's container on a new volume (the image pulled first when the engine does
    * not have it) and waits until it accepts connections. A service that does not come up is
-   * removed again, volume included: nothing of it was ever used.
+   * removed again, volume included: nothing of it was ever used. A volume of its name that exists
+   * already (data of a service destroyed by hand, or of another daemon) is refused, never adopted.
    */
   async provision(record: ServiceRecord, out: Output): Promise<void> {
     const kind = this.kind(record.kind);
+    const { volume } = this.names(record);
+    if (await this.#deps.engine.volumeLabels(volume)) {
+      throw new UserError('service_volume_exists', `the Docker volume ${volume} exists already: berth does not make a new ${kind.name} service ${record.name} on data it did not create`, {
+        hint: `look at it (docker volume inspect ${volume}); remove it (docker volume rm ${volume}) if its data is not needed, or create the service under another name`,
+      });
+    }
     try {
       await this.#ensureImage(record.image, out);
       out.step(`Creating ${kind.name} service ${record.name} (${record.image})`);
@@ -191,11 +200,16 @@ export class ServiceManager {
     await this.waitReady(record, c.id, out);
   }
 
-  /** Removes the container, its volume (the data) and its own network. */
+  /** Removes the container, its volume (the data) and its own network; a volume still in use is an error. */
   async remove(record: Pick<ServiceRecord, 'kind' | 'name'>): Promise<void> {
     const names = this.names(record);
     for (const c of await this.#deps.engine.list({ [SERVICE_LABEL]: `${record.kind}/${record.name}` })) await this.#deps.engine.stopAndRemove(c.id, 30);
     await this.#deps.engine.removeVolume(names.volume);
+    if (await this.#deps.engine.volumeLabels(names.volume)) {
+      throw new UserError('service_volume_in_use', `the volume ${names.volume} of ${record.kind} service ${record.name} is in use by another container: it was not removed`, {
+        hint: `see which: docker ps -a --filter volume=${names.volume}; remove that container, then destroy the service again`,
+      });
+    }
     await this.#deps.engine.removeNetwork(names.network);
   }
 
@@ -266,7 +280,11 @@ export class ServiceManager {
     const names = this.names(record);
     const view = await this.view(record);
     const labels = { [SERVICE_LABEL]: `${record.kind}/${record.name}` };
-    await this.#deps.engine.ensureVolume(names.volume, labels);
+    const volumeLabels = await this.#deps.engine.volumeLabels(names.volume);
+    if (volumeLabels && volumeLabels[SERVICE_ID_LABEL] !== record.id) {
+      throw new Error(`${record.kind} service ${record.name}: the volume ${names.volume} was not made for this service (its ${SERVICE_ID_LABEL} is ${volumeLabels[SERVICE_ID_LABEL] ?? 'missing'}, the service's id ${record.id}); berth does not adopt it`);
+    }
+    if (!volumeLabels) await this.#deps.engine.ensureVolume(names.volume, { ...labels, [SERVICE_ID_LABEL]: record.id });
     await this.#deps.engine.ensureNetwork(names.network, labels);
     const command = kind.containerCommand(view);
     const spec: ContainerSpec = {

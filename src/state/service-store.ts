@@ -119,7 +119,14 @@ export class ServiceStore {
         throw new UserError('service_exists', `a ${record.kind} service named "${record.name}" already exists`, { hint: `\`${record.kind}:info ${record.name}\` shows it` });
       }
       const dir = this.dir(record.kind, record.name);
-      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      // A folder left by a service berth forgot (its backups): never taken over, nor removed by a failed create.
+      if (await fs.stat(dir).then(() => true, () => false)) {
+        throw new UserError('service_data_exists', `the folder ${dir} exists already (a ${record.kind} service's password and backups): berth does not make a new service over it`, {
+          hint: `move it away (keep its backups) or remove it, or create the service under another name`,
+        });
+      }
+      await fs.mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
+      await fs.mkdir(dir, { mode: 0o700 });
       await fs.chmod(dir, 0o700);
       await writeFileAtomic(path.join(dir, 'secret'), newServicePassword() + '\n', 0o600);
       const created: ServiceRecord = { ...record, id: randomUUID(), createdAt: new Date().toISOString(), links: [] };
