@@ -46,7 +46,7 @@ class PullingEngine extends FakeEngine {
   }
 }
 
-async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number } = {}) {
+async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number; readyCheckTimeoutMs?: number } = {}) {
   const dir = tempDir('service-manager');
   const store = new ServiceStore(path.join(dir, 'state', 'services.json'), path.join(dir, 'services'));
   await store.load();
@@ -68,6 +68,7 @@ async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number } =
     appNetwork: (app) => `berth-inst-${app}`,
     bindHost: '127.0.0.1',
     ...(options.readyTimeoutMs ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
+    ...(options.readyCheckTimeoutMs ? { readyCheckTimeoutMs: options.readyCheckTimeoutMs } : {}),
   });
   return { engine, store, manager, pings: () => pings };
 }
@@ -172,4 +173,19 @@ test('create never takes over data it did not make: an existing volume or servic
   engine.volumesInUse.add('berth-inst-svc-kv-orders-data');
   await engine.ensureVolume('berth-inst-svc-kv-orders-data');
   await assert.rejects(manager.remove(record), (e: Error & { code?: string }) => e.code === 'service_volume_in_use');
+});
+
+test('a readiness check that never answers (a ping blocked for good) counts as not ready: the wait ends with an error, the checks each cut off', async () => {
+  const { engine, store, manager } = await setUp({ readyTimeoutMs: 600, readyCheckTimeoutMs: 100 });
+  engine.addImage('kv:1');
+  let cut = 0;
+  engine.execHandler = (_id, o) =>
+    new Promise((_resolve, reject) => {
+      if (o.cmd[0] !== 'kv-ping') return reject(new Error(`unexpected ${o.cmd[0]}`));
+      // Answers nothing, ever; only its signal ends it.
+      o.signal?.addEventListener('abort', () => (cut++, reject(o.signal!.reason)), { once: true });
+    });
+  const record = await store.create({ kind: 'kv', name: 'stuck', image: 'kv:1', createdBy: 'local' });
+  await assert.rejects(manager.provision(record, new MemoryOutput()), (e: Error & { code?: string }) => e.code === 'service_not_ready' && /kv-ping did not answer within 100 ms/.test(e.message));
+  assert.ok(cut >= 2, `each check was cut off (${cut})`);
 });

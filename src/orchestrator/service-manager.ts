@@ -4,9 +4,9 @@
 // restart policy brings a dead service back, while the daemon is down too; a restarted daemon
 // adopts the service containers by their labels and recreates a missing one on its volume.
 import type { ServiceKind, ServiceRecordView } from '../services/kinds/kind.ts';
-import { UserError } from '../errors.ts';
+import { isUserError, UserError } from '../errors.ts';
+import { READY_CHECK_TIMEOUT_MS, waitReady } from '../services/data-ops.ts';
 import { log } from '../log.ts';
-import { sleep } from '../sleep.ts';
 import type { ServiceRecord, ServiceStore } from '../state/service-store.ts';
 import type { Output } from '../ui/output.ts';
 import { APP_CAPABILITIES, LABEL, NotFoundError, type ContainerSpec, type ContainerState, type Engine, type Subscription } from './engine.ts';
@@ -33,6 +33,8 @@ export interface ServiceManagerDeps {
   bindHost: string;
   /** How long a service may take to accept connections; default SERVICE_READY_TIMEOUT_MS. */
   readyTimeoutMs?: number;
+  /** How long one readiness check may run; default READY_CHECK_TIMEOUT_MS. */
+  readyCheckTimeoutMs?: number;
 }
 
 /** What `KIND:info` shows of a service's container. */
@@ -146,36 +148,18 @@ export class ServiceManager {
     return c;
   }
 
-  /** Polls the kind's readyCommand inside the container until it exits 0. */
+  /** Polls the kind's readiness command inside the container until it exits 0 (data-ops' waitReady); its last log lines shown when it never does. */
   async waitReady(record: ServiceRecord, id: string, out: Output, timeoutMs = this.#deps.readyTimeoutMs ?? SERVICE_READY_TIMEOUT_MS): Promise<void> {
-    const kind = this.kind(record.kind);
-    const command = kind.readyCommand(await this.view(record));
     const started = performance.now();
-    let last = '';
-    for (;;) {
-      const state = await this.#deps.engine.inspect(id);
-      if (state.running) {
-        let output = '';
-        const collect = (d: Buffer) => void (output = (output + d.toString('utf8')).slice(-500));
-        const { code } = await this.#deps.engine
-          .exec(id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: collect, onStderr: collect })
-          .catch((e: Error) => ({ code: -1, error: e }));
-        if (code === 0) {
-          const ms = Math.round(performance.now() - started);
-          log.info('service_ready', { service: `${record.kind}/${record.name}`, ms });
-          return;
-        }
-        last = output.trim();
-      }
-      if (performance.now() - started > timeoutMs) {
-        const logs = await this.#deps.engine.logs(id, 20).catch(() => '');
-        for (const line of logs.split('\n').filter(Boolean)) out.detail(line);
-        throw new UserError('service_not_ready', `${record.kind} service ${record.name} did not accept connections within ${Math.round(timeoutMs / 1000)} s${last ? `: ${last.split('\n').pop()}` : ''}`, {
-          hint: `its last log lines are above; \`${record.kind}:logs ${record.name}\` shows more`,
-        });
-      }
-      await sleep(250);
+    try {
+      await waitReady(this.#deps.engine, id, this.kind(record.kind), await this.view(record), { timeoutMs, ...(this.#deps.readyCheckTimeoutMs ? { checkTimeoutMs: this.#deps.readyCheckTimeoutMs } : {}) });
+    } catch (e) {
+      if (!isUserError(e) || e.code !== 'service_not_ready') throw e;
+      const logs = await this.#deps.engine.logs(id, 20).catch(() => '');
+      for (const line of logs.split('\n').filter(Boolean)) out.detail(line);
+      throw new UserError('service_not_ready', e.message, { cause: e, hint: `its last log lines are above; \`${record.kind}:logs ${record.name}\` shows more` });
     }
+    log.info('service_ready', { service: `${record.kind}/${record.name}`, ms: Math.round(performance.now() - started) });
   }
 
   /** The server's own version (the kind's versionCommand in the running container); undefined when it does not run or say. */
@@ -185,7 +169,7 @@ export class ServiceManager {
     const command = this.kind(record.kind).versionCommand(await this.view(record));
     let output = '';
     const { code } = await this.#deps.engine
-      .exec(c.id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: (d) => void (output += d.toString('utf8')), onStderr: () => {} })
+      .exec(c.id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: (d) => void (output += d.toString('utf8')), onStderr: () => {}, signal: AbortSignal.timeout(READY_CHECK_TIMEOUT_MS) })
       .catch(() => ({ code: -1 }));
     return code === 0 ? output.trim().split('\n')[0] || undefined : undefined;
   }

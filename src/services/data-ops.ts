@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
-import type { Engine, ExecOptions } from '../orchestrator/engine.ts';
+import { NotFoundError, type Engine, type ExecOptions } from '../orchestrator/engine.ts';
 import { sleep } from '../sleep.ts';
 import type { BackupFile, BackupStore } from './backups.ts';
 import type { DataFileImport, KindCommand, ServiceKind, ServiceRecordView, StagedImport } from './kinds/kind.ts';
@@ -120,28 +120,43 @@ export async function restore(handle: ServiceHandle, store: BackupStore, name: s
   return file;
 }
 
-/** Whether the service accepts connections now. */
-export async function isReady(engine: Engine, container: string, kind: ServiceKind, service: ServiceRecordView): Promise<boolean> {
+/** How long one readiness check may run: a server that hangs (a ping that never answers) is not ready. */
+export const READY_CHECK_TIMEOUT_MS = 5000;
+
+/** Runs the kind's readiness command once: whether it exited 0 in time, and the end of what it printed. */
+export async function checkReady(engine: Engine, container: string, kind: ServiceKind, service: ServiceRecordView, options: { checkTimeoutMs?: number; signal?: AbortSignal } = {}): Promise<{ ready: boolean; output: string }> {
   const command = kind.readyCommand(service);
+  let output = '';
+  const collect = (d: Buffer) => void (output = (output + d.toString('utf8')).slice(-500));
+  const timeout = AbortSignal.timeout(options.checkTimeoutMs ?? READY_CHECK_TIMEOUT_MS);
   try {
-    const { code } = await engine.exec(container, { ...execCommand(command), onStdout: () => {}, onStderr: () => {} });
-    return code === 0;
-  } catch {
-    // Not running (yet), or gone: not ready.
-    return false;
+    const { code } = await engine.exec(container, { ...execCommand(command), onStdout: collect, onStderr: collect, signal: options.signal ? AbortSignal.any([timeout, options.signal]) : timeout });
+    return { ready: code === 0, output: output.trim() };
+  } catch (e) {
+    options.signal?.throwIfAborted();
+    // The container is gone: waiting longer brings nothing.
+    if (e instanceof NotFoundError) throw e;
+    // Not running (yet), or the check did not answer in time: not ready.
+    return { ready: false, output: timeout.aborted ? `${command.cmd.join(' ')} did not answer within ${options.checkTimeoutMs ?? READY_CHECK_TIMEOUT_MS} ms` : output.trim() };
   }
 }
 
-/** Waits until the service accepts connections; a UserError after `timeoutMs`. */
-export async function waitReady(engine: Engine, container: string, kind: ServiceKind, service: ServiceRecordView, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+/**
+ * Waits until the service accepts connections (the kind's readiness command exits 0, each try
+ * bounded by `checkTimeoutMs`); a UserError after `timeoutMs` carrying the last try's output.
+ */
+export async function waitReady(engine: Engine, container: string, kind: ServiceKind, service: ServiceRecordView, options: { timeoutMs?: number; checkTimeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 120_000;
-  const deadline = Date.now() + timeoutMs;
-  for (let wait = 100; ; wait = Math.min(wait * 2, 1000)) {
-    if (await isReady(engine, container, kind, service)) return;
-    if (Date.now() + wait > deadline) {
-      throw new UserError('service_not_ready', `${kind.name} ${service.name} did not accept connections within ${Math.round(timeoutMs / 1000)} s`, { hint: `see what it says: ${kind.name}:logs ${service.name}` });
+  const started = performance.now();
+  for (;;) {
+    const { ready, output } = await checkReady(engine, container, kind, service, options);
+    if (ready) return;
+    if (performance.now() - started > timeoutMs) {
+      throw new UserError('service_not_ready', `${kind.name} service ${service.name} did not accept connections within ${Math.round(timeoutMs / 1000)} s${output ? `: ${output.split('\n').pop()}` : ''}`, {
+        hint: `see what it says: ${kind.name}:logs ${service.name}`,
+      });
     }
-    await sleep(wait, options.signal);
+    await sleep(250, options.signal);
   }
 }
 
