@@ -196,6 +196,9 @@ test('ssh-keys:list shows which keys may create services; --services without --a
 });
 
 test('a key allowed services creates one, sees it, may not link it to an app outside its scope, and destroys it', () => {
+  const greedy = daemon.ssh(tenant.privateKey, 'redis:create tenantcache --memory 64g');
+  assert.equal(greedy.code, 1);
+  assert.match(greedy.stderr, /may not give a service more memory than the default/);
   const created = daemon.ssh(tenant.privateKey, 'redis:create tenantcache');
   assert.equal(created.code, 0, created.stderr);
   assert.match(daemon.ssh(tenant.privateKey, 'redis:list').stdout, /^tenantcache\s+running/m);

@@ -67,6 +67,7 @@ async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number; re
     networkPrefix: 'berth',
     appNetwork: (app) => `berth-inst-${app}`,
     bindHost: '127.0.0.1',
+    defaultLimit: () => ({ memory: 512 * 1024 ** 2, pids: 512 }),
     ...(options.readyTimeoutMs ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
     ...(options.readyCheckTimeoutMs ? { readyCheckTimeoutMs: options.readyCheckTimeoutMs } : {}),
   });
@@ -86,7 +87,8 @@ test('a new service pulls its missing image with progress shown, runs labelled o
   assert.deepEqual(spec!.binds, ['berth-inst-svc-kv-sessions-data:/kv']);
   assert.equal(spec!.network, 'berth-inst-svc.kv-sessions');
   assert.deepEqual(spec!.aliases, ['berth-kv-sessions']);
-  assert.equal(spec!.memory, 64 * 1024 ** 2);
+  assert.equal(spec!.memory, 64 * 1024 ** 2, 'its own memory limit');
+  assert.equal(spec!.pids, 512, 'the process limit apps get');
   assert.equal(spec!.restart, true);
   assert.deepEqual(spec!.cmd, ['kv-server', '--dir', '/kv']);
   assert.equal(spec!.env.KV_PASSWORD, await store.password('kv', 'sessions'));
@@ -188,4 +190,15 @@ test('a readiness check that never answers (a ping blocked for good) counts as n
   const record = await store.create({ kind: 'kv', name: 'stuck', image: 'kv:1', createdBy: 'local' });
   await assert.rejects(manager.provision(record, new MemoryOutput()), (e: Error & { code?: string }) => e.code === 'service_not_ready' && /kv-ping did not answer within 100 ms/.test(e.message));
   assert.ok(cut >= 2, `each check was cut off (${cut})`);
+});
+
+test('a service that sets no memory limit gets the default limits apps get', async () => {
+  const { engine, store, manager } = await setUp();
+  engine.addImage('kv:1');
+  const record = await store.create({ kind: 'kv', name: 'plain', image: 'kv:1', createdBy: 'local' });
+  await manager.provision(record, new MemoryOutput());
+  const [spec] = [...engine.specs.values()];
+  assert.equal(spec!.memory, 512 * 1024 ** 2);
+  assert.equal(spec!.pids, 512);
+  assert.deepEqual(manager.limits(record), { memory: 512 * 1024 ** 2, pids: 512 });
 });

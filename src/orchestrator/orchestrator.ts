@@ -99,6 +99,7 @@ export class Orchestrator {
       networkPrefix: deps.config.network,
       appNetwork: (app) => this.appNetwork(app),
       bindHost: deps.config.bindHost,
+      defaultLimit: () => this.defaultLimit,
     });
     this.builders = [
       new DockerfileBuilder(deps.engine, deps.config.buildMemory, (app) => this.appNetwork(app)),

@@ -7,6 +7,7 @@ import type { ServiceKind, ServiceRecordView } from '../services/kinds/kind.ts';
 import { isUserError, UserError } from '../errors.ts';
 import { READY_CHECK_TIMEOUT_MS, waitReady } from '../services/data-ops.ts';
 import { log } from '../log.ts';
+import type { ResourceLimit } from '../state/app-settings.ts';
 import type { ServiceRecord, ServiceStore } from '../state/service-store.ts';
 import type { Output } from '../ui/output.ts';
 import { APP_CAPABILITIES, LABEL, NotFoundError, type ContainerSpec, type ContainerState, type Engine, type Subscription } from './engine.ts';
@@ -33,6 +34,8 @@ export interface ServiceManagerDeps {
   bindHost: string;
   /** How long a service may take to accept connections; default SERVICE_READY_TIMEOUT_MS. */
   readyTimeoutMs?: number;
+  /** The limits of a service that sets none, the ones apps get (--container-memory, --container-pids). */
+  defaultLimit?(): ResourceLimit;
   /** How long one readiness check may run; default READY_CHECK_TIMEOUT_MS. */
   readyCheckTimeoutMs?: number;
 }
@@ -73,6 +76,13 @@ export class ServiceManager {
     const instance = this.#deps.engine.instance;
     const container = `berth-${instance}-svc-${record.kind}-${record.name}`;
     return { container, volume: `${container}-data`, network: `${this.#deps.networkPrefix}-${instance}-svc.${record.kind}-${record.name}`, alias: `berth-${record.kind}-${record.name}` };
+  }
+
+  /** The memory and process limits of the service's container: its own memory, else the apps' defaults. */
+  limits(record: Pick<ServiceRecord, 'memory'>): { memory?: number; pids?: number } {
+    const defaults = this.#deps.defaultLimit?.() ?? {};
+    const memory = record.memory ?? defaults.memory;
+    return { ...(memory ? { memory } : {}), ...(defaults.pids ? { pids: defaults.pids } : {}) };
   }
 
   /** The record with its password, as a kind reads it. */
@@ -279,7 +289,7 @@ export class ServiceManager {
       network: names.network,
       aliases: [names.alias],
       ...(command ? { cmd: command } : {}),
-      ...(record.memory ? { memory: record.memory } : {}),
+      ...this.limits(record),
       // The official images start as root to own the data dir, then drop to their user.
       capabilities: APP_CAPABILITIES,
       binds: [`${names.volume}:${kind.dataDir}`],

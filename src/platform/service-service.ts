@@ -36,6 +36,8 @@ export interface ServiceInfo {
   links: Array<{ app: string; variable: string }>;
   /** What the server says its version is, when it runs. */
   version: string | undefined;
+  /** The memory and process limits its container runs with. */
+  limits: { memory?: number; pids?: number };
 }
 
 export class ServiceService {
@@ -71,6 +73,13 @@ export class ServiceService {
       log.warn('command_refused', { key: key.name, command: `${kind}:create`, reason: 'services_not_allowed' });
       throw new UserError('forbidden', `key "${key.name}" may not create services: it is limited to apps, and was not allowed to create services`, {
         hint: `ask the server's admin to create it, or to allow it: ssh-keys:scope ${key.name} --apps ${scopeNames(key.apps, (id) => this.#state.apps.byId(id)?.name).join(',')} --services`,
+      });
+    }
+    const defaultMemory = this.#orchestrator.defaultLimit.memory;
+    if (key?.apps && options.memory && defaultMemory && options.memory > defaultMemory) {
+      log.warn('command_refused', { key: key.name, command: `${kind}:create`, reason: 'memory_over_default' });
+      throw new UserError('forbidden', `key "${key.name}" may not give a service more memory than the default, ${Math.round(defaultMemory / 1024 ** 2)}m: it is limited to apps`, {
+        hint: `create it with --memory ${Math.round(defaultMemory / 1024 ** 2)}m or less, or ask the server's admin`,
       });
     }
     return this.#locks.run(lockName(kind, name), async () => {
@@ -117,6 +126,7 @@ export class ServiceService {
       url,
       links: record.links.map((l) => ({ app: l.app, variable: `${l.alias}_URL` })),
       version: await services.version(record),
+      limits: services.limits(record),
     };
   }
 

@@ -23,7 +23,7 @@ export function commandsOf(kind: ServiceKind): Command[] {
       args: ['NAME'],
       flags: { image: 'IMAGE', memory: 'M' },
       summary: `create a ${k} service: its container, a volume for its data, a generated password`,
-      help: `The image is --${k}-image of berth serve (default ${kind.defaultImage}), pulled on first use, unless --image names another.\n--memory limits its memory (such as 256m; default none).\nA key limited to apps may create services only when the admin allowed it (ssh-keys:add NAME KEY --apps APP --services), and only with the default image.`,
+      help: `The image is --${k}-image of berth serve (default ${kind.defaultImage}), pulled on first use, unless --image names another.\n--memory limits its memory (such as 256m; default --container-memory, as apps; a key limited to apps may not ask for more).\nA key limited to apps may create services only when the admin allowed it (ssh-keys:add NAME KEY --apps APP --services), and only with the default image.`,
       scope: 'any',
       needsDaemon: true,
       async run(ctx, { args: [name], flags, daemon }) {
@@ -76,7 +76,7 @@ export function commandsOf(kind: ServiceKind): Command[] {
           ['Status', status.running && status.startedAt ? `${status.status} (since ${new Date(status.startedAt).toISOString()}${status.restartCount ? `, restarted ${status.restartCount} times` : ''})` : status.status],
           ['Version', info.version ? `${info.version} (${record.image})` : record.image],
           ['Volume', info.volume],
-          ['Memory', record.memory ? `${Math.round(record.memory / 1024 ** 2)}m` : 'no limit'],
+          ['Memory', info.limits.memory ? `${Math.round(info.limits.memory / 1024 ** 2)}m${record.memory ? '' : ' (the default)'}` : 'no limit'],
           ['Links', info.links.map((l) => `${l.app} (${l.variable})`).join(', ') || '-'],
           ['Exposed', record.exposedPort ? `${ctx.state.config.bindHost}:${record.exposedPort}` : '-'],
           ['Host', `${info.host}:${kind.port} (on the networks of linked apps)`],
