@@ -13,7 +13,7 @@ import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { BackupStore } from '../src/services/backups.ts';
-import { backup, connect, exportData, importData, restore, type ServiceHandle } from '../src/services/data-ops.ts';
+import { backup, connect, exportData, importData, restore, waitReady, type ServiceHandle } from '../src/services/data-ops.ts';
 import { serviceKind, type ServiceKind } from '../src/services/kinds/index.ts';
 import { startTestService } from './helpers/services.ts';
 import { tempDir } from './helpers/temp.ts';
@@ -204,7 +204,30 @@ test('redis: an export imported into a second service gives the same keys (the R
   assert.equal((await exec('docker', ['inspect', '-f', '{{.State.StartedAt}}', b.container])).stdout, before, 'not restarted');
   assert.equal((await client(b, 'DBSIZE\n')).trim(), '3');
   const { stdout: left } = await exec('docker', ['exec', b.container, 'ls', '-A', '/data']);
-  assert.deepEqual(left.trim().split('\n').sort(), ['dump.rdb'], 'the rejected input was removed');
+  assert.deepEqual(left.trim().split('\n').sort(), ['appendonlydir', 'dump.rdb'], 'the rejected input was removed, and the previous data of the import before it too');
+});
+
+test('redis: a write acknowledged a second before the server is killed (SIGKILL, no snapshot) is there after its restart', async () => {
+  const db = await startService('redis', 'durable');
+  await client(db, 'SET survivor yes\n');
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await exec('docker', ['kill', '-s', 'KILL', db.container]);
+  await exec('docker', ['start', db.container]);
+  await waitReady(db.engine, db.container, db.kind, db.service, { timeoutMs: 60_000 });
+  assert.equal((await client(db, 'GET survivor\n')).trim(), 'yes');
+  // An import replaces it, and the append-only file goes on from the imported data.
+  const source = await startService('redis', 'durable-source');
+  await client(source, 'SET imported 1\n');
+  const pipe = new PassThrough();
+  await Promise.all([exportData(source, pipe).then(() => pipe.end()), importData(db, pipe)]);
+  await client(db, 'SET after-import 2\n');
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await exec('docker', ['kill', '-s', 'KILL', db.container]);
+  await exec('docker', ['start', db.container]);
+  await waitReady(db.engine, db.container, db.kind, db.service, { timeoutMs: 60_000 });
+  assert.equal((await client(db, 'EXISTS survivor\n')).trim(), '0', 'the import replaced what was before');
+  assert.equal((await client(db, 'GET imported\n')).trim(), '1');
+  assert.equal((await client(db, 'GET after-import\n')).trim(), '2', 'what came after the import is in its append-only file');
 });
 
 test('the kinds give the URL an app gets, and their version commands print the server\'s version', async () => {

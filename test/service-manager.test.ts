@@ -90,6 +90,7 @@ test('a new service pulls its missing image with progress shown, runs labelled o
   assert.equal(spec!.memory, 64 * 1024 ** 2, 'its own memory limit');
   assert.equal(spec!.pids, 512, 'the process limit apps get');
   assert.equal(spec!.restart, true);
+  assert.equal(spec!.stopTimeout, 60, 'time to shut down cleanly');
   assert.deepEqual(spec!.cmd, ['kv-server', '--dir', '/kv']);
   assert.equal(spec!.env.KV_PASSWORD, await store.password('kv', 'sessions'));
   assert.equal(spec!.ports, undefined, 'no host port unless exposed');

@@ -196,6 +196,7 @@ export class DockerEngine implements Engine {
       Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
       Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...spec.labels },
       ...(spec.cmd ? { Cmd: spec.cmd } : {}),
+      ...(spec.stopTimeout !== undefined ? { StopTimeout: spec.stopTimeout } : {}),
       ...(spec.entrypoint ? { Entrypoint: spec.entrypoint } : {}),
       ...(spec.user !== undefined ? { User: spec.user } : {}),
       ...(spec.workingDir ? { WorkingDir: spec.workingDir } : {}),

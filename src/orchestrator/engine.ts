@@ -84,6 +84,8 @@ export interface ContainerSpec {
   ports?: Array<{ container: number; host: number; hostIp: string }>;
   /** Restart when it exits (dynos); one-offs and builds do not. Default true. */
   restart?: boolean;
+  /** Seconds the engine waits after the stop signal before it kills the process (`docker stop`, an engine shutdown); the engine's default when absent. */
+  stopTimeout?: number;
   user?: string;
   workingDir?: string;
   /** For one-offs: keep stdin open, and give a terminal when asked. */

@@ -19,6 +19,8 @@ export const SERVICE_ID_LABEL = 'berth.service-id';
 
 /** How long a service may take to accept connections once started (a first initdb included). */
 export const SERVICE_READY_TIMEOUT_MS = 120_000;
+/** Seconds a service's server is given to shut down cleanly before it is killed. */
+export const SERVICE_STOP_TIMEOUT_S = 60;
 
 export interface ServiceManagerDeps {
   engine: Engine;
@@ -189,7 +191,7 @@ export class ServiceManager {
     out.step(`Restarting ${record.kind} service ${record.name}`);
     const old = await this.container(record);
     // Postgres shuts down cleanly on SIGTERM (no recovery at the next start): give it time.
-    if (old) await this.#deps.engine.stopAndRemove(old.id, 60);
+    if (old) await this.#deps.engine.stopAndRemove(old.id, SERVICE_STOP_TIMEOUT_S);
     const c = await this.ensureRunning(record);
     await this.waitReady(record, c.id, out);
   }
@@ -294,6 +296,8 @@ export class ServiceManager {
       capabilities: APP_CAPABILITIES,
       binds: [`${names.volume}:${kind.dataDir}`],
       restart: true,
+      // A server writing its data out on shutdown (postgres's checkpoint, redis's snapshot) is given time to finish, also when the engine stops.
+      stopTimeout: SERVICE_STOP_TIMEOUT_S,
       ...(record.exposedPort ? { ports: [{ container: kind.port, host: record.exposedPort, hostIp: this.#deps.bindHost }] } : {}),
     };
     try {

@@ -342,7 +342,11 @@ export class ServiceService {
       container: (await services.requireRunning(current)).id,
       kind: services.kind(current.kind),
       service: await services.view(current),
-      restart: () => services.restart(current, new StreamOutput(() => {})),
+      restart: async () => {
+        await services.restart(current, new StreamOutput(() => {}));
+        return (await services.requireRunning(current)).id;
+      },
+      current: async () => (await services.container(current))?.id,
     };
   }
 

@@ -23,10 +23,12 @@ export interface ServiceHandle {
   service: ServiceRecordView;
   /**
    * Stops and starts the service's container (the caller's to do: it owns the container, its
-   * record and its links), resolving once the service accepts connections again. Used by an
-   * import that replaces the data file; nothing is run in the old container afterwards.
+   * record and its links), resolving once the service accepts connections again, with the id of
+   * the container it runs in now. Used by an import that replaces the data file.
    */
-  restart(): Promise<void>;
+  restart(): Promise<string>;
+  /** The id of the service's container now, running or not (after a failed restart); undefined when it has none. */
+  current(): Promise<string | undefined>;
 }
 
 /** The client's terminal (`ssh -t`), for connect. */
@@ -206,13 +208,34 @@ async function replaceDataFile(handle: ServiceHandle, input: Readable, how: Data
       throw new UserError('service_import_invalid', `the input is not a data file ${handle.kind.name} can load; ${describe(handle)} is unchanged`, { cause: e, hint: `give it a file made by ${handle.kind.name}:export or ${handle.kind.name}:backup` });
     }
     await runChecked(handle, 'import', how.hold, { onStdout: () => {}, signal });
-    await runChecked(handle, 'import', asOwner(['mv', '-f', incoming, how.file]), { onStdout: () => {}, signal });
+    await runChecked(handle, 'import', how.swap(incoming), { onStdout: () => {}, signal });
     swapped = true;
   } finally {
     if (!swapped) await runChecked(handle, 'import', asOwner(['rm', '-f', incoming]), { onStdout: () => {} }).catch(() => {});
   }
   log.info('service_data_file_replaced', { kind: handle.kind.name, service: handle.service.name });
-  await handle.restart();
+  // From here on nothing is cancelled: the server comes back on the imported data, or on the previous data.
+  let running: string;
+  try {
+    running = await handle.restart();
+  } catch (e) {
+    log.error('service_import_restart_failed', { kind: handle.kind.name, service: handle.service.name, error: e });
+    const back = await handle
+      .current()
+      .then((id) => runOn({ ...handle, container: id ?? handle.container }, how.restorePrevious))
+      .then(() => handle.restart())
+      .then(() => true, () => false);
+    throw new UserError('service_import_failed', `${describe(handle)} did not start on the imported data: ${(e as Error).message}; ${back ? 'its previous data is back' : `its previous data is kept beside it in ${dir} (.before-import)`}`, {
+      cause: e,
+      hint: `see what it says: ${handle.kind.name}:logs ${handle.service.name}`,
+    });
+  }
+  await runOn({ ...handle, container: running }, how.dropPrevious).catch((e: unknown) => log.warn('service_import_cleanup_failed', { kind: handle.kind.name, service: handle.service.name, error: e }));
+}
+
+/** Runs a command in the service's container as it is now (after a restart, a new one). */
+async function runOn(handle: ServiceHandle, command: KindCommand): Promise<void> {
+  await runChecked(handle, 'import', command, { onStdout: () => {} });
 }
 
 function execCommand(command: KindCommand): Pick<ExecOptions, 'cmd' | 'env' | 'user'> {

@@ -20,9 +20,10 @@ export interface KindCommand {
 }
 
 /**
- * An import that replaces the server's data file (redis's RDB): data-ops receives the input
- * into a file next to it, checks it, makes the server leave the file alone, moves the input
- * over it and restarts the server, which loads it.
+ * An import that replaces the server's data files (redis's RDB): data-ops receives the input
+ * into a file next to them, checks it, makes the server leave its files alone, swaps the input
+ * in (the previous files kept aside) and restarts the server, which loads it; the previous
+ * files go once it runs, or come back when it does not.
  */
 export interface DataFileImport {
   readonly replace: 'data-file';
@@ -32,8 +33,17 @@ export interface DataFileImport {
   user: string;
   /** Exits 0 when the file at `path` is a data file the server can load. */
   check(path: string): KindCommand;
-  /** Makes the running server write nothing to its data file until it stops (no snapshot, none on shutdown). */
+  /** Makes the running server write nothing to its data files until it stops (no snapshot, none on shutdown). */
   hold: KindCommand;
+  /**
+   * Puts the checked file at `path` in place as the data the server loads at its next start,
+   * keeping what was there aside (the server's user runs it).
+   */
+  swap(path: string): KindCommand;
+  /** Once the server runs on the imported data: removes what `swap` kept aside. */
+  dropPrevious: KindCommand;
+  /** When the server does not come up on the imported data: puts back what `swap` kept aside. */
+  restorePrevious: KindCommand;
 }
 
 /**
