@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { setLogSink } from '../src/log.ts';
-import { ServiceManager, SERVICE_LABEL } from '../src/orchestrator/service-manager.ts';
+import { ServiceManager, SERVICE_LABEL, serviceLockName } from '../src/orchestrator/service-manager.ts';
+import { AppLock } from '../src/platform/app-lock.ts';
 import type { ServiceKind } from '../src/services/kinds/kind.ts';
 import { ServiceStore } from '../src/state/service-store.ts';
 import { MemoryOutput } from '../src/ui/output.ts';
@@ -46,7 +47,7 @@ class PullingEngine extends FakeEngine {
   }
 }
 
-async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number; readyCheckTimeoutMs?: number } = {}) {
+async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number; readyCheckTimeoutMs?: number; locks?: AppLock } = {}) {
   const dir = tempDir('service-manager');
   const store = new ServiceStore(path.join(dir, 'state', 'services.json'), path.join(dir, 'services'));
   await store.load();
@@ -70,6 +71,7 @@ async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number; re
     defaultLimit: () => ({ memory: 512 * 1024 ** 2, pids: 512 }),
     ...(options.readyTimeoutMs ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
     ...(options.readyCheckTimeoutMs ? { readyCheckTimeoutMs: options.readyCheckTimeoutMs } : {}),
+    ...(options.locks ? { locks: options.locks } : {}),
   });
   return { engine, store, manager, pings: () => pings };
 }
@@ -202,4 +204,23 @@ test('a service that sets no memory limit gets the default limits apps get', asy
   assert.equal(spec!.memory, 512 * 1024 ** 2);
   assert.equal(spec!.pids, 512);
   assert.deepEqual(manager.limits(record), { memory: 512 * 1024 ** 2, pids: 512 });
+});
+
+test("adoption waits for a command holding the service's lock (a destroy under way is not undone by a new container)", async () => {
+  const locks = new AppLock();
+  const { engine, store, manager } = await setUp({ locks });
+  engine.addImage('kv:1');
+  const record = await store.create({ kind: 'kv', name: 'held', image: 'kv:1', createdBy: 'local' });
+  await manager.provision(record, new MemoryOutput());
+  const [old] = await engine.list({ [SERVICE_LABEL]: 'kv/held' });
+  await engine.stopAndRemove(old!.id);
+  let release!: () => void;
+  const holding = locks.run(serviceLockName('kv', 'held'), () => new Promise<void>((resolve) => (release = resolve)));
+  const adopting = manager.adopt();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal((await engine.list({ [SERVICE_LABEL]: 'kv/held' })).length, 0, 'nothing made while the lock is held');
+  release();
+  await holding;
+  await adopting;
+  assert.equal((await engine.list({ [SERVICE_LABEL]: 'kv/held' })).length, 1, 'made once the lock is free');
 });

@@ -100,6 +100,7 @@ export class Orchestrator {
       appNetwork: (app) => this.appNetwork(app),
       bindHost: deps.config.bindHost,
       defaultLimit: () => this.defaultLimit,
+      locks: deps.locks,
     });
     this.builders = [
       new DockerfileBuilder(deps.engine, deps.config.buildMemory, (app) => this.appNetwork(app)),

@@ -15,6 +15,11 @@ import { APP_CAPABILITIES, LABEL, NotFoundError, type ContainerSpec, type Contai
 /** The label that names a service container's service: `KIND/NAME`. */
 export const SERVICE_LABEL = 'berth.service';
 /** On a service's volume: the id of the record it was made for (a volume of the same name made for another is not adopted). */
+/** The lock of a service: a name no app can have (app names hold no colon). */
+export function serviceLockName(kind: string, name: string): string {
+  return `svc:${kind}/${name}`;
+}
+
 export const SERVICE_ID_LABEL = 'berth.service-id';
 
 /** How long a service may take to accept connections once started (a first initdb included). */
@@ -38,6 +43,8 @@ export interface ServiceManagerDeps {
   readyTimeoutMs?: number;
   /** The limits of a service that sets none, the ones apps get (--container-memory, --container-pids). */
   defaultLimit?(): ResourceLimit;
+  /** The per-app lock the application layer holds around every change of a service (under serviceLockName). */
+  locks?: { run<T>(name: string, fn: () => Promise<T>): Promise<T> };
   /** How long one readiness check may run; default READY_CHECK_TIMEOUT_MS. */
   readyCheckTimeoutMs?: number;
 }
@@ -241,12 +248,17 @@ export class ServiceManager {
   async adopt(): Promise<void> {
     for (const record of this.#deps.store.list()) {
       try {
-        const c = await this.ensureRunning(record);
+        // Under the service's lock: a command run meanwhile (destroy, restart, import) finishes first.
+        const c = await this.#locked(record, () => this.ensureRunning(this.#deps.store.require(record.kind, record.name)));
         log.info('service_adopted', { service: `${record.kind}/${record.name}`, container: c.name });
       } catch (e) {
         log.error('service_adopt_failed', { service: `${record.kind}/${record.name}`, error: e });
       }
     }
+  }
+
+  #locked<T>(record: Pick<ServiceRecord, 'kind' | 'name'>, fn: () => Promise<T>): Promise<T> {
+    return this.#deps.locks ? this.#deps.locks.run(serviceLockName(record.kind, record.name), fn) : fn();
   }
 
   /** The service's last `tail` log lines, or (follow) what it writes from them on until stopped. */

@@ -9,7 +9,7 @@ import { scopeAllows, scopeNames, type KeyRecord } from '../git/key-store.ts';
 import { log } from '../log.ts';
 import { changeConfig } from '../orchestrator/app-operations.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
-import type { ServiceStatus } from '../orchestrator/service-manager.ts';
+import { serviceLockName, type ServiceStatus } from '../orchestrator/service-manager.ts';
 import { BackupScheduler, BackupStore, type BackupFile } from '../services/backups.ts';
 import { backup, connect, exportData, importData, restore, type ConnectIo, type ServiceHandle } from '../services/data-ops.ts';
 import type { ServiceKind } from '../services/kinds/kind.ts';
@@ -63,6 +63,13 @@ export class ServiceService {
     const record = this.#state.services.require(kind, validateServiceName(name));
     authorizeService(this.#state, record, caller, command);
     return record;
+  }
+
+  /** Inside the service's lock: the service still exists, and `caller` may still manage it. */
+  #recheck(record: ServiceRecord, caller: ServiceCaller, command: string): ServiceRecord {
+    const current = this.#state.services.require(record.kind, record.name);
+    authorizeService(this.#state, current, caller, command);
+    return current;
   }
 
   async create(kind: string, name: string, options: { image?: string; memory?: number; caller: ServiceCaller; out: Output }): Promise<ServiceRecord> {
@@ -132,6 +139,8 @@ export class ServiceService {
 
   restart(record: ServiceRecord, caller: ServiceCaller, out: Output): Promise<void> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, caller, `${record.kind}:restart`);
       await this.#orchestrator.services.restart(this.#state.services.require(record.kind, record.name), out);
       log.info('service_restarted', { service: `${record.kind}/${record.name}`, by: caller.by });
     });
@@ -140,6 +149,8 @@ export class ServiceService {
   /** Removes the container, the volume (the data) and the password; refused while an app is linked. */
   destroy(record: ServiceRecord, caller: ServiceCaller, out: Output): Promise<void> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, caller, `${record.kind}:destroy`);
       const current = this.#state.services.require(record.kind, record.name);
       if (current.links.length > 0) {
         const apps = current.links.map((l) => l.app);
@@ -185,6 +196,8 @@ export class ServiceService {
       throw new UserError('forbidden', `key "${key.name}" may not link services to ${app}: it is limited to the apps ${scopeNames(key.apps ?? [], (id) => this.#state.apps.byId(id)?.name).join(', ')}`);
     }
     await this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, options.caller, `${record.kind}:link`);
       const current = this.#state.services.require(record.kind, record.name);
       if (current.links.some((l) => l.app === app)) throw new UserError('already_linked', `${record.kind} service ${record.name} is already linked to ${app}`, { hint: `\`${record.kind}:info ${record.name}\` shows its links` });
       const taken = this.#state.services.linkedTo(app).find((s) => s.links.some((l) => l.app === app && `${l.alias}_URL` === variable));
@@ -211,6 +224,8 @@ export class ServiceService {
   /** Unsets the app's URL (a new release, the app restarted without it), then the service leaves the app's network. */
   async unlink(record: ServiceRecord, app: string, options: { caller: ServiceCaller; out: Output }): Promise<void> {
     await this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, options.caller, `${record.kind}:unlink`);
       const current = this.#state.services.require(record.kind, record.name);
       const link = current.links.find((l) => l.app === app);
       if (!link) throw new UserError('not_linked', `${record.kind} service ${record.name} is not linked to ${app}`, { hint: `\`${record.kind}:info ${record.name}\` shows its links` });
@@ -264,6 +279,8 @@ export class ServiceService {
   /** Loads a dump from `input` into the service, replacing what it holds (one import, restore or restart at a time). */
   importFrom(record: ServiceRecord, input: Readable, options: { caller: ServiceCaller; progress?: (data: Buffer) => void | Promise<void>; signal?: AbortSignal }): Promise<void> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, options.caller, `${record.kind}:import`);
       await importData(await this.#handle(record), input, { ...(options.progress ? { progress: options.progress } : {}), ...(options.signal ? { signal: options.signal } : {}) });
       log.info('service_imported', { service: `${record.kind}/${record.name}`, by: options.caller.by });
     });
@@ -284,6 +301,8 @@ export class ServiceService {
   /** Imports backup `name` into the service. */
   restoreBackup(record: ServiceRecord, name: string, options: { caller: ServiceCaller; progress?: (data: Buffer) => void | Promise<void>; signal?: AbortSignal }): Promise<BackupFile> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, options.caller, `${record.kind}:backup-restore`);
       const file = await restore(await this.#handle(record), this.#backups(record), name, { ...(options.progress ? { progress: options.progress } : {}), ...(options.signal ? { signal: options.signal } : {}) });
       log.info('service_backup_restore', { service: `${record.kind}/${record.name}`, file: file.name, by: options.caller.by });
       return file;
@@ -379,7 +398,5 @@ function scheduleKey(record: Pick<ServiceRecord, 'kind' | 'name'>): string {
   return `${record.kind}/${record.name}`;
 }
 
-/** The lock of a service: a name no app can have (app names hold no colon). */
-function lockName(kind: string, name: string): string {
-  return `svc:${kind}/${name}`;
-}
+/** The lock of a service, the one the service manager takes too. */
+const lockName = serviceLockName;
