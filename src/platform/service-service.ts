@@ -313,7 +313,7 @@ export class ServiceService {
   async setBackupSchedule(record: ServiceRecord, cron: string | undefined, caller: ServiceCaller): Promise<Date | undefined> {
     const key = scheduleKey(record);
     // The scheduler checks the expression first: a bad one is refused before it is stored.
-    const next = cron === undefined ? undefined : this.#scheduler.set(key, cron, () => this.#scheduledBackup(record));
+    const next = cron === undefined ? undefined : this.#scheduler.set(key, cron, (signal) => this.#scheduledBackup(record, signal));
     if (cron === undefined) this.#scheduler.remove(key);
     await this.#state.services.update(record.kind, record.name, (d) => {
       if (cron === undefined) delete d.backupSchedule;
@@ -328,7 +328,7 @@ export class ServiceService {
     for (const record of this.#state.services.list()) {
       if (!record.backupSchedule) continue;
       try {
-        this.#scheduler.set(scheduleKey(record), record.backupSchedule, () => this.#scheduledBackup(record));
+        this.#scheduler.set(scheduleKey(record), record.backupSchedule, (signal) => this.#scheduledBackup(record, signal));
       } catch (e) {
         log.error('service_backup_schedule_unreadable', { service: scheduleKey(record), cron: record.backupSchedule, error: e });
       }
@@ -341,10 +341,10 @@ export class ServiceService {
     return this.#scheduler.stop();
   }
 
-  async #scheduledBackup(record: ServiceRecord): Promise<void> {
+  async #scheduledBackup(record: ServiceRecord, signal: AbortSignal): Promise<void> {
     const current = this.#state.services.get(record.kind, record.name);
     if (!current) return this.#scheduler.remove(scheduleKey(record));
-    const file = await this.backup(current);
+    const file = await this.backup(current, signal);
     log.info('service_backup_scheduled_done', { service: scheduleKey(record), file: file.name, bytes: file.bytes });
   }
 
