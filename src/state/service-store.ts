@@ -4,6 +4,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { isValidAppName } from '../app-name.ts';
+import { validateConfigKey } from '../config-vars.ts';
 import { UserError } from '../errors.ts';
 import { writeFileAtomic } from './atomic-file.ts';
 import { check, JsonDocument, type DocumentSpec } from './json-document.ts';
@@ -56,16 +58,17 @@ interface ServicesDocument {
   services: ServiceRecord[];
 }
 
-const spec: DocumentSpec<ServicesDocument> = {
+/** `kinds`: the kinds berth has (an entry of another kind is set aside); undefined: any. */
+const specFor = (kinds: readonly string[] | undefined): DocumentSpec<ServicesDocument> => ({
   schema: 1,
   empty: () => ({ services: [] }),
   parse: (raw, entries) => ({
-    services: entries.array(raw.services, 'services', 'service', parseRecord, (s, i) => {
+    services: entries.array(raw.services, 'services', 'service', (v) => parseRecord(v, kinds), (s, i) => {
       const o = s as Partial<ServiceRecord> | null;
       return typeof o?.kind === 'string' && typeof o.name === 'string' ? `${o.kind}/${o.name}` : `#${i}`;
     }),
   }),
-};
+});
 
 export class ServiceStore {
   readonly #doc: JsonDocument<ServicesDocument>;
@@ -75,8 +78,8 @@ export class ServiceStore {
   /** Changes run one at a time, each on the records the one before left. */
   #changing: Promise<unknown> = Promise.resolve();
 
-  constructor(file: string, root: string) {
-    this.#doc = new JsonDocument(file, spec);
+  constructor(file: string, root: string, options: { kinds?: readonly string[] } = {}) {
+    this.#doc = new JsonDocument(file, specFor(options.kinds));
     this.root = root;
   }
 
@@ -190,15 +193,18 @@ function copy(r: ServiceRecord): ServiceRecord {
   return { ...r, links: r.links.map((l) => ({ ...l })) };
 }
 
-function parseRecord(value: unknown): ServiceRecord {
+function parseRecord(value: unknown, kinds: readonly string[] | undefined): ServiceRecord {
   const o = check.object(value, 'a service');
   const name = validateServiceName(check.string(o.name, 'name'));
+  const kind = check.string(o.kind, 'kind');
+  if (kinds && !kinds.includes(kind)) throw new Error(`kind: ${JSON.stringify(kind)} is none of ${kinds.join(', ')}`);
   const memory = o.memory === undefined ? undefined : check.number(o.memory, 'memory');
   const exposedPort = o.exposedPort === undefined ? undefined : check.number(o.exposedPort, 'exposedPort');
+  if (exposedPort !== undefined && !(Number.isInteger(exposedPort) && exposedPort >= 1 && exposedPort <= 65535)) throw new Error(`exposedPort: ${exposedPort} is no TCP port (1-65535)`);
   const createdByKey = check.optionalString(o.createdByKey, 'createdByKey');
   const backupSchedule = check.optionalString(o.backupSchedule, 'backupSchedule');
   return {
-    kind: check.string(o.kind, 'kind'),
+    kind,
     name,
     id: check.string(o.id, 'id'),
     image: check.string(o.image, 'image'),
@@ -208,7 +214,11 @@ function parseRecord(value: unknown): ServiceRecord {
     ...(createdByKey ? { createdByKey } : {}),
     links: check.array(o.links, 'links').map((l) => {
       const link = check.object(l, 'a link');
-      return { app: check.string(link.app, 'link app'), alias: check.string(link.alias, 'link alias') };
+      const app = check.string(link.app, 'link app');
+      if (!isValidAppName(app)) throw new Error(`link app: ${JSON.stringify(app)} is no app name`);
+      const alias = check.string(link.alias, 'link alias');
+      validateConfigKey(`${alias}_URL`);
+      return { app, alias };
     }),
     ...(exposedPort !== undefined ? { exposedPort } : {}),
     ...(backupSchedule ? { backupSchedule } : {}),
