@@ -167,11 +167,6 @@ export class ServiceService {
     });
   }
 
-  /** The running container's id (logs, data operations), or a UserError that says how to start it. */
-  async runningContainer(record: ServiceRecord): Promise<string> {
-    return (await this.#orchestrator.services.requireRunning(record)).id;
-  }
-
   logs(record: ServiceRecord, options: { tail: number; timestamps: boolean }): Promise<string> {
     return this.runningContainerOrAny(record).then((id) => this.#orchestrator.services.logs(id, options));
   }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { syncDir } from '../state/atomic-file.ts';
 import { nextRun, parseCron, type CronSchedule } from './cron.ts';
 
 export { nextRun, parseCron, type CronSchedule } from './cron.ts';
@@ -117,15 +118,6 @@ export class BackupStore {
     for (const f of old) await fsp.rm(f.path, { force: true });
     if (old.length) log.info('service_backups_pruned', { dir: this.dir, removed: old.map((f) => f.name) });
     return old.map((f) => f.name);
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await fsp.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

@@ -75,7 +75,13 @@ export interface ServiceKind {
   readonly dumpExtension: string;
   /** The container's environment (`NAME=value`), honouring the official image's contract. */
   containerEnv(service: ServiceRecordView): string[];
-  /** The container's command; undefined keeps the image's. */
+  /**
+   * The container's command; undefined keeps the image's. Like the container's environment it is
+   * shown by `docker inspect` (root's, as the engine's API is) and readable inside the container:
+   * a server that takes its password as an argument (redis's --requirepass) has it there, as
+   * postgres has POSTGRES_PASSWORD in its environment. Processes run in it (KindCommand) keep
+   * secrets in their environment, off the process list.
+   */
   containerCommand(service: ServiceRecordView): string[] | undefined;
   /** The URL an app gets for a service reachable at `host` (the service's network alias). */
   url(service: ServiceRecordView, host: string): string;
