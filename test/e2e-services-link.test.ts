@@ -215,7 +215,7 @@ test('a key allowed services creates one, sees it, may not link it to an app out
   assert.equal(destroyed.code, 0, destroyed.stderr);
 });
 
-test('postgres:expose publishes the port on the bind address for admins, and unexpose takes it back', async () => {
+test('postgres:expose publishes the port on 127.0.0.1 for admins, and unexpose takes it back', async () => {
   const port = await freePort();
   const exposed = daemon.cli(['postgres:expose', 'db', String(port)]);
   assert.equal(exposed.code, 0, exposed.stderr);

@@ -67,7 +67,6 @@ async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number; re
     defaultImage: (k) => k.defaultImage,
     networkPrefix: 'berth',
     appNetwork: (app) => `berth-inst-${app}`,
-    bindHost: '127.0.0.1',
     defaultLimit: () => ({ memory: 512 * 1024 ** 2, pids: 512 }),
     ...(options.readyTimeoutMs ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
     ...(options.readyCheckTimeoutMs ? { readyCheckTimeoutMs: options.readyCheckTimeoutMs } : {}),
@@ -223,4 +222,15 @@ test("adoption waits for a command holding the service's lock (a destroy under w
   await holding;
   await adopting;
   assert.equal((await engine.list({ [SERVICE_LABEL]: 'kv/held' })).length, 1, 'made once the lock is free');
+});
+
+test('an exposed port binds to 127.0.0.1 unless the record names another address', async () => {
+  const { engine, store, manager } = await setUp();
+  engine.addImage('kv:1');
+  const record = await store.create({ kind: 'kv', name: 'open', image: 'kv:1', createdBy: 'local' });
+  await manager.provision(await store.update('kv', 'open', (d) => void (d.exposedPort = 17000)), new MemoryOutput());
+  assert.deepEqual([...engine.specs.values()].at(-1)!.ports, [{ container: 7000, host: 17000, hostIp: '127.0.0.1' }]);
+  await manager.restart(await store.update('kv', 'open', (d) => void (d.exposedHost = '0.0.0.0')), new MemoryOutput());
+  assert.deepEqual([...engine.specs.values()].at(-1)!.ports, [{ container: 7000, host: 17000, hostIp: '0.0.0.0' }]);
+  assert.equal(record.exposedHost, undefined);
 });

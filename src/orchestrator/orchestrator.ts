@@ -98,7 +98,6 @@ export class Orchestrator {
       defaultImage: (kind) => images[kind.name] || kind.defaultImage,
       networkPrefix: deps.config.network,
       appNetwork: (app) => this.appNetwork(app),
-      bindHost: deps.config.bindHost,
       defaultLimit: () => this.defaultLimit,
       locks: deps.locks,
     });

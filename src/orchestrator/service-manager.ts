@@ -24,6 +24,8 @@ export const SERVICE_ID_LABEL = 'berth.service-id';
 
 /** How long a service may take to accept connections once started (a first initdb included). */
 export const SERVICE_READY_TIMEOUT_MS = 120_000;
+/** The host address an exposed service's port binds to unless `KIND:expose --host` names another: this machine only. */
+export const EXPOSED_HOST_DEFAULT = '127.0.0.1';
 /** Seconds a service's server is given to shut down cleanly before it is killed. */
 export const SERVICE_STOP_TIMEOUT_S = 60;
 
@@ -37,8 +39,6 @@ export interface ServiceManagerDeps {
   networkPrefix: string;
   /** The network of an app's containers. */
   appNetwork(app: string): string;
-  /** The host address an exposed service's port binds to (--bind). */
-  bindHost: string;
   /** How long a service may take to accept connections; default SERVICE_READY_TIMEOUT_MS. */
   readyTimeoutMs?: number;
   /** The limits of a service that sets none, the ones apps get (--container-memory, --container-pids). */
@@ -310,7 +310,7 @@ export class ServiceManager {
       restart: true,
       // A server writing its data out on shutdown (postgres's checkpoint, redis's snapshot) is given time to finish, also when the engine stops.
       stopTimeout: SERVICE_STOP_TIMEOUT_S,
-      ...(record.exposedPort ? { ports: [{ container: kind.port, host: record.exposedPort, hostIp: this.#deps.bindHost }] } : {}),
+      ...(record.exposedPort ? { ports: [{ container: kind.port, host: record.exposedPort, hostIp: record.exposedHost ?? EXPOSED_HOST_DEFAULT }] } : {}),
     };
     try {
       return await this.#deps.engine.run(spec);

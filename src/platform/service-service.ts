@@ -9,7 +9,7 @@ import { scopeAllows, scopeNames, type KeyRecord } from '../git/key-store.ts';
 import { log } from '../log.ts';
 import { changeConfig } from '../orchestrator/app-operations.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
-import { serviceLockName, type ServiceStatus } from '../orchestrator/service-manager.ts';
+import { EXPOSED_HOST_DEFAULT, serviceLockName, type ServiceStatus } from '../orchestrator/service-manager.ts';
 import { BackupScheduler, BackupStore, type BackupFile } from '../services/backups.ts';
 import { backup, connect, exportData, importData, restore, type ConnectIo, type ServiceHandle } from '../services/data-ops.ts';
 import type { ServiceKind } from '../services/kinds/kind.ts';
@@ -236,13 +236,15 @@ export class ServiceService {
   }
 
   /** Publishes the service's port on the host (admins only): the container is recreated on its volume. */
-  expose(record: ServiceRecord, port: number | undefined, caller: ServiceCaller, out: Output): Promise<void> {
+  expose(record: ServiceRecord, port: number | undefined, caller: ServiceCaller, out: Output, host?: string): Promise<void> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
       const taken = port && this.#state.services.list().find((s) => s.exposedPort === port && !(s.kind === record.kind && s.name === record.name));
       if (taken) throw new UserError('port_taken', `port ${port} is already exposed by ${taken.kind} service ${taken.name}`);
       const updated = await this.#state.services.update(record.kind, record.name, (d) => {
         if (port) d.exposedPort = port;
         else delete d.exposedPort;
+        if (port && host) d.exposedHost = host;
+        else delete d.exposedHost;
       });
       try {
         await this.#orchestrator.services.restart(updated, out);
@@ -251,11 +253,13 @@ export class ServiceService {
         await this.#state.services.update(record.kind, record.name, (d) => {
           if (record.exposedPort) d.exposedPort = record.exposedPort;
           else delete d.exposedPort;
+          if (record.exposedHost) d.exposedHost = record.exposedHost;
+          else delete d.exposedHost;
         });
         await this.#orchestrator.services.restart(this.#state.services.require(record.kind, record.name), out).catch(() => undefined);
         throw e;
       }
-      log.info(port ? 'service_exposed' : 'service_unexposed', { service: `${record.kind}/${record.name}`, port, by: caller.by });
+      log.info(port ? 'service_exposed' : 'service_unexposed', { service: `${record.kind}/${record.name}`, port, ...(port ? { host: host ?? EXPOSED_HOST_DEFAULT } : {}), by: caller.by });
     });
   }
 

@@ -3,6 +3,7 @@
 // own, DATA/services/KIND/NAME/secret, mode 0600 in a 0700 folder, never in the JSON nor a log.
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { isValidAppName } from '../app-name.ts';
 import { validateConfigKey } from '../config-vars.ts';
@@ -35,6 +36,8 @@ export interface ServiceRecord {
   links: ServiceLink[];
   /** A host port it is published on (KIND:expose); undefined: reachable from linked apps only. */
   exposedPort?: number;
+  /** The host address the exposed port binds to (`KIND:expose --host`); 127.0.0.1 when absent. */
+  exposedHost?: string;
   /** When backups are made on their own (KIND:backup-schedule), a five-field cron expression; undefined: none. */
   backupSchedule?: string;
 }
@@ -200,6 +203,8 @@ function parseRecord(value: unknown, kinds: readonly string[] | undefined): Serv
   if (kinds && !kinds.includes(kind)) throw new Error(`kind: ${JSON.stringify(kind)} is none of ${kinds.join(', ')}`);
   const memory = o.memory === undefined ? undefined : check.number(o.memory, 'memory');
   const exposedPort = o.exposedPort === undefined ? undefined : check.number(o.exposedPort, 'exposedPort');
+  const exposedHost = check.optionalString(o.exposedHost, 'exposedHost');
+  if (exposedHost !== undefined && !isIP(exposedHost)) throw new Error(`exposedHost: ${JSON.stringify(exposedHost)} is no IP address`);
   if (exposedPort !== undefined && !(Number.isInteger(exposedPort) && exposedPort >= 1 && exposedPort <= 65535)) throw new Error(`exposedPort: ${exposedPort} is no TCP port (1-65535)`);
   const createdByKey = check.optionalString(o.createdByKey, 'createdByKey');
   const backupSchedule = check.optionalString(o.backupSchedule, 'backupSchedule');
@@ -221,6 +226,7 @@ function parseRecord(value: unknown, kinds: readonly string[] | undefined): Serv
       return { app, alias };
     }),
     ...(exposedPort !== undefined ? { exposedPort } : {}),
+    ...(exposedHost !== undefined ? { exposedHost } : {}),
     ...(backupSchedule ? { backupSchedule } : {}),
   };
 }

@@ -2,6 +2,7 @@
 // SERVICE_KINDS (postgres:create, redis:link ...): a third kind is one module in
 // src/services/kinds and gets all of them. A key limited to apps manages only the services of
 // its apps (see mayManage); expose and backups are the admin's.
+import { isIP } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { parseBytes } from '../../config.ts';
 import { UserError } from '../../errors.ts';
@@ -78,7 +79,7 @@ export function commandsOf(kind: ServiceKind): Command[] {
           ['Volume', info.volume],
           ['Memory', info.limits.memory ? `${Math.round(info.limits.memory / 1024 ** 2)}m${record.memory ? '' : ' (the default)'}` : 'no limit'],
           ['Links', info.links.map((l) => `${l.app} (${l.variable})`).join(', ') || '-'],
-          ['Exposed', record.exposedPort ? `${ctx.state.config.bindHost}:${record.exposedPort}` : '-'],
+          ['Exposed', record.exposedPort ? `${record.exposedHost ?? '127.0.0.1'}:${record.exposedPort}` : '-'],
           ['Host', `${info.host}:${kind.port} (on the networks of linked apps)`],
           ['URL', info.url],
           ['Created', `${record.createdAt} by ${record.createdBy}`],
@@ -166,16 +167,19 @@ export function commandsOf(kind: ServiceKind): Command[] {
     defineCommand({
       name: `${k}:expose`,
       args: ['NAME', 'PORT'],
-      summary: `publish a ${k} service's port on the server's --bind address (admin keys only)`,
+      flags: { host: 'ADDRESS' },
+      summary: `publish a ${k} service's port on this machine, 127.0.0.1 unless --host names another address (admin keys only)`,
       scope: 'admin',
       needsDaemon: true,
-      async run(ctx, { args: [name, portText], daemon }) {
+      async run(ctx, { args: [name, portText], flags, daemon }) {
         const port = Number(portText);
         if (!/^\d+$/.test(portText) || port < 1 || port > 65535) throw new UserError('bad_arguments', `${this.name}: "${portText}" is not a port from 1 to 65535`, { exitCode: 2 });
+        const host = flags.host;
+        if (host !== undefined && !isIP(host)) throw new UserError('bad_arguments', `${this.name}: --host "${host}" is not an IP address`, { exitCode: 2, hint: 'such as 0.0.0.0 (every address of the server) or one of its addresses' });
         const services = daemon().services;
         const record = services.require(k, name, callerOf(ctx), this.name);
-        await services.expose(record, port, callerOf(ctx), ctx.out);
-        ctx.out.step(`${k} service ${record.name} is reachable at ${ctx.state.config.bindHost}:${port}`);
+        await services.expose(record, port, callerOf(ctx), ctx.out, host);
+        ctx.out.step(`${k} service ${record.name} is reachable at ${host ?? '127.0.0.1'}:${port}`);
       },
     }),
     defineCommand({
