@@ -234,3 +234,14 @@ test('an exposed port binds to 127.0.0.1 unless the record names another address
   assert.deepEqual([...engine.specs.values()].at(-1)!.ports, [{ container: 7000, host: 17000, hostIp: '0.0.0.0' }]);
   assert.equal(record.exposedHost, undefined);
 });
+
+test("a network is reused only by its owner: an app's is no service's, a service's no app's; one with no owner (an older berth's shared network) is anyone's", async () => {
+  const engine = new FakeEngine('inst');
+  await engine.ensureNetwork('berth-inst-svc-kv-db', { 'berth.app': 'svc-kv-db' });
+  await assert.rejects(engine.ensureNetwork('berth-inst-svc-kv-db', { [SERVICE_LABEL]: 'kv/db' }), /belongs to berth\.app=svc-kv-db, not berth\.service=kv\/db/);
+  await engine.ensureNetwork('berth-inst-svc.kv-db', { [SERVICE_LABEL]: 'kv/db' });
+  await assert.rejects(engine.ensureNetwork('berth-inst-svc.kv-db', { 'berth.app': 'other' }), /belongs to berth\.service=kv\/db/);
+  await engine.ensureNetwork('berth-inst-svc-kv-db', { 'berth.app': 'svc-kv-db' });
+  await engine.ensureNetwork('berth');
+  await engine.ensureNetwork('berth', { 'berth.app': 'shop' });
+});

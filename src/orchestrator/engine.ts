@@ -19,9 +19,11 @@ export type Role = 'process' | 'run' | 'build';
 
 /** Refuses a network whose owner (app or service) is not the one asking for it. */
 export function checkNetworkOwner(name: string, existing: Record<string, string>, wanted: Record<string, string>): void {
+  // One with no owner (the shared network of an older berth) is anyone's, as it always was.
+  if (!NETWORK_OWNER_LABELS.some((k) => existing[k] !== undefined)) return;
   for (const key of NETWORK_OWNER_LABELS) {
     if (wanted[key] === undefined || existing[key] === wanted[key]) continue;
-    const owner = NETWORK_OWNER_LABELS.filter((k) => existing[k] !== undefined).map((k) => `${k}=${existing[k]}`).join(', ') || 'no app or service';
+    const owner = NETWORK_OWNER_LABELS.filter((k) => existing[k] !== undefined).map((k) => `${k}=${existing[k]}`).join(', ');
     throw new Error(`the Docker network ${name} exists and belongs to ${owner}, not ${key}=${wanted[key]}: berth does not share it`);
   }
 }
@@ -237,9 +239,9 @@ export interface Engine {
 
   // Networks and volumes
   /**
-   * A labelled bridge network (created when missing). An existing one is reused only when it
-   * belongs to the same owner: its `berth.app` and `berth.service` labels are the ones given
-   * (for each given), or an Error says whose it is.
+   * A labelled bridge network (created when missing). An existing one that has an owner (a
+   * `berth.app` or `berth.service` label) is reused only by that owner: its labels are the ones
+   * given (for each given), or an Error says whose it is.
    */
   ensureNetwork(name: string, labels?: Record<string, string>): Promise<void>;
   /** Removes a network, disconnecting the containers still attached to it (linked ones); one missing is not an error. */
