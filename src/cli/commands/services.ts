@@ -6,12 +6,12 @@ import { isIP } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { parseBytes } from '../../config.ts';
 import { UserError } from '../../errors.ts';
+import { checkImageReference } from '../../image-reference.ts';
 import type { ServiceCaller } from '../../platform/service-service.ts';
 import { SERVICE_KINDS } from '../../services/kinds/index.ts';
 import type { ServiceKind } from '../../services/kinds/kind.ts';
 import { table } from '../../ui/output.ts';
 import { byName, defineCommand, isScoped, requireAdmin, type Command, type CommandContext } from '../command.ts';
-import { checkImageReference } from './buildpacks.ts';
 
 export const serviceCommands: Command[] = SERVICE_KINDS.flatMap((kind) => commandsOf(kind));
 
