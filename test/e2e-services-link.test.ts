@@ -78,7 +78,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const app of ['linked', 'other', 'picky']) daemon?.cli(['apps:destroy', app, '--force']);
+  for (const app of ['linked', 'other', 'picky', 'svc-postgres-lookalike']) daemon?.cli(['apps:destroy', app, '--force']);
   await daemon?.stop();
   if (!daemon) return;
   const ids = docker(['ps', '-aq', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
@@ -139,6 +139,20 @@ test('an app not linked to the service cannot open a TCP connection to it, by it
   for (const ip of addresses) assert.match(await probe('other', `?host=${ip}&port=5432`), /^closed: /, `the service's address ${ip} is out of reach`);
 });
 
+test("an app named like a service's network (svc-postgres-NAME) shares no network with it, and the service's destroy leaves it serving", async () => {
+  assert.equal(daemon.cli(['postgres:create', 'lookalike']).code, 0);
+  push('svc-postgres-lookalike');
+  assert.match(await probe('svc-postgres-lookalike', '?host=berth-postgres-lookalike&port=5432'), /^closed: (ENOTFOUND|EAI_AGAIN)/);
+  const inspect = JSON.parse(docker(['inspect', `berth-${daemon.instance}-svc-postgres-lookalike`]).stdout)[0];
+  for (const ip of Object.values(inspect.NetworkSettings.Networks as Record<string, { IPAddress: string }>).map((n) => n.IPAddress).filter(Boolean)) {
+    assert.match(await probe('svc-postgres-lookalike', `?host=${ip}&port=5432`), /^closed: /, `the service's address ${ip} is out of reach`);
+  }
+  const destroyed = daemon.cli(['postgres:destroy', 'lookalike', '--force']);
+  assert.equal(destroyed.code, 0, destroyed.stderr);
+  assert.match(await probe('svc-postgres-lookalike', '?host=127.0.0.1&port=1'), /^closed: /, 'the app still serves');
+  assert.equal(daemon.cli(['apps:destroy', 'svc-postgres-lookalike', '--force']).code, 0);
+});
+
 test('destroy is refused while an app is linked, and says how to unlink', () => {
   const refused = daemon.cli(['postgres:destroy', 'db', '--force']);
   assert.equal(refused.code, 1);
@@ -182,6 +196,9 @@ test('ssh-keys:list shows which keys may create services; --services without --a
 });
 
 test('a key allowed services creates one, sees it, may not link it to an app outside its scope, and destroys it', () => {
+  const greedy = daemon.ssh(tenant.privateKey, 'redis:create tenantcache --memory 64g');
+  assert.equal(greedy.code, 1);
+  assert.match(greedy.stderr, /may not give a service more memory than the default/);
   const created = daemon.ssh(tenant.privateKey, 'redis:create tenantcache');
   assert.equal(created.code, 0, created.stderr);
   assert.match(daemon.ssh(tenant.privateKey, 'redis:list').stdout, /^tenantcache\s+running/m);
@@ -198,7 +215,7 @@ test('a key allowed services creates one, sees it, may not link it to an app out
   assert.equal(destroyed.code, 0, destroyed.stderr);
 });
 
-test('postgres:expose publishes the port on the bind address for admins, and unexpose takes it back', async () => {
+test('postgres:expose publishes the port on 127.0.0.1 for admins, and unexpose takes it back', async () => {
   const port = await freePort();
   const exposed = daemon.cli(['postgres:expose', 'db', String(port)]);
   assert.equal(exposed.code, 0, exposed.stderr);

@@ -229,3 +229,25 @@ test('a backup is written whole into a 0700 folder as a 0600 file, the newest N 
   assert.equal((await store.find('shop-20261206-092003.dump')).bytes, 9);
   await assert.rejects(store.find('../secret'), (e: unknown) => isUserError(e) && e.code === 'backup_not_found' && /shop-20261206-092004-2\.dump, shop-20261206-092004\.dump, shop-20261206-092003\.dump/.test(e.hint ?? ''));
 });
+
+test('stop() aborts a backup that is running (it does not hold the shutdown), and the partial file is removed', async () => {
+  const clock = new FakeClock('2026-12-06T00:00:00Z');
+  const scheduler = new BackupScheduler({ clock });
+  const store = new BackupStore(path.join(tempDir('backup-stop'), 'backups'));
+  let writing!: () => void;
+  const started = new Promise<void>((resolve) => (writing = resolve));
+  // A dump that would go on for ever: it writes, then waits on its signal only.
+  scheduler.set('postgres/huge', '* * * * *', (signal) =>
+    store.create('huge', '.dump', new Date(clock.now()), async (out) => {
+      out.write('PGDMP partial');
+      writing();
+      await new Promise<void>((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+    }).then(() => {}),
+  );
+  scheduler.start();
+  await clock.advanceTo('2026-12-06T00:01:00Z');
+  await started;
+  await scheduler.stop();
+  assert.deepEqual(fs.readdirSync(store.dir), [], 'no backup and no partial file left');
+  assert.ok(logLines.some((l) => l.includes('"service_backup_cancelled"')));
+});

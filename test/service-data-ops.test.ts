@@ -13,7 +13,7 @@ import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { BackupStore } from '../src/services/backups.ts';
-import { backup, connect, exportData, importData, restore, type ServiceHandle } from '../src/services/data-ops.ts';
+import { backup, connect, exportData, importData, restore, waitReady, type ServiceHandle } from '../src/services/data-ops.ts';
 import { serviceKind, type ServiceKind } from '../src/services/kinds/index.ts';
 import { startTestService } from './helpers/services.ts';
 import { tempDir } from './helpers/temp.ts';
@@ -88,6 +88,26 @@ test('postgres: an export streamed into the import of a second service gives the
   assert.equal(await sql(b, 'SELECT count(*) FROM notes;'), '1', 'the failed import ran in one transaction: nothing of it stayed');
   await assert.rejects(importData(b, Readable.from([])), (e: unknown) => isUserError(e) && e.code === 'service_import_empty');
   await assert.rejects(importData(b, Readable.from([Buffer.from([0x1f, 0x8b, 8, 0, 0, 0])])), (e: unknown) => isUserError(e) && e.code === 'service_import_compressed');
+});
+
+test('postgres: a plain-SQL import cut off mid-stream (its input broken, or its caller gone after the input ended) leaves the database as it was', async () => {
+  const db = await startService('postgres', 'cutoff');
+  await sql(db, 'CREATE TABLE t (i int); INSERT INTO t VALUES (10), (20), (30);');
+  const partial = 'DROP TABLE t; CREATE TABLE t(i int); COPY t FROM stdin;\n1\n';
+  // The input breaks part way (a dropped connection, a local Ctrl-C).
+  const broken = new Readable({ read() {} });
+  broken.push(Buffer.from(partial));
+  setTimeout(() => broken.destroy(new Error('the connection dropped')), 300);
+  await assert.rejects(importData(db, broken), /the connection dropped|cancelled|reading the input/);
+  assert.equal(await sql(db, 'SELECT string_agg(i::text, \',\' ORDER BY i) FROM t;'), '10,20,30', 'nothing of the broken input was committed');
+  // The input ends "normally" and then the caller goes away (ssh2 ends a dropped channel's stream before its close).
+  const ended = Readable.from([Buffer.from(partial)]);
+  const caller = new AbortController();
+  ended.once('end', () => setImmediate(() => caller.abort(new Error('the client went away'))));
+  await assert.rejects(importData(db, ended, { signal: caller.signal }), /the client went away|cancelled/);
+  assert.equal(await sql(db, 'SELECT string_agg(i::text, \',\' ORDER BY i) FROM t;'), '10,20,30', 'nothing of the cut-off input was committed');
+  const { stdout: left } = await exec('docker', ['exec', db.container, 'sh', '-c', 'ls -A /tmp']);
+  assert.equal(left.trim(), '', 'no staged input left behind');
 });
 
 test('postgres: a backup, then DROP TABLE, then a restore of that backup brings the table back', async () => {
@@ -184,7 +204,30 @@ test('redis: an export imported into a second service gives the same keys (the R
   assert.equal((await exec('docker', ['inspect', '-f', '{{.State.StartedAt}}', b.container])).stdout, before, 'not restarted');
   assert.equal((await client(b, 'DBSIZE\n')).trim(), '3');
   const { stdout: left } = await exec('docker', ['exec', b.container, 'ls', '-A', '/data']);
-  assert.deepEqual(left.trim().split('\n').sort(), ['dump.rdb'], 'the rejected input was removed');
+  assert.deepEqual(left.trim().split('\n').sort(), ['appendonlydir', 'dump.rdb'], 'the rejected input was removed, and the previous data of the import before it too');
+});
+
+test('redis: a write acknowledged a second before the server is killed (SIGKILL, no snapshot) is there after its restart', async () => {
+  const db = await startService('redis', 'durable');
+  await client(db, 'SET survivor yes\n');
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await exec('docker', ['kill', '-s', 'KILL', db.container]);
+  await exec('docker', ['start', db.container]);
+  await waitReady(db.engine, db.container, db.kind, db.service, { timeoutMs: 60_000 });
+  assert.equal((await client(db, 'GET survivor\n')).trim(), 'yes');
+  // An import replaces it, and the append-only file goes on from the imported data.
+  const source = await startService('redis', 'durable-source');
+  await client(source, 'SET imported 1\n');
+  const pipe = new PassThrough();
+  await Promise.all([exportData(source, pipe).then(() => pipe.end()), importData(db, pipe)]);
+  await client(db, 'SET after-import 2\n');
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await exec('docker', ['kill', '-s', 'KILL', db.container]);
+  await exec('docker', ['start', db.container]);
+  await waitReady(db.engine, db.container, db.kind, db.service, { timeoutMs: 60_000 });
+  assert.equal((await client(db, 'EXISTS survivor\n')).trim(), '0', 'the import replaced what was before');
+  assert.equal((await client(db, 'GET imported\n')).trim(), '1');
+  assert.equal((await client(db, 'GET after-import\n')).trim(), '2', 'what came after the import is in its append-only file');
 });
 
 test('the kinds give the URL an app gets, and their version commands print the server\'s version', async () => {

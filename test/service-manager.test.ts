@@ -4,10 +4,12 @@
 // that never gets ready leaves nothing behind, links join app networks, adoption brings services
 // back. The same paths run against the real engine in e2e-services*.test.ts.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { setLogSink } from '../src/log.ts';
-import { ServiceManager, SERVICE_LABEL } from '../src/orchestrator/service-manager.ts';
+import { ServiceManager, SERVICE_LABEL, serviceLockName } from '../src/orchestrator/service-manager.ts';
+import { AppLock } from '../src/platform/app-lock.ts';
 import type { ServiceKind } from '../src/services/kinds/kind.ts';
 import { ServiceStore } from '../src/state/service-store.ts';
 import { MemoryOutput } from '../src/ui/output.ts';
@@ -45,7 +47,7 @@ class PullingEngine extends FakeEngine {
   }
 }
 
-async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number } = {}) {
+async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number; readyCheckTimeoutMs?: number; locks?: AppLock } = {}) {
   const dir = tempDir('service-manager');
   const store = new ServiceStore(path.join(dir, 'state', 'services.json'), path.join(dir, 'services'));
   await store.load();
@@ -65,8 +67,10 @@ async function setUp(options: { readyAfter?: number; readyTimeoutMs?: number } =
     defaultImage: (k) => k.defaultImage,
     networkPrefix: 'berth',
     appNetwork: (app) => `berth-inst-${app}`,
-    bindHost: '127.0.0.1',
+    defaultLimit: () => ({ memory: 512 * 1024 ** 2, pids: 512 }),
     ...(options.readyTimeoutMs ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
+    ...(options.readyCheckTimeoutMs ? { readyCheckTimeoutMs: options.readyCheckTimeoutMs } : {}),
+    ...(options.locks ? { locks: options.locks } : {}),
   });
   return { engine, store, manager, pings: () => pings };
 }
@@ -82,10 +86,12 @@ test('a new service pulls its missing image with progress shown, runs labelled o
   assert.equal(spec!.name, 'berth-inst-svc-kv-sessions');
   assert.equal(spec!.labels[SERVICE_LABEL], 'kv/sessions');
   assert.deepEqual(spec!.binds, ['berth-inst-svc-kv-sessions-data:/kv']);
-  assert.equal(spec!.network, 'berth-inst-svc-kv-sessions');
+  assert.equal(spec!.network, 'berth-inst-svc.kv-sessions');
   assert.deepEqual(spec!.aliases, ['berth-kv-sessions']);
-  assert.equal(spec!.memory, 64 * 1024 ** 2);
+  assert.equal(spec!.memory, 64 * 1024 ** 2, 'its own memory limit');
+  assert.equal(spec!.pids, 512, 'the process limit apps get');
   assert.equal(spec!.restart, true);
+  assert.equal(spec!.stopTimeout, 60, 'time to shut down cleanly');
   assert.deepEqual(spec!.cmd, ['kv-server', '--dir', '/kv']);
   assert.equal(spec!.env.KV_PASSWORD, await store.password('kv', 'sessions'));
   assert.equal(spec!.ports, undefined, 'no host port unless exposed');
@@ -145,4 +151,97 @@ test('adoption recreates a removed service container on its volume, joined to it
   assert.ok(now && now.id !== old!.id && now.running);
   assert.deepEqual(engine.specs.get(now.id)!.binds, ['berth-inst-svc-kv-cache-data:/kv']);
   assert.deepEqual(engine.links.get(now.id), [{ network: 'berth-inst-shop', aliases: ['berth-kv-cache'] }]);
+});
+
+test('create never takes over data it did not make: an existing volume or service folder is refused and left as it was; a volume another container holds fails destroy loudly', async () => {
+  const { engine, store, manager } = await setUp({ readyAfter: Infinity, readyTimeoutMs: 600 });
+  engine.addImage('kv:1');
+  // What a service destroyed by hand (or a forgotten record) left: its volume, its folder with a backup.
+  await engine.ensureVolume('berth-inst-svc-kv-orders-data', { [SERVICE_LABEL]: 'kv/orders' });
+  const backup = path.join(store.dir('kv', 'orders'), 'backups', 'orders-20261201-030000.kv');
+  fs.mkdirSync(path.dirname(backup), { recursive: true });
+  fs.writeFileSync(backup, 'every row');
+  await assert.rejects(store.create({ kind: 'kv', name: 'orders', image: 'kv:1', createdBy: 'local' }), (e: Error & { code?: string }) => e.code === 'service_data_exists' && /move it away/.test((e as Error & { hint?: string }).hint ?? ''));
+  assert.equal(fs.readFileSync(backup, 'utf8'), 'every row');
+  // The folder moved away, the volume is still there: refused before anything starts, the volume kept.
+  fs.rmSync(store.dir('kv', 'orders'), { recursive: true });
+  const record = await store.create({ kind: 'kv', name: 'orders', image: 'kv:1', createdBy: 'local' });
+  await assert.rejects(manager.provision(record, new MemoryOutput()), (e: Error & { code?: string }) => e.code === 'service_volume_exists');
+  assert.ok(engine.volumes.has('berth-inst-svc-kv-orders-data'), 'the volume it did not make is kept');
+  assert.equal(engine.containers.size, 0);
+  // Adoption of a record onto a volume made for another record is refused too.
+  await assert.rejects(manager.ensureRunning(record), /was not made for this service/);
+  assert.equal(engine.containers.size, 0);
+  // A volume some other container holds: destroy says so rather than reporting success.
+  await engine.removeVolume('berth-inst-svc-kv-orders-data');
+  engine.volumesInUse.add('berth-inst-svc-kv-orders-data');
+  await engine.ensureVolume('berth-inst-svc-kv-orders-data');
+  await assert.rejects(manager.remove(record), (e: Error & { code?: string }) => e.code === 'service_volume_in_use');
+});
+
+test('a readiness check that never answers (a ping blocked for good) counts as not ready: the wait ends with an error, the checks each cut off', async () => {
+  const { engine, store, manager } = await setUp({ readyTimeoutMs: 600, readyCheckTimeoutMs: 100 });
+  engine.addImage('kv:1');
+  let cut = 0;
+  engine.execHandler = (_id, o) =>
+    new Promise((_resolve, reject) => {
+      if (o.cmd[0] !== 'kv-ping') return reject(new Error(`unexpected ${o.cmd[0]}`));
+      // Answers nothing, ever; only its signal ends it.
+      o.signal?.addEventListener('abort', () => (cut++, reject(o.signal!.reason)), { once: true });
+    });
+  const record = await store.create({ kind: 'kv', name: 'stuck', image: 'kv:1', createdBy: 'local' });
+  await assert.rejects(manager.provision(record, new MemoryOutput()), (e: Error & { code?: string }) => e.code === 'service_not_ready' && /kv-ping did not answer within 100 ms/.test(e.message));
+  assert.ok(cut >= 2, `each check was cut off (${cut})`);
+});
+
+test('a service that sets no memory limit gets the default limits apps get', async () => {
+  const { engine, store, manager } = await setUp();
+  engine.addImage('kv:1');
+  const record = await store.create({ kind: 'kv', name: 'plain', image: 'kv:1', createdBy: 'local' });
+  await manager.provision(record, new MemoryOutput());
+  const [spec] = [...engine.specs.values()];
+  assert.equal(spec!.memory, 512 * 1024 ** 2);
+  assert.equal(spec!.pids, 512);
+  assert.deepEqual(manager.limits(record), { memory: 512 * 1024 ** 2, pids: 512 });
+});
+
+test("adoption waits for a command holding the service's lock (a destroy under way is not undone by a new container)", async () => {
+  const locks = new AppLock();
+  const { engine, store, manager } = await setUp({ locks });
+  engine.addImage('kv:1');
+  const record = await store.create({ kind: 'kv', name: 'held', image: 'kv:1', createdBy: 'local' });
+  await manager.provision(record, new MemoryOutput());
+  const [old] = await engine.list({ [SERVICE_LABEL]: 'kv/held' });
+  await engine.stopAndRemove(old!.id);
+  let release!: () => void;
+  const holding = locks.run(serviceLockName('kv', 'held'), () => new Promise<void>((resolve) => (release = resolve)));
+  const adopting = manager.adopt();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal((await engine.list({ [SERVICE_LABEL]: 'kv/held' })).length, 0, 'nothing made while the lock is held');
+  release();
+  await holding;
+  await adopting;
+  assert.equal((await engine.list({ [SERVICE_LABEL]: 'kv/held' })).length, 1, 'made once the lock is free');
+});
+
+test('an exposed port binds to 127.0.0.1 unless the record names another address', async () => {
+  const { engine, store, manager } = await setUp();
+  engine.addImage('kv:1');
+  const record = await store.create({ kind: 'kv', name: 'open', image: 'kv:1', createdBy: 'local' });
+  await manager.provision(await store.update('kv', 'open', (d) => void (d.exposedPort = 17000)), new MemoryOutput());
+  assert.deepEqual([...engine.specs.values()].at(-1)!.ports, [{ container: 7000, host: 17000, hostIp: '127.0.0.1' }]);
+  await manager.restart(await store.update('kv', 'open', (d) => void (d.exposedHost = '0.0.0.0')), new MemoryOutput());
+  assert.deepEqual([...engine.specs.values()].at(-1)!.ports, [{ container: 7000, host: 17000, hostIp: '0.0.0.0' }]);
+  assert.equal(record.exposedHost, undefined);
+});
+
+test("a network is reused only by its owner: an app's is no service's, a service's no app's; one with no owner (an older berth's shared network) is anyone's", async () => {
+  const engine = new FakeEngine('inst');
+  await engine.ensureNetwork('berth-inst-svc-kv-db', { 'berth.app': 'svc-kv-db' });
+  await assert.rejects(engine.ensureNetwork('berth-inst-svc-kv-db', { [SERVICE_LABEL]: 'kv/db' }), /belongs to berth\.app=svc-kv-db, not berth\.service=kv\/db/);
+  await engine.ensureNetwork('berth-inst-svc.kv-db', { [SERVICE_LABEL]: 'kv/db' });
+  await assert.rejects(engine.ensureNetwork('berth-inst-svc.kv-db', { 'berth.app': 'other' }), /belongs to berth\.service=kv\/db/);
+  await engine.ensureNetwork('berth-inst-svc-kv-db', { 'berth.app': 'svc-kv-db' });
+  await engine.ensureNetwork('berth');
+  await engine.ensureNetwork('berth', { 'berth.app': 'shop' });
 });

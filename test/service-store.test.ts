@@ -59,10 +59,16 @@ test('a bad entry of services.json is set aside and the others load', async () =
   const file = path.join(dir, 'state', 'services.json');
   const doc = JSON.parse(fs.readFileSync(file, 'utf8'));
   doc.services.push({ kind: 'postgres', name: '../escape', id: 'x', image: 'y', createdAt: 'z', createdBy: 'w', links: [] });
+  const entry = { kind: 'postgres', id: 'x', image: 'y', createdAt: 'z', createdBy: 'w', links: [] };
+  doc.services.push({ ...entry, name: 'kindless', kind: 'mongo' });
+  doc.services.push({ ...entry, name: 'badlink', links: [{ app: '../etc', alias: 'DATABASE' }] });
+  doc.services.push({ ...entry, name: 'badalias', links: [{ app: 'shop', alias: 'NOT A KEY' }] });
+  doc.services.push({ ...entry, name: 'badport', exposedPort: 70000 });
+  doc.services.push({ ...entry, name: 'goodtoo', links: [{ app: 'shop', alias: 'DATABASE' }], exposedPort: 15432 });
   fs.writeFileSync(file, JSON.stringify(doc));
-  const again = store(dir);
+  const again = new ServiceStore(file, path.join(dir, 'services'), { kinds: ['postgres', 'redis'] });
   await again.load();
-  assert.deepEqual(again.list().map((s) => s.name), ['good']);
+  assert.deepEqual(again.list().map((s) => s.name), ['good', 'goodtoo'], 'an unknown kind, a link to no app name, an alias that is no config key, a port out of range are set aside');
 });
 
 test('service names are checked where they enter: they name containers, volumes and folders', () => {

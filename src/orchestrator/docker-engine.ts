@@ -9,6 +9,7 @@ import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
 import {
   BUILD_TIMEOUT_MS,
+  checkNetworkOwner,
   LABEL,
   NotFoundError,
   type AttachOptions,
@@ -51,8 +52,8 @@ export class DockerEngine implements Engine {
   }
 
   async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
-    const existing = await this.#docker.listNetworks({ filters: { name: [name] } });
-    if (existing.some((n) => n.Name === name)) return;
+    const existing = (await this.#docker.listNetworks({ filters: { name: [name] } })).find((n) => n.Name === name);
+    if (existing) return checkNetworkOwner(name, existing.Labels ?? {}, labels);
     try {
       await this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
     } catch (e) {
@@ -195,6 +196,7 @@ export class DockerEngine implements Engine {
       Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
       Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...spec.labels },
       ...(spec.cmd ? { Cmd: spec.cmd } : {}),
+      ...(spec.stopTimeout !== undefined ? { StopTimeout: spec.stopTimeout } : {}),
       ...(spec.entrypoint ? { Entrypoint: spec.entrypoint } : {}),
       ...(spec.user !== undefined ? { User: spec.user } : {}),
       ...(spec.workingDir ? { WorkingDir: spec.workingDir } : {}),
@@ -342,6 +344,15 @@ export class DockerEngine implements Engine {
     await this.#docker.createVolume({ Name: name, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
   }
 
+  async volumeLabels(name: string): Promise<Record<string, string> | undefined> {
+    try {
+      return ((await this.#docker.getVolume(name).inspect()) as { Labels?: Record<string, string> | null }).Labels ?? {};
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return undefined;
+      throw e;
+    }
+  }
+
   async removeVolume(name: string): Promise<void> {
     try {
       await this.#docker.getVolume(name).remove();
@@ -484,18 +495,29 @@ export class DockerEngine implements Engine {
     }
     // Hijacked: the engine's connection becomes the process's stdin and output, both ways at once.
     const stream = (await exec.start({ hijack: true, stdin: options.stdin !== undefined, Tty: tty })) as Duplex;
-    const abort = () => stream.destroy(options.signal?.reason instanceof Error ? options.signal.reason : new Error('the command was cancelled'));
+    // Cut off (its caller gone, its input broken): the process is ended first, then the
+    // connection. Closing the connection first would end its input like a whole one (a psql
+    // reading SQL commits what it got at end of input).
+    const stdin = options.stdin;
+    let cut: Error | undefined;
+    let ended: Promise<void> | undefined;
+    const cutOff = (reason: Error) => {
+      if (cut) return;
+      cut = reason;
+      stdin?.unpipe(stream);
+      ended = this.#endExec(id, marker, options.user).finally(() => stream.destroy(reason));
+    };
+    const abort = () => cutOff(options.signal?.reason instanceof Error ? options.signal.reason : new Error('the command was cancelled'));
     options.signal?.addEventListener('abort', abort, { once: true });
     // Reading the output reports a broken connection; one after the output ended (input the
     // process never read) is no error of the command's.
     stream.on('error', () => {});
-    const stdin = options.stdin;
     if (stdin) {
       // pipe() waits for the engine's side to drain, and ends (half-closes) it when stdin ends.
       // On a terminal, end of input is a ^D the client sends as a byte: closing the engine's
       // side early would cut the output off.
       stdin.pipe(stream, { end: !tty });
-      stdin.once('error', (e) => stream.destroy(new Error(`reading the input for ${options.cmd[0]}: ${e.message}`, { cause: e })));
+      stdin.once('error', (e) => cutOff(new Error(`reading the input for ${options.cmd[0]}: ${e.message}`, { cause: e })));
     }
     if (tty && options.terminal) {
       const t = options.terminal;
@@ -514,13 +536,19 @@ export class DockerEngine implements Engine {
     } catch (e) {
       // The engine keeps a process whose caller went away running, blocked on its output for
       // good (a pg_dump holding its locks): it is ended here.
-      await this.#endExec(id, marker, options.user);
-      if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('the command was cancelled', { cause: e });
+      if (ended) await ended;
+      else await this.#endExec(id, marker, options.user);
+      if (cut) throw cut;
       throw new Error(`running ${options.cmd[0]} in container ${id}: ${(e as Error).message}`, { cause: e });
     } finally {
       options.signal?.removeEventListener('abort', abort);
       stdin?.unpipe(stream);
       stream.destroy();
+    }
+    // Ended by the cut (its output closed once the process was killed): the cut's error, not its status.
+    if (cut) {
+      await ended;
+      throw cut;
     }
     // The output ends a moment before the engine records the exit code.
     for (let i = 0; ; i++) {

@@ -17,6 +17,21 @@ export const LABEL = {
 
 export type Role = 'process' | 'run' | 'build';
 
+/** Refuses a network whose owner (app or service) is not the one asking for it. */
+export function checkNetworkOwner(name: string, existing: Record<string, string>, wanted: Record<string, string>): void {
+  // One with no owner (the shared network of an older berth) is anyone's, as it always was.
+  if (!NETWORK_OWNER_LABELS.some((k) => existing[k] !== undefined)) return;
+  for (const key of NETWORK_OWNER_LABELS) {
+    if (wanted[key] === undefined || existing[key] === wanted[key]) continue;
+    const owner = NETWORK_OWNER_LABELS.filter((k) => existing[k] !== undefined).map((k) => `${k}=${existing[k]}`).join(', ');
+    throw new Error(`the Docker network ${name} exists and belongs to ${owner}, not ${key}=${wanted[key]}: berth does not share it`);
+  }
+}
+
+/** The labels that say whose a network is. */
+const NETWORK_OWNER_LABELS = [LABEL.app, 'berth.service'] as const;
+
+
 /** Longest a build may run before it is stopped and the push fails. */
 export const BUILD_TIMEOUT_MS = 30 * 60_000;
 
@@ -71,6 +86,8 @@ export interface ContainerSpec {
   ports?: Array<{ container: number; host: number; hostIp: string }>;
   /** Restart when it exits (dynos); one-offs and builds do not. Default true. */
   restart?: boolean;
+  /** Seconds the engine waits after the stop signal before it kills the process (`docker stop`, an engine shutdown); the engine's default when absent. */
+  stopTimeout?: number;
   user?: string;
   workingDir?: string;
   /** For one-offs: keep stdin open, and give a terminal when asked. */
@@ -221,7 +238,11 @@ export interface Engine {
   readonly instance: string;
 
   // Networks and volumes
-  /** A labelled bridge network (created when missing). */
+  /**
+   * A labelled bridge network (created when missing). An existing one that has an owner (a
+   * `berth.app` or `berth.service` label) is reused only by that owner: its labels are the ones
+   * given (for each given), or an Error says whose it is.
+   */
   ensureNetwork(name: string, labels?: Record<string, string>): Promise<void>;
   /** Removes a network, disconnecting the containers still attached to it (linked ones); one missing is not an error. */
   removeNetwork(name: string): Promise<void>;
@@ -234,6 +255,8 @@ export interface Engine {
   disconnectNetwork(id: string, network: string): Promise<void>;
   /** A labelled named volume (created when missing). */
   ensureVolume(name: string, labels: Record<string, string>): Promise<void>;
+  /** A volume's labels; undefined when it does not exist. */
+  volumeLabels(name: string): Promise<Record<string, string> | undefined>;
   /** Removes a volume; one missing or in use is left alone. */
   removeVolume(name: string): Promise<void>;
   /** Bytes a volume's files take; 0 when it is missing or its files are not on this machine. */

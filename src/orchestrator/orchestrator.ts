@@ -98,7 +98,8 @@ export class Orchestrator {
       defaultImage: (kind) => images[kind.name] || kind.defaultImage,
       networkPrefix: deps.config.network,
       appNetwork: (app) => this.appNetwork(app),
-      bindHost: deps.config.bindHost,
+      defaultLimit: () => this.defaultLimit,
+      locks: deps.locks,
     });
     this.builders = [
       new DockerfileBuilder(deps.engine, deps.config.buildMemory, (app) => this.appNetwork(app)),

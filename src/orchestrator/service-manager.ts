@@ -4,18 +4,30 @@
 // restart policy brings a dead service back, while the daemon is down too; a restarted daemon
 // adopts the service containers by their labels and recreates a missing one on its volume.
 import type { ServiceKind, ServiceRecordView } from '../services/kinds/kind.ts';
-import { UserError } from '../errors.ts';
+import { isUserError, UserError } from '../errors.ts';
+import { READY_CHECK_TIMEOUT_MS, waitReady } from '../services/data-ops.ts';
 import { log } from '../log.ts';
-import { sleep } from '../sleep.ts';
+import type { ResourceLimit } from '../state/app-settings.ts';
 import type { ServiceRecord, ServiceStore } from '../state/service-store.ts';
 import type { Output } from '../ui/output.ts';
 import { APP_CAPABILITIES, LABEL, NotFoundError, type ContainerSpec, type ContainerState, type Engine, type Subscription } from './engine.ts';
 
 /** The label that names a service container's service: `KIND/NAME`. */
 export const SERVICE_LABEL = 'berth.service';
+/** On a service's volume: the id of the record it was made for (a volume of the same name made for another is not adopted). */
+/** The lock of a service: a name no app can have (app names hold no colon). */
+export function serviceLockName(kind: string, name: string): string {
+  return `svc:${kind}/${name}`;
+}
+
+export const SERVICE_ID_LABEL = 'berth.service-id';
 
 /** How long a service may take to accept connections once started (a first initdb included). */
 export const SERVICE_READY_TIMEOUT_MS = 120_000;
+/** The host address an exposed service's port binds to unless `KIND:expose --host` names another: this machine only. */
+export const EXPOSED_HOST_DEFAULT = '127.0.0.1';
+/** Seconds a service's server is given to shut down cleanly before it is killed. */
+export const SERVICE_STOP_TIMEOUT_S = 60;
 
 export interface ServiceManagerDeps {
   engine: Engine;
@@ -27,10 +39,14 @@ export interface ServiceManagerDeps {
   networkPrefix: string;
   /** The network of an app's containers. */
   appNetwork(app: string): string;
-  /** The host address an exposed service's port binds to (--bind). */
-  bindHost: string;
   /** How long a service may take to accept connections; default SERVICE_READY_TIMEOUT_MS. */
   readyTimeoutMs?: number;
+  /** The limits of a service that sets none, the ones apps get (--container-memory, --container-pids). */
+  defaultLimit?(): ResourceLimit;
+  /** The per-app lock the application layer holds around every change of a service (under serviceLockName). */
+  locks?: { run<T>(name: string, fn: () => Promise<T>): Promise<T> };
+  /** How long one readiness check may run; default READY_CHECK_TIMEOUT_MS. */
+  readyCheckTimeoutMs?: number;
 }
 
 /** What `KIND:info` shows of a service's container. */
@@ -68,7 +84,14 @@ export class ServiceManager {
   names(record: Pick<ServiceRecord, 'kind' | 'name'>): { container: string; volume: string; network: string; alias: string } {
     const instance = this.#deps.engine.instance;
     const container = `berth-${instance}-svc-${record.kind}-${record.name}`;
-    return { container, volume: `${container}-data`, network: `${this.#deps.networkPrefix}-${instance}-svc-${record.kind}-${record.name}`, alias: `berth-${record.kind}-${record.name}` };
+    return { container, volume: `${container}-data`, network: `${this.#deps.networkPrefix}-${instance}-svc.${record.kind}-${record.name}`, alias: `berth-${record.kind}-${record.name}` };
+  }
+
+  /** The memory and process limits of the service's container: its own memory, else the apps' defaults. */
+  limits(record: Pick<ServiceRecord, 'memory'>): { memory?: number; pids?: number } {
+    const defaults = this.#deps.defaultLimit?.() ?? {};
+    const memory = record.memory ?? defaults.memory;
+    return { ...(memory ? { memory } : {}), ...(defaults.pids ? { pids: defaults.pids } : {}) };
   }
 
   /** The record with its password, as a kind reads it. */
@@ -103,10 +126,17 @@ export class ServiceManager {
   /**
    * Starts a new service's container on a new volume (the image pulled first when the engine does
    * not have it) and waits until it accepts connections. A service that does not come up is
-   * removed again, volume included: nothing of it was ever used.
+   * removed again, volume included: nothing of it was ever used. A volume of its name that exists
+   * already (data of a service destroyed by hand, or of another daemon) is refused, never adopted.
    */
   async provision(record: ServiceRecord, out: Output): Promise<void> {
     const kind = this.kind(record.kind);
+    const { volume } = this.names(record);
+    if (await this.#deps.engine.volumeLabels(volume)) {
+      throw new UserError('service_volume_exists', `the Docker volume ${volume} exists already: berth does not make a new ${kind.name} service ${record.name} on data it did not create`, {
+        hint: `look at it (docker volume inspect ${volume}); remove it (docker volume rm ${volume}) if its data is not needed, or create the service under another name`,
+      });
+    }
     try {
       await this.#ensureImage(record.image, out);
       out.step(`Creating ${kind.name} service ${record.name} (${record.image})`);
@@ -137,36 +167,18 @@ export class ServiceManager {
     return c;
   }
 
-  /** Polls the kind's readyCommand inside the container until it exits 0. */
+  /** Polls the kind's readiness command inside the container until it exits 0 (data-ops' waitReady); its last log lines shown when it never does. */
   async waitReady(record: ServiceRecord, id: string, out: Output, timeoutMs = this.#deps.readyTimeoutMs ?? SERVICE_READY_TIMEOUT_MS): Promise<void> {
-    const kind = this.kind(record.kind);
-    const command = kind.readyCommand(await this.view(record));
     const started = performance.now();
-    let last = '';
-    for (;;) {
-      const state = await this.#deps.engine.inspect(id);
-      if (state.running) {
-        let output = '';
-        const collect = (d: Buffer) => void (output = (output + d.toString('utf8')).slice(-500));
-        const { code } = await this.#deps.engine
-          .exec(id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: collect, onStderr: collect })
-          .catch((e: Error) => ({ code: -1, error: e }));
-        if (code === 0) {
-          const ms = Math.round(performance.now() - started);
-          log.info('service_ready', { service: `${record.kind}/${record.name}`, ms });
-          return;
-        }
-        last = output.trim();
-      }
-      if (performance.now() - started > timeoutMs) {
-        const logs = await this.#deps.engine.logs(id, 20).catch(() => '');
-        for (const line of logs.split('\n').filter(Boolean)) out.detail(line);
-        throw new UserError('service_not_ready', `${record.kind} service ${record.name} did not accept connections within ${Math.round(timeoutMs / 1000)} s${last ? `: ${last.split('\n').pop()}` : ''}`, {
-          hint: `its last log lines are above; \`${record.kind}:logs ${record.name}\` shows more`,
-        });
-      }
-      await sleep(250);
+    try {
+      await waitReady(this.#deps.engine, id, this.kind(record.kind), await this.view(record), { timeoutMs, ...(this.#deps.readyCheckTimeoutMs ? { checkTimeoutMs: this.#deps.readyCheckTimeoutMs } : {}) });
+    } catch (e) {
+      if (!isUserError(e) || e.code !== 'service_not_ready') throw e;
+      const logs = await this.#deps.engine.logs(id, 20).catch(() => '');
+      for (const line of logs.split('\n').filter(Boolean)) out.detail(line);
+      throw new UserError('service_not_ready', e.message, { cause: e, hint: `its last log lines are above; \`${record.kind}:logs ${record.name}\` shows more` });
     }
+    log.info('service_ready', { service: `${record.kind}/${record.name}`, ms: Math.round(performance.now() - started) });
   }
 
   /** The server's own version (the kind's versionCommand in the running container); undefined when it does not run or say. */
@@ -176,7 +188,7 @@ export class ServiceManager {
     const command = this.kind(record.kind).versionCommand(await this.view(record));
     let output = '';
     const { code } = await this.#deps.engine
-      .exec(c.id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: (d) => void (output += d.toString('utf8')), onStderr: () => {} })
+      .exec(c.id, { cmd: command.cmd, ...(command.env ? { env: command.env } : {}), ...(command.user ? { user: command.user } : {}), onStdout: (d) => void (output += d.toString('utf8')), onStderr: () => {}, signal: AbortSignal.timeout(READY_CHECK_TIMEOUT_MS) })
       .catch(() => ({ code: -1 }));
     return code === 0 ? output.trim().split('\n')[0] || undefined : undefined;
   }
@@ -186,16 +198,21 @@ export class ServiceManager {
     out.step(`Restarting ${record.kind} service ${record.name}`);
     const old = await this.container(record);
     // Postgres shuts down cleanly on SIGTERM (no recovery at the next start): give it time.
-    if (old) await this.#deps.engine.stopAndRemove(old.id, 60);
+    if (old) await this.#deps.engine.stopAndRemove(old.id, SERVICE_STOP_TIMEOUT_S);
     const c = await this.ensureRunning(record);
     await this.waitReady(record, c.id, out);
   }
 
-  /** Removes the container, its volume (the data) and its own network. */
+  /** Removes the container, its volume (the data) and its own network; a volume still in use is an error. */
   async remove(record: Pick<ServiceRecord, 'kind' | 'name'>): Promise<void> {
     const names = this.names(record);
     for (const c of await this.#deps.engine.list({ [SERVICE_LABEL]: `${record.kind}/${record.name}` })) await this.#deps.engine.stopAndRemove(c.id, 30);
     await this.#deps.engine.removeVolume(names.volume);
+    if (await this.#deps.engine.volumeLabels(names.volume)) {
+      throw new UserError('service_volume_in_use', `the volume ${names.volume} of ${record.kind} service ${record.name} is in use by another container: it was not removed`, {
+        hint: `see which: docker ps -a --filter volume=${names.volume}; remove that container, then destroy the service again`,
+      });
+    }
     await this.#deps.engine.removeNetwork(names.network);
   }
 
@@ -231,12 +248,17 @@ export class ServiceManager {
   async adopt(): Promise<void> {
     for (const record of this.#deps.store.list()) {
       try {
-        const c = await this.ensureRunning(record);
+        // Under the service's lock: a command run meanwhile (destroy, restart, import) finishes first.
+        const c = await this.#locked(record, () => this.ensureRunning(this.#deps.store.require(record.kind, record.name)));
         log.info('service_adopted', { service: `${record.kind}/${record.name}`, container: c.name });
       } catch (e) {
         log.error('service_adopt_failed', { service: `${record.kind}/${record.name}`, error: e });
       }
     }
+  }
+
+  #locked<T>(record: Pick<ServiceRecord, 'kind' | 'name'>, fn: () => Promise<T>): Promise<T> {
+    return this.#deps.locks ? this.#deps.locks.run(serviceLockName(record.kind, record.name), fn) : fn();
   }
 
   /** The service's last `tail` log lines, or (follow) what it writes from them on until stopped. */
@@ -266,7 +288,11 @@ export class ServiceManager {
     const names = this.names(record);
     const view = await this.view(record);
     const labels = { [SERVICE_LABEL]: `${record.kind}/${record.name}` };
-    await this.#deps.engine.ensureVolume(names.volume, labels);
+    const volumeLabels = await this.#deps.engine.volumeLabels(names.volume);
+    if (volumeLabels && volumeLabels[SERVICE_ID_LABEL] !== record.id) {
+      throw new Error(`${record.kind} service ${record.name}: the volume ${names.volume} was not made for this service (its ${SERVICE_ID_LABEL} is ${volumeLabels[SERVICE_ID_LABEL] ?? 'missing'}, the service's id ${record.id}); berth does not adopt it`);
+    }
+    if (!volumeLabels) await this.#deps.engine.ensureVolume(names.volume, { ...labels, [SERVICE_ID_LABEL]: record.id });
     await this.#deps.engine.ensureNetwork(names.network, labels);
     const command = kind.containerCommand(view);
     const spec: ContainerSpec = {
@@ -277,12 +303,14 @@ export class ServiceManager {
       network: names.network,
       aliases: [names.alias],
       ...(command ? { cmd: command } : {}),
-      ...(record.memory ? { memory: record.memory } : {}),
+      ...this.limits(record),
       // The official images start as root to own the data dir, then drop to their user.
       capabilities: APP_CAPABILITIES,
       binds: [`${names.volume}:${kind.dataDir}`],
       restart: true,
-      ...(record.exposedPort ? { ports: [{ container: kind.port, host: record.exposedPort, hostIp: this.#deps.bindHost }] } : {}),
+      // A server writing its data out on shutdown (postgres's checkpoint, redis's snapshot) is given time to finish, also when the engine stops.
+      stopTimeout: SERVICE_STOP_TIMEOUT_S,
+      ...(record.exposedPort ? { ports: [{ container: kind.port, host: record.exposedPort, hostIp: record.exposedHost ?? EXPOSED_HOST_DEFAULT }] } : {}),
     };
     try {
       return await this.#deps.engine.run(spec);

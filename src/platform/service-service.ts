@@ -9,7 +9,7 @@ import { scopeAllows, scopeNames, type KeyRecord } from '../git/key-store.ts';
 import { log } from '../log.ts';
 import { changeConfig } from '../orchestrator/app-operations.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
-import type { ServiceStatus } from '../orchestrator/service-manager.ts';
+import { EXPOSED_HOST_DEFAULT, serviceLockName, type ServiceStatus } from '../orchestrator/service-manager.ts';
 import { BackupScheduler, BackupStore, type BackupFile } from '../services/backups.ts';
 import { backup, connect, exportData, importData, restore, type ConnectIo, type ServiceHandle } from '../services/data-ops.ts';
 import type { ServiceKind } from '../services/kinds/kind.ts';
@@ -36,6 +36,8 @@ export interface ServiceInfo {
   links: Array<{ app: string; variable: string }>;
   /** What the server says its version is, when it runs. */
   version: string | undefined;
+  /** The memory and process limits its container runs with. */
+  limits: { memory?: number; pids?: number };
 }
 
 export class ServiceService {
@@ -63,6 +65,13 @@ export class ServiceService {
     return record;
   }
 
+  /** Inside the service's lock: the service still exists, and `caller` may still manage it. */
+  #recheck(record: ServiceRecord, caller: ServiceCaller, command: string): ServiceRecord {
+    const current = this.#state.services.require(record.kind, record.name);
+    authorizeService(this.#state, current, caller, command);
+    return current;
+  }
+
   async create(kind: string, name: string, options: { image?: string; memory?: number; caller: ServiceCaller; out: Output }): Promise<ServiceRecord> {
     const k = this.#orchestrator.services.kind(kind);
     validateServiceName(name);
@@ -71,6 +80,13 @@ export class ServiceService {
       log.warn('command_refused', { key: key.name, command: `${kind}:create`, reason: 'services_not_allowed' });
       throw new UserError('forbidden', `key "${key.name}" may not create services: it is limited to apps, and was not allowed to create services`, {
         hint: `ask the server's admin to create it, or to allow it: ssh-keys:scope ${key.name} --apps ${scopeNames(key.apps, (id) => this.#state.apps.byId(id)?.name).join(',')} --services`,
+      });
+    }
+    const defaultMemory = this.#orchestrator.defaultLimit.memory;
+    if (key?.apps && options.memory && defaultMemory && options.memory > defaultMemory) {
+      log.warn('command_refused', { key: key.name, command: `${kind}:create`, reason: 'memory_over_default' });
+      throw new UserError('forbidden', `key "${key.name}" may not give a service more memory than the default, ${Math.round(defaultMemory / 1024 ** 2)}m: it is limited to apps`, {
+        hint: `create it with --memory ${Math.round(defaultMemory / 1024 ** 2)}m or less, or ask the server's admin`,
       });
     }
     return this.#locks.run(lockName(kind, name), async () => {
@@ -117,11 +133,14 @@ export class ServiceService {
       url,
       links: record.links.map((l) => ({ app: l.app, variable: `${l.alias}_URL` })),
       version: await services.version(record),
+      limits: services.limits(record),
     };
   }
 
   restart(record: ServiceRecord, caller: ServiceCaller, out: Output): Promise<void> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, caller, `${record.kind}:restart`);
       await this.#orchestrator.services.restart(this.#state.services.require(record.kind, record.name), out);
       log.info('service_restarted', { service: `${record.kind}/${record.name}`, by: caller.by });
     });
@@ -130,6 +149,8 @@ export class ServiceService {
   /** Removes the container, the volume (the data) and the password; refused while an app is linked. */
   destroy(record: ServiceRecord, caller: ServiceCaller, out: Output): Promise<void> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, caller, `${record.kind}:destroy`);
       const current = this.#state.services.require(record.kind, record.name);
       if (current.links.length > 0) {
         const apps = current.links.map((l) => l.app);
@@ -144,11 +165,6 @@ export class ServiceService {
       log.info('service_destroyed', { service: `${record.kind}/${record.name}`, by: caller.by });
       out.step(`Destroyed ${record.kind} service ${record.name} and its data`);
     });
-  }
-
-  /** The running container's id (logs, data operations), or a UserError that says how to start it. */
-  async runningContainer(record: ServiceRecord): Promise<string> {
-    return (await this.#orchestrator.services.requireRunning(record)).id;
   }
 
   logs(record: ServiceRecord, options: { tail: number; timestamps: boolean }): Promise<string> {
@@ -175,6 +191,8 @@ export class ServiceService {
       throw new UserError('forbidden', `key "${key.name}" may not link services to ${app}: it is limited to the apps ${scopeNames(key.apps ?? [], (id) => this.#state.apps.byId(id)?.name).join(', ')}`);
     }
     await this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, options.caller, `${record.kind}:link`);
       const current = this.#state.services.require(record.kind, record.name);
       if (current.links.some((l) => l.app === app)) throw new UserError('already_linked', `${record.kind} service ${record.name} is already linked to ${app}`, { hint: `\`${record.kind}:info ${record.name}\` shows its links` });
       const taken = this.#state.services.linkedTo(app).find((s) => s.links.some((l) => l.app === app && `${l.alias}_URL` === variable));
@@ -201,6 +219,8 @@ export class ServiceService {
   /** Unsets the app's URL (a new release, the app restarted without it), then the service leaves the app's network. */
   async unlink(record: ServiceRecord, app: string, options: { caller: ServiceCaller; out: Output }): Promise<void> {
     await this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, options.caller, `${record.kind}:unlink`);
       const current = this.#state.services.require(record.kind, record.name);
       const link = current.links.find((l) => l.app === app);
       if (!link) throw new UserError('not_linked', `${record.kind} service ${record.name} is not linked to ${app}`, { hint: `\`${record.kind}:info ${record.name}\` shows its links` });
@@ -216,13 +236,15 @@ export class ServiceService {
   }
 
   /** Publishes the service's port on the host (admins only): the container is recreated on its volume. */
-  expose(record: ServiceRecord, port: number | undefined, caller: ServiceCaller, out: Output): Promise<void> {
+  expose(record: ServiceRecord, port: number | undefined, caller: ServiceCaller, out: Output, host?: string): Promise<void> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
       const taken = port && this.#state.services.list().find((s) => s.exposedPort === port && !(s.kind === record.kind && s.name === record.name));
       if (taken) throw new UserError('port_taken', `port ${port} is already exposed by ${taken.kind} service ${taken.name}`);
       const updated = await this.#state.services.update(record.kind, record.name, (d) => {
         if (port) d.exposedPort = port;
         else delete d.exposedPort;
+        if (port && host) d.exposedHost = host;
+        else delete d.exposedHost;
       });
       try {
         await this.#orchestrator.services.restart(updated, out);
@@ -231,11 +253,13 @@ export class ServiceService {
         await this.#state.services.update(record.kind, record.name, (d) => {
           if (record.exposedPort) d.exposedPort = record.exposedPort;
           else delete d.exposedPort;
+          if (record.exposedHost) d.exposedHost = record.exposedHost;
+          else delete d.exposedHost;
         });
         await this.#orchestrator.services.restart(this.#state.services.require(record.kind, record.name), out).catch(() => undefined);
         throw e;
       }
-      log.info(port ? 'service_exposed' : 'service_unexposed', { service: `${record.kind}/${record.name}`, port, by: caller.by });
+      log.info(port ? 'service_exposed' : 'service_unexposed', { service: `${record.kind}/${record.name}`, port, ...(port ? { host: host ?? EXPOSED_HOST_DEFAULT } : {}), by: caller.by });
     });
   }
 
@@ -254,6 +278,8 @@ export class ServiceService {
   /** Loads a dump from `input` into the service, replacing what it holds (one import, restore or restart at a time). */
   importFrom(record: ServiceRecord, input: Readable, options: { caller: ServiceCaller; progress?: (data: Buffer) => void | Promise<void>; signal?: AbortSignal }): Promise<void> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, options.caller, `${record.kind}:import`);
       await importData(await this.#handle(record), input, { ...(options.progress ? { progress: options.progress } : {}), ...(options.signal ? { signal: options.signal } : {}) });
       log.info('service_imported', { service: `${record.kind}/${record.name}`, by: options.caller.by });
     });
@@ -274,6 +300,8 @@ export class ServiceService {
   /** Imports backup `name` into the service. */
   restoreBackup(record: ServiceRecord, name: string, options: { caller: ServiceCaller; progress?: (data: Buffer) => void | Promise<void>; signal?: AbortSignal }): Promise<BackupFile> {
     return this.#locks.run(lockName(record.kind, record.name), async () => {
+      // The scope again, now that nothing else changes the service: a link made meanwhile may have put it out of reach.
+      this.#recheck(record, options.caller, `${record.kind}:backup-restore`);
       const file = await restore(await this.#handle(record), this.#backups(record), name, { ...(options.progress ? { progress: options.progress } : {}), ...(options.signal ? { signal: options.signal } : {}) });
       log.info('service_backup_restore', { service: `${record.kind}/${record.name}`, file: file.name, by: options.caller.by });
       return file;
@@ -284,7 +312,7 @@ export class ServiceService {
   async setBackupSchedule(record: ServiceRecord, cron: string | undefined, caller: ServiceCaller): Promise<Date | undefined> {
     const key = scheduleKey(record);
     // The scheduler checks the expression first: a bad one is refused before it is stored.
-    const next = cron === undefined ? undefined : this.#scheduler.set(key, cron, () => this.#scheduledBackup(record));
+    const next = cron === undefined ? undefined : this.#scheduler.set(key, cron, (signal) => this.#scheduledBackup(record, signal));
     if (cron === undefined) this.#scheduler.remove(key);
     await this.#state.services.update(record.kind, record.name, (d) => {
       if (cron === undefined) delete d.backupSchedule;
@@ -299,7 +327,7 @@ export class ServiceService {
     for (const record of this.#state.services.list()) {
       if (!record.backupSchedule) continue;
       try {
-        this.#scheduler.set(scheduleKey(record), record.backupSchedule, () => this.#scheduledBackup(record));
+        this.#scheduler.set(scheduleKey(record), record.backupSchedule, (signal) => this.#scheduledBackup(record, signal));
       } catch (e) {
         log.error('service_backup_schedule_unreadable', { service: scheduleKey(record), cron: record.backupSchedule, error: e });
       }
@@ -312,10 +340,10 @@ export class ServiceService {
     return this.#scheduler.stop();
   }
 
-  async #scheduledBackup(record: ServiceRecord): Promise<void> {
+  async #scheduledBackup(record: ServiceRecord, signal: AbortSignal): Promise<void> {
     const current = this.#state.services.get(record.kind, record.name);
     if (!current) return this.#scheduler.remove(scheduleKey(record));
-    const file = await this.backup(current);
+    const file = await this.backup(current, signal);
     log.info('service_backup_scheduled_done', { service: scheduleKey(record), file: file.name, bytes: file.bytes });
   }
 
@@ -332,7 +360,11 @@ export class ServiceService {
       container: (await services.requireRunning(current)).id,
       kind: services.kind(current.kind),
       service: await services.view(current),
-      restart: () => services.restart(current, new StreamOutput(() => {})),
+      restart: async () => {
+        await services.restart(current, new StreamOutput(() => {}));
+        return (await services.requireRunning(current)).id;
+      },
+      current: async () => (await services.container(current))?.id,
     };
   }
 
@@ -365,7 +397,5 @@ function scheduleKey(record: Pick<ServiceRecord, 'kind' | 'name'>): string {
   return `${record.kind}/${record.name}`;
 }
 
-/** The lock of a service: a name no app can have (app names hold no colon). */
-function lockName(kind: string, name: string): string {
-  return `svc:${kind}/${name}`;
-}
+/** The lock of a service, the one the service manager takes too. */
+const lockName = serviceLockName;

@@ -7,6 +7,7 @@ import { AppStore } from '../state/app-store.ts';
 import { DomainStore } from '../state/domain-store.ts';
 import { ProxySettingsStore } from '../state/proxy-settings-store.ts';
 import { ServiceStore } from '../state/service-store.ts';
+import { SERVICE_KINDS } from '../services/kinds/index.ts';
 
 export interface State {
   config: Config;
@@ -36,7 +37,7 @@ export async function loadState(config: Config, reuse: { keys?: KeyStore } = {})
   await proxySettings.load();
   const allowedStacks = new AllowedStacksStore(paths.allowedStacks);
   await allowedStacks.load();
-  const services = new ServiceStore(paths.services, paths.serviceData);
+  const services = new ServiceStore(paths.services, paths.serviceData, { kinds: SERVICE_KINDS.map((k) => k.name) });
   await services.load();
   return { config, paths, keys, apps, domains, proxySettings, allowedStacks, services };
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
+import { syncDir } from '../state/atomic-file.ts';
 import { nextRun, parseCron, type CronSchedule } from './cron.ts';
 
 export { nextRun, parseCron, type CronSchedule } from './cron.ts';
@@ -120,15 +121,6 @@ export class BackupStore {
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const handle = await fsp.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The scheduler
 
@@ -154,9 +146,12 @@ export const systemClock: SchedulerClock = {
  */
 const MAX_SLEEP_MS = 60_000;
 
+/** A scheduled job; `signal` aborts when the scheduler stops (the daemon shuts down). */
+export type BackupJob = (signal: AbortSignal) => Promise<void>;
+
 interface ScheduledJob {
   schedule: CronSchedule;
-  job: () => Promise<void>;
+  job: BackupJob;
   /** When it is due next, ms since the epoch. */
   next: number;
 }
@@ -170,6 +165,8 @@ export class BackupScheduler {
   readonly #jobs = new Map<string, ScheduledJob>();
   /** The jobs running now, by key (also one whose schedule was changed or removed meanwhile). */
   readonly #running = new Map<string, Promise<void>>();
+  /** Aborts the jobs running now: stop() does not wait for a long dump to finish. */
+  readonly #aborts = new Map<string, AbortController>();
   #timer: { cancel(): void } | undefined;
   #started = false;
 
@@ -181,7 +178,7 @@ export class BackupScheduler {
    * Runs `job` at every time `cron` names from now on, in place of what `key` (such as
    * `postgres/shop`) had; when it runs next. A bad expression is a UserError, and changes nothing.
    */
-  set(key: string, cron: string, job: () => Promise<void>): Date {
+  set(key: string, cron: string, job: BackupJob): Date {
     const schedule = parseCron(cron);
     const next = nextRun(schedule, new Date(this.#clock.now())).getTime();
     this.#jobs.set(key, { schedule, job, next });
@@ -205,11 +202,12 @@ export class BackupScheduler {
     this.#arm();
   }
 
-  /** Stops starting jobs; resolves once the ones running have finished. */
+  /** Stops starting jobs, aborts the ones running (a backup cut off leaves no file); resolves once they have ended. */
   async stop(): Promise<void> {
     this.#started = false;
     this.#timer?.cancel();
     this.#timer = undefined;
+    for (const a of this.#aborts.values()) a.abort(new Error('berth is stopping'));
     await this.idle();
   }
 
@@ -238,13 +236,18 @@ export class BackupScheduler {
         log.warn('service_backup_skipped', { key, reason: 'the previous one is still running' });
         continue;
       }
+      const abort = new AbortController();
       const running = Promise.resolve()
-        .then(j.job)
+        .then(() => j.job(abort.signal))
         .then(
           () => {},
-          (e: unknown) => log.error('service_backup_failed', { key, error: e }),
+          (e: unknown) => (abort.signal.aborted ? log.info('service_backup_cancelled', { key, reason: 'berth is stopping' }) : log.error('service_backup_failed', { key, error: e })),
         )
-        .finally(() => this.#running.delete(key));
+        .finally(() => {
+          this.#running.delete(key);
+          this.#aborts.delete(key);
+        });
+      this.#aborts.set(key, abort);
       this.#running.set(key, running);
     }
     this.#arm();

@@ -9,10 +9,10 @@ import { randomBytes } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
-import type { Engine, ExecOptions } from '../orchestrator/engine.ts';
+import { NotFoundError, type Engine, type ExecOptions } from '../orchestrator/engine.ts';
 import { sleep } from '../sleep.ts';
 import type { BackupFile, BackupStore } from './backups.ts';
-import type { DataFileImport, KindCommand, ServiceKind, ServiceRecordView } from './kinds/kind.ts';
+import type { DataFileImport, KindCommand, ServiceKind, ServiceRecordView, StagedImport } from './kinds/kind.ts';
 
 /** A service whose container runs, as data-ops acts on it. */
 export interface ServiceHandle {
@@ -23,10 +23,12 @@ export interface ServiceHandle {
   service: ServiceRecordView;
   /**
    * Stops and starts the service's container (the caller's to do: it owns the container, its
-   * record and its links), resolving once the service accepts connections again. Used by an
-   * import that replaces the data file; nothing is run in the old container afterwards.
+   * record and its links), resolving once the service accepts connections again, with the id of
+   * the container it runs in now. Used by an import that replaces the data file.
    */
-  restart(): Promise<void>;
+  restart(): Promise<string>;
+  /** The id of the service's container now, running or not (after a failed restart); undefined when it has none. */
+  current(): Promise<string | undefined>;
 }
 
 /** The client's terminal (`ssh -t`), for connect. */
@@ -80,6 +82,7 @@ export async function importData(handle: ServiceHandle, input: Readable, options
   if (head.length === 0) throw new UserError('service_import_empty', `the input is empty: nothing to import into ${describe(handle)}`, { hint: `pipe a dump in: ssh ... ${handle.kind.name}:import ${handle.service.name} < FILE` });
   const how = handle.kind.importCommand(handle.service, head);
   if ('replace' in how) return replaceDataFile(handle, input, how, options.signal);
+  if ('stage' in how) return stagedImport(handle, input, how, options);
   await runChecked(handle, 'import', how, { stdin: input, onStdout: options.progress ?? (() => {}), signal: options.signal });
 }
 
@@ -119,28 +122,43 @@ export async function restore(handle: ServiceHandle, store: BackupStore, name: s
   return file;
 }
 
-/** Whether the service accepts connections now. */
-export async function isReady(engine: Engine, container: string, kind: ServiceKind, service: ServiceRecordView): Promise<boolean> {
+/** How long one readiness check may run: a server that hangs (a ping that never answers) is not ready. */
+export const READY_CHECK_TIMEOUT_MS = 5000;
+
+/** Runs the kind's readiness command once: whether it exited 0 in time, and the end of what it printed. */
+export async function checkReady(engine: Engine, container: string, kind: ServiceKind, service: ServiceRecordView, options: { checkTimeoutMs?: number; signal?: AbortSignal } = {}): Promise<{ ready: boolean; output: string }> {
   const command = kind.readyCommand(service);
+  let output = '';
+  const collect = (d: Buffer) => void (output = (output + d.toString('utf8')).slice(-500));
+  const timeout = AbortSignal.timeout(options.checkTimeoutMs ?? READY_CHECK_TIMEOUT_MS);
   try {
-    const { code } = await engine.exec(container, { ...execCommand(command), onStdout: () => {}, onStderr: () => {} });
-    return code === 0;
-  } catch {
-    // Not running (yet), or gone: not ready.
-    return false;
+    const { code } = await engine.exec(container, { ...execCommand(command), onStdout: collect, onStderr: collect, signal: options.signal ? AbortSignal.any([timeout, options.signal]) : timeout });
+    return { ready: code === 0, output: output.trim() };
+  } catch (e) {
+    options.signal?.throwIfAborted();
+    // The container is gone: waiting longer brings nothing.
+    if (e instanceof NotFoundError) throw e;
+    // Not running (yet), or the check did not answer in time: not ready.
+    return { ready: false, output: timeout.aborted ? `${command.cmd.join(' ')} did not answer within ${options.checkTimeoutMs ?? READY_CHECK_TIMEOUT_MS} ms` : output.trim() };
   }
 }
 
-/** Waits until the service accepts connections; a UserError after `timeoutMs`. */
-export async function waitReady(engine: Engine, container: string, kind: ServiceKind, service: ServiceRecordView, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+/**
+ * Waits until the service accepts connections (the kind's readiness command exits 0, each try
+ * bounded by `checkTimeoutMs`); a UserError after `timeoutMs` carrying the last try's output.
+ */
+export async function waitReady(engine: Engine, container: string, kind: ServiceKind, service: ServiceRecordView, options: { timeoutMs?: number; checkTimeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 120_000;
-  const deadline = Date.now() + timeoutMs;
-  for (let wait = 100; ; wait = Math.min(wait * 2, 1000)) {
-    if (await isReady(engine, container, kind, service)) return;
-    if (Date.now() + wait > deadline) {
-      throw new UserError('service_not_ready', `${kind.name} ${service.name} did not accept connections within ${Math.round(timeoutMs / 1000)} s`, { hint: `see what it says: ${kind.name}:logs ${service.name}` });
+  const started = performance.now();
+  for (;;) {
+    const { ready, output } = await checkReady(engine, container, kind, service, options);
+    if (ready) return;
+    if (performance.now() - started > timeoutMs) {
+      throw new UserError('service_not_ready', `${kind.name} service ${service.name} did not accept connections within ${Math.round(timeoutMs / 1000)} s${output ? `: ${output.split('\n').pop()}` : ''}`, {
+        hint: `see what it says: ${kind.name}:logs ${service.name}`,
+      });
     }
-    await sleep(wait, options.signal);
+    await sleep(250, options.signal);
   }
 }
 
@@ -158,6 +176,24 @@ async function runChecked(handle: ServiceHandle, what: string, command: KindComm
   }
 }
 
+/**
+ * Receives the whole input into a file of the container, then loads it, then removes it. The
+ * load starts only after a clean end of input: a broken input fails the receiving process, and a
+ * caller gone by then (an SSH channel's stream ends before the channel closes) is an abort.
+ */
+async function stagedImport(handle: ServiceHandle, input: Readable, how: StagedImport, options: { progress?: (data: Buffer) => void | Promise<void>; signal?: AbortSignal }): Promise<void> {
+  const file = `${how.dir}/.berth-import-${randomBytes(6).toString('hex')}`;
+  const asOwner = (cmd: string[]): KindCommand => ({ cmd, user: how.user });
+  try {
+    await runChecked(handle, 'import', asOwner(['sh', '-c', 'umask 077 && cat > "$1"', 'sh', file]), { stdin: input, onStdout: () => {}, ...(options.signal ? { signal: options.signal } : {}) });
+    if (input.errored) throw input.errored;
+    options.signal?.throwIfAborted();
+    await runChecked(handle, 'import', how.load(file), { onStdout: options.progress ?? (() => {}), ...(options.signal ? { signal: options.signal } : {}) });
+  } finally {
+    await runChecked(handle, 'import', asOwner(['rm', '-f', file]), { onStdout: () => {} }).catch(() => {});
+  }
+}
+
 /** Receives the input next to the data file, checks it, holds the server's writes, swaps the file in and restarts. */
 async function replaceDataFile(handle: ServiceHandle, input: Readable, how: DataFileImport, signal?: AbortSignal): Promise<void> {
   const dir = how.file.slice(0, how.file.lastIndexOf('/')) || '/';
@@ -172,13 +208,34 @@ async function replaceDataFile(handle: ServiceHandle, input: Readable, how: Data
       throw new UserError('service_import_invalid', `the input is not a data file ${handle.kind.name} can load; ${describe(handle)} is unchanged`, { cause: e, hint: `give it a file made by ${handle.kind.name}:export or ${handle.kind.name}:backup` });
     }
     await runChecked(handle, 'import', how.hold, { onStdout: () => {}, signal });
-    await runChecked(handle, 'import', asOwner(['mv', '-f', incoming, how.file]), { onStdout: () => {}, signal });
+    await runChecked(handle, 'import', how.swap(incoming), { onStdout: () => {}, signal });
     swapped = true;
   } finally {
     if (!swapped) await runChecked(handle, 'import', asOwner(['rm', '-f', incoming]), { onStdout: () => {} }).catch(() => {});
   }
   log.info('service_data_file_replaced', { kind: handle.kind.name, service: handle.service.name });
-  await handle.restart();
+  // From here on nothing is cancelled: the server comes back on the imported data, or on the previous data.
+  let running: string;
+  try {
+    running = await handle.restart();
+  } catch (e) {
+    log.error('service_import_restart_failed', { kind: handle.kind.name, service: handle.service.name, error: e });
+    const back = await handle
+      .current()
+      .then((id) => runOn({ ...handle, container: id ?? handle.container }, how.restorePrevious))
+      .then(() => handle.restart())
+      .then(() => true, () => false);
+    throw new UserError('service_import_failed', `${describe(handle)} did not start on the imported data: ${(e as Error).message}; ${back ? 'its previous data is back' : `its previous data is kept beside it in ${dir} (.before-import)`}`, {
+      cause: e,
+      hint: `see what it says: ${handle.kind.name}:logs ${handle.service.name}`,
+    });
+  }
+  await runOn({ ...handle, container: running }, how.dropPrevious).catch((e: unknown) => log.warn('service_import_cleanup_failed', { kind: handle.kind.name, service: handle.service.name, error: e }));
+}
+
+/** Runs a command in the service's container as it is now (after a restart, a new one). */
+async function runOn(handle: ServiceHandle, command: KindCommand): Promise<void> {
+  await runChecked(handle, 'import', command, { onStdout: () => {} });
 }
 
 function execCommand(command: KindCommand): Pick<ExecOptions, 'cmd' | 'env' | 'user'> {

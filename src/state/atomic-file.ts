@@ -27,7 +27,8 @@ export async function writeFileAtomic(file: string, data: string | Buffer, mode 
   await syncDir(dir);
 }
 
-async function syncDir(dir: string): Promise<void> {
+/** Flushes a folder's entries (a file created, renamed or removed in it) to disk. */
+export async function syncDir(dir: string): Promise<void> {
   const handle = await fs.open(dir, 'r');
   try {
     await handle.sync();

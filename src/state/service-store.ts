@@ -3,7 +3,10 @@
 // own, DATA/services/KIND/NAME/secret, mode 0600 in a 0700 folder, never in the JSON nor a log.
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
+import { isIP } from 'node:net';
 import path from 'node:path';
+import { isValidAppName } from '../app-name.ts';
+import { validateConfigKey } from '../config-vars.ts';
 import { UserError } from '../errors.ts';
 import { writeFileAtomic } from './atomic-file.ts';
 import { check, JsonDocument, type DocumentSpec } from './json-document.ts';
@@ -33,6 +36,8 @@ export interface ServiceRecord {
   links: ServiceLink[];
   /** A host port it is published on (KIND:expose); undefined: reachable from linked apps only. */
   exposedPort?: number;
+  /** The host address the exposed port binds to (`KIND:expose --host`); 127.0.0.1 when absent. */
+  exposedHost?: string;
   /** When backups are made on their own (KIND:backup-schedule), a five-field cron expression; undefined: none. */
   backupSchedule?: string;
 }
@@ -56,16 +61,17 @@ interface ServicesDocument {
   services: ServiceRecord[];
 }
 
-const spec: DocumentSpec<ServicesDocument> = {
+/** `kinds`: the kinds berth has (an entry of another kind is set aside); undefined: any. */
+const specFor = (kinds: readonly string[] | undefined): DocumentSpec<ServicesDocument> => ({
   schema: 1,
   empty: () => ({ services: [] }),
   parse: (raw, entries) => ({
-    services: entries.array(raw.services, 'services', 'service', parseRecord, (s, i) => {
+    services: entries.array(raw.services, 'services', 'service', (v) => parseRecord(v, kinds), (s, i) => {
       const o = s as Partial<ServiceRecord> | null;
       return typeof o?.kind === 'string' && typeof o.name === 'string' ? `${o.kind}/${o.name}` : `#${i}`;
     }),
   }),
-};
+});
 
 export class ServiceStore {
   readonly #doc: JsonDocument<ServicesDocument>;
@@ -75,8 +81,8 @@ export class ServiceStore {
   /** Changes run one at a time, each on the records the one before left. */
   #changing: Promise<unknown> = Promise.resolve();
 
-  constructor(file: string, root: string) {
-    this.#doc = new JsonDocument(file, spec);
+  constructor(file: string, root: string, options: { kinds?: readonly string[] } = {}) {
+    this.#doc = new JsonDocument(file, specFor(options.kinds));
     this.root = root;
   }
 
@@ -119,7 +125,14 @@ export class ServiceStore {
         throw new UserError('service_exists', `a ${record.kind} service named "${record.name}" already exists`, { hint: `\`${record.kind}:info ${record.name}\` shows it` });
       }
       const dir = this.dir(record.kind, record.name);
-      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      // A folder left by a service berth forgot (its backups): never taken over, nor removed by a failed create.
+      if (await fs.stat(dir).then(() => true, () => false)) {
+        throw new UserError('service_data_exists', `the folder ${dir} exists already (a ${record.kind} service's password and backups): berth does not make a new service over it`, {
+          hint: `move it away (keep its backups) or remove it, or create the service under another name`,
+        });
+      }
+      await fs.mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
+      await fs.mkdir(dir, { mode: 0o700 });
       await fs.chmod(dir, 0o700);
       await writeFileAtomic(path.join(dir, 'secret'), newServicePassword() + '\n', 0o600);
       const created: ServiceRecord = { ...record, id: randomUUID(), createdAt: new Date().toISOString(), links: [] };
@@ -183,15 +196,20 @@ function copy(r: ServiceRecord): ServiceRecord {
   return { ...r, links: r.links.map((l) => ({ ...l })) };
 }
 
-function parseRecord(value: unknown): ServiceRecord {
+function parseRecord(value: unknown, kinds: readonly string[] | undefined): ServiceRecord {
   const o = check.object(value, 'a service');
   const name = validateServiceName(check.string(o.name, 'name'));
+  const kind = check.string(o.kind, 'kind');
+  if (kinds && !kinds.includes(kind)) throw new Error(`kind: ${JSON.stringify(kind)} is none of ${kinds.join(', ')}`);
   const memory = o.memory === undefined ? undefined : check.number(o.memory, 'memory');
   const exposedPort = o.exposedPort === undefined ? undefined : check.number(o.exposedPort, 'exposedPort');
+  const exposedHost = check.optionalString(o.exposedHost, 'exposedHost');
+  if (exposedHost !== undefined && !isIP(exposedHost)) throw new Error(`exposedHost: ${JSON.stringify(exposedHost)} is no IP address`);
+  if (exposedPort !== undefined && !(Number.isInteger(exposedPort) && exposedPort >= 1 && exposedPort <= 65535)) throw new Error(`exposedPort: ${exposedPort} is no TCP port (1-65535)`);
   const createdByKey = check.optionalString(o.createdByKey, 'createdByKey');
   const backupSchedule = check.optionalString(o.backupSchedule, 'backupSchedule');
   return {
-    kind: check.string(o.kind, 'kind'),
+    kind,
     name,
     id: check.string(o.id, 'id'),
     image: check.string(o.image, 'image'),
@@ -201,9 +219,14 @@ function parseRecord(value: unknown): ServiceRecord {
     ...(createdByKey ? { createdByKey } : {}),
     links: check.array(o.links, 'links').map((l) => {
       const link = check.object(l, 'a link');
-      return { app: check.string(link.app, 'link app'), alias: check.string(link.alias, 'link alias') };
+      const app = check.string(link.app, 'link app');
+      if (!isValidAppName(app)) throw new Error(`link app: ${JSON.stringify(app)} is no app name`);
+      const alias = check.string(link.alias, 'link alias');
+      validateConfigKey(`${alias}_URL`);
+      return { app, alias };
     }),
     ...(exposedPort !== undefined ? { exposedPort } : {}),
+    ...(exposedHost !== undefined ? { exposedHost } : {}),
     ...(backupSchedule ? { backupSchedule } : {}),
   };
 }

@@ -5,6 +5,7 @@
 // against the real Docker engine in the end-to-end tests.
 import type { Readable } from 'node:stream';
 import {
+  checkNetworkOwner,
   LABEL,
   NotFoundError,
   type Attachment,
@@ -30,6 +31,9 @@ export class FakeEngine implements Engine {
   /** The networks each container joined besides its own (connectNetwork), by id. */
   readonly links = new Map<string, Array<{ network: string; aliases: string[] }>>();
   readonly volumes = new Set<string>();
+  readonly volumeLabelsOf = new Map<string, Record<string, string>>();
+  /** Volumes a test says some other container holds: removeVolume leaves them, as the engine does (409). */
+  readonly volumesInUse = new Set<string>();
   /** Each process run in a container, in order: the container's id and the options given. */
   readonly execs: Array<{ id: string; options: ExecOptions }> = [];
   /** What a process run in a container does (write to options.onStdout, read options.stdin); its exit code. */
@@ -75,7 +79,9 @@ export class FakeEngine implements Engine {
   }
 
   async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
-    if (!this.networks.has(name)) this.networks.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
+    const existing = this.networks.get(name);
+    if (existing) return checkNetworkOwner(name, existing, labels);
+    this.networks.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
   }
   async removeNetwork(name: string): Promise<void> {
     for (const [id, list] of this.links) this.links.set(id, list.filter((l) => l.network !== name));
@@ -91,11 +97,18 @@ export class FakeEngine implements Engine {
     const list = this.links.get(id);
     if (list) this.links.set(id, list.filter((l) => l.network !== network));
   }
-  async ensureVolume(name: string): Promise<void> {
+  async ensureVolume(name: string, labels: Record<string, string> = {}): Promise<void> {
+    if (this.volumes.has(name)) return;
     this.volumes.add(name);
+    this.volumeLabelsOf.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
+  }
+  async volumeLabels(name: string): Promise<Record<string, string> | undefined> {
+    return this.volumes.has(name) ? { ...(this.volumeLabelsOf.get(name) ?? {}) } : undefined;
   }
   async removeVolume(name: string): Promise<void> {
+    if (this.volumesInUse.has(name)) return;
     this.volumes.delete(name);
+    this.volumeLabelsOf.delete(name);
   }
   async volumeBytes(): Promise<number> {
     return 0;

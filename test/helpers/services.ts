@@ -231,6 +231,8 @@ export async function startTestService(
     restart: async () => {
       await promisify(execFile)('docker', ['restart', state.id]);
       await waitReady(engine, state.id, kind, service, { timeoutMs: 120_000 });
+      return state.id;
     },
+    current: async () => state.id,
   };
 }

@@ -4,6 +4,7 @@
 // buildpacks:allow-stack, buildpacks:disallow-stack, buildpacks:allowed-stacks: the images keys
 // limited to apps may build on or deploy.
 import { UserError } from '../../errors.ts';
+import { checkImageReference } from '../../image-reference.ts';
 import { log } from '../../log.ts';
 import { BuildpackFetcher, buildpackName, parseBuildpackUrl } from '../../orchestrator/buildpack-fetcher.ts';
 import type { AppRecord } from '../../state/app-store.ts';
@@ -209,13 +210,6 @@ function show(ctx: CommandContext, record: AppRecord): void {
   record.buildpacks.forEach((b, i) => ctx.out.line(`${i + 1}. ${b}`));
   if (record.config.BUILDPACK_URL) ctx.out.line(`BUILDPACK_URL is set and wins: ${record.config.BUILDPACK_URL}`);
   ctx.out.line(`stack: ${record.stack ?? `${ctx.state.config.stackImage} (default)`}`);
-}
-
-/** Refuses what cannot be an image reference; `example` is the hint's. */
-export function checkImageReference(image: string, example = 'heroku/heroku:24-build or registry.example.com/stack:1'): void {
-  if (!/^[a-z0-9][a-z0-9._/:@-]{0,254}$/i.test(image)) {
-    throw new UserError('invalid_image', `"${image}" is not an image reference`, { hint: `such as ${example}` });
-  }
 }
 
 /** The images a key limited to apps may use: --stack-image and those buildpacks:allow-stack allows. */

@@ -1,7 +1,8 @@
 // git:from-image: deploy an image the Docker engine already has as the app's next release. A key
 // limited to apps may deploy only images its app built and those the admin allows.
 import { byName, defineCommand, isScoped, type Command } from '../command.ts';
-import { allowedStacks, checkImageReference } from './buildpacks.ts';
+import { checkImageReference } from '../../image-reference.ts';
+import { allowedStacks } from './buildpacks.ts';
 
 export const gitFromImageCommands: Command[] = [
   defineCommand({

@@ -2,15 +2,16 @@
 // SERVICE_KINDS (postgres:create, redis:link ...): a third kind is one module in
 // src/services/kinds and gets all of them. A key limited to apps manages only the services of
 // its apps (see mayManage); expose and backups are the admin's.
+import { isIP } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { parseBytes } from '../../config.ts';
 import { UserError } from '../../errors.ts';
+import { checkImageReference } from '../../image-reference.ts';
 import type { ServiceCaller } from '../../platform/service-service.ts';
 import { SERVICE_KINDS } from '../../services/kinds/index.ts';
 import type { ServiceKind } from '../../services/kinds/kind.ts';
 import { table } from '../../ui/output.ts';
 import { byName, defineCommand, isScoped, requireAdmin, type Command, type CommandContext } from '../command.ts';
-import { checkImageReference } from './buildpacks.ts';
 
 export const serviceCommands: Command[] = SERVICE_KINDS.flatMap((kind) => commandsOf(kind));
 
@@ -23,7 +24,7 @@ export function commandsOf(kind: ServiceKind): Command[] {
       args: ['NAME'],
       flags: { image: 'IMAGE', memory: 'M' },
       summary: `create a ${k} service: its container, a volume for its data, a generated password`,
-      help: `The image is --${k}-image of berth serve (default ${kind.defaultImage}), pulled on first use, unless --image names another.\n--memory limits its memory (such as 256m; default none).\nA key limited to apps may create services only when the admin allowed it (ssh-keys:add NAME KEY --apps APP --services), and only with the default image.`,
+      help: `The image is --${k}-image of berth serve (default ${kind.defaultImage}), pulled on first use, unless --image names another.\n--memory limits its memory (such as 256m; default --container-memory, as apps; a key limited to apps may not ask for more).\nA key limited to apps may create services only when the admin allowed it (ssh-keys:add NAME KEY --apps APP --services), and only with the default image.`,
       scope: 'any',
       needsDaemon: true,
       async run(ctx, { args: [name], flags, daemon }) {
@@ -76,9 +77,9 @@ export function commandsOf(kind: ServiceKind): Command[] {
           ['Status', status.running && status.startedAt ? `${status.status} (since ${new Date(status.startedAt).toISOString()}${status.restartCount ? `, restarted ${status.restartCount} times` : ''})` : status.status],
           ['Version', info.version ? `${info.version} (${record.image})` : record.image],
           ['Volume', info.volume],
-          ['Memory', record.memory ? `${Math.round(record.memory / 1024 ** 2)}m` : 'no limit'],
+          ['Memory', info.limits.memory ? `${Math.round(info.limits.memory / 1024 ** 2)}m${record.memory ? '' : ' (the default)'}` : 'no limit'],
           ['Links', info.links.map((l) => `${l.app} (${l.variable})`).join(', ') || '-'],
-          ['Exposed', record.exposedPort ? `${ctx.state.config.bindHost}:${record.exposedPort}` : '-'],
+          ['Exposed', record.exposedPort ? `${record.exposedHost ?? '127.0.0.1'}:${record.exposedPort}` : '-'],
           ['Host', `${info.host}:${kind.port} (on the networks of linked apps)`],
           ['URL', info.url],
           ['Created', `${record.createdAt} by ${record.createdBy}`],
@@ -166,16 +167,19 @@ export function commandsOf(kind: ServiceKind): Command[] {
     defineCommand({
       name: `${k}:expose`,
       args: ['NAME', 'PORT'],
-      summary: `publish a ${k} service's port on the server's --bind address (admin keys only)`,
+      flags: { host: 'ADDRESS' },
+      summary: `publish a ${k} service's port on this machine, 127.0.0.1 unless --host names another address (admin keys only)`,
       scope: 'admin',
       needsDaemon: true,
-      async run(ctx, { args: [name, portText], daemon }) {
+      async run(ctx, { args: [name, portText], flags, daemon }) {
         const port = Number(portText);
         if (!/^\d+$/.test(portText) || port < 1 || port > 65535) throw new UserError('bad_arguments', `${this.name}: "${portText}" is not a port from 1 to 65535`, { exitCode: 2 });
+        const host = flags.host;
+        if (host !== undefined && !isIP(host)) throw new UserError('bad_arguments', `${this.name}: --host "${host}" is not an IP address`, { exitCode: 2, hint: 'such as 0.0.0.0 (every address of the server) or one of its addresses' });
         const services = daemon().services;
         const record = services.require(k, name, callerOf(ctx), this.name);
-        await services.expose(record, port, callerOf(ctx), ctx.out);
-        ctx.out.step(`${k} service ${record.name} is reachable at ${ctx.state.config.bindHost}:${port}`);
+        await services.expose(record, port, callerOf(ctx), ctx.out, host);
+        ctx.out.step(`${k} service ${record.name} is reachable at ${host ?? '127.0.0.1'}:${port}`);
       },
     }),
     defineCommand({

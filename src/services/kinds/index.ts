@@ -3,7 +3,7 @@ import type { ServiceKind } from './kind.ts';
 import { postgres } from './postgres.ts';
 import { redis } from './redis.ts';
 
-export type { DataFileImport, KindCommand, ServiceKind, ServiceRecordView } from './kind.ts';
+export type { DataFileImport, KindCommand, ServiceKind, ServiceRecordView, StagedImport } from './kind.ts';
 
 export const SERVICE_KINDS: readonly ServiceKind[] = [postgres, redis];
 

@@ -31,7 +31,14 @@ export const postgres: ServiceKind = {
     if (head[0] === 0x1f && head[1] === 0x8b) {
       throw new UserError('service_import_compressed', 'the input is gzip-compressed; postgres:import reads a pg_dump custom-format dump or plain SQL', { hint: 'decompress it on the way in: gunzip -c FILE | ssh ... postgres:import NAME' });
     }
-    return client(s, ['psql', '--no-psqlrc', '--quiet', '--set=ON_ERROR_STOP=1', '--single-transaction', `--username=${USER}`, `--dbname=${s.name}`]);
+    // Plain SQL in one transaction, which psql commits at the end of its input: an input cut off
+    // part way would end like a whole one. It is received whole first, then loaded from the file.
+    return {
+      stage: 'file',
+      dir: '/tmp',
+      user: USER,
+      load: (file) => ({ ...client(s, ['psql', '--no-psqlrc', '--quiet', '--set=ON_ERROR_STOP=1', '--single-transaction', `--file=${file}`, `--username=${USER}`, `--dbname=${s.name}`]), user: USER }),
+    };
   },
 };
 
