@@ -192,8 +192,9 @@ test('rolling back from the page makes the old version answer through the proxy,
   const logged = daemon.logs().split('\n').filter((l) => l.includes('"dashboard_action"')).map((l) => JSON.parse(l) as { key?: string; command?: string; app?: string });
   assert.ok(logged.some((e) => e.key === 'admin' && e.command === 'releases:rollback' && e.app === APP), `the action is logged with the key's name: ${JSON.stringify(logged)}`);
   await waitForText(page, '[data-test="logs"]', /web\.1.*request \//);
-  await page.locator('[data-test="chart-rps"] polyline').first().waitFor();
-  await page.locator('[data-test="chart-latency"] polyline').first().waitFor();
+  // Attached, not visible: a flat series is a polyline of zero height, which playwright counts as hidden.
+  await page.locator('[data-test="chart-rps"] polyline').first().waitFor({ state: 'attached' });
+  await page.locator('[data-test="chart-latency"] polyline').first().waitFor({ state: 'attached' });
   assert.deepEqual(problems.list(), []);
 });
 
@@ -255,7 +256,7 @@ test('screenshots of the apps and an app page; both fit a 390 px phone; the firs
   await screenshot(wide, ARTIFACTS, 'apps', { fullPage: false });
   await wide.goto(`${origin}/apps/${APP}`);
   await wide.locator('[data-test="release-row"]').first().waitFor();
-  await wide.locator('[data-test="chart-latency"] polyline').first().waitFor();
+  await wide.locator('[data-test="chart-latency"] polyline').first().waitFor({ state: 'attached' });
   await waitForText(wide, '[data-test="logs"]', /request \//);
   await screenshot(wide, ARTIFACTS, 'app');
   await screenshot(wide, ARTIFACTS, 'app-top', { fullPage: false });
