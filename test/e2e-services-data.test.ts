@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { gitRepo, makeKey, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
-import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE, serviceFixtureApp } from './helpers/services.ts';
+import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE, removeInstanceObjects, serviceFixtureApp } from './helpers/services.ts';
 
 const SERVICE_FLAGS = ['--postgres-image', POSTGRES_TEST_IMAGE, '--redis-image', REDIS_TEST_IMAGE];
 const APP = 'shop';
@@ -76,12 +76,7 @@ after(async () => {
   daemon?.cli(['apps:destroy', APP, '--force']);
   await daemon?.stop();
   if (!daemon) return;
-  const ids = docker(['ps', '-aq', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
-  if (ids.length) docker(['rm', '-f', ...ids]);
-  const volumes = docker(['volume', 'ls', '-q', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
-  if (volumes.length) docker(['volume', 'rm', '-f', ...volumes]);
-  const networks = docker(['network', 'ls', '-q', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
-  if (networks.length) docker(['network', 'rm', ...networks]);
+  removeInstanceObjects(daemon.instance);
 });
 
 test('create, link, and the app writes and reads a row and a key through the proxy', async (t) => {

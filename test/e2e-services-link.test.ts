@@ -10,7 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { BASE_IMAGE, gitRepo, makeKey, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
-import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE } from './helpers/services.ts';
+import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE, removeInstanceObjects } from './helpers/services.ts';
 import { runAsync, sleep, startWrk } from './helpers/zero-downtime.ts';
 
 const SERVICE_FLAGS = ['--postgres-image', POSTGRES_TEST_IMAGE, '--redis-image', REDIS_TEST_IMAGE];
@@ -81,12 +81,7 @@ after(async () => {
   for (const app of ['linked', 'other', 'picky', 'svc-postgres-lookalike']) daemon?.cli(['apps:destroy', app, '--force']);
   await daemon?.stop();
   if (!daemon) return;
-  const ids = docker(['ps', '-aq', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
-  if (ids.length) docker(['rm', '-f', ...ids]);
-  const volumes = docker(['volume', 'ls', '-q', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
-  if (volumes.length) docker(['volume', 'rm', '-f', ...volumes]);
-  const networks = docker(['network', 'ls', '-q', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
-  if (networks.length) docker(['network', 'rm', ...networks]);
+  removeInstanceObjects(daemon.instance);
 });
 
 test('postgres:link sets DATABASE_URL as a new release under load, with no failed request, and the linked app opens a connection to the service', async (t) => {

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
-import { POSTGRES_TEST_IMAGE as POSTGRES_IMAGE, REDIS_TEST_IMAGE as REDIS_IMAGE } from './helpers/services.ts';
+import { POSTGRES_TEST_IMAGE as POSTGRES_IMAGE, REDIS_TEST_IMAGE as REDIS_IMAGE, removeInstanceObjects } from './helpers/services.ts';
 const SERVICE_FLAGS = ['--postgres-image', POSTGRES_IMAGE, '--redis-image', REDIS_IMAGE];
 
 let daemon: Daemon;
@@ -40,14 +40,7 @@ before(async () => {
 after(async () => {
   await daemon?.stop();
   // Whatever a failed test left: this daemon's service containers, volumes and networks.
-  if (daemon) {
-    const ids = docker(['ps', '-aq', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
-    if (ids.length) docker(['rm', '-f', ...ids]);
-    const volumes = docker(['volume', 'ls', '-q', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
-    if (volumes.length) docker(['volume', 'rm', '-f', ...volumes]);
-    const networks = docker(['network', 'ls', '-q', '--filter', `label=berth.instance=${daemon.instance}`]).stdout.split('\n').filter(Boolean);
-    if (networks.length) docker(['network', 'rm', ...networks]);
-  }
+  if (daemon) removeInstanceObjects(daemon.instance);
 });
 
 test('postgres:create starts a labelled container on a named volume with a generated password kept 0600, and waits until it accepts connections', () => {

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { APP_CAPABILITIES, type Engine } from '../../src/orchestrator/engine.ts';
 import { waitReady, type ServiceHandle } from '../../src/services/data-ops.ts';
 import type { ServiceKind } from '../../src/services/kinds/kind.ts';
-import { BASE_IMAGE } from './daemon.ts';
+import { BASE_IMAGE, run } from './daemon.ts';
 
 /** `berth serve --postgres-image` in tests. */
 export const POSTGRES_TEST_IMAGE = process.env.BERTH_TEST_POSTGRES_IMAGE ?? 'berth-test/postgres:15';
@@ -235,4 +235,18 @@ export async function startTestService(
     },
     current: async () => state.id,
   };
+}
+
+/**
+ * Whatever a failed test left of a daemon's instance: its containers (services included), volumes
+ * and networks, found by their `berth.instance` label.
+ */
+export function removeInstanceObjects(instance: string): void {
+  const labelled = (list: string[]) => run('docker', [...list, '-q', '--filter', `label=berth.instance=${instance}`]).stdout.split('\n').filter(Boolean);
+  const ids = labelled(['ps', '-a']);
+  if (ids.length) run('docker', ['rm', '-f', ...ids]);
+  const volumes = labelled(['volume', 'ls']);
+  if (volumes.length) run('docker', ['volume', 'rm', '-f', ...volumes]);
+  const networks = labelled(['network', 'ls']);
+  if (networks.length) run('docker', ['network', 'rm', ...networks]);
 }
