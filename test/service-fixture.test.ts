@@ -9,8 +9,7 @@ import { after, before, test } from 'node:test';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { APP_CAPABILITIES } from '../src/orchestrator/engine.ts';
 import { makeTar } from '../src/orchestrator/tar-files.ts';
-import { sleep } from '../src/sleep.ts';
-import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE, serviceFixtureApp } from './helpers/services.ts';
+import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE, until, serviceFixtureApp } from './helpers/services.ts';
 import { tempDir } from './helpers/temp.ts';
 
 const PREFIX = `berth-test-fixture-${process.pid}`;
@@ -66,17 +65,6 @@ function get(ip: string, urlPath: string): Promise<{ status: number; body: strin
   });
 }
 
-async function until(what: string, probe: () => Promise<void>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await probe();
-    } catch (e) {
-      if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs / 1000} s: ${(e as Error).message}`, { cause: e });
-      await sleep(250);
-    }
-  }
-}
 
 test('the fixture writes and reads rows through DATABASE_URL and a key through REDIS_URL', async () => {
   const ip = await app('fixture-app', { DATABASE_URL, REDIS_URL });

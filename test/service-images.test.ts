@@ -8,8 +8,7 @@ import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { APP_CAPABILITIES, type ContainerSpec } from '../src/orchestrator/engine.ts';
-import { sleep } from '../src/sleep.ts';
-import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE } from './helpers/services.ts';
+import { POSTGRES_TEST_IMAGE, REDIS_TEST_IMAGE, until } from './helpers/services.ts';
 
 const exec = promisify(execFile);
 const PREFIX = `berth-test-svcimg-${process.pid}`;
@@ -49,17 +48,6 @@ async function dockerRestart(id: string): Promise<string> {
   return state.ip;
 }
 
-async function until<T>(what: string, probe: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await probe();
-    } catch (e) {
-      if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs / 1000} s: ${(e as Error).message}`, { cause: e });
-      await sleep(250);
-    }
-  }
-}
 
 async function psql(ip: string, password: string, user: string, db: string, sql: string): Promise<string> {
   const { stdout } = await exec('psql', ['-h', ip, '-U', user, '-d', db, '-v', 'ON_ERROR_STOP=1', '-At', '-c', sql], { env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '3' } });

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { APP_CAPABILITIES, type Engine } from '../../src/orchestrator/engine.ts';
 import { waitReady, type ServiceHandle } from '../../src/services/data-ops.ts';
 import type { ServiceKind } from '../../src/services/kinds/kind.ts';
+import { sleep } from '../../src/sleep.ts';
 import { BASE_IMAGE, run } from './daemon.ts';
 
 /** `berth serve --postgres-image` in tests. */
@@ -249,4 +250,17 @@ export function removeInstanceObjects(instance: string): void {
   if (volumes.length) run('docker', ['volume', 'rm', '-f', ...volumes]);
   const networks = labelled(['network', 'ls']);
   if (networks.length) run('docker', ['network', 'rm', ...networks]);
+}
+
+/** `probe`'s answer once it stops throwing, trying every 250 ms; its last error after `timeoutMs`. */
+export async function until<T>(what: string, probe: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await probe();
+    } catch (e) {
+      if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs / 1000} s: ${(e as Error).message}`, { cause: e });
+      await sleep(250);
+    }
+  }
 }
