@@ -24,6 +24,7 @@ import { clearCookie, sessionCookie, Sessions, setCookie, type Session } from '.
 import { LogThrottle } from './log-throttle.ts';
 import { OpenStreams, type OpenStream } from './open-streams.ts';
 import { deployStream, logStream, MAX_LOG_TAIL } from './streams.ts';
+import { closeServer } from '../close-server.ts';
 
 export interface DashboardDeps {
   state: State;
@@ -116,10 +117,7 @@ export class DashboardServer {
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
+    await closeServer(server);
   }
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

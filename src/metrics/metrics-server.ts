@@ -7,6 +7,7 @@ import { UserError } from '../errors.ts';
 import { listenError } from '../listen-error.ts';
 import { log } from '../log.ts';
 import { render, type MetricFamily } from './registry.ts';
+import { closeServer } from '../close-server.ts';
 
 /** Content type of the text format, version 0.0.4. */
 export const EXPOSITION_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -42,10 +43,7 @@ export class MetricsServer {
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
+    await closeServer(server);
   }
 
   #handle(req: http.IncomingMessage, res: http.ServerResponse): void {
