@@ -23,6 +23,11 @@ export interface Config {
   /** Docker engine: a unix socket path or tcp://host:port. Default: DOCKER_HOST, else /var/run/docker.sock. */
   dockerHost: string;
   /**
+   * Where apps' processes run: `docker`, containers on the one engine of --docker-host; `swarm`,
+   * services of the Docker Swarm whose manager's engine --docker-host is (docs/swarm.md). Default: docker.
+   */
+  scheduler: Scheduler;
+  /**
    * The prefix of the Docker bridge networks apps run on, one each: PREFIX-INSTANCE-APP. Containers
    * an older berth started on the shared network of this name move at their app's next deploy. Default: berth.
    */
@@ -128,13 +133,19 @@ export function parseListen(value: string, flag: keyof typeof LISTEN_EXAMPLES): 
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
+/** Where apps' processes run (--scheduler). */
+export const SCHEDULERS = ['docker', 'swarm'] as const;
+export type Scheduler = (typeof SCHEDULERS)[number];
+
 interface FlagSpec {
   key: keyof Config;
   flag: string;
   env: string;
-  kind: 'string' | 'port' | 'list' | 'bytes' | 'count' | 'seconds' | 'level';
+  kind: 'string' | 'port' | 'list' | 'bytes' | 'count' | 'seconds' | 'level' | 'choice';
   /** The largest value of a 'count' flag. Default 1000. */
   max?: number;
+  /** The values a 'choice' flag takes. */
+  choices?: readonly string[];
   /** For flags whose value may be empty to mean "unset" (they default to unset). */
   optional?: boolean;
   /** A 'list' flag that may be given more than once: the values add up. */
@@ -150,6 +161,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'bindHost', flag: '--bind', env: 'BERTH_BIND', kind: 'string', describe: 'address the listeners bind to (default 0.0.0.0)' },
   { key: 'domain', flag: '--domain', env: 'BERTH_DOMAIN', kind: 'string', describe: 'apps are served at APP.DOMAIN (default localhost)' },
   { key: 'dockerHost', flag: '--docker-host', env: 'BERTH_DOCKER_HOST', kind: 'string', describe: 'Docker engine socket or tcp://host:port (default $DOCKER_HOST or /var/run/docker.sock)' },
+  { key: 'scheduler', flag: '--scheduler', env: 'BERTH_SCHEDULER', kind: 'choice', choices: SCHEDULERS, describe: 'where apps run: docker (containers on the engine of --docker-host) or swarm (services of the Docker Swarm whose manager that engine is; docs/swarm.md) (default docker)' },
   { key: 'network', flag: '--network', env: 'BERTH_NETWORK', kind: 'string', describe: 'prefix of the Docker networks apps run on, one each: PREFIX-INSTANCE-APP (default berth)' },
   { key: 'stackImage', flag: '--stack-image', env: 'BERTH_STACK_IMAGE', kind: 'string', describe: 'image buildpack builds run in and build on (default heroku/heroku:24-build)' },
   { key: 'buildpacks', flag: '--buildpacks', env: 'BERTH_BUILDPACKS', kind: 'list', describe: 'comma-separated buildpack URLs tried when an app names none (default: the official Heroku buildpacks)' },
@@ -192,6 +204,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     bindHost: '0.0.0.0',
     domain: 'localhost',
     dockerHost: env.DOCKER_HOST || '/var/run/docker.sock',
+    scheduler: 'docker',
     network: 'berth',
     stackImage: 'heroku/heroku:24-build',
     buildpacks: [...DEFAULT_BUILDPACKS],
@@ -262,6 +275,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     } else if (spec.kind === 'level') {
       if (!(LOG_LEVELS as readonly string[]).includes(raw)) problems.push(`${from}: "${raw}" is not one of ${LOG_LEVELS.join(', ')}`);
       else (config[spec.key] as LogLevel) = raw as LogLevel;
+    } else if (spec.kind === 'choice') {
+      if (!spec.choices!.includes(raw)) problems.push(`${from}: "${raw}" is not one of ${spec.choices!.join(', ')}`);
+      else (config[spec.key] as string) = raw;
     } else if (raw === '' && !spec.optional) problems.push(`${from}: empty value`);
     else (config[spec.key] as string) = raw;
   };

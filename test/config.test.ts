@@ -125,3 +125,10 @@ test('parseListen reads both admin listeners (--metrics-listen, --dashboard-list
   assert.throws(() => parseListen('localhost:70000', '--dashboard-listen'), /--dashboard-listen: "localhost:70000" is not HOST:PORT \(such as 127\.0\.0\.1:9181\) or off/);
   assert.throws(() => loadConfig(['--dashboard-listen', '9181'], {}), /--dashboard-listen: "9181" is not HOST:PORT/);
 });
+
+test('--scheduler is docker by default, swarm when asked, and any other value is refused', () => {
+  assert.equal(loadConfig([], {}).scheduler, 'docker');
+  assert.equal(loadConfig([], { BERTH_SCHEDULER: 'swarm' }).scheduler, 'swarm');
+  assert.equal(loadConfig(['--scheduler', 'docker'], { BERTH_SCHEDULER: 'swarm' }).scheduler, 'docker');
+  assert.throws(() => loadConfig(['--scheduler', 'k8s'], {}), /--scheduler: "k8s" is not one of docker, swarm/);
+});
