@@ -607,7 +607,8 @@ const EXEC_MARKER = 'berth_exec';
 // build uses no cached layer.
 const NO_CACHE_SOURCE = `sha256:${'0'.repeat(64)}`;
 
-function dockerOptions(dockerHost: string): Dockerode.DockerOptions {
+/** How dockerode reaches `dockerHost`: a unix socket path, unix://PATH, or tcp://HOST:PORT (https:// with TLS). */
+export function dockerOptions(dockerHost: string): Dockerode.DockerOptions {
   if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length) };
   if (dockerHost.startsWith('/')) return { socketPath: dockerHost };
   const url = new URL(dockerHost.replace(/^tcp:/, 'http:'));
