@@ -24,6 +24,7 @@ import { checksCommands } from './commands/checks.ts';
 import { daemonCommands } from './commands/daemon.ts';
 import { dashboardCommands } from './commands/dashboard.ts';
 import { serviceCommands } from './commands/services.ts';
+import { nodeCommands } from './commands/nodes.ts';
 
 // These two declare no `args`: they take whatever words come, as they always have.
 const versionCommand = defineCommand({
@@ -71,6 +72,7 @@ export const COMMANDS: readonly Command[] = [
   ...daemonCommands,
   ...dashboardCommands,
   ...serviceCommands,
+  ...nodeCommands,
 ];
 
 /** Runs one command line (already split into words) and returns its exit status. Never throws. */

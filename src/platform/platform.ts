@@ -4,10 +4,12 @@ import type { ProcessStatus, UpgradeRequest } from '../daemon/messages.ts';
 import type { UpgradeResult } from '../daemon/supervisor.ts';
 import type { KeyRecord } from '../git/key-store.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
+import type { Swarm } from '../orchestrator/swarm.ts';
 import type { CertificateManager } from '../proxy/tls/certificate-manager.ts';
 import type { AppLock } from './app-lock.ts';
 import { AppService } from './app-service.ts';
 import { DeployFeeds } from './deploy-feeds.ts';
+import { NodeService, type NodeMover } from './node-service.ts';
 import { ProcessService } from './process-service.ts';
 import { ReleaseService } from './release-service.ts';
 import { ServiceService } from './service-service.ts';
@@ -28,6 +30,8 @@ export interface Platform {
   services: ServiceService;
   /** HTTPS certificates: reports, automatic ones on or off, custom ones. */
   certificates: CertificateManager;
+  /** The Swarm's machines (--scheduler swarm): list, join command, labels, drain, activate. */
+  nodes: NodeService;
   /** berth's own processes (supervisor, proxy, control): `berth status`. */
   daemonStatus(): Promise<ProcessStatus[]>;
   /** `upgrade` over SSH: the supervisor replaces the proxy and this control plane by a new binary's. */
@@ -53,6 +57,10 @@ export function createPlatform(deps: {
   daemonStatus: () => Promise<ProcessStatus[]>;
   upgrade: Platform['upgrade'];
   dashboard?: DashboardLogin;
+  /** The Swarm apps run on (--scheduler swarm); undefined on the docker scheduler. */
+  swarm?: Swarm;
+  /** Moves dynos off a node being drained (the deploy path on Swarm). */
+  nodeMover?: NodeMover;
 }): Platform {
   const deploys = new DeployFeeds();
   return {
@@ -63,6 +71,7 @@ export function createPlatform(deps: {
     processes: new ProcessService({ ...deps, deploys }),
     services: new ServiceService(deps),
     certificates: deps.certificates,
+    nodes: new NodeService({ swarm: deps.swarm, mover: deps.nodeMover }),
     daemonStatus: deps.daemonStatus,
     upgrade: deps.upgrade,
   };
