@@ -15,6 +15,7 @@ import { SshServer } from '../git/ssh-server.ts';
 import { log, setLogLevel } from '../log.ts';
 import { ControlMetrics, type CertificateExpiry } from '../metrics/control-metrics.ts';
 import { DockerEngine } from '../orchestrator/docker-engine.ts';
+import { DockerSwarm } from '../orchestrator/docker-swarm.ts';
 import { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { SERVICE_KINDS } from '../services/kinds/index.ts';
 import { CertificateManager } from '../proxy/tls/certificate-manager.ts';
@@ -157,7 +158,14 @@ export async function runControl(argv: string[]): Promise<number> {
     log.info('control_taking_over', { pid: process.pid });
     // What the previous control plane wrote up to its end, keys included.
     const state: State = await loadState(config, { keys });
-    const engine = await DockerEngine.connect(config.dockerHost, await instanceId(paths.instance));
+    const instance = await instanceId(paths.instance);
+    const engine = await DockerEngine.connect(config.dockerHost, instance);
+    // On --scheduler swarm the same engine is a Swarm manager's, or berth does not start.
+    const swarm = config.scheduler === 'swarm' ? await DockerSwarm.connect(config.dockerHost, instance) : undefined;
+    if (swarm) {
+      const manager = await swarm.manager();
+      log.info('swarm_manager', { node: manager.nodeId, address: manager.address });
+    }
     const dashboardListen = parseListen(config.dashboardListen, '--dashboard-listen');
     // berth.DOMAIN gets its certificate as an app's domain does, while the dashboard is on.
     // An app that holds berth.DOMAIN (named berth, or with it as a domain, from a state made
@@ -189,12 +197,13 @@ export async function runControl(argv: string[]): Promise<number> {
       services: state.services,
       serviceKinds: SERVICE_KINDS,
       appUrl,
+      ...(swarm ? { swarm } : {}),
     });
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen
       ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin(), holder: dashboardHolder })
       : undefined;
-    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade, ...(dashboardLinks ? { dashboard: dashboardLinks } : {}) });
+    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade, ...(dashboardLinks ? { dashboard: dashboardLinks } : {}), ...(swarm ? { swarm } : {}) });
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
     await orchestrator.start();
     stops.push(() => orchestrator.stop());

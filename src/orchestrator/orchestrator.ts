@@ -26,6 +26,7 @@ import { RouteGuard } from './route-guard.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
 import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
 import { ServiceManager } from './service-manager.ts';
+import type { Swarm } from './swarm.ts';
 
 /**
  * Per app, one change at a time. The application layer owns the lock and holds it around every
@@ -48,6 +49,8 @@ export interface OrchestratorDeps {
   /** Backing services' records, and the kinds berth has (SERVICE_KINDS). */
   services: ServiceStore;
   serviceKinds: readonly ServiceKind[];
+  /** The Swarm to schedule apps on (--scheduler swarm, checked to be a manager's engine); undefined on the docker scheduler. */
+  swarm?: Swarm;
 }
 
 export class Orchestrator {
