@@ -11,9 +11,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { makeKey, mustRun, request, startDaemon, tempDir, waitFor, writeFiles, BASE_IMAGE, type Daemon } from './helpers/daemon.ts';
+import { gitRepo, makeKey, mustRun, nodeApp, request, startDaemon, tempDir, waitFor, writeFiles, BASE_IMAGE, type Daemon } from './helpers/daemon.ts';
 import { startSwarmCluster, type SwarmNodeHandle, type TestCluster } from './helpers/swarm-cluster.ts';
-import { startWrk, type WrkResult } from './helpers/zero-downtime.ts';
+import { runAsync, startWrk, type WrkResult } from './helpers/zero-downtime.ts';
 
 const APP_IMAGE = `berth-e2e-swarm-${randomBytes(3).toString('hex')}:v1`;
 const HOST = 'shop.berth.test';
@@ -109,6 +109,34 @@ test('a deploy runs the web process as tasks on at least two nodes (each node as
   const report = ssh('ps:report shop');
   assert.match(report, /DYNO\s+STATE\s+RELEASE\s+RESTARTS\s+NODE\s+ADDRESS\s+TASK/);
   assert.equal(report.split('\n').filter((l) => /^\s*web\.\d\s+running\s+v1\s/.test(l)).length, 3, report);
+});
+
+test('a git push builds on the manager and serves from a Swarm task (placed on the manager: until the cluster registry, only it has the built image)', async () => {
+  await cluster.loadImages([BASE_IMAGE], [cluster.manager]);
+  ssh('apps:create pushed');
+  ssh('ps:set pushed web placement node.role==manager');
+  const repo = tempDir('e2e-swarm-push');
+  gitRepo(repo, nodeApp('pushed v1'));
+  const started = Date.now();
+  let servedAt = 0;
+  const pushing = runAsync('git', ['push', daemon.remote('pushed'), 'main'], { cwd: repo, env: daemon.gitEnv(admin.privateKey) });
+  let done = false;
+  void pushing.then(() => (done = true));
+  while (!done || servedAt === 0) {
+    const r = await request(daemon.httpPort, 'pushed.berth.test').catch(() => ({ status: 0, body: '' }));
+    if (r.status === 200 && r.body.startsWith('pushed v1') && servedAt === 0) servedAt = Date.now();
+    if (done && servedAt === 0) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const r = await pushing;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /as Swarm service berth-test-[0-9a-f]{12}-pushed-web-r1-/);
+  assert.ok(servedAt > 0, 'served during the push');
+  process.stdout.write(`# swarm: git push -> new version served (Dockerfile build on the manager, one web task): ${servedAt - started} ms; the push ended after ${Date.now() - started} ms\n`);
+  const byNode = await tasksByNode('pushed');
+  assert.deepEqual([...byNode.keys()], [cluster.manager]);
+  ssh('apps:destroy pushed --force');
+  assert.deepEqual((await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}}'])).split('\n').filter((n) => n.includes('-pushed-')), []);
 });
 
 test('ps:scale web=4 spreads the tasks over every node', async () => {
