@@ -106,6 +106,12 @@ test('a deploy runs the web process as tasks on at least two nodes (each node as
   const hosts = new Set<string>();
   for (let i = 0; i < 12; i++) hosts.add((await request(daemon.httpPort, HOST)).body.trim().split(' from ')[1]!);
   assert.ok(hosts.size >= 2, `answered by ${[...hosts].join(', ')}`);
+  // The app's overlay network: a task on one node reaches the web tasks by APP.TYPE, across nodes.
+  const [node, [container]] = [...byNode].find(([n]) => n !== cluster.manager) ?? [...byNode][0]!;
+  const script = "require('dns').promises.lookup('shop.web', { all: true }).then((all) => Promise.all(all.map((a) => fetch('http://' + a.address + ':5000/').then((r) => r.text())))).then((t) => console.log(t.join('')))";
+  const answers = (await cluster.docker(node, ['exec', container!, 'node', '-e', script])).trim().split('\n');
+  assert.equal(answers.length, 3, answers.join('\n'));
+  assert.equal(new Set(answers.map((l) => l.split(' from ')[1])).size, 3, 'every web task answered, those on other nodes too');
   const report = ssh('ps:report shop');
   assert.match(report, /DYNO\s+STATE\s+RELEASE\s+RESTARTS\s+NODE\s+ADDRESS\s+TASK/);
   assert.equal(report.split('\n').filter((l) => /^\s*web\.\d\s+running\s+v1\s/.test(l)).length, 3, report);

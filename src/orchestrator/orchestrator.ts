@@ -107,6 +107,7 @@ export class Orchestrator {
           swarm: deps.swarm,
           distributor: deps.distributor ?? new LocalImageDistributor(deps.engine),
           prefix: `${deps.config.network}-${deps.engine.instance}`,
+          networkPrefix: `${deps.config.network}-swarm-${deps.engine.instance}`,
           placement: (app, type) => this.placement(app, type),
         })
       : undefined;
@@ -297,6 +298,7 @@ export class Orchestrator {
     for (const image of images) await this.deps.engine.removeImage(image);
     await this.deps.engine.removeVolume(cacheVolume(this.deps.engine.instance, app));
     await this.removeNetwork(app);
+    if (this.swarm) await this.deps.engine.removeNetwork(this.swarm.network(app)).catch((e) => log.warn('app_network_remove_failed', { app, error: e }));
     await this.buildLogs.removeApp(app);
     await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
   }
@@ -342,6 +344,8 @@ export class Orchestrator {
     this.routes.unpublish(from);
     const checks = checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, record);
     if (oldTargets.length > 0) await this.routes.drain(oldTargets, { deadlineMs: checks.drainTimeoutMs, reason: 'the app was renamed' });
+    // On the swarm scheduler the old name's processes are services.
+    if (this.swarm) await this.removeDynos(from, Math.ceil(checks.stopTimeoutMs / 1000));
     const old = await engine.list({ [LABEL.app]: from });
     await Promise.all(old.map((c) => engine.stopAndRemove(c.id, Math.ceil(checks.stopTimeoutMs / 1000))));
     if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);
