@@ -223,3 +223,16 @@ test('a node lost under load: its tasks leave the route within 5 s, Swarm replac
   process.stdout.write(`# swarm: requests failed across the node loss (in flight on the lost node): ${failures(result)} of ${result.requests}\n`);
   assert.equal((await request(daemon.httpPort, HOST)).status, 200);
 });
+
+test('a restarted daemon adopts the running services: the same tasks serve, no service is made or removed', async () => {
+  const services = async () => (await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.ID}} {{.Name}}'])).split('\n').filter((l) => l.includes('-shop-')).sort();
+  const before = await services();
+  const tasks = [...(await settled('shop', 4)).values()].flat().sort();
+  const dataDir = daemon.dataDir;
+  await daemon.stop();
+  daemon = await startDaemon({ dataDir, args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--checks-wait', '2'] });
+  await waitFor('the adopted app to answer', async () => (await request(daemon.httpPort, HOST)).status === 200, 20_000);
+  assert.match(daemon.logs(), /"app_adopted".*"app":"shop"/);
+  assert.deepEqual(await services(), before);
+  assert.deepEqual([...(await tasksByNode('shop')).values()].flat().sort(), tasks);
+});
