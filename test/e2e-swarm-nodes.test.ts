@@ -44,8 +44,8 @@ function listNodes(): Row[] {
   const [header, ...lines] = r.stdout.trimEnd().split('\n');
   assert.match(header!, /^NODE\s+ID\s+ADDRESS\s+ROLE\s+STATE\s+AVAILABILITY\s+DYNOS\s+LABELS$/);
   return lines.map((line) => {
-    const [node, id, address, role, state, availability, dynos, labels = ''] = line.trim().split(/\s+/);
-    return { node: node!, id: id!, address: address!, role: role!, state: state!, availability: availability!, dynos: Number(dynos), labels };
+    const [node, id, address, role, state, availability, dynos, labels] = line.trim().split(/\s+/);
+    return { node: node!, id: id!, address: address!, role: role!, state: state!, availability: availability!, dynos: Number(dynos), labels: labels! };
   });
 }
 
@@ -64,9 +64,9 @@ test('nodes:list shows the manager leading and the worker, each at its address, 
   const rows = listNodes();
   assert.equal(rows.length, 2);
   const manager = rowOf(cluster.manager);
-  assert.deepEqual([manager.role, manager.state, manager.availability, manager.dynos], ['leader', 'ready', 'active', 0]);
+  assert.deepEqual([manager.role, manager.state, manager.availability, manager.dynos, manager.labels], ['leader', 'ready', 'active', 0, '-']);
   const worker = rowOf(cluster.workers[0]!);
-  assert.deepEqual([worker.role, worker.state, worker.availability, worker.dynos], ['worker', 'ready', 'active', 0]);
+  assert.deepEqual([worker.role, worker.state, worker.availability, worker.dynos, worker.labels], ['worker', 'ready', 'active', 0, '-']);
 });
 
 test('nodes:label sets labels the manager reports and nodes:list shows; KEY= and --remove remove them', async () => {

@@ -133,10 +133,10 @@ test('nodes:list shows each node with its address, role (the leader as such), st
   assert.equal(code, 0, text);
   const lines = text.trimEnd().split('\n');
   assert.match(lines[0]!, /^NODE\s+ID\s+ADDRESS\s+ROLE\s+STATE\s+AVAILABILITY\s+DYNOS\s+LABELS$/);
-  assert.match(lines[1]!, /^manager-1\s+m1aaaaaaaaaa\s+10\.0\.0\.2\s+leader\s+ready\s+active\s+0\s*$/);
+  assert.match(lines[1]!, /^manager-1\s+m1aaaaaaaaaa\s+10\.0\.0\.2\s+leader\s+ready\s+active\s+0\s+-$/);
   assert.match(lines[2]!, /^worker-1\s+w1bbbbbbbbbb\s+\S+\s+worker\s+ready\s+active\s+2\s+zone=a$/);
   // A task still starting is no running dyno.
-  assert.match(lines[3]!, /^worker-2\s+w2cccccccccc\s+\S+\s+worker\s+ready\s+active\s+1\s*$/);
+  assert.match(lines[3]!, /^worker-2\s+w2cccccccccc\s+\S+\s+worker\s+ready\s+active\s+1\s+-$/);
 });
 
 test('nodes:label sets labels, KEY= and --remove remove them, and without any it shows them', async () => {

@@ -23,7 +23,7 @@ export const nodeCommands: Command[] = [
         n.state,
         n.availability,
         String(n.dynos.length),
-        labelText(n.labels),
+        labelText(n.labels) || '-',
       ]);
       ctx.out.line(table([['NODE', 'ID', 'ADDRESS', 'ROLE', 'STATE', 'AVAILABILITY', 'DYNOS', 'LABELS'], ...rows]));
     },
