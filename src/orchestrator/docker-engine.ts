@@ -51,11 +51,11 @@ export class DockerEngine implements Engine {
     return engine;
   }
 
-  async ensureNetwork(name: string, labels: Record<string, string> = {}, options: { overlay?: boolean } = {}): Promise<void> {
+  async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
     const existing = (await this.#docker.listNetworks({ filters: { name: [name] } })).find((n) => n.Name === name);
     if (existing) return checkNetworkOwner(name, existing.Labels ?? {}, labels);
     try {
-      await this.#docker.createNetwork({ Name: name, Driver: options.overlay ? 'overlay' : 'bridge', ...(options.overlay ? { Attachable: true } : {}), CheckDuplicate: true, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
+      await this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
     } catch (e) {
       const code = (e as { statusCode?: number }).statusCode;
       if (code === 409) return;

@@ -246,10 +246,9 @@ export interface Engine {
   /**
    * A labelled bridge network (created when missing). An existing one that has an owner (a
    * `berth.app` or `berth.service` label) is reused only by that owner: its labels are the ones
-   * given (for each given), or an Error says whose it is. With `overlay` (a Swarm manager's
-   * engine): an attachable overlay network, which Swarm tasks on every node join.
+   * given (for each given), or an Error says whose it is.
    */
-  ensureNetwork(name: string, labels?: Record<string, string>, options?: { overlay?: boolean }): Promise<void>;
+  ensureNetwork(name: string, labels?: Record<string, string>): Promise<void>;
   /** Removes a network, disconnecting the containers still attached to it (linked ones); one missing is not an error. */
   removeNetwork(name: string): Promise<void>;
   /**
