@@ -107,7 +107,6 @@ export class Orchestrator {
           swarm: deps.swarm,
           distributor: deps.distributor ?? new LocalImageDistributor(deps.engine),
           prefix: `${deps.config.network}-${deps.engine.instance}`,
-          networkPrefix: `${deps.config.network}-swarm-${deps.engine.instance}`,
           placement: (app, type) => this.placement(app, type),
         })
       : undefined;
@@ -314,7 +313,6 @@ export class Orchestrator {
     for (const image of images) await this.deps.engine.removeImage(image);
     await this.deps.engine.removeVolume(cacheVolume(this.deps.engine.instance, app));
     await this.removeNetwork(app);
-    if (this.swarm) await this.deps.engine.removeNetwork(this.swarm.network(app)).catch((e) => log.warn('app_network_remove_failed', { app, error: e }));
     await this.buildLogs.removeApp(app);
     await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
   }

@@ -70,12 +70,9 @@ export class SwarmDeploy {
   /** PREFIX-INSTANCE: the start of every service name, as the app's network's. */
   readonly #prefix: string;
   readonly #placement: (app: string, type: string) => Placement;
-  /** PREFIX-swarm-INSTANCE: the start of the apps' overlay networks' names. */
-  readonly #networkPrefix: string;
 
-  constructor(deps: { swarm: Swarm; distributor: ImageDistributor; prefix: string; networkPrefix: string; placement?: (app: string, type: string) => Placement }) {
+  constructor(deps: { swarm: Swarm; distributor: ImageDistributor; prefix: string; placement?: (app: string, type: string) => Placement }) {
     this.swarm = deps.swarm;
-    this.#networkPrefix = deps.networkPrefix;
     this.dynos = new SwarmDynos(deps.swarm);
     this.distributor = deps.distributor;
     this.#prefix = deps.prefix;
@@ -93,13 +90,6 @@ export class SwarmDeploy {
     return this.#placement(app, type);
   }
 
-  /**
-   * The app's overlay network, which its tasks join on every node: PREFIX-swarm-INSTANCE-APP
-   * (a DNS name, as Swarm wants; no app's bridge network PREFIX-INSTANCE-APP has that name).
-   */
-  network(app: string): string {
-    return `${this.#networkPrefix}-${app}`;
-  }
 
   /** The app's process services, newest release first. */
   async services(app: string): Promise<SwarmService[]> {
@@ -185,7 +175,8 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
     let started: Started[] = [];
     if (toStart.length > 0) {
       await ctx.prepare?.(ctx.out);
-      await ctx.engine.ensureNetwork(sw.network(app), { [LABEL.app]: app }, { overlay: true });
+      // The app's own network (ctx.network), an attachable overlay on the swarm scheduler: its linked services are on it.
+      await ctx.engine.ensureNetwork(ctx.network, { [LABEL.app]: app }, ctx.networkOptions ?? { driver: 'overlay' });
       const image = await sw.distributor.distribute(release.image, ctx.out);
       const needsEntrypoint = toStart.some((t) => release.processTypes[t] !== '');
       const entrypoint = needsEntrypoint ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
@@ -228,7 +219,7 @@ function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, typ
     capabilities: APP_CAPABILITIES,
     stopTimeout: Math.ceil(checks.stopTimeoutMs / 1000),
     // The app's own network: its tasks reach each other by SERVICE name and by APP.TYPE on every node.
-    networks: [{ name: sw.network(plan.name), aliases: [`${plan.name}.${type}`] }],
+    networks: [{ name: ctx.network, aliases: [`${plan.name}.${type}`] }],
     ...(plan.mounts.length ? { mounts: plan.mounts } : {}),
   };
 }
