@@ -14,7 +14,7 @@ import { isOwnImage, otherAppOf } from './image-owner.ts';
 import { checksFor, passGate } from './health-gate.ts';
 import type { Orchestrator } from './orchestrator.ts';
 import type { ProbationState } from './probation.ts';
-import { NODE_LABEL } from './swarm-deployment.ts';
+import { NODE_LABEL } from './swarm-dynos.ts';
 import { deployNewRelease, deriveRelease, nextReleaseNumber, redeployCurrent, requireCurrent } from './release-flow.ts';
 
 /**

@@ -29,7 +29,8 @@ import { runPipeline, type PipelineInput } from './pipeline.ts';
 import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
 import { ServiceManager } from './service-manager.ts';
 import type { ImageDistributor, Swarm } from './swarm.ts';
-import { LocalImageDistributor, SwarmDeploy, TaskWatcher, type Placement } from './swarm-deployment.ts';
+import { LocalImageDistributor, SwarmDeploy, type Placement } from './swarm-deployment.ts';
+import { TaskWatcher } from './task-watcher.ts';
 import type { ContainerState } from './engine.ts';
 
 /**

@@ -2,7 +2,7 @@
 // (PREFIX-INSTANCE-APP-TYPE-rN-XXXX, berth's labels, replicas = the formation, web publishing $PORT
 // in host mode on a port the engine picks, dnsrr endpoints), and its tasks are the dynos.
 //
-// The seam is small on purpose: a task looks like a container to the deploy path (SwarmDynos
+// The seam is small on purpose: a task looks like a container to the deploy path (swarm-dynos.ts
 // answers inspect/list/logs/stopAndRemove with ContainerStates whose `ip` is the task's node
 // address and whose `port` is its published port), so deployRelease and retireOthers
 // (deployment.ts) hand over here when the DeployContext carries a SwarmDeploy, and everything
@@ -10,7 +10,7 @@
 // node's address and published port), the swap in one publish, probation, the drain of the old
 // targets, then the removal of the old services. A gate that fails removes the new services; the
 // old ones keep serving. Swarm has no task events: the orchestrator polls tasks and nodes
-// (TaskWatcher below) to take a task that stopped, or whose node is not ready, out of the route.
+// (task-watcher.ts) to take a task that stopped, or whose node is not ready, out of the route.
 //
 // What differs from containers: a task that exits is replaced by Swarm with a new task (a new id
 // and target) rather than restarted, so `restartCount` is always 0 and "restarted" shows as the
@@ -35,13 +35,12 @@ import {
   WEB_PORT,
   type DeployContext,
   type Deployed,
-  type DynoEngine,
   type Dyno,
   type ProcessPlan,
   type Started,
 } from './deployment.ts';
-import { APP_CAPABILITIES, LABEL, NotFoundError, type ContainerEvent, type ContainerState, type Engine } from './engine.ts';
-import type { Target } from '../proxy/route-table.ts';
+import { APP_CAPABILITIES, LABEL, type ContainerState, type Engine } from './engine.ts';
+import { ENDED_TASK_STATES, SwarmDynos } from './swarm-dynos.ts';
 import type { ImageDistributor, Swarm, SwarmNode, SwarmService, SwarmServiceSpec, SwarmTask } from './swarm.ts';
 
 /** How long a new service's tasks may take to run (a pull on a node included) before the deploy fails. */
@@ -50,11 +49,6 @@ export const TASK_START_TIMEOUT_MS = 120_000;
 export const TASK_POLL_MS = 250;
 /** A task Swarm cannot place anywhere (its constraints match no node) fails the deploy after this long. */
 export const UNPLACEABLE_MS = 3_000;
-/** How long one look at the Swarm (services, tasks, nodes) is reused by the gates, probation and the watcher. */
-export const SNAPSHOT_TTL_MS = 200;
-
-/** Task states after which a task never runs again. */
-const ENDED = new Set(['complete', 'failed', 'rejected', 'shutdown', 'orphaned', 'remove']);
 
 /** Where a process type's tasks may run: Swarm's constraints and spread preferences (ps:set APP TYPE placement). */
 export interface Placement {
@@ -235,7 +229,7 @@ async function runningTasks(ctx: DeployContext, sw: SwarmDeploy, service: SwarmS
   for (;;) {
     const snapshot = await sw.dynos.snapshot(true);
     const tasks = snapshot.tasks.filter((t) => t.serviceId === service.id);
-    const ended = tasks.find((t) => ENDED.has(t.state));
+    const ended = tasks.find((t) => ENDED_TASK_STATES.has(t.state));
     if (ended) throw taskFailed(ended, snapshot.nodes, `${type}.${ended.slot}`);
     const stuck = tasks.find((t) => t.state === 'pending' && /no suitable node/i.test(t.message) && Date.now() - t.updatedAt >= UNPLACEABLE_MS);
     if (stuck) {
@@ -272,236 +266,4 @@ function taskFailed(task: SwarmTask, nodes: readonly SwarmNode[], dyno: string):
       ? 'every node must be able to get the release image (the cluster registry, or the image loaded on each node)'
       : 'the app must keep running, and a web process must listen on $PORT on all addresses (0.0.0.0)',
   });
-}
-
-// ---------------------------------------------------------------------------------------------
-
-/** One look at berth's process services, their tasks and the nodes. */
-export interface SwarmSnapshot {
-  services: SwarmService[];
-  tasks: SwarmTask[];
-  nodes: SwarmNode[];
-  at: number;
-}
-
-/**
- * The Swarm's tasks as the deploy path sees containers: a task wanted running is a container
- * named `SERVICE.SLOT.TASKID` (as its container on the node is), labelled with its service's
- * labels and its dyno (`web.SLOT`), at its node's address and published port, running while the
- * task runs on a ready node. One look at the Swarm is shared for SNAPSHOT_TTL_MS.
- */
-export class SwarmDynos implements DynoEngine {
-  readonly #swarm: Swarm;
-  #last: SwarmSnapshot | undefined;
-  #pending: Promise<SwarmSnapshot> | undefined;
-  /** Task id → service id, for every task ever seen (a task's service never changes). */
-  readonly #serviceOf = new Map<string, string>();
-  readonly #replicas = new Map<string, number>();
-
-  constructor(swarm: Swarm) {
-    this.#swarm = swarm;
-  }
-
-  /** The Swarm now (`fresh`), or as seen within SNAPSHOT_TTL_MS. */
-  snapshot(fresh = false): Promise<SwarmSnapshot> {
-    if (!fresh && this.#last && Date.now() - this.#last.at < SNAPSHOT_TTL_MS) return Promise.resolve(this.#last);
-    if (this.#pending) return this.#pending;
-    const at = Date.now();
-    this.#pending = Promise.all([this.#swarm.services({ [LABEL.role]: 'process' }), this.#swarm.tasks({ labels: { [LABEL.role]: 'process' } }), this.#swarm.nodes()])
-      .then(([services, tasks, nodes]) => {
-        for (const t of tasks) this.#serviceOf.set(t.id, t.serviceId);
-        for (const s of services) this.#replicas.set(s.id, s.replicas);
-        this.#last = { services, tasks, nodes, at };
-        return this.#last;
-      })
-      .finally(() => (this.#pending = undefined));
-    return this.#pending;
-  }
-
-  invalidate(): void {
-    this.#last = undefined;
-  }
-
-  /** The service a task (by id) belongs to, once seen. */
-  serviceOf(taskId: string): string | undefined {
-    return this.#serviceOf.get(taskId);
-  }
-
-  /** How many tasks a service asks for, as last seen. */
-  replicasOf(serviceId: string): number | undefined {
-    return this.#replicas.get(serviceId);
-  }
-
-  /** A task as a container. */
-  stateOf(task: SwarmTask, snapshot: SwarmSnapshot): ContainerState {
-    const service = snapshot.services.find((s) => s.id === task.serviceId);
-    const node = snapshot.nodes.find((n) => n.id === task.nodeId);
-    const type = task.labels[LABEL.process] ?? 'web';
-    const nodeReady = node?.state === 'ready';
-    const running = task.state === 'running' && task.desiredState === 'running' && nodeReady;
-    return {
-      id: task.id,
-      name: `${service?.name ?? task.serviceId}.${task.slot}.${task.id}`,
-      labels: { ...task.labels, [LABEL.dyno]: `${type}.${task.slot}`, [NODE_LABEL]: node?.hostname ?? task.nodeId },
-      running,
-      status: task.state === 'running' && !nodeReady ? `running on a node that is ${node?.state ?? 'gone'}` : task.state,
-      exitCode: task.exitCode ?? 0,
-      restartCount: 0,
-      ip: node?.address || undefined,
-      ...(task.publishedPort ? { port: task.publishedPort } : {}),
-      startedAt: task.state === 'running' ? task.updatedAt : undefined,
-      oomKilled: false,
-    };
-  }
-
-  async inspect(id: string): Promise<ContainerState> {
-    const snapshot = await this.snapshot();
-    const task = snapshot.tasks.find((t) => t.id === id);
-    if (!task) throw new NotFoundError(`no Swarm task ${id}`);
-    return this.stateOf(task, snapshot);
-  }
-
-  /** The tasks Swarm wants running (of berth's process services), narrowed by labels. */
-  async list(labels: Record<string, string> = {}): Promise<ContainerState[]> {
-    const snapshot = await this.snapshot(true);
-    return snapshot.tasks
-      .filter((t) => t.desiredState === 'running' && Object.entries(labels).every(([k, v]) => t.labels[k] === v))
-      .map((t) => this.stateOf(t, snapshot));
-  }
-
-  logs(id: string, tail = 50): Promise<string> {
-    return this.#swarm.taskLogs(id, tail);
-  }
-
-  /** A single task cannot be removed: its whole service is (only ever asked of the tasks of a service one deploy made). */
-  async stopAndRemove(id: string): Promise<void> {
-    const service = this.#serviceOf.get(id);
-    if (service) await this.#swarm.removeService(service);
-    this.invalidate();
-  }
-}
-
-/** Not a Docker label: the node a task runs on, set on the ContainerStates SwarmDynos makes (ps:report shows it). */
-export const NODE_LABEL = 'berth.node';
-
-// ---------------------------------------------------------------------------------------------
-
-/** How often the task watcher looks at the Swarm's tasks and nodes (Swarm has no task events). */
-export const TASK_WATCH_INTERVAL_MS = 500;
-
-/** What the task watcher reads and changes of the orchestrator. */
-export interface TaskWatcherDeps {
-  dynos: SwarmDynos;
-  /** The apps, with the release each has on record (undefined before the first) and whether it is stopped. */
-  apps(): Array<{ name: string; current: number | undefined; stopped: boolean }>;
-  hostnames(app: string): string[];
-  routes: {
-    routed(app: string): readonly Target[];
-    standby(app: string): readonly Target[];
-    withdraw(app: string, hostnames: string[], target: string, reason: string): boolean;
-    forget(target: string): void;
-    isDown(target: string): boolean;
-  };
-  /** Task ids a deploy on probation listens about, and how to tell it. */
-  watched(): readonly string[];
-  tell(event: ContainerEvent): void;
-  /** A running web task of the current release that is not routed (Swarm started it in place of one that stopped): check it, then route it. */
-  readmit(app: string, task: ContainerState): Promise<void>;
-}
-
-/**
- * Polls the Swarm every TASK_WATCH_INTERVAL_MS: a routed (or standby) target whose task no longer
- * runs, or whose node is not `ready`, leaves its app's route at once (without the app's lock, as
- * the engine's die events do on one engine); a task a deploy on probation watches is reported as
- * died or removed; a running web task of the current release that is not routed is handed to
- * `readmit` once (it rejoins after its checks).
- */
-export class TaskWatcher {
-  readonly #deps: TaskWatcherDeps;
-  readonly #readmitting = new Set<string>();
-  readonly #told = new Set<string>();
-  #timer: NodeJS.Timeout | undefined;
-  #busy = false;
-
-  constructor(deps: TaskWatcherDeps) {
-    this.#deps = deps;
-  }
-
-  start(): void {
-    if (this.#timer) return;
-    this.#timer = setInterval(() => void this.tick(), TASK_WATCH_INTERVAL_MS);
-    this.#timer.unref();
-  }
-
-  stop(): void {
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-  }
-
-  /** One look (tests call it directly). */
-  async tick(): Promise<void> {
-    if (this.#busy) return;
-    this.#busy = true;
-    try {
-      await this.#look();
-    } catch (e) {
-      // The manager not answering once says nothing about the tasks; the next turn asks again.
-      log.warn('task_watch_failed', { error: e });
-    } finally {
-      this.#busy = false;
-    }
-  }
-
-  async #look(): Promise<void> {
-    const { dynos, routes } = this.#deps;
-    const snapshot = await dynos.snapshot(true);
-    const states = snapshot.tasks.map((t) => dynos.stateOf(t, snapshot));
-    const byId = new Map(states.map((s) => [s.id, s]));
-    const byName = new Map(states.map((s) => [s.name, s]));
-    const now = Date.now();
-    for (const id of this.#deps.watched()) {
-      const state = byId.get(id);
-      if (state?.running || this.#told.has(id)) continue;
-      // A task not yet seen running is starting: only one that ran and stopped, or is gone, is news.
-      if (state && !ENDED.has(state.status) && !state.status.startsWith('running')) continue;
-      this.#told.add(id);
-      this.#deps.tell({
-        change: state ? 'died' : 'removed',
-        reason: state ? state.status : 'task removed',
-        id,
-        name: state?.name ?? id,
-        app: state?.labels[LABEL.app] ?? '',
-        process: state?.labels[LABEL.process] ?? 'web',
-        release: state ? Number(state.labels[LABEL.release]) : undefined,
-        dyno: state?.labels[LABEL.dyno],
-        role: 'process',
-        at: now,
-        ...(state && state.exitCode ? { exitCode: state.exitCode } : {}),
-      });
-    }
-    for (const app of this.#deps.apps()) {
-      const targets = [...routes.routed(app.name), ...routes.standby(app.name)];
-      for (const target of targets) {
-        const state = byName.get(target.id);
-        if (state?.running) continue;
-        const reason = state ? `task ${state.status}${state.labels[NODE_LABEL] ? ` on node ${state.labels[NODE_LABEL]}` : ''}` : 'task gone';
-        if (routes.withdraw(app.name, this.#deps.hostnames(app.name), target.id, reason)) {
-          log.info('route_target_withdrawn', { app: app.name, container: target.id, reason, lagMs: now - snapshot.at });
-        }
-      }
-      if (app.current === undefined || app.stopped) continue;
-      const routedIds = new Set(targets.map((t) => t.id));
-      for (const state of states) {
-        if (state.labels[LABEL.app] !== app.name || state.labels[LABEL.process] !== 'web' || state.labels[LABEL.release] !== String(app.current)) continue;
-        if (!state.running || !state.port || routedIds.has(state.name) || routes.isDown(state.name) || this.#readmitting.has(state.name)) continue;
-        this.#readmitting.add(state.name);
-        void this.#deps
-          .readmit(app.name, state)
-          .catch((e) => log.info('task_readmit_skipped', { app: app.name, task: state.name, reason: (e as Error).message }))
-          .finally(() => setTimeout(() => this.#readmitting.delete(state.name), TASK_WATCH_INTERVAL_MS * 4).unref());
-      }
-    }
-    const watched = new Set(this.#deps.watched());
-    for (const id of [...this.#told]) if (!watched.has(id)) this.#told.delete(id);
-  }
 }
