@@ -34,6 +34,10 @@ export interface SwarmServiceSpec {
   replicas: number;
   /** A container port published in host mode on an engine-assigned port of the task's node (web: $PORT). */
   publish?: number;
+  /** The host port `publish` gets on every node instead of an engine-assigned one (the cluster registry's fixed ports). */
+  publishedPort?: number;
+  /** One task on every node (the registry's mirror), instead of `replicas` tasks. */
+  global?: boolean;
   /** Placement constraints in Swarm's syntax: node.labels.zone==a, node.role!=manager ... */
   constraints: string[];
   /** Spread preferences: node.labels.zone ... */
