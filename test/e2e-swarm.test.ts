@@ -5,14 +5,14 @@
 // ps:scale spreads, a redeploy and a nodes:drain under wrk load fail no request, a failing gate
 // leaves the old release serving, and a node lost under load leaves the route within 5 s.
 //
-// Until the cluster registry lands, release images reach the nodes by `cluster.loadImages` (berth
-// names a release by its image id, which every node that has the image runs): the app is an image
-// built here and deployed with git:from-image.
+// Release images reach the nodes through the cluster's own registry (cluster-registry.ts), by
+// digest: a push builds on the manager only, and every node pulls from its loopback mirror. The
+// registry image is berth-test/registry:2, tagged registry:2 (the default) on each node.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { gitRepo, makeKey, mustRun, nodeApp, request, startDaemon, tempDir, waitFor, writeFiles, BASE_IMAGE, type Daemon } from './helpers/daemon.ts';
-import { startSwarmCluster, type SwarmNodeHandle, type TestCluster } from './helpers/swarm-cluster.ts';
+import { REGISTRY_TEST_IMAGE, startSwarmCluster, type SwarmNodeHandle, type TestCluster } from './helpers/swarm-cluster.ts';
 import { runAsync, startWrk, type WrkResult } from './helpers/zero-downtime.ts';
 
 const APP_IMAGE = `berth-e2e-swarm-${randomBytes(3).toString('hex')}:v1`;
@@ -45,7 +45,8 @@ before(async () => {
   const dir = tempDir('e2e-swarm-app');
   writeFiles(dir, APP_FILES);
   mustRun('docker', ['build', '-q', '-t', APP_IMAGE, dir]);
-  cluster = await startSwarmCluster({ workers: 2, images: [APP_IMAGE] });
+  cluster = await startSwarmCluster({ workers: 2, images: [APP_IMAGE, REGISTRY_TEST_IMAGE, BASE_IMAGE] });
+  await Promise.all(cluster.nodes.map((node) => cluster.docker(node, ['tag', REGISTRY_TEST_IMAGE, 'registry:2'])));
   daemon = await startDaemon({ args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--checks-wait', '2'] });
   assert.equal(daemon.cli(['ssh-keys:add', 'admin', admin.publicKey]).code, 0);
 });
@@ -117,10 +118,9 @@ test('a deploy runs the web process as tasks on at least two nodes (each node as
   assert.equal(report.split('\n').filter((l) => /^\s*web\.\d\s+running\s+v1\s/.test(l)).length, 3, report);
 });
 
-test('a git push builds on the manager and serves from a Swarm task (placed on the manager: until the cluster registry, only it has the built image)', async () => {
-  await cluster.loadImages([BASE_IMAGE], [cluster.manager]);
+test('a git push builds on the manager and serves from tasks on two nodes, which pulled the release by digest from the cluster registry', async () => {
   ssh('apps:create pushed');
-  ssh('ps:set pushed web placement node.role==manager');
+  ssh('ps:scale pushed web=2');
   const repo = tempDir('e2e-swarm-push');
   gitRepo(repo, nodeApp('pushed v1'));
   const started = Date.now();
@@ -138,9 +138,12 @@ test('a git push builds on the manager and serves from a Swarm task (placed on t
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /as Swarm service berth-test-[0-9a-f]{12}-pushed-web-r1-/);
   assert.ok(servedAt > 0, 'served during the push');
-  process.stdout.write(`# swarm: git push -> new version served (Dockerfile build on the manager, one web task): ${servedAt - started} ms; the push ended after ${Date.now() - started} ms\n`);
+  process.stdout.write(`# swarm: git push -> new version served (Dockerfile build on the manager, pushed to the cluster registry, 2 web tasks): ${servedAt - started} ms; the push ended after ${Date.now() - started} ms\n`);
+  assert.match(r.stderr, /Pushing berth-\S+\/pushed:r1 to the cluster registry/);
   const byNode = await tasksByNode('pushed');
-  assert.deepEqual([...byNode.keys()], [cluster.manager]);
+  assert.equal(byNode.size, 2, JSON.stringify([...byNode].map(([n, c]) => [n.name, c])));
+  const image = (await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}} {{.Image}}'])).split('\n').find((l) => l.includes('-pushed-web-'));
+  assert.match(image ?? '', /127\.0\.0\.1:\d+\/berth-\S+\/pushed@sha256:[0-9a-f]{64}$/);
   ssh('apps:destroy pushed --force');
   assert.deepEqual((await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}}'])).split('\n').filter((n) => n.includes('-pushed-')), []);
 });
@@ -169,7 +172,7 @@ test('a release that fails its gate is removed and the old one keeps serving', a
   assert.notEqual(r.code, 0, r.stdout);
   assert.match(r.stderr + r.stdout, /health check "ready" failed after 12 attempts: status 500/);
   assert.match((await request(daemon.httpPort, HOST)).body, /^second from /);
-  const services = (await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}}'])).split('\n').filter((n) => n.includes('-shop-'));
+  const services = (await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}}'])).split('\n').filter((n) => n.includes('-shop-') && !n.includes('registry'));
   assert.equal(services.length, 1, services.join('\n'));
   assert.match(services[0]!, /-shop-web-r2-/);
   const tasks = (text: string) => text.split('\n').filter((l) => /^\s*web\./.test(l)).map((l) => l.trim().split(/\s+/).at(-1)).sort();
