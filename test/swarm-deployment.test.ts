@@ -121,6 +121,22 @@ test('a failed gate removes the new services and leaves the old ones serving, th
   assert.deepEqual(publisher.routed('shop'), before);
 });
 
+test('a new task that stops on probation sends the route back to the old tasks, and the new services are removed', async (t) => {
+  const { swarm, publisher, orch, out } = await setUp(t, 5_000);
+  const before = publisher.routed('shop').map((x) => x.id).sort();
+  const deploy = changeConfig(orch, 'shop', { set: { COLOR: 'red' } }, { restart: true, by: 'test', out });
+  const failed = assert.rejects(deploy, (e: unknown) => isUserError(e) && e.code === 'probation_failed' && /^web\.\d exited \(exit code 3\) \d+\.\d s after v2 was routed; routed back to v1$/.test(e.message));
+  await until(() => orch.probation('shop') !== undefined, 5000);
+  assert.equal(publisher.routed('shop').length, 2);
+  assert.ok(publisher.routed('shop').every((x) => /-r2-/.test(x.id)), 'v2 serves on probation');
+  const v2 = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web', [LABEL.release]: '2' })[0]!;
+  await swarm.killTask(v2.id, 3);
+  await failed;
+  assert.deepEqual(publisher.routed('shop').map((x) => x.id).sort(), before);
+  assert.deepEqual((await swarm.services({ [LABEL.app]: 'shop' })).map((s) => s.labels[LABEL.release]), ['1', '1']);
+  assert.equal(orch.apps.require('shop').current, 1);
+});
+
 test('ps:scale deploys the type whose count changed as a new service at the new count, gates its tasks and keeps the others', async (t) => {
   const { swarm, publisher, orch, out } = await setUp(t);
   const worker = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' }))[0]!;
@@ -225,7 +241,7 @@ test('placement (ps:set APP TYPE placement) becomes the service\'s constraints a
 
 // ---------------------------------------------------------------------------------------------
 
-async function setUp(t: TestContext) {
+async function setUp(t: TestContext, waitMs = 300) {
   const engine = new FakeEngine();
   engine.addImage(IMAGE);
   const swarm = new FakeSwarm(3);
@@ -239,7 +255,7 @@ async function setUp(t: TestContext) {
   await apps.create('shop');
   await apps.update('shop', (a) => {
     a.formation = { web: 2, worker: 1 };
-    a.checks = { ...defaultCheckSettings(), properties: { wait: 300, drainTimeout: 200, stopTimeout: 1000 } };
+    a.checks = { ...defaultCheckSettings(), properties: { wait: waitMs, drainTimeout: 200, stopTimeout: 1000 } };
   });
   const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
   await domains.load();
