@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from '../cli/control-server.ts';
 import { COMMANDS, runCommand } from '../cli/registry.ts';
-import { dataPaths, loadConfig, parseListen, sshLoginLimitsOf } from '../config.ts';
+import { dataPaths, loadConfig, parseListen, sshLoginLimitsOf, type Config } from '../config.ts';
 import { createExecHandler } from '../git/exec-router.ts';
 import { loadOrCreateHostKey } from '../git/host-key.ts';
 import { KeyStore } from '../git/key-store.ts';
@@ -16,6 +16,7 @@ import { log, setLogLevel } from '../log.ts';
 import { ControlMetrics, type CertificateExpiry } from '../metrics/control-metrics.ts';
 import { DockerEngine } from '../orchestrator/docker-engine.ts';
 import { DockerSwarm } from '../orchestrator/docker-swarm.ts';
+import { ClusterRegistry } from '../orchestrator/cluster-registry.ts';
 import { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { SERVICE_KINDS } from '../services/kinds/index.ts';
 import { CertificateManager } from '../proxy/tls/certificate-manager.ts';
@@ -197,13 +198,14 @@ export async function runControl(argv: string[]): Promise<number> {
       services: state.services,
       serviceKinds: SERVICE_KINDS,
       appUrl,
-      ...(swarm ? { swarm } : {}),
+      // On a Swarm, releases reach every node through the cluster's own registry, by digest.
+      ...(swarm ? { swarm, distributor: new ClusterRegistry({ engine, swarm, image: registryImage(config), prefix: config.network }) } : {}),
     });
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen
       ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin(), holder: dashboardHolder })
       : undefined;
-    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade, ...(dashboardLinks ? { dashboard: dashboardLinks } : {}), ...(swarm ? { swarm } : {}) });
+    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade, ...(dashboardLinks ? { dashboard: dashboardLinks } : {}), ...(swarm ? { swarm, nodeMover: orchestrator } : {}) });
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
     await orchestrator.start();
     stops.push(() => orchestrator.stop());
@@ -309,6 +311,11 @@ export async function runControl(argv: string[]): Promise<number> {
   log.info('control_stopped', {});
   exitSoon();
   return 0;
+}
+
+// The cluster registry's image: --registry-image (the registry piece's flag) once the config has it.
+function registryImage(config: Config): string {
+  return (config as Config & { registryImage?: string }).registryImage || 'registry:2';
 }
 
 // A random id made once per data dir; it labels this daemon's Docker objects.

@@ -9,6 +9,7 @@ import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
 import {
   BUILD_TIMEOUT_MS,
+  checkNetworkDriver,
   checkNetworkOwner,
   LABEL,
   NotFoundError,
@@ -22,10 +23,14 @@ import {
   type ExecOptions,
   type ImageConfig,
   type ImageIdentity,
+  type NetworkOptions,
   type Subscription,
 } from './engine.ts';
 import { demux, parseContainerEvent, readFrames, sink, type EngineEvent } from './docker-wire.ts';
 import { directoryBytes } from '../git/disk-budget.ts';
+
+/** How long removing an overlay network waits for the tasks of removed Swarm services to let go of it. */
+const NETWORK_IN_USE_WAIT_MS = 30_000;
 
 export class DockerEngine implements Engine {
   readonly #docker: Dockerode;
@@ -51,11 +56,21 @@ export class DockerEngine implements Engine {
     return engine;
   }
 
-  async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
+  async ensureNetwork(name: string, labels: Record<string, string> = {}, options: NetworkOptions = {}): Promise<void> {
     const existing = (await this.#docker.listNetworks({ filters: { name: [name] } })).find((n) => n.Name === name);
-    if (existing) return checkNetworkOwner(name, existing.Labels ?? {}, labels);
+    if (existing) {
+      checkNetworkOwner(name, existing.Labels ?? {}, labels);
+      return checkNetworkDriver(name, existing.Driver ?? '', options.driver);
+    }
+    const overlay = options.driver === 'overlay';
     try {
-      await this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
+      await this.#docker.createNetwork({
+        Name: name,
+        CheckDuplicate: true,
+        Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels },
+        // Attachable: the containers of this engine (backing services, one-offs, builds) join it beside the Swarm's tasks.
+        ...(overlay ? { Driver: 'overlay', Attachable: true, Scope: 'swarm' } : { Driver: 'bridge' }),
+      });
     } catch (e) {
       const code = (e as { statusCode?: number }).statusCode;
       if (code === 409) return;
@@ -79,7 +94,18 @@ export class DockerEngine implements Engine {
           if (e.statusCode !== 404) throw e;
         });
       }
-      await network.remove();
+      // An overlay network stays in use by the tasks of a Swarm service just removed until they
+      // have stopped on their nodes (their stop timeout): it is asked again meanwhile.
+      const deadline = Date.now() + NETWORK_IN_USE_WAIT_MS;
+      for (;;) {
+        try {
+          await network.remove();
+          break;
+        } catch (e) {
+          if (!/in use by (task|service)/i.test((e as Error).message) || Date.now() >= deadline) throw e;
+          await sleep(250);
+        }
+      }
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode !== 404) throw new Error(`removing Docker network ${name}: ${(e as Error).message}`, { cause: e });
     }
@@ -318,16 +344,23 @@ export class DockerEngine implements Engine {
 
   async pull(ref: string, onProgress?: (line: string) => void): Promise<void> {
     const stream = (await this.#docker.pull(ref)) as NodeJS.ReadableStream;
+    await this.#followProgress(stream, onProgress);
+  }
+
+  /** Follows a pull's or push's progress to its end; the digest the push's last event gives, if any. */
+  async #followProgress(stream: NodeJS.ReadableStream, onProgress?: (line: string) => void): Promise<string | undefined> {
     // One line per layer and status (Pulling fs layer, Downloading, Pull complete ...), and a
     // download's progress at most every 2 s: enough to see it move, not a line per chunk.
     const said = new Map<string, { status: string; at: number }>();
+    let digest: string | undefined;
     await new Promise<void>((resolve, reject) => {
       let failure: string | undefined;
       this.#docker.modem.followProgress(
         stream,
         (err) => (err ? reject(err) : failure ? reject(new Error(failure)) : resolve()),
-        (event: { error?: string; status?: string; id?: string; progress?: string }) => {
+        (event: { error?: string; status?: string; id?: string; progress?: string; aux?: { Digest?: string } }) => {
           if (event.error) failure = event.error;
+          if (event.aux?.Digest) digest = event.aux.Digest;
           if (!onProgress || !event.status) return;
           const key = event.id ?? '';
           const before = said.get(key);
@@ -337,6 +370,17 @@ export class DockerEngine implements Engine {
           onProgress([event.id, event.status, event.progress?.replace(/\[[=> ]*\]\s*/, '')].filter(Boolean).join(' '));
         },
       );
+    });
+    return digest;
+  }
+
+  async push(ref: string, onProgress?: (line: string) => void): Promise<string> {
+    const { repo, tag } = splitTag(ref);
+    // The engine wants an X-Registry-Auth header even for a registry that asks for none.
+    const stream = (await this.#docker.getImage(repo).push({ tag, authconfig: {} } as never)) as unknown as NodeJS.ReadableStream;
+    return this.#followProgress(stream, onProgress).then((digest) => {
+      if (!digest) throw new Error(`the engine pushed ${ref} but did not say its digest`);
+      return digest;
     });
   }
 
@@ -606,6 +650,12 @@ const EXEC_MARKER = 'berth_exec';
 // An image id no image can have (its content would hash to zeros): as the only cache source, a
 // build uses no cached layer.
 const NO_CACHE_SOURCE = `sha256:${'0'.repeat(64)}`;
+
+/** `repo:tag` in its two parts (a registry's :port is part of the repo); tag `latest` when it has none. */
+function splitTag(ref: string): { repo: string; tag: string } {
+  const colon = ref.lastIndexOf(':');
+  return colon > ref.lastIndexOf('/') ? { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) } : { repo: ref, tag: 'latest' };
+}
 
 /** How dockerode reaches `dockerHost`: a unix socket path, unix://PATH, or tcp://HOST:PORT (https:// with TLS). */
 export function dockerOptions(dockerHost: string): Dockerode.DockerOptions {

@@ -2,6 +2,8 @@
 // what happens to them, images, builds, logs, archives, networks and volumes. DockerEngine
 // (docker-engine.ts) implements it over the Docker API; nothing else knows Docker's wire format.
 import type { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { UserError } from '../errors.ts';
 
 export const LABEL = {
   managed: 'berth.managed',
@@ -26,6 +28,44 @@ export function checkNetworkOwner(name: string, existing: Record<string, string>
     const owner = NETWORK_OWNER_LABELS.filter((k) => existing[k] !== undefined).map((k) => `${k}=${existing[k]}`).join(', ');
     throw new Error(`the Docker network ${name} exists and belongs to ${owner}, not ${key}=${wanted[key]}: berth does not share it`);
   }
+}
+
+/**
+ * How far a network reaches: `bridge`, this engine's containers only (the docker scheduler);
+ * `overlay`, attachable and of swarm scope, every node of the Swarm (the swarm scheduler).
+ */
+export type NetworkDriver = 'bridge' | 'overlay';
+
+export interface NetworkOptions {
+  /** Default bridge. */
+  driver?: NetworkDriver;
+}
+
+/** In the names of the swarm scheduler's networks, after the --network prefix: PREFIX-swarm-INSTANCE-... */
+export const SWARM_NETWORK_MARK = 'swarm';
+
+/** The longest name Swarm gives a network (a DNS label). */
+const SWARM_NAME_MAX = 63;
+
+/**
+ * `name` as Swarm accepts a network's name: a DNS label (letters, digits, `-` and `_` inside, at
+ * most 63 characters). Any other character becomes `_` (berth's own names have only `.`, which no
+ * app name holds, so `_` keeps them apart); a longer name keeps its start and ends in a hash of
+ * the whole, so two long names stay two networks. A name that is one already is returned as it is.
+ */
+export function overlayNetworkName(name: string): string {
+  const label = name.replace(/[^A-Za-z0-9_-]/g, '_');
+  if (label.length <= SWARM_NAME_MAX && /^[A-Za-z0-9](?:[-_]*[A-Za-z0-9]+)*$/.test(label)) return label;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return `${label.slice(0, SWARM_NAME_MAX - hash.length - 1).replace(/^[-_]+/, '').replace(/[-_]+$/, '')}-${hash}`;
+}
+
+/** Refuses an existing network that is not the overlay asked for: a Swarm task on another node could not join it. */
+export function checkNetworkDriver(name: string, existing: string, wanted: NetworkDriver | undefined): void {
+  if (wanted !== 'overlay' || existing === 'overlay') return;
+  throw new UserError('network_not_overlay', `the Docker network ${name} is a ${existing || 'local'} network, and on the swarm scheduler it must be an overlay network the app's tasks on every node join`, {
+    hint: `once no container uses it (docker network inspect ${name}), remove it (docker network rm ${name}) and try again: berth makes it anew as an overlay network (docs/swarm.md)`,
+  });
 }
 
 /** The labels that say whose a network is. */
@@ -109,6 +149,11 @@ export interface ContainerState {
   startedAt: number | undefined;
   /** The kernel killed it for running out of memory. */
   oomKilled: boolean;
+  /**
+   * Where the proxy and the checks reach its $PORT at `ip` when that is not $PORT itself: a Swarm
+   * task's host-mode published port on its node (whose address is then `ip`).
+   */
+  port?: number;
 }
 
 /** The parts of an image's config berth reads, and (for a commit) sets. */
@@ -239,11 +284,14 @@ export interface Engine {
 
   // Networks and volumes
   /**
-   * A labelled bridge network (created when missing). An existing one that has an owner (a
+   * A labelled network (created when missing): a bridge on this engine, or with `{ driver:
+   * 'overlay' }` an attachable overlay network of the Swarm this engine manages, which Swarm
+   * tasks on every node and this engine's containers join. An existing one that has an owner (a
    * `berth.app` or `berth.service` label) is reused only by that owner: its labels are the ones
-   * given (for each given), or an Error says whose it is.
+   * given (for each given), or an Error says whose it is. An existing bridge asked for as an
+   * overlay is refused with a UserError (tasks on other nodes could not reach it).
    */
-  ensureNetwork(name: string, labels?: Record<string, string>): Promise<void>;
+  ensureNetwork(name: string, labels?: Record<string, string>, options?: NetworkOptions): Promise<void>;
   /** Removes a network, disconnecting the containers still attached to it (linked ones); one missing is not an error. */
   removeNetwork(name: string): Promise<void>;
   /**
@@ -280,6 +328,12 @@ export interface Engine {
   build(options: BuildOptions): Promise<string>;
   /** Pulls an image from its registry, telling `onProgress` each layer's progress as it goes; rejects with the engine's reason. */
   pull(ref: string, onProgress?: (line: string) => void): Promise<void>;
+  /**
+   * Pushes `repo:tag` to the registry its name points at, telling `onProgress` each layer's
+   * progress; resolves to the manifest digest the registry stored (sha256:…); rejects with the
+   * engine's reason.
+   */
+  push(ref: string, onProgress?: (line: string) => void): Promise<string>;
   tagImage(source: string, repo: string, tag: string): Promise<void>;
   /** Makes an image `repo:tag` of a stopped container's filesystem with this config; its id. */
   commit(id: string, repo: string, tag: string, config: ImageConfig): Promise<string>;

@@ -3,8 +3,10 @@
 // a process run in one (exec) is what the test's handler does; what it does not model (builds,
 // pulls, archives, attached streams) throws. The same paths run
 // against the real Docker engine in the end-to-end tests.
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import {
+  checkNetworkDriver,
   checkNetworkOwner,
   LABEL,
   NotFoundError,
@@ -17,6 +19,8 @@ import {
   type ExecOptions,
   type ImageConfig,
   type ImageIdentity,
+  type NetworkDriver,
+  type NetworkOptions,
   type Subscription,
 } from '../../src/orchestrator/engine.ts';
 
@@ -26,6 +30,8 @@ export class FakeEngine implements Engine {
   readonly images = new Map<string, ImageConfig>();
   /** Networks by name, with their labels. */
   readonly networks = new Map<string, Record<string, string>>();
+  /** Each network's driver: bridge, or overlay (ensureNetwork's option). */
+  readonly networkDrivers = new Map<string, NetworkDriver>();
   /** Each container's spec as created, by id: its network, limits and capabilities. */
   readonly specs = new Map<string, ContainerSpec>();
   /** The networks each container joined besides its own (connectNetwork), by id. */
@@ -78,14 +84,19 @@ export class FakeEngine implements Engine {
     this.containers.set(id, { ...this.#require(id), ...change });
   }
 
-  async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
+  async ensureNetwork(name: string, labels: Record<string, string> = {}, options: NetworkOptions = {}): Promise<void> {
     const existing = this.networks.get(name);
-    if (existing) return checkNetworkOwner(name, existing, labels);
+    if (existing) {
+      checkNetworkOwner(name, existing, labels);
+      return checkNetworkDriver(name, this.networkDrivers.get(name) ?? 'bridge', options.driver);
+    }
     this.networks.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
+    this.networkDrivers.set(name, options.driver ?? 'bridge');
   }
   async removeNetwork(name: string): Promise<void> {
     for (const [id, list] of this.links) this.links.set(id, list.filter((l) => l.network !== name));
     this.networks.delete(name);
+    this.networkDrivers.delete(name);
   }
   async connectNetwork(id: string, network: string, aliases: string[]): Promise<void> {
     this.#require(id);
@@ -131,6 +142,16 @@ export class FakeEngine implements Engine {
   }
   async pull(ref: string): Promise<void> {
     throw new Error(`FakeEngine cannot pull ${ref}`);
+  }
+  /** Each push, in order: the reference and the digest it answered. */
+  readonly pushes: Array<{ ref: string; digest: string }> = [];
+  async push(ref: string): Promise<string> {
+    const config = this.images.get(ref);
+    if (!config) throw new NotFoundError(`no image ${ref}`);
+    // The same bytes, the same digest: the image's config stands for its content.
+    const digest = `sha256:${createHash('sha256').update(JSON.stringify(config)).digest('hex')}`;
+    this.pushes.push({ ref, digest });
+    return digest;
   }
   async tagImage(source: string, repo: string, tag: string): Promise<void> {
     const config = this.images.get(source);

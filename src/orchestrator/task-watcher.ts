@@ -1,0 +1,126 @@
+// Swarm has no task events: on the swarm scheduler this poll stands in for the engine's container
+// events, taking lost tasks out of the route at once and routing Swarm's replacements once checked.
+import { log } from '../log.ts';
+import type { Target } from '../proxy/route-table.ts';
+import { LABEL, type ContainerEvent, type ContainerState } from './engine.ts';
+import { ENDED_TASK_STATES, NODE_LABEL, type SwarmDynos } from './swarm-dynos.ts';
+
+/** How often the task watcher looks at the Swarm's tasks and nodes (Swarm has no task events). */
+export const TASK_WATCH_INTERVAL_MS = 500;
+
+/** What the task watcher reads and changes of the orchestrator. */
+export interface TaskWatcherDeps {
+  dynos: SwarmDynos;
+  /** The apps, with the release each has on record (undefined before the first) and whether it is stopped. */
+  apps(): Array<{ name: string; current: number | undefined; stopped: boolean }>;
+  hostnames(app: string): string[];
+  routes: {
+    routed(app: string): readonly Target[];
+    standby(app: string): readonly Target[];
+    withdraw(app: string, hostnames: string[], target: string, reason: string): boolean;
+    forget(target: string): void;
+    isDown(target: string): boolean;
+  };
+  /** Task ids a deploy on probation listens about, and how to tell it. */
+  watched(): readonly string[];
+  tell(event: ContainerEvent): void;
+  /** A running web task of the current release that is not routed (Swarm started it in place of one that stopped): check it, then route it. */
+  readmit(app: string, task: ContainerState): Promise<void>;
+}
+
+/**
+ * Polls the Swarm every TASK_WATCH_INTERVAL_MS: a routed (or standby) target whose task no longer
+ * runs, or whose node is not `ready`, leaves its app's route at once (without the app's lock, as
+ * the engine's die events do on one engine); a task a deploy on probation watches is reported as
+ * died or removed; a running web task of the current release that is not routed is handed to
+ * `readmit` once (it rejoins after its checks).
+ */
+export class TaskWatcher {
+  readonly #deps: TaskWatcherDeps;
+  readonly #readmitting = new Set<string>();
+  readonly #told = new Set<string>();
+  #timer: NodeJS.Timeout | undefined;
+  #busy = false;
+
+  constructor(deps: TaskWatcherDeps) {
+    this.#deps = deps;
+  }
+
+  start(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => void this.tick(), TASK_WATCH_INTERVAL_MS);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** One look (tests call it directly). */
+  async tick(): Promise<void> {
+    if (this.#busy) return;
+    this.#busy = true;
+    try {
+      await this.#look();
+    } catch (e) {
+      // The manager not answering once says nothing about the tasks; the next turn asks again.
+      log.warn('task_watch_failed', { error: e });
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  async #look(): Promise<void> {
+    const { dynos, routes } = this.#deps;
+    const snapshot = await dynos.snapshot(true);
+    const states = snapshot.tasks.map((t) => dynos.stateOf(t, snapshot));
+    const byId = new Map(states.map((s) => [s.id, s]));
+    const byName = new Map(states.map((s) => [s.name, s]));
+    const now = Date.now();
+    for (const id of this.#deps.watched()) {
+      const state = byId.get(id);
+      if (state?.running || this.#told.has(id)) continue;
+      // A task not yet seen running is starting: only one that ran and stopped, or is gone, is news.
+      if (state && !ENDED_TASK_STATES.has(state.status) && !state.status.startsWith('running')) continue;
+      this.#told.add(id);
+      this.#deps.tell({
+        change: state ? 'died' : 'removed',
+        reason: state ? state.status : 'task removed',
+        id,
+        name: state?.name ?? id,
+        app: state?.labels[LABEL.app] ?? '',
+        process: state?.labels[LABEL.process] ?? 'web',
+        release: state ? Number(state.labels[LABEL.release]) : undefined,
+        dyno: state?.labels[LABEL.dyno],
+        role: 'process',
+        at: now,
+        ...(state && state.exitCode ? { exitCode: state.exitCode } : {}),
+      });
+    }
+    for (const app of this.#deps.apps()) {
+      const targets = [...routes.routed(app.name), ...routes.standby(app.name)];
+      for (const target of targets) {
+        const state = byName.get(target.id);
+        if (state?.running) continue;
+        const reason = state ? `task ${state.status}${state.labels[NODE_LABEL] ? ` on node ${state.labels[NODE_LABEL]}` : ''}` : 'task gone';
+        if (routes.withdraw(app.name, this.#deps.hostnames(app.name), target.id, reason)) {
+          log.info('route_target_withdrawn', { app: app.name, container: target.id, reason, lagMs: now - snapshot.at });
+        }
+      }
+      if (app.current === undefined || app.stopped) continue;
+      const routedIds = new Set(targets.map((t) => t.id));
+      for (const state of states) {
+        if (state.labels[LABEL.app] !== app.name || state.labels[LABEL.process] !== 'web' || state.labels[LABEL.release] !== String(app.current)) continue;
+        if (!state.running || !state.port || routedIds.has(state.name) || routes.isDown(state.name) || this.#readmitting.has(state.name)) continue;
+        this.#readmitting.add(state.name);
+        void this.#deps
+          .readmit(app.name, state)
+          .catch((e) => log.info('task_readmit_skipped', { app: app.name, task: state.name, reason: (e as Error).message }))
+          .finally(() => setTimeout(() => this.#readmitting.delete(state.name), TASK_WATCH_INTERVAL_MS * 4).unref());
+      }
+    }
+    const watched = new Set(this.#deps.watched());
+    for (const id of [...this.#told]) if (!watched.has(id)) this.#told.delete(id);
+  }
+}

@@ -1,0 +1,241 @@
+// Apps on the swarm scheduler end to end: a real `dist/berth serve --docker-host tcp://MANAGER:2375
+// --scheduler swarm` on a real Swarm of three Docker-in-Docker nodes (test/helpers/swarm-cluster.ts),
+// requests through berth's real proxy to tasks at their node's address and published port. One
+// cluster for the file: a deploy lands tasks on at least two nodes (each node's own engine asked),
+// ps:scale spreads, a redeploy and a nodes:drain under wrk load fail no request, a failing gate
+// leaves the old release serving, and a node lost under load leaves the route within 5 s.
+//
+// Release images reach the nodes through the cluster's own registry (cluster-registry.ts), by
+// digest: a push builds on the manager only, and every node pulls from its loopback mirror. The
+// registry image is berth-test/registry:2, tagged registry:2 (the default) on each node.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { gitRepo, makeKey, mustRun, nodeApp, request, startDaemon, tempDir, waitFor, writeFiles, BASE_IMAGE, type Daemon } from './helpers/daemon.ts';
+import { REGISTRY_TEST_IMAGE, startSwarmCluster, type SwarmNodeHandle, type TestCluster } from './helpers/swarm-cluster.ts';
+import { runAsync, startWrk, type WrkResult } from './helpers/zero-downtime.ts';
+
+const APP_IMAGE = `berth-e2e-swarm-${randomBytes(3).toString('hex')}:v1`;
+const HOST = 'shop.berth.test';
+let cluster: TestCluster;
+let daemon: Daemon;
+const work = tempDir('e2e-swarm');
+const admin = makeKey(work, 'admin');
+/** Nodes cluster.kill() removed: no engine to ask. */
+const lost = new Set<SwarmNodeHandle>();
+
+/** `/` answers MESSAGE and the task's hostname; `/health` answers HEALTH_STATUS (200 by default). */
+const APP_FILES = {
+  Dockerfile: `FROM ${BASE_IMAGE}\nCOPY . /app\nCMD ["node", "/app/server.js"]\n`,
+  'app.json': JSON.stringify({ healthchecks: { web: [{ name: 'ready', path: '/health', content: 'ok', attempts: 12, timeout: 2, wait: 0.25 }] } }),
+  'server.js': `const http = require('http');
+const os = require('os');
+const status = Number(process.env.HEALTH_STATUS || 200);
+const server = http.createServer((req, res) => {
+  if (req.url === '/health') { res.statusCode = status; return res.end(status === 200 ? 'ok' : 'sick'); }
+  res.end((process.env.MESSAGE || 'hello') + ' from ' + os.hostname() + '\\n');
+});
+server.keepAliveTimeout = 65000;
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+server.listen(Number(process.env.PORT), '0.0.0.0');
+`,
+};
+
+before(async () => {
+  const dir = tempDir('e2e-swarm-app');
+  writeFiles(dir, APP_FILES);
+  mustRun('docker', ['build', '-q', '-t', APP_IMAGE, dir]);
+  cluster = await startSwarmCluster({ workers: 2, images: [APP_IMAGE, REGISTRY_TEST_IMAGE, BASE_IMAGE] });
+  await Promise.all(cluster.nodes.map((node) => cluster.docker(node, ['tag', REGISTRY_TEST_IMAGE, 'registry:2'])));
+  daemon = await startDaemon({ args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--checks-wait', '2'] });
+  assert.equal(daemon.cli(['ssh-keys:add', 'admin', admin.publicKey]).code, 0);
+});
+
+after(async () => {
+  await daemon?.stop();
+  await cluster?.stop();
+  try {
+    mustRun('docker', ['rmi', '-f', APP_IMAGE]);
+  } catch {
+    // never built
+  }
+});
+
+function ssh(command: string): string {
+  const r = daemon.ssh(admin.privateKey, command);
+  assert.equal(r.code, 0, `${command}:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+/** The containers of `app` each node's own engine runs: node → container names. */
+async function tasksByNode(app: string): Promise<Map<SwarmNodeHandle, string[]>> {
+  const found = new Map<SwarmNodeHandle, string[]>();
+  for (const node of cluster.nodes.filter((n) => !lost.has(n))) {
+    const names = (await cluster.docker(node, ['ps', '--filter', `label=berth.app=${app}`, '--filter', 'label=berth.process=web', '--format', '{{.Names}}']).catch(() => '')).split('\n').filter(Boolean);
+    if (names.length) found.set(node, names);
+  }
+  return found;
+}
+
+/** Once the removed services' tasks have stopped: `count` web containers of the app over the nodes. */
+async function settled(app: string, count: number): Promise<Map<SwarmNodeHandle, string[]>> {
+  let found = new Map<SwarmNodeHandle, string[]>();
+  await waitFor(`${count} web containers of ${app}`, async () => {
+    found = await tasksByNode(app);
+    return [...found.values()].flat().length === count;
+  }, 30_000);
+  return found;
+}
+
+function failures(r: WrkResult): number {
+  return r.non2xx + r.socketErrors.connect + r.socketErrors.read + r.socketErrors.write + r.socketErrors.timeout;
+}
+
+test('a deploy runs the web process as tasks on at least two nodes (each node asked with its own engine), routed by the proxy', async () => {
+  ssh('apps:create shop');
+  ssh('ps:scale shop web=3');
+  const started = Date.now();
+  const out = ssh(`git:from-image shop ${APP_IMAGE}`);
+  const deployMs = Date.now() - started;
+  assert.match(out, /as Swarm service berth-test-[0-9a-f]{12}-shop-web-r1-[0-9a-f]{4}/);
+  await waitFor('the app to answer', async () => (await request(daemon.httpPort, HOST)).status === 200, 10_000);
+  process.stdout.write(`# swarm: git:from-image to serving (3 web tasks, gated): ${deployMs} ms\n`);
+  const byNode = await tasksByNode('shop');
+  assert.ok(byNode.size >= 2, `tasks on ${byNode.size} node(s): ${JSON.stringify([...byNode].map(([n, c]) => [n.name, c]))}`);
+  assert.equal([...byNode.values()].flat().length, 3);
+  // Answers come from tasks on different nodes, through the one route.
+  const hosts = new Set<string>();
+  for (let i = 0; i < 12; i++) hosts.add((await request(daemon.httpPort, HOST)).body.trim().split(' from ')[1]!);
+  assert.ok(hosts.size >= 2, `answered by ${[...hosts].join(', ')}`);
+  // The app's overlay network: a task on one node reaches the web tasks by APP.TYPE, across nodes.
+  const [node, [container]] = [...byNode].find(([n]) => n !== cluster.manager) ?? [...byNode][0]!;
+  const script = "require('dns').promises.lookup('shop.web', { all: true }).then((all) => Promise.all(all.map((a) => fetch('http://' + a.address + ':5000/').then((r) => r.text())))).then((t) => console.log(t.join('')))";
+  const answers = (await cluster.docker(node, ['exec', container!, 'node', '-e', script])).trim().split('\n');
+  assert.equal(answers.length, 3, answers.join('\n'));
+  assert.equal(new Set(answers.map((l) => l.split(' from ')[1])).size, 3, 'every web task answered, those on other nodes too');
+  const report = ssh('ps:report shop');
+  assert.match(report, /DYNO\s+STATE\s+RELEASE\s+RESTARTS\s+NODE\s+ADDRESS\s+TASK/);
+  assert.equal(report.split('\n').filter((l) => /^\s*web\.\d\s+running\s+v1\s/.test(l)).length, 3, report);
+});
+
+test('a git push builds on the manager and serves from tasks on two nodes, which pulled the release by digest from the cluster registry', async () => {
+  ssh('apps:create pushed');
+  ssh('ps:scale pushed web=2');
+  const repo = tempDir('e2e-swarm-push');
+  gitRepo(repo, nodeApp('pushed v1'));
+  const started = Date.now();
+  let servedAt = 0;
+  const pushing = runAsync('git', ['push', daemon.remote('pushed'), 'main'], { cwd: repo, env: daemon.gitEnv(admin.privateKey) });
+  let done = false;
+  void pushing.then(() => (done = true));
+  while (!done || servedAt === 0) {
+    const r = await request(daemon.httpPort, 'pushed.berth.test').catch(() => ({ status: 0, body: '' }));
+    if (r.status === 200 && r.body.startsWith('pushed v1') && servedAt === 0) servedAt = Date.now();
+    if (done && servedAt === 0) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const r = await pushing;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /as Swarm service berth-test-[0-9a-f]{12}-pushed-web-r1-/);
+  assert.ok(servedAt > 0, 'served during the push');
+  process.stdout.write(`# swarm: git push -> new version served (Dockerfile build on the manager, pushed to the cluster registry, 2 web tasks): ${servedAt - started} ms; the push ended after ${Date.now() - started} ms\n`);
+  assert.match(r.stderr, /Pushing berth-\S+\/pushed:r1 to the cluster registry/);
+  const byNode = await tasksByNode('pushed');
+  assert.equal(byNode.size, 2, JSON.stringify([...byNode].map(([n, c]) => [n.name, c])));
+  const image = (await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}} {{.Image}}'])).split('\n').find((l) => l.includes('-pushed-web-'));
+  assert.match(image ?? '', /127\.0\.0\.1:\d+\/berth-\S+\/pushed@sha256:[0-9a-f]{64}$/);
+  ssh('apps:destroy pushed --force');
+  assert.deepEqual((await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}}'])).split('\n').filter((n) => n.includes('-pushed-')), []);
+});
+
+test('ps:scale web=4 spreads the tasks over every node', async () => {
+  ssh('ps:scale shop web=4');
+  const byNode = await settled('shop', 4);
+  assert.equal(byNode.size, 3, JSON.stringify([...byNode].map(([n, c]) => [n.name, c])));
+});
+
+test('a redeploy under wrk load fails no request', async () => {
+  const wrk = startWrk(daemon.httpPort, HOST, { connections: 8 });
+  await new Promise((r) => setTimeout(r, 1000));
+  ssh('config:set shop MESSAGE=second');
+  await new Promise((r) => setTimeout(r, 1000));
+  const result = await wrk.stop();
+  process.stdout.write(`# swarm: redeploy under wrk load: ${result.requests} requests, ${failures(result)} failed\n`);
+  assert.equal(failures(result), 0, result.output);
+  assert.ok(result.requests > 100, result.output);
+  assert.match((await request(daemon.httpPort, HOST)).body, /^second from /);
+});
+
+test('a release that fails its gate is removed and the old one keeps serving', async () => {
+  const before = ssh('ps:report shop');
+  const r = daemon.ssh(admin.privateKey, 'config:set shop HEALTH_STATUS=500');
+  assert.notEqual(r.code, 0, r.stdout);
+  assert.match(r.stderr + r.stdout, /health check "ready" failed after 12 attempts: status 500/);
+  assert.match((await request(daemon.httpPort, HOST)).body, /^second from /);
+  const services = (await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}}'])).split('\n').filter((n) => n.includes('-shop-') && !n.includes('registry'));
+  assert.equal(services.length, 1, services.join('\n'));
+  assert.match(services[0]!, /-shop-web-r2-/);
+  const tasks = (text: string) => text.split('\n').filter((l) => /^\s*web\./.test(l)).map((l) => l.trim().split(/\s+/).at(-1)).sort();
+  assert.deepEqual(tasks(ssh('ps:report shop')), tasks(before));
+});
+
+test('nodes:drain under wrk load moves the tasks off with no failed request', async () => {
+  const worker = cluster.workers[1]!;
+  const wrk = startWrk(daemon.httpPort, HOST, { connections: 8 });
+  await new Promise((r) => setTimeout(r, 500));
+  ssh(`nodes:drain ${worker.name}`);
+  await new Promise((r) => setTimeout(r, 1000));
+  const result = await wrk.stop();
+  process.stdout.write(`# swarm: nodes:drain under wrk load: ${result.requests} requests, ${failures(result)} failed\n`);
+  assert.equal(failures(result), 0, result.output);
+  const byNode = await settled('shop', 4);
+  assert.equal(byNode.has(worker), false);
+  ssh(`nodes:activate ${worker.name}`);
+});
+
+test('a node lost under load: its tasks leave the route within 5 s, Swarm replaces them elsewhere and they rejoin after their checks', async () => {
+  // Spread again over every node, so the lost one has tasks.
+  ssh('ps:restart shop');
+  const byNode = await settled('shop', 4);
+  const [victim, names] = [...byNode].find(([n]) => n !== cluster.manager)!;
+  const wrk = startWrk(daemon.httpPort, HOST, { connections: 8 });
+  await new Promise((r) => setTimeout(r, 500));
+  const logAt = daemon.logs().length;
+  const killedAt = Date.now();
+  lost.add(victim);
+  await cluster.kill(victim);
+  let withdrawnAt = 0;
+  await waitFor('every task of the lost node to leave the route', () => {
+    const withdrawn = daemon
+      .logs()
+      .slice(logAt)
+      .split('\n')
+      .filter((l) => l.includes('"route_target_withdrawn"'));
+    const done = names.every((name) => withdrawn.some((l) => l.includes(name)));
+    if (done) withdrawnAt = Date.now();
+    return done;
+  }, 20_000);
+  const ms = withdrawnAt - killedAt;
+  process.stdout.write(`# swarm: node lost (docker rm -fv) to a route of only live tasks: ${ms} ms\n`);
+  assert.ok(ms <= 5_000, `${ms} ms`);
+  await waitFor('the replacements to run and be routed', async () => {
+    const now = await tasksByNode('shop');
+    return [...now.values()].flat().length >= 4 && daemon.logs().slice(logAt).split('\n').filter((l) => l.includes('"route_target_rejoined"')).length >= names.length;
+  }, 30_000);
+  const result = await wrk.stop();
+  process.stdout.write(`# swarm: requests failed across the node loss (in flight on the lost node): ${failures(result)} of ${result.requests}\n`);
+  assert.equal((await request(daemon.httpPort, HOST)).status, 200);
+});
+
+test('a restarted daemon adopts the running services: the same tasks serve, no service is made or removed', async () => {
+  const services = async () => (await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.ID}} {{.Name}}'])).split('\n').filter((l) => l.includes('-shop-')).sort();
+  const before = await services();
+  const tasks = [...(await settled('shop', 4)).values()].flat().sort();
+  const dataDir = daemon.dataDir;
+  await daemon.stop();
+  daemon = await startDaemon({ dataDir, args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--checks-wait', '2'] });
+  await waitFor('the adopted app to answer', async () => (await request(daemon.httpPort, HOST)).status === 200, 20_000);
+  assert.match(daemon.logs(), /"app_adopted".*"app":"shop"/);
+  assert.deepEqual(await services(), before);
+  assert.deepEqual([...(await tasksByNode('shop')).values()].flat().sort(), tasks);
+});
