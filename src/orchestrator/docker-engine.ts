@@ -318,16 +318,23 @@ export class DockerEngine implements Engine {
 
   async pull(ref: string, onProgress?: (line: string) => void): Promise<void> {
     const stream = (await this.#docker.pull(ref)) as NodeJS.ReadableStream;
+    await this.#followProgress(stream, onProgress);
+  }
+
+  /** Follows a pull's or push's progress to its end; the digest the push's last event gives, if any. */
+  async #followProgress(stream: NodeJS.ReadableStream, onProgress?: (line: string) => void): Promise<string | undefined> {
     // One line per layer and status (Pulling fs layer, Downloading, Pull complete ...), and a
     // download's progress at most every 2 s: enough to see it move, not a line per chunk.
     const said = new Map<string, { status: string; at: number }>();
+    let digest: string | undefined;
     await new Promise<void>((resolve, reject) => {
       let failure: string | undefined;
       this.#docker.modem.followProgress(
         stream,
         (err) => (err ? reject(err) : failure ? reject(new Error(failure)) : resolve()),
-        (event: { error?: string; status?: string; id?: string; progress?: string }) => {
+        (event: { error?: string; status?: string; id?: string; progress?: string; aux?: { Digest?: string } }) => {
           if (event.error) failure = event.error;
+          if (event.aux?.Digest) digest = event.aux.Digest;
           if (!onProgress || !event.status) return;
           const key = event.id ?? '';
           const before = said.get(key);
@@ -337,6 +344,17 @@ export class DockerEngine implements Engine {
           onProgress([event.id, event.status, event.progress?.replace(/\[[=> ]*\]\s*/, '')].filter(Boolean).join(' '));
         },
       );
+    });
+    return digest;
+  }
+
+  async push(ref: string, onProgress?: (line: string) => void): Promise<string> {
+    const { repo, tag } = splitTag(ref);
+    // The engine wants an X-Registry-Auth header even for a registry that asks for none.
+    const stream = (await this.#docker.getImage(repo).push({ tag, authconfig: {} } as never)) as unknown as NodeJS.ReadableStream;
+    return this.#followProgress(stream, onProgress).then((digest) => {
+      if (!digest) throw new Error(`the engine pushed ${ref} but did not say its digest`);
+      return digest;
     });
   }
 
@@ -606,6 +624,12 @@ const EXEC_MARKER = 'berth_exec';
 // An image id no image can have (its content would hash to zeros): as the only cache source, a
 // build uses no cached layer.
 const NO_CACHE_SOURCE = `sha256:${'0'.repeat(64)}`;
+
+/** `repo:tag` in its two parts (a registry's :port is part of the repo); tag `latest` when it has none. */
+function splitTag(ref: string): { repo: string; tag: string } {
+  const colon = ref.lastIndexOf(':');
+  return colon > ref.lastIndexOf('/') ? { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) } : { repo: ref, tag: 'latest' };
+}
 
 function dockerOptions(dockerHost: string): Dockerode.DockerOptions {
   if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length) };

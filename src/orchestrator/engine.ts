@@ -280,6 +280,12 @@ export interface Engine {
   build(options: BuildOptions): Promise<string>;
   /** Pulls an image from its registry, telling `onProgress` each layer's progress as it goes; rejects with the engine's reason. */
   pull(ref: string, onProgress?: (line: string) => void): Promise<void>;
+  /**
+   * Pushes `repo:tag` to the registry its name points at, telling `onProgress` each layer's
+   * progress; resolves to the manifest digest the registry stored (sha256:…); rejects with the
+   * engine's reason.
+   */
+  push(ref: string, onProgress?: (line: string) => void): Promise<string>;
   tagImage(source: string, repo: string, tag: string): Promise<void>;
   /** Makes an image `repo:tag` of a stopped container's filesystem with this config; its id. */
   commit(id: string, repo: string, tag: string, config: ImageConfig): Promise<string>;

@@ -3,6 +3,7 @@
 // a process run in one (exec) is what the test's handler does; what it does not model (builds,
 // pulls, archives, attached streams) throws. The same paths run
 // against the real Docker engine in the end-to-end tests.
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import {
   checkNetworkOwner,
@@ -131,6 +132,16 @@ export class FakeEngine implements Engine {
   }
   async pull(ref: string): Promise<void> {
     throw new Error(`FakeEngine cannot pull ${ref}`);
+  }
+  /** Each push, in order: the reference and the digest it answered. */
+  readonly pushes: Array<{ ref: string; digest: string }> = [];
+  async push(ref: string): Promise<string> {
+    const config = this.images.get(ref);
+    if (!config) throw new NotFoundError(`no image ${ref}`);
+    // The same bytes, the same digest: the image's config stands for its content.
+    const digest = `sha256:${createHash('sha256').update(JSON.stringify(config)).digest('hex')}`;
+    this.pushes.push({ ref, digest });
+    return digest;
   }
   async tagImage(source: string, repo: string, tag: string): Promise<void> {
     const config = this.images.get(source);
