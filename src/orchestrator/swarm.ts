@@ -2,6 +2,7 @@
 // process type of a release) and their tasks (the dynos), with the node address and host port
 // each web task is reached at. DockerSwarm (docker-swarm.ts) implements it over the manager's
 // Docker API; the deploy path on Swarm (swarm-deployment.ts) and the nodes commands use only this.
+import type { Output } from '../ui/output.ts';
 
 export type NodeRole = 'manager' | 'worker';
 export type NodeAvailability = 'active' | 'pause' | 'drain';
@@ -33,6 +34,10 @@ export interface SwarmServiceSpec {
   replicas: number;
   /** A container port published in host mode on an engine-assigned port of the task's node (web: $PORT). */
   publish?: number;
+  /** The host port `publish` gets on every node instead of an engine-assigned one (the cluster registry's fixed ports). */
+  publishedPort?: number;
+  /** One task on every node (the registry's mirror), instead of `replicas` tasks. */
+  global?: boolean;
   /** Placement constraints in Swarm's syntax: node.labels.zone==a, node.role!=manager ... */
   constraints: string[];
   /** Spread preferences: node.labels.zone ... */
@@ -103,4 +108,15 @@ export interface Swarm {
   tasks(filter: { service?: string; labels?: Record<string, string> }): Promise<SwarmTask[]>;
   /** The last `tail` lines a task's container wrote; '' when it has none. */
   taskLogs(taskId: string, tail: number): Promise<string>;
+}
+
+/**
+ * Gets a release image to every node of the Swarm: `distribute` returns the reference services
+ * name it by (every node can pull or already has it); `prune` forgets references no release
+ * keeps. The cluster registry (cluster-registry.ts) implements it; until a Swarm has one,
+ * LocalImageDistributor (swarm-deployment.ts) names the image by id, which nodes must have.
+ */
+export interface ImageDistributor {
+  distribute(image: string, out: Output): Promise<string>;
+  prune(refs: string[]): Promise<void>;
 }
