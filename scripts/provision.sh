@@ -19,12 +19,16 @@ STACK_IMAGE="${BERTH_TEST_STACK_IMAGE:-berth-test/stack:latest}"
 # behind entrypoints that honour the official images' contract (scripts/service-images/).
 POSTGRES_IMAGE="${BERTH_TEST_POSTGRES_IMAGE:-berth-test/postgres:15}"
 REDIS_IMAGE="${BERTH_TEST_REDIS_IMAGE:-berth-test/redis:7}"
+# The node of the test Swarm (test/helpers/swarm-cluster.ts): a Docker engine in a container, made
+# from this machine's own engine binaries.
+SWARM_NODE_IMAGE="${BERTH_TEST_SWARM_NODE_IMAGE:-berth-test/swarm-node:latest}"
 DOCKER_LOG="${BERTH_DOCKERD_LOG:-/var/log/berth-dockerd.log}"
 # Bumped whenever an image's content changes, so machines provisioned earlier rebuild it.
 BASE_REVISION=2
 STACK_REVISION=3
 POSTGRES_REVISION=3
 REDIS_REVISION=1
+SWARM_NODE_REVISION=1
 only_engine=0
 [[ "${1:-}" == "--engine" ]] && only_engine=1
 
@@ -140,6 +144,50 @@ ENTRYPOINT ["docker-entrypoint.sh"]
 EXPOSE 6379
 CMD ["redis-server"]
 DOCKERFILE
+}
+
+build_swarm_node_image() {
+  image_current "$SWARM_NODE_IMAGE" "$SWARM_NODE_REVISION" && return 0
+  command -v xtables-nft-multi >/dev/null || apt_install iptables
+  command -v ip >/dev/null || apt_install iproute2
+  local bin
+  for bin in dockerd containerd containerd-shim-runc-v2 runc docker-init docker-proxy; do
+    command -v "$bin" >/dev/null || apt_install docker.io
+  done
+  command -v docker >/dev/null || apt_install docker.io
+  say "building $SWARM_NODE_IMAGE from this machine's dockerd, containerd, runc and iptables (no registry)"
+  local root previous xtables=/usr/lib/x86_64-linux-gnu/xtables bins=() path
+  previous="$(docker image inspect -f '{{.Id}}' "$SWARM_NODE_IMAGE" 2>/dev/null || true)"
+  root="$(new_rootfs)"
+  trap "rm -rf '$root'; trap - RETURN" RETURN
+  mkdir -p "$root/usr/sbin" "$root/var/lib/docker" "$root/run" "$root/etc/docker"
+  ln -s ../run "$root/var/run"
+  for bin in dockerd containerd containerd-shim-runc-v2 runc docker-init docker-proxy docker ip xtables-nft-multi; do
+    path="$(readlink -f "$(command -v "$bin")")"
+    cp "$path" "$root/usr/bin/$bin"
+    ldd "$path" >/dev/null 2>&1 && bins+=("$path")  # docker-init and the docker CLI are static
+  done
+  # The engine runs iptables by these names; the nft flavour, as on this machine.
+  for bin in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+    ln -s xtables-nft-multi "$root/usr/bin/$bin"
+  done
+  # iptables loads its matches and targets from here at run time, so ldd does not list them.
+  mkdir -p "$root$xtables"
+  cp "$xtables"/*.so "$root$xtables/"
+  bins+=("$xtables"/*.so)
+  copy_libraries "$root" "${bins[@]}"
+  printf 'ID=berth-swarm-node\nNAME="berth test Swarm node"\nVERSION_ID=%s\n' "$SWARM_NODE_REVISION" > "$root/etc/os-release"
+  install -m 0755 "$(dirname "$0")/service-images/swarm-node-entrypoint.sh" "$root/usr/local/bin/swarm-node-entrypoint.sh"
+  tar -C "$root" -c . | docker import \
+    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+    --change 'VOLUME /var/lib/docker' \
+    --change 'EXPOSE 2375 2377 7946 4789/udp' \
+    --change 'ENTRYPOINT ["swarm-node-entrypoint.sh"]' \
+    --change "LABEL berth.provision=$SWARM_NODE_REVISION" \
+    - "$SWARM_NODE_IMAGE" >/dev/null || die "docker import of $SWARM_NODE_IMAGE failed"
+  if [[ -n "$previous" && "$previous" != "$(docker image inspect -f '{{.Id}}' "$SWARM_NODE_IMAGE")" ]]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true
+  fi
 }
 
 # new_rootfs: a temp dir with busybox, bash and util-linux's setpriv (an entrypoint drops from
@@ -277,3 +325,4 @@ build_base_image
 build_stack_image
 build_postgres_image
 build_redis_image
+build_swarm_node_image

@@ -1,0 +1,100 @@
+// The test Swarm itself (test/helpers/swarm-cluster.ts): three Docker-in-Docker nodes form a
+// Swarm whose services answer from this machine on every node, and stop() leaves nothing behind.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { BASE_IMAGE } from './helpers/daemon.ts';
+import { docker, startSwarmCluster, type TestCluster } from './helpers/swarm-cluster.ts';
+import { sleep } from '../src/sleep.ts';
+
+describe('test Swarm cluster', () => {
+  let cluster: TestCluster;
+
+  before(async () => {
+    const started = Date.now();
+    cluster = await startSwarmCluster({ workers: 2, images: [BASE_IMAGE] });
+    process.stdout.write(`# swarm cluster of 3 nodes started in ${Date.now() - started} ms\n`);
+  });
+
+  after(async () => {
+    const started = Date.now();
+    await cluster?.stop();
+    process.stdout.write(`# swarm cluster removed in ${Date.now() - started} ms\n`);
+  });
+
+  it('forms a Swarm of one manager and two workers, all ready and active', async () => {
+    const lines = (await cluster.docker(cluster.manager, ['node', 'ls', '--format', '{{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}}'])).trim().split('\n').map((line) => line.trim()).sort();
+    assert.deepEqual(lines, [`${cluster.manager.name} Ready Active Leader`, ...cluster.workers.map((worker) => `${worker.name} Ready Active`)].sort());
+    for (const node of cluster.nodes) {
+      const state = (await cluster.docker(node, ['info', '--format', '{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}'])).trim();
+      assert.equal(state, `active ${node.address}`);
+    }
+  });
+
+  it('serves a 3-replica dnsrr service with host-mode ports from this machine on every node', async () => {
+    const service = `${cluster.manager.name}-web`;
+    await cluster.docker(cluster.manager, [
+      'service', 'create', '--detach', '--no-resolve-image', '--name', service, '--replicas', '3', '--replicas-max-per-node', '1',
+      '--endpoint-mode', 'dnsrr', '--publish', 'mode=host,target=8080', '--restart-delay', '0s',
+      BASE_IMAGE, 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www',
+    ]);
+    const tasks = await runningTasks(cluster, service, 3);
+    const addressOf = new Map(await Promise.all(cluster.nodes.map(async (node) => [(await cluster.docker(node, ['info', '--format', '{{.Swarm.NodeID}}'])).trim(), node.address] as const)));
+    assert.deepEqual(new Set(tasks.map((task) => addressOf.get(task.node))), new Set(cluster.nodes.map((node) => node.address)));
+    for (const task of tasks) {
+      const response = await fetch(`http://${addressOf.get(task.node)}:${task.port}/`, { signal: AbortSignal.timeout(5000) });
+      assert.equal(response.status, 200);
+      assert.equal((await response.text()).trim(), task.container.slice(0, 12));
+    }
+    await cluster.docker(cluster.manager, ['service', 'rm', service]);
+  });
+
+  it('loads images into every node and starts a node that is not joined', async () => {
+    for (const node of cluster.nodes) {
+      assert.equal((await cluster.docker(node, ['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim(), (await docker(['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim());
+    }
+    const extra = await cluster.addNode();
+    assert.equal((await cluster.docker(extra, ['info', '--format', '{{.Swarm.LocalNodeState}}'])).trim(), 'inactive');
+    assert.equal((await cluster.exec(extra, 'hostname')).trim(), extra.name);
+    await cluster.kill(extra);
+    await assert.rejects(docker(['inspect', extra.container]), /no such/i);
+  });
+
+  it('stop() removes every container, volume and network it made, and can be called again', async () => {
+    const other = await startSwarmCluster({ workers: 0 });
+    const prefix = other.manager.name.replace(/-node1$/, '');
+    await other.stop();
+    await other.stop();
+    assert.equal((await docker(['ps', '--all', '--quiet', '--filter', `name=${prefix}`])).trim(), '');
+    assert.equal((await docker(['volume', 'ls', '--quiet', '--filter', `name=${prefix}`])).trim(), '');
+    assert.equal((await docker(['network', 'ls', '--quiet', '--filter', `name=${prefix}`])).trim(), '');
+  });
+});
+
+/** What `docker inspect TASK` says, the part read here. */
+interface SwarmTaskJson {
+  NodeID?: string;
+  Status: { State: string; ContainerStatus?: { ContainerID: string }; PortStatus?: { Ports?: { PublishedPort: number }[] } };
+}
+
+interface RunningTask {
+  node: string;
+  container: string;
+  port: number;
+}
+
+/** The service's running tasks once `count` of them run and have a published port. */
+async function runningTasks(cluster: TestCluster, service: string, count: number): Promise<RunningTask[]> {
+  const deadline = Date.now() + 60_000;
+  let seen = '';
+  while (Date.now() < deadline) {
+    const ids = (await cluster.docker(cluster.manager, ['service', 'ps', '--quiet', '--filter', 'desired-state=running', service])).trim().split('\n').filter(Boolean);
+    if (ids.length) {
+      const found = JSON.parse(await cluster.docker(cluster.manager, ['inspect', ...ids])) as SwarmTaskJson[];
+      seen = JSON.stringify(found.map((task) => task.Status));
+      const tasks = found.filter((task) => task.Status.State === 'running' && task.Status.PortStatus?.Ports?.[0]?.PublishedPort);
+      if (tasks.length === count) return tasks.map((task) => ({ node: task.NodeID!, container: task.Status.ContainerStatus!.ContainerID, port: task.Status.PortStatus!.Ports![0]!.PublishedPort }));
+    }
+    await sleep(250);
+  }
+  throw new Error(`service ${service} did not have ${count} running tasks within 60 s:\n${seen}`);
+}
