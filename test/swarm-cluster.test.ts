@@ -48,6 +48,23 @@ describe('test Swarm cluster', () => {
     await cluster.docker(cluster.manager, ['service', 'rm', service]);
   });
 
+  it('carries an attachable overlay network across nodes: a container on a worker reaches one on the manager by name and by address', async () => {
+    const network = `${cluster.manager.name}-overlay`;
+    const target = `${cluster.manager.name}-one`;
+    await cluster.docker(cluster.manager, ['network', 'create', '--driver', 'overlay', '--attachable', network]);
+    try {
+      await cluster.docker(cluster.manager, ['run', '--detach', '--name', target, '--network', network, BASE_IMAGE, 'sh', '-c', 'mkdir -p /www && echo from-manager > /www/index.html && exec httpd -f -p 80 -h /www']);
+      const address = (await cluster.docker(cluster.manager, ['inspect', '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', target])).trim();
+      // busybox's wget crashes in the base image; node's fetch is the client.
+      const probe = `for (const url of process.argv.slice(1)) { const r = await fetch(url, { signal: AbortSignal.timeout(5000) }); console.log(r.status, (await r.text()).trim()); }`;
+      const output = await cluster.docker(cluster.workers[0]!, ['run', '--rm', '--network', network, BASE_IMAGE, 'node', '--input-type=module', '-e', probe, `http://${address}/`, `http://${target}/`]);
+      assert.deepEqual(output.trim().split('\n'), ['200 from-manager', '200 from-manager']);
+    } finally {
+      await cluster.docker(cluster.manager, ['rm', '--force', target]).catch(() => {});
+      await cluster.docker(cluster.manager, ['network', 'rm', network]);
+    }
+  });
+
   it('loads images into every node and starts a node that is not joined', async () => {
     for (const node of cluster.nodes) {
       assert.equal((await cluster.docker(node, ['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim(), (await docker(['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim());
