@@ -22,6 +22,9 @@ REDIS_IMAGE="${BERTH_TEST_REDIS_IMAGE:-berth-test/redis:7}"
 # The node of the test Swarm (test/helpers/swarm-cluster.ts): a Docker engine in a container, made
 # from this machine's own engine binaries.
 SWARM_NODE_IMAGE="${BERTH_TEST_SWARM_NODE_IMAGE:-berth-test/swarm-node:latest}"
+# The image registry the Swarm tests run as the cluster's registry (`berth serve --registry-image`):
+# Debian's docker-registry behind the official registry:2 image's contract.
+REGISTRY_IMAGE="${BERTH_TEST_REGISTRY_IMAGE:-berth-test/registry:2}"
 DOCKER_LOG="${BERTH_DOCKERD_LOG:-/var/log/berth-dockerd.log}"
 # Bumped whenever an image's content changes, so machines provisioned earlier rebuild it.
 BASE_REVISION=2
@@ -29,6 +32,7 @@ STACK_REVISION=3
 POSTGRES_REVISION=3
 REDIS_REVISION=1
 SWARM_NODE_REVISION=1
+REGISTRY_REVISION=1
 only_engine=0
 [[ "${1:-}" == "--engine" ]] && only_engine=1
 
@@ -190,6 +194,52 @@ build_swarm_node_image() {
   fi
 }
 
+build_registry_image() {
+  image_current "$REGISTRY_IMAGE" "$REGISTRY_REVISION" && return 0
+  [[ -x /usr/bin/docker-registry ]] || apt_install docker-registry
+  say "building $REGISTRY_IMAGE from Debian's docker-registry (no registry)"
+  local root
+  root="$(new_rootfs)"
+  trap "rm -rf '$root'; trap - RETURN" RETURN
+  mkdir -p "$root/etc/docker/registry" "$root/var/lib/registry"
+  cp /usr/bin/docker-registry "$root/bin/registry"
+  copy_libraries "$root" /usr/bin/docker-registry
+  # Certificates for a pull-through cache of an HTTPS registry, when this machine has them.
+  if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+    mkdir -p "$root/etc/ssl/certs"
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+  fi
+  # The official image's configuration: storage in /var/lib/registry, :5000, no auth, no delete.
+  cat > "$root/etc/docker/registry/config.yml" <<'CONFIG'
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+CONFIG
+  install -m 0755 "$(dirname "$0")/service-images/registry-entrypoint.sh" "$root/entrypoint.sh"
+  build_rootfs_image "$root" "$REGISTRY_IMAGE" "$REGISTRY_REVISION" <<'DOCKERFILE'
+ENV PATH=/usr/local/bin:/usr/bin:/bin
+VOLUME ["/var/lib/registry"]
+EXPOSE 5000
+ENTRYPOINT ["/entrypoint.sh"]
+CMD ["/etc/docker/registry/config.yml"]
+DOCKERFILE
+}
+
 # new_rootfs: a temp dir with busybox, bash and util-linux's setpriv (an entrypoint drops from
 # root to its service's user with it) and their libraries; its path on stdout.
 new_rootfs() {
@@ -326,3 +376,4 @@ build_stack_image
 build_postgres_image
 build_redis_image
 build_swarm_node_image
+build_registry_image

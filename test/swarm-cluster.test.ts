@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { BASE_IMAGE } from './helpers/daemon.ts';
-import { docker, startSwarmCluster, type TestCluster } from './helpers/swarm-cluster.ts';
+import { docker, REGISTRY_TEST_IMAGE, startSwarmCluster, type TestCluster } from './helpers/swarm-cluster.ts';
 import { sleep } from '../src/sleep.ts';
 
 describe('test Swarm cluster', () => {
@@ -65,6 +65,54 @@ describe('test Swarm cluster', () => {
     }
   });
 
+  it('runs the registry image as a service on the manager that takes a push on 127.0.0.1, and as a pull-through cache on every node that serves it', async () => {
+    const { manager } = cluster;
+    const worker = cluster.workers[0]!;
+    const registry = `${manager.name}-registry`;
+    const mirror = `${manager.name}-mirror`;
+    await cluster.loadImages([REGISTRY_TEST_IMAGE]);
+    try {
+      await cluster.docker(manager, [
+        'service', 'create', '--detach', '--no-resolve-image', '--name', registry, '--constraint', 'node.role==manager',
+        '--publish', 'mode=host,target=5000,published=5000', '--mount', `type=volume,source=${registry},target=/var/lib/registry`,
+        '--env', 'REGISTRY_STORAGE_DELETE_ENABLED=true', REGISTRY_TEST_IMAGE,
+      ]);
+      await cluster.docker(manager, [
+        'service', 'create', '--detach', '--no-resolve-image', '--name', mirror, '--mode', 'global',
+        '--publish', 'mode=host,target=5000,published=5001', '--env', `REGISTRY_PROXY_REMOTEURL=http://${manager.address}:5000`, REGISTRY_TEST_IMAGE,
+      ]);
+      await Promise.all([answers(`http://${manager.address}:5000/v2/`), ...cluster.nodes.map((node) => answers(`http://${node.address}:5001/v2/`))]);
+
+      // An image only the manager has: the base image with one more layer.
+      const source = `${manager.name}-source`;
+      await cluster.docker(manager, ['run', '--name', source, BASE_IMAGE, 'sh', '-c', `echo ${source} > /marker`]);
+      await cluster.docker(manager, ['commit', source, '127.0.0.1:5000/berth-test/marked:1']);
+      await cluster.docker(manager, ['rm', source]);
+      await cluster.docker(manager, ['push', '127.0.0.1:5000/berth-test/marked:1']);
+      const digest = (await cluster.docker(manager, ['image', 'inspect', '--format', '{{index .RepoDigests 0}}', '127.0.0.1:5000/berth-test/marked:1'])).trim().split('@')[1]!;
+      assert.match(digest, /^sha256:[0-9a-f]{64}$/);
+      const tags = await (await fetch(`http://${manager.address}:5000/v2/berth-test/marked/tags/list`)).json();
+      assert.deepEqual(tags, { name: 'berth-test/marked', tags: ['1'] });
+
+      // The worker pulls it by digest from the cache on its own loopback, which fetches it from the manager's.
+      await cluster.docker(worker, ['pull', `127.0.0.1:5001/berth-test/marked@${digest}`]);
+      assert.equal((await cluster.docker(worker, ['run', '--rm', `127.0.0.1:5001/berth-test/marked@${digest}`, 'cat', '/marker'])).trim(), source);
+      const cached = (await (await fetch(`http://${worker.address}:5001/v2/_catalog`)).json()) as { repositories: string[] };
+      assert.deepEqual(cached.repositories, ['berth-test/marked']);
+      // A cache takes no pushes (asked directly: `docker push` retries it for 50 s).
+      const upload = await fetch(`http://${worker.address}:5001/v2/berth-test/pushed/blobs/uploads/`, { method: 'POST' });
+      assert.equal(upload.status, 405);
+
+      // REGISTRY_STORAGE_DELETE_ENABLED reached the registry: a manifest can be deleted.
+      const deleted = await fetch(`http://${manager.address}:5000/v2/berth-test/marked/manifests/${digest}`, { method: 'DELETE' });
+      assert.equal(deleted.status, 202);
+      const gone = await fetch(`http://${manager.address}:5000/v2/berth-test/marked/manifests/${digest}`, { headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json' } });
+      assert.equal(gone.status, 404);
+    } finally {
+      await cluster.docker(manager, ['service', 'rm', registry, mirror]).catch(() => {});
+    }
+  });
+
   it('loads images into every node and starts a node that is not joined', async () => {
     for (const node of cluster.nodes) {
       assert.equal((await cluster.docker(node, ['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim(), (await docker(['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim());
@@ -91,6 +139,23 @@ describe('test Swarm cluster', () => {
 interface SwarmTaskJson {
   NodeID?: string;
   Status: { State: string; ContainerStatus?: { ContainerID: string }; PortStatus?: { Ports?: { PublishedPort: number }[] } };
+}
+
+/** Waits until `url` answers 200 (a registry's /v2/ once its task runs and its port is published). */
+async function answers(url: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  let last = '';
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      if (response.status === 200) return;
+      last = `HTTP ${response.status}`;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await sleep(250);
+  }
+  throw new Error(`${url} did not answer 200 within 60 s (${last})`);
 }
 
 interface RunningTask {

@@ -12,6 +12,11 @@ import { sleep } from '../../src/sleep.ts';
 
 /** The node image scripts/provision.sh builds. */
 export const SWARM_NODE_IMAGE = process.env.BERTH_TEST_SWARM_NODE_IMAGE ?? 'berth-test/swarm-node:latest';
+/**
+ * `berth serve --registry-image` in tests: Debian's docker-registry behind the official registry:2
+ * image's contract (scripts/provision.sh).
+ */
+export const REGISTRY_TEST_IMAGE = process.env.BERTH_TEST_REGISTRY_IMAGE ?? 'berth-test/registry:2';
 
 export interface SwarmNodeHandle {
   /** The node's hostname, as Swarm lists it; also its container's name. */
