@@ -124,14 +124,21 @@ describe('test Swarm cluster', () => {
     await assert.rejects(docker(['inspect', extra.container]), /no such/i);
   });
 
+  it('a start that fails halfway says why and leaves nothing behind', async () => {
+    // The base image has no command: the network is made, then no node can start.
+    const failure = await startSwarmCluster({ workers: 1, nodeImage: BASE_IMAGE }).then(() => undefined, (e: Error) => e);
+    assert.match(String(failure?.message), /^starting a test Swarm of 2 nodes \(berth-swarm-[0-9a-f]{6}-\*\): docker run .*no command specified/is);
+    const prefix = failure!.message.match(/\((berth-swarm-[0-9a-f]{6})-\*\)/)![1]!;
+    assert.deepEqual(await objectsNamed(prefix), []);
+    await assert.rejects(startSwarmCluster({ workers: 1, nodeImage: 'berth-test/no-such-node:1' }), /berth-test\/no-such-node:1 is missing: run scripts\/provision.sh/);
+  });
+
   it('stop() removes every container, volume and network it made, and can be called again', async () => {
     const other = await startSwarmCluster({ workers: 0 });
     const prefix = other.manager.name.replace(/-node1$/, '');
     await other.stop();
     await other.stop();
-    assert.equal((await docker(['ps', '--all', '--quiet', '--filter', `name=${prefix}`])).trim(), '');
-    assert.equal((await docker(['volume', 'ls', '--quiet', '--filter', `name=${prefix}`])).trim(), '');
-    assert.equal((await docker(['network', 'ls', '--quiet', '--filter', `name=${prefix}`])).trim(), '');
+    assert.deepEqual(await objectsNamed(prefix), []);
   });
 });
 
@@ -139,6 +146,16 @@ describe('test Swarm cluster', () => {
 interface SwarmTaskJson {
   NodeID?: string;
   Status: { State: string; ContainerStatus?: { ContainerID: string }; PortStatus?: { Ports?: { PublishedPort: number }[] } };
+}
+
+/** The names of the containers, volumes and networks on this machine's engine named `prefix`-something. */
+async function objectsNamed(prefix: string): Promise<string[]> {
+  const names = await Promise.all([
+    docker(['ps', '--all', '--format', '{{.Names}}', '--filter', `name=${prefix}-`]),
+    docker(['volume', 'ls', '--format', '{{.Name}}', '--filter', `name=${prefix}-`]),
+    docker(['network', 'ls', '--format', '{{.Name}}', '--filter', `name=${prefix}-`]),
+  ]);
+  return names.join('\n').split('\n').filter(Boolean).sort();
 }
 
 /** Waits until `url` answers 200 (a registry's /v2/ once its task runs and its port is published). */

@@ -58,22 +58,34 @@ export interface TestCluster {
  * node is noticed in about 2 s), waits until every node is `ready`, and loads `images` into every
  * node. Throws with what went wrong (after removing what it made) when it cannot.
  */
-export async function startSwarmCluster(options: { workers: number; images?: string[] }): Promise<TestCluster> {
-  await checkNodeImage();
-  const cluster = new Cluster(`berth-swarm-${randomBytes(3).toString('hex')}`);
+export async function startSwarmCluster(options: { workers: number; images?: string[]; /** SWARM_NODE_IMAGE unless given (the harness's own tests). */ nodeImage?: string }): Promise<TestCluster> {
+  const nodeImage = options.nodeImage ?? SWARM_NODE_IMAGE;
+  await checkNodeImage(nodeImage);
+  const cluster = new Cluster(`berth-swarm-${randomBytes(3).toString('hex')}`, nodeImage);
   try {
     await cluster.createNetwork();
-    const started = await Promise.all(Array.from({ length: options.workers + 1 }, () => cluster.startNode()));
+    const started = await allSettled(Array.from({ length: options.workers + 1 }, () => cluster.startNode()));
     const [manager, ...workers] = started;
     cluster.manager = manager!;
     cluster.workers = workers;
     cluster.nodes = started;
-    await Promise.all([cluster.formSwarm(), options.images?.length ? cluster.loadImages(options.images) : undefined]);
+    await allSettled([cluster.formSwarm(), options.images?.length ? cluster.loadImages(options.images) : Promise.resolve()]);
     return cluster;
   } catch (e) {
     await cluster.stop().catch((stopError: Error) => process.stderr.write(`swarm cluster ${cluster.prefix}: cleaning up: ${stopError.message}\n`));
-    throw new Error(`starting a test Swarm of ${options.workers + 1} nodes: ${(e as Error).message}`, { cause: e });
+    throw new Error(`starting a test Swarm of ${options.workers + 1} nodes (${cluster.prefix}-*): ${(e as Error).message}`, { cause: e });
   }
+}
+
+/**
+ * Promise.all that waits for every promise before it rejects, so that stop() never runs while a
+ * node container is still being made (it would outlive the cluster).
+ */
+async function allSettled<T>(promises: Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((result) => (result as PromiseFulfilledResult<T>).value);
 }
 
 /** `docker` on this machine's engine (or on another with -H); stdout, or an error with stderr. */
@@ -108,9 +120,11 @@ class Cluster implements TestCluster {
   private readonly stopAtExit = () => this.stopSync();
 
   readonly prefix: string;
+  private readonly image: string;
 
-  constructor(prefix: string) {
+  constructor(prefix: string, image: string) {
     this.prefix = prefix;
+    this.image = image;
     this.network = `${prefix}-net`;
     // If the test process ends without stop() (killed by its runner), the nodes go with it.
     process.once('exit', this.stopAtExit);
@@ -155,7 +169,7 @@ class Cluster implements TestCluster {
         '--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined', '--security-opt', 'systempaths=unconfined',
         '--device-cgroup-rule', 'a *:* rwm',
         '--volume', `${volume}:/var/lib/docker`,
-        SWARM_NODE_IMAGE,
+        this.image,
       ])
     ).trim();
     const node: SwarmNodeHandle = { name, container, address, dockerHost: `tcp://${address}:${API_PORT}` };
@@ -268,11 +282,11 @@ class Cluster implements TestCluster {
   }
 }
 
-async function checkNodeImage(): Promise<void> {
+async function checkNodeImage(image: string): Promise<void> {
   try {
-    await docker(['image', 'inspect', '--format', '{{.Id}}', SWARM_NODE_IMAGE]);
+    await docker(['image', 'inspect', '--format', '{{.Id}}', image]);
   } catch (e) {
-    throw new Error(`the Swarm node image ${SWARM_NODE_IMAGE} is missing: run scripts/provision.sh (it builds it from this machine's dockerd)`, { cause: e });
+    throw new Error(`the Swarm node image ${image} is missing: run scripts/provision.sh (it builds it from this machine's dockerd)`, { cause: e });
   }
 }
 
