@@ -113,15 +113,26 @@ describe('test Swarm cluster', () => {
     }
   });
 
-  it('loads images into every node and starts a node that is not joined', async () => {
+  it('loads images into every node', async () => {
+    const id = (await docker(['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim();
     for (const node of cluster.nodes) {
-      assert.equal((await cluster.docker(node, ['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim(), (await docker(['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim());
+      assert.equal((await cluster.docker(node, ['image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE])).trim(), id);
     }
+  });
+
+  it('starts a node that is not joined, which joins with the join command run in it, and is seen down once killed', async () => {
     const extra = await cluster.addNode();
     assert.equal((await cluster.docker(extra, ['info', '--format', '{{.Swarm.LocalNodeState}}'])).trim(), 'inactive');
-    assert.equal((await cluster.exec(extra, 'hostname')).trim(), extra.name);
+    const join = (await cluster.docker(cluster.manager, ['swarm', 'join-token', 'worker'])).match(/docker swarm join .+/)![0];
+    await cluster.exec(extra, join);
+    const status = async () => (await cluster.docker(cluster.manager, ['node', 'inspect', '--format', '{{.Status.State}}', extra.name])).trim();
+    await until(async () => (await status()) === 'ready', 'the added node to be ready');
+    const killed = Date.now();
     await cluster.kill(extra);
     await assert.rejects(docker(['inspect', extra.container]), /no such/i);
+    await until(async () => (await status()) === 'down', 'the killed node to be down');
+    process.stdout.write(`# a killed node was reported down by the manager after ${Date.now() - killed} ms\n`);
+    await cluster.docker(cluster.manager, ['node', 'rm', extra.name]);
   });
 
   it('a start that fails halfway says why and leaves nothing behind', async () => {
@@ -146,6 +157,14 @@ describe('test Swarm cluster', () => {
 interface SwarmTaskJson {
   NodeID?: string;
   Status: { State: string; ContainerStatus?: { ContainerID: string }; PortStatus?: { Ports?: { PublishedPort: number }[] } };
+}
+
+async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(100);
+  }
 }
 
 /** The names of the containers, volumes and networks on this machine's engine named `prefix`-something. */
