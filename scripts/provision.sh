@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Makes this machine ready to run berth and its tests: a Docker engine that answers, the real
 # clients the tests drive (git, ssh, curl, wrk, pebble), the local base image the test apps
-# build FROM, and the Postgres and Redis images the services tests run. Nothing comes from an
-# image registry: the base image is imported from this machine's own busybox, bash and node, the
-# service images are built from Debian's postgresql-15 and redis-server. Safe to run again; it
-# only does what is missing.
+# build FROM, the Postgres and Redis images the services tests run, and the Swarm tests' node and
+# registry images. Nothing comes from an image registry: the base image is imported from this
+# machine's own busybox, bash and node, the service images are built from Debian's postgresql-15
+# and redis-server, the Swarm node from this machine's own dockerd, containerd and runc, the
+# registry from Debian's docker-registry. Safe to run again; it only does what is missing.
 #
 #   scripts/provision.sh            engine + test tools + base image
 #   scripts/provision.sh --engine   only a Docker engine (what `npm start` needs)
