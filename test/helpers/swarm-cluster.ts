@@ -126,7 +126,7 @@ class Cluster implements TestCluster {
     this.prefix = prefix;
     this.image = image;
     this.network = `${prefix}-net`;
-    // If the test process ends without stop() (killed by its runner), the nodes go with it.
+    // If the test process exits without stop() (an uncaught error, process.exit), the nodes go with it.
     process.once('exit', this.stopAtExit);
   }
 
