@@ -132,12 +132,12 @@ export class DockerSwarm implements Swarm {
         },
         Networks: spec.networks.map((n) => ({ Target: n.name, Aliases: n.aliases })),
       },
-      Mode: { Replicated: { Replicas: spec.replicas } },
+      Mode: spec.global ? { Global: {} } : { Replicated: { Replicas: spec.replicas } },
       // No VIP and no routing mesh (they need IPVS): each task is reached at its node's address
       // on the port the engine gave it there.
       EndpointSpec: {
         Mode: 'dnsrr',
-        Ports: spec.publish === undefined ? [] : [{ Protocol: 'tcp', TargetPort: spec.publish, PublishMode: 'host' }],
+        Ports: spec.publish === undefined ? [] : [{ Protocol: 'tcp', TargetPort: spec.publish, PublishMode: 'host', ...(spec.publishedPort ? { PublishedPort: spec.publishedPort } : {}) }],
       },
     };
     let created: { id: string };
