@@ -97,7 +97,7 @@ export class ClusterRegistry implements ImageDistributor {
     for (const [path, wanted] of byPath) {
       try {
         const listed = await fetch(`${base}/${path}/tags/list`);
-        const tags = listed.status === 404 ? [] : (((await ok(listed, `listing ${path}`)).json()) as { tags?: string[] | null }).tags ?? [];
+        const tags = listed.status === 404 ? [] : ((await (await ok(listed, `listing ${path}`)).json()) as { tags?: string[] | null }).tags ?? [];
         const kept = new Set<string>();
         const doomed = new Set(wanted.digests);
         for (const tag of tags) {

@@ -1,0 +1,119 @@
+// The cluster registry on a real Swarm of Docker-in-Docker nodes (test/helpers/swarm-cluster.ts),
+// with the registry image made from Debian's docker-registry: an image built only on the manager
+// is pushed from the manager's engine to the store on 127.0.0.1, and runs as a service task on a
+// worker that never had it, by its digest, pulled through the worker's loopback mirror; the
+// services are adopted by another berth, recreated when gone; prune deletes a release's manifest
+// (a pull of it then fails) and keeps one another tag still names. One cluster for the file.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { ClusterRegistry, REGISTRY_PORTS } from '../src/orchestrator/cluster-registry.ts';
+import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
+import { DockerSwarm } from '../src/orchestrator/docker-swarm.ts';
+import { LABEL } from '../src/orchestrator/engine.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
+import { BASE_IMAGE, waitFor } from './helpers/daemon.ts';
+import { REGISTRY_TEST_IMAGE, startSwarmCluster, type TestCluster } from './helpers/swarm-cluster.ts';
+
+describe('the cluster registry on a real Swarm', () => {
+  const instance = `t${process.pid}`;
+  const repo = `berth-${instance}/shop`;
+  let cluster: TestCluster;
+  let engine: DockerEngine;
+  let swarm: DockerSwarm;
+  let registry: ClusterRegistry;
+
+  /** Builds `repo:tag` on the manager's engine only: the base image and one marked layer. */
+  async function buildOnManager(tag: string, marker: string): Promise<void> {
+    await cluster.exec(cluster.manager, `d=$(mktemp -d) && printf 'FROM ${BASE_IMAGE}\\nRUN echo ${marker} > /marker\\n' > $d/Dockerfile && DOCKER_BUILDKIT=0 docker build -q -t ${repo}:${tag} $d >/dev/null && rm -rf $d`);
+  }
+
+  /** The registry's answer to a HEAD of a manifest, from this machine at the manager's address. */
+  async function manifestStatus(reference: string): Promise<number> {
+    const accept = 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json';
+    return (await fetch(`http://${cluster.manager.address}:${REGISTRY_PORTS.store}/v2/${repo}/manifests/${reference}`, { method: 'HEAD', headers: { Accept: accept } })).status;
+  }
+
+  before(async () => {
+    cluster = await startSwarmCluster({ workers: 1, images: [REGISTRY_TEST_IMAGE] });
+    await cluster.loadImages([BASE_IMAGE], [cluster.manager]);
+    engine = await DockerEngine.connect(cluster.manager.dockerHost, instance);
+    swarm = await DockerSwarm.connect(cluster.manager.dockerHost, instance);
+    registry = new ClusterRegistry({ engine, swarm, image: REGISTRY_TEST_IMAGE, prefix: 'berth' });
+  });
+
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  test('an image built only on the manager runs on a worker that never had it, by its digest', async () => {
+    const worker = cluster.workers[0]!;
+    await buildOnManager('r1', 'release-one');
+    await assert.rejects(cluster.docker(worker, ['image', 'inspect', `${repo}:r1`]), 'the worker does not have the image');
+
+    const out = new MemoryOutput();
+    const ref = await registry.distribute(`${repo}:r1`, out);
+    assert.match(ref, new RegExp(`^127\\.0\\.0\\.1:${REGISTRY_PORTS.mirror}/${repo}@sha256:[0-9a-f]{64}$`));
+    assert.match(out.text(), /Starting the cluster registry on the manager/);
+    assert.match(out.text(), /Pushing berth-.*\/shop:r1 to the cluster registry/);
+    assert.equal(await engine.imageExists(`127.0.0.1:${REGISTRY_PORTS.store}/${repo}:r1`), false, 'the push tag is gone from the manager');
+    const digest = ref.slice(ref.indexOf('@') + 1);
+    assert.equal(await manifestStatus(digest), 200);
+
+    const workerNode = (await swarm.nodes()).find((n) => n.hostname === worker.name)!;
+    const service = await swarm.createService({
+      name: `${instance}-shop-web`, image: ref, env: {}, labels: { [LABEL.app]: 'shop', [LABEL.role]: 'process' },
+      cmd: ['sh', '-c', 'cat /marker && exec sleep 600'], replicas: 1, constraints: [`node.id==${workerNode.id}`], spread: [], networks: [],
+    });
+    try {
+      await waitFor('the task running on the worker', async () => (await swarm.tasks({ service: service.id })).some((t) => t.state === 'running' && t.nodeId === workerNode.id), 60_000);
+      const [task] = (await swarm.tasks({ service: service.id })).filter((t) => t.state === 'running');
+      await waitFor('the marker in its log', async () => (await swarm.taskLogs(task!.id, 10)).includes('release-one'));
+      const pulled = await cluster.docker(worker, ['image', 'inspect', '--format', '{{json .RepoDigests}}', ref]);
+      assert.ok(pulled.includes(digest), `the worker holds the same digest: ${pulled}`);
+    } finally {
+      await swarm.removeService(service.id);
+    }
+  });
+
+  test('another berth adopts the services; a service gone is made again; the volume is labelled and kept', async () => {
+    const before = (await swarm.services({ [LABEL.role]: 'registry' })).map((s) => s.id).sort();
+    assert.equal(before.length, 2);
+    const other = new ClusterRegistry({ engine, swarm, image: REGISTRY_TEST_IMAGE, prefix: 'berth' });
+    const out = new MemoryOutput();
+    await other.ensure(out);
+    assert.deepEqual((await swarm.services({ [LABEL.role]: 'registry' })).map((s) => s.id).sort(), before);
+    assert.equal(out.text(), '', 'adoption says nothing');
+
+    const mirror = (await swarm.services({ [LABEL.role]: 'registry' })).find((s) => s.labels['berth.registry'] === 'mirror')!;
+    await swarm.removeService(mirror.id);
+    await other.ensure(out);
+    const after = await swarm.services({ [LABEL.role]: 'registry' });
+    assert.equal(after.length, 2);
+    assert.ok(!after.some((s) => s.id === mirror.id) && after.some((s) => s.labels['berth.registry'] === 'mirror'), 'a new mirror');
+    assert.match(out.text(), /Starting the cluster registry's mirror on every node/);
+    assert.deepEqual(await engine.volumeLabels(`berth-${instance}-registry`), { [LABEL.managed]: '1', [LABEL.instance]: instance, [LABEL.role]: 'registry' });
+  });
+
+  test('prune deletes an old release manifest, a pull of it then fails; a manifest another tag names stays', async () => {
+    await buildOnManager('r2', 'release-two');
+    await engine.tagImage(`${repo}:r2`, repo, 'r3');
+    const out = new MemoryOutput();
+    const r1 = await registry.distribute(`${repo}:r1`, out);
+    const r2 = await registry.distribute(`${repo}:r2`, out);
+    const r3 = await registry.distribute(`${repo}:r3`, out);
+    assert.equal(r2, r3, 'the same image, the same digest');
+
+    // As pruneImages does: the engine's release images first, then the registry's.
+    await engine.removeImage(`${repo}:r1`);
+    await engine.removeImage(`${repo}:r3`);
+    await registry.prune([`${repo}:r1`, `${repo}:r3`]);
+
+    const digest = (ref: string) => ref.slice(ref.indexOf('@') + 1);
+    assert.equal(await manifestStatus(digest(r1)), 404, 'r1 is gone');
+    assert.equal(await manifestStatus(digest(r2)), 200, 'r2 (also r3) stays');
+    await assert.rejects(
+      cluster.docker(cluster.manager, ['pull', `127.0.0.1:${REGISTRY_PORTS.store}/${repo}@${digest(r1)}`]),
+      /manifest unknown|not found/i,
+    );
+  });
+});
