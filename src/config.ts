@@ -104,6 +104,8 @@ export interface Config {
   postgresImage: string;
   /** The image of new redis services that name none (redis:create --image). Default: unset (''), the kind's own image, redis:7, pulled on first use. */
   redisImage: string;
+  /** On --scheduler swarm, the image of the cluster registry (its store on the manager and its mirror on every node). Default registry:2, pulled on first use. */
+  registryImage: string;
   /** Where the supervisor serves Prometheus metrics at /metrics, HOST:PORT; 'off' or '' turns it off. Default 127.0.0.1:9180. */
   metricsListen: string;
   /** Where the control plane serves the dashboard (also reached at berth.DOMAIN through the proxy), HOST:PORT; 'off' or '' turns it off. Default 127.0.0.1:9181. */
@@ -192,6 +194,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'dashboardListen', flag: '--dashboard-listen', env: 'BERTH_DASHBOARD_LISTEN', kind: 'string', optional: true, describe: 'HOST:PORT of the admin listener serving the dashboard, which berth.DOMAIN also reaches through the proxy; off turns it off (default 127.0.0.1:9181)' },
   { key: 'postgresImage', flag: '--postgres-image', env: 'BERTH_POSTGRES_IMAGE', kind: 'string', optional: true, describe: 'image of new postgres services that name none with --image (default postgres:17, pulled on first use)' },
   { key: 'redisImage', flag: '--redis-image', env: 'BERTH_REDIS_IMAGE', kind: 'string', optional: true, describe: 'image of new redis services that name none with --image (default redis:7, pulled on first use)' },
+  { key: 'registryImage', flag: '--registry-image', env: 'BERTH_REGISTRY_IMAGE', kind: 'string', describe: 'on --scheduler swarm: image of the registry berth runs for the cluster, on the manager and as a mirror on every node (default registry:2, pulled on first use; docs/swarm.md)' },
   { key: 'logLevel', flag: '--log-level', env: 'BERTH_LOG_LEVEL', kind: 'level', describe: 'least important log lines written: debug, info, warn or error (default info)' },
 ];
 
@@ -238,6 +241,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     // Unset: each kind's own default image (src/services/kinds).
     postgresImage: '',
     redisImage: '',
+    registryImage: 'registry:2',
   };
 }
 

@@ -45,13 +45,15 @@ describe('the cluster registry on a real Swarm', () => {
     await cluster?.stop();
   });
 
-  test('an image built only on the manager runs on a worker that never had it, by its digest', async () => {
+  test('an image built only on the manager runs on a worker that never had it, by its digest', async (t) => {
     const worker = cluster.workers[0]!;
     await buildOnManager('r1', 'release-one');
     await assert.rejects(cluster.docker(worker, ['image', 'inspect', `${repo}:r1`]), 'the worker does not have the image');
 
     const out = new MemoryOutput();
+    let started = Date.now();
     const ref = await registry.distribute(`${repo}:r1`, out);
+    t.diagnostic(`registry started and release pushed in ${Date.now() - started} ms`);
     assert.match(ref, new RegExp(`^127\\.0\\.0\\.1:${REGISTRY_PORTS.mirror}/${repo}@sha256:[0-9a-f]{64}$`));
     assert.match(out.text(), /Starting the cluster registry on the manager/);
     assert.match(out.text(), /Pushing berth-.*\/shop:r1 to the cluster registry/);
@@ -60,13 +62,15 @@ describe('the cluster registry on a real Swarm', () => {
     assert.equal(await manifestStatus(digest), 200);
 
     const workerNode = (await swarm.nodes()).find((n) => n.hostname === worker.name)!;
+    started = Date.now();
     const service = await swarm.createService({
       name: `${instance}-shop-web`, image: ref, env: {}, labels: { [LABEL.app]: 'shop', [LABEL.role]: 'process' },
       cmd: ['sh', '-c', 'cat /marker && exec sleep 600'], replicas: 1, constraints: [`node.id==${workerNode.id}`], spread: [], networks: [],
     });
     try {
-      await waitFor('the task running on the worker', async () => (await swarm.tasks({ service: service.id })).some((t) => t.state === 'running' && t.nodeId === workerNode.id), 60_000);
-      const [task] = (await swarm.tasks({ service: service.id })).filter((t) => t.state === 'running');
+      await waitFor('the task running on the worker', async () => (await swarm.tasks({ service: service.id })).some((task) => task.state === 'running' && task.nodeId === workerNode.id), 60_000);
+      t.diagnostic(`task running on the worker (pulled through its mirror) ${Date.now() - started} ms after the service was created`);
+      const [task] = (await swarm.tasks({ service: service.id })).filter((each) => each.state === 'running');
       await waitFor('the marker in its log', async () => (await swarm.taskLogs(task!.id, 10)).includes('release-one'));
       const pulled = await cluster.docker(worker, ['image', 'inspect', '--format', '{{json .RepoDigests}}', ref]);
       assert.ok(pulled.includes(digest), `the worker holds the same digest: ${pulled}`);

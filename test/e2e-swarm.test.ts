@@ -7,7 +7,7 @@
 //
 // Release images reach the nodes through the cluster's own registry (cluster-registry.ts), by
 // digest: a push builds on the manager only, and every node pulls from its loopback mirror. The
-// registry image is berth-test/registry:2, tagged registry:2 (the default) on each node.
+// registry image is berth-test/registry:2 (--registry-image), loaded on each node.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
@@ -46,8 +46,7 @@ before(async () => {
   writeFiles(dir, APP_FILES);
   mustRun('docker', ['build', '-q', '-t', APP_IMAGE, dir]);
   cluster = await startSwarmCluster({ workers: 2, images: [APP_IMAGE, REGISTRY_TEST_IMAGE, BASE_IMAGE] });
-  await Promise.all(cluster.nodes.map((node) => cluster.docker(node, ['tag', REGISTRY_TEST_IMAGE, 'registry:2'])));
-  daemon = await startDaemon({ args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--checks-wait', '2'] });
+  daemon = await startDaemon({ args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--registry-image', REGISTRY_TEST_IMAGE, '--checks-wait', '2'] });
   assert.equal(daemon.cli(['ssh-keys:add', 'admin', admin.publicKey]).code, 0);
 });
 
@@ -233,7 +232,7 @@ test('a restarted daemon adopts the running services: the same tasks serve, no s
   const tasks = [...(await settled('shop', 4)).values()].flat().sort();
   const dataDir = daemon.dataDir;
   await daemon.stop();
-  daemon = await startDaemon({ dataDir, args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--checks-wait', '2'] });
+  daemon = await startDaemon({ dataDir, args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--registry-image', REGISTRY_TEST_IMAGE, '--checks-wait', '2'] });
   await waitFor('the adopted app to answer', async () => (await request(daemon.httpPort, HOST)).status === 200, 20_000);
   assert.match(daemon.logs(), /"app_adopted".*"app":"shop"/);
   assert.deepEqual(await services(), before);

@@ -199,7 +199,7 @@ export async function runControl(argv: string[]): Promise<number> {
       serviceKinds: SERVICE_KINDS,
       appUrl,
       // On a Swarm, releases reach every node through the cluster's own registry, by digest.
-      ...(swarm ? { swarm, distributor: new ClusterRegistry({ engine, swarm, image: registryImage(config), prefix: config.network }) } : {}),
+      ...(swarm ? { swarm, distributor: new ClusterRegistry({ engine, swarm, image: config.registryImage, prefix: config.network }) } : {}),
     });
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen
@@ -311,11 +311,6 @@ export async function runControl(argv: string[]): Promise<number> {
   log.info('control_stopped', {});
   exitSoon();
   return 0;
-}
-
-// The cluster registry's image: --registry-image (the registry piece's flag) once the config has it.
-function registryImage(config: Config): string {
-  return (config as Config & { registryImage?: string }).registryImage || 'registry:2';
 }
 
 // A random id made once per data dir; it labels this daemon's Docker objects.

@@ -12,6 +12,7 @@
 // removes it. Old releases go from the store by the registry API's DELETE of their manifest.
 import type { Output } from '../ui/output.ts';
 import { UserError } from '../errors.ts';
+import { checkImageReference } from '../image-reference.ts';
 import { log } from '../log.ts';
 import { LABEL, type Engine } from './engine.ts';
 import type { ImageDistributor, Swarm, SwarmService, SwarmServiceSpec, SwarmTask } from './swarm.ts';
@@ -55,6 +56,7 @@ export class ClusterRegistry implements ImageDistributor {
   #queue: Promise<unknown> = Promise.resolve();
 
   constructor(deps: ClusterRegistryDeps) {
+    checkImageReference(deps.image, 'registry:2 or registry.example.com/registry:2');
     this.#deps = deps;
     this.#ports = deps.ports ?? REGISTRY_PORTS;
     this.#name = `${deps.prefix}-${deps.engine.instance}-registry`;

@@ -651,12 +651,6 @@ const EXEC_MARKER = 'berth_exec';
 // build uses no cached layer.
 const NO_CACHE_SOURCE = `sha256:${'0'.repeat(64)}`;
 
-/** `repo:tag` in its two parts (a registry's :port is part of the repo); tag `latest` when it has none. */
-function splitTag(ref: string): { repo: string; tag: string } {
-  const colon = ref.lastIndexOf(':');
-  return colon > ref.lastIndexOf('/') ? { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) } : { repo: ref, tag: 'latest' };
-}
-
 /** How dockerode reaches `dockerHost`: a unix socket path, unix://PATH, or tcp://HOST:PORT (https:// with TLS). */
 export function dockerOptions(dockerHost: string): Dockerode.DockerOptions {
   if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length) };
@@ -675,4 +669,10 @@ function notFound(e: unknown, what: string): unknown {
 function holdBack(stream: NodeJS.ReadableStream, pending: Promise<void>): void {
   stream.pause();
   void pending.finally(() => stream.resume());
+}
+
+/** `repo:tag` in its two parts (a registry's :port is part of the repo); tag `latest` when it has none. */
+function splitTag(ref: string): { repo: string; tag: string } {
+  const colon = ref.lastIndexOf(':');
+  return colon > ref.lastIndexOf('/') ? { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) } : { repo: ref, tag: 'latest' };
 }
