@@ -150,6 +150,13 @@ test('a key the host does not authorize is refused clearly', async () => {
   assert.match(e.hint ?? '', /authorized_keys/);
 });
 
+test('a key with a passphrase and no agent is refused at start, saying to use an agent', async () => {
+  const locked = path.join(work, 'locked');
+  mustRun('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'secret', '-f', locked]);
+  const e = await expectUserError(DockerEngine.connect(`ssh://root@127.0.0.1:${port}`, 'x', { keyFile: locked, knownHostsFile: knownHosts }), 'docker_ssh_key');
+  assert.match(e.hint ?? '', /ssh-agent/);
+});
+
 test('a machine without the docker CLI is named as such', async () => {
   const e = await expectUserError(DockerEngine.connect(`ssh://root@127.0.0.1:${noCliPort}`, 'x', { keyFile: client.privateKey, knownHostsFile: knownHosts }), 'docker_ssh_no_cli');
   assert.match(e.hint ?? '', /install the Docker CLI/);

@@ -127,7 +127,7 @@ function privateKeyOf(settings: DockerSshSettings, home: string): { file?: strin
 }
 
 /** The login settings for one target, checked now so a wrong flag fails at start and says so. */
-export function sshConnectConfig(target: SshTarget, settings: DockerSshSettings = {}): { config: ConnectConfig; describe: string; known: KnownKey[]; knownHostsFile: string } {
+export function sshConnectConfig(target: SshTarget, settings: DockerSshSettings = {}): { config: ConnectConfig; describe: string; known: KnownKey[]; knownHostsFile: string; keyFile?: string } {
   const home = settings.home ?? os.homedir();
   const knownHostsFile = settings.knownHostsFile ?? path.join(home, '.ssh', 'known_hosts');
   const known = readKnownHosts(knownHostsFile, target);
@@ -139,13 +139,10 @@ export function sshConnectConfig(target: SshTarget, settings: DockerSshSettings 
     });
   }
   const config: ConnectConfig = { host: target.host, port: target.port, username: target.user, agent, readyTimeout: 20_000 };
-  if (key) {
-    // ssh2 parses the key when it connects; a key it cannot use is a start-up error here, not a vague one later.
-    config.privateKey = key;
-  }
+  if (key) config.privateKey = key;
   if (known.length > 0) config.algorithms = { serverHostKey: hostKeyAlgorithms(known) as never };
   const describe = [file ? `key ${file}` : undefined, agent ? 'the agent of SSH_AUTH_SOCK' : undefined].filter(Boolean).join(' and ');
-  return { config, describe, known, knownHostsFile };
+  return { config, describe, known, knownHostsFile, keyFile: file };
 }
 
 interface Connection {
@@ -172,6 +169,24 @@ export class SshDockerAgent extends http.Agent {
     this.#ssh = ssh;
     this.target = target;
     this.#login = sshConnectConfig(target, settings);
+    this.#checkKey();
+  }
+
+  /** A key ssh2 cannot use (one with a passphrase, or no key at all) fails at start, saying so; with an agent it is left to the agent. */
+  #checkKey(): void {
+    const { config, keyFile } = this.#login;
+    if (!config.privateKey) return;
+    const parsed = this.#ssh.utils.parseKey(config.privateKey);
+    if (!(parsed instanceof Error)) return;
+    if (config.agent) {
+      delete config.privateKey;
+      return;
+    }
+    throw new UserError('docker_ssh_key', `cannot use the SSH key ${keyFile}: ${parsed.message}`, {
+      hint: /passphrase|encrypt/i.test(parsed.message)
+        ? 'load it into an ssh-agent and run berth with its SSH_AUTH_SOCK, or give a key without a passphrase with --docker-ssh-key FILE'
+        : 'give an OpenSSH or PEM private key (ed25519, ecdsa or rsa) with --docker-ssh-key FILE',
+    });
   }
 
   override createConnection(_options: unknown, done: (err: Error | null, socket?: Duplex) => void): undefined {
