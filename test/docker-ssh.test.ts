@@ -9,9 +9,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { dockerSshSettings, loadConfig } from '../src/config.ts';
 import { UserError } from '../src/errors.ts';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { knownKeys } from '../src/orchestrator/docker-ssh.ts';
+import { DockerSwarm } from '../src/orchestrator/docker-swarm.ts';
 import { gitRepo, makeKey, mustRun, nodeApp, request, run, startDaemon, tempDir, waitFor } from './helpers/daemon.ts';
 
 const work = tempDir('docker-ssh');
@@ -108,6 +110,13 @@ test('known_hosts entries match plain, [host]:port, wildcard and hashed |1| name
   assert.deepEqual(knownKeys(`@revoked [127.0.0.1]:2200 ssh-ed25519 ${blob}\n`, target).map((k) => k.revoked), [true]);
 });
 
+test('the flags: files resolved, SSH_AUTH_SOCK read, a malformed ssh:// host refused at start', () => {
+  const config = loadConfig(['--docker-host', 'ssh://deploy@manager:2222', '--docker-ssh-key', 'k', '--docker-ssh-known-hosts', 'kh'], {});
+  assert.deepEqual(dockerSshSettings(config, { SSH_AUTH_SOCK: '/run/agent' }), { keyFile: path.resolve('k'), knownHostsFile: path.resolve('kh'), agentSocket: '/run/agent' });
+  assert.deepEqual(dockerSshSettings(loadConfig([], {}), {}), { keyFile: undefined, knownHostsFile: undefined, agentSocket: undefined });
+  assert.throws(() => loadConfig(['--docker-host', 'ssh://deploy@manager/path'], {}), /--docker-host: "ssh:\/\/deploy@manager\/path" is not ssh:\/\/USER@HOST\[:PORT\]/);
+});
+
 test('DockerEngine over ssh:// answers and lists the same containers as the local socket, many requests at once', async () => {
   const instance = `test-dockerssh-${process.pid}`;
   const remote = await DockerEngine.connect(`ssh://root@127.0.0.1:${port}`, instance, { keyFile: client.privateKey, knownHostsFile: knownHosts });
@@ -123,6 +132,15 @@ test('DockerEngine over ssh:// answers and lists the same containers as the loca
   }
   assert.match(sshdLog(), /Accepted publickey for root/);
   assert.match(sshdLog(), /userauth-request for user root/, 'sshd logs login attempts (the unknown-host test looks for none)');
+});
+
+test('--scheduler swarm reads the engine over ssh:// too: this machine\'s engine, in no Swarm, is refused as such', async () => {
+  const local = await DockerSwarm.connect('/var/run/docker.sock', 'x');
+  const here = await local.manager().then(() => 'manager', (e: UserError) => e.code);
+  const swarm = await DockerSwarm.connect(`ssh://root@127.0.0.1:${port}`, 'x', { keyFile: client.privateKey, knownHostsFile: knownHosts });
+  const there = await swarm.manager().then(() => 'manager', (e: UserError) => e.code);
+  assert.equal(there, here, 'the same answer as through the local socket');
+  if (there !== 'manager') assert.match(there, /^swarm_/);
 });
 
 test('an unknown host key is refused before anything is sent, saying what to add', async () => {
