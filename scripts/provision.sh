@@ -359,6 +359,8 @@ fi
 command -v git >/dev/null || apt_install git
 command -v ssh >/dev/null || apt_install openssh-client
 command -v ssh-keygen >/dev/null || apt_install openssh-client
+# test/docker-ssh.test.ts reaches this machine's engine over ssh:// through its own sshd.
+[[ -x /usr/sbin/sshd ]] || apt_install openssh-server
 command -v curl >/dev/null || apt_install curl
 command -v busybox >/dev/null || apt_install busybox-static
 command -v wrk >/dev/null || apt_install wrk

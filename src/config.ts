@@ -20,8 +20,12 @@ export interface Config {
   bindHost: string;
   /** Apps are served at APP.DOMAIN. Default: localhost (so http://APP.localhost:PORT works on this machine). */
   domain: string;
-  /** Docker engine: a unix socket path or tcp://host:port. Default: DOCKER_HOST, else /var/run/docker.sock. */
+  /** Docker engine: a unix socket path, tcp://host:port or ssh://user@host[:port]. Default: DOCKER_HOST, else /var/run/docker.sock. */
   dockerHost: string;
+  /** Private key berth logs in with to an ssh:// --docker-host. Default '': ~/.ssh/id_ed25519, id_ecdsa or id_rsa (and SSH_AUTH_SOCK's agent). */
+  dockerSshKey: string;
+  /** known_hosts file an ssh:// --docker-host's key is checked against. Default '': ~/.ssh/known_hosts. */
+  dockerSshKnownHosts: string;
   /**
    * Where apps' processes run: `docker`, containers on the one engine of --docker-host; `swarm`,
    * services of the Docker Swarm whose manager's engine --docker-host is (docs/swarm.md). Default: docker.
@@ -162,7 +166,9 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { key: 'sshPort', flag: '--ssh-port', env: 'BERTH_SSH_PORT', kind: 'port', describe: 'SSH port for git push and commands (default 2222)' },
   { key: 'bindHost', flag: '--bind', env: 'BERTH_BIND', kind: 'string', describe: 'address the listeners bind to (default 0.0.0.0)' },
   { key: 'domain', flag: '--domain', env: 'BERTH_DOMAIN', kind: 'string', describe: 'apps are served at APP.DOMAIN (default localhost)' },
-  { key: 'dockerHost', flag: '--docker-host', env: 'BERTH_DOCKER_HOST', kind: 'string', describe: 'Docker engine socket or tcp://host:port (default $DOCKER_HOST or /var/run/docker.sock)' },
+  { key: 'dockerHost', flag: '--docker-host', env: 'BERTH_DOCKER_HOST', kind: 'string', describe: 'Docker engine: a socket, tcp://host:port or ssh://user@host[:port] (default $DOCKER_HOST or /var/run/docker.sock)' },
+  { key: 'dockerSshKey', flag: '--docker-ssh-key', env: 'BERTH_DOCKER_SSH_KEY', kind: 'string', optional: true, describe: 'private key berth logs in with to an ssh:// --docker-host (default ~/.ssh/id_ed25519, id_ecdsa or id_rsa, whichever exists; an agent through SSH_AUTH_SOCK if set)' },
+  { key: 'dockerSshKnownHosts', flag: '--docker-ssh-known-hosts', env: 'BERTH_DOCKER_SSH_KNOWN_HOSTS', kind: 'string', optional: true, describe: 'known_hosts file the host key of an ssh:// --docker-host must be in (default ~/.ssh/known_hosts)' },
   { key: 'scheduler', flag: '--scheduler', env: 'BERTH_SCHEDULER', kind: 'choice', choices: SCHEDULERS, describe: 'where apps run: docker (containers on the engine of --docker-host) or swarm (services of the Docker Swarm whose manager that engine is; docs/swarm.md) (default docker)' },
   { key: 'network', flag: '--network', env: 'BERTH_NETWORK', kind: 'string', describe: 'prefix of the Docker networks apps run on, one each: PREFIX-INSTANCE-APP (default berth)' },
   { key: 'stackImage', flag: '--stack-image', env: 'BERTH_STACK_IMAGE', kind: 'string', describe: 'image buildpack builds run in and build on (default heroku/heroku:24-build)' },
@@ -207,6 +213,8 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env, isRoot = pro
     bindHost: '0.0.0.0',
     domain: 'localhost',
     dockerHost: env.DOCKER_HOST || '/var/run/docker.sock',
+    dockerSshKey: '',
+    dockerSshKnownHosts: '',
     scheduler: 'docker',
     network: 'berth',
     stackImage: 'heroku/heroku:24-build',
@@ -312,6 +320,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   if (config.acmeEmail !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.acmeEmail)) problems.push(`--acme-email: "${config.acmeEmail}" is not an email address`);
   if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
   if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);
+  if (config.dockerSshKey !== '') config.dockerSshKey = path.resolve(config.dockerSshKey);
+  if (config.dockerSshKnownHosts !== '') config.dockerSshKnownHosts = path.resolve(config.dockerSshKnownHosts);
+  if (config.dockerHost.startsWith('ssh:') && !/^ssh:\/\/([^@/\s]+@)?[^@/\s]+\/?$/.test(config.dockerHost)) problems.push(`--docker-host: "${config.dockerHost}" is not ssh://USER@HOST[:PORT]`);
   for (const [flag, value] of [['--metrics-listen', config.metricsListen], ['--dashboard-listen', config.dashboardListen]] as const) {
     try {
       parseListen(value, flag);
@@ -351,6 +362,11 @@ export function pushLimitsOf(config: Config): PushLimits {
 /** The SSH server's limits before authentication, from the config (see src/git/auth-limiter.ts). */
 export function sshLoginLimitsOf(config: Config): { loginGraceMs: number; maxStartups: number; maxStartupsPerAddress: number } {
   return { loginGraceMs: config.sshLoginGraceTime, maxStartups: config.sshMaxStartups, maxStartupsPerAddress: config.sshMaxStartupsPerAddress };
+}
+
+/** How berth logs in to an ssh:// --docker-host: the flags' files, else ~/.ssh's; the agent of SSH_AUTH_SOCK if set. */
+export function dockerSshSettings(config: Config, env: NodeJS.ProcessEnv = process.env): { keyFile?: string; knownHostsFile?: string; agentSocket?: string } {
+  return { keyFile: config.dockerSshKey || undefined, knownHostsFile: config.dockerSshKnownHosts || undefined, agentSocket: env.SSH_AUTH_SOCK || undefined };
 }
 
 /** Data dir layout: every path berth writes lives under the data dir. */

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { ControlServer } from '../cli/control-server.ts';
 import { COMMANDS, runCommand } from '../cli/registry.ts';
-import { dataPaths, loadConfig, parseListen, sshLoginLimitsOf, type Config } from '../config.ts';
+import { dataPaths, dockerSshSettings, loadConfig, parseListen, sshLoginLimitsOf } from '../config.ts';
 import { createExecHandler } from '../git/exec-router.ts';
 import { loadOrCreateHostKey } from '../git/host-key.ts';
 import { KeyStore } from '../git/key-store.ts';
@@ -160,9 +160,10 @@ export async function runControl(argv: string[]): Promise<number> {
     // What the previous control plane wrote up to its end, keys included.
     const state: State = await loadState(config, { keys });
     const instance = await instanceId(paths.instance);
-    const engine = await DockerEngine.connect(config.dockerHost, instance);
+    const dockerSsh = dockerSshSettings(config);
+    const engine = await DockerEngine.connect(config.dockerHost, instance, dockerSsh);
     // On --scheduler swarm the same engine is a Swarm manager's, or berth does not start.
-    const swarm = config.scheduler === 'swarm' ? await DockerSwarm.connect(config.dockerHost, instance) : undefined;
+    const swarm = config.scheduler === 'swarm' ? await DockerSwarm.connect(config.dockerHost, instance, dockerSsh) : undefined;
     if (swarm) {
       const manager = await swarm.manager();
       log.info('swarm_manager', { node: manager.nodeId, address: manager.address });

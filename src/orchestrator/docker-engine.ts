@@ -7,6 +7,7 @@ import type Dockerode from 'dockerode';
 import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
+import { type DockerSshSettings, type SshDockerAgent, sshDockerAgent } from './docker-ssh.ts';
 import {
   BUILD_TIMEOUT_MS,
   checkNetworkDriver,
@@ -41,16 +42,21 @@ export class DockerEngine implements Engine {
     this.instance = instance;
   }
 
-  static async connect(dockerHost: string, instance: string): Promise<DockerEngine> {
+  static async connect(dockerHost: string, instance: string, ssh: DockerSshSettings = {}): Promise<DockerEngine> {
     const { default: Docker } = await import('dockerode');
-    const docker = new Docker(dockerOptions(dockerHost));
+    const connection = await dockerConnection(dockerHost, ssh);
+    const docker = new Docker(connection.options);
     const engine = new DockerEngine(docker, instance);
     try {
       await docker.ping();
     } catch (e) {
+      // Over SSH the agent knows why (host key, login, no docker CLI there) and what to do.
+      if (connection.agent?.failure) throw connection.agent.failure;
       throw new UserError('docker_unreachable', `no Docker engine answers at ${dockerHost}: ${(e as Error).message}`, {
         cause: e,
-        hint: 'start one (as root: apt-get install -y docker.io iptables && dockerd &), or point --docker-host / BERTH_DOCKER_HOST at it',
+        hint: connection.agent
+          ? `check that \`docker info\` works on that machine for that user (ssh -p ${connection.agent.target.port} ${connection.agent.target.user}@${connection.agent.target.host} docker info)`
+          : 'start one (as root: apt-get install -y docker.io iptables && dockerd &), or point --docker-host / BERTH_DOCKER_HOST at it',
       });
     }
     return engine;
@@ -651,12 +657,21 @@ const EXEC_MARKER = 'berth_exec';
 // build uses no cached layer.
 const NO_CACHE_SOURCE = `sha256:${'0'.repeat(64)}`;
 
-/** How dockerode reaches `dockerHost`: a unix socket path, unix://PATH, or tcp://HOST:PORT (https:// with TLS). */
+/** How dockerode reaches `dockerHost`: a unix socket path, unix://PATH, or tcp://HOST:PORT (https:// with TLS); ssh:// needs dockerConnection. */
 export function dockerOptions(dockerHost: string): Dockerode.DockerOptions {
   if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length) };
   if (dockerHost.startsWith('/')) return { socketPath: dockerHost };
+  if (dockerHost.startsWith('ssh:')) throw new Error('an ssh:// docker host is reached through dockerConnection');
   const url = new URL(dockerHost.replace(/^tcp:/, 'http:'));
   return { host: url.hostname, port: url.port || '2375', protocol: url.protocol === 'https:' ? 'https' : 'http' };
+}
+
+/** dockerode's options for any `dockerHost`, ssh://USER@HOST[:PORT] included (then with its agent, which knows why a connection failed). */
+export async function dockerConnection(dockerHost: string, ssh: DockerSshSettings = {}): Promise<{ options: Dockerode.DockerOptions; agent?: SshDockerAgent }> {
+  if (!dockerHost.startsWith('ssh:')) return { options: dockerOptions(dockerHost) };
+  const agent = await sshDockerAgent(dockerHost, ssh);
+  // The host and port are the agent's to use; every request goes through one of its channels.
+  return { options: { host: agent.target.host, port: agent.target.port, protocol: 'http', agent } as Dockerode.DockerOptions, agent };
 }
 
 /** A 404 of the engine as a NotFoundError; any other error as it is. */

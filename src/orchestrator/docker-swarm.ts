@@ -3,7 +3,8 @@
 // services and their containers carry berth's labels, and only berth's services are listed.
 import type Dockerode from 'dockerode';
 import { UserError } from '../errors.ts';
-import { dockerOptions } from './docker-engine.ts';
+import { dockerConnection } from './docker-engine.ts';
+import type { DockerSshSettings } from './docker-ssh.ts';
 import { demux } from './docker-wire.ts';
 import { LABEL } from './engine.ts';
 import type { NodeAvailability, NodeRole, Swarm, SwarmNode, SwarmService, SwarmServiceSpec, SwarmTask } from './swarm.ts';
@@ -26,9 +27,9 @@ export class DockerSwarm implements Swarm {
   }
 
   /** The Swarm whose manager's engine `dockerHost` is; `manager()` says whether it is one. */
-  static async connect(dockerHost: string, instance: string): Promise<DockerSwarm> {
+  static async connect(dockerHost: string, instance: string, ssh: DockerSshSettings = {}): Promise<DockerSwarm> {
     const { default: Docker } = await import('dockerode');
-    return new DockerSwarm(new Docker(dockerOptions(dockerHost)), dockerHost, instance);
+    return new DockerSwarm(new Docker((await dockerConnection(dockerHost, ssh)).options), dockerHost, instance);
   }
 
   async manager(): Promise<{ nodeId: string; address: string }> {
