@@ -14,7 +14,7 @@ import { BuildpackFetcher, buildpackName, parseBuildpackUrl, type FetchedBuildpa
 import { EXEC, RUNNER, RUNNER_EXIT, START, STEPS, processTypesFile } from './buildpack-scripts.ts';
 import { stackIdFor, type StackId } from './buildpack-stack.ts';
 import { MAX_APP_JSON_BYTES } from './app-json.ts';
-import { BUILD_CAPABILITIES, BUILD_TIMEOUT_MS, LABEL, type Engine } from './engine.ts';
+import { BUILD_CAPABILITIES, BUILD_TIMEOUT_MS, LABEL, type Engine, type NetworkOptions } from './engine.ts';
 import { parseProcfile, parseReleaseYaml } from './procfile.ts';
 import { makeTar, readTarFiles, type TarEntry } from './tar-files.ts';
 
@@ -32,6 +32,8 @@ export interface BuildpackBuilderOptions {
    * reaches the internet and nothing of another app, not even its builds. Default: Docker's bridge.
    */
   network?: (app: string) => string;
+  /** How that network is made: an overlay on the swarm scheduler. */
+  networkOptions?: NetworkOptions;
   timeoutMs?: number;
 }
 
@@ -115,7 +117,7 @@ export class BuildpackBuilder implements Builder {
     const volume = cacheVolume(engine.instance, source.app);
     await engine.ensureVolume(volume, { [LABEL.app]: source.app });
     const network = this.o.network?.(source.app) ?? 'bridge';
-    if (network !== 'bridge') await engine.ensureNetwork(network, { [LABEL.app]: source.app });
+    if (network !== 'bridge') await engine.ensureNetwork(network, { [LABEL.app]: source.app }, this.o.networkOptions);
     const name = `${buildContainerPrefix(engine.instance)}${source.app}.r${job.release}.${randomBytes(2).toString('hex')}`;
     const id = await engine.create({
       name,

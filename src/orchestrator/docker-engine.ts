@@ -9,6 +9,7 @@ import { log } from '../log.ts';
 import { sleep } from '../sleep.ts';
 import {
   BUILD_TIMEOUT_MS,
+  checkNetworkDriver,
   checkNetworkOwner,
   LABEL,
   NotFoundError,
@@ -22,10 +23,14 @@ import {
   type ExecOptions,
   type ImageConfig,
   type ImageIdentity,
+  type NetworkOptions,
   type Subscription,
 } from './engine.ts';
 import { demux, parseContainerEvent, readFrames, sink, type EngineEvent } from './docker-wire.ts';
 import { directoryBytes } from '../git/disk-budget.ts';
+
+/** How long removing an overlay network waits for the tasks of removed Swarm services to let go of it. */
+const NETWORK_IN_USE_WAIT_MS = 30_000;
 
 export class DockerEngine implements Engine {
   readonly #docker: Dockerode;
@@ -51,11 +56,21 @@ export class DockerEngine implements Engine {
     return engine;
   }
 
-  async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
+  async ensureNetwork(name: string, labels: Record<string, string> = {}, options: NetworkOptions = {}): Promise<void> {
     const existing = (await this.#docker.listNetworks({ filters: { name: [name] } })).find((n) => n.Name === name);
-    if (existing) return checkNetworkOwner(name, existing.Labels ?? {}, labels);
+    if (existing) {
+      checkNetworkOwner(name, existing.Labels ?? {}, labels);
+      return checkNetworkDriver(name, existing.Driver ?? '', options.driver);
+    }
+    const overlay = options.driver === 'overlay';
     try {
-      await this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels } });
+      await this.#docker.createNetwork({
+        Name: name,
+        CheckDuplicate: true,
+        Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels },
+        // Attachable: the containers of this engine (backing services, one-offs, builds) join it beside the Swarm's tasks.
+        ...(overlay ? { Driver: 'overlay', Attachable: true, Scope: 'swarm' } : { Driver: 'bridge' }),
+      });
     } catch (e) {
       const code = (e as { statusCode?: number }).statusCode;
       if (code === 409) return;
@@ -79,7 +94,18 @@ export class DockerEngine implements Engine {
           if (e.statusCode !== 404) throw e;
         });
       }
-      await network.remove();
+      // An overlay network stays in use by the tasks of a Swarm service just removed until they
+      // have stopped on their nodes (their stop timeout): it is asked again meanwhile.
+      const deadline = Date.now() + NETWORK_IN_USE_WAIT_MS;
+      for (;;) {
+        try {
+          await network.remove();
+          break;
+        } catch (e) {
+          if (!/in use by (task|service)/i.test((e as Error).message) || Date.now() >= deadline) throw e;
+          await sleep(250);
+        }
+      }
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode !== 404) throw new Error(`removing Docker network ${name}: ${(e as Error).message}`, { cause: e });
     }

@@ -7,7 +7,7 @@
 // steps run on the app's own network, not on the bridge every build shares.
 import { pipeline } from 'node:stream';
 import { UserError } from '../errors.ts';
-import { LABEL, type Engine } from './engine.ts';
+import { LABEL, type Engine, type NetworkOptions } from './engine.ts';
 import { imageRepository, imageTag, type BuildJob, type BuildResult, type BuildSource, type Builder } from './builder.ts';
 import { checkDockerfileImages } from './dockerfile-images.ts';
 import { requireRegularFile } from './tar-files.ts';
@@ -18,11 +18,14 @@ export class DockerfileBuilder implements Builder {
   private readonly engine: Engine;
   private readonly memory: number;
   private readonly network: (app: string) => string;
+  /** The app's network is an overlay on the swarm scheduler (its build steps reach the linked services there too). */
+  private readonly networkOptions: NetworkOptions;
 
-  constructor(engine: Engine, memory: number, network: (app: string) => string) {
+  constructor(engine: Engine, memory: number, network: (app: string) => string, networkOptions: NetworkOptions = {}) {
     this.engine = engine;
     this.memory = memory;
     this.network = network;
+    this.networkOptions = networkOptions;
   }
 
   async detect(source: BuildSource): Promise<boolean> {
@@ -41,7 +44,7 @@ export class DockerfileBuilder implements Builder {
     // Every image in the app's repository is one of its releases, built by or given to it.
     const cacheFrom = await this.engine.imagesOf(imageRepository(this.engine.instance, source.app));
     const network = this.network(source.app);
-    await this.engine.ensureNetwork(network, { [LABEL.app]: source.app });
+    await this.engine.ensureNetwork(network, { [LABEL.app]: source.app }, this.networkOptions);
     const context = pipeline(source.archive(), guard, () => {});
     try {
       await this.engine.build({

@@ -2,6 +2,7 @@
 // what happens to them, images, builds, logs, archives, networks and volumes. DockerEngine
 // (docker-engine.ts) implements it over the Docker API; nothing else knows Docker's wire format.
 import type { Readable } from 'node:stream';
+import { UserError } from '../errors.ts';
 
 export const LABEL = {
   managed: 'berth.managed',
@@ -26,6 +27,25 @@ export function checkNetworkOwner(name: string, existing: Record<string, string>
     const owner = NETWORK_OWNER_LABELS.filter((k) => existing[k] !== undefined).map((k) => `${k}=${existing[k]}`).join(', ');
     throw new Error(`the Docker network ${name} exists and belongs to ${owner}, not ${key}=${wanted[key]}: berth does not share it`);
   }
+}
+
+/**
+ * How far a network reaches: `bridge`, this engine's containers only (the docker scheduler);
+ * `overlay`, attachable and of swarm scope, every node of the Swarm (the swarm scheduler).
+ */
+export type NetworkDriver = 'bridge' | 'overlay';
+
+export interface NetworkOptions {
+  /** Default bridge. */
+  driver?: NetworkDriver;
+}
+
+/** Refuses an existing network that is not the overlay asked for: a Swarm task on another node could not join it. */
+export function checkNetworkDriver(name: string, existing: string, wanted: NetworkDriver | undefined): void {
+  if (wanted !== 'overlay' || existing === 'overlay') return;
+  throw new UserError('network_not_overlay', `the Docker network ${name} is a ${existing || 'local'} network, and on the swarm scheduler it must be an overlay network the app's tasks on every node join`, {
+    hint: `it was made by berth on the docker scheduler: once no container uses it (docker network inspect ${name}), remove it (docker network rm ${name}) and deploy again; berth makes it anew as an overlay network (docs/swarm.md)`,
+  });
 }
 
 /** The labels that say whose a network is. */
@@ -239,11 +259,14 @@ export interface Engine {
 
   // Networks and volumes
   /**
-   * A labelled bridge network (created when missing). An existing one that has an owner (a
+   * A labelled network (created when missing): a bridge on this engine, or with `{ driver:
+   * 'overlay' }` an attachable overlay network of the Swarm this engine manages, which Swarm
+   * tasks on every node and this engine's containers join. An existing one that has an owner (a
    * `berth.app` or `berth.service` label) is reused only by that owner: its labels are the ones
-   * given (for each given), or an Error says whose it is.
+   * given (for each given), or an Error says whose it is. An existing bridge asked for as an
+   * overlay is refused with a UserError (tasks on other nodes could not reach it).
    */
-  ensureNetwork(name: string, labels?: Record<string, string>): Promise<void>;
+  ensureNetwork(name: string, labels?: Record<string, string>, options?: NetworkOptions): Promise<void>;
   /** Removes a network, disconnecting the containers still attached to it (linked ones); one missing is not an error. */
   removeNetwork(name: string): Promise<void>;
   /**

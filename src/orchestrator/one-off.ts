@@ -37,7 +37,7 @@ export async function runOneOff(orch: Orchestrator, app: string, words: readonly
   const limit = limitFor(record.limits, 'run', orch.defaultLimit);
   // On the app's network, as its dynos: it reaches them, and nothing of another app.
   const network = orch.appNetwork(app);
-  await engine.ensureNetwork(network, { [LABEL.app]: app });
+  await engine.ensureNetwork(network, { [LABEL.app]: app }, orch.networkOptions);
   const id = await engine.create({
     name: `${app}.${dyno}.r${release.number}`,
     image: release.image,

@@ -18,7 +18,7 @@ import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack
 import { BuildpackFetcher } from './buildpack-fetcher.ts';
 import { checkPort, checkSettingsOf, processContainers, webTargets, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
-import { LABEL, type ContainerEvent, type Engine, type Subscription } from './engine.ts';
+import { LABEL, type ContainerEvent, type Engine, type NetworkOptions, type Subscription } from './engine.ts';
 import { checksOf, uptimeCheck } from './health-check.ts';
 import { checksFor, passGate } from './health-gate.ts';
 import type { ContainerWatcher, ProbationBoard, ProbationState } from './probation.ts';
@@ -101,11 +101,13 @@ export class Orchestrator {
       defaultImage: (kind) => images[kind.name] || kind.defaultImage,
       networkPrefix: deps.config.network,
       appNetwork: (app) => this.appNetwork(app),
+      networkDriver: this.networkOptions.driver,
+      ...(deps.swarm ? { node: () => managerNode(deps.swarm!) } : {}),
       defaultLimit: () => this.defaultLimit,
       locks: deps.locks,
     });
     this.builders = [
-      new DockerfileBuilder(deps.engine, deps.config.buildMemory, (app) => this.appNetwork(app)),
+      new DockerfileBuilder(deps.engine, deps.config.buildMemory, (app) => this.appNetwork(app), this.networkOptions),
       new BuildpackBuilder({
         engine: deps.engine,
         fetcher: new BuildpackFetcher(deps.paths.buildpacks, { policy: { allowHosts: deps.config.fetchAllowHosts } }),
@@ -113,6 +115,7 @@ export class Orchestrator {
         defaultBuildpacks: deps.config.buildpacks,
         memory: deps.config.buildMemory,
         network: (app) => this.appNetwork(app),
+        networkOptions: this.networkOptions,
       }),
     ];
   }
@@ -152,6 +155,15 @@ export class Orchestrator {
   /** The network the app's containers run on, its own: only the proxy (on the host) and apps linked to it reach them. */
   appNetwork(app: string): string {
     return appNetwork(this.deps.config.network, this.deps.engine.instance, app);
+  }
+
+  /**
+   * How the apps' and the services' networks are made: bridge networks of this engine on the
+   * docker scheduler; on the swarm scheduler attachable overlay networks, which the app's tasks on
+   * every node join beside the manager's containers (backing services, one-offs, builds).
+   */
+  get networkOptions(): NetworkOptions {
+    return { driver: this.deps.swarm ? 'overlay' : 'bridge' };
   }
 
   /** The limits of a container whose app sets none. */
@@ -418,6 +430,12 @@ export class Orchestrator {
       log.info('stale_build_removed', { container: c.name });
     }
   }
+}
+
+/** The node the manager's engine (berth's, where backing services run) is: `HOSTNAME (manager)`. */
+async function managerNode(swarm: Swarm): Promise<string> {
+  const { nodeId } = await swarm.manager();
+  return `${(await swarm.node(nodeId)).hostname} (manager)`;
 }
 
 /** The network of an app's containers: PREFIX-INSTANCE-APP, so two daemons on one engine keep theirs apart. */

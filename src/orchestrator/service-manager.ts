@@ -10,7 +10,7 @@ import { log } from '../log.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
 import type { ServiceRecord, ServiceStore } from '../state/service-store.ts';
 import type { Output } from '../ui/output.ts';
-import { APP_CAPABILITIES, LABEL, NotFoundError, type ContainerSpec, type ContainerState, type Engine, type Subscription } from './engine.ts';
+import { APP_CAPABILITIES, LABEL, NotFoundError, type ContainerSpec, type ContainerState, type Engine, type NetworkDriver, type NetworkOptions, type Subscription } from './engine.ts';
 
 /** The label that names a service container's service: `KIND/NAME`. */
 export const SERVICE_LABEL = 'berth.service';
@@ -39,6 +39,10 @@ export interface ServiceManagerDeps {
   networkPrefix: string;
   /** The network of an app's containers. */
   appNetwork(app: string): string;
+  /** How the service's and the apps' networks are made: overlay (attachable) on the swarm scheduler, so tasks on every node reach the service; default bridge. */
+  networkDriver?: NetworkDriver;
+  /** On the swarm scheduler: the node the services run on, the manager's (`HOSTNAME (manager)`), for KIND:info. */
+  node?(): Promise<string>;
   /** How long a service may take to accept connections; default SERVICE_READY_TIMEOUT_MS. */
   readyTimeoutMs?: number;
   /** The limits of a service that sets none, the ones apps get (--container-memory, --container-pids). */
@@ -181,6 +185,14 @@ export class ServiceManager {
     log.info('service_ready', { service: `${record.kind}/${record.name}`, ms: Math.round(performance.now() - started) });
   }
 
+  /** Where the service runs on the swarm scheduler: the manager's node (`HOSTNAME (manager)`); undefined on the docker scheduler. */
+  async node(): Promise<string | undefined> {
+    return this.#deps.node?.().catch((e) => {
+      log.warn('service_node_unknown', { error: e });
+      return undefined;
+    });
+  }
+
   /** The server's own version (the kind's versionCommand in the running container); undefined when it does not run or say. */
   async version(record: ServiceRecord): Promise<string | undefined> {
     const c = await this.container(record);
@@ -257,6 +269,10 @@ export class ServiceManager {
     }
   }
 
+  #networkOptions(): NetworkOptions {
+    return this.#deps.networkDriver ? { driver: this.#deps.networkDriver } : {};
+  }
+
   #locked<T>(record: Pick<ServiceRecord, 'kind' | 'name'>, fn: () => Promise<T>): Promise<T> {
     return this.#deps.locks ? this.#deps.locks.run(serviceLockName(record.kind, record.name), fn) : fn();
   }
@@ -293,7 +309,7 @@ export class ServiceManager {
       throw new Error(`${record.kind} service ${record.name}: the volume ${names.volume} was not made for this service (its ${SERVICE_ID_LABEL} is ${volumeLabels[SERVICE_ID_LABEL] ?? 'missing'}, the service's id ${record.id}); berth does not adopt it`);
     }
     if (!volumeLabels) await this.#deps.engine.ensureVolume(names.volume, { ...labels, [SERVICE_ID_LABEL]: record.id });
-    await this.#deps.engine.ensureNetwork(names.network, labels);
+    await this.#deps.engine.ensureNetwork(names.network, labels, this.#networkOptions());
     const command = kind.containerCommand(view);
     const spec: ContainerSpec = {
       name: names.container,
@@ -324,7 +340,7 @@ export class ServiceManager {
 
   async #joinApp(record: ServiceRecord, id: string, app: string): Promise<void> {
     const network = this.#deps.appNetwork(app);
-    await this.#deps.engine.ensureNetwork(network, { [LABEL.app]: app });
+    await this.#deps.engine.ensureNetwork(network, { [LABEL.app]: app }, this.#networkOptions());
     try {
       await this.#deps.engine.connectNetwork(id, network, [this.names(record).alias]);
     } catch (e) {

@@ -38,6 +38,8 @@ export interface ServiceInfo {
   version: string | undefined;
   /** The memory and process limits its container runs with. */
   limits: { memory?: number; pids?: number };
+  /** On the swarm scheduler: the node its container runs on, the manager's (`HOSTNAME (manager)`). */
+  node?: string;
 }
 
 export class ServiceService {
@@ -125,6 +127,7 @@ export class ServiceService {
     const names = services.names(record);
     const view = await services.view(record);
     const url = kind.url(options.showPassword ? view : { ...view, password: '***' }, names.alias);
+    const node = await services.node();
     return {
       record,
       status: await services.status(record),
@@ -134,6 +137,7 @@ export class ServiceService {
       links: record.links.map((l) => ({ app: l.app, variable: `${l.alias}_URL` })),
       version: await services.version(record),
       limits: services.limits(record),
+      ...(node ? { node } : {}),
     };
   }
 

@@ -5,6 +5,7 @@
 // against the real Docker engine in the end-to-end tests.
 import type { Readable } from 'node:stream';
 import {
+  checkNetworkDriver,
   checkNetworkOwner,
   LABEL,
   NotFoundError,
@@ -17,6 +18,8 @@ import {
   type ExecOptions,
   type ImageConfig,
   type ImageIdentity,
+  type NetworkDriver,
+  type NetworkOptions,
   type Subscription,
 } from '../../src/orchestrator/engine.ts';
 
@@ -26,6 +29,8 @@ export class FakeEngine implements Engine {
   readonly images = new Map<string, ImageConfig>();
   /** Networks by name, with their labels. */
   readonly networks = new Map<string, Record<string, string>>();
+  /** Each network's driver: bridge, or overlay (ensureNetwork's option). */
+  readonly networkDrivers = new Map<string, NetworkDriver>();
   /** Each container's spec as created, by id: its network, limits and capabilities. */
   readonly specs = new Map<string, ContainerSpec>();
   /** The networks each container joined besides its own (connectNetwork), by id. */
@@ -78,14 +83,19 @@ export class FakeEngine implements Engine {
     this.containers.set(id, { ...this.#require(id), ...change });
   }
 
-  async ensureNetwork(name: string, labels: Record<string, string> = {}): Promise<void> {
+  async ensureNetwork(name: string, labels: Record<string, string> = {}, options: NetworkOptions = {}): Promise<void> {
     const existing = this.networks.get(name);
-    if (existing) return checkNetworkOwner(name, existing, labels);
+    if (existing) {
+      checkNetworkOwner(name, existing, labels);
+      return checkNetworkDriver(name, this.networkDrivers.get(name) ?? 'bridge', options.driver);
+    }
     this.networks.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
+    this.networkDrivers.set(name, options.driver ?? 'bridge');
   }
   async removeNetwork(name: string): Promise<void> {
     for (const [id, list] of this.links) this.links.set(id, list.filter((l) => l.network !== name));
     this.networks.delete(name);
+    this.networkDrivers.delete(name);
   }
   async connectNetwork(id: string, network: string, aliases: string[]): Promise<void> {
     this.#require(id);

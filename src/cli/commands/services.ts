@@ -76,6 +76,7 @@ export function commandsOf(kind: ServiceKind): Command[] {
         const rows: Array<[string, string]> = [
           ['Status', status.running && status.startedAt ? `${status.status} (since ${new Date(status.startedAt).toISOString()}${status.restartCount ? `, restarted ${status.restartCount} times` : ''})` : status.status],
           ['Version', info.version ? `${info.version} (${record.image})` : record.image],
+          ...(info.node ? [['Node', info.node] as [string, string]] : []),
           ['Volume', info.volume],
           ['Memory', info.limits.memory ? `${Math.round(info.limits.memory / 1024 ** 2)}m${record.memory ? '' : ' (the default)'}` : 'no limit'],
           ['Links', info.links.map((l) => `${l.app} (${l.variable})`).join(', ') || '-'],
