@@ -14,7 +14,7 @@ import type { AppRecord, Release } from '../state/app-store.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
 import { formatMs, resolveChecks, type ResolvedChecks } from '../state/check-settings.ts';
 import { buildpackProcessCmd } from './buildpack-scripts.ts';
-import { APP_CAPABILITIES, LABEL, type ContainerSpec, type ContainerState, type Engine } from './engine.ts';
+import { APP_CAPABILITIES, LABEL, type ContainerSpec, type ContainerState, type Engine, type NetworkOptions } from './engine.ts';
 import type { CheckAttempt } from './health-check.ts';
 import { checksFor, passGate, quickChecks } from './health-gate.ts';
 import { drainOld, type ContainerWatcher, type OldDrain, type ProbationBoard, type Proven } from './probation.ts';
@@ -54,6 +54,11 @@ export interface DeployContext {
   engine: Engine;
   /** The app's own network (created when missing): its containers start on it. */
   network: string;
+  /**
+   * How that network is made: an attachable overlay on the swarm scheduler (the app's tasks join it
+   * on every node, under the alias APP.TYPE, beside its linked services' containers), else a bridge.
+   */
+  networkOptions?: NetworkOptions;
   /** The limits of a container whose app sets none (--container-memory, --container-pids). */
   defaultLimit?: ResourceLimit;
   publisher: RoutePublisher;
@@ -130,7 +135,7 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
   const started: Started[] = [];
   if (toStart.length > 0) {
     await ctx.prepare?.(ctx.out);
-    await ctx.engine.ensureNetwork(ctx.network, { [LABEL.app]: app });
+    await ctx.engine.ensureNetwork(ctx.network, { [LABEL.app]: app }, ctx.networkOptions);
   }
   try {
     for (const dyno of toStart) {

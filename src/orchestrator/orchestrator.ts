@@ -140,6 +140,7 @@ export class Orchestrator {
       deploy: {
         engine: this.deps.engine,
         network: this.appNetwork(app),
+        networkOptions: this.networkOptions,
         defaultLimit: this.defaultLimit,
         publisher: this.routes,
         hostnames: this.hostnames(app),
