@@ -2,6 +2,7 @@
 // what happens to them, images, builds, logs, archives, networks and volumes. DockerEngine
 // (docker-engine.ts) implements it over the Docker API; nothing else knows Docker's wire format.
 import type { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
 import { UserError } from '../errors.ts';
 
 export const LABEL = {
@@ -38,6 +39,22 @@ export type NetworkDriver = 'bridge' | 'overlay';
 export interface NetworkOptions {
   /** Default bridge. */
   driver?: NetworkDriver;
+}
+
+/** The longest name Swarm gives a network (a DNS label). */
+const SWARM_NAME_MAX = 63;
+
+/**
+ * `name` as Swarm accepts a network's name: a DNS label (letters, digits, `-` and `_` inside, at
+ * most 63 characters). Any other character becomes `_` (berth's own names have only `.`, which no
+ * app name holds, so `_` keeps them apart); a longer name keeps its start and ends in a hash of
+ * the whole, so two long names stay two networks. A name that is one already is returned as it is.
+ */
+export function overlayNetworkName(name: string): string {
+  const label = name.replace(/[^A-Za-z0-9_-]/g, '_');
+  if (label.length <= SWARM_NAME_MAX && /^[A-Za-z0-9](?:[-_]*[A-Za-z0-9]+)*$/.test(label)) return label;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return `${label.slice(0, SWARM_NAME_MAX - hash.length - 1).replace(/^[-_]+/, '').replace(/[-_]+$/, '')}-${hash}`;
 }
 
 /** Refuses an existing network that is not the overlay asked for: a Swarm task on another node could not join it. */
