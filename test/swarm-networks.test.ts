@@ -12,7 +12,7 @@ import { dataPaths, defaultConfig } from '../src/config.ts';
 import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import { deployRelease, type DeployContext, type DrainResult, type ProcessPlan, type RoutePublisher } from '../src/orchestrator/deployment.ts';
-import { LABEL } from '../src/orchestrator/engine.ts';
+import { LABEL, overlayNetworkName } from '../src/orchestrator/engine.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
 import { SERVICE_LABEL } from '../src/orchestrator/service-manager.ts';
 import type { Swarm, SwarmNode } from '../src/orchestrator/swarm.ts';
@@ -71,10 +71,22 @@ test('ensureNetwork makes an overlay network when asked, keeps the ownership che
   await engine.ensureNetwork('berth-inst-shop', { [LABEL.app]: 'shop' });
 });
 
+test("a Swarm network's name is a DNS label of at most 63 characters: `.` becomes `_`, a long name keeps its start and ends in a hash of the whole", () => {
+  assert.equal(overlayNetworkName('berth-0123456789ab-shop'), 'berth-0123456789ab-shop');
+  assert.equal(overlayNetworkName('berth-0123456789ab-svc.postgres-db'), 'berth-0123456789ab-svc_postgres-db');
+  const long = `berth-0123456789ab-${'a'.repeat(63)}`;
+  const short = overlayNetworkName(long);
+  assert.equal(short.length, 63);
+  assert.match(short, /^berth-0123456789ab-a+-[0-9a-f]{8}$/);
+  assert.notEqual(overlayNetworkName(`${long.slice(0, -1)}b`), short, 'two long names stay two networks');
+  assert.equal(overlayNetworkName(short), short, 'stable');
+});
+
 test('on the docker scheduler the app and service networks are bridges, and a service shows no node', async (t) => {
   const engine = new FakeEngine('inst');
   const orch = await orchestrator(t, engine, undefined);
   assert.deepEqual(orch.networkOptions, { driver: 'bridge' });
+  assert.equal(orch.services.names({ kind: 'kv', name: 'cache' }).network, 'berth-inst-svc.kv-cache', 'as before');
   assert.deepEqual(orch.releaseDeps('shop').deploy.networkOptions, { driver: 'bridge' });
   const record = await linkedService(orch, engine);
   assert.equal(engine.networkDrivers.get(orch.services.names(record).network), 'bridge');
@@ -86,6 +98,7 @@ test("on the swarm scheduler the service's network and each linked app's are att
   const engine = new FakeEngine('inst');
   const orch = await orchestrator(t, engine, fakeSwarm());
   assert.deepEqual(orch.networkOptions, { driver: 'overlay' });
+  assert.equal(orch.services.names({ kind: 'kv', name: 'cache' }).network, 'berth-inst-svc_kv-cache', 'a DNS label on Swarm');
   const ctx: DeployContext = { ...orch.releaseDeps('shop').deploy, out: silent() };
   assert.deepEqual(ctx.networkOptions, { driver: 'overlay' }, 'the deploy path makes the app network through its context');
 

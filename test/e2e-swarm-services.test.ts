@@ -1,0 +1,138 @@
+// Backing services on the swarm scheduler, end to end: a real `dist/berth serve --docker-host
+// tcp://MANAGER:2375 --scheduler swarm` on a real Swarm of Docker-in-Docker nodes
+// (test/helpers/swarm-cluster.ts). The postgres service runs as a container of the manager's
+// engine (where berth's data operations exec), on an attachable overlay network of its own, joined
+// to the linked app's overlay network under its alias; a task of a Swarm service on a worker,
+// joined to that network the way the deploy path joins an app's tasks (alias APP.TYPE, through
+// DockerSwarm.createService), writes and reads a row through DATABASE_URL across the nodes.
+// One cluster for the file.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { DockerSwarm } from '../src/orchestrator/docker-swarm.ts';
+import { LABEL } from '../src/orchestrator/engine.ts';
+import { appNetwork } from '../src/orchestrator/orchestrator.ts';
+import type { SwarmService } from '../src/orchestrator/swarm.ts';
+import { mustRun, run, startDaemon, tempDir, type Daemon } from './helpers/daemon.ts';
+import { POSTGRES_TEST_IMAGE, serviceFixtureApp, until } from './helpers/services.ts';
+import { startSwarmCluster, type TestCluster } from './helpers/swarm-cluster.ts';
+
+const work = tempDir('e2e-swarm-services');
+/** The fixture app's image, built on this machine and loaded into the worker (no registry here). */
+const FIXTURE_IMAGE = `berth-test-swarm-services-fixture:${randomBytes(4).toString('hex')}`;
+let cluster: TestCluster;
+let daemon: Daemon;
+let swarm: DockerSwarm;
+let task: SwarmService | undefined;
+let fixtureBuilt = false;
+/** The --network prefix the test daemons run with. */
+const NETWORK_PREFIX = 'berth-test';
+
+before(async () => {
+  cluster = await startSwarmCluster({ workers: 1 });
+  mustRun('docker', ['build', '-q', '-t', FIXTURE_IMAGE, serviceFixtureApp(path.join(work, 'fixture'))]);
+  fixtureBuilt = true;
+  await Promise.all([cluster.loadImages([POSTGRES_TEST_IMAGE], [cluster.manager]), cluster.loadImages([FIXTURE_IMAGE], cluster.workers)]);
+  daemon = await startDaemon({ args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--postgres-image', POSTGRES_TEST_IMAGE] });
+  swarm = await DockerSwarm.connect(cluster.manager.dockerHost, daemon.instance);
+});
+
+after(async () => {
+  if (task) await swarm.removeService(task.id).catch(() => {});
+  await daemon?.stop();
+  // The nodes' engines (with every container, volume and network berth made there) go with the nodes.
+  await cluster?.stop();
+  if (fixtureBuilt) run('docker', ['rmi', '-f', FIXTURE_IMAGE]);
+});
+
+/** A network as the manager's engine reports it. */
+async function networkOf(name: string): Promise<{ Driver: string; Scope: string; Attachable: boolean; Labels: Record<string, string> }> {
+  return JSON.parse(await cluster.docker(cluster.manager, ['network', 'inspect', name, '--format', '{{json .}}'])) as { Driver: string; Scope: string; Attachable: boolean; Labels: Record<string, string> };
+}
+
+test("a postgres service runs on the manager on overlay networks, and an app's task on a worker writes and reads a row through DATABASE_URL", async () => {
+  let r = daemon.cli(['apps:create', 'shop']);
+  assert.equal(r.code, 0, r.stderr);
+  r = daemon.cli(['postgres:create', 'db']);
+  assert.equal(r.code, 0, r.stderr);
+  r = daemon.cli(['postgres:link', 'db', 'shop']);
+  assert.equal(r.code, 0, r.stderr);
+  const url = daemon.cli(['config:get', 'shop', 'DATABASE_URL']).stdout.trim();
+  assert.match(url, /^postgres:\/\/.+@berth-postgres-db:5432\//);
+
+  // The service is a container of the manager's engine (never a Swarm task that could move), and KIND:info says where.
+  const managerNames = (await cluster.docker(cluster.manager, ['ps', '--format', '{{.Names}}'])).split('\n');
+  const container = `berth-${daemon.instance}-svc-postgres-db`;
+  assert.ok(managerNames.includes(container), `the manager's engine runs ${container}: ${managerNames.join(', ')}`);
+  const info = daemon.cli(['postgres:info', 'db']);
+  assert.equal(info.code, 0, info.stderr);
+  assert.match(info.stdout, new RegExp(`Node:\\s+${cluster.manager.name} \\(manager\\)`));
+
+  // Its own network and the app's: attachable overlays of the Swarm, berth's labels on them.
+  const shopNetwork = appNetwork(NETWORK_PREFIX, daemon.instance, 'shop');
+  // A Swarm network's name is a DNS label: the service's has `_` where the docker scheduler's has `.`.
+  for (const [name, owner] of [
+    [shopNetwork, { [LABEL.app]: 'shop' }],
+    [`${NETWORK_PREFIX}-${daemon.instance}-svc_postgres-db`, { 'berth.service': 'postgres/db' }],
+  ] as const) {
+    const network = await networkOf(name);
+    assert.deepEqual([network.Driver, network.Scope, network.Attachable], ['overlay', 'swarm', true], name);
+    assert.equal(network.Labels[LABEL.instance], daemon.instance);
+    for (const [k, v] of Object.entries(owner)) assert.equal(network.Labels[k], v);
+  }
+
+  // The app's web task, as the deploy path makes it: on the app's network under APP.TYPE, placed on the worker.
+  const worker = cluster.workers[0]!;
+  task = await swarm.createService({
+    name: `berth-${daemon.instance}-shop-web-r1-test`,
+    image: FIXTURE_IMAGE,
+    env: { PORT: '5000', DATABASE_URL: url },
+    labels: { [LABEL.app]: 'shop', [LABEL.process]: 'web', [LABEL.release]: '1', [LABEL.role]: 'process' },
+    replicas: 1,
+    publish: 5000,
+    constraints: [`node.hostname==${worker.name}`],
+    spread: [],
+    networks: [{ name: shopNetwork, aliases: ['shop.web'] }],
+  });
+  const running = await until(
+    'the task runs with its published port',
+    async () => {
+      const [t] = (await swarm.tasks({ service: task!.id })).filter((t) => t.state === 'running' && t.publishedPort);
+      if (!t) throw new Error(`no running task yet: ${JSON.stringify(await swarm.tasks({ service: task!.id }))}`);
+      return t;
+    },
+    60_000,
+  );
+  const workerId = (await swarm.node(worker.name)).id;
+  assert.equal(running.nodeId, workerId, 'the task was placed on the worker');
+  const onWorker = (await cluster.docker(worker, ['ps', '--filter', `label=${LABEL.app}=shop`, '--format', '{{.ID}}'])).trim();
+  assert.ok(onWorker && running.containerId?.startsWith(onWorker), "the worker's engine runs the task's container");
+  assert.equal((await cluster.docker(cluster.manager, ['ps', '-q', '--filter', `label=${LABEL.app}=shop`])).trim(), '', 'not the manager');
+
+  const base = `http://${worker.address}:${running.publishedPort}`;
+  const written = await until('the app writes a row across the nodes', async () => {
+    const res = await fetch(`${base}/pg/write?v=across-nodes`, { signal: AbortSignal.timeout(10_000) });
+    const body = await res.text();
+    if (res.status !== 200) throw new Error(`${res.status} ${body}`);
+    return JSON.parse(body) as { id: number };
+  });
+  assert.equal(typeof written.id, 'number');
+  const read = await fetch(`${base}/pg/read`, { signal: AbortSignal.timeout(10_000) });
+  assert.equal(read.status, 200);
+  assert.deepEqual(await read.json(), ['across-nodes']);
+
+  // The row is in the service's own database on the manager, as berth's data operations see it.
+  const rows = await cluster.docker(cluster.manager, ['exec', '-u', 'postgres', container, 'psql', '-At', '-d', 'db', '-c', 'SELECT v FROM fixture_rows']);
+  assert.equal(rows.trim(), 'across-nodes');
+});
+
+test('unlinking takes the service off the app network: the task on the worker can no longer reach it', async () => {
+  assert.ok(task, 'the first test made the task');
+  const [running] = (await swarm.tasks({ service: task.id })).filter((t) => t.state === 'running' && t.publishedPort);
+  assert.ok(running);
+  const r = daemon.cli(['postgres:unlink', 'db', 'shop']);
+  assert.equal(r.code, 0, r.stderr);
+  const res = await fetch(`http://${cluster.workers[0]!.address}:${running.publishedPort}/pg/write?v=after-unlink`, { signal: AbortSignal.timeout(15_000) });
+  assert.equal(res.status, 503, 'the running task (its old DATABASE_URL) gets no connection');
+});
