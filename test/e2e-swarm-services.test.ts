@@ -136,3 +136,20 @@ test('unlinking takes the service off the app network: the task on the worker ca
   const res = await fetch(`http://${cluster.workers[0]!.address}:${running.publishedPort}/pg/write?v=after-unlink`, { signal: AbortSignal.timeout(15_000) });
   assert.equal(res.status, 503, 'the running task (its old DATABASE_URL) gets no connection');
 });
+
+test("destroying the app and the service removes their overlay networks from the Swarm, once the app's task is gone", async () => {
+  assert.ok(task, 'the first test made the task');
+  const shopNetwork = appNetwork(NETWORK_PREFIX, daemon.instance, 'shop');
+  const serviceNetwork = `${NETWORK_PREFIX}-${daemon.instance}-svc_postgres-db`;
+  // What the deploy path's destroy does first: the app's Swarm services go (their tasks still stopping on the worker).
+  await swarm.removeService(task.id);
+  task = undefined;
+  let r = daemon.cli(['apps:destroy', 'shop', '--force']);
+  assert.equal(r.code, 0, r.stderr);
+  r = daemon.cli(['postgres:destroy', 'db', '--force']);
+  assert.equal(r.code, 0, r.stderr);
+  const names = (await cluster.docker(cluster.manager, ['network', 'ls', '--format', '{{.Name}}'])).split('\n');
+  assert.ok(!names.includes(shopNetwork), `${shopNetwork} is gone: ${names.join(', ')}`);
+  assert.ok(!names.includes(serviceNetwork), `${serviceNetwork} is gone`);
+  assert.equal((await cluster.docker(cluster.manager, ['ps', '-aq', '--filter', `label=berth.instance=${daemon.instance}`])).trim(), '', 'no container of berth is left on the manager');
+});
