@@ -68,6 +68,9 @@ test("a postgres service runs on the manager on overlay networks, and an app's t
   const info = daemon.cli(['postgres:info', 'db']);
   assert.equal(info.code, 0, info.stderr);
   assert.match(info.stdout, new RegExp(`Node:\\s+${cluster.manager.name} \\(manager\\)`));
+  const nodes = daemon.cli(['nodes:list']);
+  assert.equal(nodes.code, 0, nodes.stderr);
+  assert.match(nodes.stdout, new RegExp(`^Services on ${cluster.manager.name} \\(manager\\): postgres/db$`, 'm'));
 
   // Its own network and the app's: attachable overlays of the Swarm, berth's labels on them.
   const shopNetwork = appNetwork(NETWORK_PREFIX, daemon.instance, 'shop');

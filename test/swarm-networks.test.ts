@@ -17,6 +17,7 @@ import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
 import { SERVICE_LABEL } from '../src/orchestrator/service-manager.ts';
 import type { Swarm, SwarmNode } from '../src/orchestrator/swarm.ts';
 import { AppLock } from '../src/platform/app-lock.ts';
+import { NodeService } from '../src/platform/node-service.ts';
 import type { Target } from '../src/proxy/route-table.ts';
 import type { ServiceKind } from '../src/services/kinds/kind.ts';
 import { AppStore, type Release } from '../src/state/app-store.ts';
@@ -121,6 +122,16 @@ test('the deploy path makes the app network as its context says (the docker path
   const plan: ProcessPlan = { ...defaultSettings(), name: 'shop', formation: { web: 1 }, checks: { ...defaultCheckSettings(), skipped: [ALL_TYPES] }, release };
   await deployRelease(ctx, plan, { reuse: false });
   assert.equal(engine.networkDrivers.get('berth-inst-shop'), 'overlay');
+});
+
+test('nodes:list names the backing services on the manager\'s node, and on no other', async () => {
+  const swarm = fakeSwarm();
+  const worker: SwarmNode = { id: 'n2', hostname: 'node2', address: '10.0.0.3', role: 'worker', state: 'ready', availability: 'active', labels: {}, leader: false };
+  const nodes = new NodeService({ swarm: { ...swarm, nodes: async () => [...(await swarm.nodes()), worker] }, mover: undefined, services: () => ['redis/cache', 'postgres/db'] });
+  assert.deepEqual((await nodes.list()).map((n) => [n.hostname, n.services]), [
+    ['node1', ['postgres/db', 'redis/cache']],
+    ['node2', []],
+  ]);
 });
 
 /** A service kv/cache created and linked to shop, brought up for shop's start. */

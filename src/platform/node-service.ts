@@ -21,6 +21,8 @@ export interface NodeMover {
 export interface NodeReport extends SwarmNode {
   /** `APP TYPE.N` of each running dyno, sorted. */
   dynos: string[];
+  /** `KIND/NAME` of each backing service whose container runs there (the manager's engine's), sorted. */
+  services: string[];
 }
 
 /** A node label's key: Docker's reverse-DNS style (letters, digits, `.`, `-`, `_`, `/`). */
@@ -30,17 +32,23 @@ const MAX_LABEL_VALUE = 256;
 export class NodeService {
   readonly #swarm: Swarm | undefined;
   readonly #mover: NodeMover | undefined;
+  readonly #services: () => string[];
 
-  /** `swarm` undefined: the docker scheduler, where every operation says it needs --scheduler swarm. */
-  constructor(deps: { swarm: Swarm | undefined; mover: NodeMover | undefined }) {
+  /**
+   * `swarm` undefined: the docker scheduler, where every operation says it needs --scheduler swarm.
+   * `services`: the backing services (`KIND/NAME`), which run on the manager (docs/swarm.md).
+   */
+  constructor(deps: { swarm: Swarm | undefined; mover: NodeMover | undefined; services?: () => string[] }) {
     this.#swarm = deps.swarm;
     this.#mover = deps.mover;
+    this.#services = deps.services ?? (() => []);
   }
 
   async list(): Promise<NodeReport[]> {
     const swarm = this.#need();
-    const [nodes, dynos] = await Promise.all([swarm.nodes(), this.#dynos(swarm)]);
-    return nodes.map((n) => ({ ...n, dynos: (dynos.get(n.id) ?? []).sort() }));
+    const [nodes, dynos, manager] = await Promise.all([swarm.nodes(), this.#dynos(swarm), swarm.manager()]);
+    const services = this.#services().sort();
+    return nodes.map((n) => ({ ...n, dynos: (dynos.get(n.id) ?? []).sort(), services: n.id === manager.nodeId ? services : [] }));
   }
 
   /** A node by name, id or the start of an id. */

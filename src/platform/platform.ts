@@ -71,7 +71,7 @@ export function createPlatform(deps: {
     processes: new ProcessService({ ...deps, deploys }),
     services: new ServiceService(deps),
     certificates: deps.certificates,
-    nodes: new NodeService({ swarm: deps.swarm, mover: deps.nodeMover }),
+    nodes: new NodeService({ swarm: deps.swarm, mover: deps.nodeMover, services: () => deps.state.services.list().map((r) => `${r.kind}/${r.name}`) }),
     daemonStatus: deps.daemonStatus,
     upgrade: deps.upgrade,
   };

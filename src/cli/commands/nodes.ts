@@ -10,7 +10,7 @@ export const nodeCommands: Command[] = [
     name: 'nodes:list',
     args: [],
     summary: "list the Swarm's nodes: address, role, state, availability, labels and the dynos each runs",
-    help: 'ROLE is manager (leader for the one that leads) or worker; STATE is the engine\'s (ready, down ...); AVAILABILITY is active, pause or drain (nodes:drain, nodes:activate). Needs --scheduler swarm.',
+    help: 'ROLE is manager (leader for the one that leads) or worker; STATE is the engine\'s (ready, down ...); AVAILABILITY is active, pause or drain (nodes:drain, nodes:activate). A line under the table names the backing services, which run on the manager. Needs --scheduler swarm.',
     scope: 'admin',
     needsDaemon: true,
     async run(ctx, { daemon }) {
@@ -26,6 +26,8 @@ export const nodeCommands: Command[] = [
         labelText(n.labels) || '-',
       ]);
       ctx.out.line(table([['NODE', 'ID', 'ADDRESS', 'ROLE', 'STATE', 'AVAILABILITY', 'DYNOS', 'LABELS'], ...rows]));
+      // Backing services are containers of the manager's engine, pinned there with their volumes.
+      for (const n of nodes) if (n.services.length) ctx.out.line(`Services on ${n.hostname} (manager): ${n.services.join(', ')}`);
     },
   }),
   defineCommand({
