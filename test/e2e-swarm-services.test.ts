@@ -73,11 +73,11 @@ test("a postgres service runs on the manager on overlay networks, and an app's t
   assert.match(nodes.stdout, new RegExp(`^Services on ${cluster.manager.name} \\(manager\\): postgres/db$`, 'm'));
 
   // Its own network and the app's: attachable overlays of the Swarm, berth's labels on them.
-  const shopNetwork = appNetwork(NETWORK_PREFIX, daemon.instance, 'shop');
+  const shopNetwork = appNetwork(`${NETWORK_PREFIX}-swarm`, daemon.instance, 'shop');
   // A Swarm network's name is a DNS label: the service's has `_` where the docker scheduler's has `.`.
   for (const [name, owner] of [
     [shopNetwork, { [LABEL.app]: 'shop' }],
-    [`${NETWORK_PREFIX}-${daemon.instance}-svc_postgres-db`, { 'berth.service': 'postgres/db' }],
+    [`${NETWORK_PREFIX}-swarm-${daemon.instance}-svc_postgres-db`, { 'berth.service': 'postgres/db' }],
   ] as const) {
     const network = await networkOf(name);
     assert.deepEqual([network.Driver, network.Scope, network.Attachable], ['overlay', 'swarm', true], name);
@@ -142,8 +142,8 @@ test('unlinking takes the service off the app network: the task on the worker ca
 
 test("destroying the app and the service removes their overlay networks from the Swarm, once the app's task is gone", async () => {
   assert.ok(task, 'the first test made the task');
-  const shopNetwork = appNetwork(NETWORK_PREFIX, daemon.instance, 'shop');
-  const serviceNetwork = `${NETWORK_PREFIX}-${daemon.instance}-svc_postgres-db`;
+  const shopNetwork = appNetwork(`${NETWORK_PREFIX}-swarm`, daemon.instance, 'shop');
+  const serviceNetwork = `${NETWORK_PREFIX}-swarm-${daemon.instance}-svc_postgres-db`;
   // What the deploy path's destroy does first: the app's Swarm services go (their tasks still stopping on the worker).
   await swarm.removeService(task.id);
   task = undefined;

@@ -87,6 +87,7 @@ test('on the docker scheduler the app and service networks are bridges, and a se
   const engine = new FakeEngine('inst');
   const orch = await orchestrator(t, engine, undefined);
   assert.deepEqual(orch.networkOptions, { driver: 'bridge' });
+  assert.equal(orch.appNetwork('shop'), 'berth-inst-shop', 'as before');
   assert.equal(orch.services.names({ kind: 'kv', name: 'cache' }).network, 'berth-inst-svc.kv-cache', 'as before');
   assert.deepEqual(orch.releaseDeps('shop').deploy.networkOptions, { driver: 'bridge' });
   const record = await linkedService(orch, engine);
@@ -99,7 +100,8 @@ test("on the swarm scheduler the service's network and each linked app's are att
   const engine = new FakeEngine('inst');
   const orch = await orchestrator(t, engine, fakeSwarm());
   assert.deepEqual(orch.networkOptions, { driver: 'overlay' });
-  assert.equal(orch.services.names({ kind: 'kv', name: 'cache' }).network, 'berth-inst-svc_kv-cache', 'a DNS label on Swarm');
+  assert.equal(orch.appNetwork('shop'), 'berth-swarm-inst-shop', "apart from the docker scheduler's bridge");
+  assert.equal(orch.services.names({ kind: 'kv', name: 'cache' }).network, 'berth-swarm-inst-svc_kv-cache', 'a DNS label on Swarm, apart from the docker scheduler\'s');
   const ctx: DeployContext = { ...orch.releaseDeps('shop').deploy, out: silent() };
   assert.deepEqual(ctx.networkOptions, { driver: 'overlay' }, 'the deploy path makes the app network through its context');
 

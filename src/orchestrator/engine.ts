@@ -41,6 +41,9 @@ export interface NetworkOptions {
   driver?: NetworkDriver;
 }
 
+/** In the names of the swarm scheduler's networks, after the --network prefix: PREFIX-swarm-INSTANCE-... */
+export const SWARM_NETWORK_MARK = 'swarm';
+
 /** The longest name Swarm gives a network (a DNS label). */
 const SWARM_NAME_MAX = 63;
 
@@ -61,7 +64,7 @@ export function overlayNetworkName(name: string): string {
 export function checkNetworkDriver(name: string, existing: string, wanted: NetworkDriver | undefined): void {
   if (wanted !== 'overlay' || existing === 'overlay') return;
   throw new UserError('network_not_overlay', `the Docker network ${name} is a ${existing || 'local'} network, and on the swarm scheduler it must be an overlay network the app's tasks on every node join`, {
-    hint: `it was made by berth on the docker scheduler: once no container uses it (docker network inspect ${name}), remove it (docker network rm ${name}) and deploy again; berth makes it anew as an overlay network (docs/swarm.md)`,
+    hint: `once no container uses it (docker network inspect ${name}), remove it (docker network rm ${name}) and try again: berth makes it anew as an overlay network (docs/swarm.md)`,
   });
 }
 

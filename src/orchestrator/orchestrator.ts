@@ -18,7 +18,7 @@ import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack
 import { BuildpackFetcher } from './buildpack-fetcher.ts';
 import { checkPort, checkSettingsOf, processContainers, webTargets, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
-import { LABEL, overlayNetworkName, type ContainerEvent, type Engine, type NetworkOptions, type Subscription } from './engine.ts';
+import { LABEL, overlayNetworkName, SWARM_NETWORK_MARK, type ContainerEvent, type Engine, type NetworkOptions, type Subscription } from './engine.ts';
 import { checksOf, uptimeCheck } from './health-check.ts';
 import { checksFor, passGate } from './health-gate.ts';
 import type { ContainerWatcher, ProbationBoard, ProbationState } from './probation.ts';
@@ -155,9 +155,10 @@ export class Orchestrator {
 
   /** The network the app's containers run on, its own: only the proxy (on the host) and apps linked to it reach them. */
   appNetwork(app: string): string {
-    const name = appNetwork(this.deps.config.network, this.deps.engine.instance, app);
-    // A Swarm network's name is a DNS label: a long app name is shortened (with a hash) on the swarm scheduler.
-    return this.deps.swarm ? overlayNetworkName(name) : name;
+    if (!this.deps.swarm) return appNetwork(this.deps.config.network, this.deps.engine.instance, app);
+    // On the swarm scheduler an overlay network of another name (PREFIX-swarm-INSTANCE-APP) than the
+    // docker scheduler's bridge, so switching schedulers never meets the other's; a DNS label, as Swarm wants.
+    return overlayNetworkName(appNetwork(`${this.deps.config.network}-${SWARM_NETWORK_MARK}`, this.deps.engine.instance, app));
   }
 
   /**

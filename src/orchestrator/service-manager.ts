@@ -10,7 +10,7 @@ import { log } from '../log.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
 import type { ServiceRecord, ServiceStore } from '../state/service-store.ts';
 import type { Output } from '../ui/output.ts';
-import { APP_CAPABILITIES, LABEL, NotFoundError, overlayNetworkName, type ContainerSpec, type ContainerState, type Engine, type NetworkDriver, type NetworkOptions, type Subscription } from './engine.ts';
+import { APP_CAPABILITIES, LABEL, NotFoundError, overlayNetworkName, SWARM_NETWORK_MARK, type ContainerSpec, type ContainerState, type Engine, type NetworkDriver, type NetworkOptions, type Subscription } from './engine.ts';
 
 /** The label that names a service container's service: `KIND/NAME`. */
 export const SERVICE_LABEL = 'berth.service';
@@ -88,9 +88,10 @@ export class ServiceManager {
   names(record: Pick<ServiceRecord, 'kind' | 'name'>): { container: string; volume: string; network: string; alias: string } {
     const instance = this.#deps.engine.instance;
     const container = `berth-${instance}-svc-${record.kind}-${record.name}`;
-    const network = `${this.#deps.networkPrefix}-${instance}-svc.${record.kind}-${record.name}`;
-    // On the swarm scheduler a DNS label: `_` for the `.` (so still no app's), shortened when long.
-    return { container, volume: `${container}-data`, network: this.#deps.networkDriver === 'overlay' ? overlayNetworkName(network) : network, alias: `berth-${record.kind}-${record.name}` };
+    const overlay = this.#deps.networkDriver === 'overlay';
+    // On the swarm scheduler PREFIX-swarm-INSTANCE-svc_KIND-NAME: a DNS label (`_` for the `.`, so still no app's), shortened when long.
+    const network = `${this.#deps.networkPrefix}-${overlay ? `${SWARM_NETWORK_MARK}-` : ''}${instance}-svc.${record.kind}-${record.name}`;
+    return { container, volume: `${container}-data`, network: overlay ? overlayNetworkName(network) : network, alias: `berth-${record.kind}-${record.name}` };
   }
 
   /** The memory and process limits of the service's container: its own memory, else the apps' defaults. */
