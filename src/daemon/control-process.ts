@@ -203,7 +203,7 @@ export async function runControl(argv: string[]): Promise<number> {
     const dashboardLinks = dashboardListen
       ? new DashboardLinks({ store: logins, config, hasCertificate: (host) => certificates.hasCertificate(host), localOrigin: () => dashboard?.localOrigin(), holder: dashboardHolder })
       : undefined;
-    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade, ...(dashboardLinks ? { dashboard: dashboardLinks } : {}), ...(swarm ? { swarm } : {}) });
+    const platform = createPlatform({ state, locks, orchestrator, certificates, daemonStatus, upgrade, ...(dashboardLinks ? { dashboard: dashboardLinks } : {}), ...(swarm ? { swarm, nodeMover: orchestrator } : {}) });
     state.domains.onChange((app, forgotten) => publisher.domainsChanged(app, forgotten));
     await orchestrator.start();
     stops.push(() => orchestrator.stop());

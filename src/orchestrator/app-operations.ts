@@ -8,12 +8,13 @@ import type { AppRecord, Release } from '../state/app-store.ts';
 import { currentRelease } from '../state/app-store.ts';
 import { healthchecksOfImage } from './app-json.ts';
 import { imageTag } from './builder.ts';
-import { byDyno, checkPort, checkSettingsOf, dynosOf, processContainers, WEB_PORT } from './deployment.ts';
+import { byDyno, checkSettingsOf, dynosOf, probePort, processContainers, WEB_PORT } from './deployment.ts';
 import { LABEL, type Engine } from './engine.ts';
 import { isOwnImage, otherAppOf } from './image-owner.ts';
 import { checksFor, passGate } from './health-gate.ts';
 import type { Orchestrator } from './orchestrator.ts';
 import type { ProbationState } from './probation.ts';
+import { NODE_LABEL } from './swarm-deployment.ts';
 import { deployNewRelease, deriveRelease, nextReleaseNumber, redeployCurrent, requireCurrent } from './release-flow.ts';
 
 /**
@@ -178,11 +179,11 @@ export async function stop(orch: Orchestrator, app: string, out: Output): Promis
   orch.apps.require(app);
   await orch.apps.update(app, (a) => void (a.stopped = true));
   orch.publisher().publish(app, orch.hostnames(app), []);
-  const containers = await processContainers(orch.engine, app);
   const stopS = Math.ceil(checkSettingsOf({ checksWaitMs: orch.config.checksWait }, orch.apps.require(app)).stopTimeoutMs / 1000);
-  await Promise.all(containers.map((c) => orch.engine.stopAndRemove(c.id, stopS)));
-  log.info('app_stopped', { app, containers: containers.length });
-  out.step(`Stopped ${app} (${containers.length} container${containers.length === 1 ? '' : 's'})`);
+  const count = await orch.removeDynos(app, stopS);
+  log.info('app_stopped', { app, containers: count });
+  const noun = orch.scheduler === 'swarm' ? 'Swarm service' : 'container';
+  out.step(`Stopped ${app} (${count} ${noun}${count === 1 ? '' : 's'})`);
 }
 
 export async function start(orch: Orchestrator, app: string, out: Output): Promise<void> {
@@ -217,6 +218,8 @@ export interface ProcessRow {
   id: string;
   /** When it last started (ISO 8601); null when it never did. */
   startedAt: string | null;
+  /** The Swarm node it runs on (swarm scheduler only). */
+  node?: string;
 }
 
 export interface ProcessReport {
@@ -233,7 +236,7 @@ export interface ProcessReport {
 export async function processReport(orch: Orchestrator, app: string): Promise<ProcessReport> {
   const record = orch.apps.require(app);
   const current = currentRelease(record);
-  const containers = (await processContainers(orch.engine, app)).sort(byDyno);
+  const containers = (await processContainers(orch.dynos, app)).sort(byDyno);
   return {
     status: record.stopped ? 'stopped' : current ? 'deployed' : 'not deployed',
     release: current?.number,
@@ -244,10 +247,11 @@ export async function processReport(orch: Orchestrator, app: string): Promise<Pr
       state: c.status,
       release: `v${c.labels[LABEL.release] ?? '?'}`,
       restarts: c.restartCount,
-      address: c.labels[LABEL.process] === 'web' && c.ip ? `${c.ip}:${WEB_PORT}` : c.ip ?? '-',
+      address: c.labels[LABEL.process] === 'web' && c.ip ? `${c.ip}:${c.port ?? WEB_PORT}` : c.ip ?? '-',
       container: c.name,
       id: c.id,
       startedAt: c.startedAt === undefined ? null : new Date(c.startedAt).toISOString(),
+      ...(c.labels[NODE_LABEL] ? { node: c.labels[NODE_LABEL] } : {}),
     })),
   };
 }
@@ -261,7 +265,7 @@ export async function runChecks(orch: Orchestrator, app: string, which: string |
   const release = currentRelease(record);
   if (!release) throw new UserError('no_release', `${app} has no release yet`, { hint: 'push to it first' });
   const settings = checkSettingsOf({ checksWaitMs: orch.config.checksWait }, record);
-  const containers = (await processContainers(orch.engine, app))
+  const containers = (await processContainers(orch.dynos, app))
     .filter((c) => c.running && c.labels[LABEL.release] === String(release.number))
     .filter((c) => which === undefined || c.labels[LABEL.process] === which || c.labels[LABEL.dyno] === which)
     .sort(byDyno);
@@ -276,7 +280,7 @@ export async function runChecks(orch: Orchestrator, app: string, which: string |
     options.out.step(`Running checks for ${dyno}: ${checks.map((c) => c.name).join(', then ')}`);
     try {
       let last = '';
-      await passGate({ engine: orch.engine, container, dyno, checks, port: checkPort(type), hostHeader: orch.hostnames(app)[0] ?? app, signal: options.signal, onAttempt: (a) => void (last = a.detail) });
+      await passGate({ engine: orch.dynos, container, dyno, checks, port: probePort(container, type), hostHeader: orch.hostnames(app)[0] ?? app, signal: options.signal, onAttempt: (a) => void (last = a.detail) });
       options.out.detail(`${dyno} passed${last ? ` (${last})` : ''}`);
     } catch (e) {
       failed.push(dyno);

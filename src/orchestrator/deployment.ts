@@ -4,6 +4,11 @@
 // (retireOthers) drain the old targets until the app's drain-timeout after the swap and stop the
 // old containers, SIGTERM then SIGKILL after its stop-timeout. A failed gate removes the new
 // containers and leaves the route and the old containers untouched.
+//
+// On the swarm scheduler (ctx.swarm) the same steps run on Swarm services instead of containers:
+// deployRelease and retireOthers hand over to swarm-deployment.ts, whose tasks look like
+// containers to the rest (ContainerState with the node's address and the published port), so the
+// gate, the swap, probation and the drain here are the ones both schedulers share.
 import { randomBytes } from 'node:crypto';
 import type { Output } from '../ui/output.ts';
 import { shellWords } from '../ui/shell-words.ts';
@@ -18,6 +23,7 @@ import { APP_CAPABILITIES, LABEL, type ContainerSpec, type ContainerState, type 
 import type { CheckAttempt } from './health-check.ts';
 import { checksFor, passGate, quickChecks } from './health-gate.ts';
 import { drainOld, type ContainerWatcher, type OldDrain, type ProbationBoard, type Proven } from './probation.ts';
+import { deployOnSwarm, type SwarmDeploy } from './swarm-deployment.ts';
 
 /** The port every web process listens on, given to it as $PORT (Heroku's and Dokku's 5000). */
 export const WEB_PORT = 5000;
@@ -72,6 +78,16 @@ export interface DeployContext {
   board?: ProbationBoard;
   /** Runs before the first new container starts: the app's linked services are up and accept connections. */
   prepare?: (out: Output) => Promise<void>;
+  /** On the swarm scheduler: the app's processes are Swarm services (swarm-deployment.ts), not containers of `engine`. */
+  swarm?: SwarmDeploy;
+}
+
+/** What the deploy path asks of where dynos run: the engine's containers, or a Swarm's tasks seen as containers. */
+export type DynoEngine = Pick<Engine, 'inspect' | 'logs' | 'stopAndRemove' | 'list'>;
+
+/** The engine of `ctx`'s dynos: the Swarm's tasks on the swarm scheduler, else the Docker engine. */
+export function dynoEngine(ctx: Pick<DeployContext, 'engine' | 'swarm'>): DynoEngine {
+  return ctx.swarm?.dynos ?? ctx.engine;
 }
 
 /** One container the formation wants: web.1, web.2, worker.1 ... */
@@ -122,6 +138,7 @@ export function checkSettingsOf(ctx: Pick<DeployContext, 'checksWaitMs'>, plan: 
  * container's last log lines printed) is thrown; routing and the old containers are untouched.
  */
 export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, options: { reuse: boolean }): Promise<Deployed> {
+  if (ctx.swarm) return deployOnSwarm(ctx, ctx.swarm, plan, options);
   const app = plan.name;
   const release = plan.release;
   const checks = checkSettingsOf(ctx, plan);
@@ -155,27 +172,36 @@ export async function deployRelease(ctx: DeployContext, plan: ProcessPlan, optio
       started.push({ dyno, state });
     }
     const ready = await gateAll(ctx, plan, checks, started);
-    const containers = [...kept.values(), ...ready];
-    const targets = webTargets(containers);
-    const before = [...ctx.publisher.routed(app)];
-    const replaced = before.filter((t) => !targets.some((n) => n.id === t.id && n.host === t.host && n.port === t.port));
-    // The swap: one synchronous assignment of the app's whole new target set. The old targets
-    // stay behind it as standby until they are retired: a request the new ones refuse goes there.
-    ctx.publisher.publish(app, ctx.hostnames, targets, replaced);
-    const swappedAt = performance.now();
-    log.info('route_swapped', {
-      app,
-      release: release.number,
-      mono: sharedClockMs(),
-      added: targets.filter((t) => !before.some((b) => b.id === t.id)).map((t) => t.id),
-      removed: before.filter((b) => !targets.some((t) => t.id === b.id)).map((b) => b.id),
-    });
-    if (targets.length) ctx.out.step(`Routing ${ctx.hostnames.join(', ')} to ${targets.length} web container${targets.length === 1 ? '' : 's'} of release v${release.number}`);
-    return { containers, started: [...ready].sort(byDyno), replaced, before, routed: targets, swappedAt };
+    return swapRoutes(ctx, plan, [...kept.values(), ...ready], ready, 'container');
   } catch (e) {
     await Promise.all(started.map((s) => ctx.engine.stopAndRemove(s.state.id, 0).catch((err) => log.warn('container_remove_failed', { id: s.state.id, error: err }))));
     throw e;
   }
+}
+
+/**
+ * The swap: routes the app to the web targets of `containers` (the new formation, kept and
+ * started) in one publish, the targets it replaces standing by behind them until retired.
+ */
+export function swapRoutes(ctx: DeployContext, plan: ProcessPlan, containers: ContainerState[], started: readonly ContainerState[], noun: string): Deployed {
+  const app = plan.name;
+  const release = plan.release;
+  const targets = webTargets(containers);
+  const before = [...ctx.publisher.routed(app)];
+  const replaced = before.filter((t) => !targets.some((n) => n.id === t.id && n.host === t.host && n.port === t.port));
+  // The swap: one synchronous assignment of the app's whole new target set. The old targets
+  // stay behind it as standby until they are retired: a request the new ones refuse goes there.
+  ctx.publisher.publish(app, ctx.hostnames, targets, replaced);
+  const swappedAt = performance.now();
+  log.info('route_swapped', {
+    app,
+    release: release.number,
+    mono: sharedClockMs(),
+    added: targets.filter((t) => !before.some((b) => b.id === t.id)).map((t) => t.id),
+    removed: before.filter((b) => !targets.some((t) => t.id === b.id)).map((b) => b.id),
+  });
+  if (targets.length) ctx.out.step(`Routing ${ctx.hostnames.join(', ')} to ${targets.length} web ${noun}${targets.length === 1 ? '' : 's'} of release v${release.number}`);
+  return { containers, started: [...started].sort(byDyno), replaced, before, routed: targets, swappedAt };
 }
 
 /**
@@ -198,6 +224,7 @@ export async function retireOthers(ctx: DeployContext, plan: ProcessPlan, deploy
     // They stop next: no longer standby either.
     if (ctx.publisher.standby(plan.name).length > 0) ctx.publisher.publish(plan.name, ctx.hostnames, [...ctx.publisher.routed(plan.name)]);
   }
+  if (ctx.swarm) return ctx.swarm.retire(ctx, plan, deployed.containers, checks);
   const old = (await processContainers(ctx.engine, plan.name)).filter((c) => !keep.has(c.id));
   await stopContainers(ctx, plan.name, old, checks);
 }
@@ -207,7 +234,7 @@ export function webTargets(containers: readonly ContainerState[]): Target[] {
   return containers
     .filter((c) => c.labels[LABEL.process] === 'web' && c.ip)
     .sort(byDyno)
-    .map((c): Target => ({ id: c.name, host: c.ip!, port: WEB_PORT }));
+    .map((c): Target => ({ id: c.name, host: c.ip!, port: c.port ?? WEB_PORT }));
 }
 
 /** Natural dyno order, by process type and then by number: web.2 before web.10. */
@@ -223,7 +250,7 @@ export function compareDynos(a: string, b: string): number {
 }
 
 /** The app's dyno containers (not one-offs, not builds), running or not. */
-export async function processContainers(engine: Engine, app: string): Promise<ContainerState[]> {
+export async function processContainers(engine: Pick<Engine, 'list'>, app: string): Promise<ContainerState[]> {
   const all = await engine.list({ [LABEL.app]: app });
   return all.filter((c) => (c.labels[LABEL.role] ?? 'process') === 'process');
 }
@@ -260,9 +287,14 @@ export function checkPort(type: string): number | undefined {
   return type === 'web' ? WEB_PORT : undefined;
 }
 
+/** Where checks reach `container`'s $PORT when they name no port: a Swarm task's published port, else $PORT itself. */
+export function probePort(container: Pick<ContainerState, 'port'>, type: string): number | undefined {
+  return type === 'web' ? (container.port ?? WEB_PORT) : undefined;
+}
+
 // ---------------------------------------------------------------------------------------------
 
-interface Started {
+export interface Started {
   dyno: Dyno;
   state: ContainerState;
 }
@@ -271,7 +303,7 @@ interface Started {
  * Gates every started container at once. The first failure aborts the others' checks, prints the
  * failing container's last 50 log lines and is thrown, named after its dyno.
  */
-async function gateAll(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedChecks, started: readonly Started[]): Promise<ContainerState[]> {
+export async function gateAll(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedChecks, started: readonly Started[]): Promise<ContainerState[]> {
   const abort = new AbortController();
   let failure: { s: Started; error: unknown } | undefined;
   const hostHeader = ctx.hostnames[0] ?? plan.name;
@@ -287,11 +319,11 @@ async function gateAll(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedCh
       let last = '';
       try {
         const state = await passGate({
-          engine: ctx.engine,
+          engine: dynoEngine(ctx),
           container: s.state,
           dyno: dyno.name,
           checks: list,
-          port: checkPort(dyno.type),
+          port: probePort(s.state, dyno.type),
           hostHeader,
           baselineRestarts: 0,
           signal: abort.signal,
@@ -300,8 +332,9 @@ async function gateAll(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedCh
             if (!a.ok && a.check.attempts <= 20) ctx.out.detail(`${dyno.name}: ${a.check.name}: attempt ${a.attempt}/${a.check.attempts} failed: ${a.detail}`);
           },
         });
-        log.info('health_check_passed', { app: plan.name, release: plan.release.number, container: state.name, address: state.ip ? `${state.ip}:${WEB_PORT}` : undefined, mono: sharedClockMs() });
-        ctx.out.detail(`${dyno.name} passed its checks${state.ip && dyno.type === 'web' ? ` at ${state.ip}:${WEB_PORT}` : ''}${last ? ` (${last})` : ''}`);
+        const at = `${state.ip}:${state.port ?? WEB_PORT}`;
+        log.info('health_check_passed', { app: plan.name, release: plan.release.number, container: state.name, address: state.ip ? at : undefined, mono: sharedClockMs() });
+        ctx.out.detail(`${dyno.name} passed its checks${state.ip && dyno.type === 'web' ? ` at ${at}` : ''}${last ? ` (${last})` : ''}`);
         return state;
       } catch (error) {
         if (!failure) {
@@ -314,7 +347,7 @@ async function gateAll(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedCh
   );
   if (!failure) return ready;
   const { s, error } = failure;
-  const logs = await ctx.engine.logs(s.state.id, 50).catch(() => '');
+  const logs = await dynoEngine(ctx).logs(s.state.id, 50).catch(() => '');
   if (logs.trim()) {
     ctx.out.error(`the last lines ${s.dyno.name} wrote:`);
     ctx.out.detail(logs.trimEnd());
@@ -328,7 +361,7 @@ async function gateAll(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedCh
  * With `reuse`: the running containers of this release, one per wanted dyno, that pass their
  * checks once (uptime counted from their start). The others will be replaced.
  */
-async function keepRunning(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedChecks, dynos: readonly Dyno[], existing: readonly ContainerState[]): Promise<Map<string, ContainerState>> {
+export async function keepRunning(ctx: DeployContext, plan: ProcessPlan, checks: ResolvedChecks, dynos: readonly Dyno[], existing: readonly ContainerState[]): Promise<Map<string, ContainerState>> {
   const kept = new Map<string, ContainerState>();
   const hostHeader = ctx.hostnames[0] ?? plan.name;
   await Promise.all(
@@ -341,7 +374,7 @@ async function keepRunning(ctx: DeployContext, plan: ProcessPlan, checks: Resolv
       }
       try {
         const list = quickChecks(checksFor(plan.release, dyno.type, checks));
-        kept.set(dyno.name, await passGate({ engine: ctx.engine, container: candidate, dyno: dyno.name, checks: list, port: checkPort(dyno.type), hostHeader }));
+        kept.set(dyno.name, await passGate({ engine: dynoEngine(ctx), container: candidate, dyno: dyno.name, checks: list, port: probePort(candidate, dyno.type), hostHeader }));
         log.info('container_kept', { app: plan.name, container: candidate.name, checks: list.map((c) => c.name) });
       } catch (e) {
         log.info('container_not_kept', { app: plan.name, container: candidate.name, reason: (e as Error).message });

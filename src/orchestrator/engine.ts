@@ -149,6 +149,11 @@ export interface ContainerState {
   startedAt: number | undefined;
   /** The kernel killed it for running out of memory. */
   oomKilled: boolean;
+  /**
+   * Where the proxy and the checks reach its $PORT at `ip` when that is not $PORT itself: a Swarm
+   * task's host-mode published port on its node (whose address is then `ip`).
+   */
+  port?: number;
 }
 
 /** The parts of an image's config berth reads, and (for a commit) sets. */

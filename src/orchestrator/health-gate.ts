@@ -15,8 +15,9 @@ import { checksOf, defaultHealthChecks, runHealthChecks, type CheckAttempt, type
 export const WATCH_INTERVAL_MS = 250;
 
 export interface GateRequest {
-  engine: Engine;
-  /** The container as started (its address on berth's network is probed). */
+  /** What reads the container's state: the engine, or the Swarm's tasks (swarm-deployment.ts). */
+  engine: Pick<Engine, 'inspect'>;
+  /** The container as started (its address on berth's network is probed; a Swarm task's, at its node's address). */
   container: ContainerState;
   /** web.1, worker.2 ... for messages. */
   dyno: string;

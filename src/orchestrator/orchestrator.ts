@@ -1,6 +1,8 @@
 // The container side of the platform: deploys pushed commits one at a time per app, adopts what
 // is already running when the daemon starts, tells deploys on probation what the engine reports
-// about their containers the moment it does, and tears apps down.
+// about their containers the moment it does, and tears apps down. On the swarm scheduler the
+// dynos are Swarm tasks (swarm-deployment.ts): a task watcher stands in for the engine's events,
+// and draining a node moves its dynos off (NodeMover).
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Output } from '../ui/output.ts';
@@ -16,7 +18,7 @@ import { imageRepository, imageTag, type Builder } from './builder.ts';
 import { BuildLogs } from './build-log.ts';
 import { BuildpackBuilder, buildContainerPrefix, cacheVolume } from './buildpack-builder.ts';
 import { BuildpackFetcher } from './buildpack-fetcher.ts';
-import { checkPort, checkSettingsOf, processContainers, webTargets, type RoutePublisher } from './deployment.ts';
+import { checkPort, checkSettingsOf, probePort, processContainers, webTargets, type DynoEngine, type RoutePublisher } from './deployment.ts';
 import { DockerfileBuilder } from './dockerfile-builder.ts';
 import { LABEL, overlayNetworkName, SWARM_NETWORK_MARK, type ContainerEvent, type Engine, type NetworkOptions, type Subscription } from './engine.ts';
 import { checksOf, uptimeCheck } from './health-check.ts';
@@ -26,7 +28,9 @@ import { RouteGuard } from './route-guard.ts';
 import { runPipeline, type PipelineInput } from './pipeline.ts';
 import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
 import { ServiceManager } from './service-manager.ts';
-import type { Swarm } from './swarm.ts';
+import type { ImageDistributor, Swarm } from './swarm.ts';
+import { LocalImageDistributor, SwarmDeploy, TaskWatcher, type Placement } from './swarm-deployment.ts';
+import type { ContainerState } from './engine.ts';
 
 /**
  * Per app, one change at a time. The application layer owns the lock and holds it around every
@@ -51,6 +55,8 @@ export interface OrchestratorDeps {
   serviceKinds: readonly ServiceKind[];
   /** The Swarm to schedule apps on (--scheduler swarm, checked to be a manager's engine); undefined on the docker scheduler. */
   swarm?: Swarm;
+  /** How release images reach every node on the swarm scheduler (the cluster registry); default: by image id, which nodes must have. */
+  distributor?: ImageDistributor;
 }
 
 export class Orchestrator {
@@ -84,6 +90,9 @@ export class Orchestrator {
       };
     },
   };
+  /** On the swarm scheduler: the app's processes as Swarm services, and the watcher of their tasks. */
+  private readonly swarm: SwarmDeploy | undefined;
+  private tasks: TaskWatcher | undefined;
   private readonly board: ProbationBoard = {
     begin: (state) => void this.probations.set(state.app, state),
     end: (app) => void this.probations.delete(app),
@@ -93,6 +102,14 @@ export class Orchestrator {
     this.deps = deps;
     this.routes = new RouteGuard(deps.publisher);
     this.buildLogs = new BuildLogs(deps.paths.buildLogs);
+    this.swarm = deps.swarm
+      ? new SwarmDeploy({
+          swarm: deps.swarm,
+          distributor: deps.distributor ?? new LocalImageDistributor(deps.engine),
+          prefix: `${deps.config.network}-${deps.engine.instance}`,
+          placement: (app, type) => this.placement(app, type),
+        })
+      : undefined;
     const images: Record<string, string> = { postgres: deps.config.postgresImage, redis: deps.config.redisImage };
     this.services = new ServiceManager({
       engine: deps.engine,
@@ -148,6 +165,7 @@ export class Orchestrator {
         watcher: this.watcher,
         board: this.board,
         prepare: (out) => this.services.prepareApp(app, out),
+        ...(this.swarm ? { swarm: this.swarm } : {}),
       },
       keepImages: this.deps.config.keepImages,
     };
@@ -179,6 +197,55 @@ export class Orchestrator {
     return this.routes;
   }
 
+  /** Where the app's dynos run: the engine's containers, or on the swarm scheduler the Swarm's tasks seen as containers. */
+  get dynos(): DynoEngine {
+    return this.swarm?.dynos ?? this.deps.engine;
+  }
+
+  /** The scheduler apps run on. */
+  get scheduler(): 'docker' | 'swarm' {
+    return this.swarm ? 'swarm' : 'docker';
+  }
+
+  /** Where a process type's tasks may run on the swarm scheduler (ps:set APP TYPE placement). */
+  placement(app: string, type: string): Placement {
+    const record = this.deps.apps.get(app) as ({ placement?: Record<string, Partial<Placement>> } & object) | undefined;
+    const own = record?.placement?.[type] ?? record?.placement?.['*'];
+    return { constraints: [...(own?.constraints ?? [])], spread: [...(own?.spread ?? [])] };
+  }
+
+  /**
+   * Stops and removes the app's dynos: its containers, or on the swarm scheduler its process
+   * services. Returns how many went.
+   */
+  async removeDynos(app: string, stopSeconds: number): Promise<number> {
+    if (this.swarm) {
+      const services = await this.swarm.services(app);
+      await this.swarm.removeServices(app, services);
+      return services.length;
+    }
+    const containers = await processContainers(this.deps.engine, app);
+    await Promise.all(containers.map((c) => this.deps.engine.stopAndRemove(c.id, stopSeconds)));
+    return containers.length;
+  }
+
+  /**
+   * NodeMover (nodes:drain): redeploys, one app at a time under its lock, every app with a task on
+   * `nodeId`, which takes no new tasks meanwhile, so the new tasks land elsewhere and are gated and
+   * swapped as in any deploy. The first app that cannot move throws.
+   */
+  async moveOff(nodeId: string, out: Output): Promise<void> {
+    if (!this.swarm) throw new Error('moving dynos off a node needs the swarm scheduler');
+    const tasks = (await this.swarm.dynos.snapshot(true)).tasks.filter((t) => t.nodeId === nodeId && t.desiredState === 'running');
+    const apps = [...new Set(tasks.map((t) => t.labels[LABEL.app]).filter((a): a is string => a !== undefined))].sort();
+    for (const app of apps) {
+      const record = this.deps.apps.get(app);
+      if (!record || !currentRelease(record) || record.stopped) continue;
+      out.step(`Moving ${app} off the node`);
+      await this.deps.locks.run(app, () => redeployCurrent(this.releaseDeps(app), app, out, { reuse: false }));
+    }
+  }
+
   /**
    * The app's probation, while one runs: which release serves on probation, until when, and
    * which old containers are kept running out of the route meanwhile.
@@ -201,7 +268,8 @@ export class Orchestrator {
     // Each app's network is made at its first deploy; containers of an older berth on the shared
     // --network stay there, adopted, until their app's next deploy starts new ones on its own.
     await this.removeStaleBuilds();
-    await this.watchContainers();
+    // On the swarm scheduler the manager's own containers are tasks: the task watcher follows them instead.
+    if (!this.swarm) await this.watchContainers();
     // Services first: an app's containers start only once its linked services accept connections.
     await this.services.adopt();
     for (const app of this.deps.apps.list()) {
@@ -211,6 +279,7 @@ export class Orchestrator {
         log.error('app_adopt_failed', { app: app.name, error: e });
       }
     }
+    if (this.swarm) this.watchTasks(this.swarm);
   }
 
   async stop(): Promise<void> {
@@ -218,6 +287,8 @@ export class Orchestrator {
     this.stopped = true;
     this.events?.stop();
     this.events = undefined;
+    this.tasks?.stop();
+    this.tasks = undefined;
   }
 
   /** Builds and deploys a pushed commit. The caller holds the app's lock. */
@@ -233,6 +304,8 @@ export class Orchestrator {
   async destroyApp(app: string, out: Output): Promise<void> {
     this.routes.unpublish(app);
     const stopS = Math.ceil(checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, this.deps.apps.require(app)).stopTimeoutMs / 1000);
+    const services = this.swarm ? await this.removeDynos(app, stopS) : 0;
+    if (services) out.detail(`removed ${services} Swarm service${services === 1 ? '' : 's'}`);
     const containers = await this.deps.engine.list({ [LABEL.app]: app });
     await Promise.all(containers.map((c) => this.deps.engine.stopAndRemove(c.id, stopS)));
     if (containers.length) out.detail(`removed ${containers.length} container${containers.length === 1 ? '' : 's'}`);
@@ -311,9 +384,9 @@ export class Orchestrator {
     if (!record) return;
     if (!release) {
       // A first deploy that did not finish: nothing of it may run unrouted.
-      const left = await processContainers(this.deps.engine, app);
-      await Promise.all(left.map((c) => this.deps.engine.stopAndRemove(c.id, 0)));
-      if (left.length) log.info('unfinished_deploy_removed', { app, containers: left.map((c) => c.name) });
+      const left = await processContainers(this.dynos, app);
+      const removed = await this.removeDynos(app, 0);
+      if (removed) log.info('unfinished_deploy_removed', { app, containers: left.map((c) => c.name) });
       return;
     }
     if (record.stopped) {
@@ -378,6 +451,52 @@ export class Orchestrator {
         return;
       }
     }
+  }
+
+  /** The swarm scheduler's stand-in for the engine's events (TaskWatcher). */
+  private watchTasks(swarm: SwarmDeploy): void {
+    this.tasks = new TaskWatcher({
+      dynos: swarm.dynos,
+      apps: () => this.deps.apps.list().map((a) => ({ name: a.name, current: a.current ?? undefined, stopped: a.stopped })),
+      hostnames: (app) => this.hostnames(app),
+      routes: this.routes,
+      watched: () => [...this.listeners.keys()],
+      tell: (event) => {
+        for (const listener of [...(this.listeners.get(event.id) ?? [])]) {
+          try {
+            listener(event);
+          } catch (e) {
+            log.error('probation_listener_failed', { container: event.name, error: e });
+          }
+        }
+      },
+      readmit: (app, task) => this.readmit(swarm, app, task),
+    });
+    if (!this.stopped) this.tasks.start();
+  }
+
+  /** A task Swarm started in place of one that stopped: its checks (with the uptime wait, as after a restart), then it joins the route under the app's lock. */
+  private async readmit(swarm: SwarmDeploy, app: string, task: ContainerState): Promise<void> {
+    const record = this.deps.apps.get(app);
+    const release = record && currentRelease(record);
+    if (!record || !release) return;
+    const type = task.labels[LABEL.process] ?? 'web';
+    const checks = checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, record);
+    if (!checks.isSkipped(type) && !checks.isDisabled(type)) {
+      const list = checksFor(release, type, checks);
+      const declared = checksOf(release.healthchecks, type).length > 0;
+      await passGate({ engine: swarm.dynos, container: task, dyno: task.labels[LABEL.dyno] ?? type, checks: declared ? list : [...list, uptimeCheck(checks.waitMs)], port: probePort(task, type), hostHeader: this.hostnames(app)[0] ?? app });
+    }
+    await this.deps.locks.run(app, async () => {
+      const record = this.deps.apps.get(app);
+      if (!record || record.stopped || record.current !== release.number) return;
+      swarm.dynos.invalidate();
+      const now = await swarm.dynos.inspect(task.id).catch(() => undefined);
+      const routed = this.routes.routed(app);
+      if (!now?.running || routed.some((t) => t.id === now.name) || this.routes.isDown(now.name)) return;
+      this.routes.publish(app, this.hostnames(app), [...routed, ...webTargets([now])]);
+      log.info('route_target_rejoined', { app, container: now.name, address: `${now.ip}:${now.port}` });
+    });
   }
 
   private retryWatch(): void {

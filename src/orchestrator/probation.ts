@@ -9,7 +9,7 @@ import { UserError } from '../errors.ts';
 import { log, sharedClockMs } from '../log.ts';
 import { sleep } from '../sleep.ts';
 import type { Target } from '../proxy/route-table.ts';
-import { checkPort, checkSettingsOf, processContainers, type DeployContext, type Deployed, type DrainResult, type ProcessPlan } from './deployment.ts';
+import { checkSettingsOf, dynoEngine, probePort, processContainers, type DeployContext, type Deployed, type DrainResult, type ProcessPlan } from './deployment.ts';
 import { LABEL, NotFoundError, type ContainerEvent, type ContainerState, type Subscription } from './engine.ts';
 import { probeOnce } from './health-check.ts';
 import { checksFor, recheckList } from './health-gate.ts';
@@ -70,7 +70,7 @@ export async function prove(ctx: DeployContext, plan: ProcessPlan, deployed: Dep
   if (watched.length === 0 || checks.waitMs <= 0) return {};
   const keep = new Set(deployed.containers.map((c) => c.id));
   // Only for messages and reports: an engine that does not answer now changes nothing else.
-  const warm = (await processContainers(ctx.engine, app).catch(() => [])).filter((c) => !keep.has(c.id) && c.running);
+  const warm = (await processContainers(dynoEngine(ctx), app).catch(() => [])).filter((c) => !keep.has(c.id) && c.running);
   const version = `v${plan.release.number}`;
   const since = Date.now();
   ctx.out.step(`${deployed.routed.length > 0 ? 'Serving' : 'Running'} ${version}; ${warm.length > 0 ? `keeping ${describeWarm(warm, plan.release.number)} ready` : 'watching it'} for ${seconds(checks.waitMs)}`);
@@ -161,16 +161,17 @@ async function rollBack(ctx: DeployContext, plan: ProcessPlan, deployed: Deploye
   const app = plan.name;
   const checks = checkSettingsOf(ctx, plan);
   const dyno = failure.container.labels[LABEL.dyno] ?? failure.container.name;
-  const state = await ctx.engine.inspect(failure.container.id).catch(() => undefined);
+  const engine = dynoEngine(ctx);
+  const state = await engine.inspect(failure.container.id).catch(() => undefined);
   const what = `${dyno} ${failure.reason}${exitDetail(state, failure.event)} ${((failure.mono - deployed.swappedAt) / 1000).toFixed(1)} s after v${plan.release.number} was routed`;
   const back = warm.length > 0 ? `; routed back to ${describeWarm(warm, plan.release.number)}` : deployed.before.length === 0 ? '; the app has no route now' : '';
-  const logs = await ctx.engine.logs(failure.container.id, 50).catch(() => '');
+  const logs = await engine.logs(failure.container.id, 50).catch(() => '');
   const started = new Set(deployed.started.map((c) => c.name));
   const newTargets: Target[] = deployed.routed.filter((t) => started.has(t.id));
   if (newTargets.length > 0) {
     await ctx.publisher.drain(newTargets, { deadlineMs: checks.drainTimeoutMs, reason: 'the new release failed its probation' }).catch((e) => log.warn('probation_drain_failed', { app, error: e }));
   }
-  await Promise.all(deployed.started.map((c) => ctx.engine.stopAndRemove(c.id, 0).catch((e) => log.warn('container_remove_failed', { id: c.id, error: e }))));
+  await Promise.all(deployed.started.map((c) => engine.stopAndRemove(c.id, 0).catch((e) => log.warn('container_remove_failed', { id: c.id, error: e }))));
   if (logs.trim()) {
     ctx.out.error(`the last lines ${dyno} wrote:`);
     ctx.out.detail(logs.trimEnd());
@@ -189,11 +190,11 @@ async function recheck(ctx: DeployContext, plan: ProcessPlan, container: Contain
   const type = container.labels[LABEL.process] ?? 'web';
   const list = recheckList(checksFor(plan.release, type, checkSettingsOf(ctx, plan)));
   const failures = new Map<string, number>();
-  const target = { host: container.ip ?? '', port: checkPort(type), hostHeader: ctx.hostnames[0] ?? plan.name };
+  const target = { host: container.ip ?? '', port: probePort(container, type), hostHeader: ctx.hostnames[0] ?? plan.name };
   for (;;) {
     await sleep(RECHECK_INTERVAL_MS, signal);
     try {
-      const state = await ctx.engine.inspect(container.id).catch((e: unknown) => {
+      const state = await dynoEngine(ctx).inspect(container.id).catch((e: unknown) => {
         if (e instanceof NotFoundError) return undefined;
         throw e;
       });

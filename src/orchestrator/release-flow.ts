@@ -114,5 +114,7 @@ export async function pruneImages(deps: ReleaseDeps, app: string, out: Output): 
     }
   }
   if (removed.length) out.step(`Pruned ${removed.length} old release image${removed.length === 1 ? '' : 's'} (keeping ${deps.keepImages})`);
+  // On the swarm scheduler the cluster's copies go with them.
+  if (removed.length && deps.deploy.swarm) await deps.deploy.swarm.distributor.prune(removed).catch((e) => log.warn('image_distribution_prune_failed', { app, error: e }));
   return removed;
 }

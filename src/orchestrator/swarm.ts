@@ -2,6 +2,7 @@
 // process type of a release) and their tasks (the dynos), with the node address and host port
 // each web task is reached at. DockerSwarm (docker-swarm.ts) implements it over the manager's
 // Docker API; the deploy path on Swarm (swarm-deployment.ts) and the nodes commands use only this.
+import type { Output } from '../ui/output.ts';
 
 export type NodeRole = 'manager' | 'worker';
 export type NodeAvailability = 'active' | 'pause' | 'drain';
@@ -103,4 +104,15 @@ export interface Swarm {
   tasks(filter: { service?: string; labels?: Record<string, string> }): Promise<SwarmTask[]>;
   /** The last `tail` lines a task's container wrote; '' when it has none. */
   taskLogs(taskId: string, tail: number): Promise<string>;
+}
+
+/**
+ * Gets a release image to every node of the Swarm: `distribute` returns the reference services
+ * name it by (every node can pull or already has it); `prune` forgets references no release
+ * keeps. The cluster registry (cluster-registry.ts) implements it; until a Swarm has one,
+ * LocalImageDistributor (swarm-deployment.ts) names the image by id, which nodes must have.
+ */
+export interface ImageDistributor {
+  distribute(image: string, out: Output): Promise<string>;
+  prune(refs: string[]): Promise<void>;
 }

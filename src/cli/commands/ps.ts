@@ -55,8 +55,11 @@ export const psCommands: Command[] = [
         const warm = probation.warm.length ? `; kept warm: ${probation.warm.map((w) => `${w.name} (v${w.release ?? '?'})`).join(', ')}` : '';
         ctx.out.line(`Probation: v${probation.release} until ${new Date(probation.until).toISOString()} (${left} s left)${warm}`);
       }
-      const rows = report.containers.map((c) => [c.dyno, c.state, c.release, String(c.restarts), c.address, c.container]);
-      ctx.out.line(rows.length ? table([['DYNO', 'STATE', 'RELEASE', 'RESTARTS', 'ADDRESS', 'CONTAINER'], ...rows]) : 'no containers');
+      // On the swarm scheduler each dyno is a task: its node shows, and its container is the task's.
+      const onNodes = report.containers.some((c) => c.node !== undefined);
+      const rows = report.containers.map((c) => [c.dyno, c.state, c.release, String(c.restarts), ...(onNodes ? [c.node ?? '-'] : []), c.address, c.container]);
+      const head = ['DYNO', 'STATE', 'RELEASE', 'RESTARTS', ...(onNodes ? ['NODE'] : []), 'ADDRESS', onNodes ? 'TASK' : 'CONTAINER'];
+      ctx.out.line(rows.length ? table([head, ...rows]) : 'no containers');
     },
   }),
   defineCommand({

@@ -1,0 +1,267 @@
+// The deploy path on the swarm scheduler over a fake Swarm (test/helpers/fake-swarm.ts), fast:
+// each process type a service, every task gated at its node's address and published port, one
+// publish, probation, drain, the old services removed; a failed gate leaving the old serving;
+// scale, rollback, the task watcher, moving off a node, adoption, stop and destroy. The same paths
+// run on a real Swarm of Docker-in-Docker nodes under wrk load in e2e-swarm.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { dataPaths, defaultConfig } from '../src/config.ts';
+import { isUserError } from '../src/errors.ts';
+import { setLogSink } from '../src/log.ts';
+import { changeConfig, processReport, rollback, scale, stop } from '../src/orchestrator/app-operations.ts';
+import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestrator/deployment.ts';
+import { LABEL } from '../src/orchestrator/engine.ts';
+import { healthchecksSection } from '../src/orchestrator/health-check.ts';
+import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
+import { deployNewRelease } from '../src/orchestrator/release-flow.ts';
+import { AppLock } from '../src/platform/app-lock.ts';
+import type { Target } from '../src/proxy/route-table.ts';
+import { sleep } from '../src/sleep.ts';
+import { AppStore, type Release } from '../src/state/app-store.ts';
+import { defaultCheckSettings } from '../src/state/check-settings.ts';
+import { DomainStore } from '../src/state/domain-store.ts';
+import { ServiceStore } from '../src/state/service-store.ts';
+import { FakeEngine } from './helpers/fake-engine.ts';
+import { FakeSwarm } from './helpers/fake-swarm.ts';
+
+const logLines: string[] = [];
+setLogSink((line) => logLines.push(line));
+
+const IMAGE = 'berth-fake/shop:r1';
+
+function releaseOf(number: number, config: Record<string, string> = {}): Release {
+  return {
+    number,
+    image: IMAGE,
+    commit: 'c0ffee',
+    builder: 'image',
+    processTypes: { web: '', worker: '' },
+    config: { N: String(number), ...config },
+    description: `Deploy ${number}`,
+    healthchecks: healthchecksSection(JSON.stringify({ healthchecks: { web: [{ name: 'home', path: '/', attempts: 2, wait: 0.05, timeout: 1 }] } }))!,
+    createdAt: '2026-01-01T00:00:00.000Z',
+    createdBy: 'test',
+  };
+}
+
+test('a release runs as one Swarm service per process type; every web task is gated at its node address and published port, then routed in one publish', async (t) => {
+  const { swarm, publisher, orch } = await setUp(t);
+  const services = await swarm.services({ [LABEL.app]: 'shop' });
+  assert.equal(services.length, 2);
+  const web = services.find((s) => s.labels[LABEL.process] === 'web')!;
+  const worker = services.find((s) => s.labels[LABEL.process] === 'worker')!;
+  assert.match(web.name, /^berth-fake-shop-web-r1-[0-9a-f]{4}$/);
+  assert.equal(web.replicas, 2);
+  assert.equal(worker.replicas, 1);
+  assert.equal(web.image, `sha256:${IMAGE}`, 'named by image id: every node runs the same bytes');
+  const spec = swarm.specs.get(web.id)!;
+  assert.equal(spec.publish, 5000);
+  assert.equal(spec.env.PORT, '5000');
+  assert.equal(spec.env.DYNO, 'web.{{.Task.Slot}}');
+  assert.deepEqual(spec.labels, { [LABEL.app]: 'shop', [LABEL.process]: 'web', [LABEL.release]: '1', [LABEL.role]: 'process' });
+  assert.equal(swarm.specs.get(worker.id)!.publish, undefined);
+  const tasks = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  assert.deepEqual(
+    publisher.routed('shop').map((x) => `${x.host}:${x.port}`).sort(),
+    tasks.map((x) => `127.0.0.1:${x.publishedPort}`).sort(),
+  );
+  assert.deepEqual(publisher.routed('shop').map((x) => x.id).sort(), tasks.map((x) => `${web.name}.${x.slot}.${x.id}`).sort());
+  for (const target of publisher.routed('shop')) assert.equal((await fetch(`http://${target.host}:${target.port}/`)).status, 200);
+  // The report lists tasks with their node.
+  const report = await processReport(orch, 'shop');
+  assert.deepEqual(report.containers.map((c) => c.dyno), ['web.1', 'web.2', 'worker.1']);
+  assert.ok(report.containers.every((c) => c.node && /^node\d$/.test(c.node) && c.state === 'running'), JSON.stringify(report.containers));
+  assert.ok(new Set(report.containers.map((c) => c.node)).size >= 2, 'tasks spread over nodes');
+});
+
+test('a config change deploys new services, swaps the route once, drains the old targets and removes the old services; a rollback needs no build', async (t) => {
+  const { swarm, publisher, orch, out } = await setUp(t);
+  const before = publisher.routed('shop').map((x) => x.id);
+  const oldServices = (await swarm.services({ [LABEL.app]: 'shop' })).map((s) => s.id);
+  await changeConfig(orch, 'shop', { set: { COLOR: 'blue' } }, { restart: true, by: 'test', out });
+  const now = await swarm.services({ [LABEL.app]: 'shop' });
+  assert.equal(now.length, 2);
+  assert.ok(now.every((s) => s.labels[LABEL.release] === '2' && !oldServices.includes(s.id)));
+  assert.equal(swarm.specs.get(now[0]!.id)!.env.COLOR, 'blue');
+  const routed = publisher.routed('shop').map((x) => x.id);
+  assert.equal(routed.length, 2);
+  assert.ok(routed.every((id) => !before.includes(id)));
+  assert.deepEqual(publisher.standby('shop'), []);
+  assert.deepEqual(publisher.drains.at(-1)?.targets.sort(), [...before].sort(), 'the old web targets were drained');
+  assert.equal(publisher.publishes.filter((p) => p.release === 2).length >= 1, true);
+  assert.equal(orch.apps.require('shop').current, 2);
+
+  await rollback(orch, 'shop', 1, { by: 'test', out });
+  const rolled = await swarm.services({ [LABEL.app]: 'shop' });
+  assert.ok(rolled.every((s) => s.labels[LABEL.release] === '3' && s.image === `sha256:${IMAGE}`));
+  assert.equal(swarm.specs.get(rolled[0]!.id)!.env.COLOR, undefined, "v1's config");
+});
+
+test('a failed gate removes the new services and leaves the old ones serving, the route untouched', async (t) => {
+  const { swarm, publisher, orch, out } = await setUp(t);
+  const before = [...publisher.routed('shop')];
+  const oldServices = (await swarm.services({ [LABEL.app]: 'shop' })).map((s) => s.name).sort();
+  swarm.behaviour = (spec) => (spec.labels[LABEL.release] === '2' ? { status: 500 } : {});
+  await assert.rejects(changeConfig(orch, 'shop', { set: { BROKEN: '1' } }, { restart: true, by: 'test', out }), (e: unknown) => isUserError(e) && /web\.\d: health check "home" failed after 2 attempts: status 500/.test(e.message));
+  assert.deepEqual((await swarm.services({ [LABEL.app]: 'shop' })).map((s) => s.name).sort(), oldServices);
+  assert.deepEqual(publisher.routed('shop'), before);
+  assert.equal(orch.apps.require('shop').current, 1);
+  for (const target of before) assert.equal((await fetch(`http://${target.host}:${target.port}/`)).status, 200);
+
+  // A task that exits at start fails the deploy with its exit code; the old keep serving.
+  swarm.behaviour = (spec) => (spec.env.BROKEN === '2' ? { exitCode: 3 } : {});
+  await assert.rejects(changeConfig(orch, 'shop', { set: { BROKEN: '2' } }, { restart: true, by: 'test', out }), (e: unknown) => isUserError(e) && /stopped at start on node node\d \(failed, exit code 3\)/.test(e.message));
+  assert.deepEqual((await swarm.services({ [LABEL.app]: 'shop' })).map((s) => s.name).sort(), oldServices);
+  assert.deepEqual(publisher.routed('shop'), before);
+});
+
+test('ps:scale deploys the type whose count changed as a new service at the new count, gates its tasks and keeps the others', async (t) => {
+  const { swarm, publisher, orch, out } = await setUp(t);
+  const worker = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' }))[0]!;
+  await scale(orch, 'shop', { web: 4 }, out);
+  const web = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  assert.equal(web.length, 1);
+  assert.equal(web[0]!.replicas, 4);
+  assert.equal(publisher.routed('shop').length, 4);
+  assert.deepEqual((await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' })).map((s) => s.id), [worker.id], 'the worker service was kept');
+  const nodes = new Set(swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }).map((x) => x.nodeId));
+  assert.equal(nodes.size, 3, 'four tasks spread over the three nodes');
+});
+
+test('the task watcher takes a stopped task, and the tasks of a node that is down, out of the route at once; their replacements rejoin after their checks', async (t) => {
+  const { swarm, publisher } = await setUp(t);
+  const [first] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  const name = publisher.routed('shop').find((x) => x.id.endsWith(`.${first!.id}`))!.id;
+  await swarm.killTask(first!.id);
+  const killedAt = Date.now();
+  await until(() => !publisher.routed('shop').some((x) => x.id === name), 3000);
+  assert.ok(Date.now() - killedAt < 1500, 'withdrawn within a poll or two');
+  // Its replacement passes its checks and joins.
+  await until(() => publisher.routed('shop').length === 2, 5000);
+  const live = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }).map((x) => x.id);
+  assert.ok(publisher.routed('shop').every((x) => live.some((id) => x.id.endsWith(`.${id}`))));
+
+  const onNode = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' })[0]!;
+  const node = swarm.nodes_.find((n) => n.id === onNode.nodeId)!;
+  // The node stops answering: its tasks are still `running` on record, but it is not ready.
+  node.state = 'down';
+  const downAt = Date.now();
+  await until(() => !publisher.routed('shop').some((x) => x.id.endsWith(`.${onNode.id}`)), 3000);
+  assert.ok(Date.now() - downAt < 1500);
+  await swarm.loseNode(node.hostname);
+  await until(() => publisher.routed('shop').length === 2, 5000);
+  const nowLive = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  assert.ok(nowLive.every((x) => x.nodeId !== node.id));
+  assert.ok(events('route_target_withdrawn').length >= 2);
+  assert.ok(events('route_target_rejoined').length >= 2);
+});
+
+test('moveOff redeploys every app with tasks on a paused node elsewhere, gated and swapped', async (t) => {
+  const { swarm, publisher, orch, out } = await setUp(t);
+  const busy = swarm.live({ [LABEL.app]: 'shop' })[0]!.nodeId;
+  await swarm.updateNode(busy, { availability: 'pause' });
+  await orch.moveOff(busy, out);
+  assert.equal(swarm.live({ [LABEL.app]: 'shop' }).filter((x) => x.nodeId === busy).length, 0);
+  assert.equal(publisher.routed('shop').length, 2);
+  for (const target of publisher.routed('shop')) assert.equal((await fetch(`http://${target.host}:${target.port}/`)).status, 200);
+});
+
+test('a restarted daemon adopts the running services of the current release and removes those of a deploy it did not finish; stop and destroy remove the services', async (t) => {
+  const { swarm, publisher, orch, stores, out } = await setUp(t);
+  const routed = publisher.routed('shop').map((x) => x.id).sort();
+  const services = (await swarm.services({ [LABEL.app]: 'shop' })).map((s) => s.id).sort();
+  // A deploy that never finished left the services of v2 behind.
+  await swarm.createService({ ...swarm.specs.get(services[0]!)!, name: 'berth-fake-shop-web-r2-dead', labels: { [LABEL.app]: 'shop', [LABEL.process]: 'web', [LABEL.release]: '2', [LABEL.role]: 'process' } });
+  await orch.stop();
+  const publisher2 = recordingPublisher();
+  const orch2 = new Orchestrator({ ...stores, engine: orch.engine as FakeEngine, publisher: publisher2, appUrl: (app) => `http://${app}.example.test`, swarm });
+  await orch2.start();
+  t.after(() => orch2.stop());
+  assert.deepEqual((await swarm.services({ [LABEL.app]: 'shop' })).map((s) => s.id).sort(), services, 'kept, and the unfinished one removed');
+  assert.deepEqual(publisher2.routed('shop').map((x) => x.id).sort(), routed);
+
+  await stop(orch2, 'shop', out);
+  assert.deepEqual(await swarm.services({ [LABEL.app]: 'shop' }), []);
+  assert.deepEqual(publisher2.routed('shop'), []);
+});
+
+// ---------------------------------------------------------------------------------------------
+
+async function setUp(t: TestContext) {
+  const engine = new FakeEngine();
+  engine.addImage(IMAGE);
+  const swarm = new FakeSwarm(3);
+  t.after(() => swarm.close());
+  const publisher = recordingPublisher();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-swarm-deploy-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const paths = dataPaths(dir);
+  const apps = new AppStore(paths.apps);
+  await apps.load();
+  await apps.create('shop');
+  await apps.update('shop', (a) => {
+    a.formation = { web: 2, worker: 1 };
+    a.checks = { ...defaultCheckSettings(), properties: { wait: 300, drainTimeout: 200, stopTimeout: 1000 } };
+  });
+  const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
+  await domains.load();
+  const stores = { apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, locks: new AppLock(), services: new ServiceStore(paths.services, paths.serviceData), serviceKinds: [] };
+  const orch = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm });
+  await orch.start();
+  t.after(() => orch.stop());
+  const out = recordingOutput();
+  await deployNewRelease(orch.releaseDeps('shop'), 'shop', releaseOf(1), out);
+  return { orch, engine, swarm, publisher, stores, out };
+}
+
+function recordingPublisher(): RoutePublisher & { drains: Array<{ targets: string[] }>; publishes: Array<{ release: number | undefined; targets: string[] }> } {
+  const routes = new Map<string, Target[]>();
+  const standby = new Map<string, Target[]>();
+  const drains: Array<{ targets: string[] }> = [];
+  const publishes: Array<{ release: number | undefined; targets: string[] }> = [];
+  return {
+    drains,
+    publishes,
+    publish: (app, _hostnames, targets, behind = []) => {
+      routes.set(app, [...targets]);
+      standby.set(app, [...behind]);
+      const m = /-r(\d+)-/.exec(targets[0]?.id ?? '');
+      publishes.push({ release: m ? Number(m[1]) : undefined, targets: targets.map((x) => x.id) });
+    },
+    unpublish: (app) => void routes.delete(app),
+    routed: (app) => routes.get(app) ?? [],
+    standby: (app) => standby.get(app) ?? [],
+    drain: async (targets): Promise<DrainResult> => {
+      drains.push({ targets: targets.map((x) => x.id) });
+      return { waitedMs: 0, requestsLeft: 0, tunnelsClosed: 0 };
+    },
+  };
+}
+
+function recordingOutput(): DeployContext['out'] & { lines: string[] } {
+  const lines: string[] = [];
+  return {
+    lines,
+    step: (text) => void lines.push(`-----> ${text}`),
+    section: (text) => void lines.push(`=====> ${text}`),
+    detail: (text) => void lines.push(`       ${text}`),
+    error: (text) => void lines.push(` !     ${text}`),
+    line: (text) => void lines.push(text),
+    raw() {},
+  };
+}
+
+function events(event: string): Array<Record<string, unknown>> {
+  return logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.event === event);
+}
+
+async function until(done: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await sleep(10);
+  }
+}
