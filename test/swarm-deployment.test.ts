@@ -11,7 +11,8 @@ import { test, type TestContext } from 'node:test';
 import { dataPaths, defaultConfig } from '../src/config.ts';
 import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
-import { changeConfig, processReport, rollback, scale, stop } from '../src/orchestrator/app-operations.ts';
+import { changeConfig, changeSettings, processReport, rollback, scale, start, stop } from '../src/orchestrator/app-operations.ts';
+import { parsePlacement } from '../src/cli/commands/ps.ts';
 import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestrator/deployment.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
@@ -186,6 +187,38 @@ test('a restarted daemon adopts the running services of the current release and 
   await stop(orch2, 'shop', out);
   assert.deepEqual(await swarm.services({ [LABEL.app]: 'shop' }), []);
   assert.deepEqual(publisher2.routed('shop'), []);
+
+  await start(orch2, 'shop', out);
+  assert.equal((await swarm.services({ [LABEL.app]: 'shop' })).length, 2);
+  assert.equal(publisher2.routed('shop').length, 2);
+  await orch2.destroyApp('shop', out);
+  assert.deepEqual(await swarm.services({ [LABEL.app]: 'shop' }), []);
+  assert.deepEqual(publisher2.routed('shop'), []);
+});
+
+test('placement (ps:set APP TYPE placement) becomes the service\'s constraints and spread, limits its limits and reservations; a type no node can take fails the deploy, the old serving', async (t) => {
+  const { swarm, publisher, orch, out } = await setUp(t);
+  await changeSettings(orch, 'shop', (a) => {
+    a.placement.web = parsePlacement(['node.hostname==node2', 'spread=node.labels.zone']);
+    a.limits.web = { memory: 256 * 1024 ** 2, cpus: 0.5 };
+  }, { restart: true, out });
+  const web = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }))[0]!;
+  const spec = swarm.specs.get(web.id)!;
+  assert.deepEqual([spec.constraints, spec.spread], [['node.hostname==node2'], ['node.labels.zone']]);
+  assert.deepEqual(spec.limits, { memory: 256 * 1024 ** 2, cpus: 0.5, pids: orch.defaultLimit.pids });
+  assert.deepEqual(spec.reservations, { memory: 256 * 1024 ** 2, cpus: 0.5 });
+  assert.ok(swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }).every((x) => x.nodeId === 'node2id'));
+  const worker = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' }))[0]!;
+  assert.deepEqual(swarm.specs.get(worker.id)!.constraints, [], 'per process type');
+
+  const before = [...publisher.routed('shop')];
+  await orch.apps.update('shop', (a) => void (a.placement.web = parsePlacement(['node.labels.zone==nowhere'])));
+  await assert.rejects(scale(orch, 'shop', { web: 3 }, out), (e: unknown) => isUserError(e) && e.code === 'task_unplaceable' && /web\.1 cannot be placed on any node: no suitable node/.test(e.message));
+  assert.deepEqual(publisher.routed('shop'), before);
+  assert.deepEqual((await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' })).map((s) => s.id), [web.id]);
+
+  assert.throws(() => parsePlacement(['zone=a']), (e: unknown) => isUserError(e) && e.code === 'bad_placement');
+  assert.throws(() => parsePlacement(['node.labels.zone == a']), (e: unknown) => isUserError(e) && e.code === 'bad_placement');
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -209,8 +209,7 @@ export class Orchestrator {
 
   /** Where a process type's tasks may run on the swarm scheduler (ps:set APP TYPE placement). */
   placement(app: string, type: string): Placement {
-    const record = this.deps.apps.get(app) as ({ placement?: Record<string, Partial<Placement>> } & object) | undefined;
-    const own = record?.placement?.[type] ?? record?.placement?.['*'];
+    const own = this.deps.apps.get(app)?.placement[type];
     return { constraints: [...(own?.constraints ?? [])], spread: [...(own?.spread ?? [])] };
   }
 

@@ -14,6 +14,14 @@ export interface ResourceLimit {
   pids?: number;
 }
 
+/** Where a process type's tasks may run on the swarm scheduler: Swarm's constraints and spread preferences. */
+export interface ProcessPlacement {
+  /** node.labels.zone==a, node.role!=manager ... */
+  constraints: string[];
+  /** node.labels.zone ...: tasks spread evenly over the values. */
+  spread: string[];
+}
+
 export interface AppSettings {
   /** Config vars, given to every process and to buildpacks through ENV_DIR. */
   config: Record<string, string>;
@@ -31,6 +39,8 @@ export interface AppSettings {
   stopped: boolean;
   /** Deploy checks: checks:disable, checks:skip, checks:set. Absent in older documents: the defaults. */
   checks: CheckSettings;
+  /** Per process type (ps:set APP TYPE placement ...), on the swarm scheduler. Absent in older documents: none. */
+  placement: Record<string, ProcessPlacement>;
 }
 
 export interface ReleaseDetails {
@@ -48,7 +58,7 @@ export interface ReleaseDetails {
 }
 
 export function defaultSettings(): AppSettings {
-  return { config: {}, formation: {}, buildpacks: [], stack: undefined, limits: {}, mounts: [], stopped: false, checks: defaultCheckSettings() };
+  return { config: {}, formation: {}, buildpacks: [], stack: undefined, limits: {}, mounts: [], stopped: false, checks: defaultCheckSettings(), placement: {} };
 }
 
 export function parseSettings(raw: Record<string, unknown>): AppSettings {
@@ -70,7 +80,21 @@ export function parseSettings(raw: Record<string, unknown>): AppSettings {
     mounts: check.array(raw.mounts, 'mounts').map((m, i) => check.string(m, `mounts[${i}]`)),
     stopped: raw.stopped === true,
     checks: parseCheckSettings(raw.checks),
+    placement: parsePlacement(raw.placement),
   };
+}
+
+function parsePlacement(raw: unknown): Record<string, ProcessPlacement> {
+  const out: Record<string, ProcessPlacement> = {};
+  if (raw === undefined || raw === null) return out;
+  for (const [type, v] of Object.entries(check.object(raw, 'placement'))) {
+    const o = check.object(v, `placement.${type}`);
+    out[type] = {
+      constraints: check.array(o.constraints ?? [], `placement.${type}.constraints`).map((c, i) => check.string(c, `placement.${type}.constraints[${i}]`)),
+      spread: check.array(o.spread ?? [], `placement.${type}.spread`).map((c, i) => check.string(c, `placement.${type}.spread[${i}]`)),
+    };
+  }
+  return out;
 }
 
 export function parseReleaseDetails(o: Record<string, unknown>, what: string): ReleaseDetails & { builder: BuilderName } {

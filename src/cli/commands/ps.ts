@@ -49,6 +49,8 @@ export const psCommands: Command[] = [
       ctx.out.section(`${app} processes`);
       ctx.out.line(`Status:    ${report.status}${report.release !== undefined ? ` (release v${report.release})` : ''}`);
       ctx.out.line(`Wanted:    ${report.wanted.join(' ') || '(none)'}`);
+      const record = ctx.state.apps.require(app);
+      for (const [type, p] of Object.entries(record.placement)) ctx.out.line(`Placement: ${type}: ${[...p.constraints, ...p.spread.map((x) => `spread=${x}`)].join(' ')}`);
       const probation = report.probation;
       if (probation) {
         const left = Math.max(0, Math.ceil((probation.until - Date.now()) / 1000));
@@ -60,6 +62,32 @@ export const psCommands: Command[] = [
       const rows = report.containers.map((c) => [c.dyno, c.state, c.release, String(c.restarts), ...(onNodes ? [c.node ?? '-'] : []), c.address, c.container]);
       const head = ['DYNO', 'STATE', 'RELEASE', 'RESTARTS', ...(onNodes ? ['NODE'] : []), 'ADDRESS', onNodes ? 'TASK' : 'CONTAINER'];
       ctx.out.line(rows.length ? table([head, ...rows]) : 'no containers');
+    },
+  }),
+  defineCommand({
+    name: 'ps:set',
+    args: ['APP', 'TYPE', 'PROPERTY', '[VALUE...]'],
+    flags: { 'no-restart': 'boolean' },
+    summary: 'set where a process type runs on the swarm scheduler: ps:set APP TYPE placement [CONSTRAINT...] [spread=node.labels.KEY]',
+    help: 'PROPERTY is placement. Each CONSTRAINT is Swarm\'s: node.labels.KEY==VALUE, node.hostname!=NAME, node.role==manager ... (nodes:label sets node labels); spread=node.labels.KEY spreads the tasks evenly over its values. Without values the type may run anywhere again. The app restarts to apply it, unless --no-restart. For admin keys; only the swarm scheduler reads it.',
+    scope: 'admin',
+    needsDaemon: true,
+    async run(ctx, { app, args: [type, property, values], flags, daemon }) {
+      ctx.state.apps.require(app);
+      if (!PROCESS_TYPE_PATTERN.test(type)) throw new UserError('bad_arguments', `ps:set: "${type}" is not a process type`, { exitCode: 2 });
+      if (property !== 'placement') throw new UserError('bad_arguments', `ps:set: "${property}" is not a property of a process type`, { hint: 'the one there is: placement', exitCode: 2 });
+      const placement = parsePlacement(values);
+      await daemon().processes.changeSettings(
+        app,
+        (a) => {
+          if (placement.constraints.length === 0 && placement.spread.length === 0) delete a.placement[type];
+          else a.placement[type] = placement;
+        },
+        { restart: !flags['no-restart'], out: ctx.out },
+      );
+      const text = [...placement.constraints, ...placement.spread.map((s) => `spread=${s}`)].join(' ');
+      ctx.out.step(text ? `${app} ${type} runs where ${text}` : `${app} ${type} may run on any node`);
+      ctx.out.detail('placement applies on the swarm scheduler (berth serve --scheduler swarm)');
     },
   }),
   defineCommand({
@@ -93,3 +121,25 @@ export const psCommands: Command[] = [
     },
   }),
 ];
+
+/** A node attribute Swarm places by, compared: node.labels.zone==a, node.role!=manager, engine.labels.disk==ssd. */
+const CONSTRAINT = /^(node\.(id|hostname|role|platform\.os|platform\.arch|labels\.[A-Za-z0-9._/-]+)|engine\.labels\.[A-Za-z0-9._/-]+)(==|!=)[^\s=!]+$/;
+const SPREAD = /^spread=(node\.labels\.[A-Za-z0-9._/-]+|engine\.labels\.[A-Za-z0-9._/-]+)$/;
+
+/** The words of ps:set's placement: constraints and spread=DESCRIPTOR, each checked. */
+export function parsePlacement(words: readonly string[]): { constraints: string[]; spread: string[] } {
+  const constraints: string[] = [];
+  const spread: string[] = [];
+  for (const word of words) {
+    const m = SPREAD.exec(word);
+    if (m) spread.push(m[1]!);
+    else if (CONSTRAINT.test(word)) constraints.push(word);
+    else {
+      throw new UserError('bad_placement', `"${word}" is not a placement constraint nor spread=node.labels.KEY`, {
+        hint: 'such as: node.labels.zone==a, node.role!=manager, node.hostname==NAME, spread=node.labels.zone (no spaces around == and !=)',
+        exitCode: 2,
+      });
+    }
+  }
+  return { constraints, spread };
+}
