@@ -64,6 +64,8 @@ test('a release runs as one Swarm service per process type; every web task is ga
   assert.equal(spec.env.DYNO, 'web.{{.Task.Slot}}');
   assert.deepEqual(spec.labels, { [LABEL.app]: 'shop', [LABEL.process]: 'web', [LABEL.release]: '1', [LABEL.role]: 'process' });
   assert.equal(swarm.specs.get(worker.id)!.publish, undefined);
+  assert.deepEqual(spec.networks, [{ name: 'berth-swarm-fake-shop', aliases: ['shop.web'] }]);
+  assert.equal((orch.engine as FakeEngine).networks.has('berth-swarm-fake-shop'), true, "the app's overlay network");
   const tasks = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
   assert.deepEqual(
     publisher.routed('shop').map((x) => `${x.host}:${x.port}`).sort(),

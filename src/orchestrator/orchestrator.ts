@@ -358,6 +358,8 @@ export class Orchestrator {
     this.routes.unpublish(from);
     const checks = checkSettingsOf({ checksWaitMs: this.deps.config.checksWait }, record);
     if (oldTargets.length > 0) await this.routes.drain(oldTargets, { deadlineMs: checks.drainTimeoutMs, reason: 'the app was renamed' });
+    // On the swarm scheduler the old name's processes are services.
+    if (this.swarm) await this.removeDynos(from, Math.ceil(checks.stopTimeoutMs / 1000));
     const old = await engine.list({ [LABEL.app]: from });
     await Promise.all(old.map((c) => engine.stopAndRemove(c.id, Math.ceil(checks.stopTimeoutMs / 1000))));
     if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);

@@ -90,6 +90,7 @@ export class SwarmDeploy {
     return this.#placement(app, type);
   }
 
+
   /** The app's process services, newest release first. */
   async services(app: string): Promise<SwarmService[]> {
     return (await this.swarm.services({ [LABEL.app]: app, [LABEL.role]: 'process' })).sort((a, b) => Number(b.labels[LABEL.release]) - Number(a.labels[LABEL.release]));
@@ -174,6 +175,8 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
     let started: Started[] = [];
     if (toStart.length > 0) {
       await ctx.prepare?.(ctx.out);
+      // The app's own network (ctx.network), an attachable overlay on the swarm scheduler: its linked services are on it.
+      await ctx.engine.ensureNetwork(ctx.network, { [LABEL.app]: app }, ctx.networkOptions ?? { driver: 'overlay' });
       const image = await sw.distributor.distribute(release.image, ctx.out);
       const needsEntrypoint = toStart.some((t) => release.processTypes[t] !== '');
       const entrypoint = needsEntrypoint ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
@@ -215,7 +218,8 @@ function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, typ
     reservations: { ...(own.memory ? { memory: own.memory } : {}), ...(own.cpus ? { cpus: own.cpus } : {}) },
     capabilities: APP_CAPABILITIES,
     stopTimeout: Math.ceil(checks.stopTimeoutMs / 1000),
-    networks: [],
+    // The app's own network: its tasks reach each other by SERVICE name and by APP.TYPE on every node.
+    networks: [{ name: ctx.network, aliases: [`${plan.name}.${type}`] }],
     ...(plan.mounts.length ? { mounts: plan.mounts } : {}),
   };
 }
