@@ -27,6 +27,8 @@ let daemon: Daemon;
 let swarm: DockerSwarm;
 let task: SwarmService | undefined;
 let fixtureBuilt = false;
+/** The registry image the cluster registry runs in tests (the harness's berth-test/registry:2). */
+const REGISTRY_IMAGE = process.env.BERTH_TEST_REGISTRY_IMAGE ?? 'berth-test/registry:2';
 /** The --network prefix the test daemons run with. */
 const NETWORK_PREFIX = 'berth-test';
 
@@ -34,7 +36,9 @@ before(async () => {
   cluster = await startSwarmCluster({ workers: 1 });
   mustRun('docker', ['build', '-q', '-t', FIXTURE_IMAGE, serviceFixtureApp(path.join(work, 'fixture'))]);
   fixtureBuilt = true;
-  await Promise.all([cluster.loadImages([POSTGRES_TEST_IMAGE], [cluster.manager]), cluster.loadImages([FIXTURE_IMAGE], cluster.nodes)]);
+  await Promise.all([cluster.loadImages([POSTGRES_TEST_IMAGE], [cluster.manager]), cluster.loadImages([FIXTURE_IMAGE, REGISTRY_IMAGE], cluster.nodes)]);
+  // Where the cluster registry (the deploy path's image distributor) runs, its default image is this one.
+  await Promise.all(cluster.nodes.map((node) => cluster.docker(node, ['tag', REGISTRY_IMAGE, 'registry:2'])));
   daemon = await startDaemon({ args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--postgres-image', POSTGRES_TEST_IMAGE] });
   swarm = await DockerSwarm.connect(cluster.manager.dockerHost, daemon.instance);
 });
