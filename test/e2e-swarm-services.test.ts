@@ -6,7 +6,8 @@
 // joined to that network the way the deploy path joins an app's tasks (alias APP.TYPE, through
 // DockerSwarm.createService), writes and reads a row through DATABASE_URL across the nodes.
 // Then the whole path: a release deployed by berth's Swarm deploy (swarm-deployment.ts, its task
-// placed on the worker) reaches its linked postgres through the proxy. One cluster for the file.
+// placed on the worker) reaches its linked postgres through the proxy, and a Dockerfile build on the
+// manager runs on the app's overlay network (a RUN step reaches the service). One cluster for the file.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -15,7 +16,7 @@ import { DockerSwarm } from '../src/orchestrator/docker-swarm.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { appNetwork } from '../src/orchestrator/orchestrator.ts';
 import type { SwarmService } from '../src/orchestrator/swarm.ts';
-import { mustRun, request, run, startDaemon, tempDir, type Daemon } from './helpers/daemon.ts';
+import { BASE_IMAGE, gitRepo, makeKey, mustRun, request, run, startDaemon, tempDir, type Daemon } from './helpers/daemon.ts';
 import { POSTGRES_TEST_IMAGE, serviceFixtureApp, until } from './helpers/services.ts';
 import { startSwarmCluster, type TestCluster } from './helpers/swarm-cluster.ts';
 
@@ -190,5 +191,35 @@ test('a release deployed on the swarm scheduler runs its web task on a worker, w
   assert.equal(read.status, 200, read.body);
   assert.deepEqual(JSON.parse(read.body), ['deployed-row']);
   const destroyed = daemon.cli(['apps:destroy', 'deployed', '--force']);
+  assert.equal(destroyed.code, 0, destroyed.stderr);
+});
+
+test("a Dockerfile build on the swarm scheduler runs on the app's overlay network: a RUN step reaches the linked postgres", async () => {
+  const admin = makeKey(work, 'admin');
+  assert.equal(daemon.cli(['ssh-keys:add', 'admin', admin.publicKey]).code, 0);
+  for (const args of [
+    ['apps:create', 'built'],
+    ['postgres:link', 'store', 'built'],
+    // The release image is built on the manager; its task stays there (no image copy needed in this test).
+    ['ps:set', 'built', 'web', 'placement', 'node.role==manager'],
+  ]) {
+    const r = daemon.cli(args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+  await cluster.loadImages([BASE_IMAGE], [cluster.manager]);
+  const repo = path.join(work, 'built');
+  gitRepo(repo, {
+    Dockerfile: [
+      `FROM ${BASE_IMAGE}`,
+      // A build step opening a TCP connection to the service by its alias on the app's network.
+      `RUN node -e "require('net').connect(5432, 'berth-postgres-store').on('connect', () => { console.log('build reached ' + 'postgres'); process.exit(0); }).on('error', (e) => { console.error(e.message); process.exit(1); })"`,
+      `CMD ["node", "-e", "require('http').createServer((q, s) => s.end('ok')).listen(process.env.PORT)"]`,
+      '',
+    ].join('\n'),
+  });
+  const r = run('git', ['push', daemon.remote('built'), 'main'], { cwd: repo, env: daemon.gitEnv(admin.privateKey) });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /build reached postgres/);
+  const destroyed = daemon.cli(['apps:destroy', 'built', '--force']);
   assert.equal(destroyed.code, 0, destroyed.stderr);
 });
