@@ -5,7 +5,9 @@
 // to the linked app's overlay network under its alias; a task of a Swarm service on a worker,
 // joined to that network the way the deploy path joins an app's tasks (alias APP.TYPE, through
 // DockerSwarm.createService), writes and reads a row through DATABASE_URL across the nodes.
-// One cluster for the file.
+// Then the whole path: a release deployed by berth's Swarm deploy (swarm-deployment.ts, its task
+// placed on the worker) reaches its linked postgres through the proxy, and a Dockerfile build on the
+// manager runs on the app's overlay network (a RUN step reaches the service). One cluster for the file.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -14,9 +16,9 @@ import { DockerSwarm } from '../src/orchestrator/docker-swarm.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { appNetwork } from '../src/orchestrator/orchestrator.ts';
 import type { SwarmService } from '../src/orchestrator/swarm.ts';
-import { mustRun, run, startDaemon, tempDir, type Daemon } from './helpers/daemon.ts';
+import { BASE_IMAGE, gitRepo, makeKey, mustRun, request, run, startDaemon, tempDir, type Daemon } from './helpers/daemon.ts';
 import { POSTGRES_TEST_IMAGE, serviceFixtureApp, until } from './helpers/services.ts';
-import { startSwarmCluster, type TestCluster } from './helpers/swarm-cluster.ts';
+import { REGISTRY_TEST_IMAGE, startSwarmCluster, type TestCluster } from './helpers/swarm-cluster.ts';
 
 const work = tempDir('e2e-swarm-services');
 /** The fixture app's image, built on this machine and loaded into the worker (no registry here). */
@@ -33,8 +35,8 @@ before(async () => {
   cluster = await startSwarmCluster({ workers: 1 });
   mustRun('docker', ['build', '-q', '-t', FIXTURE_IMAGE, serviceFixtureApp(path.join(work, 'fixture'))]);
   fixtureBuilt = true;
-  await Promise.all([cluster.loadImages([POSTGRES_TEST_IMAGE], [cluster.manager]), cluster.loadImages([FIXTURE_IMAGE], cluster.workers)]);
-  daemon = await startDaemon({ args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--postgres-image', POSTGRES_TEST_IMAGE] });
+  await Promise.all([cluster.loadImages([POSTGRES_TEST_IMAGE], [cluster.manager]), cluster.loadImages([FIXTURE_IMAGE, REGISTRY_TEST_IMAGE], cluster.nodes)]);
+  daemon = await startDaemon({ args: ['--docker-host', cluster.manager.dockerHost, '--scheduler', 'swarm', '--postgres-image', POSTGRES_TEST_IMAGE, '--registry-image', REGISTRY_TEST_IMAGE] });
   swarm = await DockerSwarm.connect(cluster.manager.dockerHost, daemon.instance);
 });
 
@@ -155,4 +157,65 @@ test("destroying the app and the service removes their overlay networks from the
   assert.ok(!names.includes(shopNetwork), `${shopNetwork} is gone: ${names.join(', ')}`);
   assert.ok(!names.includes(serviceNetwork), `${serviceNetwork} is gone`);
   assert.equal((await cluster.docker(cluster.manager, ['ps', '-aq', '--filter', `label=berth.instance=${daemon.instance}`])).trim(), '', 'no container of berth is left on the manager');
+});
+
+test('a release deployed on the swarm scheduler runs its web task on a worker, which writes and reads a row through its linked postgres on the manager', async () => {
+  const worker = cluster.workers[0]!;
+  for (const args of [
+    ['apps:create', 'deployed'],
+    ['postgres:create', 'store'],
+    ['postgres:link', 'store', 'deployed'],
+    ['ps:set', 'deployed', 'web', 'placement', `node.hostname==${worker.name}`],
+  ]) {
+    const r = daemon.cli(args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+  // The release image is on the manager (where berth reads it) and on the worker (no cluster registry in this file).
+  const r = daemon.cli(['git:from-image', 'deployed', FIXTURE_IMAGE]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout + r.stderr, /as Swarm service /);
+
+  const onWorker = (await cluster.docker(worker, ['ps', '--filter', `label=${LABEL.app}=deployed`, '--filter', `label=${LABEL.process}=web`, '--format', '{{.Names}}'])).trim();
+  assert.ok(onWorker, "the worker's engine runs the web task's container");
+  assert.equal((await cluster.docker(cluster.manager, ['ps', '-q', '--filter', `label=${LABEL.app}=deployed`, '--filter', `label=${LABEL.process}=web`])).trim(), '', 'not the manager');
+
+  // Through berth's proxy to the task at the worker's address, and from there across the overlay to postgres on the manager.
+  const host = `deployed.${daemon.domain}`;
+  const written = await request(daemon.httpPort, host, '/pg/write?v=deployed-row');
+  assert.equal(written.status, 200, written.body);
+  const read = await request(daemon.httpPort, host, '/pg/read');
+  assert.equal(read.status, 200, read.body);
+  assert.deepEqual(JSON.parse(read.body), ['deployed-row']);
+  const destroyed = daemon.cli(['apps:destroy', 'deployed', '--force']);
+  assert.equal(destroyed.code, 0, destroyed.stderr);
+});
+
+test("a Dockerfile build on the swarm scheduler runs on the app's overlay network: a RUN step reaches the linked postgres", async () => {
+  const admin = makeKey(work, 'admin');
+  assert.equal(daemon.cli(['ssh-keys:add', 'admin', admin.publicKey]).code, 0);
+  for (const args of [
+    ['apps:create', 'built'],
+    ['postgres:link', 'store', 'built'],
+    // The release image is built on the manager; its task stays there (no image copy needed in this test).
+    ['ps:set', 'built', 'web', 'placement', 'node.role==manager'],
+  ]) {
+    const r = daemon.cli(args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+  await cluster.loadImages([BASE_IMAGE], [cluster.manager]);
+  const repo = path.join(work, 'built');
+  gitRepo(repo, {
+    Dockerfile: [
+      `FROM ${BASE_IMAGE}`,
+      // A build step opening a TCP connection to the service by its alias on the app's network.
+      `RUN node -e "require('net').connect(5432, 'berth-postgres-store').on('connect', () => { console.log('build reached ' + 'postgres'); process.exit(0); }).on('error', (e) => { console.error(e.message); process.exit(1); })"`,
+      `CMD ["node", "-e", "require('http').createServer((q, s) => s.end('ok')).listen(process.env.PORT)"]`,
+      '',
+    ].join('\n'),
+  });
+  const r = run('git', ['push', daemon.remote('built'), 'main'], { cwd: repo, env: daemon.gitEnv(admin.privateKey) });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /build reached postgres/);
+  const destroyed = daemon.cli(['apps:destroy', 'built', '--force']);
+  assert.equal(destroyed.code, 0, destroyed.stderr);
 });
