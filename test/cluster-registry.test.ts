@@ -88,7 +88,7 @@ describe('the cluster registry on a real Swarm', () => {
     }
   });
 
-  test('without the credential the store and every mirror answer 401 to a pull, a push and a delete; no service shows it', async () => {
+  test('without the credential the store and every mirror answer 401 to a pull, a push and a delete; no service spec nor registry log shows it', async () => {
     const digest = (await registry.distribute(`${repo}:r1`, new MemoryOutput())).split('@')[1]!;
     const password = fs.readFileSync(credentialFile, 'utf8').trim();
     assert.equal(fs.statSync(credentialFile).mode & 0o777, 0o600);
@@ -111,6 +111,10 @@ describe('the cluster registry on a real Swarm', () => {
     }
     const inspected = await cluster.docker(cluster.manager, ['service', 'inspect', `berth-${instance}-registry`, `berth-${instance}-registry-mirror`]);
     assert.ok(!inspected.includes(password), 'the credential is in no service spec');
+    // Both streams: the registry logs its start and its upstream on stderr.
+    const logs = await cluster.exec(cluster.manager, `docker service logs --raw berth-${instance}-registry-mirror 2>&1`);
+    assert.match(logs, /"GET \/v2\/ HTTP\/1\.1" 401/, 'the mirror logged the requests');
+    assert.ok(!logs.includes(password), 'the credential is in no registry log');
     assert.match(inspected, /REGISTRY_AUTH=htpasswd/);
   });
 

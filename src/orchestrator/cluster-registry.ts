@@ -317,7 +317,9 @@ function mirrorConfigFile(remote: string, password: string): string {
   upstream.password = password;
   return JSON.stringify({
     version: 0.1,
-    log: { fields: { service: 'registry' } },
+    // At info the registry logs its upstream URL, credential included; warnings and errors print
+    // URLs with the password masked (Go's HTTP client), and the access log names no credential.
+    log: { level: 'warn', fields: { service: 'registry' } },
     storage: { cache: { blobdescriptor: 'inmemory' }, filesystem: { rootdirectory: STORAGE } },
     http: { addr: ':5000', headers: { 'X-Content-Type-Options': ['nosniff'] } },
     health: { storagedriver: { enabled: true, interval: '10s', threshold: 3 } },
