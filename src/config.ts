@@ -397,6 +397,8 @@ export function dataPaths(dataDir: string) {
     services: path.join(dataDir, 'state', 'services.json'),
     /** Per service, DATA/services/KIND/NAME: its password (secret, 0600) and its backups, admins' only (0700). */
     serviceData: path.join(dataDir, 'services'),
+    /** The Swarm's cluster registry's one credential (its password), made on first use, 0600 in a 0700 folder (docs/swarm.md). */
+    registryCredential: path.join(dataDir, 'registry', 'credential'),
     /** Build and deploy output, per app: release-N.log and failed-TIME.log. */
     buildLogs: path.join(dataDir, 'logs'),
   };

@@ -4,7 +4,10 @@
 // address changed, made once by two deploys at once, a clear error when they do not run; prune
 // against a registry's HTTP API served here (the tag list, HEAD for digests, DELETE).
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { UserError } from '../src/errors.ts';
@@ -12,9 +15,15 @@ import { ClusterRegistry, splitReference } from '../src/orchestrator/cluster-reg
 import { LABEL } from '../src/orchestrator/engine.ts';
 import type { NodeAvailability, NodeRole, Swarm, SwarmNode, SwarmService, SwarmServiceSpec, SwarmTask } from '../src/orchestrator/swarm.ts';
 import { MemoryOutput } from '../src/ui/output.ts';
+import bcrypt from 'bcryptjs';
 import { FakeEngine } from './helpers/fake-engine.ts';
 
 const CONFIG = { user: '', entrypoint: [], cmd: [], env: [], workingDir: '/' };
+
+/** The data dir of these tests: the registry's credential file. */
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-registry-fake-'));
+const credentialFile = path.join(dataDir, 'registry', 'credential');
+after(() => fs.rmSync(dataDir, { recursive: true, force: true }));
 
 /** An engine that can pull the images of `pullable`, telling two progress lines. */
 class PullingEngine extends FakeEngine {
@@ -90,6 +99,16 @@ class MemorySwarm implements Swarm {
   async taskLogs(): Promise<string> {
     return '';
   }
+  readonly secrets_ = new Map<string, { id: string; data: string }>();
+  async ensureSecret(name: string, data: string): Promise<void> {
+    if (!this.secrets_.has(name)) this.secrets_.set(name, { id: `x${this.#next++}`, data });
+  }
+  async secrets(): Promise<Array<{ id: string; name: string }>> {
+    return [...this.secrets_].map(([name, s]) => ({ id: s.id, name }));
+  }
+  async removeSecret(id: string): Promise<void> {
+    for (const [name, s] of this.secrets_) if (s.id === id) this.secrets_.delete(name);
+  }
 }
 
 function setup(options: { pulled?: boolean } = {}) {
@@ -98,7 +117,7 @@ function setup(options: { pulled?: boolean } = {}) {
   engine.pullable.add('registry:2');
   if (options.pulled) engine.images.set('registry:2', CONFIG);
   const swarm = new MemorySwarm();
-  const registry = new ClusterRegistry({ engine, swarm, image: 'registry:2', prefix: 'berth', startTimeoutMs: 300 });
+  const registry = new ClusterRegistry({ engine, swarm, image: 'registry:2', prefix: 'berth', credentialFile, startTimeoutMs: 300 });
   return { engine, swarm, registry };
 }
 
@@ -111,18 +130,36 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
     assert.deepEqual(engine.pulls, ['registry:2']);
     assert.match(out.text(), /-----> Pulling registry:2 for the cluster registry \(first use\)\n\s+a1b2 Downloading 1\.2MB\/3MB\n\s+a1b2 Pull complete\n/);
     const [store, mirror] = swarm.created;
+    const password = fs.readFileSync(credentialFile, 'utf8').trim();
+    assert.match(password, /^[A-Za-z0-9_-]{32}$/, '192 random bits');
+    assert.equal(fs.statSync(credentialFile).mode & 0o777, 0o600);
+    const [htpasswd, config] = [...swarm.secrets_.keys()];
+    assert.match(htpasswd!, /^berth-i1-registry-htpasswd-[0-9a-f]{12}$/);
+    assert.match(config!, /^berth-i1-registry-mirror-[0-9a-f]{12}$/);
+    const auth = { REGISTRY_AUTH: 'htpasswd', REGISTRY_AUTH_HTPASSWD_REALM: 'berth cluster registry', REGISTRY_AUTH_HTPASSWD_PATH: '/run/secrets/htpasswd' };
     assert.deepEqual(store, {
       name: 'berth-i1-registry', image: 'registry:2', spread: [], networks: [], stopTimeout: 10,
-      env: { REGISTRY_STORAGE_DELETE_ENABLED: 'true' },
-      labels: { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry', 'berth.registry': 'store' },
+      env: { REGISTRY_STORAGE_DELETE_ENABLED: 'true', ...auth },
+      labels: { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry', 'berth.registry': 'store', 'berth.registry.secrets': htpasswd },
+      secrets: [{ name: htpasswd, target: 'htpasswd' }],
       replicas: 1, publish: 5000, publishedPort: 5000, constraints: ['node.id==mgr'], mounts: ['berth-i1-registry:/var/lib/registry'],
     });
     assert.deepEqual(mirror, {
       name: 'berth-i1-registry-mirror', image: 'registry:2', spread: [], networks: [], stopTimeout: 10,
-      env: { REGISTRY_PROXY_REMOTEURL: 'http://127.0.0.1:5000' },
-      labels: { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry', 'berth.registry': 'mirror', 'berth.registry.remote': 'http://127.0.0.1:5000' },
+      env: auth,
+      labels: { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry', 'berth.registry': 'mirror', 'berth.registry.remote': 'http://127.0.0.1:5000', 'berth.registry.secrets': `${htpasswd} ${config}` },
+      secrets: [{ name: htpasswd, target: 'htpasswd' }, { name: config, target: '/etc/docker/registry/config.yml' }],
       replicas: 0, global: true, publish: 5000, publishedPort: 5001, constraints: [],
     });
+    // The htpasswd entry is bcrypt of the password; the mirror's config reaches the store with it.
+    const [user, hash] = swarm.secrets_.get(htpasswd!)!.data.trim().split(':');
+    assert.equal(user, 'berth');
+    assert.ok(bcrypt.compareSync(password, hash!), 'bcrypt of the credential');
+    const proxy = (JSON.parse(swarm.secrets_.get(config!)!.data) as { proxy: Record<string, string> }).proxy;
+    assert.deepEqual(proxy, { remoteurl: `http://berth:${password}@127.0.0.1:5000`, username: 'berth', password });
+    assert.ok(!JSON.stringify(swarm.created).includes(password), 'the credential is in no service spec');
+    assert.deepEqual(engine.pushes[0]!.auth, { username: 'berth', password, serveraddress: '127.0.0.1:5000' });
+    assert.deepEqual(registry.registryAuth(ref), { username: 'berth', password, serveraddress: '127.0.0.1:5001' });
     assert.deepEqual(await engine.volumeLabels('berth-i1-registry'), { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry' });
 
     assert.deepEqual(engine.pushes.map((p) => p.ref), ['127.0.0.1:5000/berth-i1/shop:r1']);
@@ -147,13 +184,38 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
   test('services found are adopted: nothing made, nothing pulled, nothing said but the push', async () => {
     const { engine, swarm, registry } = setup();
     await registry.distribute('berth-i1/shop:r1', new MemoryOutput());
-    const other = new ClusterRegistry({ engine, swarm, image: 'registry:2', prefix: 'berth' });
+    const other = new ClusterRegistry({ engine, swarm, image: 'registry:2', prefix: 'berth', credentialFile });
     const out = new MemoryOutput();
     await other.distribute('berth-i1/shop:r1', out);
     assert.equal(swarm.created.length, 2);
     assert.deepEqual(swarm.removed, []);
     assert.deepEqual(engine.pulls, ['registry:2']);
     assert.equal(out.text(), '-----> Pushing berth-i1/shop:r1 to the cluster registry\n');
+  });
+
+  test("an earlier berth's services without the credential are replaced (the volume kept); a new credential replaces them and drops the old secrets", async () => {
+    const { engine, swarm, registry } = setup({ pulled: true });
+    const labels = { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry' };
+    const base = { image: 'registry:2', spread: [], networks: [], stopTimeout: 10, publish: 5000 };
+    const oldStore = await swarm.createService({ ...base, name: 'berth-i1-registry', env: { REGISTRY_STORAGE_DELETE_ENABLED: 'true' }, labels: { ...labels, 'berth.registry': 'store' }, replicas: 1, publishedPort: 5000, constraints: ['node.id==mgr'], mounts: ['berth-i1-registry:/var/lib/registry'] });
+    const oldMirror = await swarm.createService({ ...base, name: 'berth-i1-registry-mirror', env: { REGISTRY_PROXY_REMOTEURL: 'http://127.0.0.1:5000' }, labels: { ...labels, 'berth.registry': 'mirror', 'berth.registry.remote': 'http://127.0.0.1:5000' }, replicas: 0, global: true, publishedPort: 5001, constraints: [] });
+    const out = new MemoryOutput();
+    await registry.ensure(out);
+    assert.deepEqual(swarm.removed, [oldStore.id, oldMirror.id]);
+    assert.match(out.text(), /Recreating the cluster registry \(image registry:2, manager 127\.0\.0\.1, its credential\); its volume berth-i1-registry stays/);
+    const made = await swarm.services();
+    assert.equal(made.length, 2);
+    assert.ok(made.every((s) => s.labels['berth.registry.secrets']?.includes('-htpasswd-')), 'both with the htpasswd secret');
+    assert.deepEqual(swarm.created.at(-2)!.mounts, ['berth-i1-registry:/var/lib/registry']);
+
+    // Rotation: the credential file deleted, another berth makes a new one and new services.
+    const secretsBefore = [...swarm.secrets_.keys()];
+    fs.rmSync(credentialFile);
+    await new ClusterRegistry({ engine, swarm, image: 'registry:2', prefix: 'berth', credentialFile }).ensure(new MemoryOutput());
+    assert.equal(swarm.removed.length, 4, 'both replaced');
+    const secretsAfter = [...swarm.secrets_.keys()];
+    assert.equal(secretsAfter.length, 2);
+    assert.ok(secretsAfter.every((name) => !secretsBefore.includes(name)), 'the old secrets are gone, new ones made');
   });
 
   test('another --registry-image replaces both services and keeps the volume; a new manager address replaces the mirror only', async () => {
@@ -163,15 +225,15 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
 
     engine.images.set('registry:2.8', CONFIG);
     const out = new MemoryOutput();
-    await new ClusterRegistry({ engine, swarm, image: 'registry:2.8', prefix: 'berth' }).ensure(out);
+    await new ClusterRegistry({ engine, swarm, image: 'registry:2.8', prefix: 'berth', credentialFile }).ensure(out);
     assert.deepEqual(swarm.removed, [storeId, mirrorId]);
     assert.deepEqual((await swarm.services()).map((s) => s.image), ['registry:2.8', 'registry:2.8']);
-    assert.match(out.text(), /Recreating the cluster registry \(image registry:2\.8, manager 127\.0\.0\.1\); its volume berth-i1-registry stays/);
+    assert.match(out.text(), /Recreating the cluster registry \(image registry:2\.8, manager 127\.0\.0\.1, its credential\); its volume berth-i1-registry stays/);
     assert.ok(engine.volumes.has('berth-i1-registry'));
 
     swarm.managerAddress = '10.0.0.9';
     const store = (await swarm.services()).find((s) => s.labels['berth.registry'] === 'store')!;
-    await new ClusterRegistry({ engine, swarm, image: 'registry:2.8', prefix: 'berth' }).ensure(new MemoryOutput());
+    await new ClusterRegistry({ engine, swarm, image: 'registry:2.8', prefix: 'berth', credentialFile }).ensure(new MemoryOutput());
     const now = await swarm.services();
     assert.ok(now.some((s) => s.id === store.id), 'the store stays');
     assert.equal(now.find((s) => s.labels['berth.registry'] === 'mirror')!.labels['berth.registry.remote'], 'http://10.0.0.9:5000');
@@ -197,7 +259,7 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
 
   test('a registry image that is no image reference is refused', () => {
     const { engine, swarm } = setup();
-    assert.throws(() => new ClusterRegistry({ engine, swarm, image: 'not an image', prefix: 'berth' }), /"not an image" is not an image reference/);
+    assert.throws(() => new ClusterRegistry({ engine, swarm, image: 'not an image', prefix: 'berth', credentialFile }), /"not an image" is not an image reference/);
   });
 });
 
@@ -211,6 +273,8 @@ describe('ClusterRegistry.prune against a registry API', () => {
   before(async () => {
     server = http.createServer((req, res) => {
       const url = req.url ?? '';
+      const password = fs.readFileSync(credentialFile, 'utf8').trim();
+      if (req.headers.authorization !== `Basic ${Buffer.from(`berth:${password}`).toString('base64')}`) return void res.writeHead(401, { 'www-authenticate': 'Basic realm="test"' }).end();
       if (!url.startsWith('/v2/berth-i1/shop/')) return void res.writeHead(404).end('{"errors":[{"code":"NAME_UNKNOWN"}]}');
       if (url.endsWith('/tags/list')) return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ name: 'berth-i1/shop', tags: [...manifests.keys()] }));
       const reference = url.slice(url.lastIndexOf('/') + 1);
@@ -236,7 +300,7 @@ describe('ClusterRegistry.prune against a registry API', () => {
   });
 
   function registry(): ClusterRegistry {
-    return new ClusterRegistry({ engine: new FakeEngine('i1'), swarm: new MemorySwarm(), image: 'registry:2', prefix: 'berth', ports: { store: port, mirror: port + 1 } });
+    return new ClusterRegistry({ engine: new FakeEngine('i1'), swarm: new MemorySwarm(), image: 'registry:2', prefix: 'berth', credentialFile, ports: { store: port, mirror: port + 1 } });
   }
 
   test("deletes the manifests of pruned tags, but not one a kept tag names; another app's unknown repository is no error", async () => {

@@ -176,6 +176,41 @@ describe('DockerSwarm on a real Swarm', () => {
     }, 30_000);
   });
 
+  test('secrets: made once by name, listed by label, mounted by name and at an absolute path; a registry credential is kept out of the spec; removed once unused', async () => {
+    const name = `berth-${instance}-test-secret`;
+    await swarm.ensureSecret(name, 'first\n', { [LABEL.role]: 'registry' });
+    await swarm.ensureSecret(name, 'second\n', { [LABEL.role]: 'registry' });
+    const listed = await swarm.secrets({ [LABEL.role]: 'registry' });
+    assert.deepEqual(listed.map((x) => x.name), [name]);
+    assert.deepEqual(await swarm.secrets({ [LABEL.role]: 'other' }), []);
+
+    const service = await swarm.createService({
+      name: `berth-${instance}-secret-reader`, image, env: {}, labels: { [LABEL.role]: 'test' }, replicas: 1, publish: 5000, constraints: [], spread: [], networks: [],
+      entrypoint: ['/bin/busybox', 'sh', '-c', 'cat /run/secrets/mine /etc/elsewhere.yml; exec /bin/busybox sleep 600'],
+      secrets: [{ name, target: 'mine' }, { name, target: '/etc/elsewhere.yml' }],
+      registryAuth: { username: 'berth', password: 'not-in-the-spec-42', serveraddress: '127.0.0.1:5001' },
+    });
+    try {
+      const [task] = await runningTasks(service, 1);
+      await waitFor('the secret files in its log', async () => (await swarm.taskLogs(task!.id, 10)) === 'first\nfirst\n', 20_000);
+      const inspected = await cluster.docker(cluster.manager, ['service', 'inspect', service.id]);
+      assert.ok(!inspected.includes('not-in-the-spec-42'), 'the registry credential is in no inspect');
+      await assert.rejects(swarm.removeSecret(listed[0]!.id), /in use/);
+    } finally {
+      await swarm.removeService(service.id);
+    }
+    await waitFor('the secret removed once its service is gone', async () => {
+      try {
+        await swarm.removeSecret(listed[0]!.id);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 20_000);
+    assert.deepEqual(await swarm.secrets({ [LABEL.role]: 'registry' }), []);
+    await swarm.removeSecret(listed[0]!.id);
+  });
+
   test("an engine in no Swarm is refused with the hint `docker swarm init`; the join command run there makes it a ready node of the Swarm", async () => {
     const fresh = await cluster.addNode();
     const alone = await DockerSwarm.connect(fresh.dockerHost, instance);

@@ -76,6 +76,15 @@ class MemorySwarm implements Swarm {
   taskLogs(): never {
     throw new Error('not used by the nodes commands');
   }
+  ensureSecret(): never {
+    throw new Error('not used by the nodes commands');
+  }
+  secrets(): never {
+    throw new Error('not used by the nodes commands');
+  }
+  removeSecret(): never {
+    throw new Error('not used by the nodes commands');
+  }
 }
 
 function node(hostname: string, id: string, extra: Partial<SwarmNode> = {}): SwarmNode {

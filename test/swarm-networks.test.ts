@@ -169,6 +169,9 @@ function fakeSwarm(): Swarm {
     removeService: unused,
     tasks: async () => [],
     taskLogs: unused,
+    ensureSecret: unused,
+    secrets: unused,
+    removeSecret: unused,
   };
 }
 

@@ -200,7 +200,7 @@ export async function runControl(argv: string[]): Promise<number> {
       serviceKinds: SERVICE_KINDS,
       appUrl,
       // On a Swarm, releases reach every node through the cluster's own registry, by digest.
-      ...(swarm ? { swarm, distributor: new ClusterRegistry({ engine, swarm, image: config.registryImage, prefix: config.network }) } : {}),
+      ...(swarm ? { swarm, distributor: new ClusterRegistry({ engine, swarm, image: config.registryImage, prefix: config.network, credentialFile: paths.registryCredential }) } : {}),
     });
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen

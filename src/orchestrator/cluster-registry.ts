@@ -8,13 +8,24 @@
 //   cache mode towards the store at the manager's address, published on another fixed port: every
 //   node pulls 127.0.0.1:MIRROR/berth-INSTANCE/APP@sha256:… from its own loopback.
 // Both are labelled berth.role=registry; found at start they are kept (recreated when gone or when
-// the image or the manager's address changed). The store's volume is berth's data: berth never
-// removes it. Old releases go from the store by the registry API's DELETE of their manifest.
+// the image, the manager's address or the credential changed). The store's volume is berth's
+// data: berth never removes it. Old releases go from the store by the registry API's DELETE of
+// their manifest.
+// Their host ports listen on every address of every node (Swarm binds no host-mode port to
+// loopback), so both ask for one credential (htpasswd, bcrypt), made at random on first use and
+// kept 0600 in the data dir: the htpasswd file is a Swarm secret, the mirror's way to the store
+// (its config file, the credential in the upstream URL) another one mounted over the image's
+// config; pushes, prunes and the app services (X-Registry-Auth, which Swarm keeps for its nodes'
+// pulls) send it. Nothing of it is in a service's env, label or log.
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import bcrypt from 'bcryptjs';
 import type { Output } from '../ui/output.ts';
 import { UserError } from '../errors.ts';
 import { checkImageReference } from '../image-reference.ts';
 import { log } from '../log.ts';
-import { LABEL, type Engine } from './engine.ts';
+import { writeFileAtomic } from '../state/atomic-file.ts';
+import { LABEL, type Engine, type RegistryAuth } from './engine.ts';
 import type { ImageDistributor, Swarm, SwarmService, SwarmServiceSpec, SwarmTask } from './swarm.ts';
 
 /** The host port of the store on the manager (pushes) and of the mirror on every node (pulls). */
@@ -24,6 +35,18 @@ export const REGISTRY_PORTS = { store: 5000, mirror: 5001 } as const;
 const KIND_LABEL = 'berth.registry';
 /** The store's address the mirror forwards to, as it was created (label). */
 const REMOTE_LABEL = 'berth.registry.remote';
+/** The Swarm secrets a registry service was made with, space-separated (label): another credential, another service. */
+const SECRETS_LABEL = 'berth.registry.secrets';
+/** The user of the registry's one credential. */
+const USER = 'berth';
+/** Where the registry image reads its config: the mirror's is a secret mounted there. */
+const CONFIG_PATH = '/etc/docker/registry/config.yml';
+/**
+ * bcrypt's cost for the htpasswd entry. The registry checks it on every request; the password is
+ * 192 random bits, which no cost makes easier or harder to guess, so the cheapest the format
+ * allows (Apache htpasswd -B's default) keeps the registry fast.
+ */
+const BCRYPT_COST = 5;
 /** Where the registry image keeps its data. */
 const STORAGE = '/var/lib/registry';
 
@@ -44,6 +67,8 @@ export interface ClusterRegistryDeps {
   /** Names: PREFIX-INSTANCE-registry (the store and its volume), PREFIX-INSTANCE-registry-mirror. */
   prefix: string;
   ports?: { store: number; mirror: number };
+  /** The file of the registry's credential (DataPaths.registryCredential): made on first use, 0600. */
+  credentialFile: string;
   /** How long the services may take to run their tasks (pull included). Default 120 s. */
   startTimeoutMs?: number;
 }
@@ -54,6 +79,8 @@ export class ClusterRegistry implements ImageDistributor {
   readonly #name: string;
   /** ensure() one at a time: two deploys at once make the services once. */
   #queue: Promise<unknown> = Promise.resolve();
+  /** The credential's password, once read or made. */
+  #password: string | undefined;
 
   constructor(deps: ClusterRegistryDeps) {
     checkImageReference(deps.image, 'registry:2 or registry.example.com/registry:2');
@@ -70,7 +97,7 @@ export class ClusterRegistry implements ImageDistributor {
     await this.#deps.engine.tagImage(image, pushRepo, tag);
     try {
       await out.step(`Pushing ${image} to the cluster registry`);
-      const digest = await this.#push(`${pushRepo}:${tag}`, out);
+      const digest = await this.#push(`${pushRepo}:${tag}`, out, this.#auth(this.#ports.store, await this.#readPassword()));
       log.info('registry_pushed', { image, digest });
       return `127.0.0.1:${this.#ports.mirror}/${path}@${digest}`;
     } finally {
@@ -87,6 +114,8 @@ export class ClusterRegistry implements ImageDistributor {
   async prune(refs: string[]): Promise<void> {
     if (refs.length === 0) return;
     const base = `http://${(await this.#deps.swarm.manager()).address}:${this.#ports.store}/v2`;
+    const authorization = `Basic ${Buffer.from(`${USER}:${await this.#readPassword()}`).toString('base64')}`;
+    const fetch = (url: string, init: RequestInit = {}) => globalThis.fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), Authorization: authorization } });
     const byPath = new Map<string, { tags: Set<string>; digests: Set<string> }>();
     for (const ref of refs) {
       const { path, tag, digest } = splitReference(ref);
@@ -121,6 +150,34 @@ export class ClusterRegistry implements ImageDistributor {
     if (failures.length) throw new Error(`pruning the cluster registry: ${failures.join('; ')}`);
   }
 
+  /** The credential a node pulls `ref` through its mirror with (a reference distribute returned). */
+  registryAuth(ref: string): RegistryAuth | undefined {
+    if (!ref.startsWith(`127.0.0.1:${this.#ports.mirror}/`) || this.#password === undefined) return undefined;
+    return this.#auth(this.#ports.mirror, this.#password);
+  }
+
+  #auth(port: number, password: string): RegistryAuth {
+    return { username: USER, password, serveraddress: `127.0.0.1:${port}` };
+  }
+
+  /** The credential's password: from its file, or made at random (192 bits) and kept there, 0600. */
+  async #readPassword(): Promise<string> {
+    if (this.#password !== undefined) return this.#password;
+    const file = this.#deps.credentialFile;
+    let password: string;
+    try {
+      password = (await fs.readFile(file, 'utf8')).trim();
+      if (!password) throw new UserError('registry_credential_empty', `the cluster registry's credential file ${file} is empty`, { hint: 'delete it and the registry services; berth makes new ones (docs/swarm.md)' });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      password = randomBytes(24).toString('base64url');
+      await writeFileAtomic(file, password + '\n', 0o600);
+      log.info('registry_credential_created', { file });
+    }
+    this.#password = password;
+    return password;
+  }
+
   /** The store and the mirror exist and run (made, adopted or remade); one caller at a time. */
   ensure(out: Output): Promise<void> {
     const next = this.#queue.then(() => this.#ensure(out));
@@ -132,15 +189,20 @@ export class ClusterRegistry implements ImageDistributor {
     const { swarm, image } = this.#deps;
     const manager = await swarm.manager();
     const remote = `http://${manager.address}:${this.#ports.store}`;
+    const password = await this.#readPassword();
+    // A secret never changes: its name tells its content (the credential, and the mirror's upstream).
+    const tag = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 12);
+    const htpasswd = `${this.#name}-htpasswd-${tag(`${USER}:${password}`)}`;
+    const mirrorConfig = `${this.#name}-mirror-${tag(`${remote}\n${USER}:${password}`)}`;
     const found = await swarm.services({ [LABEL.role]: 'registry' });
     let store = found.find((s) => s.labels[KIND_LABEL] === 'store');
     let mirror = found.find((s) => s.labels[KIND_LABEL] === 'mirror');
     for (const other of found.filter((s) => s !== store && s !== mirror)) await swarm.removeService(other.id);
 
-    const storeWanted = (s: SwarmService) => s.image === image && s.constraints.includes(`node.id==${manager.nodeId}`);
-    const mirrorWanted = (s: SwarmService) => s.image === image && s.labels[REMOTE_LABEL] === remote;
+    const storeWanted = (s: SwarmService) => s.image === image && s.constraints.includes(`node.id==${manager.nodeId}`) && s.labels[SECRETS_LABEL] === htpasswd;
+    const mirrorWanted = (s: SwarmService) => s.image === image && s.labels[REMOTE_LABEL] === remote && s.labels[SECRETS_LABEL] === `${htpasswd} ${mirrorConfig}`;
     if ((store && !storeWanted(store)) || (mirror && !mirrorWanted(mirror))) {
-      await out.step(`Recreating the cluster registry (image ${image}, manager ${manager.address}); its volume ${this.#name} stays`);
+      await out.step(`Recreating the cluster registry (image ${image}, manager ${manager.address}, its credential); its volume ${this.#name} stays`);
       if (store && !storeWanted(store)) await swarm.removeService(store.id), (store = undefined);
       if (mirror && !mirrorWanted(mirror)) await swarm.removeService(mirror.id), (mirror = undefined);
     }
@@ -150,12 +212,21 @@ export class ClusterRegistry implements ImageDistributor {
       if (!mirror) await out.step(`Starting the cluster registry's mirror on every node (port ${this.#ports.mirror})`);
     }
     const labels = { [LABEL.managed]: '1', [LABEL.instance]: this.#deps.engine.instance, [LABEL.role]: 'registry' };
+    const made = !store || !mirror;
+    if (made) {
+      const secretLabels = { [LABEL.role]: 'registry' };
+      await swarm.ensureSecret(htpasswd, `${USER}:${bcrypt.hashSync(password, BCRYPT_COST)}\n`, secretLabels);
+      if (!mirror) await swarm.ensureSecret(mirrorConfig, mirrorConfigFile(remote, password), secretLabels);
+    }
+    // The registry's htpasswd auth, its file a secret: the env names only where it is.
+    const auth = { REGISTRY_AUTH: 'htpasswd', REGISTRY_AUTH_HTPASSWD_REALM: 'berth cluster registry', REGISTRY_AUTH_HTPASSWD_PATH: '/run/secrets/htpasswd' };
     if (!store) {
       await this.#deps.engine.ensureVolume(this.#name, { [LABEL.role]: 'registry' });
       store = await swarm.createService({
         ...serviceBase(this.#name, image),
-        env: { REGISTRY_STORAGE_DELETE_ENABLED: 'true' },
-        labels: { ...labels, [KIND_LABEL]: 'store' },
+        env: { REGISTRY_STORAGE_DELETE_ENABLED: 'true', ...auth },
+        labels: { ...labels, [KIND_LABEL]: 'store', [SECRETS_LABEL]: htpasswd },
+        secrets: [{ name: htpasswd, target: 'htpasswd' }],
         replicas: 1,
         publish: 5000,
         publishedPort: this.#ports.store,
@@ -166,8 +237,9 @@ export class ClusterRegistry implements ImageDistributor {
     if (!mirror) {
       mirror = await swarm.createService({
         ...serviceBase(`${this.#name}-mirror`, image),
-        env: { REGISTRY_PROXY_REMOTEURL: remote },
-        labels: { ...labels, [KIND_LABEL]: 'mirror', [REMOTE_LABEL]: remote },
+        env: auth,
+        labels: { ...labels, [KIND_LABEL]: 'mirror', [REMOTE_LABEL]: remote, [SECRETS_LABEL]: `${htpasswd} ${mirrorConfig}` },
+        secrets: [{ name: htpasswd, target: 'htpasswd' }, { name: mirrorConfig, target: CONFIG_PATH }],
         replicas: 0,
         global: true,
         publish: 5000,
@@ -176,6 +248,12 @@ export class ClusterRegistry implements ImageDistributor {
       });
     }
     await this.#waitRunning(store, mirror);
+    if (made) {
+      // The secrets of an earlier credential or manager address, now used by no service.
+      for (const stale of await swarm.secrets({ [LABEL.role]: 'registry' })) {
+        if (stale.name !== htpasswd && stale.name !== mirrorConfig) await swarm.removeSecret(stale.id).catch(() => undefined);
+      }
+    }
   }
 
   async #ensureImage(out: Output): Promise<void> {
@@ -214,10 +292,10 @@ export class ClusterRegistry implements ImageDistributor {
   }
 
   /** A push, tried again while the store's task has just started and does not listen yet. */
-  async #push(ref: string, out: Output): Promise<string> {
+  async #push(ref: string, out: Output, auth: RegistryAuth): Promise<string> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#deps.engine.push(ref, (line) => void out.detail(line));
+        return await this.#deps.engine.push(ref, (line) => void out.detail(line), auth);
       } catch (e) {
         if (attempt >= 5 || !/connection refused|connection reset|EOF/i.test((e as Error).message)) {
           throw new UserError('registry_push_failed', `could not push ${ref} to the cluster registry: ${(e as Error).message}`, { cause: e });
@@ -226,6 +304,27 @@ export class ClusterRegistry implements ImageDistributor {
       }
     }
   }
+}
+
+/**
+ * The mirror's config (JSON is YAML): the image's own, in pull-through cache mode towards the
+ * store. The credential is in the upstream URL, which the registry's HTTP client sends as Basic
+ * auth (registry 2.x's proxy.username/password serve only token auth); given as those too.
+ */
+function mirrorConfigFile(remote: string, password: string): string {
+  const upstream = new URL(remote);
+  upstream.username = USER;
+  upstream.password = password;
+  return JSON.stringify({
+    version: 0.1,
+    // At info the registry logs its upstream URL, credential included; warnings and errors print
+    // URLs with the password masked (Go's HTTP client), and the access log names no credential.
+    log: { level: 'warn', fields: { service: 'registry' } },
+    storage: { cache: { blobdescriptor: 'inmemory' }, filesystem: { rootdirectory: STORAGE } },
+    http: { addr: ':5000', headers: { 'X-Content-Type-Options': ['nosniff'] } },
+    health: { storagedriver: { enabled: true, interval: '10s', threshold: 3 } },
+    proxy: { remoteurl: upstream.toString().replace(/\/$/, ''), username: USER, password },
+  }, null, 2) + '\n';
 }
 
 function serviceBase(name: string, image: string): Pick<SwarmServiceSpec, 'name' | 'image' | 'spread' | 'networks' | 'stopTimeout'> {

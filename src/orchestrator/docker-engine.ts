@@ -26,6 +26,7 @@ import {
   type ImageIdentity,
   type NetworkOptions,
   type Subscription,
+  type RegistryAuth,
 } from './engine.ts';
 import { demux, parseContainerEvent, readFrames, sink, type EngineEvent } from './docker-wire.ts';
 import { directoryBytes } from '../git/disk-budget.ts';
@@ -380,10 +381,10 @@ export class DockerEngine implements Engine {
     return digest;
   }
 
-  async push(ref: string, onProgress?: (line: string) => void): Promise<string> {
+  async push(ref: string, onProgress?: (line: string) => void, auth?: RegistryAuth): Promise<string> {
     const { repo, tag } = splitTag(ref);
     // The engine wants an X-Registry-Auth header even for a registry that asks for none.
-    const stream = (await this.#docker.getImage(repo).push({ tag, authconfig: {} } as never)) as unknown as NodeJS.ReadableStream;
+    const stream = (await this.#docker.getImage(repo).push({ tag, authconfig: auth ?? {} } as never)) as unknown as NodeJS.ReadableStream;
     return this.#followProgress(stream, onProgress).then((digest) => {
       if (!digest) throw new Error(`the engine pushed ${ref} but did not say its digest`);
       return digest;

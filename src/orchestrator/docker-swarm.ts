@@ -98,6 +98,7 @@ export class DockerSwarm implements Swarm {
 
   async createService(spec: SwarmServiceSpec): Promise<SwarmService> {
     const labels = { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...spec.labels };
+    const secrets = await Promise.all((spec.secrets ?? []).map(async ({ name, target }) => ({ SecretID: await this.#secretId(name), SecretName: name, File: { Name: target, UID: '0', GID: '0', Mode: 0o444 } })));
     const body = {
       Name: spec.name,
       Labels: labels,
@@ -113,6 +114,7 @@ export class DockerSwarm implements Swarm {
           // As on one engine: every capability goes but the ones the spec keeps.
           ...(spec.capabilities ? { CapabilityDrop: ['ALL'], CapabilityAdd: spec.capabilities.map((c) => (c.startsWith('CAP_') ? c : `CAP_${c}`)) } : {}),
           ...(spec.mounts?.length ? { Mounts: spec.mounts.map(mountOf) } : {}),
+          ...(secrets.length ? { Secrets: secrets } : {}),
         },
         Resources: {
           Limits: {
@@ -143,7 +145,10 @@ export class DockerSwarm implements Swarm {
     };
     let created: { id: string };
     try {
-      created = (await this.#docker.createService(body as unknown as Dockerode.CreateServiceOptions)) as unknown as { id: string };
+      // The registry credential goes as X-Registry-Auth: Swarm keeps it for its nodes' pulls (and
+      // through updates) and shows it in no inspect.
+      const options = body as unknown as Dockerode.CreateServiceOptions;
+      created = (await (spec.registryAuth ? this.#docker.createService(spec.registryAuth as never, options) : this.#docker.createService(options))) as unknown as { id: string };
     } catch (e) {
       throw new Error(`creating Swarm service ${spec.name}: ${(e as Error).message}`, { cause: e });
     }
@@ -189,6 +194,38 @@ export class DockerSwarm implements Swarm {
     // A node that is gone never answers: the manager would wait for it without end.
     const raw = (await (this.#docker.getTask(taskId) as unknown as { logs(options: object): Promise<unknown> }).logs({ stdout: true, stderr: true, tail, follow: false, abortSignal: AbortSignal.timeout(10_000) } as never)) as unknown as Buffer;
     return demux(raw);
+  }
+
+  async ensureSecret(name: string, data: string, labels: Record<string, string>): Promise<void> {
+    if (await this.#secretId(name).catch(() => undefined)) return;
+    try {
+      await this.#docker.createSecret({ Name: name, Labels: { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels }, Data: Buffer.from(data).toString('base64') });
+    } catch (e) {
+      // Made meanwhile by another caller: the same name, the same content.
+      if ((e as { statusCode?: number }).statusCode !== 409) throw new Error(`creating Swarm secret ${name}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  async secrets(labels: Record<string, string> = {}): Promise<Array<{ id: string; name: string }>> {
+    const filters = [`${LABEL.managed}=1`, `${LABEL.instance}=${this.instance}`, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)];
+    const found = (await this.#docker.listSecrets({ filters: { label: filters } } as never)) as unknown as Array<{ ID: string; Spec?: { Name?: string } }>;
+    return found.map((s) => ({ id: s.ID, name: s.Spec?.Name ?? '' }));
+  }
+
+  async removeSecret(id: string): Promise<void> {
+    try {
+      await this.#docker.getSecret(id).remove();
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode !== 404) throw new Error(`removing Swarm secret ${id}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** The id of the secret named exactly `name` (the engine's name filter matches prefixes too). */
+  async #secretId(name: string): Promise<string> {
+    const found = (await this.#docker.listSecrets({ filters: { name: [name] } } as never)) as unknown as Array<{ ID: string; Spec?: { Name?: string } }>;
+    const secret = found.find((s) => s.Spec?.Name === name);
+    if (!secret) throw new Error(`the Swarm has no secret ${name}`);
+    return secret.ID;
   }
 
   /** Runs a read-modify-write of a versioned Swarm object again when another writer got in between. */

@@ -278,6 +278,14 @@ export class NotFoundError extends Error {
   override readonly name = 'NotFoundError';
 }
 
+/** A registry's credential as the Docker API takes it (X-Registry-Auth): for pushes, and for a Swarm's nodes to pull a service's image. */
+export interface RegistryAuth {
+  username: string;
+  password: string;
+  /** The registry it is for, HOST:PORT. */
+  serveraddress: string;
+}
+
 export interface Engine {
   /** The berth instance whose objects this engine labels and lists. */
   readonly instance: string;
@@ -331,9 +339,9 @@ export interface Engine {
   /**
    * Pushes `repo:tag` to the registry its name points at, telling `onProgress` each layer's
    * progress; resolves to the manifest digest the registry stored (sha256:…); rejects with the
-   * engine's reason.
+   * engine's reason. `auth`: the registry's credential, sent to it by the engine (never logged).
    */
-  push(ref: string, onProgress?: (line: string) => void): Promise<string>;
+  push(ref: string, onProgress?: (line: string) => void, auth?: RegistryAuth): Promise<string>;
   tagImage(source: string, repo: string, tag: string): Promise<void>;
   /** Makes an image `repo:tag` of a stopped container's filesystem with this config; its id. */
   commit(id: string, repo: string, tag: string, config: ImageConfig): Promise<string>;

@@ -176,7 +176,8 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
       const entrypoint = needsEntrypoint ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
       for (const type of toStart) {
         const count = dynos.filter((d) => d.type === type).length;
-        const spec = serviceSpec(ctx, sw, plan, type, count, image, entrypoint, checks);
+        const registryAuth = sw.distributor.registryAuth?.(image);
+        const spec = { ...serviceSpec(ctx, sw, plan, type, count, image, entrypoint, checks), ...(registryAuth ? { registryAuth } : {}) };
         ctx.out.step(`Starting ${type} ×${count} (release v${release.number}) as Swarm service ${spec.name}`);
         created.push(await sw.swarm.createService(spec));
       }

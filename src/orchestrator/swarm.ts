@@ -3,6 +3,7 @@
 // each web task is reached at. DockerSwarm (docker-swarm.ts) implements it over the manager's
 // Docker API; the deploy path on Swarm (swarm-deployment.ts) and the nodes commands use only this.
 import type { Output } from '../ui/output.ts';
+import type { RegistryAuth } from './engine.ts';
 
 export type NodeRole = 'manager' | 'worker';
 export type NodeAvailability = 'active' | 'pause' | 'drain';
@@ -53,6 +54,10 @@ export interface SwarmServiceSpec {
   networks: Array<{ name: string; aliases: string[] }>;
   /** Named volumes and bind mounts, `source:/target[:ro]`. */
   mounts?: string[];
+  /** Swarm secrets (made by ensureSecret) as files of its tasks: `target` a name under /run/secrets or an absolute path. */
+  secrets?: Array<{ name: string; target: string }>;
+  /** The credential its nodes pull `image` with (X-Registry-Auth); kept by the Swarm, never in the spec it shows. */
+  registryAuth?: RegistryAuth;
 }
 
 export interface SwarmService {
@@ -108,6 +113,13 @@ export interface Swarm {
   tasks(filter: { service?: string; labels?: Record<string, string> }): Promise<SwarmTask[]>;
   /** The last `tail` lines a task's container wrote; '' when it has none. */
   taskLogs(taskId: string, tail: number): Promise<string>;
+
+  /** Makes a Swarm secret `name` holding `data` unless one of that name exists (a secret never changes: a new content takes a new name). */
+  ensureSecret(name: string, data: string, labels: Record<string, string>): Promise<void>;
+  /** berth's secrets, narrowed by labels. */
+  secrets(labels?: Record<string, string>): Promise<Array<{ id: string; name: string }>>;
+  /** Removes a secret; one missing is not an error, one a service still uses is refused (an error). */
+  removeSecret(id: string): Promise<void>;
 }
 
 /**
@@ -119,4 +131,6 @@ export interface Swarm {
 export interface ImageDistributor {
   distribute(image: string, out: Output): Promise<string>;
   prune(refs: string[]): Promise<void>;
+  /** The credential nodes pull a reference `distribute` returned with; undefined when they need none. */
+  registryAuth?(ref: string): RegistryAuth | undefined;
 }

@@ -22,6 +22,7 @@ import {
   type NetworkDriver,
   type NetworkOptions,
   type Subscription,
+  type RegistryAuth,
 } from '../../src/orchestrator/engine.ts';
 
 export class FakeEngine implements Engine {
@@ -144,13 +145,13 @@ export class FakeEngine implements Engine {
     throw new Error(`FakeEngine cannot pull ${ref}`);
   }
   /** Each push, in order: the reference and the digest it answered. */
-  readonly pushes: Array<{ ref: string; digest: string }> = [];
-  async push(ref: string): Promise<string> {
+  readonly pushes: Array<{ ref: string; digest: string; auth?: RegistryAuth }> = [];
+  async push(ref: string, _onProgress?: (line: string) => void, auth?: RegistryAuth): Promise<string> {
     const config = this.images.get(ref);
     if (!config) throw new NotFoundError(`no image ${ref}`);
     // The same bytes, the same digest: the image's config stands for its content.
     const digest = `sha256:${createHash('sha256').update(JSON.stringify(config)).digest('hex')}`;
-    this.pushes.push({ ref, digest });
+    this.pushes.push({ ref, digest, ...(auth ? { auth } : {}) });
     return digest;
   }
   async tagImage(source: string, repo: string, tag: string): Promise<void> {

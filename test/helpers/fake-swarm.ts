@@ -104,6 +104,17 @@ export class FakeSwarm implements Swarm {
     const t = this.tasks_.find((x) => x.id === taskId);
     return t ? `log of ${t.id}\n` : '';
   }
+  /** Secrets by name: their content and labels. */
+  readonly secrets_ = new Map<string, { id: string; data: string; labels: Record<string, string> }>();
+  async ensureSecret(name: string, data: string, labels: Record<string, string>): Promise<void> {
+    if (!this.secrets_.has(name)) this.secrets_.set(name, { id: `secret-${name}`, data, labels: { ...labels } });
+  }
+  async secrets(labels: Record<string, string> = {}): Promise<Array<{ id: string; name: string }>> {
+    return [...this.secrets_].filter(([, s]) => Object.entries(labels).every(([k, v]) => s.labels[k] === v)).map(([name, s]) => ({ id: s.id, name }));
+  }
+  async removeSecret(id: string): Promise<void> {
+    for (const [name, s] of this.secrets_) if (s.id === id) this.secrets_.delete(name);
+  }
 
   /** The tasks Swarm wants running now. */
   live(labels: Record<string, string> = {}): SwarmTask[] {
