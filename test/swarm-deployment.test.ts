@@ -17,6 +17,7 @@ import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestr
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
+import type { RouteGuard } from '../src/orchestrator/route-guard.ts';
 import { deployNewRelease } from '../src/orchestrator/release-flow.ts';
 import { AppLock } from '../src/platform/app-lock.ts';
 import type { Target } from '../src/proxy/route-table.ts';
@@ -152,6 +153,7 @@ test('ps:scale deploys the type whose count changed as a new service at the new 
 
 test('the task watcher takes a stopped task, and the tasks of a node that is down, out of the route at once; their replacements rejoin after their checks', async (t) => {
   const { swarm, publisher } = await setUp(t);
+  const logFrom = logLines.length;
   const [first] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
   const name = publisher.routed('shop').find((x) => x.id.endsWith(`.${first!.id}`))!.id;
   await swarm.killTask(first!.id);
@@ -174,8 +176,37 @@ test('the task watcher takes a stopped task, and the tasks of a node that is dow
   await until(() => publisher.routed('shop').length === 2, 5000);
   const nowLive = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
   assert.ok(nowLive.every((x) => x.nodeId !== node.id));
-  assert.ok(events('route_target_withdrawn').length >= 2);
-  assert.ok(events('route_target_rejoined').length >= 2);
+  assert.ok(events('route_target_withdrawn', logFrom).length >= 2);
+  assert.ok(events('route_target_rejoined', logFrom).length >= 2);
+});
+
+test('a node that is `unknown` (a restarted manager, a new leader) keeps its tasks routed; one that was down and comes back ready with the same tasks rejoins after its checks, and down names Swarm forgot are forgotten', async (t) => {
+  const { swarm, publisher, orch, out } = await setUp(t);
+  const routed = publisher.routed('shop').map((x) => x.id).sort();
+  const tasks = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  const nodes = swarm.nodes_.filter((n) => tasks.some((x) => x.nodeId === n.id));
+  for (const n of swarm.nodes_) n.state = 'unknown';
+  await sleep(1200);
+  assert.deepEqual(publisher.routed('shop').map((x) => x.id).sort(), routed, 'still routed while every node is unknown');
+  for (const n of swarm.nodes_) n.state = 'ready';
+
+  // A node goes down (heartbeat expired) and comes back before Swarm moved its tasks: same task ids.
+  const node = nodes[0]!;
+  const onIt = routed.filter((id) => tasks.some((x) => x.nodeId === node.id && id.endsWith(`.${x.id}`)));
+  node.state = 'down';
+  await until(() => !publisher.routed('shop').some((x) => onIt.includes(x.id)), 3000);
+  assert.ok((orch.publisher() as RouteGuard).down().length > 0);
+  node.state = 'ready';
+  await until(() => publisher.routed('shop').length === 2, 5000);
+  assert.deepEqual(publisher.routed('shop').map((x) => x.id).sort(), routed, 'the same tasks routed again');
+  assert.deepEqual((orch.publisher() as RouteGuard).down(), []);
+
+  // A task withdrawn whose service is then removed leaves no name behind.
+  const [victim] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  await swarm.killTask(victim!.id);
+  await until(() => (orch.publisher() as RouteGuard).down().length === 1, 3000);
+  await stop(orch, 'shop', out);
+  await until(() => (orch.publisher() as RouteGuard).down().length === 0, 3000);
 });
 
 test('moveOff redeploys every app with tasks on a paused node elsewhere, gated and swapped', async (t) => {
@@ -305,8 +336,9 @@ function recordingOutput(): DeployContext['out'] & { lines: string[] } {
   };
 }
 
-function events(event: string): Array<Record<string, unknown>> {
-  return logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.event === event);
+/** The events logged since `from` (a length of logLines; the log is shared by the whole file). */
+function events(event: string, from = 0): Array<Record<string, unknown>> {
+  return logLines.slice(from).map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.event === event);
 }
 
 async function until(done: () => boolean, timeoutMs = 5000): Promise<void> {

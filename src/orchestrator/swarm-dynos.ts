@@ -10,6 +10,13 @@ export const SNAPSHOT_TTL_MS = 200;
 /** Task states after which a task never runs again. */
 export const ENDED_TASK_STATES: ReadonlySet<string> = new Set(['complete', 'failed', 'rejected', 'shutdown', 'orphaned', 'remove']);
 
+/**
+ * Node states in which its tasks count as lost. Not `unknown`: a restarted manager (or a new
+ * leader) marks every node `unknown` until its next heartbeat, and their tasks keep running; a
+ * node that stops answering goes from `ready` to `down` when its heartbeat expires.
+ */
+export const LOST_NODE_STATES: ReadonlySet<string> = new Set(['down', 'disconnected']);
+
 /** One look at berth's process services, their tasks and the nodes. */
 export interface SwarmSnapshot {
   services: SwarmService[];
@@ -22,7 +29,7 @@ export interface SwarmSnapshot {
  * The Swarm's tasks as the deploy path sees containers: a task wanted running is a container
  * named `SERVICE.SLOT.TASKID` (as its container on the node is), labelled with its service's
  * labels and its dyno (`web.SLOT`), at its node's address and published port, running while the
- * task runs on a ready node. One look at the Swarm is shared for SNAPSHOT_TTL_MS.
+ * task runs on a node not lost (LOST_NODE_STATES). One look at the Swarm is shared for SNAPSHOT_TTL_MS.
  */
 export class SwarmDynos implements DynoEngine {
   readonly #swarm: Swarm;
@@ -71,14 +78,14 @@ export class SwarmDynos implements DynoEngine {
     const service = snapshot.services.find((s) => s.id === task.serviceId);
     const node = snapshot.nodes.find((n) => n.id === task.nodeId);
     const type = task.labels[LABEL.process] ?? 'web';
-    const nodeReady = node?.state === 'ready';
-    const running = task.state === 'running' && task.desiredState === 'running' && nodeReady;
+    const nodeUp = node !== undefined && !LOST_NODE_STATES.has(node.state);
+    const running = task.state === 'running' && task.desiredState === 'running' && nodeUp;
     return {
       id: task.id,
       name: `${service?.name ?? task.serviceId}.${task.slot}.${task.id}`,
       labels: { ...task.labels, [LABEL.dyno]: `${type}.${task.slot}`, [NODE_LABEL]: node?.hostname ?? task.nodeId },
       running,
-      status: task.state === 'running' && !nodeReady ? `running on a node that is ${node?.state ?? 'gone'}` : task.state,
+      status: task.state === 'running' && !nodeUp ? `running on a node that is ${node?.state ?? 'gone'}` : task.state,
       exitCode: task.exitCode ?? 0,
       restartCount: 0,
       ip: node?.address || undefined,
