@@ -104,6 +104,19 @@ test('a config change deploys new services, swaps the route once, drains the old
   assert.equal(swarm.specs.get(rolled[0]!.id)!.env.COLOR, undefined, "v1's config");
 });
 
+test('config values and mount paths reach the service spec escaped from Swarm\'s templates; only DYNO stays a template', async (t) => {
+  const { swarm, orch, out } = await setUp(t);
+  await orch.apps.update('shop', (a) => void (a.mounts = ['/srv/{{.Node.ID}}:/data']));
+  await changeConfig(orch, 'shop', { set: { GREETING: 'Hello {{name}}', HOST: '{{.Node.Hostname}}', BOMB: '{{printf "%01000000d" 0}}' } }, { restart: true, by: 'test', out });
+  const web = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }))[0]!;
+  const spec = swarm.specs.get(web.id)!;
+  assert.equal(spec.env.GREETING, 'Hello {{"{{"}}name}}');
+  assert.equal(spec.env.HOST, '{{"{{"}}.Node.Hostname}}');
+  assert.equal(spec.env.BOMB, '{{"{{"}}printf "%01000000d" 0}}');
+  assert.equal(spec.env.DYNO, 'web.{{.Task.Slot}}');
+  assert.deepEqual(spec.mounts, ['/srv/{{"{{"}}.Node.ID}}:/data']);
+});
+
 test('a failed gate removes the new services and leaves the old ones serving, the route untouched', async (t) => {
   const { swarm, publisher, orch, out } = await setUp(t);
   const before = [...publisher.routed('shop')];

@@ -200,8 +200,9 @@ function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, typ
   return {
     name: sw.serviceName(plan.name, type, release.number),
     image,
-    // {{.Task.Slot}} is Swarm's template: each task gets its own dyno number.
-    env: { ...release.config, ...(type === 'web' ? { PORT: String(WEB_PORT) } : {}), DYNO: `${type}.{{.Task.Slot}}` },
+    // Swarm expands templates in a service's environment and mounts: the app's values are taken
+    // literally (swarmLiteral); only DYNO is a template, {{.Task.Slot}} giving each task its number.
+    env: { ...Object.fromEntries(Object.entries(release.config).map(([k, v]) => [k, swarmLiteral(v)])), ...(type === 'web' ? { PORT: String(WEB_PORT) } : {}), DYNO: `${type}.{{.Task.Slot}}` },
     labels: { [LABEL.app]: plan.name, [LABEL.process]: type, [LABEL.release]: String(release.number), [LABEL.role]: 'process' },
     ...commandFor(release, release.processTypes[type] ?? '', entrypoint, type),
     replicas,
@@ -214,8 +215,17 @@ function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, typ
     stopTimeout: Math.ceil(checks.stopTimeoutMs / 1000),
     // The app's own network: its tasks reach each other by SERVICE name and by APP.TYPE on every node.
     networks: [{ name: ctx.network, aliases: [`${plan.name}.${type}`] }],
-    ...(plan.mounts.length ? { mounts: plan.mounts } : {}),
+    ...(plan.mounts.length ? { mounts: plan.mounts.map(swarmLiteral) } : {}),
   };
+}
+
+/**
+ * `text` as a Swarm (Go) template that yields `text` itself: every `{{` becomes `{{"{{"}}`, so no
+ * value of the app's config reaches Swarm's template engine (`{{printf ...}}` would be run by
+ * dockerd on the node; `Hello {{name}}` would get the task rejected).
+ */
+export function swarmLiteral(text: string): string {
+  return text.replaceAll('{{', '{{"{{"}}');
 }
 
 /**
