@@ -12,6 +12,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { gitRepo, makeKey, mustRun, nodeApp, request, startDaemon, tempDir, waitFor, writeFiles, BASE_IMAGE, type Daemon } from './helpers/daemon.ts';
+import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
+import { LABEL } from '../src/orchestrator/engine.ts';
 import { REGISTRY_TEST_IMAGE, startSwarmCluster, type SwarmNodeHandle, type TestCluster } from './helpers/swarm-cluster.ts';
 import { runAsync, startWrk, type WrkResult } from './helpers/zero-downtime.ts';
 
@@ -151,6 +153,11 @@ test('ps:scale web=4 spreads the tasks over every node', async () => {
   ssh('ps:scale shop web=4');
   const byNode = await settled('shop', 4);
   assert.equal(byNode.size, 3, JSON.stringify([...byNode].map(([n, c]) => [n.name, c])));
+  // The task containers on the manager carry berth's labels, but they are the Swarm's: the engine lists no app container.
+  const instance = (await cluster.docker(cluster.manager, ['ps', '--filter', 'label=com.docker.swarm.service.id', '--filter', `label=${LABEL.app}=shop`, '--format', `{{.Label "${LABEL.instance}"}}`])).split('\n')[0]!;
+  assert.ok(instance, 'a task of shop runs on the manager');
+  const engine = await DockerEngine.connect(cluster.manager.dockerHost, instance);
+  assert.deepEqual(await engine.list({ [LABEL.role]: 'process' }), []);
 });
 
 test('a redeploy under wrk load fails no request; a config value holding a Swarm template reaches the app verbatim', async () => {

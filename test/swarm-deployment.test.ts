@@ -258,6 +258,30 @@ test('a restarted daemon adopts the running services of the current release and 
   assert.deepEqual(publisher2.routed('shop'), []);
 });
 
+test('switching schedulers on one engine: on docker, the process services berth left on the Swarm are removed at start; on swarm, the process containers the docker scheduler left are removed after adoption', async (t) => {
+  const { swarm, orch, stores } = await setUp(t);
+  const engine = orch.engine as FakeEngine;
+  await orch.stop();
+  assert.equal((await swarm.services({ [LABEL.role]: 'process' })).length, 2);
+  // The docker scheduler on the same engine, which manages the Swarm: the services go, and the
+  // app (whose dynos are then containers) is started on the engine.
+  const docker = new Orchestrator({ ...stores, apps: await storesWithoutApps(stores), engine, publisher: recordingPublisher(), appUrl: (app) => `http://${app}.example.test`, formerSwarm: swarm });
+  await docker.start();
+  await docker.stop();
+  assert.deepEqual(await swarm.services({ [LABEL.role]: 'process' }), []);
+  assert.match(logLines.join('\n'), /"swarm_service_left_removed"/);
+
+  // A process container the docker scheduler left, then berth on the swarm scheduler again.
+  const left = await engine.run({ name: 'berth-fake-shop-web.1', image: IMAGE, network: 'bridge', env: {}, aliases: [], labels: { [LABEL.app]: 'shop', [LABEL.process]: 'web', [LABEL.release]: '1', [LABEL.dyno]: 'web.1', [LABEL.role]: 'process' } });
+  const publisher = recordingPublisher();
+  const again = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm });
+  await again.start();
+  t.after(() => again.stop());
+  assert.equal(engine.containers.has(left.id), false, 'the old container is stopped and removed');
+  assert.equal((await swarm.services({ [LABEL.app]: 'shop' })).length, 2, 'the app runs as services again');
+  assert.equal(publisher.routed('shop').length, 2);
+});
+
 test('placement (ps:set APP TYPE placement) becomes the service\'s constraints and spread, limits its limits and reservations; a type no node can take fails the deploy, the old serving', async (t) => {
   const { swarm, publisher, orch, out } = await setUp(t);
   await changeSettings(orch, 'shop', (a) => {
@@ -284,6 +308,13 @@ test('placement (ps:set APP TYPE placement) becomes the service\'s constraints a
 });
 
 // ---------------------------------------------------------------------------------------------
+
+/** An empty app store beside `stores`' (so an orchestrator adopts no app). */
+async function storesWithoutApps(stores: { paths: ReturnType<typeof dataPaths> }): Promise<AppStore> {
+  const apps = new AppStore(`${stores.paths.apps}.empty`);
+  await apps.load();
+  return apps;
+}
 
 async function setUp(t: TestContext, waitMs = 300) {
   const engine = new FakeEngine();

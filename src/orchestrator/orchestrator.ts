@@ -58,6 +58,8 @@ export interface OrchestratorDeps {
   swarm?: Swarm;
   /** How release images reach every node on the swarm scheduler (the cluster registry); default: by image id, which nodes must have. */
   distributor?: ImageDistributor;
+  /** On the docker scheduler, the Swarm the engine manages, if it is a manager's: the process services berth left there on the swarm scheduler are removed at start. */
+  formerSwarm?: Swarm;
 }
 
 export class Orchestrator {
@@ -270,6 +272,7 @@ export class Orchestrator {
     await this.removeStaleBuilds();
     // On the swarm scheduler the manager's own containers are tasks: the task watcher follows them instead.
     if (!this.swarm) await this.watchContainers();
+    if (!this.swarm) await this.removeFormerServices();
     // Services first: an app's containers start only once its linked services accept connections.
     await this.services.adopt();
     for (const app of this.deps.apps.list()) {
@@ -279,7 +282,36 @@ export class Orchestrator {
         log.error('app_adopt_failed', { app: app.name, error: e });
       }
     }
-    if (this.swarm) this.watchTasks(this.swarm);
+    if (this.swarm) {
+      this.watchTasks(this.swarm);
+      await this.removeFormerContainers();
+    }
+  }
+
+  /** On the docker scheduler: berth's process services on this engine's Swarm (left from the swarm scheduler) would serve nothing and run forever. */
+  private async removeFormerServices(): Promise<void> {
+    const swarm = this.deps.formerSwarm;
+    if (!swarm) return;
+    try {
+      for (const service of await swarm.services({ [LABEL.role]: 'process' })) {
+        log.info('swarm_service_left_removed', { app: service.labels[LABEL.app], service: service.name, reason: 'the scheduler is docker now' });
+        await swarm.removeService(service.id);
+      }
+    } catch (e) {
+      log.warn('swarm_services_left_not_removed', { error: e });
+    }
+  }
+
+  /** On the swarm scheduler: process containers the docker scheduler left on the manager's engine (the apps run as services now). */
+  private async removeFormerContainers(): Promise<void> {
+    try {
+      for (const c of await this.deps.engine.list({ [LABEL.role]: 'process' })) {
+        log.info('container_left_removed', { app: c.labels[LABEL.app], container: c.name, reason: 'the scheduler is swarm now' });
+        await this.deps.engine.stopAndRemove(c.id, 10);
+      }
+    } catch (e) {
+      log.warn('containers_left_not_removed', { error: e });
+    }
   }
 
   async stop(): Promise<void> {
