@@ -17,6 +17,7 @@ import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestr
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
+import { SwarmDynos } from '../src/orchestrator/swarm-dynos.ts';
 import type { RouteGuard } from '../src/orchestrator/route-guard.ts';
 import { deployNewRelease } from '../src/orchestrator/release-flow.ts';
 import { AppLock } from '../src/platform/app-lock.ts';
@@ -220,6 +221,29 @@ test('a node that is `unknown` (a restarted manager, a new leader) keeps its tas
   await until(() => (orch.publisher() as RouteGuard).down().length === 1, 3000);
   await stop(orch, 'shop', out);
   await until(() => (orch.publisher() as RouteGuard).down().length === 0, 3000);
+});
+
+test('SwarmDynos remembers only the tasks and services of its last look; removing a task it has not seen looks again', async (t) => {
+  const { swarm } = await setUp(t);
+  const dynos = new SwarmDynos(swarm);
+  const worker = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' }))[0]!;
+  // A crash-looping worker: every stopped task leaves an id behind.
+  for (let i = 0; i < 3; i++) {
+    await swarm.killTask(swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' })[0]!.id);
+    await dynos.snapshot(true);
+  }
+  const seen = swarm.tasks_.filter((x) => x.serviceId === worker.id).map((x) => x.id);
+  assert.equal(seen.length, 4);
+  assert.ok(seen.every((id) => dynos.serviceOf(id) === worker.id));
+  await swarm.removeService(worker.id);
+  await dynos.snapshot(true);
+  assert.deepEqual(seen.map((id) => dynos.serviceOf(id)), [undefined, undefined, undefined, undefined], 'a removed service\'s tasks are forgotten');
+  assert.equal(dynos.replicasOf(worker.id), undefined);
+
+  const web = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }))[0]!;
+  const fresh = new SwarmDynos(swarm);
+  await fresh.stopAndRemove(swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' })[0]!.id);
+  assert.equal(swarm.services_.has(web.id), false, 'the task\'s service is removed though this SwarmDynos never saw it');
 });
 
 test('moveOff redeploys every app with tasks on a paused node elsewhere, gated and swapped', async (t) => {

@@ -92,8 +92,10 @@ export class SwarmDeploy {
 
   /** After the swap and the drain: removes every process service of the app but those `keep`'s tasks belong to. */
   async retire(ctx: DeployContext, plan: ProcessPlan, keep: readonly ContainerState[], checks: ResolvedChecks): Promise<void> {
-    const kept = new Set(keep.map((c) => this.dynos.serviceOf(c.id)));
-    const old = (await this.services(plan.name)).filter((s) => !kept.has(s.id));
+    const services = await this.services(plan.name);
+    // A task's container is named SERVICE.SLOT.TASKID: by name too, should Swarm have dropped the task from its history.
+    const kept = new Set(keep.map((c) => this.dynos.serviceOf(c.id) ?? services.find((s) => c.name.startsWith(`${s.name}.`))?.id));
+    const old = services.filter((s) => !kept.has(s.id));
     if (old.length === 0) return;
     const seconds = Math.ceil(checks.stopTimeoutMs / 1000);
     ctx.out.step(`Removing ${old.length} old Swarm service${old.length === 1 ? '' : 's'} (SIGTERM, then SIGKILL after ${seconds}s)`);

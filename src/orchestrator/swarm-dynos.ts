@@ -35,9 +35,9 @@ export class SwarmDynos implements DynoEngine {
   readonly #swarm: Swarm;
   #last: SwarmSnapshot | undefined;
   #pending: Promise<SwarmSnapshot> | undefined;
-  /** Task id → service id, for every task ever seen (a task's service never changes). */
-  readonly #serviceOf = new Map<string, string>();
-  readonly #replicas = new Map<string, number>();
+  /** Task id → service id, and service id → replicas, as of the last look (rebuilt at each, so they hold only what exists). */
+  #serviceOf = new Map<string, string>();
+  #replicas = new Map<string, number>();
 
   constructor(swarm: Swarm) {
     this.#swarm = swarm;
@@ -50,8 +50,9 @@ export class SwarmDynos implements DynoEngine {
     const at = Date.now();
     this.#pending = Promise.all([this.#swarm.services({ [LABEL.role]: 'process' }), this.#swarm.tasks({ labels: { [LABEL.role]: 'process' } }), this.#swarm.nodes()])
       .then(([services, tasks, nodes]) => {
-        for (const t of tasks) this.#serviceOf.set(t.id, t.serviceId);
-        for (const s of services) this.#replicas.set(s.id, s.replicas);
+        const existing = new Set(services.map((s) => s.id));
+        this.#serviceOf = new Map(tasks.filter((t) => existing.has(t.serviceId)).map((t) => [t.id, t.serviceId]));
+        this.#replicas = new Map(services.map((s) => [s.id, s.replicas]));
         this.#last = { services, tasks, nodes, at };
         return this.#last;
       })
@@ -63,7 +64,7 @@ export class SwarmDynos implements DynoEngine {
     this.#last = undefined;
   }
 
-  /** The service a task (by id) belongs to, once seen. */
+  /** The service a task (by id) belongs to, as last seen. */
   serviceOf(taskId: string): string | undefined {
     return this.#serviceOf.get(taskId);
   }
@@ -116,7 +117,7 @@ export class SwarmDynos implements DynoEngine {
 
   /** A single task cannot be removed: its whole service is (only ever asked of the tasks of a service one deploy made). */
   async stopAndRemove(id: string): Promise<void> {
-    const service = this.#serviceOf.get(id);
+    const service = this.#serviceOf.get(id) ?? (await this.snapshot(true)).tasks.find((t) => t.id === id)?.serviceId;
     if (service) await this.#swarm.removeService(service);
     this.invalidate();
   }
