@@ -282,6 +282,26 @@ test('a restarted daemon adopts the running services of the current release and 
   assert.deepEqual(publisher2.routed('shop'), []);
 });
 
+test('at start, the task watcher runs before adoption: a lost task of an app already adopted leaves its route while another app is still being adopted', async (t) => {
+  const { swarm, orch, stores } = await setUp(t);
+  await orch.stop();
+  await stores.apps.create('zzz');
+  let release!: () => void;
+  const held = stores.locks.run('zzz', () => new Promise<void>((r) => (release = r)));
+  t.after(() => release());
+  const publisher = recordingPublisher();
+  const again = new Orchestrator({ ...stores, engine: orch.engine as FakeEngine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm });
+  const starting = again.start();
+  t.after(() => again.stop());
+  await until(() => publisher.routed('shop').length === 2, 5000);
+  const [victim] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  await swarm.killTask(victim!.id);
+  await until(() => !publisher.routed('shop').some((x) => x.id.endsWith(`.${victim!.id}`)), 3000);
+  release();
+  await held;
+  await starting;
+});
+
 test('switching schedulers on one engine: on docker, the process services berth left on the Swarm are removed at start; on swarm, the process containers the docker scheduler left are removed after adoption', async (t) => {
   const { swarm, orch, stores } = await setUp(t);
   const engine = orch.engine as FakeEngine;

@@ -96,6 +96,8 @@ export class Orchestrator {
   /** On the swarm scheduler: the app's processes as Swarm services, and the watcher of their tasks. */
   private readonly swarm: SwarmDeploy | undefined;
   private tasks: TaskWatcher | undefined;
+  /** Apps not yet adopted since start (the task watcher readmits none of their tasks). */
+  private readonly unadopted = new Set<string>();
   private readonly board: ProbationBoard = {
     begin: (state) => void this.probations.set(state.app, state),
     end: (app) => void this.probations.delete(app),
@@ -273,19 +275,24 @@ export class Orchestrator {
     // On the swarm scheduler the manager's own containers are tasks: the task watcher follows them instead.
     if (!this.swarm) await this.watchContainers();
     if (!this.swarm) await this.removeFormerServices();
+    const apps = this.deps.apps.list();
+    // The task watcher starts before adoption (which is serial and may take minutes): a lost node's
+    // tasks leave the routes of the apps adopted so far at once. It readmits no task of an app not
+    // yet adopted (adoption routes them).
+    for (const app of apps) this.unadopted.add(app.name);
+    if (this.swarm) this.watchTasks(this.swarm);
     // Services first: an app's containers start only once its linked services accept connections.
     await this.services.adopt();
-    for (const app of this.deps.apps.list()) {
+    for (const app of apps) {
       try {
         await this.deps.locks.run(app.name, () => this.adopt(app.name));
       } catch (e) {
         log.error('app_adopt_failed', { app: app.name, error: e });
+      } finally {
+        this.unadopted.delete(app.name);
       }
     }
-    if (this.swarm) {
-      this.watchTasks(this.swarm);
-      await this.removeFormerContainers();
-    }
+    if (this.swarm) await this.removeFormerContainers();
   }
 
   /** On the docker scheduler: berth's process services on this engine's Swarm (left from the swarm scheduler) would serve nothing and run forever. */
@@ -491,7 +498,7 @@ export class Orchestrator {
   private watchTasks(swarm: SwarmDeploy): void {
     this.tasks = new TaskWatcher({
       dynos: swarm.dynos,
-      apps: () => this.deps.apps.list().map((a) => ({ name: a.name, current: a.current ?? undefined, stopped: a.stopped })),
+      apps: () => this.deps.apps.list().map((a) => ({ name: a.name, current: this.unadopted.has(a.name) ? undefined : (a.current ?? undefined), stopped: a.stopped })),
       hostnames: (app) => this.hostnames(app),
       routes: this.routes,
       watched: () => [...this.listeners.keys()],
