@@ -256,6 +256,37 @@ test('moveOff redeploys every app with tasks on a paused node elsewhere, gated a
   for (const target of publisher.routed('shop')) assert.equal((await fetch(`http://${target.host}:${target.port}/`)).status, 200);
 });
 
+test('moveOff looks again after a pass: tasks a deploy placed on the paused node meanwhile are moved too', async (t) => {
+  const { swarm, orch, stores, out } = await setUp(t);
+  await stores.apps.create('other');
+  await stores.apps.update('other', (a) => {
+    a.formation = { web: 1, worker: 0 };
+    a.checks = { ...defaultCheckSettings(), properties: { wait: 300, drainTimeout: 200, stopTimeout: 1000 } };
+  });
+  await deployNewRelease(orch.releaseDeps('other'), 'other', releaseOf(1), out);
+  const busy = swarm.live({ [LABEL.app]: 'shop' })[0]!.nodeId;
+  const node = swarm.nodes_.find((n) => n.id === busy)!;
+  const otherWeb = (await swarm.services({ [LABEL.app]: 'other', [LABEL.process]: 'web' }))[0]!;
+  // While shop moves (after other was looked at), a deploy of other that began before the pause places a task on the node.
+  const create = swarm.createService.bind(swarm);
+  let placed = false;
+  swarm.createService = async (spec) => {
+    const made = await create(spec);
+    if (!placed && spec.labels[LABEL.app] === 'shop') {
+      placed = true;
+      node.availability = 'active';
+      const late = create({ ...swarm.specs.get(otherWeb.id)!, name: 'berth-fake-other-web-r1-late', replicas: 1, constraints: [`node.hostname==${node.hostname}`] });
+      node.availability = 'pause';
+      await late;
+    }
+    return made;
+  };
+  await swarm.updateNode(busy, { availability: 'pause' });
+  await orch.moveOff(busy, out);
+  assert.ok(placed);
+  assert.deepEqual(swarm.live().filter((x) => x.nodeId === busy).map((x) => x.labels[LABEL.app]), []);
+});
+
 test('a restarted daemon adopts the running services of the current release and removes those of a deploy it did not finish; stop and destroy remove the services', async (t) => {
   const { swarm, publisher, orch, stores, out } = await setUp(t);
   const routed = publisher.routed('shop').map((x) => x.id).sort();

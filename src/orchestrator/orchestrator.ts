@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Output } from '../ui/output.ts';
 import type { Config, DataPaths } from '../config.ts';
+import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { AppStore, Release } from '../state/app-store.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
@@ -61,6 +62,9 @@ export interface OrchestratorDeps {
   /** On the docker scheduler, the Swarm the engine manages, if it is a manager's: the process services berth left there on the swarm scheduler are removed at start. */
   formerSwarm?: Swarm;
 }
+
+/** How many times moveOff looks for apps with tasks on the node before it gives up. */
+const MOVE_OFF_PASSES = 3;
 
 export class Orchestrator {
   private readonly deps: OrchestratorDeps;
@@ -240,13 +244,24 @@ export class Orchestrator {
    */
   async moveOff(nodeId: string, out: Output): Promise<void> {
     if (!this.swarm) throw new Error('moving dynos off a node needs the swarm scheduler');
-    const tasks = (await this.swarm.dynos.snapshot(true)).tasks.filter((t) => t.nodeId === nodeId && t.desiredState === 'running');
-    const apps = [...new Set(tasks.map((t) => t.labels[LABEL.app]).filter((a): a is string => a !== undefined))].sort();
-    for (const app of apps) {
-      const record = this.deps.apps.get(app);
-      if (!record || !currentRelease(record) || record.stopped) continue;
-      out.step(`Moving ${app} off the node`);
-      await this.deps.locks.run(app, () => redeployCurrent(this.releaseDeps(app), app, out, { reuse: false }));
+    // A deploy that held an app's lock while the node was paused may have placed tasks there after
+    // a pass listed the apps: each pass looks again, until no app has a task wanted on the node.
+    for (let pass = 1; ; pass++) {
+      const tasks = (await this.swarm.dynos.snapshot(true)).tasks.filter((t) => t.nodeId === nodeId && t.desiredState === 'running');
+      const apps = [...new Set(tasks.map((t) => t.labels[LABEL.app]).filter((a): a is string => a !== undefined))].sort().filter((app) => {
+        const record = this.deps.apps.get(app);
+        return record !== undefined && currentRelease(record) !== undefined && !record.stopped;
+      });
+      if (apps.length === 0) return;
+      if (pass > MOVE_OFF_PASSES) {
+        throw new UserError('node_not_emptied', `${apps.join(', ')} still ${apps.length === 1 ? 'has' : 'have'} tasks on the node after ${MOVE_OFF_PASSES} passes (deploys kept placing them there)`, {
+          hint: 'try the drain again once the deploys in progress have finished',
+        });
+      }
+      for (const app of apps) {
+        out.step(`Moving ${app} off the node`);
+        await this.deps.locks.run(app, () => redeployCurrent(this.releaseDeps(app), app, out, { reuse: false }));
+      }
     }
   }
 
