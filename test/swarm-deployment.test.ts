@@ -246,6 +246,23 @@ test('SwarmDynos remembers only the tasks and services of its last look; removin
   assert.equal(swarm.services_.has(web.id), false, 'the task\'s service is removed though this SwarmDynos never saw it');
 });
 
+test('a task readmitted while the daemon stops is not routed after stop()', async (t) => {
+  const { swarm, publisher, orch, stores } = await setUp(t);
+  let release!: () => void;
+  const held = stores.locks.run('shop', () => new Promise<void>((r) => (release = r)));
+  t.after(() => release());
+  const [victim] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  await swarm.killTask(victim!.id);
+  await until(() => publisher.routed('shop').length === 1, 3000);
+  // Its replacement passes its checks and waits for the app's lock; the daemon stops meanwhile.
+  await sleep(1500);
+  await orch.stop();
+  release();
+  await held;
+  await sleep(200);
+  assert.equal(publisher.routed('shop').length, 1, 'nothing published after stop()');
+});
+
 test('moveOff redeploys every app with tasks on a paused node elsewhere, gated and swapped', async (t) => {
   const { swarm, publisher, orch, out } = await setUp(t);
   const busy = swarm.live({ [LABEL.app]: 'shop' })[0]!.nodeId;

@@ -100,6 +100,8 @@ export class Orchestrator {
   /** On the swarm scheduler: the app's processes as Swarm services, and the watcher of their tasks. */
   private readonly swarm: SwarmDeploy | undefined;
   private tasks: TaskWatcher | undefined;
+  /** Aborted by stop(): a readmission's checks and a wait for tasks end there. */
+  private readonly stopping = new AbortController();
   /** Apps not yet adopted since start (the task watcher readmits none of their tasks). */
   private readonly unadopted = new Set<string>();
   private readonly board: ProbationBoard = {
@@ -117,6 +119,7 @@ export class Orchestrator {
           distributor: deps.distributor ?? new LocalImageDistributor(deps.engine),
           prefix: `${deps.config.network}-${deps.engine.instance}`,
           placement: (app, type) => this.placement(app, type),
+          signal: this.stopping.signal,
         })
       : undefined;
     const images: Record<string, string> = { postgres: deps.config.postgresImage, redis: deps.config.redisImage };
@@ -339,6 +342,7 @@ export class Orchestrator {
   async stop(): Promise<void> {
     // App containers keep running while the daemon is down; a restart adopts them.
     this.stopped = true;
+    this.stopping.abort(new Error('berth is stopping'));
     this.events?.stop();
     this.events = undefined;
     this.tasks?.stop();
@@ -541,11 +545,12 @@ export class Orchestrator {
     if (!checks.isSkipped(type) && !checks.isDisabled(type)) {
       const list = checksFor(release, type, checks);
       const declared = checksOf(release.healthchecks, type).length > 0;
-      await passGate({ engine: swarm.dynos, container: task, dyno: task.labels[LABEL.dyno] ?? type, checks: declared ? list : [...list, uptimeCheck(checks.waitMs)], port: probePort(task, type), hostHeader: this.hostnames(app)[0] ?? app });
+      await passGate({ engine: swarm.dynos, container: task, dyno: task.labels[LABEL.dyno] ?? type, checks: declared ? list : [...list, uptimeCheck(checks.waitMs)], port: probePort(task, type), hostHeader: this.hostnames(app)[0] ?? app, signal: this.stopping.signal });
     }
+    if (this.stopped) return;
     await this.deps.locks.run(app, async () => {
       const record = this.deps.apps.get(app);
-      if (!record || record.stopped || record.current !== release.number) return;
+      if (this.stopped || !record || record.stopped || record.current !== release.number) return;
       swarm.dynos.invalidate();
       const now = await swarm.dynos.inspect(task.id).catch(() => undefined);
       const routed = this.routes.routed(app);

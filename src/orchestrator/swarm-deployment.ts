@@ -64,9 +64,12 @@ export class SwarmDeploy {
   /** PREFIX-INSTANCE: the start of every service name, as the app's network's. */
   readonly #prefix: string;
   readonly #placement: (app: string, type: string) => Placement;
+  /** Aborted when the daemon stops: waits for tasks end then. */
+  readonly signal: AbortSignal | undefined;
 
-  constructor(deps: { swarm: Swarm; distributor: ImageDistributor; prefix: string; placement?: (app: string, type: string) => Placement }) {
+  constructor(deps: { swarm: Swarm; distributor: ImageDistributor; prefix: string; placement?: (app: string, type: string) => Placement; signal?: AbortSignal }) {
     this.swarm = deps.swarm;
+    this.signal = deps.signal;
     this.dynos = new SwarmDynos(deps.swarm);
     this.distributor = deps.distributor;
     this.#prefix = deps.prefix;
@@ -239,6 +242,7 @@ async function runningTasks(ctx: DeployContext, sw: SwarmDeploy, service: SwarmS
   const deadline = Date.now() + TASK_START_TIMEOUT_MS;
   const type = service.labels[LABEL.process] ?? 'web';
   for (;;) {
+    sw.signal?.throwIfAborted();
     const snapshot = await sw.dynos.snapshot(true);
     const tasks = snapshot.tasks.filter((t) => t.serviceId === service.id);
     const ended = tasks.find((t) => ENDED_TASK_STATES.has(t.state));
@@ -266,7 +270,7 @@ async function runningTasks(ctx: DeployContext, sw: SwarmDeploy, service: SwarmS
         hint: 'nodes:list shows whether nodes are ready; each node must have or be able to pull the release image',
       });
     }
-    await sleep(TASK_POLL_MS);
+    await sleep(TASK_POLL_MS, sw.signal);
   }
 }
 
