@@ -304,6 +304,21 @@ test('moveOff looks again after a pass: tasks a deploy placed on the paused node
   assert.deepEqual(swarm.live().filter((x) => x.nodeId === busy).map((x) => x.labels[LABEL.app]), []);
 });
 
+test('a process type with storage mounts stays on the manager (or the one node its placement pins); nodes:drain refuses to move it off', async (t) => {
+  const { swarm, orch, out } = await setUp(t);
+  await changeSettings(orch, 'shop', (a) => void (a.mounts = ['/srv/shop:/data']), { restart: true, out });
+  for (const s of await swarm.services({ [LABEL.app]: 'shop' })) assert.deepEqual(swarm.specs.get(s.id)!.constraints, ['node.id==node1id']);
+  assert.ok(swarm.live({ [LABEL.app]: 'shop' }).every((x) => x.nodeId === 'node1id'));
+  await swarm.updateNode('node1id', { availability: 'pause' });
+  await assert.rejects(orch.moveOff('node1id', out), (e: unknown) => isUserError(e) && e.code === 'node_holds_mounts' && /^shop has storage mounts on this node/.test(e.message));
+  assert.ok(swarm.live({ [LABEL.app]: 'shop' }).every((x) => x.nodeId === 'node1id'), 'not moved');
+  await swarm.updateNode('node1id', { availability: 'active' });
+
+  await changeSettings(orch, 'shop', (a) => void (a.placement.web = parsePlacement(['node.hostname==node2'])), { restart: true, out });
+  const web = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }))[0]!;
+  assert.deepEqual(swarm.specs.get(web.id)!.constraints, ['node.hostname==node2'], 'pinned by its placement: no other constraint');
+});
+
 test('a restarted daemon adopts the running services of the current release and removes those of a deploy it did not finish; stop and destroy remove the services', async (t) => {
   const { swarm, publisher, orch, stores, out } = await setUp(t);
   const routed = publisher.routed('shop').map((x) => x.id).sort();

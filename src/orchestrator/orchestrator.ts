@@ -256,6 +256,13 @@ export class Orchestrator {
         return record !== undefined && currentRelease(record) !== undefined && !record.stopped;
       });
       if (apps.length === 0) return;
+      // Mounts are the node's own folders and volumes: moving the app would leave its data behind.
+      const mounted = apps.filter((app) => (this.deps.apps.get(app)?.mounts.length ?? 0) > 0);
+      if (mounted.length > 0) {
+        throw new UserError('node_holds_mounts', `${mounted.join(', ')} ${mounted.length === 1 ? 'has' : 'have'} storage mounts on this node (storage:mount): ${mounted.length === 1 ? 'it stays' : 'they stay'} with ${mounted.length === 1 ? 'its' : 'their'} data, berth does not move ${mounted.length === 1 ? 'it' : 'them'} off`, {
+          hint: 'remove the mounts (storage:unmount) or pin the app to another node with its data moved there (ps:set APP TYPE placement node.hostname==NODE), then drain again',
+        });
+      }
       if (pass > MOVE_OFF_PASSES) {
         throw new UserError('node_not_emptied', `${apps.join(', ')} still ${apps.length === 1 ? 'has' : 'have'} tasks on the node after ${MOVE_OFF_PASSES} passes (deploys kept placing them there)`, {
           hint: 'try the drain again once the deploys in progress have finished',

@@ -64,6 +64,7 @@ export class SwarmDeploy {
   /** PREFIX-INSTANCE: the start of every service name, as the app's network's. */
   readonly #prefix: string;
   readonly #placement: (app: string, type: string) => Placement;
+  #managerId: Promise<string> | undefined;
   /** Aborted when the daemon stops: waits for tasks end then. */
   readonly signal: AbortSignal | undefined;
 
@@ -85,6 +86,18 @@ export class SwarmDeploy {
 
   placement(app: string, type: string): Placement {
     return this.#placement(app, type);
+  }
+
+  /** The node id of the manager berth talks to (asked once). */
+  managerId(): Promise<string> {
+    this.#managerId ??= this.swarm.manager().then(
+      (m) => m.nodeId,
+      (e: unknown) => {
+        this.#managerId = undefined;
+        throw e;
+      },
+    );
+    return this.#managerId;
   }
 
 
@@ -179,9 +192,10 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
       const image = await sw.distributor.distribute(release.image, ctx.out);
       const needsEntrypoint = toStart.some((t) => release.processTypes[t] !== '');
       const entrypoint = needsEntrypoint ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
+      const manager = plan.mounts.length ? await sw.managerId() : undefined;
       for (const type of toStart) {
         const count = dynos.filter((d) => d.type === type).length;
-        const spec = serviceSpec(ctx, sw, plan, type, count, image, entrypoint, checks);
+        const spec = serviceSpec(ctx, sw, plan, type, count, image, entrypoint, checks, manager);
         ctx.out.step(`Starting ${type} ×${count} (release v${release.number}) as Swarm service ${spec.name}`);
         created.push(await sw.swarm.createService(spec));
       }
@@ -196,7 +210,7 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
 }
 
 /** The spec of one process type's service. */
-function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, type: string, replicas: number, image: string, entrypoint: readonly string[], checks: ResolvedChecks): SwarmServiceSpec {
+function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, type: string, replicas: number, image: string, entrypoint: readonly string[], checks: ResolvedChecks, manager: string | undefined): SwarmServiceSpec {
   const release = plan.release;
   const limit = limitFor(plan.limits, type, ctx.defaultLimit);
   // The app's own limits are reserved too, so Swarm places tasks where they fit; the server's default is only a ceiling.
@@ -212,7 +226,9 @@ function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, typ
     ...commandFor(release, release.processTypes[type] ?? '', entrypoint, type),
     replicas,
     ...(type === 'web' ? { publish: WEB_PORT } : {}),
-    constraints: placement.constraints,
+    // Mounts (storage:mount) are folders and volumes of one node: the tasks stay on the manager's
+    // unless the placement pins them to one node itself.
+    constraints: manager && !pinnedToOneNode(placement.constraints) ? [...placement.constraints, `node.id==${manager}`] : placement.constraints,
     spread: placement.spread,
     limits: { ...(limit.memory ? { memory: limit.memory } : {}), ...(limit.cpus ? { cpus: limit.cpus } : {}), ...(limit.pids ? { pids: limit.pids } : {}) },
     reservations: { ...(own.memory ? { memory: own.memory } : {}), ...(own.cpus ? { cpus: own.cpus } : {}) },
@@ -222,6 +238,11 @@ function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, typ
     networks: [{ name: ctx.network, aliases: [`${plan.name}.${type}`] }],
     ...(plan.mounts.length ? { mounts: plan.mounts.map(swarmLiteral) } : {}),
   };
+}
+
+/** Whether placement constraints keep tasks on one node (`node.id==` or `node.hostname==`). */
+export function pinnedToOneNode(constraints: readonly string[]): boolean {
+  return constraints.some((c) => /^\s*node\.(id|hostname)\s*==/.test(c));
 }
 
 /**
