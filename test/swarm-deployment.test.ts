@@ -18,6 +18,8 @@ import { LABEL } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
 import { SwarmDynos } from '../src/orchestrator/swarm-dynos.ts';
+import type { ImageDistributor } from '../src/orchestrator/swarm.ts';
+import { LocalImageDistributor } from '../src/orchestrator/swarm-deployment.ts';
 import type { RouteGuard } from '../src/orchestrator/route-guard.ts';
 import { deployNewRelease } from '../src/orchestrator/release-flow.ts';
 import { AppLock } from '../src/platform/app-lock.ts';
@@ -389,6 +391,26 @@ test('switching schedulers on one engine: on docker, the process services berth 
   assert.equal(publisher.routed('shop').length, 2);
 });
 
+test('destroying or renaming an app prunes its release images from the cluster\'s registry too; a failing prune does not fail the destroy', async (t) => {
+  const pruned: string[][] = [];
+  let failPrune = false;
+  const { orch, stores, out } = await setUp(t, 300, (engine) => {
+    const local = new LocalImageDistributor(engine);
+    return {
+      distribute: (image) => local.distribute(image),
+      prune: async (refs) => {
+        pruned.push(refs);
+        if (failPrune) throw new Error('registry down');
+      },
+    };
+  });
+  await stores.locks.run('shop', () => orch.renameApp('shop', 'store', out));
+  assert.deepEqual(pruned, [['berth-fake/shop:r1']]);
+  failPrune = true;
+  await orch.destroyApp('store', out);
+  assert.deepEqual(pruned.at(-1), ['berth-fake/store:r1']);
+});
+
 test('placement (ps:set APP TYPE placement) becomes the service\'s constraints and spread, limits its limits and reservations; a type no node can take fails the deploy, the old serving', async (t) => {
   const { swarm, publisher, orch, out } = await setUp(t);
   await changeSettings(orch, 'shop', (a) => {
@@ -423,7 +445,7 @@ async function storesWithoutApps(stores: { paths: ReturnType<typeof dataPaths> }
   return apps;
 }
 
-async function setUp(t: TestContext, waitMs = 300) {
+async function setUp(t: TestContext, waitMs = 300, distributorOf?: (engine: FakeEngine) => ImageDistributor) {
   const engine = new FakeEngine();
   engine.addImage(IMAGE);
   const swarm = new FakeSwarm(3);
@@ -442,7 +464,7 @@ async function setUp(t: TestContext, waitMs = 300) {
   const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
   await domains.load();
   const stores = { apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, locks: new AppLock(), services: new ServiceStore(paths.services, paths.serviceData), serviceKinds: [] };
-  const orch = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm });
+  const orch = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm, ...(distributorOf ? { distributor: distributorOf(engine) } : {}) });
   await orch.start();
   t.after(() => orch.stop());
   const out = recordingOutput();

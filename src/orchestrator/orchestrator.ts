@@ -377,10 +377,18 @@ export class Orchestrator {
     const record = this.deps.apps.require(app);
     const images = new Set([...record.releases.map((r) => r.image), ...(await this.deps.engine.imagesOf(imageRepository(this.deps.engine.instance, app)))]);
     for (const image of images) await this.deps.engine.removeImage(image);
+    await this.pruneDistributed(app, [...images]);
     await this.deps.engine.removeVolume(cacheVolume(this.deps.engine.instance, app));
     await this.removeNetwork(app);
     await this.buildLogs.removeApp(app);
     await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
+  }
+
+  /** On the swarm scheduler: the cluster's copies of an app's release images go with them (a failure is logged, never fails the caller). */
+  private async pruneDistributed(app: string, images: readonly string[]): Promise<void> {
+    const ours = images.filter((image) => image.startsWith(`${imageRepository(this.deps.engine.instance, app)}:`));
+    if (!this.swarm || ours.length === 0) return;
+    await this.swarm.distributor.prune([...new Set(ours)]).catch((e) => log.warn('image_distribution_prune_failed', { app, error: e }));
   }
 
   /**
@@ -429,7 +437,9 @@ export class Orchestrator {
     const old = await engine.list({ [LABEL.app]: from });
     await Promise.all(old.map((c) => engine.stopAndRemove(c.id, Math.ceil(checks.stopTimeoutMs / 1000))));
     if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);
-    for (const r of record.releases) if (r.image.startsWith(ours)) await engine.removeImage(r.image);
+    const oldImages = record.releases.map((r) => r.image).filter((image) => image.startsWith(ours));
+    for (const image of oldImages) await engine.removeImage(image);
+    await this.pruneDistributed(from, oldImages);
     await engine.removeVolume(cacheVolume(engine.instance, from));
     await this.removeNetwork(from);
     await this.buildLogs.renameApp(from, to);
