@@ -13,6 +13,10 @@ import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import { changeConfig, changeSettings, processReport, rollback, scale, start, stop } from '../src/orchestrator/app-operations.ts';
 import { parsePlacement } from '../src/cli/commands/ps.ts';
+import { runCommand } from '../src/cli/registry.ts';
+import type { Platform } from '../src/platform/platform.ts';
+import { loadState } from '../src/platform/state.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
 import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestrator/deployment.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
@@ -25,7 +29,7 @@ import { deployNewRelease } from '../src/orchestrator/release-flow.ts';
 import { AppLock } from '../src/platform/app-lock.ts';
 import type { Target } from '../src/proxy/route-table.ts';
 import { sleep } from '../src/sleep.ts';
-import { AppStore, type Release } from '../src/state/app-store.ts';
+import { AppStore, type AppRecord, type Release } from '../src/state/app-store.ts';
 import { defaultCheckSettings } from '../src/state/check-settings.ts';
 import { DomainStore } from '../src/state/domain-store.ts';
 import { ServiceStore } from '../src/state/service-store.ts';
@@ -434,6 +438,36 @@ test('placement (ps:set APP TYPE placement) becomes the service\'s constraints a
 
   assert.throws(() => parsePlacement(['zone=a']), (e: unknown) => isUserError(e) && e.code === 'bad_placement');
   assert.throws(() => parsePlacement(['node.labels.zone == a']), (e: unknown) => isUserError(e) && e.code === 'bad_placement');
+});
+
+test('ps:set placement takes what swarmkit takes (a key, == or !=, a value without commas or operators), at most 16 words of 200 characters; on the docker scheduler it restarts nothing and says so', async (t) => {
+  for (const bad of ['node.labels.zone==a,b', 'node.labels.zone==a=b', 'node.labels.zone==a!', 'node.labels.a/b==c', 'node.labels.zone==', 'node.labels.zone<a', `node.labels.zone==${'a'.repeat(200)}`]) {
+    assert.throws(() => parsePlacement([bad]), (e: unknown) => isUserError(e) && e.code === 'bad_placement', bad);
+  }
+  assert.throws(() => parsePlacement(Array.from({ length: 17 }, (_, i) => `node.labels.k${i}==v`)), (e: unknown) => isUserError(e) && e.code === 'bad_placement' && /at most 16/.test(e.message));
+  assert.deepEqual(parsePlacement(['node.labels.zone==eu-west_1.a', 'node.hostname!=host:2', 'node.platform.os==linux', 'spread=node.labels.zone']), {
+    constraints: ['node.labels.zone==eu-west_1.a', 'node.hostname!=host:2', 'node.platform.os==linux'],
+    spread: ['node.labels.zone'],
+  });
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-ps-set-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const state = await loadState({ ...defaultConfig({}, false), dataDir: dir });
+  await state.apps.create('shop');
+  const changes: Array<{ restart: boolean }> = [];
+  const out = new MemoryOutput();
+  const processes = {
+    scheduler: 'docker' as const,
+    changeSettings: async (app: string, change: (a: AppRecord) => void, options: { restart: boolean }) => {
+      await state.apps.update(app, change);
+      changes.push({ restart: options.restart });
+    },
+  };
+  const ctx = { out, caller: { kind: 'local' as const }, state, daemon: { processes } as unknown as Platform, cwd: '/', signal: new AbortController().signal, readStdin: async () => Buffer.alloc(0) };
+  assert.equal(await runCommand(['ps:set', 'shop', 'web', 'placement', 'node.labels.zone==a'], ctx), 0, out.text());
+  assert.deepEqual(changes, [{ restart: false }]);
+  assert.deepEqual(state.apps.get('shop')!.placement.web, { constraints: ['node.labels.zone==a'], spread: [] });
+  assert.match(out.text(), /nothing restarted/);
 });
 
 // ---------------------------------------------------------------------------------------------
