@@ -317,6 +317,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     problems.push(`--domain: "${config.domain}" is not a valid DNS name`);
   }
   if (!/^[a-z][a-z0-9_.-]{0,62}$/i.test(config.network)) problems.push(`--network: "${config.network}" is not a valid Docker network name`);
+  // Swarm service and overlay network names start with it, and must be DNS labels.
+  else if (config.scheduler === 'swarm' && !/^[a-z][a-z0-9-]*$/i.test(config.network)) {
+    problems.push(`--network: "${config.network}" has a "." or "_": with --scheduler swarm it starts Swarm service names, which must be DNS labels (letters, digits, -)`);
+  }
   if (config.acmeEmail !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.acmeEmail)) problems.push(`--acme-email: "${config.acmeEmail}" is not an email address`);
   if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
   if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);

@@ -78,7 +78,7 @@ test('a scoped key may create its own app and sees only its apps in apps:list', 
 
 test('the commands that reach beyond one app are declared admin-only, and a scoped key reads its limits with resource:report', () => {
   const scopeOf = (name: string) => COMMANDS.find((c) => c.name === name)?.scope;
-  for (const name of ['resource:limit', 'resource:limit-clear', 'storage:mount', 'storage:unmount', 'ssh-keys:add', 'ssh-keys:list', 'ssh-keys:scope', 'ssh-keys:remove', 'apps:destroy', 'apps:rename', 'status', 'upgrade', 'nodes:list', 'nodes:join-command', 'nodes:label', 'nodes:drain', 'nodes:activate']) {
+  for (const name of ['resource:limit', 'resource:limit-clear', 'storage:mount', 'storage:unmount', 'ssh-keys:add', 'ssh-keys:list', 'ssh-keys:scope', 'ssh-keys:remove', 'apps:destroy', 'apps:rename', 'status', 'upgrade', 'nodes:list', 'nodes:join-command', 'nodes:label', 'nodes:drain', 'nodes:activate', 'ps:set']) {
     assert.equal(scopeOf(name), 'admin', name);
   }
   assert.equal(scopeOf('resource:report'), 'app');

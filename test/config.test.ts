@@ -132,3 +132,10 @@ test('--scheduler is docker by default, swarm when asked, and any other value is
   assert.equal(loadConfig(['--scheduler', 'docker'], { BERTH_SCHEDULER: 'swarm' }).scheduler, 'docker');
   assert.throws(() => loadConfig(['--scheduler', 'k8s'], {}), /--scheduler: "k8s" is not one of docker, swarm/);
 });
+
+test('with --scheduler swarm, --network must be a DNS label (it starts Swarm service names); on docker a dot is fine', () => {
+  assert.equal(loadConfig(['--network', 'my.net'], {}).network, 'my.net');
+  assert.equal(loadConfig(['--scheduler', 'swarm', '--network', 'my-net'], {}).network, 'my-net');
+  assert.throws(() => loadConfig(['--scheduler', 'swarm', '--network', 'my.net'], {}), /--network: "my\.net" has a "\." or "_": with --scheduler swarm/);
+  assert.throws(() => loadConfig(['--scheduler', 'swarm', '--network', 'my_net'], {}), /--network: "my_net"/);
+});

@@ -13,15 +13,23 @@ import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
 import { changeConfig, changeSettings, processReport, rollback, scale, start, stop } from '../src/orchestrator/app-operations.ts';
 import { parsePlacement } from '../src/cli/commands/ps.ts';
+import { runCommand } from '../src/cli/registry.ts';
+import type { Platform } from '../src/platform/platform.ts';
+import { loadState } from '../src/platform/state.ts';
+import { MemoryOutput } from '../src/ui/output.ts';
 import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestrator/deployment.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
+import { SwarmDynos } from '../src/orchestrator/swarm-dynos.ts';
+import type { ImageDistributor } from '../src/orchestrator/swarm.ts';
+import { LocalImageDistributor } from '../src/orchestrator/swarm-deployment.ts';
+import type { RouteGuard } from '../src/orchestrator/route-guard.ts';
 import { deployNewRelease } from '../src/orchestrator/release-flow.ts';
 import { AppLock } from '../src/platform/app-lock.ts';
 import type { Target } from '../src/proxy/route-table.ts';
 import { sleep } from '../src/sleep.ts';
-import { AppStore, type Release } from '../src/state/app-store.ts';
+import { AppStore, type AppRecord, type Release } from '../src/state/app-store.ts';
 import { defaultCheckSettings } from '../src/state/check-settings.ts';
 import { DomainStore } from '../src/state/domain-store.ts';
 import { ServiceStore } from '../src/state/service-store.ts';
@@ -103,6 +111,19 @@ test('a config change deploys new services, swaps the route once, drains the old
   assert.equal(swarm.specs.get(rolled[0]!.id)!.env.COLOR, undefined, "v1's config");
 });
 
+test('config values and mount paths reach the service spec escaped from Swarm\'s templates; only DYNO stays a template', async (t) => {
+  const { swarm, orch, out } = await setUp(t);
+  await orch.apps.update('shop', (a) => void (a.mounts = ['/srv/{{.Node.ID}}:/data']));
+  await changeConfig(orch, 'shop', { set: { GREETING: 'Hello {{name}}', HOST: '{{.Node.Hostname}}', BOMB: '{{printf "%01000000d" 0}}' } }, { restart: true, by: 'test', out });
+  const web = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }))[0]!;
+  const spec = swarm.specs.get(web.id)!;
+  assert.equal(spec.env.GREETING, 'Hello {{"{{"}}name}}');
+  assert.equal(spec.env.HOST, '{{"{{"}}.Node.Hostname}}');
+  assert.equal(spec.env.BOMB, '{{"{{"}}printf "%01000000d" 0}}');
+  assert.equal(spec.env.DYNO, 'web.{{.Task.Slot}}');
+  assert.deepEqual(spec.mounts, ['/srv/{{"{{"}}.Node.ID}}:/data']);
+});
+
 test('a failed gate removes the new services and leaves the old ones serving, the route untouched', async (t) => {
   const { swarm, publisher, orch, out } = await setUp(t);
   const before = [...publisher.routed('shop')];
@@ -152,6 +173,7 @@ test('ps:scale deploys the type whose count changed as a new service at the new 
 
 test('the task watcher takes a stopped task, and the tasks of a node that is down, out of the route at once; their replacements rejoin after their checks', async (t) => {
   const { swarm, publisher } = await setUp(t);
+  const logFrom = logLines.length;
   const [first] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
   const name = publisher.routed('shop').find((x) => x.id.endsWith(`.${first!.id}`))!.id;
   await swarm.killTask(first!.id);
@@ -174,8 +196,77 @@ test('the task watcher takes a stopped task, and the tasks of a node that is dow
   await until(() => publisher.routed('shop').length === 2, 5000);
   const nowLive = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
   assert.ok(nowLive.every((x) => x.nodeId !== node.id));
-  assert.ok(events('route_target_withdrawn').length >= 2);
-  assert.ok(events('route_target_rejoined').length >= 2);
+  assert.ok(events('route_target_withdrawn', logFrom).length >= 2);
+  assert.ok(events('route_target_rejoined', logFrom).length >= 2);
+});
+
+test('a node that is `unknown` (a restarted manager, a new leader) keeps its tasks routed; one that was down and comes back ready with the same tasks rejoins after its checks, and down names Swarm forgot are forgotten', async (t) => {
+  const { swarm, publisher, orch, out } = await setUp(t);
+  const routed = publisher.routed('shop').map((x) => x.id).sort();
+  const tasks = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  const nodes = swarm.nodes_.filter((n) => tasks.some((x) => x.nodeId === n.id));
+  for (const n of swarm.nodes_) n.state = 'unknown';
+  await sleep(1200);
+  assert.deepEqual(publisher.routed('shop').map((x) => x.id).sort(), routed, 'still routed while every node is unknown');
+  for (const n of swarm.nodes_) n.state = 'ready';
+
+  // A node goes down (heartbeat expired) and comes back before Swarm moved its tasks: same task ids.
+  const node = nodes[0]!;
+  const onIt = routed.filter((id) => tasks.some((x) => x.nodeId === node.id && id.endsWith(`.${x.id}`)));
+  node.state = 'down';
+  await until(() => !publisher.routed('shop').some((x) => onIt.includes(x.id)), 3000);
+  assert.ok((orch.publisher() as RouteGuard).down().length > 0);
+  node.state = 'ready';
+  await until(() => publisher.routed('shop').length === 2, 5000);
+  assert.deepEqual(publisher.routed('shop').map((x) => x.id).sort(), routed, 'the same tasks routed again');
+  assert.deepEqual((orch.publisher() as RouteGuard).down(), []);
+
+  // A task withdrawn whose service is then removed leaves no name behind.
+  const [victim] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  await swarm.killTask(victim!.id);
+  await until(() => (orch.publisher() as RouteGuard).down().length === 1, 3000);
+  await stop(orch, 'shop', out);
+  await until(() => (orch.publisher() as RouteGuard).down().length === 0, 3000);
+});
+
+test('SwarmDynos remembers only the tasks and services of its last look; removing a task it has not seen looks again', async (t) => {
+  const { swarm } = await setUp(t);
+  const dynos = new SwarmDynos(swarm);
+  const worker = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' }))[0]!;
+  // A crash-looping worker: every stopped task leaves an id behind.
+  for (let i = 0; i < 3; i++) {
+    await swarm.killTask(swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' })[0]!.id);
+    await dynos.snapshot(true);
+  }
+  const seen = swarm.tasks_.filter((x) => x.serviceId === worker.id).map((x) => x.id);
+  assert.equal(seen.length, 4);
+  assert.ok(seen.every((id) => dynos.serviceOf(id) === worker.id));
+  await swarm.removeService(worker.id);
+  await dynos.snapshot(true);
+  assert.deepEqual(seen.map((id) => dynos.serviceOf(id)), [undefined, undefined, undefined, undefined], 'a removed service\'s tasks are forgotten');
+  assert.equal(dynos.replicasOf(worker.id), undefined);
+
+  const web = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }))[0]!;
+  const fresh = new SwarmDynos(swarm);
+  await fresh.stopAndRemove(swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' })[0]!.id);
+  assert.equal(swarm.services_.has(web.id), false, 'the task\'s service is removed though this SwarmDynos never saw it');
+});
+
+test('a task readmitted while the daemon stops is not routed after stop()', async (t) => {
+  const { swarm, publisher, orch, stores } = await setUp(t);
+  let release!: () => void;
+  const held = stores.locks.run('shop', () => new Promise<void>((r) => (release = r)));
+  t.after(() => release());
+  const [victim] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  await swarm.killTask(victim!.id);
+  await until(() => publisher.routed('shop').length === 1, 3000);
+  // Its replacement passes its checks and waits for the app's lock; the daemon stops meanwhile.
+  await sleep(1500);
+  await orch.stop();
+  release();
+  await held;
+  await sleep(200);
+  assert.equal(publisher.routed('shop').length, 1, 'nothing published after stop()');
 });
 
 test('moveOff redeploys every app with tasks on a paused node elsewhere, gated and swapped', async (t) => {
@@ -186,6 +277,52 @@ test('moveOff redeploys every app with tasks on a paused node elsewhere, gated a
   assert.equal(swarm.live({ [LABEL.app]: 'shop' }).filter((x) => x.nodeId === busy).length, 0);
   assert.equal(publisher.routed('shop').length, 2);
   for (const target of publisher.routed('shop')) assert.equal((await fetch(`http://${target.host}:${target.port}/`)).status, 200);
+});
+
+test('moveOff looks again after a pass: tasks a deploy placed on the paused node meanwhile are moved too', async (t) => {
+  const { swarm, orch, stores, out } = await setUp(t);
+  await stores.apps.create('other');
+  await stores.apps.update('other', (a) => {
+    a.formation = { web: 1, worker: 0 };
+    a.checks = { ...defaultCheckSettings(), properties: { wait: 300, drainTimeout: 200, stopTimeout: 1000 } };
+  });
+  await deployNewRelease(orch.releaseDeps('other'), 'other', releaseOf(1), out);
+  const busy = swarm.live({ [LABEL.app]: 'shop' })[0]!.nodeId;
+  const node = swarm.nodes_.find((n) => n.id === busy)!;
+  const otherWeb = (await swarm.services({ [LABEL.app]: 'other', [LABEL.process]: 'web' }))[0]!;
+  // While shop moves (after other was looked at), a deploy of other that began before the pause places a task on the node.
+  const create = swarm.createService.bind(swarm);
+  let placed = false;
+  swarm.createService = async (spec) => {
+    const made = await create(spec);
+    if (!placed && spec.labels[LABEL.app] === 'shop') {
+      placed = true;
+      node.availability = 'active';
+      const late = create({ ...swarm.specs.get(otherWeb.id)!, name: 'berth-fake-other-web-r1-late', replicas: 1, constraints: [`node.hostname==${node.hostname}`] });
+      node.availability = 'pause';
+      await late;
+    }
+    return made;
+  };
+  await swarm.updateNode(busy, { availability: 'pause' });
+  await orch.moveOff(busy, out);
+  assert.ok(placed);
+  assert.deepEqual(swarm.live().filter((x) => x.nodeId === busy).map((x) => x.labels[LABEL.app]), []);
+});
+
+test('a process type with storage mounts stays on the manager (or the one node its placement pins); nodes:drain refuses to move it off', async (t) => {
+  const { swarm, orch, out } = await setUp(t);
+  await changeSettings(orch, 'shop', (a) => void (a.mounts = ['/srv/shop:/data']), { restart: true, out });
+  for (const s of await swarm.services({ [LABEL.app]: 'shop' })) assert.deepEqual(swarm.specs.get(s.id)!.constraints, ['node.id==node1id']);
+  assert.ok(swarm.live({ [LABEL.app]: 'shop' }).every((x) => x.nodeId === 'node1id'));
+  await swarm.updateNode('node1id', { availability: 'pause' });
+  await assert.rejects(orch.moveOff('node1id', out), (e: unknown) => isUserError(e) && e.code === 'node_holds_mounts' && /^shop has storage mounts on this node/.test(e.message));
+  assert.ok(swarm.live({ [LABEL.app]: 'shop' }).every((x) => x.nodeId === 'node1id'), 'not moved');
+  await swarm.updateNode('node1id', { availability: 'active' });
+
+  await changeSettings(orch, 'shop', (a) => void (a.placement.web = parsePlacement(['node.hostname==node2'])), { restart: true, out });
+  const web = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' }))[0]!;
+  assert.deepEqual(swarm.specs.get(web.id)!.constraints, ['node.hostname==node2'], 'pinned by its placement: no other constraint');
 });
 
 test('a restarted daemon adopts the running services of the current release and removes those of a deploy it did not finish; stop and destroy remove the services', async (t) => {
@@ -214,6 +351,70 @@ test('a restarted daemon adopts the running services of the current release and 
   assert.deepEqual(publisher2.routed('shop'), []);
 });
 
+test('at start, the task watcher runs before adoption: a lost task of an app already adopted leaves its route while another app is still being adopted', async (t) => {
+  const { swarm, orch, stores } = await setUp(t);
+  await orch.stop();
+  await stores.apps.create('zzz');
+  let release!: () => void;
+  const held = stores.locks.run('zzz', () => new Promise<void>((r) => (release = r)));
+  t.after(() => release());
+  const publisher = recordingPublisher();
+  const again = new Orchestrator({ ...stores, engine: orch.engine as FakeEngine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm });
+  const starting = again.start();
+  t.after(() => again.stop());
+  await until(() => publisher.routed('shop').length === 2, 5000);
+  const [victim] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  await swarm.killTask(victim!.id);
+  await until(() => !publisher.routed('shop').some((x) => x.id.endsWith(`.${victim!.id}`)), 3000);
+  release();
+  await held;
+  await starting;
+});
+
+test('switching schedulers on one engine: on docker, the process services berth left on the Swarm are removed at start; on swarm, the process containers the docker scheduler left are removed after adoption', async (t) => {
+  const { swarm, orch, stores } = await setUp(t);
+  const engine = orch.engine as FakeEngine;
+  await orch.stop();
+  assert.equal((await swarm.services({ [LABEL.role]: 'process' })).length, 2);
+  // The docker scheduler on the same engine, which manages the Swarm: the services go, and the
+  // app (whose dynos are then containers) is started on the engine.
+  const docker = new Orchestrator({ ...stores, apps: await storesWithoutApps(stores), engine, publisher: recordingPublisher(), appUrl: (app) => `http://${app}.example.test`, formerSwarm: swarm });
+  await docker.start();
+  await docker.stop();
+  assert.deepEqual(await swarm.services({ [LABEL.role]: 'process' }), []);
+  assert.match(logLines.join('\n'), /"swarm_service_left_removed"/);
+
+  // A process container the docker scheduler left, then berth on the swarm scheduler again.
+  const left = await engine.run({ name: 'berth-fake-shop-web.1', image: IMAGE, network: 'bridge', env: {}, aliases: [], labels: { [LABEL.app]: 'shop', [LABEL.process]: 'web', [LABEL.release]: '1', [LABEL.dyno]: 'web.1', [LABEL.role]: 'process' } });
+  const publisher = recordingPublisher();
+  const again = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm });
+  await again.start();
+  t.after(() => again.stop());
+  assert.equal(engine.containers.has(left.id), false, 'the old container is stopped and removed');
+  assert.equal((await swarm.services({ [LABEL.app]: 'shop' })).length, 2, 'the app runs as services again');
+  assert.equal(publisher.routed('shop').length, 2);
+});
+
+test('destroying or renaming an app prunes its release images from the cluster\'s registry too; a failing prune does not fail the destroy', async (t) => {
+  const pruned: string[][] = [];
+  let failPrune = false;
+  const { orch, stores, out } = await setUp(t, 300, (engine) => {
+    const local = new LocalImageDistributor(engine);
+    return {
+      distribute: (image) => local.distribute(image),
+      prune: async (refs) => {
+        pruned.push(refs);
+        if (failPrune) throw new Error('registry down');
+      },
+    };
+  });
+  await stores.locks.run('shop', () => orch.renameApp('shop', 'store', out));
+  assert.deepEqual(pruned, [['berth-fake/shop:r1']]);
+  failPrune = true;
+  await orch.destroyApp('store', out);
+  assert.deepEqual(pruned.at(-1), ['berth-fake/store:r1']);
+});
+
 test('placement (ps:set APP TYPE placement) becomes the service\'s constraints and spread, limits its limits and reservations; a type no node can take fails the deploy, the old serving', async (t) => {
   const { swarm, publisher, orch, out } = await setUp(t);
   await changeSettings(orch, 'shop', (a) => {
@@ -239,9 +440,46 @@ test('placement (ps:set APP TYPE placement) becomes the service\'s constraints a
   assert.throws(() => parsePlacement(['node.labels.zone == a']), (e: unknown) => isUserError(e) && e.code === 'bad_placement');
 });
 
+test('ps:set placement takes what swarmkit takes (a key, == or !=, a value without commas or operators), at most 16 words of 200 characters; on the docker scheduler it restarts nothing and says so', async (t) => {
+  for (const bad of ['node.labels.zone==a,b', 'node.labels.zone==a=b', 'node.labels.zone==a!', 'node.labels.a/b==c', 'node.labels.zone==', 'node.labels.zone<a', `node.labels.zone==${'a'.repeat(200)}`]) {
+    assert.throws(() => parsePlacement([bad]), (e: unknown) => isUserError(e) && e.code === 'bad_placement', bad);
+  }
+  assert.throws(() => parsePlacement(Array.from({ length: 17 }, (_, i) => `node.labels.k${i}==v`)), (e: unknown) => isUserError(e) && e.code === 'bad_placement' && /at most 16/.test(e.message));
+  assert.deepEqual(parsePlacement(['node.labels.zone==eu-west_1.a', 'node.hostname!=host:2', 'node.platform.os==linux', 'spread=node.labels.zone']), {
+    constraints: ['node.labels.zone==eu-west_1.a', 'node.hostname!=host:2', 'node.platform.os==linux'],
+    spread: ['node.labels.zone'],
+  });
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-ps-set-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const state = await loadState({ ...defaultConfig({}, false), dataDir: dir });
+  await state.apps.create('shop');
+  const changes: Array<{ restart: boolean }> = [];
+  const out = new MemoryOutput();
+  const processes = {
+    scheduler: 'docker' as const,
+    changeSettings: async (app: string, change: (a: AppRecord) => void, options: { restart: boolean }) => {
+      await state.apps.update(app, change);
+      changes.push({ restart: options.restart });
+    },
+  };
+  const ctx = { out, caller: { kind: 'local' as const }, state, daemon: { processes } as unknown as Platform, cwd: '/', signal: new AbortController().signal, readStdin: async () => Buffer.alloc(0) };
+  assert.equal(await runCommand(['ps:set', 'shop', 'web', 'placement', 'node.labels.zone==a'], ctx), 0, out.text());
+  assert.deepEqual(changes, [{ restart: false }]);
+  assert.deepEqual(state.apps.get('shop')!.placement.web, { constraints: ['node.labels.zone==a'], spread: [] });
+  assert.match(out.text(), /nothing restarted/);
+});
+
 // ---------------------------------------------------------------------------------------------
 
-async function setUp(t: TestContext, waitMs = 300) {
+/** An empty app store beside `stores`' (so an orchestrator adopts no app). */
+async function storesWithoutApps(stores: { paths: ReturnType<typeof dataPaths> }): Promise<AppStore> {
+  const apps = new AppStore(`${stores.paths.apps}.empty`);
+  await apps.load();
+  return apps;
+}
+
+async function setUp(t: TestContext, waitMs = 300, distributorOf?: (engine: FakeEngine) => ImageDistributor) {
   const engine = new FakeEngine();
   engine.addImage(IMAGE);
   const swarm = new FakeSwarm(3);
@@ -260,7 +498,7 @@ async function setUp(t: TestContext, waitMs = 300) {
   const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
   await domains.load();
   const stores = { apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, locks: new AppLock(), services: new ServiceStore(paths.services, paths.serviceData), serviceKinds: [] };
-  const orch = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm });
+  const orch = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm, ...(distributorOf ? { distributor: distributorOf(engine) } : {}) });
   await orch.start();
   t.after(() => orch.stop());
   const out = recordingOutput();
@@ -305,8 +543,9 @@ function recordingOutput(): DeployContext['out'] & { lines: string[] } {
   };
 }
 
-function events(event: string): Array<Record<string, unknown>> {
-  return logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.event === event);
+/** The events logged since `from` (a length of logLines; the log is shared by the whole file). */
+function events(event: string, from = 0): Array<Record<string, unknown>> {
+  return logLines.slice(from).map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.event === event);
 }
 
 async function until(done: () => boolean, timeoutMs = 5000): Promise<void> {

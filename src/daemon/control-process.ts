@@ -16,6 +16,7 @@ import { log, setLogLevel } from '../log.ts';
 import { ControlMetrics, type CertificateExpiry } from '../metrics/control-metrics.ts';
 import { DockerEngine } from '../orchestrator/docker-engine.ts';
 import { DockerSwarm } from '../orchestrator/docker-swarm.ts';
+import type { DockerSshSettings } from '../orchestrator/docker-ssh.ts';
 import { ClusterRegistry } from '../orchestrator/cluster-registry.ts';
 import { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { SERVICE_KINDS } from '../services/kinds/index.ts';
@@ -168,6 +169,8 @@ export async function runControl(argv: string[]): Promise<number> {
       const manager = await swarm.manager();
       log.info('swarm_manager', { node: manager.nodeId, address: manager.address });
     }
+    // On --scheduler docker an engine that manages a Swarm may hold berth's services from a run on the swarm scheduler: they go at start.
+    const formerSwarm = swarm ? undefined : await managedSwarm(config.dockerHost, instance, dockerSsh);
     const dashboardListen = parseListen(config.dashboardListen, '--dashboard-listen');
     // berth.DOMAIN gets its certificate as an app's domain does, while the dashboard is on.
     // An app that holds berth.DOMAIN (named berth, or with it as a domain, from a state made
@@ -201,6 +204,7 @@ export async function runControl(argv: string[]): Promise<number> {
       appUrl,
       // On a Swarm, releases reach every node through the cluster's own registry, by digest.
       ...(swarm ? { swarm, distributor: new ClusterRegistry({ engine, swarm, image: config.registryImage, prefix: config.network, credentialFile: paths.registryCredential }) } : {}),
+      ...(formerSwarm ? { formerSwarm } : {}),
     });
     const logins = new LoginLinks();
     const dashboardLinks = dashboardListen
@@ -325,4 +329,15 @@ async function instanceId(file: string): Promise<string> {
   const id = randomBytes(6).toString('hex');
   await writeFileAtomic(file, id + '\n');
   return id;
+}
+
+/** The Swarm the engine at `dockerHost` manages, or undefined when it manages none (not in a Swarm, a worker, or not answering about it). */
+async function managedSwarm(dockerHost: string, instance: string, ssh: DockerSshSettings): Promise<DockerSwarm | undefined> {
+  try {
+    const swarm = await DockerSwarm.connect(dockerHost, instance, ssh);
+    await swarm.manager();
+    return swarm;
+  } catch {
+    return undefined;
+  }
 }

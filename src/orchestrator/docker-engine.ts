@@ -34,6 +34,9 @@ import { directoryBytes } from '../git/disk-budget.ts';
 /** How long removing an overlay network waits for the tasks of removed Swarm services to let go of it. */
 const NETWORK_IN_USE_WAIT_MS = 30_000;
 
+/** The label Docker puts on a Swarm task's container: the id of its service. */
+export const SWARM_SERVICE_LABEL = 'com.docker.swarm.service.id';
+
 export class DockerEngine implements Engine {
   readonly #docker: Dockerode;
   readonly instance: string;
@@ -456,7 +459,8 @@ export class DockerEngine implements Engine {
     const filters = [`${LABEL.managed}=1`, `${LABEL.instance}=${this.instance}`, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)];
     const found = await this.#docker.listContainers({ all: true, filters: { label: filters } });
     const states: ContainerState[] = [];
-    for (const c of found) {
+    // A Swarm task's container carries its service's labels (berth's too): it is the Swarm's, not an app container of this engine.
+    for (const c of found.filter((x) => x.Labels?.[SWARM_SERVICE_LABEL] === undefined)) {
       try {
         states.push(await this.inspect(c.Id));
       } catch (e) {

@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Output } from '../ui/output.ts';
 import type { Config, DataPaths } from '../config.ts';
+import { UserError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { AppStore, Release } from '../state/app-store.ts';
 import type { ResourceLimit } from '../state/app-settings.ts';
@@ -58,7 +59,12 @@ export interface OrchestratorDeps {
   swarm?: Swarm;
   /** How release images reach every node on the swarm scheduler (the cluster registry); default: by image id, which nodes must have. */
   distributor?: ImageDistributor;
+  /** On the docker scheduler, the Swarm the engine manages, if it is a manager's: the process services berth left there on the swarm scheduler are removed at start. */
+  formerSwarm?: Swarm;
 }
+
+/** How many times moveOff looks for apps with tasks on the node before it gives up. */
+const MOVE_OFF_PASSES = 3;
 
 export class Orchestrator {
   private readonly deps: OrchestratorDeps;
@@ -94,6 +100,10 @@ export class Orchestrator {
   /** On the swarm scheduler: the app's processes as Swarm services, and the watcher of their tasks. */
   private readonly swarm: SwarmDeploy | undefined;
   private tasks: TaskWatcher | undefined;
+  /** Aborted by stop(): a readmission's checks and a wait for tasks end there. */
+  private readonly stopping = new AbortController();
+  /** Apps not yet adopted since start (the task watcher readmits none of their tasks). */
+  private readonly unadopted = new Set<string>();
   private readonly board: ProbationBoard = {
     begin: (state) => void this.probations.set(state.app, state),
     end: (app) => void this.probations.delete(app),
@@ -109,6 +119,7 @@ export class Orchestrator {
           distributor: deps.distributor ?? new LocalImageDistributor(deps.engine),
           prefix: `${deps.config.network}-${deps.engine.instance}`,
           placement: (app, type) => this.placement(app, type),
+          signal: this.stopping.signal,
         })
       : undefined;
     const images: Record<string, string> = { postgres: deps.config.postgresImage, redis: deps.config.redisImage };
@@ -236,13 +247,31 @@ export class Orchestrator {
    */
   async moveOff(nodeId: string, out: Output): Promise<void> {
     if (!this.swarm) throw new Error('moving dynos off a node needs the swarm scheduler');
-    const tasks = (await this.swarm.dynos.snapshot(true)).tasks.filter((t) => t.nodeId === nodeId && t.desiredState === 'running');
-    const apps = [...new Set(tasks.map((t) => t.labels[LABEL.app]).filter((a): a is string => a !== undefined))].sort();
-    for (const app of apps) {
-      const record = this.deps.apps.get(app);
-      if (!record || !currentRelease(record) || record.stopped) continue;
-      out.step(`Moving ${app} off the node`);
-      await this.deps.locks.run(app, () => redeployCurrent(this.releaseDeps(app), app, out, { reuse: false }));
+    // A deploy that held an app's lock while the node was paused may have placed tasks there after
+    // a pass listed the apps: each pass looks again, until no app has a task wanted on the node.
+    for (let pass = 1; ; pass++) {
+      const tasks = (await this.swarm.dynos.snapshot(true)).tasks.filter((t) => t.nodeId === nodeId && t.desiredState === 'running');
+      const apps = [...new Set(tasks.map((t) => t.labels[LABEL.app]).filter((a): a is string => a !== undefined))].sort().filter((app) => {
+        const record = this.deps.apps.get(app);
+        return record !== undefined && currentRelease(record) !== undefined && !record.stopped;
+      });
+      if (apps.length === 0) return;
+      // Mounts are the node's own folders and volumes: moving the app would leave its data behind.
+      const mounted = apps.filter((app) => (this.deps.apps.get(app)?.mounts.length ?? 0) > 0);
+      if (mounted.length > 0) {
+        throw new UserError('node_holds_mounts', `${mounted.join(', ')} ${mounted.length === 1 ? 'has' : 'have'} storage mounts on this node (storage:mount): ${mounted.length === 1 ? 'it stays' : 'they stay'} with ${mounted.length === 1 ? 'its' : 'their'} data, berth does not move ${mounted.length === 1 ? 'it' : 'them'} off`, {
+          hint: 'remove the mounts (storage:unmount) or pin the app to another node with its data moved there (ps:set APP TYPE placement node.hostname==NODE), then drain again',
+        });
+      }
+      if (pass > MOVE_OFF_PASSES) {
+        throw new UserError('node_not_emptied', `${apps.join(', ')} still ${apps.length === 1 ? 'has' : 'have'} tasks on the node after ${MOVE_OFF_PASSES} passes (deploys kept placing them there)`, {
+          hint: 'try the drain again once the deploys in progress have finished',
+        });
+      }
+      for (const app of apps) {
+        out.step(`Moving ${app} off the node`);
+        await this.deps.locks.run(app, () => redeployCurrent(this.releaseDeps(app), app, out, { reuse: false }));
+      }
     }
   }
 
@@ -270,21 +299,57 @@ export class Orchestrator {
     await this.removeStaleBuilds();
     // On the swarm scheduler the manager's own containers are tasks: the task watcher follows them instead.
     if (!this.swarm) await this.watchContainers();
+    if (!this.swarm) await this.removeFormerServices();
+    const apps = this.deps.apps.list();
+    // The task watcher starts before adoption (which is serial and may take minutes): a lost node's
+    // tasks leave the routes of the apps adopted so far at once. It readmits no task of an app not
+    // yet adopted (adoption routes them).
+    for (const app of apps) this.unadopted.add(app.name);
+    if (this.swarm) this.watchTasks(this.swarm);
     // Services first: an app's containers start only once its linked services accept connections.
     await this.services.adopt();
-    for (const app of this.deps.apps.list()) {
+    for (const app of apps) {
       try {
         await this.deps.locks.run(app.name, () => this.adopt(app.name));
       } catch (e) {
         log.error('app_adopt_failed', { app: app.name, error: e });
+      } finally {
+        this.unadopted.delete(app.name);
       }
     }
-    if (this.swarm) this.watchTasks(this.swarm);
+    if (this.swarm) await this.removeFormerContainers();
+  }
+
+  /** On the docker scheduler: berth's process services on this engine's Swarm (left from the swarm scheduler) would serve nothing and run forever. */
+  private async removeFormerServices(): Promise<void> {
+    const swarm = this.deps.formerSwarm;
+    if (!swarm) return;
+    try {
+      for (const service of await swarm.services({ [LABEL.role]: 'process' })) {
+        log.info('swarm_service_left_removed', { app: service.labels[LABEL.app], service: service.name, reason: 'the scheduler is docker now' });
+        await swarm.removeService(service.id);
+      }
+    } catch (e) {
+      log.warn('swarm_services_left_not_removed', { error: e });
+    }
+  }
+
+  /** On the swarm scheduler: process containers the docker scheduler left on the manager's engine (the apps run as services now). */
+  private async removeFormerContainers(): Promise<void> {
+    try {
+      for (const c of await this.deps.engine.list({ [LABEL.role]: 'process' })) {
+        log.info('container_left_removed', { app: c.labels[LABEL.app], container: c.name, reason: 'the scheduler is swarm now' });
+        await this.deps.engine.stopAndRemove(c.id, 10);
+      }
+    } catch (e) {
+      log.warn('containers_left_not_removed', { error: e });
+    }
   }
 
   async stop(): Promise<void> {
     // App containers keep running while the daemon is down; a restart adopts them.
     this.stopped = true;
+    this.stopping.abort(new Error('berth is stopping'));
     this.events?.stop();
     this.events = undefined;
     this.tasks?.stop();
@@ -312,10 +377,18 @@ export class Orchestrator {
     const record = this.deps.apps.require(app);
     const images = new Set([...record.releases.map((r) => r.image), ...(await this.deps.engine.imagesOf(imageRepository(this.deps.engine.instance, app)))]);
     for (const image of images) await this.deps.engine.removeImage(image);
+    await this.pruneDistributed(app, [...images]);
     await this.deps.engine.removeVolume(cacheVolume(this.deps.engine.instance, app));
     await this.removeNetwork(app);
     await this.buildLogs.removeApp(app);
     await fs.rm(path.join(this.deps.paths.repos, `${app}.git`), { recursive: true, force: true });
+  }
+
+  /** On the swarm scheduler: the cluster's copies of an app's release images go with them (a failure is logged, never fails the caller). */
+  private async pruneDistributed(app: string, images: readonly string[]): Promise<void> {
+    const ours = images.filter((image) => image.startsWith(`${imageRepository(this.deps.engine.instance, app)}:`));
+    if (!this.swarm || ours.length === 0) return;
+    await this.swarm.distributor.prune([...new Set(ours)]).catch((e) => log.warn('image_distribution_prune_failed', { app, error: e }));
   }
 
   /**
@@ -364,7 +437,9 @@ export class Orchestrator {
     const old = await engine.list({ [LABEL.app]: from });
     await Promise.all(old.map((c) => engine.stopAndRemove(c.id, Math.ceil(checks.stopTimeoutMs / 1000))));
     if (old.length) out.detail(`stopped ${old.length} container${old.length === 1 ? '' : 's'} of ${from}`);
-    for (const r of record.releases) if (r.image.startsWith(ours)) await engine.removeImage(r.image);
+    const oldImages = record.releases.map((r) => r.image).filter((image) => image.startsWith(ours));
+    for (const image of oldImages) await engine.removeImage(image);
+    await this.pruneDistributed(from, oldImages);
     await engine.removeVolume(cacheVolume(engine.instance, from));
     await this.removeNetwork(from);
     await this.buildLogs.renameApp(from, to);
@@ -459,7 +534,7 @@ export class Orchestrator {
   private watchTasks(swarm: SwarmDeploy): void {
     this.tasks = new TaskWatcher({
       dynos: swarm.dynos,
-      apps: () => this.deps.apps.list().map((a) => ({ name: a.name, current: a.current ?? undefined, stopped: a.stopped })),
+      apps: () => this.deps.apps.list().map((a) => ({ name: a.name, current: this.unadopted.has(a.name) ? undefined : (a.current ?? undefined), stopped: a.stopped })),
       hostnames: (app) => this.hostnames(app),
       routes: this.routes,
       watched: () => [...this.listeners.keys()],
@@ -487,11 +562,12 @@ export class Orchestrator {
     if (!checks.isSkipped(type) && !checks.isDisabled(type)) {
       const list = checksFor(release, type, checks);
       const declared = checksOf(release.healthchecks, type).length > 0;
-      await passGate({ engine: swarm.dynos, container: task, dyno: task.labels[LABEL.dyno] ?? type, checks: declared ? list : [...list, uptimeCheck(checks.waitMs)], port: probePort(task, type), hostHeader: this.hostnames(app)[0] ?? app });
+      await passGate({ engine: swarm.dynos, container: task, dyno: task.labels[LABEL.dyno] ?? type, checks: declared ? list : [...list, uptimeCheck(checks.waitMs)], port: probePort(task, type), hostHeader: this.hostnames(app)[0] ?? app, signal: this.stopping.signal });
     }
+    if (this.stopped) return;
     await this.deps.locks.run(app, async () => {
       const record = this.deps.apps.get(app);
-      if (!record || record.stopped || record.current !== release.number) return;
+      if (this.stopped || !record || record.stopped || record.current !== release.number) return;
       swarm.dynos.invalidate();
       const now = await swarm.dynos.inspect(task.id).catch(() => undefined);
       const routed = this.routes.routed(app);

@@ -62,4 +62,9 @@ export class RouteGuard implements RoutePublisher {
   isDown(container: string): boolean {
     return this.#down.has(container);
   }
+
+  /** Every container reported down and not yet revived or forgotten. */
+  down(): string[] {
+    return [...this.#down.keys()];
+  }
 }

@@ -64,9 +64,13 @@ export class SwarmDeploy {
   /** PREFIX-INSTANCE: the start of every service name, as the app's network's. */
   readonly #prefix: string;
   readonly #placement: (app: string, type: string) => Placement;
+  #managerId: Promise<string> | undefined;
+  /** Aborted when the daemon stops: waits for tasks end then. */
+  readonly signal: AbortSignal | undefined;
 
-  constructor(deps: { swarm: Swarm; distributor: ImageDistributor; prefix: string; placement?: (app: string, type: string) => Placement }) {
+  constructor(deps: { swarm: Swarm; distributor: ImageDistributor; prefix: string; placement?: (app: string, type: string) => Placement; signal?: AbortSignal }) {
     this.swarm = deps.swarm;
+    this.signal = deps.signal;
     this.dynos = new SwarmDynos(deps.swarm);
     this.distributor = deps.distributor;
     this.#prefix = deps.prefix;
@@ -84,6 +88,18 @@ export class SwarmDeploy {
     return this.#placement(app, type);
   }
 
+  /** The node id of the manager berth talks to (asked once). */
+  managerId(): Promise<string> {
+    this.#managerId ??= this.swarm.manager().then(
+      (m) => m.nodeId,
+      (e: unknown) => {
+        this.#managerId = undefined;
+        throw e;
+      },
+    );
+    return this.#managerId;
+  }
+
 
   /** The app's process services, newest release first. */
   async services(app: string): Promise<SwarmService[]> {
@@ -92,8 +108,10 @@ export class SwarmDeploy {
 
   /** After the swap and the drain: removes every process service of the app but those `keep`'s tasks belong to. */
   async retire(ctx: DeployContext, plan: ProcessPlan, keep: readonly ContainerState[], checks: ResolvedChecks): Promise<void> {
-    const kept = new Set(keep.map((c) => this.dynos.serviceOf(c.id)));
-    const old = (await this.services(plan.name)).filter((s) => !kept.has(s.id));
+    const services = await this.services(plan.name);
+    // A task's container is named SERVICE.SLOT.TASKID: by name too, should Swarm have dropped the task from its history.
+    const kept = new Set(keep.map((c) => this.dynos.serviceOf(c.id) ?? services.find((s) => c.name.startsWith(`${s.name}.`))?.id));
+    const old = services.filter((s) => !kept.has(s.id));
     if (old.length === 0) return;
     const seconds = Math.ceil(checks.stopTimeoutMs / 1000);
     ctx.out.step(`Removing ${old.length} old Swarm service${old.length === 1 ? '' : 's'} (SIGTERM, then SIGKILL after ${seconds}s)`);
@@ -174,10 +192,11 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
       const image = await sw.distributor.distribute(release.image, ctx.out);
       const needsEntrypoint = toStart.some((t) => release.processTypes[t] !== '');
       const entrypoint = needsEntrypoint ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
+      const manager = plan.mounts.length ? await sw.managerId() : undefined;
       for (const type of toStart) {
         const count = dynos.filter((d) => d.type === type).length;
         const registryAuth = sw.distributor.registryAuth?.(image);
-        const spec = { ...serviceSpec(ctx, sw, plan, type, count, image, entrypoint, checks), ...(registryAuth ? { registryAuth } : {}) };
+        const spec = { ...serviceSpec(ctx, sw, plan, type, count, image, entrypoint, checks, manager), ...(registryAuth ? { registryAuth } : {}) };
         ctx.out.step(`Starting ${type} ×${count} (release v${release.number}) as Swarm service ${spec.name}`);
         created.push(await sw.swarm.createService(spec));
       }
@@ -192,7 +211,7 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
 }
 
 /** The spec of one process type's service. */
-function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, type: string, replicas: number, image: string, entrypoint: readonly string[], checks: ResolvedChecks): SwarmServiceSpec {
+function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, type: string, replicas: number, image: string, entrypoint: readonly string[], checks: ResolvedChecks, manager: string | undefined): SwarmServiceSpec {
   const release = plan.release;
   const limit = limitFor(plan.limits, type, ctx.defaultLimit);
   // The app's own limits are reserved too, so Swarm places tasks where they fit; the server's default is only a ceiling.
@@ -201,13 +220,16 @@ function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, typ
   return {
     name: sw.serviceName(plan.name, type, release.number),
     image,
-    // {{.Task.Slot}} is Swarm's template: each task gets its own dyno number.
-    env: { ...release.config, ...(type === 'web' ? { PORT: String(WEB_PORT) } : {}), DYNO: `${type}.{{.Task.Slot}}` },
+    // Swarm expands templates in a service's environment and mounts: the app's values are taken
+    // literally (swarmLiteral); only DYNO is a template, {{.Task.Slot}} giving each task its number.
+    env: { ...Object.fromEntries(Object.entries(release.config).map(([k, v]) => [k, swarmLiteral(v)])), ...(type === 'web' ? { PORT: String(WEB_PORT) } : {}), DYNO: `${type}.{{.Task.Slot}}` },
     labels: { [LABEL.app]: plan.name, [LABEL.process]: type, [LABEL.release]: String(release.number), [LABEL.role]: 'process' },
     ...commandFor(release, release.processTypes[type] ?? '', entrypoint, type),
     replicas,
     ...(type === 'web' ? { publish: WEB_PORT } : {}),
-    constraints: placement.constraints,
+    // Mounts (storage:mount) are folders and volumes of one node: the tasks stay on the manager's
+    // unless the placement pins them to one node itself.
+    constraints: manager && !pinnedToOneNode(placement.constraints) ? [...placement.constraints, `node.id==${manager}`] : placement.constraints,
     spread: placement.spread,
     limits: { ...(limit.memory ? { memory: limit.memory } : {}), ...(limit.cpus ? { cpus: limit.cpus } : {}), ...(limit.pids ? { pids: limit.pids } : {}) },
     reservations: { ...(own.memory ? { memory: own.memory } : {}), ...(own.cpus ? { cpus: own.cpus } : {}) },
@@ -215,8 +237,22 @@ function serviceSpec(ctx: DeployContext, sw: SwarmDeploy, plan: ProcessPlan, typ
     stopTimeout: Math.ceil(checks.stopTimeoutMs / 1000),
     // The app's own network: its tasks reach each other by SERVICE name and by APP.TYPE on every node.
     networks: [{ name: ctx.network, aliases: [`${plan.name}.${type}`] }],
-    ...(plan.mounts.length ? { mounts: plan.mounts } : {}),
+    ...(plan.mounts.length ? { mounts: plan.mounts.map(swarmLiteral) } : {}),
   };
+}
+
+/** Whether placement constraints keep tasks on one node (`node.id==` or `node.hostname==`). */
+export function pinnedToOneNode(constraints: readonly string[]): boolean {
+  return constraints.some((c) => /^\s*node\.(id|hostname)\s*==/.test(c));
+}
+
+/**
+ * `text` as a Swarm (Go) template that yields `text` itself: every `{{` becomes `{{"{{"}}`, so no
+ * value of the app's config reaches Swarm's template engine (`{{printf ...}}` would be run by
+ * dockerd on the node; `Hello {{name}}` would get the task rejected).
+ */
+export function swarmLiteral(text: string): string {
+  return text.replaceAll('{{', '{{"{{"}}');
 }
 
 /**
@@ -228,6 +264,7 @@ async function runningTasks(ctx: DeployContext, sw: SwarmDeploy, service: SwarmS
   const deadline = Date.now() + TASK_START_TIMEOUT_MS;
   const type = service.labels[LABEL.process] ?? 'web';
   for (;;) {
+    sw.signal?.throwIfAborted();
     const snapshot = await sw.dynos.snapshot(true);
     const tasks = snapshot.tasks.filter((t) => t.serviceId === service.id);
     const ended = tasks.find((t) => ENDED_TASK_STATES.has(t.state));
@@ -255,7 +292,7 @@ async function runningTasks(ctx: DeployContext, sw: SwarmDeploy, service: SwarmS
         hint: 'nodes:list shows whether nodes are ready; each node must have or be able to pull the release image',
       });
     }
-    await sleep(TASK_POLL_MS);
+    await sleep(TASK_POLL_MS, sw.signal);
   }
 }
 

@@ -10,6 +10,13 @@ export const SNAPSHOT_TTL_MS = 200;
 /** Task states after which a task never runs again. */
 export const ENDED_TASK_STATES: ReadonlySet<string> = new Set(['complete', 'failed', 'rejected', 'shutdown', 'orphaned', 'remove']);
 
+/**
+ * Node states in which its tasks count as lost. Not `unknown`: a restarted manager (or a new
+ * leader) marks every node `unknown` until its next heartbeat, and their tasks keep running; a
+ * node that stops answering goes from `ready` to `down` when its heartbeat expires.
+ */
+export const LOST_NODE_STATES: ReadonlySet<string> = new Set(['down', 'disconnected']);
+
 /** One look at berth's process services, their tasks and the nodes. */
 export interface SwarmSnapshot {
   services: SwarmService[];
@@ -22,15 +29,15 @@ export interface SwarmSnapshot {
  * The Swarm's tasks as the deploy path sees containers: a task wanted running is a container
  * named `SERVICE.SLOT.TASKID` (as its container on the node is), labelled with its service's
  * labels and its dyno (`web.SLOT`), at its node's address and published port, running while the
- * task runs on a ready node. One look at the Swarm is shared for SNAPSHOT_TTL_MS.
+ * task runs on a node not lost (LOST_NODE_STATES). One look at the Swarm is shared for SNAPSHOT_TTL_MS.
  */
 export class SwarmDynos implements DynoEngine {
   readonly #swarm: Swarm;
   #last: SwarmSnapshot | undefined;
   #pending: Promise<SwarmSnapshot> | undefined;
-  /** Task id → service id, for every task ever seen (a task's service never changes). */
-  readonly #serviceOf = new Map<string, string>();
-  readonly #replicas = new Map<string, number>();
+  /** Task id → service id, and service id → replicas, as of the last look (rebuilt at each, so they hold only what exists). */
+  #serviceOf = new Map<string, string>();
+  #replicas = new Map<string, number>();
 
   constructor(swarm: Swarm) {
     this.#swarm = swarm;
@@ -43,8 +50,9 @@ export class SwarmDynos implements DynoEngine {
     const at = Date.now();
     this.#pending = Promise.all([this.#swarm.services({ [LABEL.role]: 'process' }), this.#swarm.tasks({ labels: { [LABEL.role]: 'process' } }), this.#swarm.nodes()])
       .then(([services, tasks, nodes]) => {
-        for (const t of tasks) this.#serviceOf.set(t.id, t.serviceId);
-        for (const s of services) this.#replicas.set(s.id, s.replicas);
+        const existing = new Set(services.map((s) => s.id));
+        this.#serviceOf = new Map(tasks.filter((t) => existing.has(t.serviceId)).map((t) => [t.id, t.serviceId]));
+        this.#replicas = new Map(services.map((s) => [s.id, s.replicas]));
         this.#last = { services, tasks, nodes, at };
         return this.#last;
       })
@@ -56,7 +64,7 @@ export class SwarmDynos implements DynoEngine {
     this.#last = undefined;
   }
 
-  /** The service a task (by id) belongs to, once seen. */
+  /** The service a task (by id) belongs to, as last seen. */
   serviceOf(taskId: string): string | undefined {
     return this.#serviceOf.get(taskId);
   }
@@ -71,14 +79,14 @@ export class SwarmDynos implements DynoEngine {
     const service = snapshot.services.find((s) => s.id === task.serviceId);
     const node = snapshot.nodes.find((n) => n.id === task.nodeId);
     const type = task.labels[LABEL.process] ?? 'web';
-    const nodeReady = node?.state === 'ready';
-    const running = task.state === 'running' && task.desiredState === 'running' && nodeReady;
+    const nodeUp = node !== undefined && !LOST_NODE_STATES.has(node.state);
+    const running = task.state === 'running' && task.desiredState === 'running' && nodeUp;
     return {
       id: task.id,
       name: `${service?.name ?? task.serviceId}.${task.slot}.${task.id}`,
       labels: { ...task.labels, [LABEL.dyno]: `${type}.${task.slot}`, [NODE_LABEL]: node?.hostname ?? task.nodeId },
       running,
-      status: task.state === 'running' && !nodeReady ? `running on a node that is ${node?.state ?? 'gone'}` : task.state,
+      status: task.state === 'running' && !nodeUp ? `running on a node that is ${node?.state ?? 'gone'}` : task.state,
       exitCode: task.exitCode ?? 0,
       restartCount: 0,
       ip: node?.address || undefined,
@@ -109,7 +117,7 @@ export class SwarmDynos implements DynoEngine {
 
   /** A single task cannot be removed: its whole service is (only ever asked of the tasks of a service one deploy made). */
   async stopAndRemove(id: string): Promise<void> {
-    const service = this.#serviceOf.get(id);
+    const service = this.#serviceOf.get(id) ?? (await this.snapshot(true)).tasks.find((t) => t.id === id)?.serviceId;
     if (service) await this.#swarm.removeService(service);
     this.invalidate();
   }

@@ -18,8 +18,11 @@ export interface TaskWatcherDeps {
     routed(app: string): readonly Target[];
     standby(app: string): readonly Target[];
     withdraw(app: string, hostnames: string[], target: string, reason: string): boolean;
+    revive(target: string): boolean;
     forget(target: string): void;
     isDown(target: string): boolean;
+    /** Every target taken out as down and not yet revived or forgotten. */
+    down(): readonly string[];
   };
   /** Task ids a deploy on probation listens about, and how to tell it. */
   watched(): readonly string[];
@@ -30,10 +33,10 @@ export interface TaskWatcherDeps {
 
 /**
  * Polls the Swarm every TASK_WATCH_INTERVAL_MS: a routed (or standby) target whose task no longer
- * runs, or whose node is not `ready`, leaves its app's route at once (without the app's lock, as
+ * runs, or whose node is lost (`down`, `disconnected`; not `unknown`), leaves its app's route at once (without the app's lock, as
  * the engine's die events do on one engine); a task a deploy on probation watches is reported as
  * died or removed; a running web task of the current release that is not routed is handed to
- * `readmit` once (it rejoins after its checks).
+ * `readmit` once (it rejoins after its checks), as is one taken out that runs again on a ready node.
  */
 export class TaskWatcher {
   readonly #deps: TaskWatcherDeps;
@@ -78,6 +81,16 @@ export class TaskWatcher {
     const byId = new Map(states.map((s) => [s.id, s]));
     const byName = new Map(states.map((s) => [s.name, s]));
     const now = Date.now();
+    // A task taken out runs again on a ready node (its node was `down` and came back, or was
+    // `disconnected`): it may be routed again once readmitted below, after its checks. A down
+    // task Swarm no longer knows is forgotten.
+    const ready = new Set(snapshot.nodes.filter((n) => n.state === 'ready').map((n) => n.id));
+    const nodeOf = new Map(snapshot.tasks.map((t) => [t.id, t.nodeId]));
+    for (const name of routes.down()) {
+      const state = byName.get(name);
+      if (!state) routes.forget(name);
+      else if (state.running && ready.has(nodeOf.get(state.id) ?? '') && routes.revive(name)) log.info('route_target_revived', { container: name });
+    }
     for (const id of this.#deps.watched()) {
       const state = byId.get(id);
       if (state?.running || this.#told.has(id)) continue;

@@ -47,6 +47,11 @@ export class ProcessService {
   }
 
   /** Stores a change of limits or mounts; with `restart`, starts the processes afresh with it. */
+  /** The scheduler apps run on (--scheduler). */
+  get scheduler(): 'docker' | 'swarm' {
+    return this.#orchestrator.scheduler;
+  }
+
   changeSettings(app: string, change: (a: AppRecord) => void, options: { restart: boolean; out: Output }): Promise<void> {
     this.#state.apps.require(app);
     return this.#locks.exclusive(app, options.out, () => changeSettings(this.#orchestrator, app, change, options));

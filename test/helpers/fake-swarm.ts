@@ -201,11 +201,11 @@ export class FakeSwarm implements Swarm {
   }
 }
 
-/** `node.hostname==x`, `node.labels.k==v`, `node.role!=manager`. */
+/** `node.id==x`, `node.hostname==x`, `node.labels.k==v`, `node.role!=manager`. */
 function matches(n: SwarmNode, constraint: string): boolean {
-  const m = /^\s*node\.(hostname|role|labels\.([\w.-]+))\s*(==|!=)\s*(\S+)\s*$/.exec(constraint);
+  const m = /^\s*node\.(id|hostname|role|labels\.([\w.-]+))\s*(==|!=)\s*(\S+)\s*$/.exec(constraint);
   if (!m) throw new Error(`the fake Swarm does not know the constraint ${constraint}`);
-  const value = m[1] === 'hostname' ? n.hostname : m[1] === 'role' ? n.role : n.labels[m[2]!];
+  const value = m[1] === 'id' ? n.id : m[1] === 'hostname' ? n.hostname : m[1] === 'role' ? n.role : n.labels[m[2]!];
   return m[3] === '==' ? value === m[4] : value !== m[4];
 }
 

@@ -77,17 +77,19 @@ export const psCommands: Command[] = [
       if (!PROCESS_TYPE_PATTERN.test(type)) throw new UserError('bad_arguments', `ps:set: "${type}" is not a process type`, { exitCode: 2 });
       if (property !== 'placement') throw new UserError('bad_arguments', `ps:set: "${property}" is not a property of a process type`, { hint: 'the one there is: placement', exitCode: 2 });
       const placement = parsePlacement(values);
+      // On the docker scheduler placement changes nothing that runs: no restart.
+      const onSwarm = daemon().processes.scheduler === 'swarm';
       await daemon().processes.changeSettings(
         app,
         (a) => {
           if (placement.constraints.length === 0 && placement.spread.length === 0) delete a.placement[type];
           else a.placement[type] = placement;
         },
-        { restart: !flags['no-restart'], out: ctx.out },
+        { restart: onSwarm && !flags['no-restart'], out: ctx.out },
       );
       const text = [...placement.constraints, ...placement.spread.map((s) => `spread=${s}`)].join(' ');
       ctx.out.step(text ? `${app} ${type} runs where ${text}` : `${app} ${type} may run on any node`);
-      ctx.out.detail('placement applies on the swarm scheduler (berth serve --scheduler swarm)');
+      if (!onSwarm) ctx.out.detail('stored; placement applies on the swarm scheduler (berth serve --scheduler swarm): nothing restarted on this one (docker)');
     },
   }),
   defineCommand({
@@ -122,15 +124,29 @@ export const psCommands: Command[] = [
   }),
 ];
 
-/** A node attribute Swarm places by, compared: node.labels.zone==a, node.role!=manager, engine.labels.disk==ssd. */
-const CONSTRAINT = /^(node\.(id|hostname|role|platform\.os|platform\.arch|labels\.[A-Za-z0-9._/-]+)|engine\.labels\.[A-Za-z0-9._/-]+)(==|!=)[^\s=!]+$/;
-const SPREAD = /^spread=(node\.labels\.[A-Za-z0-9._/-]+|engine\.labels\.[A-Za-z0-9._/-]+)$/;
+/**
+ * A node attribute Swarm places by, compared: node.labels.zone==a, node.role!=manager,
+ * engine.labels.disk==ssd. As swarmkit's constraint parser takes them: a key of letters, digits,
+ * `-`, `_` and `.`; `==` or `!=`; a value of letters, digits and `: - _ . * ( ) ? + [ ] \ ^ $ | /`
+ * (no comma, no `=`, `!`, `<`, `>` or `~`, which it keeps for operators).
+ */
+const CONSTRAINT = /^(node\.(id|hostname|role|platform\.os|platform\.arch|labels\.[A-Za-z0-9_.-]+)|engine\.labels\.[A-Za-z0-9_.-]+)(==|!=)[A-Za-z0-9:_.*()?+[\]\\^$|/-]+$/;
+const SPREAD = /^spread=(node\.labels\.[A-Za-z0-9_.-]+|engine\.labels\.[A-Za-z0-9_.-]+)$/;
+/** At most this many constraints and spreads per process type, each at most PLACEMENT_MAX_LENGTH characters. */
+const PLACEMENT_MAX_WORDS = 16;
+const PLACEMENT_MAX_LENGTH = 200;
 
 /** The words of ps:set's placement: constraints and spread=DESCRIPTOR, each checked. */
 export function parsePlacement(words: readonly string[]): { constraints: string[]; spread: string[] } {
   const constraints: string[] = [];
   const spread: string[] = [];
+  if (words.length > PLACEMENT_MAX_WORDS) {
+    throw new UserError('bad_placement', `${words.length} placement words: at most ${PLACEMENT_MAX_WORDS} per process type`, { hint: 'label the nodes (nodes:label) so fewer constraints select them', exitCode: 2 });
+  }
   for (const word of words) {
+    if (word.length > PLACEMENT_MAX_LENGTH) {
+      throw new UserError('bad_placement', `a placement word of ${word.length} characters: at most ${PLACEMENT_MAX_LENGTH}`, { hint: 'use shorter node labels (nodes:label)', exitCode: 2 });
+    }
     const m = SPREAD.exec(word);
     if (m) spread.push(m[1]!);
     else if (CONSTRAINT.test(word)) constraints.push(word);
