@@ -78,9 +78,27 @@ test("a Swarm network's name is a DNS label of at most 63 characters: `.` become
   const long = `berth-0123456789ab-${'a'.repeat(63)}`;
   const short = overlayNetworkName(long);
   assert.equal(short.length, 63);
-  assert.match(short, /^berth-0123456789ab-a+-[0-9a-f]{8}$/);
+  assert.match(short, /^berth-0123456789ab-a+_[0-9a-f]{8}$/);
   assert.notEqual(overlayNetworkName(`${long.slice(0, -1)}b`), short, 'two long names stay two networks');
   assert.equal(overlayNetworkName(short), short, 'stable');
+});
+
+test("a short app never gets a long app's shortened network name (the hash follows a `_`, which no app name holds), and destroying it leaves the other's network", async (t) => {
+  const engine = new FakeEngine('inst');
+  const orch = await orchestrator(t, engine, fakeSwarm());
+  const long = `x${'a'.repeat(62)}`;
+  const longNetwork = orch.appNetwork(long);
+  assert.match(longNetwork, /_[0-9a-f]{8}$/);
+  // The app named as the long one's network would be were the hash joined with a `-` (a valid app name).
+  const short = longNetwork.slice('berth-swarm-inst-'.length).replace('_', '-');
+  assert.match(short, /^[a-z0-9-]{1,63}$/);
+  assert.notEqual(orch.appNetwork(short), longNetwork);
+  // Removing by name checks the owner: another app's network is left alone.
+  await engine.ensureNetwork(longNetwork, { [LABEL.app]: long }, { driver: 'overlay' });
+  await engine.removeNetwork(longNetwork, { [LABEL.app]: short });
+  assert.ok(engine.networks.has(longNetwork));
+  await engine.removeNetwork(longNetwork, { [LABEL.app]: long });
+  assert.ok(!engine.networks.has(longNetwork));
 });
 
 test('on the docker scheduler the app and service networks are bridges, and a service shows no node', async (t) => {

@@ -228,7 +228,7 @@ export class ServiceManager {
         hint: `see which: docker ps -a --filter volume=${names.volume}; remove that container, then destroy the service again`,
       });
     }
-    await this.#deps.engine.removeNetwork(names.network);
+    await this.#deps.engine.removeNetwork(names.network, { [SERVICE_LABEL]: `${record.kind}/${record.name}` });
   }
 
   /** The service joins the app's network (made if the app has never run), reachable there by its alias only. */
