@@ -35,6 +35,8 @@ class MemorySwarm implements Swarm {
   readonly created: SwarmServiceSpec[] = [];
   readonly removed: string[] = [];
   managerAddress = '127.0.0.1';
+  /** The node id of the manager whose engine berth talks to. */
+  managerId = 'mgr';
   /** Tasks stay pending with this message. */
   stuck: string | undefined;
   #next = 1;
@@ -44,7 +46,7 @@ class MemorySwarm implements Swarm {
   ];
 
   async manager(): Promise<{ nodeId: string; address: string }> {
-    return { nodeId: 'mgr', address: this.managerAddress };
+    return { nodeId: this.managerId, address: this.managerAddress };
   }
   async nodes(): Promise<SwarmNode[]> {
     return this.#nodes.map((n) => ({ ...n }));
@@ -114,7 +116,7 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
     assert.deepEqual(store, {
       name: 'berth-i1-registry', image: 'registry:2', spread: [], networks: [], stopTimeout: 10,
       env: { REGISTRY_STORAGE_DELETE_ENABLED: 'true' },
-      labels: { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry', 'berth.registry': 'store' },
+      labels: { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry', 'berth.registry': 'store', 'berth.registry.node': 'mgr' },
       replicas: 1, publish: 5000, publishedPort: 5000, constraints: ['node.id==mgr'], mounts: ['berth-i1-registry:/var/lib/registry'],
     });
     assert.deepEqual(mirror, {
@@ -175,6 +177,18 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
     const now = await swarm.services();
     assert.ok(now.some((s) => s.id === store.id), 'the store stays');
     assert.equal(now.find((s) => s.labels['berth.registry'] === 'mirror')!.labels['berth.registry.remote'], 'http://10.0.0.9:5000');
+  });
+
+  test("on another manager's engine the store starts anew there, saying that its data stays on the old node and releases are pushed again", async () => {
+    const { engine, swarm, registry } = setup({ pulled: true });
+    await registry.ensure(new MemoryOutput());
+    swarm.managerId = 'wrk';
+    const out = new MemoryOutput();
+    await new ClusterRegistry({ engine, swarm, image: 'registry:2', prefix: 'berth' }).ensure(out);
+    assert.match(out.text(), /The cluster registry's store ran on node mgr, whose volume berth-i1-registry keeps its data; berth's engine is node wrk now: a new, empty store starts here, and each app's release is pushed to it again at its next deploy/);
+    const store = (await swarm.services()).find((s) => s.labels['berth.registry'] === 'store')!;
+    assert.deepEqual(store.constraints, ['node.id==wrk']);
+    assert.equal(store.labels['berth.registry.node'], 'wrk');
   });
 
   test('two deploys at once make the services once', async () => {

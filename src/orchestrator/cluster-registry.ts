@@ -24,6 +24,8 @@ export const REGISTRY_PORTS = { store: 5000, mirror: 5001 } as const;
 const KIND_LABEL = 'berth.registry';
 /** The store's address the mirror forwards to, as it was created (label). */
 const REMOTE_LABEL = 'berth.registry.remote';
+/** The Swarm node id of the manager the store (and its volume, its data) was made on (label). */
+const NODE_LABEL = 'berth.registry.node';
 /** Where the registry image keeps its data. */
 const STORAGE = '/var/lib/registry';
 
@@ -139,6 +141,12 @@ export class ClusterRegistry implements ImageDistributor {
 
     const storeWanted = (s: SwarmService) => s.image === image && s.constraints.includes(`node.id==${manager.nodeId}`);
     const mirrorWanted = (s: SwarmService) => s.image === image && s.labels[REMOTE_LABEL] === remote;
+    // berth's engine is another manager's now (--docker-host): the store's data stays on its volume there.
+    const storeNode = store && (store.labels[NODE_LABEL] ?? store.constraints.find((c) => c.startsWith('node.id=='))?.slice('node.id=='.length));
+    if (store && storeNode !== manager.nodeId) {
+      log.warn('registry_store_moved', { from: storeNode, to: manager.nodeId, volume: this.#name });
+      await out.step(`The cluster registry's store ran on node ${storeNode}, whose volume ${this.#name} keeps its data; berth's engine is node ${manager.nodeId} now: a new, empty store starts here, and each app's release is pushed to it again at its next deploy`);
+    }
     if ((store && !storeWanted(store)) || (mirror && !mirrorWanted(mirror))) {
       await out.step(`Recreating the cluster registry (image ${image}, manager ${manager.address}); its volume ${this.#name} stays`);
       if (store && !storeWanted(store)) await swarm.removeService(store.id), (store = undefined);
@@ -155,7 +163,7 @@ export class ClusterRegistry implements ImageDistributor {
       store = await swarm.createService({
         ...serviceBase(this.#name, image),
         env: { REGISTRY_STORAGE_DELETE_ENABLED: 'true' },
-        labels: { ...labels, [KIND_LABEL]: 'store' },
+        labels: { ...labels, [KIND_LABEL]: 'store', [NODE_LABEL]: manager.nodeId },
         replicas: 1,
         publish: 5000,
         publishedPort: this.#ports.store,

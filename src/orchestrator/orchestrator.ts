@@ -120,7 +120,7 @@ export class Orchestrator {
       networkPrefix: deps.config.network,
       appNetwork: (app) => this.appNetwork(app),
       networkDriver: this.networkOptions.driver,
-      ...(deps.swarm ? { node: () => managerNode(deps.swarm!) } : {}),
+      ...(deps.swarm ? { node: () => managerNode(deps.swarm!), managerId: async () => (await deps.swarm!.manager()).nodeId } : {}),
       defaultLimit: () => this.defaultLimit,
       locks: deps.locks,
     });
