@@ -83,7 +83,8 @@ class MemorySwarm implements Swarm {
   async tasks(filter: { service?: string }): Promise<SwarmTask[]> {
     const entry = this.services_.get(filter.service ?? '');
     if (!entry) return [];
-    const nodes = entry.spec.global ? this.#nodes.map((n) => n.id) : ['mgr'];
+    // A global service gets a task on the nodes that take new ones (active), as Swarm does.
+    const nodes = entry.spec.global ? this.#nodes.filter((n) => n.availability === 'active').map((n) => n.id) : ['mgr'];
     return nodes.map((nodeId, i) => ({
       id: `${entry.service.id}.${i}`, serviceId: entry.service.id, slot: i + 1, nodeId, labels: entry.service.labels, desiredState: 'running',
       state: this.stuck ? 'pending' : 'running', message: this.stuck ?? 'started', exitCode: undefined, containerId: undefined, publishedPort: entry.spec.publishedPort, updatedAt: 0,
@@ -189,6 +190,13 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
     const store = (await swarm.services()).find((s) => s.labels['berth.registry'] === 'store')!;
     assert.deepEqual(store.constraints, ['node.id==wrk']);
     assert.equal(store.labels['berth.registry.node'], 'wrk');
+  });
+
+  test('a paused node (no new tasks) is not waited for: the mirror that never lands there does not hold the deploy', async () => {
+    const { swarm, registry } = setup({ pulled: true });
+    await swarm.updateNode('wrk', { availability: 'pause' });
+    await registry.ensure(new MemoryOutput());
+    assert.deepEqual((await swarm.tasks({ service: (await swarm.services()).find((s) => s.labels['berth.registry'] === 'mirror')!.id })).map((t) => t.nodeId), ['mgr']);
   });
 
   test('two deploys at once make the services once', async () => {

@@ -200,13 +200,14 @@ export class ClusterRegistry implements ImageDistributor {
     }
   }
 
-  /** Until the store runs on the manager and a mirror on every node that takes tasks. */
+  /** Until the store runs on the manager and a mirror on every node that takes tasks (ready and active). */
   async #waitRunning(store: SwarmService, mirror: SwarmService): Promise<void> {
     const { swarm } = this.#deps;
     const deadline = Date.now() + (this.#deps.startTimeoutMs ?? 120_000);
     for (;;) {
       const [storeTasks, mirrorTasks, nodes] = await Promise.all([swarm.tasks({ service: store.id }), swarm.tasks({ service: mirror.id }), swarm.nodes()]);
-      const serving = nodes.filter((n) => n.state === 'ready' && n.availability !== 'drain');
+      // A paused node gets no new task: a mirror missing there never comes (nor on a drained one).
+      const serving = nodes.filter((n) => n.state === 'ready' && n.availability === 'active');
       const mirrored = new Set(mirrorTasks.filter(running).map((t) => t.nodeId));
       const missing = serving.filter((n) => !mirrored.has(n.id));
       if (storeTasks.some(running) && missing.length === 0) return;
