@@ -132,3 +132,11 @@ test('--scheduler is docker by default, swarm when asked, and any other value is
   assert.equal(loadConfig(['--scheduler', 'docker'], { BERTH_SCHEDULER: 'swarm' }).scheduler, 'docker');
   assert.throws(() => loadConfig(['--scheduler', 'k8s'], {}), /--scheduler: "k8s" is not one of docker, swarm/);
 });
+
+test('--registry-image is checked at start, naming the flag; a capital in its repository is refused, one in the registry host or tag is not', () => {
+  assert.equal(loadConfig([], {}).registryImage, 'registry:2');
+  assert.equal(loadConfig(['--registry-image', 'Registry.Example.com:5000/mirror/registry:V2'], {}).registryImage, 'Registry.Example.com:5000/mirror/registry:V2');
+  assert.throws(() => loadConfig(['--registry-image', 'not an image'], {}), /--registry-image: "not an image" is not an image reference \(such as registry:2/);
+  assert.throws(() => loadConfig([], { BERTH_REGISTRY_IMAGE: 'Registry:2' }), /--registry-image: "Registry:2" is not an image reference: its repository Registry must be lowercase/);
+  assert.throws(() => loadConfig(['--registry-image', 'example.com/Team/registry:2'], {}), /its repository Team\/registry must be lowercase/);
+});
