@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { UserError } from '../src/errors.ts';
 import { ClusterRegistry, splitReference } from '../src/orchestrator/cluster-registry.ts';
+import { setLogSink } from '../src/log.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import type { NodeAvailability, NodeRole, Swarm, SwarmNode, SwarmService, SwarmServiceSpec, SwarmTask } from '../src/orchestrator/swarm.ts';
 import { MemoryOutput } from '../src/ui/output.ts';
@@ -199,6 +200,14 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
     assert.deepEqual((await swarm.tasks({ service: (await swarm.services()).find((s) => s.labels['berth.registry'] === 'mirror')!.id })).map((t) => t.nodeId), ['mgr']);
   });
 
+  test("an IPv6 manager address is bracketed in the mirror's store URL", async () => {
+    const { swarm, registry } = setup({ pulled: true });
+    swarm.managerAddress = 'fd00::2';
+    await registry.ensure(new MemoryOutput());
+    const mirror = swarm.created.find((s) => s.labels['berth.registry'] === 'mirror')!;
+    assert.equal(mirror.env.REGISTRY_PROXY_REMOTEURL, 'http://[fd00::2]:5000');
+  });
+
   test('two deploys at once make the services once', async () => {
     const { swarm, registry } = setup({ pulled: true });
     await Promise.all([registry.ensure(new MemoryOutput()), registry.ensure(new MemoryOutput())]);
@@ -260,6 +269,23 @@ describe('ClusterRegistry.prune against a registry API', () => {
   function registry(): ClusterRegistry {
     return new ClusterRegistry({ engine: new FakeEngine('i1'), swarm: new MemorySwarm(), image: 'registry:2', prefix: 'berth', ports: { store: port, mirror: port + 1 } });
   }
+
+  test('a store berth cannot reach is logged once as an error naming its address and port, and fails no prune', async (t) => {
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const shut = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const lines: string[] = [];
+    setLogSink((line) => lines.push(line));
+    t.after(() => setLogSink(() => {}));
+    const unreachable = new ClusterRegistry({ engine: new FakeEngine('i1'), swarm: new MemorySwarm(), image: 'registry:2', prefix: 'berth', ports: { store: shut, mirror: shut + 1 } });
+    await unreachable.prune(['berth-i1/shop:r1']);
+    await unreachable.prune(['berth-i1/shop:r2']);
+    const logged = lines.filter((l) => l.includes('registry_prune_unreachable'));
+    assert.equal(logged.length, 1, lines.join('\n'));
+    assert.match(logged[0]!, /"level":"error"/);
+    assert.match(logged[0]!, new RegExp(`127\\.0\\.0\\.1:${shut}`));
+  });
 
   test("deletes the manifests of pruned tags, but not one a kept tag names; another app's unknown repository is no error", async () => {
     await registry().prune(['berth-i1/shop:r1', 'berth-i1/shop:r3', 'berth-i1/gone:r1']);

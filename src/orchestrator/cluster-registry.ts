@@ -54,6 +54,8 @@ export class ClusterRegistry implements ImageDistributor {
   readonly #deps: ClusterRegistryDeps;
   readonly #ports: { store: number; mirror: number };
   readonly #name: string;
+  /** The store's address a prune could not reach, once logged (an error once per daemon, not a warning per deploy). */
+  #unreachableLogged = false;
   /** ensure() one at a time: two deploys at once make the services once. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -88,7 +90,8 @@ export class ClusterRegistry implements ImageDistributor {
    */
   async prune(refs: string[]): Promise<void> {
     if (refs.length === 0) return;
-    const base = `http://${(await this.#deps.swarm.manager()).address}:${this.#ports.store}/v2`;
+    const where = `${urlHost((await this.#deps.swarm.manager()).address)}:${this.#ports.store}`;
+    const base = `http://${where}/v2`;
     const byPath = new Map<string, { tags: Set<string>; digests: Set<string> }>();
     for (const ref of refs) {
       const { path, tag, digest } = splitReference(ref);
@@ -117,10 +120,20 @@ export class ClusterRegistry implements ImageDistributor {
           log.info('registry_manifest_deleted', { repository: path, digest });
         }
       } catch (e) {
+        // fetch fails with a TypeError when it gets no answer at all (refused, no route): so will the other paths.
+        if (e instanceof TypeError) return this.#unreachable(where, e);
         failures.push((e as Error).message);
       }
     }
     if (failures.length) throw new Error(`pruning the cluster registry: ${failures.join('; ')}`);
+  }
+
+  // berth's host may not reach the manager's port (a manager over ssh://, a firewall): said once, as an error.
+  #unreachable(where: string, e: TypeError): void {
+    if (this.#unreachableLogged) return;
+    this.#unreachableLogged = true;
+    const cause = (e.cause as { code?: string; message?: string } | undefined) ?? {};
+    log.error('registry_prune_unreachable', { address: where, error: cause.code ?? cause.message ?? e.message, effect: `old releases stay in the cluster registry: berth's host must reach ${where} to delete them (said once)` });
   }
 
   /** The store and the mirror exist and run (made, adopted or remade); one caller at a time. */
@@ -133,7 +146,7 @@ export class ClusterRegistry implements ImageDistributor {
   async #ensure(out: Output): Promise<void> {
     const { swarm, image } = this.#deps;
     const manager = await swarm.manager();
-    const remote = `http://${manager.address}:${this.#ports.store}`;
+    const remote = `http://${urlHost(manager.address)}:${this.#ports.store}`;
     const found = await swarm.services({ [LABEL.role]: 'registry' });
     let store = found.find((s) => s.labels[KIND_LABEL] === 'store');
     let mirror = found.find((s) => s.labels[KIND_LABEL] === 'mirror');
@@ -239,6 +252,11 @@ export class ClusterRegistry implements ImageDistributor {
 
 function serviceBase(name: string, image: string): Pick<SwarmServiceSpec, 'name' | 'image' | 'spread' | 'networks' | 'stopTimeout'> {
   return { name, image, spread: [], networks: [], stopTimeout: 10 };
+}
+
+/** An address as the host of a URL: an IPv6 one in brackets. */
+function urlHost(address: string): string {
+  return address.includes(':') && !address.startsWith('[') ? `[${address}]` : address;
 }
 
 function running(task: SwarmTask): boolean {
