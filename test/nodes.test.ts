@@ -240,7 +240,7 @@ test('nodes:activate lets a drained node take tasks again; nodes:join-command pr
   assert.equal(swarm.list[2]!.availability, 'active');
   assert.match(r.text, /Node worker-2 is active/);
   r = await run(['nodes:join-command'], nodes);
-  assert.match(r.text, /^docker swarm join --token SWMTKN-1-worker 10\.0\.0\.1:2377\n# then, on that machine, let only berth reach the dynos' published ports \(docs\/swarm\.md, "What a node exposes"\): iptables -I DOCKER-USER -p tcp -m conntrack --ctdir ORIGINAL --ctorigdstport 32768:60999 ! -s BERTH_ADDRESS -j DROP$/m);
+  assert.match(r.text, /^docker swarm join --token SWMTKN-1-worker 10\.0\.0\.1:2377\n# then, on that machine, let only berth reach the dynos' published ports \(docs\/swarm\.md, "What a node exposes"\): iptables -I DOCKER-USER -p tcp -m conntrack --ctdir ORIGINAL --ctorigdstport 32768:60999 ! -s ADDRESS_OF_BERTH -j DROP$/m);
   r = await run(['nodes:join-command', '--manager'], nodes);
   assert.match(r.text, /^docker swarm join --token SWMTKN-1-manager 10\.0\.0\.1:2377$/m);
 });

@@ -10,7 +10,7 @@ import { byName, defineCommand, type Command } from '../command.ts';
  * address, so anything that reaches the node reaches the dyno without berth's proxy.
  */
 export const NODE_FIREWALL_ADVICE =
-  '# then, on that machine, let only berth reach the dynos\' published ports (docs/swarm.md, "What a node exposes"): iptables -I DOCKER-USER -p tcp -m conntrack --ctdir ORIGINAL --ctorigdstport 32768:60999 ! -s BERTH_ADDRESS -j DROP';
+  '# then, on that machine, let only berth reach the dynos\' published ports (docs/swarm.md, "What a node exposes"): iptables -I DOCKER-USER -p tcp -m conntrack --ctdir ORIGINAL --ctorigdstport 32768:60999 ! -s ADDRESS_OF_BERTH -j DROP';
 
 export const nodeCommands: Command[] = [
   defineCommand({
