@@ -3,6 +3,7 @@
 // problem at once.
 import path from 'node:path';
 import { UserError } from './errors.ts';
+import { imageReferenceProblem } from './image-reference.ts';
 import { LOG_LEVELS, type LogLevel } from './log.ts';
 import { DEFAULT_PUSH_LIMITS, type PushLimits } from './push-limits.ts';
 import { DEFAULT_MAX_APP_ACME_ORDERS, DEFAULT_MAX_APP_DOMAINS } from './domain-caps.ts';
@@ -321,6 +322,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   else if (config.scheduler === 'swarm' && !/^[a-z][a-z0-9-]*$/i.test(config.network)) {
     problems.push(`--network: "${config.network}" has a "." or "_": with --scheduler swarm it starts Swarm service names, which must be DNS labels (letters, digits, -)`);
   }
+  const registryImage = config.registryImage === '' ? undefined : imageReferenceProblem(config.registryImage);
+  if (registryImage) problems.push(`--registry-image: ${registryImage} (such as registry:2 or registry.example.com/registry:2)`);
   if (config.acmeEmail !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.acmeEmail)) problems.push(`--acme-email: "${config.acmeEmail}" is not an email address`);
   if (!/^https?:\/\/[^\s/]+/i.test(config.acmeDirectory) || !URL.canParse(config.acmeDirectory)) problems.push(`--acme-directory: "${config.acmeDirectory}" is not an http(s) URL`);
   if (config.acmeCaFile !== '') config.acmeCaFile = path.resolve(config.acmeCaFile);

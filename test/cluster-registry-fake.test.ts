@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { UserError } from '../src/errors.ts';
 import { ClusterRegistry, splitReference } from '../src/orchestrator/cluster-registry.ts';
+import { setLogSink } from '../src/log.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import type { NodeAvailability, NodeRole, Swarm, SwarmNode, SwarmService, SwarmServiceSpec, SwarmTask } from '../src/orchestrator/swarm.ts';
 import { MemoryOutput } from '../src/ui/output.ts';
@@ -44,6 +45,8 @@ class MemorySwarm implements Swarm {
   readonly created: SwarmServiceSpec[] = [];
   readonly removed: string[] = [];
   managerAddress = '127.0.0.1';
+  /** The node id of the manager whose engine berth talks to. */
+  managerId = 'mgr';
   /** Tasks stay pending with this message. */
   stuck: string | undefined;
   #next = 1;
@@ -53,7 +56,7 @@ class MemorySwarm implements Swarm {
   ];
 
   async manager(): Promise<{ nodeId: string; address: string }> {
-    return { nodeId: 'mgr', address: this.managerAddress };
+    return { nodeId: this.managerId, address: this.managerAddress };
   }
   async nodes(): Promise<SwarmNode[]> {
     return this.#nodes.map((n) => ({ ...n }));
@@ -90,7 +93,8 @@ class MemorySwarm implements Swarm {
   async tasks(filter: { service?: string }): Promise<SwarmTask[]> {
     const entry = this.services_.get(filter.service ?? '');
     if (!entry) return [];
-    const nodes = entry.spec.global ? this.#nodes.map((n) => n.id) : ['mgr'];
+    // A global service gets a task on the nodes that take new ones (active), as Swarm does.
+    const nodes = entry.spec.global ? this.#nodes.filter((n) => n.availability === 'active').map((n) => n.id) : ['mgr'];
     return nodes.map((nodeId, i) => ({
       id: `${entry.service.id}.${i}`, serviceId: entry.service.id, slot: i + 1, nodeId, labels: entry.service.labels, desiredState: 'running',
       state: this.stuck ? 'pending' : 'running', message: this.stuck ?? 'started', exitCode: undefined, containerId: undefined, publishedPort: entry.spec.publishedPort, updatedAt: 0,
@@ -140,7 +144,7 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
     assert.deepEqual(store, {
       name: 'berth-i1-registry', image: 'registry:2', spread: [], networks: [], stopTimeout: 10,
       env: { REGISTRY_STORAGE_DELETE_ENABLED: 'true', ...auth },
-      labels: { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry', 'berth.registry': 'store', 'berth.registry.secrets': htpasswd },
+      labels: { [LABEL.managed]: '1', [LABEL.instance]: 'i1', [LABEL.role]: 'registry', 'berth.registry': 'store', 'berth.registry.secrets': htpasswd, 'berth.registry.node': 'mgr' },
       secrets: [{ name: htpasswd, target: 'htpasswd' }],
       replicas: 1, publish: 5000, publishedPort: 5000, constraints: ['node.id==mgr'], mounts: ['berth-i1-registry:/var/lib/registry'],
     });
@@ -239,6 +243,33 @@ describe('ClusterRegistry over an in-memory Swarm', () => {
     assert.equal(now.find((s) => s.labels['berth.registry'] === 'mirror')!.labels['berth.registry.remote'], 'http://10.0.0.9:5000');
   });
 
+  test("on another manager's engine the store starts anew there, saying that its data stays on the old node and releases are pushed again", async () => {
+    const { engine, swarm, registry } = setup({ pulled: true });
+    await registry.ensure(new MemoryOutput());
+    swarm.managerId = 'wrk';
+    const out = new MemoryOutput();
+    await new ClusterRegistry({ engine, swarm, image: 'registry:2', prefix: 'berth', credentialFile }).ensure(out);
+    assert.match(out.text(), /The cluster registry's store ran on node mgr, whose volume berth-i1-registry keeps its data; berth's engine is node wrk now: a new, empty store starts here, and each app's release is pushed to it again at its next deploy/);
+    const store = (await swarm.services()).find((s) => s.labels['berth.registry'] === 'store')!;
+    assert.deepEqual(store.constraints, ['node.id==wrk']);
+    assert.equal(store.labels['berth.registry.node'], 'wrk');
+  });
+
+  test('a paused node (no new tasks) is not waited for: the mirror that never lands there does not hold the deploy', async () => {
+    const { swarm, registry } = setup({ pulled: true });
+    await swarm.updateNode('wrk', { availability: 'pause' });
+    await registry.ensure(new MemoryOutput());
+    assert.deepEqual((await swarm.tasks({ service: (await swarm.services()).find((s) => s.labels['berth.registry'] === 'mirror')!.id })).map((t) => t.nodeId), ['mgr']);
+  });
+
+  test("an IPv6 manager address is bracketed in the mirror's store URL", async () => {
+    const { swarm, registry } = setup({ pulled: true });
+    swarm.managerAddress = 'fd00::2';
+    await registry.ensure(new MemoryOutput());
+    const mirror = swarm.created.find((s) => s.labels['berth.registry'] === 'mirror')!;
+    assert.equal(mirror.labels['berth.registry.remote'], 'http://[fd00::2]:5000');
+  });
+
   test('two deploys at once make the services once', async () => {
     const { swarm, registry } = setup({ pulled: true });
     await Promise.all([registry.ensure(new MemoryOutput()), registry.ensure(new MemoryOutput())]);
@@ -302,6 +333,23 @@ describe('ClusterRegistry.prune against a registry API', () => {
   function registry(): ClusterRegistry {
     return new ClusterRegistry({ engine: new FakeEngine('i1'), swarm: new MemorySwarm(), image: 'registry:2', prefix: 'berth', credentialFile, ports: { store: port, mirror: port + 1 } });
   }
+
+  test('a store berth cannot reach is logged once as an error naming its address and port, and fails no prune', async (t) => {
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const shut = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const lines: string[] = [];
+    setLogSink((line) => lines.push(line));
+    t.after(() => setLogSink(() => {}));
+    const unreachable = new ClusterRegistry({ engine: new FakeEngine('i1'), swarm: new MemorySwarm(), image: 'registry:2', prefix: 'berth', credentialFile, ports: { store: shut, mirror: shut + 1 } });
+    await unreachable.prune(['berth-i1/shop:r1']);
+    await unreachable.prune(['berth-i1/shop:r2']);
+    const logged = lines.filter((l) => l.includes('registry_prune_unreachable'));
+    assert.equal(logged.length, 1, lines.join('\n'));
+    assert.match(logged[0]!, /"level":"error"/);
+    assert.match(logged[0]!, new RegExp(`127\\.0\\.0\\.1:${shut}`));
+  });
 
   test("deletes the manifests of pruned tags, but not one a kept tag names; another app's unknown repository is no error", async () => {
     await registry().prune(['berth-i1/shop:r1', 'berth-i1/shop:r3', 'berth-i1/gone:r1']);

@@ -139,3 +139,11 @@ test('with --scheduler swarm, --network must be a DNS label (it starts Swarm ser
   assert.throws(() => loadConfig(['--scheduler', 'swarm', '--network', 'my.net'], {}), /--network: "my\.net" has a "\." or "_": with --scheduler swarm/);
   assert.throws(() => loadConfig(['--scheduler', 'swarm', '--network', 'my_net'], {}), /--network: "my_net"/);
 });
+
+test('--registry-image is checked at start, naming the flag; a capital in its repository is refused, one in the registry host or tag is not', () => {
+  assert.equal(loadConfig([], {}).registryImage, 'registry:2');
+  assert.equal(loadConfig(['--registry-image', 'Registry.Example.com:5000/mirror/registry:V2'], {}).registryImage, 'Registry.Example.com:5000/mirror/registry:V2');
+  assert.throws(() => loadConfig(['--registry-image', 'not an image'], {}), /--registry-image: "not an image" is not an image reference \(such as registry:2/);
+  assert.throws(() => loadConfig([], { BERTH_REGISTRY_IMAGE: 'Registry:2' }), /--registry-image: "Registry:2" is not an image reference: its repository Registry must be lowercase/);
+  assert.throws(() => loadConfig(['--registry-image', 'example.com/Team/registry:2'], {}), /its repository Team\/registry must be lowercase/);
+});

@@ -11,12 +11,41 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { UserError } from '../src/errors.ts';
 import { APP_CAPABILITIES, LABEL } from '../src/orchestrator/engine.ts';
-import { DockerSwarm, mountOf, nodeOf, taskOf } from '../src/orchestrator/docker-swarm.ts';
+import { checkSwarmState, DockerSwarm, mountOf, nodeOf, taskOf } from '../src/orchestrator/docker-swarm.ts';
 import type { SwarmService, SwarmTask } from '../src/orchestrator/swarm.ts';
 import { mustRun, run, tempDir, waitFor } from './helpers/daemon.ts';
 import { startSwarmCluster, type SwarmNodeHandle, type TestCluster } from './helpers/swarm-cluster.ts';
 
 describe('the engine objects as DockerSwarm reads them', () => {
+  test("an engine not active in a Swarm is refused with what to do for its state: init only when it is in none, unlock when locked, Swarm's error when pending or failed", () => {
+    const refusal = (swarm: Parameters<typeof checkSwarmState>[1]): UserError => {
+      try {
+        checkSwarmState('tcp://m:2375', swarm);
+      } catch (e) {
+        assert.ok(e instanceof UserError);
+        return e;
+      }
+      assert.fail('not refused');
+    };
+    checkSwarmState('tcp://m:2375', { LocalNodeState: 'active' });
+    for (const inactive of [refusal({ LocalNodeState: 'inactive' }), refusal({})]) {
+      assert.equal(inactive.code, 'swarm_inactive');
+      assert.match(inactive.message, /tcp:\/\/m:2375 is not part of a Swarm \(its state: inactive\)/);
+      assert.match(inactive.hint ?? '', /docker swarm init/);
+    }
+    const locked = refusal({ LocalNodeState: 'locked' });
+    assert.equal(locked.code, 'swarm_locked');
+    assert.match(locked.hint ?? '', /docker swarm unlock/);
+    assert.doesNotMatch(locked.hint ?? '', /swarm init/);
+    const failed = refusal({ LocalNodeState: 'error', Error: 'manager stopped: certificate expired' });
+    assert.equal(failed.code, 'swarm_not_ready');
+    assert.match(failed.message, /its state: error; Swarm says: manager stopped: certificate expired/);
+    assert.doesNotMatch(failed.hint ?? '', /swarm init/);
+    const pending = refusal({ LocalNodeState: 'pending' });
+    assert.match(pending.message, /its state: pending\)/);
+    assert.match(pending.hint ?? '', /still joining/);
+  });
+
   test("a node's address is its Status.Addr, or for a manager reporting 0.0.0.0 or 127.0.0.1 the host of its manager address", () => {
     const manager = { ID: 'n1', Spec: { Role: 'manager', Availability: 'active', Labels: { zone: 'a' } }, Description: { Hostname: 'm' }, Status: { State: 'ready', Addr: '0.0.0.0' }, ManagerStatus: { Leader: true, Addr: '172.30.0.2:2377' } };
     assert.deepEqual(nodeOf(manager), { id: 'n1', hostname: 'm', address: '172.30.0.2', role: 'manager', state: 'ready', availability: 'active', labels: { zone: 'a' }, leader: true });

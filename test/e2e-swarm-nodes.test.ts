@@ -92,10 +92,10 @@ test('nodes:drain of a node without dynos drains it, as the manager then reports
   assert.match(r.stdout, new RegExp(`Node ${worker.node} is drained`));
   assert.equal((await specOf(worker.id)).Availability, 'drain');
   assert.equal(rowOf(cluster.workers[0]!).availability, 'drain');
-  // The manager is now the only node that takes tasks: it cannot be drained too.
+  // berth's manager runs the services and the registry store: it cannot be drained.
   r = daemon.ssh(admin.privateKey, `nodes:drain ${rowOf(cluster.manager).node}`);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /is the only ready node that takes tasks/);
+  assert.match(r.stderr, /is the manager whose engine berth uses/);
   assert.equal((await specOf(rowOf(cluster.manager).id)).Availability, 'active');
   r = daemon.ssh(admin.privateKey, `nodes:activate ${worker.node}`);
   assert.equal(r.code, 0, r.stderr);

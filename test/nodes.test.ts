@@ -194,16 +194,25 @@ test('nodes:drain pauses the node, moves its dynos off, then drains it', async (
 });
 
 test('nodes:drain of a node without dynos moves nothing; draining it again says so', async () => {
-  const swarm = cluster();
+  const swarm = new MemorySwarm(cluster().list);
   const nodes = new NodeService({ swarm, mover: noMover });
-  let r = await run(['nodes:drain', 'manager-1'], nodes);
+  let r = await run(['nodes:drain', 'worker-2'], nodes);
   assert.equal(r.code, 0, r.text);
   assert.match(r.text, /no dynos run on it/);
   assert.deepEqual(swarm.changes.map((c) => c.availability), ['pause', 'drain']);
-  r = await run(['nodes:drain', 'manager-1'], nodes);
+  r = await run(['nodes:drain', 'worker-2'], nodes);
   assert.equal(r.code, 0, r.text);
   assert.match(r.text, /drained already/);
   assert.equal(swarm.changes.length, 2);
+});
+
+test("nodes:drain refuses berth's own manager (services and the registry store run there) and says how to keep dynos off it", async () => {
+  const swarm = cluster();
+  const r = await run(['nodes:drain', 'manager-1'], new NodeService({ swarm, mover: noMover }));
+  assert.equal(r.code, 1);
+  assert.match(r.text, /node manager-1 is the manager whose engine berth uses \(--docker-host\): the backing services and the cluster's registry store are pinned to it/);
+  assert.match(r.text, /ps:set APP TYPE placement node\.role!=manager/);
+  assert.equal(swarm.changes.length, 0);
 });
 
 test('a drain whose move fails puts the node back as it was and says why', async () => {
@@ -240,7 +249,7 @@ test('nodes:activate lets a drained node take tasks again; nodes:join-command pr
   assert.equal(swarm.list[2]!.availability, 'active');
   assert.match(r.text, /Node worker-2 is active/);
   r = await run(['nodes:join-command'], nodes);
-  assert.match(r.text, /^docker swarm join --token SWMTKN-1-worker 10\.0\.0\.1:2377$/m);
+  assert.match(r.text, /^docker swarm join --token SWMTKN-1-worker 10\.0\.0\.1:2377\n# then, on that machine, let only berth reach the dynos' published ports \(docs\/swarm\.md, "What a node exposes"\): iptables -I DOCKER-USER -p tcp -m conntrack --ctdir ORIGINAL --ctorigdstport 32768:60999 ! -s ADDRESS_OF_BERTH -j DROP$/m);
   r = await run(['nodes:join-command', '--manager'], nodes);
   assert.match(r.text, /^docker swarm join --token SWMTKN-1-manager 10\.0\.0\.1:2377$/m);
 });

@@ -78,9 +78,27 @@ test("a Swarm network's name is a DNS label of at most 63 characters: `.` become
   const long = `berth-0123456789ab-${'a'.repeat(63)}`;
   const short = overlayNetworkName(long);
   assert.equal(short.length, 63);
-  assert.match(short, /^berth-0123456789ab-a+-[0-9a-f]{8}$/);
+  assert.match(short, /^berth-0123456789ab-a+_[0-9a-f]{8}$/);
   assert.notEqual(overlayNetworkName(`${long.slice(0, -1)}b`), short, 'two long names stay two networks');
   assert.equal(overlayNetworkName(short), short, 'stable');
+});
+
+test("a short app never gets a long app's shortened network name (the hash follows a `_`, which no app name holds), and destroying it leaves the other's network", async (t) => {
+  const engine = new FakeEngine('inst');
+  const orch = await orchestrator(t, engine, fakeSwarm());
+  const long = `x${'a'.repeat(62)}`;
+  const longNetwork = orch.appNetwork(long);
+  assert.match(longNetwork, /_[0-9a-f]{8}$/);
+  // The app named as the long one's network would be were the hash joined with a `-` (a valid app name).
+  const short = longNetwork.slice('berth-swarm-inst-'.length).replace('_', '-');
+  assert.match(short, /^[a-z0-9-]{1,63}$/);
+  assert.notEqual(orch.appNetwork(short), longNetwork);
+  // Removing by name checks the owner: another app's network is left alone.
+  await engine.ensureNetwork(longNetwork, { [LABEL.app]: long }, { driver: 'overlay' });
+  await engine.removeNetwork(longNetwork, { [LABEL.app]: short });
+  assert.ok(engine.networks.has(longNetwork));
+  await engine.removeNetwork(longNetwork, { [LABEL.app]: long });
+  assert.ok(!engine.networks.has(longNetwork));
 });
 
 test('on the docker scheduler the app and service networks are bridges, and a service shows no node', async (t) => {
@@ -117,6 +135,37 @@ test("on the swarm scheduler the service's network and each linked app's are att
   assert.equal(other.id, c!.id, 'the service stays one container of the manager engine');
 });
 
+test("a service records the manager's node it runs on (an older record gets it at adoption); on another manager without its volume it is refused, not started empty", async (t) => {
+  const lines: string[] = [];
+  setLogSink((line) => lines.push(line));
+  t.after(() => setLogSink(() => {}));
+  const engine = new FakeEngine('inst');
+  const at = { id: 'n1' };
+  const orch = await orchestrator(t, engine, fakeSwarm(at));
+  const store = stores.get(orch)!;
+  let record = await linkedService(orch, engine);
+  assert.equal(record.nodeId, 'n1', 'written at create');
+  await store.update('kv', 'cache', (d) => void delete d.nodeId);
+  await orch.services.adopt();
+  record = store.require('kv', 'cache');
+  assert.equal(record.nodeId, 'n1', 'an older record gets it at adoption');
+
+  // berth now talks to another manager's engine (n2), which has neither the container nor the volume.
+  at.id = 'n2';
+  const volume = orch.services.names(record).volume;
+  for (const c of await engine.list({ [SERVICE_LABEL]: 'kv/cache' })) await engine.stopAndRemove(c.id);
+  engine.volumes.delete(volume);
+  await orch.services.adopt();
+  assert.ok(!engine.volumes.has(volume), 'no empty volume made');
+  assert.deepEqual(await engine.list({ [SERVICE_LABEL]: 'kv/cache' }), []);
+  const failed = lines.find((l) => l.includes('service_adopt_failed'));
+  assert.ok(failed, lines.join('\n'));
+  assert.match(failed, /its data \(the volume [^)]+\) is on the Swarm node n1/);
+  assert.equal(await orch.services.node(record), "node n1, not berth's manager (n2): the data is there");
+  await assert.rejects(orch.services.prepareApp('shop', new MemoryOutput()), (e: unknown) => isUserError(e) && e.code === 'service_data_elsewhere');
+  assert.equal(store.require('kv', 'cache').nodeId, 'n1', 'the record still names the node with the data');
+});
+
 test('the deploy path makes the app network as its context says (the docker path passes it on too)', async () => {
   const engine = new FakeEngine('inst');
   engine.addImage(IMAGE);
@@ -148,14 +197,14 @@ async function linkedService(orch: Orchestrator, engine: FakeEngine) {
   return store.require('kv', 'cache');
 }
 
-/** Only what the networks ask of a Swarm: which node the manager's engine is. */
-function fakeSwarm(): Swarm {
+/** Only what the networks ask of a Swarm: which node the manager's engine is (`at.id`, which a test may change: --docker-host pointed at another manager). */
+function fakeSwarm(at: { id: string } = { id: 'n1' }): Swarm {
   const manager: SwarmNode = { id: 'n1', hostname: 'node1', address: '10.0.0.2', role: 'manager', state: 'ready', availability: 'active', labels: {}, leader: true };
   const unused = async (): Promise<never> => {
     throw new Error('not used by the networks');
   };
   return {
-    manager: async () => ({ nodeId: manager.id, address: manager.address }),
+    manager: async () => ({ nodeId: at.id, address: manager.address }),
     nodes: async () => [manager],
     node: async (ref) => {
       if (ref !== manager.id && ref !== manager.hostname) throw new Error(`no node ${ref}`);

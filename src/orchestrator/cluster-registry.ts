@@ -47,6 +47,8 @@ const CONFIG_PATH = '/etc/docker/registry/config.yml';
  * allows (Apache htpasswd -B's default) keeps the registry fast.
  */
 const BCRYPT_COST = 5;
+/** The Swarm node id of the manager the store (and its volume, its data) was made on (label). */
+const NODE_LABEL = 'berth.registry.node';
 /** Where the registry image keeps its data. */
 const STORAGE = '/var/lib/registry';
 
@@ -77,6 +79,8 @@ export class ClusterRegistry implements ImageDistributor {
   readonly #deps: ClusterRegistryDeps;
   readonly #ports: { store: number; mirror: number };
   readonly #name: string;
+  /** The store's address a prune could not reach, once logged (an error once per daemon, not a warning per deploy). */
+  #unreachableLogged = false;
   /** ensure() one at a time: two deploys at once make the services once. */
   #queue: Promise<unknown> = Promise.resolve();
   /** The credential's password, once read or made. */
@@ -113,7 +117,8 @@ export class ClusterRegistry implements ImageDistributor {
    */
   async prune(refs: string[]): Promise<void> {
     if (refs.length === 0) return;
-    const base = `http://${(await this.#deps.swarm.manager()).address}:${this.#ports.store}/v2`;
+    const where = `${urlHost((await this.#deps.swarm.manager()).address)}:${this.#ports.store}`;
+    const base = `http://${where}/v2`;
     const authorization = `Basic ${Buffer.from(`${USER}:${await this.#readPassword()}`).toString('base64')}`;
     const fetch = (url: string, init: RequestInit = {}) => globalThis.fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), Authorization: authorization } });
     const byPath = new Map<string, { tags: Set<string>; digests: Set<string> }>();
@@ -144,6 +149,8 @@ export class ClusterRegistry implements ImageDistributor {
           log.info('registry_manifest_deleted', { repository: path, digest });
         }
       } catch (e) {
+        // fetch fails with a TypeError when it gets no answer at all (refused, no route): so will the other paths.
+        if (e instanceof TypeError) return this.#unreachable(where, e);
         failures.push((e as Error).message);
       }
     }
@@ -178,6 +185,14 @@ export class ClusterRegistry implements ImageDistributor {
     return password;
   }
 
+  // berth's host may not reach the manager's port (a manager over ssh://, a firewall): said once, as an error.
+  #unreachable(where: string, e: TypeError): void {
+    if (this.#unreachableLogged) return;
+    this.#unreachableLogged = true;
+    const cause = (e.cause as { code?: string; message?: string } | undefined) ?? {};
+    log.error('registry_prune_unreachable', { address: where, error: cause.code ?? cause.message ?? e.message, effect: `old releases stay in the cluster registry: berth's host must reach ${where} to delete them (said once)` });
+  }
+
   /** The store and the mirror exist and run (made, adopted or remade); one caller at a time. */
   ensure(out: Output): Promise<void> {
     const next = this.#queue.then(() => this.#ensure(out));
@@ -188,7 +203,7 @@ export class ClusterRegistry implements ImageDistributor {
   async #ensure(out: Output): Promise<void> {
     const { swarm, image } = this.#deps;
     const manager = await swarm.manager();
-    const remote = `http://${manager.address}:${this.#ports.store}`;
+    const remote = `http://${urlHost(manager.address)}:${this.#ports.store}`;
     const password = await this.#readPassword();
     // A secret never changes: its name tells its content (the credential, and the mirror's upstream).
     const tag = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 12);
@@ -201,6 +216,12 @@ export class ClusterRegistry implements ImageDistributor {
 
     const storeWanted = (s: SwarmService) => s.image === image && s.constraints.includes(`node.id==${manager.nodeId}`) && s.labels[SECRETS_LABEL] === htpasswd;
     const mirrorWanted = (s: SwarmService) => s.image === image && s.labels[REMOTE_LABEL] === remote && s.labels[SECRETS_LABEL] === `${htpasswd} ${mirrorConfig}`;
+    // berth's engine is another manager's now (--docker-host): the store's data stays on its volume there.
+    const storeNode = store && (store.labels[NODE_LABEL] ?? store.constraints.find((c) => c.startsWith('node.id=='))?.slice('node.id=='.length));
+    if (store && storeNode !== manager.nodeId) {
+      log.warn('registry_store_moved', { from: storeNode, to: manager.nodeId, volume: this.#name });
+      await out.step(`The cluster registry's store ran on node ${storeNode}, whose volume ${this.#name} keeps its data; berth's engine is node ${manager.nodeId} now: a new, empty store starts here, and each app's release is pushed to it again at its next deploy`);
+    }
     if ((store && !storeWanted(store)) || (mirror && !mirrorWanted(mirror))) {
       await out.step(`Recreating the cluster registry (image ${image}, manager ${manager.address}, its credential); its volume ${this.#name} stays`);
       if (store && !storeWanted(store)) await swarm.removeService(store.id), (store = undefined);
@@ -225,7 +246,7 @@ export class ClusterRegistry implements ImageDistributor {
       store = await swarm.createService({
         ...serviceBase(this.#name, image),
         env: { REGISTRY_STORAGE_DELETE_ENABLED: 'true', ...auth },
-        labels: { ...labels, [KIND_LABEL]: 'store', [SECRETS_LABEL]: htpasswd },
+        labels: { ...labels, [KIND_LABEL]: 'store', [SECRETS_LABEL]: htpasswd, [NODE_LABEL]: manager.nodeId },
         secrets: [{ name: htpasswd, target: 'htpasswd' }],
         replicas: 1,
         publish: 5000,
@@ -270,13 +291,14 @@ export class ClusterRegistry implements ImageDistributor {
     }
   }
 
-  /** Until the store runs on the manager and a mirror on every node that takes tasks. */
+  /** Until the store runs on the manager and a mirror on every node that takes tasks (ready and active). */
   async #waitRunning(store: SwarmService, mirror: SwarmService): Promise<void> {
     const { swarm } = this.#deps;
     const deadline = Date.now() + (this.#deps.startTimeoutMs ?? 120_000);
     for (;;) {
       const [storeTasks, mirrorTasks, nodes] = await Promise.all([swarm.tasks({ service: store.id }), swarm.tasks({ service: mirror.id }), swarm.nodes()]);
-      const serving = nodes.filter((n) => n.state === 'ready' && n.availability !== 'drain');
+      // A paused node gets no new task: a mirror missing there never comes (nor on a drained one).
+      const serving = nodes.filter((n) => n.state === 'ready' && n.availability === 'active');
       const mirrored = new Set(mirrorTasks.filter(running).map((t) => t.nodeId));
       const missing = serving.filter((n) => !mirrored.has(n.id));
       if (storeTasks.some(running) && missing.length === 0) return;
@@ -329,6 +351,11 @@ function mirrorConfigFile(remote: string, password: string): string {
 
 function serviceBase(name: string, image: string): Pick<SwarmServiceSpec, 'name' | 'image' | 'spread' | 'networks' | 'stopTimeout'> {
   return { name, image, spread: [], networks: [], stopTimeout: 10 };
+}
+
+/** An address as the host of a URL: an IPv6 one in brackets. */
+function urlHost(address: string): string {
+  return address.includes(':') && !address.startsWith('[') ? `[${address}]` : address;
 }
 
 function running(task: SwarmTask): boolean {

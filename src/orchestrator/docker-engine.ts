@@ -12,6 +12,7 @@ import {
   BUILD_TIMEOUT_MS,
   checkNetworkDriver,
   checkNetworkOwner,
+  networkOwnerConflict,
   LABEL,
   NotFoundError,
   type AttachOptions,
@@ -94,11 +95,13 @@ export class DockerEngine implements Engine {
     }
   }
 
-  async removeNetwork(name: string): Promise<void> {
+  async removeNetwork(name: string, owner: Record<string, string> = {}): Promise<void> {
     const network = this.#docker.getNetwork(name);
     try {
+      const info = (await network.inspect()) as { Containers?: Record<string, unknown>; Labels?: Record<string, string> };
+      const conflict = networkOwnerConflict(name, info.Labels ?? {}, owner);
+      if (conflict) return log.warn('network_remove_skipped', { network: name, reason: conflict });
       // Containers of other apps linked to it are cut off first: the network goes with its app.
-      const info = (await network.inspect()) as { Containers?: Record<string, unknown> };
       for (const id of Object.keys(info.Containers ?? {})) {
         await network.disconnect({ Container: id, Force: true }).catch((e: { statusCode?: number }) => {
           if (e.statusCode !== 404) throw e;

@@ -35,11 +35,7 @@ export class DockerSwarm implements Swarm {
   async manager(): Promise<{ nodeId: string; address: string }> {
     const [info, version] = await Promise.all([this.#docker.info() as Promise<EngineInfo>, this.#docker.version() as Promise<{ ApiVersion?: string; Version?: string }>]);
     const swarm = info.Swarm ?? {};
-    if (swarm.LocalNodeState !== 'active') {
-      throw new UserError('swarm_inactive', `--scheduler swarm: the Docker engine at ${this.#dockerHost} is not part of a Swarm (its state: ${swarm.LocalNodeState || 'inactive'})`, {
-        hint: 'make it the manager of a new Swarm with `docker swarm init` on that machine (docs/swarm.md), or run berth with --scheduler docker',
-      });
-    }
+    checkSwarmState(this.#dockerHost, swarm);
     if (!swarm.ControlAvailable || !swarm.NodeID) {
       throw new UserError('swarm_not_manager', `--scheduler swarm: the Docker engine at ${this.#dockerHost} is a Swarm worker; berth needs a manager's engine`, {
         hint: 'point --docker-host at a manager (`docker node ls` on one lists them), or promote this node there with `docker node promote NODE`',
@@ -313,9 +309,36 @@ function compareVersions(a: string, b: string): number {
 }
 
 // The engine's objects, as far as berth reads them.
+/**
+ * Refuses an engine whose node is not an active member of a Swarm, saying what to do for its
+ * state (Swarm's LocalNodeState): `inactive`, in no Swarm (docker swarm init); `locked`, its
+ * autolock key not given since the engine started (docker swarm unlock); `pending` or `error`,
+ * joining or failed, with Swarm's own error.
+ */
+export function checkSwarmState(dockerHost: string, swarm: NonNullable<EngineInfo['Swarm']>): void {
+  const state = swarm.LocalNodeState || 'inactive';
+  if (state === 'active') return;
+  const what = `--scheduler swarm: the Docker engine at ${dockerHost}`;
+  if (state === 'locked') {
+    throw new UserError('swarm_locked', `${what} is in a Swarm that is locked (autolock): its manager cannot run until it is unlocked`, {
+      hint: 'run `docker swarm unlock` on that machine and give the unlock key (`docker swarm unlock-key` on another manager shows it), then start berth again',
+    });
+  }
+  if (state !== 'inactive') {
+    throw new UserError('swarm_not_ready', `${what} is not an active member of its Swarm (its state: ${state}${swarm.Error ? `; Swarm says: ${swarm.Error}` : ''})`, {
+      hint: state === 'pending' ? 'it is still joining: wait until `docker info` there shows Swarm: active, then start berth again' : 'see `docker info` on that machine; once its Swarm state is active, start berth again (docs/swarm.md)',
+    });
+  }
+  throw new UserError('swarm_inactive', `${what} is not part of a Swarm (its state: inactive)`, {
+    hint: 'make it the manager of a new Swarm with `docker swarm init` on that machine (docs/swarm.md), or run berth with --scheduler docker',
+  });
+}
+
 interface EngineInfo {
   Swarm?: {
     LocalNodeState?: string;
+    /** Why the node is not active (pending or error), as Swarm says it. */
+    Error?: string;
     ControlAvailable?: boolean;
     NodeID?: string;
     NodeAddr?: string;

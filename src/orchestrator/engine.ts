@@ -19,15 +19,25 @@ export const LABEL = {
 
 export type Role = 'process' | 'run' | 'build';
 
-/** Refuses a network whose owner (app or service) is not the one asking for it. */
-export function checkNetworkOwner(name: string, existing: Record<string, string>, wanted: Record<string, string>): void {
-  // One with no owner (the shared network of an older berth) is anyone's, as it always was.
-  if (!NETWORK_OWNER_LABELS.some((k) => existing[k] !== undefined)) return;
+/**
+ * Why `wanted`'s owner may not use or remove the network `name` labelled `existing`: another app or
+ * service owns it. Undefined when it may: the same owner, or no owner (the shared network of an
+ * older berth, anyone's as it always was).
+ */
+export function networkOwnerConflict(name: string, existing: Record<string, string>, wanted: Record<string, string>): string | undefined {
+  if (!NETWORK_OWNER_LABELS.some((k) => existing[k] !== undefined)) return undefined;
   for (const key of NETWORK_OWNER_LABELS) {
     if (wanted[key] === undefined || existing[key] === wanted[key]) continue;
     const owner = NETWORK_OWNER_LABELS.filter((k) => existing[k] !== undefined).map((k) => `${k}=${existing[k]}`).join(', ');
-    throw new Error(`the Docker network ${name} exists and belongs to ${owner}, not ${key}=${wanted[key]}: berth does not share it`);
+    return `the Docker network ${name} exists and belongs to ${owner}, not ${key}=${wanted[key]}: berth does not share it`;
   }
+  return undefined;
+}
+
+/** Refuses a network whose owner (app or service) is not the one asking for it. */
+export function checkNetworkOwner(name: string, existing: Record<string, string>, wanted: Record<string, string>): void {
+  const conflict = networkOwnerConflict(name, existing, wanted);
+  if (conflict) throw new Error(conflict);
 }
 
 /**
@@ -51,13 +61,14 @@ const SWARM_NAME_MAX = 63;
  * `name` as Swarm accepts a network's name: a DNS label (letters, digits, `-` and `_` inside, at
  * most 63 characters). Any other character becomes `_` (berth's own names have only `.`, which no
  * app name holds, so `_` keeps them apart); a longer name keeps its start and ends in a hash of
- * the whole, so two long names stay two networks. A name that is one already is returned as it is.
+ * the whole after a `_`, so two long names stay two networks, and a shortened name is never the
+ * name of another app (app names hold no `_`). A name that is one already is returned as it is.
  */
 export function overlayNetworkName(name: string): string {
   const label = name.replace(/[^A-Za-z0-9_-]/g, '_');
   if (label.length <= SWARM_NAME_MAX && /^[A-Za-z0-9](?:[-_]*[A-Za-z0-9]+)*$/.test(label)) return label;
   const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
-  return `${label.slice(0, SWARM_NAME_MAX - hash.length - 1).replace(/^[-_]+/, '').replace(/[-_]+$/, '')}-${hash}`;
+  return `${label.slice(0, SWARM_NAME_MAX - hash.length - 1).replace(/^[-_]+/, '').replace(/[-_]+$/, '')}_${hash}`;
 }
 
 /** Refuses an existing network that is not the overlay asked for: a Swarm task on another node could not join it. */
@@ -300,8 +311,12 @@ export interface Engine {
    * overlay is refused with a UserError (tasks on other nodes could not reach it).
    */
   ensureNetwork(name: string, labels?: Record<string, string>, options?: NetworkOptions): Promise<void>;
-  /** Removes a network, disconnecting the containers still attached to it (linked ones); one missing is not an error. */
-  removeNetwork(name: string): Promise<void>;
+  /**
+   * Removes a network, disconnecting the containers still attached to it (linked ones); one missing
+   * is not an error. With `owner` (the labels ensureNetwork was given), a network another app or
+   * service owns is left alone, nothing disconnected, and logged (`network_remove_skipped`).
+   */
+  removeNetwork(name: string, owner?: Record<string, string>): Promise<void>;
   /**
    * Attaches a container to another network as well, reachable there under `aliases` (an app
    * linked to another: its containers join that app's network). Already attached is not an error.

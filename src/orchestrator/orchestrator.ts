@@ -131,7 +131,7 @@ export class Orchestrator {
       networkPrefix: deps.config.network,
       appNetwork: (app) => this.appNetwork(app),
       networkDriver: this.networkOptions.driver,
-      ...(deps.swarm ? { node: () => managerNode(deps.swarm!) } : {}),
+      ...(deps.swarm ? { node: () => managerNode(deps.swarm!), managerId: async () => (await deps.swarm!.manager()).nodeId } : {}),
       defaultLimit: () => this.defaultLimit,
       locks: deps.locks,
     });
@@ -620,7 +620,7 @@ export class Orchestrator {
   // Once the app's containers are gone. One still attached (an app linked to it, an engine that has
   // not let go yet) keeps the network, which is logged: it never fails a destroy.
   private async removeNetwork(app: string): Promise<void> {
-    await this.deps.engine.removeNetwork(this.appNetwork(app)).catch((e) => log.warn('app_network_remove_failed', { app, network: this.appNetwork(app), error: e }));
+    await this.deps.engine.removeNetwork(this.appNetwork(app), { [LABEL.app]: app }).catch((e) => log.warn('app_network_remove_failed', { app, network: this.appNetwork(app), error: e }));
   }
 
   // A build the daemon was running when it stopped will never finish: its container goes.

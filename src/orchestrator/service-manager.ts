@@ -43,6 +43,8 @@ export interface ServiceManagerDeps {
   networkDriver?: NetworkDriver;
   /** On the swarm scheduler: the node the services run on, the manager's (`HOSTNAME (manager)`), for KIND:info. */
   node?(): Promise<string>;
+  /** On the swarm scheduler: the Swarm node id of the manager whose engine this is (ServiceRecord.nodeId). */
+  managerId?(): Promise<string>;
   /** How long a service may take to accept connections; default SERVICE_READY_TIMEOUT_MS. */
   readyTimeoutMs?: number;
   /** The limits of a service that sets none, the ones apps get (--container-memory, --container-pids). */
@@ -149,6 +151,7 @@ export class ServiceManager {
       out.step(`Creating ${kind.name} service ${record.name} (${record.image})`);
       const container = await this.#startContainer(record);
       await this.waitReady(record, container.id, out);
+      await this.#noteNode(record);
     } catch (e) {
       await this.remove(record).catch((err) => log.warn('service_cleanup_failed', { service: `${record.kind}/${record.name}`, error: err }));
       throw e;
@@ -171,6 +174,7 @@ export class ServiceManager {
       log.info('service_container_created', { service: `${record.kind}/${record.name}`, container: c.name });
     }
     for (const link of record.links) await this.#joinApp(record, c.id, link.app);
+    await this.#noteNode(record);
     return c;
   }
 
@@ -188,12 +192,38 @@ export class ServiceManager {
     log.info('service_ready', { service: `${record.kind}/${record.name}`, ms: Math.round(performance.now() - started) });
   }
 
-  /** Where the service runs on the swarm scheduler: the manager's node (`HOSTNAME (manager)`); undefined on the docker scheduler. */
-  async node(): Promise<string | undefined> {
-    return this.#deps.node?.().catch((e) => {
+  /**
+   * Where the service runs on the swarm scheduler: the manager's node (`HOSTNAME (manager)`), or
+   * for a service whose data is on another node (berth's --docker-host changed), that node;
+   * undefined on the docker scheduler.
+   */
+  async node(record?: Pick<ServiceRecord, 'nodeId'>): Promise<string | undefined> {
+    try {
+      const elsewhere = record && (await this.#elsewhere(record));
+      if (elsewhere) return `node ${elsewhere.recorded}, not berth's manager (${elsewhere.current}): the data is there`;
+      return await this.#deps.node?.();
+    } catch (e) {
       log.warn('service_node_unknown', { error: e });
       return undefined;
+    }
+  }
+
+  // The record names another node than the engine berth now talks to: its volume is there.
+  async #elsewhere(record: Pick<ServiceRecord, 'nodeId'>): Promise<{ recorded: string; current: string } | undefined> {
+    if (!record.nodeId || !this.#deps.managerId) return undefined;
+    const current = await this.#deps.managerId();
+    return current === record.nodeId ? undefined : { recorded: record.nodeId, current };
+  }
+
+  // The service runs on this engine's node (with its volume): the record says so from now on.
+  async #noteNode(record: ServiceRecord): Promise<void> {
+    if (!this.#deps.managerId) return;
+    const current = await this.#deps.managerId();
+    if (record.nodeId === current) return;
+    await this.#deps.store.update(record.kind, record.name, (draft) => {
+      draft.nodeId = current;
     });
+    record.nodeId = current;
   }
 
   /** The server's own version (the kind's versionCommand in the running container); undefined when it does not run or say. */
@@ -228,7 +258,7 @@ export class ServiceManager {
         hint: `see which: docker ps -a --filter volume=${names.volume}; remove that container, then destroy the service again`,
       });
     }
-    await this.#deps.engine.removeNetwork(names.network);
+    await this.#deps.engine.removeNetwork(names.network, { [SERVICE_LABEL]: `${record.kind}/${record.name}` });
   }
 
   /** The service joins the app's network (made if the app has never run), reachable there by its alias only. */
@@ -311,7 +341,16 @@ export class ServiceManager {
     if (volumeLabels && volumeLabels[SERVICE_ID_LABEL] !== record.id) {
       throw new Error(`${record.kind} service ${record.name}: the volume ${names.volume} was not made for this service (its ${SERVICE_ID_LABEL} is ${volumeLabels[SERVICE_ID_LABEL] ?? 'missing'}, the service's id ${record.id}); berth does not adopt it`);
     }
-    if (!volumeLabels) await this.#deps.engine.ensureVolume(names.volume, { ...labels, [SERVICE_ID_LABEL]: record.id });
+    if (!volumeLabels) {
+      // Its data is on the node it was made on: a volume made empty here would serve no data under the same URL.
+      const elsewhere = await this.#elsewhere(record);
+      if (elsewhere) {
+        throw new UserError('service_data_elsewhere', `${record.kind} service ${record.name}: its data (the volume ${names.volume}) is on the Swarm node ${elsewhere.recorded}, and berth's engine (--docker-host) is the one of node ${elsewhere.current}, which has no such volume: berth does not start it on an empty one`, {
+          hint: `point --docker-host at the engine of node ${elsewhere.recorded} again (docker node inspect ${elsewhere.recorded} names its address), or move the volume to this node yourself (docs/swarm.md)`,
+        });
+      }
+      await this.#deps.engine.ensureVolume(names.volume, { ...labels, [SERVICE_ID_LABEL]: record.id });
+    }
     await this.#deps.engine.ensureNetwork(names.network, labels, this.#networkOptions());
     const command = kind.containerCommand(view);
     const spec: ContainerSpec = {

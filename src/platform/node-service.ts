@@ -74,6 +74,7 @@ export class NodeService {
    * Stops a node taking tasks and moves its dynos off first: availability `pause` (no new task
    * lands there), the mover redeploys the apps that run there, then `drain` (Swarm stops what is
    * left). When the move fails the node takes tasks again, as it did, and the error says why.
+   * berth's own manager (the engine it talks to) is refused: services and the registry store run there.
    */
   async drain(ref: string, out: Output, by: string): Promise<SwarmNode> {
     const swarm = this.#need();
@@ -81,6 +82,12 @@ export class NodeService {
     if (node.availability === 'drain') {
       await out.step(`Node ${node.hostname} is drained already`);
       return node;
+    }
+    // Its engine is berth's: the backing services and the registry store run there, pinned, and a drain would stop them.
+    if (node.id === (await swarm.manager()).nodeId) {
+      throw new UserError('drain_berth_manager', `node ${node.hostname} is the manager whose engine berth uses (--docker-host): the backing services and the cluster's registry store are pinned to it, and draining it would stop them (every later push would fail)`, {
+        hint: `keep dynos off it instead: ps:set APP TYPE placement node.role!=manager (or nodes:label ${node.hostname} KEY=VALUE and a placement on node.labels.KEY); to take this machine out, move the services' data first (docs/swarm.md)`,
+      });
     }
     const others = (await swarm.nodes()).filter((n) => n.id !== node.id && n.availability === 'active' && n.state === 'ready');
     if (others.length === 0) {

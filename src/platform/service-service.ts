@@ -127,7 +127,7 @@ export class ServiceService {
     const names = services.names(record);
     const view = await services.view(record);
     const url = kind.url(options.showPassword ? view : { ...view, password: '***' }, names.alias);
-    const node = await services.node();
+    const node = await services.node(record);
     return {
       record,
       status: await services.status(record),

@@ -40,6 +40,11 @@ export interface ServiceRecord {
   exposedHost?: string;
   /** When backups are made on their own (KIND:backup-schedule), a five-field cron expression; undefined: none. */
   backupSchedule?: string;
+  /**
+   * On the swarm scheduler: the Swarm node id of the manager whose engine runs it, where its volume
+   * (its data) is. Written when it first runs there (a record of an older berth gets it then).
+   */
+  nodeId?: string;
 }
 
 /** The one validator of service names, applied where a name enters: it names containers, volumes and folders. */
@@ -208,6 +213,7 @@ function parseRecord(value: unknown, kinds: readonly string[] | undefined): Serv
   if (exposedPort !== undefined && !(Number.isInteger(exposedPort) && exposedPort >= 1 && exposedPort <= 65535)) throw new Error(`exposedPort: ${exposedPort} is no TCP port (1-65535)`);
   const createdByKey = check.optionalString(o.createdByKey, 'createdByKey');
   const backupSchedule = check.optionalString(o.backupSchedule, 'backupSchedule');
+  const nodeId = check.optionalString(o.nodeId, 'nodeId');
   return {
     kind,
     name,
@@ -228,5 +234,6 @@ function parseRecord(value: unknown, kinds: readonly string[] | undefined): Serv
     ...(exposedPort !== undefined ? { exposedPort } : {}),
     ...(exposedHost !== undefined ? { exposedHost } : {}),
     ...(backupSchedule ? { backupSchedule } : {}),
+    ...(nodeId ? { nodeId } : {}),
   };
 }

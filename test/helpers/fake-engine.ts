@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import {
   checkNetworkDriver,
   checkNetworkOwner,
+  networkOwnerConflict,
   LABEL,
   NotFoundError,
   type Attachment,
@@ -94,7 +95,9 @@ export class FakeEngine implements Engine {
     this.networks.set(name, { [LABEL.managed]: '1', [LABEL.instance]: this.instance, ...labels });
     this.networkDrivers.set(name, options.driver ?? 'bridge');
   }
-  async removeNetwork(name: string): Promise<void> {
+  async removeNetwork(name: string, owner: Record<string, string> = {}): Promise<void> {
+    // Another owner's network stays, as DockerEngine leaves it (and logs it).
+    if (networkOwnerConflict(name, this.networks.get(name) ?? {}, owner)) return;
     for (const [id, list] of this.links) this.links.set(id, list.filter((l) => l.network !== name));
     this.networks.delete(name);
     this.networkDrivers.delete(name);

@@ -5,6 +5,13 @@ import type { SwarmNode } from '../../orchestrator/swarm.ts';
 import { table } from '../../ui/output.ts';
 import { byName, defineCommand, type Command } from '../command.ts';
 
+/**
+ * Printed under the join command: a web task's port is published in host mode on its node's every
+ * address, so anything that reaches the node reaches the dyno without berth's proxy.
+ */
+export const NODE_FIREWALL_ADVICE =
+  '# then, on that machine, let only berth reach the dynos\' published ports (docs/swarm.md, "What a node exposes"): iptables -I DOCKER-USER -p tcp -m conntrack --ctdir ORIGINAL --ctorigdstport 32768:60999 ! -s ADDRESS_OF_BERTH -j DROP';
+
 export const nodeCommands: Command[] = [
   defineCommand({
     name: 'nodes:list',
@@ -35,7 +42,7 @@ export const nodeCommands: Command[] = [
     args: [],
     flags: { manager: 'boolean' },
     summary: 'print the command a new machine runs to join the Swarm (as a worker, or --manager)',
-    help: 'Run the printed command on the new machine, which has Docker installed and reaches the manager\'s address on port 2377 (and the nodes each other on 7946 tcp/udp and 4789 udp). The token in it lets any machine join: keep it secret. The node is listed by nodes:list once it is ready.',
+    help: 'Run the printed command on the new machine, which has Docker installed and reaches the manager\'s address on port 2377 (and the nodes each other on 7946 tcp/udp and 4789 udp). The token in it lets any machine join: keep it secret. The node is listed by nodes:list once it is ready. The comment line under it says how to let only berth reach the dynos\' published ports there (docs/swarm.md).',
     scope: 'admin',
     needsDaemon: true,
     async run(ctx, { flags, daemon }) {
@@ -43,6 +50,7 @@ export const nodeCommands: Command[] = [
       const command = await daemon().nodes.joinCommand(role);
       await ctx.out.step(`To add a ${role}, run this on the new machine (Docker installed):`);
       await ctx.out.line(command);
+      await ctx.out.line(NODE_FIREWALL_ADVICE);
     },
   }),
   defineCommand({
