@@ -55,8 +55,10 @@ export class DockerEngine implements Engine {
     try {
       await docker.ping();
     } catch (e) {
-      // Over SSH the agent knows why (host key, login, no docker CLI there) and what to do.
-      if (connection.agent?.failure) throw connection.agent.failure;
+      // Over SSH the agent knows why (host key, login, no docker CLI there) and what to do, once the
+      // remote command's exit status, which may come after the hang-up, has arrived.
+      const reason = await connection.agent?.failureReason();
+      if (reason) throw reason;
       throw new UserError('docker_unreachable', `no Docker engine answers at ${dockerHost}: ${(e as Error).message}`, {
         cause: e,
         hint: connection.agent

@@ -163,6 +163,8 @@ export class SshDockerAgent extends http.Agent {
   readonly #login: ReturnType<typeof sshConnectConfig>;
   readonly #connections: Connection[] = [];
   readonly #ssh: typeof import('ssh2');
+  /** Channels whose command has not yet exited (or whose channel has not closed). */
+  readonly #running = new Set<Promise<void>>();
 
   constructor(ssh: typeof import('ssh2'), target: SshTarget, settings: DockerSshSettings = {}) {
     super({ keepAlive: false });
@@ -218,6 +220,19 @@ export class SshDockerAgent extends http.Agent {
       release();
       throw this.#remember(e as Error);
     }
+  }
+
+  /**
+   * Why connections failed, once every channel open now has told how its command ended (at most
+   * `waitMs`). The remote command's exit status comes after its output ends, so the HTTP layer may
+   * report a bare "socket hang up" before the status that says why (e.g. 127: no docker CLI).
+   */
+  async failureReason(waitMs = 5_000): Promise<UserError | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
+    await Promise.race([Promise.all(this.#running), timeout]);
+    clearTimeout(timer);
+    return this.failure;
   }
 
   #remember(e: Error): Error {
@@ -289,6 +304,13 @@ export class SshDockerAgent extends http.Agent {
           if (stderr.length < 4096) stderr += chunk.toString('utf8');
         });
         stream.once('close', release);
+        // The status is emitted before the channel's close; a channel closed without one has ended too.
+        const ended = new Promise<void>((done) => {
+          stream.once('exit', () => done());
+          stream.once('close', () => done());
+        });
+        this.#running.add(ended);
+        void ended.then(() => this.#running.delete(ended));
         stream.once('exit', (code: number | null) => {
           if (code === 0 || code === null) return;
           const said = stderr.trim().split('\n').slice(-3).join(' / ');
