@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import net from 'node:net';
+import { freePort } from './loopback.ts';
 import path from 'node:path';
 import { mustRun, startDaemon, tempDir, type Daemon } from './daemon.ts';
 
@@ -137,18 +137,11 @@ function makeListenerCertificate(dir: string): void {
   mustRun('openssl', ['x509', '-req', '-in', at('leaf.csr'), '-CA', at('ca.pem'), '-CAkey', at('ca.key'), '-CAcreateserial', '-out', at('cert.pem'), '-days', '2', '-extfile', at('ext.cnf')]);
 }
 
-/** Ports that were free a moment ago (each bound to port 0, then released). */
+/** `n` different ports that were free a moment ago, below the ephemeral range (freePort). */
 export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
 }
 
 function get(url: string, ca: Buffer): Promise<{ status: number; body: string }> {
