@@ -12,7 +12,7 @@ import { test, type TestContext } from 'node:test';
 import { dataPaths, defaultConfig } from '../src/config.ts';
 import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
-import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestrator/deployment.ts';
+import type { DrainResult, RoutePublisher } from '../src/orchestrator/deployment.ts';
 import { LABEL, type ContainerState } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
@@ -26,6 +26,7 @@ import { DomainStore } from '../src/state/domain-store.ts';
 import { ServiceStore } from '../src/state/service-store.ts';
 import { sleep } from '../src/sleep.ts';
 import { FakeEngine } from './helpers/fake-engine.ts';
+import { recordingOutput } from './helpers/recording-output.ts';
 
 const logLines: string[] = [];
 setLogSink((line) => logLines.push(line));
@@ -253,18 +254,6 @@ function recordingPublisher(): RoutePublisher & { drains: Array<{ at: number; ta
   };
 }
 
-function recordingOutput(): DeployContext['out'] & { lines: string[] } {
-  const lines: string[] = [];
-  return {
-    lines,
-    step: (text) => void lines.push(`-----> ${text}`),
-    section: (text) => void lines.push(`=====> ${text}`),
-    detail: (text) => void lines.push(`       ${text}`),
-    error: (text) => void lines.push(` !     ${text}`),
-    line: (text) => void lines.push(text),
-    raw() {},
-  };
-}
 
 function events(event: string): Array<Record<string, unknown>> {
   return logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.event === event);

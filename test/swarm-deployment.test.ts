@@ -17,7 +17,7 @@ import { runCommand } from '../src/cli/registry.ts';
 import type { Platform } from '../src/platform/platform.ts';
 import { loadState } from '../src/platform/state.ts';
 import { MemoryOutput } from '../src/ui/output.ts';
-import type { DeployContext, DrainResult, RoutePublisher } from '../src/orchestrator/deployment.ts';
+import type { DrainResult, RoutePublisher } from '../src/orchestrator/deployment.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
@@ -35,6 +35,7 @@ import { DomainStore } from '../src/state/domain-store.ts';
 import { ServiceStore } from '../src/state/service-store.ts';
 import { FakeEngine } from './helpers/fake-engine.ts';
 import { FakeSwarm } from './helpers/fake-swarm.ts';
+import { recordingOutput } from './helpers/recording-output.ts';
 
 const logLines: string[] = [];
 setLogSink((line) => logLines.push(line));
@@ -530,18 +531,6 @@ function recordingPublisher(): RoutePublisher & { drains: Array<{ targets: strin
   };
 }
 
-function recordingOutput(): DeployContext['out'] & { lines: string[] } {
-  const lines: string[] = [];
-  return {
-    lines,
-    step: (text) => void lines.push(`-----> ${text}`),
-    section: (text) => void lines.push(`=====> ${text}`),
-    detail: (text) => void lines.push(`       ${text}`),
-    error: (text) => void lines.push(` !     ${text}`),
-    line: (text) => void lines.push(text),
-    raw() {},
-  };
-}
 
 /** The events logged since `from` (a length of logLines; the log is shared by the whole file). */
 function events(event: string, from = 0): Array<Record<string, unknown>> {
