@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { BASE_IMAGE, gitRepo, makeKey, mustRun, run, startDaemon, tempDir, type Daemon } from './helpers/daemon.ts';
+import { BASE_IMAGE, gitRepo, makeKey, mustRun, removeInstanceLeftovers, run, startDaemon, tempDir, type Daemon } from './helpers/daemon.ts';
 
 const work = tempDir('e2e-build-cache');
 const A = 'caca';
@@ -48,17 +48,9 @@ before(async () => {
 after(async () => {
   for (const app of [A, B]) daemon?.cli(['apps:destroy', app, '--force']);
   await daemon?.stop();
-  // Whatever a failed test left: this daemon's containers and networks, and the layers of its RUN steps.
+  // Whatever a failed test left: this daemon's containers, networks, images and volumes, and the layers of its RUN steps.
   if (!daemon) return;
-  const label = `label=berth.instance=${daemon.instance}`;
-  const containers = run('docker', ['ps', '-aq', '--filter', label]).stdout.split('\n').filter(Boolean);
-  if (containers.length) run('docker', ['rm', '-f', ...containers]);
-  const networks = run('docker', ['network', 'ls', '-q', '--filter', label]).stdout.split('\n').filter(Boolean);
-  if (networks.length) run('docker', ['network', 'rm', ...networks]);
-  for (const repo of [daemon.imageRepo(A), daemon.imageRepo(B)]) {
-    const tags = run('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}', repo]).stdout.split('\n').filter(Boolean);
-    if (tags.length) run('docker', ['rmi', '-f', ...tags]);
-  }
+  removeInstanceLeftovers(daemon, [A, B]);
   const dangling = run('docker', ['images', '-q', '--no-trunc', '--filter', 'dangling=true']).stdout.split('\n').filter(Boolean);
   const ours = dangling.filter((id) => run('docker', ['image', 'inspect', id, '--format', '{{json .ContainerConfig.Cmd}}']).stdout.includes(MARKER));
   if (ours.length) run('docker', ['rmi', '-f', ...ours]);

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { APP_CAPABILITIES } from '../src/orchestrator/engine.ts';
 import { NODE_FIXTURE_BUILDPACK, STACK_IMAGE, writeBuildpack } from './helpers/buildpacks.ts';
-import { BASE_IMAGE, gitRepo, makeKey, mustRun, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
+import { BASE_IMAGE, gitRepo, makeKey, mustRun, removeInstanceLeftovers, request, run, startDaemon, tempDir, waitFor, type Daemon } from './helpers/daemon.ts';
 import { startLoadLoop } from './helpers/zero-downtime.ts';
 
 const work = tempDir('e2e-containers');
@@ -30,6 +30,8 @@ node -e "const [h, p] = process.argv[1].split(':'); const s = require('net').con
 const daemonEnv = { BERTH_STACK_IMAGE: STACK_IMAGE, BERTH_BUILDPACKS: `${proberDir},${bpDir}` };
 let daemon: Daemon;
 let key: { privateKey: string; publicKey: string };
+/** Whether this file made the shared network an older berth ran every app on (and so removes it). */
+let madeShared = false;
 
 /** Linux capability numbers (include/uapi/linux/capability.h) of the ones berth keeps. */
 const CAP_NUMBERS: Record<string, number> = { CHOWN: 0, DAC_OVERRIDE: 1, FOWNER: 3, KILL: 5, SETGID: 6, SETUID: 7, NET_BIND_SERVICE: 10 };
@@ -69,12 +71,9 @@ before(async () => {
 after(async () => {
   for (const app of [ROOTY, PACKED, OLD, MOVED, PROBE]) daemon.cli(['apps:destroy', app, '--force']);
   await daemon.stop();
-  // Whatever a failed test left: this daemon's containers (the old-style one included) and networks.
-  const label = `label=berth.instance=${daemon.instance}`;
-  const containers = run('docker', ['ps', '-aq', '--filter', label]).stdout.split('\n').filter(Boolean);
-  if (containers.length) run('docker', ['rm', '-f', ...containers]);
-  const networks = run('docker', ['network', 'ls', '-q', '--filter', label]).stdout.split('\n').filter(Boolean);
-  if (networks.length) run('docker', ['network', 'rm', ...networks]);
+  // Whatever a failed test left: this daemon's containers (the old-style one included), networks, images and volumes.
+  removeInstanceLeftovers(daemon, [ROOTY, PACKED, OLD, MOVED, PROBE]);
+  if (madeShared) run('docker', ['network', 'rm', SHARED]);
 });
 
 const host = (app: string) => `${app}.${daemon.domain}`;
@@ -233,6 +232,11 @@ test('a deployment an older berth left on the shared network is adopted, then mo
   const info = JSON.parse(mustRun('docker', ['inspect', first.id]))[0];
   await daemon.stop();
   mustRun('docker', ['rm', '-f', first.id]);
+  // An older berth made the shared network at its start, without an owner's label.
+  if (run('docker', ['network', 'inspect', SHARED]).code !== 0) {
+    mustRun('docker', ['network', 'create', SHARED]);
+    madeShared = true;
+  }
   const labels = Object.entries(info.Config.Labels as Record<string, string>).flatMap(([k, v]) => ['--label', `${k}=${v}`]);
   const env = (info.Config.Env as string[]).flatMap((e) => ['-e', e]);
   mustRun('docker', ['run', '-d', '--name', info.Name.slice(1), '--network', SHARED, '--init', '--restart', 'unless-stopped', ...labels, ...env, info.Config.Image]);

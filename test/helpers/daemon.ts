@@ -144,6 +144,24 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
 }
 
 /** An HTTP request to the proxy on loopback with the given Host header. */
+/**
+ * What a daemon's tests may leave behind when one fails before its apps are destroyed: the
+ * daemon's containers and networks (by its instance label), the images of `apps` and their build
+ * cache volumes. Call it after `daemon.stop()`.
+ */
+export function removeInstanceLeftovers(daemon: Pick<Daemon, 'instance' | 'imageRepo'>, apps: readonly string[]): void {
+  const label = `label=berth.instance=${daemon.instance}`;
+  const listed = (args: string[]) => run('docker', args).stdout.split('\n').filter(Boolean);
+  const containers = listed(['ps', '-aq', '--filter', label]);
+  if (containers.length) run('docker', ['rm', '-f', ...containers]);
+  const networks = listed(['network', 'ls', '-q', '--filter', label]);
+  if (networks.length) run('docker', ['network', 'rm', ...networks]);
+  const tags = apps.flatMap((app) => listed(['images', '--format', '{{.Repository}}:{{.Tag}}', daemon.imageRepo(app)]));
+  if (tags.length) run('docker', ['rmi', '-f', ...tags]);
+  const volumes = apps.map((app) => `berth-cache.${daemon.instance}.${app}`).filter((v) => run('docker', ['volume', 'inspect', v]).code === 0);
+  if (volumes.length) run('docker', ['volume', 'rm', '-f', ...volumes]);
+}
+
 export function request(port: number, host: string, urlPath = '/', headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, path: urlPath, headers: { host, ...headers }, agent: false }, (res) => {
