@@ -103,6 +103,9 @@ class MemorySwarm implements Swarm {
   async taskLogs(): Promise<string> {
     return '';
   }
+  followTaskLogs(): never {
+    throw new Error('not used by the registry');
+  }
   readonly secrets_ = new Map<string, { id: string; data: string }>();
   async ensureSecret(name: string, data: string): Promise<void> {
     if (!this.secrets_.has(name)) this.secrets_.set(name, { id: `x${this.#next++}`, data });

@@ -9,6 +9,7 @@
 // digest: a push builds on the manager only, and every node pulls from its loopback mirror. The
 // registry image is berth-test/registry:2 (--registry-image), loaded on each node.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { gitRepo, makeKey, mustRun, nodeApp, request, startDaemon, tempDir, waitFor, writeFiles, BASE_IMAGE, type Daemon } from './helpers/daemon.ts';
@@ -26,7 +27,7 @@ const admin = makeKey(work, 'admin');
 /** Nodes cluster.kill() removed: no engine to ask. */
 const lost = new Set<SwarmNodeHandle>();
 
-/** `/` answers MESSAGE and the task's hostname; `/health` answers HEALTH_STATUS (200 by default). */
+/** `/` answers MESSAGE and the task's hostname; `/health` answers HEALTH_STATUS (200 by default); `/say/WORD` logs WORD and the hostname. */
 const APP_FILES = {
   Dockerfile: `FROM ${BASE_IMAGE}\nCOPY . /app\nCMD ["node", "/app/server.js"]\n`,
   'app.json': JSON.stringify({ healthchecks: { web: [{ name: 'ready', path: '/health', content: 'ok', attempts: 12, timeout: 2, wait: 0.25 }] } }),
@@ -35,11 +36,12 @@ const os = require('os');
 const status = Number(process.env.HEALTH_STATUS || 200);
 const server = http.createServer((req, res) => {
   if (req.url === '/health') { res.statusCode = status; return res.end(status === 200 ? 'ok' : 'sick'); }
+  if (req.url.startsWith('/say/')) console.log('said ' + req.url.slice(5) + ' as ' + os.hostname());
   res.end((process.env.MESSAGE || 'hello') + ' from ' + os.hostname() + '\\n');
 });
 server.keepAliveTimeout = 65000;
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
-server.listen(Number(process.env.PORT), '0.0.0.0');
+server.listen(Number(process.env.PORT), '0.0.0.0', () => console.log('listening as ' + os.hostname()));
 `,
 };
 
@@ -117,6 +119,31 @@ test('a deploy runs the web process as tasks on at least two nodes (each node as
   const report = ssh('ps:report shop');
   assert.match(report, /DYNO\s+STATE\s+RELEASE\s+RESTARTS\s+NODE\s+ADDRESS\s+TASK/);
   assert.equal(report.split('\n').filter((l) => /^\s*web\.\d\s+running\s+v1\s/.test(l)).length, 3, report);
+});
+
+test('logs shows the output of the web tasks on every node, each line with its dyno; -t follows them as they write', async () => {
+  const hosts = new Set<string>();
+  for (let i = 0; i < 12; i++) hosts.add((await request(daemon.httpPort, HOST)).body.trim().split(' from ')[1]!);
+  assert.ok(hosts.size >= 2, `answered by ${[...hosts].join(', ')}`);
+  const history = ssh('logs shop -n 100 -p web');
+  for (const host of hosts) assert.match(history, new RegExp(`^\\S+Z app\\[web\\.\\d\\]: listening as ${host}$`, 'm'), `${host} in:\n${history}`);
+
+  const marker = randomBytes(4).toString('hex');
+  const follower = spawn('ssh', [...daemon.sshArgs(admin.privateKey), 'berth@127.0.0.1', 'logs shop -t -n 0 -p web']);
+  let followed = '';
+  follower.stdout.on('data', (d: Buffer) => (followed += d.toString()));
+  const saidBy = () => new Set([...followed.matchAll(new RegExp(`app\\[web\\.\\d\\]: said ${marker} as (\\S+)`, 'g'))].map((m) => m[1]));
+  try {
+    // Requests go round the tasks: their lines come from tasks on more than one node.
+    await waitFor('followed lines from tasks on two nodes', async () => {
+      await request(daemon.httpPort, HOST, `/say/${marker}`);
+      return saidBy().size >= 2;
+    }, 30_000);
+  } finally {
+    follower.kill();
+  }
+  assert.doesNotMatch(followed, /listening as/, '-n 0 shows no history');
+  for (const host of saidBy()) assert.ok(hosts.has(host!), `${host} is one of the tasks`);
 });
 
 test('a git push builds on the manager and serves from tasks on two nodes, which pulled the release by digest from the cluster registry', async () => {

@@ -76,6 +76,9 @@ class MemorySwarm implements Swarm {
   taskLogs(): never {
     throw new Error('not used by the nodes commands');
   }
+  followTaskLogs(): never {
+    throw new Error('not used by the nodes commands');
+  }
   ensureSecret(): never {
     throw new Error('not used by the nodes commands');
   }

@@ -11,6 +11,7 @@ import { test, type TestContext } from 'node:test';
 import { dataPaths, defaultConfig } from '../src/config.ts';
 import { isUserError } from '../src/errors.ts';
 import { setLogSink } from '../src/log.ts';
+import { writeAppLogs } from '../src/orchestrator/app-logs.ts';
 import { changeConfig, changeSettings, processReport, rollback, scale, start, stop } from '../src/orchestrator/app-operations.ts';
 import { parsePlacement } from '../src/cli/commands/ps.ts';
 import { runCommand } from '../src/cli/registry.ts';
@@ -159,6 +160,34 @@ test('a new task that stops on probation sends the route back to the old tasks, 
   assert.equal(orch.apps.require('shop').current, 1);
 });
 
+test('checks:disable stops the old services of those types first: out of the route, scaled to 0 until their tasks stopped, removed, then the new service starts', async (t) => {
+  const { swarm, publisher, orch, out } = await setUp(t);
+  await orch.apps.update('shop', (a) => void (a.checks.disabled = ['worker']));
+  const [oldWeb] = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  const [oldWorker] = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' });
+  const webBefore = publisher.routed('shop').map((x) => x.id);
+  swarm.log.length = 0;
+  await changeConfig(orch, 'shop', { set: { COLOR: 'green' } }, { restart: true, by: 'test', out });
+  const [newWorker] = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' });
+  const [newWeb] = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  const order = (entry: string) => swarm.log.indexOf(entry);
+  assert.ok(order(`scale ${oldWorker!.name} 0`) >= 0 && order(`scale ${oldWorker!.name} 0`) < order(`remove ${oldWorker!.name}`), swarm.log.join('\n'));
+  assert.ok(order(`remove ${oldWorker!.name}`) < order(`create ${newWorker!.name}`), 'the old worker went before the new one started');
+  assert.ok(order(`create ${newWeb!.name}`) < order(`remove ${oldWeb!.name}`), 'web, with its checks, still swapped with zero downtime');
+  assert.ok(out.lines.includes('-----> Zero-downtime deploys are disabled for worker: stopping the old Swarm services first'), out.lines.join('\n'));
+  assert.ok(publisher.routed('shop').every((x) => !webBefore.includes(x.id)));
+
+  // Disabled for web: its old tasks leave the route and are drained before the new service starts.
+  await orch.apps.update('shop', (a) => void (a.checks.disabled = ['web']));
+  const drainsBefore = publisher.drains.length;
+  swarm.log.length = 0;
+  const routedBefore = publisher.routed('shop').map((x) => x.id);
+  await changeConfig(orch, 'shop', { set: { COLOR: 'red' } }, { restart: true, by: 'test', out });
+  const [latestWeb] = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  assert.ok(order(`remove ${newWeb!.name}`) < order(`create ${latestWeb!.name}`), swarm.log.join('\n'));
+  assert.deepEqual(publisher.drains[drainsBefore]?.targets.sort(), [...routedBefore].sort(), 'the old web targets were drained first');
+});
+
 test('ps:scale deploys the type whose count changed as a new service at the new count, gates its tasks and keeps the others', async (t) => {
   const { swarm, publisher, orch, out } = await setUp(t);
   const worker = (await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' }))[0]!;
@@ -251,6 +280,33 @@ test('SwarmDynos remembers only the tasks and services of its last look; removin
   const fresh = new SwarmDynos(swarm);
   await fresh.stopAndRemove(swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' })[0]!.id);
   assert.equal(swarm.services_.has(web.id), false, 'the task\'s service is removed though this SwarmDynos never saw it');
+});
+
+test('an app\'s logs on the swarm scheduler are its tasks\' on every node, each line with its dyno; followed, a task\'s new lines come as it writes them', async (t) => {
+  const { swarm, orch } = await setUp(t);
+  const lines: string[] = [];
+  const history = new AbortController();
+  await writeAppLogs(orch.dynos, 'shop', { follow: false, lines: 10, quiet: false }, (line) => void lines.push(line), history.signal);
+  const live = swarm.live({ [LABEL.app]: 'shop' });
+  assert.equal(live.length, 3);
+  assert.ok(new Set(live.map((x) => x.nodeId)).size > 1, 'the tasks are on more than one node');
+  for (const task of live) {
+    const dyno = `${task.labels[LABEL.process]}.${task.slot}`;
+    assert.ok(lines.some((line) => new RegExp(`^\\S+Z app\\[${dyno.replace('.', '\\.')}\\]: log of ${task.id}$`).test(line)), `${dyno}'s line in ${lines.join(' | ')}`);
+  }
+
+  const followed: string[] = [];
+  const stop = new AbortController();
+  t.after(() => stop.abort());
+  const following = writeAppLogs(orch.dynos, 'shop', { follow: true, lines: 0, quiet: true, type: 'worker' }, (line) => void followed.push(line), stop.signal);
+  const worker = live.find((x) => x.labels[LABEL.process] === 'worker')!;
+  await until(() => swarm.followers_.has(worker.id), 3000);
+  assert.equal(swarm.followers_.size, 1, 'only the worker type is followed');
+  swarm.followers_.get(worker.id)!('a new line');
+  assert.deepEqual(followed, ['a new line']);
+  stop.abort();
+  await following;
+  assert.equal(swarm.followers_.size, 0, 'the follow stops with the signal');
 });
 
 test('a task readmitted while the daemon stops is not routed after stop()', async (t) => {

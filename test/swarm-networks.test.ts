@@ -218,6 +218,7 @@ function fakeSwarm(at: { id: string } = { id: 'n1' }): Swarm {
     removeService: unused,
     tasks: async () => [],
     taskLogs: unused,
+    followTaskLogs: unused,
     ensureSecret: unused,
     secrets: unused,
     removeSecret: unused,

@@ -1,8 +1,8 @@
-// An app's logs as one stream: every process container's output with its timestamp and a
+// An app's logs as one stream: every process container's (on Swarm every task's, on any node) output with its timestamp and a
 // `app[type.N]:` prefix, interleaved by time; with `follow`, new lines as they come (and the
 // containers a later deploy starts).
-import { LABEL, type ContainerState, type Engine, type Subscription } from './engine.ts';
-import { byDyno, processContainers } from './deployment.ts';
+import { LABEL, type ContainerState, type Subscription } from './engine.ts';
+import { byDyno, processContainers, type DynoEngine } from './deployment.ts';
 
 export interface LogOptions {
   follow: boolean;
@@ -24,7 +24,7 @@ interface LogLine {
 }
 
 /** Writes the app's logs; with `follow`, keeps going until `signal` aborts. */
-export async function writeAppLogs(engine: Engine, app: string, options: LogOptions, write: (line: string) => void | Promise<void>, signal: AbortSignal): Promise<void> {
+export async function writeAppLogs(engine: DynoEngine, app: string, options: LogOptions, write: (line: string) => void | Promise<void>, signal: AbortSignal): Promise<void> {
   const format = (l: LogLine) => (options.quiet ? l.text : `${l.time} app[${l.dyno}]: ${l.text}`);
   const containers = await matching(engine, app, options.type);
   const history: LogLine[] = [];
@@ -33,7 +33,7 @@ export async function writeAppLogs(engine: Engine, app: string, options: LogOpti
     for (const line of text.split('\n')) if (line) history.push(parseLine(line, dynoOf(c)));
   }
   history.sort((a, b) => compareTimes(a.time, b.time));
-  for (const l of history.slice(-options.lines)) await write(format(l));
+  for (const l of options.lines > 0 ? history.slice(-options.lines) : []) await write(format(l));
   if (!options.follow || signal.aborted) return;
 
   const followed = new Map<string, Subscription>();
@@ -73,7 +73,7 @@ export async function writeAppLogs(engine: Engine, app: string, options: LogOpti
   });
 }
 
-async function matching(engine: Engine, app: string, type: string | undefined): Promise<ContainerState[]> {
+async function matching(engine: DynoEngine, app: string, type: string | undefined): Promise<ContainerState[]> {
   const all = await processContainers(engine, app);
   return all.filter((c) => c.running && (!type || c.labels[LABEL.process] === type)).sort(byDyno);
 }

@@ -83,7 +83,7 @@ export interface DeployContext {
 }
 
 /** What the deploy path asks of where dynos run: the engine's containers, or a Swarm's tasks seen as containers. */
-export type DynoEngine = Pick<Engine, 'inspect' | 'logs' | 'stopAndRemove' | 'list'>;
+export type DynoEngine = Pick<Engine, 'inspect' | 'logs' | 'followLogs' | 'stopAndRemove' | 'list'>;
 
 /** The engine of `ctx`'s dynos: the Swarm's tasks on the swarm scheduler, else the Docker engine. */
 export function dynoEngine(ctx: Pick<DeployContext, 'engine' | 'swarm'>): DynoEngine {

@@ -1,12 +1,13 @@
 // The Swarm over the manager's Docker API (dockerode, loaded lazily as docker-engine.ts does): the
 // only module that speaks Swarm. Nodes, services and tasks are turned into berth's terms here;
 // services and their containers carry berth's labels, and only berth's services are listed.
+import type { Readable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import { UserError } from '../errors.ts';
 import { dockerConnection } from './docker-engine.ts';
 import type { DockerSshSettings } from './docker-ssh.ts';
-import { demux } from './docker-wire.ts';
-import { LABEL } from './engine.ts';
+import { demux, sink } from './docker-wire.ts';
+import { LABEL, type Subscription } from './engine.ts';
 import type { NodeAvailability, NodeRole, Swarm, SwarmNode, SwarmService, SwarmServiceSpec, SwarmTask } from './swarm.ts';
 
 /** The oldest engine API whose services take CapabilityAdd/CapabilityDrop and a pids limit (Docker 20.10). */
@@ -184,12 +185,24 @@ export class DockerSwarm implements Swarm {
       .sort((a, b) => a.serviceId.localeCompare(b.serviceId) || a.slot - b.slot || b.updatedAt - a.updatedAt);
   }
 
-  async taskLogs(taskId: string, tail: number): Promise<string> {
+  async taskLogs(taskId: string, tail: number, options: { timestamps?: boolean } = {}): Promise<string> {
     const task = (await this.#docker.getTask(taskId).inspect()) as TaskWire;
     if (!task.Status?.ContainerStatus?.ContainerID) return '';
     // A node that is gone never answers: the manager would wait for it without end.
-    const raw = (await (this.#docker.getTask(taskId) as unknown as { logs(options: object): Promise<unknown> }).logs({ stdout: true, stderr: true, tail, follow: false, abortSignal: AbortSignal.timeout(10_000) } as never)) as unknown as Buffer;
+    const raw = (await this.#taskLogs(taskId, { stdout: true, stderr: true, tail, follow: false, timestamps: options.timestamps === true, abortSignal: AbortSignal.timeout(10_000) })) as Buffer;
     return demux(raw);
+  }
+
+  async followTaskLogs(taskId: string, options: { tail: number; onData(data: Buffer): void | Promise<void> }): Promise<Subscription> {
+    const stream = (await this.#taskLogs(taskId, { stdout: true, stderr: true, timestamps: true, follow: true, tail: options.tail })) as Readable;
+    const out = sink(options.onData, stream);
+    this.#docker.modem.demuxStream(stream, out, out);
+    return { stop: () => stream.destroy() };
+  }
+
+  // GET /tasks/ID/logs: the manager reads them from the task's node. dockerode's types lack it.
+  #taskLogs(taskId: string, options: Record<string, unknown>): Promise<unknown> {
+    return (this.#docker.getTask(taskId) as unknown as { logs(options: object): Promise<unknown> }).logs(options);
   }
 
   async ensureSecret(name: string, data: string, labels: Record<string, string>): Promise<void> {

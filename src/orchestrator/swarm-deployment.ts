@@ -15,8 +15,9 @@
 // What differs from containers: a task that exits is replaced by Swarm with a new task (a new id
 // and target) rather than restarted, so `restartCount` is always 0 and "restarted" shows as the
 // task no longer running; removing one task means removing its service (stopAndRemove), which is
-// only ever asked of tasks of services this deploy made; checks:disable does not stop the old
-// services first (they serve until the new ones passed, as with checks on).
+// only ever asked of tasks of services this deploy made. checks:disable stops the old services of
+// those types first, as on one engine: they leave the route, are scaled to 0 until their tasks
+// have stopped, and are removed before the new services start.
 import { randomBytes } from 'node:crypto';
 import type { Output } from '../ui/output.ts';
 import { UserError } from '../errors.ts';
@@ -41,6 +42,7 @@ import {
 } from './deployment.ts';
 import { APP_CAPABILITIES, LABEL, type ContainerState, type Engine } from './engine.ts';
 import { ENDED_TASK_STATES, SwarmDynos } from './swarm-dynos.ts';
+import type { Target } from '../proxy/route-table.ts';
 import type { ImageDistributor, Swarm, SwarmNode, SwarmService, SwarmServiceSpec, SwarmTask } from './swarm.ts';
 
 /** How long a new service's tasks may take to run (a pull on a node included) before the deploy fails. */
@@ -49,6 +51,8 @@ export const TASK_START_TIMEOUT_MS = 120_000;
 export const TASK_POLL_MS = 250;
 /** A task Swarm cannot place anywhere (its constraints match no node) fails the deploy after this long. */
 export const UNPLACEABLE_MS = 3_000;
+/** Beyond their stop timeout, how long the tasks of an old service scaled to 0 may take to be seen stopped (a lost node's never are). */
+const STOP_SEEN_MARGIN_MS = 10_000;
 
 /** Where a process type's tasks may run: Swarm's constraints and spread preferences (ps:set APP TYPE placement). */
 export interface Placement {
@@ -186,6 +190,7 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
   try {
     let started: Started[] = [];
     if (toStart.length > 0) {
+      await stopDisabledFirst(ctx, sw, app, checks, toStart);
       await ctx.prepare?.(ctx.out);
       // The app's own network (ctx.network), an attachable overlay on the swarm scheduler: its linked services are on it.
       await ctx.engine.ensureNetwork(ctx.network, { [LABEL.app]: app }, ctx.networkOptions ?? { driver: 'overlay' });
@@ -208,6 +213,41 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
     if (created.length) await sw.removeServices(app, created);
     throw e;
   }
+}
+
+/**
+ * checks:disable on Swarm as on one engine (and in Dokku): the old services of those types leave
+ * the route, and their tasks stop before the new ones start, so two copies never run at once
+ * (downtime). Scaled to 0 first, so their tasks are seen stopped (SIGTERM, SIGKILL after the stop
+ * timeout) before the services go.
+ */
+async function stopDisabledFirst(ctx: DeployContext, sw: SwarmDeploy, app: string, checks: ResolvedChecks, types: readonly string[]): Promise<void> {
+  const disabled = new Set(types.filter((t) => checks.isDisabled(t)));
+  if (disabled.size === 0) return;
+  const old = (await sw.services(app)).filter((s) => disabled.has(s.labels[LABEL.process] ?? ''));
+  if (old.length === 0) return;
+  ctx.out.step(`Zero-downtime deploys are disabled for ${[...disabled].join(', ')}: stopping the old Swarm services first`);
+  // A task's target is named SERVICE.SLOT.TASKID.
+  const leaving = (t: Target) => old.some((s) => t.id.startsWith(`${s.name}.`));
+  const routed = ctx.publisher.routed(app);
+  if (routed.some(leaving)) {
+    ctx.publisher.publish(app, ctx.hostnames, routed.filter((t) => !leaving(t)));
+    await ctx.publisher.drain(routed.filter(leaving), { deadlineMs: checks.drainTimeoutMs, reason: 'the app is being redeployed' });
+  }
+  ctx.out.step(`Stopping the tasks of ${old.length} old Swarm service${old.length === 1 ? '' : 's'} (SIGTERM, then SIGKILL after ${Math.ceil(checks.stopTimeoutMs / 1000)}s)`);
+  await Promise.all(old.map((s) => sw.swarm.setReplicas(s.id, 0)));
+  const deadline = Date.now() + checks.stopTimeoutMs + STOP_SEEN_MARGIN_MS;
+  for (;;) {
+    const tasks = (await Promise.all(old.map((s) => sw.swarm.tasks({ service: s.id })))).flat();
+    const left = tasks.filter((t) => !ENDED_TASK_STATES.has(t.state));
+    if (left.length === 0) break;
+    if (Date.now() > deadline) {
+      log.warn('swarm_tasks_not_seen_stopped', { app, tasks: left.map((t) => `${t.id} ${t.state}`) });
+      break;
+    }
+    await sleep(TASK_POLL_MS, sw.signal);
+  }
+  await sw.removeServices(app, old, ctx.out);
 }
 
 /** The spec of one process type's service. */

@@ -1,6 +1,6 @@
 // The Swarm's tasks as the deploy path sees containers (SwarmDynos): what the gate, probation,
 // ps:report and the task watcher read, from one look at the Swarm shared for a moment.
-import { LABEL, NotFoundError, type ContainerState } from './engine.ts';
+import { LABEL, NotFoundError, type ContainerState, type Subscription } from './engine.ts';
 import type { DynoEngine } from './deployment.ts';
 import type { Swarm, SwarmNode, SwarmService, SwarmTask } from './swarm.ts';
 
@@ -111,8 +111,12 @@ export class SwarmDynos implements DynoEngine {
       .map((t) => this.stateOf(t, snapshot));
   }
 
-  logs(id: string, tail = 50): Promise<string> {
-    return this.#swarm.taskLogs(id, tail);
+  logs(id: string, tail = 50, options: { timestamps?: boolean } = {}): Promise<string> {
+    return this.#swarm.taskLogs(id, tail, options);
+  }
+
+  followLogs(id: string, options: { tail: number; onData(data: Buffer): void | Promise<void> }): Promise<Subscription> {
+    return this.#swarm.followTaskLogs(id, options);
   }
 
   /** A single task cannot be removed: its whole service is (only ever asked of the tasks of a service one deploy made). */

@@ -3,7 +3,7 @@
 // each web task is reached at. DockerSwarm (docker-swarm.ts) implements it over the manager's
 // Docker API; the deploy path on Swarm (swarm-deployment.ts) and the nodes commands use only this.
 import type { Output } from '../ui/output.ts';
-import type { RegistryAuth } from './engine.ts';
+import type { RegistryAuth, Subscription } from './engine.ts';
 
 export type NodeRole = 'manager' | 'worker';
 export type NodeAvailability = 'active' | 'pause' | 'drain';
@@ -111,8 +111,10 @@ export interface Swarm {
   removeService(id: string): Promise<void>;
   /** The tasks of one service, or of berth's services narrowed by labels; newest first within a slot. */
   tasks(filter: { service?: string; labels?: Record<string, string> }): Promise<SwarmTask[]>;
-  /** The last `tail` lines a task's container wrote; '' when it has none. */
-  taskLogs(taskId: string, tail: number): Promise<string>;
+  /** The last `tail` lines a task's container wrote, on whatever node it runs (the manager asks it); '' when it has none. */
+  taskLogs(taskId: string, tail: number, options?: { timestamps?: boolean }): Promise<string>;
+  /** A task's output as it comes, each line timestamped as in `followLogs` of the Engine, after its last `tail` lines. */
+  followTaskLogs(taskId: string, options: { tail: number; onData(data: Buffer): void | Promise<void> }): Promise<Subscription>;
 
   /** Makes a Swarm secret `name` holding `data` unless one of that name exists (a secret never changes: a new content takes a new name). */
   ensureSecret(name: string, data: string, labels: Record<string, string>): Promise<void>;

@@ -71,7 +71,7 @@ export class ProcessService {
   /** Writes the app's log lines, every container interleaved; follows them with `options.follow`. A promise from `write` holds the logs back until it settles. */
   logs(app: string, options: LogOptions, write: (line: string) => void | Promise<void>, signal: AbortSignal): Promise<void> {
     this.#state.apps.require(app);
-    return writeAppLogs(this.#orchestrator.engine, app, options, write, signal);
+    return writeAppLogs(this.#orchestrator.dynos, app, options, write, signal);
   }
 
   /** A one-off process of the current release; resolves to its exit status. */

@@ -7,6 +7,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import { once } from 'node:events';
+import type { Subscription } from '../../src/orchestrator/engine.ts';
 import type { NodeAvailability, NodeRole, Swarm, SwarmNode, SwarmService, SwarmServiceSpec, SwarmTask } from '../../src/orchestrator/swarm.ts';
 
 /** What a task does when it starts; by default a web task answers `200 SERVICE` on every request. */
@@ -85,6 +86,9 @@ export class FakeSwarm implements Swarm {
   async setReplicas(id: string, replicas: number): Promise<void> {
     const s = this.services_.get(id)!;
     s.replicas = replicas;
+    this.log.push(`scale ${s.name} ${replicas}`);
+    // Tasks in slots beyond the count stop.
+    for (const t of this.tasks_.filter((x) => x.serviceId === id && x.slot > replicas && x.desiredState === 'running')) this.#end(t, 'shutdown');
   }
   async removeService(id: string): Promise<void> {
     const s = this.services_.get(id);
@@ -100,9 +104,15 @@ export class FakeSwarm implements Swarm {
       .filter((t) => (filter.service === undefined || t.serviceId === filter.service) && Object.entries(filter.labels ?? {}).every(([k, v]) => t.labels[k] === v))
       .map(({ server: _s, ...t }) => ({ ...t, labels: { ...t.labels } }));
   }
-  async taskLogs(taskId: string): Promise<string> {
+  async taskLogs(taskId: string, _tail: number, options: { timestamps?: boolean } = {}): Promise<string> {
     const t = this.tasks_.find((x) => x.id === taskId);
-    return t ? `log of ${t.id}\n` : '';
+    return t ? `${options.timestamps ? `${new Date(t.updatedAt).toISOString()} ` : ''}log of ${t.id}\n` : '';
+  }
+  /** Followed tasks: a line given to `say` reaches the follower, timestamped as the engine does. */
+  readonly followers_ = new Map<string, (line: string) => void>();
+  async followTaskLogs(taskId: string, options: { onData(data: Buffer): void | Promise<void> }): Promise<Subscription> {
+    this.followers_.set(taskId, (line) => void options.onData(Buffer.from(`${new Date().toISOString()} ${line}\n`)));
+    return { stop: () => void this.followers_.delete(taskId) };
   }
   /** Secrets by name: their content and labels. */
   readonly secrets_ = new Map<string, { id: string; data: string; labels: Record<string, string> }>();
