@@ -12,8 +12,8 @@ import path from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { launchBrowser, newContext, screenshot, scrollsSideways, waitForText, watchProblems, type Browser, type Page } from './helpers/browser.ts';
 import { httpsGet } from './helpers/certs.ts';
-import { gitRepo, makeKey, nodeApp, run, startDaemon, tempDir, waitFor, type Daemon, type RunResult } from './helpers/daemon.ts';
-import { preparePebble, type Pebble } from './helpers/pebble.ts';
+import { gitRepo, makeKey, nodeApp, run, tempDir, waitFor, type Daemon, type RunResult } from './helpers/daemon.ts';
+import { startDaemonWithPebble, type Pebble } from './helpers/pebble.ts';
 
 const DOMAIN = 'example.test';
 const DASHBOARD = `berth.${DOMAIN}`;
@@ -29,13 +29,9 @@ let origin: string;
 const roots: string[] = [];
 
 before(async () => {
-  pebble = await preparePebble();
-  daemon = await startDaemon({
-    domain: DOMAIN,
-    args: ['--acme-directory', pebble.directory, '--acme-ca-file', pebble.caFile, '--acme-email', 'ops@example.test'],
-  });
-  await pebble.start({ httpPort: daemon.httpPort, tlsPort: daemon.httpsPort });
-  roots.push(await pebble.root());
+  let root: string;
+  ({ daemon, pebble, root } = await startDaemonWithPebble(DOMAIN));
+  roots.push(root);
   admin = makeKey(work, 'admin');
   const added = daemon.cli(['ssh-keys:add', 'admin', admin.publicKey]);
   assert.equal(added.code, 0, added.stderr);

@@ -198,8 +198,11 @@ export async function startDaemonWithPebble(domain = 'example.test'): Promise<{ 
   const pebble = await preparePebble();
   let daemon: Daemon | undefined;
   try {
-    daemon = await startDaemon({ domain, args: ['--acme-directory', pebble.directory, '--acme-ca-file', pebble.caFile, '--acme-email', `ops@${domain}`] });
-    await pebble.start({ httpPort: daemon.httpPort, tlsPort: daemon.httpsPort });
+    // Pebble first, validating on the ports the daemon will listen on: the daemon's first orders
+    // find the CA up, instead of failing and waiting a retry delay (30-60 s) for the next.
+    const [httpPort, httpsPort] = await freePorts(2);
+    await pebble.start({ httpPort: httpPort!, tlsPort: httpsPort! });
+    daemon = await startDaemon({ domain, args: ['--acme-directory', pebble.directory, '--acme-ca-file', pebble.caFile, '--acme-email', `ops@${domain}`, '--http-port', String(httpPort), '--https-port', String(httpsPort)] });
     return { daemon, pebble, root: await pebble.root() };
   } catch (e) {
     await daemon?.stop();
