@@ -275,3 +275,20 @@ test('a restarted daemon adopts the running services: the same tasks serve, no s
   assert.deepEqual(await services(), before);
   assert.deepEqual([...(await tasksByNode('shop')).values()].flat().sort(), tasks);
 });
+
+test('checks:disable: the old tasks have stopped before the new service starts; checks:enable brings back the zero-downtime swap', async () => {
+  ssh('checks:disable shop web');
+  ssh('checks:set shop stop-timeout 2');
+  const started = Date.now();
+  const out = ssh('config:set shop MESSAGE=third');
+  process.stdout.write(`# swarm: a deploy with checks disabled (old tasks stopped first, stop-timeout 2 s): ${Date.now() - started} ms\n`);
+  assert.match(out, /Zero-downtime deploys are disabled for web: stopping the old Swarm services first/);
+  const stopped = out.indexOf('Stopping the tasks of 1 old Swarm service');
+  assert.ok(stopped >= 0 && stopped < out.search(/Starting web ×4 \(release v\d+\) as Swarm service/), out);
+  assert.match((await request(daemon.httpPort, HOST)).body, /^third from /);
+  const services = (await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}}'])).split('\n').filter((n) => n.includes('-shop-'));
+  assert.equal(services.length, 1, services.join('\n'));
+  ssh('checks:enable shop web');
+  assert.doesNotMatch(ssh('config:set shop MESSAGE=fourth'), /Zero-downtime deploys are disabled/);
+  assert.match((await request(daemon.httpPort, HOST)).body, /^fourth from /);
+});
