@@ -1,6 +1,6 @@
-// An app's logs as one stream: every process container's (on Swarm every task's, on any node) output with its timestamp and a
-// `app[type.N]:` prefix, interleaved by time; with `follow`, new lines as they come (and the
-// containers a later deploy starts).
+// An app's logs as one stream: every process container's output (on the swarm scheduler every
+// task's, on whatever node it runs) with its timestamp and a `app[type.N]:` prefix, interleaved
+// by time; with `follow`, new lines as they come (and the containers a later deploy starts).
 import { LABEL, type ContainerState, type Subscription } from './engine.ts';
 import { byDyno, processContainers, type DynoEngine } from './deployment.ts';
 
