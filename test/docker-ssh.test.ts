@@ -4,9 +4,7 @@
 // (hashed entries too) before anything is sent, a wrong key and a missing docker CLI are refused
 // clearly, and `dist/berth serve` deploys an app over it.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { dockerSshSettings, loadConfig } from '../src/config.ts';
@@ -15,27 +13,17 @@ import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { knownKeys } from '../src/orchestrator/docker-ssh.ts';
 import { DockerSwarm } from '../src/orchestrator/docker-swarm.ts';
 import { gitRepo, makeKey, mustRun, nodeApp, request, run, startDaemon, tempDir, waitFor } from './helpers/daemon.ts';
+import { freePort } from './helpers/loopback.ts';
+import { startSshd, type Sshd } from './helpers/sshd.ts';
 
 const work = tempDir('docker-ssh');
 const client = makeKey(work, 'client');
 const stranger = makeKey(work, 'stranger');
-const knownHosts = path.join(work, 'known_hosts');
-let sshd: ChildProcess | undefined;
-const sshdLogFile = path.join(work, 'sshd.log');
-const sshdLog = () => (fs.existsSync(sshdLogFile) ? fs.readFileSync(sshdLogFile, 'utf8') : '');
+let sshd: Sshd;
+let knownHosts = '';
+const sshdLog = () => sshd.log();
 let port = 0;
 let noCliPort = 0;
-let madeRunDir = false;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port: free } = server.address() as net.AddressInfo;
-      server.close(() => resolve(free));
-    });
-    server.on('error', reject);
-  });
-}
 
 async function expectUserError(promise: Promise<unknown>, code: string): Promise<UserError> {
   try {
@@ -49,53 +37,14 @@ async function expectUserError(promise: Promise<unknown>, code: string): Promise
 }
 
 before(async () => {
-  port = await freePort();
-  noCliPort = await freePort();
-  mustRun('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(work, 'host_ed25519')]);
-  fs.copyFileSync(client.publicKey, path.join(work, 'authorized_keys'));
-  // sshd's privilege separation directory, which the package's service unit would make at boot.
-  if (!fs.existsSync('/run/sshd')) {
-    fs.mkdirSync('/run/sshd', { mode: 0o755 });
-    madeRunDir = true;
-  }
-  const config = path.join(work, 'sshd_config');
-  fs.writeFileSync(config, [
-    `Port ${port}`,
-    `Port ${noCliPort}`,
-    'ListenAddress 127.0.0.1',
-    `HostKey ${path.join(work, 'host_ed25519')}`,
-    `PidFile ${path.join(work, 'sshd.pid')}`,
-    `AuthorizedKeysFile ${path.join(work, 'authorized_keys')}`,
-    'PermitRootLogin prohibit-password',
-    'PasswordAuthentication no',
-    'KbdInteractiveAuthentication no',
-    'UsePAM no',
-    'StrictModes no',
-    'LogLevel DEBUG1',
-    // The second port's sessions find no docker on their PATH: a machine without the docker CLI.
-    `Match LocalPort ${noCliPort}`,
-    '  SetEnv PATH=/nonexistent',
-    '',
-  ].join('\n'));
-  // Its log goes to a file: a pipe would fill (and stall sshd) while a test blocks in spawnSync.
-  sshd = spawn('/usr/sbin/sshd', ['-D', '-E', sshdLogFile, '-f', config], { stdio: 'ignore' });
-  process.prependOnceListener('exit', () => {
-    if (sshd?.exitCode === null) sshd.kill('SIGKILL');
-    if (madeRunDir) fs.rmSync('/run/sshd', { recursive: true, force: true });
-  });
-  await waitFor('sshd listening', () => /Server listening on 127\.0\.0\.1 port/.test(sshdLog()) || sshd!.exitCode !== null, 10_000);
-  assert.equal(sshd.exitCode, null, `sshd did not start:\n${sshdLog()}`);
-  // Hashed entries (-H), as Debian's ssh writes them by default.
-  fs.writeFileSync(knownHosts, mustRun('ssh-keyscan', ['-H', '-t', 'ed25519', '-p', String(port), '127.0.0.1']) + mustRun('ssh-keyscan', ['-H', '-t', 'ed25519', '-p', String(noCliPort), '127.0.0.1']));
+  // The second port's sessions find no docker on their PATH: a machine without the docker CLI.
+  sshd = await startSshd(work, { authorizedKey: client.publicKey, env: [{ PATH: '/nonexistent' }] });
+  ({ port, knownHosts } = sshd);
+  [noCliPort] = sshd.envPorts as [number];
 });
 
 after(async () => {
-  if (sshd && sshd.exitCode === null) {
-    const exited = new Promise((r) => sshd!.once('exit', r));
-    process.kill(sshd.pid!, 'SIGTERM');
-    await exited;
-  }
-  if (madeRunDir) fs.rmSync('/run/sshd', { recursive: true, force: true });
+  await sshd?.stop();
 });
 
 test('known_hosts entries match plain, [host]:port, wildcard and hashed |1| names; @revoked is marked', () => {

@@ -3,7 +3,9 @@
 // requests through berth's real proxy to tasks at their node's address and published port. One
 // cluster for the file: a deploy lands tasks on at least two nodes (each node's own engine asked),
 // ps:scale spreads, a redeploy and a nodes:drain under wrk load fail no request, a failing gate
-// leaves the old release serving, and a node lost under load leaves the route within 5 s.
+// leaves the old release serving, and a node lost under load leaves the route within 5 s. The
+// daemon is then restarted on the manager's engine over ssh:// (a real OpenSSH server whose
+// sessions run `docker system dial-stdio` against it) and deploys through it.
 //
 // Release images reach the nodes through the cluster's own registry (cluster-registry.ts), by
 // digest: a push builds on the manager only, and every node pulls from its loopback mirror. The
@@ -15,6 +17,7 @@ import { after, before, test } from 'node:test';
 import { gitRepo, makeKey, mustRun, nodeApp, request, startDaemon, tempDir, waitFor, writeFiles, BASE_IMAGE, type Daemon } from './helpers/daemon.ts';
 import { DockerEngine } from '../src/orchestrator/docker-engine.ts';
 import { LABEL } from '../src/orchestrator/engine.ts';
+import { startSshd, type Sshd } from './helpers/sshd.ts';
 import { REGISTRY_TEST_IMAGE, startSwarmCluster, type SwarmNodeHandle, type TestCluster } from './helpers/swarm-cluster.ts';
 import { runAsync, startWrk, type WrkResult } from './helpers/zero-downtime.ts';
 
@@ -24,6 +27,8 @@ let cluster: TestCluster;
 let daemon: Daemon;
 const work = tempDir('e2e-swarm');
 const admin = makeKey(work, 'admin');
+/** An OpenSSH server whose sessions reach the manager's engine, once a test starts it. */
+let sshd: Sshd | undefined;
 /** Nodes cluster.kill() removed: no engine to ask. */
 const lost = new Set<SwarmNodeHandle>();
 
@@ -56,6 +61,7 @@ before(async () => {
 
 after(async () => {
   await daemon?.stop();
+  await sshd?.stop();
   await cluster?.stop();
   try {
     mustRun('docker', ['rmi', '-f', APP_IMAGE]);
@@ -274,6 +280,28 @@ test('a restarted daemon adopts the running services: the same tasks serve, no s
   assert.match(daemon.logs(), /"app_adopted".*"app":"shop"/);
   assert.deepEqual(await services(), before);
   assert.deepEqual([...(await tasksByNode('shop')).values()].flat().sort(), tasks);
+});
+
+test('a daemon restarted with --docker-host ssh:// (the manager\'s engine through a real OpenSSH server) adopts the services and deploys across the nodes over it', async () => {
+  const key = makeKey(work, 'docker-ssh');
+  const dir = tempDir('e2e-swarm-sshd');
+  // Its sessions' docker CLI (`docker system dial-stdio`) talks to the manager's engine.
+  sshd = await startSshd(dir, { authorizedKey: key.publicKey, env: [{ DOCKER_HOST: cluster.manager.dockerHost }] });
+  const dataDir = daemon.dataDir;
+  await daemon.stop();
+  daemon = await startDaemon({
+    dataDir,
+    args: ['--docker-host', `ssh://root@127.0.0.1:${sshd.envPorts[0]}`, '--docker-ssh-key', key.privateKey, '--docker-ssh-known-hosts', sshd.knownHosts, '--scheduler', 'swarm', '--registry-image', REGISTRY_TEST_IMAGE, '--checks-wait', '2'],
+    env: { SSH_AUTH_SOCK: '', DOCKER_HOST: '' },
+  });
+  await waitFor('the adopted app to answer', async () => (await request(daemon.httpPort, HOST)).status === 200, 20_000);
+  assert.match(daemon.logs(), /"app_adopted".*"app":"shop"/);
+  assert.match(sshd.log(), /Accepted publickey for root/);
+  ssh('config:set shop MESSAGE=over-ssh');
+  assert.match((await request(daemon.httpPort, HOST)).body, /^over-ssh from /);
+  const byNode = await settled('shop', 4);
+  assert.ok(byNode.size >= 2, `tasks on ${byNode.size} node(s)`);
+  assert.match(ssh('nodes:list'), new RegExp(cluster.workers[0]!.name));
 });
 
 test('checks:disable: the old tasks have stopped before the new service starts; checks:enable brings back the zero-downtime swap', async () => {
