@@ -86,6 +86,16 @@ async function tasksByNode(app: string): Promise<Map<SwarmNodeHandle, string[]>>
   return found;
 }
 
+/** The node each running container of `app` is on, by its hostname (a task's container ID, as its hostname is). */
+async function nodesByHostname(app: string): Promise<Map<string, SwarmNodeHandle>> {
+  const found = new Map<string, SwarmNodeHandle>();
+  for (const node of cluster.nodes.filter((n) => !lost.has(n))) {
+    const ids = (await cluster.docker(node, ['ps', '--filter', `label=berth.app=${app}`, '--format', '{{.ID}}']).catch(() => '')).split('\n').filter(Boolean);
+    for (const id of ids) found.set(id, node);
+  }
+  return found;
+}
+
 /** Once the removed services' tasks have stopped: `count` web containers of the app over the nodes. */
 async function settled(app: string, count: number): Promise<Map<SwarmNodeHandle, string[]>> {
   let found = new Map<SwarmNodeHandle, string[]>();
@@ -131,6 +141,8 @@ test('logs shows the output of the web tasks on every node, each line with its d
   const hosts = new Set<string>();
   for (let i = 0; i < 12; i++) hosts.add((await request(daemon.httpPort, HOST)).body.trim().split(' from ')[1]!);
   assert.ok(hosts.size >= 2, `answered by ${[...hosts].join(', ')}`);
+  const nodeOf = await nodesByHostname('shop');
+  assert.ok(new Set([...hosts].map((h) => nodeOf.get(h))).size >= 2, 'the answering tasks are on more than one node');
   const history = ssh('logs shop -n 100 -p web');
   for (const host of hosts) assert.match(history, new RegExp(`^\\S+Z app\\[web\\.\\d\\]: listening as ${host}$`, 'm'), `${host} in:\n${history}`);
 
@@ -143,7 +155,7 @@ test('logs shows the output of the web tasks on every node, each line with its d
     // Requests go round the tasks: their lines come from tasks on more than one node.
     await waitFor('followed lines from tasks on two nodes', async () => {
       await request(daemon.httpPort, HOST, `/say/${marker}`);
-      return saidBy().size >= 2;
+      return new Set([...saidBy()].map((h) => nodeOf.get(h!))).size >= 2;
     }, 30_000);
   } finally {
     follower.kill();
@@ -301,22 +313,34 @@ test('a daemon restarted with --docker-host ssh:// (the manager\'s engine throug
   assert.match((await request(daemon.httpPort, HOST)).body, /^over-ssh from /);
   const byNode = await settled('shop', 4);
   assert.ok(byNode.size >= 2, `tasks on ${byNode.size} node(s)`);
-  assert.match(ssh('nodes:list'), new RegExp(cluster.workers[0]!.name));
+  const live = cluster.workers.find((w) => !lost.has(w))!;
+  assert.match(ssh('nodes:list'), new RegExp(`^${live.name}\\s.*\\sworker\\s+ready\\s`, 'm'), 'the manager\'s view of the nodes, over ssh://');
 });
 
 test('checks:disable: the old tasks have stopped before the new service starts; checks:enable brings back the zero-downtime swap', async () => {
   ssh('checks:disable shop web');
   ssh('checks:set shop stop-timeout 2');
+  // Each node's engine asked over and over while the deploy runs: which releases have running containers.
+  const running = async () => new Set((await Promise.all(cluster.nodes.filter((n) => !lost.has(n)).map((n) => cluster.docker(n, ['ps', '--filter', 'label=berth.app=shop', '--format', '{{.Label "berth.release"}}']).catch(() => '')))).join('\n').split('\n').filter(Boolean));
+  const seen: string[][] = [];
   const started = Date.now();
-  const out = ssh('config:set shop MESSAGE=third');
+  const deploying = runAsync('ssh', [...daemon.sshArgs(admin.privateKey), 'berth@127.0.0.1', 'config:set shop MESSAGE=third']);
+  let done = false;
+  void deploying.then(() => (done = true));
+  while (!done) seen.push([...(await running())]);
+  const r = await deploying;
   process.stdout.write(`# swarm: a deploy with checks disabled (old tasks stopped first, stop-timeout 2 s): ${Date.now() - started} ms\n`);
-  assert.match(out, /Zero-downtime deploys are disabled for web: stopping the old Swarm services first/);
-  const stopped = out.indexOf('Stopping the tasks of 1 old Swarm service');
-  assert.ok(stopped >= 0 && stopped < out.search(/Starting web ×4 \(release v\d+\) as Swarm service/), out);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Zero-downtime deploys are disabled for web: stopping the old Swarm services first/);
+  assert.ok(seen.every((releases) => releases.length <= 1), `two releases ran at once: ${JSON.stringify(seen)}`);
+  assert.ok(seen.some((releases) => releases.length === 0), `a moment with neither (${seen.length} looks)`);
   assert.match((await request(daemon.httpPort, HOST)).body, /^third from /);
-  const services = (await cluster.docker(cluster.manager, ['service', 'ls', '--format', '{{.Name}}'])).split('\n').filter((n) => n.includes('-shop-'));
-  assert.equal(services.length, 1, services.join('\n'));
+
   ssh('checks:enable shop web');
+  const wrk = startWrk(daemon.httpPort, HOST, { connections: 8 });
+  await new Promise((r) => setTimeout(r, 500));
   assert.doesNotMatch(ssh('config:set shop MESSAGE=fourth'), /Zero-downtime deploys are disabled/);
+  const result = await wrk.stop();
+  assert.equal(failures(result), 0, result.output);
   assert.match((await request(daemon.httpPort, HOST)).body, /^fourth from /);
 });

@@ -166,13 +166,19 @@ test('checks:disable stops the old services of those types first: out of the rou
   const [oldWeb] = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
   const [oldWorker] = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' });
   const webBefore = publisher.routed('shop').map((x) => x.id);
+  const oldWorkerTasks = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' }).map((x) => x.id);
   swarm.log.length = 0;
   await changeConfig(orch, 'shop', { set: { COLOR: 'green' } }, { restart: true, by: 'test', out });
   const [newWorker] = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' });
   const [newWeb] = await swarm.services({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
-  const order = (entry: string) => swarm.log.indexOf(entry);
-  assert.ok(order(`scale ${oldWorker!.name} 0`) >= 0 && order(`scale ${oldWorker!.name} 0`) < order(`remove ${oldWorker!.name}`), swarm.log.join('\n'));
-  assert.ok(order(`remove ${oldWorker!.name}`) < order(`create ${newWorker!.name}`), 'the old worker went before the new one started');
+  const order = (entry: string) => {
+    const at = swarm.log.indexOf(entry);
+    assert.ok(at >= 0, `${entry} in:\n${swarm.log.join('\n')}`);
+    return at;
+  };
+  assert.ok(oldWorkerTasks.length > 0);
+  for (const task of oldWorkerTasks) assert.ok(order(`scale ${oldWorker!.name} 0`) < order(`stopped ${task}`) && order(`stopped ${task}`) < order(`remove ${oldWorker!.name}`), swarm.log.join('\n'));
+  assert.ok(order(`remove ${oldWorker!.name}`) < order(`create ${newWorker!.name}`), 'the old worker\'s tasks had stopped and it went before the new one started');
   assert.ok(order(`create ${newWeb!.name}`) < order(`remove ${oldWeb!.name}`), 'web, with its checks, still swapped with zero downtime');
   assert.ok(out.lines.includes('-----> Zero-downtime deploys are disabled for worker: stopping the old Swarm services first'), out.lines.join('\n'));
   assert.ok(publisher.routed('shop').every((x) => !webBefore.includes(x.id)));
@@ -304,6 +310,11 @@ test('an app\'s logs on the swarm scheduler are its tasks\' on every node, each 
   assert.equal(swarm.followers_.size, 1, 'only the worker type is followed');
   swarm.followers_.get(worker.id)!('a new line');
   assert.deepEqual(followed, ['a new line']);
+  // The task stops and Swarm starts another in its slot: the new one is followed, and the old
+  // one's follow (a Swarm task's log never ends by itself) is ended once it has been gone a while.
+  await swarm.killTask(worker.id);
+  const [replacement] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'worker' });
+  await until(() => swarm.followers_.has(replacement!.id) && !swarm.followers_.has(worker.id), 10_000);
   stop.abort();
   await following;
   assert.equal(swarm.followers_.size, 0, 'the follow stops with the signal');

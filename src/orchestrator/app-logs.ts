@@ -1,6 +1,7 @@
 // An app's logs as one stream: every process container's output (on the swarm scheduler every
 // task's, on whatever node it runs) with its timestamp and a `app[type.N]:` prefix, interleaved
 // by time; with `follow`, new lines as they come (and the containers a later deploy starts).
+import { log } from '../log.ts';
 import { LABEL, type ContainerState, type Subscription } from './engine.ts';
 import { byDyno, processContainers, type DynoEngine } from './deployment.ts';
 
@@ -23,49 +24,79 @@ interface LogLine {
   text: string;
 }
 
+/** Rescans a followed container may miss (it stopped, or left the route's node) before its follow ends: its last lines arrive meanwhile. */
+const GONE_RESCANS = 2;
+
 /** Writes the app's logs; with `follow`, keeps going until `signal` aborts. */
 export async function writeAppLogs(engine: DynoEngine, app: string, options: LogOptions, write: (line: string) => void | Promise<void>, signal: AbortSignal): Promise<void> {
   const format = (l: LogLine) => (options.quiet ? l.text : `${l.time} app[${l.dyno}]: ${l.text}`);
   const containers = await matching(engine, app, options.type);
   const history: LogLine[] = [];
-  for (const c of containers) {
-    const text = await engine.logs(c.id, options.lines, { timestamps: true });
-    for (const line of text.split('\n')) if (line) history.push(parseLine(line, dynoOf(c)));
-  }
+  // Read side by side; one that cannot be read (removed meanwhile, on a node that stopped answering) is left out.
+  const texts = await Promise.allSettled(containers.map((c) => engine.logs(c.id, options.lines, { timestamps: true })));
+  texts.forEach((text, i) => {
+    const c = containers[i]!;
+    if (text.status === 'rejected') return log.info('app_logs_unreadable', { app, container: c.name, error: text.reason });
+    for (const line of text.value.split('\n')) if (line) history.push(parseLine(line, dynoOf(c)));
+  });
   history.sort((a, b) => compareTimes(a.time, b.time));
   for (const l of options.lines > 0 ? history.slice(-options.lines) : []) await write(format(l));
   if (!options.follow || signal.aborted) return;
 
-  const followed = new Map<string, Subscription>();
+  // A container's entry is set before its follow is asked for, so a rescan never follows it twice.
+  const followed = new Map<string, { subscription?: Subscription; missed: number }>();
   const follow = async (c: ContainerState, fromStart: boolean) => {
     if (followed.has(c.id)) return;
+    const entry: { subscription?: Subscription; missed: number } = { missed: 0 };
+    followed.set(c.id, entry);
     let partial = '';
-    const subscription = await engine.followLogs(c.id, {
-      tail: fromStart ? 10_000 : 0,
-      // A promise from `write` (a slow client) holds this container's logs back until it settles.
-      onData(data) {
-        const lines = (partial + data.toString('utf8')).split('\n');
-        partial = lines.pop() ?? '';
-        let pending: void | Promise<void> = undefined;
-        for (const line of lines) if (line) pending = write(format(parseLine(line, dynoOf(c)))) ?? pending;
-        return pending;
-      },
-    });
-    if (signal.aborted) return subscription.stop();
-    followed.set(c.id, subscription);
+    try {
+      entry.subscription = await engine.followLogs(c.id, {
+        tail: fromStart ? 10_000 : 0,
+        // A promise from `write` (a slow client) holds this container's logs back until it settles.
+        onData(data) {
+          const lines = (partial + data.toString('utf8')).split('\n');
+          partial = lines.pop() ?? '';
+          let pending: void | Promise<void> = undefined;
+          for (const line of lines) if (line) pending = write(format(parseLine(line, dynoOf(c)))) ?? pending;
+          return pending;
+        },
+      });
+    } catch (e) {
+      // Gone meanwhile, or its node does not answer: a later rescan tries again while it is listed.
+      followed.delete(c.id);
+      log.info('app_logs_follow_failed', { app, container: c.name, error: e });
+      return;
+    }
+    if (signal.aborted || !followed.has(c.id)) entry.subscription.stop();
+  };
+  const unfollow = (id: string) => {
+    followed.get(id)?.subscription?.stop();
+    followed.delete(id);
   };
   for (const c of containers) await follow(c, false);
   await new Promise<void>((resolve) => {
+    let scanning = false;
     const timer = setInterval(() => {
+      if (scanning) return; // the last rescan (a slow engine, an SSH connection) is still under way
+      scanning = true;
       void matching(engine, app, options.type)
         .then(async (now) => {
-          for (const c of now) if (!followed.has(c.id)) await follow(c, true);
+          const listed = new Set(now.map((c) => c.id));
+          // A Swarm task's log never ends, even once the task has: a follow ends when its container has been gone a while.
+          for (const [id, entry] of followed) if (!listed.has(id) && ++entry.missed >= GONE_RESCANS) unfollow(id);
+          for (const c of now) {
+            const entry = followed.get(c.id);
+            if (entry) entry.missed = 0;
+            else await follow(c, true);
+          }
         })
-        .catch(() => {});
+        .catch(() => {})
+        .finally(() => (scanning = false));
     }, RESCAN_MS);
     const stop = () => {
       clearInterval(timer);
-      for (const s of followed.values()) s.stop();
+      for (const id of [...followed.keys()]) unfollow(id);
       resolve();
     };
     if (signal.aborted) stop();

@@ -190,7 +190,6 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
   try {
     let started: Started[] = [];
     if (toStart.length > 0) {
-      await stopDisabledFirst(ctx, sw, app, checks, toStart);
       await ctx.prepare?.(ctx.out);
       // The app's own network (ctx.network), an attachable overlay on the swarm scheduler: its linked services are on it.
       await ctx.engine.ensureNetwork(ctx.network, { [LABEL.app]: app }, ctx.networkOptions ?? { driver: 'overlay' });
@@ -198,6 +197,8 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
       const needsEntrypoint = toStart.some((t) => release.processTypes[t] !== '');
       const entrypoint = needsEntrypoint ? ((await ctx.engine.imageConfig(release.image))?.entrypoint ?? []) : [];
       const manager = plan.mounts.length ? await sw.managerId() : undefined;
+      // Only now, with the image on the cluster's registry: the downtime is the services' restart alone.
+      await stopDisabledFirst(ctx, sw, app, checks, toStart);
       for (const type of toStart) {
         const count = dynos.filter((d) => d.type === type).length;
         const registryAuth = sw.distributor.registryAuth?.(image);
@@ -217,9 +218,11 @@ export async function deployOnSwarm(ctx: DeployContext, sw: SwarmDeploy, plan: P
 
 /**
  * checks:disable on Swarm as on one engine (and in Dokku): the old services of those types leave
- * the route, and their tasks stop before the new ones start, so two copies never run at once
+ * the route, and their tasks stop before the new ones start, so two copies do not run at once
  * (downtime). Scaled to 0 first, so their tasks are seen stopped (SIGTERM, SIGKILL after the stop
- * timeout) before the services go.
+ * timeout) before the services go. As on one engine, a failure to stop them is reported and the
+ * deploy goes on: tasks not seen stopped within the stop timeout and STOP_SEEN_MARGIN_MS (on a
+ * node that does not answer) are named in the deploy's output.
  */
 async function stopDisabledFirst(ctx: DeployContext, sw: SwarmDeploy, app: string, checks: ResolvedChecks, types: readonly string[]): Promise<void> {
   const disabled = new Set(types.filter((t) => checks.isDisabled(t)));
@@ -235,17 +238,26 @@ async function stopDisabledFirst(ctx: DeployContext, sw: SwarmDeploy, app: strin
     await ctx.publisher.drain(routed.filter(leaving), { deadlineMs: checks.drainTimeoutMs, reason: 'the app is being redeployed' });
   }
   ctx.out.step(`Stopping the tasks of ${old.length} old Swarm service${old.length === 1 ? '' : 's'} (SIGTERM, then SIGKILL after ${Math.ceil(checks.stopTimeoutMs / 1000)}s)`);
-  await Promise.all(old.map((s) => sw.swarm.setReplicas(s.id, 0)));
   const deadline = Date.now() + checks.stopTimeoutMs + STOP_SEEN_MARGIN_MS;
-  for (;;) {
-    const tasks = (await Promise.all(old.map((s) => sw.swarm.tasks({ service: s.id })))).flat();
-    const left = tasks.filter((t) => !ENDED_TASK_STATES.has(t.state));
-    if (left.length === 0) break;
-    if (Date.now() > deadline) {
-      log.warn('swarm_tasks_not_seen_stopped', { app, tasks: left.map((t) => `${t.id} ${t.state}`) });
-      break;
+  let left: SwarmTask[] = [];
+  try {
+    await Promise.all(old.map((s) => sw.swarm.setReplicas(s.id, 0)));
+    for (;;) {
+      // A manager that does not answer for a moment is asked again until the deadline.
+      const tasks = await Promise.all(old.map((s) => sw.swarm.tasks({ service: s.id }))).then((all) => all.flat(), () => undefined);
+      left = tasks ? tasks.filter((t) => !ENDED_TASK_STATES.has(t.state)) : left;
+      if (tasks && left.length === 0) break;
+      if (Date.now() > deadline) {
+        log.warn('swarm_tasks_not_seen_stopped', { app, tasks: left.map((t) => `${t.id} ${t.state}`) });
+        ctx.out.error(`${left.length || 'the'} old task${left.length === 1 ? ' was' : 's were'} not seen stopped within ${Math.ceil((checks.stopTimeoutMs + STOP_SEEN_MARGIN_MS) / 1000)}s (a node that does not answer?); starting the new ones anyway`);
+        break;
+      }
+      await sleep(TASK_POLL_MS, sw.signal);
     }
-    await sleep(TASK_POLL_MS, sw.signal);
+  } catch (e) {
+    sw.signal?.throwIfAborted();
+    log.warn('swarm_service_stop_failed', { app, services: old.map((s) => s.name), error: e });
+    ctx.out.error(`could not stop the old services: ${(e as Error).message}`);
   }
   await sw.removeServices(app, old, ctx.out);
 }

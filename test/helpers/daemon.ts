@@ -143,7 +143,6 @@ export async function startDaemon(options: { dataDir?: string; domain?: string; 
   return daemon;
 }
 
-/** An HTTP request to the proxy on loopback with the given Host header. */
 /**
  * What a daemon's tests may leave behind when one fails before its apps are destroyed: the
  * daemon's containers and networks (by its instance label), the images of `apps` and their build
@@ -162,6 +161,7 @@ export function removeInstanceLeftovers(daemon: Pick<Daemon, 'instance' | 'image
   if (volumes.length) run('docker', ['volume', 'rm', '-f', ...volumes]);
 }
 
+/** An HTTP request to the proxy on loopback with the given Host header. */
 export function request(port: number, host: string, urlPath = '/', headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, path: urlPath, headers: { host, ...headers }, agent: false }, (res) => {

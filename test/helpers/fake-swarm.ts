@@ -87,9 +87,17 @@ export class FakeSwarm implements Swarm {
     const s = this.services_.get(id)!;
     s.replicas = replicas;
     this.log.push(`scale ${s.name} ${replicas}`);
-    // Tasks in slots beyond the count stop.
-    for (const t of this.tasks_.filter((x) => x.serviceId === id && x.slot > replicas && x.desiredState === 'running')) this.#end(t, 'shutdown');
+    // Tasks in slots beyond the count are told to stop, and have stopped a moment later (as a container takes its stop signal).
+    for (const t of this.tasks_.filter((x) => x.serviceId === id && x.slot > replicas && x.desiredState === 'running')) {
+      t.desiredState = 'shutdown';
+      setTimeout(() => {
+        this.#end(t, 'shutdown');
+        this.log.push(`stopped ${t.id}`);
+      }, this.stopDelayMs);
+    }
   }
+  /** How long a task told to stop by a scale-down takes to stop. */
+  stopDelayMs = 100;
   async removeService(id: string): Promise<void> {
     const s = this.services_.get(id);
     if (!s) return;
@@ -104,15 +112,17 @@ export class FakeSwarm implements Swarm {
       .filter((t) => (filter.service === undefined || t.serviceId === filter.service) && Object.entries(filter.labels ?? {}).every(([k, v]) => t.labels[k] === v))
       .map(({ server: _s, ...t }) => ({ ...t, labels: { ...t.labels } }));
   }
-  async taskLogs(taskId: string, _tail: number, options: { timestamps?: boolean } = {}): Promise<string> {
+  async taskLogs(taskId: string, tail: number, options: { timestamps?: boolean } = {}): Promise<string> {
     const t = this.tasks_.find((x) => x.id === taskId);
-    return t ? `${options.timestamps ? `${new Date(t.updatedAt).toISOString()} ` : ''}log of ${t.id}\n` : '';
+    return t && tail > 0 ? `${options.timestamps ? `${new Date(t.updatedAt).toISOString()} ` : ''}log of ${t.id}\n` : '';
   }
-  /** Followed tasks: a line given to `say` reaches the follower, timestamped as the engine does. */
+  /** Followed tasks: a line given to a task's function reaches its follower, timestamped as the engine does. */
   readonly followers_ = new Map<string, (line: string) => void>();
   async followTaskLogs(taskId: string, options: { onData(data: Buffer): void | Promise<void> }): Promise<Subscription> {
-    this.followers_.set(taskId, (line) => void options.onData(Buffer.from(`${new Date().toISOString()} ${line}\n`)));
-    return { stop: () => void this.followers_.delete(taskId) };
+    if (this.followers_.has(taskId)) throw new Error(`task ${taskId} is followed twice`);
+    const say = (line: string) => void options.onData(Buffer.from(`${new Date().toISOString()} ${line}\n`));
+    this.followers_.set(taskId, say);
+    return { stop: () => void (this.followers_.get(taskId) === say && this.followers_.delete(taskId)) };
   }
   /** Secrets by name: their content and labels. */
   readonly secrets_ = new Map<string, { id: string; data: string; labels: Record<string, string> }>();

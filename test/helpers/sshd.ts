@@ -34,11 +34,7 @@ export async function startSshd(dir: string, options: { authorizedKey: string; e
   mustRun('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
   fs.copyFileSync(options.authorizedKey, path.join(dir, 'authorized_keys'));
   // sshd's privilege separation directory, which the package's service unit would make at boot.
-  let madeRunDir = false;
-  if (!fs.existsSync('/run/sshd')) {
-    fs.mkdirSync('/run/sshd', { mode: 0o755 });
-    madeRunDir = true;
-  }
+  const madeRunDir = fs.mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }) !== undefined;
   const config = path.join(dir, 'sshd_config');
   fs.writeFileSync(config, [
     ...[port, ...envPorts].map((p) => `Port ${p}`),
@@ -59,6 +55,8 @@ export async function startSshd(dir: string, options: { authorizedKey: string; e
   const log = () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '');
   // Its log goes to a file: a pipe would fill (and stall sshd) while a test blocks in spawnSync.
   const child = spawn('/usr/sbin/sshd', ['-D', '-E', logFile, '-f', config], { stdio: 'ignore' });
+  let spawnError: Error | undefined;
+  child.on('error', (e) => (spawnError = e));
   const cleanUp = () => {
     if (madeRunDir) fs.rmSync('/run/sshd', { recursive: true, force: true });
   };
@@ -67,8 +65,14 @@ export async function startSshd(dir: string, options: { authorizedKey: string; e
     cleanUp();
   });
   const listening = () => [port, ...envPorts].every((p) => log().includes(`Server listening on 127.0.0.1 port ${p}`));
-  await waitFor('sshd listening', () => listening() || child.exitCode !== null, 10_000);
-  if (child.exitCode !== null) throw new Error(`sshd did not start:\n${log()}`);
+  try {
+    await waitFor('sshd listening', () => listening() || child.exitCode !== null || spawnError !== undefined, 10_000);
+    if (child.exitCode !== null || spawnError) throw new Error(`sshd did not start: ${spawnError?.message ?? `exit ${child.exitCode}`}\n${log()}`);
+  } catch (e) {
+    child.kill('SIGKILL');
+    cleanUp();
+    throw e;
+  }
   const knownHosts = path.join(dir, 'known_hosts');
   fs.writeFileSync(knownHosts, [port, ...envPorts].map((p) => mustRun('ssh-keyscan', ['-H', '-t', 'ed25519', '-p', String(p), '127.0.0.1'])).join(''));
   return {
