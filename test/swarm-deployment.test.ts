@@ -23,6 +23,7 @@ import { LABEL } from '../src/orchestrator/engine.ts';
 import { healthchecksSection } from '../src/orchestrator/health-check.ts';
 import { Orchestrator } from '../src/orchestrator/orchestrator.ts';
 import { SwarmDynos } from '../src/orchestrator/swarm-dynos.ts';
+import type { NodeProbe } from '../src/orchestrator/task-watcher.ts';
 import type { ImageDistributor } from '../src/orchestrator/swarm.ts';
 import { LocalImageDistributor } from '../src/orchestrator/swarm-deployment.ts';
 import type { RouteGuard } from '../src/orchestrator/route-guard.ts';
@@ -234,6 +235,36 @@ test('the task watcher takes a stopped task, and the tasks of a node that is dow
   assert.ok(nowLive.every((x) => x.nodeId !== node.id));
   assert.ok(events('route_target_withdrawn', logFrom).length >= 2);
   assert.ok(events('route_target_rejoined', logFrom).length >= 2);
+});
+
+test('a node that stops answering its probe leaves the route before Swarm marks it down, and rejoins when it answers again; one that never answered is not judged by it, and a probe alone never empties a route', async (t) => {
+  const answering = new Set<string>();
+  const { swarm, publisher } = await setUp(t, 300, undefined, { nodeProbe: async (node) => (answering.has(node.hostname) ? 'up' : 'down') });
+  const logFrom = logLines.length;
+  const [a, b] = swarm.live({ [LABEL.app]: 'shop', [LABEL.process]: 'web' });
+  const nodeA = swarm.nodes_.find((n) => n.id === a!.nodeId)!;
+  const nodeB = swarm.nodes_.find((n) => n.id === b!.nodeId)!;
+  assert.notEqual(nodeA.id, nodeB.id);
+  const routed = (task: { id: string }) => publisher.routed('shop').some((x) => x.id.endsWith(`.${task.id}`));
+  // B's port never answers (a firewall between berth and the node): it is not judged by it.
+  answering.add(nodeA.hostname);
+  await sleep(1600);
+  assert.ok(routed(a!) && routed(b!), 'both routed');
+  // A answered, then stops answering while Swarm still says it is ready: its task leaves the route.
+  answering.delete(nodeA.hostname);
+  await until(() => !routed(a!), 4000);
+  assert.equal(nodeA.state, 'ready');
+  assert.ok(routed(b!));
+  assert.match(String(events('node_not_answering', logFrom)[0]?.node ?? ''), new RegExp(nodeA.hostname));
+  // It answers again: the task rejoins after its checks.
+  answering.add(nodeA.hostname);
+  await until(() => routed(a!), 5000);
+  // Both answered once, then neither does: the app keeps its routed targets.
+  answering.add(nodeB.hostname);
+  await sleep(1100);
+  answering.clear();
+  await sleep(2000);
+  assert.ok(routed(a!) && routed(b!), 'a probe alone never takes an app\'s last routed targets');
 });
 
 test('a node that is `unknown` (a restarted manager, a new leader) keeps its tasks routed; one that was down and comes back ready with the same tasks rejoins after its checks, and down names Swarm forgot are forgotten', async (t) => {
@@ -547,7 +578,7 @@ async function storesWithoutApps(stores: { paths: ReturnType<typeof dataPaths> }
   return apps;
 }
 
-async function setUp(t: TestContext, waitMs = 300, distributorOf?: (engine: FakeEngine) => ImageDistributor) {
+async function setUp(t: TestContext, waitMs = 300, distributorOf?: (engine: FakeEngine) => ImageDistributor, extra: { nodeProbe?: NodeProbe } = {}) {
   const engine = new FakeEngine();
   engine.addImage(IMAGE);
   const swarm = new FakeSwarm(3);
@@ -566,7 +597,7 @@ async function setUp(t: TestContext, waitMs = 300, distributorOf?: (engine: Fake
   const domains = new DomainStore(paths.domains, { domain: 'example.test', apps: () => apps.list().map((a) => a.name) });
   await domains.load();
   const stores = { apps, domains, config: { ...defaultConfig({}, false), dataDir: dir }, paths, locks: new AppLock(), services: new ServiceStore(paths.services, paths.serviceData), serviceKinds: [] };
-  const orch = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm, ...(distributorOf ? { distributor: distributorOf(engine) } : {}) });
+  const orch = new Orchestrator({ ...stores, engine, publisher, appUrl: (app) => `http://${app}.example.test`, swarm, ...(distributorOf ? { distributor: distributorOf(engine) } : {}), ...extra });
   await orch.start();
   t.after(() => orch.stop());
   const out = recordingOutput();

@@ -31,7 +31,7 @@ import { redeployCurrent, type ReleaseDeps } from './release-flow.ts';
 import { ServiceManager } from './service-manager.ts';
 import type { ImageDistributor, Swarm } from './swarm.ts';
 import { LocalImageDistributor, SwarmDeploy, type Placement } from './swarm-deployment.ts';
-import { TaskWatcher } from './task-watcher.ts';
+import { TaskWatcher, type NodeProbe } from './task-watcher.ts';
 import type { ContainerState } from './engine.ts';
 
 /**
@@ -59,6 +59,8 @@ export interface OrchestratorDeps {
   swarm?: Swarm;
   /** How release images reach every node on the swarm scheduler (the cluster registry); default: by image id, which nodes must have. */
   distributor?: ImageDistributor;
+  /** On the swarm scheduler, whether a node's machine answers, before Swarm marks it down (default: a TCP probe of its gossip port; tests inject one). */
+  nodeProbe?: NodeProbe;
   /** On the docker scheduler, the Swarm the engine manages, if it is a manager's: the process services berth left there on the swarm scheduler are removed at start. */
   formerSwarm?: Swarm;
 }
@@ -548,6 +550,7 @@ export class Orchestrator {
         }
       },
       readmit: (app, task) => this.readmit(swarm, app, task),
+      ...(this.deps.nodeProbe ? { probe: this.deps.nodeProbe } : {}),
     });
     if (!this.stopped) this.tasks.start();
   }
