@@ -154,6 +154,8 @@ test('a push whose client goes away during the build stops the build, moves no r
   const repo = path.join(work, 'killed');
   const marker = `build-${randomBytes(4).toString('hex')}`;
   gitRepo(repo, { ...nodeApp('never'), Dockerfile: `FROM ${BASE_IMAGE}\nCOPY . /app\nRUN echo ${marker} started && sleep 60\n` });
+  const dangling = () => mustRun('docker', ['images', '-q', '--no-trunc', '--filter', 'dangling=true']).split('\n').filter(Boolean);
+  const danglingBefore = new Set(dangling());
   const k = startPush(repo, 'conc-killed');
   await waitFor('the build to start', () => k.stderr().includes(`${marker} started`), 60_000);
   process.kill(-k.child.pid!, 'SIGKILL'); // git and the ssh it runs
@@ -161,6 +163,8 @@ test('a push whose client goes away during the build stops the build, moves no r
 
   await waitFor('the daemon to log the cancelled push', () => daemon.logs().includes('"event":"push_cancelled","app":"conc-killed"'), 30_000);
   await waitFor('the build container to be gone', () => !mustRun('docker', ['ps', '-a', '--no-trunc', '--format', '{{.Command}}']).includes(marker), 30_000);
+  // The image its COPY step committed is nobody's: it goes too.
+  await waitFor('no image left by the cancelled build', () => dangling().every((id) => danglingBefore.has(id)), 15_000);
   const gitdir = path.join(daemon.dataDir, 'repos', 'conc-killed.git');
   assert.equal(fs.existsSync(path.join(gitdir, 'refs', 'heads', 'main')), false, 'the branch was not created');
 

@@ -180,12 +180,16 @@ export class DockerEngine implements Engine {
       let failure: string | undefined;
       let partial = '';
       let settled = false;
+      /** The images the steps committed (` ---> ID` lines), not those a FROM names. */
+      const steps: string[] = [];
+      let fromStep = false;
       const finish = (err?: Error) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         options.signal?.removeEventListener('abort', onAbort);
         if (partial) options.onLine(partial);
+        if (err || failure || !imageId) void this.#removeStepImages(steps);
         if (err) return reject(err);
         if (failure) {
           const oom = /returned a non-zero code: 137/.test(failure) && options.memory;
@@ -217,11 +221,43 @@ export class DockerEngine implements Engine {
           const lines = (partial + text).split('\n');
           partial = lines.pop() ?? '';
           let pending: void | Promise<void> = undefined;
-          for (const line of lines) pending = options.onLine(line.replace(/\r$/, '')) ?? pending;
+          for (const line of lines) {
+            const step = STEP_IMAGE.exec(line);
+            if (step && !fromStep) steps.push(step[1]!);
+            if (step || STEP_START.test(line)) fromStep = FROM_STEP.test(line);
+            pending = options.onLine(line.replace(/\r$/, '')) ?? pending;
+          }
           if (pending) holdBack(stream as unknown as NodeJS.ReadableStream, pending);
         },
       );
     });
+  }
+
+  /**
+   * After a build that failed or was cancelled: the images its finished steps committed are
+   * nobody's (no tag, no release, no child), and the classic builder leaves them. Each untagged
+   * one is removed, the last step first; one still in use (the step container the engine is
+   * removing, a child, another build's cache) stays. Waits a little for the engine to let go of a
+   * cancelled step's container; never fails the caller.
+   */
+  async #removeStepImages(steps: readonly string[]): Promise<void> {
+    for (const id of [...new Set(steps)].reverse()) {
+      for (let attempt = 0; attempt < 20; attempt++) {
+        try {
+          const info = (await this.#docker.getImage(id).inspect()) as { RepoTags?: string[]; RepoDigests?: string[]; Parent?: string };
+          // Tagged, pulled, or not made by a build step (no parent): somebody's image.
+          if ((info.RepoTags ?? []).some((t) => t !== '<none>:<none>') || (info.RepoDigests ?? []).length > 0 || !info.Parent) break;
+          await this.#docker.getImage(id).remove({ force: false });
+          log.info('build_step_image_removed', { image: id });
+          break;
+        } catch (e) {
+          const code = (e as { statusCode?: number }).statusCode;
+          // In use by a container the engine is still removing: asked again shortly; anything else leaves it.
+          if (code !== 409 || !/container/i.test((e as Error).message) || /child/i.test((e as Error).message)) break;
+          await sleep(500);
+        }
+      }
+    }
   }
 
   async run(spec: ContainerSpec): Promise<ContainerState> {
@@ -659,6 +695,12 @@ export class DockerEngine implements Engine {
     }
   }
 }
+
+/** A build step's result in the classic builder's output: ` ---> 0123456789ab`. */
+const STEP_IMAGE = /^ ---> ([0-9a-f]{12,64})\s*$/;
+/** The start of a step (`Step 2/5 : COPY . /app`), and of a FROM step, whose result is the base image. */
+const STEP_START = /^Step \d+\/\d+ : /;
+const FROM_STEP = /^Step \d+\/\d+ : FROM\s/i;
 
 /** The environment variable that marks the processes of one exec (lower case: no berth setting's name). */
 const EXEC_MARKER = 'berth_exec';
