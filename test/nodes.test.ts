@@ -61,33 +61,20 @@ class MemorySwarm implements Swarm {
   async tasks() {
     return this.running;
   }
-  createService(): never {
-    throw new Error('not used by the nodes commands');
-  }
-  services(): never {
-    throw new Error('not used by the nodes commands');
-  }
-  setReplicas(): never {
-    throw new Error('not used by the nodes commands');
-  }
-  removeService(): never {
-    throw new Error('not used by the nodes commands');
-  }
-  taskLogs(): never {
-    throw new Error('not used by the nodes commands');
-  }
-  followTaskLogs(): never {
-    throw new Error('not used by the nodes commands');
-  }
-  ensureSecret(): never {
-    throw new Error('not used by the nodes commands');
-  }
-  secrets(): never {
-    throw new Error('not used by the nodes commands');
-  }
-  removeSecret(): never {
-    throw new Error('not used by the nodes commands');
-  }
+  createService = unused;
+  services = unused;
+  setReplicas = unused;
+  removeService = unused;
+  taskLogs = unused;
+  followTaskLogs = unused;
+  ensureSecret = unused;
+  secrets = unused;
+  removeSecret = unused;
+}
+
+/** What the nodes commands never ask of the Swarm. */
+function unused(): never {
+  throw new Error('not used by the nodes commands');
 }
 
 function node(hostname: string, id: string, extra: Partial<SwarmNode> = {}): SwarmNode {

@@ -391,13 +391,16 @@ async function stopDisabledFirst(ctx: DeployContext, app: string, checks: Resolv
   const types = [...new Set(disabled.map((c) => c.labels[LABEL.process]))].join(', ');
   ctx.out.step(`Zero-downtime deploys are disabled for ${types}: stopping the old containers first`);
   const names = new Set(disabled.map((c) => c.name));
-  const routed = ctx.publisher.routed(app);
-  const leaving = routed.filter((t) => names.has(t.id));
-  if (leaving.length > 0) {
-    ctx.publisher.publish(app, ctx.hostnames, routed.filter((t) => !names.has(t.id)));
-    await ctx.publisher.drain(leaving, { deadlineMs: checks.drainTimeoutMs, reason: 'the app is being redeployed' });
-  }
+  await unrouteFirst(ctx, app, (t) => names.has(t.id), checks);
   await stopContainers(ctx, app, disabled, checks);
+}
+
+/** checks:disable, on either scheduler: the targets `leaving` picks leave the app's route and are drained before they stop. */
+export async function unrouteFirst(ctx: DeployContext, app: string, leaving: (t: Target) => boolean, checks: ResolvedChecks): Promise<void> {
+  const routed = ctx.publisher.routed(app);
+  if (!routed.some(leaving)) return;
+  ctx.publisher.publish(app, ctx.hostnames, routed.filter((t) => !leaving(t)));
+  await ctx.publisher.drain(routed.filter(leaving), { deadlineMs: checks.drainTimeoutMs, reason: 'the app is being redeployed' });
 }
 
 async function stopContainers(ctx: DeployContext, app: string, containers: readonly ContainerState[], checks: ResolvedChecks): Promise<void> {

@@ -33,6 +33,7 @@ import {
   limitFor,
   processContainers,
   swapRoutes,
+  unrouteFirst,
   WEB_PORT,
   type DeployContext,
   type Deployed,
@@ -42,7 +43,6 @@ import {
 } from './deployment.ts';
 import { APP_CAPABILITIES, LABEL, type ContainerState, type Engine } from './engine.ts';
 import { ENDED_TASK_STATES, SwarmDynos } from './swarm-dynos.ts';
-import type { Target } from '../proxy/route-table.ts';
 import type { ImageDistributor, Swarm, SwarmNode, SwarmService, SwarmServiceSpec, SwarmTask } from './swarm.ts';
 
 /** How long a new service's tasks may take to run (a pull on a node included) before the deploy fails. */
@@ -231,12 +231,7 @@ async function stopDisabledFirst(ctx: DeployContext, sw: SwarmDeploy, app: strin
   if (old.length === 0) return;
   ctx.out.step(`Zero-downtime deploys are disabled for ${[...disabled].join(', ')}: stopping the old Swarm services first`);
   // A task's target is named SERVICE.SLOT.TASKID.
-  const leaving = (t: Target) => old.some((s) => t.id.startsWith(`${s.name}.`));
-  const routed = ctx.publisher.routed(app);
-  if (routed.some(leaving)) {
-    ctx.publisher.publish(app, ctx.hostnames, routed.filter((t) => !leaving(t)));
-    await ctx.publisher.drain(routed.filter(leaving), { deadlineMs: checks.drainTimeoutMs, reason: 'the app is being redeployed' });
-  }
+  await unrouteFirst(ctx, app, (t) => old.some((s) => t.id.startsWith(`${s.name}.`)), checks);
   ctx.out.step(`Stopping the tasks of ${old.length} old Swarm service${old.length === 1 ? '' : 's'} (SIGTERM, then SIGKILL after ${Math.ceil(checks.stopTimeoutMs / 1000)}s)`);
   const deadline = Date.now() + checks.stopTimeoutMs + STOP_SEEN_MARGIN_MS;
   let left: SwarmTask[] = [];
